@@ -1,0 +1,77 @@
+//! Channels: how a planned contact leaves campaignd.
+//!
+//! Every channel sits behind one trait, [`Channel`]. The engine's dispatcher claims contacts,
+//! commits the claim, then calls [`Channel::send_batch`] with no database transaction open,
+//! then records each outcome. A channel never touches contact state itself.
+//!
+//! Architecture invariant: this crate knows nothing of the engine, the planner or waves; it
+//! receives fully rendered messages carrying their idempotency key.
+
+use async_trait::async_trait;
+
+pub mod email;
+pub mod sms;
+pub mod worklist;
+
+/// One rendered message for one subscriber.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    /// The contact row this message belongs to.
+    pub contact_id: i64,
+    /// Idempotency key, unique per (run, wave, subscriber). Goes to the gateway so that a
+    /// repeated send after a crash can be recognised, and comes back in delivery reports.
+    pub key: String,
+    pub subscriber_id: i64,
+    pub msisdn: String,
+    /// Rendered text (SMS body, or the task's script/notes for agent tasks).
+    pub text: String,
+    pub campaign: String,
+    pub wave: String,
+    /// For agent tasks: the team that works them.
+    pub team: Option<String>,
+}
+
+/// What the channel says about a message it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The gateway's own reference, when it returns one.
+    pub gateway_ref: Option<String>,
+    /// True when the gateway only queued it (Kannel "3: Queued for later delivery").
+    pub queued: bool,
+}
+
+/// Why a send failed; decides whether the dispatcher retries.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying later with backoff (timeouts, 5xx, connection refused).
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// Never retry: the gateway refused this message (bad number, not routable, auth).
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    /// Exhaustive on purpose: a new variant must be classified.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SendError::Transient(_) => true,
+            SendError::Permanent(_) => false,
+        }
+    }
+}
+
+/// One way of reaching subscribers.
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// The channel kind as workflow files name it: `sms`, `outbound_call`, `service`.
+    fn kind(&self) -> &'static str;
+
+    /// Sends a batch; returns one result per message, in the same order.
+    async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>>;
+
+    /// Checks that the channel can work (gateway reachable, file writable) without sending.
+    async fn healthcheck(&self) -> Result<(), SendError> {
+        Ok(())
+    }
+}
