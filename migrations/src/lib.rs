@@ -1,1 +1,18 @@
+//! Schema history for both backends (SQLite and PostgreSQL), written with sea-query's DSL so
+//! one migration runs on both. Migrations are additive: SQLite cannot alter most column shapes.
+//!
+//! Every instant is a BIGINT of Unix milliseconds (UTC). That keeps ordering and arithmetic the
+//! same on both backends, and keeps the dispatcher's "is it due" comparisons index-friendly.
+
 pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_initial::Migration)]
+    }
+}

@@ -1,1 +1,240 @@
+//! Storage for campaignd: every durable fact lives here, on SQLite (embedded default, one
+//! daemon per file) or PostgreSQL (production; several replicas share work through it).
+//!
+//! Architecture invariants:
+//! - Only this crate writes SQL for campaign state. Callers get typed rows and typed
+//!   transitions; every transition names the state it expects, so a stale worker (lost lease,
+//!   second replica) changes nothing.
+//! - Instants are `i64` Unix milliseconds, UTC ([`Millis`]).
+//! - No network I/O happens while a transaction of this crate is open.
+//! - This crate knows nothing of channels, HTTP or workflow files.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, ExecResult,
+    QueryResult, Statement, Value,
+};
+use sea_orm_migration::MigratorTrait;
+
+pub mod contacts;
+pub mod inbound;
+pub mod runs;
 pub mod subscribers;
+
+pub use sea_orm::{DatabaseTransaction, TransactionTrait};
+
+/// Unix milliseconds, UTC.
+pub type Millis = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error(
+        "another campaignd daemon is already using {path}: SQLite allows one daemon per database file (stop the other one, or use PostgreSQL to run several replicas)"
+    )]
+    Locked { path: String },
+    #[error("cannot open lock file {path}: {source}")]
+    LockFile { path: String, source: std::io::Error },
+    #[error("unsupported database URL `{0}`: expected sqlite://PATH, sqlite::memory: or postgres://...")]
+    BadUrl(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The database campaignd runs on.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    sqlite_path: Option<PathBuf>,
+}
+
+/// Holds the exclusive daemon lock on a SQLite file until dropped.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: Option<std::fs::File>,
+}
+
+impl Store {
+    /// Connects to `url`. SQLite files are created when missing and put in WAL mode.
+    /// For PostgreSQL, `schema` (when given) becomes the search path, which lets tests and
+    /// tenants share one database without seeing each other.
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Store> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10));
+        let sqlite_path = if url.starts_with("sqlite:") {
+            let path = sqlite_file(url);
+            // Several connections in WAL mode let readers (API, reports) run beside the one
+            // writer; busy_timeout makes writers queue instead of failing.
+            opts.max_connections(4).min_connections(1).map_sqlx_sqlite_opts(|o| {
+                o.create_if_missing(true)
+                    .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30))
+            });
+            path
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            opts.max_connections(16).min_connections(1);
+            if let Some(s) = schema {
+                opts.set_schema_search_path(s.to_owned());
+            }
+            None
+        } else {
+            return Err(StoreError::BadUrl(url.to_owned()));
+        };
+        let db = Database::connect(opts).await?;
+        Ok(Store { db, sqlite_path })
+    }
+
+    /// Applies all pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        migrations::Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Takes the one-daemon-per-file lock for SQLite; a no-op on PostgreSQL, where replicas
+    /// coordinate through row locks and leases instead.
+    pub fn lock_daemon(&self) -> Result<DaemonLock> {
+        let Some(path) = &self.sqlite_path else {
+            return Ok(DaemonLock { _file: None });
+        };
+        let lock_path = format!("{}.lock", path.display());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::LockFile { path: lock_path.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(DaemonLock { _file: Some(file) }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(StoreError::Locked { path: path.display().to_string() })
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(StoreError::LockFile { path: lock_path, source })
+            }
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.db.get_database_backend() == DbBackend::Postgres
+    }
+
+    /// The database's clock, so that replicas on different hosts agree on what is due.
+    pub async fn db_now(&self) -> Result<Millis> {
+        let sql = match self.db.get_database_backend() {
+            DbBackend::Postgres => "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT AS now",
+            _ => "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now",
+        };
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(self.db.get_database_backend(), sql))
+            .await?
+            .ok_or_else(|| StoreError::Invalid("clock query returned no row".into()))?;
+        Ok(row.try_get::<i64>("", "now")?)
+    }
+
+    pub async fn close(self) -> Result<()> {
+        self.db.close().await?;
+        Ok(())
+    }
+}
+
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path.starts_with(":memory:") {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+/// Builds a statement from SQL written with `?` placeholders, numbering them `$1, $2, …` for
+/// PostgreSQL. The SQL is always a constant of this crate; values are always bound.
+pub(crate) fn stmt<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: impl IntoIterator<Item = Value>,
+) -> Statement {
+    let backend = c.get_database_backend();
+    let sql = if backend == DbBackend::Postgres { number_placeholders(sql) } else { sql.to_owned() };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+fn number_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    let mut in_str = false;
+    for ch in sql.chars() {
+        match ch {
+            '\'' => {
+                in_str = !in_str;
+                out.push(ch);
+            }
+            '?' if !in_str => {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+pub(crate) async fn exec<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: impl IntoIterator<Item = Value>,
+) -> Result<ExecResult> {
+    Ok(c.execute_raw(stmt(c, sql, values)).await?)
+}
+
+pub(crate) async fn query<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: impl IntoIterator<Item = Value>,
+) -> Result<Vec<QueryResult>> {
+    Ok(c.query_all_raw(stmt(c, sql, values)).await?)
+}
+
+/// `?, ?, ?` for an IN list of `n` values.
+pub(crate) fn marks(n: usize) -> String {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s
+}
+
+/// The current wall-clock time in Unix milliseconds.
+pub fn wall_now() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_outside_strings() {
+        assert_eq!(number_placeholders("a = ? AND b = '?' AND c IN (?, ?)"), "a = $1 AND b = '?' AND c IN ($2, $3)");
+    }
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(sqlite_file("sqlite://a/b.db?mode=rwc"), Some(PathBuf::from("a/b.db")));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+    }
+}

@@ -1,0 +1,292 @@
+//! What comes back: delivery reports, replies, agent outcomes and business events are
+//! stored first as `inbound` rows, then attributed to contacts. Storing first means an event
+//! that arrives before its contact is visible (a DLR racing the dispatcher's own commit) is
+//! kept and matched on a later pass instead of being lost.
+
+use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
+
+use crate::{Millis, Result, Store, exec, marks, query};
+
+/// Inbound sources.
+pub mod source {
+    pub const DLR: &str = "dlr";
+    pub const MO: &str = "mo";
+    pub const TASK: &str = "task";
+    pub const EVENT: &str = "event";
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInbound {
+    pub source: &'static str,
+    /// The contact's idempotency key, when the event carries it (DLRs, task outcomes).
+    pub idem_key: Option<String>,
+    pub msisdn: Option<String>,
+    /// e.g. `delivered`, `undelivered`, `reply`, `outcome`, `order`, `topup`.
+    pub kind: String,
+    pub value: Option<String>,
+    /// The raw event as received, JSON.
+    pub payload: String,
+    pub received_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct InboundRow {
+    pub id: i64,
+    pub source: String,
+    pub idem_key: Option<String>,
+    pub msisdn: Option<String>,
+    pub kind: String,
+    pub value: Option<String>,
+    pub received_at: i64,
+}
+
+/// A contact as attribution sees it.
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct ContactRef {
+    pub id: i64,
+    pub run_id: i64,
+    pub wave_run_id: i64,
+    pub subscriber_id: i64,
+    pub arm: String,
+    pub state: String,
+    pub channel: String,
+    pub wave: String,
+    pub wave_state: String,
+    pub planned_at: Option<i64>,
+    pub closes_at: Option<i64>,
+    pub responded_at: Option<i64>,
+}
+
+const CONTACT_REF: &str = "SELECT c.id, c.run_id, c.wave_run_id, c.subscriber_id, c.arm, c.state, c.channel, w.wave, w.state AS wave_state, w.planned_at, w.closes_at, c.responded_at FROM contact c JOIN wave_run w ON w.id = c.wave_run_id";
+
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct TaskRow {
+    pub id: i64,
+    pub contact_id: i64,
+    pub team: String,
+    pub kind: String,
+    pub subscriber_id: i64,
+    pub script: String,
+    pub state: String,
+    pub outcome: Option<String>,
+}
+
+impl Store {
+    /// Stores inbound events; nothing else happens until attribution runs.
+    pub async fn insert_inbound(&self, rows: &[NewInbound]) -> Result<u64> {
+        let tx = self.db().begin().await?;
+        let mut n = 0;
+        for chunk in rows.chunks(500) {
+            let mut sql = String::from(
+                "INSERT INTO inbound (source, idem_key, msisdn, kind, value, payload, received_at, processed) VALUES ",
+            );
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8);
+            for (i, r) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
+                values.extend([
+                    r.source.into(),
+                    r.idem_key.clone().into(),
+                    r.msisdn.clone().into(),
+                    r.kind.clone().into(),
+                    r.value.clone().into(),
+                    r.payload.clone().into(),
+                    r.received_at.into(),
+                    false.into(),
+                ]);
+            }
+            n += exec(&tx, &sql, values).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The oldest unprocessed inbound events.
+    pub async fn unprocessed_inbound(&self, limit: u64) -> Result<Vec<InboundRow>> {
+        let rows = query(
+            self.db(),
+            "SELECT id, source, idem_key, msisdn, kind, value, received_at FROM inbound WHERE processed = ? ORDER BY id LIMIT ?",
+            [false.into(), (limit as i64).into()],
+        )
+        .await?;
+        rows.iter().map(|r| Ok(InboundRow::from_query_result(r, "")?)).collect()
+    }
+
+    pub async fn mark_inbound_processed(&self, ids: &[i64]) -> Result<()> {
+        for chunk in ids.chunks(1000) {
+            let sql = format!("UPDATE inbound SET processed = ? WHERE id IN ({})", marks(chunk.len()));
+            let mut values: Vec<Value> = vec![true.into()];
+            values.extend(chunk.iter().map(|id| Value::from(*id)));
+            exec(self.db(), &sql, values).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn contact_by_key(&self, key: &str) -> Result<Option<ContactRef>> {
+        let sql = format!("{CONTACT_REF} WHERE c.idem_key = ?");
+        let rows = query(self.db(), &sql, [key.into()]).await?;
+        rows.first().map(|r| Ok(ContactRef::from_query_result(r, "")?)).transpose()
+    }
+
+    /// A subscriber's contacts in runs that are still active, newest wave first: the
+    /// candidates a reply or a business event may be attributed to.
+    pub async fn active_contacts_of(&self, subscriber_id: i64) -> Result<Vec<ContactRef>> {
+        let sql = format!(
+            "{CONTACT_REF} JOIN run r ON r.id = c.run_id WHERE c.subscriber_id = ? AND r.state = 'active' ORDER BY w.ordinal DESC, c.id DESC"
+        );
+        let rows = query(self.db(), &sql, [subscriber_id.into()]).await?;
+        rows.iter().map(|r| Ok(ContactRef::from_query_result(r, "")?)).collect()
+    }
+
+    /// Records a delivery report. Accepts a report racing the dispatcher's own `sent` update
+    /// (the contact is still `sending`): delivered implies sent.
+    pub async fn record_delivery(&self, contact_id: i64, delivered: bool, at: Millis, reason: Option<&str>) -> Result<bool> {
+        let res = if delivered {
+            exec(
+                self.db(),
+                "UPDATE contact SET state = 'delivered', delivered_at = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state IN ('sending', 'sent')",
+                [at.into(), at.into(), contact_id.into()],
+            )
+            .await?
+        } else {
+            exec(
+                self.db(),
+                "UPDATE contact SET state = 'failed', last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state IN ('sending', 'sent')",
+                [reason.unwrap_or("undelivered").into(), at.into(), contact_id.into()],
+            )
+            .await?
+        };
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Stores a response and, when it counts for the wave, marks the contact responded
+    /// (first response wins).
+    pub async fn record_response(&self, contact: &ContactRef, kind: &str, value: Option<&str>, at: Millis, counts: bool) -> Result<()> {
+        let tx = self.db().begin().await?;
+        exec(
+            &tx,
+            "INSERT INTO response (contact_id, run_id, wave_run_id, subscriber_id, arm, kind, value, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                contact.id.into(),
+                contact.run_id.into(),
+                contact.wave_run_id.into(),
+                contact.subscriber_id.into(),
+                contact.arm.as_str().into(),
+                kind.into(),
+                value.map(str::to_owned).into(),
+                at.into(),
+            ],
+        )
+        .await?;
+        if counts {
+            exec(
+                &tx,
+                "UPDATE contact SET responded_at = ?, response = ? WHERE id = ? AND responded_at IS NULL",
+                [at.into(), format!("{kind}:{}", value.unwrap_or("")).into(), contact.id.into()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Subscribers of a run (by arm) with a response of `kind` (and `value`, when given)
+    /// recorded at or before `until`: the goal conversions for evaluation.
+    pub async fn converted(&self, run_id: i64, kind: &str, value: Option<&str>) -> Result<Vec<(i64, String)>> {
+        let rows = match value {
+            Some(v) => {
+                query(
+                    self.db(),
+                    "SELECT DISTINCT subscriber_id, arm FROM response WHERE run_id = ? AND kind = ? AND value = ?",
+                    [run_id.into(), kind.into(), v.into()],
+                )
+                .await?
+            }
+            None => {
+                query(
+                    self.db(),
+                    "SELECT DISTINCT subscriber_id, arm FROM response WHERE run_id = ? AND kind = ?",
+                    [run_id.into(), kind.into()],
+                )
+                .await?
+            }
+        };
+        rows.iter().map(|r| Ok((r.try_get("", "subscriber_id")?, r.try_get("", "arm")?))).collect()
+    }
+
+    /// Per subscriber of a run's first wave: arm and stratum, for evaluation by cell.
+    pub async fn run_population(&self, first_wave_run_id: i64) -> Result<Vec<(i64, String, String)>> {
+        let rows = query(
+            self.db(),
+            "SELECT subscriber_id, arm, stratum FROM contact WHERE wave_run_id = ? ORDER BY subscriber_id",
+            [first_wave_run_id.into()],
+        )
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("", "subscriber_id")?, r.try_get("", "arm")?, r.try_get("", "stratum")?))).collect()
+    }
+
+    /// Opens agent tasks (outbound calls, service visits) for contacts; one per contact.
+    pub async fn open_tasks(&self, rows: &[(i64, &str, &str, i64, &str)], now: Millis) -> Result<u64> {
+        let tx = self.db().begin().await?;
+        let mut n = 0;
+        for (contact_id, team, kind, subscriber_id, script) in rows {
+            n += exec(
+                &tx,
+                "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?) ON CONFLICT (contact_id) DO NOTHING",
+                [(*contact_id).into(), (*team).into(), (*kind).into(), (*subscriber_id).into(), (*script).into(), now.into(), now.into()],
+            )
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub async fn tasks(&self, team: Option<&str>, state: &str, limit: u64) -> Result<Vec<TaskRow>> {
+        let base = "SELECT id, contact_id, team, kind, subscriber_id, script, state, outcome FROM agent_task WHERE state = ?";
+        let rows = match team {
+            Some(t) => query(self.db(), &format!("{base} AND team = ? ORDER BY id LIMIT ?"), [state.into(), t.into(), (limit as i64).into()]).await?,
+            None => query(self.db(), &format!("{base} ORDER BY id LIMIT ?"), [state.into(), (limit as i64).into()]).await?,
+        };
+        rows.iter().map(|r| Ok(TaskRow::from_query_result(r, "")?)).collect()
+    }
+
+    /// Closes an open task with the agent's outcome and queues the outcome for attribution,
+    /// in one transaction. False when the task was not open.
+    pub async fn complete_task(&self, task_id: i64, outcome: &str, agent: &str, now: Millis) -> Result<bool> {
+        let tx = self.db().begin().await?;
+        let res = exec(
+            &tx,
+            "UPDATE agent_task SET state = 'done', outcome = ?, agent = ?, updated_at = ? WHERE id = ? AND state = 'open'",
+            [outcome.into(), agent.into(), now.into(), task_id.into()],
+        )
+        .await?;
+        if res.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let key = query(
+            &tx,
+            "SELECT c.idem_key FROM agent_task t JOIN contact c ON c.id = t.contact_id WHERE t.id = ?",
+            [task_id.into()],
+        )
+        .await?;
+        let key: String = key[0].try_get("", "idem_key")?;
+        exec(
+            &tx,
+            "INSERT INTO inbound (source, idem_key, msisdn, kind, value, payload, received_at, processed) VALUES ('task', ?, NULL, 'outcome', ?, ?, ?, ?)",
+            [key.into(), outcome.into(), format!("{{\"task\":{task_id},\"agent\":\"{}\"}}", agent.replace('"', "")).into(), now.into(), false.into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Unprocessed inbound events, for progress displays and tests.
+pub async fn count_unprocessed<C: ConnectionTrait>(c: &C) -> Result<u64> {
+    let rows = query(c, "SELECT COUNT(*) AS n FROM inbound WHERE processed = ?", [false.into()]).await?;
+    Ok(rows[0].try_get::<i64>("", "n")? as u64)
+}

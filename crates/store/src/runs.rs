@@ -1,0 +1,319 @@
+//! Workflow versions, schedule slots, runs, wave runs and durable timers.
+
+use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
+
+use crate::{Millis, Result, Store, exec, query};
+
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct VersionRow {
+    pub id: i64,
+    pub campaign: String,
+    pub hash: String,
+    pub loaded_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct RunRow {
+    pub id: i64,
+    pub campaign: String,
+    pub version_id: i64,
+    pub slot_id: Option<i64>,
+    pub trigger: String,
+    pub state: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct WaveRunRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub wave: String,
+    pub ordinal: i32,
+    pub channel: String,
+    pub state: String,
+    pub planned_at: Option<i64>,
+    pub closes_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct SlotRow {
+    pub id: i64,
+    pub campaign: String,
+    pub slot_at: i64,
+    pub state: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct TimerRow {
+    pub id: i64,
+    pub kind: String,
+    pub wave_run_id: i64,
+    pub fire_at: i64,
+}
+
+/// Wave run states.
+pub mod wave_state {
+    /// Waiting for its predecessor's window to close (or the run to start).
+    pub const PENDING: &str = "pending";
+    /// Contacts written; dispatch and the response window are running.
+    pub const OPEN: &str = "open";
+    /// The response window closed; successors may be planned.
+    pub const CLOSED: &str = "closed";
+}
+
+/// What starting a run needs.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub campaign: &'a str,
+    pub version_id: i64,
+    /// The schedule slot this run belongs to; `None` for manual runs.
+    pub slot_at: Option<Millis>,
+    pub trigger: &'a str,
+    /// (wave id, channel), in workflow order.
+    pub waves: &'a [(String, String)],
+    pub now: Millis,
+}
+
+impl Store {
+    /// Records a workflow version by content hash; returns its id (existing or new).
+    pub async fn upsert_version(&self, campaign: &str, hash: &str, source: &str, now: Millis) -> Result<i64> {
+        exec(
+            self.db(),
+            "INSERT INTO workflow_version (campaign, hash, source, loaded_at) VALUES (?, ?, ?, ?) ON CONFLICT (campaign, hash) DO NOTHING",
+            [campaign.into(), hash.into(), source.into(), now.into()],
+        )
+        .await?;
+        let rows = query(
+            self.db(),
+            "SELECT id FROM workflow_version WHERE campaign = ? AND hash = ?",
+            [campaign.into(), hash.into()],
+        )
+        .await?;
+        Ok(rows[0].try_get::<i64>("", "id")?)
+    }
+
+    pub async fn versions(&self, campaign: &str) -> Result<Vec<VersionRow>> {
+        let rows = query(
+            self.db(),
+            "SELECT id, campaign, hash, loaded_at FROM workflow_version WHERE campaign = ? ORDER BY id",
+            [campaign.into()],
+        )
+        .await?;
+        rows.iter().map(|r| Ok(VersionRow::from_query_result(r, "")?)).collect()
+    }
+
+    /// The stored source of a version: runs execute the version they started with, even
+    /// after the file on disk changed.
+    pub async fn version_source(&self, version_id: i64) -> Result<Option<(String, String, String)>> {
+        let rows = query(
+            self.db(),
+            "SELECT campaign, hash, source FROM workflow_version WHERE id = ?",
+            [version_id.into()],
+        )
+        .await?;
+        Ok(match rows.first() {
+            Some(r) => Some((r.try_get("", "campaign")?, r.try_get("", "hash")?, r.try_get("", "source")?)),
+            None => None,
+        })
+    }
+
+    /// Starts a run and its wave runs in one transaction. For a scheduled run the slot row is
+    /// inserted in the same transaction with `ON CONFLICT DO NOTHING`: when another replica
+    /// (or an earlier life of this daemon) already took the slot, nothing is written and
+    /// `None` is returned.
+    pub async fn start_run(&self, r: NewRun<'_>) -> Result<Option<i64>> {
+        let tx = self.db().begin().await?;
+        let slot_id = match r.slot_at {
+            Some(slot_at) => {
+                let Some(id) = insert_slot(&tx, r.campaign, r.version_id, slot_at, "run", None, r.now).await? else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                Some(id)
+            }
+            None => None,
+        };
+        let rows = query(
+            &tx,
+            "INSERT INTO run (campaign, version_id, slot_id, trigger, state, started_at) VALUES (?, ?, ?, ?, 'active', ?) RETURNING id",
+            [r.campaign.into(), r.version_id.into(), slot_id.into(), r.trigger.into(), r.now.into()],
+        )
+        .await?;
+        let run_id: i64 = rows[0].try_get("", "id")?;
+        for (i, (wave, channel)) in r.waves.iter().enumerate() {
+            exec(
+                &tx,
+                "INSERT INTO wave_run (run_id, wave, ordinal, channel, state) VALUES (?, ?, ?, ?, 'pending')",
+                [run_id.into(), wave.as_str().into(), (i as i32).into(), channel.as_str().into()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(run_id))
+    }
+
+    /// Records a slot that was deliberately not run (season, holiday, catch-up policy).
+    /// Returns false when the slot was already recorded.
+    pub async fn skip_slot(&self, campaign: &str, version_id: i64, slot_at: Millis, reason: &str, now: Millis) -> Result<bool> {
+        Ok(insert_slot(self.db(), campaign, version_id, slot_at, "skipped", Some(reason), now).await?.is_some())
+    }
+
+    /// The latest slot recorded for a campaign (run or skipped).
+    pub async fn latest_slot(&self, campaign: &str) -> Result<Option<Millis>> {
+        let rows = query(self.db(), "SELECT MAX(slot_at) AS m FROM schedule_slot WHERE campaign = ?", [campaign.into()]).await?;
+        Ok(rows[0].try_get::<Option<i64>>("", "m")?)
+    }
+
+    pub async fn slots(&self, campaign: &str) -> Result<Vec<SlotRow>> {
+        let rows = query(
+            self.db(),
+            "SELECT id, campaign, slot_at, state, reason FROM schedule_slot WHERE campaign = ? ORDER BY slot_at",
+            [campaign.into()],
+        )
+        .await?;
+        rows.iter().map(|r| Ok(SlotRow::from_query_result(r, "")?)).collect()
+    }
+
+    pub async fn active_runs(&self) -> Result<Vec<RunRow>> {
+        self.runs_where("state = 'active'", []).await
+    }
+
+    pub async fn run(&self, id: i64) -> Result<Option<RunRow>> {
+        Ok(self.runs_where("id = ?", [id.into()]).await?.into_iter().next())
+    }
+
+    pub async fn runs_of(&self, campaign: &str) -> Result<Vec<RunRow>> {
+        self.runs_where("campaign = ?", [campaign.into()]).await
+    }
+
+    async fn runs_where(&self, cond: &str, values: impl IntoIterator<Item = sea_orm::Value>) -> Result<Vec<RunRow>> {
+        let sql = format!(
+            "SELECT id, campaign, version_id, slot_id, trigger, state, started_at, finished_at FROM run WHERE {cond} ORDER BY id"
+        );
+        let rows = query(self.db(), &sql, values).await?;
+        rows.iter().map(|r| Ok(RunRow::from_query_result(r, "")?)).collect()
+    }
+
+    pub async fn wave_runs(&self, run_id: i64) -> Result<Vec<WaveRunRow>> {
+        let rows = query(
+            self.db(),
+            "SELECT id, run_id, wave, ordinal, channel, state, planned_at, closes_at FROM wave_run WHERE run_id = ? ORDER BY ordinal",
+            [run_id.into()],
+        )
+        .await?;
+        rows.iter().map(|r| Ok(WaveRunRow::from_query_result(r, "")?)).collect()
+    }
+
+    pub async fn wave_run(&self, id: i64) -> Result<Option<WaveRunRow>> {
+        let rows = query(
+            self.db(),
+            "SELECT id, run_id, wave, ordinal, channel, state, planned_at, closes_at FROM wave_run WHERE id = ?",
+            [id.into()],
+        )
+        .await?;
+        rows.first().map(|r| Ok(WaveRunRow::from_query_result(r, "")?)).transpose()
+    }
+
+    /// Moves a wave run from `from` to `to`; false when it was not in `from` (someone else
+    /// already moved it).
+    pub async fn transition_wave(&self, wave_run_id: i64, from: &str, to: &str) -> Result<bool> {
+        transition_wave(self.db(), wave_run_id, from, to).await
+    }
+
+    /// Marks a run done with its evaluation report; false when it was not active.
+    pub async fn finish_run(&self, run_id: i64, report_json: &str, now: Millis) -> Result<bool> {
+        let res = exec(
+            self.db(),
+            "UPDATE run SET state = 'done', finished_at = ?, report = ? WHERE id = ? AND state = 'active'",
+            [now.into(), report_json.into(), run_id.into()],
+        )
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub async fn run_report(&self, run_id: i64) -> Result<Option<String>> {
+        let rows = query(self.db(), "SELECT report FROM run WHERE id = ?", [run_id.into()]).await?;
+        Ok(match rows.first() {
+            Some(r) => r.try_get::<Option<String>>("", "report")?,
+            None => None,
+        })
+    }
+
+    /// Timers whose fire time has passed, by the clock value given (the database clock).
+    pub async fn due_timers(&self, now: Millis, limit: u64) -> Result<Vec<TimerRow>> {
+        let rows = query(
+            self.db(),
+            "SELECT id, kind, wave_run_id, fire_at FROM timer WHERE state = 'pending' AND fire_at <= ? ORDER BY fire_at LIMIT ?",
+            [now.into(), (limit as i64).into()],
+        )
+        .await?;
+        rows.iter().map(|r| Ok(TimerRow::from_query_result(r, "")?)).collect()
+    }
+
+    /// The earliest pending timer, to sleep until it.
+    pub async fn next_timer_at(&self) -> Result<Option<Millis>> {
+        let rows = query(self.db(), "SELECT MIN(fire_at) AS m FROM timer WHERE state = 'pending'", []).await?;
+        Ok(rows[0].try_get::<Option<i64>>("", "m")?)
+    }
+}
+
+/// Moves a wave run between states inside the caller's transaction.
+pub async fn transition_wave<C: ConnectionTrait>(c: &C, wave_run_id: i64, from: &str, to: &str) -> Result<bool> {
+    let res = exec(
+        c,
+        "UPDATE wave_run SET state = ? WHERE id = ? AND state = ?",
+        [to.into(), wave_run_id.into(), from.into()],
+    )
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Opens a planned wave: records when it was planned and when its window closes, and arms
+/// the durable timer that will close it. Part of the planner's transaction.
+pub async fn open_wave<C: ConnectionTrait>(c: &C, wave_run_id: i64, planned_at: Millis, closes_at: Millis) -> Result<bool> {
+    let res = exec(
+        c,
+        "UPDATE wave_run SET state = 'open', planned_at = ?, closes_at = ? WHERE id = ? AND state = 'pending'",
+        [planned_at.into(), closes_at.into(), wave_run_id.into()],
+    )
+    .await?;
+    if res.rows_affected() != 1 {
+        return Ok(false);
+    }
+    exec(
+        c,
+        "INSERT INTO timer (kind, wave_run_id, fire_at, state) VALUES ('wave_close', ?, ?, 'pending') ON CONFLICT (kind, wave_run_id) DO NOTHING",
+        [wave_run_id.into(), closes_at.into()],
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Takes a due timer: only the caller whose update changes the row fires it.
+pub async fn fire_timer<C: ConnectionTrait>(c: &C, timer_id: i64) -> Result<bool> {
+    let res = exec(c, "UPDATE timer SET state = 'fired' WHERE id = ? AND state = 'pending'", [timer_id.into()]).await?;
+    Ok(res.rows_affected() == 1)
+}
+
+async fn insert_slot<C: ConnectionTrait>(
+    c: &C,
+    campaign: &str,
+    version_id: i64,
+    slot_at: Millis,
+    state: &str,
+    reason: Option<&str>,
+    now: Millis,
+) -> Result<Option<i64>> {
+    let rows = query(
+        c,
+        "INSERT INTO schedule_slot (campaign, version_id, slot_at, state, reason, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, slot_at) DO NOTHING RETURNING id",
+        [campaign.into(), version_id.into(), slot_at.into(), state.into(), reason.map(str::to_owned).into(), now.into()],
+    )
+    .await?;
+    Ok(match rows.first() {
+        Some(r) => Some(r.try_get::<i64>("", "id")?),
+        None => None,
+    })
+}
