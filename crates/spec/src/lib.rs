@@ -1,2 +1,25 @@
+//! The workflow language: YAML files operators write, parsed into typed, checked workflows.
+//!
+//! Architecture invariant: this crate knows nothing of the database, the network or the
+//! engine. It reads files (a workflow, `segments.yaml`, templates) and returns either a
+//! [`Workflow`] or every problem found, each located as `file:line:column`.
+
 pub mod expr;
 pub mod fields;
+
+mod bundle;
+mod compile;
+mod diag;
+mod duration;
+mod load;
+mod model;
+mod template;
+mod workflow;
+
+pub use bundle::Bundle;
+pub use compile::{Segments, compile, compile_segments};
+pub use diag::Diagnostic;
+pub use duration::parse_duration;
+pub use load::{calendar_names, load_dir, load_file, schema_json};
+pub use template::Template;
+pub use workflow::*;

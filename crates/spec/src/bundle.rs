@@ -1,0 +1,65 @@
+//! A workflow version: the workflow file plus everything it reads (segment definitions,
+//! templates), captured together so a run can be re-compiled later exactly as it started,
+//! whatever happened to the files since.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::diag::Diagnostic;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// The workflow file's path as given, for messages.
+    pub path: String,
+    pub workflow: String,
+    /// `segments.yaml` beside the workflow, when present.
+    pub segments: Option<String>,
+    /// Template path (as written in the workflow) → text.
+    pub templates: BTreeMap<String, String>,
+}
+
+impl Bundle {
+    /// Reads a workflow file and what it refers to.
+    pub fn read(path: &Path) -> Result<Bundle, Vec<Diagnostic>> {
+        let shown = path.display().to_string();
+        let workflow = std::fs::read_to_string(path)
+            .map_err(|e| vec![Diagnostic { file: shown.clone(), line: 0, column: 0, message: format!("cannot read: {e}") }])?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let seg_path = dir.join("segments.yaml");
+        let segments = if seg_path.exists() {
+            Some(std::fs::read_to_string(&seg_path).map_err(|e| {
+                vec![Diagnostic { file: seg_path.display().to_string(), line: 0, column: 0, message: format!("cannot read: {e}") }]
+            })?)
+        } else {
+            None
+        };
+        // Template paths come from the file itself; a file that does not parse is reported
+        // by `compile`, with its location.
+        let mut templates = BTreeMap::new();
+        if let Ok(file) = serde_saphyr::from_str::<crate::model::WorkflowFile>(&workflow) {
+            for w in &file.waves {
+                let rel = &w.template.value;
+                if let Ok(text) = std::fs::read_to_string(dir.join(rel)) {
+                    templates.insert(rel.clone(), text);
+                }
+            }
+        }
+        Ok(Bundle { path: shown, workflow, segments, templates })
+    }
+
+    /// Hex SHA-256 of the bundle's canonical JSON: equal inputs, equal version.
+    pub fn hash(&self) -> String {
+        hex::encode(Sha256::digest(self.to_json().as_bytes()))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a struct of strings always serializes")
+    }
+
+    pub fn from_json(s: &str) -> Result<Bundle, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+}

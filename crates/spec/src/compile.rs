@@ -1,0 +1,440 @@
+//! Turns a [`Bundle`] into a checked [`Workflow`], collecting every problem with its location.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::NaiveTime;
+use croner::parser::{CronParser, Seconds};
+use serde_saphyr::Spanned;
+
+use crate::bundle::Bundle;
+use crate::diag::{Diagnostic, Sink, from_yaml_error};
+use crate::duration::parse_duration;
+use crate::expr::{self, Expr};
+use crate::fields;
+use crate::model::{self, CatchUpFile, SegmentsFile, TargetsFile, WorkflowFile};
+use crate::template::Template;
+use crate::workflow::*;
+
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}
+
+/// Named segments, checked.
+#[derive(Debug, Clone, Default)]
+pub struct Segments {
+    pub by_name: BTreeMap<String, Expr>,
+}
+
+/// Parses and checks `segments.yaml`.
+pub fn compile_segments(file: &str, source: &str) -> Result<Segments, Vec<Diagnostic>> {
+    let parsed: SegmentsFile = serde_saphyr::from_str_with_options(source, yaml_options()).map_err(|e| vec![from_yaml_error(file, &e)])?;
+    let mut sink = Sink::new(file, source);
+    let mut by_name = BTreeMap::new();
+    for (name, seg) in parsed.segments {
+        if let Some(e) = check_expr(&mut sink, &seg.filter) {
+            by_name.insert(name, e);
+        }
+    }
+    if sink.out.is_empty() { Ok(Segments { by_name }) } else { Err(sink.out) }
+}
+
+fn check_expr(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<Expr> {
+    match expr::parse(&s.value) {
+        Ok(e) => {
+            let errs = expr::check(&e);
+            if errs.is_empty() {
+                Some(e)
+            } else {
+                for err in errs {
+                    sink.inside(s, err.span.start, err.message);
+                }
+                None
+            }
+        }
+        Err(err) => {
+            sink.inside(s, err.span.start, err.message);
+            None
+        }
+    }
+}
+
+fn duration(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<Duration> {
+    match parse_duration(&s.value) {
+        Ok(d) => Some(d),
+        Err(msg) => {
+            sink.at_spanned(s, msg);
+            None
+        }
+    }
+}
+
+fn month_day(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<(u32, u32)> {
+    let bad = |sink: &mut Sink<'_>| {
+        sink.at_spanned(s, format!("expected a day of the year as MM-DD, e.g. 08-15, found `{}`", s.value));
+        None
+    };
+    let Some((m, d)) = s.value.split_once('-') else { return bad(sink) };
+    let (Ok(m), Ok(d)) = (m.parse::<u32>(), d.parse::<u32>()) else { return bad(sink) };
+    // 2024 is a leap year, so 02-29 is accepted.
+    if chrono::NaiveDate::from_ymd_opt(2024, m, d).is_none() {
+        return bad(sink);
+    }
+    Some((m, d))
+}
+
+fn quiet_hours(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<QuietHours> {
+    let parse = |t: &str| NaiveTime::parse_from_str(t.trim(), "%H:%M").ok();
+    match s.value.split_once('-').map(|(a, b)| (parse(a), parse(b))) {
+        Some((Some(start), Some(end))) if start != end => Some(QuietHours { start, end }),
+        _ => {
+            sink.at_spanned(s, format!("expected quiet hours as HH:MM-HH:MM, e.g. 21:00-08:00, found `{}`", s.value));
+            None
+        }
+    }
+}
+
+/// Compiles a bundle. `calendars` lists the calendar names available (from
+/// `workflows/calendars/`); `None` skips that check.
+pub fn compile(bundle: &Bundle, calendars: Option<&[String]>) -> Result<Workflow, Vec<Diagnostic>> {
+    let file = bundle.path.as_str();
+    let parsed: WorkflowFile =
+        serde_saphyr::from_str_with_options(&bundle.workflow, yaml_options()).map_err(|e| vec![from_yaml_error(file, &e)])?;
+    let mut all = Vec::new();
+    let segments = match &bundle.segments {
+        Some(src) => {
+            let seg_file = std::path::Path::new(file).with_file_name("segments.yaml").display().to_string();
+            match compile_segments(&seg_file, src) {
+                Ok(s) => Some(s),
+                Err(d) => {
+                    all.extend(d);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut sink = Sink::new(file, &bundle.workflow);
+    let wf = check(&mut sink, &parsed, bundle, segments.as_ref(), calendars);
+    all.extend(sink.out);
+    match wf {
+        Some(wf) if all.is_empty() => Ok(wf),
+        _ => Err(all),
+    }
+}
+
+fn check(
+    sink: &mut Sink<'_>,
+    f: &WorkflowFile,
+    bundle: &Bundle,
+    segments: Option<&Segments>,
+    calendars: Option<&[String]>,
+) -> Option<Workflow> {
+    let id_ok = !f.campaign.value.is_empty()
+        && f.campaign.value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !id_ok {
+        sink.at_spanned(&f.campaign, format!("expected a campaign id of lowercase letters, digits and dashes, found `{}`", f.campaign.value));
+    }
+    let timezone = match f.timezone.value.parse::<chrono_tz::Tz>() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            sink.at_spanned(&f.timezone, format!("unknown time zone `{}`: expected an IANA name such as Asia/Shanghai", f.timezone.value));
+            None
+        }
+    };
+    if f.priority > 100 {
+        sink.whole(format!("priority {} is out of range: expected 0 to 100", f.priority));
+    }
+
+    let schedule = f.schedule.as_ref().and_then(|s| schedule(sink, s, calendars));
+
+    // Audience.
+    let lookup_segment = |sink: &mut Sink<'_>, name: &Spanned<String>| -> Option<Expr> {
+        match segments.and_then(|s| s.by_name.get(&name.value)) {
+            Some(e) => Some(e.clone()),
+            None => {
+                let known: Vec<&str> = segments.map(|s| s.by_name.keys().map(String::as_str).collect()).unwrap_or_default();
+                let msg = if segments.is_none() {
+                    format!("unknown segment `{}`: no segments.yaml beside this workflow", name.value)
+                } else {
+                    format!("unknown segment `{}`: expected one of {}", name.value, known.join(", "))
+                };
+                sink.at_spanned(name, msg);
+                None
+            }
+        }
+    };
+    let segment = f.audience.segment.as_ref().and_then(|s| lookup_segment(sink, s).map(|e| (s.value.clone(), e)));
+    let filter = f.audience.filter.as_ref().and_then(|s| check_expr(sink, s));
+    let mut exclude = Vec::new();
+    for name in &f.audience.exclude {
+        if let Some(e) = lookup_segment(sink, name) {
+            exclude.push((name.value.clone(), e));
+        }
+    }
+
+    let control = f.control.as_ref().and_then(|c| {
+        let share = c.share.value;
+        let share_ok = share > 0.0 && share <= 0.5;
+        if !share_ok {
+            sink.at_spanned(&c.share, format!("control share {share} is out of range: expected more than 0 and at most 0.5"));
+        }
+        let stratify_by = match &c.stratify_by {
+            Some(s) => match fields::field(&s.value) {
+                Some(fd) if fd.ty == fields::FieldType::Text || fd.ty == fields::FieldType::Bool => Some(Some(fd.name)),
+                Some(_) => {
+                    sink.at_spanned(s, format!("cannot stratify by `{}`: expected a text or yes/no field such as value_tier", s.value));
+                    None
+                }
+                None => {
+                    sink.at_spanned(s, format!("`{}` is not a subscriber field; expected one of {}", s.value, fields::field_names().join(", ")));
+                    None
+                }
+            },
+            None => Some(None),
+        };
+        let stratify_by = stratify_by?;
+        share_ok.then(|| Control { share, stratify_by, salt: c.salt.clone().unwrap_or_else(|| f.campaign.value.clone()) })
+    });
+    let control_ok = f.control.is_none() || control.is_some();
+
+    let mut policy = Policy::default();
+    let mut policy_ok = true;
+    if let Some(q) = &f.policy.quiet_hours {
+        policy.quiet_hours = quiet_hours(sink, q);
+        policy_ok &= policy.quiet_hours.is_some();
+    }
+    if let Some(cap) = &f.policy.max_contacts {
+        match duration(sink, &cap.per) {
+            Some(per) if cap.count > 0 => policy.max_contacts = Some(Cap { count: cap.count, per }),
+            Some(_) => {
+                sink.at_spanned(&cap.per, "max_contacts.count must be at least 1");
+                policy_ok = false;
+            }
+            None => policy_ok = false,
+        }
+    }
+
+    let waves = waves(sink, f, bundle);
+
+    let evaluate = f.evaluate.as_ref().map(|e| {
+        let breakdown = e.breakdown.as_ref().and_then(|b| {
+            let fd = fields::field(b);
+            if fd.is_none() {
+                sink.whole(format!("evaluate.breakdown `{b}` is not a subscriber field"));
+            }
+            fd.map(|fd| fd.name)
+        });
+        Evaluate {
+            goal: e.goal.as_ref().map(|g| EventMatch { kind: g.kind.clone(), value: g.value.clone() }),
+            breakdown,
+            email: e.email.clone(),
+        }
+    });
+
+    let schedule_ok = f.schedule.is_none() || schedule.is_some();
+    let audience_ok = f.audience.segment.is_none() || segment.is_some();
+    let filter_ok = f.audience.filter.is_none() || filter.is_some();
+    if !(id_ok && schedule_ok && audience_ok && filter_ok && control_ok && policy_ok) || exclude.len() != f.audience.exclude.len() {
+        return None;
+    }
+    Some(Workflow {
+        campaign: f.campaign.value.clone(),
+        description: f.description.clone(),
+        owner: f.owner.clone(),
+        timezone: timezone?,
+        priority: f.priority,
+        schedule,
+        audience: Audience { segment, filter, exclude },
+        control,
+        policy,
+        waves: waves?,
+        evaluate: evaluate.unwrap_or_default(),
+        hash: bundle.hash(),
+        bundle: bundle.clone(),
+    })
+}
+
+fn schedule(sink: &mut Sink<'_>, s: &model::ScheduleFile, calendars: Option<&[String]>) -> Option<Schedule> {
+    let text = s.cron.value.trim();
+    let n_fields = text.split_whitespace().count();
+    let cron = if !(5..=6).contains(&n_fields) {
+        sink.at_spanned(&s.cron, format!("invalid cron expression `{text}`: expected 5 fields (min hour day month weekday) or 6 (seconds first), found {n_fields}"));
+        None
+    } else {
+        match CronParser::builder().seconds(Seconds::Optional).build().parse(text) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                sink.at_spanned(&s.cron, format!("invalid cron expression `{text}`: {e}"));
+                None
+            }
+        }
+    };
+    let cron_text = if n_fields == 5 { format!("0 {text}") } else { text.to_owned() };
+    let season = match &s.season {
+        Some(se) => {
+            let from = month_day(sink, &se.from);
+            let to = month_day(sink, &se.to);
+            match (from, to) {
+                (Some(from), Some(to)) => Some(Some(Season { from, to })),
+                _ => None,
+            }
+        }
+        None => Some(None),
+    };
+    let calendar = match (&s.calendar, calendars) {
+        (Some(c), Some(known)) if !known.contains(&c.value) => {
+            sink.at_spanned(c, format!("unknown calendar `{}`: expected one of {} (folders in workflows/calendars/)", c.value, known.join(", ")));
+            None
+        }
+        (c, _) => Some(c.as_ref().map(|c| c.value.clone())),
+    };
+    let catch_up_window = match &s.catch_up_window {
+        Some(w) => duration(sink, w),
+        None => Some(Duration::from_secs(3600)),
+    };
+    Some(Schedule {
+        cron: cron?,
+        cron_text,
+        season: season?,
+        calendar: calendar?,
+        catch_up: match s.catch_up {
+            CatchUpFile::Skip => CatchUp::Skip,
+            CatchUpFile::Last => CatchUp::Last,
+        },
+        catch_up_window: catch_up_window?,
+    })
+}
+
+fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<Wave>> {
+    let mut ok = true;
+    if f.waves.is_empty() {
+        sink.whole("expected at least one wave in `waves`");
+        return None;
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, w) in f.waves.iter().enumerate() {
+        if seen.insert(w.id.value.as_str(), i).is_some() {
+            sink.at_spanned(&w.id, format!("duplicate wave id `{}`", w.id.value));
+            ok = false;
+        }
+    }
+    let ids: Vec<&str> = f.waves.iter().map(|w| w.id.value.as_str()).collect();
+    let mut out = Vec::new();
+    for (i, w) in f.waves.iter().enumerate() {
+        let after = match &w.after {
+            Some(a) if !seen.contains_key(a.value.as_str()) => {
+                sink.at_spanned(a, format!("wave `{}` follows unknown wave `{}`: expected one of {}", w.id.value, a.value, ids.join(", ")));
+                ok = false;
+                None
+            }
+            Some(a) if a.value == w.id.value => {
+                sink.at_spanned(a, format!("wave `{}` cannot follow itself", w.id.value));
+                ok = false;
+                None
+            }
+            Some(a) => Some(a.value.clone()),
+            None => {
+                if i > 0 {
+                    sink.at_spanned(&w.id, format!("wave `{}` needs `after`: only the first wave targets the audience directly", w.id.value));
+                    ok = false;
+                }
+                None
+            }
+        };
+        if i == 0 && w.after.is_some() {
+            if let Some(a) = &w.after {
+                sink.at_spanned(a, "the first wave targets the audience and cannot have `after`");
+            }
+            ok = false;
+        }
+        let channel = ChannelKind::parse(&w.channel.value);
+        if channel.is_none() {
+            sink.at_spanned(&w.channel, format!("unknown channel `{}`: expected one of sms, outbound_call, service", w.channel.value));
+            ok = false;
+        }
+        if channel.is_some_and(ChannelKind::is_task) && w.team.is_none() {
+            sink.at_spanned(&w.channel, format!("a `{}` wave needs `team`: the agents who work its tasks", w.channel.value));
+            ok = false;
+        }
+        let template = match bundle.templates.get(&w.template.value) {
+            None => {
+                sink.at_spanned(&w.template, format!("template file `{}` not found (paths are relative to the workflow file)", w.template.value));
+                None
+            }
+            Some(text) => match Template::parse(&w.template.value, text) {
+                Ok(t) => Some(t),
+                Err(errs) => {
+                    let tfile = std::path::Path::new(&bundle.path).with_file_name(&w.template.value).display().to_string();
+                    for e in errs {
+                        sink.out.push(Diagnostic { file: tfile.clone(), line: e.line, column: e.column, message: e.message });
+                    }
+                    None
+                }
+            },
+        };
+        let respond_within = duration(sink, &w.respond_within);
+        let send_within = match &w.send_within {
+            Some(s) => duration(sink, s),
+            None => Some(Duration::from_secs(12 * 3600)),
+        };
+        let filter = w.filter.as_ref().and_then(|s| check_expr(sink, s));
+        let filter_ok = w.filter.is_none() || filter.is_some();
+        let mut responses: Vec<ResponseRule> = w
+            .responses
+            .iter()
+            .map(|r| match r {
+                model::ResponseFile::Reply(k) => ResponseRule::Reply(k.trim().to_lowercase()),
+                model::ResponseFile::Event(e) => ResponseRule::Event(EventMatch { kind: e.kind.clone(), value: e.value.clone() }),
+                model::ResponseFile::Outcome(o) => ResponseRule::Outcome(o.clone()),
+            })
+            .collect();
+        if responses.is_empty() {
+            responses.push(match channel {
+                Some(c) if c.is_task() => ResponseRule::Outcome("accepted".into()),
+                _ => ResponseRule::Reply("*".into()),
+            });
+        }
+        match (channel, template, respond_within, send_within) {
+            (Some(channel), Some(template), Some(respond_within), Some(send_within)) if filter_ok => out.push(Wave {
+                id: w.id.value.clone(),
+                after,
+                targets: match w.targets {
+                    TargetsFile::NoResponse => Targets::NoResponse,
+                    TargetsFile::All => Targets::All,
+                },
+                filter,
+                channel,
+                template,
+                team: w.team.clone(),
+                respond_within,
+                send_within,
+                responses,
+            }),
+            _ => ok = false,
+        }
+    }
+    // Cycles: follow `after` links from every wave; a chain longer than the number of waves loops.
+    let links: HashMap<&str, &str> =
+        f.waves.iter().filter_map(|w| w.after.as_ref().map(|a| (w.id.value.as_str(), a.value.as_str()))).collect();
+    let mut reported = HashSet::new();
+    for w in &f.waves {
+        let mut cur = w.id.value.as_str();
+        let mut path = vec![cur];
+        while let Some(next) = links.get(cur) {
+            if path.contains(next) {
+                if reported.insert(w.id.value.as_str()) && w.after.is_some() {
+                    path.push(next);
+                    if let Some(a) = &w.after {
+                        sink.at_spanned(a, format!("waves form a cycle: {}", path.join(" -> ")));
+                    }
+                    ok = false;
+                }
+                break;
+            }
+            path.push(next);
+            cur = next;
+        }
+    }
+    ok.then_some(out)
+}

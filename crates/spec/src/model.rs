@@ -1,0 +1,254 @@
+//! The workflow file as operators write it. These structs are the file format (and, through
+//! schemars, its JSON Schema); `validate` turns them into the checked [`crate::Workflow`].
+//! Doc comments here are user documentation: they appear in `campaignd schema`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A campaign workflow: who to reach, when, over which channels, in which waves, and how to
+/// judge the result.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkflowFile {
+    /// Campaign id: lowercase letters, digits and dashes. Unique across `workflows/`.
+    #[schemars(with = "String")]
+    pub(crate) campaign: Spanned<String>,
+    /// What the campaign is for, in a sentence.
+    #[serde(default)]
+    pub(crate) description: String,
+    /// The team that owns the campaign.
+    #[serde(default)]
+    pub(crate) owner: String,
+    /// IANA time zone the schedule, season and quiet hours are judged in, e.g. `Asia/Shanghai`.
+    #[schemars(with = "String")]
+    pub(crate) timezone: Spanned<String>,
+    /// 0-100. When two campaigns want the same subscriber, the higher priority wins.
+    #[serde(default = "default_priority")]
+    pub(crate) priority: u8,
+    /// When runs start. Without a schedule the campaign only runs when triggered by hand.
+    #[serde(default)]
+    pub(crate) schedule: Option<ScheduleFile>,
+    /// Who is targeted.
+    pub(crate) audience: AudienceFile,
+    /// The held-out control group, for evaluation.
+    #[serde(default)]
+    pub(crate) control: Option<ControlFile>,
+    /// Contact policy: quiet hours and frequency cap.
+    #[serde(default)]
+    pub(crate) policy: PolicyFile,
+    /// The waves, in order. The first wave targets the audience; later waves follow an
+    /// earlier one (`after`).
+    pub(crate) waves: Vec<WaveFile>,
+    /// How the campaign is judged.
+    #[serde(default)]
+    pub(crate) evaluate: Option<EvaluateFile>,
+}
+
+fn default_priority() -> u8 {
+    50
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScheduleFile {
+    /// Cron expression with 5 fields (`min hour day month weekday`) or 6 (seconds first),
+    /// e.g. `0 0 10 * * Mon-Fri`. Judged in the campaign's time zone.
+    #[schemars(with = "String")]
+    pub(crate) cron: Spanned<String>,
+    /// Yearly window outside which slots are skipped, e.g. `{ from: "08-15", to: "10-31" }`.
+    #[serde(default)]
+    pub(crate) season: Option<SeasonFile>,
+    /// A calendar in `workflows/calendars/` whose public holidays are skipped, e.g. `cn-holidays`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) calendar: Option<Spanned<String>>,
+    /// What to do with slots missed while the daemon was down: `skip` them all, or run the
+    /// `last` one if it is still inside `catch_up_window`.
+    #[serde(default)]
+    pub(crate) catch_up: CatchUpFile,
+    /// How late a missed slot may still run under `catch_up: last`. Default `1h`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) catch_up_window: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CatchUpFile {
+    Skip,
+    #[default]
+    Last,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SeasonFile {
+    /// First day of the window, `MM-DD`.
+    #[schemars(with = "String")]
+    pub(crate) from: Spanned<String>,
+    /// Last day of the window, `MM-DD`; may be earlier than `from` for a window over New Year.
+    #[schemars(with = "String")]
+    pub(crate) to: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AudienceFile {
+    /// A named segment from `workflows/segments.yaml`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) segment: Option<Spanned<String>>,
+    /// A filter over subscriber fields, e.g. `arpu_3m >= 10 and brand != 'gotone'`.
+    #[serde(default, rename = "where")]
+    #[schemars(with = "Option<String>")]
+    pub(crate) filter: Option<Spanned<String>>,
+    /// Named segments whose members are left out (each with the reason `exclude:<name>`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub(crate) exclude: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ControlFile {
+    /// Share of the audience held out, between 0 and 0.5, e.g. `0.10`.
+    #[schemars(with = "f64")]
+    pub(crate) share: Spanned<f64>,
+    /// A subscriber field to stratify by, so each stratum holds out the same share.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) stratify_by: Option<Spanned<String>>,
+    /// Changes which subscribers fall in the control group; by default the campaign id, so
+    /// the holdout is stable across runs.
+    #[serde(default)]
+    pub(crate) salt: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyFile {
+    /// Local hours in which nobody is contacted, `HH:MM-HH:MM`, e.g. `21:00-08:00`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) quiet_hours: Option<Spanned<String>>,
+    /// Frequency cap over all campaigns, e.g. `{ count: 2, per: 7d }`.
+    #[serde(default)]
+    pub(crate) max_contacts: Option<CapFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CapFile {
+    pub(crate) count: u32,
+    #[schemars(with = "String")]
+    pub(crate) per: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WaveFile {
+    /// Wave id, unique in the file.
+    #[schemars(with = "String")]
+    pub(crate) id: Spanned<String>,
+    /// The wave this one follows; it is planned when that wave's response window closes.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) after: Option<Spanned<String>>,
+    /// Who a following wave targets: `no_response` (treatment subscribers of `after` who did
+    /// not respond) or `all` of them.
+    #[serde(default)]
+    pub(crate) targets: TargetsFile,
+    /// An extra filter for this wave only.
+    #[serde(default, rename = "where")]
+    #[schemars(with = "Option<String>")]
+    pub(crate) filter: Option<Spanned<String>>,
+    /// `sms`, `outbound_call` (tasks for call-centre agents) or `service` (tasks for service staff).
+    #[schemars(with = "String")]
+    pub(crate) channel: Spanned<String>,
+    /// Message or call-script template, a path relative to the workflow file. `{field}`
+    /// inserts a subscriber field (see `campaignd schema` for the list).
+    #[schemars(with = "String")]
+    pub(crate) template: Spanned<String>,
+    /// The agents' team, for `outbound_call` and `service` waves.
+    #[serde(default)]
+    pub(crate) team: Option<String>,
+    /// How long responses count for this wave, e.g. `3d`.
+    #[schemars(with = "String")]
+    pub(crate) respond_within: Spanned<String>,
+    /// Latest time after a contact's planned send time that it may still go out; later it
+    /// expires unsent. Default `12h`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) send_within: Option<Spanned<String>>,
+    /// What counts as a response. Default: any reply for SMS, outcome `accepted` for tasks.
+    #[serde(default)]
+    pub(crate) responses: Vec<ResponseFile>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TargetsFile {
+    #[default]
+    NoResponse,
+    All,
+}
+
+/// One kind of response.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum ResponseFile {
+    /// An SMS reply whose first word is this keyword (case-insensitive); `*` for any reply.
+    Reply(String),
+    /// A business event such as an order or a top-up.
+    Event(EventFile),
+    /// An agent's recorded outcome, e.g. `accepted`.
+    Outcome(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventFile {
+    /// Event type, e.g. `order` or `topup`.
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    /// Event value to match, e.g. the offer id; any value when absent.
+    #[serde(default)]
+    pub(crate) value: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EvaluateFile {
+    /// The business event that counts as success, compared between treatment and control.
+    #[serde(default)]
+    pub(crate) goal: Option<EventFile>,
+    /// Subscriber field to break the evaluation down by. Default: the control stratum.
+    #[serde(default)]
+    pub(crate) breakdown: Option<String>,
+    /// Staff addresses the report is e-mailed to when the run ends.
+    #[serde(default)]
+    pub(crate) email: Vec<String>,
+}
+
+/// `workflows/segments.yaml`: named audiences shared by workflows.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SegmentsFile {
+    pub(crate) segments: BTreeMap<String, SegmentFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SegmentFile {
+    /// What the segment is, for people reading the file.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(crate) description: String,
+    /// The filter that defines the segment.
+    #[serde(rename = "where")]
+    #[schemars(with = "String")]
+    pub(crate) filter: Spanned<String>,
+}

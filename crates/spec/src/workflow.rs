@@ -1,0 +1,217 @@
+//! The checked workflow: what the engine runs. Built only by [`crate::compile`], so every
+//! value here has passed validation (parse, don't validate).
+
+use std::time::Duration;
+
+use chrono::{Datelike, NaiveDate, NaiveTime};
+
+use crate::bundle::Bundle;
+use crate::expr::Expr;
+use crate::template::Template;
+
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub campaign: String,
+    pub description: String,
+    pub owner: String,
+    pub timezone: chrono_tz::Tz,
+    pub priority: u8,
+    pub schedule: Option<Schedule>,
+    pub audience: Audience,
+    pub control: Option<Control>,
+    pub policy: Policy,
+    pub waves: Vec<Wave>,
+    pub evaluate: Evaluate,
+    /// The exact inputs this workflow was compiled from; stored as the version.
+    pub bundle: Bundle,
+    /// Content hash of the bundle (hex SHA-256): the version id.
+    pub hash: String,
+}
+
+impl Workflow {
+    pub fn wave(&self, id: &str) -> Option<&Wave> {
+        self.waves.iter().find(|w| w.id == id)
+    }
+
+    /// The first 12 hex digits of the content hash, for display.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..12]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: croner::Cron,
+    /// The six-field form of the expression (seconds first), as tokio-cron-scheduler wants it.
+    pub cron_text: String,
+    pub season: Option<Season>,
+    pub calendar: Option<String>,
+    pub catch_up: CatchUp,
+    pub catch_up_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    Skip,
+    Last,
+}
+
+/// A yearly window of days, inclusive at both ends; may wrap over New Year.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Season {
+    pub from: (u32, u32),
+    pub to: (u32, u32),
+}
+
+impl Season {
+    pub fn contains(&self, date: NaiveDate) -> bool {
+        let d = (date.month(), date.day());
+        if self.from <= self.to { self.from <= d && d <= self.to } else { d >= self.from || d <= self.to }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Audience {
+    pub segment: Option<(String, Expr)>,
+    pub filter: Option<Expr>,
+    pub exclude: Vec<(String, Expr)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub share: f64,
+    pub stratify_by: Option<&'static str>,
+    pub salt: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub quiet_hours: Option<QuietHours>,
+    pub max_contacts: Option<Cap>,
+}
+
+/// Local hours in which nobody is contacted: `[start, end)`, wrapping over midnight when
+/// `start > end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietHours {
+    pub start: NaiveTime,
+    pub end: NaiveTime,
+}
+
+impl QuietHours {
+    pub fn contains(&self, t: NaiveTime) -> bool {
+        if self.start <= self.end { self.start <= t && t < self.end } else { t >= self.start || t < self.end }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    pub count: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Wave {
+    pub id: String,
+    pub after: Option<String>,
+    pub targets: Targets,
+    pub filter: Option<Expr>,
+    pub channel: ChannelKind,
+    pub template: Template,
+    pub team: Option<String>,
+    pub respond_within: Duration,
+    pub send_within: Duration,
+    pub responses: Vec<ResponseRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targets {
+    NoResponse,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    Sms,
+    OutboundCall,
+    Service,
+}
+
+impl ChannelKind {
+    pub const ALL: [ChannelKind; 3] = [ChannelKind::Sms, ChannelKind::OutboundCall, ChannelKind::Service];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Sms => "sms",
+            ChannelKind::OutboundCall => "outbound_call",
+            ChannelKind::Service => "service",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChannelKind> {
+        ChannelKind::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Whether contacts become tasks for people rather than messages.
+    pub fn is_task(self) -> bool {
+        !matches!(self, ChannelKind::Sms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseRule {
+    /// First word of an SMS reply, lowercase; `*` for any reply.
+    Reply(String),
+    Event(EventMatch),
+    Outcome(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMatch {
+    pub kind: String,
+    pub value: Option<String>,
+}
+
+impl EventMatch {
+    pub fn matches(&self, kind: &str, value: Option<&str>) -> bool {
+        self.kind == kind && self.value.as_deref().is_none_or(|v| Some(v) == value)
+    }
+}
+
+impl std::fmt::Display for EventMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "event {} = {v}", self.kind),
+            None => write!(f, "event {}", self.kind),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Evaluate {
+    pub goal: Option<EventMatch>,
+    pub breakdown: Option<&'static str>,
+    pub email: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_hours_wrap_midnight() {
+        let q = QuietHours { start: NaiveTime::from_hms_opt(21, 0, 0).unwrap(), end: NaiveTime::from_hms_opt(8, 0, 0).unwrap() };
+        assert!(q.contains(NaiveTime::from_hms_opt(23, 0, 0).unwrap()));
+        assert!(q.contains(NaiveTime::from_hms_opt(7, 59, 0).unwrap()));
+        assert!(!q.contains(NaiveTime::from_hms_opt(8, 0, 0).unwrap()));
+        assert!(!q.contains(NaiveTime::from_hms_opt(12, 0, 0).unwrap()));
+    }
+
+    #[test]
+    fn season_wraps_new_year() {
+        let s = Season { from: (11, 15), to: (2, 28) };
+        assert!(s.contains(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()));
+        assert!(s.contains(NaiveDate::from_ymd_opt(2027, 1, 10).unwrap()));
+        assert!(!s.contains(NaiveDate::from_ymd_opt(2026, 6, 1).unwrap()));
+    }
+}
