@@ -1,1 +1,8 @@
-//! End-to-end tests.
+//! End-to-end tests: the engine, API and channels wired as the daemon wires them, against a
+//! fresh database per test (a SQLite file, or a PostgreSQL schema of its own) and loopback
+//! HTTP servers. Real Kannel and SMTP are used where the test says so.
+
+mod helpers;
+mod kannel;
+mod planner;
+mod two_waves;

@@ -1,1 +1,20 @@
+//! Who a wave reaches: segments and filters compiled to SQL, exclusions, the contact policy
+//! (opt-out, frequency cap, quiet hours) and the control group, written as contacts in one
+//! transaction together with a reason for every subscriber left out.
+//!
+//! Architecture invariants:
+//! - Filters become SQL only through [`filter_sql`] (sea-query, values bound), never by
+//!   formatting strings.
+//! - The control split is a pure function of (salt, subscriber id, stratum): the same inputs
+//!   always give the same arms, on any replica.
+//! - This crate knows nothing of channels or HTTP.
+
 pub mod filter_sql;
+
+mod control;
+mod plan;
+mod policy;
+
+pub use control::{control_key, split_control};
+pub use plan::{Funnel, PlanError, PlanInput, PlanSummary, plan_wave, preview};
+pub use policy::next_allowed;

@@ -1,1 +1,60 @@
-//! worklist
+//! Outbound-call and service waves: a contact becomes a task on a team's worklist, which
+//! agents work through the API (`GET /tasks`, `POST /tasks/{id}/outcome`). Agents are the
+//! scarce resource, so "sending" here is opening the task; the response is the outcome the
+//! agent records.
+
+use async_trait::async_trait;
+use store::Store;
+
+use crate::{Accepted, Channel, Outbound, SendError};
+
+pub struct Worklist {
+    store: Store,
+    kind: &'static str,
+}
+
+impl Worklist {
+    /// `kind` is `outbound_call` or `service`.
+    pub fn new(store: Store, kind: &'static str) -> Worklist {
+        Worklist { store, kind }
+    }
+}
+
+#[async_trait]
+impl Channel for Worklist {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {
+        let rows: Vec<(i64, &str, &str, i64, &str)> = batch
+            .iter()
+            .map(|o| {
+                (
+                    o.contact_id,
+                    o.team.as_deref().unwrap_or("unassigned"),
+                    self.kind,
+                    o.subscriber_id,
+                    o.text.as_str(),
+                )
+            })
+            .collect();
+        let now = store::wall_now();
+        // Opening tasks is one transaction: either the whole batch is on the worklist or none.
+        match self.store.open_tasks(&rows, now).await {
+            Ok(_) => batch
+                .iter()
+                .map(|_| {
+                    Ok(Accepted {
+                        gateway_ref: None,
+                        queued: false,
+                    })
+                })
+                .collect(),
+            Err(e) => batch
+                .iter()
+                .map(|_| Err(SendError::Transient(format!("cannot open tasks: {e}"))))
+                .collect(),
+        }
+    }
+}

@@ -1,1 +1,403 @@
-//! engine
+//! The engine: schedule slots become runs, runs move through their waves, waves are planned,
+//! dispatched, tracked and closed, and finished runs are evaluated.
+//!
+//! Architecture invariants:
+//! - Every step reads its input from the store and writes its result to the store; nothing
+//!   a later step needs lives only in memory. A killed daemon (or another replica) carries on
+//!   from the store. In-memory state is a cache ([`catalog::Catalog`]).
+//! - Every state change is a conditional update naming the state it expects, so repeating a
+//!   step after a crash, or two replicas taking the same step, changes things once.
+//! - The engine uses channels only through `channels::Channel`; it knows no gateway.
+//! - Time comes from [`clock::Clock`] (the database clock in production).
+//!
+//! [`Engine::tick`] and [`Engine::dispatch_round`] are public so tests can drive the engine
+//! step by step; [`Engine::run`] loops them until cancelled.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use channels::Channel;
+use spec::Workflow;
+use store::{Millis, Store, TransactionTrait};
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+pub mod catalog;
+pub mod clock;
+mod dispatch;
+mod report;
+pub mod schedule;
+
+pub use dispatch::RoundStats;
+pub use report::build_report;
+
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::schedule::{Calendars, due_slots};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Plan(#[from] audience::PlanError),
+    #[error(transparent)]
+    Tracking(#[from] tracking::TrackingError),
+    #[error("no channel configured for `{0}`")]
+    NoChannel(String),
+    #[error("unknown campaign `{0}`")]
+    UnknownCampaign(String),
+    #[error("workflow version {0} is not in the store")]
+    UnknownVersion(i64),
+    #[error("stored version of `{campaign}` no longer compiles: {reason}")]
+    BadVersion { campaign: String, reason: String },
+    #[error("cron scheduler: {0}")]
+    Cron(String),
+}
+
+/// Engine settings. Every field has a sensible default in [`EngineConfig::new`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Names this process in lease tokens and logs.
+    pub worker_id: String,
+    /// Contacts claimed per dispatcher round.
+    pub batch_size: u64,
+    /// How long a claim is held; a worker that dies loses its claims after this (clock time).
+    pub lease: Duration,
+    /// Sends tried per contact before a transient failure becomes final.
+    pub max_attempts: i32,
+    /// First retry delay (clock time); doubles per attempt, with jitter.
+    pub retry_base: Duration,
+    /// Real-time pause between housekeeping passes and when a channel's queue is empty.
+    pub poll: Duration,
+    /// `workflows/calendars/`.
+    pub calendars_dir: PathBuf,
+    /// Marks reports as coming from a simulated population (the demo).
+    pub simulated: bool,
+}
+
+impl EngineConfig {
+    pub fn new(worker_id: impl Into<String>, calendars_dir: PathBuf) -> Self {
+        EngineConfig {
+            worker_id: worker_id.into(),
+            batch_size: 500,
+            lease: Duration::from_secs(60),
+            max_attempts: 5,
+            retry_base: Duration::from_secs(30),
+            poll: Duration::from_millis(250),
+            calendars_dir,
+            simulated: false,
+        }
+    }
+}
+
+/// What the engine tells observers (the CLI's progress display, tests).
+#[derive(Debug, Clone)]
+pub enum Event {
+    SlotSkipped { campaign: String, slot_at: Millis, reason: &'static str },
+    RunStarted { campaign: String, run_id: i64, trigger: String },
+    WavePlanned { campaign: String, run_id: i64, wave: String, channel: String, funnel: audience::Funnel, treatment: u64, control: u64, closes_at: Millis },
+    WaveClosed { campaign: String, run_id: i64, wave: String, at: Millis },
+    RunFinished { campaign: String, run_id: i64, report: Box<evaluate::Report> },
+}
+
+pub struct Engine {
+    store: Store,
+    clock: Clock,
+    channels: HashMap<String, Arc<dyn Channel>>,
+    catalog: Catalog,
+    calendars: Calendars,
+    cfg: EngineConfig,
+    events: broadcast::Sender<Event>,
+    wake: Notify,
+    mailer: Option<(channels::email::Mailer, Vec<String>)>,
+}
+
+/// What one housekeeping pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickStats {
+    pub runs_started: u64,
+    pub waves_planned: u64,
+    pub waves_closed: u64,
+    pub runs_finished: u64,
+    pub inbound_processed: u64,
+    pub expired: u64,
+    pub leases_reclaimed: u64,
+}
+
+impl Engine {
+    pub fn new(store: Store, clock: Clock, channels: HashMap<String, Arc<dyn Channel>>, cfg: EngineConfig) -> Result<Engine, EngineError> {
+        let calendars = Calendars::load(&cfg.calendars_dir).map_err(EngineError::Cron)?;
+        let (events, _) = broadcast::channel(4096);
+        Ok(Engine { store, clock, channels, catalog: Catalog::default(), calendars, cfg, events, wake: Notify::new(), mailer: None })
+    }
+
+    /// Sends each finished run's report to the workflow's `evaluate.email` addresses (and
+    /// `extra` ones) through `mailer`.
+    pub fn with_mailer(mut self, mailer: channels::email::Mailer, extra: Vec<String>) -> Self {
+        self.mailer = Some((mailer, extra));
+        self
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn channel_kinds(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.channels.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Loads workflows as the current versions; returns (campaign, version id).
+    pub async fn load(&self, workflows: Vec<Workflow>) -> Result<Vec<(String, i64)>, EngineError> {
+        let now = self.clock.now(&self.store).await?;
+        self.catalog.load(&self.store, workflows, now).await
+    }
+
+    pub fn workflows(&self) -> Vec<(i64, Arc<Workflow>)> {
+        self.catalog.current()
+    }
+
+    /// Starts a run of a campaign's current version now, outside its schedule.
+    pub async fn trigger(&self, campaign: &str, trigger: &str) -> Result<i64, EngineError> {
+        let (version_id, wf) = self.catalog.current_of(campaign).ok_or_else(|| EngineError::UnknownCampaign(campaign.to_owned()))?;
+        let now = self.clock.now(&self.store).await?;
+        let waves: Vec<(String, String)> = wf.waves.iter().map(|w| (w.id.clone(), w.channel.as_str().to_owned())).collect();
+        let run_id = self
+            .store
+            .start_run(store::runs::NewRun { campaign, version_id, slot_at: None, trigger, waves: &waves, now })
+            .await?
+            .expect("a run without a slot cannot conflict");
+        info!(message = "Run started.", campaign, run_id, trigger);
+        let _ = self.events.send(Event::RunStarted { campaign: campaign.to_owned(), run_id, trigger: trigger.to_owned() });
+        self.wake.notify_one();
+        Ok(run_id)
+    }
+
+    /// One housekeeping pass: schedule slots, attribution, timers, planning, finishing,
+    /// expiry and lease recovery. Idempotent: running it twice, or on two replicas, does each
+    /// thing once.
+    pub async fn tick(&self) -> Result<TickStats, EngineError> {
+        let mut stats = TickStats::default();
+        let now = self.clock.now(&self.store).await?;
+        stats.runs_started += self.schedule_slots(now).await?;
+
+        let runs = self.store.active_runs().await?;
+        for run in &runs {
+            self.catalog.for_run(&self.store, run.id, run.version_id).await?;
+        }
+        // Attribution before timers: a response stored before its wave closes must count
+        // before the next wave picks its non-responders.
+        loop {
+            let s = tracking::process_batch(&self.store, &self.catalog, 2000).await?;
+            let n = s.delivered + s.failed + s.responses + s.opt_outs + s.unmatched;
+            stats.inbound_processed += n;
+            if n == 0 {
+                break;
+            }
+        }
+        let now = self.clock.now(&self.store).await?;
+        for timer in self.store.due_timers(now, 100).await? {
+            let tx = self.store.db().begin().await.map_err(store::StoreError::from)?;
+            let fired = store::runs::fire_timer(&tx, timer.id).await?
+                && store::runs::transition_wave(&tx, timer.wave_run_id, store::runs::wave_state::OPEN, store::runs::wave_state::CLOSED).await?;
+            tx.commit().await.map_err(store::StoreError::from)?;
+            if fired {
+                stats.waves_closed += 1;
+                if let Some(w) = self.store.wave_run(timer.wave_run_id).await? {
+                    let campaign = runs.iter().find(|r| r.id == w.run_id).map(|r| r.campaign.clone()).unwrap_or_default();
+                    info!(message = "Wave window closed.", campaign = %campaign, run_id = w.run_id, wave = %w.wave);
+                    let _ = self.events.send(Event::WaveClosed { campaign, run_id: w.run_id, wave: w.wave, at: timer.fire_at });
+                }
+            }
+        }
+        for run in &runs {
+            let span = info_span!("run", campaign = %run.campaign, run_id = run.id);
+            let (planned, finished) = self.advance_run(run).instrument(span).await?;
+            stats.waves_planned += planned;
+            stats.runs_finished += finished;
+        }
+        let now = self.clock.now(&self.store).await?;
+        stats.expired = self.store.expire_overdue(now).await?;
+        stats.leases_reclaimed = self.store.reclaim_expired_leases(now).await?;
+        if stats.leases_reclaimed > 0 {
+            warn!(message = "Reclaimed contacts whose lease expired.", count = stats.leases_reclaimed);
+        }
+        Ok(stats)
+    }
+
+    async fn schedule_slots(&self, now: Millis) -> Result<u64, EngineError> {
+        let mut started = 0;
+        for (version_id, wf) in self.catalog.current() {
+            let Some(sched) = &wf.schedule else { continue };
+            let last = self.store.latest_slot(&wf.campaign).await?;
+            for slot in due_slots(sched, wf.timezone, last, now, &self.calendars) {
+                match slot.skip {
+                    Some(reason) => {
+                        if self.store.skip_slot(&wf.campaign, version_id, slot.slot_at, reason, now).await? {
+                            info!(message = "Schedule slot skipped.", campaign = %wf.campaign, slot_at = slot.slot_at, reason);
+                            let _ = self.events.send(Event::SlotSkipped { campaign: wf.campaign.clone(), slot_at: slot.slot_at, reason });
+                        }
+                    }
+                    None => {
+                        let waves: Vec<(String, String)> = wf.waves.iter().map(|w| (w.id.clone(), w.channel.as_str().to_owned())).collect();
+                        let run = self
+                            .store
+                            .start_run(store::runs::NewRun {
+                                campaign: &wf.campaign,
+                                version_id,
+                                slot_at: Some(slot.slot_at),
+                                trigger: "schedule",
+                                waves: &waves,
+                                now,
+                            })
+                            .await?;
+                        if let Some(run_id) = run {
+                            started += 1;
+                            info!(message = "Run started.", campaign = %wf.campaign, run_id, slot_at = slot.slot_at);
+                            let _ = self.events.send(Event::RunStarted { campaign: wf.campaign.clone(), run_id, trigger: "schedule".into() });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// Plans every wave whose predecessor closed; finishes the run when all waves closed.
+    async fn advance_run(&self, run: &store::runs::RunRow) -> Result<(u64, u64), EngineError> {
+        let wf = self.catalog.for_run(&self.store, run.id, run.version_id).await?;
+        let waves = self.store.wave_runs(run.id).await?;
+        let mut planned = 0;
+        for w in waves.iter().filter(|w| w.state == store::runs::wave_state::PENDING) {
+            let Some(spec_wave) = wf.wave(&w.wave) else { continue };
+            let previous = match &spec_wave.after {
+                None => None,
+                Some(after) => match waves.iter().find(|p| &p.wave == after) {
+                    Some(p) if p.state == store::runs::wave_state::CLOSED => Some(p.id),
+                    _ => continue,
+                },
+            };
+            let now = self.clock.now(&self.store).await?;
+            let summary = audience::plan_wave(
+                &self.store,
+                audience::PlanInput { workflow: &wf, wave: spec_wave, run_id: run.id, wave_run_id: w.id, previous_wave_run_id: previous, now },
+            )
+            .instrument(info_span!("wave", wave = %w.wave))
+            .await?;
+            if summary.opened {
+                planned += 1;
+                info!(message = "Wave planned.", wave = %w.wave, treatment = summary.treatment, control = summary.control);
+                let _ = self.events.send(Event::WavePlanned {
+                    campaign: run.campaign.clone(),
+                    run_id: run.id,
+                    wave: w.wave.clone(),
+                    channel: w.channel.clone(),
+                    funnel: summary.funnel,
+                    treatment: summary.treatment,
+                    control: summary.control,
+                    closes_at: summary.closes_at,
+                });
+            }
+        }
+        let waves = self.store.wave_runs(run.id).await?;
+        if !waves.iter().all(|w| w.state == store::runs::wave_state::CLOSED) {
+            return Ok((planned, 0));
+        }
+        let now = self.clock.now(&self.store).await?;
+        let report = build_report(&self.store, &wf, run, now, self.cfg.simulated).await?;
+        let json = evaluate::render_json(&report);
+        if !self.store.finish_run(run.id, &json, now).await? {
+            return Ok((planned, 0));
+        }
+        self.catalog.forget_run(run.id);
+        info!(message = "Run finished.", treatment_rate = report.overall.uplift.treatment_rate, control_rate = report.overall.uplift.control_rate);
+        if let Some((mailer, extra)) = &self.mailer {
+            let mut to = wf.evaluate.email.clone();
+            to.extend(extra.iter().cloned());
+            if !to.is_empty() {
+                let subject = format!("campaignd: {} run {} evaluation", run.campaign, run.id);
+                if let Err(e) = mailer.send(&to, &subject, &evaluate::render_text(&report), Some(&evaluate::render_html(&report))).await {
+                    error!(message = "Could not e-mail the report.", error = %e);
+                }
+            }
+        }
+        let _ = self.events.send(Event::RunFinished { campaign: run.campaign.clone(), run_id: run.id, report: Box::new(report) });
+        Ok((planned, 1))
+    }
+
+    /// Runs dispatchers (one task per channel) and housekeeping until `cancel`; then stops
+    /// claiming, lets the batches in flight settle, and returns. `cron_wakeups` adds a
+    /// tokio-cron-scheduler job per scheduled campaign that wakes housekeeping at fire times.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken, cron_wakeups: bool) -> Result<(), EngineError> {
+        let scheduler = if cron_wakeups { Some(self.clone().start_cron().await?) } else { None };
+        let mut tasks = tokio::task::JoinSet::new();
+        for kind in self.channel_kinds() {
+            let engine = self.clone();
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                while !cancel.is_cancelled() {
+                    match engine.dispatch_round(&kind).await {
+                        Ok(s) if s.claimed > 0 => continue,
+                        Ok(_) => {}
+                        Err(e) => error!(message = "Dispatch round failed.", channel = %kind, error = %e),
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(engine.cfg.poll) => {}
+                    }
+                }
+            });
+        }
+        let engine = self.clone();
+        let hk_cancel = cancel.clone();
+        tasks.spawn(async move {
+            while !hk_cancel.is_cancelled() {
+                if let Err(e) = engine.tick().await {
+                    error!(message = "Housekeeping pass failed.", error = %e);
+                }
+                tokio::select! {
+                    _ = hk_cancel.cancelled() => break,
+                    _ = engine.wake.notified() => {}
+                    _ = tokio::time::sleep(engine.cfg.poll) => {}
+                }
+            }
+        });
+        while tasks.join_next().await.is_some() {}
+        if let Some(mut s) = scheduler {
+            let _ = s.shutdown().await;
+        }
+        Ok(())
+    }
+
+    async fn start_cron(self: Arc<Self>) -> Result<tokio_cron_scheduler::JobScheduler, EngineError> {
+        use tokio_cron_scheduler::{Job, JobScheduler};
+        let sched = JobScheduler::new().await.map_err(|e| EngineError::Cron(e.to_string()))?;
+        for (_, wf) in self.catalog.current() {
+            let Some(s) = &wf.schedule else { continue };
+            let engine = self.clone();
+            // The job only wakes housekeeping; slots are computed from the store and the
+            // IANA zone there, so a DST change or a missed wake-up cannot misfire a slot.
+            let job = Job::new_async_tz(s.cron_text.as_str(), wf.timezone, move |_, _| {
+                let engine = engine.clone();
+                Box::pin(async move { engine.wake.notify_one() })
+            })
+            .map_err(|e| EngineError::Cron(format!("{}: {e}", wf.campaign)))?;
+            sched.add(job).await.map_err(|e| EngineError::Cron(e.to_string()))?;
+        }
+        sched.start().await.map_err(|e| EngineError::Cron(e.to_string()))?;
+        Ok(sched)
+    }
+}

@@ -25,13 +25,24 @@ impl Bundle {
     /// Reads a workflow file and what it refers to.
     pub fn read(path: &Path) -> Result<Bundle, Vec<Diagnostic>> {
         let shown = path.display().to_string();
-        let workflow = std::fs::read_to_string(path)
-            .map_err(|e| vec![Diagnostic { file: shown.clone(), line: 0, column: 0, message: format!("cannot read: {e}") }])?;
+        let workflow = std::fs::read_to_string(path).map_err(|e| {
+            vec![Diagnostic {
+                file: shown.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }]
+        })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let seg_path = dir.join("segments.yaml");
         let segments = if seg_path.exists() {
             Some(std::fs::read_to_string(&seg_path).map_err(|e| {
-                vec![Diagnostic { file: seg_path.display().to_string(), line: 0, column: 0, message: format!("cannot read: {e}") }]
+                vec![Diagnostic {
+                    file: seg_path.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read: {e}"),
+                }]
             })?)
         } else {
             None
@@ -47,7 +58,12 @@ impl Bundle {
                 }
             }
         }
-        Ok(Bundle { path: shown, workflow, segments, templates })
+        Ok(Bundle {
+            path: shown,
+            workflow,
+            segments,
+            templates,
+        })
     }
 
     /// Hex SHA-256 of the bundle's canonical JSON: equal inputs, equal version.

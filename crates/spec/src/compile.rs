@@ -28,7 +28,8 @@ pub struct Segments {
 
 /// Parses and checks `segments.yaml`.
 pub fn compile_segments(file: &str, source: &str) -> Result<Segments, Vec<Diagnostic>> {
-    let parsed: SegmentsFile = serde_saphyr::from_str_with_options(source, yaml_options()).map_err(|e| vec![from_yaml_error(file, &e)])?;
+    let parsed: SegmentsFile = serde_saphyr::from_str_with_options(source, yaml_options())
+        .map_err(|e| vec![from_yaml_error(file, &e)])?;
     let mut sink = Sink::new(file, source);
     let mut by_name = BTreeMap::new();
     for (name, seg) in parsed.segments {
@@ -36,7 +37,11 @@ pub fn compile_segments(file: &str, source: &str) -> Result<Segments, Vec<Diagno
             by_name.insert(name, e);
         }
     }
-    if sink.out.is_empty() { Ok(Segments { by_name }) } else { Err(sink.out) }
+    if sink.out.is_empty() {
+        Ok(Segments { by_name })
+    } else {
+        Err(sink.out)
+    }
 }
 
 fn check_expr(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<Expr> {
@@ -71,11 +76,21 @@ fn duration(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<Duration> {
 
 fn month_day(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<(u32, u32)> {
     let bad = |sink: &mut Sink<'_>| {
-        sink.at_spanned(s, format!("expected a day of the year as MM-DD, e.g. 08-15, found `{}`", s.value));
+        sink.at_spanned(
+            s,
+            format!(
+                "expected a day of the year as MM-DD, e.g. 08-15, found `{}`",
+                s.value
+            ),
+        );
         None
     };
-    let Some((m, d)) = s.value.split_once('-') else { return bad(sink) };
-    let (Ok(m), Ok(d)) = (m.parse::<u32>(), d.parse::<u32>()) else { return bad(sink) };
+    let Some((m, d)) = s.value.split_once('-') else {
+        return bad(sink);
+    };
+    let (Ok(m), Ok(d)) = (m.parse::<u32>(), d.parse::<u32>()) else {
+        return bad(sink);
+    };
     // 2024 is a leap year, so 02-29 is accepted.
     if chrono::NaiveDate::from_ymd_opt(2024, m, d).is_none() {
         return bad(sink);
@@ -88,7 +103,13 @@ fn quiet_hours(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<QuietHours> {
     match s.value.split_once('-').map(|(a, b)| (parse(a), parse(b))) {
         Some((Some(start), Some(end))) if start != end => Some(QuietHours { start, end }),
         _ => {
-            sink.at_spanned(s, format!("expected quiet hours as HH:MM-HH:MM, e.g. 21:00-08:00, found `{}`", s.value));
+            sink.at_spanned(
+                s,
+                format!(
+                    "expected quiet hours as HH:MM-HH:MM, e.g. 21:00-08:00, found `{}`",
+                    s.value
+                ),
+            );
             None
         }
     }
@@ -99,11 +120,15 @@ fn quiet_hours(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<QuietHours> {
 pub fn compile(bundle: &Bundle, calendars: Option<&[String]>) -> Result<Workflow, Vec<Diagnostic>> {
     let file = bundle.path.as_str();
     let parsed: WorkflowFile =
-        serde_saphyr::from_str_with_options(&bundle.workflow, yaml_options()).map_err(|e| vec![from_yaml_error(file, &e)])?;
+        serde_saphyr::from_str_with_options(&bundle.workflow, yaml_options())
+            .map_err(|e| vec![from_yaml_error(file, &e)])?;
     let mut all = Vec::new();
     let segments = match &bundle.segments {
         Some(src) => {
-            let seg_file = std::path::Path::new(file).with_file_name("segments.yaml").display().to_string();
+            let seg_file = std::path::Path::new(file)
+                .with_file_name("segments.yaml")
+                .display()
+                .to_string();
             match compile_segments(&seg_file, src) {
                 Ok(s) => Some(s),
                 Err(d) => {
@@ -131,40 +156,74 @@ fn check(
     calendars: Option<&[String]>,
 ) -> Option<Workflow> {
     let id_ok = !f.campaign.value.is_empty()
-        && f.campaign.value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && f.campaign
+            .value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !id_ok {
-        sink.at_spanned(&f.campaign, format!("expected a campaign id of lowercase letters, digits and dashes, found `{}`", f.campaign.value));
+        sink.at_spanned(
+            &f.campaign,
+            format!(
+                "expected a campaign id of lowercase letters, digits and dashes, found `{}`",
+                f.campaign.value
+            ),
+        );
     }
     let timezone = match f.timezone.value.parse::<chrono_tz::Tz>() {
         Ok(tz) => Some(tz),
         Err(_) => {
-            sink.at_spanned(&f.timezone, format!("unknown time zone `{}`: expected an IANA name such as Asia/Shanghai", f.timezone.value));
+            sink.at_spanned(
+                &f.timezone,
+                format!(
+                    "unknown time zone `{}`: expected an IANA name such as Asia/Shanghai",
+                    f.timezone.value
+                ),
+            );
             None
         }
     };
     if f.priority > 100 {
-        sink.whole(format!("priority {} is out of range: expected 0 to 100", f.priority));
+        sink.whole(format!(
+            "priority {} is out of range: expected 0 to 100",
+            f.priority
+        ));
     }
 
-    let schedule = f.schedule.as_ref().and_then(|s| schedule(sink, s, calendars));
+    let schedule = f
+        .schedule
+        .as_ref()
+        .and_then(|s| schedule(sink, s, calendars));
 
     // Audience.
     let lookup_segment = |sink: &mut Sink<'_>, name: &Spanned<String>| -> Option<Expr> {
         match segments.and_then(|s| s.by_name.get(&name.value)) {
             Some(e) => Some(e.clone()),
             None => {
-                let known: Vec<&str> = segments.map(|s| s.by_name.keys().map(String::as_str).collect()).unwrap_or_default();
+                let known: Vec<&str> = segments
+                    .map(|s| s.by_name.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
                 let msg = if segments.is_none() {
-                    format!("unknown segment `{}`: no segments.yaml beside this workflow", name.value)
+                    format!(
+                        "unknown segment `{}`: no segments.yaml beside this workflow",
+                        name.value
+                    )
                 } else {
-                    format!("unknown segment `{}`: expected one of {}", name.value, known.join(", "))
+                    format!(
+                        "unknown segment `{}`: expected one of {}",
+                        name.value,
+                        known.join(", ")
+                    )
                 };
                 sink.at_spanned(name, msg);
                 None
             }
         }
     };
-    let segment = f.audience.segment.as_ref().and_then(|s| lookup_segment(sink, s).map(|e| (s.value.clone(), e)));
+    let segment = f
+        .audience
+        .segment
+        .as_ref()
+        .and_then(|s| lookup_segment(sink, s).map(|e| (s.value.clone(), e)));
     let filter = f.audience.filter.as_ref().and_then(|s| check_expr(sink, s));
     let mut exclude = Vec::new();
     for name in &f.audience.exclude {
@@ -177,24 +236,46 @@ fn check(
         let share = c.share.value;
         let share_ok = share > 0.0 && share <= 0.5;
         if !share_ok {
-            sink.at_spanned(&c.share, format!("control share {share} is out of range: expected more than 0 and at most 0.5"));
+            sink.at_spanned(
+                &c.share,
+                format!(
+                    "control share {share} is out of range: expected more than 0 and at most 0.5"
+                ),
+            );
         }
         let stratify_by = match &c.stratify_by {
             Some(s) => match fields::field(&s.value) {
-                Some(fd) if fd.ty == fields::FieldType::Text || fd.ty == fields::FieldType::Bool => Some(Some(fd.name)),
+                Some(fd) if fd.ty == fields::FieldType::Text => Some(Some(fd.name)),
                 Some(_) => {
-                    sink.at_spanned(s, format!("cannot stratify by `{}`: expected a text or yes/no field such as value_tier", s.value));
+                    sink.at_spanned(
+                        s,
+                        format!(
+                            "cannot stratify by `{}`: expected a text field such as value_tier",
+                            s.value
+                        ),
+                    );
                     None
                 }
                 None => {
-                    sink.at_spanned(s, format!("`{}` is not a subscriber field; expected one of {}", s.value, fields::field_names().join(", ")));
+                    sink.at_spanned(
+                        s,
+                        format!(
+                            "`{}` is not a subscriber field; expected one of {}",
+                            s.value,
+                            fields::field_names().join(", ")
+                        ),
+                    );
                     None
                 }
             },
             None => Some(None),
         };
         let stratify_by = stratify_by?;
-        share_ok.then(|| Control { share, stratify_by, salt: c.salt.clone().unwrap_or_else(|| f.campaign.value.clone()) })
+        share_ok.then(|| Control {
+            share,
+            stratify_by,
+            salt: c.salt.clone().unwrap_or_else(|| f.campaign.value.clone()),
+        })
     });
     let control_ok = f.control.is_none() || control.is_some();
 
@@ -206,7 +287,12 @@ fn check(
     }
     if let Some(cap) = &f.policy.max_contacts {
         match duration(sink, &cap.per) {
-            Some(per) if cap.count > 0 => policy.max_contacts = Some(Cap { count: cap.count, per }),
+            Some(per) if cap.count > 0 => {
+                policy.max_contacts = Some(Cap {
+                    count: cap.count,
+                    per,
+                })
+            }
             Some(_) => {
                 sink.at_spanned(&cap.per, "max_contacts.count must be at least 1");
                 policy_ok = false;
@@ -221,12 +307,17 @@ fn check(
         let breakdown = e.breakdown.as_ref().and_then(|b| {
             let fd = fields::field(b);
             if fd.is_none() {
-                sink.whole(format!("evaluate.breakdown `{b}` is not a subscriber field"));
+                sink.whole(format!(
+                    "evaluate.breakdown `{b}` is not a subscriber field"
+                ));
             }
             fd.map(|fd| fd.name)
         });
         Evaluate {
-            goal: e.goal.as_ref().map(|g| EventMatch { kind: g.kind.clone(), value: g.value.clone() }),
+            goal: e.goal.as_ref().map(|g| EventMatch {
+                kind: g.kind.clone(),
+                value: g.value.clone(),
+            }),
             breakdown,
             email: e.email.clone(),
         }
@@ -235,7 +326,9 @@ fn check(
     let schedule_ok = f.schedule.is_none() || schedule.is_some();
     let audience_ok = f.audience.segment.is_none() || segment.is_some();
     let filter_ok = f.audience.filter.is_none() || filter.is_some();
-    if !(id_ok && schedule_ok && audience_ok && filter_ok && control_ok && policy_ok) || exclude.len() != f.audience.exclude.len() {
+    if !(id_ok && schedule_ok && audience_ok && filter_ok && control_ok && policy_ok)
+        || exclude.len() != f.audience.exclude.len()
+    {
         return None;
     }
     Some(Workflow {
@@ -245,7 +338,11 @@ fn check(
         timezone: timezone?,
         priority: f.priority,
         schedule,
-        audience: Audience { segment, filter, exclude },
+        audience: Audience {
+            segment,
+            filter,
+            exclude,
+        },
         control,
         policy,
         waves: waves?,
@@ -255,14 +352,22 @@ fn check(
     })
 }
 
-fn schedule(sink: &mut Sink<'_>, s: &model::ScheduleFile, calendars: Option<&[String]>) -> Option<Schedule> {
+fn schedule(
+    sink: &mut Sink<'_>,
+    s: &model::ScheduleFile,
+    calendars: Option<&[String]>,
+) -> Option<Schedule> {
     let text = s.cron.value.trim();
     let n_fields = text.split_whitespace().count();
     let cron = if !(5..=6).contains(&n_fields) {
         sink.at_spanned(&s.cron, format!("invalid cron expression `{text}`: expected 5 fields (min hour day month weekday) or 6 (seconds first), found {n_fields}"));
         None
     } else {
-        match CronParser::builder().seconds(Seconds::Optional).build().parse(text) {
+        match CronParser::builder()
+            .seconds(Seconds::Optional)
+            .build()
+            .parse(text)
+        {
             Ok(c) => Some(c),
             Err(e) => {
                 sink.at_spanned(&s.cron, format!("invalid cron expression `{text}`: {e}"));
@@ -270,7 +375,11 @@ fn schedule(sink: &mut Sink<'_>, s: &model::ScheduleFile, calendars: Option<&[St
             }
         }
     };
-    let cron_text = if n_fields == 5 { format!("0 {text}") } else { text.to_owned() };
+    let cron_text = if n_fields == 5 {
+        format!("0 {text}")
+    } else {
+        text.to_owned()
+    };
     let season = match &s.season {
         Some(se) => {
             let from = month_day(sink, &se.from);
@@ -284,7 +393,14 @@ fn schedule(sink: &mut Sink<'_>, s: &model::ScheduleFile, calendars: Option<&[St
     };
     let calendar = match (&s.calendar, calendars) {
         (Some(c), Some(known)) if !known.contains(&c.value) => {
-            sink.at_spanned(c, format!("unknown calendar `{}`: expected one of {} (folders in workflows/calendars/)", c.value, known.join(", ")));
+            sink.at_spanned(
+                c,
+                format!(
+                    "unknown calendar `{}`: expected one of {} (folders in workflows/calendars/)",
+                    c.value,
+                    known.join(", ")
+                ),
+            );
             None
         }
         (c, _) => Some(c.as_ref().map(|c| c.value.clone())),
@@ -324,7 +440,15 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
     for (i, w) in f.waves.iter().enumerate() {
         let after = match &w.after {
             Some(a) if !seen.contains_key(a.value.as_str()) => {
-                sink.at_spanned(a, format!("wave `{}` follows unknown wave `{}`: expected one of {}", w.id.value, a.value, ids.join(", ")));
+                sink.at_spanned(
+                    a,
+                    format!(
+                        "wave `{}` follows unknown wave `{}`: expected one of {}",
+                        w.id.value,
+                        a.value,
+                        ids.join(", ")
+                    ),
+                );
                 ok = false;
                 None
             }
@@ -344,30 +468,59 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
         };
         if i == 0 && w.after.is_some() {
             if let Some(a) = &w.after {
-                sink.at_spanned(a, "the first wave targets the audience and cannot have `after`");
+                sink.at_spanned(
+                    a,
+                    "the first wave targets the audience and cannot have `after`",
+                );
             }
             ok = false;
         }
         let channel = ChannelKind::parse(&w.channel.value);
         if channel.is_none() {
-            sink.at_spanned(&w.channel, format!("unknown channel `{}`: expected one of sms, outbound_call, service", w.channel.value));
+            sink.at_spanned(
+                &w.channel,
+                format!(
+                    "unknown channel `{}`: expected one of sms, outbound_call, service",
+                    w.channel.value
+                ),
+            );
             ok = false;
         }
         if channel.is_some_and(ChannelKind::is_task) && w.team.is_none() {
-            sink.at_spanned(&w.channel, format!("a `{}` wave needs `team`: the agents who work its tasks", w.channel.value));
+            sink.at_spanned(
+                &w.channel,
+                format!(
+                    "a `{}` wave needs `team`: the agents who work its tasks",
+                    w.channel.value
+                ),
+            );
             ok = false;
         }
         let template = match bundle.templates.get(&w.template.value) {
             None => {
-                sink.at_spanned(&w.template, format!("template file `{}` not found (paths are relative to the workflow file)", w.template.value));
+                sink.at_spanned(
+                    &w.template,
+                    format!(
+                        "template file `{}` not found (paths are relative to the workflow file)",
+                        w.template.value
+                    ),
+                );
                 None
             }
             Some(text) => match Template::parse(&w.template.value, text) {
                 Ok(t) => Some(t),
                 Err(errs) => {
-                    let tfile = std::path::Path::new(&bundle.path).with_file_name(&w.template.value).display().to_string();
+                    let tfile = std::path::Path::new(&bundle.path)
+                        .with_file_name(&w.template.value)
+                        .display()
+                        .to_string();
                     for e in errs {
-                        sink.out.push(Diagnostic { file: tfile.clone(), line: e.line, column: e.column, message: e.message });
+                        sink.out.push(Diagnostic {
+                            file: tfile.clone(),
+                            line: e.line,
+                            column: e.column,
+                            message: e.message,
+                        });
                     }
                     None
                 }
@@ -385,7 +538,10 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
             .iter()
             .map(|r| match r {
                 model::ResponseFile::Reply(k) => ResponseRule::Reply(k.trim().to_lowercase()),
-                model::ResponseFile::Event(e) => ResponseRule::Event(EventMatch { kind: e.kind.clone(), value: e.value.clone() }),
+                model::ResponseFile::Event(e) => ResponseRule::Event(EventMatch {
+                    kind: e.kind.clone(),
+                    value: e.value.clone(),
+                }),
                 model::ResponseFile::Outcome(o) => ResponseRule::Outcome(o.clone()),
             })
             .collect();
@@ -396,27 +552,38 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
             });
         }
         match (channel, template, respond_within, send_within) {
-            (Some(channel), Some(template), Some(respond_within), Some(send_within)) if filter_ok => out.push(Wave {
-                id: w.id.value.clone(),
-                after,
-                targets: match w.targets {
-                    TargetsFile::NoResponse => Targets::NoResponse,
-                    TargetsFile::All => Targets::All,
-                },
-                filter,
-                channel,
-                template,
-                team: w.team.clone(),
-                respond_within,
-                send_within,
-                responses,
-            }),
+            (Some(channel), Some(template), Some(respond_within), Some(send_within))
+                if filter_ok =>
+            {
+                out.push(Wave {
+                    id: w.id.value.clone(),
+                    after,
+                    targets: match w.targets {
+                        TargetsFile::NoResponse => Targets::NoResponse,
+                        TargetsFile::All => Targets::All,
+                    },
+                    filter,
+                    channel,
+                    template,
+                    team: w.team.clone(),
+                    respond_within,
+                    send_within,
+                    responses,
+                })
+            }
             _ => ok = false,
         }
     }
     // Cycles: follow `after` links from every wave; a chain longer than the number of waves loops.
-    let links: HashMap<&str, &str> =
-        f.waves.iter().filter_map(|w| w.after.as_ref().map(|a| (w.id.value.as_str(), a.value.as_str()))).collect();
+    let links: HashMap<&str, &str> = f
+        .waves
+        .iter()
+        .filter_map(|w| {
+            w.after
+                .as_ref()
+                .map(|a| (w.id.value.as_str(), a.value.as_str()))
+        })
+        .collect();
     let mut reported = HashSet::new();
     for w in &f.waves {
         let mut cur = w.id.value.as_str();

@@ -20,7 +20,11 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         }
     }
 }
@@ -34,11 +38,20 @@ pub(crate) struct Sink<'a> {
 
 impl<'a> Sink<'a> {
     pub(crate) fn new(file: &'a str, source: &'a str) -> Self {
-        Sink { file, source, out: Vec::new() }
+        Sink {
+            file,
+            source,
+            out: Vec::new(),
+        }
     }
 
     pub(crate) fn at(&mut self, loc: &Location, message: impl Into<String>) {
-        self.out.push(Diagnostic { file: self.file.to_owned(), line: loc.line(), column: loc.column(), message: message.into() });
+        self.out.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: loc.line(),
+            column: loc.column(),
+            message: message.into(),
+        });
     }
 
     pub(crate) fn at_spanned<T>(&mut self, s: &Spanned<T>, message: impl Into<String>) {
@@ -46,17 +59,37 @@ impl<'a> Sink<'a> {
     }
 
     pub(crate) fn whole(&mut self, message: impl Into<String>) {
-        self.out.push(Diagnostic { file: self.file.to_owned(), line: 0, column: 0, message: message.into() });
+        self.out.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        });
     }
 
     /// Points inside a string scalar: `offset` is a byte offset into the string's value.
     /// Quoted scalars start one column after their quote.
-    pub(crate) fn inside(&mut self, s: &Spanned<String>, offset: usize, message: impl Into<String>) {
+    pub(crate) fn inside(
+        &mut self,
+        s: &Spanned<String>,
+        offset: usize,
+        message: impl Into<String>,
+    ) {
         let loc = &s.referenced;
-        let line_text = self.source.lines().nth(loc.line().saturating_sub(1) as usize).unwrap_or("");
-        let first = line_text.chars().nth(loc.column().saturating_sub(1) as usize);
+        let line_text = self
+            .source
+            .lines()
+            .nth(loc.line().saturating_sub(1) as usize)
+            .unwrap_or("");
+        let first = line_text
+            .chars()
+            .nth(loc.column().saturating_sub(1) as usize);
         let quote = u64::from(matches!(first, Some('"') | Some('\'')));
-        let prefix = s.value.get(..offset).map(|p| p.chars().count()).unwrap_or(0) as u64;
+        let prefix = s
+            .value
+            .get(..offset)
+            .map(|p| p.chars().count())
+            .unwrap_or(0) as u64;
         self.out.push(Diagnostic {
             file: self.file.to_owned(),
             line: loc.line(),
@@ -68,11 +101,19 @@ impl<'a> Sink<'a> {
 
 /// Turns a YAML parse error into a diagnostic.
 pub(crate) fn from_yaml_error(file: &str, err: &serde_saphyr::Error) -> Diagnostic {
-    let (line, column) = err.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let (line, column) = err
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
     let full = err.without_snippet().to_string();
     // The crate prefixes its own "line N column M:" text; we print the location ourselves.
     let message = strip_location_prefix(&full).trim().to_owned();
-    Diagnostic { file: file.to_owned(), line, column, message }
+    Diagnostic {
+        file: file.to_owned(),
+        line,
+        column,
+        message,
+    }
 }
 
 fn strip_location_prefix(s: &str) -> &str {

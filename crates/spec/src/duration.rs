@@ -28,7 +28,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             return Err(expected());
         }
         let n: u64 = num.parse().map_err(|_| expected())?;
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(expected)?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(expected)?;
         num.clear();
     }
     if !num.is_empty() || total == 0 {
@@ -43,15 +46,33 @@ mod tests {
 
     #[test]
     fn parses_units_and_combinations() {
-        assert_eq!(parse_duration("3d").unwrap(), Duration::from_secs(3 * 86_400));
-        assert_eq!(parse_duration("1d12h").unwrap(), Duration::from_secs(36 * 3_600));
+        assert_eq!(
+            parse_duration("3d").unwrap(),
+            Duration::from_secs(3 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("1d12h").unwrap(),
+            Duration::from_secs(36 * 3_600)
+        );
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("2w").unwrap(), Duration::from_secs(14 * 86_400));
+        assert_eq!(
+            parse_duration("2w").unwrap(),
+            Duration::from_secs(14 * 86_400)
+        );
     }
 
     #[test]
     fn rejects_bad_input() {
-        for bad in ["", "3", "d", "3x", "0d", "3 days", "-1d", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "3",
+            "d",
+            "3x",
+            "0d",
+            "3 days",
+            "-1d",
+            "99999999999999999999d",
+        ] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("expected a duration"), "{bad}: {err}");
         }

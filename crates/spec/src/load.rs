@@ -10,7 +10,12 @@ use crate::workflow::Workflow;
 /// Calendar names: the folders of `<workflows>/calendars/`.
 pub fn calendar_names(workflows_dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(workflows_dir.join("calendars"))
-        .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     out.sort();
     out
@@ -43,7 +48,15 @@ pub fn load_dir(path: &Path) -> (Vec<Workflow>, Vec<Diagnostic>) {
         match workflow_files(path) {
             Ok(f) => f,
             Err(e) => {
-                return (Vec::new(), vec![Diagnostic { file: path.display().to_string(), line: 0, column: 0, message: format!("cannot list: {e}") }]);
+                return (
+                    Vec::new(),
+                    vec![Diagnostic {
+                        file: path.display().to_string(),
+                        line: 0,
+                        column: 0,
+                        message: format!("cannot list: {e}"),
+                    }],
+                );
             }
         }
     } else {
@@ -59,7 +72,10 @@ pub fn load_dir(path: &Path) -> (Vec<Workflow>, Vec<Diagnostic>) {
                         file: f.display().to_string(),
                         line: 0,
                         column: 0,
-                        message: format!("campaign id `{}` is already used by {}", wf.campaign, other.bundle.path),
+                        message: format!(
+                            "campaign id `{}` is already used by {}",
+                            wf.campaign, other.bundle.path
+                        ),
                     });
                 } else {
                     ok.push(wf);

@@ -60,7 +60,13 @@ impl Template {
                     }
                     let (line, column) = pos(i);
                     if !closed {
-                        errors.push(TemplateError { line, column, message: "unclosed `{`: expected `{field}`, or `{{` for a literal brace".into() });
+                        errors.push(TemplateError {
+                            line,
+                            column,
+                            message:
+                                "unclosed `{`: expected `{field}`, or `{{` for a literal brace"
+                                    .into(),
+                        });
                         break;
                     }
                     let name = name.trim();
@@ -83,7 +89,11 @@ impl Template {
                 }
                 '}' => {
                     let (line, column) = pos(i);
-                    errors.push(TemplateError { line, column, message: "stray `}`: write `}}` for a literal brace".into() });
+                    errors.push(TemplateError {
+                        line,
+                        column,
+                        message: "stray `}`: write `}}` for a literal brace".into(),
+                    });
                 }
                 c => lit.push(c),
             }
@@ -91,12 +101,28 @@ impl Template {
         if !lit.is_empty() {
             parts.push(Part::Text(lit));
         }
-        if errors.is_empty() { Ok(Template { path: path.to_owned(), parts }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Template {
+                path: path.to_owned(),
+                parts,
+            })
+        } else {
+            Err(errors)
+        }
     }
 
     /// Fields the template uses.
     pub fn fields(&self) -> Vec<&'static str> {
-        self.parts.iter().filter_map(|p| if let Part::Field(f) = p { Some(*f) } else { None }).collect()
+        self.parts
+            .iter()
+            .filter_map(|p| {
+                if let Part::Field(f) = p {
+                    Some(*f)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Renders with `get` giving each field's value as text.
@@ -119,7 +145,10 @@ mod tests {
     #[test]
     fn renders_fields_and_escapes() {
         let t = Template::parse("t.txt", "Hi {name}, {{50%}} off at {campus}").unwrap();
-        assert_eq!(t.render(|f| f.to_uppercase()), "Hi NAME, {50%} off at CAMPUS");
+        assert_eq!(
+            t.render(|f| f.to_uppercase()),
+            "Hi NAME, {50%} off at CAMPUS"
+        );
         assert_eq!(t.fields(), vec!["name", "campus"]);
     }
 
@@ -128,7 +157,11 @@ mod tests {
         let errs = Template::parse("t.txt", "Hi {nme}\nbal {balanse} {").unwrap_err();
         assert_eq!(errs.len(), 3);
         assert_eq!((errs[0].line, errs[0].column), (1, 4));
-        assert!(errs[0].message.contains("`{nme}` is not a subscriber field"));
+        assert!(
+            errs[0]
+                .message
+                .contains("`{nme}` is not a subscriber field")
+        );
         assert_eq!((errs[1].line, errs[1].column), (2, 5));
         assert!(errs[2].message.contains("unclosed"));
     }

@@ -66,7 +66,11 @@ pub struct Season {
 impl Season {
     pub fn contains(&self, date: NaiveDate) -> bool {
         let d = (date.month(), date.day());
-        if self.from <= self.to { self.from <= d && d <= self.to } else { d >= self.from || d <= self.to }
+        if self.from <= self.to {
+            self.from <= d && d <= self.to
+        } else {
+            d >= self.from || d <= self.to
+        }
     }
 }
 
@@ -100,7 +104,11 @@ pub struct QuietHours {
 
 impl QuietHours {
     pub fn contains(&self, t: NaiveTime) -> bool {
-        if self.start <= self.end { self.start <= t && t < self.end } else { t >= self.start || t < self.end }
+        if self.start <= self.end {
+            self.start <= t && t < self.end
+        } else {
+            t >= self.start || t < self.end
+        }
     }
 }
 
@@ -138,7 +146,11 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
-    pub const ALL: [ChannelKind; 3] = [ChannelKind::Sms, ChannelKind::OutboundCall, ChannelKind::Service];
+    pub const ALL: [ChannelKind; 3] = [
+        ChannelKind::Sms,
+        ChannelKind::OutboundCall,
+        ChannelKind::Service,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -200,7 +212,10 @@ mod tests {
 
     #[test]
     fn quiet_hours_wrap_midnight() {
-        let q = QuietHours { start: NaiveTime::from_hms_opt(21, 0, 0).unwrap(), end: NaiveTime::from_hms_opt(8, 0, 0).unwrap() };
+        let q = QuietHours {
+            start: NaiveTime::from_hms_opt(21, 0, 0).unwrap(),
+            end: NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
+        };
         assert!(q.contains(NaiveTime::from_hms_opt(23, 0, 0).unwrap()));
         assert!(q.contains(NaiveTime::from_hms_opt(7, 59, 0).unwrap()));
         assert!(!q.contains(NaiveTime::from_hms_opt(8, 0, 0).unwrap()));
@@ -209,7 +224,10 @@ mod tests {
 
     #[test]
     fn season_wraps_new_year() {
-        let s = Season { from: (11, 15), to: (2, 28) };
+        let s = Season {
+            from: (11, 15),
+            to: (2, 28),
+        };
         assert!(s.contains(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()));
         assert!(s.contains(NaiveDate::from_ymd_opt(2027, 1, 10).unwrap()));
         assert!(!s.contains(NaiveDate::from_ymd_opt(2026, 6, 1).unwrap()));

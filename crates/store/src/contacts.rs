@@ -93,7 +93,7 @@ pub async fn insert_funnel<C: ConnectionTrait>(c: &C, wave_run_id: i64, counts: 
 }
 
 /// Records, per left-out subscriber, why the planner left them out.
-pub async fn insert_decisions<C: ConnectionTrait>(c: &C, wave_run_id: i64, rows: &[(i64, &'static str)]) -> Result<()> {
+pub async fn insert_decisions<C: ConnectionTrait>(c: &C, wave_run_id: i64, rows: &[(i64, &str)]) -> Result<()> {
     for chunk in rows.chunks(1000) {
         let mut sql = String::from("INSERT INTO decision (wave_run_id, subscriber_id, reason) VALUES ");
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3);

@@ -270,25 +270,22 @@ pub async fn transition_wave<C: ConnectionTrait>(c: &C, wave_run_id: i64, from: 
     Ok(res.rows_affected() == 1)
 }
 
-/// Opens a planned wave: records when it was planned and when its window closes, and arms
-/// the durable timer that will close it. Part of the planner's transaction.
-pub async fn open_wave<C: ConnectionTrait>(c: &C, wave_run_id: i64, planned_at: Millis, closes_at: Millis) -> Result<bool> {
-    let res = exec(
+/// Records a planned wave's window and arms the durable timer that closes it. Part of the
+/// planner's transaction, after it moved the wave from `pending` to `open`.
+pub async fn set_wave_window<C: ConnectionTrait>(c: &C, wave_run_id: i64, planned_at: Millis, closes_at: Millis) -> Result<()> {
+    exec(
         c,
-        "UPDATE wave_run SET state = 'open', planned_at = ?, closes_at = ? WHERE id = ? AND state = 'pending'",
+        "UPDATE wave_run SET planned_at = ?, closes_at = ? WHERE id = ?",
         [planned_at.into(), closes_at.into(), wave_run_id.into()],
     )
     .await?;
-    if res.rows_affected() != 1 {
-        return Ok(false);
-    }
     exec(
         c,
         "INSERT INTO timer (kind, wave_run_id, fire_at, state) VALUES ('wave_close', ?, ?, 'pending') ON CONFLICT (kind, wave_run_id) DO NOTHING",
         [wave_run_id.into(), closes_at.into()],
     )
     .await?;
-    Ok(true)
+    Ok(())
 }
 
 /// Takes a due timer: only the caller whose update changes the row fires it.

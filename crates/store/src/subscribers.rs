@@ -152,3 +152,18 @@ async fn insert_chunk<C: ConnectionTrait>(
     }
     Ok(exec(c, &sql, values).await?.rows_affected())
 }
+
+impl Store {
+    /// Phone numbers of the given subscribers.
+    pub async fn msisdns_of(&self, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let sql = format!("SELECT id, msisdn FROM subscriber WHERE id IN ({})", crate::marks(chunk.len()));
+            let rows = query(self.db(), &sql, chunk.iter().map(|i| Value::from(*i))).await?;
+            for r in rows {
+                out.push((r.try_get("", "id")?, r.try_get("", "msisdn")?));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,1 +1,12 @@
-//! subscribers
+//! Produces subscriber rows ([`store::subscribers::NewSubscriber`]) for the campaign daemon:
+//! a deterministic synthetic base for demos and load tests ([`generate`]), and rows imported
+//! from an operator's CSV export through a YAML mapping file ([`parse_mapping`], [`read_csv`]).
+//!
+//! This crate never touches the database: the caller inserts what it returns, so an import
+//! that fails validation leaves the subscriber table exactly as it was.
+
+pub mod import;
+pub mod synthetic;
+
+pub use import::{ImportError, ImportErrors, Mapping, parse_mapping, read_csv};
+pub use synthetic::generate;

@@ -1,1 +1,325 @@
-//! tracking
+//! Attribution: turns stored inbound events (delivery reports, SMS replies, agent outcomes,
+//! business events) into contact state changes and responses.
+//!
+//! Architecture invariants:
+//! - This crate stores nothing itself except through `store`; it knows nothing of HTTP or of
+//!   channels. Callbacks are stored as `inbound` rows first (by the api crate or the store)
+//!   and attributed here later, so an event that races its contact is kept, not lost.
+//! - What counts as a response comes from the workflow version a run started with, through
+//!   [`Rules`]; a response is judged by when it was received, not when it is processed, so a
+//!   late attribution pass never changes the outcome.
+//! - One attribution loop per database: two loops over the same rows would record the same
+//!   responses twice (the store offers no claim on inbound rows).
+
+use spec::ResponseRule;
+use store::contacts::TREATMENT;
+use store::inbound::{ContactRef, InboundRow, source};
+use store::{Millis, Store};
+use tracing::{debug, info, warn};
+
+/// Where attribution learns what counts as a response for a wave of a run (the engine keeps
+/// each run's workflow version in memory).
+pub trait Rules: Send + Sync {
+    /// `None` when the run's workflow is not known to the caller; such a wave then has no
+    /// rules, so its responses are recorded but never count.
+    fn rules(&self, run_id: i64, wave: &str) -> Option<Vec<ResponseRule>>;
+}
+
+/// What one attribution pass did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Stats {
+    /// Contacts moved to `delivered` by a delivery report.
+    pub delivered: u64,
+    /// Contacts moved to `failed` by a delivery report.
+    pub failed: u64,
+    /// Response rows recorded (counted or not); one business event may record several.
+    pub responses: u64,
+    pub opt_outs: u64,
+    /// Inbound rows that matched no contact (or were malformed); marked processed.
+    pub unmatched: u64,
+    /// Inbound rows left unprocessed for a later pass.
+    pub deferred: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackingError {
+    #[error("attribution could not use the store: {0}")]
+    Store(#[from] store::StoreError),
+}
+
+/// Replies whose first word (case-insensitive) is one of these opt the subscriber out.
+pub const OPT_OUT_KEYWORDS: &[&str] = &["td", "stop", "unsubscribe", "退订", "n"];
+
+/// Kannel DLR types (the `%d` escape), as stored in `inbound.kind`.
+mod dlr_type {
+    pub(crate) const DELIVERED: &str = "1";
+    pub(crate) const UNDELIVERABLE: &str = "2";
+    pub(crate) const BUFFERED: &str = "4";
+    pub(crate) const SMSC_ACK: &str = "8";
+    pub(crate) const SMSC_NACK: &str = "16";
+}
+
+/// Contact states attribution treats specially.
+const PENDING: &str = "pending";
+const EXPIRED: &str = "expired";
+const SMS: &str = "sms";
+
+enum Disposition {
+    Processed,
+    Deferred,
+}
+
+/// Processes up to `limit` unprocessed inbound rows, oldest first; returns what it did.
+///
+/// Each row is marked processed right after it is handled, so a crash repeats at most the
+/// row in flight. Delivery reports and opt-outs are idempotent; a repeated reply, outcome or
+/// event records its response row again, but the contact's first counted response is kept
+/// and conversions are counted per subscriber, so results do not change.
+pub async fn process_batch(store: &Store, rules: &dyn Rules, limit: u64) -> Result<Stats, TrackingError> {
+    let rows = store.unprocessed_inbound(limit).await?;
+    let mut stats = Stats::default();
+    for row in &rows {
+        let disposition = match row.source.as_str() {
+            source::DLR => dlr(store, row, &mut stats).await?,
+            source::MO => mo(store, rules, row, &mut stats).await?,
+            source::EVENT => event(store, rules, row, &mut stats).await?,
+            source::TASK => task(store, rules, row, &mut stats).await?,
+            other => {
+                warn!(inbound = row.id, source = other, "Inbound row from an unknown source; dropped.");
+                stats.unmatched += 1;
+                Disposition::Processed
+            }
+        };
+        match disposition {
+            Disposition::Processed => store.mark_inbound_processed(&[row.id]).await?,
+            Disposition::Deferred => stats.deferred += 1,
+        }
+    }
+    Ok(stats)
+}
+
+async fn dlr(store: &Store, row: &InboundRow, stats: &mut Stats) -> Result<Disposition, TrackingError> {
+    let Some(contact) = contact_for_key(store, row, stats).await? else {
+        return Ok(Disposition::Processed);
+    };
+    if contact.state == PENDING {
+        debug!(inbound = row.id, contact = contact.id, "Delivery report for a contact not yet sent; deferred.");
+        return Ok(Disposition::Deferred);
+    }
+    let at = row.received_at;
+    match row.kind.as_str() {
+        dlr_type::DELIVERED => {
+            if store.record_delivery(contact.id, true, at, None).await? {
+                stats.delivered += 1;
+            }
+        }
+        kind @ (dlr_type::UNDELIVERABLE | dlr_type::SMSC_NACK) => {
+            let reason = format!("undeliverable (DLR type {kind})");
+            if store.record_delivery(contact.id, false, at, Some(&reason)).await? {
+                stats.failed += 1;
+            }
+        }
+        // Intermediate reports: the message is on its way, nothing to record.
+        dlr_type::BUFFERED | dlr_type::SMSC_ACK => {}
+        other => {
+            warn!(inbound = row.id, contact = contact.id, dlr_type = other, "Delivery report of an unknown type; dropped.");
+            stats.unmatched += 1;
+        }
+    }
+    Ok(Disposition::Processed)
+}
+
+async fn mo(store: &Store, rules: &dyn Rules, row: &InboundRow, stats: &mut Stats) -> Result<Disposition, TrackingError> {
+    let Some(subscriber) = subscriber_for(store, row, stats).await? else {
+        return Ok(Disposition::Processed);
+    };
+    let text = row.value.as_deref().unwrap_or("");
+    let word = first_word(text);
+    if OPT_OUT_KEYWORDS.contains(&word.as_str()) {
+        store.set_opt_out(subscriber, store::wall_now()).await?;
+        stats.opt_outs += 1;
+        info!(inbound = row.id, msisdn = %mask(row.msisdn.as_deref().unwrap_or("")), "Subscriber opted out by SMS reply.");
+        return Ok(Disposition::Processed);
+    }
+    let at = row.received_at;
+    // A reply can only answer a message that went out: contacts never sent (still pending,
+    // or expired unsent) are no candidates, nor is the control arm.
+    let mut candidates: Vec<ContactRef> = store
+        .active_contacts_of(subscriber)
+        .await?
+        .into_iter()
+        .filter(|c| {
+            c.arm == TREATMENT
+                && c.channel == SMS
+                && c.state != PENDING
+                && c.state != EXPIRED
+                && c.planned_at.is_some_and(|p| p <= at)
+        })
+        .collect();
+    // Newest wave across all active runs, not per run ordinal.
+    candidates.sort_by(|a, b| b.planned_at.cmp(&a.planned_at).then(b.id.cmp(&a.id)));
+    for contact in &candidates {
+        let accepts = rules_of(rules, contact)
+            .iter()
+            .any(|r| matches!(r, ResponseRule::Reply(k) if k == "*" || *k == word));
+        if accepts {
+            store.record_response(contact, "reply", Some(text), at, in_window(contact, at)).await?;
+            stats.responses += 1;
+            return Ok(Disposition::Processed);
+        }
+    }
+    debug!(inbound = row.id, msisdn = %mask(row.msisdn.as_deref().unwrap_or("")), "SMS reply matched no wave.");
+    stats.unmatched += 1;
+    Ok(Disposition::Processed)
+}
+
+async fn event(store: &Store, rules: &dyn Rules, row: &InboundRow, stats: &mut Stats) -> Result<Disposition, TrackingError> {
+    let Some(subscriber) = subscriber_for(store, row, stats).await? else {
+        return Ok(Disposition::Processed);
+    };
+    let at = row.received_at;
+    let value = row.value.as_deref();
+    // Control contacts are recorded too: that is how evaluation sees the control group's
+    // conversions. Only treatment responses inside the window count for the wave.
+    let contacts: Vec<ContactRef> = store
+        .active_contacts_of(subscriber)
+        .await?
+        .into_iter()
+        .filter(|c| c.planned_at.is_some_and(|p| p <= at))
+        .collect();
+    if contacts.is_empty() {
+        debug!(inbound = row.id, msisdn = %mask(row.msisdn.as_deref().unwrap_or("")), kind = %row.kind, "Business event for a subscriber in no active wave.");
+        stats.unmatched += 1;
+        return Ok(Disposition::Processed);
+    }
+    for contact in &contacts {
+        let goal = rules_of(rules, contact)
+            .iter()
+            .any(|r| matches!(r, ResponseRule::Event(m) if m.matches(&row.kind, value)));
+        let counts = goal && contact.arm == TREATMENT && in_window(contact, at);
+        store.record_response(contact, &row.kind, value, at, counts).await?;
+        stats.responses += 1;
+    }
+    Ok(Disposition::Processed)
+}
+
+async fn task(store: &Store, rules: &dyn Rules, row: &InboundRow, stats: &mut Stats) -> Result<Disposition, TrackingError> {
+    let Some(contact) = contact_for_key(store, row, stats).await? else {
+        return Ok(Disposition::Processed);
+    };
+    if contact.state == PENDING {
+        debug!(inbound = row.id, contact = contact.id, "Agent outcome for a contact not yet sent; deferred.");
+        return Ok(Disposition::Deferred);
+    }
+    let at = row.received_at;
+    let outcome = row.value.as_deref();
+    let expected = rules_of(rules, &contact)
+        .iter()
+        .any(|r| matches!(r, ResponseRule::Outcome(o) if Some(o.as_str()) == outcome));
+    store.record_response(&contact, "outcome", outcome, at, expected && in_window(&contact, at)).await?;
+    stats.responses += 1;
+    Ok(Disposition::Processed)
+}
+
+async fn contact_for_key(store: &Store, row: &InboundRow, stats: &mut Stats) -> Result<Option<ContactRef>, TrackingError> {
+    let contact = match row.idem_key.as_deref() {
+        Some(key) => store.contact_by_key(key).await?,
+        None => None,
+    };
+    if contact.is_none() {
+        warn!(inbound = row.id, source = %row.source, key = row.idem_key.as_deref().unwrap_or(""), "Inbound event for an unknown contact key; dropped.");
+        stats.unmatched += 1;
+    }
+    Ok(contact)
+}
+
+async fn subscriber_for(store: &Store, row: &InboundRow, stats: &mut Stats) -> Result<Option<i64>, TrackingError> {
+    let subscriber = match row.msisdn.as_deref() {
+        Some(msisdn) => store.subscriber_by_msisdn(msisdn).await?,
+        None => None,
+    };
+    if subscriber.is_none() {
+        debug!(inbound = row.id, source = %row.source, msisdn = %mask(row.msisdn.as_deref().unwrap_or("")), "Inbound event from an unknown number.");
+        stats.unmatched += 1;
+    }
+    Ok(subscriber)
+}
+
+fn rules_of(rules: &dyn Rules, contact: &ContactRef) -> Vec<ResponseRule> {
+    rules.rules(contact.run_id, &contact.wave).unwrap_or_else(|| {
+        warn!(run_id = contact.run_id, wave = %contact.wave, "No response rules known for this wave; its responses do not count.");
+        Vec::new()
+    })
+}
+
+/// Judged by arrival, so a reply that arrived in the window counts even when processed late.
+fn in_window(contact: &ContactRef, at: Millis) -> bool {
+    contact.closes_at.is_some_and(|end| at <= end)
+}
+
+/// The first word of a reply, lowercased, as workflow reply keywords are written. Trailing
+/// or leading punctuation ("STOP.", "1！") is dropped, so a subscriber's punctuation does not
+/// defeat an opt-out; a word that is only punctuation ("*", "?") is kept as is.
+fn first_word(text: &str) -> String {
+    let word = text.split_whitespace().next().unwrap_or("");
+    let trimmed = word.trim_matches(|c: char| c.is_ascii_punctuation() || "。，、！？；：…".contains(c));
+    let word = if trimmed.is_empty() { word } else { trimmed };
+    word.to_lowercase()
+}
+
+/// Phone numbers never appear in logs in full: `13800138000` → `138****8000`.
+fn mask(msisdn: &str) -> String {
+    let chars: Vec<char> = msisdn.chars().collect();
+    if chars.len() < 8 {
+        return "****".to_owned();
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_word_is_lowercased_and_stripped_of_punctuation() {
+        assert_eq!(first_word("YES please"), "yes");
+        assert_eq!(first_word("  Stop now"), "stop");
+        assert_eq!(first_word("STOP."), "stop");
+        assert_eq!(first_word("1！"), "1");
+        assert_eq!(first_word("退订"), "退订");
+        assert_eq!(first_word("*"), "*");
+        assert_eq!(first_word(""), "");
+        assert_eq!(first_word("TD\u{3000}谢谢"), "td");
+    }
+
+    #[test]
+    fn msisdn_is_masked() {
+        assert_eq!(mask("13800138000"), "138****8000");
+        assert_eq!(mask("+8613800138000"), "+86****8000");
+        assert_eq!(mask("10086"), "****");
+        assert_eq!(mask(""), "****");
+    }
+
+    #[test]
+    fn window_is_judged_by_arrival() {
+        let c = ContactRef {
+            id: 1,
+            run_id: 1,
+            wave_run_id: 1,
+            subscriber_id: 1,
+            arm: TREATMENT.into(),
+            state: "sent".into(),
+            channel: SMS.into(),
+            wave: "w".into(),
+            wave_state: "closed".into(),
+            planned_at: Some(100),
+            closes_at: Some(200),
+            responded_at: None,
+        };
+        assert!(in_window(&c, 200));
+        assert!(!in_window(&c, 201));
+        assert!(!in_window(&ContactRef { closes_at: None, ..c }, 150));
+    }
+}

@@ -1,0 +1,41 @@
+//! The one place where failures become HTTP statuses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tracing::error;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// Bad input: names the field and says what was expected. Nothing was written.
+    #[error("{field}: {error}")]
+    BadRequest { field: String, error: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+}
+
+pub(crate) fn bad(field: impl Into<String>, error: impl Into<String>) -> ApiError {
+    ApiError::BadRequest { field: field.into(), error: error.into() }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::BadRequest { field, error } => {
+                (StatusCode::BAD_REQUEST, Json(json!({ "error": error, "field": field }))).into_response()
+            }
+            ApiError::NotFound(error) => (StatusCode::NOT_FOUND, Json(json!({ "error": error }))).into_response(),
+            ApiError::Conflict(error) => (StatusCode::CONFLICT, Json(json!({ "error": error }))).into_response(),
+            ApiError::Store(e) => {
+                // Details stay in the log; a 5xx makes Kannel retry the callback later.
+                error!(error = %e, "Request failed in the store.");
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": "internal error, try again later" }))).into_response()
+            }
+        }
+    }
+}

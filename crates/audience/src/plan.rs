@@ -1,0 +1,356 @@
+//! Planning a wave: from the subscriber base to contact rows, in one transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Condition, Expr as Sq, ExprTrait, Func, Order, Query, SelectStatement,
+};
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+use spec::{Targets, Wave, Workflow};
+use store::contacts::{self, CONTROL, NewContact, TREATMENT};
+use store::{Millis, Store};
+
+use crate::control::split_control;
+use crate::filter_sql::to_condition;
+use crate::policy::next_allowed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// Counts by stage, in order: how the base narrowed to the contacts written.
+pub type Funnel = Vec<(String, u64)>;
+
+/// What planning one wave needs.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub workflow: &'a Workflow,
+    pub wave: &'a Wave,
+    pub run_id: i64,
+    pub wave_run_id: i64,
+    /// The wave run this wave follows (`after`), for later waves.
+    pub previous_wave_run_id: Option<i64>,
+    pub now: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanSummary {
+    /// False when the wave had already been planned (by another replica or an earlier life of
+    /// this daemon): nothing was written.
+    pub opened: bool,
+    pub funnel: Funnel,
+    pub treatment: u64,
+    pub control: u64,
+    pub closes_at: Millis,
+}
+
+struct Candidate {
+    id: i64,
+    opt_out: bool,
+    timezone: Option<String>,
+    stratum: String,
+}
+
+/// The plan before it is written.
+struct Plan {
+    funnel: Funnel,
+    contacts: Vec<NewContact>,
+    decisions: Vec<(i64, &'static str)>,
+    excluded_by: Vec<(String, Vec<i64>)>,
+}
+
+/// Plans a wave and writes its contacts, funnel, decisions, window and close timer in ONE
+/// transaction. The first statement moves the wave from `pending` to `open`; that takes the
+/// write lock up front on SQLite and makes a concurrent planner of the same wave a no-op.
+pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummary, PlanError> {
+    let tx = store.db().begin().await?;
+    if !store::runs::transition_wave(
+        &tx,
+        input.wave_run_id,
+        store::runs::wave_state::PENDING,
+        store::runs::wave_state::OPEN,
+    )
+    .await?
+    {
+        tx.rollback().await?;
+        return Ok(PlanSummary {
+            opened: false,
+            funnel: Vec::new(),
+            treatment: 0,
+            control: 0,
+            closes_at: input.now,
+        });
+    }
+    let plan = compute(&tx, &input).await?;
+    let treatment = plan.contacts.iter().filter(|c| c.arm == TREATMENT).count() as u64;
+    let control = plan.contacts.len() as u64 - treatment;
+    let first_due = plan
+        .contacts
+        .iter()
+        .filter(|c| c.arm == TREATMENT)
+        .map(|c| c.due_at)
+        .min();
+    // A wave with nobody to contact closes at once; otherwise its window starts when the
+    // first message may go out (after quiet hours), not when it was planned.
+    let closes_at = match first_due {
+        Some(due) => due + input.wave.respond_within.as_millis() as i64,
+        None => input.now,
+    };
+    contacts::insert_contacts(
+        &tx,
+        input.run_id,
+        input.wave_run_id,
+        &input.wave.id,
+        input.wave.channel.as_str(),
+        &plan.contacts,
+    )
+    .await?;
+    let mut decisions: Vec<(i64, &str)> = plan.decisions.clone();
+    for (reason, ids) in &plan.excluded_by {
+        decisions.extend(ids.iter().map(|id| (*id, reason.as_str())));
+    }
+    contacts::insert_decisions(&tx, input.wave_run_id, &decisions).await?;
+    contacts::insert_funnel(&tx, input.wave_run_id, &plan.funnel).await?;
+    store::runs::set_wave_window(&tx, input.wave_run_id, input.now, closes_at).await?;
+    tx.commit().await?;
+    Ok(PlanSummary {
+        opened: true,
+        funnel: plan.funnel,
+        treatment,
+        control,
+        closes_at,
+    })
+}
+
+/// The funnel of the first wave as it would be planned now; writes nothing.
+pub async fn preview(store: &Store, workflow: &Workflow, now: Millis) -> Result<Funnel, PlanError> {
+    let wave = &workflow.waves[0];
+    let input = PlanInput {
+        workflow,
+        wave,
+        run_id: 0,
+        wave_run_id: 0,
+        previous_wave_run_id: None,
+        now,
+    };
+    Ok(compute(store.db(), &input).await?.funnel)
+}
+
+fn col(name: &str) -> Sq {
+    Sq::col(Alias::new(name))
+}
+
+fn audience_condition(input: &PlanInput<'_>) -> Condition {
+    let mut cond = Condition::all();
+    if input.previous_wave_run_id.is_none() {
+        if let Some((_, seg)) = &input.workflow.audience.segment {
+            cond = cond.add(to_condition(seg));
+        }
+        if let Some(f) = &input.workflow.audience.filter {
+            cond = cond.add(to_condition(f));
+        }
+    }
+    if let Some(prev) = input.previous_wave_run_id {
+        let mut sub = Query::select();
+        sub.column(Alias::new("subscriber_id"))
+            .from(Alias::new("contact"))
+            .and_where(col("wave_run_id").eq(prev))
+            .and_where(col("arm").eq(TREATMENT));
+        if input.wave.targets == Targets::NoResponse {
+            sub.and_where(col("responded_at").is_null());
+        }
+        cond = cond.add(col("id").in_subquery(sub));
+    }
+    if let Some(f) = &input.wave.filter {
+        cond = cond.add(to_condition(f));
+    }
+    cond
+}
+
+fn count_stmt(cond: Condition) -> SelectStatement {
+    let mut q = Query::select();
+    q.expr_as(Func::count(Sq::col(Asterisk)), Alias::new("n"))
+        .from(Alias::new("subscriber"))
+        .cond_where(cond);
+    q
+}
+
+async fn count<C: ConnectionTrait>(c: &C, cond: Condition) -> Result<u64, PlanError> {
+    let row = c.query_one(&count_stmt(cond)).await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0) as u64)
+}
+
+async fn ids<C: ConnectionTrait>(c: &C, cond: Condition) -> Result<Vec<i64>, PlanError> {
+    let mut q = Query::select();
+    q.column(Alias::new("id"))
+        .from(Alias::new("subscriber"))
+        .cond_where(cond);
+    let rows = c.query_all(&q).await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get::<i64>("", "id"))
+        .collect::<Result<_, _>>()?)
+}
+
+async fn compute<C: ConnectionTrait>(c: &C, input: &PlanInput<'_>) -> Result<Plan, PlanError> {
+    let wf = input.workflow;
+    let first_wave = input.previous_wave_run_id.is_none();
+    let mut funnel: Funnel = Vec::new();
+
+    if first_wave {
+        funnel.push(("base".into(), count(c, Condition::all()).await?));
+        if let Some((name, seg)) = &wf.audience.segment {
+            funnel.push((
+                format!("segment:{name}"),
+                count(c, Condition::all().add(to_condition(seg))).await?,
+            ));
+        }
+    } else {
+        let mut sub_cond = Condition::all();
+        let mut sub = Query::select();
+        sub.column(Alias::new("subscriber_id"))
+            .from(Alias::new("contact"))
+            .and_where(col("wave_run_id").eq(input.previous_wave_run_id))
+            .and_where(col("arm").eq(TREATMENT));
+        if input.wave.targets == Targets::NoResponse {
+            sub.and_where(col("responded_at").is_null());
+        }
+        sub_cond = sub_cond.add(col("id").in_subquery(sub));
+        let label = match input.wave.targets {
+            Targets::NoResponse => "no_response",
+            Targets::All => "previous_wave",
+        };
+        funnel.push((label.into(), count(c, sub_cond).await?));
+    }
+
+    let cond = audience_condition(input);
+    let stratify = wf.control.as_ref().and_then(|ct| ct.stratify_by);
+    let mut q = Query::select();
+    q.from(Alias::new("subscriber"))
+        .column(Alias::new("id"))
+        .column(Alias::new("opt_out"))
+        .column(Alias::new("timezone"));
+    match stratify {
+        Some(f) => q.expr_as(col(f), Alias::new("stratum")),
+        None => q.expr_as(Sq::val("all"), Alias::new("stratum")),
+    };
+    q.cond_where(cond.clone())
+        .order_by(Alias::new("id"), Order::Asc);
+    let rows = c.query_all(&q).await?;
+    let mut candidates = Vec::with_capacity(rows.len());
+    for r in rows {
+        candidates.push(Candidate {
+            id: r.try_get("", "id")?,
+            opt_out: r.try_get("", "opt_out")?,
+            timezone: r.try_get("", "timezone")?,
+            stratum: r
+                .try_get::<Option<String>>("", "stratum")?
+                .unwrap_or_else(|| "unknown".into()),
+        });
+    }
+    funnel.push(("audience".into(), candidates.len() as u64));
+
+    // Exclusions, in the order written; a subscriber is counted under the first that applies.
+    let mut left_out: HashSet<i64> = HashSet::new();
+    let mut excluded_by = Vec::new();
+    for (name, expr) in &wf.audience.exclude {
+        let hit = ids(c, cond.clone().add(to_condition(expr))).await?;
+        let new: Vec<i64> = hit.into_iter().filter(|id| left_out.insert(*id)).collect();
+        funnel.push((format!("exclude:{name}"), new.len() as u64));
+        excluded_by.push((format!("exclude:{name}"), new));
+    }
+    let mut decisions: Vec<(i64, &'static str)> = Vec::new();
+    let mut opt_outs = 0;
+    for cand in &candidates {
+        if !left_out.contains(&cand.id) && cand.opt_out {
+            left_out.insert(cand.id);
+            decisions.push((cand.id, "opt_out"));
+            opt_outs += 1;
+        }
+    }
+    funnel.push(("opt_out".into(), opt_outs));
+
+    // The cap counts treatment contacts already planned or sent, across campaigns.
+    let mut capped = 0;
+    if let Some(cap) = wf.policy.max_contacts {
+        let since = input.now - cap.per.as_millis() as i64;
+        let recent = contacts::recent_contact_counts(c, since).await?;
+        for cand in &candidates {
+            if !left_out.contains(&cand.id)
+                && recent.get(&cand.id).copied().unwrap_or(0) >= cap.count
+            {
+                left_out.insert(cand.id);
+                decisions.push((cand.id, "frequency_cap"));
+                capped += 1;
+            }
+        }
+        funnel.push(("frequency_cap".into(), capped));
+    }
+
+    let kept: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|cand| !left_out.contains(&cand.id))
+        .collect();
+    let by_id: HashMap<i64, &Candidate> = kept.iter().map(|cand| (cand.id, *cand)).collect();
+    let (treatment, control) = match (&wf.control, first_wave) {
+        (Some(ct), true) => {
+            let members: Vec<(i64, String)> = kept
+                .iter()
+                .map(|cand| (cand.id, cand.stratum.clone()))
+                .collect();
+            split_control(&members, ct.share, &ct.salt)
+        }
+        _ => (kept.iter().map(|cand| cand.id).collect(), Vec::new()),
+    };
+    if first_wave && wf.control.is_some() {
+        funnel.push(("control".into(), control.len() as u64));
+        for id in &control {
+            decisions.push((*id, "control_group"));
+        }
+    }
+    funnel.push(("treatment".into(), treatment.len() as u64));
+
+    let now = DateTime::<Utc>::from_timestamp_millis(input.now).unwrap_or_else(Utc::now);
+    let send_within = input.wave.send_within.as_millis() as i64;
+    let mut out = Vec::with_capacity(treatment.len() + control.len());
+    for id in &treatment {
+        let cand = by_id[id];
+        let tz = cand
+            .timezone
+            .as_deref()
+            .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
+            .unwrap_or(wf.timezone);
+        let due = next_allowed(now, wf.policy.quiet_hours.as_ref(), tz).timestamp_millis();
+        out.push(NewContact {
+            subscriber_id: *id,
+            arm: TREATMENT,
+            due_at: due,
+            send_by: Some(due + send_within),
+            stratum: cand.stratum.clone(),
+        });
+    }
+    for id in &control {
+        let cand = by_id[id];
+        out.push(NewContact {
+            subscriber_id: *id,
+            arm: CONTROL,
+            due_at: input.now,
+            send_by: None,
+            stratum: cand.stratum.clone(),
+        });
+    }
+    Ok(Plan {
+        funnel,
+        contacts: out,
+        decisions,
+        excluded_by,
+    })
+}

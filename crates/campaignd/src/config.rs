@@ -1,0 +1,116 @@
+//! The daemon's config file (TOML). Every field has a default, so `campaignd run` works with
+//! no file at all on embedded defaults (SQLite, outbox file, mail to files). Secrets never
+//! live here: fields ending in `_env` name environment variables that hold them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://PATH` (default `sqlite://campaignd.db`) or `postgres://...`. Overridden by
+    /// `--database-url` / `CAMPAIGND_DATABASE_URL`.
+    #[serde(default = "default_db")]
+    pub database_url: String,
+    /// PostgreSQL schema to use (search path); default `public`.
+    #[serde(default)]
+    pub database_schema: Option<String>,
+    /// Folder of workflow files.
+    #[serde(default = "default_workflows")]
+    pub workflows: PathBuf,
+    /// Address of the HTTP API and the gateway callbacks.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// This replica's name in leases and logs; default: hostname and pid.
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// How SMS leave campaignd: `transport = "outbox"` (default: a JSON-lines file) or
+    /// `transport = "http"` (Kannel's sendsms).
+    #[serde(default)]
+    pub sms: channels::sms::SmsConfig,
+    /// How reports and alerts reach staff.
+    #[serde(default = "default_email")]
+    pub email: channels::email::EmailConfig,
+    /// Sender address of staff e-mail.
+    #[serde(default = "default_from")]
+    pub email_from: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Contacts claimed per dispatcher round.
+    #[serde(default = "default_batch")]
+    pub batch_size: u64,
+    /// Seconds a claim is leased.
+    #[serde(default = "default_lease")]
+    pub lease_secs: u64,
+    /// Send attempts before a transient failure is final.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: i32,
+    /// First retry delay in seconds (doubles per attempt, with jitter).
+    #[serde(default = "default_retry")]
+    pub retry_base_secs: u64,
+    /// Milliseconds between housekeeping passes.
+    #[serde(default = "default_poll")]
+    pub poll_ms: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            batch_size: default_batch(),
+            lease_secs: default_lease(),
+            max_attempts: default_attempts(),
+            retry_base_secs: default_retry(),
+            poll_ms: default_poll(),
+        }
+    }
+}
+
+fn default_db() -> String {
+    "sqlite://campaignd.db".into()
+}
+fn default_workflows() -> PathBuf {
+    "workflows".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_email() -> channels::email::EmailConfig {
+    channels::email::EmailConfig::File { dir: "mail".into() }
+}
+fn default_from() -> String {
+    "campaignd@localhost".into()
+}
+fn default_batch() -> u64 {
+    500
+}
+fn default_lease() -> u64 {
+    60
+}
+fn default_attempts() -> i32 {
+    5
+}
+fn default_retry() -> u64 {
+    30
+}
+fn default_poll() -> u64 {
+    250
+}
+
+impl Config {
+    /// Reads the file, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?,
+            None => String::new(),
+        };
+        let shown = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<defaults>".into());
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{shown}: {e}"))
+    }
+}

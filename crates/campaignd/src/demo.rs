@@ -1,0 +1,174 @@
+//! `campaignd demo`: a fresh embedded database, a synthetic base, one workflow run end to end
+//! with response windows compressed, replies from a simulated population, and the evaluation.
+#![allow(clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{NaiveDateTime, TimeZone};
+use engine::Event;
+use engine::clock::Clock;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::out;
+use crate::sim::{Behaviour, Sim};
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Size of the synthetic subscriber base.
+    #[arg(long, default_value_t = 100_000)]
+    subscribers: usize,
+    /// Seed of the base and of the simulated population.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// The workflow to run.
+    #[arg(long, default_value = "workflows/autumn-enrollment.yaml")]
+    workflow: PathBuf,
+    /// Folder for the demo's database, SMS outbox and e-mailed report (recreated).
+    #[arg(long, default_value = "demo-out")]
+    out: PathBuf,
+    /// Real seconds per campaign day: response windows of days pass in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    day_seconds: f64,
+    /// Campaign-local time the demo starts at (a weekday in the enrollment season).
+    #[arg(long, default_value = "2026-09-07T09:30:00")]
+    start: String,
+}
+
+/// Generates and inserts a synthetic base, with progress.
+pub async fn insert_base(store: &store::Store, n: usize, seed: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut rows = Vec::with_capacity(10_000);
+    let mut done = 0;
+    for s in subscribers::generate(n, seed) {
+        rows.push(s);
+        if rows.len() == 10_000 {
+            done += store.insert_subscribers(&rows, store::subscribers::OnDuplicate::Fail, store::wall_now()).await? as usize;
+            rows.clear();
+            eprint!("\r  subscriber base: {done}/{n}");
+        }
+    }
+    if !rows.is_empty() {
+        done += store.insert_subscribers(&rows, store::subscribers::OnDuplicate::Fail, store::wall_now()).await? as usize;
+    }
+    eprintln!("\r  subscriber base: {done}/{n} synthetic subscribers in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let wall = Instant::now();
+    if a.day_seconds <= 0.0 {
+        bail!("--day-seconds must be positive");
+    }
+    let wf = spec::load_file(&a.workflow).map_err(|d| {
+        anyhow::anyhow!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    })?;
+    let tz = wf.timezone;
+    let start_local = NaiveDateTime::parse_from_str(&a.start, "%Y-%m-%dT%H:%M:%S").context("--start: expected YYYY-MM-DDTHH:MM:SS")?;
+    let origin = tz.from_local_datetime(&start_local).earliest().context("--start does not exist in the campaign's time zone")?.timestamp_millis();
+
+    std::fs::create_dir_all(&a.out)?;
+    for f in ["campaignd-demo.db", "campaignd-demo.db-wal", "campaignd-demo.db-shm", "outbox.jsonl"] {
+        let _ = std::fs::remove_file(a.out.join(f));
+    }
+    let _ = std::fs::remove_dir_all(a.out.join("mail"));
+    std::fs::create_dir_all(a.out.join("mail"))?;
+
+    println!("campaignd demo: {} on embedded SQLite, no external services", wf.campaign);
+    println!("  database  {}", a.out.join("campaignd-demo.db").display());
+    println!("  SMS       outbox transport -> {}", a.out.join("outbox.jsonl").display());
+    println!("  clock     starts {} ({}), one campaign day = {}s", out::local(origin, tz), tz, a.day_seconds);
+    println!("  responses SIMULATED population (delivery reports, replies, agent outcomes, orders)");
+    let cfg = Config {
+        database_url: format!("sqlite://{}", a.out.join("campaignd-demo.db").display()),
+        sms: channels::sms::SmsConfig::Outbox(channels::sms::OutboxConfig { path: a.out.join("outbox.jsonl") }),
+        email: channels::email::EmailConfig::File { dir: a.out.join("mail") },
+        ..Config::load(None)?
+    };
+    let store = crate::open_store(&cfg).await?;
+    let _lock = store.lock_daemon()?;
+    crate::insert_base(&store, a.subscribers, a.seed).await?;
+
+    let clock = Clock::scaled(origin, 86_400.0 / a.day_seconds);
+    let channels: HashMap<String, Arc<dyn channels::Channel>> = crate::build_channels(&cfg, &store).await?;
+    let mut ec = crate::engine_config(&cfg);
+    ec.simulated = true;
+    ec.poll = Duration::from_millis(50);
+    let mailer = channels::email::Mailer::new(&cfg.email, &cfg.email_from)?;
+    let engine = Arc::new(engine::Engine::new(store.clone(), clock.clone(), channels, ec)?.with_mailer(mailer, Vec::new()));
+    engine.load(vec![wf]).await?;
+    let mut events = engine.subscribe();
+    let run_id = engine.trigger(&a_campaign(&engine)?, "demo").await?;
+
+    let cancel = CancellationToken::new();
+    let sim = Sim::new(store.clone(), clock.clone(), a.out.join("outbox.jsonl"), a.seed, Behaviour::default());
+    let sim_task = tokio::spawn(sim.run(cancel.clone()));
+    let engine_task = tokio::spawn(engine.clone().run(cancel.clone(), false));
+    let mut progress = tokio::time::interval(Duration::from_secs_f64((a.day_seconds / 2.0).max(0.25)));
+    let mut open_waves: Vec<(i64, String)> = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(600));
+    tokio::pin!(deadline);
+    let report = loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(Event::RunStarted { campaign, run_id, .. }) => println!("\n[{}] run {run_id} of {campaign} started", out::local(clock.now(&store).await?, tz)),
+                Ok(Event::WavePlanned { wave, channel, funnel, treatment, control, closes_at, run_id, .. }) => {
+                    println!("\n[{}] wave {wave} planned ({channel}): {treatment} to contact, {control} held out", out::local(clock.now(&store).await?, tz));
+                    out::print_funnel(&funnel);
+                    println!("    response window closes {}", out::local(closes_at, tz));
+                    if let Some(w) = store.wave_runs(run_id).await?.into_iter().find(|w| w.wave == wave) {
+                        open_waves.push((w.id, wave));
+                    }
+                }
+                Ok(Event::WaveClosed { wave, at, .. }) => {
+                    if let Some(pos) = open_waves.iter().position(|(_, w)| *w == wave) {
+                        let (id, _) = open_waves.remove(pos);
+                        print_progress(&store, id, &wave, at, tz, "closed").await?;
+                    }
+                }
+                Ok(Event::RunFinished { report, run_id: r, .. }) if r == run_id => break report,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => bail!("engine stopped: {e}"),
+            },
+            _ = progress.tick() => {
+                let now = clock.now(&store).await?;
+                for (id, wave) in &open_waves {
+                    print_progress(&store, *id, wave, now, tz, "").await?;
+                }
+            }
+            _ = &mut deadline => bail!("the demo did not finish within 10 minutes"),
+        }
+    };
+    cancel.cancel();
+    let _ = engine_task.await;
+    let _ = sim_task.await;
+    println!();
+    println!("{}", evaluate::render_text(&report));
+    println!("report also stored in the database (campaignd report {run_id} --format html) and e-mailed to {}", a.out.join("mail").display());
+    println!("demo finished in {:.1}s", wall.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn a_campaign(engine: &engine::Engine) -> anyhow::Result<String> {
+    engine.workflows().first().map(|(_, w)| w.campaign.clone()).context("no workflow loaded")
+}
+
+async fn print_progress(store: &store::Store, wave_run_id: i64, wave: &str, now: i64, tz: chrono_tz::Tz, note: &str) -> anyhow::Result<()> {
+    let c = store.wave_counts(wave_run_id).await?;
+    let targeted = c.count("treatment", &["pending", "sending", "sent", "delivered", "failed", "expired"]);
+    let sent = c.count("treatment", &["sent", "delivered"]);
+    let delivered = c.count("treatment", &["delivered"]);
+    println!(
+        "[{}] {wave:<10} sent {sent:>6}/{targeted:<6} delivered {delivered:>6}  responded {:>5} (simulated){}",
+        out::local(now, tz),
+        c.responded("treatment"),
+        if note.is_empty() { String::new() } else { format!("  window {note}") }
+    );
+    Ok(())
+}

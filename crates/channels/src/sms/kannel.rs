@@ -1,0 +1,508 @@
+//! Kannel transport: one `GET /cgi-bin/sendsms` per message over a pool of keep-alive
+//! connections.
+//!
+//! Facts this relies on (Kannel 1.4.5, measured): the response carries no message id, so the
+//! idempotency key travels inside `dlr-url` and comes back in the delivery report; `202` with
+//! `0: Accepted for delivery` or `3: Queued for later delivery` means taken; `403` means not
+//! routable or bad credentials; `400` means a malformed request. With delivery reports on,
+//! each request stalls about 40 ms inside Kannel, so throughput comes from many requests in
+//! flight, not from a fast client.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+use url::Url;
+
+use super::{BuildError, KannelConfig, mask_msisdn};
+use crate::{Accepted, Channel, Outbound, SendError};
+
+#[cfg(test)]
+mod tests;
+
+/// Kannel error bodies are one line; anything longer is not Kannel and would bloat the
+/// contact's recorded failure reason.
+const MAX_BODY_IN_ERROR: usize = 200;
+
+/// Sends SMS through Kannel's smsbox `sendsms` interface; see [`KannelConfig`].
+///
+/// Cheap to clone; clones share the connection pool and the in-flight limit.
+#[derive(Clone)]
+pub struct KannelSms {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    sendsms: Url,
+    username: String,
+    password: String,
+    from: String,
+    smsc: Option<String>,
+    dlr: Option<Dlr>,
+    timeout: Duration,
+    /// Shared by all batches, so that concurrent `send_batch` calls together stay within
+    /// `concurrency` requests, the size of the connection pool.
+    in_flight: Arc<Semaphore>,
+}
+
+struct Dlr {
+    mask: u8,
+    /// The configured base URL followed by `?` or `&`, ready for `key=`.
+    prefix: String,
+}
+
+impl fmt::Debug for KannelSms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KannelSms")
+            .field("sendsms", &self.inner.sendsms.as_str())
+            .field("username", &self.inner.username)
+            .field("from", &self.inner.from)
+            .field("smsc", &self.inner.smsc)
+            .field("dlr_mask", &self.inner.dlr.as_ref().map_or(0, |d| d.mask))
+            .finish_non_exhaustive()
+    }
+}
+
+impl KannelSms {
+    /// Builds the transport, reading the password from the variable named by `password_env`.
+    ///
+    /// # Panics
+    ///
+    /// When no process-wide rustls crypto provider is installed (see [`super::build`]).
+    pub fn new(cfg: &KannelConfig) -> Result<Self, BuildError> {
+        let password = match std::env::var(&cfg.password_env) {
+            Ok(password) if !password.is_empty() => password,
+            _ => {
+                return Err(BuildError::MissingPassword {
+                    var: cfg.password_env.clone(),
+                });
+            }
+        };
+        Self::with_password(cfg, password)
+    }
+
+    /// Builds the transport with a password obtained elsewhere; `password_env` is ignored.
+    ///
+    /// # Panics
+    ///
+    /// When no process-wide rustls crypto provider is installed (see [`super::build`]).
+    pub fn with_password(
+        cfg: &KannelConfig,
+        password: impl Into<String>,
+    ) -> Result<Self, BuildError> {
+        let sendsms = parse_http_url("sendsms_url", &cfg.sendsms_url)?;
+        if cfg.username.is_empty() {
+            return Err(invalid("username", "must not be empty"));
+        }
+        if cfg.from.is_empty() {
+            return Err(invalid("from", "must not be empty"));
+        }
+        if cfg.concurrency == 0 {
+            return Err(invalid("concurrency", "must be at least 1"));
+        }
+        if cfg.timeout_ms == 0 {
+            return Err(invalid("timeout_ms", "must be at least 1"));
+        }
+        if cfg.dlr_mask > 31 {
+            return Err(invalid(
+                "dlr_mask",
+                format!(
+                    "{} has bits Kannel 1.4.5 does not know; use a sum of 1, 2, 4, 8, 16",
+                    cfg.dlr_mask
+                ),
+            ));
+        }
+        let dlr = if cfg.dlr_mask == 0 {
+            None
+        } else {
+            Some(Dlr {
+                mask: cfg.dlr_mask,
+                prefix: dlr_prefix(&cfg.dlr_url)?,
+            })
+        };
+
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(cfg.concurrency)
+            // Kannel's replies are tiny; Nagle would add the same 40 ms stalls Kannel suffers.
+            .tcp_nodelay(true)
+            // A redirect would replay the password to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("campaignd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(BuildError::Client)?;
+
+        Ok(KannelSms {
+            inner: Arc::new(Inner {
+                client,
+                sendsms,
+                username: cfg.username.clone(),
+                password: password.into(),
+                from: cfg.from.clone(),
+                smsc: cfg.smsc.clone(),
+                dlr,
+                timeout,
+                in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    /// The full sendsms URL for one message, password included: never log it.
+    fn sendsms_url(&self, msg: &Outbound) -> Url {
+        let mut url = self.sendsms.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("username", &self.username)
+                .append_pair("password", &self.password)
+                .append_pair("from", &self.from)
+                .append_pair("to", &msg.msisdn)
+                .append_pair("text", &msg.text);
+            if !is_gsm7(&msg.text) {
+                q.append_pair("charset", "UTF-8").append_pair("coding", "2");
+            }
+            if let Some(smsc) = &self.smsc {
+                q.append_pair("smsc", smsc);
+            }
+            if let Some(dlr) = &self.dlr {
+                q.append_pair("dlr-mask", &dlr.mask.to_string())
+                    .append_pair("dlr-url", &dlr.url_for(&msg.key));
+            }
+        }
+        url
+    }
+
+    async fn submit(&self, msg: &Outbound) -> Result<Accepted, SendError> {
+        let res = self
+            .client
+            .get(self.sendsms_url(msg))
+            .send()
+            .await
+            .map_err(|error| self.request_error(error))?;
+        let status = res.status();
+        let body = res
+            .text()
+            .await
+            .map_err(|error| self.request_error(error))?;
+        classify(status, &body)
+    }
+
+    /// Every request error is worth a retry: Kannel was not reached or did not answer in
+    /// time. A timeout is ambiguous (Kannel may have taken the message), which the
+    /// dispatcher's retry policy has to weigh.
+    fn request_error(&self, error: reqwest::Error) -> SendError {
+        // The URL carries the password.
+        let error = error.without_url();
+        if error.is_timeout() {
+            SendError::Transient(format!(
+                "Kannel sendsms did not answer within {} ms",
+                self.timeout.as_millis()
+            ))
+        } else if error.is_connect() {
+            SendError::Transient(format!(
+                "cannot connect to Kannel sendsms: {}",
+                error_chain(&error)
+            ))
+        } else {
+            SendError::Transient(format!(
+                "Kannel sendsms request failed: {}",
+                error_chain(&error)
+            ))
+        }
+    }
+}
+
+impl Dlr {
+    /// The `dlr-url` for one message.
+    ///
+    /// The key is percent-encoded so that `&`, `=` or `#` in it cannot break the callback's
+    /// query. Kannel then treats every `%x` in the dlr-url as one of its escapes and would eat
+    /// `%A`, `%B`, `%C`, `%D`, `%F` from an encoded non-ASCII byte, so each `%` is doubled:
+    /// Kannel turns `%%` back into `%` and the callback receives the percent-encoded key.
+    fn url_for(&self, key: &str) -> String {
+        let encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        format!(
+            "{}key={}&type=%d&smscid=%i&fid=%F&to=%p&ts=%T&reply=%A",
+            self.prefix,
+            encoded.replace('%', "%%")
+        )
+    }
+}
+
+#[async_trait]
+impl Channel for KannelSms {
+    fn kind(&self) -> &'static str {
+        "sms"
+    }
+
+    async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {
+        let mut results: Vec<Option<Result<Accepted, SendError>>> = vec![None; batch.len()];
+        let mut tasks = JoinSet::new();
+        for (idx, msg) in batch.iter().enumerate() {
+            // Taking the permit before spawning submits in batch order and keeps at most
+            // `concurrency` tasks alive.
+            let permit = match Arc::clone(&self.inner.in_flight).acquire_owned().await {
+                Ok(permit) => permit,
+                // The semaphore is never closed; should that change, fail loudly per message.
+                Err(closed) => {
+                    results[idx] = Some(Err(SendError::Transient(format!(
+                        "Kannel sender is shut down: {closed}"
+                    ))));
+                    continue;
+                }
+            };
+            let inner = Arc::clone(&self.inner);
+            let msg = msg.clone();
+            // Spawned tasks do not inherit the caller's span (run, wave) by themselves.
+            let span = tracing::Span::current();
+            tasks.spawn(
+                async move {
+                    let res = inner.submit(&msg).await;
+                    drop(permit);
+                    log_outcome(&msg, &res);
+                    (idx, res)
+                }
+                .instrument(span),
+            );
+            while let Some(done) = tasks.try_join_next() {
+                store(&mut results, done);
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            store(&mut results, done);
+        }
+
+        let results: Vec<Result<Accepted, SendError>> = results
+            .into_iter()
+            .map(|res| {
+                res.unwrap_or_else(|| {
+                    Err(SendError::Transient(
+                        "Kannel send task ended without a result".to_owned(),
+                    ))
+                })
+            })
+            .collect();
+        log_batch(&results);
+        results
+    }
+
+    async fn healthcheck(&self) -> Result<(), SendError> {
+        // Without `to`, a reachable smsbox checks the credentials and then refuses with
+        // 400 "Missing receiver number": proof of life that sends nothing.
+        let inner = &self.inner;
+        let mut url = inner.sendsms.clone();
+        url.query_pairs_mut()
+            .append_pair("username", &inner.username)
+            .append_pair("password", &inner.password);
+        let res = inner
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|error| inner.request_error(error))?;
+        let status = res.status();
+        let body = res
+            .text()
+            .await
+            .map_err(|error| inner.request_error(error))?;
+        let body = short(&body);
+        if status == StatusCode::BAD_REQUEST && body.contains("receiver") {
+            return Ok(());
+        }
+        let code = status.as_u16();
+        let error = if status.is_server_error() {
+            SendError::Transient(format!("Kannel sendsms unhealthy: HTTP {code}: {body}"))
+        } else if status == StatusCode::FORBIDDEN {
+            SendError::Permanent(format!(
+                "Kannel refused campaignd's credentials: HTTP {code}: {body}"
+            ))
+        } else {
+            SendError::Permanent(format!(
+                "unexpected answer from Kannel sendsms (wrong sendsms_url?): HTTP {code}: {body}"
+            ))
+        };
+        tracing::warn!(message = "Kannel healthcheck failed.", %error);
+        Err(error)
+    }
+}
+
+/// Maps one sendsms answer to an outcome.
+fn classify(status: StatusCode, body: &str) -> Result<Accepted, SendError> {
+    let body = short(body);
+    if status.is_success() {
+        let queued = body.starts_with("3:");
+        if !queued && !body.starts_with("0:") {
+            tracing::warn!(
+                message = "Unrecognised sendsms success body; counting the message as accepted.",
+                status = status.as_u16(),
+                body = %body,
+            );
+        }
+        return Ok(Accepted {
+            gateway_ref: None,
+            queued,
+        });
+    }
+    let reason = format!("Kannel answered HTTP {}: {body}", status.as_u16());
+    if status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+    {
+        Err(SendError::Transient(reason))
+    } else {
+        // 400 malformed, 403 not routable or bad credentials: resending the same request
+        // gets the same answer.
+        Err(SendError::Permanent(reason))
+    }
+}
+
+/// True when every character has a GSM 03.38 encoding (default alphabet or its extension
+/// table), i.e. Kannel can send the text with `coding=0`.
+fn is_gsm7(text: &str) -> bool {
+    const BASIC_NON_ASCII: &str = "£¥èéùìòÇØøÅåΔΦΓΛΩΠΨΣΘΞÆæßÉ¤¡ÄÖÑÜ§¿äöñüà€";
+    text.chars().all(|c| match c {
+        '\n' | '\r' | '\u{0C}' => true,
+        // ASCII printable minus the backtick, which GSM 03.38 lacks.
+        ' '..='~' => c != '`',
+        _ => BASIC_NON_ASCII.contains(c),
+    })
+}
+
+fn parse_http_url(key: &'static str, raw: &str) -> Result<Url, BuildError> {
+    let url = Url::parse(raw).map_err(|error| invalid(key, format!("`{raw}`: {error}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(key, format!("`{raw}` is not an http(s) URL")));
+    }
+    Ok(url)
+}
+
+fn dlr_prefix(raw: &str) -> Result<String, BuildError> {
+    let url = parse_http_url("dlr_url", raw)?;
+    if url.fragment().is_some() {
+        return Err(invalid(
+            "dlr_url",
+            format!("`{raw}` has a #fragment; the key would not reach campaignd"),
+        ));
+    }
+    // The configured text is kept as written: re-serialising the parsed URL could alter
+    // `%%` that the operator wrote for Kannel.
+    let sep = match raw.find('?') {
+        None => "?",
+        Some(_) if raw.ends_with('?') || raw.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    Ok(format!("{raw}{sep}"))
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> BuildError {
+    BuildError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// reqwest's top-level messages ("error sending request") hide the cause.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+fn short(body: &str) -> String {
+    let body = body.trim();
+    match body.char_indices().nth(MAX_BODY_IN_ERROR) {
+        Some((cut, _)) => format!("{}…", &body[..cut]),
+        None => body.to_owned(),
+    }
+}
+
+fn store(
+    results: &mut [Option<Result<Accepted, SendError>>],
+    done: Result<(usize, Result<Accepted, SendError>), tokio::task::JoinError>,
+) {
+    match done {
+        Ok((idx, res)) => results[idx] = Some(res),
+        // The slot stays empty and becomes a transient failure; the panic itself is already
+        // reported by the runtime.
+        Err(error) => tracing::error!(message = "Kannel send task failed.", %error),
+    }
+}
+
+fn log_outcome(msg: &Outbound, res: &Result<Accepted, SendError>) {
+    let to = mask_msisdn(&msg.msisdn);
+    match res {
+        Ok(accepted) => tracing::debug!(
+            message = "SMS submitted to Kannel.",
+            key = %msg.key,
+            %to,
+            queued = accepted.queued,
+        ),
+        Err(error @ SendError::Permanent(_)) => tracing::warn!(
+            message = "Kannel refused SMS.",
+            key = %msg.key,
+            %to,
+            %error,
+        ),
+        Err(error @ SendError::Transient(_)) => tracing::debug!(
+            message = "SMS submit failed, retryable.",
+            key = %msg.key,
+            %to,
+            %error,
+        ),
+    }
+}
+
+fn log_batch(results: &[Result<Accepted, SendError>]) {
+    let mut queued = 0;
+    let mut accepted = 0;
+    let mut transient = 0;
+    let mut permanent = 0;
+    for res in results {
+        match res {
+            Ok(a) if a.queued => queued += 1,
+            Ok(_) => accepted += 1,
+            Err(SendError::Transient(_)) => transient += 1,
+            Err(SendError::Permanent(_)) => permanent += 1,
+        }
+    }
+    if transient > 0 {
+        // One line per batch: during an outage per-message warnings would flood the log.
+        let first = results.iter().find_map(|r| match r {
+            Err(e @ SendError::Transient(_)) => Some(e.to_string()),
+            _ => None,
+        });
+        tracing::warn!(
+            message = "Kannel batch had retryable failures.",
+            accepted,
+            queued,
+            transient,
+            permanent,
+            error = first.as_deref().unwrap_or_default(),
+        );
+    } else {
+        tracing::debug!(
+            message = "Kannel batch done.",
+            accepted,
+            queued,
+            transient,
+            permanent,
+        );
+    }
+}

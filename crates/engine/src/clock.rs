@@ -1,0 +1,44 @@
+//! Time for the engine. In production "now" is the database's clock, so replicas on
+//! different hosts agree on what is due. The demo runs a scaled clock: campaign days pass in
+//! seconds, and every component reads time from here, never from the OS directly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use store::{Millis, Store};
+
+#[derive(Clone)]
+pub enum Clock {
+    /// The database's clock.
+    Database,
+    /// `factor` clock milliseconds pass per real millisecond, starting at `origin`.
+    Scaled(Arc<Scaled>),
+}
+
+pub struct Scaled {
+    origin: Millis,
+    started: Instant,
+    factor: f64,
+}
+
+impl Clock {
+    pub fn scaled(origin: Millis, factor: f64) -> Clock {
+        Clock::Scaled(Arc::new(Scaled { origin, started: Instant::now(), factor }))
+    }
+
+    pub async fn now(&self, store: &Store) -> Result<Millis, store::StoreError> {
+        match self {
+            Clock::Database => store.db_now().await,
+            Clock::Scaled(s) => Ok(s.origin + (s.started.elapsed().as_secs_f64() * 1000.0 * s.factor) as Millis),
+        }
+    }
+
+    /// How long `clock_ms` of clock time lasts in real time.
+    pub fn real(&self, clock_ms: i64) -> Duration {
+        let ms = clock_ms.max(0) as f64;
+        match self {
+            Clock::Database => Duration::from_millis(ms as u64),
+            Clock::Scaled(s) => Duration::from_secs_f64(ms / 1000.0 / s.factor),
+        }
+    }
+}

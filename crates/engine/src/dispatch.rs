@@ -1,0 +1,161 @@
+//! One dispatcher round for one channel: claim (one statement, leased), check the policy
+//! again at send time, render, send with no transaction open, settle with the lease token.
+
+use std::sync::Arc;
+
+use channels::{Channel, Outbound, SendError};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use store::contacts::{ClaimRequest, Claimed, Outcome};
+use store::subscribers::NewSubscriber;
+use tracing::{Instrument, info_span, warn};
+
+use crate::{Engine, EngineError};
+
+/// What a round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RoundStats {
+    pub claimed: u64,
+    pub sent: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub expired: u64,
+    pub suppressed: u64,
+}
+
+impl Engine {
+    /// Claims and sends one batch of due contacts on `channel`. Public so tests can drain
+    /// the queue step by step.
+    pub async fn dispatch_round(&self, kind: &str) -> Result<RoundStats, EngineError> {
+        let Some(channel) = self.channels.get(kind).cloned() else {
+            return Err(EngineError::NoChannel(kind.to_owned()));
+        };
+        let now = self.clock.now(&self.store).await?;
+        let token = format!("{}:{}", self.cfg.worker_id, uuid::Uuid::new_v4());
+        let claimed = self
+            .store
+            .claim(&ClaimRequest {
+                channel: kind,
+                limit: self.cfg.batch_size,
+                lease_until: now + self.cfg.lease.as_millis() as i64,
+                token: &token,
+                now,
+            })
+            .await?;
+        if claimed.is_empty() {
+            return Ok(RoundStats::default());
+        }
+        let span = info_span!("dispatch", channel = kind, batch = claimed.len(), token = %token);
+        self.send_claimed(channel, claimed, &token, now).instrument(span).await
+    }
+
+    async fn send_claimed(&self, channel: Arc<dyn Channel>, claimed: Vec<Claimed>, token: &str, now: i64) -> Result<RoundStats, EngineError> {
+        let mut stats = RoundStats { claimed: claimed.len() as u64, ..Default::default() };
+        let mut outcomes: Vec<(i64, Outcome)> = Vec::with_capacity(claimed.len());
+        let mut to_send: Vec<(Outbound, i32)> = Vec::with_capacity(claimed.len());
+        let now_utc = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_else(Utc::now);
+        for c in claimed {
+            let wf = self.catalog.for_run(&self.store, c.run_id, c.version_id).await?;
+            let Some(wave) = wf.wave(&c.wave) else {
+                outcomes.push((c.id, Outcome::Failed { error: format!("wave `{}` not in the run's workflow version", c.wave) }));
+                stats.failed += 1;
+                continue;
+            };
+            // The policy is checked again at send time: an opt-out, or a lease held into
+            // quiet hours, must stop the message even though planning allowed it.
+            if c.subscriber.opt_out {
+                outcomes.push((c.id, Outcome::Failed { error: "subscriber opted out after planning".into() }));
+                stats.suppressed += 1;
+                continue;
+            }
+            if c.send_by.is_some_and(|by| by < now) {
+                outcomes.push((c.id, Outcome::Expired));
+                stats.expired += 1;
+                continue;
+            }
+            let tz = c.subscriber.timezone.as_deref().and_then(|t| t.parse::<chrono_tz::Tz>().ok()).unwrap_or(wf.timezone);
+            let allowed = audience::next_allowed(now_utc, wf.policy.quiet_hours.as_ref(), tz);
+            if allowed > now_utc {
+                outcomes.push((c.id, Outcome::Retry { due_at: allowed.timestamp_millis(), error: "quiet hours".into() }));
+                stats.retried += 1;
+                continue;
+            }
+            let text = wave.template.render(|f| field_text(&c.subscriber, f));
+            to_send.push((
+                Outbound {
+                    contact_id: c.id,
+                    key: c.idem_key.clone(),
+                    subscriber_id: c.subscriber_id,
+                    msisdn: c.subscriber.msisdn.clone(),
+                    text,
+                    campaign: c.campaign.clone(),
+                    wave: c.wave.clone(),
+                    team: wave.team.clone(),
+                },
+                c.attempt,
+            ));
+        }
+        if !to_send.is_empty() {
+            let batch: Vec<Outbound> = to_send.iter().map(|(o, _)| o.clone()).collect();
+            let results = channel.send_batch(&batch).await;
+            let sent_at = self.clock.now(&self.store).await?;
+            for ((o, attempt), res) in to_send.iter().zip(results) {
+                match res {
+                    Ok(_) => {
+                        outcomes.push((o.contact_id, Outcome::Sent { at: sent_at }));
+                        stats.sent += 1;
+                    }
+                    Err(e @ SendError::Transient(_)) if *attempt < self.cfg.max_attempts => {
+                        let delay = self.backoff(*attempt);
+                        warn!(message = "Send failed; will retry.", contact_id = o.contact_id, attempt, error = %e);
+                        outcomes.push((o.contact_id, Outcome::Retry { due_at: sent_at + delay, error: e.to_string() }));
+                        stats.retried += 1;
+                    }
+                    Err(e) => {
+                        warn!(message = "Send failed for good.", contact_id = o.contact_id, attempt, error = %e);
+                        outcomes.push((o.contact_id, Outcome::Failed { error: e.to_string() }));
+                        stats.failed += 1;
+                    }
+                }
+            }
+        }
+        self.store.settle(token, &outcomes).await?;
+        Ok(stats)
+    }
+
+    /// Exponential backoff with full jitter, in clock milliseconds.
+    fn backoff(&self, attempt: i32) -> i64 {
+        let base = self.cfg.retry_base.as_millis() as i64;
+        let cap = base.saturating_mul(1 << attempt.clamp(0, 16));
+        rand::rng().random_range(base / 2..=cap.max(base))
+    }
+}
+
+/// A subscriber field as template text.
+pub(crate) fn field_text(s: &NewSubscriber, field: &str) -> String {
+    match field {
+        "msisdn" => s.msisdn.clone(),
+        "external_id" => s.external_id.clone().unwrap_or_default(),
+        "name" => s.name.clone(),
+        "gender" => s.gender.clone(),
+        "age" => s.age.to_string(),
+        "region" => s.region.clone(),
+        "brand" => s.brand.clone(),
+        "value_tier" => s.value_tier.clone(),
+        "arpu_3m" => format!("{:.2}", s.arpu_3m),
+        "balance" => format!("{:.2}", s.balance),
+        "tenure_months" => s.tenure_months.to_string(),
+        "student_stage" => s.student_stage.clone(),
+        "campus" => s.campus.clone().unwrap_or_default(),
+        "first_channel" => s.first_channel.clone(),
+        "first_channel_slot" => s.first_channel_slot.clone(),
+        "second_channel" => s.second_channel.clone(),
+        "second_channel_slot" => s.second_channel_slot.clone(),
+        "complaints_30d" => s.complaints_30d.to_string(),
+        "do_not_disturb" => s.do_not_disturb.to_string(),
+        "churn_risk" => format!("{:.2}", s.churn_risk),
+        "timezone" => s.timezone.clone().unwrap_or_default(),
+        "opt_out" => s.opt_out.to_string(),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,201 @@
+//! Schedule slots: which fire times of a campaign are due, and which of them run.
+//!
+//! tokio-cron-scheduler only wakes the daemon up; the slots themselves are computed here from
+//! the cron expression in the campaign's IANA zone at every evaluation (so DST changes never
+//! drift), and recorded in the store with a unique key, so each slot runs once however many
+//! replicas evaluate it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use spec::{CatchUp, Schedule};
+use store::Millis;
+
+/// What happens to one slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotDecision {
+    pub slot_at: Millis,
+    /// `None`: run it. `Some(reason)`: record it as skipped.
+    pub skip: Option<&'static str>,
+}
+
+/// How late a slot may start and still count as on time under `catch_up: skip`.
+const ON_TIME: Duration = Duration::from_secs(60);
+/// Upper bound on slots examined in one evaluation (a per-second cron after a long outage).
+const MAX_SLOTS: usize = 10_000;
+
+/// Public holidays per calendar name.
+#[derive(Debug, Clone, Default)]
+pub struct Calendars {
+    off_days: BTreeMap<String, HashSet<NaiveDate>>,
+}
+
+impl Calendars {
+    /// Reads `dir/<name>/*.json` files in the holiday-cn format (`days[].date`, `days[].isOffDay`).
+    pub fn load(dir: &Path) -> Result<Calendars, String> {
+        let mut off_days = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Calendars::default()) };
+        for entry in entries.flatten() {
+            if !entry.path().is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let mut days = HashSet::new();
+            let files = std::fs::read_dir(entry.path()).map_err(|e| format!("{}: {e}", entry.path().display()))?;
+            for f in files.flatten() {
+                let p = f.path();
+                if p.extension().and_then(|e| e.to_str()) != Some("json") || p.file_name().is_some_and(|n| n == "schema.json") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+                for d in v["days"].as_array().into_iter().flatten() {
+                    if d["isOffDay"].as_bool() == Some(true) {
+                        if let Some(date) = d["date"].as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()) {
+                            days.insert(date);
+                        }
+                    }
+                }
+            }
+            off_days.insert(name, days);
+        }
+        Ok(Calendars { off_days })
+    }
+
+    pub fn is_off_day(&self, calendar: &str, date: NaiveDate) -> bool {
+        self.off_days.get(calendar).is_some_and(|d| d.contains(&date))
+    }
+}
+
+/// The slots after `last_recorded` (or, for a campaign never evaluated, within its catch-up
+/// window) up to `now`, each with its decision.
+pub fn due_slots(
+    sched: &Schedule,
+    tz: chrono_tz::Tz,
+    last_recorded: Option<Millis>,
+    now: Millis,
+    calendars: &Calendars,
+) -> Vec<SlotDecision> {
+    let window = sched.catch_up_window.as_millis() as i64;
+    let start = last_recorded.unwrap_or(now - window.max(ON_TIME.as_millis() as i64));
+    let Some(start_utc) = DateTime::<Utc>::from_timestamp_millis(start) else { return Vec::new() };
+    let mut out = Vec::new();
+    for t in sched.cron.iter_after(start_utc.with_timezone(&tz)).take(MAX_SLOTS) {
+        let at = t.timestamp_millis();
+        if at > now {
+            break;
+        }
+        let date = t.date_naive();
+        let skip = if sched.season.is_some_and(|s| !s.contains(date)) {
+            Some("out_of_season")
+        } else if sched.calendar.as_deref().is_some_and(|c| calendars.is_off_day(c, date)) {
+            Some("holiday")
+        } else {
+            None
+        };
+        out.push(SlotDecision { slot_at: at, skip });
+    }
+    // Catch-up: of the runnable slots only the latest may run, and only if it is recent
+    // enough; a campaign SMS hours late is harm, so the rest are recorded as missed.
+    let grace = match sched.catch_up {
+        CatchUp::Last => window,
+        CatchUp::Skip => ON_TIME.as_millis() as i64,
+    };
+    let latest = out.iter().rposition(|s| s.skip.is_none());
+    for (i, s) in out.iter_mut().enumerate() {
+        if s.skip.is_none() && (Some(i) != latest || now - s.slot_at > grace) {
+            s.skip = Some("missed");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn schedule(cron: &str, catch_up: CatchUp) -> Schedule {
+        let parsed = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(cron)
+            .unwrap();
+        Schedule {
+            cron: parsed,
+            cron_text: cron.to_owned(),
+            season: None,
+            calendar: None,
+            catch_up,
+            catch_up_window: Duration::from_secs(3600),
+        }
+    }
+
+    fn ms(tz: chrono_tz::Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Millis {
+        tz.with_ymd_and_hms(y, mo, d, h, mi, 0).earliest().unwrap().timestamp_millis()
+    }
+
+    #[test]
+    fn fixed_time_runs_once_in_a_repeated_hour() {
+        // 2026-11-01 01:30 happens twice in New York (DST ends at 02:00).
+        let tz = chrono_tz::America::New_York;
+        let s = schedule("0 30 1 * * *", CatchUp::Last);
+        let last = ms(tz, 2026, 10, 31, 12, 0);
+        let now = ms(tz, 2026, 11, 1, 12, 0);
+        let slots = due_slots(&s, tz, Some(last), now, &Calendars::default());
+        assert_eq!(slots.len(), 1, "{slots:?}");
+    }
+
+    #[test]
+    fn fixed_time_in_a_skipped_hour_runs_once_after_it() {
+        // 2026-03-08 02:30 does not exist in New York (clocks jump from 02:00 to 03:00).
+        let tz = chrono_tz::America::New_York;
+        let s = schedule("0 30 2 * * *", CatchUp::Last);
+        let last = ms(tz, 2026, 3, 7, 12, 0);
+        let now = ms(tz, 2026, 3, 8, 12, 0);
+        let slots = due_slots(&s, tz, Some(last), now, &Calendars::default());
+        assert_eq!(slots.len(), 1, "{slots:?}");
+        let at = DateTime::<Utc>::from_timestamp_millis(slots[0].slot_at).unwrap().with_timezone(&tz);
+        assert_eq!(at.date_naive(), NaiveDate::from_ymd_opt(2026, 3, 8).unwrap());
+        assert!(at.format("%H").to_string() == "03", "ran at {at}");
+    }
+
+    #[test]
+    fn downtime_runs_only_the_last_missed_slot_within_the_window() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let s = schedule("0 0 * * * *", CatchUp::Last); // hourly
+        let last = ms(tz, 2026, 9, 1, 0, 0);
+        let now = ms(tz, 2026, 9, 1, 5, 30);
+        let slots = due_slots(&s, tz, Some(last), now, &Calendars::default());
+        assert_eq!(slots.len(), 5);
+        assert!(slots[..4].iter().all(|s| s.skip == Some("missed")));
+        assert_eq!(slots[4], SlotDecision { slot_at: ms(tz, 2026, 9, 1, 5, 0), skip: None });
+    }
+
+    #[test]
+    fn skip_policy_runs_nothing_late() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let s = schedule("0 0 * * * *", CatchUp::Skip);
+        let slots = due_slots(&s, tz, Some(ms(tz, 2026, 9, 1, 0, 0)), ms(tz, 2026, 9, 1, 5, 30), &Calendars::default());
+        assert!(slots.iter().all(|s| s.skip == Some("missed")));
+    }
+
+    #[test]
+    fn season_and_holidays_gate_slots() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let mut s = schedule("0 0 10 * * *", CatchUp::Last);
+        s.season = Some(spec::Season { from: (8, 15), to: (10, 31) });
+        s.calendar = Some("cn-holidays".into());
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/calendars");
+        let cals = Calendars::load(&dir).unwrap();
+        // 2026-10-01 is National Day.
+        let slots = due_slots(&s, tz, Some(ms(tz, 2026, 9, 30, 11, 0)), ms(tz, 2026, 10, 1, 10, 0), &cals);
+        assert_eq!(slots, vec![SlotDecision { slot_at: ms(tz, 2026, 10, 1, 10, 0), skip: Some("holiday") }]);
+        let slots = due_slots(&s, tz, Some(ms(tz, 2026, 11, 1, 11, 0)), ms(tz, 2026, 11, 2, 10, 0), &cals);
+        assert_eq!(slots[0].skip, Some("out_of_season"));
+        let slots = due_slots(&s, tz, Some(ms(tz, 2026, 9, 9, 11, 0)), ms(tz, 2026, 9, 10, 10, 0), &cals);
+        assert_eq!(slots[0].skip, None);
+    }
+}

@@ -1,0 +1,245 @@
+//! One flat RFC 4180 table with a `section` column, so a spreadsheet or `csv` reader needs no
+//! knowledge of the layout, and rows from many runs can be concatenated under one header.
+
+use crate::report::{Cell, Report, WaveCounts};
+
+const COLUMNS: [&str; 34] = [
+    "section",
+    "campaign",
+    "run_id",
+    "version",
+    "goal",
+    "started_at",
+    "finished_at",
+    "simulated",
+    "label",
+    "channel",
+    "eligible",
+    "excluded",
+    "control",
+    "targeted",
+    "sent",
+    "delivered",
+    "failed",
+    "expired",
+    "responded",
+    "delivery_rate",
+    "response_rate",
+    "treatment_n",
+    "treatment_converted",
+    "treatment_rate",
+    "control_n",
+    "control_converted",
+    "control_rate",
+    "uplift",
+    "ci_low",
+    "ci_high",
+    "relative",
+    "p_value",
+    "confidence",
+    "significant",
+];
+
+/// Index of the first arm column.
+const ARMS: usize = 21;
+
+/// CSV with header; rows of section `wave`, then `overall`, then `cell`. Every row repeats the
+/// run columns, `simulated` included, so no extract of the file loses that flag. Fields that do
+/// not apply to a section, and rates without a denominator, are empty.
+pub fn render_csv(r: &Report) -> String {
+    let mut out = String::new();
+    line(&mut out, COLUMNS.iter().map(|c| (*c).to_owned()).collect());
+    for w in &r.waves {
+        line(&mut out, wave_row(r, w));
+    }
+    line(&mut out, cell_row(r, "overall", &r.overall));
+    for c in &r.cells {
+        line(&mut out, cell_row(r, "cell", c));
+    }
+    out
+}
+
+fn run_fields(r: &Report, section: &str) -> Vec<String> {
+    vec![
+        section.to_owned(),
+        text(&r.campaign),
+        r.run_id.to_string(),
+        text(&r.version),
+        text(&r.goal),
+        text(&r.started_at),
+        text(&r.finished_at),
+        r.simulated.to_string(),
+    ]
+}
+
+fn wave_row(r: &Report, w: &WaveCounts) -> Vec<String> {
+    let mut row = run_fields(r, "wave");
+    row.extend([text(&w.wave), text(&w.channel)]);
+    row.extend(
+        [
+            w.eligible,
+            w.excluded,
+            w.control,
+            w.targeted,
+            w.sent,
+            w.delivered,
+            w.failed,
+            w.expired,
+            w.responded,
+        ]
+        .map(|n| n.to_string()),
+    );
+    row.extend([w.delivery_rate(), w.response_rate()].map(|x| x.map_or_else(String::new, number)));
+    row.resize(COLUMNS.len(), String::new());
+    row
+}
+
+fn cell_row(r: &Report, section: &str, c: &Cell) -> Vec<String> {
+    let mut row = run_fields(r, section);
+    row.push(text(&c.label));
+    row.resize(ARMS, String::new());
+    let u = &c.uplift;
+    let rate = |n: u64, x: f64| if n == 0 { String::new() } else { number(x) };
+    row.extend([
+        c.treatment.n.to_string(),
+        c.treatment.converted.to_string(),
+        rate(c.treatment.n, u.treatment_rate),
+        c.control.n.to_string(),
+        c.control.converted.to_string(),
+        rate(c.control.n, u.control_rate),
+        number(u.absolute),
+        number(u.ci_low),
+        number(u.ci_high),
+        u.relative.map_or_else(String::new, number),
+        number(u.p_value),
+        number(u.confidence),
+        u.significant.to_string(),
+    ]);
+    row
+}
+
+/// Shortest round-trip digits; exponent form for tiny values instead of hundreds of zeros;
+/// empty rather than `NaN`, which spreadsheets would read as text.
+fn number(x: f64) -> String {
+    if !x.is_finite() {
+        String::new()
+    } else if x != 0.0 && x.abs() < 1e-4 {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Spreadsheets execute a cell that starts with `=`, `+`, `-` or `@` as a formula, and campaign
+/// names and labels are typed by users; a leading `'` makes them inert (OWASP CSV injection).
+fn text(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_owned(),
+    }
+}
+
+fn line(out: &mut String, fields: Vec<String>) {
+    debug_assert_eq!(fields.len(), COLUMNS.len());
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if f.contains([',', '"', '\r', '\n']) {
+            out.push('"');
+            out.push_str(&f.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(f);
+        }
+    }
+    out.push_str("\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::fixtures;
+
+    fn read(csv: &str) -> Vec<Vec<String>> {
+        let mut reader = ::csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(csv.as_bytes());
+        reader
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect()
+    }
+
+    fn column(name: &str) -> usize {
+        COLUMNS.iter().position(|c| *c == name).unwrap()
+    }
+
+    #[test]
+    fn every_row_has_every_column() {
+        let r = fixtures::report(false);
+        let rows = read(&render_csv(&r));
+        assert_eq!(rows.len(), 1 + r.waves.len() + 1 + r.cells.len());
+        for row in &rows {
+            assert_eq!(row.len(), COLUMNS.len(), "{row:?}");
+        }
+        assert_eq!(rows[0], COLUMNS);
+        let sections: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(sections, ["wave", "wave", "overall", "cell", "cell"]);
+        assert_eq!(COLUMNS[ARMS], "treatment_n");
+    }
+
+    #[test]
+    fn carries_the_numbers() {
+        let r = fixtures::report(true);
+        let rows = read(&render_csv(&r));
+        let wave = &rows[1];
+        assert_eq!(wave[column("label")], "sms-offer");
+        assert_eq!(wave[column("delivered")], "101000");
+        assert_eq!(
+            wave[column("delivery_rate")].parse::<f64>().unwrap(),
+            101_000.0 / 105_300.0
+        );
+        assert_eq!(wave[column("treatment_n")], "");
+        let overall = &rows[3];
+        assert_eq!(overall[column("label")], "all");
+        assert_eq!(overall[column("treatment_n")], "105300");
+        assert_eq!(overall[column("control_converted")], "597");
+        assert_eq!(
+            overall[column("uplift")].parse::<f64>().unwrap(),
+            r.overall.uplift.absolute
+        );
+        assert_eq!(overall[column("significant")], "true");
+        assert_eq!(overall[column("eligible")], "");
+        assert!(
+            rows[1..]
+                .iter()
+                .all(|row| row[column("simulated")] == "true")
+        );
+    }
+
+    #[test]
+    fn quotes_and_defuses_hostile_text() {
+        let mut r = fixtures::hostile();
+        r.cells[1].label = "=HYPERLINK(\"http://x\")".to_owned();
+        let csv = render_csv(&r);
+        let rows = read(&csv);
+        for row in &rows {
+            assert_eq!(row.len(), COLUMNS.len(), "{row:?}");
+        }
+        assert_eq!(rows[1][column("campaign")], r.campaign);
+        assert_eq!(rows[1][column("goal")], r.goal);
+        assert_eq!(rows[1][column("label")], "a,b\"c\nd");
+        assert_eq!(rows[5][column("label")], "'=HYPERLINK(\"http://x\")");
+        assert!(csv.ends_with("\r\n"));
+    }
+
+    #[test]
+    fn numbers_are_plain_or_exponent_never_nan() {
+        assert_eq!(number(0.25), "0.25");
+        assert_eq!(number(0.0), "0");
+        assert_eq!(number(5.69e-7), "5.69e-7");
+        assert_eq!(number(f64::NAN), "");
+    }
+}

@@ -1,0 +1,73 @@
+//! The evaluation report of one run, as handed to the renderers.
+
+use serde::Serialize;
+
+use crate::stats::{Arm, Uplift};
+
+/// Counts for one wave of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaveCounts {
+    pub wave: String,
+    pub channel: String,
+    /// Audience after segment and filter, before policy.
+    pub eligible: u64,
+    /// Left out by exclusions, opt-out, frequency cap, quiet-hours deadline or arbitration.
+    pub excluded: u64,
+    /// Held out as control.
+    pub control: u64,
+    /// Treatment contacts planned.
+    pub targeted: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub expired: u64,
+    /// Treatment contacts with a response within the wave's window.
+    pub responded: u64,
+}
+
+impl WaveCounts {
+    /// `delivered / sent`; `None` when nothing was sent.
+    pub fn delivery_rate(&self) -> Option<f64> {
+        ratio(self.delivered, self.sent)
+    }
+
+    /// `responded / targeted`; `None` when nobody was targeted.
+    pub fn response_rate(&self) -> Option<f64> {
+        ratio(self.responded, self.targeted)
+    }
+}
+
+pub(crate) fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+/// A breakdown row (e.g. by value tier or wave).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cell {
+    pub label: String,
+    pub treatment: Arm,
+    pub control: Arm,
+    pub uplift: Uplift,
+}
+
+/// Everything known about the outcome of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub campaign: String,
+    pub run_id: i64,
+    /// Short content hash of the workflow the run executed.
+    pub version: String,
+    /// Human description of the goal, e.g. "event order offer=campus-bundle".
+    pub goal: String,
+    /// RFC 3339; formatted by the engine.
+    pub started_at: String,
+    pub finished_at: String,
+    pub waves: Vec<WaveCounts>,
+    /// Labelled "all".
+    pub overall: Cell,
+    /// E.g. one per value tier.
+    pub cells: Vec<Cell>,
+    /// Responses came from the demo's simulated population. Every rendering states it
+    /// prominently, because a simulated uplift mistaken for a real one would drive real spend.
+    pub simulated: bool,
+}

@@ -1,0 +1,186 @@
+//! Turning text (a CSV cell, or a constant written in the mapping file) into a field value,
+//! with the checks `spec::fields` and DOMAIN.md imply for each field.
+
+/// What a text field accepts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TextRule {
+    Free,
+    /// An enumerated field; the values come from `spec::fields`.
+    OneOf(&'static [&'static str]),
+    /// A contact time slot, `HH:MM-HH:MM`.
+    Slot,
+    Msisdn,
+}
+
+/// The inclusive range a number must fall in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Range<T> {
+    pub(crate) min: T,
+    pub(crate) max: T,
+}
+
+/// A field value type: how it is parsed from text and which values are allowed.
+pub(crate) trait FieldValue: Sized + Clone + std::fmt::Debug {
+    type Rule: Copy + std::fmt::Debug;
+
+    /// Parses trimmed, non-empty text. The error says what was expected and what was found.
+    fn parse(text: &str, rule: Self::Rule) -> Result<Self, String>;
+
+    /// Range checks that must run after scaling, so they are kept apart from `parse`.
+    fn check(&self, _rule: Self::Rule) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn scaled(self, _factor: f64) -> Self {
+        self
+    }
+}
+
+impl FieldValue for String {
+    type Rule = TextRule;
+
+    fn parse(text: &str, rule: TextRule) -> Result<Self, String> {
+        let expected = match rule {
+            TextRule::Free => return Ok(text.to_owned()),
+            TextRule::OneOf(values) if values.contains(&text) => return Ok(text.to_owned()),
+            TextRule::OneOf(values) => format!("one of {}", values.join(", ")),
+            TextRule::Slot if is_slot(text) => return Ok(text.to_owned()),
+            TextRule::Slot => "a time slot HH:MM-HH:MM such as 18:00-21:00".to_owned(),
+            TextRule::Msisdn if is_msisdn(text) => return Ok(text.to_owned()),
+            TextRule::Msisdn => "an 11-digit mobile number starting with 1".to_owned(),
+        };
+        Err(format!("expected {expected}, found {text:?}"))
+    }
+}
+
+fn is_msisdn(text: &str) -> bool {
+    text.len() == 11 && text.starts_with('1') && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_slot(text: &str) -> bool {
+    fn minutes(hhmm: &str) -> Option<u32> {
+        let (h, m) = hhmm.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        // 24:00 is allowed as the end of a slot that runs to midnight.
+        (h < 24 && m < 60 || h == 24 && m == 0).then_some(h * 60 + m)
+    }
+    let Some((start, end)) = text.split_once('-') else {
+        return false;
+    };
+    matches!((minutes(start), minutes(end)), (Some(s), Some(e)) if s < e)
+}
+
+impl FieldValue for i32 {
+    type Rule = Range<i32>;
+
+    fn parse(text: &str, range: Range<i32>) -> Result<Self, String> {
+        match text.parse::<i32>() {
+            Ok(v) if (range.min..=range.max).contains(&v) => Ok(v),
+            _ => Err(format!(
+                "expected a whole number from {} to {}, found {text:?}",
+                range.min, range.max
+            )),
+        }
+    }
+}
+
+impl FieldValue for f64 {
+    type Rule = Range<f64>;
+
+    fn parse(text: &str, _range: Range<f64>) -> Result<Self, String> {
+        match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            Ok(_) => Err(format!("expected a finite decimal number, found {text:?}")),
+            Err(_) => Err(format!("expected a decimal number, found {text:?}")),
+        }
+    }
+
+    fn check(&self, range: Range<f64>) -> Result<(), String> {
+        if self.is_finite() && (range.min..=range.max).contains(self) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected a number from {} to {}, found {self}",
+                range.min, range.max
+            ))
+        }
+    }
+
+    fn scaled(self, factor: f64) -> Self {
+        // Rounding drops binary noise such as 29.85 × 7 = 208.95000000000002.
+        (self * factor * 1e6).round() / 1e6
+    }
+}
+
+impl FieldValue for bool {
+    type Rule = ();
+
+    fn parse(text: &str, _rule: ()) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => Ok(true),
+            "false" | "no" | "0" => Ok(false),
+            _ => Err(format!(
+                "expected true or false (or yes/no, 1/0), found {text:?}"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots() {
+        for ok in ["09:00-12:00", "18:00-21:00", "00:00-24:00"] {
+            assert!(is_slot(ok), "{ok}");
+        }
+        for bad in ["9:00-12:00", "12:00-09:00", "12:00", "25:00-26:00", "09:00-12:60", ""] {
+            assert!(!is_slot(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_reject_non_finite_and_junk() {
+        let any = Range {
+            min: f64::MIN,
+            max: f64::MAX,
+        };
+        assert_eq!(f64::parse("29.85", any), Ok(29.85));
+        assert!(f64::parse("NaN", any).unwrap_err().contains("finite"));
+        assert!(f64::parse("inf", any).unwrap_err().contains("finite"));
+        assert_eq!(
+            f64::parse("abc", any).unwrap_err(),
+            r#"expected a decimal number, found "abc""#
+        );
+        assert_eq!(29.85f64.scaled(7.0), 208.95);
+    }
+
+    #[test]
+    fn integers_are_whole_and_in_range() {
+        let age = Range { min: 0, max: 130 };
+        assert_eq!(i32::parse("40", age), Ok(40));
+        assert!(i32::parse("40.5", age).is_err());
+        assert!(i32::parse("131", age).is_err());
+        assert!(i32::parse("-1", age).is_err());
+    }
+
+    #[test]
+    fn msisdn_and_enums() {
+        assert!(String::parse("13912345678", TextRule::Msisdn).is_ok());
+        assert!(String::parse("1391234567", TextRule::Msisdn).is_err());
+        assert!(String::parse("23912345678", TextRule::Msisdn).is_err());
+        let e = String::parse("F", TextRule::OneOf(&["female", "male"])).unwrap_err();
+        assert_eq!(e, r#"expected one of female, male, found "F""#);
+    }
+
+    #[test]
+    fn booleans() {
+        assert_eq!(bool::parse("Yes", ()), Ok(true));
+        assert_eq!(bool::parse("0", ()), Ok(false));
+        assert!(bool::parse("maybe", ()).is_err());
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs what the integration tests need (Kannel with its fake
+# SMSC, an SMTP server; from Debian packages), makes sure PostgreSQL is up, then checks
+# formatting and lints and runs every test against real SQLite, PostgreSQL, Kannel and SMTP.
+# Under CI=true a missing service fails the run; it is never skipped.
+set -euo pipefail
+# shellcheck source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$REPO_ROOT"
+
+"$REPO_ROOT/scripts/install-deps.sh"
+
+# PostgreSQL: the machine's local server (trust auth, database `test`).
+export CAMPAIGND_TEST_PG_URL="${CAMPAIGND_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    if command -v pg_ctlcluster >/dev/null && [[ -d /etc/postgresql ]]; then
+        log "starting PostgreSQL"
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+        for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+    fi
+fi
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    if is_ci; then die "PostgreSQL is not reachable on 127.0.0.1:5432"; fi
+    log "warning: PostgreSQL is not reachable; its tests will fail"
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+log "cargo test"
+cargo test --workspace -- --test-threads=2

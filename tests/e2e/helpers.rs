@@ -1,0 +1,175 @@
+//! Shared test support: fresh databases, a loopback SMS gateway that counts every request
+//! per idempotency key, and the test workflow.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use store::Store;
+
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repo").to_path_buf()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A migrated, empty database of its own.
+pub struct TestDb {
+    pub store: Store,
+    pub url: String,
+    pub schema: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn pg_url() -> String {
+    std::env::var("CAMPAIGND_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub async fn fresh_db(backend: Backend) -> TestDb {
+    init();
+    let dir = tempfile::tempdir().expect("temp dir");
+    match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", dir.path().join("campaignd.db").display());
+            let store = Store::connect(&url, None).await.expect("open sqlite");
+            store.migrate().await.expect("migrate sqlite");
+            TestDb { store, url, schema: None, _dir: dir }
+        }
+        Backend::Postgres => {
+            // Each test gets its own schema, so tests never see each other's rows. A missing
+            // PostgreSQL is a failure, never a skip.
+            let url = pg_url();
+            let admin = Store::connect(&url, None)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {url} is required for this test: {e}"));
+            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+            sea_orm::ConnectionTrait::execute_unprepared(admin.db(), &format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+            admin.close().await.expect("close admin");
+            let store = Store::connect(&url, Some(&schema)).await.expect("open postgres");
+            store.migrate().await.expect("migrate postgres");
+            TestDb { store, url, schema: Some(schema), _dir: dir }
+        }
+    }
+}
+
+/// Writes a workflows folder (workflow file, segments.yaml, templates) into `dir`.
+pub fn write_workflows(dir: &Path, workflow_yaml: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(dir.join("segments.yaml"), SEGMENTS).unwrap();
+    std::fs::write(dir.join("templates/offer.txt"), "{name}, the campus bundle is 18 yuan a month. Reply 1 to join.").unwrap();
+    std::fs::write(dir.join("templates/call.txt"), "Call {name} about the campus bundle ({value_tier}).").unwrap();
+    let path = dir.join("test-campaign.yaml");
+    std::fs::write(&path, workflow_yaml).unwrap();
+    path
+}
+
+pub const SEGMENTS: &str = r#"
+segments:
+  students:
+    where: "student_stage in ['freshman', 'student', 'graduate']"
+  do_not_disturb:
+    where: "do_not_disturb"
+  complained_30d:
+    where: "complaints_30d > 0"
+"#;
+
+/// Two waves: SMS to students, then outbound calls to those who did not reply. No quiet
+/// hours, so the test does not depend on the time of day; windows of one day.
+pub const TWO_WAVES: &str = r#"
+campaign: test-campaign
+timezone: Asia/Shanghai
+audience:
+  segment: students
+  where: "arpu_3m >= 10"
+  exclude: [do_not_disturb, complained_30d]
+control: { share: 0.10, stratify_by: value_tier }
+policy:
+  max_contacts: { count: 2, per: 7d }
+waves:
+  - id: sms_offer
+    channel: sms
+    template: templates/offer.txt
+    respond_within: 1d
+    send_within: 1d
+    responses:
+      - reply: "1"
+  - id: call
+    after: sms_offer
+    targets: no_response
+    channel: outbound_call
+    team: callcentre
+    template: templates/call.txt
+    respond_within: 1d
+    responses:
+      - outcome: accepted
+evaluate:
+  goal: { type: order, value: campus-bundle }
+"#;
+
+/// Whether the simulated subscriber with this number replies "1" (a fixed rule, so the test
+/// knows the expected counts).
+pub fn replies(msisdn: &str) -> bool {
+    msisdn.ends_with('3') || msisdn.ends_with('7')
+}
+
+/// A loopback stand-in for Kannel's sendsms: answers `0: Accepted for delivery`, counts
+/// requests per idempotency key, then plays the SMSC: calls the message's dlr-url with a
+/// type-1 (delivered) report and, for subscribers who reply, sends an MO to campaignd.
+#[derive(Clone)]
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub hits: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+#[derive(Clone)]
+struct GwState {
+    hits: Arc<Mutex<HashMap<String, u32>>>,
+    callback_base: String,
+    client: reqwest::Client,
+    password: String,
+}
+
+pub async fn start_gateway(callback_base: String, password: String) -> Gateway {
+    init();
+    let hits = Arc::new(Mutex::new(HashMap::new()));
+    let state = GwState { hits: hits.clone(), callback_base, client: reqwest::Client::new(), password };
+    let app = axum::Router::new().route("/cgi-bin/sendsms", get(sendsms)).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Gateway { addr, hits }
+}
+
+async fn sendsms(State(st): State<GwState>, Query(q): Query<HashMap<String, String>>) -> (StatusCode, &'static str) {
+    if q.get("password") != Some(&st.password) {
+        return (StatusCode::FORBIDDEN, "Authorization failed for sendsms");
+    }
+    let (Some(to), Some(dlr)) = (q.get("to").cloned(), q.get("dlr-url").cloned()) else {
+        return (StatusCode::BAD_REQUEST, "Missing receiver number, rejected");
+    };
+    let key = url::Url::parse(&dlr).ok().and_then(|u| u.query_pairs().find(|(k, _)| k == "key").map(|(_, v)| v.into_owned()));
+    let Some(key) = key else { return (StatusCode::BAD_REQUEST, "no key in dlr-url") };
+    *st.hits.lock().unwrap().entry(key).or_insert(0) += 1;
+    let dlr = dlr.replace("%d", "1").replace("%p", &to).replace("%T", "1790000000").replace("%i", "FAKE").replace("%F", "f1").replace("%A", "");
+    let client = st.client.clone();
+    let mo = replies(&to).then(|| format!("{}/callbacks/kannel/mo?from={to}&to=10086&text=1", st.callback_base));
+    tokio::spawn(async move {
+        let _ = client.get(&dlr).send().await;
+        if let Some(mo) = mo {
+            let _ = client.get(&mo).send().await;
+        }
+    });
+    (StatusCode::ACCEPTED, "0: Accepted for delivery")
+}

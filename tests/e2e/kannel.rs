@@ -1,0 +1,183 @@
+//! The real components: a campaign sent through a real Kannel (bearerbox, smsbox, and
+//! fakesmsc as the operator's SMSC), delivery reports and a subscriber's reply coming back
+//! through Kannel to campaignd's callbacks, and the evaluation e-mailed through a real SMTP
+//! server. Both are started by the project's scripts; when they are missing the test fails.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use channels::email::{EmailConfig, Mailer, SmtpTls};
+use channels::sms::{KannelConfig, SmsConfig};
+use chrono::TimeZone;
+use engine::clock::Clock;
+use engine::{Engine, EngineConfig, Event};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{self, Backend, TWO_WAVES};
+
+const SENDSMS_PORT: u16 = 23013;
+const SMTP_PORT: u16 = 22525;
+
+/// Stops the scripts' services however the test ends.
+struct Services {
+    kannel_dir: std::path::PathBuf,
+    smtp_dir: std::path::PathBuf,
+}
+
+impl Services {
+    fn script(&self, name: &str) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(helpers::repo_root().join("scripts").join(name))
+            .env("KANNEL_DIR", &self.kannel_dir)
+            .env("KANNEL_ADMIN_PORT", "23000")
+            .env("KANNEL_BOX_PORT", "23001")
+            .env("KANNEL_SMSC_PORT", "23010")
+            .env("KANNEL_SENDSMS_PORT", SENDSMS_PORT.to_string())
+            // The sendsms password is the value of CARGO_PKG_NAME, which cargo sets for test
+            // processes: the channel reads it from that variable, so no secret is written here.
+            .env("CAMPAIGND_KANNEL_PASSWORD", env!("CARGO_PKG_NAME"))
+            .env("SMTP_PORT", SMTP_PORT.to_string())
+            .env("SMTP_DIR", &self.smtp_dir);
+        c
+    }
+
+    fn run(&self, name: &str, args: &[&str], extra: &[(&str, &str)]) {
+        let mut c = self.script(name);
+        c.args(args);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap_or_else(|e| panic!("cannot run scripts/{name}: {e}"));
+        assert!(out.status.success(), "scripts/{name} {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        let _ = self.script("kannel.sh").arg("stop").output();
+        let _ = self.script("smtp.sh").arg("stop").output();
+    }
+}
+
+fn maildir_messages(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        if let Ok(rd) = std::fs::read_dir(dir.join("maildir").join(sub)) {
+            for e in rd.flatten() {
+                out.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_through_real_kannel_and_smtp() {
+    let db = helpers::fresh_db(Backend::Sqlite).await;
+    let store = db.store.clone();
+    let base: Vec<_> = subscribers::generate(1500, 5).collect();
+    store.insert_subscribers(&base, store::subscribers::OnDuplicate::Fail, store::wall_now()).await.unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_base = format!("http://{}", listener.local_addr().unwrap());
+    let cancel = CancellationToken::new();
+    let api_cancel = cancel.clone();
+    tokio::spawn(api::serve(listener, api::AppState { store: store.clone() }, async move { api_cancel.cancelled().await }));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let services = Services { kannel_dir: tmp.path().join("kannel"), smtp_dir: tmp.path().join("smtp") };
+    services.run("kannel.sh", &["start"], &[("CAMPAIGND_CALLBACK_URL", &api_base)]);
+    services.run("smtp.sh", &["start"], &[]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let wf = spec::load_file(&helpers::write_workflows(dir.path(), TWO_WAVES)).unwrap_or_else(|d| panic!("{d:?}"));
+    let sms = channels::sms::build(&SmsConfig::Http(KannelConfig {
+        sendsms_url: format!("http://127.0.0.1:{SENDSMS_PORT}/cgi-bin/sendsms"),
+        username: "campaignd".into(),
+        password_env: "CARGO_PKG_NAME".into(),
+        from: "10086".into(),
+        dlr_url: format!("{api_base}/callbacks/kannel/dlr"),
+        dlr_mask: 27,
+        concurrency: 32,
+        timeout_ms: 10_000,
+        smsc: None,
+    }))
+    .await
+    .unwrap();
+    let mut chans: HashMap<String, Arc<dyn channels::Channel>> = HashMap::new();
+    chans.insert("sms".into(), sms);
+    chans.insert("outbound_call".into(), Arc::new(channels::worklist::Worklist::new(store.clone(), "outbound_call")));
+    let mailer = Mailer::new(
+        &EmailConfig::Smtp { host: "127.0.0.1".into(), port: SMTP_PORT, tls: SmtpTls::None, username_env: None, password_env: None },
+        "campaignd@example.com",
+    )
+    .unwrap();
+    let origin = chrono_tz::Asia::Shanghai.with_ymd_and_hms(2026, 9, 7, 10, 0, 0).unwrap().timestamp_millis();
+    let mut cfg = EngineConfig::new("kannel-test", helpers::repo_root().join("workflows/calendars"));
+    cfg.poll = Duration::from_millis(20);
+    // Ten real seconds per campaign day leave time for the real gateway's reports and the
+    // reply typed at the fake SMSC.
+    let engine = Arc::new(
+        Engine::new(store.clone(), Clock::scaled(origin, 8_640.0), chans, cfg)
+            .unwrap()
+            .with_mailer(mailer, vec!["retention-staff@example.com".into()]),
+    );
+    engine.load(vec![wf]).await.unwrap();
+    let mut events = engine.subscribe();
+    let run_id = engine.trigger("test-campaign", "test").await.unwrap();
+    let engine_task = tokio::spawn(engine.clone().run(cancel.clone(), false));
+
+    // Once wave 1 has gone out, one subscriber replies "1" through the fake SMSC.
+    let mut replier = None;
+    let report = tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev.unwrap() {
+                    Event::RunFinished { run_id: r, report, .. } if r == run_id => break report,
+                    _ => {}
+                },
+                _ = tokio::time::sleep(Duration::from_millis(200)), if replier.is_none() => {
+                    let waves = store.wave_runs(run_id).await.unwrap();
+                    let Some(w1) = waves.first().filter(|w| w.state == "open") else { continue };
+                    let states = store.contact_states(w1.id).await.unwrap();
+                    if let Some((sub, _, _)) = states.iter().find(|(_, arm, st)| arm == "treatment" && st == "delivered") {
+                        let msisdn = store.msisdns_of(&[*sub]).await.unwrap().remove(0).1;
+                        services.run("kannel.sh", &["mo", &msisdn, "10086", "1"], &[]);
+                        replier = Some(*sub);
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the run finishes within three minutes");
+    cancel.cancel();
+    engine_task.await.unwrap().unwrap();
+
+    let waves = store.wave_runs(run_id).await.unwrap();
+    let w1 = store.contact_states(waves[0].id).await.unwrap();
+    let treatment: Vec<_> = w1.iter().filter(|(_, a, _)| a == "treatment").collect();
+    assert!(!treatment.is_empty());
+    assert!(treatment.iter().all(|(_, _, st)| st == "delivered"), "every message was delivered per Kannel's reports: {w1:?}");
+    let replier = replier.expect("a reply was injected");
+    assert_eq!(report.waves[0].responded, 1);
+    let w2: Vec<i64> = store.contact_states(waves[1].id).await.unwrap().into_iter().map(|(s, _, _)| s).collect();
+    assert_eq!(w2.len(), treatment.len() - 1);
+    assert!(!w2.contains(&replier), "the subscriber who replied is not called");
+
+    // The report reached staff through the real SMTP server.
+    let mut mails = Vec::new();
+    for _ in 0..50 {
+        mails = maildir_messages(&services.smtp_dir);
+        if !mails.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(mails.len(), 1, "one report e-mail");
+    assert!(mails[0].contains("test-campaign run"), "{}", mails[0]);
+    assert!(mails[0].contains("retention-staff@example.com"));
+}
