@@ -52,10 +52,10 @@ impl Calendars {
                 let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
                 let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
                 for d in v["days"].as_array().into_iter().flatten() {
-                    if d["isOffDay"].as_bool() == Some(true) {
-                        if let Some(date) = d["date"].as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()) {
-                            days.insert(date);
-                        }
+                    if d["isOffDay"].as_bool() == Some(true)
+                        && let Some(date) = d["date"].as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+                    {
+                        days.insert(date);
                     }
                 }
             }

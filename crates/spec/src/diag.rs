@@ -118,10 +118,10 @@ pub(crate) fn from_yaml_error(file: &str, err: &serde_saphyr::Error) -> Diagnost
 
 fn strip_location_prefix(s: &str) -> &str {
     let first_line = s.lines().next().unwrap_or(s);
-    if let Some(rest) = first_line.strip_prefix("line ") {
-        if let Some(idx) = rest.find(": ") {
-            return &rest[idx + 2..];
-        }
+    if let Some(rest) = first_line.strip_prefix("line ")
+        && let Some(idx) = rest.find(": ")
+    {
+        return &rest[idx + 2..];
     }
     first_line
 }

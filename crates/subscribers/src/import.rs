@@ -114,7 +114,10 @@ fn resolve_columns(
                 continue;
             }
             [] if headers.is_empty() => {
-                format!("the file is empty; expected a header line with column {:?} ({named_at}, for {})", c.header, c.field)
+                format!(
+                    "the file is empty; expected a header line with column {:?} ({named_at}, for {})",
+                    c.header, c.field
+                )
             }
             [] => format!(
                 "no column {:?} in the header (named at {named_at} for {}); the header has {}",

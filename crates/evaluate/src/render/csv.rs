@@ -1,6 +1,7 @@
 //! One flat RFC 4180 table with a `section` column, so a spreadsheet or `csv` reader needs no
 //! knowledge of the layout, and rows from many runs can be concatenated under one header.
 
+use super::comparable;
 use crate::report::{Cell, Report, WaveCounts};
 
 const COLUMNS: [&str; 34] = [
@@ -107,14 +108,20 @@ fn cell_row(r: &Report, section: &str, c: &Cell) -> Vec<String> {
         c.control.n.to_string(),
         c.control.converted.to_string(),
         rate(c.control.n, u.control_rate),
-        number(u.absolute),
-        number(u.ci_low),
-        number(u.ci_high),
-        u.relative.map_or_else(String::new, number),
-        number(u.p_value),
-        number(u.confidence),
-        u.significant.to_string(),
     ]);
+    // Same rule as the other renderers: no comparison against an arm nobody was in.
+    if comparable(c) {
+        row.extend([
+            number(u.absolute),
+            number(u.ci_low),
+            number(u.ci_high),
+            u.relative.map_or_else(String::new, number),
+            number(u.p_value),
+        ]);
+    } else {
+        row.resize(row.len() + 5, String::new());
+    }
+    row.extend([number(u.confidence), u.significant.to_string()]);
     row
 }
 
@@ -233,6 +240,20 @@ mod tests {
         assert_eq!(rows[1][column("label")], "a,b\"c\nd");
         assert_eq!(rows[5][column("label")], "'=HYPERLINK(\"http://x\")");
         assert!(csv.ends_with("\r\n"));
+    }
+
+    #[test]
+    fn no_comparison_without_a_control_group() {
+        let mut r = fixtures::report(false);
+        r.cells = vec![fixtures::cell("no control", (40, 3), (0, 0))];
+        let rows = read(&render_csv(&r));
+        let row = &rows[4];
+        assert_eq!(row[column("treatment_rate")], "0.075");
+        assert_eq!(row[column("control_rate")], "");
+        for empty in ["uplift", "ci_low", "ci_high", "relative", "p_value"] {
+            assert_eq!(row[column(empty)], "", "{empty}");
+        }
+        assert_eq!(row[column("significant")], "false");
     }
 
     #[test]

@@ -4,8 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    SIMULATED_NOTICE, confidence, interval, percent, percent_or_dash, points, relative, thousands,
-    verdict,
+    SIMULATED_NOTICE, comparison, confidence, percent, percent_or_dash, thousands, verdict,
 };
 use crate::report::{Cell, Report, WaveCounts, ratio};
 use crate::stats::{Arm, wilson};
@@ -119,6 +118,7 @@ fn outcome_table(h: &mut String, cells: &[&Cell], level: &str) {
     for c in cells {
         let u = &c.uplift;
         let rate = |a: Arm, x: f64| if a.n == 0 { "-".to_owned() } else { percent(x) };
+        let cmp = comparison(c);
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
@@ -131,11 +131,11 @@ fn outcome_table(h: &mut String, cells: &[&Cell], level: &str) {
             thousands(c.control.n),
             thousands(c.control.converted),
             rate(c.control, u.control_rate),
-            esc(&points(u.absolute)),
-            esc(&interval(u)),
-            esc(&relative(u)),
-            esc(&super::p_value(u.p_value)),
-            if u.significant { "yes" } else { "no" },
+            esc(&cmp[0]),
+            esc(&cmp[1]),
+            esc(&cmp[2]),
+            esc(&cmp[3]),
+            esc(&cmp[4]),
         );
     }
     h.push_str("</table>\n");
@@ -301,37 +301,7 @@ fn funnel_table(h: &mut String, w: &WaveCounts) {
     h.push_str(
         "<table>\n<tr><th>Stage</th><th class=\"n\">Count</th><th class=\"n\">Rate</th></tr>\n",
     );
-    for (stage, count, rate) in [
-        ("eligible", w.eligible, String::new()),
-        (
-            "excluded",
-            w.excluded,
-            share(w.excluded, w.eligible, "eligible"),
-        ),
-        (
-            "control",
-            w.control,
-            share(w.control, w.eligible, "eligible"),
-        ),
-        (
-            "targeted",
-            w.targeted,
-            share(w.targeted, w.eligible, "eligible"),
-        ),
-        ("sent", w.sent, share(w.sent, w.targeted, "targeted")),
-        (
-            "delivered",
-            w.delivered,
-            format!("{} of sent", percent_or_dash(w.delivery_rate())),
-        ),
-        ("failed", w.failed, share(w.failed, w.sent, "sent")),
-        ("expired", w.expired, share(w.expired, w.sent, "sent")),
-        (
-            "responded",
-            w.responded,
-            format!("{} of targeted", percent_or_dash(w.response_rate())),
-        ),
-    ] {
+    for (stage, count, rate) in funnel_stages(w) {
         let _ = writeln!(
             h,
             "<tr><td>{stage}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
@@ -340,10 +310,6 @@ fn funnel_table(h: &mut String, w: &WaveCounts) {
         );
     }
     h.push_str("</table>\n");
-}
-
-fn share(num: u64, den: u64, of: &str) -> String {
-    ratio(num, den).map_or_else(String::new, |r| format!("{} of {of}", percent(r)))
 }
 
 /// Rates drawn outside [0, 1] or as NaN would put SVG coordinates off the chart or make them

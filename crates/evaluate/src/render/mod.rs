@@ -6,7 +6,7 @@ pub(crate) mod html;
 pub(crate) mod json;
 pub(crate) mod text;
 
-use crate::report::Report;
+use crate::report::{Cell, Report, WaveCounts, ratio};
 use crate::stats::Uplift;
 
 /// Shown wherever a rendering can carry a sentence.
@@ -85,11 +85,76 @@ pub(crate) fn confidence(c: f64) -> String {
     format!("{s}%")
 }
 
+/// Every stage of a wave with its count and its rate against the stage it is drawn from; the
+/// rate is blank when that stage is empty, and `-` for the two headline rates, which are always
+/// shown.
+pub(crate) fn funnel_stages(w: &WaveCounts) -> [(&'static str, u64, String); 9] {
+    [
+        ("eligible", w.eligible, String::new()),
+        (
+            "excluded",
+            w.excluded,
+            share(w.excluded, w.eligible, "eligible"),
+        ),
+        (
+            "control",
+            w.control,
+            share(w.control, w.eligible, "eligible"),
+        ),
+        (
+            "targeted",
+            w.targeted,
+            share(w.targeted, w.eligible, "eligible"),
+        ),
+        ("sent", w.sent, share(w.sent, w.targeted, "targeted")),
+        (
+            "delivered",
+            w.delivered,
+            format!("{} of sent", percent_or_dash(w.delivery_rate())),
+        ),
+        ("failed", w.failed, share(w.failed, w.sent, "sent")),
+        ("expired", w.expired, share(w.expired, w.sent, "sent")),
+        (
+            "responded",
+            w.responded,
+            format!("{} of targeted", percent_or_dash(w.response_rate())),
+        ),
+    ]
+}
+
+/// `7.60% of targeted`, or blank without a denominator.
+pub(crate) fn share(num: u64, den: u64, of: &str) -> String {
+    ratio(num, den).map_or_else(String::new, |r| format!("{} of {of}", percent(r)))
+}
+
+/// Whether both arms of a cell have contacts. Without that the statistics are still defined
+/// (an empty arm counts as rate 0, interval [0, 1]) but compare against a rate nobody measured,
+/// so the renderers leave the comparison blank rather than print a meaningless uplift.
+pub(crate) fn comparable(c: &Cell) -> bool {
+    c.treatment.n > 0 && c.control.n > 0
+}
+
+/// Uplift, interval, relative uplift, p-value and significance as shown to people.
+pub(crate) fn comparison(c: &Cell) -> [String; 5] {
+    let u = &c.uplift;
+    if !comparable(c) {
+        return ["-", "-", "-", "-", "-"].map(str::to_owned);
+    }
+    let sig = if u.significant { "yes" } else { "no" };
+    [
+        points(u.absolute),
+        interval(u),
+        relative(u),
+        p_value(u.p_value),
+        sig.to_owned(),
+    ]
+}
+
 /// One sentence on the overall result, under 100 columns.
 pub(crate) fn verdict(r: &Report) -> String {
     let o = &r.overall;
     let u = &o.uplift;
-    let body = if o.treatment.n == 0 || o.control.n == 0 {
+    let body = if !comparable(o) {
         let empty = if o.treatment.n == 0 {
             "treatment"
         } else {

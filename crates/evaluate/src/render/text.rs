@@ -4,8 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    SIMULATED_NOTICE, confidence, interval, percent, percent_or_dash, points, relative, thousands,
-    verdict,
+    SIMULATED_NOTICE, comparison, confidence, percent, percent_or_dash, thousands, verdict,
 };
 use crate::report::{Cell, Report, WaveCounts, ratio};
 
@@ -82,57 +81,14 @@ fn banner(out: &mut String) {
 }
 
 fn funnel(w: &WaveCounts) -> Table {
-    let top = [
-        w.eligible,
-        w.excluded,
-        w.control,
-        w.targeted,
-        w.sent,
-        w.delivered,
-        w.failed,
-        w.expired,
-        w.responded,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0);
-    let of = |num: u64, den: u64, what: &str| {
-        ratio(num, den).map_or_else(String::new, |r| format!("{} of {what}", percent(r)))
-    };
-    let rows: [(&str, u64, String); 9] = [
-        ("eligible", w.eligible, String::new()),
-        (
-            "excluded",
-            w.excluded,
-            of(w.excluded, w.eligible, "eligible"),
-        ),
-        ("control", w.control, of(w.control, w.eligible, "eligible")),
-        (
-            "targeted",
-            w.targeted,
-            of(w.targeted, w.eligible, "eligible"),
-        ),
-        ("sent", w.sent, of(w.sent, w.targeted, "targeted")),
-        (
-            "delivered",
-            w.delivered,
-            format!("{} of sent", percent_or_dash(w.delivery_rate())),
-        ),
-        ("failed", w.failed, of(w.failed, w.sent, "sent")),
-        ("expired", w.expired, of(w.expired, w.sent, "sent")),
-        (
-            "responded",
-            w.responded,
-            format!("{} of targeted", percent_or_dash(w.response_rate())),
-        ),
-    ];
+    let top = funnel_stages(w).iter().map(|s| s.1).max().unwrap_or(0);
     let mut t = Table::new(&[
         ("stage", Align::Left),
         ("count", Align::Right),
         ("rate", Align::Right),
         ("", Align::Left),
     ]);
-    for (stage, count, rate) in rows {
+    for (stage, count, rate) in funnel_stages(w) {
         // Rounded up so that any non-zero stage stays visible.
         let bar = if top == 0 {
             0
@@ -169,18 +125,9 @@ fn outcome(r: &Report, level: &str) -> Table {
 
 fn cell_rows(t: &mut Table, c: &Cell) {
     let u = &c.uplift;
-    let sig = if u.significant { "yes" } else { "no" };
-    t.row(vec![
-        clean(&c.label),
-        String::new(),
-        String::new(),
-        String::new(),
-        points(u.absolute),
-        interval(u),
-        relative(u),
-        super::p_value(u.p_value),
-        sig.to_owned(),
-    ]);
+    let mut head = vec![clean(&c.label), String::new(), String::new(), String::new()];
+    head.extend(comparison(c));
+    t.row(head);
     for (arm, a, rate) in [
         ("treatment", c.treatment, u.treatment_rate),
         ("control", c.control, u.control_rate),
@@ -323,7 +270,7 @@ fn char_width(c: char) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::fixtures;
+    use crate::render::{fixtures, interval, points, relative};
 
     fn assert_fits(text: &str) {
         for line in text.lines() {
@@ -436,6 +383,11 @@ mod tests {
         assert!(text.contains("- of sent"), "{text}");
         assert!(text.contains("- of targeted"), "{text}");
         assert!(!text.to_lowercase().contains("nan"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("  empty")).unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["empty", "-", "-", "-", "-", "-"]
+        );
     }
 
     #[test]

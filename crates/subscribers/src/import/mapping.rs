@@ -355,7 +355,11 @@ impl Compiler<'_> {
         }
     }
 
-    fn add_column(&mut self, field: &'static str, header: &Spanned<String>) -> Result<usize, ImportError> {
+    fn add_column(
+        &mut self,
+        field: &'static str,
+        header: &Spanned<String>,
+    ) -> Result<usize, ImportError> {
         let name = header.value.trim();
         if name.is_empty() {
             return Err(self.error(header.referenced, format!("empty column name for {field}")));
@@ -433,7 +437,9 @@ impl Compiler<'_> {
                     if let Some(loc) = loc {
                         return Err(self.error(
                             loc,
-                            format!("`{key}` applies only with `column`, but {field} has a `value`"),
+                            format!(
+                                "`{key}` applies only with `column`, but {field} has a `value`"
+                            ),
                         ));
                     }
                 }
@@ -443,8 +449,8 @@ impl Compiler<'_> {
                 let scale = match &s.scale {
                     None => None,
                     Some(sc) => {
-                        let is_number = spec::fields::field(field)
-                            .is_some_and(|f| f.ty == FieldType::Number);
+                        let is_number =
+                            spec::fields::field(field).is_some_and(|f| f.ty == FieldType::Number);
                         if !is_number {
                             return Err(self.error(
                                 sc.referenced,
@@ -460,7 +466,10 @@ impl Compiler<'_> {
                         if !sc.value.is_finite() || sc.value == 0.0 {
                             return Err(self.error(
                                 sc.referenced,
-                                format!("`scale` must be a finite, non-zero number, found {}", sc.value),
+                                format!(
+                                    "`scale` must be a finite, non-zero number, found {}",
+                                    sc.value
+                                ),
                             ));
                         }
                         Some(sc.value)
@@ -494,10 +503,7 @@ impl Compiler<'_> {
                 }
             }
             (None, None) => {
-                return Err(self.error(
-                    at,
-                    format!("{field} needs a `column:` or a `value:`"),
-                ));
+                return Err(self.error(at, format!("{field} needs a `column:` or a `value:`")));
             }
         };
         Ok(Some(Src { field, rule, how }))

@@ -1,0 +1,430 @@
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use subscribers::{ImportError, ImportErrors, Mapping, parse_mapping, read_csv};
+
+fn repo_file(relative: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn telco_mapping() -> Mapping {
+    let yaml = repo_file("../../workflows/imports/telco-ibm.mapping.yaml");
+    parse_mapping("telco-ibm.mapping.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn telco_csv() -> String {
+    repo_file("tests/fixtures/Telco-Customer-Churn.csv")
+}
+
+/// Replaces one cell of the Telco fixture. `line` is the CSV line (header = 1), `column` 1-based.
+fn telco_with(line: usize, column: usize, value: &str) -> String {
+    let mut lines: Vec<String> = telco_csv().lines().map(str::to_owned).collect();
+    let mut cells: Vec<&str> = lines[line - 1].split(',').collect();
+    cells[column - 1] = value;
+    lines[line - 1] = cells.join(",");
+    lines.join("\n")
+}
+
+fn import_errors(mapping: &Mapping, csv: &str) -> ImportErrors {
+    match read_csv(mapping, "data.csv", csv.as_bytes()) {
+        Ok(rows) => panic!("expected errors, imported {} rows", rows.len()),
+        Err(e) => e,
+    }
+}
+
+fn messages(errors: &ImportErrors) -> Vec<String> {
+    errors.errors().iter().map(ToString::to_string).collect()
+}
+
+fn mapping_error(yaml: &str) -> String {
+    match parse_mapping("m.yaml", yaml) {
+        Ok(_) => panic!("expected a mapping error for:\n{yaml}"),
+        Err(e @ ImportError::Mapping { .. }) => e.to_string(),
+        Err(other) => panic!("not a mapping error: {other}"),
+    }
+}
+
+/// A small mapping reading `phone`, `name`, `spend` and `flag` columns; the rest constant.
+const SMALL: &str = "\
+fields:
+  msisdn: { column: phone }
+  name: { column: name }
+  gender: { value: unknown }
+  age: { value: 30 }
+  region: { value: xian }
+  brand: { value: gotone }
+  arpu_3m: { column: spend }
+  balance: { value: 50 }
+  tenure_months: { value: 12 }
+  student_stage: { value: none }
+  first_channel: { value: sms }
+  first_channel_slot: { value: '09:00-12:00' }
+  second_channel: { value: email }
+  second_channel_slot: { value: '18:00-21:00' }
+  complaints_30d: { value: 0 }
+  do_not_disturb: { column: flag }
+  churn_risk: { value: 0.2 }
+  opt_out: { value: false }
+";
+
+fn small() -> Mapping {
+    parse_mapping("small.yaml", SMALL).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_telco_export_imports_completely() {
+    let rows = read_csv(
+        &telco_mapping(),
+        "Telco-Customer-Churn.csv",
+        telco_csv().as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 7_043);
+
+    let first = &rows[0];
+    assert_eq!(first.external_id.as_deref(), Some("7590-VHVEG"));
+    assert_eq!(first.gender, "female");
+    assert_eq!(first.age, 40);
+    assert_eq!(first.tenure_months, 1);
+    assert_eq!(first.arpu_3m, 208.95, "29.85 dollars × 7");
+    assert_eq!(first.value_tier, "gold");
+    assert_eq!(first.churn_risk, 0.1);
+    assert_eq!(first.name, "Customer");
+    assert_eq!(first.region, "xian");
+    assert_eq!(first.brand, "gotone");
+    assert_eq!(first.student_stage, "none");
+    assert_eq!(first.campus, None);
+    assert_eq!(first.timezone, None);
+    assert_eq!(first.first_channel_slot, "18:00-21:00");
+
+    let msisdns: HashSet<&str> = rows.iter().map(|s| s.msisdn.as_str()).collect();
+    assert_eq!(msisdns.len(), 7_043);
+    assert!(
+        rows.iter()
+            .all(|s| s.msisdn.len() == 11 && s.msisdn.starts_with("139"))
+    );
+    assert_eq!(rows.iter().filter(|s| s.churn_risk == 0.9).count(), 1_869);
+    assert_eq!(rows.iter().filter(|s| s.age == 70).count(), 1_142);
+    assert_eq!(rows.iter().filter(|s| s.gender == "male").count(), 3_555);
+
+    // Synthesized numbers are stable: importing again gives the same msisdns.
+    let again = read_csv(&telco_mapping(), "x.csv", telco_csv().as_bytes()).expect("imports");
+    assert_eq!(rows, again);
+}
+
+#[test]
+fn a_bad_number_is_reported_at_its_line_and_column() {
+    let errors = import_errors(&telco_mapping(), &telco_with(12, 19, "abc"));
+    assert_eq!(
+        messages(&errors),
+        [
+            r#"data.csv:12:19 (MonthlyCharges): expected a decimal number, found "abc" (for arpu_3m)"#
+        ]
+    );
+    assert_eq!(
+        errors.errors()[0],
+        ImportError::Cell {
+            file: "data.csv".into(),
+            line: 12,
+            column: 19,
+            header: "MonthlyCharges".into(),
+            message: r#"expected a decimal number, found "abc" (for arpu_3m)"#.into(),
+        }
+    );
+}
+
+#[test]
+fn every_bad_row_is_reported_and_nothing_imported() {
+    let csv = telco_with(3, 19, "NaN");
+    let mut lines: Vec<&str> = csv.lines().collect();
+    let line_99 = lines[98]
+        .replacen(",Male,", ",M,", 1)
+        .replacen(",Female,", ",F,", 1);
+    lines[98] = &line_99;
+    let errors = import_errors(&telco_mapping(), &lines.join("\n"));
+    let got = messages(&errors);
+    assert_eq!(errors.total(), 2, "{got:#?}");
+    assert!(
+        got[0].starts_with("data.csv:3:19 (MonthlyCharges): expected a finite decimal number"),
+        "{got:#?}"
+    );
+    assert!(got[1].starts_with("data.csv:99:2 (gender): "), "{got:#?}");
+    assert!(got[1].contains(r#""Female", "Male""#), "{got:#?}");
+}
+
+#[test]
+fn the_error_list_is_capped() {
+    let mut csv = String::from("phone,name,spend,flag\n");
+    for i in 0..60 {
+        csv.push_str(&format!("139000000{i:02},A,lots,no\n"));
+    }
+    let errors = import_errors(&small(), &csv);
+    assert_eq!(errors.total(), 60);
+    assert_eq!(errors.errors().len(), ImportErrors::SHOWN);
+    let text = errors.to_string();
+    assert_eq!(text.lines().count(), ImportErrors::SHOWN + 1);
+    assert!(text.ends_with("\nand 10 more"), "{text}");
+    assert!(text.starts_with("data.csv:2:3 (spend): "), "{text}");
+}
+
+#[test]
+fn a_missing_column_is_named_with_the_headers_found() {
+    let yaml = SMALL.replace("column: spend", "column: Spend");
+    let mapping = parse_mapping("small.yaml", &yaml).expect("valid mapping");
+    let errors = import_errors(&mapping, "phone,name,spend,flag\n13900000000,A,1,no\n");
+    assert_eq!(
+        messages(&errors),
+        [
+            r#"data.csv:1: no column "Spend" in the header (named at small.yaml:8:22 for arpu_3m); the header has "phone", "name", "spend", "flag""#
+        ]
+    );
+}
+
+#[test]
+fn duplicate_msisdns_name_both_lines() {
+    let csv = "phone,name,spend,flag\n13900000001,A,1,no\n13900000002,B,1,no\n13900000001,C,1,no\n";
+    let errors = import_errors(&small(), csv);
+    assert_eq!(
+        messages(&errors),
+        ["data.csv:4:1 (phone): msisdn 13900000001 is also on line 2"]
+    );
+}
+
+#[test]
+fn a_repeated_source_of_synthesized_msisdns_names_both_lines() {
+    let csv = telco_with(7, 1, "7590-VHVEG");
+    let errors = import_errors(&telco_mapping(), &csv);
+    let got = messages(&errors);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with(r#"data.csv:7:1 (customerID): "7590-VHVEG" is also on line 2, so both would get msisdn 139"#),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn blank_cells_need_a_default() {
+    // TotalCharges is a single space on 11 lines of the export, the first on line 490.
+    let yaml = repo_file("../../workflows/imports/telco-ibm.mapping.yaml").replace(
+        "balance:\n    value: 100",
+        "balance:\n    column: TotalCharges",
+    );
+    let mapping = parse_mapping("m.yaml", &yaml).expect("valid mapping");
+    let errors = import_errors(&mapping, &telco_csv());
+    assert_eq!(errors.total(), 11);
+    assert_eq!(
+        messages(&errors)[0],
+        "data.csv:490:20 (TotalCharges): blank, and the mapping of balance has no `default` for blank cells"
+    );
+
+    let yaml = yaml.replace(
+        "column: TotalCharges",
+        "column: TotalCharges\n    default: 0",
+    );
+    let mapping = parse_mapping("m.yaml", &yaml).expect("valid mapping");
+    let rows = read_csv(&mapping, "data.csv", telco_csv().as_bytes()).expect("imports");
+    assert_eq!(rows.iter().filter(|s| s.balance == 0.0).count(), 11);
+    assert_eq!(rows[0].balance, 29.85, "TotalCharges is not scaled");
+}
+
+#[test]
+fn malformed_records_and_values_are_reported() {
+    let csv = "phone,name,spend,flag\n\
+               13900000001,A,1\n\
+               1390000000,B,1,no\n\
+               13900000003,C,inf,no\n\
+               13900000004,D,2,perhaps\n\
+               13900000005, ,2,no\n";
+    let errors = import_errors(&small(), csv);
+    assert_eq!(
+        messages(&errors),
+        [
+            "data.csv:2: expected 4 cells like the header, found 3",
+            r#"data.csv:3:1 (phone): expected an 11-digit mobile number starting with 1, found "1390000000" (for msisdn)"#,
+            r#"data.csv:4:3 (spend): expected a finite decimal number, found "inf" (for arpu_3m)"#,
+            r#"data.csv:5:4 (flag): expected true or false (or yes/no, 1/0), found "perhaps" (for do_not_disturb)"#,
+            "data.csv:6:2 (name): blank, and the mapping of name has no `default` for blank cells",
+        ]
+    );
+}
+
+#[test]
+fn a_small_file_imports_with_derived_tier() {
+    let csv = "phone,name,spend,flag\n13900000001,Wang Wei,650,yes\n13900000002,Li Na, 99.5 ,0\n";
+    let rows = read_csv(&small(), "data.csv", csv.as_bytes()).expect("imports");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].value_tier, "diamond");
+    assert!(rows[0].do_not_disturb);
+    assert_eq!(rows[1].arpu_3m, 99.5);
+    assert_eq!(rows[1].value_tier, "ordinary");
+    assert!(!rows[1].do_not_disturb);
+    assert_eq!(rows[1].name, "Li Na");
+}
+
+#[test]
+fn an_unknown_mapping_key_is_located() {
+    let yaml = SMALL.replace(
+        "  arpu_3m: { column: spend }",
+        "  arpu_3m: { colunm: spend }",
+    );
+    assert_eq!(
+        mapping_error(&yaml),
+        "m.yaml:8:14: unknown field `colunm`, expected one of column, map, scale, default, value, synthesize"
+    );
+    let yaml = SMALL.replace("  region:", "  regoin:");
+    let e = mapping_error(&yaml);
+    assert!(
+        e.starts_with("m.yaml:6:3: unknown field `regoin`, expected one of msisdn, "),
+        "{e}"
+    );
+    let e = mapping_error(&format!("{SMALL}delimiter: ';'\n"));
+    assert!(
+        e.starts_with("m.yaml:20:1: unknown field `delimiter`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_required_field_left_out_is_named() {
+    let yaml = SMALL.replace("  region: { value: xian }\n", "");
+    assert_eq!(
+        mapping_error(&yaml),
+        "m.yaml:2:3: required field not mapped: region; give each a `column:` or a `value:`"
+    );
+    let yaml = yaml.replace("  msisdn: { column: phone }\n", "");
+    assert!(
+        mapping_error(&yaml).contains("required fields not mapped: msisdn, region;"),
+        "{}",
+        mapping_error(&yaml)
+    );
+}
+
+#[test]
+fn enumerated_values_in_the_mapping_are_checked_against_the_catalogue() {
+    let e = mapping_error(&SMALL.replace("brand: { value: gotone }", "brand: { value: GoTone }"));
+    assert_eq!(
+        e,
+        r#"m.yaml:7:19: expected one of gotone, mzone, easyown, found "GoTone" (for brand)"#
+    );
+    let e = mapping_error(&SMALL.replace(
+        "gender: { value: unknown }",
+        "gender: { column: g, map: { F: female, M: man } }",
+    ));
+    assert_eq!(
+        e,
+        r#"m.yaml:4:45: expected one of female, male, unknown, found "man" (for gender)"#
+    );
+    let e = mapping_error(&SMALL.replace("'09:00-12:00'", "morning"));
+    assert!(
+        e.starts_with("m.yaml:13:32: expected a time slot HH:MM-HH:MM"),
+        "{e}"
+    );
+}
+
+#[test]
+fn mapping_shapes_that_cannot_work_are_refused() {
+    for (from, to, expected) in [
+        (
+            "name: { column: name }",
+            "name: { column: name, scale: 2 }",
+            "m.yaml:3:32: `scale` applies only to number fields",
+        ),
+        (
+            "age: { value: 30 }",
+            "age: { value: 30, default: 1 }",
+            "m.yaml:5:30: `default` applies only with `column`",
+        ),
+        (
+            "msisdn: { column: phone }",
+            "msisdn: { value: '13900000000' }",
+            "m.yaml:2:20: msisdn cannot be a constant `value`",
+        ),
+        (
+            "name: { column: name }",
+            "name: { synthesize: { from: id, prefix: '139' } }",
+            "m.yaml:3:23: `synthesize` applies only to msisdn",
+        ),
+        (
+            "msisdn: { column: phone }",
+            "msisdn: { synthesize: { from: id, prefix: '239' } }",
+            "m.yaml:2:45: expected a prefix of 1 to 10 digits starting with 1",
+        ),
+        (
+            "name: { column: name }",
+            "name: { column: name, value: x }",
+            "m.yaml:3:32: name has both `column` and `value`",
+        ),
+        (
+            "arpu_3m: { column: spend }",
+            "arpu_3m: { column: spend, scale: .nan }",
+            "m.yaml:8:36: ",
+        ),
+        (
+            "churn_risk: { value: 0.2 }",
+            "churn_risk: { value: 1.5 }",
+            "m.yaml:18:24: expected a number from 0 to 1, found 1.5 (for churn_risk)",
+        ),
+        (
+            "age: { value: 30 }",
+            "age: {}",
+            "m.yaml:5:8: age needs a `column:` or a `value:`",
+        ),
+        ("fields:", "fields: [", "m.yaml:"),
+    ] {
+        let yaml = SMALL.replace(from, to);
+        assert_ne!(yaml, SMALL, "{from}");
+        let e = mapping_error(&yaml);
+        assert!(
+            e.starts_with(expected),
+            "{to}\n  got: {e}\n  expected: {expected}"
+        );
+    }
+}
+
+#[test]
+fn scaled_values_are_range_checked_after_scaling() {
+    let yaml = SMALL.replace(
+        "churn_risk: { value: 0.2 }",
+        "churn_risk: { column: spend, scale: 0.01 }",
+    );
+    let mapping = parse_mapping("m.yaml", &yaml).expect("valid mapping");
+    let rows = read_csv(
+        &mapping,
+        "d.csv",
+        "phone,name,spend,flag\n13900000001,A,45,no\n".as_bytes(),
+    )
+    .expect("imports");
+    assert_eq!(rows[0].churn_risk, 0.45);
+    let errors = import_errors(&mapping, "phone,name,spend,flag\n13900000001,A,145,no\n");
+    assert_eq!(
+        messages(&errors),
+        [
+            r#"data.csv:2:3 (spend): expected a number from 0 to 1, found 1.45 after scaling "145" by 0.01 (for churn_risk)"#
+        ]
+    );
+}
+
+#[test]
+fn an_empty_file_is_an_error_and_a_header_only_file_is_empty() {
+    let errors = import_errors(&small(), "");
+    assert!(messages(&errors)[0].starts_with("data.csv:1: the file is empty"));
+    let rows = read_csv(&small(), "d.csv", "phone,name,spend,flag\n".as_bytes()).expect("ok");
+    assert!(rows.is_empty());
+}
+
+#[test]
+fn excel_exports_with_bom_and_crlf_import() {
+    let csv = "\u{feff}phone,name,spend,flag\r\n13900000001,A,1,no\r\n13900000002,B,2,no\r\n";
+    let rows = read_csv(&small(), "d.csv", csv.as_bytes()).expect("imports");
+    assert_eq!(rows.len(), 2);
+}
+
+#[test]
+fn line_numbers_count_newlines_inside_quoted_cells() {
+    let csv = "phone,name,spend,flag\n13900000001,\"A\nB\",1,no\n13900000002,C,x,no\n";
+    let errors = import_errors(&small(), csv);
+    let got = messages(&errors);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("data.csv:4:3 (spend): "), "{got:#?}");
+}
