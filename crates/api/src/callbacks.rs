@@ -18,20 +18,32 @@ const MAX_TEXT: usize = 2000;
 const MAX_REPLY: usize = 1000;
 
 /// `GET /callbacks/kannel/dlr?key=..&type=..&smscid=..&fid=..&to=..&ts=..&reply=..`
-pub(crate) async fn dlr(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<&'static str, ApiError> {
+pub(crate) async fn dlr(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<&'static str, ApiError> {
     let q = Query::parse(raw.as_deref())?;
-    let key = q.required("key", "the contact's idempotency key, e.g. r12-sms_offer-s345")?;
+    let key = q.required(
+        "key",
+        "the contact's idempotency key, e.g. r12-sms_offer-s345",
+    )?;
     line("key", &key, MAX_KEY, "the contact's idempotency key")?;
     let kind = q.required("type", "the Kannel DLR type (%d): 1, 2, 4, 8 or 16")?;
     if !DLR_TYPES.contains(&kind.as_str()) {
-        return Err(bad("type", "expected the Kannel DLR type (%d): 1, 2, 4, 8 or 16"));
+        return Err(bad(
+            "type",
+            "expected the Kannel DLR type (%d): 1, 2, 4, 8 or 16",
+        ));
     }
     let to = q.text("to")?.map(|t| msisdn("to", &t)).transpose()?;
     let reply = q.text("reply")?;
     if let Some(r) = &reply
         && r.chars().count() > MAX_REPLY
     {
-        return Err(bad("reply", format!("expected the SMSC reply (%A), at most {MAX_REPLY} characters")));
+        return Err(bad(
+            "reply",
+            format!("expected the SMSC reply (%A), at most {MAX_REPLY} characters"),
+        ));
     }
     state
         .store
@@ -50,7 +62,10 @@ pub(crate) async fn dlr(State(state): State<AppState>, RawQuery(raw): RawQuery) 
 }
 
 /// `GET /callbacks/kannel/mo?from=..&to=..&text=..&msgid=..&ts=..` (also `charset`, as `%C`).
-pub(crate) async fn mo(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<&'static str, ApiError> {
+pub(crate) async fn mo(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<&'static str, ApiError> {
     let q = Query::parse(raw.as_deref())?;
     let from = q.required("from", "the subscriber's number (%p)")?;
     let from = msisdn("from", &from)?;
@@ -59,7 +74,10 @@ pub(crate) async fn mo(State(state): State<AppState>, RawQuery(raw): RawQuery) -
         .sms_text("text", charset.as_deref())?
         .ok_or_else(|| bad("text", "missing; expected the message text (%a)"))?;
     if text.chars().count() > MAX_TEXT {
-        return Err(bad("text", format!("expected the message text, at most {MAX_TEXT} characters")));
+        return Err(bad(
+            "text",
+            format!("expected the message text, at most {MAX_TEXT} characters"),
+        ));
     }
     state
         .store

@@ -20,21 +20,34 @@ pub(crate) enum ApiError {
 }
 
 pub(crate) fn bad(field: impl Into<String>, error: impl Into<String>) -> ApiError {
-    ApiError::BadRequest { field: field.into(), error: error.into() }
+    ApiError::BadRequest {
+        field: field.into(),
+        error: error.into(),
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::BadRequest { field, error } => {
-                (StatusCode::BAD_REQUEST, Json(json!({ "error": error, "field": field }))).into_response()
+            ApiError::BadRequest { field, error } => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": error, "field": field })),
+            )
+                .into_response(),
+            ApiError::NotFound(error) => {
+                (StatusCode::NOT_FOUND, Json(json!({ "error": error }))).into_response()
             }
-            ApiError::NotFound(error) => (StatusCode::NOT_FOUND, Json(json!({ "error": error }))).into_response(),
-            ApiError::Conflict(error) => (StatusCode::CONFLICT, Json(json!({ "error": error }))).into_response(),
+            ApiError::Conflict(error) => {
+                (StatusCode::CONFLICT, Json(json!({ "error": error }))).into_response()
+            }
             ApiError::Store(e) => {
                 // Details stay in the log; a 5xx makes Kannel retry the callback later.
                 error!(error = %e, "Request failed in the store.");
-                (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": "internal error, try again later" }))).into_response()
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({ "error": "internal error, try again later" })),
+                )
+                    .into_response()
             }
         }
     }

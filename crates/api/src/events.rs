@@ -33,20 +33,36 @@ struct EventIn {
     at: Option<String>,
 }
 
-const FIELDS: [(&str, bool); 4] = [("msisdn", true), ("type", true), ("value", false), ("at", false)];
+const FIELDS: [(&str, bool); 4] = [
+    ("msisdn", true),
+    ("type", true),
+    ("value", false),
+    ("at", false),
+];
 const SHAPE: &str = r#"{"msisdn": "...", "type": "order", "value": "...", "at": "RFC 3339 time"}"#;
 
 /// `POST /events`: one event object, or an array of up to 10,000. All or nothing: one bad
 /// event rejects the batch, and nothing is stored.
-pub(crate) async fn post(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let value: Value = serde_json::from_slice(&body).map_err(|e| bad("body", format!("expected JSON: {e}")))?;
+pub(crate) async fn post(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| bad("body", format!("expected JSON: {e}")))?;
     let now = store::wall_now();
     let rows = match &value {
         Value::Array(items) => {
             if items.is_empty() || items.len() > MAX_BATCH {
-                return Err(bad("body", format!("expected 1 to {MAX_BATCH} events, got {}", items.len())));
+                return Err(bad(
+                    "body",
+                    format!("expected 1 to {MAX_BATCH} events, got {}", items.len()),
+                ));
             }
-            items.iter().enumerate().map(|(i, v)| event(v, &format!("[{i}]"), now)).collect::<Result<Vec<_>, _>>()?
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| event(v, &format!("[{i}]"), now))
+                .collect::<Result<Vec<_>, _>>()?
         }
         single => vec![event(single, "", now)?],
     };
@@ -57,30 +73,52 @@ pub(crate) async fn post(State(state): State<AppState>, body: Bytes) -> Result<(
 
 fn event(value: &Value, prefix: &str, now: i64) -> Result<NewInbound, ApiError> {
     check_object(value, prefix, &FIELDS, SHAPE)?;
-    let e: EventIn = serde_json::from_value(value.clone()).map_err(|e| bad(json_path(prefix, ""), e.to_string()))?;
+    let e: EventIn = serde_json::from_value(value.clone())
+        .map_err(|e| bad(json_path(prefix, ""), e.to_string()))?;
     let number = msisdn(&json_path(prefix, "msisdn"), &e.msisdn)?;
     let type_field = json_path(prefix, "type");
     let type_ok = !e.kind.is_empty()
         && e.kind.len() <= 64
-        && e.kind.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        && e.kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
     if !type_ok {
-        return Err(bad(type_field, "expected an event type such as order or topup: 1 to 64 of a-z, 0-9, _ - ."));
+        return Err(bad(
+            type_field,
+            "expected an event type such as order or topup: 1 to 64 of a-z, 0-9, _ - .",
+        ));
     }
     if RESERVED_TYPES.contains(&e.kind.as_str()) {
-        return Err(bad(type_field, "reserved for SMS replies and agent outcomes; expected a business event type such as order"));
+        return Err(bad(
+            type_field,
+            "reserved for SMS replies and agent outcomes; expected a business event type such as order",
+        ));
     }
     if let Some(v) = &e.value {
-        line(&json_path(prefix, "value"), v, 256, "the offer or product id")?;
+        line(
+            &json_path(prefix, "value"),
+            v,
+            256,
+            "the offer or product id",
+        )?;
     }
     let received_at = match &e.at {
         None => now,
         Some(at) => {
             let field = json_path(prefix, "at");
             let t = DateTime::parse_from_rfc3339(at)
-                .map_err(|_| bad(&field, "expected an RFC 3339 time such as 2026-09-01T10:00:00+08:00"))?
+                .map_err(|_| {
+                    bad(
+                        &field,
+                        "expected an RFC 3339 time such as 2026-09-01T10:00:00+08:00",
+                    )
+                })?
                 .timestamp_millis();
             if t > now + MAX_SKEW_MS {
-                return Err(bad(field, "in the future; expected the time the event happened"));
+                return Err(bad(
+                    field,
+                    "in the future; expected the time the event happened",
+                ));
             }
             t
         }

@@ -16,10 +16,17 @@ impl Query {
         let mut pairs: Vec<(String, Vec<u8>)> = Vec::new();
         for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let name = String::from_utf8(percent_decode(k))
-                .map_err(|_| bad("query", "a parameter name is not valid UTF-8; expected names such as key or from"))?;
+            let name = String::from_utf8(percent_decode(k)).map_err(|_| {
+                bad(
+                    "query",
+                    "a parameter name is not valid UTF-8; expected names such as key or from",
+                )
+            })?;
             if pairs.iter().any(|(n, _)| *n == name) {
-                return Err(bad(name, "given more than once; expected at most one value"));
+                return Err(bad(
+                    name,
+                    "given more than once; expected at most one value",
+                ));
             }
             pairs.push((name, percent_decode(v)));
         }
@@ -27,7 +34,10 @@ impl Query {
     }
 
     fn bytes(&self, name: &str) -> Option<&[u8]> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// A UTF-8 parameter. Empty counts as absent: Kannel fills an escape it has no value for
@@ -35,16 +45,23 @@ impl Query {
     pub(crate) fn text(&self, name: &str) -> Result<Option<String>, ApiError> {
         match self.bytes(name) {
             None | Some([]) => Ok(None),
-            Some(b) => String::from_utf8(b.to_vec()).map(Some).map_err(|_| bad(name, "not valid UTF-8 after %-decoding")),
+            Some(b) => String::from_utf8(b.to_vec())
+                .map(Some)
+                .map_err(|_| bad(name, "not valid UTF-8 after %-decoding")),
         }
     }
 
     pub(crate) fn required(&self, name: &str, expected: &str) -> Result<String, ApiError> {
-        self.text(name)?.ok_or_else(|| bad(name, format!("missing; expected {expected}")))
+        self.text(name)?
+            .ok_or_else(|| bad(name, format!("missing; expected {expected}")))
     }
 
     /// The SMS text in the charset Kannel says it used.
-    pub(crate) fn sms_text(&self, name: &str, charset: Option<&str>) -> Result<Option<String>, ApiError> {
+    pub(crate) fn sms_text(
+        &self,
+        name: &str,
+        charset: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
         let Some(bytes) = self.bytes(name).filter(|b| !b.is_empty()) else {
             return Ok(None);
         };
@@ -52,7 +69,10 @@ impl Query {
         let text = match charset.as_str() {
             "UTF-8" | "UTF8" => String::from_utf8(bytes.to_vec()).ok(),
             "UTF-16BE" | "UCS-2" | "UCS2" if bytes.len() % 2 == 0 => {
-                let units: Vec<u16> = bytes.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])).collect();
+                let units: Vec<u16> = bytes
+                    .chunks_exact(2)
+                    .map(|p| u16::from_be_bytes([p[0], p[1]]))
+                    .collect();
                 String::from_utf16(&units).ok()
             }
             "UTF-16BE" | "UCS-2" | "UCS2" => None,
@@ -64,12 +84,20 @@ impl Query {
                 ));
             }
         };
-        text.map(Some).ok_or_else(|| bad(name, format!("not valid {charset} after %-decoding")))
+        text.map(Some)
+            .ok_or_else(|| bad(name, format!("not valid {charset} after %-decoding")))
     }
 
     pub(crate) fn reject_unknown(&self, known: &[&str]) -> Result<(), ApiError> {
-        match self.pairs.iter().find(|(n, _)| !known.contains(&n.as_str())) {
-            Some((n, _)) => Err(bad(n.clone(), format!("unknown parameter; expected one of {}", known.join(", ")))),
+        match self
+            .pairs
+            .iter()
+            .find(|(n, _)| !known.contains(&n.as_str()))
+        {
+            Some((n, _)) => Err(bad(
+                n.clone(),
+                format!("unknown parameter; expected one of {}", known.join(", ")),
+            )),
             None => Ok(()),
         }
     }
@@ -98,7 +126,10 @@ fn percent_decode(s: &str) -> Vec<u8> {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' => match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            b'%' => match (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
                 (Some(high), Some(low)) => {
                     out.push(high << 4 | low);
                     i += 2;
@@ -120,11 +151,19 @@ fn hex(c: u8) -> Option<u8> {
 /// (`+8613800138000` and `8613800138000` become `13800138000`).
 pub(crate) fn msisdn(field: &str, raw: &str) -> Result<String, ApiError> {
     let digits = raw.strip_prefix('+').unwrap_or(raw);
-    let valid = (5..=20).contains(&raw.len()) && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    let valid = (5..=20).contains(&raw.len())
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit());
     if !valid {
-        return Err(bad(field, "expected a phone number: digits with an optional leading +, 5 to 20 characters"));
+        return Err(bad(
+            field,
+            "expected a phone number: digits with an optional leading +, 5 to 20 characters",
+        ));
     }
-    let national = raw.strip_prefix("+86").or_else(|| raw.strip_prefix("86")).filter(|rest| rest.len() == 11);
+    let national = raw
+        .strip_prefix("+86")
+        .or_else(|| raw.strip_prefix("86"))
+        .filter(|rest| rest.len() == 11);
     Ok(national.unwrap_or(raw).to_owned())
 }
 
@@ -142,7 +181,10 @@ pub(crate) fn mask(msisdn: &str) -> String {
 /// A bounded single-line string: no control characters, `max` characters at most.
 pub(crate) fn line(field: &str, value: &str, max: usize, expected: &str) -> Result<(), ApiError> {
     if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
-        return Err(bad(field, format!("expected {expected}: 1 to {max} characters, no control characters")));
+        return Err(bad(
+            field,
+            format!("expected {expected}: 1 to {max} characters, no control characters"),
+        ));
     }
     Ok(())
 }
@@ -167,15 +209,23 @@ pub(crate) fn check_object<'a>(
     what: &str,
 ) -> Result<&'a Map<String, Value>, ApiError> {
     let Some(obj) = value.as_object() else {
-        return Err(bad(json_path(prefix, ""), format!("expected a JSON object {what}")));
+        return Err(bad(
+            json_path(prefix, ""),
+            format!("expected a JSON object {what}"),
+        ));
     };
     let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
     if let Some(unknown) = obj.keys().find(|k| !names.contains(&k.as_str())) {
-        return Err(bad(json_path(prefix, unknown), format!("unknown field; expected one of {}", names.join(", "))));
+        return Err(bad(
+            json_path(prefix, unknown),
+            format!("unknown field; expected one of {}", names.join(", ")),
+        ));
     }
     for (name, required) in fields {
         match obj.get(*name) {
-            None if *required => return Err(bad(json_path(prefix, name), "missing; expected a string")),
+            None if *required => {
+                return Err(bad(json_path(prefix, name), "missing; expected a string"));
+            }
             None | Some(Value::String(_)) => {}
             Some(Value::Null) if !required => {}
             Some(_) => return Err(bad(json_path(prefix, name), "expected a string")),
@@ -207,17 +257,29 @@ mod tests {
 
     #[test]
     fn duplicate_and_unknown_parameters_are_named() {
-        assert_eq!(field(Query::parse(Some("from=1&from=2")).err().unwrap()), "from");
+        assert_eq!(
+            field(Query::parse(Some("from=1&from=2")).err().unwrap()),
+            "from"
+        );
         let q = Query::parse(Some("team=a&colour=red")).unwrap();
-        assert_eq!(field(q.reject_unknown(&["team", "state"]).unwrap_err()), "colour");
+        assert_eq!(
+            field(q.reject_unknown(&["team", "state"]).unwrap_err()),
+            "colour"
+        );
     }
 
     #[test]
     fn sms_text_follows_the_charset() {
         let q = Query::parse(Some("a=%60%A8%59%7D&b=%E9%80%80%E8%AE%A2&c=%E9&d=%60")).unwrap();
-        assert_eq!(q.sms_text("a", Some("UTF-16BE")).unwrap().as_deref(), Some("您好"));
+        assert_eq!(
+            q.sms_text("a", Some("UTF-16BE")).unwrap().as_deref(),
+            Some("您好")
+        );
         assert_eq!(q.sms_text("b", None).unwrap().as_deref(), Some("退订"));
-        assert_eq!(q.sms_text("c", Some("ISO-8859-1")).unwrap().as_deref(), Some("é"));
+        assert_eq!(
+            q.sms_text("c", Some("ISO-8859-1")).unwrap().as_deref(),
+            Some("é")
+        );
         assert_eq!(field(q.sms_text("c", Some("UTF-8")).unwrap_err()), "c");
         assert_eq!(field(q.sms_text("d", Some("UTF-16BE")).unwrap_err()), "d");
         assert_eq!(field(q.sms_text("a", Some("GSM")).unwrap_err()), "charset");
@@ -231,7 +293,15 @@ mod tests {
         assert_eq!(msisdn("from", "86123456789").unwrap(), "86123456789");
         assert_eq!(msisdn("from", "+447911123456").unwrap(), "+447911123456");
         assert_eq!(msisdn("from", "10086").unwrap(), "10086");
-        for bad in ["1234", "+", "", "138-0013-8000", "12345678901234567890123", "1380013800a", "++13800138000"] {
+        for bad in [
+            "1234",
+            "+",
+            "",
+            "138-0013-8000",
+            "12345678901234567890123",
+            "1380013800a",
+            "++13800138000",
+        ] {
             assert_eq!(field(msisdn("from", bad).unwrap_err()), "from", "{bad}");
         }
     }
@@ -248,16 +318,28 @@ mod tests {
         let ok = serde_json::json!({"msisdn": "1", "value": null});
         assert!(check_object(&ok, "", &fields, "").is_ok());
         let cases = [
-            (serde_json::json!({"msisdn": "1", "colour": "red"}), "[2]", "[2].colour"),
+            (
+                serde_json::json!({"msisdn": "1", "colour": "red"}),
+                "[2]",
+                "[2].colour",
+            ),
             (serde_json::json!({"value": "x"}), "", "msisdn"),
             (serde_json::json!({"msisdn": 5}), "", "msisdn"),
             (serde_json::json!({"msisdn": null}), "", "msisdn"),
-            (serde_json::json!({"msisdn": "1", "value": 3}), "[0]", "[0].value"),
+            (
+                serde_json::json!({"msisdn": "1", "value": 3}),
+                "[0]",
+                "[0].value",
+            ),
             (serde_json::json!([1]), "", "body"),
             (serde_json::json!("x"), "[4]", "[4]"),
         ];
         for (value, prefix, want) in cases {
-            assert_eq!(field(check_object(&value, prefix, &fields, "").unwrap_err()), want, "{value}");
+            assert_eq!(
+                field(check_object(&value, prefix, &fields, "").unwrap_err()),
+                want,
+                "{value}"
+            );
         }
     }
 }

@@ -58,7 +58,11 @@ pub fn router(state: AppState) -> Router {
 /// `tokio::net::TcpListener::bind` listens with a backlog of only 128. Must be called inside
 /// a Tokio runtime.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
@@ -80,5 +84,7 @@ pub async fn serve(
             debug!(error = %e, "Could not set TCP_NODELAY on a connection.");
         }
     });
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -22,7 +22,10 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, &'sta
 }
 
 /// `GET /runs/{id}/report`: the evaluation report stored when the run finished.
-pub(crate) async fn run_report(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn run_report(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     if let Some(report) = state.store.run_report(id).await? {
         return Ok(([(header::CONTENT_TYPE, "application/json")], report).into_response());

@@ -46,7 +46,10 @@ impl From<TaskRow> for TaskDto {
 }
 
 /// `GET /tasks?team=..&state=open&limit=100`
-pub(crate) async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Vec<TaskDto>>, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Vec<TaskDto>>, ApiError> {
     let q = Query::parse(raw.as_deref())?;
     q.reject_unknown(&["team", "state", "limit"])?;
     let team = q.text("team")?;
@@ -55,7 +58,10 @@ pub(crate) async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery)
     }
     let task_state = q.text("state")?.unwrap_or_else(|| "open".to_owned());
     if !STATES.contains(&task_state.as_str()) {
-        return Err(bad("state", format!("expected one of {}", STATES.join(", "))));
+        return Err(bad(
+            "state",
+            format!("expected one of {}", STATES.join(", ")),
+        ));
     }
     let limit = match q.text("limit")? {
         None => 100,
@@ -63,9 +69,17 @@ pub(crate) async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery)
             .parse::<u64>()
             .ok()
             .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| bad("limit", format!("expected a whole number from 1 to {MAX_LIMIT}")))?,
+            .ok_or_else(|| {
+                bad(
+                    "limit",
+                    format!("expected a whole number from 1 to {MAX_LIMIT}"),
+                )
+            })?,
     };
-    let rows = state.store.tasks(team.as_deref(), &task_state, limit).await?;
+    let rows = state
+        .store
+        .tasks(team.as_deref(), &task_state, limit)
+        .await?;
     Ok(Json(rows.into_iter().map(TaskDto::from).collect()))
 }
 
@@ -83,31 +97,56 @@ pub(crate) async fn outcome(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| bad("body", format!("expected JSON: {e}")))?;
-    check_object(&value, "", &[("outcome", true), ("agent", true)], r#"{"outcome": "accepted", "agent": "agent-7"}"#)?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| bad("body", format!("expected JSON: {e}")))?;
+    check_object(
+        &value,
+        "",
+        &[("outcome", true), ("agent", true)],
+        r#"{"outcome": "accepted", "agent": "agent-7"}"#,
+    )?;
     let o: OutcomeIn = serde_json::from_value(value).map_err(|e| bad("body", e.to_string()))?;
     if !OUTCOMES.contains(&o.outcome.as_str()) {
-        return Err(bad("outcome", format!("expected one of {}", OUTCOMES.join(", "))));
+        return Err(bad(
+            "outcome",
+            format!("expected one of {}", OUTCOMES.join(", ")),
+        ));
     }
     // The store writes the agent into a JSON payload by hand; a plain id keeps that valid.
     let agent_ok = !o.agent.is_empty()
         && o.agent.len() <= 64
-        && o.agent.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
+        && o.agent
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
     if !agent_ok {
-        return Err(bad("agent", "expected the agent's id: 1 to 64 of A-Z, a-z, 0-9, _ - . @"));
+        return Err(bad(
+            "agent",
+            "expected the agent's id: 1 to 64 of A-Z, a-z, 0-9, _ - . @",
+        ));
     }
-    if state.store.complete_task(id, &o.outcome, &o.agent, store::wall_now()).await? {
+    if state
+        .store
+        .complete_task(id, &o.outcome, &o.agent, store::wall_now())
+        .await?
+    {
         info!(task = id, outcome = %o.outcome, agent = %o.agent, "Task completed.");
-        return Ok(Json(json!({ "id": id, "state": "done", "outcome": o.outcome })));
+        return Ok(Json(
+            json!({ "id": id, "state": "done", "outcome": o.outcome }),
+        ));
     }
     match task_state(&state.store, id).await? {
         None => Err(ApiError::NotFound(format!("no task {id}"))),
-        Some(s) => Err(ApiError::Conflict(format!("task {id} is {s}, no longer open; its outcome was already reported"))),
+        Some(s) => Err(ApiError::Conflict(format!(
+            "task {id} is {s}, no longer open; its outcome was already reported"
+        ))),
     }
 }
 
 pub(crate) fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| bad("id", "expected a positive whole number"))
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| bad("id", "expected a positive whole number"))
 }
 
 /// Stop-gap until the store offers a task lookup by id: tells "no such task" (404) from
@@ -120,9 +159,15 @@ async fn task_state(store: &store::Store, id: i64) -> Result<Option<String>, Api
         .and_where(Expr::col(Alias::new("id")).eq(id))
         .to_owned();
     let db = store.db();
-    let row = db.query_one_raw(db.get_database_backend().build(&select)).await.map_err(store::StoreError::from)?;
+    let row = db
+        .query_one_raw(db.get_database_backend().build(&select))
+        .await
+        .map_err(store::StoreError::from)?;
     Ok(match row {
-        Some(r) => Some(r.try_get::<String>("", "state").map_err(store::StoreError::from)?),
+        Some(r) => Some(
+            r.try_get::<String>("", "state")
+                .map_err(store::StoreError::from)?,
+        ),
         None => None,
     })
 }

@@ -37,16 +37,31 @@ impl Server {
         let listener = api::bind("127.0.0.1:0".parse()?)?;
         let base = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
-        let state = AppState { store: store.clone() };
+        let state = AppState {
+            store: store.clone(),
+        };
         let served = tokio::spawn(api::serve(listener, state, async move {
             let _ = stopped.await;
         }));
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(Server { base, store, client, stop: Some(stop), served: Some(served), _dir: dir })
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Server {
+            base,
+            store,
+            client,
+            stop: Some(stop),
+            served: Some(served),
+            _dir: dir,
+        })
     }
 
     async fn get(&self, path: &str) -> Res<(StatusCode, String)> {
-        let resp = self.client.get(format!("{}{path}", self.base)).send().await?;
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?;
         Ok((resp.status(), resp.text().await?))
     }
 
@@ -71,17 +86,33 @@ impl Server {
 
     async fn payload(&self, id: i64) -> Res<Value> {
         let sql = format!("SELECT payload FROM inbound WHERE id = {id}");
-        let row = self.store.db().query_one_raw(Statement::from_string(DbBackend::Sqlite, sql)).await?.ok_or("no row")?;
-        Ok(serde_json::from_str(&row.try_get::<String>("", "payload")?)?)
+        let row = self
+            .store
+            .db()
+            .query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
+            .await?
+            .ok_or("no row")?;
+        Ok(serde_json::from_str(
+            &row.try_get::<String>("", "payload")?,
+        )?)
     }
 
     /// Asserts a 400 naming `field`, and that nothing was stored by it.
-    async fn assert_rejected(&self, (status, body): (StatusCode, String), field: &str, inbound_before: u64) -> Res {
+    async fn assert_rejected(
+        &self,
+        (status, body): (StatusCode, String),
+        field: &str,
+        inbound_before: u64,
+    ) -> Res {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         let v: Value = serde_json::from_str(&body)?;
         assert_eq!(v["field"], field, "{body}");
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
-        assert_eq!(self.inbound_count().await?, inbound_before, "a rejected request wrote nothing: {body}");
+        assert_eq!(
+            self.inbound_count().await?,
+            inbound_before,
+            "a rejected request wrote nothing: {body}"
+        );
         Ok(())
     }
 
@@ -101,11 +132,19 @@ impl Server {
 /// it becomes a no-op once the migration is fixed.
 async fn align_subscriber_columns(store: &Store) -> Res {
     for (found, wanted) in [("arpu3m", "arpu_3m"), ("complaints30d", "complaints_30d")] {
-        let sql = format!("SELECT COUNT(*) AS n FROM pragma_table_info('subscriber') WHERE name = '{found}'");
-        let rows = store.db().query_all_raw(Statement::from_string(DbBackend::Sqlite, sql)).await?;
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM pragma_table_info('subscriber') WHERE name = '{found}'"
+        );
+        let rows = store
+            .db()
+            .query_all_raw(Statement::from_string(DbBackend::Sqlite, sql))
+            .await?;
         if rows[0].try_get::<i64>("", "n")? == 1 {
             let rename = format!("ALTER TABLE subscriber RENAME COLUMN {found} TO {wanted}");
-            store.db().execute_raw(Statement::from_string(DbBackend::Sqlite, rename)).await?;
+            store
+                .db()
+                .execute_raw(Statement::from_string(DbBackend::Sqlite, rename))
+                .await?;
         }
     }
     Ok(())
@@ -141,26 +180,54 @@ fn subscriber(msisdn: &str) -> NewSubscriber {
 /// A run with an open call wave and one open task per team; returns (run id, task ids).
 async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
     let now = store::wall_now();
-    store.insert_subscribers(&[subscriber("13800000001"), subscriber("13800000002")], OnDuplicate::Fail, now).await?;
+    store
+        .insert_subscribers(
+            &[subscriber("13800000001"), subscriber("13800000002")],
+            OnDuplicate::Fail,
+            now,
+        )
+        .await?;
     let subs = [
-        store.subscriber_by_msisdn("13800000001").await?.ok_or("sub")?,
-        store.subscriber_by_msisdn("13800000002").await?.ok_or("sub")?,
+        store
+            .subscriber_by_msisdn("13800000001")
+            .await?
+            .ok_or("sub")?,
+        store
+            .subscriber_by_msisdn("13800000002")
+            .await?
+            .ok_or("sub")?,
     ];
-    let version_id = store.upsert_version("autumn", "abc", "campaign: autumn", now).await?;
+    let version_id = store
+        .upsert_version("autumn", "abc", "campaign: autumn", now)
+        .await?;
     let waves = [("call".to_owned(), "outbound_call".to_owned())];
     let run_id = store
-        .start_run(NewRun { campaign: "autumn", version_id, slot_at: None, trigger: "manual", waves: &waves, now })
+        .start_run(NewRun {
+            campaign: "autumn",
+            version_id,
+            slot_at: None,
+            trigger: "manual",
+            waves: &waves,
+            now,
+        })
         .await?
         .ok_or("run")?;
     let wave_run_id = store.wave_runs(run_id).await?[0].id;
     let contacts: Vec<NewContact> = subs
         .iter()
-        .map(|s| NewContact { subscriber_id: *s, arm: TREATMENT, due_at: now, send_by: None, stratum: "gold".into() })
+        .map(|s| NewContact {
+            subscriber_id: *s,
+            arm: TREATMENT,
+            due_at: now,
+            send_by: None,
+            stratum: "gold".into(),
+        })
         .collect();
     let tx = store.db().begin().await?;
     store::runs::transition_wave(&tx, wave_run_id, wave_state::PENDING, wave_state::OPEN).await?;
     store::runs::set_wave_window(&tx, wave_run_id, now, now + 86_400_000).await?;
-    store::contacts::insert_contacts(&tx, run_id, wave_run_id, "call", "outbound_call", &contacts).await?;
+    store::contacts::insert_contacts(&tx, run_id, wave_run_id, "call", "outbound_call", &contacts)
+        .await?;
     tx.commit().await?;
     let mut rows = Vec::new();
     for (s, team) in subs.iter().zip(["campus-callcentre", "retention"]) {
@@ -169,7 +236,12 @@ async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
         rows.push((c.id, team, "outbound_call", *s, "campus-bundle-v2"));
     }
     store.open_tasks(&rows, now).await?;
-    let ids = store.tasks(None, "open", 10).await?.iter().map(|t| t.id).collect();
+    let ids = store
+        .tasks(None, "open", 10)
+        .await?
+        .iter()
+        .map(|t| t.id)
+        .collect();
     Ok((run_id, ids))
 }
 
@@ -224,7 +296,12 @@ async fn dlr_callback_rejects_bad_input_and_writes_nothing() -> Res {
         ("key=r1-w-s1&type=1&to=abc", "to"),
     ];
     for (query, field) in cases {
-        s.assert_rejected(s.get(&format!("/callbacks/kannel/dlr?{query}")).await?, field, 0).await?;
+        s.assert_rejected(
+            s.get(&format!("/callbacks/kannel/dlr?{query}")).await?,
+            field,
+            0,
+        )
+        .await?;
     }
     s.stop().await
 }
@@ -239,11 +316,24 @@ async fn mo_callback_is_stored_with_a_national_number_and_decoded_text() -> Res 
         "/callbacks/kannel/mo?from=13800138002&to=10086&text=%60%A8Y%7D&coding=2&charset=UTF-16BE",
     ];
     for url in urls {
-        assert_eq!(s.get(url).await?, (StatusCode::OK, "ok".to_owned()), "{url}");
+        assert_eq!(
+            s.get(url).await?,
+            (StatusCode::OK, "ok".to_owned()),
+            "{url}"
+        );
     }
     let rows = s.inbound().await?;
-    let got: Vec<(&str, Option<&str>, &str, Option<&str>)> =
-        rows.iter().map(|r| (r.source.as_str(), r.msisdn.as_deref(), r.kind.as_str(), r.value.as_deref())).collect();
+    let got: Vec<(&str, Option<&str>, &str, Option<&str>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.source.as_str(),
+                r.msisdn.as_deref(),
+                r.kind.as_str(),
+                r.value.as_deref(),
+            )
+        })
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -275,7 +365,12 @@ async fn mo_callback_rejects_bad_input_and_writes_nothing() -> Res {
         ("from=13800138000&from=13800138001&text=hi", "from"),
     ];
     for (query, field) in cases {
-        s.assert_rejected(s.get(&format!("/callbacks/kannel/mo?{query}")).await?, field, 0).await?;
+        s.assert_rejected(
+            s.get(&format!("/callbacks/kannel/mo?{query}")).await?,
+            field,
+            0,
+        )
+        .await?;
     }
     s.stop().await
 }
@@ -283,9 +378,17 @@ async fn mo_callback_rejects_bad_input_and_writes_nothing() -> Res {
 #[tokio::test]
 async fn events_are_stored_singly_and_in_batches() -> Res {
     let s = Server::start().await?;
-    let (status, body) = s.post("/events", json!({"msisdn": "13800138000", "type": "order", "value": "campus-bundle"}).to_string()).await?;
+    let (status, body) = s
+        .post(
+            "/events",
+            json!({"msisdn": "13800138000", "type": "order", "value": "campus-bundle"}).to_string(),
+        )
+        .await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body)?, json!({"accepted": 1}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?,
+        json!({"accepted": 1})
+    );
 
     let batch = json!([
         {"msisdn": "+8613800138001", "type": "topup", "value": "50", "at": "2026-09-01T10:00:00+08:00"},
@@ -293,14 +396,27 @@ async fn events_are_stored_singly_and_in_batches() -> Res {
     ]);
     let (status, body) = s.post("/events", batch.to_string()).await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body)?, json!({"accepted": 2}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?,
+        json!({"accepted": 2})
+    );
 
     let rows = s.inbound().await?;
     assert_eq!(rows.len(), 3);
-    assert_eq!((rows[0].source.as_str(), rows[0].kind.as_str(), rows[0].value.as_deref()), ("event", "order", Some("campus-bundle")));
+    assert_eq!(
+        (
+            rows[0].source.as_str(),
+            rows[0].kind.as_str(),
+            rows[0].value.as_deref()
+        ),
+        ("event", "order", Some("campus-bundle"))
+    );
     assert!((store::wall_now() - rows[0].received_at).abs() < 60_000);
     assert_eq!(rows[1].msisdn.as_deref(), Some("13800138001"));
-    assert_eq!(rows[1].received_at, 1_788_228_000_000, "the event's own time");
+    assert_eq!(
+        rows[1].received_at, 1_788_228_000_000,
+        "the event's own time"
+    );
     assert_eq!(rows[2].received_at, 1_788_228_000_000);
     assert_eq!(rows[2].value, None);
     assert_eq!(s.payload(rows[1].id).await?["type"], "topup");
@@ -315,23 +431,54 @@ async fn events_reject_bad_input_and_write_nothing() -> Res {
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let cases: Vec<(String, &str)> = vec![
         ("{not json".into(), "body"),
-        (json!({"msisdn": "13800138000", "type": "order", "colour": "red"}).to_string(), "colour"),
-        (json!([good, {"msisdn": "13800138000", "type": "order", "colour": "red"}]).to_string(), "[1].colour"),
-        (json!([good, good, {"msisdn": "13800138000"}]).to_string(), "[2].type"),
-        (json!({"msisdn": 13800138000u64, "type": "order"}).to_string(), "msisdn"),
-        (json!({"msisdn": "phone", "type": "order"}).to_string(), "msisdn"),
-        (json!({"msisdn": "13800138000", "type": "big order"}).to_string(), "type"),
-        (json!({"msisdn": "13800138000", "type": "reply"}).to_string(), "type"),
-        (json!({"msisdn": "13800138000", "type": "order", "value": ""}).to_string(), "value"),
-        (json!({"msisdn": "13800138000", "type": "order", "at": "yesterday"}).to_string(), "at"),
-        (json!({"msisdn": "13800138000", "type": "order", "at": future}).to_string(), "at"),
+        (
+            json!({"msisdn": "13800138000", "type": "order", "colour": "red"}).to_string(),
+            "colour",
+        ),
+        (
+            json!([good, {"msisdn": "13800138000", "type": "order", "colour": "red"}]).to_string(),
+            "[1].colour",
+        ),
+        (
+            json!([good, good, {"msisdn": "13800138000"}]).to_string(),
+            "[2].type",
+        ),
+        (
+            json!({"msisdn": 13800138000u64, "type": "order"}).to_string(),
+            "msisdn",
+        ),
+        (
+            json!({"msisdn": "phone", "type": "order"}).to_string(),
+            "msisdn",
+        ),
+        (
+            json!({"msisdn": "13800138000", "type": "big order"}).to_string(),
+            "type",
+        ),
+        (
+            json!({"msisdn": "13800138000", "type": "reply"}).to_string(),
+            "type",
+        ),
+        (
+            json!({"msisdn": "13800138000", "type": "order", "value": ""}).to_string(),
+            "value",
+        ),
+        (
+            json!({"msisdn": "13800138000", "type": "order", "at": "yesterday"}).to_string(),
+            "at",
+        ),
+        (
+            json!({"msisdn": "13800138000", "type": "order", "at": future}).to_string(),
+            "at",
+        ),
         (json!([good, 5]).to_string(), "[1]"),
         ("[]".into(), "body"),
         ("\"order\"".into(), "body"),
         (Value::Array(too_many).to_string(), "body"),
     ];
     for (body, field) in cases {
-        s.assert_rejected(s.post("/events", body).await?, field, 0).await?;
+        s.assert_rejected(s.post("/events", body).await?, field, 0)
+            .await?;
     }
     s.stop().await
 }
@@ -361,8 +508,15 @@ async fn worklist_lists_tasks_by_team_and_state() -> Res {
     let done: Value = serde_json::from_str(&s.get("/tasks?state=done").await?.1)?;
     assert_eq!(done, json!([]));
 
-    for (query, field) in [("state=closed", "state"), ("limit=0", "limit"), ("limit=many", "limit"), ("limit=1001", "limit"), ("colour=red", "colour")] {
-        s.assert_rejected(s.get(&format!("/tasks?{query}")).await?, field, 0).await?;
+    for (query, field) in [
+        ("state=closed", "state"),
+        ("limit=0", "limit"),
+        ("limit=many", "limit"),
+        ("limit=1001", "limit"),
+        ("colour=red", "colour"),
+    ] {
+        s.assert_rejected(s.get(&format!("/tasks?{query}")).await?, field, 0)
+            .await?;
     }
     s.stop().await
 }
@@ -374,25 +528,51 @@ async fn task_outcome_completes_once_then_conflicts() -> Res {
     let path = format!("/tasks/{}/outcome", ids[0]);
 
     let rejected = [
-        (json!({"outcome": "maybe", "agent": "agent-7"}).to_string(), "outcome"),
+        (
+            json!({"outcome": "maybe", "agent": "agent-7"}).to_string(),
+            "outcome",
+        ),
         (json!({"agent": "agent-7"}).to_string(), "outcome"),
         (json!({"outcome": "accepted"}).to_string(), "agent"),
-        (json!({"outcome": "accepted", "agent": "agent \"7\""}).to_string(), "agent"),
-        (json!({"outcome": "accepted", "agent": "agent-7", "note": "x"}).to_string(), "note"),
+        (
+            json!({"outcome": "accepted", "agent": "agent \"7\""}).to_string(),
+            "agent",
+        ),
+        (
+            json!({"outcome": "accepted", "agent": "agent-7", "note": "x"}).to_string(),
+            "note",
+        ),
         ("accepted".into(), "body"),
     ];
     for (body, field) in rejected {
-        s.assert_rejected(s.post(&path, body).await?, field, 0).await?;
+        s.assert_rejected(s.post(&path, body).await?, field, 0)
+            .await?;
     }
-    s.assert_rejected(s.post("/tasks/abc/outcome", json!({"outcome": "accepted", "agent": "a"}).to_string()).await?, "id", 0).await?;
-    assert_eq!(s.store.tasks(None, "open", 10).await?.len(), 2, "rejected outcomes closed nothing");
+    s.assert_rejected(
+        s.post(
+            "/tasks/abc/outcome",
+            json!({"outcome": "accepted", "agent": "a"}).to_string(),
+        )
+        .await?,
+        "id",
+        0,
+    )
+    .await?;
+    assert_eq!(
+        s.store.tasks(None, "open", 10).await?.len(),
+        2,
+        "rejected outcomes closed nothing"
+    );
 
     let body = json!({"outcome": "accepted", "agent": "agent-7"}).to_string();
     let (status, resp) = s.post(&path, body.clone()).await?;
     assert_eq!(status, StatusCode::OK, "{resp}");
     let rows = s.inbound().await?;
     assert_eq!(rows.len(), 1, "the outcome is queued for attribution");
-    assert_eq!((rows[0].source.as_str(), rows[0].value.as_deref()), ("task", Some("accepted")));
+    assert_eq!(
+        (rows[0].source.as_str(), rows[0].value.as_deref()),
+        ("task", Some("accepted"))
+    );
     let done = s.store.tasks(None, "done", 10).await?;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].outcome.as_deref(), Some("accepted"));
@@ -412,17 +592,29 @@ async fn run_report_is_served_as_stored() -> Res {
     let (run_id, _) = seed_tasks(&s.store).await?;
     let path = format!("/runs/{run_id}/report");
     let (status, body) = s.get(&path).await?;
-    assert_eq!(status, StatusCode::NOT_FOUND, "an active run has no report yet: {body}");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "an active run has no report yet: {body}"
+    );
 
     let report = r#"{"campaign":"autumn","uplift":0.042}"#;
-    assert!(s.store.finish_run(run_id, report, store::wall_now()).await?);
+    assert!(
+        s.store
+            .finish_run(run_id, report, store::wall_now())
+            .await?
+    );
     let resp = s.client.get(format!("{}{path}", s.base)).send().await?;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers().get("content-type").map(|v| v.to_str().ok()), Some(Some("application/json")));
+    assert_eq!(
+        resp.headers().get("content-type").map(|v| v.to_str().ok()),
+        Some(Some("application/json"))
+    );
     assert_eq!(resp.text().await?, report);
 
     assert_eq!(s.get("/runs/999/report").await?.0, StatusCode::NOT_FOUND);
-    s.assert_rejected(s.get("/runs/-3/report").await?, "id", 0).await?;
+    s.assert_rejected(s.get("/runs/-3/report").await?, "id", 0)
+        .await?;
     let (status, body) = s.get("/no/such/route").await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(serde_json::from_str::<Value>(&body)?["error"].is_string());
@@ -437,7 +629,9 @@ async fn bound_listener_queues_a_burst_of_connections() -> Res {
     let addr = listener.local_addr()?;
     let mut open = Vec::new();
     for i in 0..300 {
-        let conn = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await;
+        let conn =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await;
         match conn {
             Ok(Ok(stream)) => open.push(stream),
             other => return Err(format!("connection {i} was not queued: {other:?}").into()),

@@ -124,7 +124,7 @@ fn wilson_z(converted: u64, n: u64, z: f64) -> (f64, f64) {
     let centre = (x + z2 / 2.0) / (n + z2);
     let half = z / (n + z2) * (x * (n - x) / n + z2 / 4.0).sqrt();
     let p = x / n;
-    // The interval always contains p in exact arithmetic; min/max keep rounding from breaking that.
+    // The interval always contains p in exact arithmetic; the clamps stop rounding breaking that.
     let low = if converted == 0 {
         0.0
     } else {
@@ -144,7 +144,8 @@ fn pooled_z_test(t: Arm, c: Arm) -> f64 {
         return 1.0;
     }
     let (n1, n2) = (t.n as f64, c.n as f64);
-    let pooled = (t.converted + c.converted) as f64 / (n1 + n2);
+    // Summed as floats: the u64 sum can overflow for absurd counts, a panic in debug builds.
+    let pooled = (t.converted as f64 + c.converted as f64) / (n1 + n2);
     let variance = pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2);
     if variance <= 0.0 {
         return 1.0;
@@ -444,6 +445,9 @@ mod tests {
 
         let overcounted = uplift(arm(10, 12), arm(10, 5), 0.95);
         assert_eq!(overcounted.treatment_rate, 1.0);
+
+        let huge = uplift(arm(u64::MAX, u64::MAX), arm(u64::MAX, u64::MAX - 1), 0.95);
+        assert!(huge.p_value.is_finite() && huge.ci_low.is_finite() && huge.ci_high.is_finite());
     }
 
     #[test]

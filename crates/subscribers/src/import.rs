@@ -184,6 +184,20 @@ fn synthesize_msisdn(prefix: &str, key: &str) -> String {
     format!("{prefix}{:0width$}", u64::from_be_bytes(first) % modulus)
 }
 
+fn parse_cell<T: FieldValue>(cell: &str, rule: T::Rule, scale: Option<f64>) -> Result<T, String> {
+    let value = T::parse(cell, rule)?;
+    match scale {
+        None => value.check(rule).map(|()| value),
+        Some(factor) => {
+            let value = value.scaled(factor);
+            match value.check(rule) {
+                Ok(()) => Ok(value),
+                Err(m) => Err(format!("{m} after scaling {cell:?} by {factor}")),
+            }
+        }
+    }
+}
+
 struct Row<'a> {
     file: &'a str,
     line: u64,
@@ -236,22 +250,7 @@ impl Row<'_> {
                 )
             })
         } else {
-            T::parse(cell, src.rule)
-                .map_err(|m| format!("{m} (for {field})"))
-                .and_then(|v| {
-                    let v = match scale {
-                        Some(factor) => v.scaled(factor),
-                        None => v,
-                    };
-                    match v.check(src.rule) {
-                        Ok(()) => Ok(v),
-                        Err(m) if scale.is_some() => Err(format!(
-                            "{m} after scaling {cell:?} by {} (for {field})",
-                            scale.unwrap_or(1.0)
-                        )),
-                        Err(m) => Err(format!("{m} (for {field})")),
-                    }
-                })
+            parse_cell(cell, src.rule, scale).map_err(|m| format!("{m} (for {field})"))
         };
         result.map_err(|m| errors.push(self.error(index, m))).ok()
     }

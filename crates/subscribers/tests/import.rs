@@ -290,7 +290,7 @@ fn a_required_field_left_out_is_named() {
     let yaml = SMALL.replace("  region: { value: xian }\n", "");
     assert_eq!(
         mapping_error(&yaml),
-        "m.yaml:2:3: required field not mapped: region; give each a `column:` or a `value:`"
+        "m.yaml:2:3: required field not mapped: region; map each with `column:`, `value:` or, for msisdn, `synthesize:`"
     );
     let yaml = yaml.replace("  msisdn: { column: phone }\n", "");
     assert!(

@@ -75,7 +75,11 @@ enum Disposition {
 /// row in flight. Delivery reports and opt-outs are idempotent; a repeated reply, outcome or
 /// event records its response row again, but the contact's first counted response is kept
 /// and conversions are counted per subscriber, so results do not change.
-pub async fn process_batch(store: &Store, rules: &dyn Rules, limit: u64) -> Result<Stats, TrackingError> {
+pub async fn process_batch(
+    store: &Store,
+    rules: &dyn Rules,
+    limit: u64,
+) -> Result<Stats, TrackingError> {
     let rows = store.unprocessed_inbound(limit).await?;
     let mut stats = Stats::default();
     for row in &rows {
@@ -85,7 +89,11 @@ pub async fn process_batch(store: &Store, rules: &dyn Rules, limit: u64) -> Resu
             source::EVENT => event(store, rules, row, &mut stats).await?,
             source::TASK => task(store, rules, row, &mut stats).await?,
             other => {
-                warn!(inbound = row.id, source = other, "Inbound row from an unknown source; dropped.");
+                warn!(
+                    inbound = row.id,
+                    source = other,
+                    "Inbound row from an unknown source; dropped."
+                );
                 stats.unmatched += 1;
                 Disposition::Processed
             }
@@ -98,12 +106,20 @@ pub async fn process_batch(store: &Store, rules: &dyn Rules, limit: u64) -> Resu
     Ok(stats)
 }
 
-async fn dlr(store: &Store, row: &InboundRow, stats: &mut Stats) -> Result<Disposition, TrackingError> {
+async fn dlr(
+    store: &Store,
+    row: &InboundRow,
+    stats: &mut Stats,
+) -> Result<Disposition, TrackingError> {
     let Some(contact) = contact_for_key(store, row, stats).await? else {
         return Ok(Disposition::Processed);
     };
     if contact.state == PENDING {
-        debug!(inbound = row.id, contact = contact.id, "Delivery report for a contact not yet sent; deferred.");
+        debug!(
+            inbound = row.id,
+            contact = contact.id,
+            "Delivery report for a contact not yet sent; deferred."
+        );
         return Ok(Disposition::Deferred);
     }
     let at = row.received_at;
@@ -115,21 +131,34 @@ async fn dlr(store: &Store, row: &InboundRow, stats: &mut Stats) -> Result<Dispo
         }
         kind @ (dlr_type::UNDELIVERABLE | dlr_type::SMSC_NACK) => {
             let reason = format!("undeliverable (DLR type {kind})");
-            if store.record_delivery(contact.id, false, at, Some(&reason)).await? {
+            if store
+                .record_delivery(contact.id, false, at, Some(&reason))
+                .await?
+            {
                 stats.failed += 1;
             }
         }
         // Intermediate reports: the message is on its way, nothing to record.
         dlr_type::BUFFERED | dlr_type::SMSC_ACK => {}
         other => {
-            warn!(inbound = row.id, contact = contact.id, dlr_type = other, "Delivery report of an unknown type; dropped.");
+            warn!(
+                inbound = row.id,
+                contact = contact.id,
+                dlr_type = other,
+                "Delivery report of an unknown type; dropped."
+            );
             stats.unmatched += 1;
         }
     }
     Ok(Disposition::Processed)
 }
 
-async fn mo(store: &Store, rules: &dyn Rules, row: &InboundRow, stats: &mut Stats) -> Result<Disposition, TrackingError> {
+async fn mo(
+    store: &Store,
+    rules: &dyn Rules,
+    row: &InboundRow,
+    stats: &mut Stats,
+) -> Result<Disposition, TrackingError> {
     let Some(subscriber) = subscriber_for(store, row, stats).await? else {
         return Ok(Disposition::Processed);
     };
@@ -163,7 +192,9 @@ async fn mo(store: &Store, rules: &dyn Rules, row: &InboundRow, stats: &mut Stat
             .iter()
             .any(|r| matches!(r, ResponseRule::Reply(k) if k == "*" || *k == word));
         if accepts {
-            store.record_response(contact, "reply", Some(text), at, in_window(contact, at)).await?;
+            store
+                .record_response(contact, "reply", Some(text), at, in_window(contact, at))
+                .await?;
             stats.responses += 1;
             return Ok(Disposition::Processed);
         }
@@ -173,7 +204,12 @@ async fn mo(store: &Store, rules: &dyn Rules, row: &InboundRow, stats: &mut Stat
     Ok(Disposition::Processed)
 }
 
-async fn event(store: &Store, rules: &dyn Rules, row: &InboundRow, stats: &mut Stats) -> Result<Disposition, TrackingError> {
+async fn event(
+    store: &Store,
+    rules: &dyn Rules,
+    row: &InboundRow,
+    stats: &mut Stats,
+) -> Result<Disposition, TrackingError> {
     let Some(subscriber) = subscriber_for(store, row, stats).await? else {
         return Ok(Disposition::Processed);
     };
@@ -197,18 +233,29 @@ async fn event(store: &Store, rules: &dyn Rules, row: &InboundRow, stats: &mut S
             .iter()
             .any(|r| matches!(r, ResponseRule::Event(m) if m.matches(&row.kind, value)));
         let counts = goal && contact.arm == TREATMENT && in_window(contact, at);
-        store.record_response(contact, &row.kind, value, at, counts).await?;
+        store
+            .record_response(contact, &row.kind, value, at, counts)
+            .await?;
         stats.responses += 1;
     }
     Ok(Disposition::Processed)
 }
 
-async fn task(store: &Store, rules: &dyn Rules, row: &InboundRow, stats: &mut Stats) -> Result<Disposition, TrackingError> {
+async fn task(
+    store: &Store,
+    rules: &dyn Rules,
+    row: &InboundRow,
+    stats: &mut Stats,
+) -> Result<Disposition, TrackingError> {
     let Some(contact) = contact_for_key(store, row, stats).await? else {
         return Ok(Disposition::Processed);
     };
     if contact.state == PENDING {
-        debug!(inbound = row.id, contact = contact.id, "Agent outcome for a contact not yet sent; deferred.");
+        debug!(
+            inbound = row.id,
+            contact = contact.id,
+            "Agent outcome for a contact not yet sent; deferred."
+        );
         return Ok(Disposition::Deferred);
     }
     let at = row.received_at;
@@ -216,12 +263,24 @@ async fn task(store: &Store, rules: &dyn Rules, row: &InboundRow, stats: &mut St
     let expected = rules_of(rules, &contact)
         .iter()
         .any(|r| matches!(r, ResponseRule::Outcome(o) if Some(o.as_str()) == outcome));
-    store.record_response(&contact, "outcome", outcome, at, expected && in_window(&contact, at)).await?;
+    store
+        .record_response(
+            &contact,
+            "outcome",
+            outcome,
+            at,
+            expected && in_window(&contact, at),
+        )
+        .await?;
     stats.responses += 1;
     Ok(Disposition::Processed)
 }
 
-async fn contact_for_key(store: &Store, row: &InboundRow, stats: &mut Stats) -> Result<Option<ContactRef>, TrackingError> {
+async fn contact_for_key(
+    store: &Store,
+    row: &InboundRow,
+    stats: &mut Stats,
+) -> Result<Option<ContactRef>, TrackingError> {
     let contact = match row.idem_key.as_deref() {
         Some(key) => store.contact_by_key(key).await?,
         None => None,
@@ -233,7 +292,11 @@ async fn contact_for_key(store: &Store, row: &InboundRow, stats: &mut Stats) -> 
     Ok(contact)
 }
 
-async fn subscriber_for(store: &Store, row: &InboundRow, stats: &mut Stats) -> Result<Option<i64>, TrackingError> {
+async fn subscriber_for(
+    store: &Store,
+    row: &InboundRow,
+    stats: &mut Stats,
+) -> Result<Option<i64>, TrackingError> {
     let subscriber = match row.msisdn.as_deref() {
         Some(msisdn) => store.subscriber_by_msisdn(msisdn).await?,
         None => None,
@@ -262,7 +325,8 @@ fn in_window(contact: &ContactRef, at: Millis) -> bool {
 /// defeat an opt-out; a word that is only punctuation ("*", "?") is kept as is.
 fn first_word(text: &str) -> String {
     let word = text.split_whitespace().next().unwrap_or("");
-    let trimmed = word.trim_matches(|c: char| c.is_ascii_punctuation() || "。，、！？；：…".contains(c));
+    let trimmed =
+        word.trim_matches(|c: char| c.is_ascii_punctuation() || "。，、！？；：…".contains(c));
     let word = if trimmed.is_empty() { word } else { trimmed };
     word.to_lowercase()
 }
@@ -320,6 +384,12 @@ mod tests {
         };
         assert!(in_window(&c, 200));
         assert!(!in_window(&c, 201));
-        assert!(!in_window(&ContactRef { closes_at: None, ..c }, 150));
+        assert!(!in_window(
+            &ContactRef {
+                closes_at: None,
+                ..c
+            },
+            150
+        ));
     }
 }

@@ -78,19 +78,50 @@ impl World {
         store.migrate().await?;
         align_subscriber_columns(&store).await?;
         let rows: Vec<NewSubscriber> = MSISDNS.iter().map(|m| subscriber(m)).collect();
-        store.insert_subscribers(&rows, OnDuplicate::Fail, T0 - DAY).await?;
+        store
+            .insert_subscribers(&rows, OnDuplicate::Fail, T0 - DAY)
+            .await?;
         let mut subs = Vec::new();
         for m in MSISDNS {
-            subs.push(store.subscriber_by_msisdn(m).await?.ok_or("subscriber missing")?);
+            subs.push(
+                store
+                    .subscriber_by_msisdn(m)
+                    .await?
+                    .ok_or("subscriber missing")?,
+            );
         }
-        let version_id = store.upsert_version("autumn", "abc", "campaign: autumn", T0 - DAY).await?;
-        let wave_list: Vec<(String, String)> = waves.iter().map(|(w, c)| ((*w).to_owned(), (*c).to_owned())).collect();
+        let version_id = store
+            .upsert_version("autumn", "abc", "campaign: autumn", T0 - DAY)
+            .await?;
+        let wave_list: Vec<(String, String)> = waves
+            .iter()
+            .map(|(w, c)| ((*w).to_owned(), (*c).to_owned()))
+            .collect();
         let run_id = store
-            .start_run(NewRun { campaign: "autumn", version_id, slot_at: None, trigger: "manual", waves: &wave_list, now: T0 - DAY })
+            .start_run(NewRun {
+                campaign: "autumn",
+                version_id,
+                slot_at: None,
+                trigger: "manual",
+                waves: &wave_list,
+                now: T0 - DAY,
+            })
             .await?
             .ok_or("run not started")?;
-        let waves = store.wave_runs(run_id).await?.into_iter().map(|w| (w.wave, (w.id, w.channel))).collect();
-        Ok(World { store, _dir: dir, run_id, waves, subs, rules: TestRules::default() })
+        let waves = store
+            .wave_runs(run_id)
+            .await?
+            .into_iter()
+            .map(|w| (w.wave, (w.id, w.channel)))
+            .collect();
+        Ok(World {
+            store,
+            _dir: dir,
+            run_id,
+            waves,
+            subs,
+            rules: TestRules::default(),
+        })
     }
 
     fn rules(&mut self, wave: &str, rules: Vec<ResponseRule>) {
@@ -98,17 +129,33 @@ impl World {
     }
 
     /// Opens a wave with contacts for subscribers (by index into MSISDNS) and arm.
-    async fn open(&self, wave: &str, planned_at: i64, closes_at: i64, members: &[(usize, &'static str)]) -> Res {
+    async fn open(
+        &self,
+        wave: &str,
+        planned_at: i64,
+        closes_at: i64,
+        members: &[(usize, &'static str)],
+    ) -> Res {
         let (wave_run_id, channel) = &self.waves[wave];
         let rows: Vec<NewContact> = members
             .iter()
-            .map(|(i, arm)| NewContact { subscriber_id: self.subs[*i], arm, due_at: planned_at, send_by: None, stratum: "ordinary".into() })
+            .map(|(i, arm)| NewContact {
+                subscriber_id: self.subs[*i],
+                arm,
+                due_at: planned_at,
+                send_by: None,
+                stratum: "ordinary".into(),
+            })
             .collect();
         let tx = self.store.db().begin().await?;
-        let (from, to) = (store::runs::wave_state::PENDING, store::runs::wave_state::OPEN);
+        let (from, to) = (
+            store::runs::wave_state::PENDING,
+            store::runs::wave_state::OPEN,
+        );
         assert!(store::runs::transition_wave(&tx, *wave_run_id, from, to).await?);
         store::runs::set_wave_window(&tx, *wave_run_id, planned_at, closes_at).await?;
-        store::contacts::insert_contacts(&tx, self.run_id, *wave_run_id, wave, channel, &rows).await?;
+        store::contacts::insert_contacts(&tx, self.run_id, *wave_run_id, wave, channel, &rows)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -118,9 +165,18 @@ impl World {
         let token = format!("test-{channel}-{at}");
         let claimed = self
             .store
-            .claim(&ClaimRequest { channel, limit: 100, lease_until: at + HOUR, token: &token, now: at })
+            .claim(&ClaimRequest {
+                channel,
+                limit: 100,
+                lease_until: at + HOUR,
+                token: &token,
+                now: at,
+            })
             .await?;
-        let outcomes: Vec<(i64, Outcome)> = claimed.iter().map(|c| (c.id, Outcome::Sent { at })).collect();
+        let outcomes: Vec<(i64, Outcome)> = claimed
+            .iter()
+            .map(|c| (c.id, Outcome::Sent { at }))
+            .collect();
         self.store.settle(&token, &outcomes).await?;
         Ok(())
     }
@@ -130,7 +186,11 @@ impl World {
     }
 
     async fn contact(&self, wave: &str, sub: usize) -> Res<ContactRef> {
-        Ok(self.store.contact_by_key(&self.key(wave, sub)).await?.ok_or("contact missing")?)
+        Ok(self
+            .store
+            .contact_by_key(&self.key(wave, sub))
+            .await?
+            .ok_or("contact missing")?)
     }
 
     async fn inbound(&self, rows: Vec<NewInbound>) -> Res {
@@ -149,25 +209,56 @@ impl World {
     /// (kind, value, at) of every response recorded for a contact.
     async fn responses(&self, contact_id: i64) -> Res<Vec<(String, Option<String>, i64)>> {
         let rows = self
-            .sql("SELECT kind, value, at FROM response WHERE contact_id = ? ORDER BY id", [contact_id.into()])
+            .sql(
+                "SELECT kind, value, at FROM response WHERE contact_id = ? ORDER BY id",
+                [contact_id.into()],
+            )
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("", "kind")?, r.try_get("", "value")?, r.try_get("", "at")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("", "kind")?,
+                    r.try_get("", "value")?,
+                    r.try_get("", "at")?,
+                ))
+            })
             .collect()
     }
 
     async fn opted_out(&self, sub: usize) -> Res<bool> {
-        let rows = self.sql("SELECT opt_out FROM subscriber WHERE id = ?", [self.subs[sub].into()]).await?;
+        let rows = self
+            .sql(
+                "SELECT opt_out FROM subscriber WHERE id = ?",
+                [self.subs[sub].into()],
+            )
+            .await?;
         Ok(rows[0].try_get("", "opt_out")?)
     }
 
     async fn last_error(&self, contact_id: i64) -> Res<Option<String>> {
-        let rows = self.sql("SELECT last_error FROM contact WHERE id = ?", [contact_id.into()]).await?;
+        let rows = self
+            .sql(
+                "SELECT last_error FROM contact WHERE id = ?",
+                [contact_id.into()],
+            )
+            .await?;
         Ok(rows[0].try_get("", "last_error")?)
     }
 
-    async fn sql(&self, sql: &str, values: impl IntoIterator<Item = Value>) -> Res<Vec<sea_orm::QueryResult>> {
-        Ok(self.store.db().query_all_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)).await?)
+    async fn sql(
+        &self,
+        sql: &str,
+        values: impl IntoIterator<Item = Value>,
+    ) -> Res<Vec<sea_orm::QueryResult>> {
+        Ok(self
+            .store
+            .db()
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                sql,
+                values,
+            ))
+            .await?)
     }
 }
 
@@ -178,10 +269,20 @@ impl World {
 async fn align_subscriber_columns(store: &Store) -> Res {
     for (found, wanted) in [("arpu3m", "arpu_3m"), ("complaints30d", "complaints_30d")] {
         let sql = "SELECT COUNT(*) AS n FROM pragma_table_info('subscriber') WHERE name = ?";
-        let rows = store.db().query_all_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, [found.into()])).await?;
+        let rows = store
+            .db()
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                sql,
+                [found.into()],
+            ))
+            .await?;
         if rows[0].try_get::<i64>("", "n")? == 1 {
             let rename = format!("ALTER TABLE subscriber RENAME COLUMN {found} TO {wanted}");
-            store.db().execute_raw(Statement::from_string(DbBackend::Sqlite, rename)).await?;
+            store
+                .db()
+                .execute_raw(Statement::from_string(DbBackend::Sqlite, rename))
+                .await?;
         }
     }
     Ok(())
@@ -236,7 +337,10 @@ fn outcome(key: &str, value: &str, at: i64) -> NewInbound {
 }
 
 fn order(offer: &str) -> ResponseRule {
-    ResponseRule::Event(EventMatch { kind: "order".into(), value: Some(offer.into()) })
+    ResponseRule::Event(EventMatch {
+        kind: "order".into(),
+        value: Some(offer.into()),
+    })
 }
 
 fn reply(word: &str) -> ResponseRule {
@@ -246,7 +350,18 @@ fn reply(word: &str) -> ResponseRule {
 #[tokio::test]
 async fn delivery_reports_move_contacts_and_unknown_keys_are_dropped() -> Res {
     let w = World::new(&[("sms_offer", "sms")]).await?;
-    w.open("sms_offer", T0, CLOSES, &[(0, TREATMENT), (1, TREATMENT), (2, TREATMENT), (3, TREATMENT)]).await?;
+    w.open(
+        "sms_offer",
+        T0,
+        CLOSES,
+        &[
+            (0, TREATMENT),
+            (1, TREATMENT),
+            (2, TREATMENT),
+            (3, TREATMENT),
+        ],
+    )
+    .await?;
     w.send("sms", T0).await?;
     w.inbound(vec![
         dlr(&w.key("sms_offer", 0), "8", T0 + 1000),
@@ -259,18 +374,34 @@ async fn delivery_reports_move_contacts_and_unknown_keys_are_dropped() -> Res {
     .await?;
 
     let stats = w.process().await?;
-    assert_eq!(stats, Stats { delivered: 1, failed: 2, unmatched: 1, ..Stats::default() });
+    assert_eq!(
+        stats,
+        Stats {
+            delivered: 1,
+            failed: 2,
+            unmatched: 1,
+            ..Stats::default()
+        }
+    );
     assert_eq!(w.unprocessed().await?, 0);
     assert_eq!(w.contact("sms_offer", 0).await?.state, "delivered");
     let failed = w.contact("sms_offer", 2).await?;
     assert_eq!(failed.state, "failed");
-    assert_eq!(w.last_error(failed.id).await?.as_deref(), Some("undeliverable (DLR type 16)"));
+    assert_eq!(
+        w.last_error(failed.id).await?.as_deref(),
+        Some("undeliverable (DLR type 16)")
+    );
     assert_eq!(w.contact("sms_offer", 1).await?.state, "failed");
-    assert_eq!(w.contact("sms_offer", 3).await?.state, "sent", "a buffered report changes nothing");
+    assert_eq!(
+        w.contact("sms_offer", 3).await?.state,
+        "sent",
+        "a buffered report changes nothing"
+    );
 
     // Nothing is left to do, and a repeated report changes nothing.
     assert_eq!(w.process().await?, Stats::default());
-    w.inbound(vec![dlr(&w.key("sms_offer", 0), "1", T0 + 3000)]).await?;
+    w.inbound(vec![dlr(&w.key("sms_offer", 0), "1", T0 + 3000)])
+        .await?;
     assert_eq!(w.process().await?, Stats::default());
     assert_eq!(w.unprocessed().await?, 0);
     Ok(())
@@ -281,14 +412,31 @@ async fn report_for_an_unsent_contact_waits_until_it_is_sent() -> Res {
     let mut w = World::new(&[("call", "outbound_call")]).await?;
     w.rules("call", vec![ResponseRule::Outcome("accepted".into())]);
     w.open("call", T0, CLOSES, &[(0, TREATMENT)]).await?;
-    w.inbound(vec![dlr(&w.key("call", 0), "1", T0 + 1000), outcome(&w.key("call", 0), "accepted", T0 + 2000)]).await?;
+    w.inbound(vec![
+        dlr(&w.key("call", 0), "1", T0 + 1000),
+        outcome(&w.key("call", 0), "accepted", T0 + 2000),
+    ])
+    .await?;
 
-    assert_eq!(w.process().await?, Stats { deferred: 2, ..Stats::default() });
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            deferred: 2,
+            ..Stats::default()
+        }
+    );
     assert_eq!(w.unprocessed().await?, 2);
     assert_eq!(w.contact("call", 0).await?.state, "pending");
 
     w.send("outbound_call", T0 + 500).await?;
-    assert_eq!(w.process().await?, Stats { delivered: 1, responses: 1, ..Stats::default() });
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            delivered: 1,
+            responses: 1,
+            ..Stats::default()
+        }
+    );
     assert_eq!(w.unprocessed().await?, 0);
     let c = w.contact("call", 0).await?;
     assert_eq!(c.state, "delivered");
@@ -300,17 +448,37 @@ async fn report_for_an_unsent_contact_waits_until_it_is_sent() -> Res {
 async fn reply_in_window_counts_and_reply_after_window_is_recorded_only() -> Res {
     let mut w = World::new(&[("sms_offer", "sms")]).await?;
     w.rules("sms_offer", vec![reply("yes"), order("campus-bundle")]);
-    w.open("sms_offer", T0, CLOSES, &[(0, TREATMENT), (1, TREATMENT)]).await?;
+    w.open("sms_offer", T0, CLOSES, &[(0, TREATMENT), (1, TREATMENT)])
+        .await?;
     w.send("sms", T0).await?;
-    w.inbound(vec![mo(MSISDNS[0], "YES please", CLOSES), mo(MSISDNS[1], "yes", CLOSES + 1)]).await?;
+    w.inbound(vec![
+        mo(MSISDNS[0], "YES please", CLOSES),
+        mo(MSISDNS[1], "yes", CLOSES + 1),
+    ])
+    .await?;
 
-    assert_eq!(w.process().await?, Stats { responses: 2, ..Stats::default() });
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            responses: 2,
+            ..Stats::default()
+        }
+    );
     let on_time = w.contact("sms_offer", 0).await?;
     assert_eq!(on_time.responded_at, Some(CLOSES));
-    assert_eq!(w.responses(on_time.id).await?, vec![("reply".into(), Some("YES please".into()), CLOSES)]);
+    assert_eq!(
+        w.responses(on_time.id).await?,
+        vec![("reply".into(), Some("YES please".into()), CLOSES)]
+    );
     let late = w.contact("sms_offer", 1).await?;
-    assert_eq!(late.responded_at, None, "a reply after the window does not count");
-    assert_eq!(w.responses(late.id).await?, vec![("reply".into(), Some("yes".into()), CLOSES + 1)]);
+    assert_eq!(
+        late.responded_at, None,
+        "a reply after the window does not count"
+    );
+    assert_eq!(
+        w.responses(late.id).await?,
+        vec![("reply".into(), Some("yes".into()), CLOSES + 1)]
+    );
     Ok(())
 }
 
@@ -319,7 +487,18 @@ async fn opt_out_keywords_opt_out_and_are_not_responses() -> Res {
     let mut w = World::new(&[("sms_offer", "sms")]).await?;
     // Even a wave that takes any reply must not count an opt-out as interest.
     w.rules("sms_offer", vec![reply("*")]);
-    w.open("sms_offer", T0, CLOSES, &[(0, TREATMENT), (1, TREATMENT), (2, TREATMENT), (3, TREATMENT)]).await?;
+    w.open(
+        "sms_offer",
+        T0,
+        CLOSES,
+        &[
+            (0, TREATMENT),
+            (1, TREATMENT),
+            (2, TREATMENT),
+            (3, TREATMENT),
+        ],
+    )
+    .await?;
     w.send("sms", T0).await?;
     w.inbound(vec![
         mo(MSISDNS[0], "TD", T0 + HOUR),
@@ -329,7 +508,14 @@ async fn opt_out_keywords_opt_out_and_are_not_responses() -> Res {
     ])
     .await?;
 
-    assert_eq!(w.process().await?, Stats { opt_outs: 3, responses: 1, ..Stats::default() });
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            opt_outs: 3,
+            responses: 1,
+            ..Stats::default()
+        }
+    );
     for i in 0..3 {
         assert!(w.opted_out(i).await?, "subscriber {i} opted out");
         let c = w.contact("sms_offer", i).await?;
@@ -337,7 +523,10 @@ async fn opt_out_keywords_opt_out_and_are_not_responses() -> Res {
         assert!(w.responses(c.id).await?.is_empty());
     }
     assert!(!w.opted_out(3).await?);
-    assert_eq!(w.contact("sms_offer", 3).await?.responded_at, Some(T0 + HOUR));
+    assert_eq!(
+        w.contact("sms_offer", 3).await?.responded_at,
+        Some(T0 + HOUR)
+    );
     Ok(())
 }
 
@@ -346,9 +535,21 @@ async fn reply_goes_to_the_newest_sms_wave_whose_rules_accept_it() -> Res {
     let mut w = World::new(&[("sms_offer", "sms"), ("reminder", "sms")]).await?;
     w.rules("sms_offer", vec![reply("1")]);
     w.rules("reminder", vec![reply("yes")]);
-    w.open("sms_offer", T0, CLOSES, &[(0, TREATMENT), (1, TREATMENT), (2, TREATMENT)]).await?;
+    w.open(
+        "sms_offer",
+        T0,
+        CLOSES,
+        &[(0, TREATMENT), (1, TREATMENT), (2, TREATMENT)],
+    )
+    .await?;
     w.send("sms", T0).await?;
-    w.open("reminder", T0 + DAY, CLOSES + DAY, &[(0, TREATMENT), (1, TREATMENT), (2, TREATMENT)]).await?;
+    w.open(
+        "reminder",
+        T0 + DAY,
+        CLOSES + DAY,
+        &[(0, TREATMENT), (1, TREATMENT), (2, TREATMENT)],
+    )
+    .await?;
     w.send("sms", T0 + DAY).await?;
     w.inbound(vec![
         // After the reminder went out: the reminder accepts "yes".
@@ -360,10 +561,23 @@ async fn reply_goes_to_the_newest_sms_wave_whose_rules_accept_it() -> Res {
     ])
     .await?;
 
-    assert_eq!(w.process().await?, Stats { responses: 2, unmatched: 1, ..Stats::default() });
-    assert_eq!(w.contact("reminder", 0).await?.responded_at, Some(T0 + 2 * DAY));
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            responses: 2,
+            unmatched: 1,
+            ..Stats::default()
+        }
+    );
+    assert_eq!(
+        w.contact("reminder", 0).await?.responded_at,
+        Some(T0 + 2 * DAY)
+    );
     assert_eq!(w.contact("sms_offer", 0).await?.responded_at, None);
-    assert_eq!(w.contact("sms_offer", 1).await?.responded_at, Some(T0 + 2 * DAY));
+    assert_eq!(
+        w.contact("sms_offer", 1).await?.responded_at,
+        Some(T0 + 2 * DAY)
+    );
     assert_eq!(w.contact("reminder", 1).await?.responded_at, None);
     for wave in ["sms_offer", "reminder"] {
         assert!(w.responses(w.contact(wave, 2).await?.id).await?.is_empty());
@@ -375,14 +589,30 @@ async fn reply_goes_to_the_newest_sms_wave_whose_rules_accept_it() -> Res {
 async fn replies_from_control_unsent_or_unknown_numbers_are_unmatched() -> Res {
     let mut w = World::new(&[("sms_offer", "sms")]).await?;
     w.rules("sms_offer", vec![reply("*")]);
-    w.open("sms_offer", T0, CLOSES, &[(0, CONTROL), (1, TREATMENT)]).await?;
+    w.open("sms_offer", T0, CLOSES, &[(0, CONTROL), (1, TREATMENT)])
+        .await?;
     // Subscriber 1's offer is never sent.
-    w.inbound(vec![mo(MSISDNS[0], "1", T0 + HOUR), mo(MSISDNS[1], "1", T0 + HOUR), mo("13999999999", "1", T0 + HOUR)]).await?;
+    w.inbound(vec![
+        mo(MSISDNS[0], "1", T0 + HOUR),
+        mo(MSISDNS[1], "1", T0 + HOUR),
+        mo("13999999999", "1", T0 + HOUR),
+    ])
+    .await?;
 
-    assert_eq!(w.process().await?, Stats { unmatched: 3, ..Stats::default() });
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            unmatched: 3,
+            ..Stats::default()
+        }
+    );
     assert_eq!(w.unprocessed().await?, 0);
     for i in 0..2 {
-        assert!(w.responses(w.contact("sms_offer", i).await?.id).await?.is_empty());
+        assert!(
+            w.responses(w.contact("sms_offer", i).await?.id)
+                .await?
+                .is_empty()
+        );
     }
     Ok(())
 }
@@ -391,7 +621,13 @@ async fn replies_from_control_unsent_or_unknown_numbers_are_unmatched() -> Res {
 async fn business_events_are_recorded_for_both_arms_and_count_only_for_treatment() -> Res {
     let mut w = World::new(&[("sms_offer", "sms")]).await?;
     w.rules("sms_offer", vec![order("campus-bundle")]);
-    w.open("sms_offer", T0, CLOSES, &[(0, TREATMENT), (1, CONTROL), (2, TREATMENT), (3, TREATMENT)]).await?;
+    w.open(
+        "sms_offer",
+        T0,
+        CLOSES,
+        &[(0, TREATMENT), (1, CONTROL), (2, TREATMENT), (3, TREATMENT)],
+    )
+    .await?;
     w.send("sms", T0).await?;
     w.inbound(vec![
         event(MSISDNS[0], "order", "campus-bundle", T0 + HOUR),
@@ -405,22 +641,41 @@ async fn business_events_are_recorded_for_both_arms_and_count_only_for_treatment
     ])
     .await?;
 
-    assert_eq!(w.process().await?, Stats { responses: 4, unmatched: 1, ..Stats::default() });
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            responses: 4,
+            unmatched: 1,
+            ..Stats::default()
+        }
+    );
     let treated = w.contact("sms_offer", 0).await?;
     assert_eq!(treated.responded_at, Some(T0 + HOUR));
     let control = w.contact("sms_offer", 1).await?;
     assert_eq!(control.state, "held");
     assert_eq!(control.responded_at, None);
-    assert_eq!(w.responses(control.id).await?, vec![("order".into(), Some("campus-bundle".into()), T0 + HOUR)]);
+    assert_eq!(
+        w.responses(control.id).await?,
+        vec![("order".into(), Some("campus-bundle".into()), T0 + HOUR)]
+    );
     let other = w.contact("sms_offer", 2).await?;
     assert_eq!(other.responded_at, None);
-    assert_eq!(w.responses(other.id).await?, vec![("order".into(), Some("night-pack".into()), T0 + HOUR)]);
+    assert_eq!(
+        w.responses(other.id).await?,
+        vec![("order".into(), Some("night-pack".into()), T0 + HOUR)]
+    );
     let late = w.contact("sms_offer", 3).await?;
     assert_eq!(late.responded_at, None);
     assert_eq!(w.responses(late.id).await?.len(), 1);
 
-    let converted = w.store.converted(w.run_id, "order", Some("campus-bundle")).await?;
-    assert!(converted.contains(&(w.subs[1], CONTROL.to_owned())), "evaluation sees the control conversion");
+    let converted = w
+        .store
+        .converted(w.run_id, "order", Some("campus-bundle"))
+        .await?;
+    assert!(
+        converted.contains(&(w.subs[1], CONTROL.to_owned())),
+        "evaluation sees the control conversion"
+    );
     Ok(())
 }
 
@@ -428,14 +683,33 @@ async fn business_events_are_recorded_for_both_arms_and_count_only_for_treatment
 async fn business_event_is_recorded_against_every_planned_wave() -> Res {
     let mut w = World::new(&[("sms_offer", "sms"), ("call", "outbound_call")]).await?;
     w.rules("sms_offer", vec![order("campus-bundle")]);
-    w.rules("call", vec![ResponseRule::Event(EventMatch { kind: "order".into(), value: None })]);
+    w.rules(
+        "call",
+        vec![ResponseRule::Event(EventMatch {
+            kind: "order".into(),
+            value: None,
+        })],
+    );
     w.open("sms_offer", T0, CLOSES, &[(0, TREATMENT)]).await?;
     w.send("sms", T0).await?;
-    w.open("call", CLOSES, CLOSES + 5 * DAY, &[(0, TREATMENT)]).await?;
+    w.open("call", CLOSES, CLOSES + 5 * DAY, &[(0, TREATMENT)])
+        .await?;
     w.send("outbound_call", CLOSES).await?;
-    w.inbound(vec![event(MSISDNS[0], "order", "campus-bundle", CLOSES + DAY)]).await?;
+    w.inbound(vec![event(
+        MSISDNS[0],
+        "order",
+        "campus-bundle",
+        CLOSES + DAY,
+    )])
+    .await?;
 
-    assert_eq!(w.process().await?, Stats { responses: 2, ..Stats::default() });
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            responses: 2,
+            ..Stats::default()
+        }
+    );
     let offer = w.contact("sms_offer", 0).await?;
     assert_eq!(offer.responded_at, None, "the offer's window had closed");
     assert_eq!(w.responses(offer.id).await?.len(), 1);
@@ -447,7 +721,13 @@ async fn business_event_is_recorded_against_every_planned_wave() -> Res {
 async fn agent_outcomes_count_when_the_wave_expects_them() -> Res {
     let mut w = World::new(&[("call", "outbound_call")]).await?;
     w.rules("call", vec![ResponseRule::Outcome("accepted".into())]);
-    w.open("call", T0, CLOSES, &[(0, TREATMENT), (1, TREATMENT), (2, TREATMENT)]).await?;
+    w.open(
+        "call",
+        T0,
+        CLOSES,
+        &[(0, TREATMENT), (1, TREATMENT), (2, TREATMENT)],
+    )
+    .await?;
     w.send("outbound_call", T0).await?;
     w.inbound(vec![
         outcome(&w.key("call", 0), "accepted", T0 + HOUR),
@@ -457,12 +737,26 @@ async fn agent_outcomes_count_when_the_wave_expects_them() -> Res {
     ])
     .await?;
 
-    assert_eq!(w.process().await?, Stats { responses: 3, unmatched: 1, ..Stats::default() });
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            responses: 3,
+            unmatched: 1,
+            ..Stats::default()
+        }
+    );
     assert_eq!(w.unprocessed().await?, 0);
     assert_eq!(w.contact("call", 0).await?.responded_at, Some(T0 + HOUR));
     let refused = w.contact("call", 1).await?;
     assert_eq!(refused.responded_at, None);
-    assert_eq!(w.responses(refused.id).await?, vec![("outcome".into(), Some("refused".into()), T0 + HOUR)]);
-    assert_eq!(w.contact("call", 2).await?.responded_at, None, "accepted after the window");
+    assert_eq!(
+        w.responses(refused.id).await?,
+        vec![("outcome".into(), Some("refused".into()), T0 + HOUR)]
+    );
+    assert_eq!(
+        w.contact("call", 2).await?.responded_at,
+        None,
+        "accepted after the window"
+    );
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    SIMULATED_NOTICE, comparison, confidence, percent, percent_or_dash, thousands, verdict,
+    SIMULATED_NOTICE, comparison, confidence, funnel_stages, percent, share, thousands, verdict,
 };
 use crate::report::{Cell, Report, WaveCounts, ratio};
 use crate::stats::{Arm, wilson};

@@ -3,10 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::{
-    SIMULATED_NOTICE, comparison, confidence, percent, percent_or_dash, thousands, verdict,
-};
-use crate::report::{Cell, Report, WaveCounts, ratio};
+use super::{SIMULATED_NOTICE, comparison, confidence, funnel_stages, percent, thousands, verdict};
+use crate::report::{Cell, Report, WaveCounts};
 
 /// Fits an 80-column terminal with room to spare in most cases and a 100-column one always.
 pub(crate) const WIDTH: usize = 100;

@@ -223,6 +223,10 @@ const ANY_AMOUNT: Range<f64> = Range {
     min: f64::MIN,
     max: f64::MAX,
 };
+const COUNT: Range<i32> = Range {
+    min: 0,
+    max: i32::MAX,
+};
 
 /// Parses and checks a mapping file. `path_for_messages` is only used to prefix errors.
 ///
@@ -250,34 +254,23 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
         msisdn: cx.msisdn(f.msisdn.as_ref())?,
         external_id: cx.optional("external_id", TextRule::Free, f.external_id.as_ref())?,
         name: cx.required("name", TextRule::Free, f.name.as_ref())?,
-        gender: cx.required("gender", cx.text_rule("gender"), f.gender.as_ref())?,
+        gender: cx.required("gender", text_rule("gender"), f.gender.as_ref())?,
         age: cx.required("age", Range { min: 0, max: 130 }, f.age.as_ref())?,
         region: cx.required("region", TextRule::Free, f.region.as_ref())?,
-        brand: cx.required("brand", cx.text_rule("brand"), f.brand.as_ref())?,
-        value_tier: cx.optional(
-            "value_tier",
-            cx.text_rule("value_tier"),
-            f.value_tier.as_ref(),
-        )?,
+        brand: cx.required("brand", text_rule("brand"), f.brand.as_ref())?,
+        value_tier: cx.optional("value_tier", text_rule("value_tier"), f.value_tier.as_ref())?,
         arpu_3m: cx.required("arpu_3m", ANY_AMOUNT, f.arpu_3m.as_ref())?,
         balance: cx.required("balance", ANY_AMOUNT, f.balance.as_ref())?,
-        tenure_months: cx.required(
-            "tenure_months",
-            Range {
-                min: 0,
-                max: i32::MAX,
-            },
-            f.tenure_months.as_ref(),
-        )?,
+        tenure_months: cx.required("tenure_months", COUNT, f.tenure_months.as_ref())?,
         student_stage: cx.required(
             "student_stage",
-            cx.text_rule("student_stage"),
+            text_rule("student_stage"),
             f.student_stage.as_ref(),
         )?,
         campus: cx.optional("campus", TextRule::Free, f.campus.as_ref())?,
         first_channel: cx.required(
             "first_channel",
-            cx.text_rule("first_channel"),
+            text_rule("first_channel"),
             f.first_channel.as_ref(),
         )?,
         first_channel_slot: cx.required(
@@ -287,7 +280,7 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
         )?,
         second_channel: cx.required(
             "second_channel",
-            cx.text_rule("second_channel"),
+            text_rule("second_channel"),
             f.second_channel.as_ref(),
         )?,
         second_channel_slot: cx.required(
@@ -295,14 +288,7 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
             TextRule::Slot,
             f.second_channel_slot.as_ref(),
         )?,
-        complaints_30d: cx.required(
-            "complaints_30d",
-            Range {
-                min: 0,
-                max: i32::MAX,
-            },
-            f.complaints_30d.as_ref(),
-        )?,
+        complaints_30d: cx.required("complaints_30d", COUNT, f.complaints_30d.as_ref())?,
         do_not_disturb: cx.required("do_not_disturb", (), f.do_not_disturb.as_ref())?,
         churn_risk: cx.required(
             "churn_risk",
@@ -317,7 +303,7 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
         return Err(cx.error(
             file.fields.referenced,
             format!(
-                "required field{s} not mapped: {}; give each a `column:` or a `value:`",
+                "required field{s} not mapped: {}; map each with `column:`, `value:` or, for msisdn, `synthesize:`",
                 cx.missing.join(", ")
             ),
         ));
@@ -327,6 +313,15 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
         columns: cx.columns,
         plan,
     })
+}
+
+/// The enumerated values of a text field, straight from the catalogue so that the import
+/// accepts exactly what workflow filters can name.
+fn text_rule(field: &str) -> TextRule {
+    match spec::fields::field(field) {
+        Some(f) if !f.values.is_empty() => TextRule::OneOf(f.values),
+        _ => TextRule::Free,
+    }
 }
 
 struct Compiler<'a> {
@@ -343,15 +338,6 @@ impl Compiler<'_> {
             line: at.line(),
             column: at.column(),
             message,
-        }
-    }
-
-    /// The enumerated values of a text field, straight from the catalogue so that the import
-    /// accepts exactly what workflow filters can name.
-    fn text_rule(&self, field: &str) -> TextRule {
-        match spec::fields::field(field) {
-            Some(f) if !f.values.is_empty() => TextRule::OneOf(f.values),
-            _ => TextRule::Free,
         }
     }
 
