@@ -16,6 +16,7 @@ enum Subscriber {
     Region,
     Brand,
     ValueTier,
+    #[sea_orm(iden = "arpu_3m")]
     Arpu3m,
     Balance,
     TenureMonths,
@@ -25,6 +26,7 @@ enum Subscriber {
     FirstChannelSlot,
     SecondChannel,
     SecondChannelSlot,
+    #[sea_orm(iden = "complaints_30d")]
     Complaints30d,
     DoNotDisturb,
     ChurnRisk,

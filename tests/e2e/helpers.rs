@@ -11,33 +11,33 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use store::Store;
 
-pub fn init() {
+pub(crate) fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repo").to_path_buf()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
 /// A migrated, empty database of its own.
-pub struct TestDb {
-    pub store: Store,
-    pub url: String,
-    pub schema: Option<String>,
+pub(crate) struct TestDb {
+    pub(crate) store: Store,
+    pub(crate) url: String,
+    pub(crate) schema: Option<String>,
     _dir: tempfile::TempDir,
 }
 
-pub fn pg_url() -> String {
+pub(crate) fn pg_url() -> String {
     std::env::var("CAMPAIGND_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-pub async fn fresh_db(backend: Backend) -> TestDb {
+pub(crate) async fn fresh_db(backend: Backend) -> TestDb {
     init();
     let dir = tempfile::tempdir().expect("temp dir");
     match backend {
@@ -65,7 +65,7 @@ pub async fn fresh_db(backend: Backend) -> TestDb {
 }
 
 /// Writes a workflows folder (workflow file, segments.yaml, templates) into `dir`.
-pub fn write_workflows(dir: &Path, workflow_yaml: &str) -> PathBuf {
+pub(crate) fn write_workflows(dir: &Path, workflow_yaml: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(dir.join("segments.yaml"), SEGMENTS).unwrap();
     std::fs::write(dir.join("templates/offer.txt"), "{name}, the campus bundle is 18 yuan a month. Reply 1 to join.").unwrap();
@@ -75,7 +75,7 @@ pub fn write_workflows(dir: &Path, workflow_yaml: &str) -> PathBuf {
     path
 }
 
-pub const SEGMENTS: &str = r#"
+pub(crate) const SEGMENTS: &str = r#"
 segments:
   students:
     where: "student_stage in ['freshman', 'student', 'graduate']"
@@ -87,7 +87,7 @@ segments:
 
 /// Two waves: SMS to students, then outbound calls to those who did not reply. No quiet
 /// hours, so the test does not depend on the time of day; windows of one day.
-pub const TWO_WAVES: &str = r#"
+pub(crate) const TWO_WAVES: &str = r#"
 campaign: test-campaign
 timezone: Asia/Shanghai
 audience:
@@ -120,7 +120,7 @@ evaluate:
 
 /// Whether the simulated subscriber with this number replies "1" (a fixed rule, so the test
 /// knows the expected counts).
-pub fn replies(msisdn: &str) -> bool {
+pub(crate) fn replies(msisdn: &str) -> bool {
     msisdn.ends_with('3') || msisdn.ends_with('7')
 }
 
@@ -128,9 +128,9 @@ pub fn replies(msisdn: &str) -> bool {
 /// requests per idempotency key, then plays the SMSC: calls the message's dlr-url with a
 /// type-1 (delivered) report and, for subscribers who reply, sends an MO to campaignd.
 #[derive(Clone)]
-pub struct Gateway {
-    pub addr: SocketAddr,
-    pub hits: Arc<Mutex<HashMap<String, u32>>>,
+pub(crate) struct Gateway {
+    pub(crate) addr: SocketAddr,
+    pub(crate) hits: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 #[derive(Clone)]
@@ -141,7 +141,7 @@ struct GwState {
     password: String,
 }
 
-pub async fn start_gateway(callback_base: String, password: String) -> Gateway {
+pub(crate) async fn start_gateway(callback_base: String, password: String) -> Gateway {
     init();
     let hits = Arc::new(Mutex::new(HashMap::new()));
     let state = GwState { hits: hits.clone(), callback_base, client: reqwest::Client::new(), password };

@@ -9,55 +9,55 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// `sqlite://PATH` (default `sqlite://campaignd.db`) or `postgres://...`. Overridden by
     /// `--database-url` / `CAMPAIGND_DATABASE_URL`.
     #[serde(default = "default_db")]
-    pub database_url: String,
+    pub(crate) database_url: String,
     /// PostgreSQL schema to use (search path); default `public`.
     #[serde(default)]
-    pub database_schema: Option<String>,
+    pub(crate) database_schema: Option<String>,
     /// Folder of workflow files.
     #[serde(default = "default_workflows")]
-    pub workflows: PathBuf,
+    pub(crate) workflows: PathBuf,
     /// Address of the HTTP API and the gateway callbacks.
     #[serde(default = "default_listen")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// This replica's name in leases and logs; default: hostname and pid.
     #[serde(default)]
-    pub worker_id: Option<String>,
+    pub(crate) worker_id: Option<String>,
     #[serde(default)]
-    pub engine: EngineSection,
+    pub(crate) engine: EngineSection,
     /// How SMS leave campaignd: `transport = "outbox"` (default: a JSON-lines file) or
     /// `transport = "http"` (Kannel's sendsms).
     #[serde(default)]
-    pub sms: channels::sms::SmsConfig,
+    pub(crate) sms: channels::sms::SmsConfig,
     /// How reports and alerts reach staff.
     #[serde(default = "default_email")]
-    pub email: channels::email::EmailConfig,
+    pub(crate) email: channels::email::EmailConfig,
     /// Sender address of staff e-mail.
     #[serde(default = "default_from")]
-    pub email_from: String,
+    pub(crate) email_from: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EngineSection {
+pub(crate) struct EngineSection {
     /// Contacts claimed per dispatcher round.
     #[serde(default = "default_batch")]
-    pub batch_size: u64,
+    pub(crate) batch_size: u64,
     /// Seconds a claim is leased.
     #[serde(default = "default_lease")]
-    pub lease_secs: u64,
+    pub(crate) lease_secs: u64,
     /// Send attempts before a transient failure is final.
     #[serde(default = "default_attempts")]
-    pub max_attempts: i32,
+    pub(crate) max_attempts: i32,
     /// First retry delay in seconds (doubles per attempt, with jitter).
     #[serde(default = "default_retry")]
-    pub retry_base_secs: u64,
+    pub(crate) retry_base_secs: u64,
     /// Milliseconds between housekeeping passes.
     #[serde(default = "default_poll")]
-    pub poll_ms: u64,
+    pub(crate) poll_ms: u64,
 }
 
 impl Default for EngineSection {
@@ -105,7 +105,7 @@ fn default_poll() -> u64 {
 
 impl Config {
     /// Reads the file, or the defaults when `path` is `None`.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?,
             None => String::new(),

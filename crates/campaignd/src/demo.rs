@@ -19,7 +19,7 @@ use crate::out;
 use crate::sim::{Behaviour, Sim};
 
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Size of the synthetic subscriber base.
     #[arg(long, default_value_t = 100_000)]
     subscribers: usize,
@@ -41,7 +41,7 @@ pub struct DemoArgs {
 }
 
 /// Generates and inserts a synthetic base, with progress.
-pub async fn insert_base(store: &store::Store, n: usize, seed: u64) -> anyhow::Result<()> {
+pub(crate) async fn insert_base(store: &store::Store, n: usize, seed: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut rows = Vec::with_capacity(10_000);
     let mut done = 0;
@@ -60,15 +60,18 @@ pub async fn insert_base(store: &store::Store, n: usize, seed: u64) -> anyhow::R
     Ok(())
 }
 
-pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let wall = Instant::now();
     if a.day_seconds <= 0.0 {
         bail!("--day-seconds must be positive");
     }
-    let wf = spec::load_file(&a.workflow).map_err(|d| {
+    let mut wf = spec::load_file(&a.workflow).map_err(|d| {
         anyhow::anyhow!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
     })?;
     let tz = wf.timezone;
+    // The demo runs the campaign once, now; its cron schedule would start more runs as the
+    // compressed days pass.
+    wf.schedule = None;
     let start_local = NaiveDateTime::parse_from_str(&a.start, "%Y-%m-%dT%H:%M:%S").context("--start: expected YYYY-MM-DDTHH:MM:SS")?;
     let origin = tz.from_local_datetime(&start_local).earliest().context("--start does not exist in the campaign's time zone")?.timestamp_millis();
 
@@ -116,8 +119,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let report = loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Ok(Event::RunStarted { campaign, run_id, .. }) => println!("\n[{}] run {run_id} of {campaign} started", out::local(clock.now(&store).await?, tz)),
-                Ok(Event::WavePlanned { wave, channel, funnel, treatment, control, closes_at, run_id, .. }) => {
+                Ok(Event::RunStarted { campaign, run_id: r, .. }) if r == run_id => println!("\n[{}] run {r} of {campaign} started", out::local(clock.now(&store).await?, tz)),
+                Ok(Event::WavePlanned { wave, channel, funnel, treatment, control, closes_at, run_id: r, .. }) if r == run_id => {
                     println!("\n[{}] wave {wave} planned ({channel}): {treatment} to contact, {control} held out", out::local(clock.now(&store).await?, tz));
                     out::print_funnel(&funnel);
                     println!("    response window closes {}", out::local(closes_at, tz));
@@ -125,7 +128,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
                         open_waves.push((w.id, wave));
                     }
                 }
-                Ok(Event::WaveClosed { wave, at, .. }) => {
+                Ok(Event::WaveClosed { wave, at, run_id: r, .. }) if r == run_id => {
                     if let Some(pos) = open_waves.iter().position(|(_, w)| *w == wave) {
                         let (id, _) = open_waves.remove(pos);
                         print_progress(&store, id, &wave, at, tz, "closed").await?;
@@ -161,8 +164,8 @@ fn a_campaign(engine: &engine::Engine) -> anyhow::Result<String> {
 
 async fn print_progress(store: &store::Store, wave_run_id: i64, wave: &str, now: i64, tz: chrono_tz::Tz, note: &str) -> anyhow::Result<()> {
     let c = store.wave_counts(wave_run_id).await?;
-    let targeted = c.count("treatment", &["pending", "sending", "sent", "delivered", "failed", "expired"]);
-    let sent = c.count("treatment", &["sent", "delivered"]);
+    let targeted = c.count("treatment", &["pending", "sending", "sent", "delivered", "undelivered", "failed", "expired"]);
+    let sent = c.count("treatment", &["sent", "delivered", "undelivered"]);
     let delivered = c.count("treatment", &["delivered"]);
     println!(
         "[{}] {wave:<10} sent {sent:>6}/{targeted:<6} delivered {delivered:>6}  responded {:>5} (simulated){}",

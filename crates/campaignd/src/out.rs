@@ -4,32 +4,32 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
     Csv,
     Html,
 }
 
-pub fn line(s: &str) {
+pub(crate) fn line(s: &str) {
     println!("{s}");
 }
 
-pub fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).unwrap_or_else(|| ms.to_string())
 }
 
 /// Time in a zone, for the demo's narration.
-pub fn local(ms: i64, tz: chrono_tz::Tz) -> String {
+pub(crate) fn local(ms: i64, tz: chrono_tz::Tz) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).format("%a %Y-%m-%d %H:%M").to_string()).unwrap_or_default()
 }
 
-pub fn funnel(campaign: &str, wave: &str, funnel: &[(String, u64)]) {
+pub(crate) fn funnel(campaign: &str, wave: &str, funnel: &[(String, u64)]) {
     println!("plan for {campaign}, wave {wave} (nothing written):");
     print_funnel(funnel);
 }
 
-pub fn print_funnel(funnel: &[(String, u64)]) {
+pub(crate) fn print_funnel(funnel: &[(String, u64)]) {
     for (stage, n) in funnel {
         let (label, note) = match stage.as_str() {
             "base" => ("subscriber base".to_owned(), ""),
@@ -46,7 +46,7 @@ pub fn print_funnel(funnel: &[(String, u64)]) {
     }
 }
 
-pub fn report(r: &evaluate::Report, f: Format) {
+pub(crate) fn report(r: &evaluate::Report, f: Format) {
     let s = match f {
         Format::Text => evaluate::render_text(r),
         Format::Json => evaluate::render_json(r),
@@ -57,7 +57,7 @@ pub fn report(r: &evaluate::Report, f: Format) {
 }
 
 /// A line diff of two workflow versions (workflow file, segments, templates).
-pub fn diff(a: &spec::Bundle, b: &spec::Bundle) {
+pub(crate) fn diff(a: &spec::Bundle, b: &spec::Bundle) {
     let mut parts: Vec<(String, String, String)> = vec![
         ("workflow".into(), a.workflow.clone(), b.workflow.clone()),
         ("segments.yaml".into(), a.segments.clone().unwrap_or_default(), b.segments.clone().unwrap_or_default()),

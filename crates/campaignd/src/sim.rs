@@ -21,16 +21,16 @@ const DAY: i64 = 24 * HOUR;
 
 /// How the simulated population behaves.
 #[derive(Debug, Clone)]
-pub struct Behaviour {
-    pub delivered: f64,
-    pub reply_yes: f64,
-    pub order_after_yes: f64,
-    pub opt_out: f64,
+pub(crate) struct Behaviour {
+    pub(crate) delivered: f64,
+    pub(crate) reply_yes: f64,
+    pub(crate) order_after_yes: f64,
+    pub(crate) opt_out: f64,
     /// Chance that anyone in the run's population orders on their own during the campaign.
-    pub organic_order: f64,
+    pub(crate) organic_order: f64,
     /// Tasks one team completes per simulated day.
-    pub agent_capacity_per_day: u32,
-    pub offer: String,
+    pub(crate) agent_capacity_per_day: u32,
+    pub(crate) offer: String,
 }
 
 impl Default for Behaviour {
@@ -52,7 +52,7 @@ enum Ev {
     Task { id: i64, outcome: &'static str },
 }
 
-pub struct Sim {
+pub(crate) struct Sim {
     store: Store,
     clock: Clock,
     outbox: PathBuf,
@@ -73,7 +73,7 @@ fn rng_for(seed: u64, key: &str) -> ChaCha8Rng {
 }
 
 impl Sim {
-    pub fn new(store: Store, clock: Clock, outbox: PathBuf, seed: u64, b: Behaviour) -> Sim {
+    pub(crate) fn new(store: Store, clock: Clock, outbox: PathBuf, seed: u64, b: Behaviour) -> Sim {
         Sim {
             store,
             clock,
@@ -107,7 +107,7 @@ impl Sim {
         })
     }
 
-    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
         while !cancel.is_cancelled() {
             self.step().await?;
             tokio::select! {

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::stats::{Arm, Uplift};
 
 /// Counts for one wave of one run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct WaveCounts {
     pub wave: String,
     pub channel: String,
@@ -42,7 +42,7 @@ pub(crate) fn ratio(num: u64, den: u64) -> Option<f64> {
 }
 
 /// A breakdown row (e.g. by value tier or wave).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Cell {
     pub label: String,
     pub treatment: Arm,
@@ -51,7 +51,7 @@ pub struct Cell {
 }
 
 /// Everything known about the outcome of one run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Report {
     pub campaign: String,
     pub run_id: i64,

@@ -15,14 +15,14 @@ pub const DEFAULT_CONFIDENCE: f64 = 0.95;
 const MAX_CONFIDENCE: f64 = 0.999_999_999;
 
 /// One arm's outcome on the campaign goal (e.g. bundle ordered).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Arm {
     pub n: u64,
     pub converted: u64,
 }
 
 /// Treatment compared with control on the campaign goal.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Uplift {
     pub treatment_rate: f64,
     pub control_rate: f64,

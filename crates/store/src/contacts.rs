@@ -2,7 +2,8 @@
 //! claimed by dispatchers with a lease, moved through its states with checks.
 //!
 //! States: `held` (control arm, never sent), `pending` → `sending` (claimed, leased) →
-//! `sent` → `delivered`, or `failed` / `expired`. A `sending` row whose lease ran out goes
+//! `sent` → `delivered` or `undelivered` (per the delivery report), or `failed` (the gateway
+//! refused it, or attempts ran out) / `expired` (not sent by its deadline). A `sending` row whose lease ran out goes
 //! back to `pending` ([`Store::reclaim_expired_leases`]); the worker that lost it can no
 //! longer change it, because every transition out of `sending` names the lease token.
 
@@ -115,7 +116,7 @@ pub async fn insert_decisions<C: ConnectionTrait>(c: &C, wave_run_id: i64, rows:
 pub async fn recent_contact_counts<C: ConnectionTrait>(c: &C, since: Millis) -> Result<HashMap<i64, u32>> {
     let rows = query(
         c,
-        "SELECT subscriber_id, COUNT(*) AS n FROM contact WHERE arm = 'treatment' AND state IN ('pending', 'sending', 'sent', 'delivered') AND due_at >= ? GROUP BY subscriber_id",
+        "SELECT subscriber_id, COUNT(*) AS n FROM contact WHERE arm = 'treatment' AND state IN ('pending', 'sending', 'sent', 'delivered', 'undelivered') AND due_at >= ? GROUP BY subscriber_id",
         [since.into()],
     )
     .await?;

@@ -153,7 +153,7 @@ impl Store {
         } else {
             exec(
                 self.db(),
-                "UPDATE contact SET state = 'failed', last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state IN ('sending', 'sent')",
+                "UPDATE contact SET state = 'undelivered', last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state IN ('sending', 'sent')",
                 [reason.unwrap_or("undelivered").into(), at.into(), contact_id.into()],
             )
             .await?

@@ -244,6 +244,11 @@ impl Row<'_> {
             map.get(cell).cloned().ok_or_else(|| {
                 let mut listed: Vec<_> = map.keys().map(|k| format!("{k:?}")).collect();
                 listed.sort();
+                // A long code list would bury the cell value; the mapping file has them all.
+                if listed.len() > 10 {
+                    listed.truncate(10);
+                    listed.push("...".to_owned());
+                }
                 format!(
                     "expected one of {} (the `map` of {field}), found {cell:?}",
                     listed.join(", ")

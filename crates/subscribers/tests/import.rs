@@ -371,6 +371,16 @@ fn mapping_shapes_that_cannot_work_are_refused() {
             "m.yaml:5:8: age needs a `column:` or a `value:`",
         ),
         ("fields:", "fields: [", "m.yaml:"),
+        (
+            "do_not_disturb: { column: flag }",
+            "do_not_disturb: { column: flag, map: { Y: true, Y: false } }",
+            "m.yaml:17:51: duplicate mapping key: Y",
+        ),
+        (
+            "do_not_disturb: { column: flag }",
+            "do_not_disturb: { column: flag, map: { Y: true, ' Y': false } }",
+            "m.yaml:17:45: the `map` of do_not_disturb lists \"Y\" twice",
+        ),
     ] {
         let yaml = SMALL.replace(from, to);
         assert_ne!(yaml, SMALL, "{from}");

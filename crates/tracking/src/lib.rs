@@ -39,6 +39,9 @@ pub struct Stats {
     pub unmatched: u64,
     /// Inbound rows left unprocessed for a later pass.
     pub deferred: u64,
+    /// Inbound rows marked processed, including those that changed nothing (an SMSC ACK, a
+    /// repeated report): a caller draining the queue loops while this is non-zero.
+    pub processed: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +102,10 @@ pub async fn process_batch(
             }
         };
         match disposition {
-            Disposition::Processed => store.mark_inbound_processed(&[row.id]).await?,
+            Disposition::Processed => {
+                store.mark_inbound_processed(&[row.id]).await?;
+                stats.processed += 1;
+            }
             Disposition::Deferred => stats.deferred += 1,
         }
     }

@@ -377,6 +377,7 @@ async fn delivery_reports_move_contacts_and_unknown_keys_are_dropped() -> Res {
     assert_eq!(
         stats,
         Stats {
+            processed: 6,
             delivered: 1,
             failed: 2,
             unmatched: 1,
@@ -402,7 +403,13 @@ async fn delivery_reports_move_contacts_and_unknown_keys_are_dropped() -> Res {
     assert_eq!(w.process().await?, Stats::default());
     w.inbound(vec![dlr(&w.key("sms_offer", 0), "1", T0 + 3000)])
         .await?;
-    assert_eq!(w.process().await?, Stats::default());
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            processed: 1,
+            ..Stats::default()
+        }
+    );
     assert_eq!(w.unprocessed().await?, 0);
     Ok(())
 }
@@ -432,6 +439,7 @@ async fn report_for_an_unsent_contact_waits_until_it_is_sent() -> Res {
     assert_eq!(
         w.process().await?,
         Stats {
+            processed: 2,
             delivered: 1,
             responses: 1,
             ..Stats::default()
@@ -460,6 +468,7 @@ async fn reply_in_window_counts_and_reply_after_window_is_recorded_only() -> Res
     assert_eq!(
         w.process().await?,
         Stats {
+            processed: 2,
             responses: 2,
             ..Stats::default()
         }
@@ -511,6 +520,7 @@ async fn opt_out_keywords_opt_out_and_are_not_responses() -> Res {
     assert_eq!(
         w.process().await?,
         Stats {
+            processed: 4,
             opt_outs: 3,
             responses: 1,
             ..Stats::default()
@@ -564,6 +574,7 @@ async fn reply_goes_to_the_newest_sms_wave_whose_rules_accept_it() -> Res {
     assert_eq!(
         w.process().await?,
         Stats {
+            processed: 3,
             responses: 2,
             unmatched: 1,
             ..Stats::default()
@@ -602,6 +613,7 @@ async fn replies_from_control_unsent_or_unknown_numbers_are_unmatched() -> Res {
     assert_eq!(
         w.process().await?,
         Stats {
+            processed: 3,
             unmatched: 3,
             ..Stats::default()
         }
@@ -644,6 +656,7 @@ async fn business_events_are_recorded_for_both_arms_and_count_only_for_treatment
     assert_eq!(
         w.process().await?,
         Stats {
+            processed: 5,
             responses: 4,
             unmatched: 1,
             ..Stats::default()
@@ -706,6 +719,7 @@ async fn business_event_is_recorded_against_every_planned_wave() -> Res {
     assert_eq!(
         w.process().await?,
         Stats {
+            processed: 1,
             responses: 2,
             ..Stats::default()
         }
@@ -740,6 +754,7 @@ async fn agent_outcomes_count_when_the_wave_expects_them() -> Res {
     assert_eq!(
         w.process().await?,
         Stats {
+            processed: 4,
             responses: 3,
             unmatched: 1,
             ..Stats::default()

@@ -239,9 +239,11 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
             file: path_for_messages.to_owned(),
             line,
             column,
+            // The library's hint names its Rust API, which means nothing to a mapping's author.
             message: serde_saphyr::DefaultMessageFormatter
                 .format_message(&e)
-                .into_owned(),
+                .trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable")
+                .to_owned(),
         }
     })?;
     let mut cx = Compiler {
