@@ -228,7 +228,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        unique(m, "ux_workflow_version", WorkflowVersion::Table, &[WorkflowVersion::Campaign, WorkflowVersion::Hash]).await?;
+        unique(
+            m,
+            "ux_workflow_version",
+            WorkflowVersion::Table,
+            &[WorkflowVersion::Campaign, WorkflowVersion::Hash],
+        )
+        .await?;
 
         // One row per (campaign, slot) whatever the version: two replicas running different
         // versions of a file during a rolling deploy must still not both run the slot.
@@ -246,7 +252,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        unique(m, "ux_schedule_slot", ScheduleSlot::Table, &[ScheduleSlot::Campaign, ScheduleSlot::SlotAt]).await?;
+        unique(
+            m,
+            "ux_schedule_slot",
+            ScheduleSlot::Table,
+            &[ScheduleSlot::Campaign, ScheduleSlot::SlotAt],
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -283,7 +295,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        unique(m, "ux_wave_run", WaveRun::Table, &[WaveRun::RunId, WaveRun::Wave]).await?;
+        unique(
+            m,
+            "ux_wave_run",
+            WaveRun::Table,
+            &[WaveRun::RunId, WaveRun::Wave],
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -312,11 +330,35 @@ impl MigrationTrait for Migration {
         )
         .await?;
         // The invariant "never contacted twice for the same wave" is this index.
-        unique(m, "ux_contact_wave_subscriber", Contact::Table, &[Contact::WaveRunId, Contact::SubscriberId]).await?;
+        unique(
+            m,
+            "ux_contact_wave_subscriber",
+            Contact::Table,
+            &[Contact::WaveRunId, Contact::SubscriberId],
+        )
+        .await?;
         unique(m, "ux_contact_key", Contact::Table, &[Contact::IdemKey]).await?;
-        index(m, "ix_contact_claim", Contact::Table, &[Contact::State, Contact::Channel, Contact::DueAt]).await?;
-        index(m, "ix_contact_subscriber", Contact::Table, &[Contact::SubscriberId, Contact::SentAt]).await?;
-        index(m, "ix_contact_lease", Contact::Table, &[Contact::LeaseToken]).await?;
+        index(
+            m,
+            "ix_contact_claim",
+            Contact::Table,
+            &[Contact::State, Contact::Channel, Contact::DueAt],
+        )
+        .await?;
+        index(
+            m,
+            "ix_contact_subscriber",
+            Contact::Table,
+            &[Contact::SubscriberId, Contact::SentAt],
+        )
+        .await?;
+        index(
+            m,
+            "ix_contact_lease",
+            Contact::Table,
+            &[Contact::LeaseToken],
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -329,7 +371,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        unique(m, "ux_funnel", Funnel::Table, &[Funnel::WaveRunId, Funnel::Reason]).await?;
+        unique(
+            m,
+            "ux_funnel",
+            Funnel::Table,
+            &[Funnel::WaveRunId, Funnel::Reason],
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -342,7 +390,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        unique(m, "ux_decision", Decision::Table, &[Decision::WaveRunId, Decision::SubscriberId]).await?;
+        unique(
+            m,
+            "ux_decision",
+            Decision::Table,
+            &[Decision::WaveRunId, Decision::SubscriberId],
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -356,8 +410,20 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        unique(m, "ux_timer", Timer::Table, &[Timer::Kind, Timer::WaveRunId]).await?;
-        index(m, "ix_timer_due", Timer::Table, &[Timer::State, Timer::FireAt]).await?;
+        unique(
+            m,
+            "ux_timer",
+            Timer::Table,
+            &[Timer::Kind, Timer::WaveRunId],
+        )
+        .await?;
+        index(
+            m,
+            "ix_timer_due",
+            Timer::Table,
+            &[Timer::State, Timer::FireAt],
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -375,7 +441,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "ix_inbound_processed", Inbound::Table, &[Inbound::Processed, Inbound::Id]).await?;
+        index(
+            m,
+            "ix_inbound_processed",
+            Inbound::Table,
+            &[Inbound::Processed, Inbound::Id],
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -393,7 +465,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "ix_response_run", Response::Table, &[Response::RunId, Response::Kind]).await?;
+        index(
+            m,
+            "ix_response_run",
+            Response::Table,
+            &[Response::RunId, Response::Kind],
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -413,8 +491,20 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        unique(m, "ux_agent_task_contact", AgentTask::Table, &[AgentTask::ContactId]).await?;
-        index(m, "ix_agent_task_team", AgentTask::Table, &[AgentTask::Team, AgentTask::State]).await?;
+        unique(
+            m,
+            "ux_agent_task_contact",
+            AgentTask::Table,
+            &[AgentTask::ContactId],
+        )
+        .await?;
+        index(
+            m,
+            "ix_agent_task_team",
+            AgentTask::Table,
+            &[AgentTask::Team, AgentTask::State],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -16,7 +16,10 @@ pub(crate) fn init() {
 }
 
 pub(crate) fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repo").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repo")
+        .to_path_buf()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +37,8 @@ pub(crate) struct TestDb {
 }
 
 pub(crate) fn pg_url() -> String {
-    std::env::var("CAMPAIGND_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("CAMPAIGND_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub(crate) async fn fresh_db(backend: Backend) -> TestDb {
@@ -45,7 +49,12 @@ pub(crate) async fn fresh_db(backend: Backend) -> TestDb {
             let url = format!("sqlite://{}", dir.path().join("campaignd.db").display());
             let store = Store::connect(&url, None).await.expect("open sqlite");
             store.migrate().await.expect("migrate sqlite");
-            TestDb { store, url, schema: None, _dir: dir }
+            TestDb {
+                store,
+                url,
+                schema: None,
+                _dir: dir,
+            }
         }
         Backend::Postgres => {
             // Each test gets its own schema, so tests never see each other's rows. A missing
@@ -55,11 +64,23 @@ pub(crate) async fn fresh_db(backend: Backend) -> TestDb {
                 .await
                 .unwrap_or_else(|e| panic!("PostgreSQL at {url} is required for this test: {e}"));
             let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-            sea_orm::ConnectionTrait::execute_unprepared(admin.db(), &format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+            sea_orm::ConnectionTrait::execute_unprepared(
+                admin.db(),
+                &format!("CREATE SCHEMA {schema}"),
+            )
+            .await
+            .expect("create schema");
             admin.close().await.expect("close admin");
-            let store = Store::connect(&url, Some(&schema)).await.expect("open postgres");
+            let store = Store::connect(&url, Some(&schema))
+                .await
+                .expect("open postgres");
             store.migrate().await.expect("migrate postgres");
-            TestDb { store, url, schema: Some(schema), _dir: dir }
+            TestDb {
+                store,
+                url,
+                schema: Some(schema),
+                _dir: dir,
+            }
         }
     }
 }
@@ -68,8 +89,16 @@ pub(crate) async fn fresh_db(backend: Backend) -> TestDb {
 pub(crate) fn write_workflows(dir: &Path, workflow_yaml: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(dir.join("segments.yaml"), SEGMENTS).unwrap();
-    std::fs::write(dir.join("templates/offer.txt"), "{name}, the campus bundle is 18 yuan a month. Reply 1 to join.").unwrap();
-    std::fs::write(dir.join("templates/call.txt"), "Call {name} about the campus bundle ({value_tier}).").unwrap();
+    std::fs::write(
+        dir.join("templates/offer.txt"),
+        "{name}, the campus bundle is 18 yuan a month. Reply 1 to join.",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("templates/call.txt"),
+        "Call {name} about the campus bundle ({value_tier}).",
+    )
+    .unwrap();
     let path = dir.join("test-campaign.yaml");
     std::fs::write(&path, workflow_yaml).unwrap();
     path
@@ -144,27 +173,54 @@ struct GwState {
 pub(crate) async fn start_gateway(callback_base: String, password: String) -> Gateway {
     init();
     let hits = Arc::new(Mutex::new(HashMap::new()));
-    let state = GwState { hits: hits.clone(), callback_base, client: reqwest::Client::new(), password };
-    let app = axum::Router::new().route("/cgi-bin/sendsms", get(sendsms)).with_state(state);
+    let state = GwState {
+        hits: hits.clone(),
+        callback_base,
+        client: reqwest::Client::new(),
+        password,
+    };
+    let app = axum::Router::new()
+        .route("/cgi-bin/sendsms", get(sendsms))
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     Gateway { addr, hits }
 }
 
-async fn sendsms(State(st): State<GwState>, Query(q): Query<HashMap<String, String>>) -> (StatusCode, &'static str) {
+async fn sendsms(
+    State(st): State<GwState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> (StatusCode, &'static str) {
     if q.get("password") != Some(&st.password) {
         return (StatusCode::FORBIDDEN, "Authorization failed for sendsms");
     }
     let (Some(to), Some(dlr)) = (q.get("to").cloned(), q.get("dlr-url").cloned()) else {
         return (StatusCode::BAD_REQUEST, "Missing receiver number, rejected");
     };
-    let key = url::Url::parse(&dlr).ok().and_then(|u| u.query_pairs().find(|(k, _)| k == "key").map(|(_, v)| v.into_owned()));
-    let Some(key) = key else { return (StatusCode::BAD_REQUEST, "no key in dlr-url") };
+    let key = url::Url::parse(&dlr).ok().and_then(|u| {
+        u.query_pairs()
+            .find(|(k, _)| k == "key")
+            .map(|(_, v)| v.into_owned())
+    });
+    let Some(key) = key else {
+        return (StatusCode::BAD_REQUEST, "no key in dlr-url");
+    };
     *st.hits.lock().unwrap().entry(key).or_insert(0) += 1;
-    let dlr = dlr.replace("%d", "1").replace("%p", &to).replace("%T", "1790000000").replace("%i", "FAKE").replace("%F", "f1").replace("%A", "");
+    let dlr = dlr
+        .replace("%d", "1")
+        .replace("%p", &to)
+        .replace("%T", "1790000000")
+        .replace("%i", "FAKE")
+        .replace("%F", "f1")
+        .replace("%A", "");
     let client = st.client.clone();
-    let mo = replies(&to).then(|| format!("{}/callbacks/kannel/mo?from={to}&to=10086&text=1", st.callback_base));
+    let mo = replies(&to).then(|| {
+        format!(
+            "{}/callbacks/kannel/mo?from={to}&to=10086&text=1",
+            st.callback_base
+        )
+    });
     tokio::spawn(async move {
         let _ = client.get(&dlr).send().await;
         if let Some(mo) = mo {

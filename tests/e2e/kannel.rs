@@ -20,6 +20,9 @@ use crate::helpers::{self, Backend, TWO_WAVES};
 
 const SENDSMS_PORT: u16 = 23013;
 const SMTP_PORT: u16 = 22525;
+/// Ten real seconds per campaign day leave time for the real gateway's reports and the
+/// reply typed at the fake SMSC.
+const CLOCK_FACTOR: f64 = 8_640.0;
 
 /// Stops the scripts' services however the test ends.
 struct Services {
@@ -50,8 +53,15 @@ impl Services {
         for (k, v) in extra {
             c.env(k, v);
         }
-        let out = c.output().unwrap_or_else(|e| panic!("cannot run scripts/{name}: {e}"));
-        assert!(out.status.success(), "scripts/{name} {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = c
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run scripts/{name}: {e}"));
+        assert!(
+            out.status.success(),
+            "scripts/{name} {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -79,21 +89,48 @@ async fn campaign_through_real_kannel_and_smtp() {
     let db = helpers::fresh_db(Backend::Sqlite).await;
     let store = db.store.clone();
     let base: Vec<_> = subscribers::generate(1500, 5).collect();
-    store.insert_subscribers(&base, store::subscribers::OnDuplicate::Fail, store::wall_now()).await.unwrap();
+    store
+        .insert_subscribers(
+            &base,
+            store::subscribers::OnDuplicate::Fail,
+            store::wall_now(),
+        )
+        .await
+        .unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_base = format!("http://{}", listener.local_addr().unwrap());
     let cancel = CancellationToken::new();
     let api_cancel = cancel.clone();
-    tokio::spawn(api::serve(listener, api::AppState { store: store.clone() }, async move { api_cancel.cancelled().await }));
+    let origin = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 9, 7, 10, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let clock = Clock::scaled(origin, CLOCK_FACTOR);
+    tokio::spawn(api::serve_with_clock(
+        listener,
+        api::AppState {
+            store: store.clone(),
+        },
+        clock.now_fn(),
+        async move { api_cancel.cancelled().await },
+    ));
 
     let tmp = tempfile::tempdir().unwrap();
-    let services = Services { kannel_dir: tmp.path().join("kannel"), smtp_dir: tmp.path().join("smtp") };
-    services.run("kannel.sh", &["start"], &[("CAMPAIGND_CALLBACK_URL", &api_base)]);
+    let services = Services {
+        kannel_dir: tmp.path().join("kannel"),
+        smtp_dir: tmp.path().join("smtp"),
+    };
+    services.run(
+        "kannel.sh",
+        &["start"],
+        &[("CAMPAIGND_CALLBACK_URL", &api_base)],
+    );
     services.run("smtp.sh", &["start"], &[]);
 
     let dir = tempfile::tempdir().unwrap();
-    let wf = spec::load_file(&helpers::write_workflows(dir.path(), TWO_WAVES)).unwrap_or_else(|d| panic!("{d:?}"));
+    let wf = spec::load_file(&helpers::write_workflows(dir.path(), TWO_WAVES))
+        .unwrap_or_else(|d| panic!("{d:?}"));
     let sms = channels::sms::build(&SmsConfig::Http(KannelConfig {
         sendsms_url: format!("http://127.0.0.1:{SENDSMS_PORT}/cgi-bin/sendsms"),
         username: "campaignd".into(),
@@ -109,19 +146,31 @@ async fn campaign_through_real_kannel_and_smtp() {
     .unwrap();
     let mut chans: HashMap<String, Arc<dyn channels::Channel>> = HashMap::new();
     chans.insert("sms".into(), sms);
-    chans.insert("outbound_call".into(), Arc::new(channels::worklist::Worklist::new(store.clone(), "outbound_call")));
+    chans.insert(
+        "outbound_call".into(),
+        Arc::new(channels::worklist::Worklist::new(
+            store.clone(),
+            "outbound_call",
+        )),
+    );
     let mailer = Mailer::new(
-        &EmailConfig::Smtp { host: "127.0.0.1".into(), port: SMTP_PORT, tls: SmtpTls::None, username_env: None, password_env: None },
+        &EmailConfig::Smtp {
+            host: "127.0.0.1".into(),
+            port: SMTP_PORT,
+            tls: SmtpTls::None,
+            username_env: None,
+            password_env: None,
+        },
         "campaignd@example.com",
     )
     .unwrap();
-    let origin = chrono_tz::Asia::Shanghai.with_ymd_and_hms(2026, 9, 7, 10, 0, 0).unwrap().timestamp_millis();
-    let mut cfg = EngineConfig::new("kannel-test", helpers::repo_root().join("workflows/calendars"));
+    let mut cfg = EngineConfig::new(
+        "kannel-test",
+        helpers::repo_root().join("workflows/calendars"),
+    );
     cfg.poll = Duration::from_millis(20);
-    // Ten real seconds per campaign day leave time for the real gateway's reports and the
-    // reply typed at the fake SMSC.
     let engine = Arc::new(
-        Engine::new(store.clone(), Clock::scaled(origin, 8_640.0), chans, cfg)
+        Engine::new(store.clone(), clock.clone(), chans, cfg)
             .unwrap()
             .with_mailer(mailer, vec!["retention-staff@example.com".into()]),
     );
@@ -161,12 +210,24 @@ async fn campaign_through_real_kannel_and_smtp() {
     let w1 = store.contact_states(waves[0].id).await.unwrap();
     let treatment: Vec<_> = w1.iter().filter(|(_, a, _)| a == "treatment").collect();
     assert!(!treatment.is_empty());
-    assert!(treatment.iter().all(|(_, _, st)| st == "delivered"), "every message was delivered per Kannel's reports: {w1:?}");
+    assert!(
+        treatment.iter().all(|(_, _, st)| st == "delivered"),
+        "every message was delivered per Kannel's reports: {w1:?}"
+    );
     let replier = replier.expect("a reply was injected");
     assert_eq!(report.waves[0].responded, 1);
-    let w2: Vec<i64> = store.contact_states(waves[1].id).await.unwrap().into_iter().map(|(s, _, _)| s).collect();
+    let w2: Vec<i64> = store
+        .contact_states(waves[1].id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect();
     assert_eq!(w2.len(), treatment.len() - 1);
-    assert!(!w2.contains(&replier), "the subscriber who replied is not called");
+    assert!(
+        !w2.contains(&replier),
+        "the subscriber who replied is not called"
+    );
 
     // The report reached staff through the real SMTP server.
     let mut mails = Vec::new();

@@ -18,7 +18,11 @@ fn sub(i: usize) -> NewSubscriber {
         age: 19,
         region: "xian".into(),
         brand: "mzone".into(),
-        value_tier: if i % 4 == 0 { "silver".into() } else { "ordinary".into() },
+        value_tier: if i % 4 == 0 {
+            "silver".into()
+        } else {
+            "ordinary".into()
+        },
         arpu_3m: 50.0,
         balance: 20.0,
         tenure_months: 3,
@@ -69,43 +73,88 @@ fn base() -> Vec<NewSubscriber> {
             s.opt_out = true;
         }
     }
-    v.extend((201..=220).map(|i| NewSubscriber { student_stage: "none".into(), ..sub(i) }));
+    v.extend((201..=220).map(|i| NewSubscriber {
+        student_stage: "none".into(),
+        ..sub(i)
+    }));
     v
 }
 
-async fn plan(backend: Backend, now: chrono::DateTime<chrono::Utc>) -> (Vec<(i64, String, String)>, audience::PlanSummary, helpers::TestDb) {
+async fn plan(
+    backend: Backend,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (
+    Vec<(i64, String, String)>,
+    audience::PlanSummary,
+    helpers::TestDb,
+) {
     let db = helpers::fresh_db(backend).await;
     let store = &db.store;
-    store.insert_subscribers(&base(), store::subscribers::OnDuplicate::Fail, 0).await.unwrap();
+    store
+        .insert_subscribers(&base(), store::subscribers::OnDuplicate::Fail, 0)
+        .await
+        .unwrap();
     // Another campaign already contacted #31-#40 yesterday.
     let other = store.upsert_version("other", "h", "{}", 0).await.unwrap();
     let waves = vec![("w".to_owned(), "sms".to_owned())];
     let run = store
-        .start_run(store::runs::NewRun { campaign: "other", version_id: other, slot_at: None, trigger: "test", waves: &waves, now: 0 })
+        .start_run(store::runs::NewRun {
+            campaign: "other",
+            version_id: other,
+            slot_at: None,
+            trigger: "test",
+            waves: &waves,
+            now: 0,
+        })
         .await
         .unwrap()
         .unwrap();
     let wr = store.wave_runs(run).await.unwrap()[0].id;
     let yesterday = now.timestamp_millis() - 86_400_000;
     let rows: Vec<store::contacts::NewContact> = (31..=40)
-        .map(|id| store::contacts::NewContact { subscriber_id: id, arm: "treatment", due_at: yesterday, send_by: None, stratum: "x".into() })
+        .map(|id| store::contacts::NewContact {
+            subscriber_id: id,
+            arm: "treatment",
+            due_at: yesterday,
+            send_by: None,
+            stratum: "x".into(),
+        })
         .collect();
     let tx = store.db().begin().await.unwrap();
-    store::contacts::insert_contacts(&tx, run, wr, "w", "sms", &rows).await.unwrap();
+    store::contacts::insert_contacts(&tx, run, wr, "w", "sms", &rows)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let path = helpers::write_workflows(dir.path(), WORKFLOW);
     let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:?}"));
-    let vid = store.upsert_version(&wf.campaign, &wf.hash, &wf.bundle.to_json(), 0).await.unwrap();
+    let vid = store
+        .upsert_version(&wf.campaign, &wf.hash, &wf.bundle.to_json(), 0)
+        .await
+        .unwrap();
     let waves = vec![("sms_offer".to_owned(), "sms".to_owned())];
     let run = store
-        .start_run(store::runs::NewRun { campaign: &wf.campaign, version_id: vid, slot_at: None, trigger: "test", waves: &waves, now: 0 })
+        .start_run(store::runs::NewRun {
+            campaign: &wf.campaign,
+            version_id: vid,
+            slot_at: None,
+            trigger: "test",
+            waves: &waves,
+            now: 0,
+        })
         .await
         .unwrap()
         .unwrap();
     let wr = store.wave_runs(run).await.unwrap()[0].id;
-    let input = audience::PlanInput { workflow: &wf, wave: &wf.waves[0], run_id: run, wave_run_id: wr, previous_wave_run_id: None, now: now.timestamp_millis() };
+    let input = audience::PlanInput {
+        workflow: &wf,
+        wave: &wf.waves[0],
+        run_id: run,
+        wave_run_id: wr,
+        previous_wave_run_id: None,
+        now: now.timestamp_millis(),
+    };
     let summary = audience::plan_wave(store, input).await.unwrap();
     // Planning the same wave again (a crash between plan and commit, or a second replica)
     // writes nothing.
@@ -116,7 +165,10 @@ async fn plan(backend: Backend, now: chrono::DateTime<chrono::Utc>) -> (Vec<(i64
 }
 
 async fn exclusions_and_policy(backend: Backend) {
-    let noon = chrono_tz::Asia::Shanghai.with_ymd_and_hms(2026, 9, 7, 12, 0, 0).unwrap().with_timezone(&chrono::Utc);
+    let noon = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 9, 7, 12, 0, 0)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     let (states, summary, _db) = plan(backend, noon).await;
     let funnel: HashMap<String, u64> = summary.funnel.iter().cloned().collect();
     assert_eq!(funnel["base"], 220);
@@ -131,25 +183,44 @@ async fn exclusions_and_policy(backend: Backend) {
     // Stratified: 25% of each tier (silver: every 4th id) is held out.
     let silver_kept = (41..=200).filter(|i| i % 4 == 0).count() as f64;
     let ordinary_kept = kept as f64 - silver_kept;
-    assert_eq!(funnel["control"], ((0.25 * silver_kept).round() + (0.25 * ordinary_kept).round()) as u64);
+    assert_eq!(
+        funnel["control"],
+        ((0.25 * silver_kept).round() + (0.25 * ordinary_kept).round()) as u64
+    );
     assert_eq!(states.len() as u64, kept);
     for (s, _, _) in &states {
-        assert!(*s > 40 && *s <= 200, "subscriber {s} should have been left out");
+        assert!(
+            *s > 40 && *s <= 200,
+            "subscriber {s} should have been left out"
+        );
     }
     // Every left-out subscriber has a recorded reason.
     let rows = sea_orm::ConnectionTrait::query_all_raw(
         _db.store.db(),
-        sea_orm::Statement::from_string(_db.store.db().get_database_backend(), "SELECT subscriber_id, reason FROM decision ORDER BY subscriber_id"),
+        sea_orm::Statement::from_string(
+            _db.store.db().get_database_backend(),
+            "SELECT subscriber_id, reason FROM decision ORDER BY subscriber_id",
+        ),
     )
     .await
     .unwrap();
-    let reasons: HashMap<i64, String> =
-        rows.iter().map(|r| (r.try_get::<i64>("", "subscriber_id").unwrap(), r.try_get::<String>("", "reason").unwrap())).collect();
+    let reasons: HashMap<i64, String> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get::<i64>("", "subscriber_id").unwrap(),
+                r.try_get::<String>("", "reason").unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(reasons[&5], "exclude:do_not_disturb");
     assert_eq!(reasons[&15], "exclude:complained_30d");
     assert_eq!(reasons[&25], "opt_out");
     assert_eq!(reasons[&35], "frequency_cap");
-    assert_eq!(reasons.values().filter(|r| *r == "control_group").count() as u64, funnel["control"]);
+    assert_eq!(
+        reasons.values().filter(|r| *r == "control_group").count() as u64,
+        funnel["control"]
+    );
 }
 
 #[tokio::test]
@@ -164,7 +235,10 @@ async fn exclusions_policy_and_reasons_on_postgres() {
 
 #[tokio::test]
 async fn same_inputs_give_same_targets_and_control_split() {
-    let noon = chrono_tz::Asia::Shanghai.with_ymd_and_hms(2026, 9, 7, 12, 0, 0).unwrap().with_timezone(&chrono::Utc);
+    let noon = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 9, 7, 12, 0, 0)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     let (a, _, _da) = plan(Backend::Sqlite, noon).await;
     let (b, _, _db) = plan(Backend::Sqlite, noon).await;
     let (c, _, _dc) = plan(Backend::Postgres, noon).await;
@@ -175,16 +249,28 @@ async fn same_inputs_give_same_targets_and_control_split() {
 #[tokio::test]
 async fn quiet_hours_defer_the_send_to_the_morning() {
     // 22:30 in Shanghai: inside quiet hours 21:00-08:00.
-    let late = chrono_tz::Asia::Shanghai.with_ymd_and_hms(2026, 9, 7, 22, 30, 0).unwrap().with_timezone(&chrono::Utc);
+    let late = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 9, 7, 22, 30, 0)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     let (_, summary, db) = plan(Backend::Sqlite, late).await;
-    let morning = chrono_tz::Asia::Shanghai.with_ymd_and_hms(2026, 9, 8, 8, 0, 0).unwrap().timestamp_millis();
+    let morning = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 9, 8, 8, 0, 0)
+        .unwrap()
+        .timestamp_millis();
     let rows = sea_orm::ConnectionTrait::query_all_raw(
         db.store.db(),
-        sea_orm::Statement::from_string(db.store.db().get_database_backend(), "SELECT DISTINCT due_at FROM contact WHERE arm = 'treatment' AND run_id = 2"),
+        sea_orm::Statement::from_string(
+            db.store.db().get_database_backend(),
+            "SELECT DISTINCT due_at FROM contact WHERE arm = 'treatment' AND run_id = 2",
+        ),
     )
     .await
     .unwrap();
-    let dues: Vec<i64> = rows.iter().map(|r| r.try_get::<i64>("", "due_at").unwrap()).collect();
+    let dues: Vec<i64> = rows
+        .iter()
+        .map(|r| r.try_get::<i64>("", "due_at").unwrap())
+        .collect();
     assert_eq!(dues, vec![morning]);
     // The response window starts when sending may start.
     assert_eq!(summary.closes_at, morning + 86_400_000);

@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{self, Backend, TWO_WAVES};
 
+/// A Monday 10:00 in Shanghai is the clock's origin; one campaign day passes per real second.
+const CLOCK_FACTOR: f64 = 86_400.0;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_wave_campaign_on_sqlite() {
     two_wave_campaign(Backend::Sqlite).await;
@@ -29,15 +32,38 @@ async fn two_wave_campaign(backend: Backend) {
     let db = helpers::fresh_db(backend).await;
     let store = db.store.clone();
     let base: Vec<_> = subscribers::generate(6000, 11).collect();
-    store.insert_subscribers(&base, store::subscribers::OnDuplicate::Fail, store::wall_now()).await.unwrap();
-    let by_id: HashMap<i64, store::subscribers::NewSubscriber> = base.into_iter().enumerate().map(|(i, s)| (i as i64 + 1, s)).collect();
+    store
+        .insert_subscribers(
+            &base,
+            store::subscribers::OnDuplicate::Fail,
+            store::wall_now(),
+        )
+        .await
+        .unwrap();
+    let by_id: HashMap<i64, store::subscribers::NewSubscriber> = base
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (i as i64 + 1, s))
+        .collect();
 
     // campaignd's API on port 0, then the gateway that calls back into it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_addr = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
     let api_cancel = cancel.clone();
-    tokio::spawn(api::serve(listener, api::AppState { store: store.clone() }, async move { api_cancel.cancelled().await }));
+    let origin = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 9, 7, 10, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let clock = Clock::scaled(origin, CLOCK_FACTOR);
+    tokio::spawn(api::serve_with_clock(
+        listener,
+        api::AppState {
+            store: store.clone(),
+        },
+        clock.now_fn(),
+        async move { api_cancel.cancelled().await },
+    ));
     let api_base = format!("http://{api_addr}");
     let gw = helpers::start_gateway(api_base.clone(), "campaignd-tests".into()).await;
 
@@ -61,13 +87,17 @@ async fn two_wave_campaign(backend: Backend) {
     .unwrap();
     let mut chans: HashMap<String, Arc<dyn channels::Channel>> = HashMap::new();
     chans.insert("sms".into(), sms);
-    chans.insert("outbound_call".into(), Arc::new(channels::worklist::Worklist::new(store.clone(), "outbound_call")));
-    // A Monday 10:00 in Shanghai; one campaign day passes per real second.
-    let origin = chrono_tz::Asia::Shanghai.with_ymd_and_hms(2026, 9, 7, 10, 0, 0).unwrap().timestamp_millis();
+    chans.insert(
+        "outbound_call".into(),
+        Arc::new(channels::worklist::Worklist::new(
+            store.clone(),
+            "outbound_call",
+        )),
+    );
     let mut cfg = EngineConfig::new("test", helpers::repo_root().join("workflows/calendars"));
     cfg.poll = Duration::from_millis(20);
     cfg.batch_size = 200;
-    let engine = Arc::new(Engine::new(store.clone(), Clock::scaled(origin, 86_400.0), chans, cfg).unwrap());
+    let engine = Arc::new(Engine::new(store.clone(), clock.clone(), chans, cfg).unwrap());
     engine.load(vec![wf]).await.unwrap();
     let mut events = engine.subscribe();
     let run_id = engine.trigger("test-campaign", "test").await.unwrap();
@@ -80,8 +110,16 @@ async fn two_wave_campaign(backend: Backend) {
     let agents = tokio::spawn(async move {
         let mut accepted = HashSet::new();
         while !agent_cancel.is_cancelled() {
-            let tasks: Vec<serde_json::Value> =
-                client.get(format!("{agent_base}/tasks?team=callcentre&state=open&limit=500")).send().await.unwrap().json().await.unwrap();
+            let tasks: Vec<serde_json::Value> = client
+                .get(format!(
+                    "{agent_base}/tasks?team=callcentre&state=open&limit=500"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             for t in tasks {
                 let id = t["id"].as_i64().unwrap();
                 let sub = t["subscriber_id"].as_i64().unwrap();
@@ -141,47 +179,118 @@ async fn two_wave_campaign(backend: Backend) {
         .collect();
     let waves = store.wave_runs(run_id).await.unwrap();
     let w1 = store.contact_states(waves[0].id).await.unwrap();
-    let w1_treat: Vec<i64> = w1.iter().filter(|(_, a, _)| a == "treatment").map(|(s, _, _)| *s).collect();
-    let w1_ctrl: Vec<i64> = w1.iter().filter(|(_, a, _)| a == "control").map(|(s, _, _)| *s).collect();
-    assert_eq!(w1_treat.len() + w1_ctrl.len(), eligible.len(), "every eligible subscriber is in exactly one arm");
+    let w1_treat: Vec<i64> = w1
+        .iter()
+        .filter(|(_, a, _)| a == "treatment")
+        .map(|(s, _, _)| *s)
+        .collect();
+    let w1_ctrl: Vec<i64> = w1
+        .iter()
+        .filter(|(_, a, _)| a == "control")
+        .map(|(s, _, _)| *s)
+        .collect();
+    assert_eq!(
+        w1_treat.len() + w1_ctrl.len(),
+        eligible.len(),
+        "every eligible subscriber is in exactly one arm"
+    );
     let expected_control: usize = {
         let mut per_tier: HashMap<&str, usize> = HashMap::new();
         for id in &eligible {
             *per_tier.entry(by_id[id].value_tier.as_str()).or_default() += 1;
         }
-        per_tier.values().map(|n| (0.1 * *n as f64).round() as usize).sum()
+        per_tier
+            .values()
+            .map(|n| (0.1 * *n as f64).round() as usize)
+            .sum()
     };
     assert_eq!(w1_ctrl.len(), expected_control);
-    assert!(w1.iter().all(|(_, a, st)| if a == "control" { st == "held" } else { st == "delivered" }), "{w1:?}");
+    assert!(
+        w1.iter().all(|(_, a, st)| if a == "control" {
+            st == "held"
+        } else {
+            st == "delivered"
+        }),
+        "{w1:?}"
+    );
 
     // The gateway saw every wave-1 key exactly once, and nothing else.
     let hits = gw.hits.lock().unwrap().clone();
     assert_eq!(hits.len(), w1_treat.len());
     assert!(hits.values().all(|n| *n == 1), "a key was sent twice");
     for s in &w1_treat {
-        assert_eq!(hits.get(&store::contacts::idem_key(run_id, "sms_offer", *s)), Some(&1));
+        assert_eq!(
+            hits.get(&store::contacts::idem_key(run_id, "sms_offer", *s)),
+            Some(&1)
+        );
     }
 
-    let repliers: HashSet<i64> = w1_treat.iter().copied().filter(|s| helpers::replies(&by_id[s].msisdn)).collect();
+    let repliers: HashSet<i64> = w1_treat
+        .iter()
+        .copied()
+        .filter(|s| helpers::replies(&by_id[s].msisdn))
+        .collect();
     let w2 = store.contact_states(waves[1].id).await.unwrap();
     let w2_targets: HashSet<i64> = w2.iter().map(|(s, _, _)| *s).collect();
-    let expected_w2: HashSet<i64> = w1_treat.iter().copied().filter(|s| !repliers.contains(s)).collect();
-    assert_eq!(w2_targets, expected_w2, "wave 2 targets exactly the non-responders of wave 1");
-    assert!(w2_targets.iter().all(|s| !w1_ctrl.contains(s)), "control is never contacted");
+    let expected_w2: HashSet<i64> = w1_treat
+        .iter()
+        .copied()
+        .filter(|s| !repliers.contains(s))
+        .collect();
+    assert_eq!(
+        w2_targets, expected_w2,
+        "wave 2 targets exactly the non-responders of wave 1"
+    );
+    assert!(
+        w2_targets.iter().all(|s| !w1_ctrl.contains(s)),
+        "control is never contacted"
+    );
 
     // The evaluation agrees with all of it.
     assert_eq!(report.waves.len(), 2);
     let (r1, r2) = (&report.waves[0], &report.waves[1]);
-    assert_eq!(r1.eligible, eligible.len() as u64 + by_id.iter().filter(|(_, s)| s.student_stage != "none" && s.arpu_3m >= 10.0 && (s.do_not_disturb || s.complaints_30d > 0 || s.opt_out)).count() as u64);
-    assert_eq!((r1.targeted, r1.sent, r1.delivered, r1.control), (w1_treat.len() as u64, w1_treat.len() as u64, w1_treat.len() as u64, w1_ctrl.len() as u64));
+    assert_eq!(
+        r1.eligible,
+        eligible.len() as u64
+            + by_id
+                .iter()
+                .filter(|(_, s)| s.student_stage != "none"
+                    && s.arpu_3m >= 10.0
+                    && (s.do_not_disturb || s.complaints_30d > 0 || s.opt_out))
+                .count() as u64
+    );
+    assert_eq!(
+        (r1.targeted, r1.sent, r1.delivered, r1.control),
+        (
+            w1_treat.len() as u64,
+            w1_treat.len() as u64,
+            w1_treat.len() as u64,
+            w1_ctrl.len() as u64
+        )
+    );
     assert_eq!(r1.responded, repliers.len() as u64);
-    assert_eq!((r2.targeted, r2.sent), (expected_w2.len() as u64, expected_w2.len() as u64));
+    assert_eq!(
+        (r2.targeted, r2.sent),
+        (expected_w2.len() as u64, expected_w2.len() as u64)
+    );
     assert_eq!(r2.responded, accepted.len() as u64);
-    assert_eq!(accepted.len(), expected_w2.iter().filter(|s| *s % 3 == 0).count());
+    assert_eq!(
+        accepted.len(),
+        expected_w2.iter().filter(|s| *s % 3 == 0).count()
+    );
     let t_orders = w1_treat.iter().filter(|s| ordered.contains(s)).count() as u64;
     let c_orders = w1_ctrl.iter().filter(|s| ordered.contains(s)).count() as u64;
-    assert_eq!((report.overall.treatment.n, report.overall.treatment.converted), (w1_treat.len() as u64, t_orders));
-    assert_eq!((report.overall.control.n, report.overall.control.converted), (w1_ctrl.len() as u64, c_orders));
+    assert_eq!(
+        (
+            report.overall.treatment.n,
+            report.overall.treatment.converted
+        ),
+        (w1_treat.len() as u64, t_orders)
+    );
+    assert_eq!(
+        (report.overall.control.n, report.overall.control.converted),
+        (w1_ctrl.len() as u64, c_orders)
+    );
     assert!(!report.simulated);
     let _ = db.schema;
 }

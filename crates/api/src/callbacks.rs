@@ -5,7 +5,7 @@ use axum::extract::{RawQuery, State};
 use store::inbound::{NewInbound, source};
 use tracing::debug;
 
-use crate::AppState;
+use crate::Shared;
 use crate::error::{ApiError, bad};
 use crate::input::{Query, line, mask, msisdn};
 
@@ -19,7 +19,7 @@ const MAX_REPLY: usize = 1000;
 
 /// `GET /callbacks/kannel/dlr?key=..&type=..&smscid=..&fid=..&to=..&ts=..&reply=..`
 pub(crate) async fn dlr(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     RawQuery(raw): RawQuery,
 ) -> Result<&'static str, ApiError> {
     let q = Query::parse(raw.as_deref())?;
@@ -54,7 +54,7 @@ pub(crate) async fn dlr(
             kind: kind.clone(),
             value: reply,
             payload: q.to_json(&[]),
-            received_at: store::wall_now(),
+            received_at: (state.now)(),
         }])
         .await?;
     debug!(key = %key, dlr_type = %kind, "Delivery report stored.");
@@ -63,7 +63,7 @@ pub(crate) async fn dlr(
 
 /// `GET /callbacks/kannel/mo?from=..&to=..&text=..&msgid=..&ts=..` (also `charset`, as `%C`).
 pub(crate) async fn mo(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     RawQuery(raw): RawQuery,
 ) -> Result<&'static str, ApiError> {
     let q = Query::parse(raw.as_deref())?;
@@ -88,7 +88,7 @@ pub(crate) async fn mo(
             kind: "reply".to_owned(),
             payload: q.to_json(&[("text", &text)]),
             value: Some(text),
-            received_at: store::wall_now(),
+            received_at: (state.now)(),
         }])
         .await?;
     debug!(from = %mask(&from), "SMS reply stored.");

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use store::inbound::{NewInbound, source};
 use tracing::debug;
 
-use crate::AppState;
+use crate::Shared;
 use crate::error::{ApiError, bad};
 use crate::input::{check_object, json_path, line, msisdn};
 
@@ -44,12 +44,12 @@ const SHAPE: &str = r#"{"msisdn": "...", "type": "order", "value": "...", "at": 
 /// `POST /events`: one event object, or an array of up to 10,000. All or nothing: one bad
 /// event rejects the batch, and nothing is stored.
 pub(crate) async fn post(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| bad("body", format!("expected JSON: {e}")))?;
-    let now = store::wall_now();
+    let now = (state.now)();
     let rows = match &value {
         Value::Array(items) => {
             if items.is_empty() || items.len() > MAX_BATCH {

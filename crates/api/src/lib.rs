@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -31,6 +32,17 @@ pub struct AppState {
     pub store: store::Store,
 }
 
+/// Stamps inbound events with their arrival time. It must be the clock the engine judges
+/// response windows by: real time in production, the engine's scaled clock in demos and
+/// end-to-end tests (stamped with wall time there, every reply would land after its window).
+pub type Now = Arc<dyn Fn() -> store::Millis + Send + Sync>;
+
+#[derive(Clone)]
+struct Shared {
+    store: store::Store,
+    now: Now,
+}
+
 /// Room for a full batch of 10,000 events with long values.
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
@@ -40,7 +52,13 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 /// ~17/s in our Kannel trials.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
+/// The API, stamping inbound events with the wall clock.
 pub fn router(state: AppState) -> Router {
+    router_with_clock(state, Arc::new(store::wall_now))
+}
+
+/// The API, stamping inbound events (and judging event times) with `now`.
+pub fn router_with_clock(state: AppState, now: Now) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/callbacks/kannel/dlr", get(callbacks::dlr))
@@ -51,7 +69,10 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/report", get(ops::run_report))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(Shared {
+            store: state.store,
+            now,
+        })
 }
 
 /// Binds a listener for [`serve`] with a backlog of [`LISTEN_BACKLOG`].
@@ -76,6 +97,16 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_clock(listener, state, Arc::new(store::wall_now), shutdown).await
+}
+
+/// [`serve`] with the clock the engine runs on; see [`Now`].
+pub async fn serve_with_clock(
+    listener: TcpListener,
+    state: AppState,
+    now: Now,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     debug!(addr = ?listener.local_addr().ok(), "HTTP API serving.");
     // Small responses on keep-alive connections: without TCP_NODELAY, Nagle and the peer's
     // delayed ACK add ~40 ms per callback (measured against Kannel).
@@ -84,7 +115,7 @@ pub async fn serve(
             debug!(error = %e, "Could not set TCP_NODELAY on a connection.");
         }
     });
-    axum::serve(listener, router(state))
+    axum::serve(listener, router_with_clock(state, now))
         .with_graceful_shutdown(shutdown)
         .await
 }

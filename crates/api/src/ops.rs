@@ -5,13 +5,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
-use crate::AppState;
+use crate::Shared;
 use crate::error::ApiError;
 use crate::tasks::parse_id;
 
 /// `GET /healthz`: 200 only when the database answers, so a load balancer stops sending
 /// callbacks to a replica that could not store them.
-pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+pub(crate) async fn healthz(State(state): State<Shared>) -> (StatusCode, &'static str) {
     match state.store.db_now().await {
         Ok(_) => (StatusCode::OK, "ok"),
         Err(e) => {
@@ -23,7 +23,7 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, &'sta
 
 /// `GET /runs/{id}/report`: the evaluation report stored when the run finished.
 pub(crate) async fn run_report(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use store::inbound::TaskRow;
 use tracing::info;
 
-use crate::AppState;
+use crate::Shared;
 use crate::error::{ApiError, bad};
 use crate::input::{Query, check_object, line};
 
@@ -47,7 +47,7 @@ impl From<TaskRow> for TaskDto {
 
 /// `GET /tasks?team=..&state=open&limit=100`
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<TaskDto>>, ApiError> {
     let q = Query::parse(raw.as_deref())?;
@@ -92,7 +92,7 @@ struct OutcomeIn {
 
 /// `POST /tasks/{id}/outcome` with `{"outcome": "accepted", "agent": "agent-7"}`
 pub(crate) async fn outcome(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -126,7 +126,7 @@ pub(crate) async fn outcome(
     }
     if state
         .store
-        .complete_task(id, &o.outcome, &o.agent, store::wall_now())
+        .complete_task(id, &o.outcome, &o.agent, (state.now)())
         .await?
     {
         info!(task = id, outcome = %o.outcome, agent = %o.agent, "Task completed.");

@@ -28,6 +28,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Res<Server> {
+        Server::start_with(None).await
+    }
+
+    async fn start_with(now: Option<api::Now>) -> Res<Server> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}", dir.path().join("api.db").display());
@@ -40,9 +44,13 @@ impl Server {
         let state = AppState {
             store: store.clone(),
         };
-        let served = tokio::spawn(api::serve(listener, state, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        }));
+        };
+        let served = match now {
+            None => tokio::spawn(api::serve(listener, state, shutdown)),
+            Some(now) => tokio::spawn(api::serve_with_clock(listener, state, now, shutdown)),
+        };
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
@@ -618,6 +626,54 @@ async fn run_report_is_served_as_stored() -> Res {
     let (status, body) = s.get("/no/such/route").await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(serde_json::from_str::<Value>(&body)?["error"].is_string());
+    s.stop().await
+}
+
+#[tokio::test]
+async fn inbound_events_are_stamped_with_the_engines_clock() -> Res {
+    // A demo clock two months behind the wall clock, as the engine's scaled clock may be.
+    const CLOCK: i64 = 1_788_000_000_000;
+    let s = Server::start_with(Some(std::sync::Arc::new(|| CLOCK))).await?;
+    let (_, ids) = seed_tasks(&s.store).await?;
+    assert_eq!(
+        s.get("/callbacks/kannel/dlr?key=r1-w-s1&type=1").await?.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.get("/callbacks/kannel/mo?from=13800138000&text=1")
+            .await?
+            .0,
+        StatusCode::OK
+    );
+    let event = json!({"msisdn": "13800138000", "type": "order"}).to_string();
+    assert_eq!(s.post("/events", event).await?.0, StatusCode::ACCEPTED);
+    let outcome = json!({"outcome": "refused", "agent": "a1"}).to_string();
+    assert_eq!(
+        s.post(&format!("/tasks/{}/outcome", ids[0]), outcome)
+            .await?
+            .0,
+        StatusCode::OK
+    );
+    let stamps: Vec<(String, i64)> = s
+        .inbound()
+        .await?
+        .into_iter()
+        .map(|r| (r.source, r.received_at))
+        .collect();
+    let want: Vec<(String, i64)> = ["dlr", "mo", "event", "task"]
+        .iter()
+        .map(|src| ((*src).to_owned(), CLOCK))
+        .collect();
+    assert_eq!(stamps, want);
+
+    // "In the future" is judged by that clock too: an hour past it is refused although it
+    // is long past by the wall clock.
+    let ahead = chrono::DateTime::from_timestamp_millis(CLOCK + 3_600_000)
+        .ok_or("time")?
+        .to_rfc3339();
+    let future = json!({"msisdn": "13800138000", "type": "order", "at": ahead}).to_string();
+    s.assert_rejected(s.post("/events", future).await?, "at", 4)
+        .await?;
     s.stop().await
 }
 

@@ -107,10 +107,13 @@ impl Config {
     /// Reads the file, or the defaults when `path` is `None`.
     pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?,
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?,
             None => String::new(),
         };
-        let shown = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<defaults>".into());
+        let shown = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{shown}: {e}"))
     }
 }

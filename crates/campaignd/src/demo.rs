@@ -48,15 +48,30 @@ pub(crate) async fn insert_base(store: &store::Store, n: usize, seed: u64) -> an
     for s in subscribers::generate(n, seed) {
         rows.push(s);
         if rows.len() == 10_000 {
-            done += store.insert_subscribers(&rows, store::subscribers::OnDuplicate::Fail, store::wall_now()).await? as usize;
+            done += store
+                .insert_subscribers(
+                    &rows,
+                    store::subscribers::OnDuplicate::Fail,
+                    store::wall_now(),
+                )
+                .await? as usize;
             rows.clear();
             eprint!("\r  subscriber base: {done}/{n}");
         }
     }
     if !rows.is_empty() {
-        done += store.insert_subscribers(&rows, store::subscribers::OnDuplicate::Fail, store::wall_now()).await? as usize;
+        done += store
+            .insert_subscribers(
+                &rows,
+                store::subscribers::OnDuplicate::Fail,
+                store::wall_now(),
+            )
+            .await? as usize;
     }
-    eprintln!("\r  subscriber base: {done}/{n} synthetic subscribers in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "\r  subscriber base: {done}/{n} synthetic subscribers in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -66,31 +81,64 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         bail!("--day-seconds must be positive");
     }
     let mut wf = spec::load_file(&a.workflow).map_err(|d| {
-        anyhow::anyhow!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        anyhow::anyhow!(
+            "{}",
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     })?;
     let tz = wf.timezone;
     // The demo runs the campaign once, now; its cron schedule would start more runs as the
     // compressed days pass.
     wf.schedule = None;
-    let start_local = NaiveDateTime::parse_from_str(&a.start, "%Y-%m-%dT%H:%M:%S").context("--start: expected YYYY-MM-DDTHH:MM:SS")?;
-    let origin = tz.from_local_datetime(&start_local).earliest().context("--start does not exist in the campaign's time zone")?.timestamp_millis();
+    let start_local = NaiveDateTime::parse_from_str(&a.start, "%Y-%m-%dT%H:%M:%S")
+        .context("--start: expected YYYY-MM-DDTHH:MM:SS")?;
+    let origin = tz
+        .from_local_datetime(&start_local)
+        .earliest()
+        .context("--start does not exist in the campaign's time zone")?
+        .timestamp_millis();
 
     std::fs::create_dir_all(&a.out)?;
-    for f in ["campaignd-demo.db", "campaignd-demo.db-wal", "campaignd-demo.db-shm", "outbox.jsonl"] {
+    for f in [
+        "campaignd-demo.db",
+        "campaignd-demo.db-wal",
+        "campaignd-demo.db-shm",
+        "outbox.jsonl",
+    ] {
         let _ = std::fs::remove_file(a.out.join(f));
     }
     let _ = std::fs::remove_dir_all(a.out.join("mail"));
     std::fs::create_dir_all(a.out.join("mail"))?;
 
-    println!("campaignd demo: {} on embedded SQLite, no external services", wf.campaign);
+    println!(
+        "campaignd demo: {} on embedded SQLite, no external services",
+        wf.campaign
+    );
     println!("  database  {}", a.out.join("campaignd-demo.db").display());
-    println!("  SMS       outbox transport -> {}", a.out.join("outbox.jsonl").display());
-    println!("  clock     starts {} ({}), one campaign day = {}s", out::local(origin, tz), tz, a.day_seconds);
-    println!("  responses SIMULATED population (delivery reports, replies, agent outcomes, orders)");
+    println!(
+        "  SMS       outbox transport -> {}",
+        a.out.join("outbox.jsonl").display()
+    );
+    println!(
+        "  clock     starts {} ({}), one campaign day = {}s",
+        out::local(origin, tz),
+        tz,
+        a.day_seconds
+    );
+    println!(
+        "  responses SIMULATED population (delivery reports, replies, agent outcomes, orders)"
+    );
     let cfg = Config {
         database_url: format!("sqlite://{}", a.out.join("campaignd-demo.db").display()),
-        sms: channels::sms::SmsConfig::Outbox(channels::sms::OutboxConfig { path: a.out.join("outbox.jsonl") }),
-        email: channels::email::EmailConfig::File { dir: a.out.join("mail") },
+        sms: channels::sms::SmsConfig::Outbox(channels::sms::OutboxConfig {
+            path: a.out.join("outbox.jsonl"),
+        }),
+        email: channels::email::EmailConfig::File {
+            dir: a.out.join("mail"),
+        },
         ..Config::load(None)?
     };
     let store = crate::open_store(&cfg).await?;
@@ -98,21 +146,32 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     crate::insert_base(&store, a.subscribers, a.seed).await?;
 
     let clock = Clock::scaled(origin, 86_400.0 / a.day_seconds);
-    let channels: HashMap<String, Arc<dyn channels::Channel>> = crate::build_channels(&cfg, &store).await?;
+    let channels: HashMap<String, Arc<dyn channels::Channel>> =
+        crate::build_channels(&cfg, &store).await?;
     let mut ec = crate::engine_config(&cfg);
     ec.simulated = true;
     ec.poll = Duration::from_millis(50);
     let mailer = channels::email::Mailer::new(&cfg.email, &cfg.email_from)?;
-    let engine = Arc::new(engine::Engine::new(store.clone(), clock.clone(), channels, ec)?.with_mailer(mailer, Vec::new()));
+    let engine = Arc::new(
+        engine::Engine::new(store.clone(), clock.clone(), channels, ec)?
+            .with_mailer(mailer, Vec::new()),
+    );
     engine.load(vec![wf]).await?;
     let mut events = engine.subscribe();
     let run_id = engine.trigger(&a_campaign(&engine)?, "demo").await?;
 
     let cancel = CancellationToken::new();
-    let sim = Sim::new(store.clone(), clock.clone(), a.out.join("outbox.jsonl"), a.seed, Behaviour::default());
+    let sim = Sim::new(
+        store.clone(),
+        clock.clone(),
+        a.out.join("outbox.jsonl"),
+        a.seed,
+        Behaviour::default(),
+    );
     let sim_task = tokio::spawn(sim.run(cancel.clone()));
     let engine_task = tokio::spawn(engine.clone().run(cancel.clone(), false));
-    let mut progress = tokio::time::interval(Duration::from_secs_f64((a.day_seconds / 2.0).max(0.25)));
+    let mut progress =
+        tokio::time::interval(Duration::from_secs_f64((a.day_seconds / 2.0).max(0.25)));
     let mut open_waves: Vec<(i64, String)> = Vec::new();
     let deadline = tokio::time::sleep(Duration::from_secs(600));
     tokio::pin!(deadline);
@@ -153,25 +212,54 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let _ = sim_task.await;
     println!();
     println!("{}", evaluate::render_text(&report));
-    println!("report also stored in the database (campaignd report {run_id} --format html) and e-mailed to {}", a.out.join("mail").display());
+    println!(
+        "report also stored in the database (campaignd report {run_id} --format html) and e-mailed to {}",
+        a.out.join("mail").display()
+    );
     println!("demo finished in {:.1}s", wall.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }
 
 fn a_campaign(engine: &engine::Engine) -> anyhow::Result<String> {
-    engine.workflows().first().map(|(_, w)| w.campaign.clone()).context("no workflow loaded")
+    engine
+        .workflows()
+        .first()
+        .map(|(_, w)| w.campaign.clone())
+        .context("no workflow loaded")
 }
 
-async fn print_progress(store: &store::Store, wave_run_id: i64, wave: &str, now: i64, tz: chrono_tz::Tz, note: &str) -> anyhow::Result<()> {
+async fn print_progress(
+    store: &store::Store,
+    wave_run_id: i64,
+    wave: &str,
+    now: i64,
+    tz: chrono_tz::Tz,
+    note: &str,
+) -> anyhow::Result<()> {
     let c = store.wave_counts(wave_run_id).await?;
-    let targeted = c.count("treatment", &["pending", "sending", "sent", "delivered", "undelivered", "failed", "expired"]);
+    let targeted = c.count(
+        "treatment",
+        &[
+            "pending",
+            "sending",
+            "sent",
+            "delivered",
+            "undelivered",
+            "failed",
+            "expired",
+        ],
+    );
     let sent = c.count("treatment", &["sent", "delivered", "undelivered"]);
     let delivered = c.count("treatment", &["delivered"]);
     println!(
         "[{}] {wave:<10} sent {sent:>6}/{targeted:<6} delivered {delivered:>6}  responded {:>5} (simulated){}",
         out::local(now, tz),
         c.responded("treatment"),
-        if note.is_empty() { String::new() } else { format!("  window {note}") }
+        if note.is_empty() {
+            String::new()
+        } else {
+            format!("  window {note}")
+        }
     );
     Ok(())
 }

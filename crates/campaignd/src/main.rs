@@ -21,7 +21,11 @@ use config::Config;
 use demo::insert_base;
 
 #[derive(Parser)]
-#[command(name = "campaignd", version, about = "Runs telecom marketing and retention campaigns from workflow files.")]
+#[command(
+    name = "campaignd",
+    version,
+    about = "Runs telecom marketing and retention campaigns from workflow files."
+)]
 struct Cli {
     /// Config file (TOML). Without it, embedded defaults: SQLite file, SMS outbox file.
     #[arg(long, global = true, env = "CAMPAIGND_CONFIG")]
@@ -72,7 +76,11 @@ enum Cmd {
     /// List the stored versions of a campaign.
     Versions { campaign: String },
     /// Show what changed between two stored versions of a campaign.
-    Diff { campaign: String, from: i64, to: i64 },
+    Diff {
+        campaign: String,
+        from: i64,
+        to: i64,
+    },
     /// Print a finished run's evaluation.
     Report {
         run_id: i64,
@@ -94,11 +102,18 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     // One rustls provider for the whole process (reqwest is built without one).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -118,7 +133,10 @@ async fn open_store(cfg: &Config) -> anyhow::Result<store::Store> {
     let store = store::Store::connect(&cfg.database_url, cfg.database_schema.as_deref())
         .await
         .with_context(|| format!("cannot open database {}", redact(&cfg.database_url)))?;
-    store.migrate().await.context("cannot migrate the database")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
     Ok(store)
 }
 
@@ -146,10 +164,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Migrate => {
             open_store(&cfg).await?;
-            out::line(&format!("database {} is up to date", redact(&cfg.database_url)));
+            out::line(&format!(
+                "database {} is up to date",
+                redact(&cfg.database_url)
+            ));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Import { csv, mapping, update } => import(&cfg, &csv, &mapping, update).await,
+        Cmd::Import {
+            csv,
+            mapping,
+            update,
+        } => import(&cfg, &csv, &mapping, update).await,
         Cmd::GenerateBase { subscribers, seed } => {
             let store = open_store(&cfg).await?;
             insert_base(&store, subscribers, seed).await?;
@@ -165,16 +190,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Trigger { campaign } => {
             let store = open_store(&cfg).await?;
             let wf = load_campaign(&cfg.workflows, &campaign)?;
-            let engine = engine::Engine::new(store, engine::clock::Clock::Database, HashMap::new(), engine::EngineConfig::new("cli", cfg.workflows.join("calendars")))?;
+            let engine = engine::Engine::new(
+                store,
+                engine::clock::Clock::Database,
+                HashMap::new(),
+                engine::EngineConfig::new("cli", cfg.workflows.join("calendars")),
+            )?;
             engine.load(vec![wf]).await?;
             let run_id = engine.trigger(&campaign, "manual").await?;
-            out::line(&format!("run {run_id} of {campaign} started; the daemon carries it out"));
+            out::line(&format!(
+                "run {run_id} of {campaign} started; the daemon carries it out"
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Versions { campaign } => {
             let store = open_store(&cfg).await?;
             for v in store.versions(&campaign).await? {
-                out::line(&format!("{:>5}  {}  {}", v.id, &v.hash[..12], out::time(v.loaded_at)));
+                out::line(&format!(
+                    "{:>5}  {}  {}",
+                    v.id,
+                    &v.hash[..12],
+                    out::time(v.loaded_at)
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -187,12 +224,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Report { run_id, format } => {
             let store = open_store(&cfg).await?;
-            let Some(json) = store.run_report(run_id).await? else { bail!("run {run_id} has no report (not finished, or unknown)") };
-            let report: evaluate::Report = serde_json::from_str(&json).context("stored report does not parse")?;
+            let Some(json) = store.run_report(run_id).await? else {
+                bail!("run {run_id} has no report (not finished, or unknown)")
+            };
+            let report: evaluate::Report =
+                serde_json::from_str(&json).context("stored report does not parse")?;
             out::report(&report, format);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { exit_after, shutdown_grace } => daemon(cfg, exit_after, shutdown_grace).await,
+        Cmd::Run {
+            exit_after,
+            shutdown_grace,
+        } => daemon(cfg, exit_after, shutdown_grace).await,
         Cmd::Demo(args) => demo::run(args).await,
     }
 }
@@ -206,7 +249,10 @@ fn validate(path: &Path) -> ExitCode {
             wf.campaign,
             wf.short_hash(),
             wf.waves.len(),
-            wf.schedule.as_ref().map(|s| s.cron_text.as_str()).unwrap_or("manual")
+            wf.schedule
+                .as_ref()
+                .map(|s| s.cron_text.as_str())
+                .unwrap_or("manual")
         ));
     }
     for d in &diags {
@@ -232,19 +278,34 @@ fn load_campaign(dir: &Path, campaign: &str) -> anyhow::Result<spec::Workflow> {
     for d in &diags {
         eprintln!("error: {d}");
     }
-    bail!("no valid workflow for campaign `{campaign}` in {}", dir.display())
+    bail!(
+        "no valid workflow for campaign `{campaign}` in {}",
+        dir.display()
+    )
 }
 
-async fn version_bundle(store: &store::Store, campaign: &str, id: i64) -> anyhow::Result<spec::Bundle> {
-    let Some((c, _, source)) = store.version_source(id).await? else { bail!("version {id} does not exist") };
+async fn version_bundle(
+    store: &store::Store,
+    campaign: &str,
+    id: i64,
+) -> anyhow::Result<spec::Bundle> {
+    let Some((c, _, source)) = store.version_source(id).await? else {
+        bail!("version {id} does not exist")
+    };
     if c != campaign {
         bail!("version {id} belongs to campaign `{c}`, not `{campaign}`");
     }
     Ok(spec::Bundle::from_json(&source)?)
 }
 
-async fn import(cfg: &Config, csv: &Path, mapping: &Path, update: bool) -> anyhow::Result<ExitCode> {
-    let map_text = std::fs::read_to_string(mapping).with_context(|| format!("cannot read {}", mapping.display()))?;
+async fn import(
+    cfg: &Config,
+    csv: &Path,
+    mapping: &Path,
+    update: bool,
+) -> anyhow::Result<ExitCode> {
+    let map_text = std::fs::read_to_string(mapping)
+        .with_context(|| format!("cannot read {}", mapping.display()))?;
     let map = match subscribers::parse_mapping(&mapping.display().to_string(), &map_text) {
         Ok(m) => m,
         Err(e) => {
@@ -252,8 +313,13 @@ async fn import(cfg: &Config, csv: &Path, mapping: &Path, update: bool) -> anyho
             return Ok(ExitCode::FAILURE);
         }
     };
-    let file = std::fs::File::open(csv).with_context(|| format!("cannot open {}", csv.display()))?;
-    let rows = match subscribers::read_csv(&map, &csv.display().to_string(), std::io::BufReader::new(file)) {
+    let file =
+        std::fs::File::open(csv).with_context(|| format!("cannot open {}", csv.display()))?;
+    let rows = match subscribers::read_csv(
+        &map,
+        &csv.display().to_string(),
+        std::io::BufReader::new(file),
+    ) {
         Ok(r) => r,
         Err(errs) => {
             eprintln!("{errs}");
@@ -262,7 +328,11 @@ async fn import(cfg: &Config, csv: &Path, mapping: &Path, update: bool) -> anyho
         }
     };
     let store = open_store(cfg).await?;
-    let on_dup = if update { store::subscribers::OnDuplicate::Update } else { store::subscribers::OnDuplicate::Fail };
+    let on_dup = if update {
+        store::subscribers::OnDuplicate::Update
+    } else {
+        store::subscribers::OnDuplicate::Fail
+    };
     let n = store.insert_subscribers(&rows, on_dup, store::wall_now()).await.map_err(|e| {
         anyhow::anyhow!("{e}\nnothing was imported (the whole file is one transaction; use --update to refresh subscribers already in the base)")
     })?;
@@ -271,16 +341,31 @@ async fn import(cfg: &Config, csv: &Path, mapping: &Path, update: bool) -> anyho
 }
 
 /// Builds the channels every wave kind needs.
-pub(crate) async fn build_channels(cfg: &Config, store: &store::Store) -> anyhow::Result<HashMap<String, Arc<dyn channels::Channel>>> {
+pub(crate) async fn build_channels(
+    cfg: &Config,
+    store: &store::Store,
+) -> anyhow::Result<HashMap<String, Arc<dyn channels::Channel>>> {
     let mut map: HashMap<String, Arc<dyn channels::Channel>> = HashMap::new();
     map.insert("sms".into(), channels::sms::build(&cfg.sms).await?);
-    map.insert("outbound_call".into(), Arc::new(channels::worklist::Worklist::new(store.clone(), "outbound_call")));
-    map.insert("service".into(), Arc::new(channels::worklist::Worklist::new(store.clone(), "service")));
+    map.insert(
+        "outbound_call".into(),
+        Arc::new(channels::worklist::Worklist::new(
+            store.clone(),
+            "outbound_call",
+        )),
+    );
+    map.insert(
+        "service".into(),
+        Arc::new(channels::worklist::Worklist::new(store.clone(), "service")),
+    );
     Ok(map)
 }
 
 fn engine_config(cfg: &Config) -> engine::EngineConfig {
-    let worker = cfg.worker_id.clone().unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let worker = cfg
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     let mut ec = engine::EngineConfig::new(worker, cfg.workflows.join("calendars"));
     ec.batch_size = cfg.engine.batch_size;
     ec.lease = Duration::from_secs(cfg.engine.lease_secs);
@@ -291,7 +376,9 @@ fn engine_config(cfg: &Config) -> engine::EngineConfig {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "campaignd".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "campaignd".into())
 }
 
 async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Result<ExitCode> {
@@ -302,26 +389,50 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         eprintln!("error: {d}");
     }
     if !diags.is_empty() {
-        bail!("{} workflow error(s); fix them or move the files out of {}", diags.len(), cfg.workflows.display());
+        bail!(
+            "{} workflow error(s); fix them or move the files out of {}",
+            diags.len(),
+            cfg.workflows.display()
+        );
     }
     let channels = build_channels(&cfg, &store).await?;
     let mailer = channels::email::Mailer::new(&cfg.email, &cfg.email_from)?;
-    let engine = Arc::new(engine::Engine::new(store.clone(), engine::clock::Clock::Database, channels, engine_config(&cfg))?.with_mailer(mailer, Vec::new()));
+    let engine = Arc::new(
+        engine::Engine::new(
+            store.clone(),
+            engine::clock::Clock::Database,
+            channels,
+            engine_config(&cfg),
+        )?
+        .with_mailer(mailer, Vec::new()),
+    );
     for (campaign, version) in engine.load(workflows).await? {
         info!(message = "Workflow loaded.", campaign = %campaign, version);
     }
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    out::line(&format!("campaignd listening on http://{addr} (database {})", redact(&cfg.database_url)));
+    out::line(&format!(
+        "campaignd listening on http://{addr} (database {})",
+        redact(&cfg.database_url)
+    ));
     let cancel = CancellationToken::new();
     let api_cancel = cancel.clone();
-    let api = tokio::spawn(api::serve(listener, api::AppState { store: store.clone() }, async move { api_cancel.cancelled().await }));
+    let api = tokio::spawn(api::serve(
+        listener,
+        api::AppState {
+            store: store.clone(),
+        },
+        async move { api_cancel.cancelled().await },
+    ));
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -337,7 +448,9 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         Err(_) => {
             // Batches still in flight keep their leases; they return to the queue when the
             // lease expires, and the gateway sees at most those messages twice.
-            eprintln!("warning: shutdown grace of {grace}s passed with batches in flight; their leases will expire");
+            eprintln!(
+                "warning: shutdown grace of {grace}s passed with batches in flight; their leases will expire"
+            );
         }
     }
     let _ = api.await;

@@ -16,12 +16,16 @@ pub(crate) fn line(s: &str) {
 }
 
 pub(crate) fn time(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).unwrap_or_else(|| ms.to_string())
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Time in a zone, for the demo's narration.
 pub(crate) fn local(ms: i64, tz: chrono_tz::Tz) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).format("%a %Y-%m-%d %H:%M").to_string()).unwrap_or_default()
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.with_timezone(&tz).format("%a %Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
 }
 
 pub(crate) fn funnel(campaign: &str, wave: &str, funnel: &[(String, u64)]) {
@@ -60,13 +64,21 @@ pub(crate) fn report(r: &evaluate::Report, f: Format) {
 pub(crate) fn diff(a: &spec::Bundle, b: &spec::Bundle) {
     let mut parts: Vec<(String, String, String)> = vec![
         ("workflow".into(), a.workflow.clone(), b.workflow.clone()),
-        ("segments.yaml".into(), a.segments.clone().unwrap_or_default(), b.segments.clone().unwrap_or_default()),
+        (
+            "segments.yaml".into(),
+            a.segments.clone().unwrap_or_default(),
+            b.segments.clone().unwrap_or_default(),
+        ),
     ];
     let mut names: Vec<&String> = a.templates.keys().chain(b.templates.keys()).collect();
     names.sort();
     names.dedup();
     for n in names {
-        parts.push((n.clone(), a.templates.get(n).cloned().unwrap_or_default(), b.templates.get(n).cloned().unwrap_or_default()));
+        parts.push((
+            n.clone(),
+            a.templates.get(n).cloned().unwrap_or_default(),
+            b.templates.get(n).cloned().unwrap_or_default(),
+        ));
     }
     let mut same = true;
     for (name, x, y) in parts {
@@ -91,7 +103,11 @@ fn line_diff(a: &str, b: &str) -> Vec<String> {
     let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
@@ -116,6 +132,9 @@ mod tests {
 
     #[test]
     fn diff_shows_changed_lines() {
-        assert_eq!(line_diff("a\nb\nc", "a\nx\nc"), vec!["+ x".to_owned(), "- b".to_owned()]);
+        assert_eq!(
+            line_diff("a\nb\nc", "a\nx\nc"),
+            vec!["+ x".to_owned(), "- b".to_owned()]
+        );
     }
 }

@@ -68,7 +68,10 @@ pub(crate) struct Sim {
 }
 
 fn rng_for(seed: u64, key: &str) -> ChaCha8Rng {
-    let d = Sha256::new().chain_update(seed.to_le_bytes()).chain_update(key.as_bytes()).finalize();
+    let d = Sha256::new()
+        .chain_update(seed.to_le_bytes())
+        .chain_update(key.as_bytes())
+        .finalize();
     ChaCha8Rng::from_seed(d.into())
 }
 
@@ -95,7 +98,14 @@ impl Sim {
         self.queue.insert((at, self.seq), ev);
     }
 
-    fn inbound(src: &'static str, key: Option<String>, msisdn: Option<String>, kind: &str, value: Option<String>, at: Millis) -> Ev {
+    fn inbound(
+        src: &'static str,
+        key: Option<String>,
+        msisdn: Option<String>,
+        kind: &str,
+        value: Option<String>,
+        at: Millis,
+    ) -> Ev {
         Ev::Inbound(NewInbound {
             source: src,
             idem_key: key,
@@ -123,13 +133,19 @@ impl Sim {
         self.read_outbox(now)?;
         self.watch_runs(now).await?;
         self.watch_tasks(now).await?;
-        let due: Vec<(Millis, u64)> = self.queue.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
+        let due: Vec<(Millis, u64)> = self
+            .queue
+            .range(..=(now, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
         let mut batch = Vec::new();
         for k in due {
             match self.queue.remove(&k) {
                 Some(Ev::Inbound(i)) => batch.push(i),
                 Some(Ev::Task { id, outcome }) => {
-                    self.store.complete_task(id, outcome, "sim-agent", k.0).await?;
+                    self.store
+                        .complete_task(id, outcome, "sim-agent", k.0)
+                        .await?;
                 }
                 None => {}
             }
@@ -142,13 +158,17 @@ impl Sim {
 
     /// Plays the SMSC and the subscribers for every message the outbox transport wrote.
     fn read_outbox(&mut self, now: Millis) -> anyhow::Result<()> {
-        let Ok(mut f) = std::fs::File::open(&self.outbox) else { return Ok(()) };
+        let Ok(mut f) = std::fs::File::open(&self.outbox) else {
+            return Ok(());
+        };
         f.seek(SeekFrom::Start(self.offset))?;
         let mut buf = String::new();
         let n = f.read_to_string(&mut buf)?;
         self.offset += n as u64;
         self.partial.push_str(&buf);
-        let Some(last_nl) = self.partial.rfind('\n') else { return Ok(()) };
+        let Some(last_nl) = self.partial.rfind('\n') else {
+            return Ok(());
+        };
         let complete: String = self.partial.drain(..=last_nl).collect();
         for line in complete.lines() {
             let v: serde_json::Value = serde_json::from_str(line)?;
@@ -157,22 +177,72 @@ impl Sim {
             let mut rng = rng_for(self.seed, &key);
             let at = now + rng.random_range(2_000..120_000);
             if rng.random_bool(self.b.delivered) {
-                self.push(at, Self::inbound(source::DLR, Some(key.clone()), Some(to.clone()), "1", None, at));
+                self.push(
+                    at,
+                    Self::inbound(
+                        source::DLR,
+                        Some(key.clone()),
+                        Some(to.clone()),
+                        "1",
+                        None,
+                        at,
+                    ),
+                );
             } else {
-                self.push(at, Self::inbound(source::DLR, Some(key.clone()), Some(to.clone()), "2", Some("simulated failure".into()), at));
+                self.push(
+                    at,
+                    Self::inbound(
+                        source::DLR,
+                        Some(key.clone()),
+                        Some(to.clone()),
+                        "2",
+                        Some("simulated failure".into()),
+                        at,
+                    ),
+                );
                 continue;
             }
             let r: f64 = rng.random();
             if r < self.b.opt_out {
                 let t = at + rng.random_range(60_000..6 * HOUR);
-                self.push(t, Self::inbound(source::MO, None, Some(to.clone()), "reply", Some("TD".into()), t));
+                self.push(
+                    t,
+                    Self::inbound(
+                        source::MO,
+                        None,
+                        Some(to.clone()),
+                        "reply",
+                        Some("TD".into()),
+                        t,
+                    ),
+                );
             } else if r < self.b.opt_out + self.b.reply_yes {
                 // Replies cluster in the first day; some come after the window closes.
                 let t = at + (rng.random::<f64>().powi(3) * 4.0 * DAY as f64) as i64;
-                self.push(t, Self::inbound(source::MO, None, Some(to.clone()), "reply", Some("1".into()), t));
+                self.push(
+                    t,
+                    Self::inbound(
+                        source::MO,
+                        None,
+                        Some(to.clone()),
+                        "reply",
+                        Some("1".into()),
+                        t,
+                    ),
+                );
                 if rng.random_bool(self.b.order_after_yes) {
                     let t2 = t + rng.random_range(10 * 60_000..12 * HOUR);
-                    self.push(t2, Self::inbound(source::EVENT, None, Some(to), "order", Some(self.b.offer.clone()), t2));
+                    self.push(
+                        t2,
+                        Self::inbound(
+                            source::EVENT,
+                            None,
+                            Some(to),
+                            "order",
+                            Some(self.b.offer.clone()),
+                            t2,
+                        ),
+                    );
                 }
             }
         }
@@ -193,13 +263,25 @@ impl Sim {
             }
             self.seen_runs.insert(run.id);
             let pop = self.store.run_population(first.id).await?;
-            let msisdns = self.msisdns(&pop.iter().map(|p| p.0).collect::<Vec<_>>()).await?;
+            let msisdns = self
+                .msisdns(&pop.iter().map(|p| p.0).collect::<Vec<_>>())
+                .await?;
             for (sub, _, _) in pop {
                 let mut rng = rng_for(self.seed, &format!("organic-{}-{sub}", run.id));
                 if rng.random_bool(self.b.organic_order) {
                     let t = now + rng.random_range(HOUR..8 * DAY);
                     if let Some(m) = msisdns.get(&sub) {
-                        self.push(t, Self::inbound(source::EVENT, None, Some(m.clone()), "order", Some(self.b.offer.clone()), t));
+                        self.push(
+                            t,
+                            Self::inbound(
+                                source::EVENT,
+                                None,
+                                Some(m.clone()),
+                                "order",
+                                Some(self.b.offer.clone()),
+                                t,
+                            ),
+                        );
                     }
                 }
             }
@@ -222,8 +304,13 @@ impl Sim {
     async fn watch_tasks(&mut self, now: Millis) -> anyhow::Result<()> {
         let tasks = self.store.tasks(None, "open", 5000).await?;
         let per_task = DAY / i64::from(self.b.agent_capacity_per_day.max(1));
-        let new: Vec<_> = tasks.into_iter().filter(|t| !self.seen_tasks.contains(&t.id)).collect();
-        let msisdns = self.msisdns(&new.iter().map(|t| t.subscriber_id).collect::<Vec<_>>()).await?;
+        let new: Vec<_> = tasks
+            .into_iter()
+            .filter(|t| !self.seen_tasks.contains(&t.id))
+            .collect();
+        let msisdns = self
+            .msisdns(&new.iter().map(|t| t.subscriber_id).collect::<Vec<_>>())
+            .await?;
         for t in new {
             self.seen_tasks.insert(t.id);
             self.agents_free_at = self.agents_free_at.max(now) + per_task;
@@ -243,7 +330,17 @@ impl Sim {
             if outcome == "accepted" && rng.random_bool(0.85) {
                 if let Some(m) = msisdns.get(&t.subscriber_id) {
                     let t2 = at + rng.random_range(10 * 60_000..DAY);
-                    self.push(t2, Self::inbound(source::EVENT, None, Some(m.clone()), "order", Some(self.b.offer.clone()), t2));
+                    self.push(
+                        t2,
+                        Self::inbound(
+                            source::EVENT,
+                            None,
+                            Some(m.clone()),
+                            "order",
+                            Some(self.b.offer.clone()),
+                            t2,
+                        ),
+                    );
                 }
             }
         }

@@ -22,48 +22,95 @@ pub struct Catalog {
 
 impl Catalog {
     /// Records the workflows loaded from disk as current versions (new hash → new version).
-    pub async fn load(&self, store: &Store, workflows: Vec<Workflow>, now: store::Millis) -> Result<Vec<(String, i64)>, EngineError> {
+    pub async fn load(
+        &self,
+        store: &Store,
+        workflows: Vec<Workflow>,
+        now: store::Millis,
+    ) -> Result<Vec<(String, i64)>, EngineError> {
         let mut out = Vec::new();
         for wf in workflows {
-            let id = store.upsert_version(&wf.campaign, &wf.hash, &wf.bundle.to_json(), now).await?;
+            let id = store
+                .upsert_version(&wf.campaign, &wf.hash, &wf.bundle.to_json(), now)
+                .await?;
             let wf = Arc::new(wf);
-            self.versions.lock().expect("catalog lock").insert(id, wf.clone());
+            self.versions
+                .lock()
+                .expect("catalog lock")
+                .insert(id, wf.clone());
             out.push((wf.campaign.clone(), id));
-            self.current.lock().expect("catalog lock").insert(wf.campaign.clone(), (id, wf));
+            self.current
+                .lock()
+                .expect("catalog lock")
+                .insert(wf.campaign.clone(), (id, wf));
         }
         Ok(out)
     }
 
     pub fn current(&self) -> Vec<(i64, Arc<Workflow>)> {
-        let mut v: Vec<_> = self.current.lock().expect("catalog lock").values().cloned().collect();
+        let mut v: Vec<_> = self
+            .current
+            .lock()
+            .expect("catalog lock")
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.1.campaign.cmp(&b.1.campaign));
         v
     }
 
     pub fn current_of(&self, campaign: &str) -> Option<(i64, Arc<Workflow>)> {
-        self.current.lock().expect("catalog lock").get(campaign).cloned()
+        self.current
+            .lock()
+            .expect("catalog lock")
+            .get(campaign)
+            .cloned()
     }
 
     /// The workflow of a stored version, compiled from the stored bundle on first use.
-    pub async fn version(&self, store: &Store, version_id: i64) -> Result<Arc<Workflow>, EngineError> {
+    pub async fn version(
+        &self,
+        store: &Store,
+        version_id: i64,
+    ) -> Result<Arc<Workflow>, EngineError> {
         if let Some(wf) = self.versions.lock().expect("catalog lock").get(&version_id) {
             return Ok(wf.clone());
         }
-        let (campaign, _, source) =
-            store.version_source(version_id).await?.ok_or(EngineError::UnknownVersion(version_id))?;
-        let bundle = Bundle::from_json(&source).map_err(|e| EngineError::BadVersion { campaign: campaign.clone(), reason: e.to_string() })?;
+        let (campaign, _, source) = store
+            .version_source(version_id)
+            .await?
+            .ok_or(EngineError::UnknownVersion(version_id))?;
+        let bundle = Bundle::from_json(&source).map_err(|e| EngineError::BadVersion {
+            campaign: campaign.clone(),
+            reason: e.to_string(),
+        })?;
         let wf = spec::compile(&bundle, None).map_err(|d| EngineError::BadVersion {
             campaign,
-            reason: d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            reason: d
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
         })?;
         let wf = Arc::new(wf);
-        self.versions.lock().expect("catalog lock").insert(version_id, wf.clone());
+        self.versions
+            .lock()
+            .expect("catalog lock")
+            .insert(version_id, wf.clone());
         Ok(wf)
     }
 
-    pub async fn for_run(&self, store: &Store, run_id: i64, version_id: i64) -> Result<Arc<Workflow>, EngineError> {
+    pub async fn for_run(
+        &self,
+        store: &Store,
+        run_id: i64,
+        version_id: i64,
+    ) -> Result<Arc<Workflow>, EngineError> {
         let wf = self.version(store, version_id).await?;
-        self.runs.lock().expect("catalog lock").insert(run_id, wf.clone());
+        self.runs
+            .lock()
+            .expect("catalog lock")
+            .insert(run_id, wf.clone());
         Ok(wf)
     }
 
@@ -75,6 +122,8 @@ impl Catalog {
 impl tracking::Rules for Catalog {
     fn rules(&self, run_id: i64, wave: &str) -> Option<Vec<ResponseRule>> {
         let runs = self.runs.lock().expect("catalog lock");
-        runs.get(&run_id).and_then(|wf| wf.wave(wave)).map(|w| w.responses.clone())
+        runs.get(&run_id)
+            .and_then(|wf| wf.wave(wave))
+            .map(|w| w.responses.clone())
     }
 }

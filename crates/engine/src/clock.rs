@@ -23,13 +23,34 @@ pub struct Scaled {
 
 impl Clock {
     pub fn scaled(origin: Millis, factor: f64) -> Clock {
-        Clock::Scaled(Arc::new(Scaled { origin, started: Instant::now(), factor }))
+        Clock::Scaled(Arc::new(Scaled {
+            origin,
+            started: Instant::now(),
+            factor,
+        }))
     }
 
     pub async fn now(&self, store: &Store) -> Result<Millis, store::StoreError> {
         match self {
             Clock::Database => store.db_now().await,
-            Clock::Scaled(s) => Ok(s.origin + (s.started.elapsed().as_secs_f64() * 1000.0 * s.factor) as Millis),
+            Clock::Scaled(s) => {
+                Ok(s.origin + (s.started.elapsed().as_secs_f64() * 1000.0 * s.factor) as Millis)
+            }
+        }
+    }
+
+    /// A synchronous reading of this clock, for components that stamp events (the API).
+    /// For the database clock it is the host's wall clock: NTP keeps the two within
+    /// milliseconds, far below any response window.
+    pub fn now_fn(&self) -> Arc<dyn Fn() -> Millis + Send + Sync> {
+        match self {
+            Clock::Database => Arc::new(store::wall_now),
+            Clock::Scaled(s) => {
+                let s = s.clone();
+                Arc::new(move || {
+                    s.origin + (s.started.elapsed().as_secs_f64() * 1000.0 * s.factor) as Millis
+                })
+            }
         }
     }
 

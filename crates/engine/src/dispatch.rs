@@ -46,25 +46,49 @@ impl Engine {
             return Ok(RoundStats::default());
         }
         let span = info_span!("dispatch", channel = kind, batch = claimed.len(), token = %token);
-        self.send_claimed(channel, claimed, &token, now).instrument(span).await
+        self.send_claimed(channel, claimed, &token, now)
+            .instrument(span)
+            .await
     }
 
-    async fn send_claimed(&self, channel: Arc<dyn Channel>, claimed: Vec<Claimed>, token: &str, now: i64) -> Result<RoundStats, EngineError> {
-        let mut stats = RoundStats { claimed: claimed.len() as u64, ..Default::default() };
+    async fn send_claimed(
+        &self,
+        channel: Arc<dyn Channel>,
+        claimed: Vec<Claimed>,
+        token: &str,
+        now: i64,
+    ) -> Result<RoundStats, EngineError> {
+        let mut stats = RoundStats {
+            claimed: claimed.len() as u64,
+            ..Default::default()
+        };
         let mut outcomes: Vec<(i64, Outcome)> = Vec::with_capacity(claimed.len());
         let mut to_send: Vec<(Outbound, i32)> = Vec::with_capacity(claimed.len());
         let now_utc = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_else(Utc::now);
         for c in claimed {
-            let wf = self.catalog.for_run(&self.store, c.run_id, c.version_id).await?;
+            let wf = self
+                .catalog
+                .for_run(&self.store, c.run_id, c.version_id)
+                .await?;
             let Some(wave) = wf.wave(&c.wave) else {
-                outcomes.push((c.id, Outcome::Failed { error: format!("wave `{}` not in the run's workflow version", c.wave) }));
+                outcomes.push((
+                    c.id,
+                    Outcome::Failed {
+                        error: format!("wave `{}` not in the run's workflow version", c.wave),
+                    },
+                ));
                 stats.failed += 1;
                 continue;
             };
             // The policy is checked again at send time: an opt-out, or a lease held into
             // quiet hours, must stop the message even though planning allowed it.
             if c.subscriber.opt_out {
-                outcomes.push((c.id, Outcome::Failed { error: "subscriber opted out after planning".into() }));
+                outcomes.push((
+                    c.id,
+                    Outcome::Failed {
+                        error: "subscriber opted out after planning".into(),
+                    },
+                ));
                 stats.suppressed += 1;
                 continue;
             }
@@ -73,10 +97,21 @@ impl Engine {
                 stats.expired += 1;
                 continue;
             }
-            let tz = c.subscriber.timezone.as_deref().and_then(|t| t.parse::<chrono_tz::Tz>().ok()).unwrap_or(wf.timezone);
+            let tz = c
+                .subscriber
+                .timezone
+                .as_deref()
+                .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
+                .unwrap_or(wf.timezone);
             let allowed = audience::next_allowed(now_utc, wf.policy.quiet_hours.as_ref(), tz);
             if allowed > now_utc {
-                outcomes.push((c.id, Outcome::Retry { due_at: allowed.timestamp_millis(), error: "quiet hours".into() }));
+                outcomes.push((
+                    c.id,
+                    Outcome::Retry {
+                        due_at: allowed.timestamp_millis(),
+                        error: "quiet hours".into(),
+                    },
+                ));
                 stats.retried += 1;
                 continue;
             }
@@ -108,12 +143,23 @@ impl Engine {
                     Err(e @ SendError::Transient(_)) if *attempt < self.cfg.max_attempts => {
                         let delay = self.backoff(*attempt);
                         warn!(message = "Send failed; will retry.", contact_id = o.contact_id, attempt, error = %e);
-                        outcomes.push((o.contact_id, Outcome::Retry { due_at: sent_at + delay, error: e.to_string() }));
+                        outcomes.push((
+                            o.contact_id,
+                            Outcome::Retry {
+                                due_at: sent_at + delay,
+                                error: e.to_string(),
+                            },
+                        ));
                         stats.retried += 1;
                     }
                     Err(e) => {
                         warn!(message = "Send failed for good.", contact_id = o.contact_id, attempt, error = %e);
-                        outcomes.push((o.contact_id, Outcome::Failed { error: e.to_string() }));
+                        outcomes.push((
+                            o.contact_id,
+                            Outcome::Failed {
+                                error: e.to_string(),
+                            },
+                        ));
                         stats.failed += 1;
                     }
                 }

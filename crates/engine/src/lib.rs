@@ -97,11 +97,37 @@ impl EngineConfig {
 /// What the engine tells observers (the CLI's progress display, tests).
 #[derive(Debug, Clone)]
 pub enum Event {
-    SlotSkipped { campaign: String, slot_at: Millis, reason: &'static str },
-    RunStarted { campaign: String, run_id: i64, trigger: String },
-    WavePlanned { campaign: String, run_id: i64, wave: String, channel: String, funnel: audience::Funnel, treatment: u64, control: u64, closes_at: Millis },
-    WaveClosed { campaign: String, run_id: i64, wave: String, at: Millis },
-    RunFinished { campaign: String, run_id: i64, report: Box<evaluate::Report> },
+    SlotSkipped {
+        campaign: String,
+        slot_at: Millis,
+        reason: &'static str,
+    },
+    RunStarted {
+        campaign: String,
+        run_id: i64,
+        trigger: String,
+    },
+    WavePlanned {
+        campaign: String,
+        run_id: i64,
+        wave: String,
+        channel: String,
+        funnel: audience::Funnel,
+        treatment: u64,
+        control: u64,
+        closes_at: Millis,
+    },
+    WaveClosed {
+        campaign: String,
+        run_id: i64,
+        wave: String,
+        at: Millis,
+    },
+    RunFinished {
+        campaign: String,
+        run_id: i64,
+        report: Box<evaluate::Report>,
+    },
 }
 
 pub struct Engine {
@@ -129,10 +155,25 @@ pub struct TickStats {
 }
 
 impl Engine {
-    pub fn new(store: Store, clock: Clock, channels: HashMap<String, Arc<dyn Channel>>, cfg: EngineConfig) -> Result<Engine, EngineError> {
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        channels: HashMap<String, Arc<dyn Channel>>,
+        cfg: EngineConfig,
+    ) -> Result<Engine, EngineError> {
         let calendars = Calendars::load(&cfg.calendars_dir).map_err(EngineError::Cron)?;
         let (events, _) = broadcast::channel(4096);
-        Ok(Engine { store, clock, channels, catalog: Catalog::default(), calendars, cfg, events, wake: Notify::new(), mailer: None })
+        Ok(Engine {
+            store,
+            clock,
+            channels,
+            catalog: Catalog::default(),
+            calendars,
+            cfg,
+            events,
+            wake: Notify::new(),
+            mailer: None,
+        })
     }
 
     /// Sends each finished run's report to the workflow's `evaluate.email` addresses (and
@@ -172,16 +213,34 @@ impl Engine {
 
     /// Starts a run of a campaign's current version now, outside its schedule.
     pub async fn trigger(&self, campaign: &str, trigger: &str) -> Result<i64, EngineError> {
-        let (version_id, wf) = self.catalog.current_of(campaign).ok_or_else(|| EngineError::UnknownCampaign(campaign.to_owned()))?;
+        let (version_id, wf) = self
+            .catalog
+            .current_of(campaign)
+            .ok_or_else(|| EngineError::UnknownCampaign(campaign.to_owned()))?;
         let now = self.clock.now(&self.store).await?;
-        let waves: Vec<(String, String)> = wf.waves.iter().map(|w| (w.id.clone(), w.channel.as_str().to_owned())).collect();
+        let waves: Vec<(String, String)> = wf
+            .waves
+            .iter()
+            .map(|w| (w.id.clone(), w.channel.as_str().to_owned()))
+            .collect();
         let run_id = self
             .store
-            .start_run(store::runs::NewRun { campaign, version_id, slot_at: None, trigger, waves: &waves, now })
+            .start_run(store::runs::NewRun {
+                campaign,
+                version_id,
+                slot_at: None,
+                trigger,
+                waves: &waves,
+                now,
+            })
             .await?
             .expect("a run without a slot cannot conflict");
         info!(message = "Run started.", campaign, run_id, trigger);
-        let _ = self.events.send(Event::RunStarted { campaign: campaign.to_owned(), run_id, trigger: trigger.to_owned() });
+        let _ = self.events.send(Event::RunStarted {
+            campaign: campaign.to_owned(),
+            run_id,
+            trigger: trigger.to_owned(),
+        });
         self.wake.notify_one();
         Ok(run_id)
     }
@@ -196,7 +255,9 @@ impl Engine {
 
         let runs = self.store.active_runs().await?;
         for run in &runs {
-            self.catalog.for_run(&self.store, run.id, run.version_id).await?;
+            self.catalog
+                .for_run(&self.store, run.id, run.version_id)
+                .await?;
         }
         // Attribution before timers: a response stored before its wave closes must count
         // before the next wave picks its non-responders.
@@ -210,16 +271,36 @@ impl Engine {
         }
         let now = self.clock.now(&self.store).await?;
         for timer in self.store.due_timers(now, 100).await? {
-            let tx = self.store.db().begin().await.map_err(store::StoreError::from)?;
+            let tx = self
+                .store
+                .db()
+                .begin()
+                .await
+                .map_err(store::StoreError::from)?;
             let fired = store::runs::fire_timer(&tx, timer.id).await?
-                && store::runs::transition_wave(&tx, timer.wave_run_id, store::runs::wave_state::OPEN, store::runs::wave_state::CLOSED).await?;
+                && store::runs::transition_wave(
+                    &tx,
+                    timer.wave_run_id,
+                    store::runs::wave_state::OPEN,
+                    store::runs::wave_state::CLOSED,
+                )
+                .await?;
             tx.commit().await.map_err(store::StoreError::from)?;
             if fired {
                 stats.waves_closed += 1;
                 if let Some(w) = self.store.wave_run(timer.wave_run_id).await? {
-                    let campaign = runs.iter().find(|r| r.id == w.run_id).map(|r| r.campaign.clone()).unwrap_or_default();
+                    let campaign = runs
+                        .iter()
+                        .find(|r| r.id == w.run_id)
+                        .map(|r| r.campaign.clone())
+                        .unwrap_or_default();
                     info!(message = "Wave window closed.", campaign = %campaign, run_id = w.run_id, wave = %w.wave);
-                    let _ = self.events.send(Event::WaveClosed { campaign, run_id: w.run_id, wave: w.wave, at: timer.fire_at });
+                    let _ = self.events.send(Event::WaveClosed {
+                        campaign,
+                        run_id: w.run_id,
+                        wave: w.wave,
+                        at: timer.fire_at,
+                    });
                 }
             }
         }
@@ -233,7 +314,10 @@ impl Engine {
         stats.expired = self.store.expire_overdue(now).await?;
         stats.leases_reclaimed = self.store.reclaim_expired_leases(now).await?;
         if stats.leases_reclaimed > 0 {
-            warn!(message = "Reclaimed contacts whose lease expired.", count = stats.leases_reclaimed);
+            warn!(
+                message = "Reclaimed contacts whose lease expired.",
+                count = stats.leases_reclaimed
+            );
         }
         Ok(stats)
     }
@@ -246,13 +330,25 @@ impl Engine {
             for slot in due_slots(sched, wf.timezone, last, now, &self.calendars) {
                 match slot.skip {
                     Some(reason) => {
-                        if self.store.skip_slot(&wf.campaign, version_id, slot.slot_at, reason, now).await? {
+                        if self
+                            .store
+                            .skip_slot(&wf.campaign, version_id, slot.slot_at, reason, now)
+                            .await?
+                        {
                             info!(message = "Schedule slot skipped.", campaign = %wf.campaign, slot_at = slot.slot_at, reason);
-                            let _ = self.events.send(Event::SlotSkipped { campaign: wf.campaign.clone(), slot_at: slot.slot_at, reason });
+                            let _ = self.events.send(Event::SlotSkipped {
+                                campaign: wf.campaign.clone(),
+                                slot_at: slot.slot_at,
+                                reason,
+                            });
                         }
                     }
                     None => {
-                        let waves: Vec<(String, String)> = wf.waves.iter().map(|w| (w.id.clone(), w.channel.as_str().to_owned())).collect();
+                        let waves: Vec<(String, String)> = wf
+                            .waves
+                            .iter()
+                            .map(|w| (w.id.clone(), w.channel.as_str().to_owned()))
+                            .collect();
                         let run = self
                             .store
                             .start_run(store::runs::NewRun {
@@ -267,7 +363,11 @@ impl Engine {
                         if let Some(run_id) = run {
                             started += 1;
                             info!(message = "Run started.", campaign = %wf.campaign, run_id, slot_at = slot.slot_at);
-                            let _ = self.events.send(Event::RunStarted { campaign: wf.campaign.clone(), run_id, trigger: "schedule".into() });
+                            let _ = self.events.send(Event::RunStarted {
+                                campaign: wf.campaign.clone(),
+                                run_id,
+                                trigger: "schedule".into(),
+                            });
                         }
                     }
                 }
@@ -278,11 +378,19 @@ impl Engine {
 
     /// Plans every wave whose predecessor closed; finishes the run when all waves closed.
     async fn advance_run(&self, run: &store::runs::RunRow) -> Result<(u64, u64), EngineError> {
-        let wf = self.catalog.for_run(&self.store, run.id, run.version_id).await?;
+        let wf = self
+            .catalog
+            .for_run(&self.store, run.id, run.version_id)
+            .await?;
         let waves = self.store.wave_runs(run.id).await?;
         let mut planned = 0;
-        for w in waves.iter().filter(|w| w.state == store::runs::wave_state::PENDING) {
-            let Some(spec_wave) = wf.wave(&w.wave) else { continue };
+        for w in waves
+            .iter()
+            .filter(|w| w.state == store::runs::wave_state::PENDING)
+        {
+            let Some(spec_wave) = wf.wave(&w.wave) else {
+                continue;
+            };
             let previous = match &spec_wave.after {
                 None => None,
                 Some(after) => match waves.iter().find(|p| &p.wave == after) {
@@ -293,7 +401,14 @@ impl Engine {
             let now = self.clock.now(&self.store).await?;
             let summary = audience::plan_wave(
                 &self.store,
-                audience::PlanInput { workflow: &wf, wave: spec_wave, run_id: run.id, wave_run_id: w.id, previous_wave_run_id: previous, now },
+                audience::PlanInput {
+                    workflow: &wf,
+                    wave: spec_wave,
+                    run_id: run.id,
+                    wave_run_id: w.id,
+                    previous_wave_run_id: previous,
+                    now,
+                },
             )
             .instrument(info_span!("wave", wave = %w.wave))
             .await?;
@@ -313,7 +428,10 @@ impl Engine {
             }
         }
         let waves = self.store.wave_runs(run.id).await?;
-        if !waves.iter().all(|w| w.state == store::runs::wave_state::CLOSED) {
+        if !waves
+            .iter()
+            .all(|w| w.state == store::runs::wave_state::CLOSED)
+        {
             return Ok((planned, 0));
         }
         let now = self.clock.now(&self.store).await?;
@@ -323,26 +441,50 @@ impl Engine {
             return Ok((planned, 0));
         }
         self.catalog.forget_run(run.id);
-        info!(message = "Run finished.", treatment_rate = report.overall.uplift.treatment_rate, control_rate = report.overall.uplift.control_rate);
+        info!(
+            message = "Run finished.",
+            treatment_rate = report.overall.uplift.treatment_rate,
+            control_rate = report.overall.uplift.control_rate
+        );
         if let Some((mailer, extra)) = &self.mailer {
             let mut to = wf.evaluate.email.clone();
             to.extend(extra.iter().cloned());
             if !to.is_empty() {
                 let subject = format!("campaignd: {} run {} evaluation", run.campaign, run.id);
-                if let Err(e) = mailer.send(&to, &subject, &evaluate::render_text(&report), Some(&evaluate::render_html(&report))).await {
+                if let Err(e) = mailer
+                    .send(
+                        &to,
+                        &subject,
+                        &evaluate::render_text(&report),
+                        Some(&evaluate::render_html(&report)),
+                    )
+                    .await
+                {
                     error!(message = "Could not e-mail the report.", error = %e);
                 }
             }
         }
-        let _ = self.events.send(Event::RunFinished { campaign: run.campaign.clone(), run_id: run.id, report: Box::new(report) });
+        let _ = self.events.send(Event::RunFinished {
+            campaign: run.campaign.clone(),
+            run_id: run.id,
+            report: Box::new(report),
+        });
         Ok((planned, 1))
     }
 
     /// Runs dispatchers (one task per channel) and housekeeping until `cancel`; then stops
     /// claiming, lets the batches in flight settle, and returns. `cron_wakeups` adds a
     /// tokio-cron-scheduler job per scheduled campaign that wakes housekeeping at fire times.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken, cron_wakeups: bool) -> Result<(), EngineError> {
-        let scheduler = if cron_wakeups { Some(self.clone().start_cron().await?) } else { None };
+    pub async fn run(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        cron_wakeups: bool,
+    ) -> Result<(), EngineError> {
+        let scheduler = if cron_wakeups {
+            Some(self.clone().start_cron().await?)
+        } else {
+            None
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for kind in self.channel_kinds() {
             let engine = self.clone();
@@ -352,7 +494,9 @@ impl Engine {
                     match engine.dispatch_round(&kind).await {
                         Ok(s) if s.claimed > 0 => continue,
                         Ok(_) => {}
-                        Err(e) => error!(message = "Dispatch round failed.", channel = %kind, error = %e),
+                        Err(e) => {
+                            error!(message = "Dispatch round failed.", channel = %kind, error = %e)
+                        }
                     }
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -382,9 +526,13 @@ impl Engine {
         Ok(())
     }
 
-    async fn start_cron(self: Arc<Self>) -> Result<tokio_cron_scheduler::JobScheduler, EngineError> {
+    async fn start_cron(
+        self: Arc<Self>,
+    ) -> Result<tokio_cron_scheduler::JobScheduler, EngineError> {
         use tokio_cron_scheduler::{Job, JobScheduler};
-        let sched = JobScheduler::new().await.map_err(|e| EngineError::Cron(e.to_string()))?;
+        let sched = JobScheduler::new()
+            .await
+            .map_err(|e| EngineError::Cron(e.to_string()))?;
         for (_, wf) in self.catalog.current() {
             let Some(s) = &wf.schedule else { continue };
             let engine = self.clone();
@@ -395,9 +543,15 @@ impl Engine {
                 Box::pin(async move { engine.wake.notify_one() })
             })
             .map_err(|e| EngineError::Cron(format!("{}: {e}", wf.campaign)))?;
-            sched.add(job).await.map_err(|e| EngineError::Cron(e.to_string()))?;
+            sched
+                .add(job)
+                .await
+                .map_err(|e| EngineError::Cron(e.to_string()))?;
         }
-        sched.start().await.map_err(|e| EngineError::Cron(e.to_string()))?;
+        sched
+            .start()
+            .await
+            .map_err(|e| EngineError::Cron(e.to_string()))?;
         Ok(sched)
     }
 }

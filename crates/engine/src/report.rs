@@ -14,11 +14,19 @@ use crate::EngineError;
 const CONFIDENCE: f64 = 0.95;
 
 fn rfc3339(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).unwrap_or_default()
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 /// Builds the evaluation report of a run from the store.
-pub async fn build_report(store: &Store, wf: &Workflow, run: &RunRow, now: i64, simulated: bool) -> Result<Report, EngineError> {
+pub async fn build_report(
+    store: &Store,
+    wf: &Workflow,
+    run: &RunRow,
+    now: i64,
+    simulated: bool,
+) -> Result<Report, EngineError> {
     let waves = store.wave_runs(run.id).await?;
     let mut wave_counts = Vec::with_capacity(waves.len());
     for w in &waves {
@@ -29,14 +37,30 @@ pub async fn build_report(store: &Store, wf: &Workflow, run: &RunRow, now: i64, 
             .filter(|(r, _)| r.starts_with("exclude:") || r == "opt_out" || r == "frequency_cap")
             .map(|(_, n)| n)
             .sum();
-        let eligible = c.funnel.iter().find(|(r, _)| r == "audience").map(|(_, n)| *n).unwrap_or(0);
+        let eligible = c
+            .funnel
+            .iter()
+            .find(|(r, _)| r == "audience")
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
         wave_counts.push(WaveCounts {
             wave: w.wave.clone(),
             channel: w.channel.clone(),
             eligible,
             excluded,
             control: c.count("control", &["held"]),
-            targeted: c.count("treatment", &["pending", "sending", "sent", "delivered", "undelivered", "failed", "expired"]),
+            targeted: c.count(
+                "treatment",
+                &[
+                    "pending",
+                    "sending",
+                    "sent",
+                    "delivered",
+                    "undelivered",
+                    "failed",
+                    "expired",
+                ],
+            ),
             sent: c.count("treatment", &["sent", "delivered", "undelivered"]),
             delivered: c.count("treatment", &["delivered"]),
             // Refused by the gateway, out of attempts, or reported undeliverable.
@@ -50,21 +74,40 @@ pub async fn build_report(store: &Store, wf: &Workflow, run: &RunRow, now: i64, 
         None => Vec::new(),
     };
     let (goal_text, converted): (String, HashSet<i64>) = match &wf.evaluate.goal {
-        Some(g) => (g.to_string(), store.converted(run.id, &g.kind, g.value.as_deref()).await?.into_iter().map(|(s, _)| s).collect()),
+        Some(g) => (
+            g.to_string(),
+            store
+                .converted(run.id, &g.kind, g.value.as_deref())
+                .await?
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect(),
+        ),
         None => ("any response".to_owned(), HashSet::new()),
     };
     let mut overall = (Arm { n: 0, converted: 0 }, Arm { n: 0, converted: 0 });
     let mut cells: BTreeMap<String, (Arm, Arm)> = BTreeMap::new();
     for (sub, arm, stratum) in &population {
         let hit = u64::from(converted.contains(sub));
-        let cell = cells.entry(stratum.clone()).or_insert((Arm { n: 0, converted: 0 }, Arm { n: 0, converted: 0 }));
-        let (o, c) = if arm == "control" { (&mut overall.1, &mut cell.1) } else { (&mut overall.0, &mut cell.0) };
+        let cell = cells
+            .entry(stratum.clone())
+            .or_insert((Arm { n: 0, converted: 0 }, Arm { n: 0, converted: 0 }));
+        let (o, c) = if arm == "control" {
+            (&mut overall.1, &mut cell.1)
+        } else {
+            (&mut overall.0, &mut cell.0)
+        };
         o.n += 1;
         o.converted += hit;
         c.n += 1;
         c.converted += hit;
     }
-    let cell = |label: String, (t, c): (Arm, Arm)| Cell { label, treatment: t, control: c, uplift: uplift(t, c, CONFIDENCE) };
+    let cell = |label: String, (t, c): (Arm, Arm)| Cell {
+        label,
+        treatment: t,
+        control: c,
+        uplift: uplift(t, c, CONFIDENCE),
+    };
     Ok(Report {
         campaign: run.campaign.clone(),
         run_id: run.id,

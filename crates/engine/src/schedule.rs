@@ -36,24 +36,33 @@ impl Calendars {
     /// Reads `dir/<name>/*.json` files in the holiday-cn format (`days[].date`, `days[].isOffDay`).
     pub fn load(dir: &Path) -> Result<Calendars, String> {
         let mut off_days = BTreeMap::new();
-        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Calendars::default()) };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(Calendars::default());
+        };
         for entry in entries.flatten() {
             if !entry.path().is_dir() {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
             let mut days = HashSet::new();
-            let files = std::fs::read_dir(entry.path()).map_err(|e| format!("{}: {e}", entry.path().display()))?;
+            let files = std::fs::read_dir(entry.path())
+                .map_err(|e| format!("{}: {e}", entry.path().display()))?;
             for f in files.flatten() {
                 let p = f.path();
-                if p.extension().and_then(|e| e.to_str()) != Some("json") || p.file_name().is_some_and(|n| n == "schema.json") {
+                if p.extension().and_then(|e| e.to_str()) != Some("json")
+                    || p.file_name().is_some_and(|n| n == "schema.json")
+                {
                     continue;
                 }
-                let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
                 for d in v["days"].as_array().into_iter().flatten() {
                     if d["isOffDay"].as_bool() == Some(true)
-                        && let Some(date) = d["date"].as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+                        && let Some(date) = d["date"]
+                            .as_str()
+                            .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
                     {
                         days.insert(date);
                     }
@@ -65,7 +74,9 @@ impl Calendars {
     }
 
     pub fn is_off_day(&self, calendar: &str, date: NaiveDate) -> bool {
-        self.off_days.get(calendar).is_some_and(|d| d.contains(&date))
+        self.off_days
+            .get(calendar)
+            .is_some_and(|d| d.contains(&date))
     }
 }
 
@@ -80,9 +91,15 @@ pub fn due_slots(
 ) -> Vec<SlotDecision> {
     let window = sched.catch_up_window.as_millis() as i64;
     let start = last_recorded.unwrap_or(now - window.max(ON_TIME.as_millis() as i64));
-    let Some(start_utc) = DateTime::<Utc>::from_timestamp_millis(start) else { return Vec::new() };
+    let Some(start_utc) = DateTime::<Utc>::from_timestamp_millis(start) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
-    for t in sched.cron.iter_after(start_utc.with_timezone(&tz)).take(MAX_SLOTS) {
+    for t in sched
+        .cron
+        .iter_after(start_utc.with_timezone(&tz))
+        .take(MAX_SLOTS)
+    {
         let at = t.timestamp_millis();
         if at > now {
             break;
@@ -90,7 +107,11 @@ pub fn due_slots(
         let date = t.date_naive();
         let skip = if sched.season.is_some_and(|s| !s.contains(date)) {
             Some("out_of_season")
-        } else if sched.calendar.as_deref().is_some_and(|c| calendars.is_off_day(c, date)) {
+        } else if sched
+            .calendar
+            .as_deref()
+            .is_some_and(|c| calendars.is_off_day(c, date))
+        {
             Some("holiday")
         } else {
             None
@@ -134,7 +155,10 @@ mod tests {
     }
 
     fn ms(tz: chrono_tz::Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Millis {
-        tz.with_ymd_and_hms(y, mo, d, h, mi, 0).earliest().unwrap().timestamp_millis()
+        tz.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .earliest()
+            .unwrap()
+            .timestamp_millis()
     }
 
     #[test]
@@ -157,8 +181,13 @@ mod tests {
         let now = ms(tz, 2026, 3, 8, 12, 0);
         let slots = due_slots(&s, tz, Some(last), now, &Calendars::default());
         assert_eq!(slots.len(), 1, "{slots:?}");
-        let at = DateTime::<Utc>::from_timestamp_millis(slots[0].slot_at).unwrap().with_timezone(&tz);
-        assert_eq!(at.date_naive(), NaiveDate::from_ymd_opt(2026, 3, 8).unwrap());
+        let at = DateTime::<Utc>::from_timestamp_millis(slots[0].slot_at)
+            .unwrap()
+            .with_timezone(&tz);
+        assert_eq!(
+            at.date_naive(),
+            NaiveDate::from_ymd_opt(2026, 3, 8).unwrap()
+        );
         assert!(at.format("%H").to_string() == "03", "ran at {at}");
     }
 
@@ -171,14 +200,26 @@ mod tests {
         let slots = due_slots(&s, tz, Some(last), now, &Calendars::default());
         assert_eq!(slots.len(), 5);
         assert!(slots[..4].iter().all(|s| s.skip == Some("missed")));
-        assert_eq!(slots[4], SlotDecision { slot_at: ms(tz, 2026, 9, 1, 5, 0), skip: None });
+        assert_eq!(
+            slots[4],
+            SlotDecision {
+                slot_at: ms(tz, 2026, 9, 1, 5, 0),
+                skip: None
+            }
+        );
     }
 
     #[test]
     fn skip_policy_runs_nothing_late() {
         let tz = chrono_tz::Asia::Shanghai;
         let s = schedule("0 0 * * * *", CatchUp::Skip);
-        let slots = due_slots(&s, tz, Some(ms(tz, 2026, 9, 1, 0, 0)), ms(tz, 2026, 9, 1, 5, 30), &Calendars::default());
+        let slots = due_slots(
+            &s,
+            tz,
+            Some(ms(tz, 2026, 9, 1, 0, 0)),
+            ms(tz, 2026, 9, 1, 5, 30),
+            &Calendars::default(),
+        );
         assert!(slots.iter().all(|s| s.skip == Some("missed")));
     }
 
@@ -186,16 +227,43 @@ mod tests {
     fn season_and_holidays_gate_slots() {
         let tz = chrono_tz::Asia::Shanghai;
         let mut s = schedule("0 0 10 * * *", CatchUp::Last);
-        s.season = Some(spec::Season { from: (8, 15), to: (10, 31) });
+        s.season = Some(spec::Season {
+            from: (8, 15),
+            to: (10, 31),
+        });
         s.calendar = Some("cn-holidays".into());
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/calendars");
         let cals = Calendars::load(&dir).unwrap();
         // 2026-10-01 is National Day.
-        let slots = due_slots(&s, tz, Some(ms(tz, 2026, 9, 30, 11, 0)), ms(tz, 2026, 10, 1, 10, 0), &cals);
-        assert_eq!(slots, vec![SlotDecision { slot_at: ms(tz, 2026, 10, 1, 10, 0), skip: Some("holiday") }]);
-        let slots = due_slots(&s, tz, Some(ms(tz, 2026, 11, 1, 11, 0)), ms(tz, 2026, 11, 2, 10, 0), &cals);
+        let slots = due_slots(
+            &s,
+            tz,
+            Some(ms(tz, 2026, 9, 30, 11, 0)),
+            ms(tz, 2026, 10, 1, 10, 0),
+            &cals,
+        );
+        assert_eq!(
+            slots,
+            vec![SlotDecision {
+                slot_at: ms(tz, 2026, 10, 1, 10, 0),
+                skip: Some("holiday")
+            }]
+        );
+        let slots = due_slots(
+            &s,
+            tz,
+            Some(ms(tz, 2026, 11, 1, 11, 0)),
+            ms(tz, 2026, 11, 2, 10, 0),
+            &cals,
+        );
         assert_eq!(slots[0].skip, Some("out_of_season"));
-        let slots = due_slots(&s, tz, Some(ms(tz, 2026, 9, 9, 11, 0)), ms(tz, 2026, 9, 10, 10, 0), &cals);
+        let slots = due_slots(
+            &s,
+            tz,
+            Some(ms(tz, 2026, 9, 9, 11, 0)),
+            ms(tz, 2026, 9, 10, 10, 0),
+            &cals,
+        );
         assert_eq!(slots[0].skip, None);
     }
 }

@@ -52,7 +52,11 @@ fn errors_with_template(workflow: &str, template: &str) -> Vec<String> {
         Err(d) => d
             .iter()
             .map(|d| {
-                let file = Path::new(&d.file).file_name().unwrap().to_string_lossy().into_owned();
+                let file = Path::new(&d.file)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 format!("{file}:{}:{}: {}", d.line, d.column, d.message)
             })
             .collect(),
@@ -62,8 +66,16 @@ fn errors_with_template(workflow: &str, template: &str) -> Vec<String> {
 fn assert_one(workflow: &str, expected_prefix: &str, expected_text: &str) {
     let errs = errors(workflow);
     assert_eq!(errs.len(), 1, "{errs:#?}");
-    assert!(errs[0].starts_with(expected_prefix), "{} does not start with {expected_prefix}", errs[0]);
-    assert!(errs[0].contains(expected_text), "{} does not mention {expected_text}", errs[0]);
+    assert!(
+        errs[0].starts_with(expected_prefix),
+        "{} does not start with {expected_prefix}",
+        errs[0]
+    );
+    assert!(
+        errs[0].contains(expected_text),
+        "{} does not mention {expected_text}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -72,7 +84,11 @@ fn valid_workflow_compiles() {
     let wf = spec::load_file(&path).unwrap();
     assert_eq!(wf.campaign, "autumn");
     assert_eq!(wf.waves.len(), 2);
-    assert_eq!(wf.schedule.unwrap().cron_text, "0 0 10 * * Mon-Fri", "5-field cron gets a seconds field");
+    assert_eq!(
+        wf.schedule.unwrap().cron_text,
+        "0 0 10 * * Mon-Fri",
+        "5-field cron gets a seconds field"
+    );
 }
 
 #[test]
@@ -85,7 +101,11 @@ fn repository_workflows_are_valid() {
 
 #[test]
 fn unknown_key() {
-    assert_one(&VALID.replace("  exclude:", "  exclud:"), "wf.yaml:9:3:", "unknown field `exclud`");
+    assert_one(
+        &VALID.replace("  exclude:", "  exclud:"),
+        "wf.yaml:9:3:",
+        "unknown field `exclud`",
+    );
 }
 
 #[test]
@@ -93,73 +113,148 @@ fn malformed_yaml() {
     let errs = errors(&VALID.replace("audience:\n", "audience: [\n"));
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].starts_with("wf.yaml:"), "{}", errs[0]);
-    assert!(!errs[0].starts_with("wf.yaml:0:"), "has a location: {}", errs[0]);
+    assert!(
+        !errs[0].starts_with("wf.yaml:0:"),
+        "has a location: {}",
+        errs[0]
+    );
 }
 
 #[test]
 fn norway_booleans_are_rejected() {
     // `yes` is not a boolean in strict mode; an operator's typo must not become `true`.
-    let errs = errors(&VALID.replace("priority", "x").replace("campaign: autumn", "campaign: autumn\npriority: yes"));
+    let errs = errors(
+        &VALID
+            .replace("priority", "x")
+            .replace("campaign: autumn", "campaign: autumn\npriority: yes"),
+    );
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].starts_with("wf.yaml:2:"), "{}", errs[0]);
 }
 
 #[test]
 fn bad_cron() {
-    assert_one(&VALID.replace("0 10 * * Mon-Fri", "0 25 * * Mon-Fri"), "wf.yaml:4:9:", "invalid cron expression");
-    assert_one(&VALID.replace("0 10 * * Mon-Fri", "0 10 * *"), "wf.yaml:4:9:", "expected 5 fields");
+    assert_one(
+        &VALID.replace("0 10 * * Mon-Fri", "0 25 * * Mon-Fri"),
+        "wf.yaml:4:9:",
+        "invalid cron expression",
+    );
+    assert_one(
+        &VALID.replace("0 10 * * Mon-Fri", "0 10 * *"),
+        "wf.yaml:4:9:",
+        "expected 5 fields",
+    );
 }
 
 #[test]
 fn unknown_segment() {
-    assert_one(&VALID.replace("segment: freshmen", "segment: freshman"), "wf.yaml:7:12:", "unknown segment `freshman`: expected one of do_not_disturb, freshmen");
+    assert_one(
+        &VALID.replace("segment: freshmen", "segment: freshman"),
+        "wf.yaml:7:12:",
+        "unknown segment `freshman`: expected one of do_not_disturb, freshmen",
+    );
 }
 
 #[test]
 fn bad_filter_points_inside_the_string() {
     // `brand != 'gotonee'`: the value starts at column 40 of line 8 (after the quote).
-    assert_one(&VALID.replace("'gotone'", "'gotonee'"), "wf.yaml:8:38:", "expected one of gotone, mzone, easyown");
-    assert_one(&VALID.replace("arpu_3m >= 10", "arpu >= 10"), "wf.yaml:8:11:", "`arpu`");
+    assert_one(
+        &VALID.replace("'gotone'", "'gotonee'"),
+        "wf.yaml:8:38:",
+        "expected one of gotone, mzone, easyown",
+    );
+    assert_one(
+        &VALID.replace("arpu_3m >= 10", "arpu >= 10"),
+        "wf.yaml:8:11:",
+        "`arpu`",
+    );
 }
 
 #[test]
 fn wave_after_missing_wave() {
-    assert_one(&VALID.replace("after: sms", "after: smss"), "wf.yaml:18:12:", "follows unknown wave `smss`: expected one of sms, call");
+    assert_one(
+        &VALID.replace("after: sms", "after: smss"),
+        "wf.yaml:18:12:",
+        "follows unknown wave `smss`: expected one of sms, call",
+    );
 }
 
 #[test]
 fn waves_forming_a_cycle() {
-    let wf = VALID.replace("  - id: call\n    after: sms", "  - id: call\n    after: call2") + "  - id: call2\n    after: call\n    channel: sms\n    template: t.txt\n    respond_within: 1d\n";
+    let wf = VALID.replace(
+        "  - id: call\n    after: sms",
+        "  - id: call\n    after: call2",
+    ) + "  - id: call2\n    after: call\n    channel: sms\n    template: t.txt\n    respond_within: 1d\n";
     let errs = errors(&wf);
-    assert!(errs.iter().any(|e| e.contains("waves form a cycle: call -> call2 -> call")), "{errs:#?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("waves form a cycle: call -> call2 -> call")),
+        "{errs:#?}"
+    );
     assert!(errs.iter().all(|e| e.starts_with("wf.yaml:")), "{errs:#?}");
 }
 
 #[test]
 fn template_variable_that_is_not_a_field() {
     let errs = errors_with_template(VALID, "Hi {nmae},\nyour balance {balance} is low {bogus}");
-    assert_eq!(errs.len(), 4, "one per unknown variable per wave using the template: {errs:#?}");
-    assert!(errs[0].starts_with("t.txt:1:4: `{nmae}` is not a subscriber field"), "{}", errs[0]);
+    assert_eq!(
+        errs.len(),
+        4,
+        "one per unknown variable per wave using the template: {errs:#?}"
+    );
+    assert!(
+        errs[0].starts_with("t.txt:1:4: `{nmae}` is not a subscriber field"),
+        "{}",
+        errs[0]
+    );
     assert!(errs[1].starts_with("t.txt:2:31: `{bogus}`"), "{}", errs[1]);
 }
 
 #[test]
 fn bad_duration() {
-    assert_one(&VALID.replace("respond_within: 3d", "respond_within: 3 days"), "wf.yaml:16:21:", "expected a duration such as 3d, 12h, 30m");
+    assert_one(
+        &VALID.replace("respond_within: 3d", "respond_within: 3 days"),
+        "wf.yaml:16:21:",
+        "expected a duration such as 3d, 12h, 30m",
+    );
 }
 
 #[test]
 fn bad_time_zone_and_quiet_hours_and_share() {
-    assert_one(&VALID.replace("Asia/Shanghai", "Asia/Shanghi"), "wf.yaml:2:11:", "unknown time zone `Asia/Shanghi`");
-    assert_one(&VALID.replace("21:00-08:00", "21:00-25:00"), "wf.yaml:11:24:", "expected quiet hours as HH:MM-HH:MM");
-    assert_one(&VALID.replace("share: 0.1", "share: 1.5"), "wf.yaml:10:19:", "control share 1.5 is out of range");
-    assert_one(&VALID.replace("from: \"08-15\"", "from: \"13-15\""), "wf.yaml:5:19:", "expected a day of the year as MM-DD");
+    assert_one(
+        &VALID.replace("Asia/Shanghai", "Asia/Shanghi"),
+        "wf.yaml:2:11:",
+        "unknown time zone `Asia/Shanghi`",
+    );
+    assert_one(
+        &VALID.replace("21:00-08:00", "21:00-25:00"),
+        "wf.yaml:11:24:",
+        "expected quiet hours as HH:MM-HH:MM",
+    );
+    assert_one(
+        &VALID.replace("share: 0.1", "share: 1.5"),
+        "wf.yaml:10:19:",
+        "control share 1.5 is out of range",
+    );
+    assert_one(
+        &VALID.replace("from: \"08-15\"", "from: \"13-15\""),
+        "wf.yaml:5:19:",
+        "expected a day of the year as MM-DD",
+    );
 }
 
 #[test]
 fn task_wave_needs_a_team_and_known_channel() {
-    assert_one(&VALID.replace("    team: callcentre\n", ""), "wf.yaml:20:14:", "needs `team`");
-    assert_one(&VALID.replace("channel: sms", "channel: fax"), "wf.yaml:14:14:", "unknown channel `fax`");
+    assert_one(
+        &VALID.replace("    team: callcentre\n", ""),
+        "wf.yaml:20:14:",
+        "needs `team`",
+    );
+    assert_one(
+        &VALID.replace("channel: sms", "channel: fax"),
+        "wf.yaml:14:14:",
+        "unknown channel `fax`",
+    );
 }
 
 #[test]
@@ -180,14 +275,20 @@ fn versions_follow_content() {
     let a = spec::load_file(&p1).unwrap();
     let b = spec::load_file(&p2).unwrap();
     assert_ne!(a.hash, b.hash, "a template change is a new version");
-    let again = spec::compile(&spec::Bundle::from_json(&a.bundle.to_json()).unwrap(), None).unwrap();
-    assert_eq!(again.hash, a.hash, "a stored version compiles back to itself");
+    let again =
+        spec::compile(&spec::Bundle::from_json(&a.bundle.to_json()).unwrap(), None).unwrap();
+    assert_eq!(
+        again.hash, a.hash,
+        "a stored version compiles back to itself"
+    );
 }
 
 #[test]
 fn schema_is_json_with_the_top_level_keys() {
     let v: serde_json::Value = serde_json::from_str(&spec::schema_json()).unwrap();
-    for key in ["campaign", "timezone", "schedule", "audience", "control", "policy", "waves", "evaluate"] {
+    for key in [
+        "campaign", "timezone", "schedule", "audience", "control", "policy", "waves", "evaluate",
+    ] {
         assert!(v["properties"].get(key).is_some(), "schema lacks {key}");
     }
 }

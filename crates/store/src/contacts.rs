@@ -81,7 +81,11 @@ pub async fn insert_contacts<C: ConnectionTrait>(
 }
 
 /// Records the planner's funnel: how many subscribers each reason left out (or kept).
-pub async fn insert_funnel<C: ConnectionTrait>(c: &C, wave_run_id: i64, counts: &[(String, u64)]) -> Result<()> {
+pub async fn insert_funnel<C: ConnectionTrait>(
+    c: &C,
+    wave_run_id: i64,
+    counts: &[(String, u64)],
+) -> Result<()> {
     for (reason, count) in counts {
         exec(
             c,
@@ -94,9 +98,14 @@ pub async fn insert_funnel<C: ConnectionTrait>(c: &C, wave_run_id: i64, counts: 
 }
 
 /// Records, per left-out subscriber, why the planner left them out.
-pub async fn insert_decisions<C: ConnectionTrait>(c: &C, wave_run_id: i64, rows: &[(i64, &str)]) -> Result<()> {
+pub async fn insert_decisions<C: ConnectionTrait>(
+    c: &C,
+    wave_run_id: i64,
+    rows: &[(i64, &str)],
+) -> Result<()> {
     for chunk in rows.chunks(1000) {
-        let mut sql = String::from("INSERT INTO decision (wave_run_id, subscriber_id, reason) VALUES ");
+        let mut sql =
+            String::from("INSERT INTO decision (wave_run_id, subscriber_id, reason) VALUES ");
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3);
         for (i, (sub, reason)) in chunk.iter().enumerate() {
             if i > 0 {
@@ -113,7 +122,10 @@ pub async fn insert_decisions<C: ConnectionTrait>(c: &C, wave_run_id: i64, rows:
 
 /// Treatment contacts per subscriber planned or sent since `since` (any campaign): the
 /// frequency cap counts what is already promised, not only what went out.
-pub async fn recent_contact_counts<C: ConnectionTrait>(c: &C, since: Millis) -> Result<HashMap<i64, u32>> {
+pub async fn recent_contact_counts<C: ConnectionTrait>(
+    c: &C,
+    since: Millis,
+) -> Result<HashMap<i64, u32>> {
     let rows = query(
         c,
         "SELECT subscriber_id, COUNT(*) AS n FROM contact WHERE arm = 'treatment' AND state IN ('pending', 'sending', 'sent', 'delivered', 'undelivered') AND due_at >= ? GROUP BY subscriber_id",
@@ -122,7 +134,10 @@ pub async fn recent_contact_counts<C: ConnectionTrait>(c: &C, since: Millis) -> 
     .await?;
     let mut out = HashMap::with_capacity(rows.len());
     for r in rows {
-        out.insert(r.try_get::<i64>("", "subscriber_id")?, r.try_get::<i64>("", "n")? as u32);
+        out.insert(
+            r.try_get::<i64>("", "subscriber_id")?,
+            r.try_get::<i64>("", "n")? as u32,
+        );
     }
     Ok(out)
 }
@@ -135,7 +150,9 @@ pub async fn non_responders<C: ConnectionTrait>(c: &C, wave_run_id: i64) -> Resu
         [wave_run_id.into()],
     )
     .await?;
-    rows.iter().map(|r| Ok(r.try_get::<i64>("", "subscriber_id")?)).collect()
+    rows.iter()
+        .map(|r| Ok(r.try_get::<i64>("", "subscriber_id")?))
+        .collect()
 }
 
 /// The control arm chosen in a run's first wave, carried through every wave.
@@ -146,7 +163,9 @@ pub async fn control_members<C: ConnectionTrait>(c: &C, run_id: i64) -> Result<V
         [run_id.into()],
     )
     .await?;
-    rows.iter().map(|r| Ok(r.try_get::<i64>("", "subscriber_id")?)).collect()
+    rows.iter()
+        .map(|r| Ok(r.try_get::<i64>("", "subscriber_id")?))
+        .collect()
 }
 
 /// A claimed contact with what the channel needs to render and send it.
@@ -194,10 +213,17 @@ pub struct ClaimRequest<'a> {
 /// Why a contact did not go out; also stored as its last error.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Sent { at: Millis },
+    Sent {
+        at: Millis,
+    },
     /// Try again at `due_at` (transient failure or quiet hours reached while leased).
-    Retry { due_at: Millis, error: String },
-    Failed { error: String },
+    Retry {
+        due_at: Millis,
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
     Expired,
 }
 
@@ -206,7 +232,11 @@ impl Store {
     /// never get the same row: PostgreSQL skips rows another transaction has locked; SQLite
     /// has one writer at a time.
     pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>> {
-        let skip_locked = if self.is_postgres() { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let skip_locked = if self.is_postgres() {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
         let sql = format!(
             "UPDATE contact SET state = 'sending', attempt = attempt + 1, lease_until = ?, lease_token = ? \
              WHERE id IN (SELECT id FROM contact WHERE state = 'pending' AND channel = ? AND due_at <= ? \
@@ -372,9 +402,17 @@ impl Store {
             let responded = r.try_get::<Option<i64>>("", "responded")?.unwrap_or(0) as u64;
             out.by_state.insert((arm, state), (n, responded));
         }
-        let funnel = query(self.db(), "SELECT reason, count FROM funnel WHERE wave_run_id = ? ORDER BY id", [wave_run_id.into()]).await?;
+        let funnel = query(
+            self.db(),
+            "SELECT reason, count FROM funnel WHERE wave_run_id = ? ORDER BY id",
+            [wave_run_id.into()],
+        )
+        .await?;
         for r in funnel {
-            out.funnel.push((r.try_get("", "reason")?, r.try_get::<i64>("", "count")? as u64));
+            out.funnel.push((
+                r.try_get("", "reason")?,
+                r.try_get::<i64>("", "count")? as u64,
+            ));
         }
         Ok(out)
     }
@@ -387,7 +425,15 @@ impl Store {
             [wave_run_id.into()],
         )
         .await?;
-        rows.iter().map(|r| Ok((r.try_get("", "subscriber_id")?, r.try_get("", "arm")?, r.try_get("", "state")?))).collect()
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "subscriber_id")?,
+                    r.try_get("", "arm")?,
+                    r.try_get("", "state")?,
+                ))
+            })
+            .collect()
     }
 }
 
@@ -402,10 +448,18 @@ pub struct WaveStateCounts {
 impl WaveStateCounts {
     /// Contacts of `arm` in any of `states`.
     pub fn count(&self, arm: &str, states: &[&str]) -> u64 {
-        self.by_state.iter().filter(|((a, s), _)| a == arm && states.contains(&s.as_str())).map(|(_, (n, _))| n).sum()
+        self.by_state
+            .iter()
+            .filter(|((a, s), _)| a == arm && states.contains(&s.as_str()))
+            .map(|(_, (n, _))| n)
+            .sum()
     }
 
     pub fn responded(&self, arm: &str) -> u64 {
-        self.by_state.iter().filter(|((a, _), _)| a == arm).map(|(_, (_, r))| r).sum()
+        self.by_state
+            .iter()
+            .filter(|((a, _), _)| a == arm)
+            .map(|(_, (_, r))| r)
+            .sum()
     }
 }

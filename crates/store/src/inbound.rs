@@ -111,12 +111,17 @@ impl Store {
             [false.into(), (limit as i64).into()],
         )
         .await?;
-        rows.iter().map(|r| Ok(InboundRow::from_query_result(r, "")?)).collect()
+        rows.iter()
+            .map(|r| Ok(InboundRow::from_query_result(r, "")?))
+            .collect()
     }
 
     pub async fn mark_inbound_processed(&self, ids: &[i64]) -> Result<()> {
         for chunk in ids.chunks(1000) {
-            let sql = format!("UPDATE inbound SET processed = ? WHERE id IN ({})", marks(chunk.len()));
+            let sql = format!(
+                "UPDATE inbound SET processed = ? WHERE id IN ({})",
+                marks(chunk.len())
+            );
             let mut values: Vec<Value> = vec![true.into()];
             values.extend(chunk.iter().map(|id| Value::from(*id)));
             exec(self.db(), &sql, values).await?;
@@ -127,7 +132,9 @@ impl Store {
     pub async fn contact_by_key(&self, key: &str) -> Result<Option<ContactRef>> {
         let sql = format!("{CONTACT_REF} WHERE c.idem_key = ?");
         let rows = query(self.db(), &sql, [key.into()]).await?;
-        rows.first().map(|r| Ok(ContactRef::from_query_result(r, "")?)).transpose()
+        rows.first()
+            .map(|r| Ok(ContactRef::from_query_result(r, "")?))
+            .transpose()
     }
 
     /// A subscriber's contacts in runs that are still active, newest wave first: the
@@ -137,12 +144,20 @@ impl Store {
             "{CONTACT_REF} JOIN run r ON r.id = c.run_id WHERE c.subscriber_id = ? AND r.state = 'active' ORDER BY w.ordinal DESC, c.id DESC"
         );
         let rows = query(self.db(), &sql, [subscriber_id.into()]).await?;
-        rows.iter().map(|r| Ok(ContactRef::from_query_result(r, "")?)).collect()
+        rows.iter()
+            .map(|r| Ok(ContactRef::from_query_result(r, "")?))
+            .collect()
     }
 
     /// Records a delivery report. Accepts a report racing the dispatcher's own `sent` update
     /// (the contact is still `sending`): delivered implies sent.
-    pub async fn record_delivery(&self, contact_id: i64, delivered: bool, at: Millis, reason: Option<&str>) -> Result<bool> {
+    pub async fn record_delivery(
+        &self,
+        contact_id: i64,
+        delivered: bool,
+        at: Millis,
+        reason: Option<&str>,
+    ) -> Result<bool> {
         let res = if delivered {
             exec(
                 self.db(),
@@ -163,7 +178,14 @@ impl Store {
 
     /// Stores a response and, when it counts for the wave, marks the contact responded
     /// (first response wins).
-    pub async fn record_response(&self, contact: &ContactRef, kind: &str, value: Option<&str>, at: Millis, counts: bool) -> Result<()> {
+    pub async fn record_response(
+        &self,
+        contact: &ContactRef,
+        kind: &str,
+        value: Option<&str>,
+        at: Millis,
+        counts: bool,
+    ) -> Result<()> {
         let tx = self.db().begin().await?;
         exec(
             &tx,
@@ -194,7 +216,12 @@ impl Store {
 
     /// Subscribers of a run (by arm) with a response of `kind` (and `value`, when given)
     /// recorded at or before `until`: the goal conversions for evaluation.
-    pub async fn converted(&self, run_id: i64, kind: &str, value: Option<&str>) -> Result<Vec<(i64, String)>> {
+    pub async fn converted(
+        &self,
+        run_id: i64,
+        kind: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<(i64, String)>> {
         let rows = match value {
             Some(v) => {
                 query(
@@ -213,22 +240,39 @@ impl Store {
                 .await?
             }
         };
-        rows.iter().map(|r| Ok((r.try_get("", "subscriber_id")?, r.try_get("", "arm")?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("", "subscriber_id")?, r.try_get("", "arm")?)))
+            .collect()
     }
 
     /// Per subscriber of a run's first wave: arm and stratum, for evaluation by cell.
-    pub async fn run_population(&self, first_wave_run_id: i64) -> Result<Vec<(i64, String, String)>> {
+    pub async fn run_population(
+        &self,
+        first_wave_run_id: i64,
+    ) -> Result<Vec<(i64, String, String)>> {
         let rows = query(
             self.db(),
             "SELECT subscriber_id, arm, stratum FROM contact WHERE wave_run_id = ? ORDER BY subscriber_id",
             [first_wave_run_id.into()],
         )
         .await?;
-        rows.iter().map(|r| Ok((r.try_get("", "subscriber_id")?, r.try_get("", "arm")?, r.try_get("", "stratum")?))).collect()
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "subscriber_id")?,
+                    r.try_get("", "arm")?,
+                    r.try_get("", "stratum")?,
+                ))
+            })
+            .collect()
     }
 
     /// Opens agent tasks (outbound calls, service visits) for contacts; one per contact.
-    pub async fn open_tasks(&self, rows: &[(i64, &str, &str, i64, &str)], now: Millis) -> Result<u64> {
+    pub async fn open_tasks(
+        &self,
+        rows: &[(i64, &str, &str, i64, &str)],
+        now: Millis,
+    ) -> Result<u64> {
         let tx = self.db().begin().await?;
         let mut n = 0;
         for (contact_id, team, kind, subscriber_id, script) in rows {
@@ -247,15 +291,37 @@ impl Store {
     pub async fn tasks(&self, team: Option<&str>, state: &str, limit: u64) -> Result<Vec<TaskRow>> {
         let base = "SELECT id, contact_id, team, kind, subscriber_id, script, state, outcome FROM agent_task WHERE state = ?";
         let rows = match team {
-            Some(t) => query(self.db(), &format!("{base} AND team = ? ORDER BY id LIMIT ?"), [state.into(), t.into(), (limit as i64).into()]).await?,
-            None => query(self.db(), &format!("{base} ORDER BY id LIMIT ?"), [state.into(), (limit as i64).into()]).await?,
+            Some(t) => {
+                query(
+                    self.db(),
+                    &format!("{base} AND team = ? ORDER BY id LIMIT ?"),
+                    [state.into(), t.into(), (limit as i64).into()],
+                )
+                .await?
+            }
+            None => {
+                query(
+                    self.db(),
+                    &format!("{base} ORDER BY id LIMIT ?"),
+                    [state.into(), (limit as i64).into()],
+                )
+                .await?
+            }
         };
-        rows.iter().map(|r| Ok(TaskRow::from_query_result(r, "")?)).collect()
+        rows.iter()
+            .map(|r| Ok(TaskRow::from_query_result(r, "")?))
+            .collect()
     }
 
     /// Closes an open task with the agent's outcome and queues the outcome for attribution,
     /// in one transaction. False when the task was not open.
-    pub async fn complete_task(&self, task_id: i64, outcome: &str, agent: &str, now: Millis) -> Result<bool> {
+    pub async fn complete_task(
+        &self,
+        task_id: i64,
+        outcome: &str,
+        agent: &str,
+        now: Millis,
+    ) -> Result<bool> {
         let tx = self.db().begin().await?;
         let res = exec(
             &tx,
@@ -287,6 +353,11 @@ impl Store {
 
 /// Unprocessed inbound events, for progress displays and tests.
 pub async fn count_unprocessed<C: ConnectionTrait>(c: &C) -> Result<u64> {
-    let rows = query(c, "SELECT COUNT(*) AS n FROM inbound WHERE processed = ?", [false.into()]).await?;
+    let rows = query(
+        c,
+        "SELECT COUNT(*) AS n FROM inbound WHERE processed = ?",
+        [false.into()],
+    )
+    .await?;
     Ok(rows[0].try_get::<i64>("", "n")? as u64)
 }

@@ -37,8 +37,13 @@ pub enum StoreError {
     )]
     Locked { path: String },
     #[error("cannot open lock file {path}: {source}")]
-    LockFile { path: String, source: std::io::Error },
-    #[error("unsupported database URL `{0}`: expected sqlite://PATH, sqlite::memory: or postgres://...")]
+    LockFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "unsupported database URL `{0}`: expected sqlite://PATH, sqlite::memory: or postgres://..."
+    )]
     BadUrl(String),
     #[error("{0}")]
     Invalid(String),
@@ -65,17 +70,20 @@ impl Store {
     /// tenants share one database without seeing each other.
     pub async fn connect(url: &str, schema: Option<&str>) -> Result<Store> {
         let mut opts = ConnectOptions::new(url.to_owned());
-        opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10));
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10));
         let sqlite_path = if url.starts_with("sqlite:") {
             let path = sqlite_file(url);
             // Several connections in WAL mode let readers (API, reports) run beside the one
             // writer; busy_timeout makes writers queue instead of failing.
-            opts.max_connections(4).min_connections(1).map_sqlx_sqlite_opts(|o| {
-                o.create_if_missing(true)
-                    .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(30))
-            });
+            opts.max_connections(4)
+                .min_connections(1)
+                .map_sqlx_sqlite_opts(|o| {
+                    o.create_if_missing(true)
+                        .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(30))
+                });
             path
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             opts.max_connections(16).min_connections(1);
@@ -108,15 +116,19 @@ impl Store {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| StoreError::LockFile { path: lock_path.clone(), source })?;
+            .map_err(|source| StoreError::LockFile {
+                path: lock_path.clone(),
+                source,
+            })?;
         match file.try_lock() {
             Ok(()) => Ok(DaemonLock { _file: Some(file) }),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Err(StoreError::Locked { path: path.display().to_string() })
-            }
-            Err(std::fs::TryLockError::Error(source)) => {
-                Err(StoreError::LockFile { path: lock_path, source })
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+                path: path.display().to_string(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::LockFile {
+                path: lock_path,
+                source,
+            }),
         }
     }
 
@@ -131,7 +143,9 @@ impl Store {
     /// The database's clock, so that replicas on different hosts agree on what is due.
     pub async fn db_now(&self) -> Result<Millis> {
         let sql = match self.db.get_database_backend() {
-            DbBackend::Postgres => "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT AS now",
+            DbBackend::Postgres => {
+                "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT AS now"
+            }
             _ => "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now",
         };
         let row = self
@@ -149,7 +163,9 @@ impl Store {
 }
 
 fn sqlite_file(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     if path.is_empty() || path.starts_with(":memory:") {
         return None;
@@ -165,7 +181,11 @@ pub(crate) fn stmt<C: ConnectionTrait>(
     values: impl IntoIterator<Item = Value>,
 ) -> Statement {
     let backend = c.get_database_backend();
-    let sql = if backend == DbBackend::Postgres { number_placeholders(sql) } else { sql.to_owned() };
+    let sql = if backend == DbBackend::Postgres {
+        number_placeholders(sql)
+    } else {
+        sql.to_owned()
+    };
     Statement::from_sql_and_values(backend, sql, values)
 }
 
@@ -229,12 +249,18 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_outside_strings() {
-        assert_eq!(number_placeholders("a = ? AND b = '?' AND c IN (?, ?)"), "a = $1 AND b = '?' AND c IN ($2, $3)");
+        assert_eq!(
+            number_placeholders("a = ? AND b = '?' AND c IN (?, ?)"),
+            "a = $1 AND b = '?' AND c IN ($2, $3)"
+        );
     }
 
     #[test]
     fn sqlite_paths() {
-        assert_eq!(sqlite_file("sqlite://a/b.db?mode=rwc"), Some(PathBuf::from("a/b.db")));
+        assert_eq!(
+            sqlite_file("sqlite://a/b.db?mode=rwc"),
+            Some(PathBuf::from("a/b.db"))
+        );
         assert_eq!(sqlite_file("sqlite::memory:"), None);
     }
 }

@@ -78,7 +78,13 @@ pub struct NewRun<'a> {
 
 impl Store {
     /// Records a workflow version by content hash; returns its id (existing or new).
-    pub async fn upsert_version(&self, campaign: &str, hash: &str, source: &str, now: Millis) -> Result<i64> {
+    pub async fn upsert_version(
+        &self,
+        campaign: &str,
+        hash: &str,
+        source: &str,
+        now: Millis,
+    ) -> Result<i64> {
         exec(
             self.db(),
             "INSERT INTO workflow_version (campaign, hash, source, loaded_at) VALUES (?, ?, ?, ?) ON CONFLICT (campaign, hash) DO NOTHING",
@@ -101,12 +107,17 @@ impl Store {
             [campaign.into()],
         )
         .await?;
-        rows.iter().map(|r| Ok(VersionRow::from_query_result(r, "")?)).collect()
+        rows.iter()
+            .map(|r| Ok(VersionRow::from_query_result(r, "")?))
+            .collect()
     }
 
     /// The stored source of a version: runs execute the version they started with, even
     /// after the file on disk changed.
-    pub async fn version_source(&self, version_id: i64) -> Result<Option<(String, String, String)>> {
+    pub async fn version_source(
+        &self,
+        version_id: i64,
+    ) -> Result<Option<(String, String, String)>> {
         let rows = query(
             self.db(),
             "SELECT campaign, hash, source FROM workflow_version WHERE id = ?",
@@ -114,7 +125,11 @@ impl Store {
         )
         .await?;
         Ok(match rows.first() {
-            Some(r) => Some((r.try_get("", "campaign")?, r.try_get("", "hash")?, r.try_get("", "source")?)),
+            Some(r) => Some((
+                r.try_get("", "campaign")?,
+                r.try_get("", "hash")?,
+                r.try_get("", "source")?,
+            )),
             None => None,
         })
     }
@@ -127,7 +142,9 @@ impl Store {
         let tx = self.db().begin().await?;
         let slot_id = match r.slot_at {
             Some(slot_at) => {
-                let Some(id) = insert_slot(&tx, r.campaign, r.version_id, slot_at, "run", None, r.now).await? else {
+                let Some(id) =
+                    insert_slot(&tx, r.campaign, r.version_id, slot_at, "run", None, r.now).await?
+                else {
                     tx.rollback().await?;
                     return Ok(None);
                 };
@@ -156,13 +173,35 @@ impl Store {
 
     /// Records a slot that was deliberately not run (season, holiday, catch-up policy).
     /// Returns false when the slot was already recorded.
-    pub async fn skip_slot(&self, campaign: &str, version_id: i64, slot_at: Millis, reason: &str, now: Millis) -> Result<bool> {
-        Ok(insert_slot(self.db(), campaign, version_id, slot_at, "skipped", Some(reason), now).await?.is_some())
+    pub async fn skip_slot(
+        &self,
+        campaign: &str,
+        version_id: i64,
+        slot_at: Millis,
+        reason: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        Ok(insert_slot(
+            self.db(),
+            campaign,
+            version_id,
+            slot_at,
+            "skipped",
+            Some(reason),
+            now,
+        )
+        .await?
+        .is_some())
     }
 
     /// The latest slot recorded for a campaign (run or skipped).
     pub async fn latest_slot(&self, campaign: &str) -> Result<Option<Millis>> {
-        let rows = query(self.db(), "SELECT MAX(slot_at) AS m FROM schedule_slot WHERE campaign = ?", [campaign.into()]).await?;
+        let rows = query(
+            self.db(),
+            "SELECT MAX(slot_at) AS m FROM schedule_slot WHERE campaign = ?",
+            [campaign.into()],
+        )
+        .await?;
         Ok(rows[0].try_get::<Option<i64>>("", "m")?)
     }
 
@@ -173,7 +212,9 @@ impl Store {
             [campaign.into()],
         )
         .await?;
-        rows.iter().map(|r| Ok(SlotRow::from_query_result(r, "")?)).collect()
+        rows.iter()
+            .map(|r| Ok(SlotRow::from_query_result(r, "")?))
+            .collect()
     }
 
     pub async fn active_runs(&self) -> Result<Vec<RunRow>> {
@@ -181,19 +222,29 @@ impl Store {
     }
 
     pub async fn run(&self, id: i64) -> Result<Option<RunRow>> {
-        Ok(self.runs_where("id = ?", [id.into()]).await?.into_iter().next())
+        Ok(self
+            .runs_where("id = ?", [id.into()])
+            .await?
+            .into_iter()
+            .next())
     }
 
     pub async fn runs_of(&self, campaign: &str) -> Result<Vec<RunRow>> {
         self.runs_where("campaign = ?", [campaign.into()]).await
     }
 
-    async fn runs_where(&self, cond: &str, values: impl IntoIterator<Item = sea_orm::Value>) -> Result<Vec<RunRow>> {
+    async fn runs_where(
+        &self,
+        cond: &str,
+        values: impl IntoIterator<Item = sea_orm::Value>,
+    ) -> Result<Vec<RunRow>> {
         let sql = format!(
             "SELECT id, campaign, version_id, slot_id, trigger, state, started_at, finished_at FROM run WHERE {cond} ORDER BY id"
         );
         let rows = query(self.db(), &sql, values).await?;
-        rows.iter().map(|r| Ok(RunRow::from_query_result(r, "")?)).collect()
+        rows.iter()
+            .map(|r| Ok(RunRow::from_query_result(r, "")?))
+            .collect()
     }
 
     pub async fn wave_runs(&self, run_id: i64) -> Result<Vec<WaveRunRow>> {
@@ -203,7 +254,9 @@ impl Store {
             [run_id.into()],
         )
         .await?;
-        rows.iter().map(|r| Ok(WaveRunRow::from_query_result(r, "")?)).collect()
+        rows.iter()
+            .map(|r| Ok(WaveRunRow::from_query_result(r, "")?))
+            .collect()
     }
 
     pub async fn wave_run(&self, id: i64) -> Result<Option<WaveRunRow>> {
@@ -213,7 +266,9 @@ impl Store {
             [id.into()],
         )
         .await?;
-        rows.first().map(|r| Ok(WaveRunRow::from_query_result(r, "")?)).transpose()
+        rows.first()
+            .map(|r| Ok(WaveRunRow::from_query_result(r, "")?))
+            .transpose()
     }
 
     /// Moves a wave run from `from` to `to`; false when it was not in `from` (someone else
@@ -234,7 +289,12 @@ impl Store {
     }
 
     pub async fn run_report(&self, run_id: i64) -> Result<Option<String>> {
-        let rows = query(self.db(), "SELECT report FROM run WHERE id = ?", [run_id.into()]).await?;
+        let rows = query(
+            self.db(),
+            "SELECT report FROM run WHERE id = ?",
+            [run_id.into()],
+        )
+        .await?;
         Ok(match rows.first() {
             Some(r) => r.try_get::<Option<String>>("", "report")?,
             None => None,
@@ -249,18 +309,30 @@ impl Store {
             [now.into(), (limit as i64).into()],
         )
         .await?;
-        rows.iter().map(|r| Ok(TimerRow::from_query_result(r, "")?)).collect()
+        rows.iter()
+            .map(|r| Ok(TimerRow::from_query_result(r, "")?))
+            .collect()
     }
 
     /// The earliest pending timer, to sleep until it.
     pub async fn next_timer_at(&self) -> Result<Option<Millis>> {
-        let rows = query(self.db(), "SELECT MIN(fire_at) AS m FROM timer WHERE state = 'pending'", []).await?;
+        let rows = query(
+            self.db(),
+            "SELECT MIN(fire_at) AS m FROM timer WHERE state = 'pending'",
+            [],
+        )
+        .await?;
         Ok(rows[0].try_get::<Option<i64>>("", "m")?)
     }
 }
 
 /// Moves a wave run between states inside the caller's transaction.
-pub async fn transition_wave<C: ConnectionTrait>(c: &C, wave_run_id: i64, from: &str, to: &str) -> Result<bool> {
+pub async fn transition_wave<C: ConnectionTrait>(
+    c: &C,
+    wave_run_id: i64,
+    from: &str,
+    to: &str,
+) -> Result<bool> {
     let res = exec(
         c,
         "UPDATE wave_run SET state = ? WHERE id = ? AND state = ?",
@@ -272,7 +344,12 @@ pub async fn transition_wave<C: ConnectionTrait>(c: &C, wave_run_id: i64, from: 
 
 /// Records a planned wave's window and arms the durable timer that closes it. Part of the
 /// planner's transaction, after it moved the wave from `pending` to `open`.
-pub async fn set_wave_window<C: ConnectionTrait>(c: &C, wave_run_id: i64, planned_at: Millis, closes_at: Millis) -> Result<()> {
+pub async fn set_wave_window<C: ConnectionTrait>(
+    c: &C,
+    wave_run_id: i64,
+    planned_at: Millis,
+    closes_at: Millis,
+) -> Result<()> {
     exec(
         c,
         "UPDATE wave_run SET planned_at = ?, closes_at = ? WHERE id = ?",
@@ -290,7 +367,12 @@ pub async fn set_wave_window<C: ConnectionTrait>(c: &C, wave_run_id: i64, planne
 
 /// Takes a due timer: only the caller whose update changes the row fires it.
 pub async fn fire_timer<C: ConnectionTrait>(c: &C, timer_id: i64) -> Result<bool> {
-    let res = exec(c, "UPDATE timer SET state = 'fired' WHERE id = ? AND state = 'pending'", [timer_id.into()]).await?;
+    let res = exec(
+        c,
+        "UPDATE timer SET state = 'fired' WHERE id = ? AND state = 'pending'",
+        [timer_id.into()],
+    )
+    .await?;
     Ok(res.rows_affected() == 1)
 }
 

@@ -82,7 +82,12 @@ impl Store {
 
     /// Looks a subscriber up by phone number.
     pub async fn subscriber_by_msisdn(&self, msisdn: &str) -> Result<Option<i64>> {
-        let rows = query(self.db(), "SELECT id FROM subscriber WHERE msisdn = ?", [msisdn.into()]).await?;
+        let rows = query(
+            self.db(),
+            "SELECT id FROM subscriber WHERE msisdn = ?",
+            [msisdn.into()],
+        )
+        .await?;
         Ok(match rows.first() {
             Some(r) => Some(r.try_get::<i64>("", "id")?),
             None => None,
@@ -158,7 +163,10 @@ impl Store {
     pub async fn msisdns_of(&self, ids: &[i64]) -> Result<Vec<(i64, String)>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
-            let sql = format!("SELECT id, msisdn FROM subscriber WHERE id IN ({})", crate::marks(chunk.len()));
+            let sql = format!(
+                "SELECT id, msisdn FROM subscriber WHERE id IN ({})",
+                crate::marks(chunk.len())
+            );
             let rows = query(self.db(), &sql, chunk.iter().map(|i| Value::from(*i))).await?;
             for r in rows {
                 out.push((r.try_get("", "id")?, r.try_get("", "msisdn")?));

@@ -125,7 +125,7 @@ impl Numbering {
         let y = (self.a * index + self.b) % NUMBER_SPACE;
         let mut msisdn = String::with_capacity(11);
         msisdn.push_str(PREFIXES[(y / SUFFIXES_PER_PREFIX) as usize]);
-        // Written digit by digit: `format!` dominated the generator's profile.
+        // Written digit by digit: `format!` was a visible share of the generation time.
         let suffix = y % SUFFIXES_PER_PREFIX;
         for power in (0..8).rev() {
             msisdn.push(char::from(b'0' + (suffix / 10u64.pow(power) % 10) as u8));
