@@ -1,0 +1,211 @@
+//! The binary as operators use it: exit codes, messages with locations, and bad input that
+//! changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_campaignd"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(args: &[&str], db: &str) -> Output {
+    bin()
+        .args(args)
+        .env("CAMPAIGND_DATABASE_URL", db)
+        .env_remove("CAMPAIGND_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn validate_prints_a_summary_per_valid_file() {
+    let o = bin()
+        .args(["validate", repo().join("workflows").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("ok ") && out.contains("campaign autumn-enrollment"),
+        "{out}"
+    );
+}
+
+#[test]
+fn validate_reports_located_errors_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("workflows/segments.yaml"),
+        dir.path().join("segments.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "campaign: x\ntimezone: Asia/Shanghai\naudience: {}\nwaves:\n  - id: a\n    chanel: sms\n",
+    )
+    .unwrap();
+    let o = bin()
+        .args(["validate", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.yaml:6:5: unknown field `chanel`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn schema_is_json() {
+    let o = bin().arg("schema").output().unwrap();
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["properties"]["waves"].is_object());
+}
+
+#[test]
+fn telco_export_imports_and_bad_files_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("base.db").display());
+    let csv = repo().join("crates/subscribers/tests/fixtures/Telco-Customer-Churn.csv");
+    let mapping = repo().join("workflows/imports/telco-ibm.mapping.yaml");
+    let o = run(
+        &[
+            "import",
+            csv.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+        ],
+        &db,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("imported 7043 subscribers"),
+        "{}",
+        text(&o)
+    );
+
+    // The same file again: every msisdn exists, so the whole file is refused.
+    let o = run(
+        &[
+            "import",
+            csv.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+        ],
+        &db,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("nothing was imported"), "{}", text(&o));
+    // With --update it refreshes them.
+    let o = run(
+        &[
+            "import",
+            csv.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--update",
+        ],
+        &db,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A CSV with a bad number on line 3 is refused with its location; nothing is written.
+    let bad = dir.path().join("bad.csv");
+    let mut lines: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .take(4)
+        .map(str::to_owned)
+        .collect();
+    lines[1] = lines[1].replacen("7590-VHVEG", "NEW-00001", 1);
+    lines[2] = lines[2]
+        .replacen("56.95", "abc", 1)
+        .replacen("5575-GNVDE", "NEW-00002", 1);
+    lines[3] = lines[3].replacen("3668-QPYBK", "NEW-00003", 1);
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let o = run(
+        &[
+            "import",
+            bad.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+        ],
+        &db,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad.csv:3:19 (MonthlyCharges)"),
+        "{}",
+        text(&o)
+    );
+    let n = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = store::Store::connect(&db, None).await.unwrap();
+        store.count_subscribers().await.unwrap()
+    });
+    assert_eq!(n, 7043, "the refused file wrote nothing");
+}
+
+#[test]
+fn second_daemon_on_one_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("d.db").display());
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "database_url = \"{db}\"\nworkflows = \"{}\"\nlisten = \"127.0.0.1:0\"\n[sms]\ntransport = \"outbox\"\npath = \"{}\"\n[email]\ntransport = \"file\"\ndir = \"{}\"\n",
+            repo().join("workflows").display(),
+            dir.path().join("out.jsonl").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut first = bin()
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "run",
+            "--exit-after",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first daemon is listening (it holds the lock from before that).
+    let mut stdout = std::io::BufReader::new(first.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.contains("listening"), "{line}");
+    let o = bin()
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "run",
+            "--exit-after",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("another campaignd daemon is already using"),
+        "{}",
+        text(&o)
+    );
+}
