@@ -2,8 +2,12 @@
 //! fresh database per test (a SQLite file, or a PostgreSQL schema of its own) and loopback
 //! HTTP servers. Real Kannel and SMTP are used where the test says so.
 
+mod crash;
+mod daemon;
 mod durable;
 mod helpers;
 mod kannel;
 mod planner;
+mod replicas;
+mod shutdown;
 mod two_waves;

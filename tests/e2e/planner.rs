@@ -18,7 +18,7 @@ fn sub(i: usize) -> NewSubscriber {
         age: 19,
         region: "xian".into(),
         brand: "mzone".into(),
-        value_tier: if i % 4 == 0 {
+        value_tier: if i.is_multiple_of(4) {
             "silver".into()
         } else {
             "ordinary".into()

@@ -37,7 +37,6 @@ impl Server {
         let url = format!("sqlite://{}", dir.path().join("api.db").display());
         let store = Store::connect(&url, None).await?;
         store.migrate().await?;
-        align_subscriber_columns(&store).await?;
         let listener = api::bind("127.0.0.1:0".parse()?)?;
         let base = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -133,29 +132,6 @@ impl Server {
         }
         Ok(())
     }
-}
-
-/// Workaround: the initial migration names two columns `arpu3m` and `complaints30d` while
-/// the store's SQL writes `arpu_3m` and `complaints_30d`. Renames only what is misnamed, so
-/// it becomes a no-op once the migration is fixed.
-async fn align_subscriber_columns(store: &Store) -> Res {
-    for (found, wanted) in [("arpu3m", "arpu_3m"), ("complaints30d", "complaints_30d")] {
-        let sql = format!(
-            "SELECT COUNT(*) AS n FROM pragma_table_info('subscriber') WHERE name = '{found}'"
-        );
-        let rows = store
-            .db()
-            .query_all_raw(Statement::from_string(DbBackend::Sqlite, sql))
-            .await?;
-        if rows[0].try_get::<i64>("", "n")? == 1 {
-            let rename = format!("ALTER TABLE subscriber RENAME COLUMN {found} TO {wanted}");
-            store
-                .db()
-                .execute_raw(Statement::from_string(DbBackend::Sqlite, rename))
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 fn subscriber(msisdn: &str) -> NewSubscriber {

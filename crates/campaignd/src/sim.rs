@@ -327,21 +327,22 @@ impl Sim {
                 "unreachable"
             };
             self.push(at, Ev::Task { id: t.id, outcome });
-            if outcome == "accepted" && rng.random_bool(0.85) {
-                if let Some(m) = msisdns.get(&t.subscriber_id) {
-                    let t2 = at + rng.random_range(10 * 60_000..DAY);
-                    self.push(
+            if outcome == "accepted"
+                && rng.random_bool(0.85)
+                && let Some(m) = msisdns.get(&t.subscriber_id)
+            {
+                let t2 = at + rng.random_range(10 * 60_000..DAY);
+                self.push(
+                    t2,
+                    Self::inbound(
+                        source::EVENT,
+                        None,
+                        Some(m.clone()),
+                        "order",
+                        Some(self.b.offer.clone()),
                         t2,
-                        Self::inbound(
-                            source::EVENT,
-                            None,
-                            Some(m.clone()),
-                            "order",
-                            Some(self.b.offer.clone()),
-                            t2,
-                        ),
-                    );
-                }
+                    ),
+                );
             }
         }
         Ok(())

@@ -54,6 +54,16 @@ impl Clock {
         }
     }
 
+    /// How many clock milliseconds pass during `real` real time. Leases are real-time
+    /// promises (a worker needs real seconds to send a batch), so they are converted here;
+    /// under a scaled clock a lease of "60 s" of campaign time would expire mid-batch.
+    pub fn span_of(&self, real: Duration) -> i64 {
+        match self {
+            Clock::Database => real.as_millis() as i64,
+            Clock::Scaled(s) => (real.as_secs_f64() * 1000.0 * s.factor).min(i64::MAX as f64 / 4.0) as i64,
+        }
+    }
+
     /// How long `clock_ms` of clock time lasts in real time.
     pub fn real(&self, clock_ms: i64) -> Duration {
         let ms = clock_ms.max(0) as f64;

@@ -37,7 +37,7 @@ impl Engine {
             .claim(&ClaimRequest {
                 channel: kind,
                 limit: self.cfg.batch_size,
-                lease_until: now + self.cfg.lease.as_millis() as i64,
+                lease_until: now + self.clock.span_of(self.cfg.lease),
                 token: &token,
                 now,
             })

@@ -65,6 +65,14 @@ pub struct EngineConfig {
     pub worker_id: String,
     /// Contacts claimed per dispatcher round.
     pub batch_size: u64,
+    /// Dispatcher loops [`Engine::run`] starts per channel. Each claims its own batches (the
+    /// claim is one statement, safe for concurrent claimers), so one batch's settle and the
+    /// next claim overlap with another batch's sends. With a gateway that sends each message
+    /// as its own request, 2–4 keep the gateway busy while the database settles; more than
+    /// the channel's own concurrency limit gains nothing.
+    ///
+    /// Default: 1. Values below 1 count as 1.
+    pub dispatchers_per_channel: usize,
     /// How long a claim is held; a worker that dies loses its claims after this (clock time).
     pub lease: Duration,
     /// Sends tried per contact before a transient failure becomes final.
@@ -84,6 +92,7 @@ impl EngineConfig {
         EngineConfig {
             worker_id: worker_id.into(),
             batch_size: 500,
+            dispatchers_per_channel: 1,
             lease: Duration::from_secs(60),
             max_attempts: 5,
             retry_base: Duration::from_secs(30),
@@ -260,13 +269,20 @@ impl Engine {
                 .await?;
         }
         // Attribution before timers: a response stored before its wave closes must count
-        // before the next wave picks its non-responders.
-        loop {
-            let s = tracking::process_batch(&self.store, &self.catalog, 2000).await?;
-            let n = s.delivered + s.failed + s.responses + s.opt_outs + s.unmatched;
-            stats.inbound_processed += n;
-            if n == 0 {
-                break;
+        // before the next wave picks its non-responders. One replica at a time attributes
+        // (a lease in the store), so two replicas never record the same event twice.
+        let lease_until = now + self.clock.span_of(self.cfg.lease);
+        if self
+            .store
+            .try_singleton_lease("attribution", &self.cfg.worker_id, lease_until, now)
+            .await?
+        {
+            loop {
+                let s = tracking::process_batch(&self.store, &self.catalog, 2000).await?;
+                stats.inbound_processed += s.processed;
+                if s.processed == 0 {
+                    break;
+                }
             }
         }
         let now = self.clock.now(&self.store).await?;
@@ -472,9 +488,10 @@ impl Engine {
         Ok((planned, 1))
     }
 
-    /// Runs dispatchers (one task per channel) and housekeeping until `cancel`; then stops
-    /// claiming, lets the batches in flight settle, and returns. `cron_wakeups` adds a
-    /// tokio-cron-scheduler job per scheduled campaign that wakes housekeeping at fire times.
+    /// Runs dispatchers (`dispatchers_per_channel` tasks per channel) and housekeeping until
+    /// `cancel`; then stops claiming, lets the batches in flight settle, and returns.
+    /// `cron_wakeups` adds a tokio-cron-scheduler job per scheduled campaign that wakes
+    /// housekeeping at fire times.
     pub async fn run(
         self: Arc<Self>,
         cancel: CancellationToken,
@@ -487,23 +504,26 @@ impl Engine {
         };
         let mut tasks = tokio::task::JoinSet::new();
         for kind in self.channel_kinds() {
-            let engine = self.clone();
-            let cancel = cancel.clone();
-            tasks.spawn(async move {
-                while !cancel.is_cancelled() {
-                    match engine.dispatch_round(&kind).await {
-                        Ok(s) if s.claimed > 0 => continue,
-                        Ok(_) => {}
-                        Err(e) => {
-                            error!(message = "Dispatch round failed.", channel = %kind, error = %e)
+            for _ in 0..self.cfg.dispatchers_per_channel.max(1) {
+                let engine = self.clone();
+                let cancel = cancel.clone();
+                let kind = kind.clone();
+                tasks.spawn(async move {
+                    while !cancel.is_cancelled() {
+                        match engine.dispatch_round(&kind).await {
+                            Ok(s) if s.claimed > 0 => continue,
+                            Ok(_) => {}
+                            Err(e) => {
+                                error!(message = "Dispatch round failed.", channel = %kind, error = %e)
+                            }
+                        }
+                        tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            _ = tokio::time::sleep(engine.cfg.poll) => {}
                         }
                     }
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(engine.cfg.poll) => {}
-                    }
-                }
-            });
+                });
+            }
         }
         let engine = self.clone();
         let hk_cancel = cancel.clone();

@@ -91,6 +91,9 @@ pub fn due_slots(
 ) -> Vec<SlotDecision> {
     let window = sched.catch_up_window.as_millis() as i64;
     let start = last_recorded.unwrap_or(now - window.max(ON_TIME.as_millis() as i64));
+    // croner keeps the start's sub-second part in every fire time it yields; cron has
+    // whole-second resolution, and replicas must compute the same slot_at for the unique key.
+    let start = start - start.rem_euclid(1000);
     let Some(start_utc) = DateTime::<Utc>::from_timestamp_millis(start) else {
         return Vec::new();
     };

@@ -314,6 +314,30 @@ impl Store {
             .collect()
     }
 
+    /// Takes or renews the lease `name` for `holder` until `until`; true when `holder` has it.
+    /// For work one replica at a time must do; a dead holder's lease simply runs out.
+    pub async fn try_singleton_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<bool> {
+        exec(
+            self.db(),
+            "INSERT INTO singleton_lease (name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            [name.into(), holder.into(), until.into()],
+        )
+        .await?;
+        let res = exec(
+            self.db(),
+            "UPDATE singleton_lease SET holder = ?, until = ? WHERE name = ? AND (holder = ? OR until < ?)",
+            [holder.into(), until.into(), name.into(), holder.into(), now.into()],
+        )
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
     /// The earliest pending timer, to sleep until it.
     pub async fn next_timer_at(&self) -> Result<Option<Millis>> {
         let rows = query(

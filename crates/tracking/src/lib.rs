@@ -30,7 +30,7 @@ pub trait Rules: Send + Sync {
 pub struct Stats {
     /// Contacts moved to `delivered` by a delivery report.
     pub delivered: u64,
-    /// Contacts moved to `failed` by a delivery report.
+    /// Contacts moved to `undelivered` by a delivery report (DLR type 2 or 16).
     pub failed: u64,
     /// Response rows recorded (counted or not); one business event may record several.
     pub responses: u64,
@@ -64,7 +64,10 @@ mod dlr_type {
 
 /// Contact states attribution treats specially.
 const PENDING: &str = "pending";
-const EXPIRED: &str = "expired";
+/// States of a contact whose message never left us: planned, refused by the gateway (or out
+/// of attempts), or past its send-by deadline. A reply cannot answer such a contact.
+/// `undelivered` is not among them: a reply proves the message arrived after all.
+const NEVER_SENT: [&str; 3] = [PENDING, "failed", "expired"];
 const SMS: &str = "sms";
 
 enum Disposition {
@@ -177,8 +180,8 @@ async fn mo(
         return Ok(Disposition::Processed);
     }
     let at = row.received_at;
-    // A reply can only answer a message that went out: contacts never sent (still pending,
-    // or expired unsent) are no candidates, nor is the control arm.
+    // A reply can only answer a message that went out, so contacts never sent and the
+    // control arm are no candidates.
     let mut candidates: Vec<ContactRef> = store
         .active_contacts_of(subscriber)
         .await?
@@ -186,8 +189,7 @@ async fn mo(
         .filter(|c| {
             c.arm == TREATMENT
                 && c.channel == SMS
-                && c.state != PENDING
-                && c.state != EXPIRED
+                && !NEVER_SENT.contains(&c.state.as_str())
                 && c.planned_at.is_some_and(|p| p <= at)
         })
         .collect();

@@ -76,7 +76,6 @@ impl World {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::connect(&url, None).await?;
         store.migrate().await?;
-        align_subscriber_columns(&store).await?;
         let rows: Vec<NewSubscriber> = MSISDNS.iter().map(|m| subscriber(m)).collect();
         store
             .insert_subscribers(&rows, OnDuplicate::Fail, T0 - DAY)
@@ -162,21 +161,25 @@ impl World {
 
     /// Sends every due pending contact of a channel, as a dispatcher would.
     async fn send(&self, channel: &str, at: i64) -> Res {
-        let token = format!("test-{channel}-{at}");
+        self.settle_due(channel, at, 100, Outcome::Sent { at })
+            .await
+    }
+
+    /// Claims up to `limit` due contacts (oldest first) and settles them all with `outcome`.
+    async fn settle_due(&self, channel: &str, at: i64, limit: u64, outcome: Outcome) -> Res {
+        let token = format!("test-{channel}-{at}-{limit}");
         let claimed = self
             .store
             .claim(&ClaimRequest {
                 channel,
-                limit: 100,
+                limit,
                 lease_until: at + HOUR,
                 token: &token,
                 now: at,
             })
             .await?;
-        let outcomes: Vec<(i64, Outcome)> = claimed
-            .iter()
-            .map(|c| (c.id, Outcome::Sent { at }))
-            .collect();
+        let outcomes: Vec<(i64, Outcome)> =
+            claimed.iter().map(|c| (c.id, outcome.clone())).collect();
         self.store.settle(&token, &outcomes).await?;
         Ok(())
     }
@@ -260,32 +263,6 @@ impl World {
             ))
             .await?)
     }
-}
-
-/// Workaround: the initial migration names two columns `arpu3m` and `complaints30d`
-/// (DeriveIden's snake case of `Arpu3m`) while the store's SQL writes `arpu_3m` and
-/// `complaints_30d`, so `insert_subscribers` fails on a fresh schema. Renames only what is
-/// misnamed, so it becomes a no-op once the migration is fixed.
-async fn align_subscriber_columns(store: &Store) -> Res {
-    for (found, wanted) in [("arpu3m", "arpu_3m"), ("complaints30d", "complaints_30d")] {
-        let sql = "SELECT COUNT(*) AS n FROM pragma_table_info('subscriber') WHERE name = ?";
-        let rows = store
-            .db()
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                sql,
-                [found.into()],
-            ))
-            .await?;
-        if rows[0].try_get::<i64>("", "n")? == 1 {
-            let rename = format!("ALTER TABLE subscriber RENAME COLUMN {found} TO {wanted}");
-            store
-                .db()
-                .execute_raw(Statement::from_string(DbBackend::Sqlite, rename))
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 fn dlr(key: &str, kind: &str, at: i64) -> NewInbound {
@@ -387,12 +364,12 @@ async fn delivery_reports_move_contacts_and_unknown_keys_are_dropped() -> Res {
     assert_eq!(w.unprocessed().await?, 0);
     assert_eq!(w.contact("sms_offer", 0).await?.state, "delivered");
     let failed = w.contact("sms_offer", 2).await?;
-    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.state, "undelivered");
     assert_eq!(
         w.last_error(failed.id).await?.as_deref(),
         Some("undeliverable (DLR type 16)")
     );
-    assert_eq!(w.contact("sms_offer", 1).await?.state, "failed");
+    assert_eq!(w.contact("sms_offer", 1).await?.state, "undelivered");
     assert_eq!(
         w.contact("sms_offer", 3).await?.state,
         "sent",
@@ -600,12 +577,25 @@ async fn reply_goes_to_the_newest_sms_wave_whose_rules_accept_it() -> Res {
 async fn replies_from_control_unsent_or_unknown_numbers_are_unmatched() -> Res {
     let mut w = World::new(&[("sms_offer", "sms")]).await?;
     w.rules("sms_offer", vec![reply("*")]);
-    w.open("sms_offer", T0, CLOSES, &[(0, CONTROL), (1, TREATMENT)])
-        .await?;
-    // Subscriber 1's offer is never sent.
+    w.open(
+        "sms_offer",
+        T0,
+        CLOSES,
+        &[(0, CONTROL), (2, TREATMENT), (1, TREATMENT)],
+    )
+    .await?;
+    // The gateway refuses subscriber 2's offer (claimed first: planned first); subscriber
+    // 1's offer is never sent.
+    let refused = Outcome::Failed {
+        error: "403 Not routable".into(),
+    };
+    w.settle_due("sms", T0, 1, refused).await?;
+    assert_eq!(w.contact("sms_offer", 2).await?.state, "failed");
+    assert_eq!(w.contact("sms_offer", 1).await?.state, "pending");
     w.inbound(vec![
         mo(MSISDNS[0], "1", T0 + HOUR),
         mo(MSISDNS[1], "1", T0 + HOUR),
+        mo(MSISDNS[2], "1", T0 + HOUR),
         mo("13999999999", "1", T0 + HOUR),
     ])
     .await?;
@@ -613,13 +603,13 @@ async fn replies_from_control_unsent_or_unknown_numbers_are_unmatched() -> Res {
     assert_eq!(
         w.process().await?,
         Stats {
-            processed: 3,
-            unmatched: 3,
+            processed: 4,
+            unmatched: 4,
             ..Stats::default()
         }
     );
     assert_eq!(w.unprocessed().await?, 0);
-    for i in 0..2 {
+    for i in 0..3 {
         assert!(
             w.responses(w.contact("sms_offer", i).await?.id)
                 .await?

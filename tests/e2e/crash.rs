@@ -1,0 +1,283 @@
+//! `kill -9` of the real daemon at random moments during a 50,000-target SMS wave, ten times,
+//! restarting it each time, then letting the last one finish: every target ends with exactly
+//! one contact row, in `sent`; the loopback gateway saw every idempotency key at least once;
+//! and every repeated request is charged to the daemon life that sent it and died before
+//! recording it, at most one in-flight batch (`engine.batch_size`) per crash.
+//!
+//! The kill moments come from a seeded RNG; the seed is printed, and
+//! `CAMPAIGND_TEST_SEED=<seed>` repeats them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::daemon::{self, CountingGateway, Daemon, DaemonConfig};
+use crate::helpers::{self, Backend};
+
+const TARGETS: usize = 50_000;
+const KILLS: usize = 10;
+const BATCH: u64 = 500;
+const LEASE_SECS: u64 = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_during_a_wave_on_sqlite() {
+    crash_and_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_during_a_wave_on_postgres() {
+    crash_and_restart(Backend::Postgres).await;
+}
+
+/// One SMS wave to everyone; windows long enough that the run stays open while we count.
+const WORKFLOW: &str = r#"
+campaign: crash-wave
+timezone: Asia/Shanghai
+audience:
+  segment: everyone
+waves:
+  - id: sms_blast
+    channel: sms
+    template: templates/blast.txt
+    respond_within: 30d
+    send_within: 30d
+"#;
+
+const SEGMENTS: &str = r#"
+segments:
+  everyone:
+    where: "tenure_months >= 0"
+"#;
+
+/// When a daemon life ends.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// This long after the process was started: during startup, planning or dispatch.
+    AfterSpawn(Duration),
+    /// As soon as the gateway has seen this many distinct keys: in the middle of a batch.
+    AtKeys(usize),
+}
+
+async fn crash_and_restart(backend: Backend) {
+    let started = Instant::now();
+    let seed = daemon::test_seed();
+    println!("crash test on {backend:?}: seed {seed} (CAMPAIGND_TEST_SEED={seed} repeats it)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let db = helpers::fresh_db(backend).await;
+    let store = db.store.clone();
+    let base: Vec<_> = subscribers::generate(TARGETS, 2026)
+        .map(|mut s| {
+            s.opt_out = false;
+            s
+        })
+        .collect();
+    store
+        .insert_subscribers(
+            &base,
+            store::subscribers::OnDuplicate::Fail,
+            store::wall_now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        base.iter().all(|s| s.tenure_months >= 0),
+        "the `everyone` segment must match the whole base"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let workflows = dir.path().join("workflows");
+    std::fs::create_dir_all(workflows.join("templates")).unwrap();
+    std::fs::write(workflows.join("segments.yaml"), SEGMENTS).unwrap();
+    std::fs::write(
+        workflows.join("templates/blast.txt"),
+        "{name}, your autumn data bonus is ready.",
+    )
+    .unwrap();
+    std::fs::write(workflows.join("crash-wave.yaml"), WORKFLOW).unwrap();
+
+    let gw = CountingGateway::start().await;
+    let mut cfg = DaemonConfig {
+        database_url: db.url.clone(),
+        database_schema: db.schema.clone(),
+        workflows,
+        worker_id: "crash".into(),
+        batch_size: BATCH,
+        lease_secs: LEASE_SECS,
+        poll_ms: 100,
+        sendsms_url: gw.sendsms_url(),
+        sms_username: "trigger".into(),
+        concurrency: 32,
+        mail_dir: dir.path().join("mail"),
+    };
+    let cfg_path = dir.path().join("campaignd.toml");
+    cfg.write(&cfg_path);
+    let out = daemon::cli(&cfg_path, &["trigger", "crash-wave"]).await;
+    assert!(out.contains("started"), "{out}");
+
+    // Kill points in distinct keys, spread over the wave and increasing; every life draws the
+    // same numbers in the same order whatever the timing, so a seed repeats the schedule.
+    let mut points: Vec<usize> = (0..KILLS)
+        .map(|_| rng.random_range(1_000..44_000))
+        .collect();
+    points.sort_unstable();
+    for (life, point) in points.iter().enumerate() {
+        let early = life == 0 || rng.random_bool(0.25);
+        let delay = Duration::from_millis(rng.random_range(0..1500));
+        let jitter = rng.random_range(1..=BATCH as usize);
+        let name = format!("life-{life}");
+        cfg.sms_username = name.clone();
+        cfg.write(&cfg_path);
+        let keys_before = gw.distinct();
+        let mut d = Daemon::spawn(&name, &cfg_path, dir.path());
+        let t0 = Instant::now();
+        let moment = if early {
+            Moment::AfterSpawn(delay)
+        } else {
+            Moment::AtKeys((*point).max(keys_before + jitter))
+        };
+        match moment {
+            Moment::AfterSpawn(delay) => tokio::time::sleep(delay).await,
+            Moment::AtKeys(target) => {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                while gw.distinct() < target {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{name} did not reach {target} keys within 90 s; stderr:\n{}",
+                        d.stderr_tail(30)
+                    );
+                    if let Some(status) = d.exited() {
+                        panic!("{name} exited by itself ({status}):\n{}", d.stderr_tail(30));
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+        d.kill9().await;
+        let lived = t0.elapsed();
+        let st = daemon::states(&store, "1 = 1").await;
+        let rows: i64 = st.values().sum();
+        let unfinished =
+            st.get("pending").copied().unwrap_or(0) + st.get("sending").copied().unwrap_or(0);
+        println!(
+            "kill {}: {name} killed {moment:?} after {lived:?}; gateway keys {} -> {}; contacts {st:?}",
+            life + 1,
+            keys_before,
+            gw.distinct()
+        );
+        assert!(
+            rows < TARGETS as i64 || unfinished > 0,
+            "kill {} came after the wave was done ({st:?}): the test must kill mid-wave",
+            life + 1
+        );
+    }
+
+    // The last life runs until every contact is final.
+    let name = format!("life-{KILLS}");
+    cfg.sms_username = name.clone();
+    cfg.write(&cfg_path);
+    let mut last = Daemon::spawn(&name, &cfg_path, dir.path());
+    last.listening(Duration::from_secs(30)).await;
+    let t_last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = daemon::states(&store, "1 = 1").await;
+        if st.get("sent").copied().unwrap_or(0) == TARGETS as i64 && st.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wave did not finish within 120 s after the last restart: {st:?}; stderr:\n{}",
+            last.stderr_tail(30)
+        );
+        if let Some(status) = last.exited() {
+            panic!(
+                "{name} exited by itself ({status}):\n{}",
+                last.stderr_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("the last life finished the wave in {:?}", t_last.elapsed());
+    last.kill9().await;
+
+    // One run, one wave, one row per target.
+    assert_eq!(
+        daemon::scalar(&store, "SELECT COUNT(*) AS n FROM run").await,
+        1
+    );
+    assert_eq!(
+        daemon::scalar(&store, "SELECT COUNT(*) AS n FROM wave_run").await,
+        1
+    );
+    assert_eq!(
+        daemon::scalar(&store, "SELECT COUNT(*) AS n FROM contact").await,
+        TARGETS as i64
+    );
+    assert_eq!(
+        daemon::scalar(
+            &store,
+            "SELECT COUNT(DISTINCT subscriber_id) AS n FROM contact WHERE arm = 'treatment'"
+        )
+        .await,
+        TARGETS as i64
+    );
+    assert_eq!(
+        daemon::scalar(
+            &store,
+            "SELECT COUNT(*) AS n FROM subscriber s WHERE NOT EXISTS \
+             (SELECT 1 FROM contact c WHERE c.subscriber_id = s.id)"
+        )
+        .await,
+        0,
+        "every subscriber is a target"
+    );
+    assert_eq!(
+        daemon::states(&store, "1 = 1").await,
+        [("sent".to_owned(), TARGETS as i64)].into()
+    );
+
+    // The gateway saw exactly the stored keys, each at least once.
+    let db_keys: HashSet<String> = daemon::rows(&store, "SELECT idem_key FROM contact")
+        .await
+        .iter()
+        .map(|r| r.try_get::<String>("", "idem_key").unwrap())
+        .collect();
+    let hits = gw.snapshot();
+    let seen: HashSet<String> = hits.keys().cloned().collect();
+    let missing = db_keys.difference(&seen).count();
+    let unknown = seen.difference(&db_keys).count();
+    assert_eq!(missing, 0, "keys never sent to the gateway");
+    assert_eq!(unknown, 0, "keys the gateway saw that no contact has");
+
+    // Every request but the last of a key was sent by a life that died before recording it:
+    // charge it to that life. Only killed lives may have any, each at most one batch.
+    let mut lost: BTreeMap<String, u64> = BTreeMap::new();
+    for senders in hits.values() {
+        for s in &senders[..senders.len() - 1] {
+            *lost.entry(s.clone()).or_default() += 1;
+        }
+    }
+    let total: u64 = lost.values().sum();
+    let requests: usize = hits.values().map(Vec::len).sum();
+    println!(
+        "{backend:?}: {KILLS} kills, {requests} gateway requests for {TARGETS} keys, {total} duplicates \
+         (bound {} = kills x batch_size {BATCH}); per crashed life: {lost:?}; total time {:?}",
+        KILLS as u64 * BATCH,
+        started.elapsed()
+    );
+    assert!(
+        !lost.contains_key(&name),
+        "the last life, never killed, repeated {} sends",
+        lost[&name]
+    );
+    for (life, n) in &lost {
+        assert!(
+            *n <= BATCH,
+            "{life} lost {n} sends to its crash, more than one batch ({BATCH})"
+        );
+    }
+    assert!(total <= KILLS as u64 * BATCH);
+}

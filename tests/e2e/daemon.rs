@@ -1,0 +1,415 @@
+//! Real `campaignd run` processes for the crash and replica tests: config files, spawning,
+//! the listen line, SIGKILL, and a guard that never leaves a daemon behind; a loopback
+//! `sendsms` gateway that records every request by idempotency key and by sender; and small
+//! SQL helpers to look at what the daemons stored.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use sea_orm::{ConnectionTrait, QueryResult, Statement};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{oneshot, watch};
+
+/// Environment variable that carries the gateway password to the daemons (set with
+/// `Command::env`, never in the test process).
+pub(crate) const PASSWORD_ENV: &str = "CAMPAIGND_TEST_SENDSMS_PASSWORD";
+/// The password the loopback gateway accepts.
+pub(crate) const PASSWORD: &str = "loopback-secret";
+
+/// The `campaignd` binary of the same build as this test: `cargo test --workspace` builds it
+/// into the profile folder that also holds this test executable (`target/<profile>/deps/`).
+pub(crate) fn binary() -> PathBuf {
+    let beside_tests = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("campaignd")));
+    let candidates: Vec<PathBuf> = beside_tests
+        .into_iter()
+        .chain([crate::helpers::repo_root().join("target/debug/campaignd")])
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the campaignd binary is missing (looked at {candidates:?}); build it first with \
+                 `cargo build -p campaignd` (scripts/test.sh runs `cargo test --workspace`, \
+                 which builds it)"
+            )
+        })
+}
+
+/// The parts of campaignd's TOML config these tests vary.
+#[derive(Debug, Clone)]
+pub(crate) struct DaemonConfig {
+    pub(crate) database_url: String,
+    pub(crate) database_schema: Option<String>,
+    pub(crate) workflows: PathBuf,
+    pub(crate) worker_id: String,
+    pub(crate) batch_size: u64,
+    pub(crate) lease_secs: u64,
+    pub(crate) poll_ms: u64,
+    pub(crate) sendsms_url: String,
+    /// Goes to the gateway with every message: the gateway records it, so a test knows
+    /// which daemon (or which life of a daemon) sent what.
+    pub(crate) sms_username: String,
+    pub(crate) concurrency: usize,
+    pub(crate) mail_dir: PathBuf,
+}
+
+impl DaemonConfig {
+    /// Writes the config file; strings are written as TOML basic strings.
+    pub(crate) fn write(&self, path: &Path) {
+        let mut s = String::new();
+        let q = |v: &str| format!("{v:?}");
+        let p = |v: &Path| format!("{:?}", v.display().to_string());
+        writeln!(s, "database_url = {}", q(&self.database_url)).unwrap();
+        if let Some(schema) = &self.database_schema {
+            writeln!(s, "database_schema = {}", q(schema)).unwrap();
+        }
+        writeln!(s, "workflows = {}", p(&self.workflows)).unwrap();
+        writeln!(s, "listen = \"127.0.0.1:0\"").unwrap();
+        writeln!(s, "worker_id = {}", q(&self.worker_id)).unwrap();
+        writeln!(s, "\n[engine]").unwrap();
+        writeln!(s, "batch_size = {}", self.batch_size).unwrap();
+        writeln!(s, "lease_secs = {}", self.lease_secs).unwrap();
+        writeln!(s, "max_attempts = 8").unwrap();
+        writeln!(s, "retry_base_secs = 1").unwrap();
+        writeln!(s, "poll_ms = {}", self.poll_ms).unwrap();
+        writeln!(s, "\n[sms]").unwrap();
+        writeln!(s, "transport = \"http\"").unwrap();
+        writeln!(s, "sendsms_url = {}", q(&self.sendsms_url)).unwrap();
+        writeln!(s, "username = {}", q(&self.sms_username)).unwrap();
+        writeln!(s, "password_env = {}", q(PASSWORD_ENV)).unwrap();
+        writeln!(s, "from = \"10086\"").unwrap();
+        // No delivery reports come back in these tests (the gateway only counts), but the
+        // dlr-url must be there: it carries the idempotency key.
+        writeln!(
+            s,
+            "dlr_url = \"http://127.0.0.1:9/callbacks/kannel/dlr\"\ndlr_mask = 27"
+        )
+        .unwrap();
+        writeln!(s, "concurrency = {}", self.concurrency).unwrap();
+        writeln!(s, "timeout_ms = 5000").unwrap();
+        writeln!(s, "\n[email]").unwrap();
+        writeln!(s, "transport = \"file\"").unwrap();
+        writeln!(s, "dir = {}", p(&self.mail_dir)).unwrap();
+        std::fs::write(path, s).unwrap();
+    }
+}
+
+/// Runs a one-shot `campaignd` command (e.g. `trigger`) and returns its standard output.
+pub(crate) async fn cli(config: &Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env(PASSWORD_ENV, PASSWORD)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run campaignd");
+    assert!(
+        out.status.success(),
+        "campaignd {args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `campaignd run` child process. Dropping it SIGKILLs the process (`kill_on_drop`), so a
+/// failing test leaves no daemon behind; `--exit-after` bounds its life even if this test
+/// process itself is killed.
+pub(crate) struct Daemon {
+    pub(crate) name: String,
+    child: tokio::process::Child,
+    listen: watch::Receiver<Option<SocketAddr>>,
+    stderr_path: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `campaignd run --config CONFIG`; stderr goes to `<log_dir>/<name>.stderr`.
+    pub(crate) fn spawn(name: &str, config: &Path, log_dir: &Path) -> Daemon {
+        let stderr_path = log_dir.join(format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = tokio::process::Command::new(binary())
+            .args(["run", "--exit-after", "600", "--shutdown-grace", "1"])
+            .arg("--config")
+            .arg(config)
+            .arg("--log")
+            .arg("warn,engine=info")
+            .env(PASSWORD_ENV, PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn campaignd run");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = watch::channel(None);
+        // Reads stdout to its end, so the daemon never blocks on a full pipe.
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.strip_prefix("campaignd listening on http://") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    if let Ok(addr) = addr.parse() {
+                        let _ = tx.send(Some(addr));
+                    }
+                }
+            }
+        });
+        Daemon {
+            name: name.to_owned(),
+            child,
+            listen: rx,
+            stderr_path,
+        }
+    }
+
+    /// Waits for the `campaignd listening on http://ADDR` line.
+    pub(crate) async fn listening(&mut self, within: Duration) -> SocketAddr {
+        let res = tokio::time::timeout(within, self.listen.wait_for(|a| a.is_some()))
+            .await
+            .ok()
+            .and_then(|r| r.ok().map(|addr| *addr));
+        match res {
+            Some(addr) => addr.expect("checked by wait_for"),
+            None => panic!(
+                "{} did not print its listen line within {within:?}; its stderr:\n{}",
+                self.name,
+                self.stderr_tail(40)
+            ),
+        }
+    }
+
+    /// Whether the process has exited (and, if so, how).
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// SIGKILL, then reap. Panics when the daemon had already exited on its own: every kill
+    /// in these tests must hit a live daemon.
+    pub(crate) async fn kill9(&mut self) {
+        if let Some(status) = self.exited() {
+            panic!(
+                "{} exited by itself ({status}) before the test killed it; its stderr:\n{}",
+                self.name,
+                self.stderr_tail(40)
+            );
+        }
+        self.child.kill().await.expect("SIGKILL");
+        let status = self.child.wait().await.expect("wait");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{} was expected to die of SIGKILL, got {status}",
+            self.name
+        );
+    }
+
+    /// The last `n` lines of the daemon's stderr (for failure messages).
+    pub(crate) fn stderr_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The whole stderr of the daemon.
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // kill_on_drop also does this; being explicit costs nothing.
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A loopback stand-in for Kannel's `sendsms` that only counts: every request is recorded
+/// under its idempotency key (taken from the `dlr-url`) with the `username` that sent it, in
+/// arrival order; it answers `202 0: Accepted for delivery` and calls nothing back.
+#[derive(Clone)]
+pub(crate) struct CountingGateway {
+    pub(crate) addr: SocketAddr,
+    inner: Arc<Mutex<GwInner>>,
+}
+
+#[derive(Default)]
+struct GwInner {
+    by_key: HashMap<String, Vec<String>>,
+    by_user: HashMap<String, u64>,
+    trap: Option<Trap>,
+}
+
+/// Stalls one request: the `nth` from `user` is recorded, reported to the test, and not
+/// answered for a minute, so its sender is certainly mid-batch when the test kills it.
+struct Trap {
+    user: String,
+    nth: u64,
+    fired: oneshot::Sender<String>,
+}
+
+impl CountingGateway {
+    pub(crate) async fn start() -> CountingGateway {
+        let inner = Arc::new(Mutex::new(GwInner::default()));
+        let app = axum::Router::new()
+            .route("/cgi-bin/sendsms", get(count_sendsms))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        CountingGateway { addr, inner }
+    }
+
+    pub(crate) fn sendsms_url(&self) -> String {
+        format!("http://{}/cgi-bin/sendsms", self.addr)
+    }
+
+    /// Distinct keys seen so far.
+    pub(crate) fn distinct(&self) -> usize {
+        self.inner.lock().unwrap().by_key.len()
+    }
+
+    /// Requests per sender (`username`) so far.
+    pub(crate) fn per_user(&self) -> HashMap<String, u64> {
+        self.inner.lock().unwrap().by_user.clone()
+    }
+
+    /// Every key with the senders of its requests, in arrival order.
+    pub(crate) fn snapshot(&self) -> HashMap<String, Vec<String>> {
+        self.inner.lock().unwrap().by_key.clone()
+    }
+
+    /// Arms a [`Trap`] on the `nth` request from `user`; the receiver gets its key.
+    pub(crate) fn trap(&self, user: &str, nth: u64) -> oneshot::Receiver<String> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.lock().unwrap().trap = Some(Trap {
+            user: user.to_owned(),
+            nth,
+            fired: tx,
+        });
+        rx
+    }
+}
+
+async fn count_sendsms(
+    State(inner): State<Arc<Mutex<GwInner>>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> (StatusCode, &'static str) {
+    if q.get("password").map(String::as_str) != Some(PASSWORD) {
+        return (StatusCode::FORBIDDEN, "Authorization failed for sendsms");
+    }
+    if q.get("to").is_none_or(|t| t.is_empty()) {
+        return (StatusCode::BAD_REQUEST, "Missing receiver number, rejected");
+    }
+    let key = q
+        .get("dlr-url")
+        .and_then(|d| url::Url::parse(d).ok())
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "key")
+                .map(|(_, v)| v.into_owned())
+        });
+    let Some(key) = key else {
+        return (StatusCode::BAD_REQUEST, "no key in dlr-url");
+    };
+    let user = q.get("username").cloned().unwrap_or_default();
+    let stall = {
+        let mut g = inner.lock().unwrap();
+        g.by_key.entry(key.clone()).or_default().push(user.clone());
+        let n = {
+            let n = g.by_user.entry(user.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let hit = g
+            .trap
+            .as_ref()
+            .is_some_and(|t| t.user == user && t.nth == n);
+        if hit && let Some(trap) = g.trap.take() {
+            let _ = trap.fired.send(key);
+        }
+        hit
+    };
+    if stall {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    (StatusCode::ACCEPTED, "0: Accepted for delivery")
+}
+
+/// The seed of a test's random choices: `CAMPAIGND_TEST_SEED` if set, else the clock.
+/// Tests print it, so a failure can be repeated.
+pub(crate) fn test_seed() -> u64 {
+    match std::env::var("CAMPAIGND_TEST_SEED") {
+        Ok(s) => s.parse().expect("CAMPAIGND_TEST_SEED must be an integer"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    }
+}
+
+/// Runs a query written for both backends (no placeholders) and returns its rows.
+pub(crate) async fn rows(store: &store::Store, sql: &str) -> Vec<QueryResult> {
+    let db = store.db();
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The integer column `n` of the query's one row (`COUNT(*) AS n` and the like; NULL is 0).
+pub(crate) async fn scalar(store: &store::Store, sql: &str) -> i64 {
+    let rows = rows(store, sql).await;
+    let row = rows.first().unwrap_or_else(|| panic!("{sql}: no row"));
+    row.try_get::<Option<i64>>("", "n")
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or(0)
+}
+
+/// Contacts by state, e.g. `{"sent": 49500, "sending": 500}`.
+pub(crate) async fn states(store: &store::Store, where_sql: &str) -> HashMap<String, i64> {
+    let sql = format!("SELECT state, COUNT(*) AS n FROM contact WHERE {where_sql} GROUP BY state");
+    rows(store, &sql)
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r.try_get::<String>("", "state").unwrap(),
+                r.try_get::<i64>("", "n").unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `cond` every `every` until it holds; panics with `what` after `within`.
+pub(crate) async fn wait_until<F, Fut>(what: &str, within: Duration, every: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}

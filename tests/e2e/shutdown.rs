@@ -1,0 +1,194 @@
+//! SIGTERM: the daemon stops claiming, lets the batches in flight settle, and exits; a
+//! restarted daemon finishes the wave. With a graceful stop no message is sent twice.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+
+use crate::helpers::{self, Backend};
+
+const WORKFLOW: &str = r#"
+campaign: test-campaign
+timezone: Asia/Shanghai
+audience:
+  segment: students
+waves:
+  - id: sms_offer
+    channel: sms
+    template: templates/offer.txt
+    respond_within: 30d
+    send_within: 30d
+"#;
+
+type Hits = Arc<Mutex<HashMap<String, u32>>>;
+
+/// A slow gateway (20 ms per message), so a batch is in flight when SIGTERM arrives.
+async fn slow_gateway() -> (std::net::SocketAddr, Hits) {
+    async fn h(
+        State(hits): State<Hits>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> (StatusCode, &'static str) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let key = q
+            .get("dlr-url")
+            .and_then(|d| url::Url::parse(d).ok())
+            .and_then(|u| {
+                u.query_pairs()
+                    .find(|(k, _)| k == "key")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .unwrap_or_default();
+        *hits.lock().unwrap().entry(key).or_insert(0) += 1;
+        (StatusCode::ACCEPTED, "0: Accepted for delivery")
+    }
+    let hits: Hits = Arc::default();
+    let app = axum::Router::new()
+        .route("/cgi-bin/sendsms", axum::routing::get(h))
+        .with_state(hits.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (addr, hits)
+}
+
+async fn count(store: &store::Store, state: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) AS n FROM contact WHERE state = '{state}'");
+    let row = sea_orm::ConnectionTrait::query_one_raw(
+        store.db(),
+        sea_orm::Statement::from_string(store.db().get_database_backend(), sql),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_settles_in_flight_batches_and_a_restart_finishes_without_duplicates() {
+    let bin = helpers::repo_root().join("target/debug/campaignd");
+    assert!(
+        bin.exists(),
+        "{} is built by `cargo test --workspace`",
+        bin.display()
+    );
+    let db = helpers::fresh_db(Backend::Sqlite).await;
+    let base: Vec<_> = subscribers::generate(4000, 9).collect();
+    db.store
+        .insert_subscribers(&base, store::subscribers::OnDuplicate::Fail, 0)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    helpers::write_workflows(dir.path(), WORKFLOW);
+    let (gw, hits) = slow_gateway().await;
+    let config = dir.path().join("campaignd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"database_url = "{url}"
+workflows = "{wf}"
+listen = "127.0.0.1:0"
+[engine]
+batch_size = 40
+lease_secs = 30
+poll_ms = 20
+[sms]
+transport = "http"
+sendsms_url = "http://{gw}/cgi-bin/sendsms"
+username = "campaignd"
+password_env = "CARGO_PKG_NAME"
+from = "10086"
+dlr_url = "http://127.0.0.1:9/callbacks/kannel/dlr"
+concurrency = 4
+[email]
+transport = "file"
+dir = "{mail}"
+"#,
+            url = db.url,
+            wf = dir.path().display(),
+            mail = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["--config", cfg, "trigger", "test-campaign"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut daemon = std::process::Command::new(&bin)
+        .args(["--config", cfg, "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until sending is under way, then ask it to stop.
+    let started = Instant::now();
+    while count(&db.store, "sent").await < 40 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the daemon never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = daemon.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(25),
+            "the daemon did not stop within its grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        count(&db.store, "sending").await,
+        0,
+        "in-flight batches were settled before exit"
+    );
+    let pending = count(&db.store, "pending").await;
+    assert!(pending > 0, "the stop came mid-wave");
+
+    // A new daemon finishes the wave.
+    let mut again = std::process::Command::new(&bin)
+        .args(["--config", cfg, "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while count(&db.store, "pending").await + count(&db.store, "sending").await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the restarted daemon did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = again.kill();
+    let _ = again.wait();
+    let sent = count(&db.store, "sent").await as usize;
+    let hits = hits.lock().unwrap().clone();
+    assert_eq!(hits.len(), sent, "every sent contact reached the gateway");
+    assert!(
+        hits.values().all(|n| *n == 1),
+        "a graceful stop sends nothing twice"
+    );
+}
