@@ -28,5 +28,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
-log "cargo test"
+log "cargo test (SQLite, plus PostgreSQL wherever a test names it)"
 cargo test --workspace -- --test-threads=2
+# Suites whose tests take their database from CAMPAIGND_TEST_BACKEND run again on PostgreSQL.
+log "cargo test on PostgreSQL: tracking, api"
+CAMPAIGND_TEST_BACKEND=postgres cargo test -p tracking -p api -- --test-threads=2

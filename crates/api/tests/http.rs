@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use api::AppState;
 use reqwest::StatusCode;
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use store::contacts::{NewContact, TREATMENT};
 use store::inbound::{InboundRow, count_unprocessed};
@@ -34,9 +34,8 @@ impl Server {
     async fn start_with(now: Option<api::Now>) -> Res<Server> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}", dir.path().join("api.db").display());
-        let store = Store::connect(&url, None).await?;
-        store.migrate().await?;
+        // SQLite by default; CAMPAIGND_TEST_BACKEND=postgres runs the suite on PostgreSQL.
+        let store = store::testing::fresh_store(dir.path()).await?;
         let listener = api::bind("127.0.0.1:0".parse()?)?;
         let base = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -96,7 +95,7 @@ impl Server {
         let row = self
             .store
             .db()
-            .query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
+            .query_one_raw(store::stmt(self.store.db(), &sql, []))
             .await?
             .ok_or("no row")?;
         Ok(serde_json::from_str(

@@ -22,6 +22,8 @@ pub mod contacts;
 pub mod inbound;
 pub mod runs;
 pub mod subscribers;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use sea_orm::{DatabaseTransaction, TransactionTrait};
 
@@ -174,8 +176,9 @@ fn sqlite_file(url: &str) -> Option<PathBuf> {
 }
 
 /// Builds a statement from SQL written with `?` placeholders, numbering them `$1, $2, …` for
-/// PostgreSQL. The SQL is always a constant of this crate; values are always bound.
-pub(crate) fn stmt<C: ConnectionTrait>(
+/// PostgreSQL. Values are always bound; the SQL must be a constant (tests and reports use
+/// this for read queries the store has no function for).
+pub fn stmt<C: ConnectionTrait>(
     c: &C,
     sql: &str,
     values: impl IntoIterator<Item = Value>,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, Value};
 use spec::{EventMatch, ResponseRule};
 use store::contacts::{CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT, idem_key};
 use store::inbound::{ContactRef, NewInbound, count_unprocessed, source};
@@ -73,9 +73,8 @@ fn subscriber(msisdn: &str) -> NewSubscriber {
 impl World {
     async fn new(waves: &[(&str, &str)]) -> Res<World> {
         let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::connect(&url, None).await?;
-        store.migrate().await?;
+        // SQLite by default; CAMPAIGND_TEST_BACKEND=postgres runs the suite on PostgreSQL.
+        let store = store::testing::fresh_store(dir.path()).await?;
         let rows: Vec<NewSubscriber> = MSISDNS.iter().map(|m| subscriber(m)).collect();
         store
             .insert_subscribers(&rows, OnDuplicate::Fail, T0 - DAY)
@@ -256,11 +255,7 @@ impl World {
         Ok(self
             .store
             .db()
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                sql,
-                values,
-            ))
+            .query_all_raw(store::stmt(self.store.db(), sql, values))
             .await?)
     }
 }
