@@ -56,7 +56,10 @@ pub(crate) async fn insert_base(store: &store::Store, n: usize, seed: u64) -> an
                 )
                 .await? as usize;
             rows.clear();
-            eprint!("\r  subscriber base: {done}/{n}");
+            // Redraw in place on a terminal; in a log, only the final line is useful.
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprint!("\r  subscriber base: {done}/{n}");
+            }
         }
     }
     if !rows.is_empty() {
@@ -251,15 +254,14 @@ async fn print_progress(
     );
     let sent = c.count("treatment", &["sent", "delivered", "undelivered"]);
     let delivered = c.count("treatment", &["delivered"]);
-    println!(
-        "[{}] {wave:<10} sent {sent:>6}/{targeted:<6} delivered {delivered:>6}  responded {:>5} (simulated){}",
-        out::local(now, tz),
-        c.responded("treatment"),
-        if note.is_empty() {
-            String::new()
-        } else {
-            format!("  window {note}")
-        }
-    );
+    let when = out::local(now, tz);
+    let responded = c.responded("treatment");
+    let note = if note.is_empty() { String::new() } else { format!("  window {note}") };
+    if delivered == 0 && store.wave_run(wave_run_id).await?.is_some_and(|w| w.channel != "sms") {
+        // Agent tasks are opened, not delivered; their response is the outcome recorded.
+        println!("[{when}] {wave:<10} tasks {sent:>5}/{targeted:<6} outcomes accepted {responded:>5} (simulated agents){note}");
+    } else {
+        println!("[{when}] {wave:<10} sent {sent:>6}/{targeted:<6} delivered {delivered:>6}  responded {responded:>5} (simulated){note}");
+    }
     Ok(())
 }
