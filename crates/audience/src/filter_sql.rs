@@ -287,12 +287,13 @@ mod tests {
     }
 
     /// Comparisons, lists and null tests on one column, with values of the column's type.
+    /// `unordered` columns (bools, enumerated text) only get `==` and `!=`, as `check` demands.
     fn leaf_on(
         field: &'static str,
         value: BoxedStrategy<Literal>,
-        is_bool: bool,
+        unordered: bool,
     ) -> BoxedStrategy<Expr> {
-        let op = if is_bool {
+        let op = if unordered {
             proptest::sample::select(vec![CmpOp::Eq, CmpOp::Ne]).boxed()
         } else {
             any_op().boxed()
@@ -331,9 +332,9 @@ mod tests {
             .boxed();
         let boolean = any::<bool>().prop_map(Literal::Bool).boxed();
         prop_oneof![
-            leaf_on("brand", str_of(BRANDS), false),
-            leaf_on("value_tier", str_of(VALUE_TIERS), false),
-            leaf_on("student_stage", str_of(STUDENT_STAGES), false),
+            leaf_on("brand", str_of(BRANDS), true),
+            leaf_on("value_tier", str_of(VALUE_TIERS), true),
+            leaf_on("student_stage", str_of(STUDENT_STAGES), true),
             leaf_on("campus", str_of(CAMPUSES), false),
             leaf_on("arpu_3m", number.clone(), false),
             leaf_on("churn_risk", number, false),

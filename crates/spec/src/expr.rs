@@ -972,6 +972,16 @@ fn check_into(expr: &Expr, errors: &mut Vec<ExprError>) {
                     field_span.to(*value_span),
                     format!("`{op}` does not apply to bool field `{field}`; use `==` or `!=`"),
                 ));
+            } else if op.is_ordering() && !def.values.is_empty() {
+                // Enumerated values compare alphabetically in SQL, so `value_tier > 'gold'`
+                // would select silver and not diamond: no operator means that.
+                errors.push(ExprError::new(
+                    field_span.to(*value_span),
+                    format!(
+                        "`{op}` does not apply to `{field}`, whose values have no order; list the ones you mean, e.g. `{field} in [{}]`",
+                        def.values.iter().take(2).map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
             }
         }
         Expr::In {
@@ -1129,6 +1139,21 @@ fn levenshtein(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ordering_on_enumerated_fields_is_rejected() {
+        let errs = super::check(&super::parse("value_tier > 'gold'").unwrap());
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].message.contains("values have no order"),
+            "{}",
+            errs[0].message
+        );
+        assert!(
+            super::check(&super::parse("region > 'a'").unwrap()).is_empty(),
+            "free text still orders"
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 
