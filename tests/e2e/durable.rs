@@ -190,15 +190,7 @@ async fn flaky_gateway() -> (std::net::SocketAddr, Arc<Mutex<HashMap<String, u32
         Query(q): Query<HashMap<String, String>>,
     ) -> (StatusCode, &'static str) {
         let to = q.get("to").cloned().unwrap_or_default();
-        let key = q
-            .get("dlr-url")
-            .and_then(|d| url::Url::parse(d).ok())
-            .and_then(|u| {
-                u.query_pairs()
-                    .find(|(k, _)| k == "key")
-                    .map(|(_, v)| v.into_owned())
-            })
-            .unwrap_or_default();
+        let key = helpers::key_of(&q).unwrap_or_default();
         let n = {
             let mut m = hits.lock().unwrap();
             let e = m.entry(key).or_insert(0);

@@ -188,6 +188,14 @@ pub(crate) async fn start_gateway(callback_base: String, password: String) -> Ga
     Gateway { addr, hits }
 }
 
+/// The idempotency key campaignd put in a sendsms request's dlr-url.
+pub(crate) fn key_of(q: &HashMap<String, String>) -> Option<String> {
+    let dlr = url::Url::parse(q.get("dlr-url")?).ok()?;
+    dlr.query_pairs()
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.into_owned())
+}
+
 async fn sendsms(
     State(st): State<GwState>,
     Query(q): Query<HashMap<String, String>>,
@@ -198,12 +206,7 @@ async fn sendsms(
     let (Some(to), Some(dlr)) = (q.get("to").cloned(), q.get("dlr-url").cloned()) else {
         return (StatusCode::BAD_REQUEST, "Missing receiver number, rejected");
     };
-    let key = url::Url::parse(&dlr).ok().and_then(|u| {
-        u.query_pairs()
-            .find(|(k, _)| k == "key")
-            .map(|(_, v)| v.into_owned())
-    });
-    let Some(key) = key else {
+    let Some(key) = key_of(&q) else {
         return (StatusCode::BAD_REQUEST, "no key in dlr-url");
     };
     *st.hits.lock().unwrap().entry(key).or_insert(0) += 1;

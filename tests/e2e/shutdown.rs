@@ -33,15 +33,7 @@ async fn slow_gateway() -> (std::net::SocketAddr, Hits) {
         Query(q): Query<HashMap<String, String>>,
     ) -> (StatusCode, &'static str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let key = q
-            .get("dlr-url")
-            .and_then(|d| url::Url::parse(d).ok())
-            .and_then(|u| {
-                u.query_pairs()
-                    .find(|(k, _)| k == "key")
-                    .map(|(_, v)| v.into_owned())
-            })
-            .unwrap_or_default();
+        let key = helpers::key_of(&q).unwrap_or_default();
         *hits.lock().unwrap().entry(key).or_insert(0) += 1;
         (StatusCode::ACCEPTED, "0: Accepted for delivery")
     }

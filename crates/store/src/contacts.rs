@@ -417,20 +417,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Every contact row's (subscriber, state) of a wave run: for checks and reports.
+    /// Every contact row's (subscriber, arm, state) of a wave run: for checks and reports.
     pub async fn contact_states(&self, wave_run_id: i64) -> Result<Vec<(i64, String, String)>> {
-        let rows = query(
-            self.db(),
-            "SELECT subscriber_id, arm, state FROM contact WHERE wave_run_id = ? ORDER BY subscriber_id",
-            [wave_run_id.into()],
-        )
-        .await?;
+        self.per_subscriber(wave_run_id, "state").await
+    }
+
+    /// (subscriber, arm, `column`) for every contact of a wave run, by subscriber.
+    /// `column` is a constant of this crate, never input.
+    pub(crate) async fn per_subscriber(
+        &self,
+        wave_run_id: i64,
+        column: &'static str,
+    ) -> Result<Vec<(i64, String, String)>> {
+        let sql = format!(
+            "SELECT subscriber_id, arm, {column} AS v FROM contact WHERE wave_run_id = ? ORDER BY subscriber_id"
+        );
+        let rows = query(self.db(), &sql, [wave_run_id.into()]).await?;
         rows.iter()
             .map(|r| {
                 Ok((
                     r.try_get("", "subscriber_id")?,
                     r.try_get("", "arm")?,
-                    r.try_get("", "state")?,
+                    r.try_get("", "v")?,
                 ))
             })
             .collect()

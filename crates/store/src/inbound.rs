@@ -250,21 +250,7 @@ impl Store {
         &self,
         first_wave_run_id: i64,
     ) -> Result<Vec<(i64, String, String)>> {
-        let rows = query(
-            self.db(),
-            "SELECT subscriber_id, arm, stratum FROM contact WHERE wave_run_id = ? ORDER BY subscriber_id",
-            [first_wave_run_id.into()],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("", "subscriber_id")?,
-                    r.try_get("", "arm")?,
-                    r.try_get("", "stratum")?,
-                ))
-            })
-            .collect()
+        self.per_subscriber(first_wave_run_id, "stratum").await
     }
 
     /// Opens agent tasks (outbound calls, service visits) for contacts; one per contact.
