@@ -256,12 +256,25 @@ async fn print_progress(
     let delivered = c.count("treatment", &["delivered"]);
     let when = out::local(now, tz);
     let responded = c.responded("treatment");
-    let note = if note.is_empty() { String::new() } else { format!("  window {note}") };
-    if delivered == 0 && store.wave_run(wave_run_id).await?.is_some_and(|w| w.channel != "sms") {
-        // Agent tasks are opened, not delivered; their response is the outcome recorded.
-        println!("[{when}] {wave:<10} tasks {sent:>5}/{targeted:<6} outcomes accepted {responded:>5} (simulated agents){note}");
+    let note = if note.is_empty() {
+        String::new()
     } else {
-        println!("[{when}] {wave:<10} sent {sent:>6}/{targeted:<6} delivered {delivered:>6}  responded {responded:>5} (simulated){note}");
+        format!("  window {note}")
+    };
+    if delivered == 0
+        && store
+            .wave_run(wave_run_id)
+            .await?
+            .is_some_and(|w| w.channel != "sms")
+    {
+        // Agent tasks are opened, not delivered; their response is the outcome recorded.
+        println!(
+            "[{when}] {wave:<10} tasks {sent:>5}/{targeted:<6} outcomes accepted {responded:>5} (simulated agents){note}"
+        );
+    } else {
+        println!(
+            "[{when}] {wave:<10} sent {sent:>6}/{targeted:<6} delivered {delivered:>6}  responded {responded:>5} (simulated){note}"
+        );
     }
     Ok(())
 }

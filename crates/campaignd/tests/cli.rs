@@ -213,14 +213,27 @@ fn second_daemon_on_one_sqlite_file_is_refused() {
 #[test]
 fn deploy_config_examples_match_the_config_schema() {
     // Unknown keys are rejected, so a config example that drifted from the code fails here.
-    for f in ["deploy/config/campaignd.example.toml", "deploy/compose/campaignd.toml"] {
-        let o = bin().args(["--config", repo().join(f).to_str().unwrap(), "schema"]).output().unwrap();
+    for f in [
+        "deploy/config/campaignd.example.toml",
+        "deploy/compose/campaignd.toml",
+    ] {
+        let o = bin()
+            .args(["--config", repo().join(f).to_str().unwrap(), "schema"])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{f}: {}", text(&o));
     }
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "database_url = \"sqlite://x.db\"\n[engine]\nbatch_sise = 10\n").unwrap();
-    let o = bin().args(["--config", bad.to_str().unwrap(), "schema"]).output().unwrap();
+    std::fs::write(
+        &bad,
+        "database_url = \"sqlite://x.db\"\n[engine]\nbatch_sise = 10\n",
+    )
+    .unwrap();
+    let o = bin()
+        .args(["--config", bad.to_str().unwrap(), "schema"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("batch_sise"), "{}", text(&o));
 }

@@ -60,7 +60,9 @@ impl Clock {
     pub fn span_of(&self, real: Duration) -> i64 {
         match self {
             Clock::Database => real.as_millis() as i64,
-            Clock::Scaled(s) => (real.as_secs_f64() * 1000.0 * s.factor).min(i64::MAX as f64 / 4.0) as i64,
+            Clock::Scaled(s) => {
+                (real.as_secs_f64() * 1000.0 * s.factor).min(i64::MAX as f64 / 4.0) as i64
+            }
         }
     }
 
