@@ -394,22 +394,3 @@ pub(crate) async fn states(store: &store::Store, where_sql: &str) -> HashMap<Str
         })
         .collect()
 }
-
-/// Polls `cond` every `every` until it holds; panics with `what` after `within`.
-pub(crate) async fn wait_until<F, Fut>(what: &str, within: Duration, every: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(every).await;
-    }
-}
