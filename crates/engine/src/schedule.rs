@@ -165,6 +165,19 @@ mod tests {
     }
 
     #[test]
+    fn replicas_evaluating_at_different_milliseconds_get_the_same_slot() {
+        // The slot time is the unique key that lets one replica win a slot: it must not
+        // carry the milliseconds of the moment each replica happened to evaluate.
+        let tz = chrono_tz::Asia::Shanghai;
+        let s = schedule("0 * * * * *", CatchUp::Last);
+        let base = ms(tz, 2026, 9, 1, 10, 0) + 30_000;
+        let a = due_slots(&s, tz, None, base + 272, &Calendars::default());
+        let b = due_slots(&s, tz, None, base + 954, &Calendars::default());
+        assert_eq!(a, b);
+        assert!(a.iter().all(|d| d.slot_at % 1000 == 0), "{a:?}");
+    }
+
+    #[test]
     fn fixed_time_runs_once_in_a_repeated_hour() {
         // 2026-11-01 01:30 happens twice in New York (DST ends at 02:00).
         let tz = chrono_tz::America::New_York;
