@@ -69,6 +69,14 @@ struct Plan {
 /// write lock up front on SQLite and makes a concurrent planner of the same wave a no-op.
 pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummary, PlanError> {
     let tx = store.db().begin().await?;
+    // Planners of different campaigns must not interleave, or two of them could each read
+    // a subscriber's recent contacts before the other commits and together break the
+    // frequency cap. SQLite already has one writer at a time (the first statement below
+    // takes the write lock); PostgreSQL replicas serialize on a transaction advisory lock.
+    if store.is_postgres() {
+        tx.execute_unprepared("SELECT pg_advisory_xact_lock(7290001)")
+            .await?;
+    }
     if !store::runs::transition_wave(
         &tx,
         input.wave_run_id,
