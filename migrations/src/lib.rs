@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_initial;
 mod m20261125_000002_singleton_lease;
+mod m20261125_000003_claim_index;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261125_000002_singleton_lease::Migration),
+            Box::new(m20261125_000003_claim_index::Migration),
         ]
     }
 }

@@ -58,6 +58,11 @@ pub(crate) struct EngineSection {
     /// Milliseconds between housekeeping passes.
     #[serde(default = "default_poll")]
     pub(crate) poll_ms: u64,
+    /// Dispatcher loops per channel in this process. More keep the gateway busier while
+    /// another batch is claimed or settled (measured: 3 gives ~35k msg/s on 2 cores vs ~30k
+    /// with 2); a crash can repeat up to dispatchers × batch_size messages in flight.
+    #[serde(default = "default_dispatchers")]
+    pub(crate) dispatchers_per_channel: usize,
 }
 
 impl Default for EngineSection {
@@ -68,6 +73,7 @@ impl Default for EngineSection {
             max_attempts: default_attempts(),
             retry_base_secs: default_retry(),
             poll_ms: default_poll(),
+            dispatchers_per_channel: default_dispatchers(),
         }
     }
 }
@@ -101,6 +107,9 @@ fn default_retry() -> u64 {
 }
 fn default_poll() -> u64 {
     250
+}
+fn default_dispatchers() -> usize {
+    1
 }
 
 impl Config {

@@ -372,6 +372,7 @@ fn engine_config(cfg: &Config) -> engine::EngineConfig {
     ec.max_attempts = cfg.engine.max_attempts;
     ec.retry_base = Duration::from_secs(cfg.engine.retry_base_secs);
     ec.poll = Duration::from_millis(cfg.engine.poll_ms);
+    ec.dispatchers_per_channel = cfg.engine.dispatchers_per_channel.max(1);
     ec
 }
 

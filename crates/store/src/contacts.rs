@@ -232,19 +232,21 @@ impl Store {
     /// never get the same row: PostgreSQL skips rows another transaction has locked; SQLite
     /// has one writer at a time.
     pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>> {
-        let skip_locked = if self.is_postgres() {
-            " FOR UPDATE SKIP LOCKED"
+        // PostgreSQL: `id = ANY(ARRAY(...))` drives the update through the primary key (an IN
+        // subquery became a hash join over the whole table), and SKIP LOCKED passes over rows
+        // another replica holds. SQLite has one writer at a time.
+        let sql = if self.is_postgres() {
+            "UPDATE contact SET state = 'sending', attempt = attempt + 1, lease_until = ?, lease_token = ? \
+             WHERE id = ANY(ARRAY(SELECT id FROM contact WHERE state = 'pending' AND channel = ? AND due_at <= ? \
+             AND (send_by IS NULL OR send_by >= ?) ORDER BY due_at, id LIMIT ? FOR UPDATE SKIP LOCKED)) RETURNING id"
         } else {
-            ""
-        };
-        let sql = format!(
             "UPDATE contact SET state = 'sending', attempt = attempt + 1, lease_until = ?, lease_token = ? \
              WHERE id IN (SELECT id FROM contact WHERE state = 'pending' AND channel = ? AND due_at <= ? \
-             AND (send_by IS NULL OR send_by >= ?) ORDER BY due_at, id LIMIT ?{skip_locked}) RETURNING id"
-        );
+             AND (send_by IS NULL OR send_by >= ?) ORDER BY due_at, id LIMIT ?) RETURNING id"
+        };
         let claimed = query(
             self.db(),
-            &sql,
+            sql,
             [
                 req.lease_until.into(),
                 req.token.into(),
