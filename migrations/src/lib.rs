@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_initial;
 mod m20261125_000002_singleton_lease;
 mod m20261125_000003_claim_index;
+mod m20261125_000004_drop_lease_index;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261125_000002_singleton_lease::Migration),
             Box::new(m20261125_000003_claim_index::Migration),
+            Box::new(m20261125_000004_drop_lease_index::Migration),
         ]
     }
 }

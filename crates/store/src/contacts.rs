@@ -260,17 +260,25 @@ impl Store {
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = query(
-            self.db(),
+        // Read the claimed rows back by primary key (the token stays as a check), so the
+        // lease token needs no index: every index on `contact` is written on each claim and
+        // settle, because those updates change indexed columns.
+        let ids: Vec<i64> = claimed
+            .iter()
+            .map(|r| r.try_get::<i64>("", "id"))
+            .collect::<Result<_, _>>()?;
+        let sql = format!(
             "SELECT c.id, c.run_id, c.wave_run_id, w.wave, r.campaign, r.version_id, c.subscriber_id, c.idem_key, c.attempt, c.send_by, \
              s.msisdn, s.external_id, s.name, s.gender, s.age, s.region, s.brand, s.value_tier, s.arpu_3m, s.balance, s.tenure_months, \
              s.student_stage, s.campus, s.first_channel, s.first_channel_slot, s.second_channel, s.second_channel_slot, s.complaints_30d, \
              s.do_not_disturb, s.churn_risk, s.timezone, s.opt_out \
              FROM contact c JOIN wave_run w ON w.id = c.wave_run_id JOIN run r ON r.id = c.run_id JOIN subscriber s ON s.id = c.subscriber_id \
-             WHERE c.lease_token = ? AND c.state = 'sending' ORDER BY c.due_at, c.id",
-            [req.token.into()],
-        )
-        .await?;
+             WHERE c.id IN ({}) AND c.lease_token = ? AND c.state = 'sending' ORDER BY c.due_at, c.id",
+            marks(ids.len())
+        );
+        let mut values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
+        values.push(req.token.into());
+        let rows = query(self.db(), &sql, values).await?;
         rows.iter()
             .map(|r| {
                 let h = ClaimedHead::from_query_result(r, "")?;
