@@ -31,5 +31,7 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 log "cargo test (SQLite, plus PostgreSQL wherever a test names it)"
 cargo test --workspace -- --test-threads=2
 # Suites whose tests take their database from CAMPAIGND_TEST_BACKEND run again on PostgreSQL.
-log "cargo test on PostgreSQL: tracking, api"
-CAMPAIGND_TEST_BACKEND=postgres cargo test -p tracking -p api -- --test-threads=2
+# Selected as test targets of the whole workspace, so cargo reuses the build above (`-p`
+# would resolve features differently and rebuild the dependencies).
+log "cargo test on PostgreSQL: tracking (attribution), api (http)"
+CAMPAIGND_TEST_BACKEND=postgres cargo test --workspace --test attribution --test http -- --test-threads=2
