@@ -515,12 +515,7 @@ async fn unique<T: IntoIden + Copy + 'static, C: IntoIden + Copy + 'static>(
     table: T,
     cols: &[C],
 ) -> Result<(), DbErr> {
-    let mut idx = Index::create();
-    idx.name(name).table(table).unique().if_not_exists();
-    for c in cols {
-        idx.col(*c);
-    }
-    m.create_index(idx.to_owned()).await
+    create_index(m, name, table, cols, true).await
 }
 
 async fn index<T: IntoIden + Copy + 'static, C: IntoIden + Copy + 'static>(
@@ -529,8 +524,21 @@ async fn index<T: IntoIden + Copy + 'static, C: IntoIden + Copy + 'static>(
     table: T,
     cols: &[C],
 ) -> Result<(), DbErr> {
+    create_index(m, name, table, cols, false).await
+}
+
+async fn create_index<T: IntoIden + Copy + 'static, C: IntoIden + Copy + 'static>(
+    m: &SchemaManager<'_>,
+    name: &str,
+    table: T,
+    cols: &[C],
+    is_unique: bool,
+) -> Result<(), DbErr> {
     let mut idx = Index::create();
     idx.name(name).table(table).if_not_exists();
+    if is_unique {
+        idx.unique();
+    }
     for c in cols {
         idx.col(*c);
     }

@@ -85,6 +85,42 @@ pub(crate) async fn fresh_db(backend: Backend) -> TestDb {
     }
 }
 
+/// The channels the daemon wires for the test workflows: SMS over Kannel's sendsms at
+/// `sendsms_url` (password from CARGO_PKG_NAME, which cargo sets for test processes, so no
+/// secret is written and no env mutation is needed), and outbound-call tasks.
+pub(crate) async fn kannel_channels(
+    store: &Store,
+    sendsms_url: String,
+    dlr_url: String,
+    concurrency: usize,
+) -> HashMap<String, std::sync::Arc<dyn channels::Channel>> {
+    let sms = channels::sms::build(&channels::sms::SmsConfig::Http(
+        channels::sms::KannelConfig {
+            sendsms_url,
+            username: "campaignd".into(),
+            password_env: "CARGO_PKG_NAME".into(),
+            from: "10086".into(),
+            dlr_url,
+            dlr_mask: 27,
+            concurrency,
+            timeout_ms: 10_000,
+            smsc: None,
+        },
+    ))
+    .await
+    .expect("build the Kannel channel");
+    let mut chans: HashMap<String, std::sync::Arc<dyn channels::Channel>> = HashMap::new();
+    chans.insert("sms".into(), sms);
+    chans.insert(
+        "outbound_call".into(),
+        std::sync::Arc::new(channels::worklist::Worklist::new(
+            store.clone(),
+            "outbound_call",
+        )),
+    );
+    chans
+}
+
 /// Writes a workflows folder (workflow file, segments.yaml, templates) into `dir`.
 pub(crate) fn write_workflows(dir: &Path, workflow_yaml: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("templates")).unwrap();

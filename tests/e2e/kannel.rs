@@ -3,14 +3,12 @@
 //! through Kannel to campaignd's callbacks, and the evaluation e-mailed through a real SMTP
 //! server. Both are started by the project's scripts; when they are missing the test fails.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use channels::email::{EmailConfig, Mailer, SmtpTls};
-use channels::sms::{KannelConfig, SmsConfig};
 use chrono::TimeZone;
 use engine::clock::Clock;
 use engine::{Engine, EngineConfig, Event};
@@ -131,28 +129,13 @@ async fn campaign_through_real_kannel_and_smtp() {
     let dir = tempfile::tempdir().unwrap();
     let wf = spec::load_file(&helpers::write_workflows(dir.path(), TWO_WAVES))
         .unwrap_or_else(|d| panic!("{d:?}"));
-    let sms = channels::sms::build(&SmsConfig::Http(KannelConfig {
-        sendsms_url: format!("http://127.0.0.1:{SENDSMS_PORT}/cgi-bin/sendsms"),
-        username: "campaignd".into(),
-        password_env: "CARGO_PKG_NAME".into(),
-        from: "10086".into(),
-        dlr_url: format!("{api_base}/callbacks/kannel/dlr"),
-        dlr_mask: 27,
-        concurrency: 32,
-        timeout_ms: 10_000,
-        smsc: None,
-    }))
-    .await
-    .unwrap();
-    let mut chans: HashMap<String, Arc<dyn channels::Channel>> = HashMap::new();
-    chans.insert("sms".into(), sms);
-    chans.insert(
-        "outbound_call".into(),
-        Arc::new(channels::worklist::Worklist::new(
-            store.clone(),
-            "outbound_call",
-        )),
-    );
+    let chans = helpers::kannel_channels(
+        &store,
+        format!("http://127.0.0.1:{SENDSMS_PORT}/cgi-bin/sendsms"),
+        format!("{api_base}/callbacks/kannel/dlr"),
+        32,
+    )
+    .await;
     let mailer = Mailer::new(
         &EmailConfig::Smtp {
             host: "127.0.0.1".into(),

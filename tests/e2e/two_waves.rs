@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use channels::sms::{KannelConfig, SmsConfig};
 use chrono::TimeZone;
 use engine::clock::Clock;
 use engine::{Engine, EngineConfig, Event};
@@ -71,30 +70,13 @@ async fn two_wave_campaign(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let wf_path = helpers::write_workflows(dir.path(), TWO_WAVES);
     let wf = spec::load_file(&wf_path).unwrap_or_else(|d| panic!("{d:?}"));
-    let sms = channels::sms::build(&SmsConfig::Http(KannelConfig {
-        sendsms_url: format!("http://{}/cgi-bin/sendsms", gw.addr),
-        username: "campaignd".into(),
-        // cargo sets CARGO_PKG_NAME for test processes; its value is the password the
-        // gateway expects, which keeps secrets out of the test and needs no env mutation.
-        password_env: "CARGO_PKG_NAME".into(),
-        from: "10086".into(),
-        dlr_url: format!("{api_base}/callbacks/kannel/dlr"),
-        dlr_mask: 27,
-        concurrency: 16,
-        timeout_ms: 5000,
-        smsc: None,
-    }))
-    .await
-    .unwrap();
-    let mut chans: HashMap<String, Arc<dyn channels::Channel>> = HashMap::new();
-    chans.insert("sms".into(), sms);
-    chans.insert(
-        "outbound_call".into(),
-        Arc::new(channels::worklist::Worklist::new(
-            store.clone(),
-            "outbound_call",
-        )),
-    );
+    let chans = helpers::kannel_channels(
+        &store,
+        format!("http://{}/cgi-bin/sendsms", gw.addr),
+        format!("{api_base}/callbacks/kannel/dlr"),
+        16,
+    )
+    .await;
     let mut cfg = EngineConfig::new("test", helpers::repo_root().join("workflows/calendars"));
     cfg.poll = Duration::from_millis(20);
     cfg.batch_size = 200;
