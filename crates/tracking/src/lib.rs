@@ -120,17 +120,10 @@ async fn dlr(
     row: &InboundRow,
     stats: &mut Stats,
 ) -> Result<Disposition, TrackingError> {
-    let Some(contact) = contact_for_key(store, row, stats).await? else {
-        return Ok(Disposition::Processed);
+    let contact = match sent_contact_for_key(store, row, stats).await? {
+        Ok(contact) => contact,
+        Err(disposition) => return Ok(disposition),
     };
-    if contact.state == PENDING {
-        debug!(
-            inbound = row.id,
-            contact = contact.id,
-            "Delivery report for a contact not yet sent; deferred."
-        );
-        return Ok(Disposition::Deferred);
-    }
     let at = row.received_at;
     match row.kind.as_str() {
         dlr_type::DELIVERED => {
@@ -255,17 +248,10 @@ async fn task(
     row: &InboundRow,
     stats: &mut Stats,
 ) -> Result<Disposition, TrackingError> {
-    let Some(contact) = contact_for_key(store, row, stats).await? else {
-        return Ok(Disposition::Processed);
+    let contact = match sent_contact_for_key(store, row, stats).await? {
+        Ok(contact) => contact,
+        Err(disposition) => return Ok(disposition),
     };
-    if contact.state == PENDING {
-        debug!(
-            inbound = row.id,
-            contact = contact.id,
-            "Agent outcome for a contact not yet sent; deferred."
-        );
-        return Ok(Disposition::Deferred);
-    }
     let at = row.received_at;
     let outcome = row.value.as_deref();
     let expected = rules_of(rules, &contact)
@@ -284,20 +270,27 @@ async fn task(
     Ok(Disposition::Processed)
 }
 
-async fn contact_for_key(
+/// The contact an event names by key, once it has been sent. An unknown key is dropped
+/// (processed, counted unmatched); a contact not yet sent defers the event to a later pass.
+async fn sent_contact_for_key(
     store: &Store,
     row: &InboundRow,
     stats: &mut Stats,
-) -> Result<Option<ContactRef>, TrackingError> {
+) -> Result<Result<ContactRef, Disposition>, TrackingError> {
     let contact = match row.idem_key.as_deref() {
         Some(key) => store.contact_by_key(key).await?,
         None => None,
     };
-    if contact.is_none() {
+    let Some(contact) = contact else {
         warn!(inbound = row.id, source = %row.source, key = row.idem_key.as_deref().unwrap_or(""), "Inbound event for an unknown contact key; dropped.");
         stats.unmatched += 1;
+        return Ok(Err(Disposition::Processed));
+    };
+    if contact.state == PENDING {
+        debug!(inbound = row.id, source = %row.source, contact = contact.id, "Event for a contact not yet sent; deferred.");
+        return Ok(Err(Disposition::Deferred));
     }
-    Ok(contact)
+    Ok(Ok(contact))
 }
 
 async fn subscriber_for(
