@@ -10,6 +10,7 @@ mod m20261124_000001_initial;
 mod m20261125_000002_singleton_lease;
 mod m20261125_000003_claim_index;
 mod m20261125_000004_drop_lease_index;
+mod m20261125_000005_dispatch_queue;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_singleton_lease::Migration),
             Box::new(m20261125_000003_claim_index::Migration),
             Box::new(m20261125_000004_drop_lease_index::Migration),
+            Box::new(m20261125_000005_dispatch_queue::Migration),
         ]
     }
 }

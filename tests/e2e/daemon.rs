@@ -380,17 +380,13 @@ pub(crate) async fn scalar(store: &store::Store, sql: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// Contacts by state, e.g. `{"sent": 49500, "sending": 500}`.
-pub(crate) async fn states(store: &store::Store, where_sql: &str) -> HashMap<String, i64> {
-    let sql = format!("SELECT state, COUNT(*) AS n FROM contact WHERE {where_sql} GROUP BY state");
-    rows(store, &sql)
+/// Contacts by state, e.g. `{"sent": 49500, "sending": 500}` (`sending`: under a lease).
+pub(crate) async fn states(store: &store::Store) -> HashMap<String, i64> {
+    store
+        .state_counts(None)
         .await
-        .iter()
-        .map(|r| {
-            (
-                r.try_get::<String>("", "state").unwrap(),
-                r.try_get::<i64>("", "n").unwrap(),
-            )
-        })
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v as i64))
         .collect()
 }

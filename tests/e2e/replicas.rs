@@ -147,7 +147,7 @@ async fn three_replicas_share_slots_and_take_over_a_killed_one() {
     // The victim's claimed contacts and when their lease ends (database clock).
     let in_flight: HashMap<i64, i64> = daemon::rows(
         &store,
-        &format!("SELECT id, lease_until FROM contact WHERE state = 'sending' AND {token_like}"),
+        &format!("SELECT contact_id AS id, lease_until FROM dispatch WHERE {token_like}"),
     )
     .await
     .iter()
@@ -158,7 +158,7 @@ async fn three_replicas_share_slots_and_take_over_a_killed_one() {
         )
     })
     .collect();
-    let at_kill = daemon::states(&store, "1 = 1").await;
+    let at_kill = daemon::states(&store).await;
     println!(
         "{VICTIM} killed at its request #{nth} (key {trapped_key}) after {:?}: {} contacts in its \
          lease; all contacts {at_kill:?}; requests per replica {:?}",
@@ -180,7 +180,7 @@ async fn three_replicas_share_slots_and_take_over_a_killed_one() {
     // The survivors finish everything, the victim's leased contacts included.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let st = daemon::states(&store, "1 = 1").await;
+        let st = daemon::states(&store).await;
         let total: i64 = st.values().sum();
         if total == BASE as i64 && st.get("sent").copied() == Some(BASE as i64) {
             break;

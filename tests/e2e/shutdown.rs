@@ -48,15 +48,8 @@ async fn slow_gateway() -> (std::net::SocketAddr, Hits) {
 }
 
 async fn count(store: &store::Store, state: &str) -> i64 {
-    let sql = format!("SELECT COUNT(*) AS n FROM contact WHERE state = '{state}'");
-    let row = sea_orm::ConnectionTrait::query_one_raw(
-        store.db(),
-        sea_orm::Statement::from_string(store.db().get_database_backend(), sql),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    row.try_get::<i64>("", "n").unwrap()
+    let counts = store.state_counts(None).await.unwrap();
+    counts.get(state).copied().unwrap_or(0) as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,19 @@
 //! The contact outbox: one row per (wave run, subscriber), planned in one transaction,
 //! claimed by dispatchers with a lease, moved through its states with checks.
 //!
-//! States: `held` (control arm, never sent), `pending` → `sending` (claimed, leased) →
-//! `sent` → `delivered` or `undelivered` (per the delivery report), or `failed` (the gateway
-//! refused it, or attempts ran out) / `expired` (not sent by its deadline). A `sending` row whose lease ran out goes
-//! back to `pending` ([`Store::reclaim_expired_leases`]); the worker that lost it can no
-//! longer change it, because every transition out of `sending` names the lease token.
+//! States of `contact`: `held` (control arm, never sent), `pending` → `sent` → `delivered` or
+//! `undelivered` (per the delivery report), or `failed` (the gateway refused it, or attempts
+//! ran out) / `expired` (not sent by its deadline).
+//!
+//! The work queue is a separate narrow table, `dispatch`: one row per `pending` contact,
+//! written in the planner's transaction and deleted in the transaction that gives the contact
+//! its final state. A claim leases queue rows (token, lease end, attempt); readers see such a
+//! contact as `sending`. A row whose lease ran out is claimable again, and the worker that
+//! lost it can no longer change it, because every transition names the lease token. Keeping
+//! the lease off the wide, many-indexed `contact` row is what makes claim and settle cheap on
+//! PostgreSQL (HOT updates, see migration `m20261125_000005_dispatch_queue`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
@@ -77,6 +83,14 @@ pub async fn insert_contacts<C: ConnectionTrait>(
         sql.push_str(" ON CONFLICT (wave_run_id, subscriber_id) DO NOTHING");
         n += exec(c, &sql, values).await?.rows_affected();
     }
+    // Every pending contact has its row in the queue, written in the planner's transaction.
+    exec(
+        c,
+        "INSERT INTO dispatch (contact_id, channel, due_at, send_by) SELECT id, channel, due_at, send_by FROM contact \
+         WHERE wave_run_id = ? AND state = 'pending' ON CONFLICT (contact_id) DO NOTHING",
+        [wave_run_id.into()],
+    )
+    .await?;
     Ok(n)
 }
 
@@ -227,22 +241,77 @@ pub enum Outcome {
     Expired,
 }
 
+const SEND_BY_PASSED: &str = "send-by deadline passed";
+
+/// A contact with its queue row, if any: `d.lease_token` is set while a worker holds it.
+const WITH_LEASE: &str = "contact c LEFT JOIN dispatch d ON d.contact_id = c.id";
+/// The state a reader sees: `sending` is a `pending` contact under a lease.
+const STATE: &str = "CASE WHEN d.lease_token IS NULL THEN c.state ELSE 'sending' END";
+
+/// Takes contacts this lease still holds out of the queue and gives them their final
+/// `state`; returns how many contacts changed.
+async fn finish<C: ConnectionTrait>(
+    c: &C,
+    token: &str,
+    ids: &[i64],
+    state: &'static str,
+    sent_at: Option<Millis>,
+    error: Option<&str>,
+) -> Result<u64> {
+    let sql = format!(
+        "DELETE FROM dispatch WHERE lease_token = ? AND contact_id IN ({}) RETURNING contact_id, attempt",
+        marks(ids.len())
+    );
+    let mut values: Vec<Value> = vec![token.into()];
+    values.extend(ids.iter().map(|id| Value::from(*id)));
+    // Nearly every row of a batch is on the same attempt: one update per attempt number.
+    let mut by_attempt: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for r in query(c, &sql, values).await? {
+        by_attempt
+            .entry(r.try_get("", "attempt")?)
+            .or_default()
+            .push(r.try_get("", "contact_id")?);
+    }
+    let mut n = 0;
+    for (attempt, ids) in by_attempt {
+        // `state = 'pending'`: a delivery report may have settled the contact first.
+        let sql = format!(
+            "UPDATE contact SET state = ?, sent_at = COALESCE(?, sent_at), last_error = COALESCE(?, last_error), attempt = ?, lease_token = ? \
+             WHERE state = 'pending' AND id IN ({})",
+            marks(ids.len())
+        );
+        let mut values: Vec<Value> = vec![
+            state.into(),
+            sent_at.into(),
+            error.map(str::to_owned).into(),
+            attempt.into(),
+            token.into(),
+        ];
+        values.extend(ids.iter().map(|id| Value::from(*id)));
+        n += exec(c, &sql, values).await?.rows_affected();
+    }
+    Ok(n)
+}
+
 impl Store {
     /// Claims due contacts of one channel in ONE statement, so two workers (or replicas)
     /// never get the same row: PostgreSQL skips rows another transaction has locked; SQLite
-    /// has one writer at a time.
+    /// has one writer at a time. A row whose lease ran out is due again: its worker died or
+    /// stalled, and the token it holds no longer settles anything.
     pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>> {
-        // PostgreSQL: `id = ANY(ARRAY(...))` drives the update through the primary key (an IN
-        // subquery became a hash join over the whole table), and SKIP LOCKED passes over rows
-        // another replica holds. SQLite has one writer at a time.
+        // PostgreSQL: `contact_id = ANY(ARRAY(...))` drives the update through the primary
+        // key (an IN subquery became a hash join over the whole queue), and SKIP LOCKED passes
+        // over rows another replica holds.
         let sql = if self.is_postgres() {
-            "UPDATE contact SET state = 'sending', attempt = attempt + 1, lease_until = ?, lease_token = ? \
-             WHERE id = ANY(ARRAY(SELECT id FROM contact WHERE state = 'pending' AND channel = ? AND due_at <= ? \
-             AND (send_by IS NULL OR send_by >= ?) ORDER BY due_at, id LIMIT ? FOR UPDATE SKIP LOCKED)) RETURNING id"
+            "UPDATE dispatch SET attempt = attempt + 1, lease_until = ?, lease_token = ? \
+             WHERE contact_id = ANY(ARRAY(SELECT contact_id FROM dispatch WHERE channel = ? AND due_at <= ? \
+             AND (send_by IS NULL OR send_by >= ?) AND (lease_until IS NULL OR lease_until < ?) \
+             ORDER BY due_at, contact_id LIMIT ? FOR UPDATE SKIP LOCKED)) RETURNING contact_id"
         } else {
-            "UPDATE contact SET state = 'sending', attempt = attempt + 1, lease_until = ?, lease_token = ? \
-             WHERE id IN (SELECT id FROM contact WHERE state = 'pending' AND channel = ? AND due_at <= ? \
-             AND (send_by IS NULL OR send_by >= ?) ORDER BY due_at, id LIMIT ?) RETURNING id"
+            "UPDATE dispatch SET attempt = attempt + 1, lease_until = ?, lease_token = ? \
+             WHERE contact_id IN (SELECT contact_id FROM dispatch WHERE channel = ? AND due_at <= ? \
+             AND (send_by IS NULL OR send_by >= ?) AND (lease_until IS NULL OR lease_until < ?) \
+             ORDER BY due_at, contact_id LIMIT ?) RETURNING contact_id"
         };
         let claimed = query(
             self.db(),
@@ -253,6 +322,7 @@ impl Store {
                 req.channel.into(),
                 req.now.into(),
                 req.now.into(),
+                req.now.into(),
                 (req.limit as i64).into(),
             ],
         )
@@ -260,20 +330,20 @@ impl Store {
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        // Read the claimed rows back by primary key (the token stays as a check), so the
-        // lease token needs no index: every index on `contact` is written on each claim and
-        // settle, because those updates change indexed columns.
+        // Read the claimed rows back by primary key, with the token as a check, so the lease
+        // token needs no index (an index on it would make every claim a non-HOT update).
         let ids: Vec<i64> = claimed
             .iter()
-            .map(|r| r.try_get::<i64>("", "id"))
+            .map(|r| r.try_get::<i64>("", "contact_id"))
             .collect::<Result<_, _>>()?;
         let sql = format!(
-            "SELECT c.id, c.run_id, c.wave_run_id, w.wave, r.campaign, r.version_id, c.subscriber_id, c.idem_key, c.attempt, c.send_by, \
+            "SELECT c.id, c.run_id, c.wave_run_id, w.wave, r.campaign, r.version_id, c.subscriber_id, c.idem_key, d.attempt, d.send_by, \
              s.msisdn, s.external_id, s.name, s.gender, s.age, s.region, s.brand, s.value_tier, s.arpu_3m, s.balance, s.tenure_months, \
              s.student_stage, s.campus, s.first_channel, s.first_channel_slot, s.second_channel, s.second_channel_slot, s.complaints_30d, \
              s.do_not_disturb, s.churn_risk, s.timezone, s.opt_out \
-             FROM contact c JOIN wave_run w ON w.id = c.wave_run_id JOIN run r ON r.id = c.run_id JOIN subscriber s ON s.id = c.subscriber_id \
-             WHERE c.id IN ({}) AND c.lease_token = ? AND c.state = 'sending' ORDER BY c.due_at, c.id",
+             FROM dispatch d JOIN contact c ON c.id = d.contact_id JOIN wave_run w ON w.id = c.wave_run_id \
+             JOIN run r ON r.id = c.run_id JOIN subscriber s ON s.id = c.subscriber_id \
+             WHERE d.contact_id IN ({}) AND d.lease_token = ? ORDER BY d.due_at, d.contact_id",
             marks(ids.len())
         );
         let mut values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
@@ -299,8 +369,9 @@ impl Store {
             .collect()
     }
 
-    /// Records what happened to claimed contacts. Rows whose lease was lost (token changed or
-    /// state moved on) are not touched; returns how many rows changed.
+    /// Records what happened to claimed contacts, in one transaction. Only rows this lease
+    /// still holds change (a row another worker re-claimed after the lease ran out, or one a
+    /// delivery report already settled, is left alone); returns how many contacts changed.
     pub async fn settle(&self, token: &str, outcomes: &[(i64, Outcome)]) -> Result<u64> {
         let mut sent_by_at: HashMap<Millis, Vec<i64>> = HashMap::new();
         let mut changed = 0;
@@ -309,98 +380,117 @@ impl Store {
             match outcome {
                 Outcome::Sent { at } => sent_by_at.entry(*at).or_default().push(*id),
                 Outcome::Retry { due_at, error } => {
-                    changed += exec(
+                    let n = exec(
                         &tx,
-                        "UPDATE contact SET state = 'pending', due_at = ?, last_error = ?, lease_until = NULL WHERE id = ? AND lease_token = ? AND state = 'sending'",
-                        [(*due_at).into(), error.as_str().into(), (*id).into(), token.into()],
+                        "UPDATE dispatch SET due_at = ?, lease_until = NULL, lease_token = NULL WHERE contact_id = ? AND lease_token = ?",
+                        [(*due_at).into(), (*id).into(), token.into()],
                     )
                     .await?
                     .rows_affected();
+                    if n == 1 {
+                        exec(
+                            &tx,
+                            "UPDATE contact SET last_error = ? WHERE id = ?",
+                            [error.as_str().into(), (*id).into()],
+                        )
+                        .await?;
+                    }
+                    changed += n;
                 }
                 Outcome::Failed { error } => {
-                    changed += exec(
-                        &tx,
-                        "UPDATE contact SET state = 'failed', last_error = ?, lease_until = NULL WHERE id = ? AND lease_token = ? AND state = 'sending'",
-                        [error.as_str().into(), (*id).into(), token.into()],
-                    )
-                    .await?
-                    .rows_affected();
+                    changed +=
+                        finish(&tx, token, &[*id], "failed", None, Some(error.as_str())).await?;
                 }
                 Outcome::Expired => {
-                    changed += exec(
-                        &tx,
-                        "UPDATE contact SET state = 'expired', last_error = 'send-by deadline passed', lease_until = NULL WHERE id = ? AND lease_token = ? AND state = 'sending'",
-                        [(*id).into(), token.into()],
-                    )
-                    .await?
-                    .rows_affected();
+                    changed +=
+                        finish(&tx, token, &[*id], "expired", None, Some(SEND_BY_PASSED)).await?;
                 }
             }
         }
         for (at, ids) in sent_by_at {
             for chunk in ids.chunks(1000) {
-                let sql = format!(
-                    "UPDATE contact SET state = 'sent', sent_at = ?, lease_until = NULL WHERE lease_token = ? AND state = 'sending' AND id IN ({})",
-                    marks(chunk.len())
-                );
-                let mut values: Vec<Value> = vec![at.into(), token.into()];
-                values.extend(chunk.iter().map(|id| Value::from(*id)));
-                changed += exec(&tx, &sql, values).await?.rows_affected();
+                changed += finish(&tx, token, chunk, "sent", Some(at), None).await?;
             }
         }
         tx.commit().await?;
         Ok(changed)
     }
 
-    /// Puts contacts whose lease ran out back in the queue (their worker died or stalled).
+    /// Clears leases that ran out (their worker died or stalled), so the contacts show as
+    /// waiting again. The claim takes such rows by itself; this keeps the counts honest.
     pub async fn reclaim_expired_leases(&self, now: Millis) -> Result<u64> {
         Ok(exec(
             self.db(),
-            "UPDATE contact SET state = 'pending', lease_until = NULL WHERE state = 'sending' AND lease_until < ?",
+            "UPDATE dispatch SET lease_until = NULL, lease_token = NULL WHERE lease_until < ?",
             [now.into()],
         )
         .await?
         .rows_affected())
     }
 
-    /// Expires pending contacts past their send-by deadline: an SMS hours late is harm.
+    /// Expires queued contacts past their send-by deadline (an SMS hours late is harm),
+    /// unless a live lease holds them: their worker checks the deadline itself.
     pub async fn expire_overdue(&self, now: Millis) -> Result<u64> {
-        Ok(exec(
-            self.db(),
-            "UPDATE contact SET state = 'expired', last_error = 'send-by deadline passed' WHERE state = 'pending' AND send_by IS NOT NULL AND send_by < ?",
-            [now.into()],
+        let tx = crate::TransactionTrait::begin(self.db()).await?;
+        let rows = query(
+            &tx,
+            "DELETE FROM dispatch WHERE send_by IS NOT NULL AND send_by < ? AND (lease_until IS NULL OR lease_until < ?) RETURNING contact_id",
+            [now.into(), now.into()],
         )
-        .await?
-        .rows_affected())
+        .await?;
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get::<i64>("", "contact_id"))
+            .collect::<Result<_, _>>()?;
+        let mut n = 0;
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "UPDATE contact SET state = 'expired', last_error = ? WHERE state = 'pending' AND id IN ({})",
+                marks(chunk.len())
+            );
+            let mut values: Vec<Value> = vec![SEND_BY_PASSED.into()];
+            values.extend(chunk.iter().map(|id| Value::from(*id)));
+            n += exec(&tx, &sql, values).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
-    /// Pending contacts of a wave run (to know when dispatch is finished).
+    /// Contacts of a wave run still waiting or being sent (to know when dispatch is finished).
     pub async fn pending_in_wave(&self, wave_run_id: i64) -> Result<u64> {
         let rows = query(
             self.db(),
-            "SELECT COUNT(*) AS n FROM contact WHERE wave_run_id = ? AND state IN ('pending', 'sending')",
+            "SELECT COUNT(*) AS n FROM contact WHERE wave_run_id = ? AND state = 'pending'",
             [wave_run_id.into()],
         )
         .await?;
         Ok(rows[0].try_get::<i64>("", "n")? as u64)
     }
 
-    /// The earliest due time of pending contacts on a channel, for the dispatcher to sleep.
-    pub async fn next_due(&self, channel: &str) -> Result<Option<Millis>> {
-        let rows = query(
-            self.db(),
-            "SELECT MIN(due_at) AS m FROM contact WHERE state = 'pending' AND channel = ?",
-            [channel.into()],
-        )
-        .await?;
-        Ok(rows[0].try_get::<Option<i64>>("", "m")?)
+    /// Contacts by state (with `sending` for those under a lease), across all runs or one.
+    pub async fn state_counts(&self, run_id: Option<i64>) -> Result<BTreeMap<String, u64>> {
+        let (filter, values): (&str, Vec<Value>) = match run_id {
+            Some(id) => ("WHERE c.run_id = ?", vec![id.into()]),
+            None => ("", Vec::new()),
+        };
+        let sql = format!(
+            "SELECT {STATE} AS state, COUNT(*) AS n FROM {WITH_LEASE} {filter} GROUP BY {STATE}"
+        );
+        let mut out = BTreeMap::new();
+        for r in query(self.db(), &sql, values).await? {
+            out.insert(r.try_get("", "state")?, r.try_get::<i64>("", "n")? as u64);
+        }
+        Ok(out)
     }
 
     /// Counts of a wave run's contacts by arm and state, plus responders per arm.
     pub async fn wave_counts(&self, wave_run_id: i64) -> Result<WaveStateCounts> {
         let rows = query(
             self.db(),
-            "SELECT arm, state, COUNT(*) AS n, SUM(CASE WHEN responded_at IS NULL THEN 0 ELSE 1 END) AS responded FROM contact WHERE wave_run_id = ? GROUP BY arm, state",
+            &format!(
+                "SELECT c.arm, {STATE} AS state, COUNT(*) AS n, SUM(CASE WHEN c.responded_at IS NULL THEN 0 ELSE 1 END) AS responded \
+                 FROM {WITH_LEASE} WHERE c.wave_run_id = ? GROUP BY c.arm, {STATE}"
+            ),
             [wave_run_id.into()],
         )
         .await?;
@@ -429,18 +519,19 @@ impl Store {
 
     /// Every contact row's (subscriber, arm, state) of a wave run: for checks and reports.
     pub async fn contact_states(&self, wave_run_id: i64) -> Result<Vec<(i64, String, String)>> {
-        self.per_subscriber(wave_run_id, "state").await
+        self.per_subscriber(wave_run_id, STATE).await
     }
 
     /// (subscriber, arm, `column`) for every contact of a wave run, by subscriber.
-    /// `column` is a constant of this crate, never input.
+    /// `column` is an expression over `c` (contact) and `d` (its queue row), a constant of
+    /// this crate, never input.
     pub(crate) async fn per_subscriber(
         &self,
         wave_run_id: i64,
         column: &'static str,
     ) -> Result<Vec<(i64, String, String)>> {
         let sql = format!(
-            "SELECT subscriber_id, arm, {column} AS v FROM contact WHERE wave_run_id = ? ORDER BY subscriber_id"
+            "SELECT c.subscriber_id, c.arm, {column} AS v FROM {WITH_LEASE} WHERE c.wave_run_id = ? ORDER BY c.subscriber_id"
         );
         let rows = query(self.db(), &sql, [wave_run_id.into()]).await?;
         rows.iter()

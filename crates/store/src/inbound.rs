@@ -57,7 +57,12 @@ pub struct ContactRef {
     pub responded_at: Option<i64>,
 }
 
-const CONTACT_REF: &str = "SELECT c.id, c.run_id, c.wave_run_id, c.subscriber_id, c.arm, c.state, c.channel, w.wave, w.state AS wave_state, w.planned_at, w.closes_at, c.responded_at FROM contact c JOIN wave_run w ON w.id = c.wave_run_id";
+/// `state` here reads `sending` for a queued contact that has been claimed at least once: it
+/// may be out, so a report about it is believed (see [`Store::record_delivery`]).
+const CONTACT_REF: &str = "SELECT c.id, c.run_id, c.wave_run_id, c.subscriber_id, c.arm, \
+     CASE WHEN c.state = 'pending' AND d.attempt > 0 THEN 'sending' ELSE c.state END AS state, \
+     c.channel, w.wave, w.state AS wave_state, w.planned_at, w.closes_at, c.responded_at \
+     FROM contact c LEFT JOIN dispatch d ON d.contact_id = c.id JOIN wave_run w ON w.id = c.wave_run_id";
 
 #[derive(Debug, Clone, PartialEq, FromQueryResult)]
 pub struct TaskRow {
@@ -149,8 +154,9 @@ impl Store {
             .collect()
     }
 
-    /// Records a delivery report. Accepts a report racing the dispatcher's own `sent` update
-    /// (the contact is still `sending`): delivered implies sent.
+    /// Records a delivery report. Accepts a report racing the dispatcher's own settle (the
+    /// contact is still queued, under a lease or already claimed once): delivered implies
+    /// sent, so the queue row goes and the dispatcher's settle leaves the contact alone.
     pub async fn record_delivery(
         &self,
         contact_id: i64,
@@ -158,22 +164,36 @@ impl Store {
         at: Millis,
         reason: Option<&str>,
     ) -> Result<bool> {
+        // A report for a contact that was never claimed is not believed: nothing was sent.
+        const SENT_OR_CLAIMED: &str = "(state = 'sent' OR (state = 'pending' AND EXISTS \
+             (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)))";
+        let tx = self.db().begin().await?;
         let res = if delivered {
             exec(
-                self.db(),
-                "UPDATE contact SET state = 'delivered', delivered_at = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state IN ('sending', 'sent')",
+                &tx,
+                &format!("UPDATE contact SET state = 'delivered', delivered_at = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"),
                 [at.into(), at.into(), contact_id.into()],
             )
             .await?
         } else {
             exec(
-                self.db(),
-                "UPDATE contact SET state = 'undelivered', last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state IN ('sending', 'sent')",
+                &tx,
+                &format!("UPDATE contact SET state = 'undelivered', last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"),
                 [reason.unwrap_or("undelivered").into(), at.into(), contact_id.into()],
             )
             .await?
         };
-        Ok(res.rows_affected() == 1)
+        let changed = res.rows_affected() == 1;
+        if changed {
+            exec(
+                &tx,
+                "DELETE FROM dispatch WHERE contact_id = ?",
+                [contact_id.into()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// Stores a response and, when it counts for the wave, marks the contact responded
