@@ -63,7 +63,8 @@ impl Engine {
             ..Default::default()
         };
         let mut outcomes: Vec<(i64, Outcome)> = Vec::with_capacity(claimed.len());
-        let mut to_send: Vec<(Outbound, i32)> = Vec::with_capacity(claimed.len());
+        let mut to_send: Vec<Outbound> = Vec::with_capacity(claimed.len());
+        let mut attempts: Vec<i32> = Vec::with_capacity(claimed.len());
         let now_utc = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_else(Utc::now);
         for c in claimed {
             let wf = self
@@ -116,25 +117,22 @@ impl Engine {
                 continue;
             }
             let text = wave.template.render(|f| field_text(&c.subscriber, f));
-            to_send.push((
-                Outbound {
-                    contact_id: c.id,
-                    key: c.idem_key.clone(),
-                    subscriber_id: c.subscriber_id,
-                    msisdn: c.subscriber.msisdn.clone(),
-                    text,
-                    campaign: c.campaign.clone(),
-                    wave: c.wave.clone(),
-                    team: wave.team.clone(),
-                },
-                c.attempt,
-            ));
+            attempts.push(c.attempt);
+            to_send.push(Outbound {
+                contact_id: c.id,
+                key: c.idem_key,
+                subscriber_id: c.subscriber_id,
+                msisdn: c.subscriber.msisdn,
+                text,
+                campaign: c.campaign,
+                wave: c.wave,
+                team: wave.team.clone(),
+            });
         }
         if !to_send.is_empty() {
-            let batch: Vec<Outbound> = to_send.iter().map(|(o, _)| o.clone()).collect();
-            let results = channel.send_batch(&batch).await;
+            let results = channel.send_batch(&to_send).await;
             let sent_at = self.clock.now(&self.store).await?;
-            for ((o, attempt), res) in to_send.iter().zip(results) {
+            for ((o, attempt), res) in to_send.iter().zip(&attempts).zip(results) {
                 match res {
                     Ok(_) => {
                         outcomes.push((o.contact_id, Outcome::Sent { at: sent_at }));

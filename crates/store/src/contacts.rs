@@ -203,9 +203,6 @@ struct ClaimedHead {
     id: i64,
     run_id: i64,
     wave_run_id: i64,
-    wave: String,
-    campaign: String,
-    version_id: i64,
     subscriber_id: i64,
     idem_key: String,
     attempt: i32,
@@ -243,13 +240,26 @@ pub enum Outcome {
 
 const SEND_BY_PASSED: &str = "send-by deadline passed";
 
+/// Due, unleased (or lease run out) queue rows of one channel, in due order. Binds: channel,
+/// now (due), now (send-by), now (lease), limit.
+const DUE: &str = "channel = ? AND due_at <= ? AND (send_by IS NULL OR send_by >= ?) \
+     AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, contact_id LIMIT ?";
+/// What a claimed row carries, from its queue row `d`, its contact and its subscriber.
+const CLAIMED_COLS: &str = "c.id, c.run_id, c.wave_run_id, c.subscriber_id, c.idem_key, d.attempt, d.send_by, \
+     s.msisdn, s.external_id, s.name, s.gender, s.age, s.region, s.brand, s.value_tier, s.arpu_3m, s.balance, \
+     s.tenure_months, s.student_stage, s.campus, s.first_channel, s.first_channel_slot, s.second_channel, \
+     s.second_channel_slot, s.complaints_30d, s.do_not_disturb, s.churn_risk, s.timezone, s.opt_out";
+const CLAIMED_JOIN: &str =
+    "JOIN contact c ON c.id = d.contact_id JOIN subscriber s ON s.id = c.subscriber_id";
+
 /// A contact with its queue row, if any: `d.lease_token` is set while a worker holds it.
 const WITH_LEASE: &str = "contact c LEFT JOIN dispatch d ON d.contact_id = c.id";
 /// The state a reader sees: `sending` is a `pending` contact under a lease.
 const STATE: &str = "CASE WHEN d.lease_token IS NULL THEN c.state ELSE 'sending' END";
 
 /// Takes contacts this lease still holds out of the queue and gives them their final
-/// `state`; returns how many contacts changed.
+/// `state`; returns how many contacts changed. Two statements and no rows sent back: the
+/// contact update reads the lease from the queue row it is about to delete.
 async fn finish<C: ConnectionTrait>(
     c: &C,
     token: &str,
@@ -258,38 +268,28 @@ async fn finish<C: ConnectionTrait>(
     sent_at: Option<Millis>,
     error: Option<&str>,
 ) -> Result<u64> {
+    let id_values = || ids.iter().map(|id| Value::from(*id));
+    // `contact.state = 'pending'`: a delivery report may have settled the contact first.
     let sql = format!(
-        "DELETE FROM dispatch WHERE lease_token = ? AND contact_id IN ({}) RETURNING contact_id, attempt",
+        "UPDATE contact SET state = ?, sent_at = COALESCE(?, sent_at), last_error = COALESCE(?, last_error), \
+         attempt = d.attempt, lease_token = d.lease_token FROM dispatch d \
+         WHERE d.contact_id = contact.id AND d.lease_token = ? AND contact.state = 'pending' AND contact.id IN ({})",
         marks(ids.len())
     );
-    let mut values: Vec<Value> = vec![token.into()];
-    values.extend(ids.iter().map(|id| Value::from(*id)));
-    // Nearly every row of a batch is on the same attempt: one update per attempt number.
-    let mut by_attempt: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-    for r in query(c, &sql, values).await? {
-        by_attempt
-            .entry(r.try_get("", "attempt")?)
-            .or_default()
-            .push(r.try_get("", "contact_id")?);
-    }
-    let mut n = 0;
-    for (attempt, ids) in by_attempt {
-        // `state = 'pending'`: a delivery report may have settled the contact first.
-        let sql = format!(
-            "UPDATE contact SET state = ?, sent_at = COALESCE(?, sent_at), last_error = COALESCE(?, last_error), attempt = ?, lease_token = ? \
-             WHERE state = 'pending' AND id IN ({})",
-            marks(ids.len())
-        );
-        let mut values: Vec<Value> = vec![
-            state.into(),
-            sent_at.into(),
-            error.map(str::to_owned).into(),
-            attempt.into(),
-            token.into(),
-        ];
-        values.extend(ids.iter().map(|id| Value::from(*id)));
-        n += exec(c, &sql, values).await?.rows_affected();
-    }
+    let values: Vec<Value> = vec![
+        state.into(),
+        sent_at.into(),
+        error.map(str::to_owned).into(),
+        token.into(),
+    ];
+    let n = exec(c, &sql, values.into_iter().chain(id_values()))
+        .await?
+        .rows_affected();
+    let sql = format!(
+        "DELETE FROM dispatch WHERE lease_token = ? AND contact_id IN ({})",
+        marks(ids.len())
+    );
+    exec(c, &sql, std::iter::once(token.into()).chain(id_values())).await?;
     Ok(n)
 }
 
@@ -299,72 +299,106 @@ impl Store {
     /// has one writer at a time. A row whose lease ran out is due again: its worker died or
     /// stalled, and the token it holds no longer settles anything.
     pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>> {
-        // PostgreSQL: `contact_id = ANY(ARRAY(...))` drives the update through the primary
-        // key (an IN subquery became a hash join over the whole queue), and SKIP LOCKED passes
-        // over rows another replica holds.
-        let sql = if self.is_postgres() {
-            "UPDATE dispatch SET attempt = attempt + 1, lease_until = ?, lease_token = ? \
-             WHERE contact_id = ANY(ARRAY(SELECT contact_id FROM dispatch WHERE channel = ? AND due_at <= ? \
-             AND (send_by IS NULL OR send_by >= ?) AND (lease_until IS NULL OR lease_until < ?) \
-             ORDER BY due_at, contact_id LIMIT ? FOR UPDATE SKIP LOCKED)) RETURNING contact_id"
+        let lease = [req.lease_until.into(), req.token.into()];
+        let due = [
+            req.channel.into(),
+            req.now.into(),
+            req.now.into(),
+            req.now.into(),
+            (req.limit as i64).into(),
+        ];
+        let rows = if self.is_postgres() {
+            // One round trip: the claimed rows come back joined. `contact_id =
+            // ANY(ARRAY(...))` drives the update through the primary key (an IN subquery
+            // became a hash join over the whole queue); SKIP LOCKED passes over rows another
+            // replica holds.
+            let sql = format!(
+                "WITH claimed AS (UPDATE dispatch SET attempt = attempt + 1, lease_until = ?, lease_token = ? \
+                 WHERE contact_id = ANY(ARRAY(SELECT contact_id FROM dispatch WHERE {DUE} FOR UPDATE SKIP LOCKED)) \
+                 RETURNING contact_id, due_at, attempt, send_by) \
+                 SELECT {CLAIMED_COLS} FROM claimed d {CLAIMED_JOIN} ORDER BY d.due_at, d.contact_id"
+            );
+            query(self.db(), &sql, lease.into_iter().chain(due)).await?
         } else {
-            "UPDATE dispatch SET attempt = attempt + 1, lease_until = ?, lease_token = ? \
-             WHERE contact_id IN (SELECT contact_id FROM dispatch WHERE channel = ? AND due_at <= ? \
-             AND (send_by IS NULL OR send_by >= ?) AND (lease_until IS NULL OR lease_until < ?) \
-             ORDER BY due_at, contact_id LIMIT ?) RETURNING contact_id"
+            // SQLite cannot join a RETURNING, so the claimed rows are read back by primary
+            // key, with the token as a check (an index on the token would cost every claim).
+            let sql = format!(
+                "UPDATE dispatch SET attempt = attempt + 1, lease_until = ?, lease_token = ? \
+                 WHERE contact_id IN (SELECT contact_id FROM dispatch WHERE {DUE}) RETURNING contact_id"
+            );
+            let claimed = query(self.db(), &sql, lease.into_iter().chain(due)).await?;
+            if claimed.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut values: Vec<Value> = Vec::with_capacity(claimed.len() + 1);
+            for r in &claimed {
+                values.push(r.try_get::<i64>("", "contact_id")?.into());
+            }
+            let sql = format!(
+                "SELECT {CLAIMED_COLS} FROM dispatch d {CLAIMED_JOIN} \
+                 WHERE d.contact_id IN ({}) AND d.lease_token = ? ORDER BY d.due_at, d.contact_id",
+                marks(values.len())
+            );
+            values.push(req.token.into());
+            query(self.db(), &sql, values).await?
         };
-        let claimed = query(
-            self.db(),
-            sql,
-            [
-                req.lease_until.into(),
-                req.token.into(),
-                req.channel.into(),
-                req.now.into(),
-                req.now.into(),
-                req.now.into(),
-                (req.limit as i64).into(),
-            ],
-        )
-        .await?;
-        if claimed.is_empty() {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        // Read the claimed rows back by primary key, with the token as a check, so the lease
-        // token needs no index (an index on it would make every claim a non-HOT update).
-        let ids: Vec<i64> = claimed
+        let heads = rows
             .iter()
-            .map(|r| r.try_get::<i64>("", "contact_id"))
-            .collect::<Result<_, _>>()?;
-        let sql = format!(
-            "SELECT c.id, c.run_id, c.wave_run_id, w.wave, r.campaign, r.version_id, c.subscriber_id, c.idem_key, d.attempt, d.send_by, \
-             s.msisdn, s.external_id, s.name, s.gender, s.age, s.region, s.brand, s.value_tier, s.arpu_3m, s.balance, s.tenure_months, \
-             s.student_stage, s.campus, s.first_channel, s.first_channel_slot, s.second_channel, s.second_channel_slot, s.complaints_30d, \
-             s.do_not_disturb, s.churn_risk, s.timezone, s.opt_out \
-             FROM dispatch d JOIN contact c ON c.id = d.contact_id JOIN wave_run w ON w.id = c.wave_run_id \
-             JOIN run r ON r.id = c.run_id JOIN subscriber s ON s.id = c.subscriber_id \
-             WHERE d.contact_id IN ({}) AND d.lease_token = ? ORDER BY d.due_at, d.contact_id",
-            marks(ids.len())
-        );
-        let mut values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
-        values.push(req.token.into());
-        let rows = query(self.db(), &sql, values).await?;
-        rows.iter()
-            .map(|r| {
-                let h = ClaimedHead::from_query_result(r, "")?;
+            .map(|r| ClaimedHead::from_query_result(r, ""))
+            .collect::<Result<Vec<_>, _>>()?;
+        let waves = self.wave_names(&heads).await?;
+        heads
+            .into_iter()
+            .zip(&rows)
+            .map(|(h, r)| {
+                let (wave, campaign, version_id) =
+                    waves.get(&h.wave_run_id).cloned().ok_or_else(|| {
+                        crate::StoreError::Invalid(format!("wave run {} not found", h.wave_run_id))
+                    })?;
                 Ok(Claimed {
                     id: h.id,
                     run_id: h.run_id,
                     wave_run_id: h.wave_run_id,
-                    wave: h.wave,
-                    campaign: h.campaign,
-                    version_id: h.version_id,
+                    wave,
+                    campaign,
+                    version_id,
                     subscriber_id: h.subscriber_id,
                     idem_key: h.idem_key,
                     attempt: h.attempt,
                     send_by: h.send_by,
                     subscriber: NewSubscriber::from_query_result(r, "")?,
                 })
+            })
+            .collect()
+    }
+
+    /// (wave, campaign, version) of each wave run in a batch: one small query instead of two
+    /// more joins per claimed row.
+    async fn wave_names(
+        &self,
+        heads: &[ClaimedHead],
+    ) -> Result<HashMap<i64, (String, String, i64)>> {
+        let mut ids: Vec<i64> = heads.iter().map(|h| h.wave_run_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let sql = format!(
+            "SELECT w.id, w.wave, r.campaign, r.version_id FROM wave_run w JOIN run r ON r.id = w.run_id WHERE w.id IN ({})",
+            marks(ids.len())
+        );
+        let rows = query(self.db(), &sql, ids.into_iter().map(Value::from)).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "id")?,
+                    (
+                        r.try_get("", "wave")?,
+                        r.try_get("", "campaign")?,
+                        r.try_get("", "version_id")?,
+                    ),
+                ))
             })
             .collect()
     }
