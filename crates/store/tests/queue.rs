@@ -1,0 +1,371 @@
+//! The work queue driven step by step through the store's public API, with a snapshot of
+//! the queue after each step. Runs on SQLite, or on PostgreSQL with
+//! `CAMPAIGND_TEST_BACKEND=postgres` (each test in a schema of its own).
+
+use sea_orm::ConnectionTrait;
+use store::contacts::{CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT, insert_contacts};
+use store::runs::NewRun;
+use store::subscribers::{NewSubscriber, OnDuplicate};
+use store::{Store, TransactionTrait};
+use tempfile::TempDir;
+
+const T0: i64 = 1_700_000_000_000;
+const MINUTE: i64 = 60_000;
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+struct Queue {
+    store: Store,
+    _dir: TempDir,
+    run_id: i64,
+    wave_run_id: i64,
+    /// Subscriber ids, in insertion order; snapshots name subscribers by index.
+    subs: Vec<i64>,
+}
+
+fn subscriber(i: usize) -> NewSubscriber {
+    NewSubscriber {
+        msisdn: format!("1380000{i:04}"),
+        external_id: None,
+        name: format!("S{i}"),
+        gender: "f".into(),
+        age: 19,
+        region: "beijing".into(),
+        brand: "mzone".into(),
+        value_tier: "ordinary".into(),
+        arpu_3m: 50.0,
+        balance: 10.0,
+        tenure_months: 2,
+        student_stage: "freshman".into(),
+        campus: None,
+        first_channel: "sms".into(),
+        first_channel_slot: "evening".into(),
+        second_channel: "outbound_call".into(),
+        second_channel_slot: "evening".into(),
+        complaints_30d: 0,
+        do_not_disturb: false,
+        churn_risk: 0.1,
+        timezone: None,
+        opt_out: false,
+    }
+}
+
+impl Queue {
+    /// A planned wave of `arms.len()` contacts, due at T0, each with an optional send-by.
+    async fn planned(arms: &[(&'static str, Option<i64>)]) -> Res<Queue> {
+        let dir = tempfile::tempdir()?;
+        let store = store::testing::fresh_store(dir.path()).await?;
+        let rows: Vec<NewSubscriber> = (0..arms.len()).map(subscriber).collect();
+        store
+            .insert_subscribers(&rows, OnDuplicate::Fail, T0 - MINUTE)
+            .await?;
+        let mut subs = Vec::new();
+        for r in &rows {
+            subs.push(
+                store
+                    .subscriber_by_msisdn(&r.msisdn)
+                    .await?
+                    .ok_or("subscriber missing")?,
+            );
+        }
+        let version_id = store.upsert_version("c", "h", "campaign: c", T0).await?;
+        let run_id = store
+            .start_run(NewRun {
+                campaign: "c",
+                version_id,
+                slot_at: None,
+                trigger: "manual",
+                waves: &[("w".to_owned(), "sms".to_owned())],
+                now: T0,
+            })
+            .await?
+            .ok_or("run not started")?;
+        let wave_run_id = store.wave_runs(run_id).await?[0].id;
+        let q = Queue {
+            store,
+            _dir: dir,
+            run_id,
+            wave_run_id,
+            subs,
+        };
+        q.plan(arms).await?;
+        Ok(q)
+    }
+
+    /// Writes the wave's contacts (again, when called twice: a re-plan after a crash).
+    async fn plan(&self, arms: &[(&'static str, Option<i64>)]) -> Res<u64> {
+        let contacts: Vec<NewContact> = arms
+            .iter()
+            .zip(&self.subs)
+            .map(|((arm, send_by), id)| NewContact {
+                subscriber_id: *id,
+                arm,
+                due_at: T0,
+                send_by: *send_by,
+                stratum: "all".into(),
+            })
+            .collect();
+        let tx = self.store.db().begin().await?;
+        let n = insert_contacts(&tx, self.run_id, self.wave_run_id, "w", "sms", &contacts).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Claims up to `limit` due rows at `now`, leased for `lease` ms; returns subscriber
+    /// indexes and attempts, in claim order.
+    async fn claim(&self, token: &str, now: i64, lease: i64, limit: u64) -> Res<Vec<(usize, i32)>> {
+        let claimed = self
+            .store
+            .claim(&ClaimRequest {
+                channel: "sms",
+                limit,
+                lease_until: now + lease,
+                token,
+                now,
+            })
+            .await?;
+        Ok(claimed
+            .iter()
+            .map(|c| (self.index(c.subscriber_id), c.attempt))
+            .collect())
+    }
+
+    async fn settle(&self, token: &str, outcomes: &[(usize, Outcome)]) -> Res<u64> {
+        let mut rows = Vec::new();
+        for (i, o) in outcomes {
+            rows.push((self.contact_id(*i).await?, o.clone()));
+        }
+        Ok(self.store.settle(token, &rows).await?)
+    }
+
+    fn index(&self, subscriber_id: i64) -> usize {
+        self.subs.iter().position(|s| *s == subscriber_id).unwrap()
+    }
+
+    async fn contact_id(&self, i: usize) -> Res<i64> {
+        let key = store::contacts::idem_key(self.run_id, "w", self.subs[i]);
+        Ok(self
+            .store
+            .contact_by_key(&key)
+            .await?
+            .ok_or("no contact")?
+            .id)
+    }
+
+    /// One line per contact: `s<index> <state as readers see it> [queue: attempt, lease]`.
+    async fn snapshot(&self) -> Res<String> {
+        let sql = "SELECT c.subscriber_id, c.state, c.attempt AS c_attempt, d.attempt, d.lease_token, d.due_at \
+             FROM contact c LEFT JOIN dispatch d ON d.contact_id = c.id ORDER BY c.subscriber_id";
+        let rows = self
+            .store
+            .db()
+            .query_all_raw(store::stmt(self.store.db(), sql, []))
+            .await?;
+        let seen = self.store.contact_states(self.wave_run_id).await?;
+        let mut out = String::new();
+        for (r, (_, _, state)) in rows.iter().zip(seen) {
+            let sub: i64 = r.try_get("", "subscriber_id")?;
+            let stored: String = r.try_get("", "state")?;
+            out.push_str(&format!("s{} {state}", self.index(sub)));
+            match r.try_get::<Option<i32>>("", "attempt")? {
+                Some(attempt) => {
+                    let lease: Option<String> = r.try_get("", "lease_token")?;
+                    let due: i64 = r.try_get("", "due_at")?;
+                    out.push_str(&format!(
+                        " [queued: attempt {attempt}, lease {}, due +{}m]",
+                        lease.as_deref().unwrap_or("-"),
+                        (due - T0) / MINUTE
+                    ));
+                    assert_eq!(stored, "pending", "a queued contact is pending");
+                }
+                None => {
+                    let attempt: i32 = r.try_get("", "c_attempt")?;
+                    if attempt > 0 {
+                        out.push_str(&format!(" (attempts {attempt})"));
+                    }
+                    assert_ne!(stored, "pending", "a pending contact is queued");
+                }
+            }
+            out.push('\n');
+        }
+        Ok(out)
+    }
+}
+
+fn sent(at: i64) -> Outcome {
+    Outcome::Sent { at }
+}
+
+#[tokio::test]
+async fn claim_settle_and_retry_step_by_step() -> Res {
+    let q = Queue::planned(&[
+        (TREATMENT, None),
+        (TREATMENT, None),
+        (TREATMENT, None),
+        (TREATMENT, None),
+        (CONTROL, None),
+    ])
+    .await?;
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 pending [queued: attempt 0, lease -, due +0m]\n\
+         s1 pending [queued: attempt 0, lease -, due +0m]\n\
+         s2 pending [queued: attempt 0, lease -, due +0m]\n\
+         s3 pending [queued: attempt 0, lease -, due +0m]\n\
+         s4 held\n"
+    );
+
+    // Two workers: the second gets only what the first did not.
+    assert_eq!(q.claim("A", T0, MINUTE, 2).await?, [(0, 1), (1, 1)]);
+    assert_eq!(q.claim("B", T0, MINUTE, 10).await?, [(2, 1), (3, 1)]);
+    assert_eq!(q.claim("C", T0, MINUTE, 10).await?, []);
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 sending [queued: attempt 1, lease A, due +0m]\n\
+         s1 sending [queued: attempt 1, lease A, due +0m]\n\
+         s2 sending [queued: attempt 1, lease B, due +0m]\n\
+         s3 sending [queued: attempt 1, lease B, due +0m]\n\
+         s4 held\n"
+    );
+
+    // A token settles only its own rows.
+    assert_eq!(q.settle("A", &[(2, sent(T0))]).await?, 0);
+    assert_eq!(q.settle("A", &[(0, sent(T0)), (1, sent(T0))]).await?, 2);
+    let retry = Outcome::Retry {
+        due_at: T0 + 5 * MINUTE,
+        error: "503".into(),
+    };
+    let refused = Outcome::Failed {
+        error: "Not routable".into(),
+    };
+    assert_eq!(q.settle("B", &[(2, retry), (3, refused)]).await?, 2);
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 sent (attempts 1)\n\
+         s1 sent (attempts 1)\n\
+         s2 pending [queued: attempt 1, lease -, due +5m]\n\
+         s3 failed (attempts 1)\n\
+         s4 held\n"
+    );
+
+    // The retry is not due before its time; then it goes out as attempt 2.
+    assert_eq!(q.claim("D", T0 + MINUTE, MINUTE, 10).await?, []);
+    assert_eq!(q.claim("E", T0 + 5 * MINUTE, MINUTE, 10).await?, [(2, 2)]);
+    assert_eq!(q.settle("E", &[(2, sent(T0 + 5 * MINUTE))]).await?, 1);
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 sent (attempts 1)\n\
+         s1 sent (attempts 1)\n\
+         s2 sent (attempts 2)\n\
+         s3 failed (attempts 1)\n\
+         s4 held\n"
+    );
+    let counts = q.store.state_counts(Some(q.run_id)).await?;
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [
+            ("failed".to_owned(), 1),
+            ("held".to_owned(), 1),
+            ("sent".to_owned(), 3)
+        ]
+    );
+    assert_eq!(q.store.pending_in_wave(q.wave_run_id).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_claimed_again_and_the_old_token_settles_nothing() -> Res {
+    let q = Queue::planned(&[(TREATMENT, None)]).await?;
+    assert_eq!(q.claim("A", T0, MINUTE, 10).await?, [(0, 1)]);
+    // Still leased: nobody else gets it.
+    assert_eq!(q.claim("B", T0 + MINUTE / 2, MINUTE, 10).await?, []);
+    // A's lease ran out (A died or stalled): B takes it without any reclaim pass.
+    assert_eq!(q.claim("B", T0 + 2 * MINUTE, MINUTE, 10).await?, [(0, 2)]);
+    assert_eq!(
+        q.settle("A", &[(0, sent(T0))]).await?,
+        0,
+        "A lost the lease"
+    );
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 sending [queued: attempt 2, lease B, due +0m]\n"
+    );
+    assert_eq!(q.settle("B", &[(0, sent(T0 + 2 * MINUTE))]).await?, 1);
+    assert_eq!(q.snapshot().await?, "s0 sent (attempts 2)\n");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_reclaim_pass_clears_only_leases_that_ran_out() -> Res {
+    let q = Queue::planned(&[(TREATMENT, None), (TREATMENT, None)]).await?;
+    assert_eq!(q.claim("A", T0, MINUTE, 1).await?, [(0, 1)]);
+    assert_eq!(q.claim("B", T0, 10 * MINUTE, 1).await?, [(1, 1)]);
+    assert_eq!(q.store.reclaim_expired_leases(T0 + 2 * MINUTE).await?, 1);
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 pending [queued: attempt 1, lease -, due +0m]\n\
+         s1 sending [queued: attempt 1, lease B, due +0m]\n"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delivery_report_that_beats_the_settle_wins() -> Res {
+    let q = Queue::planned(&[(TREATMENT, None), (TREATMENT, None)]).await?;
+    assert_eq!(q.claim("A", T0, MINUTE, 10).await?, [(0, 1), (1, 1)]);
+    // The gateway reports s0 delivered before A has settled the batch.
+    let id = q.contact_id(0).await?;
+    assert!(q.store.record_delivery(id, true, T0 + 1, None).await?);
+    assert_eq!(q.settle("A", &[(0, sent(T0)), (1, sent(T0))]).await?, 1);
+    let snap = q.snapshot().await?;
+    assert_eq!(snap, "s0 delivered\ns1 sent (attempts 1)\n");
+    // Even once the lease is long gone, nothing is left to send again.
+    assert_eq!(q.claim("B", T0 + 60 * MINUTE, MINUTE, 10).await?, []);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delivery_report_for_a_contact_never_claimed_is_not_believed() -> Res {
+    let q = Queue::planned(&[(TREATMENT, None)]).await?;
+    let id = q.contact_id(0).await?;
+    assert!(!q.store.record_delivery(id, true, T0, None).await?);
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 pending [queued: attempt 0, lease -, due +0m]\n"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn expiry_leaves_a_leased_contact_to_its_worker() -> Res {
+    let by = Some(T0 + 10 * MINUTE);
+    let q = Queue::planned(&[(TREATMENT, by), (TREATMENT, by)]).await?;
+    assert_eq!(q.claim("A", T0, 30 * MINUTE, 1).await?, [(0, 1)]);
+    assert_eq!(q.store.expire_overdue(T0 + 20 * MINUTE).await?, 1);
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 sending [queued: attempt 1, lease A, due +0m]\n\
+         s1 expired\n"
+    );
+    // Past the deadline nothing is claimed, even a row whose lease ran out.
+    assert_eq!(q.claim("B", T0 + 40 * MINUTE, MINUTE, 10).await?, []);
+    assert_eq!(q.store.expire_overdue(T0 + 40 * MINUTE).await?, 1);
+    assert_eq!(q.snapshot().await?, "s0 expired\ns1 expired\n");
+    Ok(())
+}
+
+#[tokio::test]
+async fn planning_again_queues_nothing_twice() -> Res {
+    let arms = [(TREATMENT, None), (TREATMENT, None), (CONTROL, None)];
+    let q = Queue::planned(&arms).await?;
+    assert_eq!(q.claim("A", T0, MINUTE, 1).await?, [(0, 1)]);
+    assert_eq!(q.settle("A", &[(0, sent(T0))]).await?, 1);
+    assert_eq!(q.plan(&arms).await?, 0, "every contact is already there");
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 sent (attempts 1)\n\
+         s1 pending [queued: attempt 0, lease -, due +0m]\n\
+         s2 held\n"
+    );
+    Ok(())
+}
