@@ -119,7 +119,7 @@ async fn timers_fire_once_after_a_restart_on_postgres() {
 
 #[tokio::test]
 async fn a_running_campaign_keeps_the_version_it_started_with() {
-    let db = helpers::fresh_db(Backend::Sqlite).await;
+    let db = helpers::fresh_db(helpers::env_backend()).await;
     seed(&db.store, 300).await;
     let dir = tempfile::tempdir().unwrap();
     let path = helpers::write_workflows(dir.path(), ONE_WAVE);
@@ -156,7 +156,7 @@ async fn a_running_campaign_keeps_the_version_it_started_with() {
 
 #[tokio::test]
 async fn contacts_past_their_send_by_deadline_expire_unsent() {
-    let db = helpers::fresh_db(Backend::Sqlite).await;
+    let db = helpers::fresh_db(helpers::env_backend()).await;
     seed(&db.store, 300).await;
     let dir = tempfile::tempdir().unwrap();
     let wf = spec::load_file(&helpers::write_workflows(dir.path(), ONE_WAVE)).unwrap();
@@ -217,7 +217,7 @@ async fn flaky_gateway() -> (std::net::SocketAddr, Arc<Mutex<HashMap<String, u32
 #[tokio::test]
 async fn transient_failures_retry_with_backoff_and_permanent_ones_keep_the_reason() {
     helpers::init();
-    let db = helpers::fresh_db(Backend::Sqlite).await;
+    let db = helpers::fresh_db(helpers::env_backend()).await;
     seed(&db.store, 400).await;
     let dir = tempfile::tempdir().unwrap();
     let wf = spec::load_file(&helpers::write_workflows(dir.path(), ONE_WAVE)).unwrap();

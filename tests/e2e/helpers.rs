@@ -22,10 +22,12 @@ pub(crate) fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
+pub(crate) use store::testing::Backend;
+
+/// The backend of tests that are not about one backend: `CAMPAIGND_TEST_BACKEND` (SQLite by
+/// default), so scripts/test.sh runs them once on each.
+pub(crate) fn env_backend() -> Backend {
+    store::testing::backend().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A migrated, empty database of its own.
@@ -36,52 +38,27 @@ pub(crate) struct TestDb {
     _dir: tempfile::TempDir,
 }
 
-pub(crate) fn pg_url() -> String {
-    std::env::var("CAMPAIGND_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 pub(crate) async fn fresh_db(backend: Backend) -> TestDb {
     init();
     let dir = tempfile::tempdir().expect("temp dir");
-    match backend {
-        Backend::Sqlite => {
-            let url = format!("sqlite://{}", dir.path().join("campaignd.db").display());
-            let store = Store::connect(&url, None).await.expect("open sqlite");
-            store.migrate().await.expect("migrate sqlite");
-            TestDb {
-                store,
-                url,
-                schema: None,
-                _dir: dir,
-            }
-        }
-        Backend::Postgres => {
-            // Each test gets its own schema, so tests never see each other's rows. A missing
-            // PostgreSQL is a failure, never a skip.
-            let url = pg_url();
-            let admin = Store::connect(&url, None)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL at {url} is required for this test: {e}"));
-            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-            sea_orm::ConnectionTrait::execute_unprepared(
-                admin.db(),
-                &format!("CREATE SCHEMA {schema}"),
-            )
-            .await
-            .expect("create schema");
-            admin.close().await.expect("close admin");
-            let store = Store::connect(&url, Some(&schema))
-                .await
-                .expect("open postgres");
-            store.migrate().await.expect("migrate postgres");
-            TestDb {
-                store,
-                url,
-                schema: Some(schema),
-                _dir: dir,
-            }
-        }
+    // On PostgreSQL each test gets its own schema, so tests never see each other's rows. A
+    // missing PostgreSQL is a failure, never a skip.
+    let db = store::testing::fresh_database(backend, dir.path())
+        .await
+        .unwrap_or_else(|e| panic!("a {backend:?} database is required for this test: {e}"));
+    let store = db
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("open {backend:?} at {}: {e}", db.url));
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("migrate {backend:?}: {e}"));
+    TestDb {
+        store,
+        url: db.url,
+        schema: db.schema,
+        _dir: dir,
     }
 }
 

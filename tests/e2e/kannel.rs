@@ -14,7 +14,7 @@ use engine::clock::Clock;
 use engine::{Engine, EngineConfig, Event};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{self, Backend, TWO_WAVES};
+use crate::helpers::{self, TWO_WAVES};
 
 const SENDSMS_PORT: u16 = 23013;
 const SMTP_PORT: u16 = 22525;
@@ -84,7 +84,7 @@ fn maildir_messages(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_through_real_kannel_and_smtp() {
-    let db = helpers::fresh_db(Backend::Sqlite).await;
+    let db = helpers::fresh_db(helpers::env_backend()).await;
     let store = db.store.clone();
     let base: Vec<_> = subscribers::generate(1500, 5).collect();
     store

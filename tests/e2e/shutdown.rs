@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 
-use crate::helpers::{self, Backend};
+use crate::helpers;
 
 const WORKFLOW: &str = r#"
 campaign: test-campaign
@@ -60,7 +60,7 @@ async fn sigterm_settles_in_flight_batches_and_a_restart_finishes_without_duplic
         "{} is built by `cargo test --workspace`",
         bin.display()
     );
-    let db = helpers::fresh_db(Backend::Sqlite).await;
+    let db = helpers::fresh_db(helpers::env_backend()).await;
     let base: Vec<_> = subscribers::generate(4000, 9).collect();
     db.store
         .insert_subscribers(&base, store::subscribers::OnDuplicate::Fail, 0)
@@ -74,7 +74,7 @@ async fn sigterm_settles_in_flight_batches_and_a_restart_finishes_without_duplic
         &config,
         format!(
             r#"database_url = "{url}"
-workflows = "{wf}"
+{schema}workflows = "{wf}"
 listen = "127.0.0.1:0"
 [engine]
 batch_size = 40
@@ -93,6 +93,11 @@ transport = "file"
 dir = "{mail}"
 "#,
             url = db.url,
+            schema = db
+                .schema
+                .as_ref()
+                .map(|s| format!("database_schema = \"{s}\"\n"))
+                .unwrap_or_default(),
             wf = dir.path().display(),
             mail = dir.path().display(),
         ),

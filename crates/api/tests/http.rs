@@ -1,4 +1,5 @@
-//! The HTTP API over real HTTP (127.0.0.1, port 0) against a migrated SQLite file.
+//! The HTTP API over real HTTP (127.0.0.1, port 0) against a migrated database (SQLite, or
+//! PostgreSQL with `CAMPAIGND_TEST_BACKEND=postgres`).
 
 use std::time::Duration;
 

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use store::testing::TestDatabase;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_campaignd"))
 }
@@ -12,11 +14,22 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn run(args: &[&str], db: &str) -> Output {
+/// A config file naming the test's database: the PostgreSQL schema can only be given there.
+fn db_config(dir: &Path, db: &TestDatabase) -> PathBuf {
+    let mut toml = format!("database_url = {:?}\n", db.url);
+    if let Some(schema) = &db.schema {
+        toml.push_str(&format!("database_schema = {schema:?}\n"));
+    }
+    let path = dir.join("db.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn run(args: &[&str], config: &Path) -> Output {
     bin()
         .args(args)
-        .env("CAMPAIGND_DATABASE_URL", db)
-        .env_remove("CAMPAIGND_CONFIG")
+        .env("CAMPAIGND_CONFIG", config)
+        .env_remove("CAMPAIGND_DATABASE_URL")
         .output()
         .unwrap()
 }
@@ -79,7 +92,15 @@ fn schema_is_json() {
 #[test]
 fn telco_export_imports_and_bad_files_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("base.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // SQLite by default; CAMPAIGND_TEST_BACKEND=postgres runs it on a schema of its own.
+    let db = rt
+        .block_on(store::testing::fresh_database(
+            store::testing::backend().unwrap(),
+            dir.path(),
+        ))
+        .unwrap();
+    let config = db_config(dir.path(), &db);
     let csv = repo().join("crates/subscribers/tests/fixtures/Telco-Customer-Churn.csv");
     let mapping = repo().join("workflows/imports/telco-ibm.mapping.yaml");
     let o = run(
@@ -89,7 +110,7 @@ fn telco_export_imports_and_bad_files_change_nothing() {
             "--mapping",
             mapping.to_str().unwrap(),
         ],
-        &db,
+        &config,
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(
@@ -106,7 +127,7 @@ fn telco_export_imports_and_bad_files_change_nothing() {
             "--mapping",
             mapping.to_str().unwrap(),
         ],
-        &db,
+        &config,
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("nothing was imported"), "{}", text(&o));
@@ -119,7 +140,7 @@ fn telco_export_imports_and_bad_files_change_nothing() {
             mapping.to_str().unwrap(),
             "--update",
         ],
-        &db,
+        &config,
     );
     assert!(o.status.success(), "{}", text(&o));
 
@@ -144,7 +165,7 @@ fn telco_export_imports_and_bad_files_change_nothing() {
             "--mapping",
             mapping.to_str().unwrap(),
         ],
-        &db,
+        &config,
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
@@ -152,15 +173,17 @@ fn telco_export_imports_and_bad_files_change_nothing() {
         "{}",
         text(&o)
     );
-    let n = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = store::Store::connect(&db, None).await.unwrap();
+    let n = rt.block_on(async {
+        let store = db.connect().await.unwrap();
         store.count_subscribers().await.unwrap()
     });
     assert_eq!(n, 7043, "the refused file wrote nothing");
 }
 
+/// SQLite only: the one-daemon-per-file lock is SQLite's; PostgreSQL replicas share a
+/// database by design (tests/e2e/replicas.rs).
 #[test]
-fn second_daemon_on_one_sqlite_file_is_refused() {
+fn second_daemon_on_one_file_is_refused_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("d.db").display());
     let cfg = dir.path().join("c.toml");

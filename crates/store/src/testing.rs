@@ -1,12 +1,33 @@
 //! Test support (feature `test-util`): a fresh, migrated store per test on the backend named
-//! by `CAMPAIGND_TEST_BACKEND` (`sqlite`, the default, or `postgres`), so a crate's whole test
+//! by `CAMPAIGND_TEST_BACKEND` (`sqlite`, the default, or `postgres`), so the whole test
 //! suite can run on both backends unchanged.
+//!
+//! A PostgreSQL that cannot be reached is an error here, never a reason to skip: under CI a
+//! test that silently ran nothing would prove nothing.
 
 use std::path::Path;
 
 use sea_orm::ConnectionTrait;
 
-use crate::{Result, Store};
+use crate::{Result, Store, StoreError};
+
+/// The database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backend named by `CAMPAIGND_TEST_BACKEND`: `sqlite` (the default) or `postgres`.
+pub fn backend() -> Result<Backend> {
+    match std::env::var("CAMPAIGND_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Ok(Backend::Postgres),
+        Ok("sqlite") | Err(_) => Ok(Backend::Sqlite),
+        Ok(other) => Err(StoreError::Invalid(format!(
+            "CAMPAIGND_TEST_BACKEND={other}: expected sqlite or postgres"
+        ))),
+    }
+}
 
 /// The PostgreSQL server tests use: `CAMPAIGND_TEST_PG_URL`, by default the local one.
 pub fn pg_url() -> String {
@@ -14,29 +35,52 @@ pub fn pg_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// A migrated, empty store: a SQLite file in `dir`, or a new PostgreSQL schema of its own.
+/// Where a test's database lives, for tests that hand it to the `campaignd` binary
+/// (`database_url`, `database_schema` in its config) as well as for [`fresh_store`].
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    pub url: String,
+    /// The PostgreSQL schema of this test alone (`None` on SQLite).
+    pub schema: Option<String>,
+}
+
+impl TestDatabase {
+    /// Connects without migrating (a test may want the binary to migrate it).
+    pub async fn connect(&self) -> Result<Store> {
+        Store::connect(&self.url, self.schema.as_deref()).await
+    }
+}
+
+/// An empty database of the test's own: a SQLite file in `dir` (not created yet), or a new,
+/// empty PostgreSQL schema, so tests running in parallel never see each other's rows.
+pub async fn fresh_database(backend: Backend, dir: &Path) -> Result<TestDatabase> {
+    match backend {
+        Backend::Sqlite => Ok(TestDatabase {
+            url: format!("sqlite://{}", dir.join("test.db").display()),
+            schema: None,
+        }),
+        Backend::Postgres => Ok(TestDatabase {
+            url: pg_url(),
+            schema: Some(fresh_pg_schema().await?),
+        }),
+    }
+}
+
+/// Creates a new, empty schema on the server at [`pg_url`] and returns its name.
+pub async fn fresh_pg_schema() -> Result<String> {
+    let admin = Store::connect(&pg_url(), None).await?;
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .db()
+        .execute_unprepared(&format!("CREATE SCHEMA {schema}"))
+        .await?;
+    admin.close().await?;
+    Ok(schema)
+}
+
+/// A migrated, empty store on the backend named by `CAMPAIGND_TEST_BACKEND`.
 pub async fn fresh_store(dir: &Path) -> Result<Store> {
-    let store = match std::env::var("CAMPAIGND_TEST_BACKEND").as_deref() {
-        Ok("postgres") => {
-            let url = pg_url();
-            let admin = Store::connect(&url, None).await?;
-            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-            admin
-                .db()
-                .execute_unprepared(&format!("CREATE SCHEMA {schema}"))
-                .await?;
-            admin.close().await?;
-            Store::connect(&url, Some(&schema)).await?
-        }
-        Ok("sqlite") | Err(_) => {
-            Store::connect(&format!("sqlite://{}", dir.join("test.db").display()), None).await?
-        }
-        Ok(other) => {
-            return Err(crate::StoreError::Invalid(format!(
-                "CAMPAIGND_TEST_BACKEND={other}: expected sqlite or postgres"
-            )));
-        }
-    };
+    let store = fresh_database(backend()?, dir).await?.connect().await?;
     store.migrate().await?;
     Ok(store)
 }

@@ -1,4 +1,5 @@
-//! Attribution against a real SQLite file, with rows built through the store's public API.
+//! Attribution against a real database (SQLite, or PostgreSQL with
+//! `CAMPAIGND_TEST_BACKEND=postgres`), with rows built through the store's public API.
 
 use std::collections::HashMap;
 
