@@ -25,6 +25,16 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
     log "warning: PostgreSQL is not reachable; its tests will fail"
 fi
 
+# Each test makes a schema of its own (t_<uuid>) and leaves it for inspection; clear those of
+# earlier runs so the test database does not grow without bound. One statement per schema
+# (\gexec): dropping them all in one transaction runs out of lock slots.
+if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && command -v psql >/dev/null; then
+    psql "$CAMPAIGND_TEST_PG_URL" -qAt >/dev/null <<'SQL' || log "warning: could not drop the test schemas of earlier runs"
+SET client_min_messages = warning;
+SELECT format('DROP SCHEMA %I CASCADE', nspname) FROM pg_namespace WHERE nspname LIKE 't\_%' \gexec
+SQL
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

@@ -77,6 +77,18 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        // Housekeeping expires overdue rows by this index instead of scanning the queue
+        // (24 ms per pass at 200k queued on PostgreSQL). `send_by` never changes once
+        // queued, so the index costs the claim nothing.
+        m.create_index(
+            Index::create()
+                .name("ix_dispatch_send_by")
+                .table(Dispatch::Table)
+                .col(Dispatch::SendBy)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
 
         let db = m.get_connection();
         // Work in flight when the daemon was upgraded keeps its lease and attempt.
@@ -89,11 +101,16 @@ impl MigrationTrait for Migration {
         db.execute_unprepared("UPDATE contact SET state = 'pending' WHERE state = 'sending'")
             .await?;
         if m.get_database_backend() == DbBackend::Postgres {
-            // Room on each page for the new row version, so lease and settle updates stay
-            // on the page (HOT) and skip the indexes. Applies to pages written from now on.
-            db.execute_unprepared("ALTER TABLE dispatch SET (fillfactor = 40)")
+            // Room on each page for a new version of EVERY row on it: a claim or a settle
+            // updates ~1000 neighbouring rows in one transaction, and versions it created
+            // cannot be pruned before it commits. With that room the updates stay on the page
+            // (HOT) and skip the indexes. A leased queue row grows by its token, hence 30;
+            // measured with crates/bench (200k): dispatch 85% HOT at 40, 100% at 30; contact
+            // 32% at 70, 94% at 45. The price is disk: the queue is empty after each wave,
+            // and contact takes about twice the pages. Applies to pages written from now on.
+            db.execute_unprepared("ALTER TABLE dispatch SET (fillfactor = 30)")
                 .await?;
-            db.execute_unprepared("ALTER TABLE contact SET (fillfactor = 70)")
+            db.execute_unprepared("ALTER TABLE contact SET (fillfactor = 45)")
                 .await?;
         }
 

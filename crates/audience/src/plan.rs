@@ -126,6 +126,9 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
     contacts::insert_funnel(&tx, input.wave_run_id, &plan.funnel).await?;
     store::runs::set_wave_window(&tx, input.wave_run_id, input.now, closes_at).await?;
     tx.commit().await?;
+    if treatment > 0 {
+        store.refresh_queue_statistics().await?;
+    }
     Ok(PlanSummary {
         opened: true,
         funnel: plan.funnel,

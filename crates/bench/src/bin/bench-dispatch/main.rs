@@ -22,6 +22,11 @@ mod proc;
 
 use campaign::{Backend, BackendResult, Settings};
 
+// The same allocator as the daemon (crates/campaignd), for the plain loop, the gateway and
+// every backend alike, so the ratios compare like with like.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Targets from the issue.
 const TARGET_SQLITE_MSG_S: f64 = 30_000.0;
 const TARGET_RATIO: f64 = 0.5;
