@@ -54,10 +54,6 @@ pub(crate) struct Settings {
     /// Leave the database (SQLite file, PostgreSQL schema) behind for inspection.
     #[serde(skip)]
     pub(crate) keep_db: bool,
-    /// Experiment, not the shipped schema: on PostgreSQL, add an index on
-    /// `contact (state, channel, due_at, id)` so the claim's `ORDER BY due_at, id` needs no
-    /// sort of every pending row.
-    pub(crate) pg_claim_index: bool,
 }
 
 /// One backend's numbers.
@@ -144,7 +140,6 @@ async fn fresh_store(
     backend: Backend,
     dir: &Path,
     pg_url: &str,
-    pg_claim_index: bool,
 ) -> anyhow::Result<(Store, Option<String>)> {
     match backend {
         Backend::Sqlite => {
@@ -166,13 +161,6 @@ async fn fresh_store(
             admin.close().await?;
             let store = Store::connect(pg_url, Some(&schema)).await?;
             store.migrate().await?;
-            if pg_claim_index {
-                sea_orm::ConnectionTrait::execute_unprepared(
-                    store.db(),
-                    "CREATE INDEX bench_contact_claim_ordered ON contact (state, channel, due_at, id)",
-                )
-                .await?;
-            }
             Ok((store, Some(schema)))
         }
     }
@@ -222,7 +210,7 @@ pub(crate) async fn run(
     gw: &Gateway,
 ) -> anyhow::Result<BackendResult> {
     let dir = tempfile::tempdir()?;
-    let (store, schema) = fresh_store(backend, dir.path(), pg_url, settings.pg_claim_index).await?;
+    let (store, schema) = fresh_store(backend, dir.path(), pg_url).await?;
     let result = run_on(backend, n, settings, &store, dir.path(), gw).await;
     store.close().await?;
     match schema {

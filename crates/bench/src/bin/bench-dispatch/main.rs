@@ -72,10 +72,6 @@ struct Args {
     /// Leave each database behind (the SQLite file, the PostgreSQL schema) for inspection.
     #[arg(long)]
     keep_db: bool,
-    /// Experiment, not the shipped schema: on PostgreSQL add an index on
-    /// contact (state, channel, due_at, id), which lets the claim stop after `batch_size` rows.
-    #[arg(long)]
-    pg_claim_index: bool,
     /// Where to write the results as JSON.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench-dispatch.json"))]
     json: PathBuf,
@@ -104,7 +100,6 @@ impl Args {
             gateway_threads: self.gateway_threads,
             phases: self.phases,
             keep_db: self.keep_db,
-            pg_claim_index: self.pg_claim_index,
         }
     }
 }
@@ -227,11 +222,7 @@ async fn run_backend_child(
         .arg(args.poll_ms.to_string())
         .arg("--gateway-threads")
         .arg(args.gateway_threads.to_string());
-    for (on, flag) in [
-        (args.phases, "--phases"),
-        (args.keep_db, "--keep-db"),
-        (args.pg_claim_index, "--pg-claim-index"),
-    ] {
+    for (on, flag) in [(args.phases, "--phases"), (args.keep_db, "--keep-db")] {
         if on {
             cmd.arg(flag);
         }
@@ -359,11 +350,6 @@ fn print_report(r: &Report) {
         "machine before start: load {:.2}, {:.0}% busy",
         r.load_before, r.busy_before_pct
     );
-    if s.pg_claim_index {
-        println!(
-            "EXPERIMENT: PostgreSQL ran with an extra index contact (state, channel, due_at, id), not in the migrations"
-        );
-    }
     println!();
     println!(
         "{:<10} {:>9} {:>8} {:>9} {:>6} {:>12} {:>12}",
