@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use store::contacts::{NewContact, TREATMENT};
 use store::inbound::{InboundRow, count_unprocessed};
 use store::runs::{NewRun, wave_state};
-use store::subscribers::{NewSubscriber, OnDuplicate};
+use store::subscribers::OnDuplicate;
 use store::{Store, TransactionTrait};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -134,39 +134,15 @@ impl Server {
     }
 }
 
-fn subscriber(msisdn: &str) -> NewSubscriber {
-    NewSubscriber {
-        msisdn: msisdn.to_owned(),
-        external_id: None,
-        name: "Test".into(),
-        gender: "m".into(),
-        age: 20,
-        region: "beijing".into(),
-        brand: "mzone".into(),
-        value_tier: "gold".into(),
-        arpu_3m: 250.0,
-        balance: 30.0,
-        tenure_months: 14,
-        student_stage: "sophomore".into(),
-        campus: None,
-        first_channel: "sms".into(),
-        first_channel_slot: "evening".into(),
-        second_channel: "outbound_call".into(),
-        second_channel_slot: "evening".into(),
-        complaints_30d: 0,
-        do_not_disturb: false,
-        churn_risk: 0.2,
-        timezone: None,
-        opt_out: false,
-    }
-}
-
 /// A run with an open call wave and one open task per team; returns (run id, task ids).
 async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
     let now = store::wall_now();
     store
         .insert_subscribers(
-            &[subscriber("13800000001"), subscriber("13800000002")],
+            &[
+                store::testing::subscriber("13800000001"),
+                store::testing::subscriber("13800000002"),
+            ],
             OnDuplicate::Fail,
             now,
         )

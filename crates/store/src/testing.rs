@@ -9,6 +9,7 @@ use std::path::Path;
 
 use sea_orm::ConnectionTrait;
 
+use crate::subscribers::NewSubscriber;
 use crate::{Result, Store, StoreError};
 
 /// The database a test runs on.
@@ -83,4 +84,33 @@ pub async fn fresh_store(dir: &Path) -> Result<Store> {
     let store = fresh_database(backend()?, dir).await?.connect().await?;
     store.migrate().await?;
     Ok(store)
+}
+
+/// A plain subscriber for tests: a freshman on SMS in the evening, no complaints, not opted
+/// out. Tests change what they are about with struct update syntax.
+pub fn subscriber(msisdn: &str) -> NewSubscriber {
+    NewSubscriber {
+        msisdn: msisdn.to_owned(),
+        external_id: None,
+        name: "Test".into(),
+        gender: "f".into(),
+        age: 19,
+        region: "beijing".into(),
+        brand: "mzone".into(),
+        value_tier: "ordinary".into(),
+        arpu_3m: 50.0,
+        balance: 10.0,
+        tenure_months: 2,
+        student_stage: "freshman".into(),
+        campus: None,
+        first_channel: "sms".into(),
+        first_channel_slot: "evening".into(),
+        second_channel: "outbound_call".into(),
+        second_channel_slot: "evening".into(),
+        complaints_30d: 0,
+        do_not_disturb: false,
+        churn_risk: 0.1,
+        timezone: None,
+        opt_out: false,
+    }
 }

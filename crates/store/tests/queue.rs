@@ -23,39 +23,14 @@ struct Queue {
     subs: Vec<i64>,
 }
 
-fn subscriber(i: usize) -> NewSubscriber {
-    NewSubscriber {
-        msisdn: format!("1380000{i:04}"),
-        external_id: None,
-        name: format!("S{i}"),
-        gender: "f".into(),
-        age: 19,
-        region: "beijing".into(),
-        brand: "mzone".into(),
-        value_tier: "ordinary".into(),
-        arpu_3m: 50.0,
-        balance: 10.0,
-        tenure_months: 2,
-        student_stage: "freshman".into(),
-        campus: None,
-        first_channel: "sms".into(),
-        first_channel_slot: "evening".into(),
-        second_channel: "outbound_call".into(),
-        second_channel_slot: "evening".into(),
-        complaints_30d: 0,
-        do_not_disturb: false,
-        churn_risk: 0.1,
-        timezone: None,
-        opt_out: false,
-    }
-}
-
 impl Queue {
     /// A planned wave of `arms.len()` contacts, due at T0, each with an optional send-by.
     async fn planned(arms: &[(&'static str, Option<i64>)]) -> Res<Queue> {
         let dir = tempfile::tempdir()?;
         let store = store::testing::fresh_store(dir.path()).await?;
-        let rows: Vec<NewSubscriber> = (0..arms.len()).map(subscriber).collect();
+        let rows: Vec<NewSubscriber> = (0..arms.len())
+            .map(|i| store::testing::subscriber(&format!("1380000{i:04}")))
+            .collect();
         store
             .insert_subscribers(&rows, OnDuplicate::Fail, T0 - MINUTE)
             .await?;

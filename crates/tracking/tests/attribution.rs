@@ -44,39 +44,15 @@ struct World {
 
 const MSISDNS: [&str; 4] = ["13800000001", "13800000002", "13800000003", "13800000004"];
 
-fn subscriber(msisdn: &str) -> NewSubscriber {
-    NewSubscriber {
-        msisdn: msisdn.to_owned(),
-        external_id: None,
-        name: "Test".into(),
-        gender: "f".into(),
-        age: 19,
-        region: "beijing".into(),
-        brand: "mzone".into(),
-        value_tier: "ordinary".into(),
-        arpu_3m: 50.0,
-        balance: 10.0,
-        tenure_months: 2,
-        student_stage: "freshman".into(),
-        campus: None,
-        first_channel: "sms".into(),
-        first_channel_slot: "evening".into(),
-        second_channel: "outbound_call".into(),
-        second_channel_slot: "evening".into(),
-        complaints_30d: 0,
-        do_not_disturb: false,
-        churn_risk: 0.1,
-        timezone: None,
-        opt_out: false,
-    }
-}
-
 impl World {
     async fn new(waves: &[(&str, &str)]) -> Res<World> {
         let dir = tempfile::tempdir()?;
         // SQLite by default; CAMPAIGND_TEST_BACKEND=postgres runs the suite on PostgreSQL.
         let store = store::testing::fresh_store(dir.path()).await?;
-        let rows: Vec<NewSubscriber> = MSISDNS.iter().map(|m| subscriber(m)).collect();
+        let rows: Vec<NewSubscriber> = MSISDNS
+            .iter()
+            .map(|m| store::testing::subscriber(m))
+            .collect();
         store
             .insert_subscribers(&rows, OnDuplicate::Fail, T0 - DAY)
             .await?;
