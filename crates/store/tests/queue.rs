@@ -344,3 +344,90 @@ async fn planning_again_queues_nothing_twice() -> Res {
     );
     Ok(())
 }
+
+/// An upgrade from the schema before the queue table: queued and in-flight contacts move
+/// into the queue (a lease kept), finished ones do not.
+#[tokio::test]
+async fn the_upgrade_moves_unfinished_contacts_into_the_queue() -> Res {
+    use sea_orm_migration::MigratorTrait;
+    let dir = tempfile::tempdir()?;
+    let db = store::testing::fresh_database(store::testing::backend()?, dir.path()).await?;
+    let store = db.connect().await?;
+    // The schema as it was before migration 5 (the queue table).
+    migrations::Migrator::up(store.db(), Some(4)).await?;
+    let subs: Vec<NewSubscriber> = (0..4)
+        .map(|i| store::testing::subscriber(&format!("1390000{i:04}")))
+        .collect();
+    store
+        .insert_subscribers(&subs, OnDuplicate::Fail, T0)
+        .await?;
+    let version_id = store.upsert_version("c", "h", "campaign: c", T0).await?;
+    let run_id = store
+        .start_run(NewRun {
+            campaign: "c",
+            version_id,
+            slot_at: None,
+            trigger: "manual",
+            waves: &[("w".to_owned(), "sms".to_owned())],
+            now: T0,
+        })
+        .await?
+        .ok_or("run not started")?;
+    let wave_run_id = store.wave_runs(run_id).await?[0].id;
+    let old = [
+        ("pending", 0, None, None),
+        ("sending", 1, Some(T0 + MINUTE), Some("old-worker:1")),
+        ("sent", 1, None, Some("old-worker:0")),
+        ("held", 0, None, None),
+    ];
+    for (i, (state, attempt, lease_until, token)) in old.iter().enumerate() {
+        let sub = store
+            .subscriber_by_msisdn(&subs[i].msisdn)
+            .await?
+            .ok_or("subscriber missing")?;
+        let arm = if *state == "held" { CONTROL } else { TREATMENT };
+        store
+            .db()
+            .execute_raw(store::stmt(
+                store.db(),
+                "INSERT INTO contact (run_id, wave_run_id, subscriber_id, arm, channel, state, attempt, due_at, send_by, lease_until, lease_token, idem_key, stratum) \
+                 VALUES (?, ?, ?, ?, 'sms', ?, ?, ?, NULL, ?, ?, ?, 'all')",
+                [
+                    run_id.into(),
+                    wave_run_id.into(),
+                    sub.into(),
+                    arm.into(),
+                    (*state).into(),
+                    (*attempt).into(),
+                    T0.into(),
+                    (*lease_until).into(),
+                    token.map(str::to_owned).into(),
+                    store::contacts::idem_key(run_id, "w", sub).into(),
+                ],
+            ))
+            .await?;
+    }
+    store.migrate().await?;
+    let states: Vec<String> = store
+        .contact_states(wave_run_id)
+        .await?
+        .into_iter()
+        .map(|(_, _, s)| s)
+        .collect();
+    assert_eq!(states, ["pending", "sending", "sent", "held"]);
+    // The in-flight contact keeps its lease: nobody else takes it before the lease ends.
+    let claim = |token: &'static str, now: i64| ClaimRequest {
+        channel: "sms",
+        limit: 10,
+        lease_until: now + MINUTE,
+        token,
+        now,
+    };
+    let first = store.claim(&claim("new", T0)).await?;
+    assert_eq!(first.len(), 1, "only the queued contact is free");
+    assert_eq!(first[0].attempt, 1);
+    let later = store.claim(&claim("later", T0 + 2 * MINUTE)).await?;
+    assert_eq!(later.len(), 2, "the old lease ran out; the other lease too");
+    assert!(later.iter().any(|c| c.attempt == 2));
+    Ok(())
+}
