@@ -11,6 +11,7 @@ mod m20261125_000002_singleton_lease;
 mod m20261125_000003_claim_index;
 mod m20261125_000004_drop_lease_index;
 mod m20261125_000005_dispatch_queue;
+mod m20261125_000006_subscriber_byte_order;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_claim_index::Migration),
             Box::new(m20261125_000004_drop_lease_index::Migration),
             Box::new(m20261125_000005_dispatch_queue::Migration),
+            Box::new(m20261125_000006_subscriber_byte_order::Migration),
         ]
     }
 }

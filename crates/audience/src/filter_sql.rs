@@ -3,8 +3,9 @@
 //!
 //! The SQL means what [`spec::expr::eval`] computes: both use SQL's three-valued logic, and
 //! the tests below hold the two to the same answers on the backend named by
-//! `CAMPAIGND_TEST_BACKEND` (SQLite, or PostgreSQL). One difference remains on PostgreSQL:
-//! `<`/`>` on text follow the column's collation there, while SQLite and `eval` compare bytes.
+//! `CAMPAIGND_TEST_BACKEND` (SQLite, or PostgreSQL). `<`/`>` on text compare bytes on both:
+//! SQLite's default, and the `subscriber` text columns are `COLLATE "C"` on PostgreSQL
+//! (migration `m20261125_000006_subscriber_byte_order`).
 
 use sea_orm::sea_query::{Condition, Expr as SqlExpr, ExprTrait, Value};
 use spec::expr::{CmpOp, Expr, Literal};
@@ -375,8 +376,7 @@ mod tests {
         let text = |name: &str| {
             let mut col = ColumnDef::new(name.to_owned());
             col.string();
-            // Pinned to byte order: the one documented difference (see the module docs),
-            // which would otherwise make the answer depend on the server's default collation.
+            // Byte order, as migration `m20261125_000006_subscriber_byte_order` declares.
             if backend == Backend::Postgres {
                 col.extra("COLLATE \"C\"");
             }
