@@ -23,6 +23,23 @@ struct Queue {
     subs: Vec<i64>,
 }
 
+/// A manual run of campaign `c` with one SMS wave `w`: (run id, wave run id).
+async fn one_wave_run(store: &Store) -> Res<(i64, i64)> {
+    let version_id = store.upsert_version("c", "h", "campaign: c", T0).await?;
+    let run_id = store
+        .start_run(NewRun {
+            campaign: "c",
+            version_id,
+            slot_at: None,
+            trigger: "manual",
+            waves: &[("w".to_owned(), "sms".to_owned())],
+            now: T0,
+        })
+        .await?
+        .ok_or("run not started")?;
+    Ok((run_id, store.wave_runs(run_id).await?[0].id))
+}
+
 impl Queue {
     /// A planned wave of `arms.len()` contacts, due at T0, each with an optional send-by.
     async fn planned(arms: &[(&'static str, Option<i64>)]) -> Res<Queue> {
@@ -43,19 +60,7 @@ impl Queue {
                     .ok_or("subscriber missing")?,
             );
         }
-        let version_id = store.upsert_version("c", "h", "campaign: c", T0).await?;
-        let run_id = store
-            .start_run(NewRun {
-                campaign: "c",
-                version_id,
-                slot_at: None,
-                trigger: "manual",
-                waves: &[("w".to_owned(), "sms".to_owned())],
-                now: T0,
-            })
-            .await?
-            .ok_or("run not started")?;
-        let wave_run_id = store.wave_runs(run_id).await?[0].id;
+        let (run_id, wave_run_id) = one_wave_run(&store).await?;
         let q = Queue {
             store,
             _dir: dir,
@@ -361,19 +366,7 @@ async fn the_upgrade_moves_unfinished_contacts_into_the_queue() -> Res {
     store
         .insert_subscribers(&subs, OnDuplicate::Fail, T0)
         .await?;
-    let version_id = store.upsert_version("c", "h", "campaign: c", T0).await?;
-    let run_id = store
-        .start_run(NewRun {
-            campaign: "c",
-            version_id,
-            slot_at: None,
-            trigger: "manual",
-            waves: &[("w".to_owned(), "sms".to_owned())],
-            now: T0,
-        })
-        .await?
-        .ok_or("run not started")?;
-    let wave_run_id = store.wave_runs(run_id).await?[0].id;
+    let (run_id, wave_run_id) = one_wave_run(&store).await?;
     let old = [
         ("pending", 0, None, None),
         ("sending", 1, Some(T0 + MINUTE), Some("old-worker:1")),
