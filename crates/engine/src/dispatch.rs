@@ -10,7 +10,7 @@ use store::contacts::{ClaimRequest, Claimed, Outcome};
 use store::subscribers::NewSubscriber;
 use tracing::{Instrument, info_span, warn};
 
-use crate::{Engine, EngineError};
+use crate::{Engine, EngineError, FailPoint};
 
 /// What a round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,7 @@ impl Engine {
         if claimed.is_empty() {
             return Ok(RoundStats::default());
         }
+        self.failpoints.check(FailPoint::AfterClaim)?;
         let span = info_span!("dispatch", channel = kind, batch = claimed.len(), token = %token);
         self.send_claimed(channel, claimed, &token, now)
             .instrument(span)
@@ -131,6 +132,7 @@ impl Engine {
         }
         if !to_send.is_empty() {
             let results = channel.send_batch(&to_send).await;
+            self.failpoints.check(FailPoint::AfterSendBeforeSettle)?;
             let sent_at = self.clock.now(&self.store).await?;
             for ((o, attempt), res) in to_send.iter().zip(&attempts).zip(results) {
                 match res {
@@ -167,12 +169,19 @@ impl Engine {
         Ok(stats)
     }
 
-    /// Exponential backoff with full jitter, in clock milliseconds.
     fn backoff(&self, attempt: i32) -> i64 {
-        let base = self.cfg.retry_base.as_millis() as i64;
-        let cap = base.saturating_mul(1 << attempt.clamp(0, 16));
-        rand::rng().random_range(base / 2..=cap.max(base))
+        backoff_delay(self.cfg.retry_base, attempt, &mut rand::rng())
     }
+}
+
+/// The delay before retry number `attempt` (1 after the first send failed), in clock
+/// milliseconds: exponential backoff with jitter, uniform in `[base/2, base * 2^attempt]`.
+/// Never below half the base, so a gateway that refuses is not hammered; the exponent is
+/// capped so a high attempt cannot overflow.
+pub fn backoff_delay(retry_base: std::time::Duration, attempt: i32, rng: &mut impl Rng) -> i64 {
+    let base = retry_base.as_millis() as i64;
+    let cap = base.saturating_mul(1 << attempt.clamp(0, 16));
+    rng.random_range(base / 2..=cap.max(base))
 }
 
 /// A subscriber field as template text.

@@ -28,10 +28,12 @@ use tracing::{Instrument, error, info, info_span, warn};
 pub mod catalog;
 pub mod clock;
 mod dispatch;
+pub mod failpoint;
 mod report;
 pub mod schedule;
 
-pub use dispatch::RoundStats;
+pub use dispatch::{RoundStats, backoff_delay};
+pub use failpoint::FailPoint;
 pub use report::build_report;
 
 use crate::catalog::Catalog;
@@ -56,6 +58,8 @@ pub enum EngineError {
     BadVersion { campaign: String, reason: String },
     #[error("cron scheduler: {0}")]
     Cron(String),
+    #[error("stopped at failure point {0:?}")]
+    FailPoint(FailPoint),
 }
 
 /// Engine settings. Every field has a sensible default in [`EngineConfig::new`].
@@ -152,6 +156,7 @@ pub struct Engine {
     mailer: Option<(channels::email::Mailer, Vec<String>)>,
     /// When housekeeping may next clear run-out leases (real time).
     next_reclaim: std::sync::Mutex<std::time::Instant>,
+    failpoints: failpoint::FailPoints,
 }
 
 /// What one housekeeping pass did.
@@ -189,7 +194,14 @@ impl Engine {
             wake: Notify::new(),
             mailer: None,
             next_reclaim: std::sync::Mutex::new(std::time::Instant::now()),
+            failpoints: failpoint::FailPoints::default(),
         })
+    }
+
+    /// Makes the next step that reaches `point` stop there, as a crash would.
+    #[cfg(feature = "test-util")]
+    pub fn arm(&self, point: FailPoint) {
+        self.failpoints.arm(point);
     }
 
     /// Sends each finished run's report to the workflow's `evaluate.email` addresses (and
@@ -294,6 +306,7 @@ impl Engine {
         }
         let now = self.clock.now(&self.store).await?;
         for timer in self.store.due_timers(now, 100).await? {
+            self.failpoints.check(FailPoint::BeforeTimerFire)?;
             let tx = self
                 .store
                 .db()
@@ -309,6 +322,7 @@ impl Engine {
                 )
                 .await?;
             tx.commit().await.map_err(store::StoreError::from)?;
+            self.failpoints.check(FailPoint::AfterTimerFire)?;
             if fired {
                 stats.waves_closed += 1;
                 if let Some(w) = self.store.wave_run(timer.wave_run_id).await? {

@@ -21,6 +21,8 @@ use sea_orm_migration::MigratorTrait;
 pub mod contacts;
 pub mod inbound;
 pub mod runs;
+#[cfg(feature = "test-util")]
+pub mod snapshot;
 pub mod subscribers;
 #[cfg(feature = "test-util")]
 pub mod testing;
