@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Mutation check: inserts small bugs (cargo-mutants) into the code that carries campaignd's
+# invariants (store, engine, audience, tracking), runs the tests that guard them against each
+# mutant, and reports which mutants SURVIVE (no test noticed). Not part of CI: it takes long.
+#
+# Usage:
+#   scripts/mutants.sh [--minutes N] [--all] [--list]
+#     --minutes N   time budget for the whole run (default 60); what was not reached is
+#                   listed as not tested. cargo-mutants writes its outcomes as it goes, so a
+#                   run cut by the budget still reports everything it finished.
+#     --all         every function of the four crates, not only the invariant carriers below
+#                   (several hours on two cores)
+#     --list        only list the mutants that would be tested
+#
+# Output: target/mutants/mutants.out/ (cargo-mutants' own files: missed.txt, caught.txt,
+# outcomes.json, one log per mutant) and a summary on stdout. Exit status 1 when a mutant
+# of a GUARDED function survived: those are the invariants ARCHITECTURE.md promises a test
+# for, so a survivor there is a hole in the suite.
+#
+# The tests run per mutant are those of the mutated package plus the e2e package, less the
+# heavy ones (kill -9 crash, replicas, real Kannel), which would make each mutant take
+# minutes. PostgreSQL must be up for the _on_postgres tests (as for scripts/test.sh).
+set -euo pipefail
+# shellcheck source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$REPO_ROOT"
+
+minutes=60
+all=0
+list=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --minutes) minutes="${2:?--minutes needs a number}"; shift 2 ;;
+        --all) all=1; shift ;;
+        --list) list=1; shift ;;
+        -h|--help) print_usage; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+done
+[[ "$minutes" =~ ^[0-9]+$ ]] || die "--minutes takes a whole number, not '$minutes'"
+
+if ! command -v cargo-mutants >/dev/null; then
+    log "installing cargo-mutants (cargo install --locked, a few minutes)"
+    cargo install --locked cargo-mutants
+fi
+
+# Functions that carry a stated invariant (ARCHITECTURE.md, "Invariants and their tests").
+# A surviving mutant in one of these fails the script.
+GUARDED='(claim|settle|reclaim_expired_leases|expire_overdue|start_run|skip_slot|try_singleton_lease|fire_timer|due_timers|transition_wave|set_wave_window|insert_contacts|idem_key|record_delivery|record_response|set_opt_out|send_claimed|dispatch_round|backoff|plan_wave|apply_cap|recent_contact_counts|split|is_control|next_allowed|process_batch|in_window|first_word|mask)'
+
+args=(
+    --package store --package engine --package audience --package tracking
+    --test-package store --test-package engine --test-package audience
+    --test-package tracking --test-package campaignd-tests
+    --jobs 1
+    --timeout 600 --build-timeout 900
+    --output target/mutants
+    --cargo-test-arg=--test-threads=2
+    --cargo-test-arg=--skip=kill_nine
+    --cargo-test-arg=--skip=replica
+    --cargo-test-arg=--skip=kannel
+    --cargo-test-arg=--skip=real_
+    # Test helpers and Debug impls are not product behaviour.
+    --exclude 'crates/store/src/testing.rs'
+    --exclude-re 'impl Debug'
+)
+if [[ "$all" -eq 0 ]]; then
+    args+=(--re "$GUARDED")
+fi
+
+if [[ "$list" -eq 1 ]]; then
+    exec cargo mutants "${args[@]}" --list
+fi
+
+export CAMPAIGND_TEST_PG_URL="${CAMPAIGND_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+mkdir -p target/mutants
+log "mutating store, engine, audience, tracking for at most $minutes min (cargo mutants ${args[*]})"
+status=0
+timeout --signal=INT --kill-after=60 "$((minutes * 60))" cargo mutants "${args[@]}" || status=$?
+out=target/mutants/mutants.out
+[[ -d "$out" ]] || die "cargo-mutants wrote no results (exit $status)"
+
+count() { [[ -f "$out/$1" ]] && grep -c . "$out/$1" || echo 0; }
+echo
+echo "== mutation check: caught $(count caught.txt), missed $(count missed.txt), timeout $(count timeout.txt), unviable $(count unviable.txt) =="
+if [[ "$status" -eq 124 || "$status" -eq 130 ]]; then
+    echo "(the time budget of $minutes min ran out; mutants not reached are not counted)"
+fi
+if [[ -s "$out/missed.txt" ]]; then
+    echo "Surviving mutants (no test failed):"
+    sed 's/^/  /' "$out/missed.txt"
+fi
+guarded_missed=$(grep -E "[ :]$GUARDED[(<: ]" "$out/missed.txt" 2>/dev/null || true)
+if [[ -n "$guarded_missed" ]]; then
+    echo
+    echo "SURVIVORS IN GUARDED FUNCTIONS (an invariant without a test that notices):"
+    printf '  %s\n' "$guarded_missed"
+    exit 1
+fi
+echo "No mutant of a guarded function survived."
