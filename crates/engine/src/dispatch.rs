@@ -45,7 +45,7 @@ impl Engine {
         if claimed.is_empty() {
             return Ok(RoundStats::default());
         }
-        self.failpoints.check(FailPoint::AfterClaim)?;
+        self.failpoints.reach(FailPoint::AfterClaim).await?;
         let span = info_span!("dispatch", channel = kind, batch = claimed.len(), token = %token);
         self.send_claimed(channel, claimed, &token, now)
             .instrument(span)
@@ -132,7 +132,7 @@ impl Engine {
         }
         if !to_send.is_empty() {
             let results = channel.send_batch(&to_send).await;
-            self.failpoints.check(FailPoint::AfterSendBeforeSettle)?;
+            self.failpoints.reach(FailPoint::AfterSendBeforeSettle).await?;
             let sent_at = self.clock.now(&self.store).await?;
             for ((o, attempt), res) in to_send.iter().zip(&attempts).zip(results) {
                 match res {

@@ -204,6 +204,12 @@ impl Engine {
         self.failpoints.arm(point);
     }
 
+    /// Makes the next step that reaches `point` wait there until the test resumes it.
+    #[cfg(feature = "test-util")]
+    pub fn pause(&self, point: FailPoint) -> failpoint::Paused {
+        self.failpoints.pause(point)
+    }
+
     /// Sends each finished run's report to the workflow's `evaluate.email` addresses (and
     /// `extra` ones) through `mailer`.
     pub fn with_mailer(mut self, mailer: channels::email::Mailer, extra: Vec<String>) -> Self {
@@ -306,7 +312,7 @@ impl Engine {
         }
         let now = self.clock.now(&self.store).await?;
         for timer in self.store.due_timers(now, 100).await? {
-            self.failpoints.check(FailPoint::BeforeTimerFire)?;
+            self.failpoints.reach(FailPoint::BeforeTimerFire).await?;
             let tx = self
                 .store
                 .db()
@@ -322,7 +328,7 @@ impl Engine {
                 )
                 .await?;
             tx.commit().await.map_err(store::StoreError::from)?;
-            self.failpoints.check(FailPoint::AfterTimerFire)?;
+            self.failpoints.reach(FailPoint::AfterTimerFire).await?;
             if fired {
                 stats.waves_closed += 1;
                 if let Some(w) = self.store.wave_run(timer.wave_run_id).await? {
@@ -396,6 +402,7 @@ impl Engine {
                         }
                     }
                     None => {
+                        self.failpoints.reach(FailPoint::BeforeSlotStart).await?;
                         let waves: Vec<(String, String)> = wf
                             .waves
                             .iter()

@@ -1,0 +1,620 @@
+//! The engine's promises, each driven step by step on a manual clock with a channel that
+//! records what it was asked to send. Every test here was checked to fail when the product
+//! line it names is deleted. Runs on SQLite, or PostgreSQL with CAMPAIGND_TEST_BACKEND=postgres.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use channels::{Accepted, Channel, Outbound, SendError};
+use chrono::TimeZone;
+use engine::clock::ManualClock;
+use engine::{Engine, EngineConfig, EngineError, FailPoint};
+use rand::SeedableRng;
+use sea_orm::ConnectionTrait;
+use store::subscribers::OnDuplicate;
+use store::{Millis, Store};
+use tempfile::TempDir;
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+
+/// Monday 2026-09-07 10:00 in Shanghai: outside quiet hours.
+fn t0() -> Millis {
+    chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 9, 7, 10, 0, 0)
+        .unwrap()
+        .timestamp_millis()
+}
+
+const SEGMENTS: &str = r#"
+segments:
+  students:
+    where: "student_stage in ['freshman', 'student', 'graduate']"
+"#;
+
+/// One SMS wave to every student; quiet hours 21:00-08:00.
+const ONE_WAVE: &str = r#"
+campaign: inv
+timezone: Asia/Shanghai
+audience:
+  segment: students
+policy:
+  quiet_hours: "21:00-08:00"
+waves:
+  - id: sms_offer
+    channel: sms
+    template: templates/offer.txt
+    respond_within: 2d
+    send_within: 1d
+"#;
+
+/// SMS, then a call to those who did not reply.
+const TWO_WAVES: &str = r#"
+campaign: inv
+timezone: Asia/Shanghai
+audience:
+  segment: students
+waves:
+  - id: sms_offer
+    channel: sms
+    template: templates/offer.txt
+    respond_within: 1d
+    responses:
+      - reply: "1"
+  - id: call
+    after: sms_offer
+    targets: no_response
+    channel: outbound_call
+    team: callcentre
+    template: templates/call.txt
+    respond_within: 1d
+"#;
+
+/// Every minute (six-field cron), catching up the latest slot.
+const SCHEDULED: &str = r#"
+campaign: inv
+timezone: Asia/Shanghai
+schedule:
+  cron: "0 * * * * *"
+  catch_up: last
+  catch_up_window: 5m
+audience:
+  segment: students
+waves:
+  - id: sms_offer
+    channel: sms
+    template: templates/offer.txt
+    respond_within: 1d
+"#;
+
+/// What the recording channel answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    Accept,
+    Transient,
+}
+
+/// A channel that records every message it is handed, in order.
+struct Recorder {
+    kind: &'static str,
+    answer: Answer,
+    sent: Mutex<Vec<Outbound>>,
+    /// When set, a batch waits (up to the deadline) until two batches were in flight at once.
+    gate: Option<Gate>,
+}
+
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(usize, usize)>, // (in flight now, most ever in flight)
+    changed: tokio::sync::Notify,
+}
+
+impl Recorder {
+    fn new(kind: &'static str, answer: Answer) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            kind,
+            answer,
+            sent: Mutex::new(Vec::new()),
+            gate: None,
+        })
+    }
+
+    fn keys(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for o in self.sent.lock().unwrap().iter() {
+            *out.entry(o.key.clone()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|o| o.text.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Channel for Recorder {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {
+        if let Some(g) = &self.gate {
+            {
+                let mut st = g.state.lock().unwrap();
+                st.0 += 1;
+                st.1 = st.1.max(st.0);
+            }
+            g.changed.notify_waiters();
+            // Wait for a second round to be in flight beside this one; a single dispatcher
+            // never gets there and every batch waits out the deadline.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let notified = g.changed.notified();
+                if g.state.lock().unwrap().1 >= 2 {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    break;
+                }
+            }
+            g.state.lock().unwrap().0 -= 1;
+        }
+        self.sent.lock().unwrap().extend(batch.iter().cloned());
+        batch
+            .iter()
+            .map(|_| match self.answer {
+                Answer::Accept => Ok(Accepted {
+                    gateway_ref: None,
+                    queued: false,
+                }),
+                Answer::Transient => Err(SendError::Transient("503 Service Unavailable".into())),
+            })
+            .collect()
+    }
+}
+
+/// A store with `n` students, a workflows folder, a manual clock at [`t0`] and recorders.
+struct Rig {
+    store: Store,
+    dir: TempDir,
+    clock: ManualClock,
+    sms: Arc<Recorder>,
+    calls: Arc<Recorder>,
+    wf_path: PathBuf,
+}
+
+impl Rig {
+    async fn new(workflow: &str, n: usize) -> Rig {
+        Rig::with_sms(workflow, n, Recorder::new("sms", Answer::Accept)).await
+    }
+
+    async fn with_sms(workflow: &str, n: usize, sms: Arc<Recorder>) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::testing::fresh_store(dir.path()).await.unwrap();
+        let subs: Vec<_> = (0..n)
+            .map(|i| store::testing::subscriber(&format!("1380000{i:04}")))
+            .collect();
+        store
+            .insert_subscribers(&subs, OnDuplicate::Fail, t0() - DAY)
+            .await
+            .unwrap();
+        let wf_dir = dir.path().join("workflows");
+        std::fs::create_dir_all(wf_dir.join("templates")).unwrap();
+        std::fs::write(wf_dir.join("segments.yaml"), SEGMENTS).unwrap();
+        std::fs::write(wf_dir.join("templates/offer.txt"), "v1 offer for {name}").unwrap();
+        std::fs::write(wf_dir.join("templates/call.txt"), "v1 call {name}").unwrap();
+        let wf_path = wf_dir.join("inv.yaml");
+        std::fs::write(&wf_path, workflow).unwrap();
+        Rig {
+            store,
+            dir,
+            clock: ManualClock::new(t0()),
+            sms,
+            calls: Recorder::new("outbound_call", Answer::Accept),
+            wf_path,
+        }
+    }
+
+    fn config(&self) -> EngineConfig {
+        let mut cfg = EngineConfig::new("inv", self.dir.path().join("no-calendars"));
+        cfg.lease = Duration::from_secs(60);
+        cfg.retry_base = Duration::from_secs(60);
+        cfg.max_attempts = 3;
+        cfg.batch_size = 100;
+        cfg
+    }
+
+    /// A new engine (a new process, as far as the engine knows) on the same store, with the
+    /// workflow files as they are now loaded as current versions.
+    async fn engine(&self, cfg: EngineConfig) -> Engine {
+        let mut chans: HashMap<String, Arc<dyn Channel>> = HashMap::new();
+        chans.insert("sms".into(), self.sms.clone());
+        chans.insert("outbound_call".into(), self.calls.clone());
+        let e = Engine::new(self.store.clone(), self.clock.clock(), chans, cfg).unwrap();
+        let wf = spec::load_file(&self.wf_path).unwrap_or_else(|d| panic!("{d:?}"));
+        e.load(vec![wf]).await.unwrap();
+        e
+    }
+
+    async fn snapshot(&self) -> String {
+        store::snapshot::render(&self.store, t0()).await.unwrap()
+    }
+
+    async fn subscriber(&self, i: usize) -> i64 {
+        self.store
+            .subscriber_by_msisdn(&format!("1380000{i:04}"))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn drain(&self, e: &Engine, kind: &str) {
+        while e.dispatch_round(kind).await.unwrap().claimed > 0 {}
+    }
+}
+
+async fn wave_states(store: &Store, run_id: i64, wave: usize) -> HashMap<i64, String> {
+    let w = store.wave_runs(run_id).await.unwrap();
+    store
+        .contact_states(w[wave].id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _, st)| (s, st))
+        .collect()
+}
+
+// a. dispatch.rs: `if c.subscriber.opt_out { ... Failed ... }`
+#[tokio::test]
+async fn opt_out_after_planning_stops_the_send() {
+    let rig = Rig::new(ONE_WAVE, 3).await;
+    let e = rig.engine(rig.config()).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    assert_eq!(e.tick().await.unwrap().waves_planned, 1);
+    let out = rig.subscriber(1).await;
+    rig.store.set_opt_out(out, t0()).await.unwrap();
+    rig.drain(&e, "sms").await;
+    let keys = rig.sms.keys();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(!keys.contains_key(&store::contacts::idem_key(run_id, "sms_offer", out)));
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert_eq!(states[&out], "failed", "{states:?}");
+    assert_eq!(
+        states.values().filter(|s| *s == "sent").count(),
+        2,
+        "{states:?}"
+    );
+    insta::assert_snapshot!(rig.snapshot().await);
+}
+
+// b. dispatch.rs: `if allowed > now_utc { ... Retry { due_at: allowed } ... }`
+#[tokio::test]
+async fn quiet_hours_reached_after_planning_stop_the_send_until_morning() {
+    let rig = Rig::new(ONE_WAVE, 2).await;
+    let e = rig.engine(rig.config()).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap(); // planned at 10:00, due at once
+    rig.clock.set(t0() + 12 * HOUR); // 22:00: quiet hours
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.sent, s.retried), (2, 0, 2));
+    assert!(rig.sms.keys().is_empty(), "nothing goes out in quiet hours");
+    insta::assert_snapshot!("quiet_hours_deferred", rig.snapshot().await);
+    // Not due again before 08:00.
+    rig.clock.set(t0() + 21 * HOUR + 59 * MINUTE);
+    assert_eq!(e.dispatch_round("sms").await.unwrap().claimed, 0);
+    rig.clock.set(t0() + 22 * HOUR); // 08:00 the next day
+    assert_eq!(e.dispatch_round("sms").await.unwrap().sent, 2);
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+}
+
+// c. dispatch.rs: `Err(e @ SendError::Transient(_)) if *attempt < self.cfg.max_attempts`
+#[tokio::test]
+async fn transient_failures_stop_after_max_attempts() {
+    let rig = Rig::with_sms(ONE_WAVE, 2, Recorder::new("sms", Answer::Transient)).await;
+    let e = rig.engine(rig.config()).await; // max_attempts 3, retry base 60 s
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!(s.retried, 2);
+    // The first retry is due within [base/2, base*2^1] of the failed send.
+    let due = due_times(&rig.store).await;
+    assert!(
+        due.iter()
+            .all(|d| (t0() + 30_000..=t0() + 120_000).contains(d)),
+        "{due:?}"
+    );
+    // Far more rounds than attempts, each after any possible backoff.
+    for _ in 0..10 {
+        rig.clock.advance(Duration::from_secs(3600));
+        e.dispatch_round("sms").await.unwrap();
+    }
+    let keys = rig.sms.keys();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.values().all(|n| *n == 3), "sends per key: {keys:?}");
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "failed"), "{states:?}");
+    insta::assert_snapshot!(rig.snapshot().await);
+}
+
+async fn due_times(store: &Store) -> Vec<i64> {
+    let rows = store
+        .db()
+        .query_all_raw(store::stmt(
+            store.db(),
+            "SELECT due_at FROM dispatch ORDER BY due_at",
+            [],
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<i64>("", "due_at").unwrap())
+        .collect()
+}
+
+// c. dispatch.rs `backoff_delay`: `rng.random_range(base / 2..=cap.max(base))`
+#[test]
+fn backoff_stays_within_half_base_and_base_times_two_to_the_attempt() {
+    let base = Duration::from_secs(30);
+    let b = 30_000;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for attempt in 1..=20 {
+        let cap = b * (1i64 << attempt.min(16));
+        let (mut lo, mut hi) = (i64::MAX, 0);
+        for _ in 0..2000 {
+            let d = engine::backoff_delay(base, attempt, &mut rng);
+            assert!((b / 2..=cap).contains(&d), "attempt {attempt}: {d}");
+            lo = lo.min(d);
+            hi = hi.max(d);
+        }
+        // The jitter spans the whole range: the low end stays near base/2 whatever the
+        // attempt (a gateway that recovers is retried soon), the high end grows.
+        assert!(
+            lo < b / 2 + (cap - b / 2) / 50,
+            "attempt {attempt}: min {lo}"
+        );
+        assert!(hi > cap - (cap - b / 2) / 50, "attempt {attempt}: max {hi}");
+    }
+}
+
+// d. lib.rs `Engine::run`: `for _ in 0..self.cfg.dispatchers_per_channel.max(1)`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_starts_every_dispatcher_and_each_contact_goes_once() {
+    let sms = Arc::new(Recorder {
+        kind: "sms",
+        answer: Answer::Accept,
+        sent: Mutex::new(Vec::new()),
+        gate: Some(Gate::default()),
+    });
+    let rig = Rig::with_sms(ONE_WAVE, 12, sms).await;
+    let mut cfg = rig.config();
+    cfg.dispatchers_per_channel = 2;
+    cfg.batch_size = 1;
+    cfg.poll = Duration::from_millis(10);
+    let e = Arc::new(rig.engine(cfg).await);
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(e.clone().run(cancel.clone(), false));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let w = rig.store.wave_runs(run_id).await.unwrap()[0].id;
+    while rig.store.pending_in_wave(w).await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dispatch never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    let gate = rig.sms.gate.as_ref().unwrap();
+    assert_eq!(
+        gate.state.lock().unwrap().1,
+        2,
+        "two dispatcher rounds of one channel were in flight at once"
+    );
+    let keys = rig.sms.keys();
+    assert_eq!(keys.len(), 12);
+    assert!(keys.values().all(|n| *n == 1), "{keys:?}");
+}
+
+// d. Two dispatchers claiming concurrently on one store: every contact exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_claimers_send_each_contact_once() {
+    let rig = Rig::new(ONE_WAVE, 40).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 3;
+    let a = Arc::new(rig.engine(cfg.clone()).await);
+    cfg.worker_id = "other".into();
+    let b = Arc::new(rig.engine(cfg).await);
+    a.trigger("inv", "test").await.unwrap();
+    a.tick().await.unwrap();
+    let drain = |e: Arc<Engine>| {
+        tokio::spawn(async move {
+            let mut sent = 0;
+            loop {
+                let s = e.dispatch_round("sms").await.unwrap();
+                if s.claimed == 0 {
+                    break sent;
+                }
+                sent += s.sent;
+            }
+        })
+    };
+    let (x, y) = (drain(a), drain(b));
+    let (x, y) = (x.await.unwrap(), y.await.unwrap());
+    assert_eq!(x + y, 40);
+    let keys = rig.sms.keys();
+    assert_eq!(keys.len(), 40);
+    assert!(keys.values().all(|n| *n == 1), "{keys:?}");
+}
+
+// e. catalog.rs / dispatch.rs: the run's own version, compiled from the stored bundle
+//    (`self.catalog.for_run(&self.store, c.run_id, c.version_id)`).
+#[tokio::test]
+async fn a_restarted_engine_finishes_a_run_on_the_version_it_started_with() {
+    let rig = Rig::new(TWO_WAVES, 4).await;
+    let e1 = rig.engine(rig.config()).await;
+    let run_id = e1.trigger("inv", "test").await.unwrap();
+    e1.tick().await.unwrap();
+    rig.drain(&e1, "sms").await;
+    drop(e1);
+    // While the run is in flight the files change to version 2; the daemon restarts.
+    let dir = rig.wf_path.parent().unwrap();
+    std::fs::write(dir.join("templates/call.txt"), "v2 call {name}").unwrap();
+    std::fs::write(dir.join("templates/offer.txt"), "v2 offer for {name}").unwrap();
+    rig.clock
+        .advance(Duration::from_millis((DAY + MINUTE) as u64));
+    let e2 = rig.engine(rig.config()).await;
+    assert_eq!(rig.store.versions("inv").await.unwrap().len(), 2);
+    let s = e2.tick().await.unwrap();
+    assert_eq!((s.waves_closed, s.waves_planned), (1, 1));
+    rig.drain(&e2, "outbound_call").await;
+    let calls = rig.calls.texts();
+    assert_eq!(calls.len(), 4);
+    assert!(
+        calls.iter().all(|t| t == "v1 call Test"),
+        "run {run_id} keeps version 1 after a restart: {calls:?}"
+    );
+    insta::assert_snapshot!(rig.snapshot().await);
+    // A new run takes version 2.
+    e2.trigger("inv", "test").await.unwrap();
+    e2.tick().await.unwrap();
+    rig.drain(&e2, "sms").await;
+    assert!(
+        rig.sms
+            .texts()
+            .iter()
+            .filter(|t| *t == "v2 offer for Test")
+            .count()
+            == 4,
+        "{:?}",
+        rig.sms.texts()
+    );
+}
+
+// f. store runs.rs: `INSERT INTO timer ... ON CONFLICT (kind, wave_run_id) DO NOTHING` with
+//    the unique index (kind, wave_run_id); `fire_timer`'s `AND state = 'pending'` with the
+//    wave's open → closed transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_timer_per_window_and_the_window_closes_once() {
+    use store::TransactionTrait;
+    let rig = Rig::new(ONE_WAVE, 2).await;
+    let a = rig.engine(rig.config()).await;
+    let mut cfg = rig.config();
+    cfg.worker_id = "other".into();
+    let b = Arc::new(rig.engine(cfg).await);
+    let run_id = a.trigger("inv", "test").await.unwrap();
+    // Two engines plan: one wave, one timer.
+    let (sa, sb) = (a.tick().await.unwrap(), b.tick().await.unwrap());
+    assert_eq!(sa.waves_planned + sb.waves_planned, 1);
+    let wave = rig.store.wave_runs(run_id).await.unwrap()[0].clone();
+    // The window is armed again for the same wave, as a re-plan after a crash would.
+    let tx = rig.store.db().begin().await.unwrap();
+    store::runs::set_wave_window(&tx, wave.id, t0(), wave.closes_at.unwrap())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    insta::assert_snapshot!("one_timer_armed", rig.snapshot().await);
+
+    // Past the window both engines find the timer due; b is held after reading it.
+    rig.clock
+        .advance(Duration::from_millis((2 * DAY + MINUTE) as u64));
+    let mut held = b.pause(FailPoint::BeforeTimerFire);
+    let b_tick = tokio::spawn({
+        let b = b.clone();
+        async move { b.tick().await }
+    });
+    held.reached().await;
+    let sa = a.tick().await.unwrap();
+    held.resume();
+    let sb = b_tick.await.unwrap().unwrap();
+    assert_eq!(
+        (sa.waves_closed, sb.waves_closed),
+        (1, 0),
+        "the window closes once"
+    );
+    assert_eq!(sa.runs_finished + sb.runs_finished, 1);
+    insta::assert_snapshot!("one_timer_fired", rig.snapshot().await);
+}
+
+// g. store runs.rs `insert_slot`: `ON CONFLICT (campaign, slot_at) DO NOTHING` with the
+//    unique index (campaign, slot_at).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_slot_runs_once_when_two_engines_evaluate_it() {
+    let rig = Rig::new(SCHEDULED, 2).await;
+    rig.clock.set(t0() + 30_000); // 10:00:30; the 10:00:00 slot is due
+    let a = rig.engine(rig.config()).await;
+    let mut cfg = rig.config();
+    cfg.worker_id = "other".into();
+    let b = Arc::new(rig.engine(cfg).await);
+    // b has computed the due slot and not recorded it yet when a records it.
+    let mut held = b.pause(FailPoint::BeforeSlotStart);
+    let b_tick = tokio::spawn({
+        let b = b.clone();
+        async move { b.tick().await }
+    });
+    held.reached().await;
+    let sa = a.tick().await.unwrap();
+    held.resume();
+    let sb = b_tick
+        .await
+        .unwrap()
+        .expect("losing the slot is not an error");
+    assert_eq!((sa.runs_started, sb.runs_started), (1, 0));
+    let runs = rig.store.runs_of("inv").await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    insta::assert_snapshot!(rig.snapshot().await);
+}
+
+// 6. A crash after the channel took a batch and before its settle: after the lease runs
+//    out, a new engine resends exactly that batch, once, and every contact ends settled.
+#[tokio::test]
+async fn a_crash_between_send_and_settle_resends_that_batch_once_after_the_lease() {
+    let rig = Rig::new(ONE_WAVE, 10).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 4;
+    let e1 = rig.engine(cfg.clone()).await;
+    let run_id = e1.trigger("inv", "test").await.unwrap();
+    e1.tick().await.unwrap();
+    e1.arm(FailPoint::AfterSendBeforeSettle);
+    match e1.dispatch_round("sms").await {
+        Err(EngineError::FailPoint(FailPoint::AfterSendBeforeSettle)) => {}
+        other => panic!("expected the failure point, got {other:?}"),
+    }
+    let first: Vec<String> = rig.sms.keys().into_keys().collect();
+    assert_eq!(first.len(), 4);
+    drop(e1);
+    insta::assert_snapshot!("crash_after_send_before_settle", rig.snapshot().await);
+
+    // A new process while the lease still holds: the other six go, the batch waits.
+    let e2 = rig.engine(cfg).await;
+    rig.drain(&e2, "sms").await;
+    assert_eq!(rig.sms.keys().len(), 10);
+    assert!(rig.sms.keys().values().all(|n| *n == 1));
+    insta::assert_snapshot!("crash_lease_still_held", rig.snapshot().await);
+
+    // The lease (60 s) runs out: that batch, and only it, goes once more.
+    rig.clock.advance(Duration::from_secs(61));
+    rig.drain(&e2, "sms").await;
+    let keys = rig.sms.keys();
+    for (k, n) in &keys {
+        let expected = if first.contains(k) { 2 } else { 1 };
+        assert_eq!(*n, expected, "{k}: {keys:?}");
+    }
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert_eq!(states.len(), 10);
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+    assert!(due_times(&rig.store).await.is_empty(), "the queue is empty");
+    insta::assert_snapshot!("crash_recovered", rig.snapshot().await);
+}
