@@ -5,6 +5,7 @@
 #   kannel-extras   fakesmsc (/usr/lib/kannel/test/fakesmsc), the fake SMSC client
 #   python3-aiosmtpd  SMTP server for tests (scripts/smtp.sh)
 #   curl            used by scripts/kannel.sh and the smoke checks
+#   openssl         generates the throwaway CA and certificate of the STARTTLS test server
 # With --lint also: shellcheck, python3-yaml (used by scripts/lint-ops.sh).
 #
 # Idempotent and non-interactive. Runs `apt-get update` only when something is missing, and
@@ -20,7 +21,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-PACKAGES=(kannel kannel-extras python3-aiosmtpd curl)
+PACKAGES=(kannel kannel-extras python3-aiosmtpd curl openssl)
 LINT_PACKAGES=(shellcheck python3-yaml)
 CHECK_ONLY=0
 
@@ -60,6 +61,7 @@ check_files() {
     done
     "$PYTHON" -c 'import aiosmtpd' 2>/dev/null || { log "$PYTHON cannot import aiosmtpd"; bad=1; }
     command -v curl >/dev/null 2>&1 || { log "curl not on PATH"; bad=1; }
+    command -v openssl >/dev/null 2>&1 || { log "openssl not on PATH"; bad=1; }
     return "$bad"
 }
 

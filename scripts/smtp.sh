@@ -6,12 +6,17 @@
 #   scripts/smtp.sh start        start (no-op success if already running); waits until the port listens
 #   scripts/smtp.sh stop         SIGTERM by recorded PID; nothing left running
 #   scripts/smtp.sh status       exit 0 only if the server runs and listens
+#   scripts/smtp.sh port         print the port of the running server (useful with SMTP_PORT=0)
 #   scripts/smtp.sh clear        delete all stored messages
 #
 # Environment (defaults in brackets):
-#   SMTP_PORT       TCP port on 127.0.0.1 [2525]
-#   SMTP_DIR        runtime dir: maildir/, smtp.pid, smtp.log [/tmp/campaignd-smtp]
-#   SMTP_USER       if set, AUTH PLAIN/LOGIN (without TLS) is required with this user ...
+#   SMTP_PORT       TCP port on 127.0.0.1; 0 = a free port chosen by the kernel, see `port` [2525]
+#   SMTP_DIR        runtime dir: maildir/, smtp.pid, smtp.log, tls/ [/tmp/campaignd-smtp]
+#   SMTP_TLS        none | starttls [none]. starttls: the server offers STARTTLS and requires it
+#                   before MAIL and AUTH, with a certificate for 127.0.0.1 and localhost signed
+#                   by a throwaway CA generated at start ($SMTP_DIR/tls/ca.pem: give that file to
+#                   the client as its trust anchor; it is regenerated at every start)
+#   SMTP_USER       if set, AUTH PLAIN/LOGIN is required with this user ...
 #   SMTP_PASSWORD   ... and this password; if SMTP_USER is unset, no AUTH is offered
 #   CAMPAIGND_PYTHON  python interpreter with aiosmtpd [/usr/bin/python3]
 set -euo pipefail
@@ -27,6 +32,8 @@ MAILDIR="$SMTP_DIR/maildir"
 PIDFILE="$SMTP_DIR/smtp.pid"
 LOGFILE="$SMTP_DIR/smtp.log"
 PORTFILE="$SMTP_DIR/smtp.port"
+TLS_DIR="$SMTP_DIR/tls"
+SMTP_TLS="${SMTP_TLS:-none}"
 SERVER="$REPO_ROOT/scripts/dev/smtp_server.py"
 
 usage() { print_usage; }
@@ -51,6 +58,41 @@ port_closed() { ! port_listening "$1"; }
 
 server_up() { server_pid >/dev/null && port_listening "$SMTP_PORT"; }
 
+# The server writes the port file once it listens (the only way to learn a port chosen with 0).
+server_listening() {
+    server_pid >/dev/null || return 1
+    [[ -s "$PORTFILE" ]] || return 1
+    load_port
+    port_listening "$SMTP_PORT"
+}
+
+# A throwaway CA and a server certificate for 127.0.0.1/localhost signed by it. Clients must
+# trust the CA explicitly (a self-signed leaf used as its own anchor is rejected by webpki).
+make_test_certs() {
+    require_exe openssl "openssl (package openssl)"
+    rm -rf -- "$TLS_DIR"
+    mkdir -m 0700 -p "$TLS_DIR"
+    local out
+    if ! out="$(
+        exec 2>&1
+        set -e
+        cd "$TLS_DIR"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=campaignd test CA" \
+            -keyout ca.key -out ca.pem \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
+        printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+            "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile server.ext -out server.pem
+    )"; then
+        printf '%s\n' "$out" >&2
+        die "could not generate the test certificates in $TLS_DIR"
+    fi
+    # The CA key is only needed to sign the server certificate.
+    rm -f "$TLS_DIR/ca.key" "$TLS_DIR/server.csr" "$TLS_DIR/ca.srl"
+}
+
 do_status() {
     load_port
     if server_up; then
@@ -64,7 +106,8 @@ do_status() {
 do_start() {
     require_python_module aiosmtpd "aiosmtpd (package python3-aiosmtpd)"
     require_exe setsid "setsid (package util-linux)"
-    check_port_value SMTP_PORT "$SMTP_PORT"
+    [[ "$SMTP_PORT" == 0 ]] || check_port_value SMTP_PORT "$SMTP_PORT"
+    [[ "$SMTP_TLS" == none || "$SMTP_TLS" == starttls ]] || die "SMTP_TLS must be none or starttls, got '$SMTP_TLS'"
     ensure_private_dir "$SMTP_DIR"
     local want_port="$SMTP_PORT"
     load_port
@@ -78,26 +121,34 @@ do_start() {
         do_stop
     fi
     SMTP_PORT="$want_port"
-    if port_listening "$SMTP_PORT"; then
-        die "port $SMTP_PORT is already in use by another process; choose another with SMTP_PORT=..."
+    if [[ "$SMTP_PORT" != 0 ]] && port_listening "$SMTP_PORT"; then
+        die "port $SMTP_PORT is already in use by another process; choose another with SMTP_PORT=... (or 0)"
     fi
     mkdir -p "$MAILDIR"
     [[ -f "$LOGFILE" ]] && mv -f "$LOGFILE" "$LOGFILE.1"
-    printf '%s\n' "$SMTP_PORT" >"$PORTFILE"
-    log "starting SMTP server on 127.0.0.1:$SMTP_PORT (maildir $MAILDIR, log $LOGFILE)"
+    rm -f "$PORTFILE"
+    local tls_args=()
+    if [[ "$SMTP_TLS" == starttls ]]; then
+        make_test_certs
+        tls_args=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key")
+    fi
+    log "starting SMTP server on 127.0.0.1:$SMTP_PORT (TLS: $SMTP_TLS, maildir $MAILDIR, log $LOGFILE)"
     rm -f "$PIDFILE"
     # The process writes its own PID (`$!` may be the setsid parent).
     # shellcheck disable=SC2016 # $$, $1.. are expanded by the inner bash
     setsid bash -c 'pf=$1; shift; echo $$ >"$pf"; exec "$@"' smtp-launch "$PIDFILE" \
         "$PYTHON" -u "$SERVER" --host 127.0.0.1 --port "$SMTP_PORT" --maildir "$MAILDIR" \
+        --port-file "$PORTFILE" "${tls_args[@]}" \
         </dev/null >"$LOGFILE" 2>&1 &
-    if ! wait_until 10 "the SMTP server to listen on 127.0.0.1:$SMTP_PORT" server_up; then
+    if ! wait_until 10 "the SMTP server to listen on 127.0.0.1:$SMTP_PORT" server_listening; then
         log "---- $LOGFILE"
         tail -n 20 "$LOGFILE" >&2 || true
         do_stop >/dev/null 2>&1 || true
         die "SMTP server did not start"
     fi
-    log "SMTP server up (pid $(server_pid)) on 127.0.0.1:$SMTP_PORT${SMTP_USER:+, AUTH required for $SMTP_USER}"
+    local tls_note=""
+    [[ "$SMTP_TLS" == starttls ]] && tls_note=", STARTTLS required (CA: $TLS_DIR/ca.pem)"
+    log "SMTP server up (pid $(server_pid)) on 127.0.0.1:$SMTP_PORT${SMTP_USER:+, AUTH required for $SMTP_USER}$tls_note"
 }
 
 do_stop() {
@@ -129,6 +180,11 @@ case "${1:-}" in
     start) do_start ;;
     stop) do_stop ;;
     status) do_status ;;
+    port)
+        load_port
+        server_up || die "SMTP server not running ($SMTP_DIR)"
+        printf '%s\n' "$SMTP_PORT"
+        ;;
     clear) do_clear ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;

@@ -4,18 +4,30 @@
 Every accepted message is stored in a Maildir (new/ holds one file per message) with the
 envelope added as headers X-MailFrom, X-RcptTo and X-Peer, and logged on stdout.
 
-    smtp_server.py --host 127.0.0.1 --port 2525 --maildir /tmp/campaignd-smtp/maildir
+    smtp_server.py --host 127.0.0.1 --port 2525 --maildir /tmp/campaignd-smtp/maildir \
+        [--port-file FILE] [--tls-cert server.pem --tls-key server.key]
+
+--port 0 binds a free port; --port-file receives the bound port once the server listens
+(written atomically), so callers never race for a port.
+
+STARTTLS: with --tls-cert/--tls-key the server offers STARTTLS and refuses MAIL (530) and
+AUTH before it; without them it offers no STARTTLS at all (the "server cannot do TLS" case).
 
 Authentication: when the environment has SMTP_USER (and SMTP_PASSWORD), the server
-advertises AUTH PLAIN/LOGIN without TLS and requires those credentials; otherwise it offers
-no AUTH at all. Credentials come from the environment so that they do not show in `ps`.
-SMTPUTF8 is enabled (lettre uses it for non-ASCII addresses).
+advertises AUTH PLAIN/LOGIN and requires those credentials (only after STARTTLS when TLS is
+on); otherwise it offers no AUTH at all. Credentials come from the environment so that they
+do not show in `ps`. SMTPUTF8 is enabled (lettre uses it for non-ASCII addresses).
+
+What a test can check afterwards: every stored message carries X-Authenticated-User (or
+"none") and X-TLS (the TLS version, or "none") of the session it came in; every AUTH attempt
+is logged as "auth ok user=..." / "auth failed user=..." with tls=<version|none>.
 """
 
 import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
 
 try:
@@ -26,12 +38,26 @@ except ImportError:  # pragma: no cover - reported to the operator
              "or run scripts/install-deps.sh); note that Debian's module is only visible to /usr/bin/python3")
 
 
+def tls_version(session):
+    """The TLS version of the session, or "none" if it never did STARTTLS."""
+    extra = session.ssl or {}
+    ssl_object = extra.get("ssl_object")
+    return ssl_object.version() if ssl_object is not None else "none"
+
+
 class LoggingMailbox(Mailbox):
+    def prepare_message(self, session, envelope):
+        message = super().prepare_message(session, envelope)
+        # What the session looked like, for tests that must prove AUTH and TLS happened.
+        message["X-Authenticated-User"] = str(session.auth_data) if session.authenticated else "none"
+        message["X-TLS"] = tls_version(session)
+        return message
+
     def handle_message(self, message):
         key = self.mailbox.add(message)
         print(
             f"stored {key}: from={message['X-MailFrom']} to={message['X-RcptTo']} "
-            f"subject={message['Subject']!r}",
+            f"subject={message['Subject']!r} auth={message['X-Authenticated-User']} tls={message['X-TLS']}",
             flush=True,
         )
 
@@ -39,11 +65,21 @@ class LoggingMailbox(Mailbox):
 def make_authenticator(user, password):
     want = LoginPassword(user.encode(), password.encode())
 
-    def authenticator(_server, _session, _envelope, mechanism, auth_data):
+    def authenticator(_server, session, _envelope, mechanism, auth_data):
         ok = mechanism in ("PLAIN", "LOGIN") and isinstance(auth_data, LoginPassword) and auth_data == want
-        return AuthResult(success=ok, handled=False)
+        login = auth_data.login.decode(errors="replace") if isinstance(auth_data, LoginPassword) else "?"
+        print(f"auth {'ok' if ok else 'failed'} user={login} mechanism={mechanism} tls={tls_version(session)}",
+              flush=True)
+        return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
 
     return authenticator
+
+
+def write_port_file(path, port):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{port}\n")
+    os.replace(tmp, path)
 
 
 def main():
@@ -52,7 +88,12 @@ def main():
     parser.add_argument("--port", type=int, default=2525)
     parser.add_argument("--maildir", required=True)
     parser.add_argument("--max-size", type=int, default=32 * 1024 * 1024, help="largest accepted message in bytes")
+    parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser.add_argument("--tls-cert", help="PEM certificate chain; enables (and requires) STARTTLS")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
 
     # mailbox.Maildir creates new/ cur/ tmp/ only when the directory itself is missing.
     for sub in ("new", "cur", "tmp"):
@@ -60,12 +101,18 @@ def main():
     handler = LoggingMailbox(args.maildir)
 
     smtp_kwargs = {"data_size_limit": args.max_size, "enable_SMTPUTF8": True, "hostname": "campaignd-test-smtp"}
+    tls = bool(args.tls_cert)
+    if tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        smtp_kwargs.update(tls_context=context, require_starttls=True)
     user = os.environ.get("SMTP_USER")
     if user:
         smtp_kwargs.update(
             authenticator=make_authenticator(user, os.environ.get("SMTP_PASSWORD", "")),
             auth_required=True,
-            auth_require_tls=False,
+            # With TLS on, a password never crosses the wire in clear text.
+            auth_require_tls=tls,
         )
 
     loop = asyncio.new_event_loop()
@@ -76,8 +123,12 @@ def main():
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, loop.stop)
+    port = server.sockets[0].getsockname()[1]
+    if args.port_file:
+        write_port_file(args.port_file, port)
     auth = f"AUTH required for user {user!r}" if user else "no AUTH"
-    print(f"SMTP server listening on {args.host}:{args.port} ({auth}), maildir {args.maildir}", flush=True)
+    starttls = "STARTTLS required" if tls else "no STARTTLS"
+    print(f"SMTP server listening on {args.host}:{port} ({auth}, {starttls}), maildir {args.maildir}", flush=True)
     try:
         loop.run_forever()
     finally:

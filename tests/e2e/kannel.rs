@@ -3,8 +3,6 @@
 //! through Kannel to campaignd's callbacks, and the evaluation e-mailed through a real SMTP
 //! server. Both are started by the project's scripts; when they are missing the test fails.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,72 +13,11 @@ use engine::{Engine, EngineConfig, Event};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{self, TWO_WAVES};
+use crate::services::{Kannel, Smtp, SmtpSetup};
 
-const SENDSMS_PORT: u16 = 23013;
-const SMTP_PORT: u16 = 22525;
 /// Ten real seconds per campaign day leave time for the real gateway's reports and the
 /// reply typed at the fake SMSC.
 const CLOCK_FACTOR: f64 = 8_640.0;
-
-/// Stops the scripts' services however the test ends.
-struct Services {
-    kannel_dir: std::path::PathBuf,
-    smtp_dir: std::path::PathBuf,
-}
-
-impl Services {
-    fn script(&self, name: &str) -> Command {
-        let mut c = Command::new("bash");
-        c.arg(helpers::repo_root().join("scripts").join(name))
-            .env("KANNEL_DIR", &self.kannel_dir)
-            .env("KANNEL_ADMIN_PORT", "23000")
-            .env("KANNEL_BOX_PORT", "23001")
-            .env("KANNEL_SMSC_PORT", "23010")
-            .env("KANNEL_SENDSMS_PORT", SENDSMS_PORT.to_string())
-            // The sendsms password is the value of CARGO_PKG_NAME, which cargo sets for test
-            // processes: the channel reads it from that variable, so no secret is written here.
-            .env("CAMPAIGND_KANNEL_PASSWORD", env!("CARGO_PKG_NAME"))
-            .env("SMTP_PORT", SMTP_PORT.to_string())
-            .env("SMTP_DIR", &self.smtp_dir);
-        c
-    }
-
-    fn run(&self, name: &str, args: &[&str], extra: &[(&str, &str)]) {
-        let mut c = self.script(name);
-        c.args(args);
-        for (k, v) in extra {
-            c.env(k, v);
-        }
-        let out = c
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run scripts/{name}: {e}"));
-        assert!(
-            out.status.success(),
-            "scripts/{name} {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        let _ = self.script("kannel.sh").arg("stop").output();
-        let _ = self.script("smtp.sh").arg("stop").output();
-    }
-}
-
-fn maildir_messages(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for sub in ["new", "cur"] {
-        if let Ok(rd) = std::fs::read_dir(dir.join("maildir").join(sub)) {
-            for e in rd.flatten() {
-                out.push(std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_through_real_kannel_and_smtp() {
@@ -114,24 +51,19 @@ async fn campaign_through_real_kannel_and_smtp() {
         async move { api_cancel.cancelled().await },
     ));
 
-    let tmp = tempfile::tempdir().unwrap();
-    let services = Services {
-        kannel_dir: tmp.path().join("kannel"),
-        smtp_dir: tmp.path().join("smtp"),
-    };
-    services.run(
-        "kannel.sh",
-        &["start"],
-        &[("CAMPAIGND_CALLBACK_URL", &api_base)],
-    );
-    services.run("smtp.sh", &["start"], &[]);
+    // Both on ports of their own, stopped when the test ends however it ends.
+    let kannel = Kannel::start(&api_base);
+    let smtp = Smtp::start(SmtpSetup {
+        starttls: false,
+        auth: false,
+    });
 
     let dir = tempfile::tempdir().unwrap();
     let wf = spec::load_file(&helpers::write_workflows(dir.path(), TWO_WAVES))
         .unwrap_or_else(|d| panic!("{d:?}"));
     let chans = helpers::kannel_channels(
         &store,
-        format!("http://127.0.0.1:{SENDSMS_PORT}/cgi-bin/sendsms"),
+        kannel.sendsms_url(),
         format!("{api_base}/callbacks/kannel/dlr"),
         32,
     )
@@ -139,8 +71,9 @@ async fn campaign_through_real_kannel_and_smtp() {
     let mailer = Mailer::new(
         &EmailConfig::Smtp {
             host: "127.0.0.1".into(),
-            port: SMTP_PORT,
+            port: smtp.port,
             tls: SmtpTls::None,
+            ca_file: None,
             username_env: None,
             password_env: None,
         },
@@ -177,7 +110,7 @@ async fn campaign_through_real_kannel_and_smtp() {
                     let states = store.contact_states(w1.id).await.unwrap();
                     if let Some((sub, _, _)) = states.iter().find(|(_, arm, st)| arm == "treatment" && st == "delivered") {
                         let msisdn = store.msisdns_of(&[*sub]).await.unwrap().remove(0).1;
-                        services.run("kannel.sh", &["mo", &msisdn, "10086", "1"], &[]);
+                        kannel.mo(&msisdn, "10086", "1");
                         replier = Some(*sub);
                     }
                 }
@@ -213,14 +146,10 @@ async fn campaign_through_real_kannel_and_smtp() {
     );
 
     // The report reached staff through the real SMTP server.
-    let mut mails = Vec::new();
-    for _ in 0..50 {
-        mails = maildir_messages(&services.smtp_dir);
-        if !mails.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mails = crate::services::wait_for("the report e-mail", Duration::from_secs(60), || {
+        Some(smtp.messages()).filter(|m| !m.is_empty())
+    })
+    .await;
     assert_eq!(mails.len(), 1, "one report e-mail");
     assert!(mails[0].contains("test-campaign run"), "{}", mails[0]);
     assert!(mails[0].contains("retention-staff@example.com"));

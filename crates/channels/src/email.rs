@@ -8,7 +8,7 @@ use lettre::address::AddressError;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::SendError;
@@ -50,6 +50,18 @@ pub enum BuildError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// `ca_file` cannot be read.
+    #[error("cannot read SMTP `ca_file` `{path}`: {source}")]
+    CaFile {
+        /// The configured path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `ca_file` is set although `tls` is `none`: a trust anchor with nothing to verify is a
+    /// config mistake (the operator believes the connection is verified).
+    #[error("SMTP `ca_file` is set but `tls` is `none`; set `tls` to `starttls` or `tls`")]
+    CaFileWithoutTls,
     /// TLS parameters for the SMTP host could not be built.
     #[error("cannot set up TLS for SMTP host `{host}`: {source}")]
     Tls {
@@ -112,11 +124,47 @@ impl Mailer {
                 host,
                 port,
                 tls,
+                ca_file,
                 username_env,
                 password_env,
             } => {
+                let extra_root = match ca_file {
+                    None => None,
+                    Some(_) if *tls == SmtpTls::None => return Err(BuildError::CaFileWithoutTls),
+                    Some(path) => {
+                        let pem = std::fs::read(path)
+                            .and_then(|pem| {
+                                // lettre accepts a file without certificates and would then
+                                // trust nothing extra, failing only at the first send.
+                                if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                                    Ok(pem)
+                                } else {
+                                    Err(std::io::Error::new(
+                                        std::io::ErrorKind::InvalidData,
+                                        "no PEM certificate in it",
+                                    ))
+                                }
+                            })
+                            .map_err(|source| BuildError::CaFile {
+                                path: path.clone(),
+                                source,
+                            })?;
+                        let cert =
+                            Certificate::from_pem(&pem).map_err(|source| BuildError::Tls {
+                                host: host.clone(),
+                                source,
+                            })?;
+                        Some(cert)
+                    }
+                };
+                // Verification stays on: a private CA is trusted only by naming it in the
+                // config, never by turning checks off.
                 let tls_for = |host: &str| {
-                    TlsParameters::new(host.to_owned()).map_err(|source| BuildError::Tls {
+                    let mut params = TlsParameters::builder(host.to_owned());
+                    if let Some(cert) = extra_root.clone() {
+                        params = params.add_root_certificate(cert);
+                    }
+                    params.build().map_err(|source| BuildError::Tls {
                         host: host.to_owned(),
                         source,
                     })
@@ -371,6 +419,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 2525,
             tls: SmtpTls::None,
+            ca_file: None,
             username_env: username_env.map(str::to_owned),
             password_env: password_env.map(str::to_owned),
         };
@@ -406,6 +455,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port,
                 tls: SmtpTls::None,
+                ca_file: None,
                 username_env: None,
                 password_env: None,
             },
@@ -417,6 +467,33 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, SendError::Transient(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn ca_file_must_hold_a_certificate_and_needs_tls() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tmp = tempfile::tempdir().unwrap();
+        let smtp = |tls: SmtpTls, ca_file: PathBuf| EmailConfig::Smtp {
+            host: "127.0.0.1".into(),
+            port: 2525,
+            tls,
+            ca_file: Some(ca_file),
+            username_env: None,
+            password_env: None,
+        };
+
+        let missing = tmp.path().join("missing.pem");
+        let err = Mailer::new(&smtp(SmtpTls::Starttls, missing), FROM).unwrap_err();
+        assert!(matches!(err, BuildError::CaFile { .. }), "{err:?}");
+
+        // lettre would accept this file and trust nothing extra; the operator must hear now.
+        let empty = tmp.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = Mailer::new(&smtp(SmtpTls::Starttls, empty.clone()), FROM).unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+
+        let err = Mailer::new(&smtp(SmtpTls::None, empty), FROM).unwrap_err();
+        assert!(matches!(err, BuildError::CaFileWithoutTls), "{err:?}");
     }
 
     #[test]

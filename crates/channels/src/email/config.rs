@@ -37,6 +37,13 @@ pub enum EmailConfig {
         /// Default: `none`.
         #[serde(default)]
         tls: SmtpTls,
+        /// PEM file with extra CA certificates to trust for this server, on top of the
+        /// built-in public roots: for a relay whose certificate comes from a private CA.
+        /// Certificates are always verified; only with `tls` set to `starttls` or `tls`.
+        ///
+        /// Default: none (public roots only).
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
         /// Name of the environment variable holding the SMTP username. Set together with
         /// `password_env`, or leave both unset to send without authentication.
         #[serde(default)]
@@ -79,6 +86,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 25,
                 tls: SmtpTls::None,
+                ca_file: None,
                 username_env: None,
                 password_env: None,
             }

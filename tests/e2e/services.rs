@@ -1,0 +1,327 @@
+//! The real services of e2e tests: a private Kannel (scripts/kannel.sh) and a real SMTP
+//! server (scripts/smtp.sh). Each instance lives in a temp dir of its own, on ports chosen
+//! for this run, and is stopped when its handle drops, so a leftover from a killed run (its
+//! dir and ports are its own) cannot break the next run. A missing binary makes the scripts
+//! fail, and with them the test: never a skip, under CI or not.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::helpers;
+
+/// Cargo sets CARGO_PKG_NAME for test processes: used as the Kannel sendsms password and the
+/// SMTP user, the tests configure secrets by variable name without mutating the environment.
+pub(crate) const SECRET_ENV: &str = "CARGO_PKG_NAME";
+/// A second variable cargo sets, for the SMTP password (its value differs from SECRET_ENV's,
+/// which makes SECRET_ENV a wrong password).
+pub(crate) const SMTP_PASSWORD_ENV: &str = "CARGO_PKG_VERSION";
+
+const KANNEL_ADMIN_PASSWORD: &str = "e2e-admin";
+const KANNEL_STATUS_PASSWORD: &str = "e2e-status";
+/// A port picked free can be taken by someone else before Kannel binds it.
+const START_ATTEMPTS: usize = 5;
+
+pub(crate) fn env_secret(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("cargo sets {var} for test processes"))
+}
+
+/// Ports nobody listens on right now, all different (the listeners are held together).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Polls `cond` every 50 ms until it holds; panics with `what` after `deadline`.
+pub(crate) async fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut cond: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One private Kannel: bearerbox, smsbox and fakesmsc as the operator's SMSC.
+pub(crate) struct Kannel {
+    dir: tempfile::TempDir,
+    pub(crate) admin_port: u16,
+    pub(crate) box_port: u16,
+    pub(crate) smsc_port: u16,
+    pub(crate) sendsms_port: u16,
+    callback_base: String,
+}
+
+impl Kannel {
+    /// Starts Kannel on free ports; MO goes to `<callback_base>/callbacks/kannel/mo`.
+    pub(crate) fn start(callback_base: &str) -> Kannel {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let ports = free_ports(4);
+            let kannel = Kannel {
+                dir: tempfile::Builder::new()
+                    .prefix("campaignd-e2e-kannel-")
+                    .tempdir()
+                    .expect("temp dir"),
+                admin_port: ports[0],
+                box_port: ports[1],
+                smsc_port: ports[2],
+                sendsms_port: ports[3],
+                callback_base: callback_base.to_owned(),
+            };
+            let out = kannel.script(&["start"]);
+            if out.status.success() {
+                return kannel;
+            }
+            last = describe(&out);
+            assert!(
+                !last.contains("missing dependency"),
+                "Kannel is required for this test (run scripts/install-deps.sh):\n{last}"
+            );
+            // Probably a port taken between the probe and the start: the drop stops whatever
+            // started, and the next attempt uses other ports and another dir.
+        }
+        panic!("Kannel did not start in {START_ATTEMPTS} attempts; the last:\n{last}");
+    }
+
+    pub(crate) fn sendsms_url(&self) -> String {
+        format!("http://127.0.0.1:{}/cgi-bin/sendsms", self.sendsms_port)
+    }
+
+    fn script(&self, args: &[&str]) -> Output {
+        Command::new("bash")
+            .arg(helpers::repo_root().join("scripts/kannel.sh"))
+            .args(args)
+            .env("KANNEL_DIR", self.dir.path())
+            .env("KANNEL_ADMIN_PORT", self.admin_port.to_string())
+            .env("KANNEL_BOX_PORT", self.box_port.to_string())
+            .env("KANNEL_SMSC_PORT", self.smsc_port.to_string())
+            .env("KANNEL_SENDSMS_PORT", self.sendsms_port.to_string())
+            .env("KANNEL_ADMIN_PASSWORD", KANNEL_ADMIN_PASSWORD)
+            .env("KANNEL_STATUS_PASSWORD", KANNEL_STATUS_PASSWORD)
+            .env("CAMPAIGND_KANNEL_PASSWORD", env_secret(SECRET_ENV))
+            .env("CAMPAIGND_CALLBACK_URL", &self.callback_base)
+            // A loaded two-core machine can be slow to bring the boxes up.
+            .env("KANNEL_START_TIMEOUT", "60")
+            .output()
+            .expect("run scripts/kannel.sh")
+    }
+
+    /// Runs scripts/kannel.sh with this instance's settings; panics unless it succeeds.
+    pub(crate) fn run(&self, args: &[&str]) {
+        let out = self.script(args);
+        assert!(
+            out.status.success(),
+            "scripts/kannel.sh {args:?} failed: {}",
+            describe(&out)
+        );
+    }
+
+    /// A subscriber's reply typed at the fake SMSC (non-ASCII goes as UCS-2).
+    pub(crate) fn mo(&self, from: &str, to: &str, text: &str) {
+        self.run(&["mo", from, to, text]);
+    }
+
+    /// The PID a box recorded for itself.
+    pub(crate) fn pid(&self, name: &str) -> u32 {
+        let path = self.dir.path().join("run").join(format!("{name}.pid"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("pid in {}: {e}", path.display()))
+    }
+
+    pub(crate) fn log(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs").join(file)).unwrap_or_default()
+    }
+
+    /// The MT messages fakesmsc received, as `<from> <to> <type> <data>` in arrival order.
+    pub(crate) fn delivered(&self) -> Vec<String> {
+        self.log("fakesmsc.log")
+            .lines()
+            .filter_map(|l| {
+                let rest = &l[l.find("DEBUG: Got message ")? + "DEBUG: Got message ".len()..];
+                let body = &rest[rest.find(": <")? + 3..];
+                Some(body.strip_suffix('>').unwrap_or(body).to_owned())
+            })
+            .collect()
+    }
+
+    /// GET on bearerbox's admin HTTP, e.g. `status.txt` or `stop-smsc?smsc=FAKE`.
+    pub(crate) async fn admin(&self, path: &str) -> (u16, String) {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let password = if path.starts_with("status") {
+            KANNEL_STATUS_PASSWORD
+        } else {
+            KANNEL_ADMIN_PASSWORD
+        };
+        let url = format!(
+            "http://127.0.0.1:{}/{path}{sep}password={password}",
+            self.admin_port
+        );
+        let res = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Kannel admin {path}: {e}"));
+        let status = res.status().as_u16();
+        (status, res.text().await.unwrap_or_default())
+    }
+
+    /// The state bearerbox reports for the FAKE SMSC (`online`, `re-connecting`, `dead`, ...).
+    pub(crate) async fn fake_smsc_state(&self) -> String {
+        let (_, status) = self.admin("status.txt").await;
+        status
+            .lines()
+            .find(|l| l.trim_start().starts_with("FAKE[FAKE]"))
+            .and_then(|l| {
+                Some(
+                    l[l.find('(')? + 1..]
+                        .split([',', ' ', ')'])
+                        .next()?
+                        .to_owned(),
+                )
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Kannel {
+    fn drop(&mut self) {
+        let out = self.script(&["stop"]);
+        if !out.status.success() {
+            eprintln!("scripts/kannel.sh stop failed: {}", describe(&out));
+        }
+    }
+}
+
+/// Sends a signal to a process of ours (a box this test started).
+pub(crate) fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -{sig} {pid}");
+}
+
+/// /proc/<pid>/stat state, if the process exists and is not a zombie.
+pub(crate) fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with(['Z', 'X']))
+        })
+        .unwrap_or(false)
+}
+
+/// How the SMTP server is set up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SmtpSetup {
+    /// Offer (and require) STARTTLS with a certificate from a throwaway CA.
+    pub(crate) starttls: bool,
+    /// Require AUTH as user `$SECRET_ENV` with password `$SMTP_PASSWORD_ENV`.
+    pub(crate) auth: bool,
+}
+
+/// One real SMTP server (aiosmtpd) storing what it accepts in a maildir.
+pub(crate) struct Smtp {
+    dir: tempfile::TempDir,
+    pub(crate) port: u16,
+}
+
+impl Smtp {
+    pub(crate) fn start(setup: SmtpSetup) -> Smtp {
+        let dir = tempfile::Builder::new()
+            .prefix("campaignd-e2e-smtp-")
+            .tempdir()
+            .expect("temp dir");
+        let mut smtp = Smtp { dir, port: 0 };
+        let mut c = smtp.command("start");
+        // Port 0: the server binds a free port itself and reports it, so nothing can race.
+        c.env("SMTP_PORT", "0")
+            .env("SMTP_TLS", if setup.starttls { "starttls" } else { "none" });
+        if setup.auth {
+            c.env("SMTP_USER", env_secret(SECRET_ENV))
+                .env("SMTP_PASSWORD", env_secret(SMTP_PASSWORD_ENV));
+        } else {
+            c.env_remove("SMTP_USER").env_remove("SMTP_PASSWORD");
+        }
+        let out = c.output().expect("run scripts/smtp.sh");
+        assert!(
+            out.status.success(),
+            "the SMTP server is required for this test (run scripts/install-deps.sh): {}",
+            describe(&out)
+        );
+        let out = smtp.command("port").output().expect("run scripts/smtp.sh");
+        assert!(out.status.success(), "smtp.sh port: {}", describe(&out));
+        smtp.port = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("smtp.sh port prints the port");
+        smtp
+    }
+
+    fn command(&self, arg: &str) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(helpers::repo_root().join("scripts/smtp.sh"))
+            .arg(arg)
+            .env("SMTP_DIR", self.dir.path());
+        c
+    }
+
+    /// The throwaway CA that signed the server's certificate (STARTTLS servers only).
+    pub(crate) fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    /// Every message the server stored, headers included.
+    pub(crate) fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(self.dir.path().join("maildir").join(sub)) {
+                for e in rd.flatten() {
+                    out.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
+    /// The server's log: one line per AUTH attempt and per stored message.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("smtp.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.command("stop").output();
+    }
+}
