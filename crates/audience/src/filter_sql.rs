@@ -475,8 +475,7 @@ mod tests {
             .build()
             .unwrap();
         let (db, schema) = runtime.block_on(database(backend));
-        let mut config =
-            proptest::test_runner::contextualize_config(ProptestConfig::with_cases(64));
+        let mut config = proptest::test_runner::contextualize_config(testkit::proptest_config(64));
         config.test_name = Some(concat!(
             module_path!(),
             "::sql_selects_exactly_what_eval_selects"

@@ -474,6 +474,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(testkit::proptest_config(256))]
+
         #[test]
         fn uplift_is_finite_bounded_and_contains_its_estimate(
             t in arm_strategy(),
@@ -528,8 +530,63 @@ mod tests {
         #[test]
         fn quantile_inverts_the_cdf(p in 1e-12f64..(1.0 - 1e-12)) {
             let back = normal_cdf(normal_quantile(p));
-            let scale = p.min(1.0 - p);
-            prop_assert!((back - p).abs() <= 1e-13 * scale.max(1e-3), "{p} -> {back}");
+            let tolerance = roundtrip_tolerance(p);
+            prop_assert!((back - p).abs() <= tolerance, "{p} -> {back} (tolerance {tolerance:e})");
+        }
+    }
+
+    /// How far `normal_cdf(normal_quantile(p))` may land from `p`: 1e-13 of the tail
+    /// probability `min(p, 1 - p)`, the accuracy the tails need, but never less than float
+    /// precision allows where `normal_cdf` computes its value as a difference from 1: above
+    /// 0.5 it returns `1 - tail`, and from p = erfc(2)/2 ~ 2.3e-3 up it evaluates `erfc` as
+    /// `1 - erf` with `erf` close to 1. There the result sits on the grid of numbers near 1,
+    /// whose step is one ulp of the coarser of `p` and `1 - p` (1.1e-16), and `erf`'s series
+    /// adds a few roundings of that size. A bound below that grid (the old one was 1e-16 for
+    /// p = 1 - 1e-12: 1 - p is only known to 1.1e-16 there) fails at random on a correct
+    /// quantile. Measured over 4 million log-spaced p: at most 14 grid steps (at tail ~5e-3,
+    /// the series' worst cancellation); 16 still leaves a real error no room: a quantile off by
+    /// 1e-9 of itself (Acklam's approximation without its Halley step) moves p by more than 16
+    /// steps wherever p's grid can show it at all. Deeper in the lower tail
+    /// `erfc` is a continued fraction with no subtraction, so only the relative bound applies.
+    fn roundtrip_tolerance(p: f64) -> f64 {
+        let relative = 1e-13 * p.min(1.0 - p);
+        if p < normal_cdf(-2.0 * std::f64::consts::SQRT_2) {
+            return relative;
+        }
+        let coarser = p.max(1.0 - p);
+        let grid = coarser.next_up() - coarser;
+        relative.max(16.0 * grid)
+    }
+
+    #[test]
+    fn a_wrong_quantile_fails_the_roundtrip_tolerance() {
+        // Off by 1e-9 of itself, Acklam's error before its Halley step: every p must notice,
+        // in both tails. Not p = 1 - 1e-12: there the density is ~1e-11 and any quantile error
+        // below ~1e-5 moves the probability by less than one step of the grid near 1, so no
+        // roundtrip through p can see it; the lower tail, the same code by symmetry, checks it.
+        for p in [
+            1e-12,
+            1e-6,
+            2.3e-3,
+            2.4e-3,
+            0.01,
+            0.2,
+            0.7,
+            0.99,
+            1.0 - 2.3e-3,
+            1.0 - 1e-6,
+        ] {
+            let x = normal_quantile(p);
+            let back = normal_cdf(x * (1.0 + 1e-9));
+            assert!(
+                (back - p).abs() > roundtrip_tolerance(p),
+                "{p}: a quantile off by 1e-9 still passes ({back})"
+            );
+            let exact = normal_cdf(x);
+            assert!(
+                (exact - p).abs() <= roundtrip_tolerance(p),
+                "{p} -> {exact}"
+            );
         }
     }
 }

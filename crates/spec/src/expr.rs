@@ -2157,7 +2157,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        #![proptest_config(testkit::proptest_config(512))]
 
         #[test]
         fn parse_never_panics_on_any_text(src in any::<String>()) {
