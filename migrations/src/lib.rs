@@ -12,6 +12,7 @@ mod m20261125_000003_claim_index;
 mod m20261125_000004_drop_lease_index;
 mod m20261125_000005_dispatch_queue;
 mod m20261125_000006_subscriber_byte_order;
+mod m20261126_000007_late_attribution;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_drop_lease_index::Migration),
             Box::new(m20261125_000005_dispatch_queue::Migration),
             Box::new(m20261125_000006_subscriber_byte_order::Migration),
+            Box::new(m20261126_000007_late_attribution::Migration),
         ]
     }
 }

@@ -88,3 +88,27 @@ mod tests {
         assert_ne!(a, b);
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// Membership must be the same in every process and on every replica, for ever: a run's
+    /// control group is recomputed by whichever replica plans, and evaluation compares the
+    /// arms years later. These values were computed once and are hard-coded, so a hasher
+    /// keyed per process (std's `RandomState`), a changed byte order or a changed salt
+    /// separator fails here, where the other tests (which compare two calls in one process)
+    /// would still pass.
+    #[test]
+    fn control_membership_matches_golden_values() {
+        let members: Vec<(i64, String)> = (1..=40)
+            .map(|i| (i, if i % 4 == 0 { "silver" } else { "ordinary" }.to_owned()))
+            .collect();
+        let (_, control) = split_control(&members, 0.25, "autumn-2026");
+        assert_eq!(control, GOLDEN_CONTROL, "control split changed");
+        assert_eq!(control_key("autumn-2026", 1), GOLDEN_KEY_1);
+    }
+
+    const GOLDEN_CONTROL: [i64; 11] = [6, 14, 16, 17, 21, 24, 29, 31, 35, 36, 39];
+    const GOLDEN_KEY_1: u64 = 11_625_808_367_348_819_978;
+}

@@ -16,5 +16,5 @@ mod plan;
 mod policy;
 
 pub use control::{control_key, split_control};
-pub use plan::{Funnel, PlanError, PlanInput, PlanSummary, plan_wave, preview};
+pub use plan::{Funnel, PLANNER_LOCK, PlanError, PlanInput, PlanSummary, plan_wave, preview};
 pub use policy::next_allowed;

@@ -64,6 +64,12 @@ struct Plan {
     excluded_by: Vec<(String, Vec<i64>)>,
 }
 
+/// The PostgreSQL advisory-lock key planners serialize on (two int4 keys): planning's own
+/// number and the schema's. Advisory locks are per database, not per schema, so with one
+/// fixed key every tenant (and every test schema) in a database would wait for the others'
+/// planners; the caps a planner protects are per schema anyway.
+pub const PLANNER_LOCK: &str = "7290001, hashtext(current_schema())";
+
 /// Plans a wave and writes its contacts, funnel, decisions, window and close timer in ONE
 /// transaction. The first statement moves the wave from `pending` to `open`; that takes the
 /// write lock up front on SQLite and makes a concurrent planner of the same wave a no-op.
@@ -74,7 +80,7 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
     // frequency cap. SQLite already has one writer at a time (the first statement below
     // takes the write lock); PostgreSQL replicas serialize on a transaction advisory lock.
     if store.is_postgres() {
-        tx.execute_unprepared("SELECT pg_advisory_xact_lock(7290001)")
+        tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PLANNER_LOCK})"))
             .await?;
     }
     if !store::runs::transition_wave(

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use spec::{Bundle, ResponseRule, Workflow};
 use store::Store;
 
+use tracing::warn;
+
 use crate::EngineError;
 
 #[derive(Default)]
@@ -119,11 +121,55 @@ impl Catalog {
     }
 }
 
-impl tracking::Rules for Catalog {
-    fn rules(&self, run_id: i64, wave: &str) -> Option<Vec<ResponseRule>> {
-        let runs = self.runs.lock().expect("catalog lock");
-        runs.get(&run_id)
-            .and_then(|wf| wf.wave(wave))
-            .map(|w| w.responses.clone())
+impl Catalog {
+    /// Response rules for attribution: active runs from memory, and any other run (one that
+    /// finished before a response received in its window was attributed) from its stored
+    /// version, compiled on first use and then cached with the other versions.
+    pub fn rules<'a>(&'a self, store: &'a Store) -> StoredRules<'a> {
+        StoredRules {
+            catalog: self,
+            store,
+        }
+    }
+}
+
+/// [`tracking::Rules`] over the catalog and the store: see [`Catalog::rules`].
+pub struct StoredRules<'a> {
+    catalog: &'a Catalog,
+    store: &'a Store,
+}
+
+impl tracking::Rules for StoredRules<'_> {
+    async fn rules(
+        &self,
+        run_id: i64,
+        wave: &str,
+    ) -> Result<Option<Vec<ResponseRule>>, tracking::TrackingError> {
+        let cached = self
+            .catalog
+            .runs
+            .lock()
+            .expect("catalog lock")
+            .get(&run_id)
+            .cloned();
+        let wf = match cached {
+            Some(wf) => wf,
+            None => {
+                let Some(run) = self.store.run(run_id).await? else {
+                    return Ok(None);
+                };
+                match self.catalog.version(self.store, run.version_id).await {
+                    Ok(wf) => wf,
+                    Err(EngineError::Store(e)) => return Err(e.into()),
+                    // Retrying cannot make a stored bundle compile; the response is kept
+                    // and the caller logs that it does not count.
+                    Err(e) => {
+                        warn!(run_id, error = %e, "Cannot load the workflow of a run for attribution.");
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        Ok(wf.wave(wave).map(|w| w.responses.clone()))
     }
 }

@@ -172,7 +172,14 @@ pub struct TickStats {
     /// row whose lease ran out by itself, so this only keeps counts and the log honest, and
     /// scanning the queue on every pass cost more than the dispatch it served.
     pub leases_reclaimed: u64,
+    /// Stored reports of finished runs rebuilt because a response received in time was
+    /// attributed after the run finished.
+    pub reports_refreshed: u64,
 }
+
+/// How many leases a wave window waits past its close for inbound rows received before it
+/// to be tried by attribution (see `Store::due_timers`).
+const INBOUND_BARRIER_LEASES: u32 = 4;
 
 impl Engine {
     pub fn new(
@@ -302,16 +309,22 @@ impl Engine {
             .try_singleton_lease("attribution", &self.cfg.worker_id, lease_until, now)
             .await?
         {
+            let rules = self.catalog.rules(&self.store);
             loop {
-                let s = tracking::process_batch(&self.store, &self.catalog, 2000).await?;
+                let s = tracking::process_batch(&self.store, &rules, 2000).await?;
                 stats.inbound_processed += s.processed;
                 if s.processed == 0 {
                     break;
                 }
             }
+            stats.reports_refreshed += self.refresh_stale_reports().await?;
         }
         let now = self.clock.now(&self.store).await?;
-        for timer in self.store.due_timers(now, 100).await? {
+        // Windows wait for untried inbound rows received before they close (the barrier in
+        // `due_timers`), for at most a few leases: long enough for a dead attribution
+        // holder's lease to run out and another replica to catch up.
+        let barrier_grace = self.clock.span_of(self.cfg.lease * INBOUND_BARRIER_LEASES);
+        for timer in self.store.due_timers(now, barrier_grace, 100).await? {
             self.failpoints.reach(FailPoint::BeforeTimerFire).await?;
             let tx = self
                 .store
@@ -365,6 +378,31 @@ impl Engine {
             );
         }
         Ok(stats)
+    }
+
+    /// Rebuilds the stored report of every finished run that got a response after its
+    /// report was built (received in time, attributed late). The report keeps the run's
+    /// finish time; only its numbers change. Safe on any replica: the stored report is only
+    /// replaced by one built from more responses.
+    async fn refresh_stale_reports(&self) -> Result<u64, EngineError> {
+        let mut refreshed = 0;
+        for run in self.store.stale_reports(100).await? {
+            let wf = self.catalog.version(&self.store, run.version_id).await?;
+            let response_seq = self.store.response_seq(run.id).await?;
+            let finished_at = run.finished_at.unwrap_or(run.started_at);
+            let report =
+                build_report(&self.store, &wf, &run, finished_at, self.cfg.simulated).await?;
+            let json = evaluate::render_json(&report);
+            if self
+                .store
+                .refresh_report(run.id, &json, response_seq)
+                .await?
+            {
+                refreshed += 1;
+                info!(message = "Report rebuilt after a late response.", campaign = %run.campaign, run_id = run.id);
+            }
+        }
+        Ok(refreshed)
     }
 
     fn reclaim_due(&self) -> bool {
@@ -494,9 +532,15 @@ impl Engine {
             return Ok((planned, 0));
         }
         let now = self.clock.now(&self.store).await?;
+        // Read before building: a response recorded meanwhile marks the report stale.
+        let response_seq = self.store.response_seq(run.id).await?;
         let report = build_report(&self.store, &wf, run, now, self.cfg.simulated).await?;
         let json = evaluate::render_json(&report);
-        if !self.store.finish_run(run.id, &json, now).await? {
+        if !self
+            .store
+            .finish_run_as_of(run.id, &json, response_seq, now)
+            .await?
+        {
             return Ok((planned, 0));
         }
         self.catalog.forget_run(run.id);

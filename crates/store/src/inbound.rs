@@ -108,11 +108,13 @@ impl Store {
         Ok(n)
     }
 
-    /// The oldest unprocessed inbound events.
+    /// Unprocessed inbound events, those deferred least often first, then oldest first. A
+    /// row that keeps being deferred (a report for a contact that is never sent, a forged
+    /// key) sinks behind fresh rows, so a batch full of such rows cannot stall the rest.
     pub async fn unprocessed_inbound(&self, limit: u64) -> Result<Vec<InboundRow>> {
         let rows = query(
             self.db(),
-            "SELECT id, source, idem_key, msisdn, kind, value, received_at FROM inbound WHERE processed = ? ORDER BY id LIMIT ?",
+            "SELECT id, source, idem_key, msisdn, kind, value, received_at FROM inbound WHERE processed = ? ORDER BY tries, id LIMIT ?",
             [false.into(), (limit as i64).into()],
         )
         .await?;
@@ -134,6 +136,21 @@ impl Store {
         Ok(())
     }
 
+    /// Records that attribution looked at rows and left them for a later pass. A tried row
+    /// no longer holds its wave's window open (see [`Store::due_timers`]).
+    pub async fn mark_inbound_deferred(&self, ids: &[i64]) -> Result<()> {
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "UPDATE inbound SET tries = tries + 1 WHERE processed = ? AND id IN ({})",
+                marks(chunk.len())
+            );
+            let mut values: Vec<Value> = vec![false.into()];
+            values.extend(chunk.iter().map(|id| Value::from(*id)));
+            exec(self.db(), &sql, values).await?;
+        }
+        Ok(())
+    }
+
     pub async fn contact_by_key(&self, key: &str) -> Result<Option<ContactRef>> {
         let sql = format!("{CONTACT_REF} WHERE c.idem_key = ?");
         let rows = query(self.db(), &sql, [key.into()]).await?;
@@ -142,13 +159,17 @@ impl Store {
             .transpose()
     }
 
-    /// A subscriber's contacts in runs that are still active, newest wave first: the
-    /// candidates a reply or a business event may be attributed to.
-    pub async fn active_contacts_of(&self, subscriber_id: i64) -> Result<Vec<ContactRef>> {
+    /// A subscriber's contacts in runs that were active when an event was received at `at`
+    /// (still active, or finished at or after `at`), newest wave first: the candidates a
+    /// reply or a business event may be attributed to. Judged by `at`, not by the run's
+    /// state now, so an event attributed after its run finished is matched exactly as it
+    /// would have been on arrival.
+    pub async fn contacts_of_at(&self, subscriber_id: i64, at: Millis) -> Result<Vec<ContactRef>> {
         let sql = format!(
-            "{CONTACT_REF} JOIN run r ON r.id = c.run_id WHERE c.subscriber_id = ? AND r.state = 'active' ORDER BY w.ordinal DESC, c.id DESC"
+            "{CONTACT_REF} JOIN run r ON r.id = c.run_id WHERE c.subscriber_id = ? \
+             AND (r.state = 'active' OR r.finished_at >= ?) ORDER BY w.ordinal DESC, c.id DESC"
         );
-        let rows = query(self.db(), &sql, [subscriber_id.into()]).await?;
+        let rows = query(self.db(), &sql, [subscriber_id.into(), at.into()]).await?;
         rows.iter()
             .map(|r| Ok(ContactRef::from_query_result(r, "")?))
             .collect()
@@ -197,7 +218,9 @@ impl Store {
     }
 
     /// Stores a response and, when it counts for the wave, marks the contact responded
-    /// (first response wins).
+    /// (first response wins). Bumps the run's response sequence in the same transaction, so
+    /// a report built before this response is known to be stale (see
+    /// [`Store::stale_reports`]), however the response and the run's finish interleave.
     pub async fn record_response(
         &self,
         contact: &ContactRef,
@@ -220,6 +243,12 @@ impl Store {
                 value.map(str::to_owned).into(),
                 at.into(),
             ],
+        )
+        .await?;
+        exec(
+            &tx,
+            "UPDATE run SET response_seq = response_seq + 1 WHERE id = ?",
+            [contact.run_id.into()],
         )
         .await?;
         if counts {

@@ -277,12 +277,79 @@ impl Store {
         transition_wave(self.db(), wave_run_id, from, to).await
     }
 
-    /// Marks a run done with its evaluation report; false when it was not active.
+    /// Marks a run done with its evaluation report, taken as built from every response
+    /// recorded so far; false when it was not active. When responses may be recorded while
+    /// the report is built, use [`Store::finish_run_as_of`].
     pub async fn finish_run(&self, run_id: i64, report_json: &str, now: Millis) -> Result<bool> {
         let res = exec(
             self.db(),
-            "UPDATE run SET state = 'done', finished_at = ?, report = ? WHERE id = ? AND state = 'active'",
+            "UPDATE run SET state = 'done', finished_at = ?, report = ?, report_seq = response_seq WHERE id = ? AND state = 'active'",
             [now.into(), report_json.into(), run_id.into()],
+        )
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Marks a run done with a report built from the responses up to `response_seq` (read
+    /// with [`Store::response_seq`] BEFORE building it). A response recorded meanwhile leaves
+    /// the report stale, and [`Store::stale_reports`] names the run until it is rebuilt.
+    pub async fn finish_run_as_of(
+        &self,
+        run_id: i64,
+        report_json: &str,
+        response_seq: i64,
+        now: Millis,
+    ) -> Result<bool> {
+        let res = exec(
+            self.db(),
+            "UPDATE run SET state = 'done', finished_at = ?, report = ?, report_seq = ? WHERE id = ? AND state = 'active'",
+            [now.into(), report_json.into(), response_seq.into(), run_id.into()],
+        )
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// How many responses have been recorded for a run: read before building its report.
+    pub async fn response_seq(&self, run_id: i64) -> Result<i64> {
+        let rows = query(
+            self.db(),
+            "SELECT response_seq FROM run WHERE id = ?",
+            [run_id.into()],
+        )
+        .await?;
+        Ok(match rows.first() {
+            Some(r) => r.try_get::<i64>("", "response_seq")?,
+            None => 0,
+        })
+    }
+
+    /// Finished runs whose stored report misses responses recorded after it was built (a
+    /// response received in time but attributed after the run finished).
+    pub async fn stale_reports(&self, limit: u64) -> Result<Vec<RunRow>> {
+        let rows = query(
+            self.db(),
+            "SELECT id, campaign, version_id, slot_id, trigger, state, started_at, finished_at FROM run \
+             WHERE state = 'done' AND report_seq <> response_seq ORDER BY id LIMIT ?",
+            [(limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| Ok(RunRow::from_query_result(r, "")?))
+            .collect()
+    }
+
+    /// Replaces a finished run's report with one built from the responses up to
+    /// `response_seq`; false when the run is not finished or a newer report is stored.
+    pub async fn refresh_report(
+        &self,
+        run_id: i64,
+        report_json: &str,
+        response_seq: i64,
+    ) -> Result<bool> {
+        let res = exec(
+            self.db(),
+            "UPDATE run SET report = ?, report_seq = ? WHERE id = ? AND state = 'done' AND report_seq < ?",
+            [report_json.into(), response_seq.into(), run_id.into(), response_seq.into()],
         )
         .await?;
         Ok(res.rows_affected() == 1)
@@ -301,12 +368,33 @@ impl Store {
         })
     }
 
-    /// Timers whose fire time has passed, by the clock value given (the database clock).
-    pub async fn due_timers(&self, now: Millis, limit: u64) -> Result<Vec<TimerRow>> {
+    /// Timers whose fire time has passed, by the clock value given (the database clock),
+    /// and that the inbound barrier lets through.
+    ///
+    /// The barrier: a window does not close while an inbound row received at or before its
+    /// close is still untried by attribution, because closing lets the next wave pick its
+    /// non-responders, and a reply waiting in the queue would make its sender one. Every
+    /// replica obeys it, lease holder for attribution or not. It is bounded twice, so rows
+    /// that can never be attributed cannot hold windows shut: it waits only for rows
+    /// attribution has not looked at yet (a deferred row has been tried, see
+    /// [`Store::mark_inbound_deferred`]), and for at most `grace` past the fire time (when
+    /// no replica attributes at all, e.g. every one fails on the same row, windows close
+    /// late rather than never). The barrier spans all campaigns: a backlog of untried rows
+    /// delays every window it could concern, never a window whose close is older than
+    /// every untried row.
+    pub async fn due_timers(
+        &self,
+        now: Millis,
+        grace: Millis,
+        limit: u64,
+    ) -> Result<Vec<TimerRow>> {
         let rows = query(
             self.db(),
-            "SELECT id, kind, wave_run_id, fire_at FROM timer WHERE state = 'pending' AND fire_at <= ? ORDER BY fire_at LIMIT ?",
-            [now.into(), (limit as i64).into()],
+            "SELECT t.id, t.kind, t.wave_run_id, t.fire_at FROM timer t WHERE t.state = 'pending' AND t.fire_at <= ? \
+             AND (t.fire_at < ? OR NOT EXISTS (SELECT 1 FROM inbound i \
+                  WHERE i.processed = ? AND i.tries = 0 AND i.received_at <= t.fire_at)) \
+             ORDER BY t.fire_at LIMIT ?",
+            [now.into(), now.saturating_sub(grace).into(), false.into(), (limit as i64).into()],
         )
         .await?;
         rows.iter()

@@ -275,6 +275,29 @@ async fn an_expired_lease_is_claimed_again_and_the_old_token_settles_nothing() -
     Ok(())
 }
 
+/// Guards the lease token on a RETRY settle (`... AND lease_token = ?` in `Store::settle`):
+/// a stale worker's transient failure must not take the row back from the worker that holds
+/// it now (clearing its lease and pushing its due time), or a third worker would claim and
+/// send it while the second is still sending.
+#[tokio::test]
+async fn a_stale_retry_settle_leaves_the_new_holders_lease_alone() -> Res {
+    let q = Queue::planned(&[(TREATMENT, None)]).await?;
+    assert_eq!(q.claim("A", T0, MINUTE, 10).await?, [(0, 1)]);
+    assert_eq!(q.claim("B", T0 + 2 * MINUTE, MINUTE, 10).await?, [(0, 2)]);
+    let retry = Outcome::Retry {
+        due_at: T0 + 60 * MINUTE,
+        error: "A timed out".into(),
+    };
+    assert_eq!(q.settle("A", &[(0, retry)]).await?, 0, "A lost the lease");
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 sending [queued: attempt 2, lease B, due +0m]\n"
+    );
+    // Nobody else can claim it while B's lease is live.
+    assert_eq!(q.claim("C", T0 + 2 * MINUTE + 1, MINUTE, 10).await?, []);
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_reclaim_pass_clears_only_leases_that_ran_out() -> Res {
     let q = Queue::planned(&[(TREATMENT, None), (TREATMENT, None)]).await?;

@@ -7,7 +7,9 @@
 //!   and attributed here later, so an event that races its contact is kept, not lost.
 //! - What counts as a response comes from the workflow version a run started with, through
 //!   [`Rules`]; a response is judged by when it was received, not when it is processed, so a
-//!   late attribution pass never changes the outcome.
+//!   late attribution pass never changes the outcome: an event is matched against the runs
+//!   that were active when it was received, finished since or not, and the rules of a
+//!   finished run are still looked up.
 //! - One attribution loop per database: two loops over the same rows would record the same
 //!   responses twice (the store offers no claim on inbound rows).
 
@@ -18,11 +20,17 @@ use store::{Millis, Store};
 use tracing::{debug, info, warn};
 
 /// Where attribution learns what counts as a response for a wave of a run (the engine keeps
-/// each run's workflow version in memory).
+/// each active run's workflow version in memory and compiles a finished run's from the
+/// store, which is why the lookup may wait on the database).
 pub trait Rules: Send + Sync {
-    /// `None` when the run's workflow is not known to the caller; such a wave then has no
-    /// rules, so its responses are recorded but never count.
-    fn rules(&self, run_id: i64, wave: &str) -> Option<Vec<ResponseRule>>;
+    /// `Ok(None)` when the run's workflow cannot be known; such a wave then has no rules, so
+    /// its responses are recorded but never count. An error (the store is unreachable)
+    /// fails the pass and leaves the row for the next one, rather than deciding it wrongly.
+    fn rules(
+        &self,
+        run_id: i64,
+        wave: &str,
+    ) -> impl Future<Output = Result<Option<Vec<ResponseRule>>, TrackingError>> + Send;
 }
 
 /// What one attribution pass did.
@@ -75,15 +83,16 @@ enum Disposition {
     Deferred,
 }
 
-/// Processes up to `limit` unprocessed inbound rows, oldest first; returns what it did.
+/// Processes up to `limit` unprocessed inbound rows, untried before deferred, oldest first;
+/// returns what it did.
 ///
 /// Each row is marked processed right after it is handled, so a crash repeats at most the
 /// row in flight. Delivery reports and opt-outs are idempotent; a repeated reply, outcome or
 /// event records its response row again, but the contact's first counted response is kept
 /// and conversions are counted per subscriber, so results do not change.
-pub async fn process_batch(
+pub async fn process_batch<R: Rules>(
     store: &Store,
-    rules: &dyn Rules,
+    rules: &R,
     limit: u64,
 ) -> Result<Stats, TrackingError> {
     let rows = store.unprocessed_inbound(limit).await?;
@@ -109,7 +118,12 @@ pub async fn process_batch(
                 store.mark_inbound_processed(&[row.id]).await?;
                 stats.processed += 1;
             }
-            Disposition::Deferred => stats.deferred += 1,
+            Disposition::Deferred => {
+                // Tried now: the row no longer holds its wave's window open, and it goes
+                // behind rows not tried yet.
+                store.mark_inbound_deferred(&[row.id]).await?;
+                stats.deferred += 1;
+            }
         }
     }
     Ok(stats)
@@ -155,9 +169,9 @@ async fn dlr(
     Ok(Disposition::Processed)
 }
 
-async fn mo(
+async fn mo<R: Rules>(
     store: &Store,
-    rules: &dyn Rules,
+    rules: &R,
     row: &InboundRow,
     stats: &mut Stats,
 ) -> Result<Disposition, TrackingError> {
@@ -176,7 +190,7 @@ async fn mo(
     // A reply can only answer a message that went out, so contacts never sent and the
     // control arm are no candidates.
     let mut candidates: Vec<ContactRef> = store
-        .active_contacts_of(subscriber)
+        .contacts_of_at(subscriber, at)
         .await?
         .into_iter()
         .filter(|c| {
@@ -186,10 +200,11 @@ async fn mo(
                 && c.planned_at.is_some_and(|p| p <= at)
         })
         .collect();
-    // Newest wave across all active runs, not per run ordinal.
+    // Newest wave across all runs active at `at`, not per run ordinal.
     candidates.sort_by(|a, b| b.planned_at.cmp(&a.planned_at).then(b.id.cmp(&a.id)));
     for contact in &candidates {
         let accepts = rules_of(rules, contact)
+            .await?
             .iter()
             .any(|r| matches!(r, ResponseRule::Reply(k) if k == "*" || *k == word));
         if accepts {
@@ -205,9 +220,9 @@ async fn mo(
     Ok(Disposition::Processed)
 }
 
-async fn event(
+async fn event<R: Rules>(
     store: &Store,
-    rules: &dyn Rules,
+    rules: &R,
     row: &InboundRow,
     stats: &mut Stats,
 ) -> Result<Disposition, TrackingError> {
@@ -219,7 +234,7 @@ async fn event(
     // Control contacts are recorded too: that is how evaluation sees the control group's
     // conversions. Only treatment responses inside the window count for the wave.
     let contacts: Vec<ContactRef> = store
-        .active_contacts_of(subscriber)
+        .contacts_of_at(subscriber, at)
         .await?
         .into_iter()
         .filter(|c| c.planned_at.is_some_and(|p| p <= at))
@@ -231,6 +246,7 @@ async fn event(
     }
     for contact in &contacts {
         let goal = rules_of(rules, contact)
+            .await?
             .iter()
             .any(|r| matches!(r, ResponseRule::Event(m) if m.matches(&row.kind, value)));
         let counts = goal && contact.arm == TREATMENT && in_window(contact, at);
@@ -242,9 +258,9 @@ async fn event(
     Ok(Disposition::Processed)
 }
 
-async fn task(
+async fn task<R: Rules>(
     store: &Store,
-    rules: &dyn Rules,
+    rules: &R,
     row: &InboundRow,
     stats: &mut Stats,
 ) -> Result<Disposition, TrackingError> {
@@ -255,6 +271,7 @@ async fn task(
     let at = row.received_at;
     let outcome = row.value.as_deref();
     let expected = rules_of(rules, &contact)
+        .await?
         .iter()
         .any(|r| matches!(r, ResponseRule::Outcome(o) if Some(o.as_str()) == outcome));
     store
@@ -309,11 +326,17 @@ async fn subscriber_for(
     Ok(subscriber)
 }
 
-fn rules_of(rules: &dyn Rules, contact: &ContactRef) -> Vec<ResponseRule> {
-    rules.rules(contact.run_id, &contact.wave).unwrap_or_else(|| {
-        warn!(run_id = contact.run_id, wave = %contact.wave, "No response rules known for this wave; its responses do not count.");
-        Vec::new()
-    })
+async fn rules_of<R: Rules>(
+    rules: &R,
+    contact: &ContactRef,
+) -> Result<Vec<ResponseRule>, TrackingError> {
+    Ok(rules
+        .rules(contact.run_id, &contact.wave)
+        .await?
+        .unwrap_or_else(|| {
+            warn!(run_id = contact.run_id, wave = %contact.wave, "No response rules known for this wave; its responses do not count.");
+            Vec::new()
+        }))
 }
 
 /// Judged by arrival, so a reply that arrived in the window counts even when processed late.

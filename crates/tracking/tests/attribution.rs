@@ -11,7 +11,7 @@ use store::runs::NewRun;
 use store::subscribers::{NewSubscriber, OnDuplicate};
 use store::{Store, TransactionTrait};
 use tempfile::TempDir;
-use tracking::{Rules, Stats, process_batch};
+use tracking::{Rules, Stats, TrackingError, process_batch};
 
 /// In the past, so every pass in these tests runs after the windows closed: a response is
 /// judged by when it arrived, never by when it is processed.
@@ -26,8 +26,12 @@ type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 struct TestRules(HashMap<(i64, String), Vec<ResponseRule>>);
 
 impl Rules for TestRules {
-    fn rules(&self, run_id: i64, wave: &str) -> Option<Vec<ResponseRule>> {
-        self.0.get(&(run_id, wave.to_owned())).cloned()
+    async fn rules(
+        &self,
+        run_id: i64,
+        wave: &str,
+    ) -> Result<Option<Vec<ResponseRule>>, TrackingError> {
+        Ok(self.0.get(&(run_id, wave.to_owned())).cloned())
     }
 }
 
@@ -734,6 +738,95 @@ async fn agent_outcomes_count_when_the_wave_expects_them() -> Res {
         w.contact("call", 2).await?.responded_at,
         None,
         "accepted after the window"
+    );
+    Ok(())
+}
+
+/// "A response counts however late it is processed": a reply and a business event received
+/// inside the window are attributed after the run finished (its report already stored),
+/// and count exactly as they would have on arrival; the stored report is marked stale so
+/// the engine rebuilds it. An event received after the run finished is not its response.
+#[tokio::test]
+async fn responses_received_in_the_window_count_after_the_run_finished() -> Res {
+    let mut w = World::new(&[("sms_offer", "sms")]).await?;
+    w.rules("sms_offer", vec![reply("yes"), order("campus-bundle")]);
+    w.open(
+        "sms_offer",
+        T0,
+        CLOSES,
+        &[(0, TREATMENT), (1, CONTROL), (2, TREATMENT)],
+    )
+    .await?;
+    w.send("sms", T0).await?;
+    w.inbound(vec![
+        mo(MSISDNS[0], "yes", CLOSES - HOUR),
+        event(MSISDNS[1], "order", "campus-bundle", CLOSES - HOUR),
+        event(MSISDNS[2], "order", "campus-bundle", CLOSES + 2 * HOUR),
+    ])
+    .await?;
+    let finished = CLOSES + HOUR;
+    assert!(w.store.finish_run(w.run_id, "{}", finished).await?);
+    assert!(w.store.stale_reports(10).await?.is_empty());
+
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            processed: 3,
+            responses: 2,
+            unmatched: 1,
+            ..Stats::default()
+        }
+    );
+    let replied = w.contact("sms_offer", 0).await?;
+    assert_eq!(
+        replied.responded_at,
+        Some(CLOSES - HOUR),
+        "the reply counts"
+    );
+    let converted = w
+        .store
+        .converted(w.run_id, "order", Some("campus-bundle"))
+        .await?;
+    assert_eq!(
+        converted,
+        vec![(w.subs[1], CONTROL.to_owned())],
+        "the control conversion is seen; the event after the finish is not this run's"
+    );
+    let stale: Vec<i64> = w
+        .store
+        .stale_reports(10)
+        .await?
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(stale, vec![w.run_id], "the stored report no longer holds");
+    Ok(())
+}
+
+/// Reports for contacts that are never sent are deferred, and a deferred row goes behind
+/// rows not tried yet: a flood of them (forged reports for a queued key) cannot hold a
+/// reply back, in one batch or many.
+#[tokio::test]
+async fn deferred_reports_do_not_hold_back_a_later_reply() -> Res {
+    let mut w = World::new(&[("sms_offer", "sms"), ("call", "outbound_call")]).await?;
+    w.rules("sms_offer", vec![reply("yes")]);
+    w.open("sms_offer", T0, CLOSES, &[(0, TREATMENT)]).await?;
+    w.open("call", T0, CLOSES, &[(1, TREATMENT)]).await?;
+    w.send("sms", T0).await?;
+    let forged: Vec<NewInbound> = (0..5)
+        .map(|i| dlr(&w.key("call", 1), "1", T0 + i))
+        .collect();
+    w.inbound(forged).await?;
+    w.inbound(vec![mo(MSISDNS[0], "yes", T0 + HOUR)]).await?;
+    // A batch smaller than the flood: the first pass defers what it sees...
+    let first = process_batch(&w.store, &w.rules, 3).await?;
+    assert_eq!((first.deferred, first.processed), (3, 0));
+    // ...and the next one reaches the reply instead of the same three rows again.
+    let second = process_batch(&w.store, &w.rules, 3).await?;
+    assert_eq!(second.responses, 1, "{second:?}");
+    assert_eq!(
+        w.contact("sms_offer", 0).await?.responded_at,
+        Some(T0 + HOUR)
     );
     Ok(())
 }
