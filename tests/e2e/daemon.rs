@@ -1,5 +1,6 @@
-//! Real `campaignd run` processes for the crash and replica tests: config files, spawning,
-//! the listen line, SIGKILL, and a guard that never leaves a daemon behind; a loopback
+//! Real `campaignd run` processes for the crash, replica and shutdown tests: config files,
+//! spawning, the listen line, SIGKILL and SIGTERM, output captured by the test (shown when it
+//! fails), and a guard that never leaves a daemon behind; a loopback
 //! `sendsms` gateway that records every request by idempotency key and by sender; and small
 //! SQL helpers to look at what the daemons stored.
 
@@ -25,27 +26,10 @@ pub(crate) const PASSWORD_ENV: &str = "CAMPAIGND_TEST_SENDSMS_PASSWORD";
 /// The password the loopback gateway accepts.
 pub(crate) const PASSWORD: &str = "loopback-secret";
 
-/// The `campaignd` binary of the same build as this test: `cargo test --workspace` builds it
-/// into the profile folder that also holds this test executable (`target/<profile>/deps/`).
+/// The `campaignd` program of this very build: the `campaignd-under-test` binary of this
+/// package (tests/src/bin), which Cargo builds before it runs these tests and names here.
 pub(crate) fn binary() -> PathBuf {
-    let beside_tests = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("campaignd")));
-    let candidates: Vec<PathBuf> = beside_tests
-        .into_iter()
-        .chain([crate::helpers::repo_root().join("target/debug/campaignd")])
-        .collect();
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "the campaignd binary is missing (looked at {candidates:?}); build it first with \
-                 `cargo build -p campaignd` (scripts/test.sh runs `cargo test --workspace`, \
-                 which builds it)"
-            )
-        })
+    PathBuf::from(env!("CARGO_BIN_EXE_campaignd-under-test"))
 }
 
 /// The parts of campaignd's TOML config these tests vary.
@@ -130,35 +114,71 @@ pub(crate) async fn cli(config: &Path, args: &[&str]) -> String {
 
 /// A `campaignd run` child process. Dropping it SIGKILLs the process (`kill_on_drop`), so a
 /// failing test leaves no daemon behind; `--exit-after` bounds its life even if this test
-/// process itself is killed.
+/// process itself is killed. Its stdout and stderr are read to the end by the test and kept:
+/// failure messages quote them, and a test that panics prints the tail of both.
 pub(crate) struct Daemon {
     pub(crate) name: String,
     child: tokio::process::Child,
     listen: watch::Receiver<Option<SocketAddr>>,
-    stderr_path: PathBuf,
+    output: Output,
+}
+
+/// Everything a daemon wrote, line by line, in arrival order per stream.
+#[derive(Clone, Default)]
+pub(crate) struct Output {
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Output {
+    fn tail(lines: &Mutex<Vec<String>>, n: usize) -> String {
+        let lines = lines.lock().unwrap();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// How to start a daemon; [`Daemon::spawn`] has the defaults of the crash and replica tests.
+pub(crate) struct Spawn<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) config: &'a Path,
+    /// `--log` filter.
+    pub(crate) log: &'a str,
+    /// `--shutdown-grace` in seconds.
+    pub(crate) grace_secs: u64,
 }
 
 impl Daemon {
-    /// Starts `campaignd run --config CONFIG`; stderr goes to `<log_dir>/<name>.stderr`.
-    pub(crate) fn spawn(name: &str, config: &Path, log_dir: &Path) -> Daemon {
-        let stderr_path = log_dir.join(format!("{name}.stderr"));
-        let stderr = std::fs::File::create(&stderr_path).unwrap();
+    /// Starts `campaignd run --config CONFIG` with warnings and the engine's info lines.
+    pub(crate) fn spawn(name: &str, config: &Path) -> Daemon {
+        Daemon::start(Spawn {
+            name,
+            config,
+            log: "warn,engine=info",
+            grace_secs: 1,
+        })
+    }
+
+    pub(crate) fn start(how: Spawn<'_>) -> Daemon {
         let mut child = tokio::process::Command::new(binary())
-            .args(["run", "--exit-after", "600", "--shutdown-grace", "1"])
+            .args(["run", "--exit-after", "600"])
+            .arg("--shutdown-grace")
+            .arg(how.grace_secs.to_string())
             .arg("--config")
-            .arg(config)
+            .arg(how.config)
             .arg("--log")
-            .arg("warn,engine=info")
+            .arg(how.log)
             .env(PASSWORD_ENV, PASSWORD)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn campaignd run");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let output = Output::default();
         let (tx, rx) = watch::channel(None);
-        // Reads stdout to its end, so the daemon never blocks on a full pipe.
+        // Both pipes are read to their end, so the daemon never blocks on a full pipe.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines_out = output.stdout.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -168,13 +188,22 @@ impl Daemon {
                         let _ = tx.send(Some(addr));
                     }
                 }
+                lines_out.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines_err = output.stderr.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                lines_err.lock().unwrap().push(line);
             }
         });
         Daemon {
-            name: name.to_owned(),
+            name: how.name.to_owned(),
             child,
             listen: rx,
-            stderr_path,
+            output,
         }
     }
 
@@ -219,16 +248,33 @@ impl Daemon {
         );
     }
 
-    /// The last `n` lines of the daemon's stderr (for failure messages).
-    pub(crate) fn stderr_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+    /// SIGTERM (the graceful stop), then waits up to `within` for the exit.
+    pub(crate) async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("the daemon is running");
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.expect("wait"),
+            Err(_) => panic!(
+                "{} did not exit within {within:?} of SIGTERM; its stderr:\n{}",
+                self.name,
+                self.stderr_tail(40)
+            ),
+        }
     }
 
-    /// The whole stderr of the daemon.
+    /// The last `n` lines of the daemon's stderr (for failure messages).
+    pub(crate) fn stderr_tail(&self, n: usize) -> String {
+        Output::tail(&self.output.stderr, n)
+    }
+
+    /// The whole stderr of the daemon so far.
     pub(crate) fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        self.output.stderr.lock().unwrap().join("\n")
     }
 }
 
@@ -236,6 +282,16 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         // kill_on_drop also does this; being explicit costs nothing.
         let _ = self.child.start_kill();
+        if std::thread::panicking() {
+            // The test harness shows this with the failure (it captures the test's stderr).
+            eprintln!(
+                "--- {}: last lines of stdout ---\n{}\n--- {}: last lines of stderr ---\n{}",
+                self.name,
+                Output::tail(&self.output.stdout, 20),
+                self.name,
+                Output::tail(&self.output.stderr, 60)
+            );
+        }
     }
 }
 
@@ -351,16 +407,10 @@ async fn count_sendsms(
     (StatusCode::ACCEPTED, "0: Accepted for delivery")
 }
 
-/// The seed of a test's random choices: `CAMPAIGND_TEST_SEED` if set, else the clock.
-/// Tests print it, so a failure can be repeated.
-pub(crate) fn test_seed() -> u64 {
-    match std::env::var("CAMPAIGND_TEST_SEED") {
-        Ok(s) => s.parse().expect("CAMPAIGND_TEST_SEED must be an integer"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    }
+/// The seed of a test's random choices (testkit's rule: `CAMPAIGND_TEST_SEED` if set, a fixed
+/// one under `CI=true`, else random), printed with how to repeat it.
+pub(crate) fn test_seed(what: &str) -> u64 {
+    testkit::seed("CAMPAIGND_TEST_SEED", what)
 }
 
 /// Runs a query written for both backends (no placeholders) and returns its rows.

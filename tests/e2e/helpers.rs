@@ -11,6 +11,33 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use store::Store;
 
+/// Held by each heavy end-to-end test (the kill -9 crash test, the replicas, every test with
+/// a real Kannel) for its whole run, so no two of them run at once: on two cores, two such
+/// tests starve each other's daemons past deadlines that hold for one.
+///
+/// An exclusive `flock` on a file in the temp dir, not a static mutex: it also keeps apart the
+/// heavy tests of two test runs on one machine (a developer's beside CI's), it is released
+/// when its holder exits however it dies, and a failing test cannot poison it. Two opens in
+/// one process conflict too (the lock belongs to the open file, not the process).
+pub(crate) struct Heavy {
+    _file: std::fs::File,
+}
+
+/// Blocks until no other heavy test runs. Call it first, from the test's own thread (in an
+/// async test that thread only waits for the test's future, so blocking it stalls nothing).
+pub(crate) fn heavy() -> Heavy {
+    let path = std::env::temp_dir().join("campaignd-e2e-heavy.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    Heavy { _file: file }
+}
+
 pub(crate) fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

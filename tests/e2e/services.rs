@@ -74,6 +74,8 @@ pub(crate) struct Kannel {
     pub(crate) smsc_port: u16,
     pub(crate) sendsms_port: u16,
     callback_base: String,
+    /// Kannel tests are heavy: none runs beside another heavy test (released after the stop).
+    _heavy: helpers::Heavy,
 }
 
 impl Kannel {
@@ -81,6 +83,8 @@ impl Kannel {
     pub(crate) fn start(callback_base: &str) -> Kannel {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
+            // Before the ports: a wait for the lock would let others take them.
+            let heavy = helpers::heavy();
             let ports = free_ports(4);
             let kannel = Kannel {
                 dir: tempfile::Builder::new()
@@ -92,6 +96,7 @@ impl Kannel {
                 smsc_port: ports[2],
                 sendsms_port: ports[3],
                 callback_base: callback_base.to_owned(),
+                _heavy: heavy,
             };
             let out = kannel.script(&["start"]);
             if out.status.success() {

@@ -2,13 +2,13 @@
 //! restarted daemon finishes the wave. With a graceful stop no message is sent twice.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 
+use crate::daemon::{self, Daemon, DaemonConfig, Spawn};
 use crate::helpers;
 
 const WORKFLOW: &str = r#"
@@ -54,12 +54,6 @@ async fn count(store: &store::Store, state: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_settles_in_flight_batches_and_a_restart_finishes_without_duplicates() {
-    let bin = helpers::repo_root().join("target/debug/campaignd");
-    assert!(
-        bin.exists(),
-        "{} is built by `cargo test --workspace`",
-        bin.display()
-    );
     let db = helpers::fresh_db(helpers::env_backend()).await;
     let base: Vec<_> = subscribers::generate(4000, 9).collect();
     db.store
@@ -70,85 +64,53 @@ async fn sigterm_settles_in_flight_batches_and_a_restart_finishes_without_duplic
     helpers::write_workflows(dir.path(), WORKFLOW);
     let (gw, hits) = slow_gateway().await;
     let config = dir.path().join("campaignd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"database_url = "{url}"
-{schema}workflows = "{wf}"
-listen = "127.0.0.1:0"
-[engine]
-batch_size = 40
-lease_secs = 30
-poll_ms = 20
-[sms]
-transport = "http"
-sendsms_url = "http://{gw}/cgi-bin/sendsms"
-username = "campaignd"
-password_env = "CARGO_PKG_NAME"
-from = "10086"
-dlr_url = "http://127.0.0.1:9/callbacks/kannel/dlr"
-concurrency = 4
-[email]
-transport = "file"
-dir = "{mail}"
-"#,
-            url = db.url,
-            schema = db
-                .schema
-                .as_ref()
-                .map(|s| format!("database_schema = \"{s}\"\n"))
-                .unwrap_or_default(),
-            wf = dir.path().display(),
-            mail = dir.path().display(),
-        ),
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap();
-    let out = std::process::Command::new(&bin)
-        .args(["--config", cfg, "trigger", "test-campaign"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    DaemonConfig {
+        database_url: db.url.clone(),
+        database_schema: db.schema.clone(),
+        workflows: dir.path().to_owned(),
+        worker_id: "shutdown".into(),
+        batch_size: 40,
+        lease_secs: 30,
+        poll_ms: 20,
+        sendsms_url: format!("http://{gw}/cgi-bin/sendsms"),
+        sms_username: "campaignd".into(),
+        concurrency: 4,
+        mail_dir: dir.path().join("mail"),
+    }
+    .write(&config);
+    let out = daemon::cli(&config, &["trigger", "test-campaign"]).await;
+    assert!(out.contains("started"), "{out}");
 
-    let mut daemon = std::process::Command::new(&bin)
-        .args(["--config", cfg, "run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // The default grace (20 s): the in-flight batch of 40 at 20 ms a message settles well
+    // inside it.
+    let mut first = Daemon::start(Spawn {
+        name: "first",
+        config: &config,
+        log: "warn,engine=info",
+        grace_secs: 20,
+    });
     // Wait until sending is under way, then ask it to stop.
     let started = Instant::now();
     while count(&db.store, "sent").await < 40 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the daemon never sent"
+            "the daemon never sent; its stderr:\n{}",
+            first.stderr_tail(30)
         );
+        if let Some(status) = first.exited() {
+            panic!(
+                "the daemon exited by itself ({status}):\n{}",
+                first.stderr_tail(30)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = daemon.id().to_string();
+    let status = first.terminate(Duration::from_secs(25)).await;
     assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
+        status.success(),
+        "exit status {status:?}; stderr:\n{}",
+        first.stderr_tail(30)
     );
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(s) = daemon.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(25),
-            "the daemon did not stop within its grace period"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(status.success(), "exit status {status:?}");
     assert_eq!(
         count(&db.store, "sending").await,
         0,
@@ -158,22 +120,23 @@ dir = "{mail}"
     assert!(pending > 0, "the stop came mid-wave");
 
     // A new daemon finishes the wave.
-    let mut again = std::process::Command::new(&bin)
-        .args(["--config", cfg, "run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut again = Daemon::spawn("again", &config);
     let started = Instant::now();
     while count(&db.store, "pending").await + count(&db.store, "sending").await > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(90),
-            "the restarted daemon did not finish"
+            "the restarted daemon did not finish; its stderr:\n{}",
+            again.stderr_tail(30)
         );
+        if let Some(status) = again.exited() {
+            panic!(
+                "the restarted daemon exited by itself ({status}):\n{}",
+                again.stderr_tail(30)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = again.kill();
-    let _ = again.wait();
+    again.kill9().await;
     let sent = count(&db.store, "sent").await as usize;
     let hits = hits.lock().unwrap().clone();
     assert_eq!(hits.len(), sent, "every sent contact reached the gateway");

@@ -1,0 +1,472 @@
+//! `campaignd`: the program. CLI parsing, config, wiring of the crates, and the demo. No
+//! business rules live here.
+//!
+//! It is a library with one entry point, [`main`], so that a binary is a one-line
+//! `src/main.rs`: the test package (`tests/`) builds the same program as a binary target of
+//! its own (`campaignd-under-test`), which is how its tests get a path Cargo built for them
+//! (`CARGO_BIN_EXE_*` exists only for the binaries of a test's own package).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+// glibc malloc took ~12% of the dispatcher's CPU (perf over crates/bench): every message
+// allocates its URL, text and row values, from many tokio and database threads. Declared here,
+// not in a main.rs, so every binary built from this library (the tests' one included) is the
+// same program.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod config;
+mod demo;
+mod out;
+mod sim;
+
+use config::Config;
+use demo::insert_base;
+
+#[derive(Parser)]
+#[command(
+    name = "campaignd",
+    version,
+    about = "Runs telecom marketing and retention campaigns from workflow files."
+)]
+struct Cli {
+    /// Config file (TOML). Without it, embedded defaults: SQLite file, SMS outbox file.
+    #[arg(long, global = true, env = "CAMPAIGND_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://... (overrides the config file).
+    #[arg(long, global = true, env = "CAMPAIGND_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Log filter, e.g. `info` or `engine=debug`.
+    #[arg(long, global = true, env = "CAMPAIGND_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check workflow files; print one line per valid file and every error with file:line:column.
+    Validate {
+        /// A workflow file or a folder of them.
+        #[arg(default_value = "workflows")]
+        path: PathBuf,
+    },
+    /// Print the JSON Schema of the workflow file format.
+    Schema,
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Load subscribers from a CSV export through a column mapping file (all rows or none).
+    Import {
+        csv: PathBuf,
+        /// Mapping file, e.g. workflows/imports/telco-ibm.mapping.yaml.
+        #[arg(long)]
+        mapping: PathBuf,
+        /// Update subscribers already in the base (same msisdn) instead of refusing the file.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Add a synthetic subscriber base (plausible distributions) to the database.
+    GenerateBase {
+        #[arg(long, default_value_t = 100_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Show how a campaign's first wave would narrow the base, without writing anything.
+    Plan { campaign: String },
+    /// Start a run of a campaign now (the daemon carries it out).
+    Trigger { campaign: String },
+    /// List the stored versions of a campaign.
+    Versions { campaign: String },
+    /// Show what changed between two stored versions of a campaign.
+    Diff {
+        campaign: String,
+        from: i64,
+        to: i64,
+    },
+    /// Print a finished run's evaluation.
+    Report {
+        run_id: i64,
+        #[arg(long, value_enum, default_value_t = out::Format::Text)]
+        format: out::Format,
+    },
+    /// Run the daemon: schedules, waves, dispatch, tracking, API.
+    Run {
+        /// Stop after this many seconds (for tests and trials); runs until SIGTERM otherwise.
+        #[arg(long)]
+        exit_after: Option<u64>,
+        /// Seconds SIGTERM waits for in-flight batches before giving up.
+        #[arg(long, default_value_t = 20)]
+        shutdown_grace: u64,
+    },
+    /// Run a whole campaign end to end on a fresh embedded database with a simulated population.
+    Demo(demo::DemoArgs),
+}
+
+/// The whole program: parses the command line, runs the command, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // One rustls provider for the whole process (reqwest is built without one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<store::Store> {
+    let store = store::Store::connect(&cfg.database_url, cfg.database_schema.as_deref())
+        .await
+        .with_context(|| format!("cannot open database {}", redact(&cfg.database_url)))?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    Ok(store)
+}
+
+/// Hides a password in a database URL.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(url) = cli.database_url {
+        cfg.database_url = url;
+    }
+    match cli.cmd {
+        Cmd::Validate { path } => Ok(validate(&path)),
+        Cmd::Schema => {
+            out::line(&spec::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Migrate => {
+            open_store(&cfg).await?;
+            out::line(&format!(
+                "database {} is up to date",
+                redact(&cfg.database_url)
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Import {
+            csv,
+            mapping,
+            update,
+        } => import(&cfg, &csv, &mapping, update).await,
+        Cmd::GenerateBase { subscribers, seed } => {
+            let store = open_store(&cfg).await?;
+            insert_base(&store, subscribers, seed).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plan { campaign } => {
+            let store = open_store(&cfg).await?;
+            let wf = load_campaign(&cfg.workflows, &campaign)?;
+            let funnel = audience::preview(&store, &wf, store::wall_now()).await?;
+            out::funnel(&campaign, &wf.waves[0].id, &funnel);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Trigger { campaign } => {
+            let store = open_store(&cfg).await?;
+            let wf = load_campaign(&cfg.workflows, &campaign)?;
+            let engine = engine::Engine::new(
+                store,
+                engine::clock::Clock::Database,
+                HashMap::new(),
+                engine::EngineConfig::new("cli", cfg.workflows.join("calendars")),
+            )?;
+            engine.load(vec![wf]).await?;
+            let run_id = engine.trigger(&campaign, "manual").await?;
+            out::line(&format!(
+                "run {run_id} of {campaign} started; the daemon carries it out"
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Versions { campaign } => {
+            let store = open_store(&cfg).await?;
+            for v in store.versions(&campaign).await? {
+                out::line(&format!(
+                    "{:>5}  {}  {}",
+                    v.id,
+                    &v.hash[..12],
+                    out::time(v.loaded_at)
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Diff { campaign, from, to } => {
+            let store = open_store(&cfg).await?;
+            let a = version_bundle(&store, &campaign, from).await?;
+            let b = version_bundle(&store, &campaign, to).await?;
+            out::diff(&a, &b);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Report { run_id, format } => {
+            let store = open_store(&cfg).await?;
+            let Some(json) = store.run_report(run_id).await? else {
+                bail!("run {run_id} has no report (not finished, or unknown)")
+            };
+            let report: evaluate::Report =
+                serde_json::from_str(&json).context("stored report does not parse")?;
+            out::report(&report, format);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            exit_after,
+            shutdown_grace,
+        } => daemon(cfg, exit_after, shutdown_grace).await,
+        Cmd::Demo(args) => demo::run(args).await,
+    }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    let (ok, diags) = spec::load_dir(path);
+    for wf in &ok {
+        out::line(&format!(
+            "ok  {}  campaign {} (version {}): {} wave(s), schedule {}",
+            wf.bundle.path,
+            wf.campaign,
+            wf.short_hash(),
+            wf.waves.len(),
+            wf.schedule
+                .as_ref()
+                .map(|s| s.cron_text.as_str())
+                .unwrap_or("manual")
+        ));
+    }
+    for d in &diags {
+        eprintln!("error: {d}");
+    }
+    if diags.is_empty() && !ok.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        if ok.is_empty() && diags.is_empty() {
+            eprintln!("error: {}: no workflow files found", path.display());
+        } else {
+            eprintln!("{} error(s)", diags.len());
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn load_campaign(dir: &Path, campaign: &str) -> anyhow::Result<spec::Workflow> {
+    let (ok, diags) = spec::load_dir(dir);
+    if let Some(wf) = ok.into_iter().find(|w| w.campaign == campaign) {
+        return Ok(wf);
+    }
+    for d in &diags {
+        eprintln!("error: {d}");
+    }
+    bail!(
+        "no valid workflow for campaign `{campaign}` in {}",
+        dir.display()
+    )
+}
+
+async fn version_bundle(
+    store: &store::Store,
+    campaign: &str,
+    id: i64,
+) -> anyhow::Result<spec::Bundle> {
+    let Some((c, _, source)) = store.version_source(id).await? else {
+        bail!("version {id} does not exist")
+    };
+    if c != campaign {
+        bail!("version {id} belongs to campaign `{c}`, not `{campaign}`");
+    }
+    Ok(spec::Bundle::from_json(&source)?)
+}
+
+async fn import(
+    cfg: &Config,
+    csv: &Path,
+    mapping: &Path,
+    update: bool,
+) -> anyhow::Result<ExitCode> {
+    let map_text = std::fs::read_to_string(mapping)
+        .with_context(|| format!("cannot read {}", mapping.display()))?;
+    let map = match subscribers::parse_mapping(&mapping.display().to_string(), &map_text) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let file =
+        std::fs::File::open(csv).with_context(|| format!("cannot open {}", csv.display()))?;
+    let rows = match subscribers::read_csv(
+        &map,
+        &csv.display().to_string(),
+        std::io::BufReader::new(file),
+    ) {
+        Ok(r) => r,
+        Err(errs) => {
+            eprintln!("{errs}");
+            eprintln!("nothing was imported");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let store = open_store(cfg).await?;
+    let on_dup = if update {
+        store::subscribers::OnDuplicate::Update
+    } else {
+        store::subscribers::OnDuplicate::Fail
+    };
+    let n = store.insert_subscribers(&rows, on_dup, store::wall_now()).await.map_err(|e| {
+        anyhow::anyhow!("{e}\nnothing was imported (the whole file is one transaction; use --update to refresh subscribers already in the base)")
+    })?;
+    out::line(&format!("imported {n} subscribers from {}", csv.display()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the channels every wave kind needs.
+pub(crate) async fn build_channels(
+    cfg: &Config,
+    store: &store::Store,
+) -> anyhow::Result<HashMap<String, Arc<dyn channels::Channel>>> {
+    let mut map: HashMap<String, Arc<dyn channels::Channel>> = HashMap::new();
+    map.insert("sms".into(), channels::sms::build(&cfg.sms).await?);
+    map.insert(
+        "outbound_call".into(),
+        Arc::new(channels::worklist::Worklist::new(
+            store.clone(),
+            "outbound_call",
+        )),
+    );
+    map.insert(
+        "service".into(),
+        Arc::new(channels::worklist::Worklist::new(store.clone(), "service")),
+    );
+    Ok(map)
+}
+
+fn engine_config(cfg: &Config) -> engine::EngineConfig {
+    let worker = cfg
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let mut ec = engine::EngineConfig::new(worker, cfg.workflows.join("calendars"));
+    ec.batch_size = cfg.engine.batch_size;
+    ec.lease = Duration::from_secs(cfg.engine.lease_secs);
+    ec.max_attempts = cfg.engine.max_attempts;
+    ec.retry_base = Duration::from_secs(cfg.engine.retry_base_secs);
+    ec.poll = Duration::from_millis(cfg.engine.poll_ms);
+    ec.dispatchers_per_channel = cfg.engine.dispatchers_per_channel.max(1);
+    ec
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "campaignd".into())
+}
+
+async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Result<ExitCode> {
+    let store = open_store(&cfg).await?;
+    let _lock = store.lock_daemon()?;
+    let (workflows, diags) = spec::load_dir(&cfg.workflows);
+    for d in &diags {
+        eprintln!("error: {d}");
+    }
+    if !diags.is_empty() {
+        bail!(
+            "{} workflow error(s); fix them or move the files out of {}",
+            diags.len(),
+            cfg.workflows.display()
+        );
+    }
+    let channels = build_channels(&cfg, &store).await?;
+    let mailer = channels::email::Mailer::new(&cfg.email, &cfg.email_from)?;
+    let engine = Arc::new(
+        engine::Engine::new(
+            store.clone(),
+            engine::clock::Clock::Database,
+            channels,
+            engine_config(&cfg),
+        )?
+        .with_mailer(mailer, Vec::new()),
+    );
+    for (campaign, version) in engine.load(workflows).await? {
+        info!(message = "Workflow loaded.", campaign = %campaign, version);
+    }
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    out::line(&format!(
+        "campaignd listening on http://{addr} (database {})",
+        redact(&cfg.database_url)
+    ));
+    let cancel = CancellationToken::new();
+    let api_cancel = cancel.clone();
+    let api = tokio::spawn(api::serve(
+        listener,
+        api::AppState {
+            store: store.clone(),
+        },
+        async move { api_cancel.cancelled().await },
+    ));
+    let signal_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match exit_after { Some(s) => tokio::time::sleep(Duration::from_secs(s)).await, None => std::future::pending().await } } => {}
+        }
+        info!(message = "Shutting down: no new claims; settling batches in flight.");
+        signal_cancel.cancel();
+    });
+    let run = tokio::spawn(engine.clone().run(cancel.clone(), true));
+    cancel.cancelled().await;
+    match tokio::time::timeout(Duration::from_secs(grace), run).await {
+        Ok(res) => res??,
+        Err(_) => {
+            // Batches still in flight keep their leases; they return to the queue when the
+            // lease expires, and the gateway sees at most those messages twice.
+            eprintln!(
+                "warning: shutdown grace of {grace}s passed with batches in flight; their leases will expire"
+            );
+        }
+    }
+    let _ = api.await;
+    Ok(ExitCode::SUCCESS)
+}
