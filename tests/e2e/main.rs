@@ -8,6 +8,7 @@ mod durable;
 mod helpers;
 mod kannel;
 mod kannel_gateway;
+mod late_attribution;
 mod planner;
 mod replicas;
 mod services;
