@@ -67,10 +67,53 @@ pub async fn fresh_database(backend: Backend, dir: &Path) -> Result<TestDatabase
     }
 }
 
-/// Creates a new, empty schema on the server at [`pg_url`] and returns its name.
+/// The id of this test run, the prefix of every PostgreSQL schema it creates
+/// (`t_<run>_<uuid>`): `CAMPAIGND_TEST_RUN`, which scripts/test.sh sets so that it can drop
+/// exactly its own schemas afterwards and never those of a run beside it; else one id per
+/// test process. Either way `<unix seconds>_<lowercase letters or digits>`: the seconds let a
+/// later run drop the schemas of a run that crashed, by age (scripts/test.sh).
+pub fn run_id() -> Result<&'static str> {
+    static RUN: std::sync::OnceLock<std::result::Result<String, String>> =
+        std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| match std::env::var("CAMPAIGND_TEST_RUN") {
+        Ok(run) if valid_run_id(&run) => Ok(run),
+        Ok(run) => Err(format!(
+            "CAMPAIGND_TEST_RUN={run:?}: expected <unix seconds>_<lowercase letters or digits>, \
+             e.g. 1796000000_a1b2c3d4"
+        )),
+        Err(_) => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            let random = uuid::Uuid::new_v4().simple().to_string();
+            Ok(format!("{secs}_{}", &random[..8]))
+        }
+    });
+    run.as_deref().map_err(|e| StoreError::Invalid(e.clone()))
+}
+
+/// Ten digits of seconds (until 2286), then a short lowercase tag: it goes into schema names
+/// unquoted, and PostgreSQL names end at 63 bytes.
+fn valid_run_id(run: &str) -> bool {
+    let Some((secs, tag)) = run.split_once('_') else {
+        return false;
+    };
+    secs.len() == 10
+        && secs.bytes().all(|b| b.is_ascii_digit())
+        && (1..=16).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Creates a new, empty schema `t_<run>_<uuid>` (see [`run_id`]) on the server at [`pg_url`]
+/// and returns its name. Schemas are kept after the test, for inspection; scripts/test.sh
+/// drops its run's schemas when the run passes, and any run's after a few days.
 pub async fn fresh_pg_schema() -> Result<String> {
+    let run = run_id()?;
     let admin = Store::connect(&pg_url(), None).await?;
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let schema = format!("t_{run}_{}", uuid::Uuid::new_v4().simple());
     admin
         .db()
         .execute_unprepared(&format!("CREATE SCHEMA {schema}"))
@@ -112,5 +155,38 @@ pub fn subscriber(msisdn: &str) -> NewSubscriber {
         churn_risk: 0.1,
         timezone: None,
         opt_out: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_fit_unquoted_schema_names() {
+        assert!(valid_run_id("1796000000_a1b2c3d4"));
+        assert!(valid_run_id("1796000000_ci"));
+        for bad in [
+            "",
+            "dev",
+            "1796000000",
+            "1796000000_",
+            "179600000_ab",
+            "1796000000_AB",
+            "1796000000_a-b",
+            "1796000000_a;drop",
+            "1796000000_0123456789abcdefg",
+        ] {
+            assert!(!valid_run_id(bad), "{bad:?}");
+        }
+        // The longest name still fits PostgreSQL's 63 bytes.
+        let longest = format!(
+            "t_{}_{}",
+            "1796000000_0123456789abcdef",
+            uuid::Uuid::nil().simple()
+        );
+        assert!(longest.len() <= 63, "{longest}");
+        let run = run_id().unwrap();
+        assert!(valid_run_id(run), "{run}");
     }
 }
