@@ -1,0 +1,248 @@
+//! Planning rules that must survive refactoring: each test names the line it guards and
+//! fails when that line is deleted. Runs on SQLite, or on PostgreSQL with
+//! `CAMPAIGND_TEST_BACKEND=postgres`; `_on_postgres` tests are about PostgreSQL alone.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use store::Store;
+use store::contacts::{ClaimRequest, NewContact, Outcome, TREATMENT, idem_key, insert_contacts};
+use store::runs::NewRun;
+use store::subscribers::OnDuplicate;
+use store::testing::{Backend, fresh_database};
+
+const NOW: i64 = 1_789_000_000_000;
+const DAY: i64 = 86_400_000;
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+const CAPPED: &str = r#"
+campaign: capped
+timezone: Asia/Shanghai
+audience:
+  segment: students
+policy:
+  max_contacts: { count: 1, per: 7d }
+waves:
+  - id: sms_offer
+    channel: sms
+    template: templates/offer.txt
+    respond_within: 1d
+"#;
+
+fn workflow(dir: &std::path::Path) -> Res<spec::Workflow> {
+    std::fs::create_dir_all(dir.join("templates"))?;
+    std::fs::write(
+        dir.join("segments.yaml"),
+        "segments:\n  students:\n    where: \"student_stage in ['freshman', 'student']\"\n",
+    )?;
+    std::fs::write(dir.join("templates/offer.txt"), "{name}: reply 1")?;
+    let path = dir.join("capped.yaml");
+    std::fs::write(&path, CAPPED)?;
+    spec::load_file(&path).map_err(|d| format!("{d:?}").into())
+}
+
+async fn subscribers(store: &Store, n: usize) -> Res<Vec<i64>> {
+    let rows: Vec<_> = (0..n)
+        .map(|i| store::testing::subscriber(&format!("1380000{i:04}")))
+        .collect();
+    store
+        .insert_subscribers(&rows, OnDuplicate::Fail, 0)
+        .await?;
+    let mut ids = Vec::new();
+    for r in &rows {
+        ids.push(
+            store
+                .subscriber_by_msisdn(&r.msisdn)
+                .await?
+                .ok_or("missing")?,
+        );
+    }
+    Ok(ids)
+}
+
+/// A run of `wf` with its one wave pending: (run id, wave run id).
+async fn run_of(store: &Store, wf: &spec::Workflow) -> Res<(i64, i64)> {
+    let vid = store
+        .upsert_version(&wf.campaign, &wf.hash, &wf.bundle.to_json(), 0)
+        .await?;
+    let run = store
+        .start_run(NewRun {
+            campaign: &wf.campaign,
+            version_id: vid,
+            slot_at: None,
+            trigger: "test",
+            waves: &[("sms_offer".to_owned(), "sms".to_owned())],
+            now: 0,
+        })
+        .await?
+        .ok_or("no run")?;
+    Ok((run, store.wave_runs(run).await?[0].id))
+}
+
+async fn plan(store: &Store, wf: &spec::Workflow, run: (i64, i64)) -> Res<audience::PlanSummary> {
+    Ok(audience::plan_wave(
+        store,
+        audience::PlanInput {
+            workflow: wf,
+            wave: &wf.waves[0],
+            run_id: run.0,
+            wave_run_id: run.1,
+            previous_wave_run_id: None,
+            now: NOW,
+        },
+    )
+    .await?)
+}
+
+/// Guards `'undelivered'` in the states `contacts::recent_contact_counts` counts: a message
+/// reported undelivered was sent (the handset was off, the inbox full) and may still
+/// arrive, so it uses up the subscriber's contacts for the period like a delivered one.
+#[tokio::test]
+async fn an_undelivered_contact_counts_toward_the_frequency_cap() -> Res {
+    let dir = tempfile::tempdir()?;
+    let store = store::testing::fresh_store(dir.path()).await?;
+    let subs = subscribers(&store, 2).await?;
+    // Another campaign sent subscriber 0 a message yesterday; the report said undelivered.
+    let version = store.upsert_version("other", "h", "{}", 0).await?;
+    let other = store
+        .start_run(NewRun {
+            campaign: "other",
+            version_id: version,
+            slot_at: None,
+            trigger: "test",
+            waves: &[("w".to_owned(), "sms".to_owned())],
+            now: 0,
+        })
+        .await?
+        .ok_or("no run")?;
+    let other_wave = store.wave_runs(other).await?[0].id;
+    let tx = store.db().begin().await?;
+    let yesterday = NOW - DAY;
+    let row = NewContact {
+        subscriber_id: subs[0],
+        arm: TREATMENT,
+        due_at: yesterday,
+        send_by: None,
+        stratum: "x".into(),
+    };
+    insert_contacts(&tx, other, other_wave, "w", "sms", &[row]).await?;
+    tx.commit().await?;
+    let claimed = store
+        .claim(&ClaimRequest {
+            channel: "sms",
+            limit: 10,
+            lease_until: yesterday + 60_000,
+            token: "t",
+            now: yesterday,
+        })
+        .await?;
+    assert_eq!(claimed.len(), 1);
+    store
+        .settle("t", &[(claimed[0].id, Outcome::Sent { at: yesterday })])
+        .await?;
+    let contact = store
+        .contact_by_key(&idem_key(other, "w", subs[0]))
+        .await?
+        .ok_or("no contact")?;
+    assert!(
+        store
+            .record_delivery(contact.id, false, yesterday + 1, Some("absent"))
+            .await?
+    );
+
+    let wf = workflow(&dir.path().join("wf"))?;
+    let run = run_of(&store, &wf).await?;
+    let summary = plan(&store, &wf, run).await?;
+    assert!(
+        summary.funnel.contains(&("frequency_cap".to_owned(), 1)),
+        "{:?}",
+        summary.funnel
+    );
+    let targeted: Vec<i64> = store
+        .contact_states(run.1)
+        .await?
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect();
+    assert_eq!(targeted, vec![subs[1]]);
+    Ok(())
+}
+
+/// Guards the per-schema advisory-lock key (`audience::PLANNER_LOCK`, used by `plan_wave`):
+/// planners in one schema serialize (a planner waits while another holds the lock), but a
+/// planner in another schema (a tenant, a parallel test) does not wait for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planner_lock_is_per_schema_on_postgres() -> Res {
+    let dir = tempfile::tempdir()?;
+    let a = fresh_database(Backend::Postgres, dir.path())
+        .await?
+        .connect()
+        .await?;
+    let b = fresh_database(Backend::Postgres, dir.path())
+        .await?
+        .connect()
+        .await?;
+    for s in [&a, &b] {
+        s.migrate().await?;
+        subscribers(s, 3).await?;
+    }
+    let wf = workflow(&dir.path().join("wf"))?;
+    let run_a = run_of(&a, &wf).await?;
+    let run_b = run_of(&b, &wf).await?;
+
+    // Schema a's planner lock, held as a planner in a would hold it.
+    let holder = a.db().begin().await?;
+    holder
+        .execute_unprepared(&format!(
+            "SELECT pg_advisory_xact_lock({})",
+            audience::PLANNER_LOCK
+        ))
+        .await?;
+    let holder_pid: i32 = holder
+        .query_one_raw(store::stmt(&holder, "SELECT pg_backend_pid() AS pid", []))
+        .await?
+        .ok_or("no pid")?
+        .try_get("", "pid")?;
+
+    // A planner in schema b is not held up by it (a shared key would block it for ever).
+    let planned_b = tokio::time::timeout(Duration::from_secs(60), plan(&b, &wf, run_b)).await;
+    assert!(
+        planned_b.is_ok_and(|r| r.is_ok_and(|s| s.opened)),
+        "a planner in another schema waited for this schema's lock"
+    );
+
+    // A planner in schema a waits for the same lock: its request shows in pg_locks, not
+    // granted, on the key the holder holds.
+    let (wf2, a2) = (wf.clone(), a.clone());
+    let planner_a =
+        tokio::spawn(async move { plan(&a2, &wf2, run_a).await.map_err(|e| e.to_string()) });
+    let waiting = "SELECT COUNT(*) AS n FROM pg_locks w JOIN pg_locks h \
+         ON h.locktype = 'advisory' AND h.granted AND h.pid = ? \
+         AND w.classid = h.classid AND w.objid = h.objid AND w.objsubid = h.objsubid \
+         WHERE w.locktype = 'advisory' AND NOT w.granted";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = b
+            .db()
+            .query_one_raw(store::stmt(b.db(), waiting, [holder_pid.into()]))
+            .await?
+            .ok_or("no row")?;
+        if row.try_get::<i64>("", "n")? > 0 {
+            break;
+        }
+        assert!(
+            !planner_a.is_finished(),
+            "a planner in the same schema did not wait for the planner lock"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no planner waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.commit().await?;
+    let summary = planner_a.await??;
+    assert!(summary.opened);
+    Ok(())
+}
