@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use channels::sms::{KannelConfig, OutboxConfig, SmsConfig};
 use chrono::TimeZone;
-use engine::clock::Clock;
+use engine::clock::{Clock, ManualClock};
 use engine::{Engine, EngineConfig};
 
 use crate::helpers::{self, Backend};
@@ -37,9 +37,10 @@ fn t0() -> i64 {
         .timestamp_millis()
 }
 
-/// A clock frozen at `at` (factor ~0), so each step happens at a chosen instant.
+/// A clock that stands at `at` until told otherwise, so each step happens at a chosen
+/// instant.
 fn frozen(at: i64) -> Clock {
-    Clock::scaled(at, 1e-9)
+    ManualClock::new(at).clock()
 }
 
 fn engine_at(store: &store::Store, at: i64, sms: Arc<dyn channels::Channel>) -> Engine {

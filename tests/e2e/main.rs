@@ -14,4 +14,5 @@ mod replicas;
 mod services;
 mod shutdown;
 mod smtp;
+mod stepped;
 mod two_waves;

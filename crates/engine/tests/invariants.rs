@@ -411,7 +411,7 @@ async fn run_starts_every_dispatcher_and_each_contact_goes_once() {
     while rig.store.pending_in_wave(w).await.unwrap() > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "dispatch never finished"
+            "dispatch never finished: with one dispatcher loop every batch waits 20 s at the gate"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
