@@ -197,19 +197,21 @@ fn second_daemon_on_one_file_is_refused_on_sqlite() {
         ),
     )
     .unwrap();
-    let mut first = bin()
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "run",
-            "--exit-after",
-            "20",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = KillOnDrop(
+        bin()
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "run",
+                "--exit-after",
+                "20",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Wait until the first daemon is listening (it holds the lock from before that).
-    let mut stdout = std::io::BufReader::new(first.stdout.take().unwrap());
+    let mut stdout = std::io::BufReader::new(first.0.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert!(line.contains("listening"), "{line}");
@@ -223,14 +225,23 @@ fn second_daemon_on_one_file_is_refused_on_sqlite() {
         ])
         .output()
         .unwrap();
-    let _ = first.kill();
-    let _ = first.wait();
+    drop(first);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o).contains("another campaignd daemon is already using"),
         "{}",
         text(&o)
     );
+}
+
+/// A spawned daemon that a failing assertion must not leave running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
