@@ -35,6 +35,14 @@ async fn campaign_through_real_kannel_and_smtp() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_base = format!("http://{}", listener.local_addr().unwrap());
+    // Both on ports of their own, stopped when the test ends however it ends. Started before
+    // the scaled clock, which runs a campaign day per ten real seconds from its creation on:
+    // waiting in Kannel::start for another heavy test must not eat into the campaign's windows.
+    let kannel = Kannel::start(&api_base);
+    let smtp = Smtp::start(SmtpSetup {
+        starttls: false,
+        auth: false,
+    });
     let cancel = CancellationToken::new();
     let api_cancel = cancel.clone();
     let origin = chrono_tz::Asia::Shanghai
@@ -50,13 +58,6 @@ async fn campaign_through_real_kannel_and_smtp() {
         clock.now_fn(),
         async move { api_cancel.cancelled().await },
     ));
-
-    // Both on ports of their own, stopped when the test ends however it ends.
-    let kannel = Kannel::start(&api_base);
-    let smtp = Smtp::start(SmtpSetup {
-        starttls: false,
-        auth: false,
-    });
 
     let dir = tempfile::tempdir().unwrap();
     let wf = spec::load_file(&helpers::write_workflows(dir.path(), TWO_WAVES))

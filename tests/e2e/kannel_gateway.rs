@@ -345,9 +345,12 @@ async fn keep_alive_holds_connections_to_the_concurrency() {
     })
     .await;
 
+    // Not exactly CONCURRENCY: when a request finds no idle connection because the previous
+    // one is still on its way back to the pool, hyper starts a connection and keeps it even
+    // if the idle one wins the race. Without reuse it would be one connection per request.
     let connections = accepted.load(Ordering::SeqCst);
     assert!(
-        (1..=CONCURRENCY).contains(&connections),
+        (1..=2 * CONCURRENCY).contains(&connections),
         "{total} requests at concurrency {CONCURRENCY} used {connections} connections to smsbox"
     );
 }
