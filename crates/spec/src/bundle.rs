@@ -50,13 +50,34 @@ impl Bundle {
         // Template paths come from the file itself; a file that does not parse is reported
         // by `compile`, with its location.
         let mut templates = BTreeMap::new();
+        let mut escaping = Vec::new();
         if let Ok(file) = serde_saphyr::from_str::<crate::model::WorkflowFile>(&workflow) {
             for w in &file.waves {
                 let rel = &w.template.value;
-                if let Ok(text) = std::fs::read_to_string(dir.join(rel)) {
-                    templates.insert(rel.clone(), text);
+                match inside(dir, rel) {
+                    // `compile` reports the path with its location; it is never read.
+                    Inside::Lexically(false) => {}
+                    Inside::Resolved(false) => escaping.push(Diagnostic {
+                        file: shown.clone(),
+                        line: w.template.referenced.line(),
+                        column: w.template.referenced.column(),
+                        message: format!(
+                            "template path `{}` leads outside the workflow's folder (through a symbolic link); it was not read",
+                            rel.escape_debug()
+                        ),
+                    }),
+                    Inside::Lexically(true) | Inside::Resolved(true) => {
+                        if let Ok(text) = std::fs::read_to_string(dir.join(rel)) {
+                            templates.insert(rel.clone(), text);
+                        }
+                    }
                 }
             }
+        }
+        // A version is the text of what it read: a file outside the folder (the daemon's
+        // environment, say) must never get into one, so this is an error on its own.
+        if !escaping.is_empty() {
+            return Err(escaping);
         }
         Ok(Bundle {
             path: shown,
@@ -78,4 +99,37 @@ impl Bundle {
     pub fn from_json(s: &str) -> Result<Bundle, serde_json::Error> {
         serde_json::from_str(s)
     }
+}
+
+enum Inside {
+    /// The path as written is absolute or has `..`: refused without touching the disk.
+    Lexically(bool),
+    /// Whether the file, all links resolved, is in the folder (a missing file counts as in:
+    /// it is reported as not found).
+    Resolved(bool),
+}
+
+fn inside(dir: &Path, rel: &str) -> Inside {
+    use std::path::Component;
+    let p = Path::new(rel);
+    if rel.trim().is_empty()
+        || rel.contains(':')
+        || rel.starts_with('\\')
+        || p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Inside::Lexically(false);
+    }
+    let joined = dir.join(p);
+    let (Ok(base), Ok(target)) = (
+        std::fs::canonicalize(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        }),
+        std::fs::canonicalize(&joined),
+    ) else {
+        return Inside::Resolved(!joined.exists() && std::fs::symlink_metadata(&joined).is_err());
+    };
+    Inside::Resolved(target.starts_with(&base))
 }

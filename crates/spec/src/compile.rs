@@ -13,6 +13,7 @@ use crate::duration::parse_duration;
 use crate::expr::{self, Expr};
 use crate::fields;
 use crate::model::{self, CatchUpFile, SegmentsFile, TargetsFile, WorkflowFile};
+use crate::rules;
 use crate::template::Template;
 use crate::workflow::*;
 
@@ -64,14 +65,70 @@ fn check_expr(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<Expr> {
     }
 }
 
+/// A duration within the language's bounds ([`rules::MIN_DURATION`] to
+/// [`rules::MAX_DURATION`]): the engine adds these to instants, and an unbounded one once
+/// overflowed there.
 fn duration(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<Duration> {
     match parse_duration(&s.value) {
-        Ok(d) => Some(d),
+        Ok(d) if (rules::MIN_DURATION..=rules::MAX_DURATION).contains(&d) => Some(d),
+        Ok(_) => {
+            sink.at_spanned(
+                s,
+                format!(
+                    "duration `{}` is out of range: expected 1m to 366d",
+                    s.value.trim()
+                ),
+            );
+            None
+        }
         Err(msg) => {
             sink.at_spanned(s, msg);
             None
         }
     }
+}
+
+/// A wave id or team name: checked because they travel into URLs, task lists and logs.
+fn name(sink: &mut Sink<'_>, s: &Spanned<String>, what: &str) -> bool {
+    let ok = rules::is_name(&s.value);
+    if !ok {
+        sink.at_spanned(
+            s,
+            format!(
+                "expected a {what} of 1 to {} lowercase letters, digits, `_` or `-`, found `{}`",
+                rules::MAX_NAME_LEN,
+                s.value.escape_debug()
+            ),
+        );
+    }
+    ok
+}
+
+/// A template path that stays inside the workflows folder: relative, no `..`. Symlinks that
+/// lead out are caught when the file is read ([`Bundle::read`]).
+fn template_path_ok(sink: &mut Sink<'_>, s: &Spanned<String>) -> bool {
+    let p = std::path::Path::new(&s.value);
+    let escapes = p.is_absolute()
+        || s.value.starts_with('/')
+        || s.value.starts_with('\\')
+        || s.value.contains(':')
+        || p.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+    if escapes || s.value.trim().is_empty() {
+        sink.at_spanned(
+            s,
+            format!(
+                "template path `{}` must be relative and stay inside the workflow's folder (no `..`, no absolute path)",
+                s.value.escape_debug()
+            ),
+        );
+        return false;
+    }
+    true
 }
 
 fn month_day(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<(u32, u32)> {
@@ -313,20 +370,30 @@ fn check(
             }
             fd.map(|fd| fd.name)
         });
-        Evaluate {
-            goal: e.goal.as_ref().map(|g| EventMatch {
-                kind: g.kind.clone(),
-                value: g.value.clone(),
-            }),
-            breakdown,
-            email: e.email.clone(),
+        let goal = e.goal.as_ref().map(|g| event_match(sink, g));
+        let mut email = Vec::new();
+        for addr in &e.email {
+            match rules::email_problem(&addr.value) {
+                None => email.push(addr.value.clone()),
+                Some(problem) => sink.at_spanned(
+                    addr,
+                    format!("`{}` is not an e-mail address: {problem}", addr.value),
+                ),
+            }
         }
+        let ok = goal.as_ref().is_none_or(Option::is_some) && email.len() == e.email.len();
+        ok.then(|| Evaluate {
+            goal: goal.flatten(),
+            breakdown,
+            email,
+        })
     });
+    let evaluate_ok = evaluate.as_ref().is_none_or(Option::is_some);
 
     let schedule_ok = f.schedule.is_none() || schedule.is_some();
     let audience_ok = f.audience.segment.is_none() || segment.is_some();
     let filter_ok = f.audience.filter.is_none() || filter.is_some();
-    if !(id_ok && schedule_ok && audience_ok && filter_ok && control_ok && policy_ok)
+    if !(id_ok && schedule_ok && audience_ok && filter_ok && control_ok && policy_ok && evaluate_ok)
         || exclude.len() != f.audience.exclude.len()
     {
         return None;
@@ -346,7 +413,7 @@ fn check(
         control,
         policy,
         waves: waves?,
-        evaluate: evaluate.unwrap_or_default(),
+        evaluate: evaluate.flatten().unwrap_or_default(),
         hash: bundle.hash(),
         bundle: bundle.clone(),
     })
@@ -405,6 +472,9 @@ fn schedule(
         }
         (c, _) => Some(c.as_ref().map(|c| c.value.clone())),
     };
+    if let (Some(c), Some(se)) = (&cron, &season) {
+        firing_problem(sink, &s.cron, c, se.as_ref(), s.season.as_ref());
+    }
     let catch_up_window = match &s.catch_up_window {
         Some(w) => duration(sink, w),
         None => Some(Duration::from_secs(3600)),
@@ -422,6 +492,163 @@ fn schedule(
     })
 }
 
+/// Reports a schedule that never starts a run: a cron naming a day that does not exist (Feb 30)
+/// or a season the cron never fires in. Judged on the naive calendar (UTC), which is where
+/// cron fields and seasons live.
+fn firing_problem(
+    sink: &mut Sink<'_>,
+    cron_text: &Spanned<String>,
+    cron: &croner::Cron,
+    season: Option<&Season>,
+    season_file: Option<&model::SeasonFile>,
+) {
+    use chrono::{Datelike, TimeZone, Utc};
+    let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single();
+    let Some(start) = start else { return };
+    let horizon = 2024 + rules::CRON_HORIZON_YEARS;
+    let never = |t: &Result<chrono::DateTime<Utc>, _>| match t {
+        Ok(t) => t.year() >= horizon,
+        Err(_) => true,
+    };
+    let first = cron.find_next_occurrence(&start, true);
+    if never(&first) {
+        sink.at_spanned(
+            cron_text,
+            format!(
+                "cron `{}` never fires: no time matches it in {} years",
+                cron_text.value.trim(),
+                rules::CRON_HORIZON_YEARS
+            ),
+        );
+        return;
+    }
+    let (Some(season), Some(season_file)) = (season, season_file) else {
+        return;
+    };
+    // Four years cover every weekday pattern of every season day, leap day included.
+    let end = 2028;
+    let mut at = first;
+    for _ in 0..10_000 {
+        let Ok(t) = at else { break };
+        if t.year() >= end {
+            break;
+        }
+        let mut date = t.date_naive();
+        if season.contains(date) {
+            return;
+        }
+        // Jump to the season's next day rather than walking every firing outside it.
+        for _ in 0..367 {
+            if season.contains(date) {
+                break;
+            }
+            date = date.succ_opt().unwrap_or(date);
+        }
+        let Some(next_start) = date.and_hms_opt(0, 0, 0).map(|d| Utc.from_utc_datetime(&d)) else {
+            break;
+        };
+        at = cron.find_next_occurrence(&next_start, true);
+    }
+    sink.at_spanned(
+        &season_file.from,
+        format!(
+            "cron `{}` never fires between {} and {}: this schedule would never start a run",
+            cron_text.value.trim(),
+            season_file.from.value,
+            season_file.to.value
+        ),
+    );
+}
+
+const DEFAULT_SEND_WITHIN: Duration = Duration::from_secs(12 * 3600);
+
+/// An event a goal or response names, checked against what the events API can deliver.
+fn event_match(sink: &mut Sink<'_>, e: &model::EventFile) -> Option<EventMatch> {
+    if let Some(problem) = rules::event_type_problem(&e.kind.value) {
+        sink.at_spanned(&e.kind, problem);
+        return None;
+    }
+    Some(EventMatch {
+        kind: e.kind.value.clone(),
+        value: e.value.clone(),
+    })
+}
+
+/// A wave's responses, each checked against what its channel can produce: replies come only
+/// to SMS, outcomes only from agents working tasks.
+fn response_rules(
+    sink: &mut Sink<'_>,
+    responses: &[model::ResponseFile],
+    channel: Option<ChannelKind>,
+) -> (Vec<ResponseRule>, bool) {
+    let mut ok = true;
+    let mut out = Vec::new();
+    for r in responses {
+        match r {
+            model::ResponseFile::Reply(k) => {
+                let word = k.value.trim().to_lowercase();
+                if channel.is_some_and(ChannelKind::is_task) {
+                    sink.at_spanned(
+                        k,
+                        format!(
+                            "a `reply` response can never happen on a `{}` wave: replies come only to SMS; use `outcome:` for what the agent records",
+                            channel.map_or("", ChannelKind::as_str)
+                        ),
+                    );
+                    ok = false;
+                } else if rules::OPT_OUT_KEYWORDS.contains(&word.as_str()) {
+                    sink.at_spanned(
+                        k,
+                        format!(
+                            "reply keyword `{}` is an opt-out word ({}): such a reply opts the subscriber out and must not count as a response",
+                            k.value.trim(),
+                            rules::OPT_OUT_KEYWORDS.join(", ")
+                        ),
+                    );
+                    ok = false;
+                } else if word.is_empty() || word.split_whitespace().count() != 1 {
+                    sink.at_spanned(
+                        k,
+                        format!(
+                            "reply keyword `{}` can never match: a reply matches on its first word, so expected one word or `*`",
+                            k.value
+                        ),
+                    );
+                    ok = false;
+                } else {
+                    out.push(ResponseRule::Reply(word));
+                }
+            }
+            model::ResponseFile::Event(e) => match event_match(sink, e) {
+                Some(m) => out.push(ResponseRule::Event(m)),
+                None => ok = false,
+            },
+            model::ResponseFile::Outcome(o) => {
+                if channel == Some(ChannelKind::Sms) {
+                    sink.at_spanned(
+                        o,
+                        "an `outcome` response can never happen on an `sms` wave: outcomes are recorded by agents on task waves; use `reply:` or `event:`",
+                    );
+                    ok = false;
+                } else if !rules::OUTCOMES.contains(&o.value.as_str()) {
+                    sink.at_spanned(
+                        o,
+                        format!(
+                            "outcome `{}` can never be recorded: expected one of {}",
+                            o.value,
+                            rules::OUTCOMES.join(", ")
+                        ),
+                    );
+                    ok = false;
+                } else {
+                    out.push(ResponseRule::Outcome(o.value.clone()));
+                }
+            }
+        }
+    }
+    (out, ok)
+}
+
 fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<Wave>> {
     let mut ok = true;
     if f.waves.is_empty() {
@@ -433,6 +660,12 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
         if seen.insert(w.id.value.as_str(), i).is_some() {
             sink.at_spanned(&w.id, format!("duplicate wave id `{}`", w.id.value));
             ok = false;
+        }
+    }
+    for w in &f.waves {
+        ok &= name(sink, &w.id, "wave id");
+        if let Some(team) = &w.team {
+            ok &= name(sink, team, "team name");
         }
     }
     let ids: Vec<&str> = f.waves.iter().map(|w| w.id.value.as_str()).collect();
@@ -497,6 +730,7 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
             ok = false;
         }
         let template = match bundle.templates.get(&w.template.value) {
+            _ if !template_path_ok(sink, &w.template) => None,
             None => {
                 sink.at_spanned(
                     &w.template,
@@ -527,24 +761,30 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
             },
         };
         let respond_within = duration(sink, &w.respond_within);
-        let send_within = match &w.send_within {
-            Some(s) => duration(sink, s),
-            None => Some(Duration::from_secs(12 * 3600)),
+        let send_within = match (&w.send_within, respond_within) {
+            (Some(s), respond) => match (duration(sink, s), respond) {
+                (Some(send), Some(respond)) if send > respond => {
+                    sink.at_spanned(
+                        s,
+                        format!(
+                            "send_within {} is longer than respond_within {}: a contact sent that late would be sent after its wave's window closed",
+                            s.value.trim(),
+                            w.respond_within.value.trim()
+                        ),
+                    );
+                    None
+                }
+                (send, _) => send,
+            },
+            // A contact sent after its window closed could never count as responding.
+            (None, respond) => {
+                Some(respond.map_or(DEFAULT_SEND_WITHIN, |r| r.min(DEFAULT_SEND_WITHIN)))
+            }
         };
         let filter = w.filter.as_ref().and_then(|s| check_expr(sink, s));
         let filter_ok = w.filter.is_none() || filter.is_some();
-        let mut responses: Vec<ResponseRule> = w
-            .responses
-            .iter()
-            .map(|r| match r {
-                model::ResponseFile::Reply(k) => ResponseRule::Reply(k.trim().to_lowercase()),
-                model::ResponseFile::Event(e) => ResponseRule::Event(EventMatch {
-                    kind: e.kind.clone(),
-                    value: e.value.clone(),
-                }),
-                model::ResponseFile::Outcome(o) => ResponseRule::Outcome(o.clone()),
-            })
-            .collect();
+        let (mut responses, responses_ok) = response_rules(sink, &w.responses, channel);
+        ok &= responses_ok;
         if responses.is_empty() {
             responses.push(match channel {
                 Some(c) if c.is_task() => ResponseRule::Outcome("accepted".into()),
@@ -565,7 +805,7 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
                     filter,
                     channel,
                     template,
-                    team: w.team.clone(),
+                    team: w.team.as_ref().map(|t| t.value.clone()),
                     respond_within,
                     send_within,
                     responses,

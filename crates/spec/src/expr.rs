@@ -990,6 +990,17 @@ fn check_into(expr: &Expr, errors: &mut Vec<ExprError>) {
             values,
             ..
         } => {
+            if values.len() > crate::rules::MAX_IN_LIST {
+                errors.push(ExprError::new(
+                    *field_span,
+                    format!(
+                        "`{field} in [...]` lists {} values, more than {} can be planned; define a segment on a field instead",
+                        values.len(),
+                        crate::rules::MAX_IN_LIST
+                    ),
+                ));
+                return;
+            }
             let Some(def) = known_field(field, *field_span, errors) else {
                 return;
             };

@@ -13,6 +13,7 @@ mod diag;
 mod duration;
 mod load;
 mod model;
+pub mod rules;
 mod template;
 mod workflow;
 

@@ -69,7 +69,7 @@ pub(crate) struct ScheduleFile {
     /// `last` one if it is still inside `catch_up_window`.
     #[serde(default)]
     pub(crate) catch_up: CatchUpFile,
-    /// How late a missed slot may still run under `catch_up: last`. Default `1h`.
+    /// How late a missed slot may still run under `catch_up: last`. Default `1h`; 1m to 366d.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub(crate) catch_up_window: Option<Spanned<String>>,
@@ -143,6 +143,7 @@ pub(crate) struct PolicyFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CapFile {
     pub(crate) count: u32,
+    /// The period the count applies to, e.g. `7d`; 1m to 366d.
     #[schemars(with = "String")]
     pub(crate) per: Spanned<String>,
 }
@@ -150,7 +151,7 @@ pub(crate) struct CapFile {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WaveFile {
-    /// Wave id, unique in the file.
+    /// Wave id, unique in the file: 1 to 64 of a-z, 0-9, `_`, `-`.
     #[schemars(with = "String")]
     pub(crate) id: Spanned<String>,
     /// The wave this one follows; it is planned when that wave's response window closes.
@@ -172,14 +173,16 @@ pub(crate) struct WaveFile {
     /// inserts a subscriber field (see `campaignd schema` for the list).
     #[schemars(with = "String")]
     pub(crate) template: Spanned<String>,
-    /// The agents' team, for `outbound_call` and `service` waves.
+    /// The agents' team, for `outbound_call` and `service` waves: 1 to 64 of a-z, 0-9, `_`, `-`.
     #[serde(default)]
-    pub(crate) team: Option<String>,
-    /// How long responses count for this wave, e.g. `3d`.
+    #[schemars(with = "Option<String>")]
+    pub(crate) team: Option<Spanned<String>>,
+    /// How long responses count for this wave, e.g. `3d`; 1m to 366d.
     #[schemars(with = "String")]
     pub(crate) respond_within: Spanned<String>,
     /// Latest time after a contact's planned send time that it may still go out; later it
-    /// expires unsent. Default `12h`.
+    /// expires unsent. Default `12h` (or `respond_within` if shorter); 1m to 366d, and no
+    /// longer than `respond_within`.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub(crate) send_within: Option<Spanned<String>>,
@@ -201,19 +204,23 @@ pub(crate) enum TargetsFile {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum ResponseFile {
     /// An SMS reply whose first word is this keyword (case-insensitive); `*` for any reply.
-    Reply(String),
+    /// SMS waves only; an opt-out word (td, stop, unsubscribe, 退订, n) is not allowed.
+    Reply(#[schemars(with = "String")] Spanned<String>),
     /// A business event such as an order or a top-up.
     Event(EventFile),
-    /// An agent's recorded outcome, e.g. `accepted`.
-    Outcome(String),
+    /// An agent's recorded outcome: accepted, refused, call_back_later or unreachable.
+    /// Task waves (outbound_call, service) only.
+    Outcome(#[schemars(with = "String")] Spanned<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventFile {
-    /// Event type, e.g. `order` or `topup`.
+    /// Event type, e.g. `order` or `topup`: 1 to 64 of a-z, A-Z, 0-9, `_`, `-`, `.`, as the
+    /// events API accepts them.
     #[serde(rename = "type")]
-    pub(crate) kind: String,
+    #[schemars(with = "String")]
+    pub(crate) kind: Spanned<String>,
     /// Event value to match, e.g. the offer id; any value when absent.
     #[serde(default)]
     pub(crate) value: Option<String>,
@@ -228,9 +235,10 @@ pub(crate) struct EvaluateFile {
     /// Subscriber field to break the evaluation down by. Default: the control stratum.
     #[serde(default)]
     pub(crate) breakdown: Option<String>,
-    /// Staff addresses the report is e-mailed to when the run ends.
+    /// Staff addresses the report is e-mailed to when the run ends, plain `name@domain.tld`.
     #[serde(default)]
-    pub(crate) email: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub(crate) email: Vec<Spanned<String>>,
 }
 
 /// `workflows/segments.yaml`: named audiences shared by workflows.

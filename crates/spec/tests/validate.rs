@@ -292,3 +292,311 @@ fn schema_is_json_with_the_top_level_keys() {
         assert!(v["properties"].get(key).is_some(), "schema lacks {key}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Mistakes that once validated silently (issue 7, item 5). Each rule: its location and text.
+
+/// VALID with the `call` wave's `respond_within: 5d` line followed by `extra` lines.
+fn with_wave_lines(first_wave: &str, second_wave: &str) -> String {
+    VALID
+        .replace(
+            "    respond_within: 3d\n",
+            &format!("    respond_within: 3d\n{first_wave}"),
+        )
+        .replace(
+            "    respond_within: 5d\n",
+            &format!("    respond_within: 5d\n{second_wave}"),
+        )
+}
+
+#[test]
+fn durations_out_of_bounds() {
+    for (bad, col) in [("400d", 21), ("53w", 21), ("30s", 21), ("99999999w", 21)] {
+        assert_one(
+            &VALID.replace("respond_within: 3d", &format!("respond_within: {bad}")),
+            &format!("wf.yaml:16:{col}:"),
+            &format!("duration `{bad}` is out of range: expected 1m to 366d"),
+        );
+    }
+    // 366d itself is allowed, as is 1m.
+    assert!(errors(&VALID.replace("respond_within: 5d", "respond_within: 366d")).is_empty());
+    assert!(errors(&VALID.replace("respond_within: 3d", "respond_within: 1m")).is_empty());
+    assert_one(
+        &VALID.replace("per: 7d", "per: 9999w"),
+        "wf.yaml:11:70:",
+        "duration `9999w` is out of range",
+    );
+    assert_one(
+        &VALID.replace("  season:", "  catch_up_window: 400d\n  season:"),
+        "wf.yaml:5:20:",
+        "duration `400d` is out of range",
+    );
+}
+
+#[test]
+fn send_within_longer_than_respond_within() {
+    assert_one(
+        &with_wave_lines("    send_within: 4d\n", ""),
+        "wf.yaml:17:18:",
+        "send_within 4d is longer than respond_within 3d",
+    );
+    assert!(errors(&with_wave_lines("    send_within: 3d\n", "")).is_empty());
+}
+
+#[test]
+fn default_send_within_never_outlasts_the_window() {
+    let (_dir, path) = setup(
+        &VALID.replace("respond_within: 3d", "respond_within: 2h"),
+        TEMPLATE,
+    );
+    let wf = spec::load_file(&path).unwrap();
+    assert_eq!(
+        wf.waves[0].send_within,
+        std::time::Duration::from_secs(2 * 3600)
+    );
+    assert_eq!(
+        wf.waves[1].send_within,
+        std::time::Duration::from_secs(12 * 3600)
+    );
+}
+
+#[test]
+fn wave_ids_and_team_names_are_names() {
+    assert_one(
+        &VALID
+            .replace("id: sms", "id: \"SMS offer\"")
+            .replace("after: sms", "after: \"SMS offer\""),
+        "wf.yaml:13:9:",
+        "expected a wave id of 1 to 64 lowercase letters, digits, `_` or `-`, found `SMS offer`",
+    );
+    assert_one(
+        &VALID
+            .replace("id: sms", "id: \"\"")
+            .replace("after: sms", "after: \"\""),
+        "wf.yaml:13:9:",
+        "expected a wave id of 1 to 64",
+    );
+    let long = "w".repeat(65);
+    assert_one(
+        &VALID
+            .replace("id: sms", &format!("id: {long}"))
+            .replace("after: sms", &format!("after: {long}")),
+        "wf.yaml:13:9:",
+        "expected a wave id",
+    );
+    assert_one(
+        &VALID.replace("team: callcentre", "team: \"call\\tcentre\""),
+        "wf.yaml:21:11:",
+        "expected a team name of 1 to 64 lowercase letters, digits, `_` or `-`, found `call\\tcentre`",
+    );
+}
+
+#[test]
+fn reply_keywords_that_opt_out_are_refused() {
+    for word in ["TD", "stop", "退订", "n"] {
+        assert_one(
+            &with_wave_lines(&format!("    responses:\n      - reply: \"{word}\"\n"), ""),
+            "wf.yaml:18:16:",
+            &format!("reply keyword `{word}` is an opt-out word"),
+        );
+    }
+    assert!(
+        errors(&with_wave_lines(
+            "    responses:\n      - reply: \"1\"\n",
+            ""
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn responses_a_channel_cannot_produce() {
+    assert_one(
+        &with_wave_lines("", "    responses:\n      - reply: \"1\"\n"),
+        "wf.yaml:25:16:",
+        "a `reply` response can never happen on a `outbound_call` wave",
+    );
+    assert_one(
+        &with_wave_lines("    responses:\n      - outcome: accepted\n", ""),
+        "wf.yaml:18:18:",
+        "an `outcome` response can never happen on an `sms` wave",
+    );
+    assert_one(
+        &with_wave_lines("", "    responses:\n      - outcome: acepted\n"),
+        "wf.yaml:25:18:",
+        "outcome `acepted` can never be recorded: expected one of accepted, refused, call_back_later, unreachable",
+    );
+    assert_one(
+        &with_wave_lines("    responses:\n      - event: { type: reply }\n", ""),
+        "wf.yaml:18:24:",
+        "event type `reply` can never arrive",
+    );
+    assert_one(
+        &with_wave_lines("    responses:\n      - reply: \"yes please\"\n", ""),
+        "wf.yaml:18:16:",
+        "expected one word or `*`",
+    );
+}
+
+#[test]
+fn goals_no_event_can_produce() {
+    assert_one(
+        &format!("{VALID}evaluate:\n  goal: {{ type: \"an order\" }}\n"),
+        "wf.yaml:25:17:",
+        "event type `an order` can never arrive",
+    );
+    assert_one(
+        &format!("{VALID}evaluate:\n  goal: {{ type: outcome }}\n"),
+        "wf.yaml:25:17:",
+        "reserved for SMS replies and agent outcomes",
+    );
+}
+
+#[test]
+fn malformed_report_addresses() {
+    let errs = errors(&format!(
+        "{VALID}evaluate:\n  email: [ok@example.com, \"Boss <boss@example.com>\", nobody]\n"
+    ));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("wf.yaml:25:27: `Boss <boss@example.com>` is not an e-mail address"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].starts_with("wf.yaml:25:54: `nobody` is not an e-mail address: no `@`"),
+        "{}",
+        errs[1]
+    );
+}
+
+#[test]
+fn cron_that_never_fires() {
+    assert_one(
+        &VALID.replace("0 10 * * Mon-Fri", "0 10 30 2 *"),
+        "wf.yaml:4:9:",
+        "cron `0 10 30 2 *` never fires",
+    );
+    // Feb 29 fires every four years: not a mistake.
+    assert!(
+        errors(&VALID.replace("0 10 * * Mon-Fri", "0 10 29 2 *").replace(
+            "from: \"08-15\", to: \"10-31\"",
+            "from: \"02-01\", to: \"03-01\""
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn season_the_cron_never_fires_in() {
+    assert_one(
+        &VALID.replace("0 10 * * Mon-Fri", "0 10 * 12 *"),
+        "wf.yaml:5:19:",
+        "cron `0 10 * 12 *` never fires between 08-15 and 10-31",
+    );
+    // A season over New Year that holds December is fine.
+    assert!(
+        errors(&VALID.replace("0 10 * * Mon-Fri", "0 10 * 12 *").replace(
+            "from: \"08-15\", to: \"10-31\"",
+            "from: \"11-15\", to: \"01-31\""
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn in_lists_too_long_to_plan() {
+    let values = |n: usize| {
+        (0..n)
+            .map(|i| format!("'c{i}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    assert_one(
+        &VALID.replace(
+            "arpu_3m >= 10 and brand != 'gotone'",
+            &format!("campus in [{}]", values(1001)),
+        ),
+        "wf.yaml:8:11:",
+        "lists 1001 values, more than 1000 can be planned",
+    );
+    assert!(
+        errors(&VALID.replace(
+            "arpu_3m >= 10 and brand != 'gotone'",
+            &format!("campus in [{}]", values(1000)),
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn template_paths_outside_the_folder() {
+    for bad in ["../secret.env", "/etc/passwd", "templates/../../secret.env"] {
+        let errs = errors(&VALID.replace(
+            "template: t.txt\n    respond_within: 3d",
+            &format!("template: \"{bad}\"\n    respond_within: 3d"),
+        ));
+        assert_eq!(errs.len(), 1, "{bad}: {errs:#?}");
+        assert!(
+            errs[0].starts_with(&format!(
+                "wf.yaml:15:15: template path `{bad}` must be relative and stay inside the workflow's folder"
+            )),
+            "{}",
+            errs[0]
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn template_symlink_out_of_the_folder_is_not_read() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("campaignd.env");
+    std::fs::write(&secret, "DATABASE_URL=postgres://secret").unwrap();
+    let wf = VALID.replace(
+        "template: t.txt\n    respond_within: 3d",
+        "template: link.txt\n    respond_within: 3d",
+    );
+    let (dir, path) = setup(&wf, TEMPLATE);
+    std::os::unix::fs::symlink(&secret, dir.path().join("link.txt")).unwrap();
+    let err = spec::Bundle::read(&path).unwrap_err();
+    assert_eq!(err.len(), 1, "{err:#?}");
+    assert_eq!((err[0].line, err[0].column), (15, 15));
+    assert!(
+        err[0]
+            .message
+            .contains("leads outside the workflow's folder"),
+        "{}",
+        err[0]
+    );
+    let errs = errors_in(&dir, &path);
+    assert!(
+        errs.iter().all(|e| !e.contains("DATABASE_URL")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[0].starts_with("wf.yaml:15:15: template path `link.txt` leads outside"),
+        "{errs:#?}"
+    );
+    // A link that stays inside the folder is fine.
+    std::fs::remove_file(dir.path().join("link.txt")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("t.txt"), dir.path().join("link.txt")).unwrap();
+    assert!(spec::load_file(&path).is_ok());
+}
+
+fn errors_in(_dir: &tempfile::TempDir, path: &Path) -> Vec<String> {
+    match spec::load_file(path) {
+        Ok(_) => Vec::new(),
+        Err(d) => d
+            .iter()
+            .map(|d| {
+                let file = Path::new(&d.file)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                format!("{file}:{}:{}: {}", d.line, d.column, d.message)
+            })
+            .collect(),
+    }
+}

@@ -58,8 +58,9 @@ pub enum TrackingError {
     Store(#[from] store::StoreError),
 }
 
-/// Replies whose first word (case-insensitive) is one of these opt the subscriber out.
-pub const OPT_OUT_KEYWORDS: &[&str] = &["td", "stop", "unsubscribe", "退订", "n"];
+/// Replies whose first word (case-insensitive) is one of these opt the subscriber out. The
+/// workflow language owns the list, so a wave cannot count one as a positive reply.
+pub use spec::rules::OPT_OUT_KEYWORDS;
 
 /// Kannel DLR types (the `%d` escape), as stored in `inbound.kind`.
 mod dlr_type {
