@@ -1,6 +1,7 @@
 //! Turns a [`Bundle`] into a checked [`Workflow`], collecting every problem with its location.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::NaiveTime;
@@ -12,6 +13,7 @@ use crate::diag::{Diagnostic, Sink, from_yaml_error};
 use crate::duration::parse_duration;
 use crate::expr::{self, Expr};
 use crate::fields;
+use crate::keys;
 use crate::model::{self, CatchUpFile, SegmentsFile, TargetsFile, WorkflowFile};
 use crate::rules;
 use crate::template::Template;
@@ -19,6 +21,28 @@ use crate::workflow::*;
 
 fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! { strict_booleans: true }
+}
+
+fn schema_value<T: schemars::JsonSchema>() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(T)).expect("a schema is JSON")
+}
+
+/// The typed parse. When it fails, the unknown keys are reported with its error (which may be
+/// about one of them: an unknown response kind fails both), so one run shows them all.
+fn parse_typed<T: serde::de::DeserializeOwned>(
+    file: &str,
+    source: &str,
+    schema: &serde_json::Value,
+) -> Result<T, Vec<Diagnostic>> {
+    serde_saphyr::from_str_with_options(source, yaml_options()).map_err(|e| {
+        let typed = from_yaml_error(file, &e);
+        let mut out = keys::unknown_keys(file, source, schema);
+        if !out.iter().any(|k| k.line == typed.line) {
+            out.push(typed);
+            out.sort_by_key(|d| (d.line, d.column));
+        }
+        out
+    })
 }
 
 /// Named segments, checked.
@@ -29,9 +53,11 @@ pub struct Segments {
 
 /// Parses and checks `segments.yaml`.
 pub fn compile_segments(file: &str, source: &str) -> Result<Segments, Vec<Diagnostic>> {
-    let parsed: SegmentsFile = serde_saphyr::from_str_with_options(source, yaml_options())
-        .map_err(|e| vec![from_yaml_error(file, &e)])?;
+    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(schema_value::<SegmentsFile>);
+    let parsed: SegmentsFile = parse_typed(file, source, schema)?;
     let mut sink = Sink::new(file, source);
+    sink.out = keys::unknown_keys(file, source, schema);
     let mut by_name = BTreeMap::new();
     for (name, seg) in parsed.segments {
         if let Some(e) = check_expr(&mut sink, &seg.filter) {
@@ -175,11 +201,11 @@ fn quiet_hours(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<QuietHours> {
 /// Compiles a bundle. `calendars` lists the calendar names available (from
 /// `workflows/calendars/`); `None` skips that check.
 pub fn compile(bundle: &Bundle, calendars: Option<&[String]>) -> Result<Workflow, Vec<Diagnostic>> {
+    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(schema_value::<WorkflowFile>);
     let file = bundle.path.as_str();
-    let parsed: WorkflowFile =
-        serde_saphyr::from_str_with_options(&bundle.workflow, yaml_options())
-            .map_err(|e| vec![from_yaml_error(file, &e)])?;
-    let mut all = Vec::new();
+    let parsed: WorkflowFile = parse_typed(file, &bundle.workflow, schema)?;
+    let mut all = keys::unknown_keys(file, &bundle.workflow, schema);
     let segments = match &bundle.segments {
         Some(src) => {
             let seg_file = std::path::Path::new(file)

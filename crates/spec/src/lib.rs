@@ -11,6 +11,7 @@ mod bundle;
 mod compile;
 mod diag;
 mod duration;
+mod keys;
 mod load;
 mod model;
 pub mod rules;

@@ -11,7 +11,9 @@ use serde_saphyr::Spanned;
 /// A campaign workflow: who to reach, when, over which channels, in which waves, and how to
 /// judge the result.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct WorkflowFile {
     /// Campaign id: lowercase letters, digits and dashes. Unique across `workflows/`.
     #[schemars(with = "String")]
@@ -52,7 +54,9 @@ fn default_priority() -> u8 {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct ScheduleFile {
     /// Cron expression with 5 fields (`min hour day month weekday`) or 6 (seconds first),
     /// e.g. `0 0 10 * * Mon-Fri`. Judged in the campaign's time zone.
@@ -84,7 +88,9 @@ pub(crate) enum CatchUpFile {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct SeasonFile {
     /// First day of the window, `MM-DD`.
     #[schemars(with = "String")]
@@ -95,7 +101,9 @@ pub(crate) struct SeasonFile {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct AudienceFile {
     /// A named segment from `workflows/segments.yaml`.
     #[serde(default)]
@@ -112,7 +120,9 @@ pub(crate) struct AudienceFile {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct ControlFile {
     /// Share of the audience held out, between 0 and 0.5, e.g. `0.10`.
     #[schemars(with = "f64")]
@@ -128,7 +138,9 @@ pub(crate) struct ControlFile {
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct PolicyFile {
     /// Local hours in which nobody is contacted, `HH:MM-HH:MM`, e.g. `21:00-08:00`.
     #[serde(default)]
@@ -140,7 +152,9 @@ pub(crate) struct PolicyFile {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct CapFile {
     pub(crate) count: u32,
     /// The period the count applies to, e.g. `7d`; 1m to 366d.
@@ -149,7 +163,9 @@ pub(crate) struct CapFile {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct WaveFile {
     /// Wave id, unique in the file: 1 to 64 of a-z, 0-9, `_`, `-`.
     #[schemars(with = "String")]
@@ -214,7 +230,9 @@ pub(crate) enum ResponseFile {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct EventFile {
     /// Event type, e.g. `order` or `topup`: 1 to 64 of a-z, A-Z, 0-9, `_`, `-`, `.`, as the
     /// events API accepts them.
@@ -227,7 +245,9 @@ pub(crate) struct EventFile {
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct EvaluateFile {
     /// The business event that counts as success, compared between treatment and control.
     #[serde(default)]
@@ -243,13 +263,17 @@ pub(crate) struct EvaluateFile {
 
 /// `workflows/segments.yaml`: named audiences shared by workflows.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct SegmentsFile {
     pub(crate) segments: BTreeMap<String, SegmentFile>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
 pub(crate) struct SegmentFile {
     /// What the segment is, for people reading the file.
     #[serde(default)]

@@ -600,3 +600,96 @@ fn errors_in(_dir: &tempfile::TempDir, path: &Path) -> Vec<String> {
             .collect(),
     }
 }
+
+#[test]
+fn unknown_keys_are_reported_with_every_other_error() {
+    let broken = VALID
+        .replace("  exclude:", "  exclud:")
+        .replace("Asia/Shanghai", "Mars/Base")
+        .replace("    team: callcentre\n", "    teem: callcentre\n")
+        .replace("respond_within: 5d", "respond_within: soon")
+        .replace("policy: {", "policy: { quiet_hour: \"22:00-07:00\",")
+        + "evaluate:\n  goal: { type: order, valeu: x }\n";
+    let errs = errors(&broken);
+    for expected in [
+        "wf.yaml:2:11: unknown time zone `Mars/Base`",
+        "wf.yaml:9:3: unknown field `exclud` (did you mean `exclude`?), expected one of `exclude`, `segment`, `where`",
+        "wf.yaml:11:11: unknown field `quiet_hour` (did you mean `quiet_hours`?)",
+        "wf.yaml:21:5: unknown field `teem` (did you mean `team`?)",
+        "wf.yaml:23:21: expected a duration",
+        "wf.yaml:25:24: unknown field `valeu` (did you mean `value`?), expected one of `type`, `value`",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "no {expected:?} in {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_in_lists_and_nested_maps() {
+    let errs = errors(
+        &VALID
+            .replace("    respond_within: 3d\n", "    respond_within: 3d\n    responses:\n      - reply: \"1\"\n      - evnt: { type: order }\n")
+            .replace("share: 0.1,", "share: 0.1, salts: x,"),
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("wf.yaml:10:24: unknown field `salts` (did you mean `salt`?)")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.starts_with("wf.yaml:19:9: unknown field `evnt` (did you mean `event`?), expected one of `reply`, `event`, `outcome`")),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn unknown_keys_in_segments_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("segments.yaml"),
+        "segments:\n  freshmen:\n    wher: \"student_stage == 'freshman'\"\n    descripton: x\n",
+    )
+    .unwrap();
+    let errs = spec::compile_segments(
+        "segments.yaml",
+        &std::fs::read_to_string(dir.path().join("segments.yaml")).unwrap(),
+    )
+    .unwrap_err();
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(
+        shown
+            .iter()
+            .any(|e| e.starts_with("segments.yaml:3:5: unknown field `wher`")),
+        "{shown:#?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|e| e.starts_with("segments.yaml:4:5: unknown field `descripton`")),
+        "{shown:#?}"
+    );
+}
+
+#[test]
+fn misspelt_required_key_names_the_key_it_meant() {
+    // A required key misspelt fails the typed parse too ("missing field"); the unknown-key
+    // error at the misspelling is the one that says what to fix.
+    let errs = errors(
+        &VALID
+            .replace("respond_within: 3d", "respond_witin: 3d")
+            .replace("  exclude:", "  exclud:"),
+    );
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "wf.yaml:16:5: unknown field `respond_witin` (did you mean `respond_within`?)"
+        )),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("wf.yaml:9:3: unknown field `exclud`")),
+        "{errs:#?}"
+    );
+}
