@@ -77,6 +77,14 @@ pub fn read_csv(
             }
         }
     }
+    if errors.is_empty() && rows.is_empty() {
+        // An export cut off after its header is a failed export, not an empty base.
+        errors.push(ImportError::Line {
+            file: file.to_owned(),
+            line: 2,
+            message: "no records after the header: expected at least one subscriber".to_owned(),
+        });
+    }
     if errors.is_empty() {
         Ok(rows)
     } else {

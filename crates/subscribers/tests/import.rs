@@ -416,11 +416,35 @@ fn scaled_values_are_range_checked_after_scaling() {
 }
 
 #[test]
-fn an_empty_file_is_an_error_and_a_header_only_file_is_empty() {
+fn an_empty_file_and_a_header_only_file_are_errors() {
     let errors = import_errors(&small(), "");
     assert!(messages(&errors)[0].starts_with("data.csv:1: the file is empty"));
-    let rows = read_csv(&small(), "d.csv", "phone,name,spend,flag\n".as_bytes()).expect("ok");
-    assert!(rows.is_empty());
+    // An export cut off after its header must not pass as "the base has nobody".
+    for csv in ["phone,name,spend,flag\n", "phone,name,spend,flag"] {
+        let errors = import_errors(&small(), csv);
+        assert_eq!(
+            messages(&errors),
+            ["data.csv:2: no records after the header: expected at least one subscriber"]
+        );
+    }
+}
+
+#[test]
+fn text_cells_with_control_characters_or_too_long_are_refused() {
+    let long = "x".repeat(201);
+    let csv = format!(
+        "phone,name,spend,flag\n13900000001,\"A\nB\",1,no\n13900000002,\"C\x1b[2J\",1,no\n13900000003,{long},1,no\n13900000004,{},1,no\n",
+        "名".repeat(200)
+    );
+    let errors = import_errors(&small(), &csv);
+    assert_eq!(
+        messages(&errors),
+        [
+            r#"data.csv:2:2 (name): expected text without control characters, found '\n' in "A\nB" (for name)"#,
+            r#"data.csv:4:2 (name): expected text without control characters, found '\u{1b}' in "C\u{1b}[2J" (for name)"#,
+            "data.csv:5:2 (name): expected at most 200 characters, found 201 (for name)",
+        ]
+    );
 }
 
 #[test]
@@ -432,7 +456,8 @@ fn excel_exports_with_bom_and_crlf_import() {
 
 #[test]
 fn line_numbers_count_newlines_inside_quoted_cells() {
-    let csv = "phone,name,spend,flag\n13900000001,\"A\nB\",1,no\n13900000002,C,x,no\n";
+    // The quoted line break is in a column the mapping does not read (a name may not hold one).
+    let csv = "phone,name,spend,flag,note\n13900000001,A,1,no,\"x\ny\"\n13900000002,C,x,no,z\n";
     let errors = import_errors(&small(), csv);
     let got = messages(&errors);
     assert_eq!(got.len(), 1);

@@ -36,10 +36,28 @@ pub(crate) trait FieldValue: Sized + Clone + std::fmt::Debug {
     }
 }
 
+/// The longest free-text cell (name, region, campus, ...), in characters: they end up in
+/// messages, call scripts and reports, where a 10 kB "name" is a mistake or an attack.
+pub(crate) const MAX_TEXT_CHARS: usize = 200;
+
 impl FieldValue for String {
     type Rule = TextRule;
 
     fn parse(text: &str, rule: TextRule) -> Result<Self, String> {
+        // Control characters (line breaks inside quotes, escapes, NUL) would break the SMS
+        // text, the agents' task list and log lines the value is written to.
+        if let Some(c) = text.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "expected text without control characters, found {:?} in {text:?}",
+                c
+            ));
+        }
+        let chars = text.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            return Err(format!(
+                "expected at most {MAX_TEXT_CHARS} characters, found {chars}"
+            ));
+        }
         let expected = match rule {
             TextRule::Free => return Ok(text.to_owned()),
             TextRule::OneOf(values) if values.contains(&text) => return Ok(text.to_owned()),
@@ -182,6 +200,25 @@ mod tests {
         assert!(String::parse("23912345678", TextRule::Msisdn).is_err());
         let e = String::parse("F", TextRule::OneOf(&["female", "male"])).unwrap_err();
         assert_eq!(e, r#"expected one of female, male, found "F""#);
+    }
+
+    #[test]
+    fn text_has_no_control_characters_and_a_length_limit() {
+        assert!(String::parse("Zhang Wei 张伟", TextRule::Free).is_ok());
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "a\tb",
+            "a\u{0}b",
+            "a\u{1b}[31mb",
+            "a\u{85}b",
+        ] {
+            let e = String::parse(bad, TextRule::Free).unwrap_err();
+            assert!(e.contains("control characters"), "{bad:?}: {e}");
+        }
+        assert!(String::parse(&"名".repeat(MAX_TEXT_CHARS), TextRule::Free).is_ok());
+        let e = String::parse(&"x".repeat(MAX_TEXT_CHARS + 1), TextRule::Free).unwrap_err();
+        assert_eq!(e, "expected at most 200 characters, found 201");
     }
 
     #[test]
