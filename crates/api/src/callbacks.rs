@@ -18,6 +18,19 @@ const MAX_TEXT: usize = 2000;
 const MAX_REPLY: usize = 1000;
 
 /// `GET /callbacks/kannel/dlr?key=..&type=..&smscid=..&fid=..&to=..&ts=..&reply=..`
+#[utoipa::path(get, path = "/callbacks/kannel/dlr", tag = "callbacks",
+    params(
+        ("key" = String, Query, description = "The contact's idempotency key, as sent in the dlr-url"),
+        ("type" = String, Query, description = "Kannel DLR type (%d): 1, 2, 4, 8 or 16"),
+        ("to" = Option<String>, Query, description = "The subscriber's number (%p)"),
+        ("reply" = Option<String>, Query, description = "The SMSC reply (%A), at most 1000 characters"),
+        ("smscid" = Option<String>, Query, description = "Kept in the stored payload, like any other parameter"),
+    ),
+    responses(
+        (status = 200, description = "Stored", body = String, example = "ok"),
+        (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
+        (status = 500, description = "Not stored; Kannel retries", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn dlr(
     State(state): State<Shared>,
     RawQuery(raw): RawQuery,
@@ -62,6 +75,18 @@ pub(crate) async fn dlr(
 }
 
 /// `GET /callbacks/kannel/mo?from=..&to=..&text=..&msgid=..&ts=..` (also `charset`, as `%C`).
+#[utoipa::path(get, path = "/callbacks/kannel/mo", tag = "callbacks",
+    params(
+        ("from" = String, Query, description = "The subscriber's number (%p)"),
+        ("text" = String, Query, description = "The message text (%a), at most 2000 characters"),
+        ("charset" = Option<String>, Query, description = "Charset of `text` (%C): UTF-8 (default), UTF-16BE, UCS-2, ISO-8859-1"),
+        ("to" = Option<String>, Query, description = "Our short code (%P); kept in the payload"),
+    ),
+    responses(
+        (status = 200, description = "Stored", body = String, example = "ok"),
+        (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
+        (status = 500, description = "Not stored; Kannel retries", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn mo(
     State(state): State<Shared>,
     RawQuery(raw): RawQuery,

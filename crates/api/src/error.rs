@@ -6,6 +6,16 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tracing::error;
 
+/// The body of every error answer (documentation of [`ApiError`]'s responses).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct ErrorBody {
+    /// What was wrong and what was expected.
+    error: String,
+    /// The offending field (400 only), e.g. `key`, `[2].msisdn`, `body`.
+    field: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
     /// Bad input: names the field and says what was expected. Nothing was written.

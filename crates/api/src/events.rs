@@ -21,7 +21,7 @@ const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 /// Response kinds attribution writes itself; an event of that type would be mistaken for one.
 const RESERVED_TYPES: [&str; 2] = ["reply", "outcome"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EventIn {
     msisdn: String,
@@ -43,6 +43,16 @@ const SHAPE: &str = r#"{"msisdn": "...", "type": "order", "value": "...", "at": 
 
 /// `POST /events`: one event object, or an array of up to 10,000. All or nothing: one bad
 /// event rejects the batch, and nothing is stored.
+#[utoipa::path(post, path = "/events", tag = "events",
+    request_body(
+        description = "One event, or an array of 1 to 10,000 (at most 8 MiB)",
+        content((EventIn = "application/json"), (Vec<EventIn> = "application/json")),
+    ),
+    responses(
+        (status = 202, description = "Stored; `{\"accepted\": n}`", body = Object),
+        (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
+        (status = 413, description = "Body over 8 MiB", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn post(
     State(state): State<Shared>,
     body: Bytes,

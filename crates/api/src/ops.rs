@@ -1,27 +1,239 @@
-//! Health and reports.
+//! Health probes, reports and the OpenAPI document.
+//!
+//! Liveness and readiness answer different questions. `/livez` asks "should this process be
+//! restarted?": only when its own loops stopped turning, never because the database is away
+//! (restarting every replica while PostgreSQL restarts helps nobody). `/readyz` asks "should
+//! traffic come here?": only when the database answers, the schema is the one this build
+//! expects, and the engine is running.
 
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use migrations::MigratorTrait;
+use sea_orm::ConnectionTrait;
+use serde::Serialize;
+use supervise::TaskReport;
 use tracing::warn;
+use utoipa::ToSchema;
 
 use crate::Shared;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::tasks::parse_id;
 
+/// A probe's database queries give up after this: the kubelet's probe timeout is a few
+/// seconds, and a pool waiting for a connection to a restarting server would outlast it.
+const PROBE_DB_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `GET /healthz`: 200 only when the database answers, so a load balancer stops sending
-/// callbacks to a replica that could not store them.
+/// callbacks to a replica that could not store them. Kept for existing load-balancer checks;
+/// Kubernetes uses `/livez` and `/readyz`.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses(
+        (status = 200, description = "The database answers", body = String, example = "ok"),
+        (status = 503, description = "The database does not answer", body = String),
+    ))]
 pub(crate) async fn healthz(State(state): State<Shared>) -> (StatusCode, &'static str) {
-    match state.store.db_now().await {
-        Ok(_) => (StatusCode::OK, "ok"),
-        Err(e) => {
+    match tokio::time::timeout(PROBE_DB_TIMEOUT, state.store.db_now()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ok"),
+        Ok(Err(e)) => {
             warn!(error = %e, "Health check: database unavailable.");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+        Err(_) => {
+            warn!("Health check: database did not answer in time.");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
     }
 }
 
+/// Requests in flight against the limit.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct InFlight {
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// What `/livez` and `/readyz` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HealthBody {
+    /// `alive` / `stalled` (liveness), `ready` / `not ready` (readiness).
+    status: String,
+    /// Readiness only: each check and `ok` or why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<Checks>,
+    /// Supervised loops that ended unasked or have not turned within the stall bound.
+    stalled: Vec<String>,
+    http: InFlight,
+    /// Every supervised background loop: restarts after panics and the last panic message.
+    #[schema(value_type = Vec<TaskHealth>)]
+    tasks: Vec<TaskReport>,
+}
+
+/// One supervised loop (documentation twin of `supervise::TaskReport`).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct TaskHealth {
+    name: String,
+    running: bool,
+    beats: u64,
+    since_beat_ms: u64,
+    restarts: u64,
+    last_panic: Option<String>,
+    last_panic_at: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Checks {
+    database: String,
+    migrations: String,
+    engine: String,
+}
+
+fn in_flight(state: &Shared) -> InFlight {
+    let p = &state.probes;
+    InFlight {
+        in_flight: p.max_in_flight - p.in_flight.available_permits(),
+        max_in_flight: p.max_in_flight,
+    }
+}
+
+/// `GET /livez`: 200 while every supervised loop turns (restarts after a panic included);
+/// 503 when one ended unasked or stalled. Never touches the database.
+#[utoipa::path(get, path = "/livez", tag = "health",
+    responses(
+        (status = 200, description = "Alive", body = HealthBody),
+        (status = 503, description = "A background loop died or stalled", body = HealthBody),
+    ))]
+pub(crate) async fn livez(State(state): State<Shared>) -> (StatusCode, Json<HealthBody>) {
+    let p = &state.probes;
+    let stalled = p.supervisor.dead_or_stalled(p.stall_after);
+    let status = if stalled.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = HealthBody {
+        status: if stalled.is_empty() {
+            "alive"
+        } else {
+            "stalled"
+        }
+        .to_owned(),
+        checks: None,
+        stalled,
+        http: in_flight(&state),
+        tasks: p.supervisor.report(),
+    };
+    (status, Json(body))
+}
+
+/// `GET /readyz`: 200 when the database answers, no migration of this build is pending and
+/// the engine's loops have started (and are alive); 503 otherwise, with the failing check.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready for traffic", body = HealthBody),
+        (status = 503, description = "Not ready; `checks` says why", body = HealthBody),
+    ))]
+pub(crate) async fn readyz(State(state): State<Shared>) -> (StatusCode, Json<HealthBody>) {
+    let p = &state.probes;
+    let database = match tokio::time::timeout(PROBE_DB_TIMEOUT, state.store.db_now()).await {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(e)) => {
+            // The error text can name hosts and users; it stays in the log.
+            warn!(error = %e, "Readiness: database unavailable.");
+            "unreachable".to_owned()
+        }
+        Err(_) => "unreachable: no answer within 2 s".to_owned(),
+    };
+    let migrations = if database == "ok" {
+        match tokio::time::timeout(PROBE_DB_TIMEOUT, pending_migrations(&state.store)).await {
+            Ok(Ok(pending)) if pending.is_empty() => "ok".to_owned(),
+            Ok(Ok(pending)) => format!("pending: {}", pending.join(", ")),
+            Ok(Err(e)) => {
+                warn!(error = %e, "Readiness: migration table unreadable.");
+                "unknown: migration table unreadable".to_owned()
+            }
+            Err(_) => "unknown: no answer within 2 s".to_owned(),
+        }
+    } else {
+        "unknown: database unreachable".to_owned()
+    };
+    let engine = if !p.expect_engine {
+        "ok".to_owned()
+    } else {
+        match p
+            .supervisor
+            .started()
+            .into_iter()
+            .find(|(n, _)| n == "housekeeping")
+        {
+            Some((_, true)) => "ok".to_owned(),
+            _ => "not started".to_owned(),
+        }
+    };
+    let stalled = p.supervisor.dead_or_stalled(p.stall_after);
+    let ready = database == "ok" && migrations == "ok" && engine == "ok" && stalled.is_empty();
+    let body = HealthBody {
+        status: if ready { "ready" } else { "not ready" }.to_owned(),
+        checks: Some(Checks {
+            database,
+            migrations,
+            engine,
+        }),
+        stalled,
+        http: in_flight(&state),
+        tasks: p.supervisor.report(),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+/// Migrations of this build not recorded as applied. Migrations the database has and this
+/// build does not know are fine: they are additive, and during a rolling update the old
+/// replicas keep serving on the new schema. Reads only (no `CREATE TABLE`, unlike
+/// sea-orm-migration's status functions).
+async fn pending_migrations(store: &store::Store) -> Result<Vec<String>, store::StoreError> {
+    let db = store.db();
+    let rows = db
+        .query_all_raw(store::stmt(db, "SELECT version FROM seaql_migrations", []))
+        .await?;
+    let applied: HashSet<String> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<String>("", "version").ok())
+        .collect();
+    Ok(migrations::Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .filter(|n| !applied.contains(n))
+        .collect())
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 document of this API, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+pub(crate) async fn openapi() -> Response {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let doc = DOC.get_or_init(crate::openapi::json);
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
+}
+
 /// `GET /runs/{id}/report`: the evaluation report stored when the run finished.
+#[utoipa::path(get, path = "/runs/{id}/report", tag = "reports",
+    params(("id" = i64, Path, description = "The run id, a positive whole number")),
+    responses(
+        (status = 200, description = "The stored report (evaluate::Report as JSON)", body = Object),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 404, description = "No such run, or no report yet", body = ErrorBody),
+    ))]
 pub(crate) async fn run_report(
     State(state): State<Shared>,
     Path(id): Path<String>,

@@ -18,7 +18,7 @@ const STATES: [&str; 2] = ["open", "done"];
 const OUTCOMES: [&str; 4] = ["accepted", "refused", "call_back_later", "unreachable"];
 const MAX_LIMIT: u64 = 1000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TaskDto {
     id: i64,
     contact_id: i64,
@@ -46,6 +46,16 @@ impl From<TaskRow> for TaskDto {
 }
 
 /// `GET /tasks?team=..&state=open&limit=100`
+#[utoipa::path(get, path = "/tasks", tag = "tasks",
+    params(
+        ("team" = Option<String>, Query, description = "Only this team's tasks"),
+        ("state" = Option<String>, Query, description = "open (default) or done"),
+        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "Tasks, oldest first", body = Vec<TaskDto>),
+        (status = 400, description = "Bad parameter", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn list(
     State(state): State<Shared>,
     RawQuery(raw): RawQuery,
@@ -83,7 +93,7 @@ pub(crate) async fn list(
     Ok(Json(rows.into_iter().map(TaskDto::from).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OutcomeIn {
     outcome: String,
@@ -91,6 +101,16 @@ struct OutcomeIn {
 }
 
 /// `POST /tasks/{id}/outcome` with `{"outcome": "accepted", "agent": "agent-7"}`
+#[utoipa::path(post, path = "/tasks/{id}/outcome", tag = "tasks",
+    params(("id" = i64, Path, description = "The task id")),
+    request_body(content = OutcomeIn, description = "outcome: accepted, refused, call_back_later or unreachable (at most 4 KiB)"),
+    responses(
+        (status = 200, description = "Recorded; `{\"id\", \"state\": \"done\", \"outcome\"}`", body = Object),
+        (status = 400, description = "Bad input; nothing recorded", body = crate::error::ErrorBody),
+        (status = 404, description = "No such task", body = crate::error::ErrorBody),
+        (status = 409, description = "The task's outcome was already reported", body = crate::error::ErrorBody),
+        (status = 413, description = "Body over 4 KiB", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn outcome(
     State(state): State<Shared>,
     Path(id): Path<String>,

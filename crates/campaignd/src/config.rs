@@ -28,6 +28,9 @@ pub(crate) struct Config {
     pub(crate) worker_id: Option<String>,
     #[serde(default)]
     pub(crate) engine: EngineSection,
+    /// Bounds of the HTTP server against slow and greedy clients.
+    #[serde(default)]
+    pub(crate) http: HttpSection,
     /// How SMS leave campaignd: `transport = "outbox"` (default: a JSON-lines file) or
     /// `transport = "http"` (Kannel's sendsms).
     #[serde(default)]
@@ -63,6 +66,71 @@ pub(crate) struct EngineSection {
     /// with 2); a crash can repeat up to dispatchers × batch_size messages in flight.
     #[serde(default = "default_dispatchers")]
     pub(crate) dispatchers_per_channel: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpSection {
+    /// Seconds a connection has to send a request's line and headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[serde(default = "default_header_secs")]
+    pub(crate) header_read_timeout_secs: u64,
+    /// Seconds a request has to send its whole body (408 after).
+    #[serde(default = "default_body_secs")]
+    pub(crate) body_read_timeout_secs: u64,
+    /// Requests handled at once (probes not counted); more get 503 with `Retry-After: 1`.
+    #[serde(default = "default_in_flight")]
+    pub(crate) max_in_flight: usize,
+    /// Open connections; past this, new ones wait in the listen backlog.
+    #[serde(default = "default_connections")]
+    pub(crate) max_connections: usize,
+    /// `/livez` fails when a background loop has not turned for this many seconds. Keep it
+    /// above the longest housekeeping pass (planning a large wave).
+    #[serde(default = "default_stall")]
+    pub(crate) liveness_stall_secs: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            header_read_timeout_secs: default_header_secs(),
+            body_read_timeout_secs: default_body_secs(),
+            max_in_flight: default_in_flight(),
+            max_connections: default_connections(),
+            liveness_stall_secs: default_stall(),
+        }
+    }
+}
+
+impl HttpSection {
+    /// The server's limits; `shutdown_grace` is the `run --shutdown-grace` the engine gets too.
+    pub(crate) fn limits(&self, shutdown_grace: std::time::Duration) -> api::Limits {
+        use std::time::Duration;
+        api::Limits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs.max(1)),
+            max_in_flight: self.max_in_flight.max(1),
+            max_connections: self.max_connections.max(1),
+            shutdown_grace,
+            stall_after: Duration::from_secs(self.liveness_stall_secs.max(1)),
+        }
+    }
+}
+
+fn default_header_secs() -> u64 {
+    30
+}
+fn default_body_secs() -> u64 {
+    30
+}
+fn default_in_flight() -> usize {
+    512
+}
+fn default_connections() -> usize {
+    8192
+}
+fn default_stall() -> u64 {
+    300
 }
 
 impl Default for EngineSection {

@@ -104,7 +104,7 @@ enum Cmd {
         /// Stop after this many seconds (for tests and trials); runs until SIGTERM otherwise.
         #[arg(long)]
         exit_after: Option<u64>,
-        /// Seconds SIGTERM waits for in-flight batches before giving up.
+        /// Seconds SIGTERM waits for in-flight batches and HTTP requests before giving up.
         #[arg(long, default_value_t = 20)]
         shutdown_grace: u64,
     },
@@ -423,9 +423,14 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
     for (campaign, version) in engine.load(workflows).await? {
         info!(message = "Workflow loaded.", campaign = %campaign, version);
     }
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+    let addr = tokio::net::lookup_host(&cfg.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        .with_context(|| format!("cannot resolve listen address {}", cfg.listen))?
+        .next()
+        .with_context(|| format!("listen address {} resolves to nothing", cfg.listen))?;
+    // api::bind, not TcpListener::bind: the large backlog keeps smsbox's bursts of callback
+    // connections from being dropped (see api::LISTEN_BACKLOG).
+    let listener = api::bind(addr).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     out::line(&format!(
         "campaignd listening on http://{addr} (database {})",
@@ -433,11 +438,18 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
     ));
     let cancel = CancellationToken::new();
     let api_cancel = cancel.clone();
-    let api = tokio::spawn(api::serve(
+    let serve_opts = api::ServeOptions {
+        limits: cfg.http.limits(Duration::from_secs(grace)),
+        supervisor: engine.supervisor(),
+        expect_engine: true,
+        ..api::ServeOptions::default()
+    };
+    let api = tokio::spawn(api::serve_with(
         listener,
         api::AppState {
             store: store.clone(),
         },
+        serve_opts,
         async move { api_cancel.cancelled().await },
     ));
     let signal_cancel = cancel.clone();
@@ -467,6 +479,11 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
             );
         }
     }
-    let _ = api.await;
+    // Bounded by the same grace inside api::serve_with.
+    match api.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: HTTP API stopped with an error: {e}"),
+        Err(e) => eprintln!("warning: HTTP API task failed: {e}"),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -157,6 +157,8 @@ pub struct Engine {
     /// When housekeeping may next clear run-out leases (real time).
     next_reclaim: std::sync::Mutex<std::time::Instant>,
     failpoints: failpoint::FailPoints,
+    /// Catches panics in the loops of [`Engine::run`]; health reads it.
+    supervisor: Arc<supervise::Supervisor>,
 }
 
 /// What one housekeeping pass did.
@@ -202,6 +204,7 @@ impl Engine {
             mailer: None,
             next_reclaim: std::sync::Mutex::new(std::time::Instant::now()),
             failpoints: failpoint::FailPoints::default(),
+            supervisor: supervise::Supervisor::new(),
         })
     }
 
@@ -226,6 +229,12 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The registry of this engine's background loops (restarts, last panic, heartbeats), for
+    /// the health routes; the daemon registers its other tasks in it too.
+    pub fn supervisor(&self) -> Arc<supervise::Supervisor> {
+        self.supervisor.clone()
     }
 
     pub fn clock(&self) -> &Clock {
@@ -591,46 +600,83 @@ impl Engine {
         };
         let mut tasks = tokio::task::JoinSet::new();
         for kind in self.channel_kinds() {
-            for _ in 0..self.cfg.dispatchers_per_channel.max(1) {
+            for n in 0..self.cfg.dispatchers_per_channel.max(1) {
                 let engine = self.clone();
                 let cancel = cancel.clone();
                 let kind = kind.clone();
                 tasks.spawn(async move {
-                    while !cancel.is_cancelled() {
-                        match engine.dispatch_round(&kind).await {
-                            Ok(s) if s.claimed > 0 => continue,
-                            Ok(_) => {}
-                            Err(e) => {
-                                error!(message = "Dispatch round failed.", channel = %kind, error = %e)
-                            }
-                        }
-                        tokio::select! {
-                            _ = cancel.cancelled() => break,
-                            _ = tokio::time::sleep(engine.cfg.poll) => {}
-                        }
-                    }
+                    let name = format!("dispatch:{kind}:{n}");
+                    let sup = engine.supervisor.clone();
+                    sup.run(&name, &cancel, supervise::Backoff::default(), |hb| {
+                        engine
+                            .clone()
+                            .dispatch_loop(kind.clone(), cancel.clone(), hb)
+                    })
+                    .await;
                 });
             }
         }
         let engine = self.clone();
         let hk_cancel = cancel.clone();
         tasks.spawn(async move {
-            while !hk_cancel.is_cancelled() {
-                if let Err(e) = engine.tick().await {
-                    error!(message = "Housekeeping pass failed.", error = %e);
-                }
-                tokio::select! {
-                    _ = hk_cancel.cancelled() => break,
-                    _ = engine.wake.notified() => {}
-                    _ = tokio::time::sleep(engine.cfg.poll) => {}
-                }
-            }
+            let sup = engine.supervisor.clone();
+            sup.run(
+                "housekeeping",
+                &hk_cancel,
+                supervise::Backoff::default(),
+                |hb| engine.clone().housekeeping_loop(hk_cancel.clone(), hb),
+            )
+            .await;
         });
         while tasks.join_next().await.is_some() {}
         if let Some(mut s) = scheduler {
             let _ = s.shutdown().await;
         }
         Ok(())
+    }
+
+    /// One channel's dispatcher: rounds until `cancel`. Run under [`supervise::Supervisor`]:
+    /// a panic (in a channel, say) restarts the loop; the batch it held keeps its lease and
+    /// returns to the queue when the lease runs out, as after a crash.
+    async fn dispatch_loop(
+        self: Arc<Self>,
+        kind: String,
+        cancel: CancellationToken,
+        hb: supervise::Heartbeat,
+    ) {
+        while !cancel.is_cancelled() {
+            hb.beat();
+            match self.dispatch_round(&kind).await {
+                Ok(s) if s.claimed > 0 => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    error!(message = "Dispatch round failed.", channel = %kind, error = %e)
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(self.cfg.poll) => {}
+            }
+        }
+    }
+
+    /// Housekeeping passes until `cancel`, under the supervisor like the dispatchers.
+    async fn housekeeping_loop(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        hb: supervise::Heartbeat,
+    ) {
+        while !cancel.is_cancelled() {
+            hb.beat();
+            if let Err(e) = self.tick().await {
+                error!(message = "Housekeeping pass failed.", error = %e);
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.cfg.poll) => {}
+            }
+        }
     }
 
     async fn start_cron(

@@ -1,0 +1,42 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` attributes and the
+//! DTOs' `ToSchema` derives. `tests/openapi.rs` checks that its paths are exactly the routes
+//! of [`crate::route_table`].
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "campaignd",
+        description = "Gateway callbacks, business events, the agents' worklist, run reports and health probes of campaignd."
+    ),
+    paths(
+        crate::ops::livez,
+        crate::ops::readyz,
+        crate::ops::healthz,
+        crate::ops::openapi,
+        crate::callbacks::dlr,
+        crate::callbacks::mo,
+        crate::events::post,
+        crate::tasks::list,
+        crate::tasks::outcome,
+        crate::ops::run_report,
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    tags(
+        (name = "callbacks", description = "Kannel delivery reports and replies (MO)"),
+        (name = "events", description = "Business events from other systems"),
+        (name = "tasks", description = "The agents' worklist"),
+        (name = "reports", description = "Run evaluations"),
+        (name = "health", description = "Probes"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as pretty JSON.
+pub fn json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+}
