@@ -7,7 +7,7 @@
 //! SQLite's default, and the `subscriber` text columns are `COLLATE "C"` on PostgreSQL
 //! (migration `m20261125_000006_subscriber_byte_order`).
 
-use sea_orm::sea_query::{Condition, Expr as SqlExpr, ExprTrait, Value};
+use sea_orm::sea_query::{Condition, Expr as SqlExpr, ExprTrait};
 use spec::expr::{CmpOp, Expr, Literal};
 
 /// Compiles a checked filter to a condition on the `subscriber` table's columns (column name
@@ -65,13 +65,19 @@ fn column(field: &str) -> SqlExpr {
     SqlExpr::col(field.to_owned())
 }
 
-fn sql_value(literal: &Literal) -> Value {
+/// A literal as a bound parameter. Numbers carry their type in the SQL text
+/// (`CAST($1 AS BIGINT)`, `CAST($1 AS DOUBLE PRECISION)`): PostgreSQL's driver caches one
+/// prepared statement per connection and SQL text, with the parameter types of its first
+/// use, so `churn_risk <= 10` and then `churn_risk <= 10.0` with the same text would bind
+/// the float's bytes to a BIGINT parameter and select the wrong rows. Text and booleans need
+/// no cast: a field's literals are all of one of those types (`spec::expr::check`).
+fn sql_value(literal: &Literal) -> SqlExpr {
     match literal {
-        Literal::Str(s) => s.clone().into(),
-        Literal::Int(i) => (*i).into(),
-        Literal::Num(n) => (*n).into(),
+        Literal::Str(s) => SqlExpr::val(s.clone()),
+        Literal::Int(i) => SqlExpr::val(*i).cast_as("BIGINT"),
+        Literal::Num(n) => SqlExpr::val(*n).cast_as("DOUBLE PRECISION"),
         // Bound as a bool: SQLite stores it as 0/1, PostgreSQL as boolean.
-        Literal::Bool(b) => (*b).into(),
+        Literal::Bool(b) => SqlExpr::val(*b),
     }
 }
 
@@ -80,7 +86,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use sea_orm::sea_query::{
-        ColumnDef, PostgresQueryBuilder, Query, SelectStatement, SqliteQueryBuilder, Table, Values,
+        ColumnDef, PostgresQueryBuilder, Query, SelectStatement, SqliteQueryBuilder, Table, Value,
+        Values,
     };
     use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
     use spec::expr::{self, Span};
@@ -103,7 +110,7 @@ mod tests {
                 .build(SqliteQueryBuilder);
         assert_eq!(
             sql,
-            r#"SELECT "id" FROM "subscriber" WHERE "arpu_3m" >= ? AND "brand" <> ? AND "churn_risk" < ? AND (NOT "opt_out" = ?)"#
+            r#"SELECT "id" FROM "subscriber" WHERE "arpu_3m" >= CAST(? AS BIGINT) AND "brand" <> ? AND "churn_risk" < CAST(? AS DOUBLE PRECISION) AND (NOT "opt_out" = ?)"#
         );
         assert_eq!(
             values,
@@ -141,7 +148,7 @@ mod tests {
                 .build(SqliteQueryBuilder);
         assert_eq!(
             sql,
-            r#"SELECT "id" FROM "subscriber" WHERE ("brand" IN (?, ?) AND "age" NOT IN (?)) OR "campus" IS NULL OR "timezone" IS NOT NULL"#
+            r#"SELECT "id" FROM "subscriber" WHERE ("brand" IN (?, ?) AND "age" NOT IN (CAST(? AS BIGINT))) OR "campus" IS NULL OR "timezone" IS NOT NULL"#
         );
         assert_eq!(
             values,
@@ -159,7 +166,7 @@ mod tests {
             .build(SqliteQueryBuilder);
         assert_eq!(
             sql,
-            r#"SELECT "id" FROM "subscriber" WHERE (NOT ("opt_out" = ? OR "do_not_disturb" = ?)) AND (NOT ("age" > ? AND "age" < ?))"#
+            r#"SELECT "id" FROM "subscriber" WHERE (NOT ("opt_out" = ? OR "do_not_disturb" = ?)) AND (NOT ("age" > CAST(? AS BIGINT) AND "age" < CAST(? AS BIGINT)))"#
         );
     }
 
@@ -450,7 +457,7 @@ mod tests {
         db.execute(&insert).await.unwrap();
     }
 
-    async fn selected_ids(db: &DatabaseConnection, filter: &Expr) -> Vec<i64> {
+    async fn selected_ids<C: ConnectionTrait>(db: &C, filter: &Expr) -> Vec<i64> {
         let query = Query::select()
             .column("id")
             .from("subscriber")
@@ -519,5 +526,70 @@ mod tests {
             prop_assert_eq!(actual, expected, "filter: {}", filter);
         }
         Ok(())
+    }
+
+    /// The same filter text with an integer and then a decimal literal (`churn_risk <= 10`,
+    /// `churn_risk <= 10.0`) compiles to the same SQL text. PostgreSQL's driver caches a
+    /// prepared statement per connection by its text, with the parameter types of its first
+    /// use; binding a float's bytes to a parameter prepared as BIGINT reads them as a huge
+    /// integer and selects the wrong rows. One transaction pins one connection, so this
+    /// checks the reuse deterministically (the property test only met it by chance).
+    #[test]
+    fn integer_and_decimal_literals_select_the_same_on_one_connection() {
+        let backend = store::testing::backend().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (db, schema) = database(backend).await;
+            let row = |churn_risk: Option<f64>, age: Option<i64>| Row {
+                brand: None,
+                value_tier: None,
+                student_stage: None,
+                campus: None,
+                arpu_3m: None,
+                churn_risk,
+                age,
+                complaints_30d: None,
+                opt_out: None,
+                do_not_disturb: None,
+            };
+            let rows = vec![
+                row(Some(-1.0), Some(17)),
+                row(Some(19.0), Some(18)),
+                row(Some(2.5), Some(60)),
+                row(None, None),
+            ];
+            replace_rows(&db, &rows).await;
+            let tx = sea_orm::TransactionTrait::begin(&db).await.unwrap();
+            for filter in [
+                "churn_risk <= 10",
+                "churn_risk <= 10.0",
+                "churn_risk <= 10",
+                "churn_risk in [-1, 19]",
+                "churn_risk in [-1.0, 19.0]",
+                "churn_risk not in [-1, 19]",
+                "churn_risk not in [-1.0, 19.5]",
+                "age >= 18",
+                "age >= 17.5",
+                "age in [17, 60]",
+                "age in [17.0, 60.5]",
+            ] {
+                let parsed = expr::parse(filter).unwrap();
+                let expected: Vec<i64> = (1_i64..)
+                    .zip(&rows)
+                    .filter(|(_, r)| expr::eval(&parsed, &|f: &str| r.get(f)))
+                    .map(|(id, _)| id)
+                    .collect();
+                assert_eq!(
+                    selected_ids(&tx, &parsed).await,
+                    expected,
+                    "filter: {filter}"
+                );
+            }
+            tx.rollback().await.unwrap();
+            drop_database(db, schema).await;
+        });
     }
 }
