@@ -112,7 +112,7 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
     // A wave with nobody to contact closes at once; otherwise its window starts when the
     // first message may go out (after quiet hours), not when it was planned.
     let closes_at = match first_due {
-        Some(due) => due + input.wave.respond_within.as_millis() as i64,
+        Some(due) => due.saturating_add(spec::duration_millis(input.wave.respond_within)),
         None => input.now,
     };
     contacts::insert_contacts(
@@ -298,7 +298,7 @@ async fn compute<C: ConnectionTrait>(c: &C, input: &PlanInput<'_>) -> Result<Pla
     // The cap counts treatment contacts already planned or sent, across campaigns.
     let mut capped = 0;
     if let Some(cap) = wf.policy.max_contacts {
-        let since = input.now - cap.per.as_millis() as i64;
+        let since = input.now.saturating_sub(spec::duration_millis(cap.per));
         let recent = contacts::recent_contact_counts(c, since).await?;
         for cand in &candidates {
             if !left_out.contains(&cand.id)
@@ -336,7 +336,7 @@ async fn compute<C: ConnectionTrait>(c: &C, input: &PlanInput<'_>) -> Result<Pla
     funnel.push(("treatment".into(), treatment.len() as u64));
 
     let now = DateTime::<Utc>::from_timestamp_millis(input.now).unwrap_or_else(Utc::now);
-    let send_within = input.wave.send_within.as_millis() as i64;
+    let send_within = spec::duration_millis(input.wave.send_within);
     let mut out = Vec::with_capacity(treatment.len() + control.len());
     for id in &treatment {
         let cand = by_id[id];
@@ -350,7 +350,7 @@ async fn compute<C: ConnectionTrait>(c: &C, input: &PlanInput<'_>) -> Result<Pla
             subscriber_id: *id,
             arm: TREATMENT,
             due_at: due,
-            send_by: Some(due + send_within),
+            send_by: Some(due.saturating_add(send_within)),
             stratum: cand.stratum.clone(),
         });
     }

@@ -18,7 +18,7 @@ pub fn next_allowed(
     // evening part of a window that wraps midnight.
     let mut date = local.date_naive();
     if q.start > q.end && local.time() >= q.start {
-        date += Duration::days(1);
+        date = date.succ_opt().unwrap_or(date);
     }
     let naive = NaiveDateTime::new(date, q.end);
     // A DST gap can swallow the end time; then the first valid instant after it is used.
@@ -27,9 +27,11 @@ pub fn next_allowed(
         if let Some(t) = tz.from_local_datetime(&candidate).earliest() {
             return t.with_timezone(&Utc);
         }
-        candidate += Duration::minutes(30);
+        candidate = candidate
+            .checked_add_signed(Duration::minutes(30))
+            .unwrap_or(candidate);
     }
-    now + Duration::hours(1)
+    now.checked_add_signed(Duration::hours(1)).unwrap_or(now)
 }
 
 #[cfg(test)]

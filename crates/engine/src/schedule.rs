@@ -89,11 +89,13 @@ pub fn due_slots(
     now: Millis,
     calendars: &Calendars,
 ) -> Vec<SlotDecision> {
-    let window = sched.catch_up_window.as_millis() as i64;
-    let start = last_recorded.unwrap_or(now - window.max(ON_TIME.as_millis() as i64));
+    // Saturating: an overflow here once panicked the housekeeping task.
+    let window = spec::duration_millis(sched.catch_up_window);
+    let start =
+        last_recorded.unwrap_or(now.saturating_sub(window.max(spec::duration_millis(ON_TIME))));
     // croner keeps the start's sub-second part in every fire time it yields; cron has
     // whole-second resolution, and replicas must compute the same slot_at for the unique key.
-    let start = start - start.rem_euclid(1000);
+    let start = start.saturating_sub(start.rem_euclid(1000));
     let Some(start_utc) = DateTime::<Utc>::from_timestamp_millis(start) else {
         return Vec::new();
     };
@@ -125,11 +127,11 @@ pub fn due_slots(
     // enough; a campaign SMS hours late is harm, so the rest are recorded as missed.
     let grace = match sched.catch_up {
         CatchUp::Last => window,
-        CatchUp::Skip => ON_TIME.as_millis() as i64,
+        CatchUp::Skip => spec::duration_millis(ON_TIME),
     };
     let latest = out.iter().rposition(|s| s.skip.is_none());
     for (i, s) in out.iter_mut().enumerate() {
-        if s.skip.is_none() && (Some(i) != latest || now - s.slot_at > grace) {
+        if s.skip.is_none() && (Some(i) != latest || now.saturating_sub(s.slot_at) > grace) {
             s.skip = Some("missed");
         }
     }
@@ -175,6 +177,19 @@ mod tests {
         let b = due_slots(&s, tz, None, base + 954, &Calendars::default());
         assert_eq!(a, b);
         assert!(a.iter().all(|d| d.slot_at % 1000 == 0), "{a:?}");
+    }
+
+    #[test]
+    fn a_catch_up_window_beyond_any_instant_does_not_overflow() {
+        // A duration that once passed validation overflowed here and killed housekeeping.
+        let tz = chrono_tz::Asia::Shanghai;
+        let mut s = schedule("0 0 10 * * *", CatchUp::Last);
+        s.catch_up_window = Duration::MAX;
+        let now = ms(tz, 2026, 9, 1, 12, 0);
+        let slots = due_slots(&s, tz, None, now, &Calendars::default());
+        assert!(slots.len() <= MAX_SLOTS, "{}", slots.len());
+        let slots = due_slots(&s, tz, Some(i64::MIN), now, &Calendars::default());
+        assert!(slots.len() <= MAX_SLOTS);
     }
 
     #[test]

@@ -2,6 +2,13 @@
 
 use std::time::Duration;
 
+/// A duration in milliseconds, as instants (`i64` Unix milliseconds) are added to: saturating,
+/// so even a duration no checked workflow holds (compile bounds them to 366 days) cannot wrap
+/// to a negative offset.
+pub fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Parses a duration; the error says what was expected.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let expected = || format!("expected a duration such as 3d, 12h, 30m or 1d12h, found `{s}`");

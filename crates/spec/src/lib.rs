@@ -21,7 +21,7 @@ mod workflow;
 pub use bundle::Bundle;
 pub use compile::{Segments, compile, compile_segments};
 pub use diag::Diagnostic;
-pub use duration::parse_duration;
+pub use duration::{duration_millis, parse_duration};
 pub use load::{calendar_names, load_dir, load_file, schema_json};
 pub use template::Template;
 pub use workflow::*;
