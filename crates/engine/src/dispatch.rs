@@ -132,7 +132,9 @@ impl Engine {
         }
         if !to_send.is_empty() {
             let results = channel.send_batch(&to_send).await;
-            self.failpoints.reach(FailPoint::AfterSendBeforeSettle).await?;
+            self.failpoints
+                .reach(FailPoint::AfterSendBeforeSettle)
+                .await?;
             let sent_at = self.clock.now(&self.store).await?;
             for ((o, attempt), res) in to_send.iter().zip(&attempts).zip(results) {
                 match res {
