@@ -481,7 +481,8 @@ struct ConnCtx {
     force: CancellationToken,
 }
 
-/// How often the idle accept loop beats, so liveness sees it waiting, not stuck.
+/// How often the idle accept loop beats, so liveness sees it waiting, not stuck (more often
+/// when the stall bound is shorter).
 const ACCEPT_BEAT: Duration = Duration::from_secs(5);
 
 async fn accept_loop(listener: &TcpListener, ctx: &ConnCtx, hb: supervise::Heartbeat) {
@@ -496,7 +497,7 @@ async fn accept_loop(listener: &TcpListener, ctx: &ConnCtx, hb: supervise::Heart
         };
         let (tcp, _peer) = tokio::select! {
             _ = ctx.stop.cancelled() => return,
-            _ = tokio::time::sleep(ACCEPT_BEAT) => continue,
+            _ = tokio::time::sleep(ACCEPT_BEAT.min(ctx.limits.stall_after / 4)) => continue,
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {

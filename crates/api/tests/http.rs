@@ -191,7 +191,7 @@ async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
     tx.commit().await?;
     let mut rows = Vec::new();
     for (s, team) in subs.iter().zip(["campus-callcentre", "retention"]) {
-        let key = store::contacts::idem_key(run_id, "call", *s);
+        let key = store.contact_key(run_id, "call", *s).await?.ok_or("key")?;
         let c = store.contact_by_key(&key).await?.ok_or("contact")?;
         rows.push((c.id, team, "outbound_call", *s, "campus-bundle-v2"));
     }
