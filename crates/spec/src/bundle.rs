@@ -52,7 +52,7 @@ impl Bundle {
         let mut templates = BTreeMap::new();
         let mut escaping = Vec::new();
         if let Ok(file) = serde_saphyr::from_str::<crate::model::WorkflowFile>(&workflow) {
-            for w in &file.waves {
+            for w in &file.waves.value {
                 let rel = &w.template.value;
                 match inside(dir, rel) {
                     // `compile` reports the path with its location; it is never read.

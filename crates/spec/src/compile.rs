@@ -265,11 +265,13 @@ fn check(
             None
         }
     };
-    if f.priority > 100 {
-        sink.whole(format!(
-            "priority {} is out of range: expected 0 to 100",
-            f.priority
-        ));
+    // Default 50: between the campaigns that must win and those that may wait.
+    let priority = f.priority.as_ref().map_or(50, |p| p.value);
+    if let Some(p) = f.priority.as_ref().filter(|p| p.value > 100) {
+        sink.at_spanned(
+            p,
+            format!("priority {} is out of range: expected 0 to 100", p.value),
+        );
     }
 
     let schedule = f
@@ -388,11 +390,16 @@ fn check(
 
     let evaluate = f.evaluate.as_ref().map(|e| {
         let breakdown = e.breakdown.as_ref().and_then(|b| {
-            let fd = fields::field(b);
+            let fd = fields::field(&b.value);
             if fd.is_none() {
-                sink.whole(format!(
-                    "evaluate.breakdown `{b}` is not a subscriber field"
-                ));
+                sink.at_spanned(
+                    b,
+                    format!(
+                        "evaluate.breakdown `{}` is not a subscriber field; expected one of {}",
+                        b.value,
+                        fields::field_names().join(", ")
+                    ),
+                );
             }
             fd.map(|fd| fd.name)
         });
@@ -429,7 +436,7 @@ fn check(
         description: f.description.clone(),
         owner: f.owner.clone(),
         timezone: timezone?,
-        priority: f.priority,
+        priority,
         schedule,
         audience: Audience {
             segment,
@@ -677,26 +684,26 @@ fn response_rules(
 
 fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<Wave>> {
     let mut ok = true;
-    if f.waves.is_empty() {
-        sink.whole("expected at least one wave in `waves`");
+    if f.waves.value.is_empty() {
+        sink.at_spanned(&f.waves, "expected at least one wave in `waves`");
         return None;
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, w) in f.waves.iter().enumerate() {
+    for (i, w) in f.waves.value.iter().enumerate() {
         if seen.insert(w.id.value.as_str(), i).is_some() {
             sink.at_spanned(&w.id, format!("duplicate wave id `{}`", w.id.value));
             ok = false;
         }
     }
-    for w in &f.waves {
+    for w in &f.waves.value {
         ok &= name(sink, &w.id, "wave id");
         if let Some(team) = &w.team {
             ok &= name(sink, team, "team name");
         }
     }
-    let ids: Vec<&str> = f.waves.iter().map(|w| w.id.value.as_str()).collect();
+    let ids: Vec<&str> = f.waves.value.iter().map(|w| w.id.value.as_str()).collect();
     let mut out = Vec::new();
-    for (i, w) in f.waves.iter().enumerate() {
+    for (i, w) in f.waves.value.iter().enumerate() {
         let after = match &w.after {
             Some(a) if !seen.contains_key(a.value.as_str()) => {
                 sink.at_spanned(
@@ -843,6 +850,7 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
     // Cycles: follow `after` links from every wave; a chain longer than the number of waves loops.
     let links: HashMap<&str, &str> = f
         .waves
+        .value
         .iter()
         .filter_map(|w| {
             w.after
@@ -851,7 +859,7 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
         })
         .collect();
     let mut reported = HashSet::new();
-    for w in &f.waves {
+    for w in &f.waves.value {
         let mut cur = w.id.value.as_str();
         let mut path = vec![cur];
         while let Some(next) = links.get(cur) {

@@ -58,15 +58,6 @@ impl<'a> Sink<'a> {
         self.at(&s.referenced, message)
     }
 
-    pub(crate) fn whole(&mut self, message: impl Into<String>) {
-        self.out.push(Diagnostic {
-            file: self.file.to_owned(),
-            line: 0,
-            column: 0,
-            message: message.into(),
-        });
-    }
-
     /// Points inside a string scalar: `offset` is a byte offset into the string's value.
     /// Quoted scalars start one column after their quote.
     pub(crate) fn inside(

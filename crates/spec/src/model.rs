@@ -28,8 +28,9 @@ pub(crate) struct WorkflowFile {
     #[schemars(with = "String")]
     pub(crate) timezone: Spanned<String>,
     /// 0-100. When two campaigns want the same subscriber, the higher priority wins.
-    #[serde(default = "default_priority")]
-    pub(crate) priority: u8,
+    #[serde(default)]
+    #[schemars(with = "Option<u8>")]
+    pub(crate) priority: Option<Spanned<u8>>,
     /// When runs start. Without a schedule the campaign only runs when triggered by hand.
     #[serde(default)]
     pub(crate) schedule: Option<ScheduleFile>,
@@ -43,14 +44,11 @@ pub(crate) struct WorkflowFile {
     pub(crate) policy: PolicyFile,
     /// The waves, in order. The first wave targets the audience; later waves follow an
     /// earlier one (`after`).
-    pub(crate) waves: Vec<WaveFile>,
+    #[schemars(with = "Vec<WaveFile>")]
+    pub(crate) waves: Spanned<Vec<WaveFile>>,
     /// How the campaign is judged.
     #[serde(default)]
     pub(crate) evaluate: Option<EvaluateFile>,
-}
-
-fn default_priority() -> u8 {
-    50
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -254,7 +252,8 @@ pub(crate) struct EvaluateFile {
     pub(crate) goal: Option<EventFile>,
     /// Subscriber field to break the evaluation down by. Default: the control stratum.
     #[serde(default)]
-    pub(crate) breakdown: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub(crate) breakdown: Option<Spanned<String>>,
     /// Staff addresses the report is e-mailed to when the run ends, plain `name@domain.tld`.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]

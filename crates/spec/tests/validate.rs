@@ -693,3 +693,19 @@ fn misspelt_required_key_names_the_key_it_meant() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn file_level_mistakes_are_located_too() {
+    assert_one(
+        &VALID.replace("timezone:", "priority: 150\ntimezone:"),
+        "wf.yaml:2:11:",
+        "priority 150 is out of range: expected 0 to 100",
+    );
+    let no_waves = VALID[..VALID.find("waves:").unwrap()].to_owned() + "waves: []\n";
+    assert_one(&no_waves, "wf.yaml:12:8:", "expected at least one wave");
+    assert_one(
+        &format!("{VALID}evaluate:\n  breakdown: brnd\n"),
+        "wf.yaml:25:14:",
+        "evaluate.breakdown `brnd` is not a subscriber field",
+    );
+}
