@@ -189,7 +189,11 @@ async fn two_wave_campaign_step_by_step() {
     // orders from every fifth subscriber of the run, control included.
     s.clock.advance(Duration::from_secs(3600));
     for sub in &w1_treat {
-        let key = store::contacts::idem_key(run_id, "sms_offer", *sub);
+        let key = store
+            .contact_key(run_id, "sms_offer", *sub)
+            .await
+            .unwrap()
+            .expect("a wave-1 contact");
         s.get(&format!("/callbacks/kannel/dlr?key={key}&type=1"))
             .await;
     }

@@ -202,10 +202,12 @@ async fn two_wave_campaign(backend: Backend) {
     assert_eq!(hits.len(), w1_treat.len());
     assert!(hits.values().all(|n| *n == 1), "a key was sent twice");
     for s in &w1_treat {
-        assert_eq!(
-            hits.get(&store::contacts::idem_key(run_id, "sms_offer", *s)),
-            Some(&1)
-        );
+        let key = store
+            .contact_key(run_id, "sms_offer", *s)
+            .await
+            .unwrap()
+            .expect("a wave-1 contact");
+        assert_eq!(hits.get(&key), Some(&1));
     }
 
     let repliers: HashSet<i64> = w1_treat

@@ -17,10 +17,14 @@ const MAX_KEY: usize = 200;
 const MAX_TEXT: usize = 2000;
 const MAX_REPLY: usize = 1000;
 
-/// `GET /callbacks/kannel/dlr?key=..&type=..&smscid=..&fid=..&to=..&ts=..&reply=..`
+/// `GET /callbacks/kannel/dlr?key=..&t=..&type=..&smscid=..&fid=..&to=..&ts=..&reply=..`
+///
+/// Authenticated by `t`, the per-message token of the dlr-url, checked in constant time
+/// before anything is read or stored; a report for a key we never sent is refused too.
 #[utoipa::path(get, path = "/callbacks/kannel/dlr", tag = "callbacks",
     params(
         ("key" = String, Query, description = "The contact's idempotency key, as sent in the dlr-url"),
+        ("t" = String, Query, description = "The per-message token campaignd put in the dlr-url: HMAC-SHA256 of the key with the callback secret"),
         ("type" = String, Query, description = "Kannel DLR type (%d): 1, 2, 4, 8 or 16"),
         ("to" = Option<String>, Query, description = "The subscriber's number (%p)"),
         ("reply" = Option<String>, Query, description = "The SMSC reply (%A), at most 1000 characters"),
@@ -29,6 +33,8 @@ const MAX_REPLY: usize = 1000;
     responses(
         (status = 200, description = "Stored", body = String, example = "ok"),
         (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token `t`; nothing read or stored", body = crate::error::ErrorBody),
+        (status = 403, description = "Unknown key, or source address not allowed; nothing stored", body = crate::error::ErrorBody),
         (status = 500, description = "Not stored; Kannel retries", body = crate::error::ErrorBody),
     ))]
 pub(crate) async fn dlr(
@@ -38,9 +44,22 @@ pub(crate) async fn dlr(
     let q = Query::parse(raw.as_deref())?;
     let key = q.required(
         "key",
-        "the contact's idempotency key, e.g. r12-sms_offer-s345",
+        "the contact's idempotency key, e.g. r12-sms_offer-s345-k3j9x2m4q7ab",
     )?;
     line("key", &key, MAX_KEY, "the contact's idempotency key")?;
+    // The signature first: a forged report must not even learn whether its key exists.
+    let token = q.text("t")?.unwrap_or_default();
+    let signed = state
+        .callbacks
+        .dlr_secret
+        .as_ref()
+        .is_some_and(|secret| store::auth::verify_callback_token(secret, &key, &token));
+    if !signed {
+        debug!("Delivery report with a missing or wrong token refused.");
+        return Err(ApiError::Unauthorized(
+            "missing or wrong delivery-report token `t`".to_owned(),
+        ));
+    }
     let kind = q.required("type", "the Kannel DLR type (%d): 1, 2, 4, 8 or 16")?;
     if !DLR_TYPES.contains(&kind.as_str()) {
         return Err(bad(
@@ -58,6 +77,11 @@ pub(crate) async fn dlr(
             format!("expected the SMSC reply (%A), at most {MAX_REPLY} characters"),
         ));
     }
+    // Only reports for contacts we sent are stored, so nothing can pile up under a key
+    // that never matches (a validly signed unknown key means a restored or foreign database).
+    if state.store.contact_by_key(&key).await?.is_none() {
+        return Err(ApiError::Forbidden("unknown key".to_owned()));
+    }
     state
         .store
         .insert_inbound(&[NewInbound {
@@ -66,7 +90,7 @@ pub(crate) async fn dlr(
             msisdn: to,
             kind: kind.clone(),
             value: reply,
-            payload: q.to_json(&[]),
+            payload: without(q.to_json(&[]), "t"),
             received_at: (state.now)(),
         }])
         .await?;
@@ -81,10 +105,13 @@ pub(crate) async fn dlr(
         ("text" = String, Query, description = "The message text (%a), at most 2000 characters"),
         ("charset" = Option<String>, Query, description = "Charset of `text` (%C): UTF-8 (default), UTF-16BE, UCS-2, ISO-8859-1"),
         ("to" = Option<String>, Query, description = "Our short code (%P); kept in the payload"),
+        ("token" = Option<String>, Query, description = "A gateway token, when it cannot come as `Authorization: Bearer` (Kannel's get-url); never stored"),
     ),
     responses(
         (status = 200, description = "Stored", body = String, example = "ok"),
         (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown gateway token; nothing stored", body = crate::error::ErrorBody),
+        (status = 403, description = "Not a gateway token, or source address not allowed", body = crate::error::ErrorBody),
         (status = 500, description = "Not stored; Kannel retries", body = crate::error::ErrorBody),
     ))]
 pub(crate) async fn mo(
@@ -111,11 +138,24 @@ pub(crate) async fn mo(
             idem_key: None,
             msisdn: Some(from.clone()),
             kind: "reply".to_owned(),
-            payload: q.to_json(&[("text", &text)]),
+            payload: without(q.to_json(&[("text", &text)]), "token"),
             value: Some(text),
             received_at: (state.now)(),
         }])
         .await?;
     debug!(from = %mask(&from), "SMS reply stored.");
     Ok("ok")
+}
+
+/// The stored payload without a credential the URL carried.
+fn without(payload: String, param: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(&payload) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            if m.remove(param).is_none() {
+                return payload;
+            }
+            serde_json::Value::Object(m).to_string()
+        }
+        _ => payload,
+    }
 }

@@ -25,6 +25,12 @@ pub(crate) enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The credentials are missing or wrong (a DLR's token). Nothing was read or written.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed (another team's task, one's own version).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
 }
@@ -50,6 +56,8 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(error) => {
                 (StatusCode::CONFLICT, Json(json!({ "error": error }))).into_response()
             }
+            ApiError::Unauthorized(error) => crate::auth::unauthorized(&error),
+            ApiError::Forbidden(error) => crate::auth::forbidden(error),
             ApiError::Store(e) => {
                 // Details stay in the log; a 5xx makes Kannel retry the callback later.
                 error!(error = %e, "Request failed in the store.");

@@ -38,8 +38,10 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 use tracing::{debug, error, warn};
 
+pub mod auth;
 mod callbacks;
 mod error;
 mod events;
@@ -47,6 +49,7 @@ mod input;
 pub mod openapi;
 mod ops;
 mod tasks;
+mod approvals;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -64,6 +67,8 @@ struct Shared {
     store: store::Store,
     now: Now,
     probes: Arc<Probes>,
+    /// The callbacks' signing secret and allowlists.
+    callbacks: Arc<auth::CallbackAuth>,
 }
 
 /// What the health routes read besides the database.
@@ -138,6 +143,9 @@ pub struct ServeOptions {
     /// `/readyz` waits for the engine's `housekeeping` loop (the daemon sets this; an API
     /// served without an engine, as in tests, does not).
     pub expect_engine: bool,
+    /// The DLR signing secret and the callbacks' source allowlists. The default has no
+    /// secret, so every delivery report is refused: callbacks fail closed.
+    pub callbacks: auth::CallbackAuth,
 }
 
 impl Default for ServeOptions {
@@ -147,6 +155,7 @@ impl Default for ServeOptions {
             limits: Limits::default(),
             supervisor: Supervisor::new(),
             expect_engine: false,
+            callbacks: auth::CallbackAuth::default(),
         }
     }
 }
@@ -160,10 +169,18 @@ pub struct Route {
     /// Counted against [`Limits::max_in_flight`]. Probes are not: a saturated replica is
     /// still alive, and shedding its probes would get it restarted.
     pub limited: bool,
+    /// Who may call it (see [`auth`]).
+    pub access: auth::Access,
     handler: MethodRouter<Shared>,
 }
 
-fn route<H, T>(method: Method, path: &'static str, body_limit: usize, handler: H) -> Route
+fn route<H, T>(
+    access: auth::Access,
+    method: Method,
+    path: &'static str,
+    body_limit: usize,
+    handler: H,
+) -> Route
 where
     H: Handler<T, Shared>,
     T: 'static,
@@ -174,7 +191,25 @@ where
         path,
         body_limit,
         limited: true,
+        access,
         handler: on(filter, handler),
+    }
+}
+
+use auth::Access;
+use store::auth::Role;
+
+const OPEN: Access = Access::Open;
+const SIGNED: Access = Access::Signed;
+/// Kannel's MO get-url carries its gateway token as `?token=`; it cannot send headers.
+const GATEWAY: Access = Access::Roles {
+    roles: &[Role::Gateway],
+    query_token: true,
+};
+const fn roles(roles: &'static [Role]) -> Access {
+    Access::Roles {
+        roles,
+        query_token: false,
     }
 }
 
@@ -183,45 +218,86 @@ fn probe(mut r: Route) -> Route {
     r
 }
 
-/// Every route the API serves (axum path syntax, `{id}` for parameters).
+/// Every route the API serves (axum path syntax, `{id}` for parameters), with who may call
+/// it. Admins may use every route except the gateway's callbacks.
 fn routes() -> Vec<Route> {
+    use Role::*;
     vec![
-        probe(route(Method::GET, "/livez", SMALL_BODY, ops::livez)),
-        probe(route(Method::GET, "/readyz", SMALL_BODY, ops::readyz)),
-        probe(route(Method::GET, "/healthz", SMALL_BODY, ops::healthz)),
+        probe(route(OPEN, Method::GET, "/livez", SMALL_BODY, ops::livez)),
+        probe(route(OPEN, Method::GET, "/readyz", SMALL_BODY, ops::readyz)),
+        probe(route(OPEN, Method::GET, "/healthz", SMALL_BODY, ops::healthz)),
         probe(route(
+            OPEN,
             Method::GET,
             "/openapi.json",
             SMALL_BODY,
             ops::openapi,
         )),
         route(
+            SIGNED,
             Method::GET,
             "/callbacks/kannel/dlr",
             SMALL_BODY,
             callbacks::dlr,
         ),
         route(
+            GATEWAY,
             Method::GET,
             "/callbacks/kannel/mo",
             SMALL_BODY,
             callbacks::mo,
         ),
-        route(Method::POST, "/events", EVENTS_BODY, events::post),
-        route(Method::GET, "/tasks", SMALL_BODY, tasks::list),
         route(
+            roles(&[Admin, Operator, Gateway]),
+            Method::POST,
+            "/events",
+            EVENTS_BODY,
+            events::post,
+        ),
+        route(
+            roles(&[Admin, Operator, Agent]),
+            Method::GET,
+            "/tasks",
+            SMALL_BODY,
+            tasks::list,
+        ),
+        route(
+            roles(&[Admin, Operator, Agent]),
             Method::POST,
             "/tasks/{id}/outcome",
             SMALL_BODY,
             tasks::outcome,
         ),
         route(
+            roles(&[Admin, Operator, Approver, Analyst]),
             Method::GET,
             "/runs/{id}/report",
             SMALL_BODY,
             ops::run_report,
         ),
+        route(
+            roles(&[Admin, Approver]),
+            Method::POST,
+            "/versions/{id}/approve",
+            SMALL_BODY,
+            approvals::approve,
+        ),
+        route(
+            roles(&[Admin]),
+            Method::GET,
+            "/audit",
+            SMALL_BODY,
+            approvals::audit,
+        ),
     ]
+}
+
+/// (method, path, access) of every route the router serves.
+pub fn route_access() -> Vec<(Method, &'static str, Access)> {
+    routes()
+        .into_iter()
+        .map(|r| (r.method, r.path, r.access))
+        .collect()
 }
 
 /// (method, path, body limit) of every route the router serves.
@@ -257,10 +333,12 @@ pub fn router_with(state: AppState, opts: &ServeOptions) -> Router {
         in_flight: Arc::new(Semaphore::new(opts.limits.max_in_flight)),
         max_in_flight: opts.limits.max_in_flight,
     });
+    let callbacks = Arc::new(opts.callbacks.clone());
     let shared = Shared {
-        store: state.store,
+        store: state.store.clone(),
         now: opts.now.clone(),
         probes: probes.clone(),
+        callbacks: callbacks.clone(),
     };
     let mut open = Router::new();
     let mut limited = Router::new();
@@ -269,7 +347,21 @@ pub fn router_with(state: AppState, opts: &ServeOptions) -> Router {
             limit: r.body_limit,
             timeout: opts.limits.body_read_timeout,
         };
-        let handler = r.handler.layer(from_fn_with_state(policy, read_body));
+        let allow = match r.path {
+            "/callbacks/kannel/dlr" => callbacks.dlr_allow.clone(),
+            "/callbacks/kannel/mo" => callbacks.mo_allow.clone(),
+            _ => Vec::new(),
+        };
+        let gate = auth::Gate {
+            access: r.access,
+            store: state.store.clone(),
+            allow: Arc::new(allow),
+        };
+        // Authorization is the outer layer: nobody unauthenticated gets a body read.
+        let handler = r
+            .handler
+            .layer(from_fn_with_state(policy, read_body))
+            .layer(from_fn_with_state(gate, auth::authorize));
         if r.limited {
             limited = limited.route(r.path, handler);
         } else {
@@ -495,7 +587,7 @@ async fn accept_loop(listener: &TcpListener, ctx: &ConnCtx, hb: supervise::Heart
                 Err(_) => return,
             },
         };
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = ctx.stop.cancelled() => return,
             _ = tokio::time::sleep(ACCEPT_BEAT.min(ctx.limits.stall_after / 4)) => continue,
             r = listener.accept() => match r {
@@ -519,7 +611,13 @@ async fn accept_loop(listener: &TcpListener, ctx: &ConnCtx, hb: supervise::Heart
             .header_read_timeout(ctx.limits.header_read_timeout)
             .max_buf_size(MAX_HEAD)
             .keep_alive(true);
-        let service = TowerToHyperService::new(ctx.app.clone());
+        // The callbacks' source allowlists read the peer address from the request.
+        let service = TowerToHyperService::new(ctx.app.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(auth::Peer(peer));
+                req
+            },
+        ));
         let stop = ctx.stop.clone();
         let force = ctx.force.clone();
         ctx.tracker.spawn(async move {

@@ -2,7 +2,22 @@
 //! DTOs' `ToSchema` derives. `tests/openapi.rs` checks that its paths are exactly the routes
 //! of [`crate::route_table`].
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// `Authorization: Bearer <token>`: tokens come from `campaignd token create`.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = doc.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        }
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,7 +36,10 @@ use utoipa::OpenApi;
         crate::tasks::list,
         crate::tasks::outcome,
         crate::ops::run_report,
+        crate::approvals::approve,
+        crate::approvals::audit,
     ),
+    modifiers(&BearerAuth),
     components(schemas(crate::error::ErrorBody)),
     tags(
         (name = "callbacks", description = "Kannel delivery reports and replies (MO)"),
@@ -29,6 +47,7 @@ use utoipa::OpenApi;
         (name = "tasks", description = "The agents' worklist"),
         (name = "reports", description = "Run evaluations"),
         (name = "health", description = "Probes"),
+        (name = "approvals", description = "Four-eyes approval of workflow versions, and the audit log"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query as Select};
 use serde::{Deserialize, Serialize};
@@ -11,8 +11,11 @@ use store::inbound::TaskRow;
 use tracing::info;
 
 use crate::Shared;
+use crate::auth::Caller;
 use crate::error::{ApiError, bad};
 use crate::input::{Query, check_object, line};
+use store::audit::action;
+use store::auth::Role;
 
 const STATES: [&str; 2] = ["open", "done"];
 const OUTCOMES: [&str; 4] = ["accepted", "refused", "call_back_later", "unreachable"];
@@ -55,16 +58,31 @@ impl From<TaskRow> for TaskDto {
     responses(
         (status = 200, description = "Tasks, oldest first", body = Vec<TaskDto>),
         (status = 400, description = "Bad parameter", body = crate::error::ErrorBody),
-    ))]
+        (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
+        (status = 403, description = "Role not allowed, or an agent asking for another team", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(crate) async fn list(
     State(state): State<Shared>,
+    Extension(Caller(who)): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<TaskDto>>, ApiError> {
     let q = Query::parse(raw.as_deref())?;
     q.reject_unknown(&["team", "state", "limit"])?;
-    let team = q.text("team")?;
+    let mut team = q.text("team")?;
     if let Some(t) = &team {
         line("team", t, 64, "a team name")?;
+    }
+    // An agent sees its own team's tasks only (call scripts name subscribers).
+    if who.role == Role::Agent {
+        let own = who.team.clone().unwrap_or_default();
+        if team.as_deref().is_some_and(|t| t != own) {
+            return Err(ApiError::Forbidden(format!(
+                "agent {} may read team {own}'s tasks only",
+                who.name
+            )));
+        }
+        team = Some(own);
     }
     let task_state = q.text("state")?.unwrap_or_else(|| "open".to_owned());
     if !STATES.contains(&task_state.as_str()) {
@@ -90,6 +108,18 @@ pub(crate) async fn list(
         .store
         .tasks(team.as_deref(), &task_state, limit)
         .await?;
+    // Call scripts carry subscriber details: every read is on the record.
+    let detail = format!("{} task(s), state {task_state}", rows.len());
+    state
+        .store
+        .audit(
+            (state.now)(),
+            &who.name,
+            action::READ_TASKS,
+            &format!("team {}", team.as_deref().unwrap_or("*")),
+            Some(&detail),
+        )
+        .await?;
     Ok(Json(rows.into_iter().map(TaskDto::from).collect()))
 }
 
@@ -107,16 +137,32 @@ struct OutcomeIn {
     responses(
         (status = 200, description = "Recorded; `{\"id\", \"state\": \"done\", \"outcome\"}`", body = Object),
         (status = 400, description = "Bad input; nothing recorded", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
+        (status = 403, description = "Role not allowed, or another team's task", body = crate::error::ErrorBody),
         (status = 404, description = "No such task", body = crate::error::ErrorBody),
         (status = 409, description = "The task's outcome was already reported", body = crate::error::ErrorBody),
         (status = 413, description = "Body over 4 KiB", body = crate::error::ErrorBody),
-    ))]
+    ),
+    security(("bearer" = [])))]
 pub(crate) async fn outcome(
     State(state): State<Shared>,
+    Extension(Caller(who)): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
+    if who.role == Role::Agent {
+        match task_state(&state.store, id).await? {
+            None => return Err(ApiError::NotFound(format!("no task {id}"))),
+            Some((_, team)) if Some(&team) != who.team.as_ref() => {
+                return Err(ApiError::Forbidden(format!(
+                    "task {id} belongs to another team than agent {}'s",
+                    who.name
+                )));
+            }
+            Some(_) => {}
+        }
+    }
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| bad("body", format!("expected JSON: {e}")))?;
     check_object(
@@ -149,6 +195,16 @@ pub(crate) async fn outcome(
         .complete_task(id, &o.outcome, &o.agent, (state.now)())
         .await?
     {
+        state
+            .store
+            .audit(
+                (state.now)(),
+                &who.name,
+                action::OUTCOME,
+                &format!("task {id}"),
+                Some(&format!("{} (agent {})", o.outcome, o.agent)),
+            )
+            .await?;
         info!(task = id, outcome = %o.outcome, agent = %o.agent, "Task completed.");
         return Ok(Json(
             json!({ "id": id, "state": "done", "outcome": o.outcome }),
@@ -156,7 +212,7 @@ pub(crate) async fn outcome(
     }
     match task_state(&state.store, id).await? {
         None => Err(ApiError::NotFound(format!("no task {id}"))),
-        Some(s) => Err(ApiError::Conflict(format!(
+        Some((s, _)) => Err(ApiError::Conflict(format!(
             "task {id} is {s}, no longer open; its outcome was already reported"
         ))),
     }
@@ -172,9 +228,10 @@ pub(crate) fn parse_id(raw: &str) -> Result<i64, ApiError> {
 /// Stop-gap until the store offers a task lookup by id: tells "no such task" (404) from
 /// "already done" (409) after `complete_task` refused. Built with sea-query so it stays
 /// valid on both backends.
-async fn task_state(store: &store::Store, id: i64) -> Result<Option<String>, ApiError> {
+async fn task_state(store: &store::Store, id: i64) -> Result<Option<(String, String)>, ApiError> {
     let select = Select::select()
         .column(Alias::new("state"))
+        .column(Alias::new("team"))
         .from(Alias::new("agent_task"))
         .and_where(Expr::col(Alias::new("id")).eq(id))
         .to_owned();
@@ -184,10 +241,12 @@ async fn task_state(store: &store::Store, id: i64) -> Result<Option<String>, Api
         .await
         .map_err(store::StoreError::from)?;
     Ok(match row {
-        Some(r) => Some(
+        Some(r) => Some((
             r.try_get::<String>("", "state")
                 .map_err(store::StoreError::from)?,
-        ),
+            r.try_get::<String>("", "team")
+                .map_err(store::StoreError::from)?,
+        )),
         None => None,
     })
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use store::Store;
-use store::contacts::{ClaimRequest, NewContact, Outcome, TREATMENT, idem_key, insert_contacts};
+use store::contacts::{ClaimRequest, NewContact, Outcome, TREATMENT, insert_contacts};
 use store::runs::NewRun;
 use store::subscribers::OnDuplicate;
 use store::testing::{Backend, fresh_database};
@@ -142,7 +142,12 @@ async fn an_undelivered_contact_counts_toward_the_frequency_cap() -> Res {
         .settle("t", &[(claimed[0].id, Outcome::Sent { at: yesterday })])
         .await?;
     let contact = store
-        .contact_by_key(&idem_key(other, "w", subs[0]))
+        .contact_by_key(
+            &store
+                .contact_key(other, "w", subs[0])
+                .await?
+                .ok_or("no key")?,
+        )
         .await?
         .ok_or("no contact")?;
     assert!(

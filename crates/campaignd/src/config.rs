@@ -41,6 +41,55 @@ pub(crate) struct Config {
     /// Sender address of staff e-mail.
     #[serde(default = "default_from")]
     pub(crate) email_from: String,
+    /// The principal the CLI and the daemon act as when they load workflow files or import
+    /// subscribers: recorded as the loader of each new version (who may then not approve
+    /// it) and in the audit log.
+    #[serde(default = "default_operator")]
+    pub(crate) operator: String,
+    #[serde(default)]
+    pub(crate) approvals: ApprovalsSection,
+    /// Source allowlists of the gateway callbacks. The DLR signing secret comes from
+    /// `CAMPAIGND_CALLBACK_SECRET`, never from this file.
+    #[serde(default)]
+    pub(crate) callbacks: CallbacksSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApprovalsSection {
+    /// Runs start only from versions approved by another principal with the approver
+    /// role (`campaignd approve`). Default true; the demo approves its own version as
+    /// principal `demo`.
+    #[serde(default = "default_true")]
+    pub(crate) required: bool,
+}
+
+impl Default for ApprovalsSection {
+    fn default() -> Self {
+        ApprovalsSection {
+            required: default_true(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallbacksSection {
+    /// Addresses or CIDRs (e.g. `"10.0.3.0/24"`) that may call `/callbacks/kannel/dlr`;
+    /// empty: any (the per-message token still applies).
+    #[serde(default)]
+    pub(crate) dlr_allow: Vec<String>,
+    /// Addresses or CIDRs that may call `/callbacks/kannel/mo`; empty: any (the gateway
+    /// token still applies).
+    #[serde(default)]
+    pub(crate) mo_allow: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_operator() -> String {
+    "files".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -83,10 +83,27 @@ enum Cmd {
     },
     /// Show how a campaign's first wave would narrow the base, without writing anything.
     Plan { campaign: String },
-    /// Start a run of a campaign now (the daemon carries it out).
+    /// Start a run of a campaign now (the daemon carries it out). The version must be approved.
     Trigger { campaign: String },
-    /// List the stored versions of a campaign.
+    /// List the stored versions of a campaign: who loaded and who approved each.
     Versions { campaign: String },
+    /// Approve a stored version of a campaign (four eyes: not as the principal who loaded it).
+    Approve {
+        campaign: String,
+        version: i64,
+        /// The approver's API token (role approver or admin).
+        #[arg(long, env = "CAMPAIGND_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Create, revoke and list API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Print the audit log.
+    Audit {
+        /// Only entries at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Show what changed between two stored versions of a campaign.
     Diff {
         campaign: String,
@@ -110,6 +127,25 @@ enum Cmd {
     },
     /// Run a whole campaign end to end on a fresh embedded database with a simulated population.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a principal and print its token (shown once; only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, operator, approver, analyst, agent or gateway.
+        #[arg(long)]
+        role: String,
+        /// The team an agent's token is bound to (agents only).
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Revoke a principal's token.
+    Revoke { name: String },
+    /// List principals (never their tokens).
+    List,
 }
 
 /// The whole program: parses the command line, runs the command, returns the exit code.
@@ -203,14 +239,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Trigger { campaign } => {
             let store = open_store(&cfg).await?;
             let wf = load_campaign(&cfg.workflows, &campaign)?;
-            let engine = engine::Engine::new(
-                store,
-                engine::clock::Clock::Database,
-                HashMap::new(),
-                engine::EngineConfig::new("cli", cfg.workflows.join("calendars")),
-            )?;
+            let mut ec = engine::EngineConfig::new("cli", cfg.workflows.join("calendars"));
+            ec.require_approval = cfg.approvals.required;
+            ec.loaded_by = cfg.operator.clone();
+            let engine =
+                engine::Engine::new(store, engine::clock::Clock::Database, HashMap::new(), ec)?;
             engine.load(vec![wf]).await?;
             let run_id = engine.trigger(&campaign, "manual").await?;
+            engine
+                .store()
+                .audit(
+                    store::wall_now(),
+                    &cfg.operator,
+                    store::audit::action::TRIGGER,
+                    &format!("campaign {campaign}"),
+                    Some(&format!("run {run_id}")),
+                )
+                .await?;
             out::line(&format!(
                 "run {run_id} of {campaign} started; the daemon carries it out"
             ));
@@ -218,12 +263,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Versions { campaign } => {
             let store = open_store(&cfg).await?;
-            for v in store.versions(&campaign).await? {
+            for v in store.version_approvals(&campaign).await? {
+                let approved = match (&v.approved_by, v.approved_at) {
+                    (Some(by), Some(at)) => format!("approved by {by} at {}", out::time(at)),
+                    _ => "awaiting approval".to_owned(),
+                };
                 out::line(&format!(
-                    "{:>5}  {}  {}",
+                    "{:>5}  {}  {}  loaded by {}  {approved}",
                     v.id,
                     &v.hash[..12],
-                    out::time(v.loaded_at)
+                    out::time(v.loaded_at),
+                    v.loaded_by.as_deref().unwrap_or("(unknown)"),
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Approve {
+            campaign,
+            version,
+            token,
+        } => approve(&cfg, &campaign, version, &token).await,
+        Cmd::Token(cmd) => tokens(&cfg, cmd).await,
+        Cmd::Audit { since } => {
+            let since = match since {
+                None => 0,
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .with_context(|| {
+                        format!("--since {t}: expected RFC 3339, e.g. 2026-11-01T00:00:00Z")
+                    })?
+                    .timestamp_millis(),
+            };
+            let store = open_store(&cfg).await?;
+            for e in store.audit_since(since).await? {
+                out::line(&format!(
+                    "{}  {:<16}  {:<13}  {}{}",
+                    out::time(e.at),
+                    e.principal,
+                    e.action,
+                    e.subject,
+                    e.detail.map(|d| format!("  ({d})")).unwrap_or_default()
                 ));
             }
             Ok(ExitCode::SUCCESS)
@@ -251,6 +329,115 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => daemon(cfg, exit_after, shutdown_grace).await,
         Cmd::Demo(args) => demo::run(args).await,
     }
+}
+
+async fn approve(
+    cfg: &Config,
+    campaign: &str,
+    version: i64,
+    token: &str,
+) -> anyhow::Result<ExitCode> {
+    use store::auth::{Approval, Role};
+    let store = open_store(cfg).await?;
+    let Some(who) = store.principal_for_token(token).await? else {
+        bail!("the token is unknown or revoked")
+    };
+    if !matches!(who.role, Role::Approver | Role::Admin) {
+        bail!(
+            "{} has role {}; approving needs approver or admin",
+            who.name,
+            who.role
+        );
+    }
+    match store.version_approval(version).await? {
+        Some(v) if v.campaign == campaign => {}
+        Some(v) => bail!(
+            "version {version} belongs to campaign `{}`, not `{campaign}`",
+            v.campaign
+        ),
+        None => bail!("version {version} does not exist"),
+    }
+    match store
+        .approve_version(version, &who.name, store::wall_now())
+        .await?
+    {
+        Approval::Approved => {
+            out::line(&format!(
+                "version {version} of {campaign} approved by {}",
+                who.name
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Approval::AlreadyApproved { by } => {
+            out::line(&format!(
+                "version {version} of {campaign} was already approved by {by}"
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Approval::OwnVersion => bail!(
+            "{} loaded version {version}; another principal with the approver role must approve it (four eyes)",
+            who.name
+        ),
+        Approval::NoSuchVersion => bail!("version {version} does not exist"),
+    }
+}
+
+async fn tokens(cfg: &Config, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
+    use store::audit::action;
+    let store = open_store(cfg).await?;
+    let now = store::wall_now();
+    match cmd {
+        TokenCmd::Create { name, role, team } => {
+            let Some(r) = store::auth::Role::parse(&role) else {
+                bail!(
+                    "--role {role}: expected admin, operator, approver, analyst, agent or gateway"
+                )
+            };
+            let token = store.create_token(&name, r, team.as_deref(), now).await?;
+            store
+                .audit(
+                    now,
+                    &cfg.operator,
+                    action::TOKEN_CREATE,
+                    &format!("principal {name}"),
+                    Some(&format!("role {role}")),
+                )
+                .await?;
+            // The only place the token is ever shown: stdout, for a secrets manager to take.
+            out::line(&token);
+            eprintln!("token for {name} ({role}) created; it is shown once and stored hashed");
+        }
+        TokenCmd::Revoke { name } => {
+            if !store.revoke_token(&name, now).await? {
+                bail!("no active principal named `{name}`");
+            }
+            store
+                .audit(
+                    now,
+                    &cfg.operator,
+                    action::TOKEN_REVOKE,
+                    &format!("principal {name}"),
+                    None,
+                )
+                .await?;
+            out::line(&format!("token of {name} revoked"));
+        }
+        TokenCmd::List => {
+            for t in store.tokens().await? {
+                out::line(&format!(
+                    "{:<20}  {:<9}  {:<16}  created {}{}",
+                    t.name,
+                    t.role,
+                    t.team.unwrap_or_else(|| "-".into()),
+                    out::time(t.created_at),
+                    t.revoked_at
+                        .map(|r| format!("  REVOKED {}", out::time(r)))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(path: &Path) -> ExitCode {
@@ -349,6 +536,18 @@ async fn import(
     let n = store.insert_subscribers(&rows, on_dup, store::wall_now()).await.map_err(|e| {
         anyhow::anyhow!("{e}\nnothing was imported (the whole file is one transaction; use --update to refresh subscribers already in the base)")
     })?;
+    store
+        .audit(
+            store::wall_now(),
+            &cfg.operator,
+            store::audit::action::IMPORT,
+            &csv.display().to_string(),
+            Some(&format!(
+                "{n} subscribers{}",
+                if update { ", update" } else { "" }
+            )),
+        )
+        .await?;
     out::line(&format!("imported {n} subscribers from {}", csv.display()));
     Ok(ExitCode::SUCCESS)
 }
@@ -386,7 +585,35 @@ fn engine_config(cfg: &Config) -> engine::EngineConfig {
     ec.retry_base = Duration::from_secs(cfg.engine.retry_base_secs);
     ec.poll = Duration::from_millis(cfg.engine.poll_ms);
     ec.dispatchers_per_channel = cfg.engine.dispatchers_per_channel.max(1);
+    ec.require_approval = cfg.approvals.required;
+    ec.loaded_by = cfg.operator.clone();
     ec
+}
+
+/// The callbacks' credentials: the DLR signing secret from the environment (the daemon does
+/// not start without one) and the source allowlists of the config.
+fn callback_auth(cfg: &Config) -> anyhow::Result<api::auth::CallbackAuth> {
+    let var = channels::sms::KannelSms::CALLBACK_SECRET_ENV;
+    let raw = std::env::var(var).unwrap_or_default();
+    if raw.is_empty() {
+        bail!(
+            "{var} is not set: delivery-report URLs are signed with it and the callback checks them (at least 16 bytes, e.g. `export {var}=$(openssl rand -hex 32)`)"
+        );
+    }
+    let secret =
+        store::auth::Secret::new(raw.into_bytes()).map_err(|e| anyhow::anyhow!("{var}: {e}"))?;
+    let cidrs = |key: &str, list: &[String]| -> anyhow::Result<Vec<api::auth::Cidr>> {
+        list.iter()
+            .map(|c| {
+                api::auth::Cidr::parse(c).map_err(|e| anyhow::anyhow!("[callbacks] {key}: {e}"))
+            })
+            .collect()
+    };
+    Ok(api::auth::CallbackAuth {
+        dlr_secret: Some(secret),
+        dlr_allow: cidrs("dlr_allow", &cfg.callbacks.dlr_allow)?,
+        mo_allow: cidrs("mo_allow", &cfg.callbacks.mo_allow)?,
+    })
 }
 
 fn hostname() -> String {
@@ -396,6 +623,7 @@ fn hostname() -> String {
 }
 
 async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Result<ExitCode> {
+    let callbacks = callback_auth(&cfg)?;
     let store = open_store(&cfg).await?;
     let _lock = store.lock_daemon()?;
     let (workflows, diags) = spec::load_dir(&cfg.workflows);
@@ -442,6 +670,7 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         limits: cfg.http.limits(Duration::from_secs(grace)),
         supervisor: engine.supervisor(),
         expect_engine: true,
+        callbacks,
         ..api::ServeOptions::default()
     };
     let api = tokio::spawn(api::serve_with(

@@ -58,6 +58,10 @@ pub enum EngineError {
     BadVersion { campaign: String, reason: String },
     #[error("cron scheduler: {0}")]
     Cron(String),
+    #[error(
+        "version {version} of `{campaign}` awaits approval: another principal with the approver role runs `campaignd approve {campaign} {version}`"
+    )]
+    AwaitingApproval { campaign: String, version: i64 },
     #[error("stopped at failure point {0:?}")]
     FailPoint(FailPoint),
 }
@@ -90,6 +94,13 @@ pub struct EngineConfig {
     pub calendars_dir: PathBuf,
     /// Marks reports as coming from a simulated population (the demo).
     pub simulated: bool,
+    /// Runs start only from versions approved by a principal other than their loader (four
+    /// eyes). Off in [`EngineConfig::new`] for tests that drive the engine directly; the
+    /// daemon turns it on.
+    pub require_approval: bool,
+    /// Recorded as the loader of the versions [`Engine::load`] stores (the daemon's
+    /// configured operator, or `files`).
+    pub loaded_by: String,
 }
 
 impl EngineConfig {
@@ -104,6 +115,8 @@ impl EngineConfig {
             poll: Duration::from_millis(250),
             calendars_dir,
             simulated: false,
+            require_approval: false,
+            loaded_by: "files".to_owned(),
         }
     }
 }
@@ -254,7 +267,24 @@ impl Engine {
     /// Loads workflows as the current versions; returns (campaign, version id).
     pub async fn load(&self, workflows: Vec<Workflow>) -> Result<Vec<(String, i64)>, EngineError> {
         let now = self.clock.now(&self.store).await?;
-        self.catalog.load(&self.store, workflows, now).await
+        let loaded = self.catalog.load(&self.store, workflows, now).await?;
+        for (_, id) in &loaded {
+            self.store.set_loaded_by(*id, &self.cfg.loaded_by).await?;
+        }
+        Ok(loaded)
+    }
+
+    /// Whether runs of `version_id` may start (see [`EngineConfig::require_approval`]). Read
+    /// from the store each time, so an approval given on any replica counts at once.
+    async fn approved(&self, version_id: i64) -> Result<bool, EngineError> {
+        if !self.cfg.require_approval {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .version_approval(version_id)
+            .await?
+            .is_some_and(|v| v.approved_by.is_some()))
     }
 
     pub fn workflows(&self) -> Vec<(i64, Arc<Workflow>)> {
@@ -267,6 +297,12 @@ impl Engine {
             .catalog
             .current_of(campaign)
             .ok_or_else(|| EngineError::UnknownCampaign(campaign.to_owned()))?;
+        if !self.approved(version_id).await? {
+            return Err(EngineError::AwaitingApproval {
+                campaign: campaign.to_owned(),
+                version: version_id,
+            });
+        }
         let now = self.clock.now(&self.store).await?;
         let waves: Vec<(String, String)> = wf
             .waves
@@ -432,8 +468,15 @@ impl Engine {
         for (version_id, wf) in self.catalog.current() {
             let Some(sched) = &wf.schedule else { continue };
             let last = self.store.latest_slot(&wf.campaign).await?;
+            let approved = self.approved(version_id).await?;
             for slot in due_slots(sched, wf.timezone, last, now, &self.calendars) {
-                match slot.skip {
+                // An unapproved version's slots are skipped, not held: a slot that ran late
+                // after an approval would reach subscribers at a time nobody chose.
+                let skip = match slot.skip {
+                    None if !approved => Some("awaiting approval"),
+                    other => other,
+                };
+                match skip {
                     Some(reason) => {
                         if self
                             .store

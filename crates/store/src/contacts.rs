@@ -38,9 +38,33 @@ pub struct NewContact {
     pub stratum: String,
 }
 
-/// The idempotency key of a contact: the same for every attempt, unique per wave and subscriber.
-pub fn idem_key(run_id: i64, wave: &str, subscriber_id: i64) -> String {
-    format!("r{run_id}-{wave}-s{subscriber_id}")
+/// The part of a contact's idempotency key that makes it unique per wave and subscriber:
+/// `r{run}-{wave}-s{subscriber}-`. The rest is random (see [`new_idem_key`]).
+pub fn key_prefix(run_id: i64, wave: &str, subscriber_id: i64) -> String {
+    format!("r{run_id}-{wave}-s{subscriber_id}-")
+}
+
+/// Characters of the random part: lowercase letters and digits without look-alikes.
+const KEY_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+
+/// A new idempotency key: [`key_prefix`] and 12 random characters (60 bits), so nobody can
+/// name another subscriber's contact by counting. The same for every attempt (it is stored
+/// with the contact); the prefix keeps it unique.
+pub fn new_idem_key(run_id: i64, wave: &str, subscriber_id: i64) -> String {
+    let mut key = key_prefix(run_id, wave, subscriber_id);
+    let random = uuid::Uuid::new_v4();
+    // Bytes 6 and 8 of a v4 UUID carry version and variant bits; the others are random.
+    let bytes = random.as_bytes();
+    for &b in bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 6 && *i != 8)
+        .map(|(_, b)| b)
+        .take(12)
+    {
+        key.push(KEY_ALPHABET[usize::from(b & 31)] as char);
+    }
+    key
 }
 
 /// Writes planned contacts; rows already present (a re-plan after a crash) are left alone.
@@ -76,7 +100,7 @@ pub async fn insert_contacts<C: ConnectionTrait>(
                 0i32.into(),
                 r.due_at.into(),
                 r.send_by.into(),
-                idem_key(run_id, wave, r.subscriber_id).into(),
+                new_idem_key(run_id, wave, r.subscriber_id).into(),
                 r.stratum.clone().into(),
             ]);
         }
@@ -294,6 +318,32 @@ async fn finish<C: ConnectionTrait>(
 }
 
 impl Store {
+    /// The idempotency key of a run's contact with a subscriber in a wave (tests and tools
+    /// that know the wave but not the key's random part).
+    pub async fn contact_key(
+        &self,
+        run_id: i64,
+        wave: &str,
+        subscriber_id: i64,
+    ) -> Result<Option<String>> {
+        let prefix = key_prefix(run_id, wave, subscriber_id);
+        // substr, not LIKE: wave ids contain `_`, a LIKE wildcard.
+        let rows = query(
+            self.db(),
+            "SELECT idem_key FROM contact WHERE run_id = ? AND subscriber_id = ? AND substr(idem_key, 1, ?) = ?",
+            [
+                run_id.into(),
+                subscriber_id.into(),
+                i32::try_from(prefix.len()).unwrap_or(i32::MAX).into(),
+                prefix.into(),
+            ],
+        )
+        .await?;
+        rows.first()
+            .map(|r| Ok(r.try_get::<String>("", "idem_key")?))
+            .transpose()
+    }
+
     /// Claims due contacts of one channel in ONE statement, so two workers (or replicas)
     /// never get the same row: PostgreSQL skips rows another transaction has locked; SQLite
     /// has one writer at a time. A row whose lease ran out is due again: its worker died or

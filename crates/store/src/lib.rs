@@ -18,6 +18,8 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+pub mod audit;
+pub mod auth;
 pub mod contacts;
 pub mod inbound;
 pub mod runs;

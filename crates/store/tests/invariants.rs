@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use sea_orm::ConnectionTrait;
-use store::contacts::{NewContact, TREATMENT, idem_key, insert_contacts};
+use store::contacts::{NewContact, TREATMENT, insert_contacts, key_prefix, new_idem_key};
 use store::inbound::{NewInbound, source};
 use store::runs::{NewRun, set_wave_window, transition_wave, wave_state};
 use store::subscribers::OnDuplicate;
@@ -130,7 +130,11 @@ impl World {
 async fn a_second_contact_with_the_same_idempotency_key_is_refused() -> Res {
     let w = world().await?;
     w.open(0, T0, T0 + HOUR).await?;
-    let key = idem_key(w.run_id, "a", w.subs[0]);
+    let key = w
+        .store
+        .contact_key(w.run_id, "a", w.subs[0])
+        .await?
+        .ok_or("no contact")?;
     // Same key in another wave run (so the (wave run, subscriber) index does not decide).
     let insert = store::stmt(
         w.store.db(),
@@ -151,8 +155,9 @@ async fn a_second_contact_with_the_same_idempotency_key_is_refused() -> Res {
     Ok(())
 }
 
-/// Guards `contacts::idem_key`'s format: every (run, wave, subscriber) gets its own key,
-/// including combinations whose parts run together when concatenated.
+/// Guards `contacts::new_idem_key`'s format: every (run, wave, subscriber) gets its own
+/// prefix, including combinations whose parts run together when concatenated, and a random
+/// part that nobody can count their way to.
 #[test]
 fn idempotency_keys_differ_across_runs_waves_and_subscribers() {
     let runs = [1, 2, 11, 12, 112];
@@ -162,13 +167,27 @@ fn idempotency_keys_differ_across_runs_waves_and_subscribers() {
     for r in runs {
         for w in waves {
             for s in subs {
-                let key = idem_key(r, w, s);
+                let key = key_prefix(r, w, s);
                 assert!(seen.insert(key.clone()), "{key} repeats for r{r} {w} s{s}");
             }
         }
     }
-    // The key the gateway and DLR URLs already carry in the field: its shape is stable.
-    assert_eq!(idem_key(7, "sms_offer", 42), "r7-sms_offer-s42");
+    // The prefix is stable (logs and support read it); the random part is 12 characters
+    // of a 32-letter alphabet and differs every time.
+    let a = new_idem_key(7, "sms_offer", 42);
+    let b = new_idem_key(7, "sms_offer", 42);
+    assert!(a.starts_with("r7-sms_offer-s42-"), "{a}");
+    assert_eq!(a.len(), "r7-sms_offer-s42-".len() + 12, "{a}");
+    assert!(
+        a.bytes()
+            .skip(17)
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+        "{a}"
+    );
+    assert_ne!(
+        a, b,
+        "two keys for the same contact share their random part"
+    );
 }
 
 /// Guards `Store::try_singleton_lease`: the `(holder = ? OR until < ?)` condition. Another
@@ -293,7 +312,12 @@ async fn a_response_after_the_report_marks_it_stale_until_refreshed() -> Res {
     let seq = w.store.response_seq(w.run_id).await?;
     let contact = w
         .store
-        .contact_by_key(&idem_key(w.run_id, "a", w.subs[0]))
+        .contact_by_key(
+            &w.store
+                .contact_key(w.run_id, "a", w.subs[0])
+                .await?
+                .ok_or("no contact")?,
+        )
         .await?
         .ok_or("no contact")?;
     // Recorded while the report was being built.

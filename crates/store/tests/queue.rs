@@ -123,7 +123,11 @@ impl Queue {
     }
 
     async fn contact_id(&self, i: usize) -> Res<i64> {
-        let key = store::contacts::idem_key(self.run_id, "w", self.subs[i]);
+        let key = self
+            .store
+            .contact_key(self.run_id, "w", self.subs[i])
+            .await?
+            .ok_or("no contact")?;
         Ok(self
             .store
             .contact_by_key(&key)
@@ -418,7 +422,7 @@ async fn the_upgrade_moves_unfinished_contacts_into_the_queue() -> Res {
                     T0.into(),
                     (*lease_until).into(),
                     token.map(str::to_owned).into(),
-                    store::contacts::idem_key(run_id, "w", sub).into(),
+                    store::contacts::new_idem_key(run_id, "w", sub).into(),
                 ],
             ))
             .await?;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sea_orm::{ConnectionTrait, Value};
 use spec::{EventMatch, ResponseRule};
-use store::contacts::{CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT, idem_key};
+use store::contacts::{CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT};
 use store::inbound::{ContactRef, NewInbound, count_unprocessed, source};
 use store::runs::NewRun;
 use store::subscribers::{NewSubscriber, OnDuplicate};
@@ -164,14 +164,18 @@ impl World {
         Ok(())
     }
 
-    fn key(&self, wave: &str, sub: usize) -> String {
-        idem_key(self.run_id, wave, self.subs[sub])
+    async fn key(&self, wave: &str, sub: usize) -> String {
+        self.store
+            .contact_key(self.run_id, wave, self.subs[sub])
+            .await
+            .unwrap()
+            .expect("a contact of the run")
     }
 
     async fn contact(&self, wave: &str, sub: usize) -> Res<ContactRef> {
         Ok(self
             .store
-            .contact_by_key(&self.key(wave, sub))
+            .contact_by_key(&self.key(wave, sub).await)
             .await?
             .ok_or("contact missing")?)
     }
@@ -317,11 +321,11 @@ async fn delivery_reports_move_contacts_and_unknown_keys_are_dropped() -> Res {
     .await?;
     w.send("sms", T0).await?;
     w.inbound(vec![
-        dlr(&w.key("sms_offer", 0), "8", T0 + 1000),
-        dlr(&w.key("sms_offer", 0), "1", T0 + 2000),
-        dlr(&w.key("sms_offer", 1), "2", T0 + 2000),
-        dlr(&w.key("sms_offer", 2), "16", T0 + 2000),
-        dlr(&w.key("sms_offer", 3), "4", T0 + 2000),
+        dlr(&w.key("sms_offer", 0).await, "8", T0 + 1000),
+        dlr(&w.key("sms_offer", 0).await, "1", T0 + 2000),
+        dlr(&w.key("sms_offer", 1).await, "2", T0 + 2000),
+        dlr(&w.key("sms_offer", 2).await, "16", T0 + 2000),
+        dlr(&w.key("sms_offer", 3).await, "4", T0 + 2000),
         dlr("r999-sms_offer-s1", "1", T0 + 2000),
     ])
     .await?;
@@ -354,7 +358,7 @@ async fn delivery_reports_move_contacts_and_unknown_keys_are_dropped() -> Res {
 
     // Nothing is left to do, and a repeated report changes nothing.
     assert_eq!(w.process().await?, Stats::default());
-    w.inbound(vec![dlr(&w.key("sms_offer", 0), "1", T0 + 3000)])
+    w.inbound(vec![dlr(&w.key("sms_offer", 0).await, "1", T0 + 3000)])
         .await?;
     assert_eq!(
         w.process().await?,
@@ -373,8 +377,8 @@ async fn report_for_an_unsent_contact_waits_until_it_is_sent() -> Res {
     w.rules("call", vec![ResponseRule::Outcome("accepted".into())]);
     w.open("call", T0, CLOSES, &[(0, TREATMENT)]).await?;
     w.inbound(vec![
-        dlr(&w.key("call", 0), "1", T0 + 1000),
-        outcome(&w.key("call", 0), "accepted", T0 + 2000),
+        dlr(&w.key("call", 0).await, "1", T0 + 1000),
+        outcome(&w.key("call", 0).await, "accepted", T0 + 2000),
     ])
     .await?;
 
@@ -710,9 +714,9 @@ async fn agent_outcomes_count_when_the_wave_expects_them() -> Res {
     .await?;
     w.send("outbound_call", T0).await?;
     w.inbound(vec![
-        outcome(&w.key("call", 0), "accepted", T0 + HOUR),
-        outcome(&w.key("call", 1), "refused", T0 + HOUR),
-        outcome(&w.key("call", 2), "accepted", CLOSES + 1),
+        outcome(&w.key("call", 0).await, "accepted", T0 + HOUR),
+        outcome(&w.key("call", 1).await, "refused", T0 + HOUR),
+        outcome(&w.key("call", 2).await, "accepted", CLOSES + 1),
         outcome("r999-call-s1", "accepted", T0 + HOUR),
     ])
     .await?;
@@ -813,9 +817,8 @@ async fn deferred_reports_do_not_hold_back_a_later_reply() -> Res {
     w.open("sms_offer", T0, CLOSES, &[(0, TREATMENT)]).await?;
     w.open("call", T0, CLOSES, &[(1, TREATMENT)]).await?;
     w.send("sms", T0).await?;
-    let forged: Vec<NewInbound> = (0..5)
-        .map(|i| dlr(&w.key("call", 1), "1", T0 + i))
-        .collect();
+    let call_key = w.key("call", 1).await;
+    let forged: Vec<NewInbound> = (0..5).map(|i| dlr(&call_key, "1", T0 + i)).collect();
     w.inbound(forged).await?;
     w.inbound(vec![mo(MSISDNS[0], "yes", T0 + HOUR)]).await?;
     // A batch smaller than the flood: the first pass defers what it sees...

@@ -78,8 +78,10 @@ pub struct KannelConfig {
     /// `http://127.0.0.1:8080/callbacks/kannel/dlr`.
     ///
     /// For each message campaignd appends
-    /// `?key=<idempotency key>&type=%d&smscid=%i&fid=%F&to=%p&ts=%T&reply=%A` (or `&key=…` when
-    /// the URL already has a query) and hands the result to Kannel as `dlr-url`. Kannel replaces
+    /// `?key=<idempotency key>&t=<token>&type=%d&smscid=%i&fid=%F&to=%p&ts=%T&reply=%A` (or
+    /// `&key=…` when the URL already has a query) and hands the result to Kannel as `dlr-url`.
+    /// `t` is HMAC-SHA256 of the key with the secret in `CAMPAIGND_CALLBACK_SECRET` (required
+    /// when `dlr_mask` is not 0; at least 16 bytes): the callback refuses reports without it. Kannel replaces
     /// `%`-escapes in this URL, so a literal `%` in the base URL must be written `%%`.
     pub dlr_url: String,
 

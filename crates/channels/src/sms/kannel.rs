@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tracing::Instrument;
+use tracing::{Instrument, warn};
 use url::Url;
 
 use super::{BuildError, KannelConfig, mask_msisdn};
@@ -55,6 +55,9 @@ struct Dlr {
     mask: u8,
     /// The configured base URL followed by `?` or `&`, ready for `key=`.
     prefix: String,
+    /// Signs each dlr-url (`t=`, see `store::auth::callback_token`); campaignd's DLR
+    /// callback refuses a report without the right token.
+    secret: Option<store::auth::Secret>,
 }
 
 impl fmt::Debug for KannelSms {
@@ -70,6 +73,10 @@ impl fmt::Debug for KannelSms {
 }
 
 impl KannelSms {
+    /// The variable [`KannelSms::new`] reads the delivery-report signing secret from; the
+    /// daemon's DLR callback checks with the same one.
+    pub const CALLBACK_SECRET_ENV: &'static str = "CAMPAIGND_CALLBACK_SECRET";
+
     /// Builds the transport, reading the password from the variable named by `password_env`.
     ///
     /// # Panics
@@ -84,7 +91,38 @@ impl KannelSms {
                 });
             }
         };
-        Self::with_password(cfg, password)
+        let sms = Self::with_password(cfg, password)?;
+        if cfg.dlr_mask == 0 {
+            return Ok(sms);
+        }
+        let secret = std::env::var(Self::CALLBACK_SECRET_ENV)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "dlr_url",
+                    format!(
+                        "delivery reports are signed: set {} (at least 16 bytes, e.g. `openssl rand -hex 32`), or dlr_mask = 0",
+                        Self::CALLBACK_SECRET_ENV
+                    ),
+                )
+            })?;
+        let secret = store::auth::Secret::new(secret.into_bytes())
+            .map_err(|e| invalid("dlr_url", format!("{}: {e}", Self::CALLBACK_SECRET_ENV)))?;
+        Ok(sms.with_dlr_secret(secret))
+    }
+
+    /// Signs every dlr-url with `secret` (the callback's check). Call right after building.
+    pub fn with_dlr_secret(mut self, secret: store::auth::Secret) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => {
+                if let Some(dlr) = &mut inner.dlr {
+                    dlr.secret = Some(secret);
+                }
+            }
+            None => warn!("with_dlr_secret called on a shared KannelSms; the secret is not used"),
+        }
+        self
     }
 
     /// Builds the transport with a password obtained elsewhere; `password_env` is ignored.
@@ -124,6 +162,7 @@ impl KannelSms {
             Some(Dlr {
                 mask: cfg.dlr_mask,
                 prefix: dlr_prefix(&cfg.dlr_url)?,
+                secret: None,
             })
         };
 
@@ -228,10 +267,16 @@ impl Dlr {
     /// query. Kannel then treats every `%x` in the dlr-url as one of its escapes and would eat
     /// `%A`, `%B`, `%C`, `%D`, `%F` from an encoded non-ASCII byte, so each `%` is doubled:
     /// Kannel turns `%%` back into `%` and the callback receives the percent-encoded key.
+    ///
+    /// With a secret, `t=` carries the key's token (hex, so it needs no escaping).
     fn url_for(&self, key: &str) -> String {
         let encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        let token = match &self.secret {
+            Some(secret) => format!("&t={}", store::auth::callback_token(secret, key)),
+            None => String::new(),
+        };
         format!(
-            "{}key={}&type=%d&smscid=%i&fid=%F&to=%p&ts=%T&reply=%A",
+            "{}key={}{token}&type=%d&smscid=%i&fid=%F&to=%p&ts=%T&reply=%A",
             self.prefix,
             encoded.replace('%', "%%")
         )
