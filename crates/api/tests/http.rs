@@ -18,9 +18,15 @@ use tokio::task::JoinHandle;
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
+/// The callback secret of these tests' servers.
+const SECRET: &[u8] = b"http-tests-callback-secret";
+
 struct Server {
     base: String,
     store: Store,
+    /// Tokens of an admin (most routes) and a gateway (the MO callback).
+    admin: String,
+    gateway: String,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<std::io::Result<()>>>,
@@ -46,16 +52,30 @@ impl Server {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let served = match now {
-            None => tokio::spawn(api::serve(listener, state, shutdown)),
-            Some(now) => tokio::spawn(api::serve_with_clock(listener, state, now, shutdown)),
+        let opts = api::ServeOptions {
+            now: now.unwrap_or_else(|| std::sync::Arc::new(store::wall_now)),
+            callbacks: api::auth::CallbackAuth {
+                dlr_secret: Some(store::auth::Secret::new(SECRET.to_vec())?),
+                ..Default::default()
+            },
+            ..api::ServeOptions::default()
         };
+        let served = tokio::spawn(api::serve_with(listener, state, opts, shutdown));
+        let t = store::wall_now();
+        let admin = store
+            .create_token("admin", store::auth::Role::Admin, None, t)
+            .await?;
+        let gateway = store
+            .create_token("kannel", store::auth::Role::Gateway, None, t)
+            .await?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
         Ok(Server {
             base,
             store,
+            admin,
+            gateway,
             client,
             stop: Some(stop),
             served: Some(served),
@@ -63,10 +83,22 @@ impl Server {
         })
     }
 
+    /// The bearer token a test request carries: Kannel's for the MO callback, an admin's
+    /// elsewhere.
+    fn token_for(&self, path: &str) -> &str {
+        if path.starts_with("/callbacks/kannel/mo") {
+            &self.gateway
+        } else {
+            &self.admin
+        }
+    }
+
     async fn get(&self, path: &str) -> Res<(StatusCode, String)> {
+        let path = sign_dlr(path);
         let resp = self
             .client
             .get(format!("{}{path}", self.base))
+            .bearer_auth(self.token_for(&path))
             .send()
             .await?;
         Ok((resp.status(), resp.text().await?))
@@ -76,6 +108,7 @@ impl Server {
         let resp = self
             .client
             .post(format!("{}{path}", self.base))
+            .bearer_auth(self.token_for(path))
             .header("content-type", "application/json")
             .body(body.into())
             .send()
@@ -132,6 +165,39 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// A DLR path as campaignd signs it: `t`, the key's token, added (unless the path has one).
+fn sign_dlr(path: &str) -> String {
+    let Some(query) = path.strip_prefix("/callbacks/kannel/dlr?") else {
+        return path.to_owned();
+    };
+    let params: Vec<&str> = query.split('&').collect();
+    let key = params.iter().find_map(|p| p.strip_prefix("key="));
+    match key {
+        Some(key) if !key.is_empty() && !params.iter().any(|p| p.starts_with("t=")) => {
+            let secret = store::auth::Secret::new(SECRET.to_vec()).expect("secret");
+            format!("{path}&t={}", store::auth::callback_token(&secret, key))
+        }
+        _ => path.to_owned(),
+    }
+}
+
+/// Gives the first contact (seeding one when there is none) the key `key`: the DLR callback
+/// stores reports for keys it sent only.
+async fn known_key(store: &Store, key: &str) -> Res {
+    if store.tasks(None, "open", 1).await?.is_empty() {
+        seed_tasks(store).await?;
+    }
+    store
+        .db()
+        .execute_raw(store::stmt(
+            store.db(),
+            "UPDATE contact SET idem_key = ? WHERE id = (SELECT MIN(id) FROM contact)",
+            [key.into()],
+        ))
+        .await?;
+    Ok(())
 }
 
 /// A run with an open call wave and one open task per team; returns (run id, task ids).
@@ -218,6 +284,7 @@ async fn healthz_answers_ok_and_503_once_the_database_is_gone() -> Res {
 #[tokio::test]
 async fn dlr_callback_is_stored_with_its_query_as_payload() -> Res {
     let s = Server::start().await?;
+    known_key(&s.store, "r12-sms_offer-s345").await?;
     let (status, body) = s
         .get("/callbacks/kannel/dlr?key=r12-sms_offer-s345&type=1&smscid=FAKE&fid=c08d4205&to=%2B8613800138000&ts=1795393517&reply=")
         .await?;
@@ -564,7 +631,12 @@ async fn run_report_is_served_as_stored() -> Res {
             .finish_run(run_id, report, store::wall_now())
             .await?
     );
-    let resp = s.client.get(format!("{}{path}", s.base)).send().await?;
+    let resp = s
+        .client
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(&s.admin)
+        .send()
+        .await?;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
         resp.headers().get("content-type").map(|v| v.to_str().ok()),
@@ -587,6 +659,7 @@ async fn inbound_events_are_stamped_with_the_engines_clock() -> Res {
     const CLOCK: i64 = 1_788_000_000_000;
     let s = Server::start_with(Some(std::sync::Arc::new(|| CLOCK))).await?;
     let (_, ids) = seed_tasks(&s.store).await?;
+    known_key(&s.store, "r1-w-s1").await?;
     assert_eq!(
         s.get("/callbacks/kannel/dlr?key=r1-w-s1&type=1").await?.0,
         StatusCode::OK

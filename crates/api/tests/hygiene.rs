@@ -29,6 +29,9 @@ struct Server {
     stop: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<std::io::Result<()>>>,
     _dir: TempDir,
+    /// Bearer tokens: an admin's for most routes, a gateway's for the MO callback.
+    admin: String,
+    gateway: String,
 }
 
 /// Limits that never fire in a test unless it sets them low.
@@ -65,7 +68,16 @@ impl Server {
         let served = tokio::spawn(api::serve_with(listener, state, opts, async move {
             let _ = stopped.await;
         }));
+        let t = store::wall_now();
+        let admin = store
+            .create_token("admin", store::auth::Role::Admin, None, t)
+            .await?;
+        let gateway = store
+            .create_token("kannel", store::auth::Role::Gateway, None, t)
+            .await?;
         Ok(Server {
+            admin,
+            gateway,
             addr,
             base: format!("http://{addr}"),
             store,
@@ -76,10 +88,19 @@ impl Server {
         })
     }
 
+    fn token_for(&self, path: &str) -> &str {
+        if path.starts_with("/callbacks/kannel/mo") {
+            &self.gateway
+        } else {
+            &self.admin
+        }
+    }
+
     async fn get(&self, path: &str) -> Res<(StatusCode, String)> {
         let resp = self
             .client
             .get(format!("{}{path}", self.base))
+            .bearer_auth(self.token_for(path))
             .send()
             .await?;
         Ok((resp.status(), resp.text().await?))
@@ -94,6 +115,7 @@ impl Server {
         let resp = self
             .client
             .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.token_for(path))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -119,7 +141,8 @@ impl Server {
     async fn held_post(&self, path: &str, len: usize, sent: usize) -> Res<TcpStream> {
         let mut tcp = TcpStream::connect(self.addr).await?;
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+            "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+            self.token_for(path)
         );
         tcp.write_all(head.as_bytes()).await?;
         tcp.write_all(&vec![b' '; sent]).await?;
@@ -224,15 +247,16 @@ async fn each_route_refuses_a_body_over_its_own_limit_with_413() -> Res {
     for (method, path, limit) in api::route_table() {
         let path = path.replace("{id}", "1");
         // Declared too large: refused before a byte of the body is read.
+        let auth = s.token_for(&path);
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {auth}\r\nContent-Length: {}\r\n\r\n",
             limit + 1
         );
         let got = raw(s.addr, &head, b"").await?;
         assert_eq!(status_of(&got), Some(413), "{method} {path}: {got}");
         // Not declared (chunked): refused once the bytes read pass the limit.
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {auth}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
             limit + 1
         );
         let got = raw(s.addr, &head, &vec![b' '; limit + 1]).await?;
