@@ -14,6 +14,7 @@ mod m20261125_000005_dispatch_queue;
 mod m20261125_000006_subscriber_byte_order;
 mod m20261126_000007_late_attribution;
 mod m20261129_000008_auth_audit;
+mod m20261129_000009_consent;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000006_subscriber_byte_order::Migration),
             Box::new(m20261126_000007_late_attribution::Migration),
             Box::new(m20261129_000008_auth_audit::Migration),
+            Box::new(m20261129_000009_consent::Migration),
         ]
     }
 }

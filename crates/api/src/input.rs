@@ -147,36 +147,17 @@ fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
-/// Checks a phone number and brings it to the national form subscribers are stored in
-/// (`+8613800138000` and `8613800138000` become `13800138000`).
+/// Checks a phone number by the one rule of [`domain::Msisdn`] (the import's too) and brings it
+/// to the national form subscribers are stored in (`+8613800138000` becomes `13800138000`).
+/// The answer is the stored form, for the inbound row; log it only through [`mask`].
 pub(crate) fn msisdn(field: &str, raw: &str) -> Result<String, ApiError> {
-    let digits = raw.strip_prefix('+').unwrap_or(raw);
-    let valid = (5..=20).contains(&raw.len())
-        && !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit());
-    if !valid {
-        return Err(bad(
-            field,
-            "expected a phone number: digits with an optional leading +, 5 to 20 characters",
-        ));
-    }
-    let national = raw
-        .strip_prefix("+86")
-        .or_else(|| raw.strip_prefix("86"))
-        .filter(|rest| rest.len() == 11);
-    Ok(national.unwrap_or(raw).to_owned())
+    domain::Msisdn::parse(raw)
+        .map(domain::Msisdn::into_exposed)
+        .map_err(|e| bad(field, e.to_string()))
 }
 
-/// Phone numbers never appear in logs in full: `13800138000` → `138****8000`.
-pub(crate) fn mask(msisdn: &str) -> String {
-    let chars: Vec<char> = msisdn.chars().collect();
-    if chars.len() < 8 {
-        return "****".to_owned();
-    }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}****{tail}")
-}
+/// Phone numbers never appear in logs in full (`13800138000` → `138****8000`): the one mask.
+pub(crate) use domain::mask;
 
 /// A bounded single-line string: no control characters, `max` characters at most.
 pub(crate) fn line(field: &str, value: &str, max: usize, expected: &str) -> Result<(), ApiError> {
@@ -298,6 +279,7 @@ mod tests {
             "+",
             "",
             "138-0013-8000",
+            "1234567890123456",
             "12345678901234567890123",
             "1380013800a",
             "++13800138000",

@@ -62,30 +62,9 @@ pub async fn build(cfg: &SmsConfig) -> Result<Arc<dyn Channel>, BuildError> {
     Ok(channel)
 }
 
-/// Hides the middle of a phone number for logs: `13800138000` → `138****8000`.
-///
-/// Numbers of 8 characters or more keep their first 3 and last 4 characters; shorter ones
-/// (short codes, junk) keep only their last 2, so a log line never carries a whole number.
-pub fn mask_msisdn(msisdn: &str) -> String {
-    let chars: Vec<char> = msisdn.chars().collect();
-    let n = chars.len();
-    let (head, tail) = match n {
-        0..=2 => (0, 0),
-        3..=7 => (0, 2),
-        _ => (3, 4),
-    };
-    chars
-        .iter()
-        .enumerate()
-        .map(|(idx, &c)| {
-            if idx < head || idx >= n - tail {
-                c
-            } else {
-                '*'
-            }
-        })
-        .collect()
-}
+/// Hides the middle of a phone number for logs (`13800138000` → `138****8000`): the one mask
+/// of [`domain::mask`], under the name this crate's modules use.
+pub use domain::mask as mask_msisdn;
 
 #[cfg(test)]
 mod tests {
@@ -94,12 +73,12 @@ mod tests {
     #[test]
     fn mask_msisdn_keeps_only_prefix_and_suffix() {
         assert_eq!(mask_msisdn("13800138000"), "138****8000");
-        assert_eq!(mask_msisdn("+8613800138000"), "+86*******8000");
-        assert_eq!(mask_msisdn("12345678"), "123*5678");
-        assert_eq!(mask_msisdn("10086"), "***86");
-        assert_eq!(mask_msisdn("1234567"), "*****67");
-        assert_eq!(mask_msisdn("12"), "**");
-        assert_eq!(mask_msisdn(""), "");
+        assert_eq!(mask_msisdn("+8613800138000"), "+86****8000");
+        assert_eq!(mask_msisdn("12345678"), "12****78");
+        assert_eq!(mask_msisdn("10086"), "****");
+        assert_eq!(mask_msisdn("1234567"), "****");
+        assert_eq!(mask_msisdn("12"), "****");
+        assert_eq!(mask_msisdn(""), "****");
         // Multi-byte input must not panic on a char boundary.
         assert_eq!(mask_msisdn("１３８００１３８０００"), "１３８****８０００");
     }

@@ -356,16 +356,8 @@ fn first_word(text: &str) -> String {
     word.to_lowercase()
 }
 
-/// Phone numbers never appear in logs in full: `13800138000` → `138****8000`.
-fn mask(msisdn: &str) -> String {
-    let chars: Vec<char> = msisdn.chars().collect();
-    if chars.len() < 8 {
-        return "****".to_owned();
-    }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}****{tail}")
-}
+/// Phone numbers never appear in logs in full (`13800138000` → `138****8000`): the one mask.
+use domain::mask;
 
 #[cfg(test)]
 mod tests {
