@@ -1,8 +1,11 @@
 //! Importing an operator's CSV export through a mapping file.
 //!
-//! The import is all-or-nothing: [`read_csv`] either returns every row, or every problem it
-//! found (each located as `file:line:column`) and no rows, so a half-imported base never
-//! reaches the database.
+//! The file is read as a stream ([`CsvImport`]): records become subscribers a chunk at a time,
+//! so memory does not grow with the file (only the set of numbers seen, 8 bytes a record, to
+//! name both lines of a duplicate). The import is all-or-nothing: once any record has a
+//! problem, no more rows are handed out, the rest of the file is still read to report every
+//! problem (each located as `file:line:column`), and the caller rolls back what it wrote.
+//! [`read_csv`] does the same for a whole file in memory.
 
 mod error;
 mod mapping;
@@ -12,16 +15,17 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io::Read;
 
+use domain::Msisdn;
 use sha2::{Digest, Sha256};
 use store::subscribers::{NewSubscriber, value_tier_for_arpu};
 
 pub use error::{ImportError, ImportErrors};
 pub use mapping::{Mapping, parse_mapping};
 
-use mapping::{How, MsisdnSrc, Src};
+use mapping::{How, MsisdnSrc, Src, SynthMethod};
 use value::FieldValue;
 
-/// Reads a CSV export (header line first) and turns each record into a subscriber as
+/// Reads a whole CSV export (header line first) and turns each record into a subscriber as
 /// `mapping` says. `path_for_messages` only prefixes error messages.
 ///
 /// On any problem, returns all of them (see [`ImportErrors`]) and no rows: header columns the
@@ -32,63 +36,142 @@ pub fn read_csv(
     path_for_messages: &str,
     reader: impl Read,
 ) -> Result<Vec<NewSubscriber>, ImportErrors> {
-    let file = path_for_messages;
-    let mut errors = ImportErrors::default();
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(reader);
-    let headers = match csv.headers() {
-        Ok(h) => h.clone(),
-        Err(e) => return Err(csv_error(file, &e).into()),
-    };
-    let cols = resolve_columns(mapping, file, &headers, &mut errors);
-    if !errors.is_empty() {
-        return Err(errors);
+    let mut import = CsvImport::open(mapping, path_for_messages, reader)?;
+    let mut rows = Vec::new();
+    while import.read_chunk(&mut rows, usize::MAX) {}
+    import.finish()?;
+    Ok(rows)
+}
+
+/// A CSV export being read record by record (see the module documentation).
+pub struct CsvImport<'m, R: Read> {
+    mapping: &'m Mapping,
+    file: String,
+    csv: csv::Reader<R>,
+    headers: csv::StringRecord,
+    cols: Vec<usize>,
+    record: csv::StringRecord,
+    /// Key of each msisdn seen (see `msisdn_key`) -> the line it was on.
+    seen: HashMap<u64, u64>,
+    records: u64,
+    errors: ImportErrors,
+    done: bool,
+}
+
+impl<'m, R: Read> CsvImport<'m, R> {
+    /// Reads the header and finds the mapped columns in it.
+    pub fn open(
+        mapping: &'m Mapping,
+        path_for_messages: &str,
+        reader: R,
+    ) -> Result<Self, ImportErrors> {
+        let file = path_for_messages;
+        let mut errors = ImportErrors::default();
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(reader);
+        let headers = match csv.headers() {
+            Ok(h) => h.clone(),
+            Err(e) => return Err(csv_error(file, &e).into()),
+        };
+        let cols = resolve_columns(mapping, file, &headers, &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(CsvImport {
+            mapping,
+            file: file.to_owned(),
+            csv,
+            headers,
+            cols,
+            record: csv::StringRecord::new(),
+            seen: HashMap::new(),
+            records: 0,
+            errors,
+            done: false,
+        })
     }
 
-    let mut rows = Vec::new();
-    // msisdn -> (line, the cell it came from), to name both lines of a duplicate.
-    let mut seen: HashMap<String, (u64, String)> = HashMap::new();
-    let mut record = csv::StringRecord::new();
-    loop {
-        match csv.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                let row = Row {
-                    file,
-                    line: record.position().map_or(0, |p| p.line()),
-                    record: &record,
-                    headers: &headers,
-                    cols: &cols,
-                };
-                if let Some(s) = row.subscriber(mapping, &mut seen, &mut errors)
-                    && errors.is_empty()
-                {
-                    rows.push(s);
+    /// Appends the subscribers of up to `max` further records to `out`. Returns false once
+    /// the file is read to its end. After the first problem nothing more is appended (the
+    /// import will be refused), but records are still read to report their problems.
+    pub fn read_chunk(&mut self, out: &mut Vec<NewSubscriber>, max: usize) -> bool {
+        if self.done {
+            return false;
+        }
+        let mut n = 0;
+        while n < max {
+            match self.csv.read_record(&mut self.record) {
+                Ok(false) => {
+                    self.done = true;
+                    return false;
                 }
-            }
-            Err(e) => {
-                let fatal = matches!(e.kind(), csv::ErrorKind::Io(_));
-                errors.push(csv_error(file, &e));
-                if fatal {
-                    break;
+                Ok(true) => {
+                    n += 1;
+                    self.records += 1;
+                    let row = Row {
+                        file: &self.file,
+                        line: self.record.position().map_or(0, |p| p.line()),
+                        number: self.records,
+                        record: &self.record,
+                        headers: &self.headers,
+                        cols: &self.cols,
+                        mapping: self.mapping,
+                    };
+                    if let Some(s) = row.subscriber(&mut self.seen, &mut self.errors)
+                        && self.errors.is_empty()
+                    {
+                        out.push(s);
+                    }
+                }
+                Err(e) => {
+                    let fatal = matches!(e.kind(), csv::ErrorKind::Io(_));
+                    self.errors.push(csv_error(&self.file, &e));
+                    if fatal {
+                        self.done = true;
+                        return false;
+                    }
                 }
             }
         }
+        true
     }
-    if errors.is_empty() && rows.is_empty() {
-        // An export cut off after its header is a failed export, not an empty base.
-        errors.push(ImportError::Line {
-            file: file.to_owned(),
-            line: 2,
-            message: "no records after the header: expected at least one subscriber".to_owned(),
-        });
+
+    /// Whether a problem has been found (the import will be refused).
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
     }
-    if errors.is_empty() {
-        Ok(rows)
-    } else {
-        Err(errors)
+
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Bytes of the file consumed so far (for a progress bar).
+    pub fn position(&self) -> u64 {
+        self.csv.position().byte()
+    }
+
+    /// Reads whatever is left, then: the number of records, or every problem found.
+    pub fn finish(mut self) -> Result<u64, ImportErrors> {
+        let mut sink = Vec::new();
+        while self.read_chunk(&mut sink, 4096) {
+            sink.clear();
+        }
+        if self.errors.is_empty() && self.records == 0 {
+            // An export cut off after its header is a failed export, not an empty base.
+            self.errors.push(ImportError::Line {
+                file: self.file.clone(),
+                line: 2,
+                message: "no records after the header: expected at least one subscriber".to_owned(),
+            });
+        }
+        if self.errors.is_empty() {
+            Ok(self.records)
+        } else {
+            Err(self.errors)
+        }
     }
 }
 
@@ -176,9 +259,39 @@ fn csv_error(file: &str, e: &csv::Error) -> ImportError {
     }
 }
 
-/// Synthesized numbers: the prefix, then the hash of prefix and cell reduced to the remaining
-/// digits. Hashing the prefix too means another prefix resolves a collision.
-fn synthesize_msisdn(prefix: &str, key: &str) -> String {
+/// `digits`: the ASCII digits of the cell, read as one number (`C-000123` → 123).
+fn synthesize_from_digits(prefix: &str, cell: &str) -> Result<String, String> {
+    let digits: String = cell.chars().filter(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return Err(format!(
+            "no digits in {cell:?}; `method: digits` numbers subscribers by the digits of this column"
+        ));
+    }
+    let significant = digits.trim_start_matches('0');
+    // More than 19 digits cannot fit any prefix's room anyway.
+    let n = if significant.is_empty() {
+        0
+    } else {
+        significant.parse::<u64>().unwrap_or(u64::MAX)
+    };
+    synthesize_numbered(prefix, n)
+}
+
+/// A compact key that is different for every stored msisdn: the digits as a number, their
+/// count (leading zeros) and whether a `+` leads. 15 digits fit in 50 bits.
+fn msisdn_key(m: &Msisdn) -> u64 {
+    let text = m.expose();
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    let value = digits
+        .bytes()
+        .fold(0u64, |v, b| v * 10 + u64::from(b - b'0'));
+    let plus = u64::from(text.starts_with('+')) << 63;
+    plus | value << 4 | digits.len() as u64
+}
+
+/// `hash`: the prefix, then a hash of prefix and cell reduced to the remaining digits. Stable
+/// across files (the same customer id always gives the same number), but two ids can meet.
+fn synthesize_hashed(prefix: &str, key: &str) -> String {
     let digest = Sha256::new()
         .chain_update(prefix.as_bytes())
         .chain_update([0u8])
@@ -192,8 +305,30 @@ fn synthesize_msisdn(prefix: &str, key: &str) -> String {
     format!("{prefix}{:0width$}", u64::from_be_bytes(first) % modulus)
 }
 
-fn parse_cell<T: FieldValue>(cell: &str, rule: T::Rule, scale: Option<f64>) -> Result<T, String> {
-    let value = T::parse(cell, rule)?;
+/// `digits` and `row`: the prefix, then `n` padded to the remaining digits. One-to-one, so
+/// distinct ids (or rows) always get distinct numbers, up to 10^(11 - prefix length).
+fn synthesize_numbered(prefix: &str, n: u64) -> Result<String, String> {
+    let width = 11 - prefix.len();
+    let room = 10u64.pow(width as u32);
+    if n >= room {
+        return Err(format!(
+            "{n} does not fit in the {width} digits prefix {prefix:?} leaves (at most {}); use a shorter prefix",
+            room - 1
+        ));
+    }
+    Ok(format!("{prefix}{n:0width$}"))
+}
+
+fn parse_cell<T: FieldValue>(
+    cell: &str,
+    rule: T::Rule,
+    scale: Option<f64>,
+    round: Option<value::Round>,
+) -> Result<T, String> {
+    let value = match round {
+        None => T::parse(cell, rule)?,
+        Some(round) => T::parse_rounded(cell, rule, round)?,
+    };
     match scale {
         None => value.check(rule).map(|()| value),
         Some(factor) => {
@@ -209,17 +344,30 @@ fn parse_cell<T: FieldValue>(cell: &str, rule: T::Rule, scale: Option<f64>) -> R
 struct Row<'a> {
     file: &'a str,
     line: u64,
+    /// 1-based number of the record (not the line: a quoted cell may span lines).
+    number: u64,
     record: &'a csv::StringRecord,
     headers: &'a csv::StringRecord,
     cols: &'a [usize],
+    mapping: &'a Mapping,
 }
 
 impl Row<'_> {
-    /// The trimmed cell of a mapped column, and its 0-based position in the record.
+    /// The cell of a mapped column (trimmed unless the mapping says not to; "" for a null
+    /// token), and its 0-based position in the record.
     fn cell(&self, col: usize) -> (&str, usize) {
         let i = self.cols[col];
         // flexible(false) guarantees every record is as long as the header.
-        (self.record.get(i).unwrap_or("").trim(), i)
+        let raw = self.record.get(i).unwrap_or("");
+        let cell = if self.mapping.cells.trim {
+            raw.trim()
+        } else {
+            raw
+        };
+        if self.mapping.cells.nulls.iter().any(|t| t == cell) {
+            return ("", i);
+        }
+        (cell, i)
     }
 
     fn error(&self, index: usize, message: String) -> ImportError {
@@ -233,14 +381,15 @@ impl Row<'_> {
     }
 
     fn get<T: FieldValue>(&self, src: &Src<T>, errors: &mut ImportErrors) -> Option<T> {
-        let (col, map, scale, default) = match &src.how {
+        let (col, map, scale, round, default) = match &src.how {
             How::Constant(v) => return Some(v.clone()),
             How::Column {
                 col,
                 map,
                 scale,
+                round,
                 default,
-            } => (*col, map, *scale, default),
+            } => (*col, map, *scale, *round, default),
         };
         let (cell, index) = self.cell(col);
         let field = src.field;
@@ -263,7 +412,7 @@ impl Row<'_> {
                 )
             })
         } else {
-            parse_cell(cell, src.rule, scale).map_err(|m| format!("{m} (for {field})"))
+            parse_cell(cell, src.rule, scale, round).map_err(|m| format!("{m} (for {field})"))
         };
         result.map_err(|m| errors.push(self.error(index, m))).ok()
     }
@@ -282,46 +431,62 @@ impl Row<'_> {
     fn msisdn(
         &self,
         src: &MsisdnSrc,
-        seen: &mut HashMap<String, (u64, String)>,
+        seen: &mut HashMap<u64, u64>,
         errors: &mut ImportErrors,
     ) -> Option<String> {
-        let (col, prefix) = match src {
-            MsisdnSrc::Column { col } => (*col, None),
-            MsisdnSrc::Synthesize { col, prefix } => (*col, Some(prefix.as_str())),
+        let (col, synth) = match src {
+            MsisdnSrc::Column { col } => (Some(*col), None),
+            MsisdnSrc::Synthesize {
+                col,
+                prefix,
+                method,
+            } => (*col, Some((prefix.as_str(), *method))),
         };
-        let (cell, index) = self.cell(col);
-        let msisdn = match (cell.is_empty(), prefix) {
-            (true, None) => Err("blank; every subscriber needs an msisdn".to_owned()),
-            (true, Some(_)) => {
+        let (cell, index) = match col {
+            Some(col) => self.cell(col),
+            // `row` reads no column; a problem is reported at the first cell.
+            None => ("", 0),
+        };
+        let made = match (synth, cell.is_empty()) {
+            (None, true) => Err("blank; every subscriber needs an msisdn".to_owned()),
+            (None, false) => Msisdn::parse(cell).map_err(|e| format!("{e} (for msisdn)")),
+            (Some((_, SynthMethod::Row)), _) => {
+                synthesize_numbered(synth.map_or("", |s| s.0), self.number)
+                    .map(|m| Msisdn::parse(&m).expect("prefix and width make a valid number"))
+                    .map_err(|m| format!("record {}: {m}", self.number))
+            }
+            (Some(_), true) => {
                 Err("blank; msisdn is synthesized from this column, so it needs a value".to_owned())
             }
-            (false, None) => String::parse(cell, value::TextRule::Msisdn)
-                .map_err(|m| format!("{m} (for msisdn)")),
-            (false, Some(prefix)) => Ok(synthesize_msisdn(prefix, cell)),
+            (Some((prefix, SynthMethod::Hash)), false) => {
+                Ok(Msisdn::parse(&synthesize_hashed(prefix, cell))
+                    .expect("prefix and width make a valid number"))
+            }
+            (Some((prefix, SynthMethod::Digits)), false) => synthesize_from_digits(prefix, cell)
+                .map(|m| Msisdn::parse(&m).expect("prefix and width make a valid number")),
         };
-        let msisdn = match msisdn {
+        let msisdn = match made {
             Ok(m) => m,
             Err(m) => {
                 errors.push(self.error(index, m));
                 return None;
             }
         };
-        match seen.entry(msisdn) {
+        match seen.entry(msisdn_key(&msisdn)) {
             Entry::Vacant(v) => {
-                let msisdn = v.key().clone();
-                v.insert((self.line, cell.to_owned()));
-                Some(msisdn)
+                v.insert(self.line);
+                Some(msisdn.into_exposed())
             }
             Entry::Occupied(o) => {
-                let (line, other) = o.get();
-                let msisdn = o.key();
-                let message = match prefix {
+                let line = o.get();
+                // Display masks the number: the message goes to the terminal and logs.
+                let message = match synth {
                     None => format!("msisdn {msisdn} is also on line {line}"),
-                    Some(_) if other == cell => format!(
-                        "{cell:?} is also on line {line}, so both would get msisdn {msisdn}"
+                    Some((_, SynthMethod::Hash)) => format!(
+                        "msisdn {msisdn} synthesized from {cell:?} is also synthesized on line {line} (the same id twice, or two ids whose hashes meet: use `method: digits` or `method: row` for numbers that cannot collide)"
                     ),
                     Some(_) => format!(
-                        "msisdn {msisdn} synthesized from {cell:?} is also synthesized from {other:?} on line {line}; choose another prefix"
+                        "msisdn {msisdn} synthesized from {cell:?} is also synthesized on line {line} (the same digits twice)"
                     ),
                 };
                 errors.push(self.error(index, message));
@@ -333,11 +498,10 @@ impl Row<'_> {
     /// The subscriber of this record, or `None` after pushing every problem of the record.
     fn subscriber(
         &self,
-        mapping: &Mapping,
-        seen: &mut HashMap<String, (u64, String)>,
+        seen: &mut HashMap<u64, u64>,
         errors: &mut ImportErrors,
     ) -> Option<NewSubscriber> {
-        let p = &mapping.plan;
+        let p = &self.mapping.plan;
         // Every field is evaluated before any is unwrapped, so one record reports all its
         // problems, not just the first.
         let msisdn = self.msisdn(&p.msisdn, seen, errors);
@@ -445,16 +609,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn synthesized_numbers_are_eleven_digits_and_depend_on_prefix_and_key() {
-        let a = synthesize_msisdn("139", "7590-VHVEG");
+    fn hashed_numbers_are_eleven_digits_and_depend_on_prefix_and_key() {
+        let a = synthesize_hashed("139", "7590-VHVEG");
         assert_eq!(a.len(), 11);
         assert!(a.starts_with("139"));
         assert!(a.bytes().all(|b| b.is_ascii_digit()));
-        assert_eq!(a, synthesize_msisdn("139", "7590-VHVEG"));
-        assert_ne!(a, synthesize_msisdn("139", "5575-GNVDE"));
-        assert_ne!(a[3..], synthesize_msisdn("138", "7590-VHVEG")[3..]);
-        let long = synthesize_msisdn("1391234567", "x");
+        assert_eq!(a, synthesize_hashed("139", "7590-VHVEG"));
+        assert_ne!(a, synthesize_hashed("139", "5575-GNVDE"));
+        assert_ne!(a[3..], synthesize_hashed("138", "7590-VHVEG")[3..]);
+        let long = synthesize_hashed("1391234567", "x");
         assert_eq!(long.len(), 11);
         assert!(long.starts_with("1391234567"));
+    }
+
+    #[test]
+    fn numbered_synthesis_is_one_to_one_up_to_its_room() {
+        assert_eq!(synthesize_numbered("139", 0).unwrap(), "13900000000");
+        assert_eq!(synthesize_numbered("139", 12_345).unwrap(), "13900012345");
+        assert_eq!(
+            synthesize_numbered("139", 99_999_999).unwrap(),
+            "13999999999"
+        );
+        let e = synthesize_numbered("139", 100_000_000).unwrap_err();
+        assert!(
+            e.contains("8 digits") && e.contains("shorter prefix"),
+            "{e}"
+        );
+        assert!(synthesize_numbered("1391234567", 10).is_err());
+    }
+
+    #[test]
+    fn msisdn_keys_differ_wherever_stored_numbers_differ() {
+        let keys: Vec<u64> = [
+            "13800138000",
+            "013800138000",
+            "+13800138000",
+            "10086",
+            "010086",
+            "999999999999999",
+            "+999999999999999",
+        ]
+        .iter()
+        .map(|m| msisdn_key(&Msisdn::parse(m).unwrap()))
+        .collect();
+        let unique: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{keys:?}");
     }
 }

@@ -8,7 +8,7 @@ use serde_saphyr::{Location, MessageFormatter, Spanned};
 use spec::fields::FieldType;
 
 use super::error::ImportError;
-use super::value::{FieldValue, Range, TextRule};
+use super::value::{FieldValue, Range, Round, TextRule};
 
 /// A mapping file: how to turn each record of a CSV export into a subscriber.
 ///
@@ -27,9 +27,30 @@ use super::value::{FieldValue, Range, TextRule};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MappingFile {
+    /// How cells are read before any field sees them (optional).
+    cells: Option<Spanned<CellOptions>>,
     /// One entry per subscriber field (the names of `spec::fields`), saying where its value
     /// comes from.
     fields: Spanned<FieldMappings>,
+}
+
+/// How every cell is read.
+///
+/// ```yaml
+/// cells:
+///   null: ["", NA, "?", "-"]   # these cells count as blank: `default`, or empty if optional
+///   trim: true                 # strip surrounding spaces first (the default)
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CellOptions {
+    /// Cell values that mean "no value", compared after trimming. Default: only the empty
+    /// cell. A blank cell takes the field's `default`, is left empty for an optional field,
+    /// and is an error otherwise.
+    null: Option<Vec<Spanned<String>>>,
+    /// Strip spaces around every cell before use (default true). With false, a cell with
+    /// surrounding spaces must be listed as such in `map` and `null`.
+    trim: Option<bool>,
 }
 
 /// Where each subscriber field comes from. Field meanings are those of `spec::fields`.
@@ -41,7 +62,8 @@ struct MappingFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FieldMappings {
-    /// 11 digits starting with 1, unique within the file. Either `column:` or, for exports
+    /// A phone number by the rule of `domain::Msisdn` (an optional `+` and 5 to 15 digits;
+    /// `+86`/`86` before 11 digits is dropped), unique within the file. Either `column:` or, for exports
     /// without phone numbers, `synthesize:`. A constant is refused (every row would collide).
     msisdn: Option<Spanned<FieldSource>>,
     external_id: Option<Spanned<FieldSource>>,
@@ -100,24 +122,39 @@ struct FieldSource {
     /// With `column`, for number fields (arpu_3m, balance, churn_risk): multiplies the cell,
     /// e.g. `7` to turn dollars into yuan. Not combined with `map`.
     scale: Option<Spanned<f64>>,
-    /// With `column`: the value used when a cell is blank (empty or only spaces). Without it a
-    /// blank cell is an error. Used as written: neither mapped nor scaled.
+    /// With `column`: the value used when a cell is blank (empty, only spaces, or one of the
+    /// `cells.null` tokens). Without it a blank cell is an error. Used as written: neither
+    /// mapped nor scaled.
     default: Option<Spanned<String>>,
+    /// With `column`, for whole-number fields (age, tenure_months, complaints_30d): what a
+    /// fraction such as an averaged `2.5` becomes: `nearest` (halves away from zero),
+    /// `floor`, `ceil`, or `refuse` (an error, as without `round`).
+    round: Option<Spanned<String>>,
     /// A constant for every row, when the export has nothing for this field.
     value: Option<Spanned<String>>,
     /// msisdn only: derives a number from another column.
     synthesize: Option<Spanned<Synthesize>>,
 }
 
-/// A deterministic msisdn made of `prefix` followed by digits taken from a hash of the `from`
-/// cell (and the prefix), padded to 11 digits. The same cell always gives the same number, so
-/// re-importing a file keeps subscribers' numbers. Numbers must still be unique within the
-/// file: a hash collision is reported with both lines (another prefix changes every number).
+/// A deterministic 11-digit msisdn: `prefix`, then digits made by `method`:
+///
+/// - `hash` (the default): a hash of the `from` cell and the prefix. The same id always gives
+///   the same number, whatever the file's order, but two ids can meet (birthday odds: about
+///   one pair in 20,000 rows with a 3-digit prefix); a meeting is reported with both lines.
+/// - `digits`: the digits of the `from` cell read as a number (`C-000123` → 123), padded.
+///   One-to-one, so it never collides; for ids that are numbers, up to 10^(11 − prefix
+///   length) of them (100 million with "139").
+/// - `row`: the record's number in the file (1, 2, ...), padded; no `from`. One-to-one, but
+///   a number follows the row, so re-importing a reordered file gives subscribers other
+///   numbers (and other consent): for one-off loads of exports without any id.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Synthesize {
     /// The CSV header of the column whose value identifies the subscriber, e.g. a customer id.
-    from: Spanned<String>,
+    /// Required by `hash` and `digits`; not allowed with `row`.
+    from: Option<Spanned<String>>,
+    /// hash, digits or row (see above).
+    method: Option<Spanned<String>>,
     /// Leading digits, starting with 1, e.g. "139". Quote it so YAML keeps it text. Each extra
     /// digit leaves ten times fewer numbers to hash into, so keep it short (3 digits leave
     /// 100 million).
@@ -154,9 +191,17 @@ struct Synthesize {
 #[derive(Debug, Clone)]
 pub struct Mapping {
     pub(crate) file: String,
+    pub(crate) cells: Cells,
     /// Every CSV column the mapping reads; `Src` refers to them by index.
     pub(crate) columns: Vec<ColumnRef>,
     pub(crate) plan: Plan,
+}
+
+/// How cells are read (`cells:` in the file).
+#[derive(Debug, Clone)]
+pub(crate) struct Cells {
+    pub(crate) nulls: Vec<String>,
+    pub(crate) trim: bool,
 }
 
 /// A CSV column named by the mapping, and where the mapping names it (for error messages).
@@ -182,15 +227,30 @@ pub(crate) enum How<T> {
         col: usize,
         map: Option<HashMap<String, T>>,
         scale: Option<f64>,
+        round: Option<Round>,
         default: Option<T>,
     },
     Constant(T),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SynthMethod {
+    Hash,
+    Digits,
+    Row,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum MsisdnSrc {
-    Column { col: usize },
-    Synthesize { col: usize, prefix: String },
+    Column {
+        col: usize,
+    },
+    Synthesize {
+        /// None for `row`.
+        col: Option<usize>,
+        prefix: String,
+        method: SynthMethod,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +310,26 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
         file: path_for_messages,
         columns: Vec::new(),
         missing: Vec::new(),
+        trim: true,
+    };
+    let cells = match &file.cells {
+        None => Cells {
+            nulls: vec![String::new()],
+            trim: true,
+        },
+        Some(c) => {
+            let trim = c.value.trim.unwrap_or(true);
+            cx.trim = trim;
+            let mut nulls = vec![String::new()];
+            for t in c.value.null.iter().flatten() {
+                let token = if trim { t.value.trim() } else { &t.value };
+                if nulls.iter().any(|n| n == token) {
+                    continue;
+                }
+                nulls.push(token.to_owned());
+            }
+            Cells { nulls, trim }
+        }
     };
     let f = &file.fields.value;
     let plan = Plan {
@@ -312,6 +392,7 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
     }
     Ok(Mapping {
         file: path_for_messages.to_owned(),
+        cells,
         columns: cx.columns,
         plan,
     })
@@ -331,6 +412,8 @@ struct Compiler<'a> {
     columns: Vec<ColumnRef>,
     /// Required fields found unmapped; reported together once every entry has been checked.
     missing: Vec<&'static str>,
+    /// `cells.trim`: whether `map` keys are trimmed like the cells they are compared with.
+    trim: bool,
 }
 
 impl Compiler<'_> {
@@ -380,6 +463,7 @@ impl Compiler<'_> {
                         col: usize::MAX,
                         map: None,
                         scale: None,
+                        round: None,
                         default: None,
                     },
                 })
@@ -421,6 +505,7 @@ impl Compiler<'_> {
                     ("map", s.map.as_ref().map(|_| at)),
                     ("scale", s.scale.as_ref().map(|x| x.referenced)),
                     ("default", s.default.as_ref().map(|x| x.referenced)),
+                    ("round", s.round.as_ref().map(|x| x.referenced)),
                 ] {
                     if let Some(loc) = loc {
                         return Err(self.error(
@@ -471,14 +556,44 @@ impl Compiler<'_> {
                     Some(entries) => {
                         let mut map = HashMap::with_capacity(entries.len());
                         for (key, v) in entries {
-                            if map.insert(key.trim().to_owned(), constant(v)?).is_some() {
+                            let key = if self.trim { key.trim() } else { key.as_str() };
+                            if map.insert(key.to_owned(), constant(v)?).is_some() {
                                 return Err(self.error(
                                     v.referenced,
-                                    format!("the `map` of {field} lists {:?} twice (cells are trimmed before lookup)", key.trim()),
+                                    format!("the `map` of {field} lists {key:?} twice (cells are trimmed before lookup)"),
                                 ));
                             }
                         }
                         Some(map)
+                    }
+                };
+                let round = match &s.round {
+                    None => None,
+                    Some(r) => {
+                        if !T::WHOLE {
+                            return Err(self.error(
+                                r.referenced,
+                                format!("`round` applies only to whole-number fields (age, tenure_months, complaints_30d), not to {field}"),
+                            ));
+                        }
+                        if map.is_some() {
+                            return Err(self.error(
+                                r.referenced,
+                                format!("{field} has both `map` and `round`; mapped values are used as written, so keep one"),
+                            ));
+                        }
+                        match Round::parse(r.value.trim()) {
+                            Some(round) => Some(round),
+                            None => {
+                                return Err(self.error(
+                                    r.referenced,
+                                    format!(
+                                        "expected `round` to be nearest, floor, ceil or refuse, found {:?}",
+                                        r.value
+                                    ),
+                                ));
+                            }
+                        }
                     }
                 };
                 let default = s.default.as_ref().map(constant).transpose()?;
@@ -487,6 +602,7 @@ impl Compiler<'_> {
                     col,
                     map,
                     scale,
+                    round,
                     default,
                 }
             }
@@ -507,6 +623,7 @@ impl Compiler<'_> {
             ("map", s.map.as_ref().map(|_| source.referenced)),
             ("scale", s.scale.as_ref().map(|x| x.referenced)),
             ("default", s.default.as_ref().map(|x| x.referenced)),
+            ("round", s.round.as_ref().map(|x| x.referenced)),
         ] {
             if let Some(loc) = loc {
                 return Err(self.error(
@@ -536,9 +653,42 @@ impl Compiler<'_> {
                         format!("expected a prefix of 1 to 10 digits starting with 1, such as \"139\", found {prefix:?}"),
                     ));
                 }
+                let method = match &synth.value.method {
+                    None => SynthMethod::Hash,
+                    Some(m) => {
+                        match m.value.trim() {
+                            "hash" => SynthMethod::Hash,
+                            "digits" => SynthMethod::Digits,
+                            "row" => SynthMethod::Row,
+                            other => {
+                                return Err(self.error(
+                                m.referenced,
+                                format!("expected `method` to be hash, digits or row, found {other:?}"),
+                            ));
+                            }
+                        }
+                    }
+                };
+                let col = match (&synth.value.from, method) {
+                    (Some(from), SynthMethod::Row) => {
+                        return Err(self.error(
+                            from.referenced,
+                            "`method: row` numbers records in file order and reads no column; remove `from`".to_owned(),
+                        ));
+                    }
+                    (None, SynthMethod::Row) => None,
+                    (Some(from), _) => Some(self.add_column("msisdn", from)?),
+                    (None, _) => {
+                        return Err(self.error(
+                            synth.referenced,
+                            "`synthesize` needs `from: <column>` (or `method: row`)".to_owned(),
+                        ));
+                    }
+                };
                 Ok(MsisdnSrc::Synthesize {
-                    col: self.add_column("msisdn", &synth.value.from)?,
+                    col,
                     prefix: prefix.to_owned(),
+                    method,
                 })
             }
             (Some(_), Some(synth)) => Err(self.error(

@@ -9,7 +9,29 @@ pub(crate) enum TextRule {
     OneOf(&'static [&'static str]),
     /// A contact time slot, `HH:MM-HH:MM`.
     Slot,
-    Msisdn,
+}
+
+/// What to do with a fraction in a whole-number field (`round:` in the mapping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Round {
+    /// To the nearest whole number, halves away from zero (2.5 → 3, -2.5 → -3).
+    Nearest,
+    Floor,
+    Ceil,
+    /// A fraction is an error (the default, also without `round:`).
+    Refuse,
+}
+
+impl Round {
+    pub(crate) fn parse(text: &str) -> Option<Round> {
+        Some(match text {
+            "nearest" => Round::Nearest,
+            "floor" => Round::Floor,
+            "ceil" => Round::Ceil,
+            "refuse" => Round::Refuse,
+            _ => return None,
+        })
+    }
 }
 
 /// The inclusive range a number must fall in.
@@ -33,6 +55,14 @@ pub(crate) trait FieldValue: Sized + Clone + std::fmt::Debug {
 
     fn scaled(self, _factor: f64) -> Self {
         self
+    }
+
+    /// Whether `round:` applies (whole-number fields).
+    const WHOLE: bool = false;
+
+    /// Like `parse`, for a field with `round:`; only whole-number fields differ.
+    fn parse_rounded(text: &str, rule: Self::Rule, _round: Round) -> Result<Self, String> {
+        Self::parse(text, rule)
     }
 }
 
@@ -64,15 +94,9 @@ impl FieldValue for String {
             TextRule::OneOf(values) => format!("one of {}", values.join(", ")),
             TextRule::Slot if is_slot(text) => return Ok(text.to_owned()),
             TextRule::Slot => "a time slot HH:MM-HH:MM such as 18:00-21:00".to_owned(),
-            TextRule::Msisdn if is_msisdn(text) => return Ok(text.to_owned()),
-            TextRule::Msisdn => "an 11-digit mobile number starting with 1".to_owned(),
         };
         Err(format!("expected {expected}, found {text:?}"))
     }
-}
-
-fn is_msisdn(text: &str) -> bool {
-    text.len() == 11 && text.starts_with('1') && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn is_slot(text: &str) -> bool {
@@ -93,6 +117,37 @@ fn is_slot(text: &str) -> bool {
 
 impl FieldValue for i32 {
     type Rule = Range<i32>;
+
+    const WHOLE: bool = true;
+
+    fn parse_rounded(text: &str, range: Range<i32>, round: Round) -> Result<Self, String> {
+        if let Ok(v) = i32::parse(text, range) {
+            return Ok(v);
+        }
+        let Ok(x) = text.parse::<f64>() else {
+            return i32::parse(text, range);
+        };
+        let whole = match round {
+            _ if !x.is_finite() => return i32::parse(text, range),
+            _ if x.fract() == 0.0 => x,
+            Round::Nearest => x.round(),
+            Round::Floor => x.floor(),
+            Round::Ceil => x.ceil(),
+            Round::Refuse => {
+                return Err(format!(
+                    "expected a whole number, found {text:?} (`round: nearest`, `floor` or `ceil` in the mapping accepts fractions)"
+                ));
+            }
+        };
+        if whole >= f64::from(range.min) && whole <= f64::from(range.max) {
+            Ok(whole as i32)
+        } else {
+            Err(format!(
+                "expected a whole number from {} to {}, found {text:?}",
+                range.min, range.max
+            ))
+        }
+    }
 
     fn parse(text: &str, range: Range<i32>) -> Result<Self, String> {
         match text.parse::<i32>() {
@@ -194,10 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn msisdn_and_enums() {
-        assert!(String::parse("13912345678", TextRule::Msisdn).is_ok());
-        assert!(String::parse("1391234567", TextRule::Msisdn).is_err());
-        assert!(String::parse("23912345678", TextRule::Msisdn).is_err());
+    fn enums() {
         let e = String::parse("F", TextRule::OneOf(&["female", "male"])).unwrap_err();
         assert_eq!(e, r#"expected one of female, male, found "F""#);
     }
@@ -219,6 +271,30 @@ mod tests {
         assert!(String::parse(&"名".repeat(MAX_TEXT_CHARS), TextRule::Free).is_ok());
         let e = String::parse(&"x".repeat(MAX_TEXT_CHARS + 1), TextRule::Free).unwrap_err();
         assert_eq!(e, "expected at most 200 characters, found 201");
+    }
+
+    #[test]
+    fn fractions_in_whole_number_fields_round_as_declared() {
+        let count = Range { min: 0, max: 100 };
+        let r = |t, m| i32::parse_rounded(t, count, m);
+        assert_eq!(r("2.5", Round::Nearest), Ok(3));
+        assert_eq!(r("2.4", Round::Nearest), Ok(2));
+        assert_eq!(r("2.9", Round::Floor), Ok(2));
+        assert_eq!(r("2.1", Round::Ceil), Ok(3));
+        assert_eq!(r("7", Round::Refuse), Ok(7));
+        assert_eq!(r("7.0", Round::Refuse), Ok(7));
+        assert!(
+            r("2.5", Round::Refuse)
+                .unwrap_err()
+                .contains("round: nearest")
+        );
+        assert!(r("100.4", Round::Nearest).is_ok());
+        assert!(r("100.6", Round::Nearest).is_err());
+        assert!(r("-0.6", Round::Ceil).is_ok());
+        assert!(r("-0.6", Round::Floor).is_err());
+        assert!(r("NaN", Round::Nearest).is_err());
+        assert!(r("1e300", Round::Nearest).is_err());
+        assert!(r("abc", Round::Nearest).is_err());
     }
 
     #[test]
