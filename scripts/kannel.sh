@@ -19,6 +19,7 @@
 #   KANNEL_SENDSMS_PORT        smsbox sendsms HTTP [13013]
 #   CAMPAIGND_KANNEL_PASSWORD  password of sendsms user "campaignd" [campaignd-test; local tests only]
 #   CAMPAIGND_CALLBACK_URL     base URL of campaignd's callbacks; MO goes to <it>/callbacks/kannel/mo [http://127.0.0.1:8080]
+#   CAMPAIGND_MO_TOKEN         a campaignd gateway token, sent as `token=` with each MO [none: campaignd refuses the MO]
 #   KANNEL_ADMIN_PASSWORD      admin password (shutdown etc.) [campaignd-admin-test]
 #   KANNEL_STATUS_PASSWORD     status page password [campaignd-status-test]
 #   KANNEL_LOG_LEVEL           log-level of the log files, 0 debug .. 4 panic [1]
@@ -48,7 +49,7 @@ FIFO="$RUN_DIR/mo.fifo"
 # Settings that are rendered into the config and remembered for stop/status/mo.
 SETTING_NAMES=(KANNEL_ADMIN_PORT KANNEL_BOX_PORT KANNEL_SMSC_PORT KANNEL_SENDSMS_PORT
     KANNEL_ADMIN_PASSWORD KANNEL_STATUS_PASSWORD CAMPAIGND_KANNEL_PASSWORD
-    CAMPAIGND_CALLBACK_URL KANNEL_LOG_LEVEL)
+    CAMPAIGND_CALLBACK_URL CAMPAIGND_MO_TOKEN KANNEL_LOG_LEVEL)
 KANNEL_ADMIN_PORT="${KANNEL_ADMIN_PORT:-13000}"
 KANNEL_BOX_PORT="${KANNEL_BOX_PORT:-13001}"
 KANNEL_SMSC_PORT="${KANNEL_SMSC_PORT:-10000}"
@@ -58,6 +59,9 @@ KANNEL_STATUS_PASSWORD="${KANNEL_STATUS_PASSWORD:-campaignd-status-test}"
 CAMPAIGND_KANNEL_PASSWORD="${CAMPAIGND_KANNEL_PASSWORD:-campaignd-test}"
 CAMPAIGND_CALLBACK_URL="${CAMPAIGND_CALLBACK_URL:-http://127.0.0.1:8080}"
 CAMPAIGND_CALLBACK_URL="${CAMPAIGND_CALLBACK_URL%/}"
+# campaignd's MO callback takes a gateway token (`campaignd token create --role gateway`);
+# Kannel's get-url cannot send headers, so it goes in the query.
+CAMPAIGND_MO_TOKEN="${CAMPAIGND_MO_TOKEN:-none}"
 KANNEL_LOG_LEVEL="${KANNEL_LOG_LEVEL:-1}"
 START_TIMEOUT="${KANNEL_START_TIMEOUT:-20}"
 MO_SPACING="${KANNEL_MO_SPACING:-1}"
@@ -126,6 +130,7 @@ validate_settings() {
     done
     [[ "$CAMPAIGND_CALLBACK_URL" =~ ^https?://[!-~]+$ && "$CAMPAIGND_CALLBACK_URL" != *[\"\\#?]* ]] ||
         die "CAMPAIGND_CALLBACK_URL must be an http(s) base URL without query, quotes or spaces, got '$CAMPAIGND_CALLBACK_URL'"
+    [[ "$CAMPAIGND_MO_TOKEN" =~ ^[A-Za-z0-9_]+$ ]] || die "CAMPAIGND_MO_TOKEN must be a campaignd token ([A-Za-z0-9_]+)"
     [[ "$KANNEL_LOG_LEVEL" =~ ^[0-4]$ ]] || die "KANNEL_LOG_LEVEL must be 0..4"
 }
 

@@ -118,6 +118,7 @@ async fn crash_and_restart(backend: Backend) {
     };
     let cfg_path = dir.path().join("campaignd.toml");
     cfg.write(&cfg_path);
+    daemon::approve(&cfg_path, "crash-wave").await;
     let out = daemon::cli(&cfg_path, &["trigger", "crash-wave"]).await;
     assert!(out.contains("started"), "{out}");
 

@@ -91,13 +91,41 @@ impl DaemonConfig {
     }
 }
 
+/// The daemons' `CAMPAIGND_CALLBACK_SECRET` (they refuse to start without one).
+pub(crate) const CALLBACK_SECRET_ENV: &str = "CAMPAIGND_CALLBACK_SECRET";
+
+/// Approves the version of `campaign` in the config's workflows folder as a principal of its
+/// own with the approver role (the loader is the config's operator, `files`): the daemon
+/// starts runs of approved versions only.
+pub(crate) async fn approve(config: &Path, campaign: &str) {
+    let name = format!("approver-{campaign}");
+    let token = cli(
+        config,
+        &["token", "create", "--name", &name, "--role", "approver"],
+    )
+    .await;
+    cli_env(
+        config,
+        &["approve", campaign],
+        &[("CAMPAIGND_TOKEN", token.trim())],
+    )
+    .await;
+}
+
 /// Runs a one-shot `campaignd` command (e.g. `trigger`) and returns its standard output.
 pub(crate) async fn cli(config: &Path, args: &[&str]) -> String {
+    cli_env(config, args, &[]).await
+}
+
+/// [`cli`] with extra environment variables.
+pub(crate) async fn cli_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = tokio::process::Command::new(binary())
         .args(args)
         .arg("--config")
         .arg(config)
         .env(PASSWORD_ENV, PASSWORD)
+        .env(CALLBACK_SECRET_ENV, crate::helpers::CALLBACK_SECRET)
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output()
         .await
@@ -168,6 +196,7 @@ impl Daemon {
             .arg("--log")
             .arg(how.log)
             .env(PASSWORD_ENV, PASSWORD)
+            .env(CALLBACK_SECRET_ENV, crate::helpers::CALLBACK_SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -89,6 +89,45 @@ pub(crate) async fn fresh_db(backend: Backend) -> TestDb {
     }
 }
 
+/// The secret the tests' APIs check delivery-report tokens with (the daemon's
+/// `CAMPAIGND_CALLBACK_SECRET`).
+pub(crate) const CALLBACK_SECRET: &str = "e2e-callback-secret-0123456789abcdef";
+
+pub(crate) fn callback_secret() -> store::auth::Secret {
+    store::auth::Secret::new(CALLBACK_SECRET.as_bytes().to_vec()).expect("a long secret")
+}
+
+/// Serving options as the daemon's: events stamped by `now`, delivery reports checked
+/// against [`CALLBACK_SECRET`].
+pub(crate) fn serve_options(now: api::Now) -> api::ServeOptions {
+    api::ServeOptions {
+        now,
+        callbacks: api::auth::CallbackAuth {
+            dlr_secret: Some(callback_secret()),
+            ..Default::default()
+        },
+        ..api::ServeOptions::default()
+    }
+}
+
+/// A gateway principal's token, for the MO callback (`token=` in Kannel's get-url).
+pub(crate) async fn gateway_token(store: &Store) -> String {
+    store
+        .create_token(
+            "kannel",
+            store::auth::Role::Gateway,
+            None,
+            store::wall_now(),
+        )
+        .await
+        .expect("create the gateway token")
+}
+
+/// The token campaignd puts in the dlr-url of `key`.
+pub(crate) fn dlr_token(key: &str) -> String {
+    store::auth::callback_token(&callback_secret(), key)
+}
+
 /// The channels the daemon wires for the test workflows: SMS over Kannel's sendsms at
 /// `sendsms_url` (password from CARGO_PKG_NAME, which cargo sets for test processes, so no
 /// secret is written and no env mutation is needed), and outbound-call tasks.
@@ -98,21 +137,24 @@ pub(crate) async fn kannel_channels(
     dlr_url: String,
     concurrency: usize,
 ) -> HashMap<String, std::sync::Arc<dyn channels::Channel>> {
-    let sms = channels::sms::build(&channels::sms::SmsConfig::Http(
-        channels::sms::KannelConfig {
-            sendsms_url,
-            username: "campaignd".into(),
-            password_env: "CARGO_PKG_NAME".into(),
-            from: "10086".into(),
-            dlr_url,
-            dlr_mask: 27,
-            concurrency,
-            timeout_ms: 10_000,
-            smsc: None,
-        },
-    ))
-    .await
-    .expect("build the Kannel channel");
+    let cfg = channels::sms::KannelConfig {
+        sendsms_url,
+        username: "campaignd".into(),
+        password_env: "CARGO_PKG_NAME".into(),
+        from: "10086".into(),
+        dlr_url,
+        dlr_mask: 27,
+        concurrency,
+        timeout_ms: 10_000,
+        smsc: None,
+    };
+    // Built as `sms::build` builds it, with the signing secret passed in rather than read
+    // from CAMPAIGND_CALLBACK_SECRET (tests do not change their own environment).
+    let sms: std::sync::Arc<dyn channels::Channel> = std::sync::Arc::new(
+        channels::sms::KannelSms::with_password(&cfg, env!("CARGO_PKG_NAME"))
+            .expect("build the Kannel channel")
+            .with_dlr_secret(callback_secret()),
+    );
     let mut chans: HashMap<String, std::sync::Arc<dyn channels::Channel>> = HashMap::new();
     chans.insert("sms".into(), sms);
     chans.insert(
@@ -208,9 +250,15 @@ struct GwState {
     callback_base: String,
     client: reqwest::Client,
     password: String,
+    /// campaignd's gateway token, sent with each MO.
+    mo_token: String,
 }
 
-pub(crate) async fn start_gateway(callback_base: String, password: String) -> Gateway {
+pub(crate) async fn start_gateway(
+    callback_base: String,
+    password: String,
+    mo_token: String,
+) -> Gateway {
     init();
     let hits = Arc::new(Mutex::new(HashMap::new()));
     let state = GwState {
@@ -218,6 +266,7 @@ pub(crate) async fn start_gateway(callback_base: String, password: String) -> Ga
         callback_base,
         client: reqwest::Client::new(),
         password,
+        mo_token,
     };
     let app = axum::Router::new()
         .route("/cgi-bin/sendsms", get(sendsms))
@@ -260,8 +309,8 @@ async fn sendsms(
     let client = st.client.clone();
     let mo = replies(&to).then(|| {
         format!(
-            "{}/callbacks/kannel/mo?from={to}&to=10086&text=1",
-            st.callback_base
+            "{}/callbacks/kannel/mo?from={to}&to=10086&text=1&token={}",
+            st.callback_base, st.mo_token
         )
     });
     tokio::spawn(async move {

@@ -38,7 +38,7 @@ async fn campaign_through_real_kannel_and_smtp() {
     // Both on ports of their own, stopped when the test ends however it ends. Started before
     // the scaled clock, which runs a campaign day per ten real seconds from its creation on:
     // waiting in Kannel::start for another heavy test must not eat into the campaign's windows.
-    let kannel = Kannel::start(&api_base);
+    let kannel = Kannel::start(&api_base, &helpers::gateway_token(&store).await);
     let smtp = Smtp::start(SmtpSetup {
         starttls: false,
         auth: false,
@@ -50,12 +50,12 @@ async fn campaign_through_real_kannel_and_smtp() {
         .unwrap()
         .timestamp_millis();
     let clock = Clock::scaled(origin, CLOCK_FACTOR);
-    tokio::spawn(api::serve_with_clock(
+    tokio::spawn(api::serve_with(
         listener,
         api::AppState {
             store: store.clone(),
         },
-        clock.now_fn(),
+        helpers::serve_options(clock.now_fn()),
         async move { api_cancel.cancelled().await },
     ));
 

@@ -33,20 +33,30 @@ async fn gateway() -> Gateway {
     let api_base = format!("http://{}", listener.local_addr().unwrap());
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
-    tokio::spawn(api::serve(
+    tokio::spawn(api::serve_with(
         listener,
         api::AppState {
             store: db.store.clone(),
         },
+        helpers::serve_options(Arc::new(store::wall_now)),
         async move { stop.cancelled().await },
     ));
-    let kannel = Kannel::start(&api_base);
+    let kannel = Kannel::start(&api_base, &helpers::gateway_token(&db.store).await);
     Gateway {
         db,
         api_base,
         kannel,
         _api: cancel.drop_guard(),
     }
+}
+
+/// The transport as the daemon builds it: password from `SECRET_ENV`, dlr-urls signed with
+/// the tests' callback secret.
+fn signed(cfg: &KannelConfig) -> Result<KannelSms, channels::sms::BuildError> {
+    Ok(
+        KannelSms::with_password(cfg, crate::services::env_secret(SECRET_ENV))?
+            .with_dlr_secret(helpers::callback_secret()),
+    )
 }
 
 /// The channel as the daemon configures it, sending to `sendsms_url`.
@@ -123,7 +133,7 @@ fn transient(res: Result<Accepted, SendError>, reason: &str) {
 async fn real_kannel_answers_are_classified_for_retry() {
     let g = gateway().await;
     let k = &g.kannel;
-    let ch = KannelSms::new(&config(&g, k.sendsms_url(), 4, 30_000)).unwrap();
+    let ch = signed(&config(&g, k.sendsms_url(), 4, 30_000)).unwrap();
 
     // Accepted and delivered to the SMSC.
     let res = send(&ch, msg(1, "13800138000", "classification probe")).await;
@@ -189,7 +199,7 @@ async fn real_kannel_answers_are_classified_for_retry() {
     // bearerbox frozen: smsbox takes the request and never answers. A timeout is transient,
     // and ambiguous: once bearerbox runs again, Kannel delivers the message anyway.
     let bearerbox = k.pid("bearerbox");
-    let quick = KannelSms::new(&config(&g, k.sendsms_url(), 4, 2_000)).unwrap();
+    let quick = signed(&config(&g, k.sendsms_url(), 4, 2_000)).unwrap();
     signal(bearerbox, "STOP");
     let res = send(
         &quick,
@@ -254,7 +264,7 @@ fn decode_ucs2(data: &str) -> String {
 async fn chinese_text_crosses_real_kannel_intact_both_ways() {
     let g = gateway().await;
     let k = &g.kannel;
-    let ch = KannelSms::new(&config(&g, k.sendsms_url(), 4, 30_000)).unwrap();
+    let ch = signed(&config(&g, k.sendsms_url(), 4, 30_000)).unwrap();
 
     // MT: the channel asks for UCS-2, so the SMSC receives the characters, not `?`s.
     let text = "你好，欢迎入学！回复1办理";
@@ -321,7 +331,7 @@ async fn keep_alive_holds_connections_to_the_concurrency() {
     let g = gateway().await;
     let k = &g.kannel;
     let (url, accepted) = counting_proxy(k.sendsms_port).await;
-    let ch = KannelSms::new(&config(&g, url, CONCURRENCY, 30_000)).unwrap();
+    let ch = signed(&config(&g, url, CONCURRENCY, 30_000)).unwrap();
 
     for b in 0..BATCHES {
         let batch: Vec<Outbound> = (0..PER_BATCH)

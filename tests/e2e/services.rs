@@ -74,13 +74,15 @@ pub(crate) struct Kannel {
     pub(crate) smsc_port: u16,
     pub(crate) sendsms_port: u16,
     callback_base: String,
+    mo_token: String,
     /// Kannel tests are heavy: none runs beside another heavy test (released after the stop).
     _heavy: helpers::Heavy,
 }
 
 impl Kannel {
     /// Starts Kannel on free ports; MO goes to `<callback_base>/callbacks/kannel/mo`.
-    pub(crate) fn start(callback_base: &str) -> Kannel {
+    /// `mo_token`: campaignd's gateway token, which Kannel's get-url carries.
+    pub(crate) fn start(callback_base: &str, mo_token: &str) -> Kannel {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             // Before the ports: a wait for the lock would let others take them.
@@ -96,6 +98,7 @@ impl Kannel {
                 smsc_port: ports[2],
                 sendsms_port: ports[3],
                 callback_base: callback_base.to_owned(),
+                mo_token: mo_token.to_owned(),
                 _heavy: heavy,
             };
             let out = kannel.script(&["start"]);
@@ -130,6 +133,7 @@ impl Kannel {
             .env("KANNEL_STATUS_PASSWORD", KANNEL_STATUS_PASSWORD)
             .env("CAMPAIGND_KANNEL_PASSWORD", env_secret(SECRET_ENV))
             .env("CAMPAIGND_CALLBACK_URL", &self.callback_base)
+            .env("CAMPAIGND_MO_TOKEN", &self.mo_token)
             // A loaded two-core machine can be slow to bring the boxes up.
             .env("KANNEL_START_TIMEOUT", "60")
             .output()

@@ -78,6 +78,7 @@ async fn sigterm_settles_in_flight_batches_and_a_restart_finishes_without_duplic
         mail_dir: dir.path().join("mail"),
     }
     .write(&config);
+    daemon::approve(&config, "test-campaign").await;
     let out = daemon::cli(&config, &["trigger", "test-campaign"]).await;
     assert!(out.contains("started"), "{out}");
 

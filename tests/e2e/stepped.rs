@@ -32,6 +32,9 @@ struct Stepper {
     engine: Engine,
     api: String,
     client: reqwest::Client,
+    /// Tokens: Kannel's for the MO callback, an operator's for events and outcomes.
+    gateway: String,
+    operator: String,
     outbox: std::path::PathBuf,
     step: u32,
     _dir: tempfile::TempDir,
@@ -58,7 +61,13 @@ impl Stepper {
         out
     }
 
+    /// As Kannel calls: the MO with the gateway's token in the query.
     async fn get(&self, path: &str) {
+        let path = if path.starts_with("/callbacks/kannel/mo") {
+            format!("{path}&token={}", self.gateway)
+        } else {
+            path.to_owned()
+        };
         let res = self
             .client
             .get(format!("{}{path}", self.api))
@@ -72,6 +81,7 @@ impl Stepper {
         let res = self
             .client
             .post(format!("{}{path}", self.api))
+            .bearer_auth(&self.operator)
             .json(&body)
             .send()
             .await
@@ -111,12 +121,12 @@ async fn two_wave_campaign_step_by_step() {
     let api = format!("http://{}", listener.local_addr().unwrap());
     let cancel = CancellationToken::new();
     let api_cancel = cancel.clone();
-    tokio::spawn(api::serve_with_clock(
+    tokio::spawn(api::serve_with(
         listener,
         api::AppState {
             store: db.store.clone(),
         },
-        clock.clock().now_fn(),
+        helpers::serve_options(clock.clock().now_fn()),
         async move { api_cancel.cancelled().await },
     ));
 
@@ -144,12 +154,20 @@ async fn two_wave_campaign_step_by_step() {
     cfg.batch_size = 25;
     let engine = Engine::new(db.store.clone(), clock.clock(), chans, cfg).unwrap();
     engine.load(vec![wf]).await.unwrap();
+    let gateway = helpers::gateway_token(&db.store).await;
+    let operator = db
+        .store
+        .create_token("operator", store::auth::Role::Operator, None, t0())
+        .await
+        .unwrap();
     let mut s = Stepper {
         db,
         clock,
         engine,
         api,
         client: reqwest::Client::new(),
+        gateway,
+        operator,
         outbox,
         step: 0,
         _dir: dir,
@@ -194,8 +212,11 @@ async fn two_wave_campaign_step_by_step() {
             .await
             .unwrap()
             .expect("a wave-1 contact");
-        s.get(&format!("/callbacks/kannel/dlr?key={key}&type=1"))
-            .await;
+        s.get(&format!(
+            "/callbacks/kannel/dlr?key={key}&t={}&type=1",
+            helpers::dlr_token(&key)
+        ))
+        .await;
     }
     let repliers: HashSet<i64> = w1_treat
         .iter()

@@ -56,16 +56,21 @@ async fn two_wave_campaign(backend: Backend) {
         .unwrap()
         .timestamp_millis();
     let clock = Clock::scaled(origin, CLOCK_FACTOR);
-    tokio::spawn(api::serve_with_clock(
+    tokio::spawn(api::serve_with(
         listener,
         api::AppState {
             store: store.clone(),
         },
-        clock.now_fn(),
+        helpers::serve_options(clock.now_fn()),
         async move { api_cancel.cancelled().await },
     ));
     let api_base = format!("http://{api_addr}");
-    let gw = helpers::start_gateway(api_base.clone(), "campaignd-tests".into()).await;
+    let gw = helpers::start_gateway(
+        api_base.clone(),
+        "campaignd-tests".into(),
+        helpers::gateway_token(&store).await,
+    )
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let wf_path = helpers::write_workflows(dir.path(), TWO_WAVES);
@@ -88,6 +93,26 @@ async fn two_wave_campaign(backend: Backend) {
 
     // Agents: accept every third task, refuse the rest, through the API.
     let client = reqwest::Client::new();
+    // An agent of the call centre (its token sees that team's tasks only) and an operator
+    // whose system posts the orders.
+    let agent_token = store
+        .create_token(
+            "agent-1",
+            store::auth::Role::Agent,
+            Some("callcentre"),
+            store::wall_now(),
+        )
+        .await
+        .unwrap();
+    let operator_token = store
+        .create_token(
+            "orders",
+            store::auth::Role::Operator,
+            None,
+            store::wall_now(),
+        )
+        .await
+        .unwrap();
     let agent_cancel = cancel.clone();
     let agent_base = api_base.clone();
     let agents = tokio::spawn(async move {
@@ -97,6 +122,7 @@ async fn two_wave_campaign(backend: Backend) {
                 .get(format!(
                     "{agent_base}/tasks?team=callcentre&state=open&limit=500"
                 ))
+                .bearer_auth(&agent_token)
                 .send()
                 .await
                 .unwrap()
@@ -109,6 +135,7 @@ async fn two_wave_campaign(backend: Backend) {
                 let outcome = if sub % 3 == 0 { "accepted" } else { "refused" };
                 let res = client
                     .post(format!("{agent_base}/tasks/{id}/outcome"))
+                    .bearer_auth(&agent_token)
                     .json(&serde_json::json!({"outcome": outcome, "agent": "agent-1"}))
                     .send()
                     .await
@@ -139,7 +166,7 @@ async fn two_wave_campaign(backend: Backend) {
                         .map(|(s, _, _)| serde_json::json!({"msisdn": by_id[s].msisdn, "type": "order", "value": "campus-bundle"}))
                         .collect();
                     ordered.extend(pop.iter().filter(|(s, _, _)| s % 5 == 0).map(|(s, _, _)| *s));
-                    let res = event_client.post(format!("{api_base}/events")).json(&orders).send().await.unwrap();
+                    let res = event_client.post(format!("{api_base}/events")).bearer_auth(&operator_token).json(&orders).send().await.unwrap();
                     assert!(res.status().is_success(), "{}", res.text().await.unwrap());
                 }
                 Event::RunFinished { run_id: r, report, .. } if r == run_id => break report,

@@ -26,6 +26,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod config;
 mod demo;
+pub mod import;
 mod out;
 mod sim;
 
@@ -71,9 +72,15 @@ enum Cmd {
         #[arg(long)]
         mapping: PathBuf,
         /// Update subscribers already in the base (same msisdn) instead of refusing the file.
+        /// Consent is never cleared by an import: opt-outs and do-not-disturb in the file are
+        /// added, never taken away (see `campaignd consent`).
         #[arg(long)]
         update: bool,
     },
+    /// Show or change a subscriber's consent. Clearing an opt-out or a do-not-disturb is only
+    /// possible here, recorded with the config's `operator` and a reason.
+    #[command(subcommand)]
+    Consent(ConsentCmd),
     /// Add a synthetic subscriber base (plausible distributions) to the database.
     GenerateBase {
         #[arg(long, default_value_t = 100_000)]
@@ -87,10 +94,12 @@ enum Cmd {
     Trigger { campaign: String },
     /// List the stored versions of a campaign: who loaded and who approved each.
     Versions { campaign: String },
-    /// Approve a stored version of a campaign (four eyes: not as the principal who loaded it).
+    /// Approve a version of a campaign (four eyes: not as the principal who loaded it).
+    /// Without VERSION: the version in the workflows folder now (stored first, loaded by the
+    /// config's `operator`), so it can be approved before the daemon's first slot.
     Approve {
         campaign: String,
-        version: i64,
+        version: Option<i64>,
         /// The approver's API token (role approver or admin).
         #[arg(long, env = "CAMPAIGND_TOKEN", hide_env_values = true)]
         token: String,
@@ -127,6 +136,27 @@ enum Cmd {
     },
     /// Run a whole campaign end to end on a fresh embedded database with a simulated population.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum ConsentCmd {
+    /// Record a consent change: exactly one of --opt-out, --opt-in, --dnd, --no-dnd.
+    Set {
+        msisdn: String,
+        #[arg(long, group = "change", required = true)]
+        opt_out: bool,
+        #[arg(long, group = "change")]
+        opt_in: bool,
+        #[arg(long, group = "change")]
+        dnd: bool,
+        #[arg(long, group = "change")]
+        no_dnd: bool,
+        /// Why, e.g. "asked in shop 12, signed form 2026-11-30" (kept with the change).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Print a subscriber's consent history.
+    Show { msisdn: String },
 }
 
 #[derive(Subcommand)]
@@ -224,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mapping,
             update,
         } => import(&cfg, &csv, &mapping, update).await,
+        Cmd::Consent(cmd) => consent(&cfg, cmd).await,
         Cmd::GenerateBase { subscribers, seed } => {
             let store = open_store(&cfg).await?;
             insert_base(&store, subscribers, seed).await?;
@@ -334,7 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn approve(
     cfg: &Config,
     campaign: &str,
-    version: i64,
+    version: Option<i64>,
     token: &str,
 ) -> anyhow::Result<ExitCode> {
     use store::auth::{Approval, Role};
@@ -349,6 +380,22 @@ async fn approve(
             who.role
         );
     }
+    let version = match version {
+        Some(v) => v,
+        None => {
+            let wf = load_campaign(&cfg.workflows, campaign)?;
+            let id = store
+                .upsert_version(
+                    &wf.campaign,
+                    &wf.hash,
+                    &wf.bundle.to_json(),
+                    store::wall_now(),
+                )
+                .await?;
+            store.set_loaded_by(id, &cfg.operator).await?;
+            id
+        }
+    };
     match store.version_approval(version).await? {
         Some(v) if v.campaign == campaign => {}
         Some(v) => bail!(
@@ -513,29 +560,19 @@ async fn import(
             return Ok(ExitCode::FAILURE);
         }
     };
-    let file =
-        std::fs::File::open(csv).with_context(|| format!("cannot open {}", csv.display()))?;
-    let rows = match subscribers::read_csv(
-        &map,
-        &csv.display().to_string(),
-        std::io::BufReader::new(file),
-    ) {
-        Ok(r) => r,
-        Err(errs) => {
-            eprintln!("{errs}");
-            eprintln!("nothing was imported");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
     let store = open_store(cfg).await?;
-    let on_dup = if update {
-        store::subscribers::OnDuplicate::Update
-    } else {
-        store::subscribers::OnDuplicate::Fail
-    };
-    let n = store.insert_subscribers(&rows, on_dup, store::wall_now()).await.map_err(|e| {
-        anyhow::anyhow!("{e}\nnothing was imported (the whole file is one transaction; use --update to refresh subscribers already in the base)")
-    })?;
+    let outcome =
+        match import::import_csv(&store, &map, csv, update, &cfg.operator, true).await? {
+            Ok(o) => o,
+            Err(failure) => {
+                eprintln!("{failure}");
+                eprintln!(
+                    "nothing was imported (the whole file is one transaction; the base is as it was)"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+    let n = outcome.rows;
     store
         .audit(
             store::wall_now(),
@@ -543,12 +580,45 @@ async fn import(
             store::audit::action::IMPORT,
             &csv.display().to_string(),
             Some(&format!(
-                "{n} subscribers{}",
-                if update { ", update" } else { "" }
+                "{n} subscribers{}; consent added: {} opt-out(s), {} do-not-disturb",
+                if update { ", update" } else { "" },
+                outcome.opt_outs_added,
+                outcome.dnd_added
             )),
         )
         .await?;
     out::line(&format!("imported {n} subscribers from {}", csv.display()));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn consent(cfg: &Config, cmd: ConsentCmd) -> anyhow::Result<ExitCode> {
+    use store::subscribers::ConsentKind;
+    let store = open_store(cfg).await?;
+    match cmd {
+        ConsentCmd::Set {
+            msisdn,
+            opt_out,
+            opt_in,
+            dnd,
+            no_dnd,
+            reason,
+        } => {
+            let (kind, state) = match (opt_out, opt_in, dnd, no_dnd) {
+                (true, ..) => (ConsentKind::OptOut, true),
+                (_, true, ..) => (ConsentKind::OptOut, false),
+                (_, _, true, _) => (ConsentKind::Dnd, true),
+                _ => (ConsentKind::Dnd, false),
+            };
+            let said =
+                import::set_consent(&store, &msisdn, kind, state, &cfg.operator, &reason).await?;
+            out::line(&said);
+        }
+        ConsentCmd::Show { msisdn } => {
+            for line in import::show_consent(&store, &msisdn).await? {
+                out::line(&line);
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
