@@ -8,5 +8,5 @@
 pub mod import;
 pub mod synthetic;
 
-pub use import::{ImportError, ImportErrors, Mapping, parse_mapping, read_csv};
+pub use import::{CsvImport, ImportError, ImportErrors, Mapping, parse_mapping, read_csv};
 pub use synthetic::generate;

@@ -470,3 +470,192 @@ fn line_numbers_count_newlines_inside_quoted_cells() {
     assert_eq!(got.len(), 1);
     assert!(got[0].starts_with("data.csv:4:3 (spend): "), "{got:#?}");
 }
+
+fn bigml_mapping() -> Mapping {
+    let yaml = repo_file("../../workflows/imports/churn-bigml.mapping.yaml");
+    parse_mapping("churn-bigml.mapping.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The 20% file with what real exports do to cells: `NA`, `?` and `-` for unknown values,
+/// monthly averages (fractions) in count columns, padded cells. Lines are CSV lines.
+fn bigml_untidy() -> String {
+    let mut lines: Vec<String> = repo_file("tests/fixtures/churn-bigml-20.csv")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut set = |line: usize, column: usize, value: &str| {
+        let mut cells: Vec<String> = lines[line - 1].split(',').map(str::to_owned).collect();
+        cells[column - 1] = value.to_owned();
+        lines[line - 1] = cells.join(",");
+    };
+    // Column 19 is "Customer service calls", 2 "Account length".
+    set(2, 19, "NA");
+    set(3, 19, "2.5");
+    set(4, 19, " 1.4 ");
+    set(5, 19, "?");
+    set(6, 2, "-");
+    set(7, 2, "117.6");
+    lines.join("\n")
+}
+
+#[test]
+fn the_bigml_export_imports_with_numbers_that_never_collide() {
+    let csv = repo_file("tests/fixtures/churn-bigml-80.csv");
+    let rows = read_csv(&bigml_mapping(), "churn-bigml-80.csv", csv.as_bytes()).expect("imports");
+    assert_eq!(rows.len(), 2666);
+    let numbers: HashSet<&str> = rows.iter().map(|s| s.msisdn.as_str()).collect();
+    assert_eq!(numbers.len(), 2666);
+    assert_eq!(rows[0].msisdn, "13700000001");
+    assert_eq!(rows[2665].msisdn, "13700002666");
+    // KS,128,415,No,Yes,25,265.1,110,45.07,...,1,False
+    assert_eq!(rows[0].region, "KS");
+    assert_eq!(rows[0].tenure_months, 128);
+    assert_eq!(rows[0].complaints_30d, 1);
+    assert_eq!(rows[0].arpu_3m, 315.49);
+    assert_eq!(rows[0].value_tier, "gold");
+    assert_eq!(rows[0].churn_risk, 0.1);
+    let churners = rows.iter().filter(|s| s.churn_risk == 0.9).count();
+    assert_eq!(churners, 388, "14.5% churn");
+}
+
+// Guards: import.rs `Row::cell` (null tokens become blank) and value.rs
+// `i32::parse_rounded` (rounding as declared).
+#[test]
+fn null_tokens_fractions_and_padding_import_as_the_mapping_declares() {
+    let rows = read_csv(&bigml_mapping(), "untidy.csv", bigml_untidy().as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 667);
+    let calls: Vec<i32> = rows[..4].iter().map(|s| s.complaints_30d).collect();
+    // NA -> default 0; 2.5 -> 3 (nearest, halves away from zero); " 1.4 " -> 1; ? -> 0.
+    assert_eq!(calls, [0, 3, 1, 0]);
+    assert_eq!(rows[4].tenure_months, 0, "- is blank, default 0");
+    assert_eq!(rows[5].tenure_months, 118);
+
+    // Without `round` a fraction is refused, located; without the null tokens NA is an error.
+    let yaml = repo_file("../../workflows/imports/churn-bigml.mapping.yaml");
+    let strict = yaml
+        .replace("    round: nearest\n", "")
+        .replace("  null_tokens: [\"\", NA, \"N/A\", \"?\", \"-\"]\n", "");
+    let mapping = parse_mapping("strict.yaml", &strict).expect("valid mapping");
+    let errors = import_errors(&mapping, &bigml_untidy());
+    let got = messages(&errors);
+    assert_eq!(
+        got,
+        [
+            r#"data.csv:2:19 (Customer service calls): expected a whole number from 0 to 2147483647, found "NA" (for complaints_30d)"#,
+            r#"data.csv:3:19 (Customer service calls): expected a whole number from 0 to 2147483647, found "2.5" (for complaints_30d)"#,
+            r#"data.csv:4:19 (Customer service calls): expected a whole number from 0 to 2147483647, found "1.4" (for complaints_30d)"#,
+            r#"data.csv:5:19 (Customer service calls): expected a whole number from 0 to 2147483647, found "?" (for complaints_30d)"#,
+            r#"data.csv:6:2 (Account length): expected a whole number from 0 to 2147483647, found "-" (for tenure_months)"#,
+            r#"data.csv:7:2 (Account length): expected a whole number from 0 to 2147483647, found "117.6" (for tenure_months)"#,
+        ]
+    );
+    // `round: refuse` says how to accept fractions.
+    let refuse = yaml.replace("round: nearest", "round: refuse");
+    let mapping = parse_mapping("refuse.yaml", &refuse).expect("valid mapping");
+    let got = messages(&import_errors(&mapping, &bigml_untidy()));
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(
+        got[2]
+            .starts_with("data.csv:7:2 (Account length): expected a whole number, found \"117.6\""),
+        "{got:#?}"
+    );
+    assert!(got[0].starts_with("data.csv:3:19 (Customer service calls): expected a whole number, found \"2.5\" (`round: nearest`"), "{got:#?}");
+
+    // With `trim: false` padded cells are taken as they are, and refused.
+    let untrimmed = yaml.replace("  trim: true", "  trim: false");
+    let mapping = parse_mapping("untrimmed.yaml", &untrimmed).expect("valid mapping");
+    let got = messages(&import_errors(&mapping, &bigml_untidy()));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].starts_with("data.csv:4:19 "), "{got:#?}");
+}
+
+#[test]
+fn cell_options_round_and_synthesis_methods_are_checked_in_the_mapping() {
+    let yaml = repo_file("../../workflows/imports/churn-bigml.mapping.yaml");
+    for (from, to, expected) in [
+        (
+            "round: nearest\n    default: 0\n  # Calls",
+            "round: sometimes\n    default: 0\n  # Calls",
+            "m.yaml:46:12: expected `round` to be nearest, floor, ceil or refuse",
+        ),
+        (
+            "column: Total day charge\n    scale: 7",
+            "column: Total day charge\n    round: floor",
+            "m.yaml:39:12: `round` applies only to whole-number fields",
+        ),
+        (
+            "{ method: row, prefix: \"137\" }",
+            "{ method: row, from: State, prefix: \"137\" }",
+            "m.yaml:20:38: `method: row` numbers records in file order",
+        ),
+        (
+            "{ method: row, prefix: \"137\" }",
+            "{ method: random, prefix: \"137\" }",
+            "m.yaml:20:27: expected `method` to be hash, digits or row",
+        ),
+        (
+            "{ method: row, prefix: \"137\" }",
+            "{ method: digits, prefix: \"137\" }",
+            "m.yaml:20:17: `synthesize` needs `from: <column>`",
+        ),
+        ("  trim: true", "  trim: maybe", "m.yaml:17:9: "),
+    ] {
+        let changed = yaml.replace(from, to);
+        assert_ne!(changed, yaml, "{from}");
+        let e = mapping_error(&changed);
+        assert!(
+            e.starts_with(expected),
+            "{to}\n  got: {e}\n  expected: {expected}"
+        );
+    }
+}
+
+// Guards: import.rs `synthesize_from_digits` / `synthesize_numbered` (one-to-one). The hash
+// method (the only one before) collides birthday-style at this size.
+#[test]
+fn numbers_synthesized_from_digit_ids_are_unique_where_hashes_collide() {
+    let n = 200_000;
+    let mut csv = String::from("customerID,MonthlyCharges\n");
+    for i in 0..n {
+        csv.push_str(&format!("{i:07}-TLCO,29.85\n"));
+    }
+    let base = "fields:
+  msisdn: { synthesize: { from: customerID, prefix: '139', method: digits } }
+  external_id: { column: customerID }
+  name: { value: Customer }
+  gender: { value: unknown }
+  age: { value: 40 }
+  region: { value: xian }
+  brand: { value: gotone }
+  arpu_3m: { column: MonthlyCharges, scale: 7 }
+  balance: { value: 100 }
+  tenure_months: { value: 1 }
+  student_stage: { value: none }
+  first_channel: { value: sms }
+  first_channel_slot: { value: '18:00-21:00' }
+  second_channel: { value: email }
+  second_channel_slot: { value: '09:00-12:00' }
+  complaints_30d: { value: 0 }
+  do_not_disturb: { value: false }
+  churn_risk: { value: 0.1 }
+  opt_out: { value: false }
+";
+    let mapping = parse_mapping("digits.yaml", base).expect("valid mapping");
+    let rows = read_csv(&mapping, "big.csv", csv.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), n);
+    assert_eq!(rows[123].msisdn, "13900000123");
+    // The same ids hashed: birthday odds give about n²/2/10⁸ = 200 meetings.
+    let hashed =
+        parse_mapping("hash.yaml", &base.replace(", method: digits", "")).expect("valid mapping");
+    let errors = import_errors(&hashed, &csv);
+    assert!(errors.total() > 50, "{}", errors.total());
+    // Ids with more digits than the prefix leaves are refused, located.
+    let errors = import_errors(&mapping, "customerID,MonthlyCharges\n123456789-X,1\n");
+    assert_eq!(
+        messages(&errors),
+        [
+            r#"data.csv:2:1 (customerID): 123456789 does not fit in the 8 digits prefix "139" leaves (at most 99999999); use a shorter prefix"#
+        ]
+    );
+}

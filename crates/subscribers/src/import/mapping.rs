@@ -38,7 +38,7 @@ struct MappingFile {
 ///
 /// ```yaml
 /// cells:
-///   null: ["", NA, "?", "-"]   # these cells count as blank: `default`, or empty if optional
+///   null_tokens: ["", NA, "?", "-"]   # cells that count as blank (`default`, or empty)
 ///   trim: true                 # strip surrounding spaces first (the default)
 /// ```
 #[derive(Debug, Deserialize)]
@@ -47,7 +47,7 @@ struct CellOptions {
     /// Cell values that mean "no value", compared after trimming. Default: only the empty
     /// cell. A blank cell takes the field's `default`, is left empty for an optional field,
     /// and is an error otherwise.
-    null: Option<Vec<Spanned<String>>>,
+    null_tokens: Option<Vec<Spanned<String>>>,
     /// Strip spaces around every cell before use (default true). With false, a cell with
     /// surrounding spaces must be listed as such in `map` and `null`.
     trim: Option<bool>,
@@ -123,7 +123,7 @@ struct FieldSource {
     /// e.g. `7` to turn dollars into yuan. Not combined with `map`.
     scale: Option<Spanned<f64>>,
     /// With `column`: the value used when a cell is blank (empty, only spaces, or one of the
-    /// `cells.null` tokens). Without it a blank cell is an error. Used as written: neither
+    /// `cells.null_tokens`). Without it a blank cell is an error. Used as written: neither
     /// mapped nor scaled.
     default: Option<Spanned<String>>,
     /// With `column`, for whole-number fields (age, tenure_months, complaints_30d): what a
@@ -321,7 +321,7 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
             let trim = c.value.trim.unwrap_or(true);
             cx.trim = trim;
             let mut nulls = vec![String::new()];
-            for t in c.value.null.iter().flatten() {
+            for t in c.value.null_tokens.iter().flatten() {
                 let token = if trim { t.value.trim() } else { &t.value };
                 if nulls.iter().any(|n| n == token) {
                     continue;

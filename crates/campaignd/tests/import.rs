@@ -1,0 +1,156 @@
+//! `campaignd import` end to end on a database (SQLite, or PostgreSQL with
+//! `CAMPAIGND_TEST_BACKEND=postgres`): a real export streamed in, a failed import leaving the
+//! base exactly as it was, and consent that an update import never clears.
+
+use std::path::{Path, PathBuf};
+
+use campaignd::import::{ImportFailure, import_csv, set_consent};
+use store::subscribers::ConsentKind;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn mapping(name: &str) -> subscribers::Mapping {
+    let path = repo().join("workflows/imports").join(name);
+    subscribers::parse_mapping(name, &std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every subscriber row and consent record, in a stable order, as text.
+async fn dump(store: &store::Store) -> Vec<String> {
+    let ids: Vec<i64> = (1..=4000).collect();
+    let mut out: Vec<String> = store
+        .msisdns_of(&ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, m)| format!("{id} {m}"))
+        .collect();
+    out.sort();
+    for id in [1, 2, 3, 2666] {
+        out.push(format!(
+            "{id}: {:?}",
+            store.consent_history(id).await.unwrap()
+        ));
+    }
+    out.push(format!("n={}", store.count_subscribers().await.unwrap()));
+    out
+}
+
+// Guards: import.rs `import_csv` (one transaction, dropped on any failure) and the store's
+// `SubscriberImport`; subscribers.rs `insert_chunk` (flags only turn on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bigml_export_imports_atomically_and_consent_survives_an_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::testing::fresh_store(dir.path()).await.unwrap();
+    let map = mapping("churn-bigml.mapping.yaml");
+    let csv = repo().join("crates/subscribers/tests/fixtures/churn-bigml-80.csv");
+    let outcome = import_csv(&store, &map, &csv, false, "ops", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.rows, 2666);
+    assert_eq!(store.count_subscribers().await.unwrap(), 2666);
+
+    // Subscriber 2 opts out by SMS, 3 is put on do-not-disturb at the counter.
+    store.set_opt_out(2, 1).await.unwrap();
+    set_consent(
+        &store,
+        "13700000003",
+        ConsentKind::Dnd,
+        true,
+        "alice",
+        "asked at the counter",
+    )
+    .await
+    .unwrap();
+    let before = dump(&store).await;
+
+    // The same file with a bad cell on its last line: nothing changes, not even the rows
+    // written before the bad one was read.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.len() - 1;
+    let bad = lines[last].replacen(",False", ",Perhaps", 1);
+    lines[last] = &bad;
+    let bad_csv = dir.path().join("bad.csv");
+    std::fs::write(&bad_csv, lines.join("\n")).unwrap();
+    match import_csv(&store, &map, &bad_csv, true, "ops", false)
+        .await
+        .unwrap()
+    {
+        Err(ImportFailure::Rows(e)) => {
+            assert_eq!(e.total(), 1);
+            assert!(e.to_string().contains(":2667:20 (Churn)"), "{e}");
+        }
+        other => panic!("expected a refused row, got {other:?}"),
+    }
+    assert_eq!(dump(&store).await, before);
+
+    // Without --update, a number already in the base: refused, masked, nothing changes.
+    match import_csv(&store, &map, &csv, false, "ops", false)
+        .await
+        .unwrap()
+    {
+        Err(ImportFailure::Store(e)) => {
+            assert!(e.contains("137****0001 is already in the base"), "{e}");
+            assert!(!e.contains("13700000001"), "{e}");
+        }
+        other => panic!("expected a refused import, got {other:?}"),
+    }
+    assert_eq!(dump(&store).await, before);
+
+    // The whole file again with --update: the export says nobody opted out; consent stays.
+    let outcome = import_csv(&store, &map, &csv, true, "ops", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (outcome.rows, outcome.opt_outs_added, outcome.dnd_added),
+        (2666, 0, 0)
+    );
+    let history = store.consent_history(2).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(history[0].state && history[0].source == "sms_reply");
+    assert_eq!(store.consent_disagreements().await.unwrap(), 0);
+    assert_eq!(dump(&store).await, before);
+
+    // Only the explicit change clears it, and says so without the full number.
+    let said = set_consent(
+        &store,
+        "+8613700000002",
+        ConsentKind::OptOut,
+        false,
+        "alice",
+        "form 17",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        said,
+        "137****0002 is now opted in (recorded: cli, by alice)"
+    );
+    let last = store.consent_history(2).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (
+            last.state,
+            last.source.as_str(),
+            last.principal.as_str(),
+            last.reason.as_deref()
+        ),
+        (false, "cli", "alice", Some("form 17"))
+    );
+    assert!(
+        set_consent(
+            &store,
+            "13700000002",
+            ConsentKind::OptOut,
+            false,
+            "alice",
+            " "
+        )
+        .await
+        .is_err()
+    );
+}
