@@ -206,6 +206,10 @@ fn second_daemon_on_one_file_is_refused_on_sqlite() {
                 "--exit-after",
                 "20",
             ])
+            .env(
+                "CAMPAIGND_CALLBACK_SECRET",
+                "cli-tests-callback-secret-0123",
+            )
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
@@ -223,6 +227,10 @@ fn second_daemon_on_one_file_is_refused_on_sqlite() {
             "--exit-after",
             "1",
         ])
+        .env(
+            "CAMPAIGND_CALLBACK_SECRET",
+            "cli-tests-callback-secret-0123",
+        )
         .output()
         .unwrap();
     drop(first);

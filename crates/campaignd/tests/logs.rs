@@ -58,6 +58,28 @@ impl Captured {
     }
 }
 
+/// The daemon's delivery-report signing secret (it does not start without one).
+const CALLBACK_SECRET: &str = "logs-test-callback-secret-0123456789";
+
+/// A principal's token from `campaignd token create` (its stdout is the token alone).
+async fn create_token(config: &Path, name: &str, role: &str) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_campaignd"))
+        .args([
+            "token", "create", "--name", name, "--role", role, "--config",
+        ])
+        .arg(config)
+        .env_remove("CAMPAIGND_DATABASE_URL")
+        .output()
+        .await
+        .expect("run campaignd");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Runs a one-shot command, captures both streams, returns whether it succeeded.
 async fn cli(config: &Path, args: &[&str], log: &Captured) -> bool {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_campaignd"))
@@ -65,6 +87,7 @@ async fn cli(config: &Path, args: &[&str], log: &Captured) -> bool {
         .args(["--log", LOG, "--config"])
         .arg(config)
         .env("CAMPAIGND_TEST_SMS_PASSWORD", "secret")
+        .env("CAMPAIGND_CALLBACK_SECRET", CALLBACK_SECRET)
         .env_remove("CAMPAIGND_DATABASE_URL")
         .kill_on_drop(true)
         .output()
@@ -168,6 +191,22 @@ async fn no_full_phone_number_in_any_log_line() {
         "the second import must collide:\n{}",
         log.text()
     );
+    // Runs start from approved versions only: an approver approves the folder's version.
+    let token = create_token(&config, "approver", "approver").await;
+    let gateway = create_token(&config, "kannel", "gateway").await;
+    let approve = tokio::process::Command::new(env!("CARGO_BIN_EXE_campaignd"))
+        .args(["approve", "log-check", "--config"])
+        .arg(&config)
+        .env("CAMPAIGND_TOKEN", &token)
+        .env_remove("CAMPAIGND_DATABASE_URL")
+        .output()
+        .await
+        .expect("run campaignd");
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
     assert!(
         cli(&config, &["trigger", "log-check"], &log).await,
         "{}",
@@ -202,6 +241,7 @@ async fn no_full_phone_number_in_any_log_line() {
         ])
         .arg(&config)
         .env("CAMPAIGND_TEST_SMS_PASSWORD", "secret")
+        .env("CAMPAIGND_CALLBACK_SECRET", CALLBACK_SECRET)
         .env_remove("CAMPAIGND_DATABASE_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -290,7 +330,12 @@ async fn no_full_phone_number_in_any_log_line() {
     ] {
         let res = client
             .get(format!("http://{api}/callbacks/kannel/mo"))
-            .query(&[("from", from.as_str()), ("to", "10086"), ("text", text)])
+            .query(&[
+                ("from", from.as_str()),
+                ("to", "10086"),
+                ("text", text),
+                ("token", gateway.as_str()),
+            ])
             .send()
             .await
             .unwrap();
