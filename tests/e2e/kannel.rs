@@ -8,16 +8,36 @@ use std::time::Duration;
 
 use channels::email::{EmailConfig, Mailer, SmtpTls};
 use chrono::TimeZone;
-use engine::clock::Clock;
+use engine::clock::ManualClock;
 use engine::{Engine, EngineConfig, Event};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{self, TWO_WAVES};
 use crate::services::{Kannel, Smtp, SmtpSetup};
 
-/// Ten real seconds per campaign day leave time for the real gateway's reports and the
-/// reply typed at the fake SMSC.
-const CLOCK_FACTOR: f64 = 8_640.0;
+/// How long the real components get for each step (sends, reports, the reply, the mail).
+/// Campaign time does not pass while they work: the test moves a manual clock only once a
+/// step's outcome is stored, so a loaded machine makes the test slower, never wrong.
+const STEP: Duration = Duration::from_secs(120);
+
+/// Polls `cond` until it gives a value; fails the test after `deadline` naming `what`.
+async fn until<T, F, Fut>(what: &str, deadline: Duration, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_through_real_kannel_and_smtp() {
@@ -35,9 +55,7 @@ async fn campaign_through_real_kannel_and_smtp() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_base = format!("http://{}", listener.local_addr().unwrap());
-    // Both on ports of their own, stopped when the test ends however it ends. Started before
-    // the scaled clock, which runs a campaign day per ten real seconds from its creation on:
-    // waiting in Kannel::start for another heavy test must not eat into the campaign's windows.
+    // Both on ports of their own, stopped when the test ends however it ends.
     let kannel = Kannel::start(&api_base, &helpers::gateway_token(&store).await);
     let smtp = Smtp::start(SmtpSetup {
         starttls: false,
@@ -49,7 +67,8 @@ async fn campaign_through_real_kannel_and_smtp() {
         .with_ymd_and_hms(2026, 9, 7, 10, 0, 0)
         .unwrap()
         .timestamp_millis();
-    let clock = Clock::scaled(origin, CLOCK_FACTOR);
+    let manual = ManualClock::new(origin);
+    let clock = manual.clock();
     tokio::spawn(api::serve_with(
         listener,
         api::AppState {
@@ -96,30 +115,48 @@ async fn campaign_through_real_kannel_and_smtp() {
     let run_id = engine.trigger("test-campaign", "test").await.unwrap();
     let engine_task = tokio::spawn(engine.clone().run(cancel.clone(), false));
 
-    // Once wave 1 has gone out, one subscriber replies "1" through the fake SMSC.
-    let mut replier = None;
-    let report = tokio::time::timeout(Duration::from_secs(180), async {
+    // Wave 1 goes out through Kannel, and fakesmsc reports every message delivered.
+    let w1_id = until("wave 1 to be planned", STEP, || async {
+        let waves = store.wave_runs(run_id).await.unwrap();
+        waves.first().filter(|w| w.state == "open").map(|w| w.id)
+    })
+    .await;
+    let replier = until("every wave-1 message to be delivered", STEP, || async {
+        let states = store.contact_states(w1_id).await.unwrap();
+        let treatment: Vec<_> = states.iter().filter(|(_, a, _)| a == "treatment").collect();
+        (!treatment.is_empty() && treatment.iter().all(|(_, _, st)| st == "delivered"))
+            .then(|| treatment[0].0)
+    })
+    .await;
+    // One subscriber replies "1" through the fake SMSC, inside the window.
+    let msisdn = store.msisdns_of(&[replier]).await.unwrap().remove(0).1;
+    kannel.mo(&msisdn, "10086", "1");
+    until("the reply to be attributed", STEP, || async {
+        let counts = store.wave_counts(w1_id).await.unwrap();
+        (counts.responded("treatment") == 1).then_some(())
+    })
+    .await;
+    // The window closes: wave 2 (outbound calls) goes to those who did not reply.
+    manual.advance(Duration::from_secs(86_400 + 60));
+    until("wave 2 to be planned", STEP, || async {
+        let waves = store.wave_runs(run_id).await.unwrap();
+        waves.get(1).filter(|w| w.state == "open").map(|_| ())
+    })
+    .await;
+    // Nobody works the call tasks; when wave 2's window closes the run is evaluated.
+    manual.advance(Duration::from_secs(86_400 + 60));
+    let report = tokio::time::timeout(STEP, async {
         loop {
-            tokio::select! {
-                ev = events.recv() => match ev.unwrap() {
-                    Event::RunFinished { run_id: r, report, .. } if r == run_id => break report,
-                    _ => {}
-                },
-                _ = tokio::time::sleep(Duration::from_millis(200)), if replier.is_none() => {
-                    let waves = store.wave_runs(run_id).await.unwrap();
-                    let Some(w1) = waves.first().filter(|w| w.state == "open") else { continue };
-                    let states = store.contact_states(w1.id).await.unwrap();
-                    if let Some((sub, _, _)) = states.iter().find(|(_, arm, st)| arm == "treatment" && st == "delivered") {
-                        let msisdn = store.msisdns_of(&[*sub]).await.unwrap().remove(0).1;
-                        kannel.mo(&msisdn, "10086", "1");
-                        replier = Some(*sub);
-                    }
-                }
+            match events.recv().await.unwrap() {
+                Event::RunFinished {
+                    run_id: r, report, ..
+                } if r == run_id => break report,
+                _ => {}
             }
         }
     })
     .await
-    .expect("the run finishes within three minutes");
+    .expect("the run finishes once its last window closed");
     cancel.cancel();
     engine_task.await.unwrap().unwrap();
 
@@ -131,7 +168,6 @@ async fn campaign_through_real_kannel_and_smtp() {
         treatment.iter().all(|(_, _, st)| st == "delivered"),
         "every message was delivered per Kannel's reports: {w1:?}"
     );
-    let replier = replier.expect("a reply was injected");
     assert_eq!(report.waves[0].responded, 1);
     let w2: Vec<i64> = store
         .contact_states(waves[1].id)
