@@ -8,15 +8,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeZone;
-use engine::clock::Clock;
+use engine::clock::ManualClock;
 use engine::{Engine, EngineConfig, Event};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{self, Backend, TWO_WAVES};
 
-/// A Monday 10:00 in Shanghai is the clock's origin; one campaign day passes in four real
-/// seconds, enough for the agents to work every task inside the call wave's window.
-const CLOCK_FACTOR: f64 = 21_600.0;
+/// How long each step may take in real time. The campaign's clock is manual: it moves past a
+/// window only once everything the test made happen inside it is stored, so a loaded
+/// machine makes the test slower, never wrong.
+const STEP: Duration = Duration::from_secs(120);
+/// A window of one campaign day, and a minute more.
+const PAST_A_WINDOW: Duration = Duration::from_secs(86_400 + 60);
+
+/// Polls `cond` until it gives a value; fails the test after [`STEP`] naming `what`.
+async fn until<T, Fut>(what: &str, mut cond: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < STEP,
+            "timed out after {STEP:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_wave_campaign_on_sqlite() {
@@ -55,7 +76,9 @@ async fn two_wave_campaign(backend: Backend) {
         .with_ymd_and_hms(2026, 9, 7, 10, 0, 0)
         .unwrap()
         .timestamp_millis();
-    let clock = Clock::scaled(origin, CLOCK_FACTOR);
+    // A Monday 10:00 in Shanghai.
+    let manual = ManualClock::new(origin);
+    let clock = manual.clock();
     tokio::spawn(api::serve_with(
         listener,
         api::AppState {
@@ -150,32 +173,103 @@ async fn two_wave_campaign(backend: Backend) {
         accepted
     });
 
+    // Wave 1 is planned: orders from every fifth subscriber of the run, treatment and
+    // control alike, arrive through the events API.
     let event_client = reqwest::Client::new();
-    let mut ordered: HashSet<i64> = HashSet::new();
-    let report = tokio::time::timeout(Duration::from_secs(120), async {
+    tokio::time::timeout(STEP, async {
         loop {
-            match events.recv().await.unwrap() {
-                Event::WavePlanned { wave, .. } if wave == "sms_offer" => {
-                    // Orders from every fifth subscriber of the run, treatment and control
-                    // alike, through the events API.
-                    let waves = store.wave_runs(run_id).await.unwrap();
-                    let pop = store.run_population(waves[0].id).await.unwrap();
-                    let orders: Vec<serde_json::Value> = pop
-                        .iter()
-                        .filter(|(s, _, _)| s % 5 == 0)
-                        .map(|(s, _, _)| serde_json::json!({"msisdn": by_id[s].msisdn, "type": "order", "value": "campus-bundle"}))
-                        .collect();
-                    ordered.extend(pop.iter().filter(|(s, _, _)| s % 5 == 0).map(|(s, _, _)| *s));
-                    let res = event_client.post(format!("{api_base}/events")).bearer_auth(&operator_token).json(&orders).send().await.unwrap();
-                    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
-                }
-                Event::RunFinished { run_id: r, report, .. } if r == run_id => break report,
-                _ => {}
+            if let Event::WavePlanned { wave, .. } = events.recv().await.unwrap()
+                && wave == "sms_offer"
+            {
+                break;
             }
         }
     })
     .await
-    .expect("the run finishes within two minutes");
+    .expect("wave 1 is planned");
+    let waves = store.wave_runs(run_id).await.unwrap();
+    let (w1_id, pop) = (
+        waves[0].id,
+        store.run_population(waves[0].id).await.unwrap(),
+    );
+    let orders: Vec<serde_json::Value> = pop
+        .iter()
+        .filter(|(s, _, _)| s % 5 == 0)
+        .map(|(s, _, _)| serde_json::json!({"msisdn": by_id[s].msisdn, "type": "order", "value": "campus-bundle"}))
+        .collect();
+    let ordered: HashSet<i64> = pop
+        .iter()
+        .filter(|(s, _, _)| s % 5 == 0)
+        .map(|(s, _, _)| *s)
+        .collect();
+    let res = event_client
+        .post(format!("{api_base}/events"))
+        .bearer_auth(&operator_token)
+        .json(&orders)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+
+    // Inside wave 1's window: every message delivered (the gateway's reports), every
+    // subscriber who replies has replied, and every inbound row is attributed.
+    until(
+        "wave 1 delivered, its replies and the orders attributed",
+        || async {
+            let states = store.contact_states(w1_id).await.unwrap();
+            let treatment: Vec<_> = states.iter().filter(|(_, a, _)| a == "treatment").collect();
+            let repliers = treatment
+                .iter()
+                .filter(|(s, _, _)| helpers::replies(&by_id[s].msisdn))
+                .count() as u64;
+            let counts = store.wave_counts(w1_id).await.unwrap();
+            let unprocessed = store::inbound::count_unprocessed(store.db()).await.unwrap();
+            (treatment.iter().all(|(_, _, st)| st == "delivered")
+                && counts.responded("treatment") == repliers
+                && unprocessed == 0)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Wave 1's window closes; wave 2 calls its non-responders, and the agents work every task
+    // inside wave 2's window.
+    manual.advance(PAST_A_WINDOW);
+    let w2_id = until("wave 2 to be planned", || async {
+        let waves = store.wave_runs(run_id).await.unwrap();
+        waves.get(1).filter(|w| w.state == "open").map(|w| w.id)
+    })
+    .await;
+    until("every call task worked and attributed", || async {
+        let states = store.contact_states(w2_id).await.unwrap();
+        let accepting = states.iter().filter(|(s, _, _)| s % 3 == 0).count() as u64;
+        let counts = store.wave_counts(w2_id).await.unwrap();
+        let unprocessed = store::inbound::count_unprocessed(store.db()).await.unwrap();
+        let open = store.tasks(Some("callcentre"), "open", 1).await.unwrap();
+        (!states.is_empty()
+            && states.iter().all(|(_, _, st)| st != "pending")
+            && open.is_empty()
+            && counts.responded("treatment") == accepting
+            && unprocessed == 0)
+            .then_some(())
+    })
+    .await;
+
+    // Wave 2's window closes and the run is evaluated.
+    manual.advance(PAST_A_WINDOW);
+    let report = tokio::time::timeout(STEP, async {
+        loop {
+            if let Event::RunFinished {
+                run_id: r, report, ..
+            } = events.recv().await.unwrap()
+                && r == run_id
+            {
+                break report;
+            }
+        }
+    })
+    .await
+    .expect("the run finishes once its last window closed");
     cancel.cancel();
     engine_task.await.unwrap().unwrap();
     let accepted = agents.await.unwrap();
