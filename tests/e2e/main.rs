@@ -2,6 +2,7 @@
 //! fresh database per test (a SQLite file, or a PostgreSQL schema of its own) and loopback
 //! HTTP servers. Real Kannel and SMTP are used where the test says so.
 
+mod approvals;
 mod crash;
 mod daemon;
 mod durable;
