@@ -561,17 +561,16 @@ async fn import(
         }
     };
     let store = open_store(cfg).await?;
-    let outcome =
-        match import::import_csv(&store, &map, csv, update, &cfg.operator, true).await? {
-            Ok(o) => o,
-            Err(failure) => {
-                eprintln!("{failure}");
-                eprintln!(
-                    "nothing was imported (the whole file is one transaction; the base is as it was)"
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-        };
+    let outcome = match import::import_csv(&store, &map, csv, update, &cfg.operator, true).await? {
+        Ok(o) => o,
+        Err(failure) => {
+            eprintln!("{failure}");
+            eprintln!(
+                "nothing was imported (the whole file is one transaction; the base is as it was)"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let n = outcome.rows;
     store
         .audit(
@@ -660,18 +659,36 @@ fn engine_config(cfg: &Config) -> engine::EngineConfig {
     ec
 }
 
-/// The callbacks' credentials: the DLR signing secret from the environment (the daemon does
-/// not start without one) and the source allowlists of the config.
-fn callback_auth(cfg: &Config) -> anyhow::Result<api::auth::CallbackAuth> {
+/// The callbacks' credentials: the DLR signing secret from the environment and the source
+/// allowlists of the config. Without the variable the daemon does not start, except on the
+/// embedded defaults (SQLite and the SMS outbox, nothing leaves the machine), where a secret
+/// is generated once per database and stored in it.
+async fn callback_auth(
+    cfg: &Config,
+    store: &store::Store,
+) -> anyhow::Result<api::auth::CallbackAuth> {
     let var = channels::sms::KannelSms::CALLBACK_SECRET_ENV;
     let raw = std::env::var(var).unwrap_or_default();
-    if raw.is_empty() {
+    let embedded = !store.is_postgres() && matches!(cfg.sms, channels::sms::SmsConfig::Outbox(_));
+    let stored = if raw.is_empty() && embedded {
+        eprintln!(
+            "note: {var} is not set; embedded defaults (SQLite, SMS outbox): using a secret generated for this database"
+        );
+        Some(store.stored_secret("callback").await?)
+    } else {
+        None
+    };
+    if raw.is_empty() && stored.is_none() {
         bail!(
             "{var} is not set: delivery-report URLs are signed with it and the callback checks them (at least 16 bytes, e.g. `export {var}=$(openssl rand -hex 32)`)"
         );
     }
-    let secret =
-        store::auth::Secret::new(raw.into_bytes()).map_err(|e| anyhow::anyhow!("{var}: {e}"))?;
+    let secret = match stored {
+        Some(s) => s,
+        None => {
+            store::auth::Secret::new(raw.into_bytes()).map_err(|e| anyhow::anyhow!("{var}: {e}"))?
+        }
+    };
     let cidrs = |key: &str, list: &[String]| -> anyhow::Result<Vec<api::auth::Cidr>> {
         list.iter()
             .map(|c| {
@@ -693,8 +710,8 @@ fn hostname() -> String {
 }
 
 async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Result<ExitCode> {
-    let callbacks = callback_auth(&cfg)?;
     let store = open_store(&cfg).await?;
+    let callbacks = callback_auth(&cfg, &store).await?;
     let _lock = store.lock_daemon()?;
     let (workflows, diags) = spec::load_dir(&cfg.workflows);
     for d in &diags {

@@ -25,6 +25,11 @@ struct Cli {
 
 impl Cli {
     fn new() -> Cli {
+        Cli::with_sms(None)
+    }
+
+    /// `sms`: a `[sms]` table instead of the outbox.
+    fn with_sms(sms: Option<&str>) -> Cli {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let db = rt
@@ -37,10 +42,14 @@ impl Cli {
         if let Some(schema) = &db.schema {
             toml.push_str(&format!("database_schema = {schema:?}\n"));
         }
+        let outbox = format!(
+            "[sms]\ntransport = \"outbox\"\npath = {:?}\n",
+            dir.path().join("out.jsonl").display().to_string()
+        );
         toml.push_str(&format!(
-            "workflows = {:?}\nlisten = \"127.0.0.1:0\"\noperator = \"alice\"\n[sms]\ntransport = \"outbox\"\npath = {:?}\n[email]\ntransport = \"file\"\ndir = {:?}\n",
+            "workflows = {:?}\nlisten = \"127.0.0.1:0\"\noperator = \"alice\"\n{}[email]\ntransport = \"file\"\ndir = {:?}\n",
             repo().join("workflows").display().to_string(),
-            dir.path().join("out.jsonl").display().to_string(),
+            sms.map(str::to_owned).unwrap_or(outbox),
             dir.path().display().to_string(),
         ));
         let config = dir.path().join("campaignd.toml");
@@ -73,10 +82,15 @@ impl Cli {
     }
 }
 
+/// Guards `callback_auth`: a daemon that sends through Kannel (or runs on PostgreSQL) does
+/// not start without `CAMPAIGND_CALLBACK_SECRET`, nor with a short one.
 #[test]
 fn the_daemon_refuses_to_start_without_the_callback_secret() {
-    let cli = Cli::new();
-    let o = cli.run(&["run", "--exit-after", "1"], &[]);
+    let cli = Cli::with_sms(Some(
+        "[sms]\ntransport = \"http\"\nusername = \"campaignd\"\nfrom = \"10086\"\ndlr_url = \"http://127.0.0.1:9/callbacks/kannel/dlr\"\n",
+    ));
+    let pw = ("CAMPAIGND_KANNEL_PASSWORD", "kannel-password");
+    let o = cli.run(&["run", "--exit-after", "1"], &[pw]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("CAMPAIGND_CALLBACK_SECRET"),
@@ -85,14 +99,40 @@ fn the_daemon_refuses_to_start_without_the_callback_secret() {
     );
     let o = cli.run(
         &["run", "--exit-after", "1"],
-        &[("CAMPAIGND_CALLBACK_SECRET", "short")],
+        &[pw, ("CAMPAIGND_CALLBACK_SECRET", "short")],
     );
     assert_eq!(o.status.code(), Some(1), "a short secret: {}", text(&o));
-    let o = cli.run(
+    assert!(text(&o).contains("at least 16"), "{}", text(&o));
+
+    let outbox = Cli::new();
+    let o = outbox.run(
         &["run", "--exit-after", "1"],
         &[("CAMPAIGND_CALLBACK_SECRET", "a-long-enough-callback-secret")],
     );
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// The embedded defaults (SQLite, SMS outbox) start without the variable, on a secret
+/// generated for the database; PostgreSQL never does.
+#[test]
+fn embedded_defaults_start_on_a_secret_of_their_own() {
+    let cli = Cli::new();
+    let o = cli.run(&["run", "--exit-after", "1"], &[]);
+    if store::testing::backend().unwrap() == store::testing::Backend::Postgres {
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            text(&o).contains("CAMPAIGND_CALLBACK_SECRET"),
+            "{}",
+            text(&o)
+        );
+    } else {
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("generated for this database"),
+            "{}",
+            text(&o)
+        );
+    }
 }
 
 #[test]
