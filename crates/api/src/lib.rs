@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tracing::{debug, error, warn};
 
+mod approvals;
 pub mod auth;
 mod callbacks;
 mod error;
@@ -49,7 +50,6 @@ mod input;
 pub mod openapi;
 mod ops;
 mod tasks;
-mod approvals;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -225,7 +225,13 @@ fn routes() -> Vec<Route> {
     vec![
         probe(route(OPEN, Method::GET, "/livez", SMALL_BODY, ops::livez)),
         probe(route(OPEN, Method::GET, "/readyz", SMALL_BODY, ops::readyz)),
-        probe(route(OPEN, Method::GET, "/healthz", SMALL_BODY, ops::healthz)),
+        probe(route(
+            OPEN,
+            Method::GET,
+            "/healthz",
+            SMALL_BODY,
+            ops::healthz,
+        )),
         probe(route(
             OPEN,
             Method::GET,
