@@ -76,16 +76,17 @@ pub async fn import_csv(
     let mut rows = Vec::with_capacity(CHUNK);
     loop {
         let more = reader.read_chunk(&mut rows, CHUNK);
-        if !reader.failed() && !rows.is_empty() {
-            if let Err(e) = tx.write(&rows).await {
-                drop(tx);
-                if let Some(b) = &bar {
-                    b.abandon();
-                }
-                return Ok(Err(ImportFailure::Store(
-                    store_failure(store, &rows, &e, update).await,
-                )));
+        if !reader.failed()
+            && !rows.is_empty()
+            && let Err(e) = tx.write(&rows).await
+        {
+            drop(tx);
+            if let Some(b) = &bar {
+                b.abandon();
             }
+            return Ok(Err(ImportFailure::Store(
+                store_failure(store, &rows, &e, update).await,
+            )));
         }
         rows.clear();
         if let Some(b) = &bar {

@@ -49,13 +49,12 @@ fn telco_line(i: u64, out: &mut String) {
     let k = i as usize;
     let _ = writeln!(
         out,
-        "{i:07}-TLCO,{},{},Yes,No,{},Yes,No,DSL,No,Yes,No,No,No,No,Month-to-month,Yes,Electronic check,{},{},{}",
+        "{i:07}-TLCO,{},{},Yes,No,{},Yes,No,DSL,No,Yes,No,No,No,No,Month-to-month,Yes,Electronic check,{},1889.5,{}",
         GENDERS[k % 2],
         k % 7 / 6,
         k % 72,
         CHARGES[k % 5],
-        "1889.5",
-        if k % 4 == 0 { "Yes" } else { "No" }
+        if k.is_multiple_of(4) { "Yes" } else { "No" }
     );
 }
 
@@ -116,7 +115,7 @@ async fn plain(db: &Path, rows: u64) -> anyhow::Result<()> {
                 "09:00-12:00".into(),
                 0i32.into(),
                 false.into(),
-                if k % 4 == 0 { 0.9f64 } else { 0.1 }.into(),
+                if k.is_multiple_of(4) { 0.9f64 } else { 0.1 }.into(),
                 Option::<String>::None.into(),
                 false.into(),
                 0i64.into(),
