@@ -385,15 +385,44 @@ async fn the_upgrade_moves_unfinished_contacts_into_the_queue() -> Res {
     let dir = tempfile::tempdir()?;
     let db = store::testing::fresh_database(store::testing::backend()?, dir.path()).await?;
     let store = db.connect().await?;
-    // The schema as it was before migration 5 (the queue table).
+    // The schema as it was before migration 5 (the queue table), with rows written as that
+    // schema takes them: in plain SQL, because today's store API writes tables and columns
+    // of later migrations (consent records, who loaded a version).
     migrations::Migrator::up(store.db(), Some(4)).await?;
-    let subs: Vec<NewSubscriber> = (0..4)
-        .map(|i| store::testing::subscriber(&format!("1390000{i:04}")))
-        .collect();
-    store
-        .insert_subscribers(&subs, OnDuplicate::Fail, T0)
+    let raw = |sql: &'static str, values: Vec<sea_orm::Value>| {
+        let store = store.clone();
+        async move {
+            store
+                .db()
+                .execute_raw(store::stmt(store.db(), sql, values))
+                .await
+        }
+    };
+    for i in 0..4 {
+        raw(
+            "INSERT INTO subscriber (msisdn, name, gender, age, region, brand, value_tier, arpu_3m, balance, tenure_months, student_stage, first_channel, first_channel_slot, second_channel, second_channel_slot, complaints_30d, do_not_disturb, churn_risk, opt_out, updated_at) \
+             VALUES (?, 'Test', 'f', 20, 'north', 'mzone', 'ordinary', 50.0, 10.0, 12, 'student', 'sms', 'evening', 'call', 'noon', 0, ?, 0.1, ?, ?)",
+            vec![format!("1390000{i:04}").into(), false.into(), false.into(), T0.into()],
+        )
         .await?;
-    let (run_id, wave_run_id) = one_wave_run(&store).await?;
+    }
+    raw(
+        "INSERT INTO workflow_version (campaign, hash, source, loaded_at) VALUES ('c', 'h', 'campaign: c', ?)",
+        vec![T0.into()],
+    )
+    .await?;
+    raw(
+        "INSERT INTO run (campaign, version_id, trigger, state, started_at) VALUES ('c', 1, 'manual', 'running', ?)",
+        vec![T0.into()],
+    )
+    .await?;
+    raw(
+        "INSERT INTO wave_run (run_id, wave, ordinal, channel, state) VALUES (1, 'w', 0, 'sms', 'open')",
+        vec![],
+    )
+    .await?;
+    let (run_id, wave_run_id) = (1_i64, 1_i64);
+    let subs: Vec<String> = (0..4).map(|i| format!("1390000{i:04}")).collect();
     let old = [
         ("pending", 0, None, None),
         ("sending", 1, Some(T0 + MINUTE), Some("old-worker:1")),
@@ -402,7 +431,7 @@ async fn the_upgrade_moves_unfinished_contacts_into_the_queue() -> Res {
     ];
     for (i, (state, attempt, lease_until, token)) in old.iter().enumerate() {
         let sub = store
-            .subscriber_by_msisdn(&subs[i].msisdn)
+            .subscriber_by_msisdn(&subs[i])
             .await?
             .ok_or("subscriber missing")?;
         let arm = if *state == "held" { CONTROL } else { TREATMENT };
