@@ -13,31 +13,12 @@ use engine::{Engine, EngineConfig, Event};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{self, TWO_WAVES};
-use crate::services::{Kannel, Smtp, SmtpSetup};
+use crate::services::{Kannel, Smtp, SmtpSetup, until};
 
 /// How long the real components get for each step (sends, reports, the reply, the mail).
 /// Campaign time does not pass while they work: the test moves a manual clock only once a
 /// step's outcome is stored, so a loaded machine makes the test slower, never wrong.
 const STEP: Duration = Duration::from_secs(120);
-
-/// Polls `cond` until it gives a value; fails the test after `deadline` naming `what`.
-async fn until<T, F, Fut>(what: &str, deadline: Duration, mut cond: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = cond().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_through_real_kannel_and_smtp() {

@@ -66,6 +66,28 @@ pub(crate) async fn wait_for<T>(
     }
 }
 
+/// [`wait_for`] with a condition that has to await (e.g. reads the store).
+pub(crate) async fn until<T, Fut>(
+    what: &str,
+    deadline: Duration,
+    mut cond: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One private Kannel: bearerbox, smsbox and fakesmsc as the operator's SMSC.
 pub(crate) struct Kannel {
     dir: tempfile::TempDir,

@@ -13,6 +13,7 @@ use engine::{Engine, EngineConfig, Event};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{self, Backend, TWO_WAVES};
+use crate::services::until;
 
 /// How long each step may take in real time. The campaign's clock is manual: it moves past a
 /// window only once everything the test made happen inside it is stored, so a loaded
@@ -20,24 +21,6 @@ use crate::helpers::{self, Backend, TWO_WAVES};
 const STEP: Duration = Duration::from_secs(120);
 /// A window of one campaign day, and a minute more.
 const PAST_A_WINDOW: Duration = Duration::from_secs(86_400 + 60);
-
-/// Polls `cond` until it gives a value; fails the test after [`STEP`] naming `what`.
-async fn until<T, Fut>(what: &str, mut cond: impl FnMut() -> Fut) -> T
-where
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = cond().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < STEP,
-            "timed out after {STEP:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_wave_campaign_on_sqlite() {
@@ -215,6 +198,7 @@ async fn two_wave_campaign(backend: Backend) {
     // subscriber who replies has replied, and every inbound row is attributed.
     until(
         "wave 1 delivered, its replies and the orders attributed",
+        STEP,
         || async {
             let states = store.contact_states(w1_id).await.unwrap();
             let treatment: Vec<_> = states.iter().filter(|(_, a, _)| a == "treatment").collect();
@@ -235,12 +219,12 @@ async fn two_wave_campaign(backend: Backend) {
     // Wave 1's window closes; wave 2 calls its non-responders, and the agents work every task
     // inside wave 2's window.
     manual.advance(PAST_A_WINDOW);
-    let w2_id = until("wave 2 to be planned", || async {
+    let w2_id = until("wave 2 to be planned", STEP, || async {
         let waves = store.wave_runs(run_id).await.unwrap();
         waves.get(1).filter(|w| w.state == "open").map(|w| w.id)
     })
     .await;
-    until("every call task worked and attributed", || async {
+    until("every call task worked and attributed", STEP, || async {
         let states = store.contact_states(w2_id).await.unwrap();
         let accepting = states.iter().filter(|(s, _, _)| s % 3 == 0).count() as u64;
         let counts = store.wave_counts(w2_id).await.unwrap();
