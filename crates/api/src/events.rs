@@ -81,7 +81,7 @@ pub(crate) async fn post(
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": n }))))
 }
 
-fn event(value: &Value, prefix: &str, now: i64) -> Result<NewInbound, ApiError> {
+pub(crate) fn event(value: &Value, prefix: &str, now: i64) -> Result<NewInbound, ApiError> {
     check_object(value, prefix, &FIELDS, SHAPE)?;
     let e: EventIn = serde_json::from_value(value.clone())
         .map_err(|e| bad(json_path(prefix, ""), e.to_string()))?;

@@ -22,6 +22,12 @@ impl Query {
                     "a parameter name is not valid UTF-8; expected names such as key or from",
                 )
             })?;
+            if name.is_empty() {
+                return Err(bad(
+                    "query",
+                    "a parameter without a name; expected name=value pairs",
+                ));
+            }
             if pairs.iter().any(|(n, _)| *n == name) {
                 return Err(bad(
                     name,

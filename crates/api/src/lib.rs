@@ -46,6 +46,8 @@ pub mod auth;
 mod callbacks;
 mod error;
 mod events;
+#[cfg(test)]
+mod fuzz;
 mod input;
 pub mod openapi;
 mod ops;
