@@ -15,6 +15,7 @@ mod m20261125_000006_subscriber_byte_order;
 mod m20261126_000007_late_attribution;
 mod m20261129_000008_auth_audit;
 mod m20261129_000009_consent;
+mod m20261129_000010_catalogue_columns;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000007_late_attribution::Migration),
             Box::new(m20261129_000008_auth_audit::Migration),
             Box::new(m20261129_000009_consent::Migration),
+            Box::new(m20261129_000010_catalogue_columns::Migration),
         ]
     }
 }

@@ -72,7 +72,7 @@ async fn crash_and_restart(backend: Backend) {
 
     let db = helpers::fresh_db(backend).await;
     let store = db.store.clone();
-    let base: Vec<_> = subscribers::generate(TARGETS, 2026)
+    let base: Vec<_> = subscribers::generate(&catalogue::shipped(), TARGETS, 2026)
         .map(|mut s| {
             s.opt_out = false;
             s
@@ -87,7 +87,8 @@ async fn crash_and_restart(backend: Backend) {
         .await
         .unwrap();
     assert!(
-        base.iter().all(|s| s.tenure_months >= 0),
+        base.iter()
+            .all(|s| matches!(s.get("tenure_months"), Some(catalogue::Value::Int(m)) if m >= 0)),
         "the `everyone` segment must match the whole base"
     );
 

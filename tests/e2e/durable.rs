@@ -61,7 +61,7 @@ async fn outbox(dir: &std::path::Path) -> Arc<dyn channels::Channel> {
 }
 
 async fn seed(store: &store::Store, n: usize) {
-    let base: Vec<_> = subscribers::generate(n, 3).collect();
+    let base: Vec<_> = subscribers::generate(&catalogue::shipped(), n, 3).collect();
     store
         .insert_subscribers(&base, store::subscribers::OnDuplicate::Fail, 0)
         .await

@@ -24,7 +24,7 @@ const STEP: Duration = Duration::from_secs(120);
 async fn campaign_through_real_kannel_and_smtp() {
     let db = helpers::fresh_db(helpers::env_backend()).await;
     let store = db.store.clone();
-    let base: Vec<_> = subscribers::generate(1500, 5).collect();
+    let base: Vec<_> = subscribers::generate(&catalogue::shipped(), 1500, 5).collect();
     store
         .insert_subscribers(
             &base,

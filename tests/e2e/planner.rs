@@ -10,34 +10,25 @@ use store::subscribers::NewSubscriber;
 use crate::helpers::{self, Backend};
 
 fn sub(i: usize) -> NewSubscriber {
-    NewSubscriber {
-        msisdn: format!("1380000{i:04}"),
-        external_id: None,
-        name: format!("S{i}"),
-        gender: "female".into(),
-        age: 19,
-        region: "xian".into(),
-        brand: "mzone".into(),
-        value_tier: if i.is_multiple_of(4) {
-            "silver".into()
-        } else {
-            "ordinary".into()
-        },
-        arpu_3m: 50.0,
-        balance: 20.0,
-        tenure_months: 3,
-        student_stage: "student".into(),
-        campus: Some("XJTU".into()),
-        first_channel: "sms".into(),
-        first_channel_slot: "18:00-21:00".into(),
-        second_channel: "outbound_call".into(),
-        second_channel_slot: "12:00-14:00".into(),
-        complaints_30d: 0,
-        do_not_disturb: false,
-        churn_risk: 0.2,
-        timezone: None,
-        opt_out: false,
-    }
+    store::testing::subscriber(&format!("1380000{i:04}"))
+        .with("name", format!("S{i}"))
+        .with("gender", "female")
+        .with("region", "xian")
+        .with(
+            "value_tier",
+            if i.is_multiple_of(4) {
+                "silver"
+            } else {
+                "ordinary"
+            },
+        )
+        .with("balance", 20.0)
+        .with("tenure_months", 3)
+        .with("student_stage", "student")
+        .with("campus", "XJTU")
+        .with("first_channel_slot", "18:00-21:00")
+        .with("second_channel_slot", "12:00-14:00")
+        .with("churn_risk", 0.2)
 }
 
 const WORKFLOW: &str = r#"
@@ -67,16 +58,13 @@ fn base() -> Vec<NewSubscriber> {
         if n <= 10 {
             s.do_not_disturb = true;
         } else if n <= 20 {
-            s.complaints_30d = 2;
+            s.set("complaints_30d", 2);
         }
         if (21..=30).contains(&n) || n == 15 {
             s.opt_out = true;
         }
     }
-    v.extend((201..=220).map(|i| NewSubscriber {
-        student_stage: "none".into(),
-        ..sub(i)
-    }));
+    v.extend((201..=220).map(|i| sub(i).with("student_stage", "none")));
     v
 }
 

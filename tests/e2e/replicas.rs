@@ -76,15 +76,18 @@ async fn three_replicas_share_slots_and_take_over_a_killed_one_on_postgres() {
 
     let db = helpers::fresh_db(Backend::Postgres).await;
     let store = db.store.clone();
-    let base: Vec<_> = subscribers::generate(BASE, 77)
+    let base: Vec<_> = subscribers::generate(&catalogue::shipped(), BASE, 77)
         .enumerate()
         .map(|(i, mut s)| {
             s.opt_out = false;
-            s.age = slice_age(i % CAMPAIGNS);
+            s.set("age", slice_age(i % CAMPAIGNS));
             s
         })
         .collect();
-    assert!(base.iter().all(|s| s.tenure_months >= 0));
+    assert!(
+        base.iter()
+            .all(|s| matches!(s.get("tenure_months"), Some(catalogue::Value::Int(m)) if m >= 0))
+    );
     store
         .insert_subscribers(
             &base,

@@ -55,7 +55,7 @@ async fn count(store: &store::Store, state: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_settles_in_flight_batches_and_a_restart_finishes_without_duplicates() {
     let db = helpers::fresh_db(helpers::env_backend()).await;
-    let base: Vec<_> = subscribers::generate(4000, 9).collect();
+    let base: Vec<_> = subscribers::generate(&catalogue::shipped(), 4000, 9).collect();
     db.store
         .insert_subscribers(&base, store::subscribers::OnDuplicate::Fail, 0)
         .await

@@ -105,7 +105,7 @@ impl Stepper {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_wave_campaign_step_by_step() {
     let db = helpers::fresh_db(helpers::env_backend()).await;
-    let base: Vec<_> = subscribers::generate(1000, 11).collect();
+    let base: Vec<_> = subscribers::generate(&catalogue::shipped(), 1000, 11).collect();
     db.store
         .insert_subscribers(&base, store::subscribers::OnDuplicate::Fail, t0() - 1000)
         .await

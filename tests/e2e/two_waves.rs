@@ -35,7 +35,7 @@ async fn two_wave_campaign_on_postgres() {
 async fn two_wave_campaign(backend: Backend) {
     let db = helpers::fresh_db(backend).await;
     let store = db.store.clone();
-    let base: Vec<_> = subscribers::generate(6000, 11).collect();
+    let base: Vec<_> = subscribers::generate(&catalogue::shipped(), 6000, 11).collect();
     store
         .insert_subscribers(
             &base,
@@ -261,8 +261,8 @@ async fn two_wave_campaign(backend: Backend) {
     // Who should have been targeted, computed independently from the base.
     let eligible: Vec<i64> = by_id
         .iter()
-        .filter(|(_, s)| s.student_stage != "none" && s.arpu_3m >= 10.0)
-        .filter(|(_, s)| !s.do_not_disturb && s.complaints_30d == 0 && !s.opt_out)
+        .filter(|(_, s)| s.text("student_stage") != "none" && dec(s, "arpu_3m") >= 10.0)
+        .filter(|(_, s)| !s.do_not_disturb && int(s, "complaints_30d") == 0 && !s.opt_out)
         .map(|(id, _)| *id)
         .collect();
     let waves = store.wave_runs(run_id).await.unwrap();
@@ -283,9 +283,9 @@ async fn two_wave_campaign(backend: Backend) {
         "every eligible subscriber is in exactly one arm"
     );
     let expected_control: usize = {
-        let mut per_tier: HashMap<&str, usize> = HashMap::new();
+        let mut per_tier: HashMap<String, usize> = HashMap::new();
         for id in &eligible {
-            *per_tier.entry(by_id[id].value_tier.as_str()).or_default() += 1;
+            *per_tier.entry(by_id[id].text("value_tier")).or_default() += 1;
         }
         per_tier
             .values()
@@ -344,9 +344,9 @@ async fn two_wave_campaign(backend: Backend) {
         eligible.len() as u64
             + by_id
                 .iter()
-                .filter(|(_, s)| s.student_stage != "none"
-                    && s.arpu_3m >= 10.0
-                    && (s.do_not_disturb || s.complaints_30d > 0 || s.opt_out))
+                .filter(|(_, s)| s.text("student_stage") != "none"
+                    && dec(s, "arpu_3m") >= 10.0
+                    && (s.do_not_disturb || int(s, "complaints_30d") > 0 || s.opt_out))
                 .count() as u64
     );
     assert_eq!(
@@ -383,4 +383,20 @@ async fn two_wave_campaign(backend: Backend) {
     );
     assert!(!report.simulated);
     let _ = db.schema;
+}
+
+/// A decimal attribute of a generated subscriber (the generator fills every shipped one).
+fn dec(s: &store::subscribers::NewSubscriber, name: &str) -> f64 {
+    match s.get(name) {
+        Some(catalogue::Value::Dec(d)) => d,
+        other => panic!("{name} is {other:?}"),
+    }
+}
+
+/// A whole-number attribute of a generated subscriber.
+fn int(s: &store::subscribers::NewSubscriber, name: &str) -> i64 {
+    match s.get(name) {
+        Some(catalogue::Value::Int(i)) => i,
+        other => panic!("{name} is {other:?}"),
+    }
 }

@@ -91,7 +91,6 @@ mod tests {
     };
     use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
     use spec::expr::{self, Span};
-    use spec::fields::{BRANDS, STUDENT_STAGES, VALUE_TIERS};
     use store::testing::Backend;
 
     fn select(filter: &str) -> SelectStatement {
@@ -223,6 +222,18 @@ mod tests {
         proptest::sample::select(pool).prop_map(str::to_owned)
     }
 
+    /// The values of an enum attribute of the shipped catalogue.
+    fn values_of(name: &str) -> Vec<String> {
+        spec::catalogue::shipped()
+            .get(name)
+            .map(|a| a.kind.values().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn one_of(name: &str) -> impl Strategy<Value = String> + use<> {
+        proptest::sample::select(values_of(name))
+    }
+
     fn nullable<T: std::fmt::Debug>(
         s: impl Strategy<Value = T>,
     ) -> impl Strategy<Value = Option<T>> {
@@ -232,9 +243,9 @@ mod tests {
     fn arb_row() -> impl Strategy<Value = Row> {
         (
             (
-                nullable(text(BRANDS)),
-                nullable(text(VALUE_TIERS)),
-                nullable(text(STUDENT_STAGES)),
+                nullable(one_of("brand")),
+                nullable(one_of("value_tier")),
+                nullable(one_of("student_stage")),
                 nullable(text(CAMPUSES)),
             ),
             (
@@ -331,6 +342,7 @@ mod tests {
 
     fn arb_leaf() -> BoxedStrategy<Expr> {
         let str_of = |pool: &'static [&'static str]| text(pool).prop_map(Literal::Str).boxed();
+        let enum_of = |name: &str| one_of(name).prop_map(Literal::Str).boxed();
         let number = prop_oneof![
             proptest::sample::select(NUMBERS).prop_map(Literal::Num),
             proptest::sample::select(INTEGERS).prop_map(Literal::Int),
@@ -341,9 +353,9 @@ mod tests {
             .boxed();
         let boolean = any::<bool>().prop_map(Literal::Bool).boxed();
         prop_oneof![
-            leaf_on("brand", str_of(BRANDS), true),
-            leaf_on("value_tier", str_of(VALUE_TIERS), true),
-            leaf_on("student_stage", str_of(STUDENT_STAGES), true),
+            leaf_on("brand", enum_of("brand"), true),
+            leaf_on("value_tier", enum_of("value_tier"), true),
+            leaf_on("student_stage", enum_of("student_stage"), true),
             leaf_on("campus", str_of(CAMPUSES), false),
             leaf_on("arpu_3m", number.clone(), false),
             leaf_on("churn_risk", number, false),
@@ -516,7 +528,7 @@ mod tests {
             // Through the printer and parser, so the filter is one an operator could write.
             let filter = expr::parse(&built.to_string()).unwrap();
             prop_assert_eq!(&filter, built);
-            prop_assert_eq!(expr::check(&filter), vec![]);
+            prop_assert_eq!(expr::check(&filter, &spec::catalogue::shipped()), vec![]);
             let expected: Vec<i64> = (1_i64..)
                 .zip(rows)
                 .filter(|(_, row)| expr::eval(&filter, &|f: &str| row.get(f)))

@@ -249,7 +249,7 @@ async fn compute<C: ConnectionTrait>(c: &C, input: &PlanInput<'_>) -> Result<Pla
     }
 
     let cond = audience_condition(input);
-    let stratify = wf.control.as_ref().and_then(|ct| ct.stratify_by);
+    let stratify = wf.control.as_ref().and_then(|ct| ct.stratify_by.as_deref());
     let mut q = Query::select();
     q.from(Alias::new("subscriber"))
         .column(Alias::new("id"))

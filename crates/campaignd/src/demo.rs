@@ -45,7 +45,7 @@ pub(crate) async fn insert_base(store: &store::Store, n: usize, seed: u64) -> an
     let started = Instant::now();
     let mut rows = Vec::with_capacity(10_000);
     let mut done = 0;
-    for s in subscribers::generate(n, seed) {
+    for s in subscribers::generate(&store.catalogue(), n, seed) {
         rows.push(s);
         if rows.len() == 10_000 {
             done += store

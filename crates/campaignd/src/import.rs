@@ -60,7 +60,13 @@ pub async fn import_csv(
         OnDuplicate::Fail
     };
     let mut tx = store
-        .begin_import(on_dup, store::wall_now(), principal, &name)
+        .begin_import(
+            mapping.catalogue().clone(),
+            on_dup,
+            store::wall_now(),
+            principal,
+            &name,
+        )
         .await?;
     let bar = (progress && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(size);

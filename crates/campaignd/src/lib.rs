@@ -61,9 +61,17 @@ enum Cmd {
         #[arg(default_value = "workflows")]
         path: PathBuf,
     },
-    /// Print the JSON Schema of the workflow file format.
-    Schema,
-    /// Create or upgrade the database schema.
+    /// Print the JSON Schema of the workflow file format; with --attributes, the subscriber
+    /// attributes filters, templates and imports may name (the workflows folder's catalogue).
+    Schema {
+        #[arg(long)]
+        attributes: bool,
+        /// The workflows folder whose `attributes.yaml` is shown (default: the config's).
+        #[arg(long)]
+        workflows: Option<PathBuf>,
+    },
+    /// Create or upgrade the database schema, and add a column (and index) for every
+    /// attribute `attributes.yaml` declares that the database does not have yet.
     Migrate,
     /// Load subscribers from a CSV export through a column mapping file (all rows or none).
     Import {
@@ -208,7 +216,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Opens and migrates the database, and reads subscribers with the workflows folder's
+/// attribute catalogue, which the database must already have (`campaignd migrate`).
 async fn open_store(cfg: &Config) -> anyhow::Result<store::Store> {
+    let store = open_migrated(cfg).await?;
+    let cat = catalogue_of(cfg)?;
+    store
+        .use_catalogue(cat)
+        .await
+        .context("the attribute catalogue does not match the database")?;
+    Ok(store)
+}
+
+async fn open_migrated(cfg: &Config) -> anyhow::Result<store::Store> {
     let store = store::Store::connect(&cfg.database_url, cfg.database_schema.as_deref())
         .await
         .with_context(|| format!("cannot open database {}", redact(&cfg.database_url)))?;
@@ -217,6 +237,20 @@ async fn open_store(cfg: &Config) -> anyhow::Result<store::Store> {
         .await
         .context("cannot migrate the database")?;
     Ok(store)
+}
+
+/// The attribute catalogue of the configured workflows folder (the shipped one when the
+/// folder has no `attributes.yaml`); every problem printed with its location.
+fn catalogue_of(cfg: &Config) -> anyhow::Result<std::sync::Arc<catalogue::Catalogue>> {
+    spec::catalogue::load_catalogue(&cfg.workflows).map_err(|diags| {
+        for d in &diags {
+            out::line(&d.to_string());
+        }
+        anyhow::anyhow!(
+            "{} problem(s) in the attribute catalogue; nothing was changed",
+            diags.len()
+        )
+    })
 }
 
 /// Hides a password in a database URL.
@@ -237,12 +271,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.cmd {
         Cmd::Validate { path } => Ok(validate(&path)),
-        Cmd::Schema => {
+        Cmd::Schema {
+            attributes: false, ..
+        } => {
             out::line(&spec::schema_json());
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Schema {
+            attributes: true,
+            workflows,
+        } => {
+            if let Some(w) = workflows {
+                cfg.workflows = w;
+            }
+            for l in out::attributes(&*catalogue_of(&cfg)?) {
+                out::line(&l);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Migrate => {
-            open_store(&cfg).await?;
+            let cat = catalogue_of(&cfg)?;
+            let store = open_migrated(&cfg).await?;
+            let report = store
+                .apply_catalogue(cat)
+                .await
+                .context("cannot apply the attribute catalogue; nothing was changed")?;
+            for (what, names) in [
+                ("added column(s) for", &report.added),
+                ("indexed", &report.indexed),
+                ("dropped the index of", &report.unindexed),
+            ] {
+                if !names.is_empty() {
+                    out::line(&format!("{what}: {}", names.join(", ")));
+                }
+            }
+            if !report.unused.is_empty() {
+                out::line(&format!(
+                    "column(s) no attribute declares, kept with their data: {}",
+                    report.unused.join(", ")
+                ));
+            }
             out::line(&format!(
                 "database {} is up to date",
                 redact(&cfg.database_url)
@@ -553,7 +621,11 @@ async fn import(
 ) -> anyhow::Result<ExitCode> {
     let map_text = std::fs::read_to_string(mapping)
         .with_context(|| format!("cannot read {}", mapping.display()))?;
-    let map = match subscribers::parse_mapping(&mapping.display().to_string(), &map_text) {
+    let map = match subscribers::parse_mapping(
+        &catalogue_of(cfg)?,
+        &mapping.display().to_string(),
+        &map_text,
+    ) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");

@@ -126,6 +126,50 @@ fn line_diff(a: &str, b: &str) -> Vec<String> {
     out
 }
 
+/// The attribute catalogue as a table: name, type, unit, flags, description.
+pub(crate) fn attributes(cat: &catalogue::Catalogue) -> Vec<String> {
+    let rows: Vec<[String; 4]> = cat
+        .all()
+        .iter()
+        .map(|a| {
+            let ty = match a.kind.values() {
+                [] => a.kind.name().to_owned(),
+                vs => format!("enum [{}]", vs.join(", ")),
+            };
+            let mut flags = Vec::new();
+            if a.core {
+                flags.push("core".to_owned());
+            }
+            if a.required {
+                flags.push("required".to_owned());
+            }
+            if a.indexed {
+                flags.push("indexed".to_owned());
+            }
+            match (a.min, a.max) {
+                (Some(lo), Some(hi)) => flags.push(format!("{lo}..{hi}")),
+                (Some(lo), None) => flags.push(format!(">= {lo}")),
+                (None, Some(hi)) => flags.push(format!("<= {hi}")),
+                (None, None) => {}
+            }
+            if let Some(u) = &a.unit {
+                flags.push(u.clone());
+            }
+            [a.name.clone(), ty, flags.join(", "), a.description.clone()]
+        })
+        .collect();
+    let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0);
+    let w2 = rows.iter().map(|r| r[2].len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|r| {
+            format!("{:w0$}  {:w1$}  {:w2$}  {}", r[0], r[1], r[2], r[3])
+                .trim_end()
+                .to_owned()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -279,3 +279,88 @@ fn deploy_config_examples_match_the_config_schema() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("batch_sise"), "{}", text(&o));
 }
+
+/// Adding an attribute is a file edit and `campaignd migrate`: before the migration every
+/// command that reads the base says what to run and changes nothing; after it the column
+/// is there, `schema --attributes` lists it, a filter on it plans, and a type change is
+/// refused without touching the database.
+#[tokio::test]
+async fn a_new_attribute_is_a_file_edit_and_a_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store::testing::fresh_database(store::testing::backend().unwrap(), dir.path())
+        .await
+        .unwrap();
+    let workflows = dir.path().join("workflows");
+    std::fs::create_dir(&workflows).unwrap();
+    let shipped = std::fs::read_to_string(repo().join("workflows/attributes.yaml")).unwrap();
+    let declared = format!(
+        "{shipped}  - name: data_gb_month\n    type: decimal\n    unit: GB/month\n    min: 0\n    indexed: true\n    description: Mobile data used last month.\n"
+    );
+    std::fs::write(workflows.join("attributes.yaml"), &declared).unwrap();
+    std::fs::write(workflows.join("t.txt"), "You used {data_gb_month} GB.").unwrap();
+    std::fs::write(
+        workflows.join("data.yaml"),
+        "campaign: data\ntimezone: Asia/Shanghai\naudience:\n  where: \"data_gb_month > 2.5\"\nwaves:\n  - id: sms\n    channel: sms\n    template: t.txt\n    respond_within: 1d\n",
+    )
+    .unwrap();
+    let config = db_config(dir.path(), &db);
+    std::fs::write(
+        &config,
+        format!(
+            "{}workflows = {:?}\n",
+            std::fs::read_to_string(&config).unwrap(),
+            workflows
+        ),
+    )
+    .unwrap();
+
+    // The database predates the attribute: the plan is refused with what to do.
+    let o = run(&["plan", "data"], &config);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no column for attribute(s) data_gb_month: run `campaignd migrate`"),
+        "{}",
+        text(&o)
+    );
+
+    let o = run(&["migrate"], &config);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("added column(s) for: data_gb_month")
+            && text(&o).contains("indexed: data_gb_month"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["schema", "--attributes"], &config);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).lines().any(|l| l.starts_with("data_gb_month")
+            && l.contains("decimal")
+            && l.contains("indexed")
+            && l.contains("GB/month")),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["plan", "data"], &config);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A type change in place is refused, with the catalogue's reason, and nothing changes.
+    std::fs::write(
+        workflows.join("attributes.yaml"),
+        declared.replace(
+            "type: decimal\n    unit: GB/month\n    min: 0",
+            "type: text\n    unit: GB/month",
+        ),
+    )
+    .unwrap();
+    let o = run(&["migrate"], &config);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("`data_gb_month` is declared text but its column holds decimals"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(workflows.join("attributes.yaml"), &declared).unwrap();
+    let o = run(&["plan", "data"], &config);
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -13,8 +13,12 @@ fn repo() -> PathBuf {
 
 fn mapping(name: &str) -> subscribers::Mapping {
     let path = repo().join("workflows/imports").join(name);
-    subscribers::parse_mapping(name, &std::fs::read_to_string(path).unwrap())
-        .unwrap_or_else(|e| panic!("{e}"))
+    subscribers::parse_mapping(
+        &catalogue::shipped(),
+        name,
+        &std::fs::read_to_string(path).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Every subscriber row and consent record, in a stable order, as text.

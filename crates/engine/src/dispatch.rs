@@ -7,7 +7,6 @@ use channels::{Channel, Outbound, SendError};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use store::contacts::{ClaimRequest, Claimed, Outcome};
-use store::subscribers::NewSubscriber;
 use tracing::{Instrument, info_span, warn};
 
 use crate::{Engine, EngineError, FailPoint};
@@ -117,7 +116,7 @@ impl Engine {
                 stats.retried += 1;
                 continue;
             }
-            let text = wave.template.render(|f| field_text(&c.subscriber, f));
+            let text = wave.template.render(|f| c.subscriber.text(f));
             attempts.push(c.attempt);
             to_send.push(Outbound {
                 contact_id: c.id,
@@ -184,33 +183,4 @@ pub fn backoff_delay(retry_base: std::time::Duration, attempt: i32, rng: &mut im
     let base = retry_base.as_millis() as i64;
     let cap = base.saturating_mul(1 << attempt.clamp(0, 16));
     rng.random_range(base / 2..=cap.max(base))
-}
-
-/// A subscriber field as template text.
-pub(crate) fn field_text(s: &NewSubscriber, field: &str) -> String {
-    match field {
-        "msisdn" => s.msisdn.clone(),
-        "external_id" => s.external_id.clone().unwrap_or_default(),
-        "name" => s.name.clone(),
-        "gender" => s.gender.clone(),
-        "age" => s.age.to_string(),
-        "region" => s.region.clone(),
-        "brand" => s.brand.clone(),
-        "value_tier" => s.value_tier.clone(),
-        "arpu_3m" => format!("{:.2}", s.arpu_3m),
-        "balance" => format!("{:.2}", s.balance),
-        "tenure_months" => s.tenure_months.to_string(),
-        "student_stage" => s.student_stage.clone(),
-        "campus" => s.campus.clone().unwrap_or_default(),
-        "first_channel" => s.first_channel.clone(),
-        "first_channel_slot" => s.first_channel_slot.clone(),
-        "second_channel" => s.second_channel.clone(),
-        "second_channel_slot" => s.second_channel_slot.clone(),
-        "complaints_30d" => s.complaints_30d.to_string(),
-        "do_not_disturb" => s.do_not_disturb.to_string(),
-        "churn_risk" => format!("{:.2}", s.churn_risk),
-        "timezone" => s.timezone.clone().unwrap_or_default(),
-        "opt_out" => s.opt_out.to_string(),
-        _ => String::new(),
-    }
 }

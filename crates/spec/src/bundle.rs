@@ -19,6 +19,11 @@ pub struct Bundle {
     pub segments: Option<String>,
     /// Template path (as written in the workflow) → text.
     pub templates: BTreeMap<String, String>,
+    /// `attributes.yaml` beside the workflow, when present; the shipped catalogue otherwise.
+    /// Left out of the JSON when absent, so versions stored before the catalogue existed
+    /// keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<String>,
 }
 
 impl Bundle {
@@ -34,6 +39,7 @@ impl Bundle {
             }]
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        let attributes = crate::catalogue::read_catalogue_source(dir)?.map(|(_, text)| text);
         let seg_path = dir.join("segments.yaml");
         let segments = if seg_path.exists() {
             Some(std::fs::read_to_string(&seg_path).map_err(|e| {
@@ -84,6 +90,7 @@ impl Bundle {
             workflow,
             segments,
             templates,
+            attributes,
         })
     }
 

@@ -1,7 +1,9 @@
 //! Turns a [`Bundle`] into a checked [`Workflow`], collecting every problem with its location.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use catalogue::Catalogue;
 use std::time::Duration;
 
 use chrono::NaiveTime;
@@ -9,6 +11,7 @@ use croner::parser::{CronParser, Seconds};
 use serde_saphyr::Spanned;
 
 use crate::bundle::Bundle;
+use crate::catalogue::compile_catalogue;
 use crate::diag::{Diagnostic, Sink, from_yaml_error};
 use crate::duration::parse_duration;
 use crate::expr::{self, Expr};
@@ -19,17 +22,17 @@ use crate::rules;
 use crate::template::Template;
 use crate::workflow::*;
 
-fn yaml_options() -> serde_saphyr::Options {
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! { strict_booleans: true }
 }
 
-fn schema_value<T: schemars::JsonSchema>() -> serde_json::Value {
+pub(crate) fn schema_value<T: schemars::JsonSchema>() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(T)).expect("a schema is JSON")
 }
 
 /// The typed parse. When it fails, the unknown keys are reported with its error (which may be
 /// about one of them: an unknown response kind fails both), so one run shows them all.
-fn parse_typed<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_typed<T: serde::de::DeserializeOwned>(
     file: &str,
     source: &str,
     schema: &serde_json::Value,
@@ -52,7 +55,11 @@ pub struct Segments {
 }
 
 /// Parses and checks `segments.yaml`.
-pub fn compile_segments(file: &str, source: &str) -> Result<Segments, Vec<Diagnostic>> {
+pub fn compile_segments(
+    file: &str,
+    source: &str,
+    cat: &Catalogue,
+) -> Result<Segments, Vec<Diagnostic>> {
     static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
     let schema = SCHEMA.get_or_init(schema_value::<SegmentsFile>);
     let parsed: SegmentsFile = parse_typed(file, source, schema)?;
@@ -60,7 +67,7 @@ pub fn compile_segments(file: &str, source: &str) -> Result<Segments, Vec<Diagno
     sink.out = keys::unknown_keys(file, source, schema);
     let mut by_name = BTreeMap::new();
     for (name, seg) in parsed.segments {
-        if let Some(e) = check_expr(&mut sink, &seg.filter) {
+        if let Some(e) = check_expr(&mut sink, &seg.filter, cat) {
             by_name.insert(name, e);
         }
     }
@@ -71,10 +78,10 @@ pub fn compile_segments(file: &str, source: &str) -> Result<Segments, Vec<Diagno
     }
 }
 
-fn check_expr(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<Expr> {
+fn check_expr(sink: &mut Sink<'_>, s: &Spanned<String>, cat: &Catalogue) -> Option<Expr> {
     match expr::parse(&s.value) {
         Ok(e) => {
-            let errs = expr::check(&e);
+            let errs = expr::check(&e, cat);
             if errs.is_empty() {
                 Some(e)
             } else {
@@ -206,13 +213,30 @@ pub fn compile(bundle: &Bundle, calendars: Option<&[String]>) -> Result<Workflow
     let file = bundle.path.as_str();
     let parsed: WorkflowFile = parse_typed(file, &bundle.workflow, schema)?;
     let mut all = keys::unknown_keys(file, &bundle.workflow, schema);
+    let cat = match &bundle.attributes {
+        Some(src) => {
+            let cat_file = std::path::Path::new(file)
+                .with_file_name(crate::catalogue::FILE_NAME)
+                .display()
+                .to_string();
+            match compile_catalogue(&cat_file, src) {
+                Ok(c) => Arc::new(c),
+                // Nothing can be checked against a catalogue that does not compile.
+                Err(d) => {
+                    all.extend(d);
+                    return Err(all);
+                }
+            }
+        }
+        None => crate::catalogue::shipped(),
+    };
     let segments = match &bundle.segments {
         Some(src) => {
             let seg_file = std::path::Path::new(file)
                 .with_file_name("segments.yaml")
                 .display()
                 .to_string();
-            match compile_segments(&seg_file, src) {
+            match compile_segments(&seg_file, src, &cat) {
                 Ok(s) => Some(s),
                 Err(d) => {
                     all.extend(d);
@@ -223,7 +247,14 @@ pub fn compile(bundle: &Bundle, calendars: Option<&[String]>) -> Result<Workflow
         None => None,
     };
     let mut sink = Sink::new(file, &bundle.workflow);
-    let wf = check(&mut sink, &parsed, bundle, segments.as_ref(), calendars);
+    let wf = check(
+        &mut sink,
+        &parsed,
+        bundle,
+        &cat,
+        segments.as_ref(),
+        calendars,
+    );
     all.extend(sink.out);
     match wf {
         Some(wf) if all.is_empty() => Ok(wf),
@@ -235,6 +266,7 @@ fn check(
     sink: &mut Sink<'_>,
     f: &WorkflowFile,
     bundle: &Bundle,
+    cat: &Arc<Catalogue>,
     segments: Option<&Segments>,
     calendars: Option<&[String]>,
 ) -> Option<Workflow> {
@@ -309,7 +341,11 @@ fn check(
         .segment
         .as_ref()
         .and_then(|s| lookup_segment(sink, s).map(|e| (s.value.clone(), e)));
-    let filter = f.audience.filter.as_ref().and_then(|s| check_expr(sink, s));
+    let filter = f
+        .audience
+        .filter
+        .as_ref()
+        .and_then(|s| check_expr(sink, s, cat));
     let mut exclude = Vec::new();
     for name in &f.audience.exclude {
         if let Some(e) = lookup_segment(sink, name) {
@@ -329,8 +365,10 @@ fn check(
             );
         }
         let stratify_by = match &c.stratify_by {
-            Some(s) => match fields::field(&s.value) {
-                Some(fd) if fd.ty == fields::FieldType::Text => Some(Some(fd.name)),
+            Some(s) => match cat.get(&s.value) {
+                Some(fd) if fields::field_type(fd) == fields::FieldType::Text => {
+                    Some(Some(fd.name.clone()))
+                }
                 Some(_) => {
                     sink.at_spanned(
                         s,
@@ -347,7 +385,7 @@ fn check(
                         format!(
                             "`{}` is not a subscriber field; expected one of {}",
                             s.value,
-                            fields::field_names().join(", ")
+                            cat.names().join(", ")
                         ),
                     );
                     None
@@ -386,22 +424,22 @@ fn check(
         }
     }
 
-    let waves = waves(sink, f, bundle);
+    let waves = waves(sink, f, bundle, cat);
 
     let evaluate = f.evaluate.as_ref().map(|e| {
         let breakdown = e.breakdown.as_ref().and_then(|b| {
-            let fd = fields::field(&b.value);
+            let fd = cat.get(&b.value);
             if fd.is_none() {
                 sink.at_spanned(
                     b,
                     format!(
                         "evaluate.breakdown `{}` is not a subscriber field; expected one of {}",
                         b.value,
-                        fields::field_names().join(", ")
+                        cat.names().join(", ")
                     ),
                 );
             }
-            fd.map(|fd| fd.name)
+            fd.map(|fd| fd.name.clone())
         });
         let goal = e.goal.as_ref().map(|g| event_match(sink, g));
         let mut email = Vec::new();
@@ -448,6 +486,7 @@ fn check(
         waves: waves?,
         evaluate: evaluate.flatten().unwrap_or_default(),
         hash: bundle.hash(),
+        catalogue: cat.clone(),
         bundle: bundle.clone(),
     })
 }
@@ -682,7 +721,12 @@ fn response_rules(
     (out, ok)
 }
 
-fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<Wave>> {
+fn waves(
+    sink: &mut Sink<'_>,
+    f: &WorkflowFile,
+    bundle: &Bundle,
+    cat: &Catalogue,
+) -> Option<Vec<Wave>> {
     let mut ok = true;
     if f.waves.value.is_empty() {
         sink.at_spanned(&f.waves, "expected at least one wave in `waves`");
@@ -774,7 +818,7 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
                 );
                 None
             }
-            Some(text) => match Template::parse(&w.template.value, text) {
+            Some(text) => match Template::parse(&w.template.value, text, cat) {
                 Ok(t) => Some(t),
                 Err(errs) => {
                     let tfile = std::path::Path::new(&bundle.path)
@@ -814,7 +858,7 @@ fn waves(sink: &mut Sink<'_>, f: &WorkflowFile, bundle: &Bundle) -> Option<Vec<W
                 Some(respond.map_or(DEFAULT_SEND_WITHIN, |r| r.min(DEFAULT_SEND_WITHIN)))
             }
         };
-        let filter = w.filter.as_ref().and_then(|s| check_expr(sink, s));
+        let filter = w.filter.as_ref().and_then(|s| check_expr(sink, s, cat));
         let filter_ok = w.filter.is_none() || filter.is_some();
         let (mut responses, responses_ok) = response_rules(sink, &w.responses, channel);
         ok &= responses_ok;

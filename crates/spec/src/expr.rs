@@ -24,7 +24,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use crate::fields::{self, Field, FieldType, SUBSCRIBER_FIELDS};
+use crate::fields::{self, Attribute, Catalogue, FieldType, field_type};
 
 /// Byte offsets into the expression source, always on `char` boundaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -221,10 +221,10 @@ pub fn parse(src: &str) -> Result<Expr, ExprError> {
     Ok(expr)
 }
 
-/// Type-checks a filter against [`SUBSCRIBER_FIELDS`], returning every problem found.
-pub fn check(expr: &Expr) -> Vec<ExprError> {
+/// Type-checks a filter against the attribute catalogue, returning every problem found.
+pub fn check(expr: &Expr, cat: &Catalogue) -> Vec<ExprError> {
     let mut errors = Vec::new();
-    check_into(expr, &mut errors);
+    check_into(cat, expr, &mut errors);
     errors
 }
 
@@ -935,10 +935,10 @@ impl<'a> Parser<'a> {
 // ---------------------------------------------------------------------------------------
 // Type checking
 
-fn check_into(expr: &Expr, errors: &mut Vec<ExprError>) {
+fn check_into(cat: &Catalogue, expr: &Expr, errors: &mut Vec<ExprError>) {
     match expr {
-        Expr::And(xs) | Expr::Or(xs) => xs.iter().for_each(|x| check_into(x, errors)),
-        Expr::Not(x) => check_into(x, errors),
+        Expr::And(xs) | Expr::Or(xs) => xs.iter().for_each(|x| check_into(cat, x, errors)),
+        Expr::Not(x) => check_into(cat, x, errors),
         Expr::Cmp {
             field,
             field_span,
@@ -946,7 +946,7 @@ fn check_into(expr: &Expr, errors: &mut Vec<ExprError>) {
             value,
             value_span,
         } => {
-            let Some(def) = known_field(field, *field_span, errors) else {
+            let Some(def) = known_field(cat, field, *field_span, errors) else {
                 return;
             };
             // Only the parser builds a bare field, and a parsed span is never empty; built
@@ -955,31 +955,31 @@ fn check_into(expr: &Expr, errors: &mut Vec<ExprError>) {
                 && field_span.start < field_span.end
                 && *op == CmpOp::Eq
                 && *value == Literal::Bool(true);
-            if bare && def.ty != FieldType::Bool {
+            if bare && field_type(def) != FieldType::Bool {
                 errors.push(ExprError::new(
                     *field_span,
                     format!(
                         "`{field}` is {} field, so it cannot stand alone as a condition; compare it with a value, e.g. `{field} == {}`",
-                        type_phrase(def.ty),
+                        type_phrase(field_type(def)),
                         example_value(def),
                     ),
                 ));
                 return;
             }
             check_literal(def, value, *value_span, errors);
-            if op.is_ordering() && def.ty == FieldType::Bool {
+            if op.is_ordering() && field_type(def) == FieldType::Bool {
                 errors.push(ExprError::new(
                     field_span.to(*value_span),
                     format!("`{op}` does not apply to bool field `{field}`; use `==` or `!=`"),
                 ));
-            } else if op.is_ordering() && !def.values.is_empty() {
+            } else if op.is_ordering() && !def.kind.values().is_empty() {
                 // Enumerated values compare alphabetically in SQL, so `value_tier > 'gold'`
                 // would select silver and not diamond: no operator means that.
                 errors.push(ExprError::new(
                     field_span.to(*value_span),
                     format!(
                         "`{op}` does not apply to `{field}`, whose values have no order; list the ones you mean, e.g. `{field} in [{}]`",
-                        def.values.iter().take(2).map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", ")
+                        def.kind.values().iter().take(2).map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", ")
                     ),
                 ));
             }
@@ -1001,7 +1001,7 @@ fn check_into(expr: &Expr, errors: &mut Vec<ExprError>) {
                 ));
                 return;
             }
-            let Some(def) = known_field(field, *field_span, errors) else {
+            let Some(def) = known_field(cat, field, *field_span, errors) else {
                 return;
             };
             // The AST keeps no span per list element, so list problems point at the field.
@@ -1014,14 +1014,15 @@ fn check_into(expr: &Expr, errors: &mut Vec<ExprError>) {
             field_span,
             negated,
         } => {
-            let Some(def) = known_field(field, *field_span, errors) else {
+            let Some(def) = known_field(cat, field, *field_span, errors) else {
                 return;
             };
-            if !def.nullable {
-                let nullable: Vec<&str> = SUBSCRIBER_FIELDS
+            if !fields::nullable(def) {
+                let nullable: Vec<&str> = cat
+                    .all()
                     .iter()
-                    .filter(|f| f.nullable)
-                    .map(|f| f.name)
+                    .filter(|f| fields::nullable(f))
+                    .map(|f| f.name.as_str())
                     .collect();
                 let (test, outcome) = if *negated {
                     ("is not null", "true")
@@ -1040,17 +1041,22 @@ fn check_into(expr: &Expr, errors: &mut Vec<ExprError>) {
     }
 }
 
-fn known_field(name: &str, span: Span, errors: &mut Vec<ExprError>) -> Option<&'static Field> {
-    let def = fields::field(name);
+fn known_field<'c>(
+    cat: &'c Catalogue,
+    name: &str,
+    span: Span,
+    errors: &mut Vec<ExprError>,
+) -> Option<&'c Attribute> {
+    let def = cat.get(name);
     if def.is_none() {
-        let hint = match closest_field(name) {
+        let hint = match closest_field(cat, name) {
             Some(close) => format!("; did you mean `{close}`?"),
             None => ".".to_owned(),
         };
         errors.push(ExprError::new(
             span,
             format!(
-                "unknown field `{name}`{hint} The full list of fields is shown by `campaignd schema`."
+                "unknown field `{name}`{hint} The full list of fields is shown by `campaignd schema --attributes`."
             ),
         ));
     }
@@ -1063,65 +1069,97 @@ fn type_phrase(ty: FieldType) -> &'static str {
         FieldType::Integer => "an integer",
         FieldType::Number => "a number",
         FieldType::Bool => "a bool",
+        FieldType::Date => "a date",
+        FieldType::Timestamp => "a timestamp",
     }
 }
 
-fn example_value(def: &Field) -> String {
-    match def.ty {
-        FieldType::Text => format!("'{}'", def.values.first().copied().unwrap_or("...")),
+fn example_value(def: &Attribute) -> String {
+    match field_type(def) {
+        FieldType::Text => format!(
+            "'{}'",
+            def.kind.values().first().map_or("...", String::as_str)
+        ),
         FieldType::Integer => "10".to_owned(),
         FieldType::Number => "10.5".to_owned(),
         FieldType::Bool => "true".to_owned(),
+        FieldType::Date => "'2026-09-01'".to_owned(),
+        FieldType::Timestamp => "'2026-09-01T08:00:00Z'".to_owned(),
     }
 }
 
-fn check_literal(def: &Field, value: &Literal, span: Span, errors: &mut Vec<ExprError>) {
+fn check_literal(def: &Attribute, value: &Literal, span: Span, errors: &mut Vec<ExprError>) {
+    let ty = field_type(def);
     let fits = matches!(
-        (def.ty, value),
-        (FieldType::Text, Literal::Str(_))
-            | (FieldType::Integer, Literal::Int(_))
+        (ty, value),
+        (
+            FieldType::Text | FieldType::Date | FieldType::Timestamp,
+            Literal::Str(_)
+        ) | (FieldType::Integer, Literal::Int(_))
             | (FieldType::Number, Literal::Int(_) | Literal::Num(_))
             | (FieldType::Bool, Literal::Bool(_))
     );
     if !fits {
-        let expected = match def.ty {
+        let expected = match ty {
             FieldType::Text => "a 'quoted string'",
             FieldType::Integer => "a whole number",
             FieldType::Number => "a number",
             FieldType::Bool => "true or false",
+            FieldType::Date => "a 'YYYY-MM-DD' date",
+            FieldType::Timestamp => "a 'YYYY-MM-DDTHH:MM:SSZ' timestamp",
         };
         errors.push(ExprError::new(
             span,
             format!(
                 "`{}` is {} field; expected {expected}, found `{value}`",
                 def.name,
-                type_phrase(def.ty)
+                type_phrase(ty)
             ),
         ));
         return;
     }
+    if let Literal::Str(s) = value {
+        let problem = match ty {
+            FieldType::Date if !fields::is_date(s) => Some("a 'YYYY-MM-DD' date"),
+            FieldType::Timestamp if !fields::is_timestamp(s) => {
+                Some("a 'YYYY-MM-DDTHH:MM:SSZ' timestamp (UTC)")
+            }
+            _ => None,
+        };
+        if let Some(expected) = problem {
+            errors.push(ExprError::new(
+                span,
+                format!(
+                    "`{}` is {} field; expected {expected}, found {value}",
+                    def.name,
+                    type_phrase(ty)
+                ),
+            ));
+            return;
+        }
+    }
     if let Literal::Str(s) = value
-        && !def.values.is_empty()
-        && !def.values.contains(&s.as_str())
+        && !def.kind.values().is_empty()
+        && !def.kind.values().contains(s)
     {
         errors.push(ExprError::new(
             span,
             format!(
                 "`{}` has no value {value}; expected one of {}",
                 def.name,
-                def.values.join(", ")
+                def.kind.values().join(", ")
             ),
         ));
     }
 }
 
 /// The catalogue field most like `name`, if any is close enough to be a plausible typo.
-fn closest_field(name: &str) -> Option<&'static str> {
+fn closest_field<'c>(cat: &'c Catalogue, name: &str) -> Option<&'c str> {
     let wanted = name.to_ascii_lowercase();
     let limit = (wanted.chars().count() / 3).max(2);
-    SUBSCRIBER_FIELDS
+    cat.all()
         .iter()
-        .map(|f| (levenshtein(&wanted, f.name), f.name))
+        .map(|f| (levenshtein(&wanted, &f.name), f.name.as_str()))
         .filter(|&(dist, candidate)| {
             dist <= limit
                 || (wanted.len() >= 3
@@ -1152,7 +1190,10 @@ fn levenshtein(a: &str, b: &str) -> usize {
 mod tests {
     #[test]
     fn ordering_on_enumerated_fields_is_rejected() {
-        let errs = super::check(&super::parse("value_tier > 'gold'").unwrap());
+        let errs = super::check(
+            &super::parse("value_tier > 'gold'").unwrap(),
+            &crate::catalogue::shipped(),
+        );
         assert_eq!(errs.len(), 1);
         assert!(
             errs[0].message.contains("values have no order"),
@@ -1160,7 +1201,11 @@ mod tests {
             errs[0].message
         );
         assert!(
-            super::check(&super::parse("region > 'a'").unwrap()).is_empty(),
+            super::check(
+                &super::parse("region > 'a'").unwrap(),
+                &crate::catalogue::shipped()
+            )
+            .is_empty(),
             "free text still orders"
         );
     }
@@ -1227,7 +1272,10 @@ mod tests {
     }
 
     fn check_src(src: &str) -> Vec<ExprError> {
-        check(&parse(src).unwrap_or_else(|e| panic!("`{src}`: {e}")))
+        check(
+            &parse(src).unwrap_or_else(|e| panic!("`{src}`: {e}")),
+            &crate::catalogue::shipped(),
+        )
     }
 
     fn single_check_error(src: &str) -> ExprError {
@@ -1733,7 +1781,7 @@ mod tests {
         assert_eq!(err.span, at(src, "brnd"));
         assert_eq!(
             err.message,
-            "unknown field `brnd`; did you mean `brand`? The full list of fields is shown by `campaignd schema`."
+            "unknown field `brnd`; did you mean `brand`? The full list of fields is shown by `campaignd schema --attributes`."
         );
         assert!(
             single_check_error("arpu > 1")
@@ -1752,7 +1800,7 @@ mod tests {
         );
         assert_eq!(
             single_check_error("zzzzzzzz == 1").message,
-            "unknown field `zzzzzzzz`. The full list of fields is shown by `campaignd schema`."
+            "unknown field `zzzzzzzz`. The full list of fields is shown by `campaignd schema --attributes`."
         );
         for kind in ["x in [1]", "x is null"] {
             assert!(
@@ -1872,7 +1920,7 @@ mod tests {
         assert_eq!(err.span, at(src, "brand"));
         assert_eq!(
             err.message,
-            "`brand` is never null, so `brand is null` is always false; the fields that may be null are external_id, campus, timezone"
+            "`brand` is never null, so `brand is null` is always false; the fields that may be null are external_id, timezone, campus"
         );
         assert!(
             single_check_error("brand is not null")
@@ -1900,8 +1948,20 @@ mod tests {
                 .contains("e.g. `age == 10`")
         );
         // Built ASTs carry default spans, which must not read as a bare field.
-        assert_eq!(check(&cmp("age", CmpOp::Gt, Literal::Int(3))), vec![]);
-        assert_eq!(check(&cmp("brand", CmpOp::Eq, s("mzone"))), vec![]);
+        assert_eq!(
+            check(
+                &cmp("age", CmpOp::Gt, Literal::Int(3)),
+                &crate::catalogue::shipped()
+            ),
+            vec![]
+        );
+        assert_eq!(
+            check(
+                &cmp("brand", CmpOp::Eq, s("mzone")),
+                &crate::catalogue::shipped()
+            ),
+            vec![]
+        );
         // Written out, a non-bool compared with `true` is a type error, not a bare field.
         let src = "age == true";
         assert_eq!(single_check_error(src).span, at(src, "true"));
@@ -2066,9 +2126,10 @@ mod tests {
     // ---- property tests ----------------------------------------------------------------
 
     fn arb_field() -> impl Strategy<Value = String> {
-        let catalogue: Vec<String> = SUBSCRIBER_FIELDS
-            .iter()
-            .map(|f| f.name.to_owned())
+        let catalogue: Vec<String> = crate::catalogue::shipped()
+            .names()
+            .into_iter()
+            .map(str::to_owned)
             .collect();
         prop_oneof![
             proptest::sample::select(catalogue),
@@ -2187,7 +2248,7 @@ mod tests {
                     assert_spans_match(&src, &expr);
                     let printed = expr.to_string();
                     prop_assert_eq!(parse(&printed).unwrap(), expr);
-                    for err in check(&parse(&src).unwrap()) {
+                    for err in check(&parse(&src).unwrap(), &crate::catalogue::shipped()) {
                         assert_error_well_formed(&src, &err);
                     }
                 }
@@ -2215,7 +2276,7 @@ mod tests {
                 Ok(parsed) => {
                     assert_spans_match(&src, &parsed);
                     prop_assert_eq!(parse(&parsed.to_string()).unwrap(), parsed.clone());
-                    for err in check(&parsed) {
+                    for err in check(&parsed, &crate::catalogue::shipped()) {
                         assert_error_well_formed(&src, &err);
                     }
                 }

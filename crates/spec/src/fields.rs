@@ -1,6 +1,8 @@
-//! The subscriber fields that workflow files may name: in `where` filters, segment
-//! definitions and template variables. This catalogue is the contract between the workflow
-//! language and the `subscriber` table: every name here is a column of that table.
+//! How the workflow language sees subscriber attributes. Names, types and enum values come
+//! from the [`Catalogue`] (`workflows/attributes.yaml` plus the built-in core); this module
+//! only maps an attribute's kind to what a filter may compare it with.
+
+pub use catalogue::{Attribute, Catalogue, Kind};
 
 /// The type of a subscriber field, as the filter language sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,171 +11,36 @@ pub enum FieldType {
     Integer,
     Number,
     Bool,
+    /// Text holding `YYYY-MM-DD`; compared with a quoted date.
+    Date,
+    /// Text holding `YYYY-MM-DDTHH:MM:SSZ`; compared with a quoted instant in that form.
+    Timestamp,
 }
 
-/// One subscriber field.
-#[derive(Debug, Clone, Copy)]
-pub struct Field {
-    pub name: &'static str,
-    pub ty: FieldType,
-    /// For enumerated text fields, the values allowed; empty means free text.
-    pub values: &'static [&'static str],
-    /// Whether the column may be NULL.
-    pub nullable: bool,
-    pub doc: &'static str,
-}
-
-const fn f(name: &'static str, ty: FieldType, doc: &'static str) -> Field {
-    Field {
-        name,
-        ty,
-        values: &[],
-        nullable: false,
-        doc,
+/// The filter type of an attribute.
+pub fn field_type(a: &Attribute) -> FieldType {
+    match a.kind {
+        Kind::Integer => FieldType::Integer,
+        Kind::Decimal => FieldType::Number,
+        Kind::Bool => FieldType::Bool,
+        Kind::Date => FieldType::Date,
+        Kind::Timestamp => FieldType::Timestamp,
+        Kind::Text | Kind::Enum { .. } => FieldType::Text,
     }
 }
 
-pub const BRANDS: &[&str] = &["gotone", "mzone", "easyown"];
-pub const VALUE_TIERS: &[&str] = &["diamond", "gold", "silver", "ordinary"];
-pub const STUDENT_STAGES: &[&str] = &["none", "freshman", "student", "graduate"];
-pub const CONTACT_CHANNELS: &[&str] = &["sms", "outbound_call", "service", "email"];
-pub const GENDERS: &[&str] = &["female", "male", "unknown"];
-
-/// Every field, in table column order.
-pub const SUBSCRIBER_FIELDS: &[Field] = &[
-    f(
-        "msisdn",
-        FieldType::Text,
-        "Mobile number, digits only, e.g. 13800138000.",
-    ),
-    Field {
-        nullable: true,
-        ..f(
-            "external_id",
-            FieldType::Text,
-            "Id in the source system an import came from.",
-        )
-    },
-    f("name", FieldType::Text, "Display name used in greetings."),
-    Field {
-        values: GENDERS,
-        ..f("gender", FieldType::Text, "female, male or unknown.")
-    },
-    f("age", FieldType::Integer, "Age in years."),
-    f(
-        "region",
-        FieldType::Text,
-        "City or prefecture of the subscriber's home area.",
-    ),
-    Field {
-        values: BRANDS,
-        ..f(
-            "brand",
-            FieldType::Text,
-            "gotone (flagship), mzone (youth) or easyown (mass market).",
-        )
-    },
-    Field {
-        values: VALUE_TIERS,
-        ..f(
-            "value_tier",
-            FieldType::Text,
-            "Value tier by 3-month ARPU: diamond > 500, gold 200-500, silver 120-200, ordinary < 120 yuan.",
-        )
-    },
-    f(
-        "arpu_3m",
-        FieldType::Number,
-        "Average revenue per user over the last 3 months, yuan per month.",
-    ),
-    f(
-        "balance",
-        FieldType::Number,
-        "Current prepaid balance, yuan.",
-    ),
-    f(
-        "tenure_months",
-        FieldType::Integer,
-        "Months since activation.",
-    ),
-    Field {
-        values: STUDENT_STAGES,
-        ..f(
-            "student_stage",
-            FieldType::Text,
-            "none, freshman, student or graduate.",
-        )
-    },
-    Field {
-        nullable: true,
-        ..f(
-            "campus",
-            FieldType::Text,
-            "Campus the subscriber is seen at, if any.",
-        )
-    },
-    Field {
-        values: CONTACT_CHANNELS,
-        ..f(
-            "first_channel",
-            FieldType::Text,
-            "First-choice contact channel.",
-        )
-    },
-    f(
-        "first_channel_slot",
-        FieldType::Text,
-        "Usual time slot on the first-choice channel, HH:MM-HH:MM.",
-    ),
-    Field {
-        values: CONTACT_CHANNELS,
-        ..f(
-            "second_channel",
-            FieldType::Text,
-            "Second-choice contact channel.",
-        )
-    },
-    f(
-        "second_channel_slot",
-        FieldType::Text,
-        "Usual time slot on the second-choice channel, HH:MM-HH:MM.",
-    ),
-    f(
-        "complaints_30d",
-        FieldType::Integer,
-        "Complaints in the last 30 days.",
-    ),
-    f(
-        "do_not_disturb",
-        FieldType::Bool,
-        "On the operator's do-not-disturb list.",
-    ),
-    f(
-        "churn_risk",
-        FieldType::Number,
-        "Churn risk score from 0 (loyal) to 1 (leaving).",
-    ),
-    Field {
-        nullable: true,
-        ..f(
-            "timezone",
-            FieldType::Text,
-            "IANA time zone; the campaign's zone when empty.",
-        )
-    },
-    f(
-        "opt_out",
-        FieldType::Bool,
-        "Opted out of marketing contact; never contacted while true.",
-    ),
-];
-
-/// Looks a field up by name.
-pub fn field(name: &str) -> Option<&'static Field> {
-    SUBSCRIBER_FIELDS.iter().find(|f| f.name == name)
+/// Whether a filter may test the attribute for null.
+pub fn nullable(a: &Attribute) -> bool {
+    !a.required
 }
 
-/// The field names, for "expected one of" messages.
-pub fn field_names() -> Vec<&'static str> {
-    SUBSCRIBER_FIELDS.iter().map(|f| f.name).collect()
+/// Whether text is a date as stored: `YYYY-MM-DD`, a real calendar day.
+pub fn is_date(s: &str) -> bool {
+    s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+}
+
+/// Whether text is an instant as stored: `YYYY-MM-DDTHH:MM:SSZ`. One fixed form, so text
+/// order is time order on both backends.
+pub fn is_timestamp(s: &str) -> bool {
+    s.len() == 20 && chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ").is_ok()
 }

@@ -4,6 +4,7 @@
 //! engine. It reads files (a workflow, `segments.yaml`, templates) and returns either a
 //! [`Workflow`] or every problem found, each located as `file:line:column`.
 
+pub mod catalogue;
 pub mod expr;
 pub mod fields;
 

@@ -29,13 +29,16 @@ pub fn load_file(path: &Path) -> Result<Workflow, Vec<Diagnostic>> {
 }
 
 /// The workflow files of a directory: `*.yaml` / `*.yml` at its top level, except
-/// `segments.yaml`.
+/// `segments.yaml` and the attribute catalogue.
 pub(crate) fn workflow_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()) != Some("segments.yaml"))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str());
+            name != Some("segments.yaml") && name != Some(crate::catalogue::FILE_NAME)
+        })
         .collect();
     files.sort();
     Ok(files)

@@ -184,7 +184,7 @@ pub(crate) struct WaveFile {
     #[schemars(with = "String")]
     pub(crate) channel: Spanned<String>,
     /// Message or call-script template, a path relative to the workflow file. `{field}`
-    /// inserts a subscriber field (see `campaignd schema` for the list).
+    /// inserts a subscriber field (see `campaignd schema --attributes` for the list).
     #[schemars(with = "String")]
     pub(crate) template: Spanned<String>,
     /// The agents' team, for `outbound_call` and `service` waves: 1 to 64 of a-z, 0-9, `_`, `-`.

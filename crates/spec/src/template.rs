@@ -1,7 +1,7 @@
 //! Message templates: text with `{field}` placeholders for subscriber fields; `{{` and `}}`
 //! stand for literal braces.
 
-use crate::fields;
+use crate::fields::Catalogue;
 
 /// A checked template.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,7 +14,7 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
-    Field(&'static str),
+    Field(String),
 }
 
 /// A problem in a template, at 1-based line and column of the template file.
@@ -27,7 +27,7 @@ pub struct TemplateError {
 
 impl Template {
     /// Parses and checks every placeholder against the subscriber fields; returns every error.
-    pub fn parse(path: &str, text: &str) -> Result<Template, Vec<TemplateError>> {
+    pub fn parse(path: &str, text: &str, cat: &Catalogue) -> Result<Template, Vec<TemplateError>> {
         let mut parts = Vec::new();
         let mut errors = Vec::new();
         let mut lit = String::new();
@@ -70,19 +70,19 @@ impl Template {
                         break;
                     }
                     let name = name.trim();
-                    match fields::field(name) {
+                    match cat.get(name) {
                         Some(f) => {
                             if !lit.is_empty() {
                                 parts.push(Part::Text(std::mem::take(&mut lit)));
                             }
-                            parts.push(Part::Field(f.name));
+                            parts.push(Part::Field(f.name.clone()));
                         }
                         None => errors.push(TemplateError {
                             line,
                             column,
                             message: format!(
                                 "`{{{name}}}` is not a subscriber field; expected one of {}",
-                                fields::field_names().join(", ")
+                                cat.names().join(", ")
                             ),
                         }),
                     }
@@ -112,12 +112,12 @@ impl Template {
     }
 
     /// Fields the template uses.
-    pub fn fields(&self) -> Vec<&'static str> {
+    pub fn fields(&self) -> Vec<&str> {
         self.parts
             .iter()
             .filter_map(|p| {
                 if let Part::Field(f) = p {
-                    Some(*f)
+                    Some(f.as_str())
                 } else {
                     None
                 }
@@ -144,7 +144,12 @@ mod tests {
 
     #[test]
     fn renders_fields_and_escapes() {
-        let t = Template::parse("t.txt", "Hi {name}, {{50%}} off at {campus}").unwrap();
+        let t = Template::parse(
+            "t.txt",
+            "Hi {name}, {{50%}} off at {campus}",
+            &crate::catalogue::shipped(),
+        )
+        .unwrap();
         assert_eq!(
             t.render(|f| f.to_uppercase()),
             "Hi NAME, {50%} off at CAMPUS"
@@ -154,7 +159,12 @@ mod tests {
 
     #[test]
     fn reports_every_unknown_field_with_position() {
-        let errs = Template::parse("t.txt", "Hi {nme}\nbal {balanse} {").unwrap_err();
+        let errs = Template::parse(
+            "t.txt",
+            "Hi {nme}\nbal {balanse} {",
+            &crate::catalogue::shipped(),
+        )
+        .unwrap_err();
         assert_eq!(errs.len(), 3);
         assert_eq!((errs[0].line, errs[0].column), (1, 4));
         assert!(

@@ -22,6 +22,9 @@ pub struct Workflow {
     pub policy: Policy,
     pub waves: Vec<Wave>,
     pub evaluate: Evaluate,
+    /// The subscriber attributes this workflow was checked against (the bundle's
+    /// `attributes.yaml`, or the shipped catalogue).
+    pub catalogue: std::sync::Arc<catalogue::Catalogue>,
     /// The exact inputs this workflow was compiled from; stored as the version.
     pub bundle: Bundle,
     /// Content hash of the bundle (hex SHA-256): the version id.
@@ -84,7 +87,7 @@ pub struct Audience {
 #[derive(Debug, Clone)]
 pub struct Control {
     pub share: f64,
-    pub stratify_by: Option<&'static str>,
+    pub stratify_by: Option<String>,
     pub salt: String,
 }
 
@@ -202,7 +205,7 @@ impl std::fmt::Display for EventMatch {
 #[derive(Debug, Clone, Default)]
 pub struct Evaluate {
     pub goal: Option<EventMatch>,
-    pub breakdown: Option<&'static str>,
+    pub breakdown: Option<String>,
     pub email: Vec<String>,
 }
 

@@ -201,6 +201,7 @@ fn compile(workflow: String, segments: String, templates: &BTreeMap<String, Stri
         workflow,
         segments: Some(segments),
         templates: templates.clone(),
+        attributes: None,
     };
     if let Err(diags) = spec::compile(&bundle, Some(&["cn-holidays".to_owned()])) {
         assert_located(&bundle, &diags);
@@ -215,6 +216,7 @@ fn the_unmutated_corpus_compiles() {
         workflow: c.workflow,
         segments: Some(c.segments),
         templates: c.templates,
+        attributes: None,
     };
     spec::compile(&bundle, Some(&["cn-holidays".to_owned()])).unwrap();
 }

@@ -655,6 +655,7 @@ fn unknown_keys_in_segments_file() {
     let errs = spec::compile_segments(
         "segments.yaml",
         &std::fs::read_to_string(dir.path().join("segments.yaml")).unwrap(),
+        &spec::catalogue::shipped(),
     )
     .unwrap_err();
     let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
@@ -707,5 +708,72 @@ fn file_level_mistakes_are_located_too() {
         &format!("{VALID}evaluate:\n  breakdown: brnd\n"),
         "wf.yaml:25:14:",
         "evaluate.breakdown `brnd` is not a subscriber field",
+    );
+}
+
+/// A workflows folder with its own `attributes.yaml`: filters, templates and control
+/// stratification may name what it declares, and nothing the shipped catalogue has but it
+/// does not. Adding an attribute is a file edit: no code knows these names.
+#[test]
+fn a_folder_catalogue_is_what_workflows_are_checked_against() {
+    let attributes = "attributes:\n  - name: plan\n    type: enum\n    values: [basic, plus]\n    required: true\n  - name: data_gb_month\n    type: decimal\n  - name: last_recharge\n    type: date\n";
+    let wf = "campaign: data\ntimezone: Asia/Shanghai\naudience:\n  where: \"data_gb_month > 2.5 and last_recharge < '2026-10-01' and plan == 'plus'\"\ncontrol: { share: 0.1, stratify_by: plan }\nwaves:\n  - id: sms\n    channel: sms\n    template: t.txt\n    respond_within: 3d\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("attributes.yaml"), attributes).unwrap();
+    std::fs::write(
+        dir.path().join("t.txt"),
+        "You used {data_gb_month} GB on {plan}.",
+    )
+    .unwrap();
+    let path = dir.path().join("wf.yaml");
+    std::fs::write(&path, wf).unwrap();
+    let compiled = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(compiled.catalogue.get("data_gb_month").is_some());
+    assert!(
+        compiled.bundle.attributes.is_some(),
+        "the version carries its catalogue"
+    );
+    // The folder is not a workflow itself.
+    let (ok, diags) = spec::load_dir(dir.path());
+    assert_eq!((ok.len(), diags.len()), (1, 0), "{diags:#?}");
+
+    // A shipped attribute this catalogue does not declare, a bad date and a bad enum value.
+    let bad = wf.replace(
+        "plan == 'plus'",
+        "value_tier == 'gold' and last_recharge < '2026-13-01' and plan == 'max'",
+    );
+    std::fs::write(&path, bad).unwrap();
+    let shown: Vec<String> = spec::load_file(&path)
+        .unwrap_err()
+        .iter()
+        .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+        .collect();
+    assert_eq!(shown.len(), 3, "{shown:#?}");
+    assert!(
+        shown[0].starts_with("4:68: unknown field `value_tier`"),
+        "{shown:#?}"
+    );
+    assert!(shown[1].starts_with("4:109: "), "{shown:#?}");
+    assert!(
+        shown[1].contains("expected a 'YYYY-MM-DD' date, found '2026-13-01'"),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[2].contains("`plan` has no value 'max'; expected one of basic, plus"),
+        "{shown:#?}"
+    );
+
+    // A broken catalogue is reported with its own file and location, and nothing compiles.
+    std::fs::write(
+        dir.path().join("attributes.yaml"),
+        "attributes:\n  - name: plan\n    type: enumeration\n",
+    )
+    .unwrap();
+    let diags = spec::load_file(&path).unwrap_err();
+    assert!(
+        diags.iter().any(|d| d.file.ends_with("attributes.yaml")
+            && (d.line, d.column) == (3, 11)
+            && d.message.starts_with("unknown type `enumeration`")),
+        "{diags:#?}"
     );
 }

@@ -268,11 +268,18 @@ const SEND_BY_PASSED: &str = "send-by deadline passed";
 /// now (due), now (send-by), now (lease), limit.
 const DUE: &str = "channel = ? AND due_at <= ? AND (send_by IS NULL OR send_by >= ?) \
      AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, contact_id LIMIT ?";
-/// What a claimed row carries, from its queue row `d`, its contact and its subscriber.
-const CLAIMED_COLS: &str = "c.id, c.run_id, c.wave_run_id, c.subscriber_id, c.idem_key, d.attempt, d.send_by, \
-     s.msisdn, s.external_id, s.name, s.gender, s.age, s.region, s.brand, s.value_tier, s.arpu_3m, s.balance, \
-     s.tenure_months, s.student_stage, s.campus, s.first_channel, s.first_channel_slot, s.second_channel, \
-     s.second_channel_slot, s.complaints_30d, s.do_not_disturb, s.churn_risk, s.timezone, s.opt_out";
+/// What a claimed row carries from its queue row `d` and its contact; the subscriber's
+/// columns follow (see [`claimed_cols`]).
+const CLAIMED_HEAD: &str =
+    "c.id, c.run_id, c.wave_run_id, c.subscriber_id, c.idem_key, d.attempt, d.send_by";
+
+/// Every column a claimed row carries: head, then the subscriber as the catalogue has it.
+fn claimed_cols(cat: &catalogue::Catalogue) -> String {
+    format!(
+        "{CLAIMED_HEAD}, {}",
+        crate::subscribers::subscriber_cols(cat)
+    )
+}
 const CLAIMED_JOIN: &str =
     "JOIN contact c ON c.id = d.contact_id JOIN subscriber s ON s.id = c.subscriber_id";
 
@@ -349,6 +356,7 @@ impl Store {
     /// has one writer at a time. A row whose lease ran out is due again: its worker died or
     /// stalled, and the token it holds no longer settles anything.
     pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>> {
+        let cat = self.catalogue();
         let lease = [req.lease_until.into(), req.token.into()];
         let due = [
             req.channel.into(),
@@ -366,7 +374,8 @@ impl Store {
                 "WITH claimed AS (UPDATE dispatch SET attempt = attempt + 1, lease_until = ?, lease_token = ? \
                  WHERE contact_id = ANY(ARRAY(SELECT contact_id FROM dispatch WHERE {DUE} FOR UPDATE SKIP LOCKED)) \
                  RETURNING contact_id, due_at, attempt, send_by) \
-                 SELECT {CLAIMED_COLS} FROM claimed d {CLAIMED_JOIN} ORDER BY d.due_at, d.contact_id"
+                 SELECT {} FROM claimed d {CLAIMED_JOIN} ORDER BY d.due_at, d.contact_id",
+                claimed_cols(&cat)
             );
             query(self.db(), &sql, lease.into_iter().chain(due)).await?
         } else {
@@ -385,8 +394,9 @@ impl Store {
                 values.push(r.try_get::<i64>("", "contact_id")?.into());
             }
             let sql = format!(
-                "SELECT {CLAIMED_COLS} FROM dispatch d {CLAIMED_JOIN} \
+                "SELECT {} FROM dispatch d {CLAIMED_JOIN} \
                  WHERE d.contact_id IN ({}) AND d.lease_token = ? ORDER BY d.due_at, d.contact_id",
+                claimed_cols(&cat),
                 marks(values.len())
             );
             values.push(req.token.into());
@@ -419,7 +429,7 @@ impl Store {
                     idem_key: h.idem_key,
                     attempt: h.attempt,
                     send_by: h.send_by,
-                    subscriber: NewSubscriber::from_query_result(r, "")?,
+                    subscriber: crate::subscribers::read_subscriber(r, &cat)?,
                 })
             })
             .collect()

@@ -18,6 +18,7 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+pub mod attributes;
 pub mod audit;
 pub mod auth;
 pub mod contacts;
@@ -53,6 +54,9 @@ pub enum StoreError {
     BadUrl(String),
     #[error("{0}")]
     Invalid(String),
+    /// The attribute catalogue and the database's columns disagree.
+    #[error("{0}")]
+    Catalogue(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -62,6 +66,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     db: DatabaseConnection,
     sqlite_path: Option<PathBuf>,
+    /// The attribute catalogue subscriber rows are read with (see [`attributes`]).
+    catalogue: std::sync::Arc<std::sync::RwLock<std::sync::Arc<catalogue::Catalogue>>>,
 }
 
 /// Holds the exclusive daemon lock on a SQLite file until dropped.
@@ -101,7 +107,11 @@ impl Store {
             return Err(StoreError::BadUrl(url.to_owned()));
         };
         let db = Database::connect(opts).await?;
-        Ok(Store { db, sqlite_path })
+        Ok(Store {
+            db,
+            sqlite_path,
+            catalogue: std::sync::Arc::new(std::sync::RwLock::new(catalogue::shipped())),
+        })
     }
 
     /// Applies all pending migrations.

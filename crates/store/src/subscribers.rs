@@ -9,63 +9,163 @@
 //! [`Store::set_consent`] with an explicit source, principal and reason clears one.
 
 use std::fmt;
+use std::sync::Arc;
 
-/// A subscriber row to insert. Field meanings are documented in `spec::fields`.
+use catalogue::{Attrs, Catalogue, Storage, Value as AttrValue};
+
+/// A subscriber row: the built-in core and the catalogue's declared attributes.
 ///
 /// `Debug` masks the phone number, so a row formatted into a log or an error shows none.
-#[derive(Clone, PartialEq, sea_orm::FromQueryResult)]
+#[derive(Clone, PartialEq)]
 pub struct NewSubscriber {
     pub msisdn: String,
     pub external_id: Option<String>,
-    pub name: String,
-    pub gender: String,
-    pub age: i32,
-    pub region: String,
-    pub brand: String,
-    pub value_tier: String,
-    pub arpu_3m: f64,
-    pub balance: f64,
-    pub tenure_months: i32,
-    pub student_stage: String,
-    pub campus: Option<String>,
-    pub first_channel: String,
-    pub first_channel_slot: String,
-    pub second_channel: String,
-    pub second_channel_slot: String,
-    pub complaints_30d: i32,
-    pub do_not_disturb: bool,
-    pub churn_risk: f64,
     pub timezone: Option<String>,
     pub opt_out: bool,
+    pub do_not_disturb: bool,
+    /// Every declared attribute, in the order of its catalogue.
+    pub attrs: Attrs,
 }
 
 impl fmt::Debug for NewSubscriber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewSubscriber")
-            .field("msisdn", &domain::mask(&self.msisdn))
+        let mut d = f.debug_struct("NewSubscriber");
+        d.field("msisdn", &domain::mask(&self.msisdn))
             .field("external_id", &self.external_id)
-            .field("name", &self.name)
-            .field("gender", &self.gender)
-            .field("age", &self.age)
-            .field("region", &self.region)
-            .field("brand", &self.brand)
-            .field("value_tier", &self.value_tier)
-            .field("arpu_3m", &self.arpu_3m)
-            .field("balance", &self.balance)
-            .field("tenure_months", &self.tenure_months)
-            .field("student_stage", &self.student_stage)
-            .field("campus", &self.campus)
-            .field("first_channel", &self.first_channel)
-            .field("first_channel_slot", &self.first_channel_slot)
-            .field("second_channel", &self.second_channel)
-            .field("second_channel_slot", &self.second_channel_slot)
-            .field("complaints_30d", &self.complaints_30d)
-            .field("do_not_disturb", &self.do_not_disturb)
-            .field("churn_risk", &self.churn_risk)
             .field("timezone", &self.timezone)
             .field("opt_out", &self.opt_out)
-            .finish()
+            .field("do_not_disturb", &self.do_not_disturb);
+        for (a, v) in self.attrs.catalogue().declared().zip(self.attrs.values()) {
+            d.field(&a.name, v);
+        }
+        d.finish()
     }
+}
+
+impl NewSubscriber {
+    /// A subscriber with every declared attribute empty and no consent flags.
+    pub fn new(msisdn: impl Into<String>, catalogue: Arc<Catalogue>) -> NewSubscriber {
+        NewSubscriber {
+            msisdn: msisdn.into(),
+            external_id: None,
+            timezone: None,
+            opt_out: false,
+            do_not_disturb: false,
+            attrs: Attrs::new(catalogue),
+        }
+    }
+
+    /// The value of a core or declared attribute; `None` when there is no such attribute.
+    pub fn get(&self, name: &str) -> Option<AttrValue> {
+        match name {
+            "msisdn" => Some(AttrValue::Text(self.msisdn.clone())),
+            "external_id" => Some(self.external_id.clone().into()),
+            "timezone" => Some(self.timezone.clone().into()),
+            "opt_out" => Some(AttrValue::Bool(self.opt_out)),
+            "do_not_disturb" => Some(AttrValue::Bool(self.do_not_disturb)),
+            _ => self.attrs.get(name).cloned(),
+        }
+    }
+
+    /// An attribute as template text (empty when unset or unknown).
+    pub fn text(&self, name: &str) -> String {
+        self.get(name).map(|v| v.to_text()).unwrap_or_default()
+    }
+
+    /// Sets a core or declared attribute; false (nothing changed) when there is no such
+    /// attribute or the value does not fit a core one.
+    pub fn set(&mut self, name: &str, value: impl Into<AttrValue>) -> bool {
+        let value = value.into();
+        match (name, value) {
+            ("msisdn", AttrValue::Text(t)) => self.msisdn = t,
+            ("external_id", AttrValue::Text(t)) => self.external_id = Some(t),
+            ("external_id", AttrValue::Null) => self.external_id = None,
+            ("timezone", AttrValue::Text(t)) => self.timezone = Some(t),
+            ("timezone", AttrValue::Null) => self.timezone = None,
+            ("opt_out", AttrValue::Bool(b)) => self.opt_out = b,
+            ("do_not_disturb", AttrValue::Bool(b)) => self.do_not_disturb = b,
+            (n, _) if catalogue::CORE.contains(&n) => return false,
+            (n, v) => return self.attrs.set(n, v),
+        }
+        true
+    }
+
+    /// Builder form of [`NewSubscriber::set`] for tests and fixtures.
+    ///
+    /// # Panics
+    /// When the catalogue has no such attribute: a fixture naming a field that does not
+    /// exist is a bug in the fixture.
+    #[track_caller]
+    pub fn with(mut self, name: &str, value: impl Into<AttrValue>) -> NewSubscriber {
+        assert!(self.set(name, value), "no attribute `{name}` of that type");
+        self
+    }
+}
+
+/// The SQL value of an attribute for a column of `storage`: NULLs carry the column's type
+/// (PostgreSQL refuses an untyped one), whole numbers widen into decimal columns.
+pub(crate) fn sql_value(name: &str, storage: Storage, v: &AttrValue) -> Result<Value> {
+    Ok(match (storage, v) {
+        (Storage::Integer, AttrValue::Null) => Value::BigInt(None),
+        (Storage::Real, AttrValue::Null) => Value::Double(None),
+        (Storage::Text, AttrValue::Null) => Value::String(None),
+        (Storage::Bool, AttrValue::Null) => Value::Bool(None),
+        (Storage::Integer, AttrValue::Int(i)) => (*i).into(),
+        (Storage::Real, AttrValue::Dec(d)) => (*d).into(),
+        (Storage::Real, AttrValue::Int(i)) => (*i as f64).into(),
+        (Storage::Text, AttrValue::Text(t)) => t.clone().into(),
+        (Storage::Bool, AttrValue::Bool(b)) => (*b).into(),
+        (storage, v) => {
+            return Err(StoreError::Invalid(format!(
+                "attribute `{name}` is stored as {storage:?}; a value {v:?} does not fit it"
+            )));
+        }
+    })
+}
+
+/// Reads an attribute value from column `col` of a row.
+pub(crate) fn read_value(
+    r: &sea_orm::QueryResult,
+    col: &str,
+    storage: Storage,
+) -> Result<AttrValue> {
+    Ok(match storage {
+        Storage::Integer => r.try_get::<Option<i64>>("", col)?.into(),
+        Storage::Real => r.try_get::<Option<f64>>("", col)?.into(),
+        Storage::Text => r.try_get::<Option<String>>("", col)?.into(),
+        Storage::Bool => r.try_get::<Option<bool>>("", col)?.into(),
+    })
+}
+
+/// The columns of a subscriber row under alias `s`, for [`read_subscriber`]: the core by
+/// name, declared attributes as `a0`, `a1`, ... (their names are the operator's).
+pub(crate) fn subscriber_cols(cat: &Catalogue) -> String {
+    let mut out = String::from("s.msisdn, s.external_id, s.timezone, s.opt_out, s.do_not_disturb");
+    for (i, a) in cat.declared().enumerate() {
+        out.push_str(&format!(", s.\"{}\" AS a{i}", a.name));
+    }
+    out
+}
+
+/// A subscriber row selected with [`subscriber_cols`].
+pub(crate) fn read_subscriber(
+    r: &sea_orm::QueryResult,
+    cat: &Arc<Catalogue>,
+) -> Result<NewSubscriber> {
+    let mut values = Vec::with_capacity(cat.declared().count());
+    for (i, a) in cat.declared().enumerate() {
+        values.push(read_value(r, &format!("a{i}"), a.kind.storage())?);
+    }
+    let attrs = Attrs::from_values(cat.clone(), values)
+        .ok_or_else(|| StoreError::Invalid("attribute count mismatch".into()))?;
+    Ok(NewSubscriber {
+        msisdn: r.try_get("", "msisdn")?,
+        external_id: r.try_get("", "external_id")?,
+        timezone: r.try_get("", "timezone")?,
+        opt_out: r.try_get("", "opt_out")?,
+        do_not_disturb: r.try_get("", "do_not_disturb")?,
+        attrs,
+    })
 }
 
 /// The value tier for a 3-month ARPU in yuan (DOMAIN.md: >500, 200-500, 120-200, <120).
@@ -85,10 +185,25 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait, Value};
 
 use crate::{Millis, Result, Store, StoreError, audit, exec, query};
 
-const COLUMNS: &str = "msisdn, external_id, name, gender, age, region, brand, value_tier, arpu_3m, balance, tenure_months, student_stage, campus, first_channel, first_channel_slot, second_channel, second_channel_slot, complaints_30d, do_not_disturb, churn_risk, timezone, opt_out, updated_at";
-const N_COLUMNS: usize = 23;
-/// Rows per INSERT: keeps bound parameters under SQLite's and PostgreSQL's limits.
-const CHUNK: usize = 1000;
+/// The core columns an insert writes, before the declared attributes.
+const CORE_COLUMNS: [&str; 6] = [
+    "msisdn",
+    "external_id",
+    "timezone",
+    "opt_out",
+    "do_not_disturb",
+    "updated_at",
+];
+/// Bound parameters per INSERT, under SQLite's (32,766) and PostgreSQL's (65,535) limits.
+const MAX_PARAMS: usize = 30_000;
+/// At most this many rows per INSERT, however few the columns.
+const MAX_CHUNK: usize = 1000;
+
+/// Rows per INSERT for a catalogue: as many as fit the parameter limit.
+fn chunk_rows(cat: &Catalogue) -> usize {
+    let cols = CORE_COLUMNS.len() + cat.declared().count();
+    (MAX_PARAMS / cols).clamp(1, MAX_CHUNK)
+}
 
 /// How an insert treats a subscriber whose msisdn is already in the base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,10 +223,14 @@ impl Store {
         on_dup: OnDuplicate,
         now: Millis,
     ) -> Result<u64> {
-        let mut import = self.begin_import(on_dup, now, "system", "insert").await?;
-        for chunk in rows.chunks(CHUNK) {
-            import.write(chunk).await?;
-        }
+        let cat = match rows.first() {
+            Some(r) => r.attrs.catalogue().clone(),
+            None => return Ok(0),
+        };
+        let mut import = self
+            .begin_import(cat, on_dup, now, "system", "insert")
+            .await?;
+        import.write(rows).await?;
         Ok(import.commit().await?.rows)
     }
 
@@ -119,14 +238,19 @@ impl Store {
     /// nothing is visible (or kept) until [`SubscriberImport::commit`]. Dropping the import
     /// without committing rolls everything back, so a failed import leaves the base exactly
     /// as it was. `principal` and `file` are recorded with the consent changes it makes.
+    /// Rows must follow `catalogue`, whose every attribute must have its column
+    /// (`campaignd migrate`).
     pub async fn begin_import(
         &self,
+        catalogue: Arc<Catalogue>,
         on_dup: OnDuplicate,
         now: Millis,
         principal: &str,
         file: &str,
     ) -> Result<SubscriberImport> {
+        self.check_catalogue(&catalogue).await?;
         Ok(SubscriberImport {
+            catalogue,
             tx: self.db().begin().await?,
             on_dup,
             now,
@@ -379,6 +503,7 @@ pub struct ImportOutcome {
 
 /// An import in progress: one open transaction (see [`Store::begin_import`]).
 pub struct SubscriberImport {
+    catalogue: Arc<Catalogue>,
     tx: DatabaseTransaction,
     on_dup: OnDuplicate,
     now: Millis,
@@ -388,11 +513,22 @@ pub struct SubscriberImport {
 }
 
 impl SubscriberImport {
-    /// Writes rows inside the import's transaction, in statements of at most 1000 rows.
+    /// Writes rows inside the import's transaction, as many per statement as the
+    /// backends' parameter limits allow.
     pub async fn write(&mut self, rows: &[NewSubscriber]) -> Result<u64> {
+        if let Some(other) = rows
+            .iter()
+            .find(|r| !Arc::ptr_eq(r.attrs.catalogue(), &self.catalogue))
+            .filter(|r| **r.attrs.catalogue() != *self.catalogue)
+        {
+            return Err(StoreError::Invalid(format!(
+                "row {:?} follows another attribute catalogue than the import",
+                domain::mask(&other.msisdn)
+            )));
+        }
         let mut n = 0;
-        for chunk in rows.chunks(CHUNK) {
-            n += insert_chunk(&self.tx, chunk, self.on_dup, self.now).await?;
+        for chunk in rows.chunks(chunk_rows(&self.catalogue)) {
+            n += insert_chunk(&self.tx, &self.catalogue, chunk, self.on_dup, self.now).await?;
         }
         self.rows += n;
         Ok(n)
@@ -452,13 +588,21 @@ impl SubscriberImport {
 
 async fn insert_chunk<C: ConnectionTrait>(
     c: &C,
+    cat: &Catalogue,
     chunk: &[NewSubscriber],
     on_dup: OnDuplicate,
     now: Millis,
 ) -> Result<u64> {
-    let row = format!("({})", crate::marks(N_COLUMNS));
-    let mut sql = format!("INSERT INTO subscriber ({COLUMNS}) VALUES ");
-    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * N_COLUMNS);
+    let declared: Vec<(&str, Storage)> = cat
+        .declared()
+        .map(|a| (a.name.as_str(), a.kind.storage()))
+        .collect();
+    let n_cols = CORE_COLUMNS.len() + declared.len();
+    let mut columns: Vec<String> = CORE_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+    columns.extend(declared.iter().map(|(n, _)| format!("\"{n}\"")));
+    let row = format!("({})", crate::marks(n_cols));
+    let mut sql = format!("INSERT INTO subscriber ({}) VALUES ", columns.join(", "));
+    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * n_cols);
     for (i, s) in chunk.iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
@@ -467,37 +611,23 @@ async fn insert_chunk<C: ConnectionTrait>(
         values.extend([
             s.msisdn.clone().into(),
             s.external_id.clone().into(),
-            s.name.clone().into(),
-            s.gender.clone().into(),
-            s.age.into(),
-            s.region.clone().into(),
-            s.brand.clone().into(),
-            s.value_tier.clone().into(),
-            s.arpu_3m.into(),
-            s.balance.into(),
-            s.tenure_months.into(),
-            s.student_stage.clone().into(),
-            s.campus.clone().into(),
-            s.first_channel.clone().into(),
-            s.first_channel_slot.clone().into(),
-            s.second_channel.clone().into(),
-            s.second_channel_slot.clone().into(),
-            s.complaints_30d.into(),
-            s.do_not_disturb.into(),
-            s.churn_risk.into(),
             s.timezone.clone().into(),
             s.opt_out.into(),
+            s.do_not_disturb.into(),
             now.into(),
         ]);
+        for ((name, storage), v) in declared.iter().zip(s.attrs.values()) {
+            values.push(sql_value(name, *storage, v)?);
+        }
     }
     if on_dup == OnDuplicate::Update {
         sql.push_str(" ON CONFLICT (msisdn) DO UPDATE SET ");
         // Consent flags only ever turn on here: an export that says "not opted out" is an
         // export that does not know, never a subscriber's opt-in (`Store::set_consent` is).
-        let sets: Vec<String> = COLUMNS
-            .split(", ")
+        let sets: Vec<String> = columns
+            .iter()
             .filter(|c| *c != "msisdn")
-            .map(|c| match c {
+            .map(|c| match c.as_str() {
                 "opt_out" | "do_not_disturb" => format!("{c} = (subscriber.{c} OR excluded.{c})"),
                 _ => format!("{c} = excluded.{c}"),
             })
@@ -508,6 +638,19 @@ async fn insert_chunk<C: ConnectionTrait>(
 }
 
 impl Store {
+    /// One subscriber, read with the store's catalogue; `None` when there is no such id.
+    pub async fn subscriber(&self, id: i64) -> Result<Option<NewSubscriber>> {
+        let cat = self.catalogue();
+        let sql = format!(
+            "SELECT {} FROM subscriber s WHERE s.id = ?",
+            subscriber_cols(&cat)
+        );
+        match query(self.db(), &sql, [id.into()]).await?.first() {
+            Some(r) => Ok(Some(read_subscriber(r, &cat)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Phone numbers of the given subscribers.
     pub async fn msisdns_of(&self, ids: &[i64]) -> Result<Vec<(i64, String)>> {
         let mut out = Vec::with_capacity(ids.len());

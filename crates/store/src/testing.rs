@@ -129,33 +129,27 @@ pub async fn fresh_store(dir: &Path) -> Result<Store> {
     Ok(store)
 }
 
-/// A plain subscriber for tests: a freshman on SMS in the evening, no complaints, not opted
-/// out. Tests change what they are about with struct update syntax.
+/// A plain subscriber of the shipped catalogue for tests: a freshman on SMS in the
+/// evening, no complaints, not opted out. Tests change what they are about with
+/// [`NewSubscriber::with`] or by setting the core fields.
 pub fn subscriber(msisdn: &str) -> NewSubscriber {
-    NewSubscriber {
-        msisdn: msisdn.to_owned(),
-        external_id: None,
-        name: "Test".into(),
-        gender: "f".into(),
-        age: 19,
-        region: "beijing".into(),
-        brand: "mzone".into(),
-        value_tier: "ordinary".into(),
-        arpu_3m: 50.0,
-        balance: 10.0,
-        tenure_months: 2,
-        student_stage: "freshman".into(),
-        campus: None,
-        first_channel: "sms".into(),
-        first_channel_slot: "evening".into(),
-        second_channel: "outbound_call".into(),
-        second_channel_slot: "evening".into(),
-        complaints_30d: 0,
-        do_not_disturb: false,
-        churn_risk: 0.1,
-        timezone: None,
-        opt_out: false,
-    }
+    NewSubscriber::new(msisdn, catalogue::shipped())
+        .with("name", "Test")
+        .with("gender", "female")
+        .with("age", 19)
+        .with("region", "beijing")
+        .with("brand", "mzone")
+        .with("value_tier", "ordinary")
+        .with("arpu_3m", 50.0)
+        .with("balance", 10.0)
+        .with("tenure_months", 2)
+        .with("student_stage", "freshman")
+        .with("first_channel", "sms")
+        .with("first_channel_slot", "evening")
+        .with("second_channel", "outbound_call")
+        .with("second_channel_slot", "evening")
+        .with("complaints_30d", 0)
+        .with("churn_risk", 0.1)
 }
 
 #[cfg(test)]

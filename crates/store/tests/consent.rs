@@ -97,7 +97,13 @@ async fn every_flag_has_a_record_and_only_a_recorded_change_clears_it() -> Res {
         .await?;
     // An update import adds a do-not-disturb to one, an opt-out to the other.
     let mut import = store
-        .begin_import(OnDuplicate::Update, T0 + 10, "ops", "export.csv")
+        .begin_import(
+            catalogue::shipped(),
+            OnDuplicate::Update,
+            T0 + 10,
+            "ops",
+            "export.csv",
+        )
         .await?;
     import
         .write(&[
@@ -216,7 +222,13 @@ async fn an_import_that_is_not_committed_leaves_the_base_as_it_was() -> Res {
         .await?;
     {
         let mut import = store
-            .begin_import(OnDuplicate::Update, T0 + 10, "ops", "bad.csv")
+            .begin_import(
+                catalogue::shipped(),
+                OnDuplicate::Update,
+                T0 + 10,
+                "ops",
+                "bad.csv",
+            )
             .await?;
         import
             .write(&[
@@ -231,7 +243,13 @@ async fn an_import_that_is_not_committed_leaves_the_base_as_it_was() -> Res {
     assert_eq!(store.consent_history(1).await?.len(), 1);
     // A failed statement (a duplicate number) inside the import fails the whole import.
     let mut import = store
-        .begin_import(OnDuplicate::Fail, T0 + 20, "ops", "dup.csv")
+        .begin_import(
+            catalogue::shipped(),
+            OnDuplicate::Fail,
+            T0 + 20,
+            "ops",
+            "dup.csv",
+        )
         .await?;
     import.write(&[row("13800000005", false, false)]).await?;
     assert!(

@@ -15,10 +15,7 @@ async fn subscriber_text_compares_in_byte_order() -> Res {
     let rows: Vec<NewSubscriber> = ["a", "B", "é", "Z"]
         .iter()
         .enumerate()
-        .map(|(i, name)| NewSubscriber {
-            name: (*name).to_owned(),
-            ..store::testing::subscriber(&format!("1370000{i:04}"))
-        })
+        .map(|(i, name)| store::testing::subscriber(&format!("1370000{i:04}")).with("name", *name))
         .collect();
     store
         .insert_subscribers(&rows, OnDuplicate::Fail, 0)

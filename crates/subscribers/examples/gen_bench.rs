@@ -13,7 +13,7 @@ fn main() {
         .map_or(1, |a| a.parse().expect("seed: an integer"));
 
     let start = Instant::now();
-    let rows: Vec<_> = subscribers::generate(n, seed).collect();
+    let rows: Vec<_> = subscribers::generate(&catalogue::shipped(), n, seed).collect();
     let elapsed = start.elapsed();
     println!(
         "generated {} rows in {:.3} s",
@@ -23,20 +23,27 @@ fn main() {
 
     // Shares printed so a run doubles as a quick look at the distributions.
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let number = |s: &store::subscribers::NewSubscriber, name: &str| match s.get(name) {
+        Some(catalogue::Value::Dec(d)) => d,
+        Some(catalogue::Value::Int(i)) => i as f64,
+        _ => 0.0,
+    };
     for s in &rows {
-        *counts.entry(format!("tier {}", s.value_tier)).or_default() += 1;
-        *counts
-            .entry(format!("stage {}", s.student_stage))
-            .or_default() += 1;
-        *counts.entry(format!("brand {}", s.brand)).or_default() += 1;
-        *counts
-            .entry(format!("first {}", s.first_channel))
-            .or_default() += 1;
-        *counts.entry(format!("region {}", s.region)).or_default() += 1;
-        if s.balance < 10.0 {
+        for (label, name) in [
+            ("tier", "value_tier"),
+            ("stage", "student_stage"),
+            ("brand", "brand"),
+            ("first", "first_channel"),
+            ("region", "region"),
+        ] {
+            *counts
+                .entry(format!("{label} {}", s.text(name)))
+                .or_default() += 1;
+        }
+        if number(s, "balance") < 10.0 {
             *counts.entry("balance < 10".to_owned()).or_default() += 1;
         }
-        if s.complaints_30d > 0 {
+        if number(s, "complaints_30d") > 0.0 {
             *counts.entry("complained".to_owned()).or_default() += 1;
         }
     }
@@ -46,6 +53,6 @@ fn main() {
             100.0 * count as f64 / n.max(1) as f64
         );
     }
-    let churn: f64 = rows.iter().map(|s| s.churn_risk).sum::<f64>() / n.max(1) as f64;
+    let churn: f64 = rows.iter().map(|s| number(s, "churn_risk")).sum::<f64>() / n.max(1) as f64;
     println!("{:>20}: {churn:.3}", "mean churn_risk");
 }

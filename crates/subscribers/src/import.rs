@@ -15,15 +15,17 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io::Read;
 
+use catalogue::{Attrs, Value};
 use domain::Msisdn;
 use sha2::{Digest, Sha256};
 use store::subscribers::{NewSubscriber, value_tier_for_arpu};
 
 pub use error::{ImportError, ImportErrors};
 pub use mapping::{Mapping, parse_mapping};
+pub(crate) use value::is_slot;
 
 use mapping::{How, MsisdnSrc, Src, SynthMethod};
-use value::FieldValue;
+use value::{Round, Rule};
 
 /// Reads a whole CSV export (header line first) and turns each record into a subscriber as
 /// `mapping` says. `path_for_messages` only prefixes error messages.
@@ -319,21 +321,23 @@ fn synthesize_numbered(prefix: &str, n: u64) -> Result<String, String> {
     Ok(format!("{prefix}{n:0width$}"))
 }
 
-fn parse_cell<T: FieldValue>(
+fn parse_cell(
     cell: &str,
-    rule: T::Rule,
+    rule: &Rule,
     scale: Option<f64>,
-    round: Option<value::Round>,
-) -> Result<T, String> {
-    let value = match round {
-        None => T::parse(cell, rule)?,
-        Some(round) => T::parse_rounded(cell, rule, round)?,
+    round: Option<Round>,
+    date_format: Option<&str>,
+) -> Result<Value, String> {
+    let value = match (round, date_format) {
+        (_, Some(format)) => value::parse_date(cell, Some(format))?,
+        (None, None) => rule.parse(cell)?,
+        (Some(round), None) => rule.parse_rounded(cell, round)?,
     };
     match scale {
-        None => value.check(rule).map(|()| value),
+        None => rule.check(&value).map(|()| value),
         Some(factor) => {
-            let value = value.scaled(factor);
-            match value.check(rule) {
+            let value = value::scaled(value, factor);
+            match rule.check(&value) {
                 Ok(()) => Ok(value),
                 Err(m) => Err(format!("{m} after scaling {cell:?} by {factor}")),
             }
@@ -380,8 +384,9 @@ impl Row<'_> {
         }
     }
 
-    fn get<T: FieldValue>(&self, src: &Src<T>, errors: &mut ImportErrors) -> Option<T> {
-        let (col, map, scale, round, default) = match &src.how {
+    /// The value of one attribute for this record; `None` after pushing its problem.
+    fn get(&self, src: &Src, errors: &mut ImportErrors) -> Option<Value> {
+        let (col, map, scale, round, default, date_format) = match &src.how {
             How::Constant(v) => return Some(v.clone()),
             How::Column {
                 col,
@@ -389,14 +394,19 @@ impl Row<'_> {
                 scale,
                 round,
                 default,
-            } => (*col, map, *scale, *round, default),
+                date_format,
+            } => (*col, map, *scale, *round, default, date_format),
         };
         let (cell, index) = self.cell(col);
-        let field = src.field;
+        let field = &src.field;
         let result = if cell.is_empty() {
-            default.clone().ok_or_else(|| {
-                format!("blank, and the mapping of {field} has no `default` for blank cells")
-            })
+            match default {
+                Some(v) => Ok(v.clone()),
+                None if !src.required => Ok(Value::Null),
+                None => Err(format!(
+                    "blank, and the mapping of {field} has no `default` for blank cells"
+                )),
+            }
         } else if let Some(map) = map {
             map.get(cell).cloned().ok_or_else(|| {
                 let mut listed: Vec<_> = map.keys().map(|k| format!("{k:?}")).collect();
@@ -412,19 +422,30 @@ impl Row<'_> {
                 )
             })
         } else {
-            parse_cell(cell, src.rule, scale, round).map_err(|m| format!("{m} (for {field})"))
+            parse_cell(cell, &src.rule, scale, round, date_format.as_deref())
+                .map_err(|m| format!("{m} (for {field})"))
         };
         result.map_err(|m| errors.push(self.error(index, m))).ok()
     }
 
-    fn get_optional<T: FieldValue>(
-        &self,
-        src: Option<&Src<T>>,
-        errors: &mut ImportErrors,
-    ) -> Option<Option<T>> {
+    /// A core text attribute (external_id, timezone): `Some(None)` when not mapped or empty.
+    fn get_text(&self, src: Option<&Src>, errors: &mut ImportErrors) -> Option<Option<String>> {
         match src {
             None => Some(None),
-            Some(src) => self.get(src, errors).map(Some),
+            Some(src) => self.get(src, errors).map(|v| match v {
+                Value::Text(t) => Some(t),
+                _ => None,
+            }),
+        }
+    }
+
+    /// A core flag (opt_out, do_not_disturb): false when not mapped or empty.
+    fn get_flag(&self, src: Option<&Src>, errors: &mut ImportErrors) -> Option<bool> {
+        match src {
+            None => Some(false),
+            Some(src) => self
+                .get(src, errors)
+                .map(|v| matches!(v, Value::Bool(true))),
         }
     }
 
@@ -502,104 +523,47 @@ impl Row<'_> {
         errors: &mut ImportErrors,
     ) -> Option<NewSubscriber> {
         let p = &self.mapping.plan;
-        // Every field is evaluated before any is unwrapped, so one record reports all its
+        // Every attribute is evaluated before any is unwrapped, so one record reports all its
         // problems, not just the first.
         let msisdn = self.msisdn(&p.msisdn, seen, errors);
-        let external_id = self.get_optional(p.external_id.as_ref(), errors);
-        let name = self.get(&p.name, errors);
-        let gender = self.get(&p.gender, errors);
-        let age = self.get(&p.age, errors);
-        let region = self.get(&p.region, errors);
-        let brand = self.get(&p.brand, errors);
-        let value_tier = self.get_optional(p.value_tier.as_ref(), errors);
-        let arpu_3m = self.get(&p.arpu_3m, errors);
-        let balance = self.get(&p.balance, errors);
-        let tenure_months = self.get(&p.tenure_months, errors);
-        let student_stage = self.get(&p.student_stage, errors);
-        let campus = self.get_optional(p.campus.as_ref(), errors);
-        let first_channel = self.get(&p.first_channel, errors);
-        let first_channel_slot = self.get(&p.first_channel_slot, errors);
-        let second_channel = self.get(&p.second_channel, errors);
-        let second_channel_slot = self.get(&p.second_channel_slot, errors);
-        let complaints_30d = self.get(&p.complaints_30d, errors);
-        let do_not_disturb = self.get(&p.do_not_disturb, errors);
-        let churn_risk = self.get(&p.churn_risk, errors);
-        let timezone = self.get_optional(p.timezone.as_ref(), errors);
-        let opt_out = self.get(&p.opt_out, errors);
-
-        let (
-            Some(msisdn),
-            Some(external_id),
-            Some(name),
-            Some(gender),
-            Some(age),
-            Some(region),
-            Some(brand),
-            Some(value_tier),
-            Some(arpu_3m),
-            Some(balance),
-            Some(tenure_months),
-            Some(student_stage),
-            Some(campus),
-            Some(first_channel),
-            Some(first_channel_slot),
-            Some(second_channel),
-            Some(second_channel_slot),
-            Some(complaints_30d),
-            Some(do_not_disturb),
-            Some(churn_risk),
-            Some(timezone),
-            Some(opt_out),
-        ) = (
-            msisdn,
-            external_id,
-            name,
-            gender,
-            age,
-            region,
-            brand,
-            value_tier,
-            arpu_3m,
-            balance,
-            tenure_months,
-            student_stage,
-            campus,
-            first_channel,
-            first_channel_slot,
-            second_channel,
-            second_channel_slot,
-            complaints_30d,
-            do_not_disturb,
-            churn_risk,
-            timezone,
-            opt_out,
-        )
+        let external_id = self.get_text(p.external_id.as_ref(), errors);
+        let timezone = self.get_text(p.timezone.as_ref(), errors);
+        let opt_out = self.get_flag(p.opt_out.as_ref(), errors);
+        let do_not_disturb = self.get_flag(p.do_not_disturb.as_ref(), errors);
+        let mut attrs = Attrs::new(self.mapping.catalogue.clone());
+        let mut complete = true;
+        for (i, src) in &p.attrs {
+            match self.get(src, errors) {
+                Some(v) => attrs.set_at(*i, v),
+                None => complete = false,
+            }
+        }
+        let (Some(msisdn), Some(external_id), Some(timezone), Some(opt_out), Some(do_not_disturb)) =
+            (msisdn, external_id, timezone, opt_out, do_not_disturb)
         else {
             return None;
         };
+        if !complete {
+            return None;
+        }
+        if let Some(d) = p.tier {
+            let arpu = match attrs.values()[d.arpu] {
+                Value::Dec(v) => v,
+                Value::Int(v) => v as f64,
+                // arpu_3m is required (see `DerivedTier`), so never blank here.
+                _ => f64::NAN,
+            };
+            if !arpu.is_nan() {
+                attrs.set_at(d.tier, Value::Text(value_tier_for_arpu(arpu).to_owned()));
+            }
+        }
         Some(NewSubscriber {
             msisdn,
             external_id,
-            name,
-            gender,
-            age,
-            region,
-            brand,
-            value_tier: value_tier.unwrap_or_else(|| value_tier_for_arpu(arpu_3m).to_owned()),
-            arpu_3m,
-            balance,
-            tenure_months,
-            student_stage,
-            campus,
-            first_channel,
-            first_channel_slot,
-            second_channel,
-            second_channel_slot,
-            complaints_30d,
-            do_not_disturb,
-            churn_risk,
             timezone,
             opt_out,
+            do_not_disturb,
+            attrs,
         })
     }
 }

@@ -3,7 +3,16 @@
 //!
 //! The shares below follow DOMAIN.md where it gives figures (value tiers by ARPU, students as a
 //! key segment, first/second choice channels) and plausible guesses elsewhere.
+//!
+//! Rows follow a [`Catalogue`]: each attribute of the shipped catalogue that the catalogue
+//! declares gets the value modelled here (when that value fits the declaration: kind, enum
+//! values, range, format); every other declared attribute gets a plausible value for its
+//! kind and bounds, drawn from a second random stream so that the modelled ones stay the same
+//! for a seed whatever else the catalogue declares.
 
+use std::sync::Arc;
+
+use catalogue::{Attribute, Attrs, Catalogue, Kind, TextFormat, Value};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use store::subscribers::{NewSubscriber, value_tier_for_arpu};
@@ -75,8 +84,8 @@ const MALE_GIVEN: &[&str] = &[
 
 const STUDENT_SHARE: f64 = 0.12;
 
-/// A deterministic synthetic base of `n` subscribers: the same `seed` always yields the same
-/// rows, in the same order.
+/// A deterministic synthetic base of `n` subscribers following `catalogue`: the same
+/// catalogue and `seed` always yield the same rows, in the same order.
 ///
 /// Mobile numbers are unique across the whole base by construction (each row's index goes
 /// through a seed-dependent permutation of the number space), not merely unlikely to repeat.
@@ -84,20 +93,59 @@ const STUDENT_SHARE: f64 = 0.12;
 /// # Panics
 ///
 /// If `n` exceeds the 2,000,000,000 numbers the prefixes provide.
-pub fn generate(n: usize, seed: u64) -> impl Iterator<Item = NewSubscriber> {
+pub fn generate(
+    catalogue: &Arc<Catalogue>,
+    n: usize,
+    seed: u64,
+) -> impl Iterator<Item = NewSubscriber> + use<> {
     assert!(
         n as u64 <= NUMBER_SPACE,
         "a synthetic base holds at most {NUMBER_SPACE} subscribers, asked for {n}"
     );
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let numbering = Numbering::new(&mut rng);
+    let mut slots = Vec::new();
+    let mut others = Vec::new();
+    for (i, a) in catalogue.declared().enumerate() {
+        match MODELLED.iter().position(|m| *m == a.name) {
+            Some(k) => slots.push((k, i, a.clone())),
+            None => others.push((i, a.clone())),
+        }
+    }
     Generator {
         rng,
+        // Another stream for attributes not modelled here, so that declaring one does not
+        // change the others' values.
+        extra: ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_CA7A_1061_0E00),
         numbering,
+        catalogue: catalogue.clone(),
+        slots,
+        others,
         next: 0,
         n: n as u64,
     }
 }
+
+/// The attributes of the shipped catalogue this model draws.
+const MODELLED: [&str; 17] = [
+    "name",
+    "gender",
+    "age",
+    "region",
+    "brand",
+    "value_tier",
+    "arpu_3m",
+    "balance",
+    "tenure_months",
+    "student_stage",
+    "campus",
+    "first_channel",
+    "first_channel_slot",
+    "second_channel",
+    "second_channel_slot",
+    "complaints_30d",
+    "churn_risk",
+];
 
 /// An affine permutation `x -> (a·x + b) mod NUMBER_SPACE`: a bijection whenever `a` is coprime
 /// with the modulus, so distinct indices always get distinct numbers while still scattering
@@ -136,7 +184,14 @@ impl Numbering {
 
 struct Generator {
     rng: ChaCha8Rng,
+    extra: ChaCha8Rng,
     numbering: Numbering,
+    catalogue: Arc<Catalogue>,
+    /// The [`MODELLED`] attributes the catalogue declares: (position in [`MODELLED`],
+    /// declared index, attribute).
+    slots: Vec<(usize, usize, Attribute)>,
+    /// Declared attributes not modelled here: (declared index, attribute).
+    others: Vec<(usize, Attribute)>,
     next: u64,
     n: u64,
 }
@@ -283,29 +338,114 @@ impl Generator {
         };
         let given = given_names[rng.random_range(0..given_names.len())];
 
+        let values: [Value; MODELLED.len()] = [
+            Value::Text([surname, given].join(" ")),
+            gender.into(),
+            age.into(),
+            region.into(),
+            brand.into(),
+            value_tier.into(),
+            arpu_3m.into(),
+            balance.into(),
+            tenure_months.into(),
+            stage.into(),
+            campus.into(),
+            first_channel.into(),
+            first_channel_slot.into(),
+            second_channel.into(),
+            second_channel_slot.into(),
+            complaints_30d.into(),
+            churn_risk.into(),
+        ];
+        let mut values = values.map(Some);
+        let mut attrs = Attrs::new(self.catalogue.clone());
+        for (k, i, attr) in &self.slots {
+            let value = values[*k].take().unwrap_or(Value::Null);
+            let value = if fits(attr, &value) {
+                value
+            } else {
+                plausible(&mut self.extra, attr)
+            };
+            attrs.set_at(*i, value);
+        }
+        for (i, attr) in &self.others {
+            attrs.set_at(*i, plausible(&mut self.extra, attr));
+        }
+
         NewSubscriber {
             msisdn,
             external_id: None,
-            name: [surname, given].join(" "),
-            gender: gender.to_owned(),
-            age,
-            region: region.to_owned(),
-            brand: brand.to_owned(),
-            value_tier: value_tier.to_owned(),
-            arpu_3m,
-            balance,
-            tenure_months,
-            student_stage: stage.to_owned(),
-            campus,
-            first_channel: first_channel.to_owned(),
-            first_channel_slot: first_channel_slot.to_owned(),
-            second_channel: second_channel.to_owned(),
-            second_channel_slot: second_channel_slot.to_owned(),
-            complaints_30d,
-            do_not_disturb,
-            churn_risk,
             timezone: None,
             opt_out,
+            do_not_disturb,
+            attrs,
+        }
+    }
+}
+
+/// Whether a modelled value fits the catalogue's declaration of its attribute.
+fn fits(attr: &Attribute, value: &Value) -> bool {
+    let in_range = |x: f64| attr.min.is_none_or(|m| x >= m) && attr.max.is_none_or(|m| x <= m);
+    match (&attr.kind, value) {
+        (_, Value::Null) => !attr.required,
+        (Kind::Integer, Value::Int(i)) => in_range(*i as f64),
+        (Kind::Decimal, Value::Dec(d)) => in_range(*d),
+        (Kind::Enum { values }, Value::Text(t)) => values.iter().any(|v| v == t),
+        (Kind::Text, Value::Text(t)) => match attr.format {
+            None => true,
+            Some(TextFormat::TimeSlot) => crate::import::is_slot(t),
+        },
+        (Kind::Bool, Value::Bool(_)) => true,
+        _ => false,
+    }
+}
+
+/// A value for an attribute the model knows nothing of: by kind, inside its bounds.
+/// Optional attributes are empty one time in ten.
+fn plausible(rng: &mut ChaCha8Rng, attr: &Attribute) -> Value {
+    if !attr.required && rng.random_bool(0.1) {
+        return Value::Null;
+    }
+    // Without declared bounds: 0 to 100, or 100 wide from the one bound given.
+    let (low, high) = match (attr.min, attr.max) {
+        (Some(a), Some(b)) => (a, b),
+        (Some(a), None) => (a, a + 100.0),
+        (None, Some(b)) => (b - 100.0, b),
+        (None, None) => (0.0, 100.0),
+    };
+    match &attr.kind {
+        Kind::Integer => {
+            let (low, high) = (low.ceil() as i64, high.floor() as i64);
+            Value::Int(if low < high {
+                rng.random_range(low..=high)
+            } else {
+                low
+            })
+        }
+        Kind::Decimal => {
+            let x = if low < high {
+                rng.random_range(low..=high)
+            } else {
+                low
+            };
+            Value::Dec(cents(x).clamp(low, high))
+        }
+        Kind::Enum { values } => Value::Text(values[rng.random_range(0..values.len())].clone()),
+        Kind::Bool => Value::Bool(rng.random_bool(0.5)),
+        Kind::Text => match attr.format {
+            Some(TextFormat::TimeSlot) => Value::Text(pick(rng, SLOTS).to_owned()),
+            None => Value::Text(format!("{} {}", attr.name, rng.random_range(1..=20))),
+        },
+        // A day or an instant of 2020 to 2026.
+        Kind::Date => {
+            let day = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).expect("a real day")
+                + chrono::Days::new(rng.random_range(0..7 * 365));
+            Value::Text(day.format("%Y-%m-%d").to_string())
+        }
+        Kind::Timestamp => {
+            let start = chrono::DateTime::from_timestamp(1_577_836_800, 0).expect("2020-01-01");
+            let t = start + chrono::TimeDelta::seconds(rng.random_range(0..7 * 365 * 86_400));
+            Value::Text(t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         }
     }
 }
@@ -341,6 +481,10 @@ fn cents(yuan: f64) -> f64 {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    fn generate(n: usize, seed: u64) -> impl Iterator<Item = NewSubscriber> {
+        super::generate(&catalogue::shipped(), n, seed)
+    }
 
     #[test]
     fn same_seed_same_rows_other_seed_other_rows() {

@@ -11,7 +11,11 @@
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use subscribers::{ImportError, Mapping, parse_mapping, read_csv};
+use subscribers::{ImportError, Mapping, read_csv};
+
+fn parse_mapping(file: &str, yaml: &str) -> Result<Mapping, ImportError> {
+    subscribers::parse_mapping(&catalogue::shipped(), file, yaml)
+}
 
 fn repo_file(relative: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative);

@@ -1,7 +1,29 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use subscribers::{ImportError, ImportErrors, Mapping, parse_mapping, read_csv};
+use catalogue::{Catalogue, Value};
+use store::subscribers::NewSubscriber;
+use subscribers::{ImportError, ImportErrors, Mapping, read_csv};
+
+/// Parses a mapping against the shipped catalogue.
+fn parse_mapping(file: &str, yaml: &str) -> Result<Mapping, ImportError> {
+    subscribers::parse_mapping(&catalogue::shipped(), file, yaml)
+}
+
+fn dec(s: &NewSubscriber, name: &str) -> f64 {
+    match s.get(name) {
+        Some(Value::Dec(d)) => d,
+        other => panic!("{name} is {other:?}, not a decimal"),
+    }
+}
+
+fn int(s: &NewSubscriber, name: &str) -> i64 {
+    match s.get(name) {
+        Some(Value::Int(i)) => i,
+        other => panic!("{name} is {other:?}, not an integer"),
+    }
+}
 
 fn repo_file(relative: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative);
@@ -84,19 +106,19 @@ fn the_telco_export_imports_completely() {
 
     let first = &rows[0];
     assert_eq!(first.external_id.as_deref(), Some("7590-VHVEG"));
-    assert_eq!(first.gender, "female");
-    assert_eq!(first.age, 40);
-    assert_eq!(first.tenure_months, 1);
-    assert_eq!(first.arpu_3m, 208.95, "29.85 dollars × 7");
-    assert_eq!(first.value_tier, "gold");
-    assert_eq!(first.churn_risk, 0.1);
-    assert_eq!(first.name, "Customer");
-    assert_eq!(first.region, "xian");
-    assert_eq!(first.brand, "gotone");
-    assert_eq!(first.student_stage, "none");
-    assert_eq!(first.campus, None);
+    assert_eq!(first.text("gender"), "female");
+    assert_eq!(int(first, "age"), 40);
+    assert_eq!(int(first, "tenure_months"), 1);
+    assert_eq!(dec(first, "arpu_3m"), 208.95, "29.85 dollars × 7");
+    assert_eq!(first.text("value_tier"), "gold");
+    assert_eq!(dec(first, "churn_risk"), 0.1);
+    assert_eq!(first.text("name"), "Customer");
+    assert_eq!(first.text("region"), "xian");
+    assert_eq!(first.text("brand"), "gotone");
+    assert_eq!(first.text("student_stage"), "none");
+    assert_eq!(first.get("campus"), Some(Value::Null));
     assert_eq!(first.timezone, None);
-    assert_eq!(first.first_channel_slot, "18:00-21:00");
+    assert_eq!(first.text("first_channel_slot"), "18:00-21:00");
 
     let msisdns: HashSet<&str> = rows.iter().map(|s| s.msisdn.as_str()).collect();
     assert_eq!(msisdns.len(), 7_043);
@@ -104,9 +126,15 @@ fn the_telco_export_imports_completely() {
         rows.iter()
             .all(|s| s.msisdn.len() == 11 && s.msisdn.starts_with("139"))
     );
-    assert_eq!(rows.iter().filter(|s| s.churn_risk == 0.9).count(), 1_869);
-    assert_eq!(rows.iter().filter(|s| s.age == 70).count(), 1_142);
-    assert_eq!(rows.iter().filter(|s| s.gender == "male").count(), 3_555);
+    assert_eq!(
+        rows.iter().filter(|s| dec(s, "churn_risk") == 0.9).count(),
+        1_869
+    );
+    assert_eq!(rows.iter().filter(|s| int(s, "age") == 70).count(), 1_142);
+    assert_eq!(
+        rows.iter().filter(|s| s.text("gender") == "male").count(),
+        3_555
+    );
 
     // Synthesized numbers are stable: importing again gives the same msisdns.
     let again = read_csv(&telco_mapping(), "x.csv", telco_csv().as_bytes()).expect("imports");
@@ -231,8 +259,12 @@ fn blank_cells_need_a_default() {
     );
     let mapping = parse_mapping("m.yaml", &yaml).expect("valid mapping");
     let rows = read_csv(&mapping, "data.csv", telco_csv().as_bytes()).expect("imports");
-    assert_eq!(rows.iter().filter(|s| s.balance == 0.0).count(), 11);
-    assert_eq!(rows[0].balance, 29.85, "TotalCharges is not scaled");
+    assert_eq!(rows.iter().filter(|s| dec(s, "balance") == 0.0).count(), 11);
+    assert_eq!(
+        dec(&rows[0], "balance"),
+        29.85,
+        "TotalCharges is not scaled"
+    );
 }
 
 #[test]
@@ -261,12 +293,12 @@ fn a_small_file_imports_with_derived_tier() {
     let csv = "phone,name,spend,flag\n13900000001,Wang Wei,650,yes\n13900000002,Li Na, 99.5 ,0\n";
     let rows = read_csv(&small(), "data.csv", csv.as_bytes()).expect("imports");
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].value_tier, "diamond");
+    assert_eq!(rows[0].text("value_tier"), "diamond");
     assert!(rows[0].do_not_disturb);
-    assert_eq!(rows[1].arpu_3m, 99.5);
-    assert_eq!(rows[1].value_tier, "ordinary");
+    assert_eq!(dec(&rows[1], "arpu_3m"), 99.5);
+    assert_eq!(rows[1].text("value_tier"), "ordinary");
     assert!(!rows[1].do_not_disturb);
-    assert_eq!(rows[1].name, "Li Na");
+    assert_eq!(rows[1].text("name"), "Li Na");
 }
 
 #[test]
@@ -277,12 +309,14 @@ fn an_unknown_mapping_key_is_located() {
     );
     assert_eq!(
         mapping_error(&yaml),
-        "m.yaml:8:14: unknown field `colunm`, expected one of column, map, scale, default, round, value, synthesize"
+        "m.yaml:8:14: unknown field `colunm`, expected one of column, map, scale, default, round, value, synthesize, date_format"
     );
     let yaml = SMALL.replace("  region:", "  regoin:");
     let e = mapping_error(&yaml);
     assert!(
-        e.starts_with("m.yaml:6:3: unknown field `regoin`, expected one of msisdn, "),
+        e.starts_with(
+            "m.yaml:6:3: unknown attribute `regoin` (did you mean `region`?), expected one of msisdn, "
+        ),
         "{e}"
     );
     let e = mapping_error(&format!("{SMALL}delimiter: ';'\n"));
@@ -412,7 +446,7 @@ fn scaled_values_are_range_checked_after_scaling() {
         "phone,name,spend,flag\n13900000001,A,45,no\n".as_bytes(),
     )
     .expect("imports");
-    assert_eq!(rows[0].churn_risk, 0.45);
+    assert_eq!(dec(&rows[0], "churn_risk"), 0.45);
     let errors = import_errors(&mapping, "phone,name,spend,flag\n13900000001,A,145,no\n");
     assert_eq!(
         messages(&errors),
@@ -508,13 +542,13 @@ fn the_bigml_export_imports_with_numbers_that_never_collide() {
     assert_eq!(rows[0].msisdn, "13700000001");
     assert_eq!(rows[2665].msisdn, "13700002666");
     // KS,128,415,No,Yes,25,265.1,110,45.07,...,1,False
-    assert_eq!(rows[0].region, "KS");
-    assert_eq!(rows[0].tenure_months, 128);
-    assert_eq!(rows[0].complaints_30d, 1);
-    assert_eq!(rows[0].arpu_3m, 315.49);
-    assert_eq!(rows[0].value_tier, "gold");
-    assert_eq!(rows[0].churn_risk, 0.1);
-    let churners = rows.iter().filter(|s| s.churn_risk == 0.9).count();
+    assert_eq!(rows[0].text("region"), "KS");
+    assert_eq!(int(&rows[0], "tenure_months"), 128);
+    assert_eq!(int(&rows[0], "complaints_30d"), 1);
+    assert_eq!(dec(&rows[0], "arpu_3m"), 315.49);
+    assert_eq!(rows[0].text("value_tier"), "gold");
+    assert_eq!(dec(&rows[0], "churn_risk"), 0.1);
+    let churners = rows.iter().filter(|s| dec(s, "churn_risk") == 0.9).count();
     assert_eq!(churners, 388, "14.5% churn");
 }
 
@@ -525,11 +559,11 @@ fn null_tokens_fractions_and_padding_import_as_the_mapping_declares() {
     let rows = read_csv(&bigml_mapping(), "untidy.csv", bigml_untidy().as_bytes())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rows.len(), 667);
-    let calls: Vec<i32> = rows[..4].iter().map(|s| s.complaints_30d).collect();
+    let calls: Vec<i64> = rows[..4].iter().map(|s| int(s, "complaints_30d")).collect();
     // NA -> default 0; 2.5 -> 3 (nearest, halves away from zero); " 1.4 " -> 1; ? -> 0.
     assert_eq!(calls, [0, 3, 1, 0]);
-    assert_eq!(rows[4].tenure_months, 0, "- is blank, default 0");
-    assert_eq!(rows[5].tenure_months, 118);
+    assert_eq!(int(&rows[4], "tenure_months"), 0, "- is blank, default 0");
+    assert_eq!(int(&rows[5], "tenure_months"), 118);
 
     // Without `round` a fraction is refused, located; without the null tokens NA is an error.
     let yaml = repo_file("../../workflows/imports/churn-bigml.mapping.yaml");
@@ -542,12 +576,12 @@ fn null_tokens_fractions_and_padding_import_as_the_mapping_declares() {
     assert_eq!(
         got,
         [
-            r#"data.csv:2:19 (Customer service calls): expected a whole number from 0 to 2147483647, found "NA" (for complaints_30d)"#,
-            r#"data.csv:3:19 (Customer service calls): expected a whole number from 0 to 2147483647, found "2.5" (for complaints_30d)"#,
-            r#"data.csv:4:19 (Customer service calls): expected a whole number from 0 to 2147483647, found "1.4" (for complaints_30d)"#,
-            r#"data.csv:5:19 (Customer service calls): expected a whole number from 0 to 2147483647, found "?" (for complaints_30d)"#,
-            r#"data.csv:6:2 (Account length): expected a whole number from 0 to 2147483647, found "-" (for tenure_months)"#,
-            r#"data.csv:7:2 (Account length): expected a whole number from 0 to 2147483647, found "117.6" (for tenure_months)"#,
+            r#"data.csv:2:19 (Customer service calls): expected a whole number of at least 0, found "NA" (for complaints_30d)"#,
+            r#"data.csv:3:19 (Customer service calls): expected a whole number of at least 0, found "2.5" (for complaints_30d)"#,
+            r#"data.csv:4:19 (Customer service calls): expected a whole number of at least 0, found "1.4" (for complaints_30d)"#,
+            r#"data.csv:5:19 (Customer service calls): expected a whole number of at least 0, found "?" (for complaints_30d)"#,
+            r#"data.csv:6:2 (Account length): expected a whole number of at least 0, found "-" (for tenure_months)"#,
+            r#"data.csv:7:2 (Account length): expected a whole number of at least 0, found "117.6" (for tenure_months)"#,
         ]
     );
     // `round: refuse` says how to accept fractions.
@@ -658,4 +692,223 @@ fn numbers_synthesized_from_digit_ids_are_unique_where_hashes_collide() {
             r#"data.csv:2:1 (customerID): 123456789 does not fit in the 8 digits prefix "139" leaves (at most 99999999); use a shorter prefix"#
         ]
     );
+}
+
+/// A catalogue unlike the shipped one: a decimal with a floor, an enum, a date, a timestamp,
+/// an integer with a range, a required text and an optional one.
+fn custom_catalogue() -> Arc<Catalogue> {
+    let yaml = "\
+attributes:
+  - name: data_gb_month
+    type: decimal
+    min: 0
+    required: true
+  - name: plan
+    type: enum
+    values: [a, b]
+    required: true
+  - name: last_recharge
+    type: date
+  - name: activated_at
+    type: timestamp
+  - name: lines
+    type: integer
+    min: 1
+    max: 5
+  - name: nickname
+    type: text
+    required: true
+  - name: note
+    type: text
+";
+    Arc::new(
+        spec::catalogue::compile_catalogue("attributes.yaml", yaml)
+            .unwrap_or_else(|d| panic!("{d:?}")),
+    )
+}
+
+const CUSTOM: &str = "\
+fields:
+  msisdn: { column: phone }
+  data_gb_month: { column: data, scale: 0.001 }
+  plan: { column: plan, map: { A: a, B: b } }
+  last_recharge: { column: recharged, date_format: '%d/%m/%Y' }
+  activated_at: { column: since }
+  lines: { column: lines, default: 1 }
+  nickname: { column: nick }
+  opt_out: { value: false }
+  do_not_disturb: { column: dnd }
+";
+
+fn custom_mapping(yaml: &str) -> Result<Mapping, ImportError> {
+    subscribers::parse_mapping(&custom_catalogue(), "custom.yaml", yaml)
+}
+
+#[test]
+fn a_custom_catalogue_imports_into_its_own_attributes() {
+    let mapping = custom_mapping(CUSTOM).unwrap_or_else(|e| panic!("{e}"));
+    let csv = "phone,data,plan,recharged,since,lines,nick,dnd\n\
+               13900000001,2500,A,03/02/2026,2026-02-03T09:30:00+08:00,2,Wei,no\n\
+               13900000002,0,B,,2026-02-03T01:30:00Z,,Na,yes\n";
+    let rows = read_csv(&mapping, "custom.csv", csv.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 2);
+    let first = &rows[0];
+    assert_eq!(first.get("data_gb_month"), Some(Value::Dec(2.5)));
+    assert_eq!(first.get("plan"), Some(Value::Text("a".into())));
+    assert_eq!(
+        first.get("last_recharge"),
+        Some(Value::Text("2026-02-03".into()))
+    );
+    assert_eq!(
+        first.get("activated_at"),
+        Some(Value::Text("2026-02-03T01:30:00Z".into())),
+        "stored in UTC"
+    );
+    assert_eq!(first.get("lines"), Some(Value::Int(2)));
+    assert_eq!(first.get("nickname"), Some(Value::Text("Wei".into())));
+    assert_eq!(
+        first.get("note"),
+        Some(Value::Null),
+        "optional and not mapped"
+    );
+    assert!(!first.do_not_disturb && !first.opt_out);
+    assert_eq!(first.get("value_tier"), None, "not in this catalogue");
+    assert_eq!(first.attrs.catalogue(), &custom_catalogue());
+
+    let second = &rows[1];
+    assert_eq!(
+        second.get("last_recharge"),
+        Some(Value::Null),
+        "optional, blank"
+    );
+    assert_eq!(second.get("lines"), Some(Value::Int(1)), "the default");
+    assert!(second.do_not_disturb);
+}
+
+// Guards: value.rs `Rule::check` and `Rule::parse` (min/max from the catalogue).
+#[test]
+fn values_outside_the_catalogue_range_are_refused_at_their_cell() {
+    let mapping = custom_mapping(CUSTOM).unwrap_or_else(|e| panic!("{e}"));
+    let csv = "phone,data,plan,recharged,since,lines,nick,dnd\n\
+               13900000001,-5,A,,2026-02-03T09:30:00Z,6,Wei,no\n\
+               13900000002,1,C,31/02/2026,yesterday,0,Na,no\n";
+    let errors = import_errors(&mapping, csv);
+    assert_eq!(
+        messages(&errors),
+        [
+            r#"data.csv:2:2 (data): expected a number of at least 0, found -0.005 after scaling "-5" by 0.001 (for data_gb_month)"#,
+            r#"data.csv:2:6 (lines): expected a whole number from 1 to 5, found "6" (for lines)"#,
+            r#"data.csv:3:3 (plan): expected one of "A", "B" (the `map` of plan), found "C""#,
+            r#"data.csv:3:4 (recharged): expected a date in the form "%d/%m/%Y" (the mapping's `date_format`), found "31/02/2026" (for last_recharge)"#,
+            r#"data.csv:3:5 (since): expected a timestamp such as 2026-09-01T08:00:00Z or 2026-09-01T16:00:00+08:00 (RFC 3339, with its offset), found "yesterday" (for activated_at)"#,
+            r#"data.csv:3:6 (lines): expected a whole number from 1 to 5, found "0" (for lines)"#,
+        ]
+    );
+    // Constants in the mapping are checked against the same range, located in the mapping.
+    let e = match custom_mapping(&CUSTOM.replace("{ column: lines, default: 1 }", "{ value: 9 }")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a constant out of range was accepted"),
+    };
+    assert_eq!(
+        e,
+        r#"custom.yaml:7:19: expected a whole number from 1 to 5, found "9" (for lines)"#
+    );
+}
+
+#[test]
+fn an_unknown_attribute_in_a_mapping_is_located_with_the_names_there_are() {
+    let yaml = CUSTOM.replace("  plan:", "  plna:");
+    let e = match custom_mapping(&yaml) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an unknown attribute was accepted"),
+    };
+    assert_eq!(
+        e,
+        "custom.yaml:4:3: unknown attribute `plna` (did you mean `plan`?), expected one of msisdn, external_id, timezone, opt_out, do_not_disturb, data_gb_month, plan, last_recharge, activated_at, lines, nickname, note (the attribute catalogue, workflows/attributes.yaml)"
+    );
+    // An attribute of the shipped catalogue is unknown to this one, with no close name.
+    let e = match custom_mapping(&format!("{CUSTOM}  churn_risk: {{ value: 0.2 }}\n")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an unknown attribute was accepted"),
+    };
+    assert!(
+        e.starts_with("custom.yaml:11:3: unknown attribute `churn_risk`, expected one of msisdn, "),
+        "{e}"
+    );
+}
+
+#[test]
+fn required_attributes_of_the_catalogue_must_be_mapped() {
+    let yaml = CUSTOM
+        .replace("  nickname: { column: nick }\n", "")
+        .replace("  do_not_disturb: { column: dnd }\n", "");
+    let e = match custom_mapping(&yaml) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("required attributes left out were accepted"),
+    };
+    assert_eq!(
+        e,
+        "custom.yaml:2:3: required fields not mapped: do_not_disturb, nickname; map each with `column:`, `value:` or, for msisdn, `synthesize:`"
+    );
+    // Optional ones may be left out.
+    let yaml = CUSTOM
+        .replace(
+            "  last_recharge: { column: recharged, date_format: '%d/%m/%Y' }\n",
+            "",
+        )
+        .replace("  activated_at: { column: since }\n", "")
+        .replace("  lines: { column: lines, default: 1 }\n", "");
+    custom_mapping(&yaml).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn options_that_do_not_fit_the_attribute_kind_are_refused() {
+    for (from, to, expected) in [
+        (
+            "plan: { column: plan, map: { A: a, B: b } }",
+            "plan: { column: plan, map: { A: a, B: c } }",
+            r#"custom.yaml:4:41: expected one of a, b, found "c" (for plan)"#,
+        ),
+        (
+            "nickname: { column: nick }",
+            "nickname: { column: nick, date_format: '%d/%m/%Y' }",
+            "custom.yaml:8:42: `date_format` applies only to date attributes, not to nickname (text)",
+        ),
+        (
+            "date_format: '%d/%m/%Y'",
+            "date_format: '%d/%m'",
+            r#"custom.yaml:5:52: `date_format` "%d/%m" cannot read a whole date"#,
+        ),
+        (
+            "lines: { column: lines, default: 1 }",
+            "lines: { column: lines, scale: 2 }",
+            "custom.yaml:7:34: `scale` applies only to number fields (decimal attributes), not to lines (integer)",
+        ),
+        (
+            "data_gb_month: { column: data, scale: 0.001 }",
+            "data_gb_month: { column: data, round: floor }",
+            "custom.yaml:3:41: `round` applies only to whole-number fields (integer attributes), not to data_gb_month (decimal)",
+        ),
+        (
+            "activated_at: { column: since }",
+            "activated_at: { value: '2026-02-03' }",
+            r#"custom.yaml:6:26: expected a timestamp such as"#,
+        ),
+        (
+            "  nickname: { column: nick }\n",
+            "  nickname: { column: nick }\n  plan: { value: a }\n",
+            "custom.yaml:9:3: duplicate mapping key: plan",
+        ),
+    ] {
+        let yaml = CUSTOM.replace(from, to);
+        assert_ne!(yaml, CUSTOM, "{from}");
+        let e = match custom_mapping(&yaml) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted: {to}"),
+        };
+        assert!(
+            e.starts_with(expected),
+            "{to}\n  got: {e}\n  expected: {expected}"
+        );
+    }
 }

@@ -1,14 +1,17 @@
 //! The mapping file: its YAML shape (the structs below are its user documentation) and its
-//! compilation into a checked [`Mapping`].
+//! compilation, against the attribute catalogue, into a checked [`Mapping`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
 
+use catalogue::{Attribute, Catalogue, Kind, Value};
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_saphyr::{Location, MessageFormatter, Spanned};
-use spec::fields::FieldType;
 
 use super::error::ImportError;
-use super::value::{FieldValue, Range, Round, TextRule};
+use super::value::{Round, Rule, date_format_works};
 
 /// A mapping file: how to turn each record of a CSV export into a subscriber.
 ///
@@ -20,17 +23,18 @@ use super::value::{FieldValue, Range, Round, TextRule};
 ///   arpu_3m: { column: MonthlyCharges, scale: 7 }
 ///   balance: { column: Balance, default: 0 }
 ///   region: { value: xian }
-///   # ... one entry per required field
+///   # ... one entry per required attribute
 /// ```
 ///
 /// Nothing else is allowed at the top level: a misspelt key is an error, not silently ignored.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MappingFile {
-    /// How cells are read before any field sees them (optional).
+    /// How cells are read before any attribute sees them (optional).
     cells: Option<Spanned<CellOptions>>,
-    /// One entry per subscriber field (the names of `spec::fields`), saying where its value
-    /// comes from.
+    /// One entry per subscriber attribute (a name of the attribute catalogue,
+    /// `workflows/attributes.yaml`, or of its built-in core), saying where its value comes
+    /// from.
     fields: Spanned<FieldMappings>,
 }
 
@@ -45,97 +49,87 @@ struct MappingFile {
 #[serde(deny_unknown_fields)]
 struct CellOptions {
     /// Cell values that mean "no value", compared after trimming. Default: only the empty
-    /// cell. A blank cell takes the field's `default`, is left empty for an optional field,
-    /// and is an error otherwise.
+    /// cell. A blank cell takes the attribute's `default`, is left empty for an optional
+    /// attribute, and is an error for a required one.
     null_tokens: Option<Vec<Spanned<String>>>,
     /// Strip spaces around every cell before use (default true). With false, a cell with
     /// surrounding spaces must be listed as such in `map` and `null`.
     trim: Option<bool>,
 }
 
-/// Where each subscriber field comes from. Field meanings are those of `spec::fields`.
+/// Where each subscriber attribute comes from, in file order: attribute name → source.
 ///
-/// Required: every field not listed as optional or derived below. Optional (left empty when
-/// absent): `external_id`, `campus`, `timezone` (empty means the campaign's zone).
-/// Derived: `value_tier` is computed from `arpu_3m` with the DOMAIN.md thresholds (diamond
-/// > 500, gold 200-500, silver 120-200, ordinary below) unless mapped explicitly.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FieldMappings {
-    /// A phone number by the rule of `domain::Msisdn` (an optional `+` and 5 to 15 digits;
-    /// `+86`/`86` before 11 digits is dropped), unique within the file. Either `column:` or, for exports
-    /// without phone numbers, `synthesize:`. A constant is refused (every row would collide).
-    msisdn: Option<Spanned<FieldSource>>,
-    external_id: Option<Spanned<FieldSource>>,
-    name: Option<Spanned<FieldSource>>,
-    /// female, male or unknown.
-    gender: Option<Spanned<FieldSource>>,
-    /// Whole years, 0 to 130.
-    age: Option<Spanned<FieldSource>>,
-    region: Option<Spanned<FieldSource>>,
-    /// gotone, mzone or easyown.
-    brand: Option<Spanned<FieldSource>>,
-    /// diamond, gold, silver or ordinary; derived from `arpu_3m` when absent.
-    value_tier: Option<Spanned<FieldSource>>,
-    /// Yuan per month; may be scaled from another currency or unit.
-    arpu_3m: Option<Spanned<FieldSource>>,
-    /// Yuan; negative means arrears.
-    balance: Option<Spanned<FieldSource>>,
-    /// Whole months, 0 or more.
-    tenure_months: Option<Spanned<FieldSource>>,
-    /// none, freshman, student or graduate.
-    student_stage: Option<Spanned<FieldSource>>,
-    campus: Option<Spanned<FieldSource>>,
-    /// sms, outbound_call, service or email.
-    first_channel: Option<Spanned<FieldSource>>,
-    /// HH:MM-HH:MM, e.g. 18:00-21:00.
-    first_channel_slot: Option<Spanned<FieldSource>>,
-    /// sms, outbound_call, service or email.
-    second_channel: Option<Spanned<FieldSource>>,
-    /// HH:MM-HH:MM.
-    second_channel_slot: Option<Spanned<FieldSource>>,
-    /// Whole number, 0 or more.
-    complaints_30d: Option<Spanned<FieldSource>>,
-    /// true/false (cells may also say yes/no or 1/0).
-    do_not_disturb: Option<Spanned<FieldSource>>,
-    /// 0 (loyal) to 1 (leaving).
-    churn_risk: Option<Spanned<FieldSource>>,
-    timezone: Option<Spanned<FieldSource>>,
-    /// true/false (cells may also say yes/no or 1/0).
-    opt_out: Option<Spanned<FieldSource>>,
+/// Any attribute of the catalogue may be named, core (`msisdn`, `external_id`, `timezone`,
+/// `opt_out`, `do_not_disturb`) or declared. Required: `msisdn`, `opt_out`,
+/// `do_not_disturb` and every declared attribute with `required: true`. Others may be left
+/// out (empty). Derived: `value_tier` is computed from `arpu_3m` with the DOMAIN.md
+/// thresholds (diamond > 500, gold 200-500, silver 120-200, ordinary below) unless mapped
+/// explicitly.
+///
+/// An `msisdn` is a phone number by the rule of `domain::Msisdn` (an optional `+` and 5 to
+/// 15 digits; `+86`/`86` before 11 digits is dropped), unique within the file: either
+/// `column:` or, for exports without phone numbers, `synthesize:`. A constant is refused
+/// (every row would collide).
+#[derive(Debug)]
+struct FieldMappings(Vec<(Spanned<String>, Spanned<FieldSource>)>);
+
+impl<'de> Deserialize<'de> for FieldMappings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = FieldMappings;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map from attribute names to their sources")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldMappings, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(FieldMappings(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
 }
 
-/// How one field is filled: exactly one of `column`, `value` or (msisdn only) `synthesize`.
+/// How one attribute is filled: exactly one of `column`, `value` or (msisdn only)
+/// `synthesize`.
 ///
 /// Values written in the mapping (`value`, `default`, the right-hand side of `map`) are in the
-/// field's own terms: yuan, months, `female`, `18:00-21:00`.
+/// attribute's own terms: yuan, months, `female`, `18:00-21:00`, `2026-09-01`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FieldSource {
     /// The CSV header of the column to read, matched exactly (surrounding spaces ignored).
     /// Cells are trimmed before use.
     column: Option<Spanned<String>>,
-    /// With `column`: translates cell values (left) into field values (right), e.g.
+    /// With `column`: translates cell values (left) into attribute values (right), e.g.
     /// `{ Female: female, Male: male }`. Every non-blank cell must be listed; an unlisted value
     /// is an error rather than passing through untranslated.
     map: Option<BTreeMap<String, Spanned<String>>>,
-    /// With `column`, for number fields (arpu_3m, balance, churn_risk): multiplies the cell,
-    /// e.g. `7` to turn dollars into yuan. Not combined with `map`.
+    /// With `column`, for decimal attributes (arpu_3m, balance, churn_risk): multiplies the
+    /// cell, e.g. `7` to turn dollars into yuan. Not combined with `map`.
     scale: Option<Spanned<f64>>,
     /// With `column`: the value used when a cell is blank (empty, only spaces, or one of the
-    /// `cells.null_tokens`). Without it a blank cell is an error. Used as written: neither
-    /// mapped nor scaled.
+    /// `cells.null_tokens`). Without it a blank cell is an error for a required attribute
+    /// and leaves an optional one empty. Used as written: neither mapped nor scaled.
     default: Option<Spanned<String>>,
-    /// With `column`, for whole-number fields (age, tenure_months, complaints_30d): what a
+    /// With `column`, for integer attributes (age, tenure_months, complaints_30d): what a
     /// fraction such as an averaged `2.5` becomes: `nearest` (halves away from zero),
     /// `floor`, `ceil`, or `refuse` (an error, as without `round`).
     round: Option<Spanned<String>>,
-    /// A constant for every row, when the export has nothing for this field.
+    /// A constant for every row, when the export has nothing for this attribute.
     value: Option<Spanned<String>>,
     /// msisdn only: derives a number from another column.
     synthesize: Option<Spanned<Synthesize>>,
+    /// With `column`, for date attributes: the form of the cells, in chrono's strftime
+    /// (`"%d/%m/%Y"` for 03/02/2001). Without it cells must be `YYYY-MM-DD`. Values written
+    /// in the mapping are always `YYYY-MM-DD`.
+    date_format: Option<Spanned<String>>,
 }
-
 /// A deterministic 11-digit msisdn: `prefix`, then digits made by `method`:
 ///
 /// - `hash` (the default): a hash of the `from` cell and the prefix. The same id always gives
@@ -163,21 +157,26 @@ struct Synthesize {
 
 /// A checked mapping file, ready for [`read_csv`](super::read_csv).
 ///
-/// The file is YAML with a single key, `fields`, holding one entry per subscriber field
-/// (field names as in `spec::fields`). Each entry is one of:
+/// The file is YAML with a key `fields` holding one entry per subscriber attribute
+/// (attribute names as in the catalogue, `workflows/attributes.yaml`, plus the built-in
+/// core), and optionally `cells`. Each entry is one of:
 ///
 /// - `column: <CSV header>`: read that column. Optional with it:
-///   - `map: { <cell value>: <field value>, ... }` translates cells; every non-blank cell must
-///     be listed;
-///   - `scale: <number>` multiplies number cells (arpu_3m, balance, churn_risk);
-///   - `default: <field value>` is used for blank cells, which are otherwise an error.
-/// - `value: <field value>`: the same constant for every row.
+///   - `map: { <cell value>: <attribute value>, ... }` translates cells; every non-blank cell
+///     must be listed;
+///   - `scale: <number>` multiplies cells of decimal attributes;
+///   - `round: nearest | floor | ceil | refuse` for fractions in integer attributes;
+///   - `date_format: "%d/%m/%Y"` reads cells of a date attribute in another form;
+///   - `default: <attribute value>` is used for blank cells, which are otherwise an error
+///     (required attributes) or left empty (optional ones).
+/// - `value: <attribute value>`: the same constant for every row.
 /// - for `msisdn` only, `synthesize: { from: <CSV header>, prefix: "139" }`: a deterministic
 ///   11-digit number from a hash of that column, for exports without phone numbers.
 ///
-/// `external_id`, `campus` and `timezone` may be left out (empty); `value_tier` is computed
-/// from `arpu_3m` unless given; every other field is required. Enumerated fields accept only
-/// the values `spec::fields` lists.
+/// `msisdn`, `opt_out`, `do_not_disturb` and every attribute the catalogue marks
+/// `required` must be mapped, except `value_tier`, computed from `arpu_3m` unless given.
+/// Values are checked as the catalogue declares: kind, enum values, `min`/`max`, text
+/// `format`.
 ///
 /// ```yaml
 /// fields:
@@ -191,10 +190,18 @@ struct Synthesize {
 #[derive(Debug, Clone)]
 pub struct Mapping {
     pub(crate) file: String,
+    pub(crate) catalogue: Arc<Catalogue>,
     pub(crate) cells: Cells,
     /// Every CSV column the mapping reads; `Src` refers to them by index.
     pub(crate) columns: Vec<ColumnRef>,
     pub(crate) plan: Plan,
+}
+
+impl Mapping {
+    /// The catalogue the mapping was checked against; the rows it reads follow it.
+    pub fn catalogue(&self) -> &Arc<Catalogue> {
+        &self.catalogue
+    }
 }
 
 /// How cells are read (`cells:` in the file).
@@ -208,29 +215,32 @@ pub(crate) struct Cells {
 #[derive(Debug, Clone)]
 pub(crate) struct ColumnRef {
     pub(crate) header: String,
-    pub(crate) field: &'static str,
+    pub(crate) field: String,
     pub(crate) line: u64,
     pub(crate) column: u64,
 }
 
-/// Where one field's value comes from, checked against the field's rule.
+/// Where one attribute's value comes from, checked against the attribute's rule.
 #[derive(Debug, Clone)]
-pub(crate) struct Src<T: FieldValue> {
-    pub(crate) field: &'static str,
-    pub(crate) rule: T::Rule,
-    pub(crate) how: How<T>,
+pub(crate) struct Src {
+    pub(crate) field: String,
+    /// A blank cell without `default` is an error (else the value is left empty).
+    pub(crate) required: bool,
+    pub(crate) rule: Rule,
+    pub(crate) how: How,
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum How<T> {
+pub(crate) enum How {
     Column {
         col: usize,
-        map: Option<HashMap<String, T>>,
+        map: Option<HashMap<String, Value>>,
         scale: Option<f64>,
         round: Option<Round>,
-        default: Option<T>,
+        default: Option<Value>,
+        date_format: Option<String>,
     },
-    Constant(T),
+    Constant(Value),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,46 +263,62 @@ pub(crate) enum MsisdnSrc {
     },
 }
 
+/// What the reader does for each record, resolved once: the core attributes by slot, the
+/// declared ones by their position in the catalogue's declared attributes.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub(crate) msisdn: MsisdnSrc,
-    pub(crate) external_id: Option<Src<String>>,
-    pub(crate) name: Src<String>,
-    pub(crate) gender: Src<String>,
-    pub(crate) age: Src<i32>,
-    pub(crate) region: Src<String>,
-    pub(crate) brand: Src<String>,
-    pub(crate) value_tier: Option<Src<String>>,
-    pub(crate) arpu_3m: Src<f64>,
-    pub(crate) balance: Src<f64>,
-    pub(crate) tenure_months: Src<i32>,
-    pub(crate) student_stage: Src<String>,
-    pub(crate) campus: Option<Src<String>>,
-    pub(crate) first_channel: Src<String>,
-    pub(crate) first_channel_slot: Src<String>,
-    pub(crate) second_channel: Src<String>,
-    pub(crate) second_channel_slot: Src<String>,
-    pub(crate) complaints_30d: Src<i32>,
-    pub(crate) do_not_disturb: Src<bool>,
-    pub(crate) churn_risk: Src<f64>,
-    pub(crate) timezone: Option<Src<String>>,
-    pub(crate) opt_out: Src<bool>,
+    pub(crate) external_id: Option<Src>,
+    pub(crate) timezone: Option<Src>,
+    pub(crate) opt_out: Option<Src>,
+    pub(crate) do_not_disturb: Option<Src>,
+    /// (index in `Catalogue::declared`, source) for each mapped declared attribute.
+    pub(crate) attrs: Vec<(usize, Src)>,
+    pub(crate) tier: Option<DerivedTier>,
 }
 
-const ANY_AMOUNT: Range<f64> = Range {
-    min: f64::MIN,
-    max: f64::MAX,
-};
-const COUNT: Range<i32> = Range {
-    min: 0,
-    max: i32::MAX,
-};
-
-/// Parses and checks a mapping file. `path_for_messages` is only used to prefix errors.
+/// `value_tier` computed from `arpu_3m` (declared indexes of both).
 ///
-/// Errors are `file:line:column: message`: YAML syntax, unknown or duplicate keys, values that
-/// do not fit their field, and required fields left unmapped.
-pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, ImportError> {
+/// This is the one derivation left in code: it applies only when the catalogue declares
+/// both attributes (`value_tier` an enum with the four tiers, `arpu_3m` a required number)
+/// and the mapping leaves `value_tier` out. It is meant to become a derived attribute
+/// declared in the catalogue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DerivedTier {
+    pub(crate) tier: usize,
+    pub(crate) arpu: usize,
+}
+
+const TIERS: [&str; 4] = ["diamond", "gold", "silver", "ordinary"];
+
+/// Whether the catalogue lets `value_tier` be derived from `arpu_3m` (see [`DerivedTier`]).
+fn derived_tier(cat: &Catalogue) -> Option<DerivedTier> {
+    let tier = cat.get("value_tier")?;
+    let arpu = cat.get("arpu_3m")?;
+    let tiers_fit = TIERS
+        .iter()
+        .all(|t| tier.kind.values().iter().any(|v| v == t));
+    let arpu_fits = matches!(arpu.kind, Kind::Decimal | Kind::Integer) && arpu.required;
+    (tiers_fit && arpu_fits && !tier.core && !arpu.core).then(|| DerivedTier {
+        tier: cat.declared_index("value_tier").expect("declared"),
+        arpu: cat.declared_index("arpu_3m").expect("declared"),
+    })
+}
+
+/// Most names an "expected one of" lists before pointing at `campaignd schema`.
+const LISTED_NAMES: usize = 40;
+
+/// Parses and checks a mapping file against `catalogue`. `path_for_messages` is only used
+/// to prefix errors.
+///
+/// Errors are `file:line:column: message`: YAML syntax, unknown or duplicate keys, names
+/// that are no attribute, values that do not fit their attribute, and required attributes
+/// left unmapped.
+pub fn parse_mapping(
+    catalogue: &Arc<Catalogue>,
+    path_for_messages: &str,
+    yaml: &str,
+) -> Result<Mapping, ImportError> {
     let file: MappingFile = serde_saphyr::from_str(yaml).map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         ImportError::Mapping {
@@ -309,7 +335,6 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
     let mut cx = Compiler {
         file: path_for_messages,
         columns: Vec::new(),
-        missing: Vec::new(),
         trim: true,
     };
     let cells = match &file.cells {
@@ -331,87 +356,122 @@ pub fn parse_mapping(path_for_messages: &str, yaml: &str) -> Result<Mapping, Imp
             Cells { nulls, trim }
         }
     };
-    let f = &file.fields.value;
-    let plan = Plan {
-        msisdn: cx.msisdn(f.msisdn.as_ref())?,
-        external_id: cx.optional("external_id", TextRule::Free, f.external_id.as_ref())?,
-        name: cx.required("name", TextRule::Free, f.name.as_ref())?,
-        gender: cx.required("gender", text_rule("gender"), f.gender.as_ref())?,
-        age: cx.required("age", Range { min: 0, max: 130 }, f.age.as_ref())?,
-        region: cx.required("region", TextRule::Free, f.region.as_ref())?,
-        brand: cx.required("brand", text_rule("brand"), f.brand.as_ref())?,
-        value_tier: cx.optional("value_tier", text_rule("value_tier"), f.value_tier.as_ref())?,
-        arpu_3m: cx.required("arpu_3m", ANY_AMOUNT, f.arpu_3m.as_ref())?,
-        balance: cx.required("balance", ANY_AMOUNT, f.balance.as_ref())?,
-        tenure_months: cx.required("tenure_months", COUNT, f.tenure_months.as_ref())?,
-        student_stage: cx.required(
-            "student_stage",
-            text_rule("student_stage"),
-            f.student_stage.as_ref(),
-        )?,
-        campus: cx.optional("campus", TextRule::Free, f.campus.as_ref())?,
-        first_channel: cx.required(
-            "first_channel",
-            text_rule("first_channel"),
-            f.first_channel.as_ref(),
-        )?,
-        first_channel_slot: cx.required(
-            "first_channel_slot",
-            TextRule::Slot,
-            f.first_channel_slot.as_ref(),
-        )?,
-        second_channel: cx.required(
-            "second_channel",
-            text_rule("second_channel"),
-            f.second_channel.as_ref(),
-        )?,
-        second_channel_slot: cx.required(
-            "second_channel_slot",
-            TextRule::Slot,
-            f.second_channel_slot.as_ref(),
-        )?,
-        complaints_30d: cx.required("complaints_30d", COUNT, f.complaints_30d.as_ref())?,
-        do_not_disturb: cx.required("do_not_disturb", (), f.do_not_disturb.as_ref())?,
-        churn_risk: cx.required(
-            "churn_risk",
-            Range { min: 0.0, max: 1.0 },
-            f.churn_risk.as_ref(),
-        )?,
-        timezone: cx.optional("timezone", TextRule::Free, f.timezone.as_ref())?,
-        opt_out: cx.required("opt_out", (), f.opt_out.as_ref())?,
-    };
-    if !cx.missing.is_empty() {
-        let s = if cx.missing.len() == 1 { "" } else { "s" };
+
+    // Entries in file order, so the first problem reported is the first in the file.
+    let mut msisdn = None;
+    let mut sources: HashMap<&str, Src> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (name, source) in &file.fields.value.0 {
+        let Some(attr) = catalogue.get(&name.value) else {
+            return Err(cx.error(name.referenced, unknown_attribute(catalogue, &name.value)));
+        };
+        if !seen.insert(attr.name.as_str()) {
+            return Err(cx.error(
+                name.referenced,
+                format!("{} is mapped twice; keep one entry", attr.name),
+            ));
+        }
+        if attr.name == "msisdn" {
+            msisdn = Some(cx.msisdn(source)?);
+        } else {
+            sources.insert(attr.name.as_str(), cx.source(attr, source)?);
+        }
+    }
+
+    let tier = derived_tier(catalogue).filter(|_| !sources.contains_key("value_tier"));
+    let missing: Vec<&str> = catalogue
+        .all()
+        .iter()
+        .filter(|a| a.required && !seen.contains(a.name.as_str()))
+        .filter(|a| !(a.name == "value_tier" && tier.is_some()))
+        .map(|a| a.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        let s = if missing.len() == 1 { "" } else { "s" };
         return Err(cx.error(
             file.fields.referenced,
             format!(
                 "required field{s} not mapped: {}; map each with `column:`, `value:` or, for msisdn, `synthesize:`",
-                cx.missing.join(", ")
+                missing.join(", ")
             ),
         ));
     }
+    let msisdn = msisdn.expect("msisdn is required, so mapped");
+    let attrs = catalogue
+        .declared()
+        .enumerate()
+        .filter_map(|(i, a)| sources.remove(a.name.as_str()).map(|s| (i, s)))
+        .collect();
+    let plan = Plan {
+        msisdn,
+        external_id: sources.remove("external_id"),
+        timezone: sources.remove("timezone"),
+        opt_out: sources.remove("opt_out"),
+        do_not_disturb: sources.remove("do_not_disturb"),
+        attrs,
+        tier,
+    };
+    debug_assert!(sources.is_empty(), "every catalogue attribute has a slot");
     Ok(Mapping {
         file: path_for_messages.to_owned(),
+        catalogue: catalogue.clone(),
         cells,
         columns: cx.columns,
         plan,
     })
 }
 
-/// The enumerated values of a text field, straight from the catalogue so that the import
-/// accepts exactly what workflow filters can name.
-fn text_rule(field: &str) -> TextRule {
-    match spec::fields::field(field) {
-        Some(f) if !f.values.is_empty() => TextRule::OneOf(f.values),
-        _ => TextRule::Free,
+/// "unknown attribute", with the closest name and the names there are.
+fn unknown_attribute(cat: &Catalogue, name: &str) -> String {
+    let names = cat.names();
+    let hint = names
+        .iter()
+        .map(|n| (edit_distance(n, name), *n))
+        .filter(|(d, n)| *d <= 2.max(n.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| format!(" (did you mean `{n}`?)"))
+        .unwrap_or_default();
+    let mut listed = names
+        .iter()
+        .take(LISTED_NAMES)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > LISTED_NAMES {
+        listed.push_str(&format!(
+            ", ... ({} in all; `campaignd schema` lists them)",
+            names.len()
+        ));
     }
+    format!(
+        "unknown attribute `{}`{hint}, expected one of {listed} (the attribute catalogue, workflows/attributes.yaml)",
+        name.escape_debug()
+    )
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 struct Compiler<'a> {
     file: &'a str,
     columns: Vec<ColumnRef>,
-    /// Required fields found unmapped; reported together once every entry has been checked.
-    missing: Vec<&'static str>,
     /// `cells.trim`: whether `map` keys are trimmed like the cells they are compared with.
     trim: bool,
 }
@@ -426,60 +486,28 @@ impl Compiler<'_> {
         }
     }
 
-    fn add_column(
-        &mut self,
-        field: &'static str,
-        header: &Spanned<String>,
-    ) -> Result<usize, ImportError> {
+    fn add_column(&mut self, field: &str, header: &Spanned<String>) -> Result<usize, ImportError> {
         let name = header.value.trim();
         if name.is_empty() {
             return Err(self.error(header.referenced, format!("empty column name for {field}")));
         }
         self.columns.push(ColumnRef {
             header: name.to_owned(),
-            field,
+            field: field.to_owned(),
             line: header.referenced.line(),
             column: header.referenced.column(),
         });
         Ok(self.columns.len() - 1)
     }
 
-    fn required<T: FieldValue>(
+    /// The source of an attribute other than msisdn.
+    fn source(
         &mut self,
-        field: &'static str,
-        rule: T::Rule,
-        source: Option<&Spanned<FieldSource>>,
-    ) -> Result<Src<T>, ImportError> {
-        match self.optional(field, rule, source)? {
-            Some(src) => Ok(src),
-            None => {
-                self.missing.push(field);
-                // A placeholder so checking can go on and report every missing field at once;
-                // the mapping is refused before it could be used.
-                Ok(Src {
-                    field,
-                    rule,
-                    how: How::Column {
-                        col: usize::MAX,
-                        map: None,
-                        scale: None,
-                        round: None,
-                        default: None,
-                    },
-                })
-            }
-        }
-    }
-
-    fn optional<T: FieldValue>(
-        &mut self,
-        field: &'static str,
-        rule: T::Rule,
-        source: Option<&Spanned<FieldSource>>,
-    ) -> Result<Option<Src<T>>, ImportError> {
-        let Some(source) = source else {
-            return Ok(None);
-        };
+        attr: &Attribute,
+        source: &Spanned<FieldSource>,
+    ) -> Result<Src, ImportError> {
+        let field = attr.name.as_str();
+        let rule = Rule::of(attr);
         let at = source.referenced;
         let s = &source.value;
         if let Some(synth) = &s.synthesize {
@@ -488,9 +516,9 @@ impl Compiler<'_> {
                 format!("`synthesize` applies only to msisdn, not to {field}"),
             ));
         }
-        let constant = |v: &Spanned<String>| -> Result<T, ImportError> {
-            T::parse(v.value.trim(), rule)
-                .and_then(|t| t.check(rule).map(|()| t))
+        let constant = |v: &Spanned<String>| -> Result<Value, ImportError> {
+            rule.parse(v.value.trim())
+                .and_then(|t| rule.check(&t).map(|()| t))
                 .map_err(|m| self.error(v.referenced, format!("{m} (for {field})")))
         };
         let how = match (&s.column, &s.value) {
@@ -506,6 +534,7 @@ impl Compiler<'_> {
                     ("scale", s.scale.as_ref().map(|x| x.referenced)),
                     ("default", s.default.as_ref().map(|x| x.referenced)),
                     ("round", s.round.as_ref().map(|x| x.referenced)),
+                    ("date_format", s.date_format.as_ref().map(|x| x.referenced)),
                 ] {
                     if let Some(loc) = loc {
                         return Err(self.error(
@@ -522,12 +551,10 @@ impl Compiler<'_> {
                 let scale = match &s.scale {
                     None => None,
                     Some(sc) => {
-                        let is_number =
-                            spec::fields::field(field).is_some_and(|f| f.ty == FieldType::Number);
-                        if !is_number {
+                        if !rule.is_decimal() {
                             return Err(self.error(
                                 sc.referenced,
-                                format!("`scale` applies only to number fields (arpu_3m, balance, churn_risk), not to {field}"),
+                                format!("`scale` applies only to number fields (decimal attributes), not to {field} ({})", attr.kind.name()),
                             ));
                         }
                         if s.map.is_some() {
@@ -570,10 +597,10 @@ impl Compiler<'_> {
                 let round = match &s.round {
                     None => None,
                     Some(r) => {
-                        if !T::WHOLE {
+                        if !rule.is_whole() {
                             return Err(self.error(
                                 r.referenced,
-                                format!("`round` applies only to whole-number fields (age, tenure_months, complaints_30d), not to {field}"),
+                                format!("`round` applies only to whole-number fields (integer attributes), not to {field} ({})", attr.kind.name()),
                             ));
                         }
                         if map.is_some() {
@@ -596,6 +623,36 @@ impl Compiler<'_> {
                         }
                     }
                 };
+                let date_format = match &s.date_format {
+                    None => None,
+                    Some(f) => {
+                        if attr.kind != Kind::Date {
+                            return Err(self.error(
+                                f.referenced,
+                                format!(
+                                    "`date_format` applies only to date attributes, not to {field} ({})",
+                                    attr.kind.name()
+                                ),
+                            ));
+                        }
+                        if map.is_some() {
+                            return Err(self.error(
+                                f.referenced,
+                                format!("{field} has both `map` and `date_format`; mapped values are used as written, so keep one"),
+                            ));
+                        }
+                        if !date_format_works(&f.value) {
+                            return Err(self.error(
+                                f.referenced,
+                                format!(
+                                    "`date_format` {:?} cannot read a whole date: expected chrono strftime fields for year, month and day, such as \"%d/%m/%Y\"",
+                                    f.value
+                                ),
+                            ));
+                        }
+                        Some(f.value.clone())
+                    }
+                };
                 let default = s.default.as_ref().map(constant).transpose()?;
                 let col = self.add_column(field, column)?;
                 How::Column {
@@ -604,26 +661,29 @@ impl Compiler<'_> {
                     scale,
                     round,
                     default,
+                    date_format,
                 }
             }
             (None, None) => {
                 return Err(self.error(at, format!("{field} needs a `column:` or a `value:`")));
             }
         };
-        Ok(Some(Src { field, rule, how }))
+        Ok(Src {
+            field: field.to_owned(),
+            required: attr.required,
+            rule,
+            how,
+        })
     }
 
-    fn msisdn(&mut self, source: Option<&Spanned<FieldSource>>) -> Result<MsisdnSrc, ImportError> {
-        let Some(source) = source else {
-            self.missing.push("msisdn");
-            return Ok(MsisdnSrc::Column { col: usize::MAX });
-        };
+    fn msisdn(&mut self, source: &Spanned<FieldSource>) -> Result<MsisdnSrc, ImportError> {
         let s = &source.value;
         for (key, loc) in [
             ("map", s.map.as_ref().map(|_| source.referenced)),
             ("scale", s.scale.as_ref().map(|x| x.referenced)),
             ("default", s.default.as_ref().map(|x| x.referenced)),
             ("round", s.round.as_ref().map(|x| x.referenced)),
+            ("date_format", s.date_format.as_ref().map(|x| x.referenced)),
         ] {
             if let Some(loc) = loc {
                 return Err(self.error(

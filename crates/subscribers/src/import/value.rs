@@ -1,14 +1,32 @@
-//! Turning text (a CSV cell, or a constant written in the mapping file) into a field value,
-//! with the checks `spec::fields` and DOMAIN.md imply for each field.
+//! Turning text (a CSV cell, or a constant written in the mapping file) into an attribute
+//! value, with the checks the attribute's catalogue entry implies: its kind, enum values,
+//! `min`/`max` and text `format`.
 
-/// What a text field accepts.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum TextRule {
-    Free,
-    /// An enumerated field; the values come from `spec::fields`.
-    OneOf(&'static [&'static str]),
-    /// A contact time slot, `HH:MM-HH:MM`.
-    Slot,
+use catalogue::{Attribute, Kind, TextFormat, Value};
+use chrono::{DateTime, NaiveDate, Utc};
+
+/// What an attribute accepts, resolved once from its catalogue entry.
+#[derive(Debug, Clone)]
+pub(crate) enum Rule {
+    /// Free text, or text of a fixed form.
+    Text(Option<TextFormat>),
+    /// One of the catalogue's values.
+    Enum(Vec<String>),
+    /// A whole number in the inclusive range (the attribute's `min`/`max`, if any).
+    Integer {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    /// A finite number in the inclusive range.
+    Decimal {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    Bool,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// `YYYY-MM-DDTHH:MM:SSZ`; cells may be any RFC 3339 instant.
+    Timestamp,
 }
 
 /// What to do with a fraction in a whole-number field (`round:` in the mapping).
@@ -34,72 +52,228 @@ impl Round {
     }
 }
 
-/// The inclusive range a number must fall in.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Range<T> {
-    pub(crate) min: T,
-    pub(crate) max: T,
-}
-
-/// A field value type: how it is parsed from text and which values are allowed.
-pub(crate) trait FieldValue: Sized + Clone + std::fmt::Debug {
-    type Rule: Copy + std::fmt::Debug;
-
-    /// Parses trimmed, non-empty text. The error says what was expected and what was found.
-    fn parse(text: &str, rule: Self::Rule) -> Result<Self, String>;
-
-    /// Range checks that must run after scaling, so they are kept apart from `parse`.
-    fn check(&self, _rule: Self::Rule) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn scaled(self, _factor: f64) -> Self {
-        self
-    }
-
-    /// Whether `round:` applies (whole-number fields).
-    const WHOLE: bool = false;
-
-    /// Like `parse`, for a field with `round:`; only whole-number fields differ.
-    fn parse_rounded(text: &str, rule: Self::Rule, _round: Round) -> Result<Self, String> {
-        Self::parse(text, rule)
-    }
-}
-
 /// The longest free-text cell (name, region, campus, ...), in characters: they end up in
 /// messages, call scripts and reports, where a 10 kB "name" is a mistake or an attack.
 pub(crate) const MAX_TEXT_CHARS: usize = 200;
 
-impl FieldValue for String {
-    type Rule = TextRule;
+/// The stored form of a date and of a timestamp.
+const DATE_FORM: &str = "%Y-%m-%d";
+const TIMESTAMP_FORM: &str = "%Y-%m-%dT%H:%M:%SZ";
 
-    fn parse(text: &str, rule: TextRule) -> Result<Self, String> {
-        // Control characters (line breaks inside quotes, escapes, NUL) would break the SMS
-        // text, the agents' task list and log lines the value is written to.
-        if let Some(c) = text.chars().find(|c| c.is_control()) {
-            return Err(format!(
-                "expected text without control characters, found {:?} in {text:?}",
-                c
-            ));
+impl Rule {
+    pub(crate) fn of(a: &Attribute) -> Rule {
+        match &a.kind {
+            Kind::Text => Rule::Text(a.format),
+            Kind::Enum { values } => Rule::Enum(values.clone()),
+            // An integer range is the whole numbers inside the declared bounds.
+            Kind::Integer => Rule::Integer {
+                min: a.min.map(|m| m.ceil() as i64),
+                max: a.max.map(|m| m.floor() as i64),
+            },
+            Kind::Decimal => Rule::Decimal {
+                min: a.min,
+                max: a.max,
+            },
+            Kind::Bool => Rule::Bool,
+            Kind::Date => Rule::Date,
+            Kind::Timestamp => Rule::Timestamp,
         }
-        let chars = text.chars().count();
-        if chars > MAX_TEXT_CHARS {
-            return Err(format!(
-                "expected at most {MAX_TEXT_CHARS} characters, found {chars}"
-            ));
+    }
+
+    /// Whether `round:` applies.
+    pub(crate) fn is_whole(&self) -> bool {
+        matches!(self, Rule::Integer { .. })
+    }
+
+    /// Whether `scale:` applies.
+    pub(crate) fn is_decimal(&self) -> bool {
+        matches!(self, Rule::Decimal { .. })
+    }
+
+    /// Parses trimmed, non-empty text. The error says what was expected and what was found.
+    /// Decimal ranges are checked by [`Rule::check`], after any scaling.
+    pub(crate) fn parse(&self, text: &str) -> Result<Value, String> {
+        match self {
+            Rule::Text(format) => {
+                check_text(text)?;
+                match format {
+                    None => Ok(Value::Text(text.to_owned())),
+                    Some(TextFormat::TimeSlot) if is_slot(text) => Ok(Value::Text(text.to_owned())),
+                    Some(TextFormat::TimeSlot) => Err(format!(
+                        "expected a time slot HH:MM-HH:MM such as 18:00-21:00, found {text:?}"
+                    )),
+                }
+            }
+            Rule::Enum(values) => {
+                check_text(text)?;
+                if values.iter().any(|v| v == text) {
+                    Ok(Value::Text(text.to_owned()))
+                } else {
+                    Err(format!(
+                        "expected one of {}, found {text:?}",
+                        values.join(", ")
+                    ))
+                }
+            }
+            Rule::Integer { min, max } => match text.parse::<i64>() {
+                Ok(v) if min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m) => {
+                    Ok(Value::Int(v))
+                }
+                _ => Err(format!(
+                    "expected a whole number{}, found {text:?}",
+                    range_text(*min, *max)
+                )),
+            },
+            Rule::Decimal { .. } => match text.parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(Value::Dec(v)),
+                Ok(_) => Err(format!("expected a finite decimal number, found {text:?}")),
+                Err(_) => Err(format!("expected a decimal number, found {text:?}")),
+            },
+            Rule::Bool => match text.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Ok(Value::Bool(true)),
+                "false" | "no" | "0" => Ok(Value::Bool(false)),
+                _ => Err(format!(
+                    "expected true or false (or yes/no, 1/0), found {text:?}"
+                )),
+            },
+            Rule::Date => parse_date(text, None),
+            Rule::Timestamp => DateTime::parse_from_rfc3339(text)
+                .map(|t| Value::Text(t.with_timezone(&Utc).format(TIMESTAMP_FORM).to_string()))
+                .map_err(|_| {
+                    format!(
+                        "expected a timestamp such as 2026-09-01T08:00:00Z or 2026-09-01T16:00:00+08:00 (RFC 3339, with its offset), found {text:?}"
+                    )
+                }),
         }
-        let expected = match rule {
-            TextRule::Free => return Ok(text.to_owned()),
-            TextRule::OneOf(values) if values.contains(&text) => return Ok(text.to_owned()),
-            TextRule::OneOf(values) => format!("one of {}", values.join(", ")),
-            TextRule::Slot if is_slot(text) => return Ok(text.to_owned()),
-            TextRule::Slot => "a time slot HH:MM-HH:MM such as 18:00-21:00".to_owned(),
+    }
+
+    /// Range checks that must run after scaling, so they are kept apart from `parse`.
+    pub(crate) fn check(&self, value: &Value) -> Result<(), String> {
+        match (self, value) {
+            (Rule::Decimal { min, max }, Value::Dec(v)) => {
+                let inside =
+                    v.is_finite() && min.is_none_or(|m| *v >= m) && max.is_none_or(|m| *v <= m);
+                if inside {
+                    Ok(())
+                } else if min.is_none() && max.is_none() {
+                    Err(format!("expected a finite number, found {v}"))
+                } else {
+                    Err(format!(
+                        "expected a number{}, found {v}",
+                        range_text(*min, *max)
+                    ))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Like `parse`, for an integer attribute with `round:`.
+    pub(crate) fn parse_rounded(&self, text: &str, round: Round) -> Result<Value, String> {
+        let Rule::Integer { min, max } = *self else {
+            return self.parse(text);
         };
-        Err(format!("expected {expected}, found {text:?}"))
+        if let Ok(v) = self.parse(text) {
+            return Ok(v);
+        }
+        let Ok(x) = text.parse::<f64>() else {
+            return self.parse(text);
+        };
+        let whole = match round {
+            _ if !x.is_finite() => return self.parse(text),
+            _ if x.fract() == 0.0 => x,
+            Round::Nearest => x.round(),
+            Round::Floor => x.floor(),
+            Round::Ceil => x.ceil(),
+            Round::Refuse => {
+                return Err(format!(
+                    "expected a whole number, found {text:?} (`round: nearest`, `floor` or `ceil` in the mapping accepts fractions)"
+                ));
+            }
+        };
+        // i64 bounds as f64 round outward by at most one unit; the cast saturates.
+        let low = min.map_or(i64::MIN as f64, |m| m as f64);
+        let high = max.map_or(i64::MAX as f64, |m| m as f64);
+        if whole >= low && whole <= high {
+            Ok(Value::Int(whole as i64))
+        } else {
+            Err(format!(
+                "expected a whole number{}, found {text:?}",
+                range_text(min, max)
+            ))
+        }
     }
 }
 
-fn is_slot(text: &str) -> bool {
+/// A cell of a date attribute read with the mapping's `date_format` (chrono's strftime), or
+/// in the stored form `YYYY-MM-DD` without one.
+pub(crate) fn parse_date(text: &str, format: Option<&str>) -> Result<Value, String> {
+    let parsed = match format {
+        None => (text.len() == 10)
+            .then(|| NaiveDate::parse_from_str(text, DATE_FORM).ok())
+            .flatten(),
+        Some(f) => NaiveDate::parse_from_str(text, f).ok(),
+    };
+    match (parsed, format) {
+        (Some(d), _) => Ok(Value::Text(d.format(DATE_FORM).to_string())),
+        (None, None) => Err(format!(
+            "expected a date YYYY-MM-DD such as 2026-09-01, found {text:?} (`date_format` in the mapping reads other forms)"
+        )),
+        (None, Some(f)) => Err(format!(
+            "expected a date in the form {f:?} (the mapping's `date_format`), found {text:?}"
+        )),
+    }
+}
+
+/// Whether `format` (chrono strftime) can read a whole date: formatting a day with it and
+/// reading the text back gives that day.
+pub(crate) fn date_format_works(format: &str) -> bool {
+    use std::fmt::Write;
+    let day = NaiveDate::from_ymd_opt(2001, 2, 3).expect("a real day");
+    let mut text = String::new();
+    // An invalid specifier makes formatting fail (to_string would panic).
+    if write!(text, "{}", day.format(format)).is_err() {
+        return false;
+    }
+    NaiveDate::parse_from_str(&text, format).ok() == Some(day)
+}
+
+fn range_text<T: std::fmt::Display>(min: Option<T>, max: Option<T>) -> String {
+    match (min, max) {
+        (Some(a), Some(b)) => format!(" from {a} to {b}"),
+        (Some(a), None) => format!(" of at least {a}"),
+        (None, Some(b)) => format!(" of at most {b}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// Control characters (line breaks inside quotes, escapes, NUL) would break the SMS text,
+/// the agents' task list and log lines the value is written to.
+fn check_text(text: &str) -> Result<(), String> {
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "expected text without control characters, found {c:?} in {text:?}"
+        ));
+    }
+    let chars = text.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(format!(
+            "expected at most {MAX_TEXT_CHARS} characters, found {chars}"
+        ));
+    }
+    Ok(())
+}
+
+/// Multiplies a decimal by the mapping's `scale`.
+pub(crate) fn scaled(value: Value, factor: f64) -> Value {
+    match value {
+        // Rounding drops binary noise such as 29.85 × 7 = 208.95000000000002.
+        Value::Dec(v) => Value::Dec((v * factor * 1e6).round() / 1e6),
+        other => other,
+    }
+}
+
+pub(crate) fn is_slot(text: &str) -> bool {
     fn minutes(hhmm: &str) -> Option<u32> {
         let (h, m) = hhmm.split_once(':')?;
         if h.len() != 2 || m.len() != 2 {
@@ -115,96 +289,15 @@ fn is_slot(text: &str) -> bool {
     matches!((minutes(start), minutes(end)), (Some(s), Some(e)) if s < e)
 }
 
-impl FieldValue for i32 {
-    type Rule = Range<i32>;
-
-    const WHOLE: bool = true;
-
-    fn parse_rounded(text: &str, range: Range<i32>, round: Round) -> Result<Self, String> {
-        if let Ok(v) = i32::parse(text, range) {
-            return Ok(v);
-        }
-        let Ok(x) = text.parse::<f64>() else {
-            return i32::parse(text, range);
-        };
-        let whole = match round {
-            _ if !x.is_finite() => return i32::parse(text, range),
-            _ if x.fract() == 0.0 => x,
-            Round::Nearest => x.round(),
-            Round::Floor => x.floor(),
-            Round::Ceil => x.ceil(),
-            Round::Refuse => {
-                return Err(format!(
-                    "expected a whole number, found {text:?} (`round: nearest`, `floor` or `ceil` in the mapping accepts fractions)"
-                ));
-            }
-        };
-        if whole >= f64::from(range.min) && whole <= f64::from(range.max) {
-            Ok(whole as i32)
-        } else {
-            Err(format!(
-                "expected a whole number from {} to {}, found {text:?}",
-                range.min, range.max
-            ))
-        }
-    }
-
-    fn parse(text: &str, range: Range<i32>) -> Result<Self, String> {
-        match text.parse::<i32>() {
-            Ok(v) if (range.min..=range.max).contains(&v) => Ok(v),
-            _ => Err(format!(
-                "expected a whole number from {} to {}, found {text:?}",
-                range.min, range.max
-            )),
-        }
-    }
-}
-
-impl FieldValue for f64 {
-    type Rule = Range<f64>;
-
-    fn parse(text: &str, _range: Range<f64>) -> Result<Self, String> {
-        match text.parse::<f64>() {
-            Ok(v) if v.is_finite() => Ok(v),
-            Ok(_) => Err(format!("expected a finite decimal number, found {text:?}")),
-            Err(_) => Err(format!("expected a decimal number, found {text:?}")),
-        }
-    }
-
-    fn check(&self, range: Range<f64>) -> Result<(), String> {
-        if self.is_finite() && (range.min..=range.max).contains(self) {
-            Ok(())
-        } else {
-            Err(format!(
-                "expected a number from {} to {}, found {self}",
-                range.min, range.max
-            ))
-        }
-    }
-
-    fn scaled(self, factor: f64) -> Self {
-        // Rounding drops binary noise such as 29.85 × 7 = 208.95000000000002.
-        (self * factor * 1e6).round() / 1e6
-    }
-}
-
-impl FieldValue for bool {
-    type Rule = ();
-
-    fn parse(text: &str, _rule: ()) -> Result<Self, String> {
-        match text.to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" => Ok(true),
-            "false" | "no" | "0" => Ok(false),
-            _ => Err(format!(
-                "expected true or false (or yes/no, 1/0), found {text:?}"
-            )),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ANY_DEC: Rule = Rule::Decimal {
+        min: None,
+        max: None,
+    };
+    const FREE: Rule = Rule::Text(None);
 
     #[test]
     fn slots() {
@@ -221,42 +314,80 @@ mod tests {
         ] {
             assert!(!is_slot(bad), "{bad}");
         }
+        let e = Rule::Text(Some(TextFormat::TimeSlot))
+            .parse("morning")
+            .unwrap_err();
+        assert!(e.starts_with("expected a time slot HH:MM-HH:MM"), "{e}");
     }
 
     #[test]
     fn numbers_reject_non_finite_and_junk() {
-        let any = Range {
-            min: f64::MIN,
-            max: f64::MAX,
-        };
-        assert_eq!(f64::parse("29.85", any), Ok(29.85));
-        assert!(f64::parse("NaN", any).unwrap_err().contains("finite"));
-        assert!(f64::parse("inf", any).unwrap_err().contains("finite"));
+        assert_eq!(ANY_DEC.parse("29.85"), Ok(Value::Dec(29.85)));
+        assert!(ANY_DEC.parse("NaN").unwrap_err().contains("finite"));
+        assert!(ANY_DEC.parse("inf").unwrap_err().contains("finite"));
         assert_eq!(
-            f64::parse("abc", any).unwrap_err(),
+            ANY_DEC.parse("abc").unwrap_err(),
             r#"expected a decimal number, found "abc""#
         );
-        assert_eq!(29.85f64.scaled(7.0), 208.95);
+        assert_eq!(scaled(Value::Dec(29.85), 7.0), Value::Dec(208.95));
+        assert!(ANY_DEC.check(&Value::Dec(f64::INFINITY)).is_err());
+        let unit = Rule::Decimal {
+            min: Some(0.0),
+            max: Some(1.0),
+        };
+        assert_eq!(
+            unit.check(&Value::Dec(1.5)).unwrap_err(),
+            "expected a number from 0 to 1, found 1.5"
+        );
+        let positive = Rule::Decimal {
+            min: Some(0.0),
+            max: None,
+        };
+        assert_eq!(
+            positive.check(&Value::Dec(-2.0)).unwrap_err(),
+            "expected a number of at least 0, found -2"
+        );
     }
 
     #[test]
     fn integers_are_whole_and_in_range() {
-        let age = Range { min: 0, max: 130 };
-        assert_eq!(i32::parse("40", age), Ok(40));
-        assert!(i32::parse("40.5", age).is_err());
-        assert!(i32::parse("131", age).is_err());
-        assert!(i32::parse("-1", age).is_err());
+        let age = Rule::Integer {
+            min: Some(0),
+            max: Some(130),
+        };
+        assert_eq!(age.parse("40"), Ok(Value::Int(40)));
+        assert!(age.parse("40.5").is_err());
+        assert_eq!(
+            age.parse("131").unwrap_err(),
+            r#"expected a whole number from 0 to 130, found "131""#
+        );
+        assert!(age.parse("-1").is_err());
+        let count = Rule::Integer {
+            min: Some(0),
+            max: None,
+        };
+        assert_eq!(
+            count.parse("-1").unwrap_err(),
+            r#"expected a whole number of at least 0, found "-1""#
+        );
+        let any = Rule::Integer {
+            min: None,
+            max: None,
+        };
+        assert_eq!(any.parse("-9000000000"), Ok(Value::Int(-9_000_000_000)));
     }
 
     #[test]
     fn enums() {
-        let e = String::parse("F", TextRule::OneOf(&["female", "male"])).unwrap_err();
+        let e = Rule::Enum(vec!["female".into(), "male".into()])
+            .parse("F")
+            .unwrap_err();
         assert_eq!(e, r#"expected one of female, male, found "F""#);
     }
 
     #[test]
     fn text_has_no_control_characters_and_a_length_limit() {
-        assert!(String::parse("Zhang Wei 张伟", TextRule::Free).is_ok());
+        assert!(FREE.parse("Zhang Wei 张伟").is_ok());
         for bad in [
             "a\nb",
             "a\rb",
@@ -265,24 +396,27 @@ mod tests {
             "a\u{1b}[31mb",
             "a\u{85}b",
         ] {
-            let e = String::parse(bad, TextRule::Free).unwrap_err();
+            let e = FREE.parse(bad).unwrap_err();
             assert!(e.contains("control characters"), "{bad:?}: {e}");
         }
-        assert!(String::parse(&"名".repeat(MAX_TEXT_CHARS), TextRule::Free).is_ok());
-        let e = String::parse(&"x".repeat(MAX_TEXT_CHARS + 1), TextRule::Free).unwrap_err();
+        assert!(FREE.parse(&"名".repeat(MAX_TEXT_CHARS)).is_ok());
+        let e = FREE.parse(&"x".repeat(MAX_TEXT_CHARS + 1)).unwrap_err();
         assert_eq!(e, "expected at most 200 characters, found 201");
     }
 
     #[test]
     fn fractions_in_whole_number_fields_round_as_declared() {
-        let count = Range { min: 0, max: 100 };
-        let r = |t, m| i32::parse_rounded(t, count, m);
-        assert_eq!(r("2.5", Round::Nearest), Ok(3));
-        assert_eq!(r("2.4", Round::Nearest), Ok(2));
-        assert_eq!(r("2.9", Round::Floor), Ok(2));
-        assert_eq!(r("2.1", Round::Ceil), Ok(3));
-        assert_eq!(r("7", Round::Refuse), Ok(7));
-        assert_eq!(r("7.0", Round::Refuse), Ok(7));
+        let count = Rule::Integer {
+            min: Some(0),
+            max: Some(100),
+        };
+        let r = |t, m| count.parse_rounded(t, m);
+        assert_eq!(r("2.5", Round::Nearest), Ok(Value::Int(3)));
+        assert_eq!(r("2.4", Round::Nearest), Ok(Value::Int(2)));
+        assert_eq!(r("2.9", Round::Floor), Ok(Value::Int(2)));
+        assert_eq!(r("2.1", Round::Ceil), Ok(Value::Int(3)));
+        assert_eq!(r("7", Round::Refuse), Ok(Value::Int(7)));
+        assert_eq!(r("7.0", Round::Refuse), Ok(Value::Int(7)));
         assert!(
             r("2.5", Round::Refuse)
                 .unwrap_err()
@@ -295,12 +429,62 @@ mod tests {
         assert!(r("NaN", Round::Nearest).is_err());
         assert!(r("1e300", Round::Nearest).is_err());
         assert!(r("abc", Round::Nearest).is_err());
+        let unbounded = Rule::Integer {
+            min: None,
+            max: None,
+        };
+        assert!(unbounded.parse_rounded("1e300", Round::Nearest).is_err());
     }
 
     #[test]
     fn booleans() {
-        assert_eq!(bool::parse("Yes", ()), Ok(true));
-        assert_eq!(bool::parse("0", ()), Ok(false));
-        assert!(bool::parse("maybe", ()).is_err());
+        assert_eq!(Rule::Bool.parse("Yes"), Ok(Value::Bool(true)));
+        assert_eq!(Rule::Bool.parse("0"), Ok(Value::Bool(false)));
+        assert!(Rule::Bool.parse("maybe").is_err());
+    }
+
+    #[test]
+    fn dates_are_stored_as_iso_days() {
+        assert_eq!(
+            Rule::Date.parse("2026-02-28"),
+            Ok(Value::Text("2026-02-28".into()))
+        );
+        for bad in [
+            "2026-02-30",
+            "2026-2-28",
+            "28/02/2026",
+            "2026-02-28T00:00:00Z",
+        ] {
+            assert!(Rule::Date.parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_date("03/02/2001", Some("%d/%m/%Y")),
+            Ok(Value::Text("2001-02-03".into()))
+        );
+        assert!(
+            parse_date("2001-02-03", Some("%d/%m/%Y"))
+                .unwrap_err()
+                .contains("\"%d/%m/%Y\"")
+        );
+        assert!(date_format_works("%d/%m/%Y"));
+        assert!(date_format_works("%Y%m%d"));
+        assert!(!date_format_works("%d/%m"), "no year");
+        assert!(!date_format_works("%Q"), "not a specifier");
+        assert!(!date_format_works("%H:%M"), "a time, not a date");
+    }
+
+    #[test]
+    fn timestamps_are_stored_in_utc() {
+        let t = |s| Rule::Timestamp.parse(s);
+        assert_eq!(
+            t("2026-09-01T16:30:00+08:00"),
+            Ok(Value::Text("2026-09-01T08:30:00Z".into()))
+        );
+        assert_eq!(
+            t("2026-09-01T08:30:00.750Z"),
+            Ok(Value::Text("2026-09-01T08:30:00Z".into()))
+        );
+        assert!(t("2026-09-01T08:30:00").is_err(), "an offset is required");
+        assert!(t("2026-09-01").is_err());
     }
 }

@@ -181,7 +181,7 @@ async fn drop_schema(pg_url: &str, schema: &str) -> anyhow::Result<()> {
 /// opt-outs cleared so that the wave targets every one of them.
 async fn insert_base(store: &Store, n: usize) -> anyhow::Result<()> {
     const CHUNK: usize = 10_000;
-    let mut rows = subscribers::generate(n, 20_261_124).map(|mut s| {
+    let mut rows = subscribers::generate(&store.catalogue(), n, 20_261_124).map(|mut s| {
         s.opt_out = false;
         s
     });

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait, Value};
+use spec::fields::Kind;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -74,52 +75,55 @@ fn write_csv(path: &Path, rows: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The limit: the same 23 columns, 1000 rows per INSERT, one transaction, values made on the
+/// The limit: the same columns (the core, the catalogue's attributes, `updated_at`), as many
+/// rows per INSERT as the store's import puts in one, one transaction, values made on the
 /// fly (no CSV, no checks).
 async fn plain(db: &Path, rows: u64) -> anyhow::Result<()> {
     let store = store::Store::connect(&format!("sqlite://{}?mode=rwc", db.display()), None).await?;
     store.migrate().await?;
+    // The catalogue `campaignd import` uses: the workflows folder has no attributes.yaml.
+    let cat = spec::catalogue::shipped();
+    store.apply_catalogue(cat.clone()).await?;
+    let mut cols: Vec<String> = [
+        "msisdn",
+        "external_id",
+        "timezone",
+        "opt_out",
+        "do_not_disturb",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    cols.extend(cat.declared().map(|a| format!("\"{}\"", a.name)));
+    cols.push("updated_at".to_owned());
+    let width = cols.len();
+    // The store's own chunking: 30,000 parameters per INSERT, at most 1000 rows.
+    let per_insert = (30_000 / width).clamp(1, 1000) as u64;
+    let one = format!("({})", vec!["?"; width].join(", "));
+    let insert = format!("INSERT INTO subscriber ({}) VALUES ", cols.join(", "));
     let conn = store.db();
     let tx = conn.begin().await?;
-    const COLS: &str = "msisdn, external_id, name, gender, age, region, brand, value_tier, arpu_3m, balance, tenure_months, student_stage, campus, first_channel, first_channel_slot, second_channel, second_channel_slot, complaints_30d, do_not_disturb, churn_risk, timezone, opt_out, updated_at";
-    let one = format!("({})", vec!["?"; 23].join(", "));
     let mut i = 0u64;
     while i < rows {
-        let n = (rows - i).min(1000);
-        let mut sql = format!("INSERT INTO subscriber ({COLS}) VALUES ");
-        let mut values: Vec<Value> = Vec::with_capacity(n as usize * 23);
+        let n = (rows - i).min(per_insert);
+        let mut sql = insert.clone();
+        let mut values: Vec<Value> = Vec::with_capacity(n as usize * width);
         for j in 0..n {
             let k = (i + j) as usize;
             if j > 0 {
                 sql.push_str(", ");
             }
             sql.push_str(&one);
-            let arpu: f64 = CHARGES[k % 5].parse::<f64>().unwrap_or(0.0) * 7.0;
             values.extend([
                 format!("139{:08}", i + j).into(),
                 Some(format!("{:07}-TLCO", i + j)).into(),
-                "Customer".into(),
-                ["female", "male"][k % 2].into(),
-                if k % 7 / 6 == 1 { 70 } else { 40 }.into(),
-                "xian".into(),
-                "gotone".into(),
-                "silver".into(),
-                arpu.into(),
-                100.0f64.into(),
-                ((k % 72) as i32).into(),
-                "none".into(),
-                Option::<String>::None.into(),
-                "sms".into(),
-                "18:00-21:00".into(),
-                "outbound_call".into(),
-                "09:00-12:00".into(),
-                0i32.into(),
-                false.into(),
-                if k.is_multiple_of(4) { 0.9f64 } else { 0.1 }.into(),
                 Option::<String>::None.into(),
                 false.into(),
-                0i64.into(),
+                false.into(),
             ]);
+            for a in cat.declared() {
+                values.push(telco_value(&a.name, k).unwrap_or_else(|| null_of(&a.kind)));
+            }
+            values.push(0i64.into());
         }
         tx.execute_raw(Statement::from_sql_and_values(
             tx.get_database_backend(),
@@ -131,6 +135,40 @@ async fn plain(db: &Path, rows: u64) -> anyhow::Result<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// What the Telco mapping gives attribute `name` for row `k`; `None` for an attribute it
+/// does not map (stored empty).
+fn telco_value(name: &str, k: usize) -> Option<Value> {
+    Some(match name {
+        "name" => "Customer".into(),
+        "gender" => ["female", "male"][k % 2].into(),
+        "age" => if k % 7 / 6 == 1 { 70i64 } else { 40 }.into(),
+        "region" => "xian".into(),
+        "brand" => "gotone".into(),
+        "value_tier" => "silver".into(),
+        "arpu_3m" => (CHARGES[k % 5].parse::<f64>().unwrap_or(0.0) * 7.0).into(),
+        "balance" => 100.0f64.into(),
+        "tenure_months" => ((k % 72) as i64).into(),
+        "student_stage" => "none".into(),
+        "first_channel" => "sms".into(),
+        "first_channel_slot" => "18:00-21:00".into(),
+        "second_channel" => "outbound_call".into(),
+        "second_channel_slot" => "09:00-12:00".into(),
+        "complaints_30d" => 0i64.into(),
+        "churn_risk" => if k.is_multiple_of(4) { 0.9f64 } else { 0.1 }.into(),
+        _ => return None,
+    })
+}
+
+/// A NULL of the column type an attribute of `kind` is stored in.
+fn null_of(kind: &Kind) -> Value {
+    match kind {
+        Kind::Integer => Value::BigInt(None),
+        Kind::Decimal => Value::Double(None),
+        Kind::Bool => Value::Bool(None),
+        Kind::Text | Kind::Enum { .. } | Kind::Date | Kind::Timestamp => Value::String(None),
+    }
 }
 
 /// Runs `cmd` under `/usr/bin/time -v`: (wall seconds, peak RSS MB).

@@ -1,0 +1,362 @@
+//! `workflows/attributes.yaml`: the operator's subscriber attribute catalogue, parsed and
+//! checked with every problem located. The types live in the `catalogue` crate, which the
+//! store also reads; this module is the file format.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use catalogue::{
+    Attribute, Catalogue, CatalogueError, Kind, MAX_NAME_LEN, RESERVED, is_attribute_name,
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::compile::{parse_typed, schema_value};
+use crate::diag::{Diagnostic, Sink};
+
+/// The catalogue file's name in a workflows folder.
+pub const FILE_NAME: &str = "attributes.yaml";
+
+pub use catalogue::{SHIPPED_SOURCE, shipped};
+
+/// Longest description or unit, in characters.
+const MAX_TEXT: usize = 1000;
+/// Most values an enum may list.
+const MAX_VALUES: usize = 1000;
+/// Most attributes a catalogue may declare (PostgreSQL allows 1,600 columns per table).
+const MAX_ATTRIBUTES: usize = 1000;
+
+/// The catalogue of a workflows folder: its `attributes.yaml`, or the shipped one when the
+/// folder has none.
+pub fn load_catalogue(workflows_dir: &Path) -> Result<Arc<Catalogue>, Vec<Diagnostic>> {
+    match read_catalogue_source(workflows_dir)? {
+        Some((file, source)) => compile_catalogue(&file, &source).map(Arc::new),
+        None => Ok(shipped()),
+    }
+}
+
+/// The text of a folder's `attributes.yaml` with its shown path; `None` when there is none.
+pub(crate) fn read_catalogue_source(
+    dir: &Path,
+) -> Result<Option<(String, String)>, Vec<Diagnostic>> {
+    let path = dir.join(FILE_NAME);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let shown = path.display().to_string();
+    std::fs::read_to_string(&path)
+        .map(|s| Some((shown.clone(), s)))
+        .map_err(|e| {
+            vec![Diagnostic {
+                file: shown,
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }]
+        })
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+struct AttributesFile {
+    /// The declared attributes, in column order.
+    attributes: Vec<AttributeFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct AttributeFile {
+    /// The attribute's name and column: lower-case letters, digits and `_`.
+    #[schemars(with = "String")]
+    name: Spanned<String>,
+    /// integer, decimal, text, enum, bool, date or timestamp.
+    #[serde(rename = "type")]
+    #[schemars(with = "String")]
+    kind: Spanned<String>,
+    /// For `enum`: the allowed values.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    values: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Unit of measure, for people.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    unit: Option<Spanned<String>>,
+    /// What the attribute means.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    description: Option<Spanned<String>>,
+    /// Index the column for filtering.
+    #[serde(default)]
+    indexed: bool,
+    /// Every subscriber has a value.
+    #[serde(default)]
+    required: bool,
+    /// For integer and decimal: the smallest value an import accepts.
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    min: Option<Spanned<f64>>,
+    /// For integer and decimal: the largest value an import accepts.
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    max: Option<Spanned<f64>>,
+    /// For text: `time_slot` (HH:MM-HH:MM).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    format: Option<Spanned<String>>,
+}
+
+const KINDS: &str = "integer, decimal, text, enum, bool, date or timestamp";
+
+/// Parses and checks a catalogue file, reporting every problem with its location.
+pub fn compile_catalogue(file: &str, source: &str) -> Result<Catalogue, Vec<Diagnostic>> {
+    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(schema_value::<AttributesFile>);
+    let parsed: AttributesFile = parse_typed(file, source, schema)?;
+    let mut sink = Sink::new(file, source);
+    sink.out = crate::keys::unknown_keys(file, source, schema);
+    if parsed.attributes.len() > MAX_ATTRIBUTES {
+        sink.out.push(Diagnostic {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "{} attributes declared; at most {MAX_ATTRIBUTES} are allowed",
+                parsed.attributes.len()
+            ),
+        });
+    }
+    let mut declared: Vec<Attribute> = Vec::new();
+    let mut seen: Vec<&Spanned<String>> = Vec::new();
+    for a in &parsed.attributes {
+        let name = &a.name;
+        let mut ok = true;
+        if !is_attribute_name(&name.value) {
+            sink.at_spanned(
+                name,
+                CatalogueError::BadName(name.value.clone()).to_string(),
+            );
+            ok = false;
+        } else if RESERVED.contains(&name.value.as_str()) {
+            sink.at_spanned(
+                name,
+                CatalogueError::Reserved(name.value.clone()).to_string(),
+            );
+            ok = false;
+        } else if let Some(first) = seen.iter().find(|s| s.value == name.value) {
+            sink.at_spanned(
+                name,
+                format!(
+                    "attribute `{}` is declared twice (first at line {})",
+                    name.value,
+                    first.referenced.line()
+                ),
+            );
+            ok = false;
+        }
+        seen.push(name);
+        let kind = match a.kind.value.as_str() {
+            "integer" => Some(Kind::Integer),
+            "decimal" => Some(Kind::Decimal),
+            "text" => Some(Kind::Text),
+            "bool" => Some(Kind::Bool),
+            "date" => Some(Kind::Date),
+            "timestamp" => Some(Kind::Timestamp),
+            "enum" => enum_values(&mut sink, a).map(|values| Kind::Enum { values }),
+            other => {
+                sink.at_spanned(
+                    &a.kind,
+                    format!("unknown type `{}`: expected {KINDS}", other.escape_debug()),
+                );
+                None
+            }
+        };
+        if a.kind.value != "enum"
+            && let Some(v) = &a.values
+        {
+            sink.at_spanned(
+                v,
+                format!(
+                    "`values` is for enum attributes; `{}` is {}",
+                    name.value, a.kind.value
+                ),
+            );
+        }
+        let numeric = matches!(a.kind.value.as_str(), "integer" | "decimal");
+        for bound in [&a.min, &a.max].into_iter().flatten() {
+            if !numeric {
+                sink.at_spanned(
+                    bound,
+                    format!(
+                        "`min` and `max` are for integer and decimal attributes; `{}` is {}",
+                        name.value, a.kind.value
+                    ),
+                );
+            } else if !bound.value.is_finite() {
+                sink.at_spanned(bound, "a bound must be a finite number");
+            }
+        }
+        if let (Some(lo), Some(hi)) = (&a.min, &a.max)
+            && lo.value > hi.value
+        {
+            sink.at_spanned(
+                hi,
+                format!("`max` {} is below `min` {}", hi.value, lo.value),
+            );
+        }
+        let format = match &a.format {
+            None => None,
+            Some(f) if a.kind.value != "text" => {
+                sink.at_spanned(
+                    f,
+                    format!(
+                        "`format` is for text attributes; `{}` is {}",
+                        name.value, a.kind.value
+                    ),
+                );
+                None
+            }
+            Some(f) if f.value == "time_slot" => Some(catalogue::TextFormat::TimeSlot),
+            Some(f) => {
+                sink.at_spanned(
+                    f,
+                    format!(
+                        "unknown format `{}`: expected time_slot",
+                        f.value.escape_debug()
+                    ),
+                );
+                None
+            }
+        };
+        let unit = text(&mut sink, a.unit.as_ref(), "unit");
+        let description = text(&mut sink, a.description.as_ref(), "description");
+        if let (true, Some(kind)) = (ok, kind) {
+            declared.push(Attribute {
+                name: name.value.clone(),
+                kind,
+                unit,
+                description: description.unwrap_or_default(),
+                indexed: a.indexed,
+                required: a.required,
+                core: false,
+                min: a.min.as_ref().map(|m| m.value),
+                max: a.max.as_ref().map(|m| m.value),
+                format,
+            });
+        }
+    }
+    if !sink.out.is_empty() {
+        sink.out.sort_by_key(|d| (d.line, d.column));
+        return Err(sink.out);
+    }
+    // Every rule `Catalogue::new` holds was checked above with a location.
+    Catalogue::new(declared).map_err(|e| {
+        vec![Diagnostic {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            message: e.to_string(),
+        }]
+    })
+}
+
+fn enum_values(sink: &mut Sink<'_>, a: &AttributeFile) -> Option<Vec<String>> {
+    let Some(values) = &a.values else {
+        sink.at_spanned(
+            &a.kind,
+            format!(
+                "enum attribute `{}` needs `values`: the list of allowed values",
+                a.name.value
+            ),
+        );
+        return None;
+    };
+    if values.value.is_empty() {
+        sink.at_spanned(
+            values,
+            format!("enum attribute `{}` needs at least one value", a.name.value),
+        );
+        return None;
+    }
+    if values.value.len() > MAX_VALUES {
+        sink.at_spanned(values, format!("at most {MAX_VALUES} values are allowed"));
+        return None;
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut ok = true;
+    for v in &values.value {
+        if v.value.is_empty() || v.value.chars().count() > MAX_NAME_LEN * 2 {
+            sink.at_spanned(
+                v,
+                format!("an enum value is 1 to {} characters", MAX_NAME_LEN * 2),
+            );
+            ok = false;
+        } else if v.value.chars().any(char::is_control) || v.value.contains('\'') {
+            sink.at_spanned(v, "an enum value may not contain control characters or `'`");
+            ok = false;
+        } else if out.contains(&v.value) {
+            sink.at_spanned(v, format!("value `{}` is listed twice", v.value));
+            ok = false;
+        } else {
+            out.push(v.value.clone());
+        }
+    }
+    ok.then_some(out)
+}
+
+fn text(sink: &mut Sink<'_>, s: Option<&Spanned<String>>, what: &str) -> Option<String> {
+    let s = s?;
+    if s.value.chars().count() > MAX_TEXT {
+        sink.at_spanned(s, format!("{what} is longer than {MAX_TEXT} characters"));
+    } else if s.value.chars().any(|c| c.is_control() && c != '\n') {
+        sink.at_spanned(s, format!("{what} contains a control character"));
+    }
+    Some(s.value.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_catalogue_compiles() {
+        let cat = compile_catalogue("attributes.yaml", SHIPPED_SOURCE).unwrap();
+        assert_eq!(cat.declared().count(), 17);
+        assert_eq!(
+            cat.get("value_tier").unwrap().kind.values(),
+            ["diamond", "gold", "silver", "ordinary"]
+        );
+        assert!(cat.get("campus").is_some_and(|a| !a.required));
+        // The store reads the shipped file without this module; both must agree.
+        assert_eq!(cat, *shipped());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_location() {
+        let src = "attributes:\n  - name: Age\n    type: integer\n  - name: tier\n    type: enum\n  - name: arpu\n    type: money\n    colour: red\n  - name: opt_out\n    type: bool\n  - name: arpu\n    type: decimal\n    values: [a]\n";
+        let errs = compile_catalogue("attributes.yaml", src).unwrap_err();
+        let shown: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+        let expect = [
+            "attributes.yaml:2:11: `Age` is not an attribute name",
+            "attributes.yaml:5:11: enum attribute `tier` needs `values`",
+            "attributes.yaml:7:11: unknown type `money`",
+            "attributes.yaml:8:5: unknown field `colour`, expected one of `description`",
+            "attributes.yaml:9:11: `opt_out` is built in",
+            "attributes.yaml:11:11: attribute `arpu` is declared twice (first at line 6)",
+            "attributes.yaml:13:13: `values` is for enum attributes",
+        ];
+        assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+        for (got, want) in shown.iter().zip(expect) {
+            assert!(got.starts_with(want), "{got}\n  expected {want}");
+        }
+    }
+
+    #[test]
+    fn a_missing_type_is_located() {
+        let errs = compile_catalogue("a.yaml", "attributes:\n  - name: x\n").unwrap_err();
+        assert_eq!(errs[0].line, 2, "{errs:?}");
+        assert!(errs[0].message.contains("type"), "{errs:?}");
+    }
+}
