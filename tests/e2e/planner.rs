@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::TimeZone;
 use store::TransactionTrait;
 use store::subscribers::NewSubscriber;
+use store::testing::RawDb as _;
 
 use crate::helpers::{self, Backend};
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::TimeZone;
 use engine::clock::ManualClock;
 use engine::{Engine, EngineConfig, Event};
+use store::testing::RawDb as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{self, Backend, TWO_WAVES};

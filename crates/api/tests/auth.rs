@@ -16,6 +16,7 @@ use store::auth::{Role, Secret};
 use store::contacts::{NewContact, TREATMENT};
 use store::runs::{NewRun, wave_state};
 use store::subscribers::OnDuplicate;
+use store::testing::RawDb as _;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 

@@ -11,6 +11,7 @@ use store::contacts::{NewContact, TREATMENT};
 use store::inbound::{InboundRow, count_unprocessed};
 use store::runs::{NewRun, wave_state};
 use store::subscribers::OnDuplicate;
+use store::testing::RawDb as _;
 use store::{Store, TransactionTrait};
 use tempfile::TempDir;
 use tokio::sync::oneshot;

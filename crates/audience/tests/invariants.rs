@@ -9,6 +9,7 @@ use store::Store;
 use store::contacts::{ClaimRequest, NewContact, Outcome, TREATMENT, insert_contacts};
 use store::runs::NewRun;
 use store::subscribers::OnDuplicate;
+use store::testing::RawDb as _;
 use store::testing::{Backend, fresh_database};
 
 const NOW: i64 = 1_789_000_000_000;

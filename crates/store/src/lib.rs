@@ -22,6 +22,7 @@ pub mod audit;
 pub mod auth;
 pub mod contacts;
 pub mod inbound;
+pub mod planning;
 pub mod runs;
 #[cfg(feature = "test-util")]
 pub mod snapshot;
@@ -158,7 +159,9 @@ impl Store {
         }
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
+    /// The raw connection: for this crate only. Other crates reach the database through the
+    /// store's typed functions; their tests through `testing::RawDb` (feature `test-util`).
+    pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.db
     }
 

@@ -9,6 +9,7 @@ use store::contacts::{NewContact, TREATMENT, insert_contacts, key_prefix, new_id
 use store::inbound::{NewInbound, source};
 use store::runs::{NewRun, set_wave_window, transition_wave, wave_state};
 use store::subscribers::OnDuplicate;
+use store::testing::RawDb as _;
 use store::{Store, TransactionTrait};
 use tempfile::TempDir;
 

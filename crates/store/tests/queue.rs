@@ -6,6 +6,7 @@ use sea_orm::ConnectionTrait;
 use store::contacts::{CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT, insert_contacts};
 use store::runs::NewRun;
 use store::subscribers::{NewSubscriber, OnDuplicate};
+use store::testing::RawDb as _;
 use store::{Store, TransactionTrait};
 use tempfile::TempDir;
 

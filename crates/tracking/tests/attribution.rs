@@ -9,6 +9,7 @@ use store::contacts::{CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT};
 use store::inbound::{ContactRef, NewInbound, count_unprocessed, source};
 use store::runs::NewRun;
 use store::subscribers::{NewSubscriber, OnDuplicate};
+use store::testing::RawDb as _;
 use store::{Store, TransactionTrait};
 use tempfile::TempDir;
 use tracking::{Rules, Stats, TrackingError, process_batch};

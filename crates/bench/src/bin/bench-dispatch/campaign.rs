@@ -15,6 +15,7 @@ use engine::clock::Clock;
 use engine::{Engine, EngineConfig};
 use serde::{Deserialize, Serialize};
 use store::Store;
+use store::testing::RawDb as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
