@@ -13,7 +13,7 @@ use serde_json::Value;
 /// (non-dev, non-build) dependencies may name. Keep the two in step.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &[]),
-    ("spec", &[]),
+    ("spec", &["domain"]),
     ("evaluate", &[]),
     ("supervise", &[]),
     ("testkit", &[]),

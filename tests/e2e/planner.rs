@@ -115,7 +115,7 @@ async fn plan(
     let rows: Vec<store::contacts::NewContact> = (31..=40)
         .map(|id| store::contacts::NewContact {
             subscriber_id: id,
-            arm: "treatment",
+            arm: store::contacts::Arm::Treatment,
             due_at: yesterday,
             send_by: None,
             stratum: "x".into(),

@@ -210,7 +210,7 @@ async fn two_wave_campaign(backend: Backend) {
             let counts = store.wave_counts(w1_id).await.unwrap();
             let unprocessed = store::inbound::count_unprocessed(store.db()).await.unwrap();
             (treatment.iter().all(|(_, _, st)| st == "delivered")
-                && counts.responded("treatment") == repliers
+                && counts.responded(store::contacts::Arm::Treatment) == repliers
                 && unprocessed == 0)
                 .then_some(())
         },
@@ -234,7 +234,7 @@ async fn two_wave_campaign(backend: Backend) {
         (!states.is_empty()
             && states.iter().all(|(_, _, st)| st != "pending")
             && open.is_empty()
-            && counts.responded("treatment") == accepting
+            && counts.responded(store::contacts::Arm::Treatment) == accepting
             && unprocessed == 0)
             .then_some(())
     })

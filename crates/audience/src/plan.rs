@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Condition;
 use spec::{Targets, Wave, Workflow};
-use store::contacts::{CONTROL, NewContact, TREATMENT};
+use store::contacts::{Arm, NewContact};
 use store::planning::{PlanReader, earlier_wave_targets};
 use store::{Millis, Store};
 
@@ -77,12 +77,16 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
         });
     };
     let plan = compute(&tx.reader(), &input).await?;
-    let treatment = plan.contacts.iter().filter(|c| c.arm == TREATMENT).count() as u64;
+    let treatment = plan
+        .contacts
+        .iter()
+        .filter(|c| c.arm == Arm::Treatment)
+        .count() as u64;
     let control = plan.contacts.len() as u64 - treatment;
     let first_due = plan
         .contacts
         .iter()
-        .filter(|c| c.arm == TREATMENT)
+        .filter(|c| c.arm == Arm::Treatment)
         .map(|c| c.due_at)
         .min();
     // A wave with nobody to contact closes at once; otherwise its window starts when the
@@ -249,12 +253,12 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         _ => (kept.iter().map(|cand| cand.id).collect(), Vec::new()),
     };
     if first_wave && wf.control.is_some() {
-        funnel.push(("control".into(), control.len() as u64));
+        funnel.push((Arm::Control.as_str().into(), control.len() as u64));
         for id in &control {
             decisions.push((*id, "control_group"));
         }
     }
-    funnel.push(("treatment".into(), treatment.len() as u64));
+    funnel.push((Arm::Treatment.as_str().into(), treatment.len() as u64));
 
     let now = DateTime::<Utc>::from_timestamp_millis(input.now).unwrap_or_else(Utc::now);
     let send_within = spec::duration_millis(input.wave.send_within);
@@ -269,7 +273,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         let due = next_allowed(now, wf.policy.quiet_hours.as_ref(), tz).timestamp_millis();
         out.push(NewContact {
             subscriber_id: *id,
-            arm: TREATMENT,
+            arm: Arm::Treatment,
             due_at: due,
             send_by: Some(due.saturating_add(send_within)),
             stratum: cand.stratum.clone(),
@@ -279,7 +283,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         let cand = by_id[id];
         out.push(NewContact {
             subscriber_id: *id,
-            arm: CONTROL,
+            arm: Arm::Control,
             due_at: input.now,
             send_by: None,
             stratum: cand.stratum.clone(),

@@ -12,7 +12,7 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{ConnectionTrait, DatabaseExecutor, DatabaseTransaction, TransactionTrait};
 
-use crate::contacts::{self, NewContact, TREATMENT};
+use crate::contacts::{self, Arm, NewContact};
 use crate::runs::{self, wave_state};
 use crate::{Millis, Result, Store};
 
@@ -128,7 +128,7 @@ pub fn earlier_wave_targets(wave_run_id: i64, non_responders_only: bool) -> Cond
     sub.column(Alias::new("subscriber_id"))
         .from(Alias::new("contact"))
         .and_where(col("wave_run_id").eq(wave_run_id))
-        .and_where(col("arm").eq(TREATMENT));
+        .and_where(col("arm").eq(Arm::Treatment.as_str()));
     if non_responders_only {
         sub.and_where(col("responded_at").is_null());
     }

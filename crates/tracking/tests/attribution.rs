@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sea_orm::{ConnectionTrait, Value};
 use spec::{EventMatch, ResponseRule};
-use store::contacts::{CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT};
+use store::contacts::{Arm, CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT};
 use store::inbound::{ContactRef, NewInbound, count_unprocessed, source};
 use store::runs::NewRun;
 use store::subscribers::{NewSubscriber, OnDuplicate};
@@ -121,7 +121,7 @@ impl World {
             .iter()
             .map(|(i, arm)| NewContact {
                 subscriber_id: self.subs[*i],
-                arm,
+                arm: Arm::parse(arm).expect("treatment or control"),
                 due_at: planned_at,
                 send_by: None,
                 stratum: "ordinary".into(),
