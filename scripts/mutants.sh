@@ -59,7 +59,7 @@ fi
 
 # Functions that carry a stated invariant (ARCHITECTURE.md, "Invariants and their tests").
 # A surviving mutant in one of these fails the script.
-GUARDED='(claim|settle|reclaim_expired_leases|expire_overdue|start_run|skip_slot|try_singleton_lease|fire_timer|due_timers|transition_wave|set_wave_window|insert_contacts|idem_key|record_delivery|record_response|set_opt_out|send_claimed|dispatch_round|backoff|plan_wave|apply_cap|recent_contact_counts|split|is_control|next_allowed|process_batch|in_window|first_word|mask)'
+GUARDED='(claim|settle|reclaim_expired_leases|expire_overdue|start_run|skip_slot|try_singleton_lease|fire_timer|due_timers|transition_wave|set_wave_window|insert_contacts|idem_key|record_delivery|record_response|set_opt_out|send_claimed|dispatch_round|backoff|plan_wave|begin_planning|fire_window_timer|apply_cap|recent_contact_counts|split|is_control|next_allowed|process_batch|in_window|first_word|mask)'
 
 args=(
     --package store --package engine --package audience --package tracking

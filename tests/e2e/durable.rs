@@ -12,6 +12,7 @@ use channels::sms::{KannelConfig, OutboxConfig, SmsConfig};
 use chrono::TimeZone;
 use engine::clock::{Clock, ManualClock};
 use engine::{Engine, EngineConfig};
+use store::testing::RawDb as _;
 
 use crate::helpers::{self, Backend};
 

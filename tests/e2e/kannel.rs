@@ -114,7 +114,7 @@ async fn campaign_through_real_kannel_and_smtp() {
     kannel.mo(&msisdn, "10086", "1");
     until("the reply to be attributed", STEP, || async {
         let counts = store.wave_counts(w1_id).await.unwrap();
-        (counts.responded("treatment") == 1).then_some(())
+        (counts.responded(store::contacts::Arm::Treatment) == 1).then_some(())
     })
     .await;
     // The window closes: wave 2 (outbound calls) goes to those who did not reply.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::TimeZone;
 use store::TransactionTrait;
 use store::subscribers::NewSubscriber;
+use store::testing::RawDb as _;
 
 use crate::helpers::{self, Backend};
 
@@ -102,7 +103,7 @@ async fn plan(
     let rows: Vec<store::contacts::NewContact> = (31..=40)
         .map(|id| store::contacts::NewContact {
             subscriber_id: id,
-            arm: "treatment",
+            arm: store::contacts::Arm::Treatment,
             due_at: yesterday,
             send_by: None,
             stratum: "x".into(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::TimeZone;
 use engine::clock::ManualClock;
 use engine::{Engine, EngineConfig, Event};
+use store::testing::RawDb as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{self, Backend, TWO_WAVES};
@@ -209,7 +210,7 @@ async fn two_wave_campaign(backend: Backend) {
             let counts = store.wave_counts(w1_id).await.unwrap();
             let unprocessed = store::inbound::count_unprocessed(store.db()).await.unwrap();
             (treatment.iter().all(|(_, _, st)| st == "delivered")
-                && counts.responded("treatment") == repliers
+                && counts.responded(store::contacts::Arm::Treatment) == repliers
                 && unprocessed == 0)
                 .then_some(())
         },
@@ -233,7 +234,7 @@ async fn two_wave_campaign(backend: Backend) {
         (!states.is_empty()
             && states.iter().all(|(_, _, st)| st != "pending")
             && open.is_empty()
-            && counts.responded("treatment") == accepting
+            && counts.responded(store::contacts::Arm::Treatment) == accepting
             && unprocessed == 0)
             .then_some(())
     })

@@ -6,7 +6,6 @@
 //! traffic come here?": only when the database answers, the schema is the one this build
 //! expects, and the engine is running.
 
-use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -14,8 +13,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use migrations::MigratorTrait;
-use sea_orm::ConnectionTrait;
 use serde::Serialize;
 use supervise::TaskReport;
 use tracing::warn;
@@ -151,7 +148,7 @@ pub(crate) async fn readyz(State(state): State<Shared>) -> (StatusCode, Json<Hea
         Err(_) => "unreachable: no answer within 2 s".to_owned(),
     };
     let migrations = if database == "ok" {
-        match tokio::time::timeout(PROBE_DB_TIMEOUT, pending_migrations(&state.store)).await {
+        match tokio::time::timeout(PROBE_DB_TIMEOUT, state.store.pending_migrations()).await {
             Ok(Ok(pending)) if pending.is_empty() => "ok".to_owned(),
             Ok(Ok(pending)) => format!("pending: {}", pending.join(", ")),
             Ok(Err(e)) => {
@@ -195,26 +192,6 @@ pub(crate) async fn readyz(State(state): State<Shared>) -> (StatusCode, Json<Hea
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
-}
-
-/// Migrations of this build not recorded as applied. Migrations the database has and this
-/// build does not know are fine: they are additive, and during a rolling update the old
-/// replicas keep serving on the new schema. Reads only (no `CREATE TABLE`, unlike
-/// sea-orm-migration's status functions).
-async fn pending_migrations(store: &store::Store) -> Result<Vec<String>, store::StoreError> {
-    let db = store.db();
-    let rows = db
-        .query_all_raw(store::stmt(db, "SELECT version FROM seaql_migrations", []))
-        .await?;
-    let applied: HashSet<String> = rows
-        .iter()
-        .filter_map(|r| r.try_get::<String>("", "version").ok())
-        .collect();
-    Ok(migrations::Migrator::migrations()
-        .iter()
-        .map(|m| m.name().to_owned())
-        .filter(|n| !applied.contains(n))
-        .collect())
 }
 
 /// `GET /openapi.json`: the OpenAPI 3.1 document of this API, generated from the code.

@@ -3,8 +3,6 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, RawQuery, State};
-use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query as Select};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use store::inbound::TaskRow;
@@ -152,7 +150,7 @@ pub(crate) async fn outcome(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     if who.role == Role::Agent {
-        match task_state(&state.store, id).await? {
+        match state.store.task_state(id).await? {
             None => return Err(ApiError::NotFound(format!("no task {id}"))),
             Some((_, team)) if Some(&team) != who.team.as_ref() => {
                 return Err(ApiError::Forbidden(format!(
@@ -210,7 +208,7 @@ pub(crate) async fn outcome(
             json!({ "id": id, "state": "done", "outcome": o.outcome }),
         ));
     }
-    match task_state(&state.store, id).await? {
+    match state.store.task_state(id).await? {
         None => Err(ApiError::NotFound(format!("no task {id}"))),
         Some((s, _)) => Err(ApiError::Conflict(format!(
             "task {id} is {s}, no longer open; its outcome was already reported"
@@ -223,30 +221,4 @@ pub(crate) fn parse_id(raw: &str) -> Result<i64, ApiError> {
         .ok()
         .filter(|n| *n > 0)
         .ok_or_else(|| bad("id", "expected a positive whole number"))
-}
-
-/// Stop-gap until the store offers a task lookup by id: tells "no such task" (404) from
-/// "already done" (409) after `complete_task` refused. Built with sea-query so it stays
-/// valid on both backends.
-async fn task_state(store: &store::Store, id: i64) -> Result<Option<(String, String)>, ApiError> {
-    let select = Select::select()
-        .column(Alias::new("state"))
-        .column(Alias::new("team"))
-        .from(Alias::new("agent_task"))
-        .and_where(Expr::col(Alias::new("id")).eq(id))
-        .to_owned();
-    let db = store.db();
-    let row = db
-        .query_one_raw(db.get_database_backend().build(&select))
-        .await
-        .map_err(store::StoreError::from)?;
-    Ok(match row {
-        Some(r) => Some((
-            r.try_get::<String>("", "state")
-                .map_err(store::StoreError::from)?,
-            r.try_get::<String>("", "team")
-                .map_err(store::StoreError::from)?,
-        )),
-        None => None,
-    })
 }

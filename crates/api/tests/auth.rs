@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 use store::Store;
 use store::TransactionTrait;
 use store::auth::{Role, Secret};
-use store::contacts::{NewContact, TREATMENT};
+use store::contacts::{Arm, NewContact};
 use store::runs::{NewRun, wave_state};
 use store::subscribers::OnDuplicate;
+use store::testing::RawDb as _;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -229,7 +230,7 @@ async fn seed(store: &Store) -> Res<(String, i64, i64)> {
         .iter()
         .map(|s| NewContact {
             subscriber_id: *s,
-            arm: TREATMENT,
+            arm: Arm::Treatment,
             due_at: now,
             send_by: None,
             stratum: "gold".into(),

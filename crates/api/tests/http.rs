@@ -7,10 +7,11 @@ use api::AppState;
 use reqwest::StatusCode;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
-use store::contacts::{NewContact, TREATMENT};
+use store::contacts::{Arm, NewContact};
 use store::inbound::{InboundRow, count_unprocessed};
 use store::runs::{NewRun, wave_state};
 use store::subscribers::OnDuplicate;
+use store::testing::RawDb as _;
 use store::{Store, TransactionTrait};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -243,7 +244,7 @@ async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
         .iter()
         .map(|s| NewContact {
             subscriber_id: *s,
-            arm: TREATMENT,
+            arm: Arm::Treatment,
             due_at: now,
             send_by: None,
             stratum: "gold".into(),

@@ -9,6 +9,7 @@ use api::{AppState, Limits, ServeOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
 use store::Store;
+use store::testing::RawDb as _;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

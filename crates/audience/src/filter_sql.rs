@@ -91,7 +91,7 @@ mod tests {
     };
     use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
     use spec::expr::{self, Span};
-    use store::testing::Backend;
+    use store::testing::{Backend, RawDb as _};
 
     fn select(filter: &str) -> SelectStatement {
         let expr = expr::parse(filter).unwrap_or_else(|e| panic!("`{filter}`: {e}"));

@@ -3,12 +3,10 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{
-    Alias, Asterisk, Condition, Expr as Sq, ExprTrait, Func, Order, Query, SelectStatement,
-};
-use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+use sea_orm::sea_query::Condition;
 use spec::{Targets, Wave, Workflow};
-use store::contacts::{self, CONTROL, NewContact, TREATMENT};
+use store::contacts::{Arm, NewContact};
+use store::planning::{PlanReader, earlier_wave_targets};
 use store::{Millis, Store};
 
 use crate::control::split_control;
@@ -19,8 +17,6 @@ use crate::policy::next_allowed;
 pub enum PlanError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    #[error("database error: {0}")]
-    Db(#[from] DbErr),
 }
 
 /// Counts by stage, in order: how the base narrowed to the contacts written.
@@ -64,34 +60,14 @@ struct Plan {
     excluded_by: Vec<(String, Vec<i64>)>,
 }
 
-/// The PostgreSQL advisory-lock key planners serialize on (two int4 keys): planning's own
-/// number and the schema's. Advisory locks are per database, not per schema, so with one
-/// fixed key every tenant (and every test schema) in a database would wait for the others'
-/// planners; the caps a planner protects are per schema anyway.
-pub const PLANNER_LOCK: &str = "7290001, hashtext(current_schema())";
+/// The PostgreSQL advisory-lock key planners serialize on (see [`store::planning`]).
+pub use store::planning::PLANNER_LOCK;
 
 /// Plans a wave and writes its contacts, funnel, decisions, window and close timer in ONE
 /// transaction. The first statement moves the wave from `pending` to `open`; that takes the
 /// write lock up front on SQLite and makes a concurrent planner of the same wave a no-op.
 pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummary, PlanError> {
-    let tx = store.db().begin().await?;
-    // Planners of different campaigns must not interleave, or two of them could each read
-    // a subscriber's recent contacts before the other commits and together break the
-    // frequency cap. SQLite already has one writer at a time (the first statement below
-    // takes the write lock); PostgreSQL replicas serialize on a transaction advisory lock.
-    if store.is_postgres() {
-        tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PLANNER_LOCK})"))
-            .await?;
-    }
-    if !store::runs::transition_wave(
-        &tx,
-        input.wave_run_id,
-        store::runs::wave_state::PENDING,
-        store::runs::wave_state::OPEN,
-    )
-    .await?
-    {
-        tx.rollback().await?;
+    let Some(tx) = store.begin_planning(input.wave_run_id).await? else {
         return Ok(PlanSummary {
             opened: false,
             funnel: Vec::new(),
@@ -99,14 +75,18 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
             control: 0,
             closes_at: input.now,
         });
-    }
-    let plan = compute(&tx, &input).await?;
-    let treatment = plan.contacts.iter().filter(|c| c.arm == TREATMENT).count() as u64;
+    };
+    let plan = compute(&tx.reader(), &input).await?;
+    let treatment = plan
+        .contacts
+        .iter()
+        .filter(|c| c.arm == Arm::Treatment)
+        .count() as u64;
     let control = plan.contacts.len() as u64 - treatment;
     let first_due = plan
         .contacts
         .iter()
-        .filter(|c| c.arm == TREATMENT)
+        .filter(|c| c.arm == Arm::Treatment)
         .map(|c| c.due_at)
         .min();
     // A wave with nobody to contact closes at once; otherwise its window starts when the
@@ -115,8 +95,7 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
         Some(due) => due.saturating_add(spec::duration_millis(input.wave.respond_within)),
         None => input.now,
     };
-    contacts::insert_contacts(
-        &tx,
+    tx.insert_contacts(
         input.run_id,
         input.wave_run_id,
         &input.wave.id,
@@ -128,9 +107,10 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
     for (reason, ids) in &plan.excluded_by {
         decisions.extend(ids.iter().map(|id| (*id, reason.as_str())));
     }
-    contacts::insert_decisions(&tx, input.wave_run_id, &decisions).await?;
-    contacts::insert_funnel(&tx, input.wave_run_id, &plan.funnel).await?;
-    store::runs::set_wave_window(&tx, input.wave_run_id, input.now, closes_at).await?;
+    tx.insert_decisions(input.wave_run_id, &decisions).await?;
+    tx.insert_funnel(input.wave_run_id, &plan.funnel).await?;
+    tx.set_wave_window(input.wave_run_id, input.now, closes_at)
+        .await?;
     tx.commit().await?;
     if treatment > 0 {
         store.refresh_queue_statistics().await?;
@@ -155,11 +135,7 @@ pub async fn preview(store: &Store, workflow: &Workflow, now: Millis) -> Result<
         previous_wave_run_id: None,
         now,
     };
-    Ok(compute(store.db(), &input).await?.funnel)
-}
-
-fn col(name: &str) -> Sq {
-    Sq::col(Alias::new(name))
+    Ok(compute(&store.plan_reader(), &input).await?.funnel)
 }
 
 fn audience_condition(input: &PlanInput<'_>) -> Condition {
@@ -173,15 +149,10 @@ fn audience_condition(input: &PlanInput<'_>) -> Condition {
         }
     }
     if let Some(prev) = input.previous_wave_run_id {
-        let mut sub = Query::select();
-        sub.column(Alias::new("subscriber_id"))
-            .from(Alias::new("contact"))
-            .and_where(col("wave_run_id").eq(prev))
-            .and_where(col("arm").eq(TREATMENT));
-        if input.wave.targets == Targets::NoResponse {
-            sub.and_where(col("responded_at").is_null());
-        }
-        cond = cond.add(col("id").in_subquery(sub));
+        cond = cond.add(earlier_wave_targets(
+            prev,
+            input.wave.targets == Targets::NoResponse,
+        ));
     }
     if let Some(f) = &input.wave.filter {
         cond = cond.add(to_condition(f));
@@ -189,97 +160,51 @@ fn audience_condition(input: &PlanInput<'_>) -> Condition {
     cond
 }
 
-fn count_stmt(cond: Condition) -> SelectStatement {
-    let mut q = Query::select();
-    q.expr_as(Func::count(Sq::col(Asterisk)), Alias::new("n"))
-        .from(Alias::new("subscriber"))
-        .cond_where(cond);
-    q
-}
-
-async fn count<C: ConnectionTrait>(c: &C, cond: Condition) -> Result<u64, PlanError> {
-    let row = c.query_one(&count_stmt(cond)).await?;
-    Ok(row
-        .map(|r| r.try_get::<i64>("", "n"))
-        .transpose()?
-        .unwrap_or(0) as u64)
-}
-
-async fn ids<C: ConnectionTrait>(c: &C, cond: Condition) -> Result<Vec<i64>, PlanError> {
-    let mut q = Query::select();
-    q.column(Alias::new("id"))
-        .from(Alias::new("subscriber"))
-        .cond_where(cond);
-    let rows = c.query_all(&q).await?;
-    Ok(rows
-        .iter()
-        .map(|r| r.try_get::<i64>("", "id"))
-        .collect::<Result<_, _>>()?)
-}
-
-async fn compute<C: ConnectionTrait>(c: &C, input: &PlanInput<'_>) -> Result<Plan, PlanError> {
+async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let wf = input.workflow;
     let first_wave = input.previous_wave_run_id.is_none();
     let mut funnel: Funnel = Vec::new();
 
-    if first_wave {
-        funnel.push(("base".into(), count(c, Condition::all()).await?));
-        if let Some((name, seg)) = &wf.audience.segment {
-            funnel.push((
-                format!("segment:{name}"),
-                count(c, Condition::all().add(to_condition(seg))).await?,
-            ));
-        }
-    } else {
-        let mut sub_cond = Condition::all();
-        let mut sub = Query::select();
-        sub.column(Alias::new("subscriber_id"))
-            .from(Alias::new("contact"))
-            .and_where(col("wave_run_id").eq(input.previous_wave_run_id))
-            .and_where(col("arm").eq(TREATMENT));
-        if input.wave.targets == Targets::NoResponse {
-            sub.and_where(col("responded_at").is_null());
-        }
-        sub_cond = sub_cond.add(col("id").in_subquery(sub));
+    if let Some(prev) = input.previous_wave_run_id {
+        let sub_cond = earlier_wave_targets(prev, input.wave.targets == Targets::NoResponse);
         let label = match input.wave.targets {
             Targets::NoResponse => "no_response",
             Targets::All => "previous_wave",
         };
-        funnel.push((label.into(), count(c, sub_cond).await?));
+        funnel.push((label.into(), c.count_subscribers(sub_cond).await?));
+    } else {
+        funnel.push(("base".into(), c.count_subscribers(Condition::all()).await?));
+        if let Some((name, seg)) = &wf.audience.segment {
+            funnel.push((
+                format!("segment:{name}"),
+                c.count_subscribers(Condition::all().add(to_condition(seg)))
+                    .await?,
+            ));
+        }
     }
 
     let cond = audience_condition(input);
     let stratify = wf.control.as_ref().and_then(|ct| ct.stratify_by.as_deref());
-    let mut q = Query::select();
-    q.from(Alias::new("subscriber"))
-        .column(Alias::new("id"))
-        .column(Alias::new("opt_out"))
-        .column(Alias::new("timezone"));
-    match stratify {
-        Some(f) => q.expr_as(col(f), Alias::new("stratum")),
-        None => q.expr_as(Sq::val("all"), Alias::new("stratum")),
-    };
-    q.cond_where(cond.clone())
-        .order_by(Alias::new("id"), Order::Asc);
-    let rows = c.query_all(&q).await?;
-    let mut candidates = Vec::with_capacity(rows.len());
-    for r in rows {
-        candidates.push(Candidate {
-            id: r.try_get("", "id")?,
-            opt_out: r.try_get("", "opt_out")?,
-            timezone: r.try_get("", "timezone")?,
-            stratum: r
-                .try_get::<Option<String>>("", "stratum")?
-                .unwrap_or_else(|| "unknown".into()),
-        });
-    }
+    let candidates: Vec<_> = c
+        .candidates(cond.clone(), stratify)
+        .await?
+        .into_iter()
+        .map(|cand| Candidate {
+            id: cand.id,
+            opt_out: cand.opt_out,
+            timezone: cand.timezone,
+            stratum: cand.stratum.unwrap_or_else(|| "unknown".into()),
+        })
+        .collect();
     funnel.push(("audience".into(), candidates.len() as u64));
 
     // Exclusions, in the order written; a subscriber is counted under the first that applies.
     let mut left_out: HashSet<i64> = HashSet::new();
     let mut excluded_by = Vec::new();
     for (name, expr) in &wf.audience.exclude {
-        let hit = ids(c, cond.clone().add(to_condition(expr))).await?;
+        let hit = c
+            .subscriber_ids(cond.clone().add(to_condition(expr)))
+            .await?;
         let new: Vec<i64> = hit.into_iter().filter(|id| left_out.insert(*id)).collect();
         funnel.push((format!("exclude:{name}"), new.len() as u64));
         excluded_by.push((format!("exclude:{name}"), new));
@@ -299,7 +224,7 @@ async fn compute<C: ConnectionTrait>(c: &C, input: &PlanInput<'_>) -> Result<Pla
     let mut capped = 0;
     if let Some(cap) = wf.policy.max_contacts {
         let since = input.now.saturating_sub(spec::duration_millis(cap.per));
-        let recent = contacts::recent_contact_counts(c, since).await?;
+        let recent = c.recent_contact_counts(since).await?;
         for cand in &candidates {
             if !left_out.contains(&cand.id)
                 && recent.get(&cand.id).copied().unwrap_or(0) >= cap.count
@@ -328,12 +253,12 @@ async fn compute<C: ConnectionTrait>(c: &C, input: &PlanInput<'_>) -> Result<Pla
         _ => (kept.iter().map(|cand| cand.id).collect(), Vec::new()),
     };
     if first_wave && wf.control.is_some() {
-        funnel.push(("control".into(), control.len() as u64));
+        funnel.push((Arm::Control.as_str().into(), control.len() as u64));
         for id in &control {
             decisions.push((*id, "control_group"));
         }
     }
-    funnel.push(("treatment".into(), treatment.len() as u64));
+    funnel.push((Arm::Treatment.as_str().into(), treatment.len() as u64));
 
     let now = DateTime::<Utc>::from_timestamp_millis(input.now).unwrap_or_else(Utc::now);
     let send_within = spec::duration_millis(input.wave.send_within);
@@ -348,7 +273,7 @@ async fn compute<C: ConnectionTrait>(c: &C, input: &PlanInput<'_>) -> Result<Pla
         let due = next_allowed(now, wf.policy.quiet_hours.as_ref(), tz).timestamp_millis();
         out.push(NewContact {
             subscriber_id: *id,
-            arm: TREATMENT,
+            arm: Arm::Treatment,
             due_at: due,
             send_by: Some(due.saturating_add(send_within)),
             stratum: cand.stratum.clone(),
@@ -358,7 +283,7 @@ async fn compute<C: ConnectionTrait>(c: &C, input: &PlanInput<'_>) -> Result<Pla
         let cand = by_id[id];
         out.push(NewContact {
             subscriber_id: *id,
-            arm: CONTROL,
+            arm: Arm::Control,
             due_at: input.now,
             send_by: None,
             stratum: cand.stratum.clone(),

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use store::Store;
-use store::contacts::{ClaimRequest, NewContact, Outcome, TREATMENT, insert_contacts};
+use store::contacts::{Arm, ClaimRequest, NewContact, Outcome, insert_contacts};
 use store::runs::NewRun;
 use store::subscribers::OnDuplicate;
+use store::testing::RawDb as _;
 use store::testing::{Backend, fresh_database};
 
 const NOW: i64 = 1_789_000_000_000;
@@ -121,7 +122,7 @@ async fn an_undelivered_contact_counts_toward_the_frequency_cap() -> Res {
     let yesterday = NOW - DAY;
     let row = NewContact {
         subscriber_id: subs[0],
-        arm: TREATMENT,
+        arm: Arm::Treatment,
         due_at: yesterday,
         send_by: None,
         stratum: "x".into(),

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use chrono::{NaiveDateTime, TimeZone};
 use engine::Event;
 use engine::clock::Clock;
+use store::contacts::{Arm, ContactState};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -246,22 +247,11 @@ async fn print_progress(
     note: &str,
 ) -> anyhow::Result<()> {
     let c = store.wave_counts(wave_run_id).await?;
-    let targeted = c.count(
-        "treatment",
-        &[
-            "pending",
-            "sending",
-            "sent",
-            "delivered",
-            "undelivered",
-            "failed",
-            "expired",
-        ],
-    );
-    let sent = c.count("treatment", &["sent", "delivered", "undelivered"]);
-    let delivered = c.count("treatment", &["delivered"]);
+    let targeted = c.count(Arm::Treatment, &ContactState::TARGETED);
+    let sent = c.count(Arm::Treatment, &ContactState::WENT_OUT);
+    let delivered = c.count(Arm::Treatment, &[ContactState::Delivered]);
     let when = out::local(now, tz);
-    let responded = c.responded("treatment");
+    let responded = c.responded(Arm::Treatment);
     let note = if note.is_empty() {
         String::new()
     } else {
@@ -271,7 +261,7 @@ async fn print_progress(
         && store
             .wave_run(wave_run_id)
             .await?
-            .is_some_and(|w| w.channel != "sms")
+            .is_some_and(|w| w.channel != domain::ChannelKind::Sms.as_str())
     {
         // Agent tasks are opened, not delivered; their response is the outcome recorded.
         println!(

@@ -699,18 +699,17 @@ pub(crate) async fn build_channels(
     store: &store::Store,
 ) -> anyhow::Result<HashMap<String, Arc<dyn channels::Channel>>> {
     let mut map: HashMap<String, Arc<dyn channels::Channel>> = HashMap::new();
-    map.insert("sms".into(), channels::sms::build(&cfg.sms).await?);
-    map.insert(
-        "outbound_call".into(),
-        Arc::new(channels::worklist::Worklist::new(
-            store.clone(),
-            "outbound_call",
-        )),
-    );
-    map.insert(
-        "service".into(),
-        Arc::new(channels::worklist::Worklist::new(store.clone(), "service")),
-    );
+    for kind in domain::ChannelKind::ALL {
+        let channel: Arc<dyn channels::Channel> = if kind.is_task() {
+            Arc::new(channels::worklist::Worklist::new(
+                store.clone(),
+                kind.as_str(),
+            ))
+        } else {
+            channels::sms::build(&cfg.sms).await?
+        };
+        map.insert(kind.as_str().into(), channel);
+    }
     Ok(map)
 }
 

@@ -41,8 +41,10 @@ pub(crate) fn print_funnel(funnel: &[(String, u64)]) {
             "no_response" => ("did not respond to previous wave".to_owned(), ""),
             "previous_wave" => ("targeted by previous wave".to_owned(), ""),
             "opt_out" | "frequency_cap" => (stage.replace('_', " "), "  (left out)"),
-            "control" => ("control group".to_owned(), "  (held out, never contacted)"),
-            "treatment" => ("to contact".to_owned(), ""),
+            store::contacts::CONTROL => {
+                ("control group".to_owned(), "  (held out, never contacted)")
+            }
+            store::contacts::TREATMENT => ("to contact".to_owned(), ""),
             s if s.starts_with("exclude:") => (s.to_owned(), "  (left out)"),
             s => (s.to_owned(), ""),
         };

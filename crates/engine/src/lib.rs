@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use channels::Channel;
 use spec::Workflow;
-use store::{Millis, Store, TransactionTrait};
+use store::{Millis, Store};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -371,21 +371,10 @@ impl Engine {
         let barrier_grace = self.clock.span_of(self.cfg.lease * INBOUND_BARRIER_LEASES);
         for timer in self.store.due_timers(now, barrier_grace, 100).await? {
             self.failpoints.reach(FailPoint::BeforeTimerFire).await?;
-            let tx = self
+            let fired = self
                 .store
-                .db()
-                .begin()
-                .await
-                .map_err(store::StoreError::from)?;
-            let fired = store::runs::fire_timer(&tx, timer.id).await?
-                && store::runs::transition_wave(
-                    &tx,
-                    timer.wave_run_id,
-                    store::runs::wave_state::OPEN,
-                    store::runs::wave_state::CLOSED,
-                )
+                .fire_window_timer(timer.id, timer.wave_run_id)
                 .await?;
-            tx.commit().await.map_err(store::StoreError::from)?;
             self.failpoints.reach(FailPoint::AfterTimerFire).await?;
             if fired {
                 stats.waves_closed += 1;

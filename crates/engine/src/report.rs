@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use evaluate::{Arm, Cell, Report, WaveCounts, uplift};
 use spec::Workflow;
 use store::Store;
+use store::contacts::{Arm as ContactArm, ContactState};
 use store::runs::RunRow;
 
 use crate::EngineError;
@@ -48,25 +49,17 @@ pub async fn build_report(
             channel: w.channel.clone(),
             eligible,
             excluded,
-            control: c.count("control", &["held"]),
-            targeted: c.count(
-                "treatment",
-                &[
-                    "pending",
-                    "sending",
-                    "sent",
-                    "delivered",
-                    "undelivered",
-                    "failed",
-                    "expired",
-                ],
-            ),
-            sent: c.count("treatment", &["sent", "delivered", "undelivered"]),
-            delivered: c.count("treatment", &["delivered"]),
+            control: c.count(ContactArm::Control, &[ContactState::Held]),
+            targeted: c.count(ContactArm::Treatment, &ContactState::TARGETED),
+            sent: c.count(ContactArm::Treatment, &ContactState::WENT_OUT),
+            delivered: c.count(ContactArm::Treatment, &[ContactState::Delivered]),
             // Refused by the gateway, out of attempts, or reported undeliverable.
-            failed: c.count("treatment", &["failed", "undelivered"]),
-            expired: c.count("treatment", &["expired"]),
-            responded: c.responded("treatment"),
+            failed: c.count(
+                ContactArm::Treatment,
+                &[ContactState::Failed, ContactState::Undelivered],
+            ),
+            expired: c.count(ContactArm::Treatment, &[ContactState::Expired]),
+            responded: c.responded(ContactArm::Treatment),
         });
     }
     let population = match waves.first() {
@@ -92,7 +85,7 @@ pub async fn build_report(
         let cell = cells
             .entry(stratum.clone())
             .or_insert((Arm { n: 0, converted: 0 }, Arm { n: 0, converted: 0 }));
-        let (o, c) = if arm == "control" {
+        let (o, c) = if arm == ContactArm::Control.as_str() {
             (&mut overall.1, &mut cell.1)
         } else {
             (&mut overall.0, &mut cell.0)

@@ -15,6 +15,7 @@ use engine::{Engine, EngineConfig, EngineError, FailPoint};
 use rand::SeedableRng;
 use sea_orm::ConnectionTrait;
 use store::subscribers::OnDuplicate;
+use store::testing::RawDb as _;
 use store::{Millis, Store};
 use tempfile::TempDir;
 

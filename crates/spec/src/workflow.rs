@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, NaiveTime};
+/// A wave's channel: one list, in `domain` (the store and the channels name it too).
+pub use domain::ChannelKind;
 
 use crate::bundle::Bundle;
 use crate::expr::Expr;
@@ -139,38 +141,6 @@ pub struct Wave {
 pub enum Targets {
     NoResponse,
     All,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChannelKind {
-    Sms,
-    OutboundCall,
-    Service,
-}
-
-impl ChannelKind {
-    pub const ALL: [ChannelKind; 3] = [
-        ChannelKind::Sms,
-        ChannelKind::OutboundCall,
-        ChannelKind::Service,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelKind::Sms => "sms",
-            ChannelKind::OutboundCall => "outbound_call",
-            ChannelKind::Service => "service",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ChannelKind> {
-        ChannelKind::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-
-    /// Whether contacts become tasks for people rather than messages.
-    pub fn is_task(self) -> bool {
-        !matches!(self, ChannelKind::Sms)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -20,16 +20,130 @@ use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 use crate::subscribers::NewSubscriber;
 use crate::{Millis, Result, Store, exec, marks, query};
 
-/// Contact arms.
-pub const TREATMENT: &str = "treatment";
-pub const CONTROL: &str = "control";
+/// The arm of a contact: contacted (treatment) or held out to measure against (control).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Arm {
+    Treatment,
+    Control,
+}
+
+impl Arm {
+    pub const ALL: [Arm; 2] = [Arm::Treatment, Arm::Control];
+
+    /// The stored text (`contact.arm`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Arm::Treatment => "treatment",
+            Arm::Control => "control",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Arm> {
+        Arm::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// The stored text of [`Arm::Treatment`], for comparing with row fields.
+pub const TREATMENT: &str = Arm::Treatment.as_str();
+/// The stored text of [`Arm::Control`].
+pub const CONTROL: &str = Arm::Control.as_str();
+
+/// The state of a contact (module docs). `Sending` is never stored: it is a `Pending`
+/// contact whose queue row holds a lease, as readers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ContactState {
+    /// Control arm: never sent.
+    Held,
+    Pending,
+    Sending,
+    Sent,
+    Delivered,
+    Undelivered,
+    Failed,
+    Expired,
+}
+
+impl ContactState {
+    pub const ALL: [ContactState; 8] = [
+        ContactState::Held,
+        ContactState::Pending,
+        ContactState::Sending,
+        ContactState::Sent,
+        ContactState::Delivered,
+        ContactState::Undelivered,
+        ContactState::Failed,
+        ContactState::Expired,
+    ];
+    /// Every state of a treatment contact: whom the wave targeted.
+    pub const TARGETED: [ContactState; 7] = [
+        ContactState::Pending,
+        ContactState::Sending,
+        ContactState::Sent,
+        ContactState::Delivered,
+        ContactState::Undelivered,
+        ContactState::Failed,
+        ContactState::Expired,
+    ];
+    /// The message left us (the gateway took it), whatever the delivery report said.
+    pub const WENT_OUT: [ContactState; 3] = [
+        ContactState::Sent,
+        ContactState::Delivered,
+        ContactState::Undelivered,
+    ];
+    /// Counted toward the frequency cap: promised or gone out (`undelivered` was sent).
+    pub const COUNTS_TOWARD_CAP: [ContactState; 5] = [
+        ContactState::Pending,
+        ContactState::Sending,
+        ContactState::Sent,
+        ContactState::Delivered,
+        ContactState::Undelivered,
+    ];
+    /// The message never left us: planned, refused by the gateway (or out of attempts), or
+    /// past its send-by deadline. `undelivered` is not among them: it was sent.
+    pub const NEVER_SENT: [ContactState; 3] = [
+        ContactState::Pending,
+        ContactState::Failed,
+        ContactState::Expired,
+    ];
+
+    /// The stored text (`contact.state`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ContactState::Held => "held",
+            ContactState::Pending => "pending",
+            ContactState::Sending => "sending",
+            ContactState::Sent => "sent",
+            ContactState::Delivered => "delivered",
+            ContactState::Undelivered => "undelivered",
+            ContactState::Failed => "failed",
+            ContactState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ContactState> {
+        ContactState::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Whether `stored` (a row's state text) is one of `states`.
+    pub fn any_is(states: &[ContactState], stored: &str) -> bool {
+        states.iter().any(|s| s.as_str() == stored)
+    }
+}
+
+/// `'a', 'b', …`: states as an SQL list of literals (constants of this crate, never input).
+fn sql_list(states: &[ContactState]) -> String {
+    states
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A contact the planner decided on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewContact {
     pub subscriber_id: i64,
-    /// `treatment` or `control`.
-    pub arm: &'static str,
+    pub arm: Arm,
     /// Earliest send time (quiet hours already applied).
     pub due_at: Millis,
     /// Latest send time; past it the contact expires unsent.
@@ -89,14 +203,17 @@ pub async fn insert_contacts<C: ConnectionTrait>(
                 sql.push_str(", ");
             }
             sql.push_str(&row);
-            let state = if r.arm == CONTROL { "held" } else { "pending" };
+            let state = match r.arm {
+                Arm::Control => ContactState::Held,
+                Arm::Treatment => ContactState::Pending,
+            };
             values.extend([
                 run_id.into(),
                 wave_run_id.into(),
                 r.subscriber_id.into(),
-                r.arm.into(),
+                r.arm.as_str().into(),
                 channel.into(),
-                state.into(),
+                state.as_str().into(),
                 0i32.into(),
                 r.due_at.into(),
                 r.send_by.into(),
@@ -166,7 +283,11 @@ pub async fn recent_contact_counts<C: ConnectionTrait>(
 ) -> Result<HashMap<i64, u32>> {
     let rows = query(
         c,
-        "SELECT subscriber_id, COUNT(*) AS n FROM contact WHERE arm = 'treatment' AND state IN ('pending', 'sending', 'sent', 'delivered', 'undelivered') AND due_at >= ? GROUP BY subscriber_id",
+        &format!(
+            "SELECT subscriber_id, COUNT(*) AS n FROM contact WHERE arm = '{}' AND state IN ({}) AND due_at >= ? GROUP BY subscriber_id",
+            Arm::Treatment.as_str(),
+            sql_list(&ContactState::COUNTS_TOWARD_CAP),
+        ),
         [since.into()],
     )
     .await?;
@@ -184,8 +305,8 @@ pub async fn recent_contact_counts<C: ConnectionTrait>(
 pub async fn non_responders<C: ConnectionTrait>(c: &C, wave_run_id: i64) -> Result<Vec<i64>> {
     let rows = query(
         c,
-        "SELECT subscriber_id FROM contact WHERE wave_run_id = ? AND arm = 'treatment' AND responded_at IS NULL ORDER BY subscriber_id",
-        [wave_run_id.into()],
+        "SELECT subscriber_id FROM contact WHERE wave_run_id = ? AND arm = ? AND responded_at IS NULL ORDER BY subscriber_id",
+        [wave_run_id.into(), Arm::Treatment.as_str().into()],
     )
     .await?;
     rows.iter()
@@ -197,8 +318,8 @@ pub async fn non_responders<C: ConnectionTrait>(c: &C, wave_run_id: i64) -> Resu
 pub async fn control_members<C: ConnectionTrait>(c: &C, run_id: i64) -> Result<Vec<i64>> {
     let rows = query(
         c,
-        "SELECT DISTINCT subscriber_id FROM contact WHERE run_id = ? AND arm = 'control' ORDER BY subscriber_id",
-        [run_id.into()],
+        "SELECT DISTINCT subscriber_id FROM contact WHERE run_id = ? AND arm = ? ORDER BY subscriber_id",
+        [run_id.into(), Arm::Control.as_str().into()],
     )
     .await?;
     rows.iter()
@@ -295,7 +416,7 @@ async fn finish<C: ConnectionTrait>(
     c: &C,
     token: &str,
     ids: &[i64],
-    state: &'static str,
+    state: ContactState,
     sent_at: Option<Millis>,
     error: Option<&str>,
 ) -> Result<u64> {
@@ -308,7 +429,7 @@ async fn finish<C: ConnectionTrait>(
         marks(ids.len())
     );
     let values: Vec<Value> = vec![
-        state.into(),
+        state.as_str().into(),
         sent_at.into(),
         error.map(str::to_owned).into(),
         token.into(),
@@ -492,18 +613,32 @@ impl Store {
                     changed += n;
                 }
                 Outcome::Failed { error } => {
-                    changed +=
-                        finish(&tx, token, &[*id], "failed", None, Some(error.as_str())).await?;
+                    changed += finish(
+                        &tx,
+                        token,
+                        &[*id],
+                        ContactState::Failed,
+                        None,
+                        Some(error.as_str()),
+                    )
+                    .await?;
                 }
                 Outcome::Expired => {
-                    changed +=
-                        finish(&tx, token, &[*id], "expired", None, Some(SEND_BY_PASSED)).await?;
+                    changed += finish(
+                        &tx,
+                        token,
+                        &[*id],
+                        ContactState::Expired,
+                        None,
+                        Some(SEND_BY_PASSED),
+                    )
+                    .await?;
                 }
             }
         }
         for (at, ids) in sent_by_at {
             for chunk in ids.chunks(1000) {
-                changed += finish(&tx, token, chunk, "sent", Some(at), None).await?;
+                changed += finish(&tx, token, chunk, ContactState::Sent, Some(at), None).await?;
             }
         }
         tx.commit().await?;
@@ -662,19 +797,55 @@ pub struct WaveStateCounts {
 
 impl WaveStateCounts {
     /// Contacts of `arm` in any of `states`.
-    pub fn count(&self, arm: &str, states: &[&str]) -> u64 {
+    pub fn count(&self, arm: Arm, states: &[ContactState]) -> u64 {
         self.by_state
             .iter()
-            .filter(|((a, s), _)| a == arm && states.contains(&s.as_str()))
+            .filter(|((a, s), _)| a == arm.as_str() && ContactState::any_is(states, s))
             .map(|(_, (n, _))| n)
             .sum()
     }
 
-    pub fn responded(&self, arm: &str) -> u64 {
+    pub fn responded(&self, arm: Arm) -> u64 {
         self.by_state
             .iter()
-            .filter(|((a, _), _)| a == arm)
+            .filter(|((a, _), _)| a == arm.as_str())
             .map(|(_, (_, r))| r)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_arm_and_state_parses_back_from_its_stored_text() {
+        for a in Arm::ALL {
+            assert_eq!(Arm::parse(a.as_str()), Some(a));
+        }
+        for s in ContactState::ALL {
+            assert_eq!(ContactState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Arm::parse("Treatment"), None);
+        assert_eq!(ContactState::parse("open"), None);
+    }
+
+    #[test]
+    fn state_lists_are_what_their_names_say() {
+        // Every treatment state but `held` (control only) is targeted.
+        let targeted: Vec<_> = ContactState::ALL
+            .into_iter()
+            .filter(|s| *s != ContactState::Held)
+            .collect();
+        assert_eq!(ContactState::TARGETED.to_vec(), targeted);
+        // Nothing both went out and never left us; `undelivered` went out and is capped.
+        for s in ContactState::WENT_OUT {
+            assert!(!ContactState::NEVER_SENT.contains(&s));
+            assert!(ContactState::COUNTS_TOWARD_CAP.contains(&s));
+        }
+        assert_eq!(
+            sql_list(&ContactState::WENT_OUT),
+            "'sent', 'delivered', 'undelivered'"
+        );
     }
 }

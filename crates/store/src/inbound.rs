@@ -348,6 +348,20 @@ impl Store {
             .collect()
     }
 
+    /// A task's state and team, or `None` when there is no such task (tells "no such task"
+    /// from "already done" after [`Store::complete_task`] refused).
+    pub async fn task_state(&self, task_id: i64) -> Result<Option<(String, String)>> {
+        let rows = query(
+            self.db(),
+            "SELECT state, team FROM agent_task WHERE id = ?",
+            [task_id.into()],
+        )
+        .await?;
+        rows.first()
+            .map(|r| Ok((r.try_get("", "state")?, r.try_get("", "team")?)))
+            .transpose()
+    }
+
     /// Closes an open task with the agent's outcome and queues the outcome for attribution,
     /// in one transaction. False when the task was not open.
     pub async fn complete_task(

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod contacts;
 pub mod inbound;
+pub mod planning;
 pub mod runs;
 #[cfg(feature = "test-util")]
 pub mod snapshot;
@@ -120,6 +121,26 @@ impl Store {
         Ok(())
     }
 
+    /// Migrations of this build not recorded as applied. Migrations the database has and this
+    /// build does not know are fine: they are additive, and during a rolling update the old
+    /// replicas keep serving on the new schema. Reads only (no `CREATE TABLE`, unlike
+    /// sea-orm-migration's status functions).
+    pub async fn pending_migrations(&self) -> Result<Vec<String>> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(&self.db, "SELECT version FROM seaql_migrations", []))
+            .await?;
+        let applied: std::collections::HashSet<String> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<String>("", "version").ok())
+            .collect();
+        Ok(migrations::Migrator::migrations()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .filter(|n| !applied.contains(n))
+            .collect())
+    }
+
     /// Takes the one-daemon-per-file lock for SQLite; a no-op on PostgreSQL, where replicas
     /// coordinate through row locks and leases instead.
     pub fn lock_daemon(&self) -> Result<DaemonLock> {
@@ -148,7 +169,9 @@ impl Store {
         }
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
+    /// The raw connection: for this crate only. Other crates reach the database through the
+    /// store's typed functions; their tests through `testing::RawDb` (feature `test-util`).
+    pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.db
     }
 

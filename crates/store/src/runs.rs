@@ -438,6 +438,19 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Fires a due window timer and closes its wave (`open` → `closed`), in one transaction.
+    /// True only for the caller that did both: a timer another replica fired, or a wave that
+    /// was not open, closes nothing twice.
+    pub async fn fire_window_timer(&self, timer_id: i64, wave_run_id: i64) -> Result<bool> {
+        let tx = self.db().begin().await?;
+        let fired = fire_timer(&tx, timer_id).await?
+            && transition_wave(&tx, wave_run_id, wave_state::OPEN, wave_state::CLOSED).await?;
+        tx.commit().await?;
+        Ok(fired)
+    }
+}
+
 /// Moves a wave run between states inside the caller's transaction.
 pub async fn transition_wave<C: ConnectionTrait>(
     c: &C,

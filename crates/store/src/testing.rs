@@ -7,10 +7,23 @@
 
 use std::path::Path;
 
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::subscribers::NewSubscriber;
 use crate::{Result, Store, StoreError};
+
+/// The test-only door to the raw connection (`use store::testing::RawDb as _;`), for tests
+/// that set up or inspect rows the store's API has no function for. Product crates never
+/// enable `test-util` (`tests/architecture.rs`), so for them `Store::db` does not exist.
+pub trait RawDb {
+    fn db(&self) -> &DatabaseConnection;
+}
+
+impl RawDb for Store {
+    fn db(&self) -> &DatabaseConnection {
+        Store::db(self)
+    }
+}
 
 /// The database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

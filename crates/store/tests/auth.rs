@@ -1,6 +1,7 @@
 //! Principals, tokens, approvals and the audit log in the store (both backends).
 
 use store::auth::{Approval, Role};
+use store::testing::RawDb as _;
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 

@@ -8,6 +8,7 @@ use catalogue::{Attribute, Catalogue, Kind, Value};
 use sea_orm::ConnectionTrait;
 use sea_orm_migration::MigratorTrait;
 use store::subscribers::{NewSubscriber, OnDuplicate};
+use store::testing::RawDb as _;
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 

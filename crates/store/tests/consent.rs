@@ -5,6 +5,7 @@
 
 use store::Store;
 use store::subscribers::{ConsentKind, ConsentSource, NewSubscriber, OnDuplicate};
+use store::testing::RawDb as _;
 use tempfile::TempDir;
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;

@@ -5,10 +5,11 @@
 use std::collections::HashSet;
 
 use sea_orm::ConnectionTrait;
-use store::contacts::{NewContact, TREATMENT, insert_contacts, key_prefix, new_idem_key};
+use store::contacts::{Arm, NewContact, insert_contacts, key_prefix, new_idem_key};
 use store::inbound::{NewInbound, source};
 use store::runs::{NewRun, set_wave_window, transition_wave, wave_state};
 use store::subscribers::OnDuplicate;
+use store::testing::RawDb as _;
 use store::{Store, TransactionTrait};
 use tempfile::TempDir;
 
@@ -82,7 +83,7 @@ impl World {
             .iter()
             .map(|s| NewContact {
                 subscriber_id: *s,
-                arm: TREATMENT,
+                arm: Arm::Treatment,
                 due_at: planned,
                 send_by: None,
                 stratum: "all".into(),

@@ -3,9 +3,12 @@
 //! `CAMPAIGND_TEST_BACKEND=postgres` (each test in a schema of its own).
 
 use sea_orm::ConnectionTrait;
-use store::contacts::{CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT, insert_contacts};
+use store::contacts::{
+    Arm, CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT, insert_contacts,
+};
 use store::runs::NewRun;
 use store::subscribers::{NewSubscriber, OnDuplicate};
+use store::testing::RawDb as _;
 use store::{Store, TransactionTrait};
 use tempfile::TempDir;
 
@@ -79,7 +82,7 @@ impl Queue {
             .zip(&self.subs)
             .map(|((arm, send_by), id)| NewContact {
                 subscriber_id: *id,
-                arm,
+                arm: Arm::parse(arm).expect("treatment or control"),
                 due_at: T0,
                 send_by: *send_by,
                 stratum: "all".into(),

@@ -3,6 +3,7 @@
 
 use sea_orm::ConnectionTrait;
 use store::subscribers::{NewSubscriber, OnDuplicate};
+use store::testing::RawDb as _;
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 

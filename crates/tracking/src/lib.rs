@@ -14,7 +14,7 @@
 //!   responses twice (the store offers no claim on inbound rows).
 
 use spec::ResponseRule;
-use store::contacts::TREATMENT;
+use store::contacts::{ContactState, TREATMENT};
 use store::inbound::{ContactRef, InboundRow, source};
 use store::{Millis, Store};
 use tracing::{debug, info, warn};
@@ -71,13 +71,8 @@ mod dlr_type {
     pub(crate) const SMSC_NACK: &str = "16";
 }
 
-/// Contact states attribution treats specially.
-const PENDING: &str = "pending";
-/// States of a contact whose message never left us: planned, refused by the gateway (or out
-/// of attempts), or past its send-by deadline. A reply cannot answer such a contact.
-/// `undelivered` is not among them: a reply proves the message arrived after all.
-const NEVER_SENT: [&str; 3] = [PENDING, "failed", "expired"];
-const SMS: &str = "sms";
+/// The channel replies come back on.
+const SMS: &str = spec::ChannelKind::Sms.as_str();
 
 enum Disposition {
     Processed,
@@ -197,7 +192,9 @@ async fn mo<R: Rules>(
         .filter(|c| {
             c.arm == TREATMENT
                 && c.channel == SMS
-                && !NEVER_SENT.contains(&c.state.as_str())
+                // A reply cannot answer a message that never left us (`undelivered` did:
+                // a reply proves it arrived after all).
+                && !ContactState::any_is(&ContactState::NEVER_SENT, &c.state)
                 && c.planned_at.is_some_and(|p| p <= at)
         })
         .collect();
@@ -304,7 +301,7 @@ async fn sent_contact_for_key(
         stats.unmatched += 1;
         return Ok(Err(Disposition::Processed));
     };
-    if contact.state == PENDING {
+    if contact.state == ContactState::Pending.as_str() {
         debug!(inbound = row.id, source = %row.source, contact = contact.id, "Event for a contact not yet sent; deferred.");
         return Ok(Err(Disposition::Deferred));
     }
@@ -391,7 +388,7 @@ mod tests {
             wave_run_id: 1,
             subscriber_id: 1,
             arm: TREATMENT.into(),
-            state: "sent".into(),
+            state: ContactState::Sent.as_str().into(),
             channel: SMS.into(),
             wave: "w".into(),
             wave_state: "closed".into(),

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use sea_orm::{ConnectionTrait, Value};
 use spec::{EventMatch, ResponseRule};
-use store::contacts::{CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT};
+use store::contacts::{Arm, CONTROL, ClaimRequest, NewContact, Outcome, TREATMENT};
 use store::inbound::{ContactRef, NewInbound, count_unprocessed, source};
 use store::runs::NewRun;
 use store::subscribers::{NewSubscriber, OnDuplicate};
+use store::testing::RawDb as _;
 use store::{Store, TransactionTrait};
 use tempfile::TempDir;
 use tracking::{Rules, Stats, TrackingError, process_batch};
@@ -120,7 +121,7 @@ impl World {
             .iter()
             .map(|(i, arm)| NewContact {
                 subscriber_id: self.subs[*i],
-                arm,
+                arm: Arm::parse(arm).expect("treatment or control"),
                 due_at: planned_at,
                 send_by: None,
                 stratum: "ordinary".into(),

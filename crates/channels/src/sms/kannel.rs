@@ -287,7 +287,7 @@ impl Dlr {
 #[async_trait]
 impl Channel for KannelSms {
     fn kind(&self) -> &'static str {
-        "sms"
+        domain::ChannelKind::Sms.as_str()
     }
 
     async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {

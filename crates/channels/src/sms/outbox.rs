@@ -84,7 +84,7 @@ impl OutboxSms {
 #[async_trait]
 impl Channel for OutboxSms {
     fn kind(&self) -> &'static str {
-        "sms"
+        domain::ChannelKind::Sms.as_str()
     }
 
     async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {

@@ -15,6 +15,7 @@ use engine::clock::Clock;
 use engine::{Engine, EngineConfig};
 use serde::{Deserialize, Serialize};
 use store::Store;
+use store::testing::RawDb as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
@@ -336,7 +337,10 @@ async fn run_on(
         backend.name()
     );
     let states = store.wave_counts(wave_run_id).await?;
-    let sent = states.count(store::contacts::TREATMENT, &["sent"]);
+    let sent = states.count(
+        store::contacts::Arm::Treatment,
+        &[store::contacts::ContactState::Sent],
+    );
     ensure!(
         sent == n as u64,
         "{}: {sent} contacts are `sent`, expected {n}: {:?}",

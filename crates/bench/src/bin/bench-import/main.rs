@@ -15,6 +15,7 @@ use std::time::Instant;
 use clap::Parser;
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait, Value};
 use spec::fields::Kind;
+use store::testing::RawDb as _;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

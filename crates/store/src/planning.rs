@@ -1,0 +1,210 @@
+//! The planner's door to the database (crate `audience`): reads of the subscriber base and of
+//! earlier waves' contacts, and the one transaction that writes a planned wave.
+//!
+//! The planner chooses *which* subscribers (its filters are sea-query [`Condition`]s on the
+//! `subscriber` columns, every literal bound); this module runs the queries and writes the
+//! plan, so no SQL is written outside this crate.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{
+    Alias, Asterisk, Condition, Expr, ExprTrait, Func, Order, Query, SelectStatement,
+};
+use sea_orm::{ConnectionTrait, DatabaseExecutor, DatabaseTransaction, TransactionTrait};
+
+use crate::contacts::{self, Arm, NewContact};
+use crate::runs::{self, wave_state};
+use crate::{Millis, Result, Store};
+
+/// The PostgreSQL advisory-lock key planners serialize on (two int4 keys): planning's own
+/// number and the schema's. Advisory locks are per database, not per schema, so with one
+/// fixed key every tenant (and every test schema) in a database would wait for the others'
+/// planners; the caps a planner protects are per schema anyway.
+pub const PLANNER_LOCK: &str = "7290001, hashtext(current_schema())";
+
+/// A subscriber the audience selected, with what the policy and the control split need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: i64,
+    pub opt_out: bool,
+    pub timezone: Option<String>,
+    /// The value of the stratification column (`None` when it is NULL); `all` when the
+    /// workflow does not stratify.
+    pub stratum: Option<String>,
+}
+
+/// Read queries for planning, on the planner's transaction or (for a preview) on the pool.
+#[derive(Debug)]
+pub struct PlanReader<'a> {
+    c: DatabaseExecutor<'a>,
+}
+
+/// A wave's planning transaction: the wave moved from `pending` to `open` and (on
+/// PostgreSQL) the planner lock is held until [`PlanTx::commit`]; dropped, it rolls back.
+#[derive(Debug)]
+pub struct PlanTx {
+    tx: DatabaseTransaction,
+}
+
+impl Store {
+    /// Begins planning a wave: serializes planners (a PostgreSQL transaction advisory lock,
+    /// [`PLANNER_LOCK`]; SQLite has one writer, taken by the first write), then moves the wave
+    /// from `pending` to `open`. `None` when the wave was not pending (planned already by
+    /// another replica or an earlier life of this daemon): nothing was written.
+    pub async fn begin_planning(&self, wave_run_id: i64) -> Result<Option<PlanTx>> {
+        let tx = self.db().begin().await?;
+        // Planners of different campaigns must not interleave, or two of them could each
+        // read a subscriber's recent contacts before the other commits and together break
+        // the frequency cap.
+        if self.is_postgres() {
+            tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PLANNER_LOCK})"))
+                .await?;
+        }
+        if !runs::transition_wave(&tx, wave_run_id, wave_state::PENDING, wave_state::OPEN).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        Ok(Some(PlanTx { tx }))
+    }
+
+    /// Planning reads outside any transaction (a preview that writes nothing).
+    pub fn plan_reader(&self) -> PlanReader<'_> {
+        PlanReader {
+            c: self.db().into(),
+        }
+    }
+}
+
+impl PlanTx {
+    /// Reads inside this transaction.
+    pub fn reader(&self) -> PlanReader<'_> {
+        PlanReader {
+            c: (&self.tx).into(),
+        }
+    }
+
+    /// Writes the planned contacts (and the queue rows of the treatment arm).
+    pub async fn insert_contacts(
+        &self,
+        run_id: i64,
+        wave_run_id: i64,
+        wave: &str,
+        channel: &str,
+        rows: &[NewContact],
+    ) -> Result<u64> {
+        contacts::insert_contacts(&self.tx, run_id, wave_run_id, wave, channel, rows).await
+    }
+
+    /// Why each left-out subscriber was left out.
+    pub async fn insert_decisions(&self, wave_run_id: i64, rows: &[(i64, &str)]) -> Result<()> {
+        contacts::insert_decisions(&self.tx, wave_run_id, rows).await
+    }
+
+    /// The funnel: counts by stage.
+    pub async fn insert_funnel(&self, wave_run_id: i64, counts: &[(String, u64)]) -> Result<()> {
+        contacts::insert_funnel(&self.tx, wave_run_id, counts).await
+    }
+
+    /// The wave's window and the durable timer that closes it.
+    pub async fn set_wave_window(
+        &self,
+        wave_run_id: i64,
+        planned_at: Millis,
+        closes_at: Millis,
+    ) -> Result<()> {
+        runs::set_wave_window(&self.tx, wave_run_id, planned_at, closes_at).await
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Subscribers who were in the treatment arm of an earlier wave run (only those who did not
+/// respond, with `non_responders_only`): a condition on `subscriber.id`.
+pub fn earlier_wave_targets(wave_run_id: i64, non_responders_only: bool) -> Condition {
+    let mut sub = Query::select();
+    sub.column(Alias::new("subscriber_id"))
+        .from(Alias::new("contact"))
+        .and_where(col("wave_run_id").eq(wave_run_id))
+        .and_where(col("arm").eq(Arm::Treatment.as_str()));
+    if non_responders_only {
+        sub.and_where(col("responded_at").is_null());
+    }
+    Condition::all().add(col("id").in_subquery(sub))
+}
+
+impl PlanReader<'_> {
+    /// Subscribers matching `cond`.
+    pub async fn count_subscribers(&self, cond: Condition) -> Result<u64> {
+        let mut q = Query::select();
+        q.expr_as(Func::count(Expr::col(Asterisk)), Alias::new("n"))
+            .from(Alias::new("subscriber"))
+            .cond_where(cond);
+        let row = self.c.query_one(&q).await?;
+        Ok(row
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0) as u64)
+    }
+
+    /// Ids of the subscribers matching `cond`.
+    pub async fn subscriber_ids(&self, cond: Condition) -> Result<Vec<i64>> {
+        let mut q = Query::select();
+        q.column(Alias::new("id"))
+            .from(Alias::new("subscriber"))
+            .cond_where(cond);
+        let rows = self.c.query_all(&q).await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64>("", "id")?))
+            .collect()
+    }
+
+    /// The subscribers matching `cond`, by id, with the column `stratify_by` (a checked
+    /// field name of the workflow) as their stratum.
+    pub async fn candidates(
+        &self,
+        cond: Condition,
+        stratify_by: Option<&str>,
+    ) -> Result<Vec<Candidate>> {
+        let rows = self
+            .c
+            .query_all(&candidates_stmt(cond, stratify_by))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Candidate {
+                    id: r.try_get("", "id")?,
+                    opt_out: r.try_get("", "opt_out")?,
+                    timezone: r.try_get("", "timezone")?,
+                    stratum: r.try_get("", "stratum")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Treatment contacts per subscriber planned or sent since `since`, any campaign (the
+    /// frequency cap).
+    pub async fn recent_contact_counts(&self, since: Millis) -> Result<HashMap<i64, u32>> {
+        contacts::recent_contact_counts(&self.c, since).await
+    }
+}
+
+fn col(name: &str) -> Expr {
+    Expr::col(Alias::new(name))
+}
+
+fn candidates_stmt(cond: Condition, stratify_by: Option<&str>) -> SelectStatement {
+    let mut q = Query::select();
+    q.from(Alias::new("subscriber"))
+        .column(Alias::new("id"))
+        .column(Alias::new("opt_out"))
+        .column(Alias::new("timezone"));
+    match stratify_by {
+        Some(f) => q.expr_as(col(f), Alias::new("stratum")),
+        None => q.expr_as(Expr::val("all"), Alias::new("stratum")),
+    };
+    q.cond_where(cond).order_by(Alias::new("id"), Order::Asc);
+    q
+}
