@@ -16,6 +16,7 @@ mod m20261126_000007_late_attribution;
 mod m20261129_000008_auth_audit;
 mod m20261129_000009_consent;
 mod m20261129_000010_catalogue_columns;
+mod m20261130_000011_subscriber_event;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000008_auth_audit::Migration),
             Box::new(m20261129_000009_consent::Migration),
             Box::new(m20261129_000010_catalogue_columns::Migration),
+            Box::new(m20261130_000011_subscriber_event::Migration),
         ]
     }
 }

@@ -18,8 +18,6 @@ pub(crate) const MAX_BATCH: usize = 10_000;
 /// How far ahead of our clock an event time may be: clocks drift, but an event from the
 /// future could count inside a window it never belonged to.
 const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
-/// Response kinds attribution writes itself; an event of that type would be mistaken for one.
-const RESERVED_TYPES: [&str; 2] = ["reply", "outcome"];
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,7 +40,9 @@ const FIELDS: [(&str, bool); 4] = [
 const SHAPE: &str = r#"{"msisdn": "...", "type": "order", "value": "...", "at": "RFC 3339 time"}"#;
 
 /// `POST /events`: one event object, or an array of up to 10,000. All or nothing: one bad
-/// event rejects the batch, and nothing is stored.
+/// event rejects the batch, and nothing is stored. Every event is stored for attribution;
+/// the event of a known subscriber is also kept in its event log (`subscriber_event`), in
+/// the same transaction, whether or not it is in any campaign.
 #[utoipa::path(post, path = "/events", tag = "events",
     request_body(
         description = "One event, or an array of 1 to 10,000 (at most 8 MiB)",
@@ -76,9 +76,18 @@ pub(crate) async fn post(
         }
         single => vec![event(single, "", now)?],
     };
-    let n = state.store.insert_inbound(&rows).await?;
-    debug!(events = n, "Business events stored.");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": n }))))
+    // One transaction: every event for attribution, and the known subscribers' events in
+    // their event log, whether or not any campaign is running.
+    let stored = state.store.record_business_events(&rows, now).await?;
+    debug!(
+        events = stored.inbound,
+        recorded = stored.recorded,
+        "Business events stored."
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": stored.inbound })),
+    ))
 }
 
 pub(crate) fn event(value: &Value, prefix: &str, now: i64) -> Result<NewInbound, ApiError> {
@@ -87,22 +96,20 @@ pub(crate) fn event(value: &Value, prefix: &str, now: i64) -> Result<NewInbound,
         .map_err(|e| bad(json_path(prefix, ""), e.to_string()))?;
     let number = msisdn(&json_path(prefix, "msisdn"), &e.msisdn)?;
     let type_field = json_path(prefix, "type");
-    let type_ok = !e.kind.is_empty()
-        && e.kind.len() <= 64
-        && e.kind
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    if !type_ok {
-        return Err(bad(
-            type_field,
-            "expected an event type such as order or topup: 1 to 64 of a-z, 0-9, _ - .",
-        ));
-    }
-    if RESERVED_TYPES.contains(&e.kind.as_str()) {
-        return Err(bad(
-            type_field,
-            "reserved for SMS replies and agent outcomes; expected a business event type such as order",
-        ));
+    match domain::event_type_problem(&e.kind) {
+        None => {}
+        Some(domain::EventTypeProblem::Shape) => {
+            return Err(bad(
+                type_field,
+                "expected an event type such as order or topup: 1 to 64 of a-z, 0-9, _ - .",
+            ));
+        }
+        Some(domain::EventTypeProblem::Reserved) => {
+            return Err(bad(
+                type_field,
+                "reserved for SMS replies and agent outcomes; expected a business event type such as order",
+            ));
+        }
     }
     if let Some(v) = &e.value {
         line(

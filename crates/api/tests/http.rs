@@ -511,6 +511,65 @@ async fn events_reject_bad_input_and_write_nothing() -> Res {
     s.stop().await
 }
 
+/// `POST /events` keeps the event of a known subscriber in its event log even when no
+/// campaign is running (nothing to attribute it to), beside the inbound row attribution reads;
+/// an unknown number is stored for attribution only, and a malformed batch changes nothing.
+#[tokio::test]
+async fn events_of_subscribers_outside_any_campaign_are_kept() -> Res {
+    let s = Server::start().await?;
+    let t = store::wall_now();
+    s.store
+        .insert_subscribers(
+            &[store::testing::subscriber("13800138000")],
+            OnDuplicate::Fail,
+            t,
+        )
+        .await?;
+    let id = s
+        .store
+        .subscriber_by_msisdn("13800138000")
+        .await?
+        .ok_or("no subscriber")?;
+    let batch = json!([
+        {"msisdn": "+8613800138000", "type": "bill_query"},
+        {"msisdn": "13800138000", "type": "topup", "value": "30", "at": "2026-09-01T10:00:00+08:00"},
+        {"msisdn": "13800138000", "type": "bill_query"},
+        {"msisdn": "13900139000", "type": "bill_query"},
+    ]);
+    let (status, body) = s.post("/events", batch.to_string()).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?,
+        json!({"accepted": 4}),
+        "the unknown number is accepted as before"
+    );
+    assert_eq!(s.inbound_count().await?, 4, "all four wait for attribution");
+    assert_eq!(s.store.count_events(id, "bill_query", 0).await?, 2);
+    let events = s.store.events_of(id, 0).await?;
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        (events[0].kind.as_str(), events[0].at, events[0].value),
+        ("topup", 1_788_228_000_000, Some(30.0)),
+        "the event's own time, its amount"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.source == store::events::EventSource::Api)
+    );
+
+    // Malformed (one bad event in the batch): 400, no inbound row, no event.
+    let bad = json!([
+        {"msisdn": "13800138000", "type": "bill_query"},
+        {"msisdn": "13800138000", "type": "bill query"},
+    ]);
+    s.assert_rejected(s.post("/events", bad.to_string()).await?, "[1].type", 4)
+        .await?;
+    assert_eq!(s.store.count_events(id, "bill_query", 0).await?, 2);
+    assert_eq!(s.store.events_of(id, 0).await?.len(), 3);
+    s.stop().await
+}
+
 #[tokio::test]
 async fn worklist_lists_tasks_by_team_and_state() -> Res {
     let s = Server::start().await?;

@@ -3,7 +3,9 @@
 //! this one.
 
 mod channel;
+mod event;
 mod msisdn;
 
 pub use channel::ChannelKind;
+pub use event::{EventTypeProblem, MAX_EVENT_TYPE_LEN, RESERVED_EVENT_TYPES, event_type_problem};
 pub use msisdn::{Msisdn, MsisdnError, mask};

@@ -13,7 +13,7 @@ pub const OPT_OUT_KEYWORDS: &[&str] = &["td", "stop", "unsubscribe", "退订", "
 pub const OUTCOMES: &[&str] = &["accepted", "refused", "call_back_later", "unreachable"];
 
 /// Business event types that attribution writes itself, so no business event may use them.
-pub const RESERVED_EVENT_TYPES: &[&str] = &["reply", "outcome"];
+pub use domain::RESERVED_EVENT_TYPES;
 
 /// The longest wave id, team name or event type.
 pub const MAX_NAME_LEN: usize = 64;
@@ -42,23 +42,18 @@ pub fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// Why `s` cannot be a business event type the API accepts, if it cannot.
+/// Why `s` cannot be a business event type the API accepts, if it cannot (the rule is
+/// [`domain::event_type_problem`], shared with the events API and the store's event log).
 pub fn event_type_problem(s: &str) -> Option<String> {
-    let ok = !s.is_empty()
-        && s.len() <= MAX_NAME_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    if !ok {
-        return Some(format!(
-            "event type `{s}` can never arrive: the events API accepts 1 to {MAX_NAME_LEN} of a-z, A-Z, 0-9, _ - ."
-        ));
-    }
-    if RESERVED_EVENT_TYPES.contains(&s) {
-        return Some(format!(
+    match domain::event_type_problem(s)? {
+        domain::EventTypeProblem::Shape => Some(format!(
+            "event type `{s}` can never arrive: the events API accepts 1 to {} of a-z, A-Z, 0-9, _ - .",
+            domain::MAX_EVENT_TYPE_LEN
+        )),
+        domain::EventTypeProblem::Reserved => Some(format!(
             "event type `{s}` can never arrive: it is reserved for SMS replies and agent outcomes; use `{s}:` as the response kind instead"
-        ));
+        )),
     }
-    None
 }
 
 /// Why `s` is not a plain e-mail address (`local@domain.tld`), if it is not. Deliberately

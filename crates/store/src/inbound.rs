@@ -80,30 +80,7 @@ impl Store {
     /// Stores inbound events; nothing else happens until attribution runs.
     pub async fn insert_inbound(&self, rows: &[NewInbound]) -> Result<u64> {
         let tx = self.db().begin().await?;
-        let mut n = 0;
-        for chunk in rows.chunks(500) {
-            let mut sql = String::from(
-                "INSERT INTO inbound (source, idem_key, msisdn, kind, value, payload, received_at, processed) VALUES ",
-            );
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8);
-            for (i, r) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
-                values.extend([
-                    r.source.into(),
-                    r.idem_key.clone().into(),
-                    r.msisdn.clone().into(),
-                    r.kind.clone().into(),
-                    r.value.clone().into(),
-                    r.payload.clone().into(),
-                    r.received_at.into(),
-                    false.into(),
-                ]);
-            }
-            n += exec(&tx, &sql, values).await?.rows_affected();
-        }
+        let n = insert_inbound_in(&tx, rows).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -398,6 +375,38 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Inserts inbound rows on `c` (a transaction of the caller's).
+pub(crate) async fn insert_inbound_in<C: ConnectionTrait>(
+    c: &C,
+    rows: &[NewInbound],
+) -> Result<u64> {
+    let mut n = 0;
+    for chunk in rows.chunks(500) {
+        let mut sql = String::from(
+            "INSERT INTO inbound (source, idem_key, msisdn, kind, value, payload, received_at, processed) VALUES ",
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8);
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
+            values.extend([
+                r.source.into(),
+                r.idem_key.clone().into(),
+                r.msisdn.clone().into(),
+                r.kind.clone().into(),
+                r.value.clone().into(),
+                r.payload.clone().into(),
+                r.received_at.into(),
+                false.into(),
+            ]);
+        }
+        n += exec(c, &sql, values).await?.rows_affected();
+    }
+    Ok(n)
 }
 
 /// Unprocessed inbound events, for progress displays and tests.
