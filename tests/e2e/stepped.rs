@@ -278,7 +278,10 @@ async fn two_wave_campaign_step_by_step() {
     s.snapshot("wave2_tasks_open").await;
 
     // Agents accept every third task and refuse the rest.
-    let tasks = store.tasks(Some("callcentre"), "open", 1000).await.unwrap();
+    let tasks = store
+        .tasks(Some("callcentre"), store::inbound::TaskState::Open, 1000)
+        .await
+        .unwrap();
     assert_eq!(tasks.len(), expected_w2.len());
     let mut accepted = HashSet::new();
     for t in &tasks {

@@ -230,7 +230,10 @@ async fn two_wave_campaign(backend: Backend) {
         let accepting = states.iter().filter(|(s, _, _)| s % 3 == 0).count() as u64;
         let counts = store.wave_counts(w2_id).await.unwrap();
         let unprocessed = store::inbound::count_unprocessed(store.db()).await.unwrap();
-        let open = store.tasks(Some("callcentre"), "open", 1).await.unwrap();
+        let open = store
+            .tasks(Some("callcentre"), store::inbound::TaskState::Open, 1)
+            .await
+            .unwrap();
         (!states.is_empty()
             && states.iter().all(|(_, _, st)| st != "pending")
             && open.is_empty()

@@ -14,8 +14,8 @@ use crate::error::{ApiError, bad};
 use crate::input::{Query, check_object, line};
 use store::audit::action;
 use store::auth::Role;
+use store::inbound::TaskState;
 
-const STATES: [&str; 2] = ["open", "done"];
 const OUTCOMES: [&str; 4] = ["accepted", "refused", "call_back_later", "unreachable"];
 const MAX_LIMIT: u64 = 1000;
 
@@ -82,13 +82,13 @@ pub(crate) async fn list(
         }
         team = Some(own);
     }
-    let task_state = q.text("state")?.unwrap_or_else(|| "open".to_owned());
-    if !STATES.contains(&task_state.as_str()) {
-        return Err(bad(
-            "state",
-            format!("expected one of {}", STATES.join(", ")),
-        ));
-    }
+    let task_state = match q.text("state")? {
+        None => TaskState::Open,
+        Some(s) => TaskState::parse(&s).ok_or_else(|| {
+            let all: Vec<&str> = TaskState::ALL.iter().map(|t| t.as_str()).collect();
+            bad("state", format!("expected one of {}", all.join(", ")))
+        })?,
+    };
     let limit = match q.text("limit")? {
         None => 100,
         Some(l) => l
@@ -104,7 +104,7 @@ pub(crate) async fn list(
     };
     let rows = state
         .store
-        .tasks(team.as_deref(), &task_state, limit)
+        .tasks(team.as_deref(), task_state, limit)
         .await?;
     // Call scripts carry subscriber details: every read is on the record.
     let detail = format!("{} task(s), state {task_state}", rows.len());
@@ -205,7 +205,7 @@ pub(crate) async fn outcome(
             .await?;
         info!(task = id, outcome = %o.outcome, agent = %o.agent, "Task completed.");
         return Ok(Json(
-            json!({ "id": id, "state": "done", "outcome": o.outcome }),
+            json!({ "id": id, "state": TaskState::Done.as_str(), "outcome": o.outcome }),
         ));
     }
     match state.store.task_state(id).await? {

@@ -251,7 +251,9 @@ async fn seed(store: &Store) -> Res<(String, i64, i64)> {
         keys.push(key);
     }
     store.open_tasks(&rows, now).await?;
-    let tasks = store.tasks(None, "open", 10).await?;
+    let tasks = store
+        .tasks(None, store::inbound::TaskState::Open, 10)
+        .await?;
     let of = |team: &str| {
         tasks
             .iter()

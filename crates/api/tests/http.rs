@@ -187,7 +187,11 @@ fn sign_dlr(path: &str) -> String {
 /// Gives the first contact (seeding one when there is none) the key `key`: the DLR callback
 /// stores reports for keys it sent only.
 async fn known_key(store: &Store, key: &str) -> Res {
-    if store.tasks(None, "open", 1).await?.is_empty() {
+    if store
+        .tasks(None, store::inbound::TaskState::Open, 1)
+        .await?
+        .is_empty()
+    {
         seed_tasks(store).await?;
     }
     store
@@ -264,7 +268,7 @@ async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
     }
     store.open_tasks(&rows, now).await?;
     let ids = store
-        .tasks(None, "open", 10)
+        .tasks(None, store::inbound::TaskState::Open, 10)
         .await?
         .iter()
         .map(|t| t.id)
@@ -646,7 +650,10 @@ async fn task_outcome_completes_once_then_conflicts() -> Res {
     )
     .await?;
     assert_eq!(
-        s.store.tasks(None, "open", 10).await?.len(),
+        s.store
+            .tasks(None, store::inbound::TaskState::Open, 10)
+            .await?
+            .len(),
         2,
         "rejected outcomes closed nothing"
     );
@@ -660,7 +667,10 @@ async fn task_outcome_completes_once_then_conflicts() -> Res {
         (rows[0].source.as_str(), rows[0].value.as_deref()),
         ("task", Some("accepted"))
     );
-    let done = s.store.tasks(None, "done", 10).await?;
+    let done = s
+        .store
+        .tasks(None, store::inbound::TaskState::Done, 10)
+        .await?;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].outcome.as_deref(), Some("accepted"));
 

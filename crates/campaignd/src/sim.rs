@@ -302,7 +302,10 @@ impl Sim {
     /// Agents take open tasks in order, at their daily capacity; accepted offers often
     /// turn into orders.
     async fn watch_tasks(&mut self, now: Millis) -> anyhow::Result<()> {
-        let tasks = self.store.tasks(None, "open", 5000).await?;
+        let tasks = self
+            .store
+            .tasks(None, store::inbound::TaskState::Open, 5000)
+            .await?;
         let per_task = DAY / i64::from(self.b.agent_capacity_per_day.max(1));
         let new: Vec<_> = tasks
             .into_iter()

@@ -290,8 +290,8 @@ impl Store {
         for (contact_id, team, kind, subscriber_id, script) in rows {
             n += exec(
                 &tx,
-                "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?) ON CONFLICT (contact_id) DO NOTHING",
-                [(*contact_id).into(), (*team).into(), (*kind).into(), (*subscriber_id).into(), (*script).into(), now.into(), now.into()],
+                "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id) DO NOTHING",
+                [(*contact_id).into(), (*team).into(), (*kind).into(), (*subscriber_id).into(), (*script).into(), TaskState::Open.as_str().into(), now.into(), now.into()],
             )
             .await?
             .rows_affected();
@@ -300,7 +300,13 @@ impl Store {
         Ok(n)
     }
 
-    pub async fn tasks(&self, team: Option<&str>, state: &str, limit: u64) -> Result<Vec<TaskRow>> {
+    pub async fn tasks(
+        &self,
+        team: Option<&str>,
+        state: TaskState,
+        limit: u64,
+    ) -> Result<Vec<TaskRow>> {
+        let state = state.as_str();
         let base = "SELECT id, contact_id, team, kind, subscriber_id, script, state, outcome FROM agent_task WHERE state = ?";
         let rows = match team {
             Some(t) => {
@@ -351,8 +357,15 @@ impl Store {
         let tx = self.db().begin().await?;
         let res = exec(
             &tx,
-            "UPDATE agent_task SET state = 'done', outcome = ?, agent = ?, updated_at = ? WHERE id = ? AND state = 'open'",
-            [outcome.into(), agent.into(), now.into(), task_id.into()],
+            "UPDATE agent_task SET state = ?, outcome = ?, agent = ?, updated_at = ? WHERE id = ? AND state = ?",
+            [
+                TaskState::Done.as_str().into(),
+                outcome.into(),
+                agent.into(),
+                now.into(),
+                task_id.into(),
+                TaskState::Open.as_str().into(),
+            ],
         )
         .await?;
         if res.rows_affected() != 1 {
@@ -418,4 +431,46 @@ pub async fn count_unprocessed<C: ConnectionTrait>(c: &C) -> Result<u64> {
     )
     .await?;
     Ok(rows[0].try_get::<i64>("", "n")? as u64)
+}
+
+/// The state of an agent task: open until an agent reports its outcome, then done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Open,
+    Done,
+}
+
+impl TaskState {
+    /// Every state, for "expected one of" messages.
+    pub const ALL: [TaskState; 2] = [TaskState::Open, TaskState::Done];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Open => "open",
+            TaskState::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskState;
+
+    #[test]
+    fn every_task_state_parses_back() {
+        for t in TaskState::ALL {
+            assert_eq!(TaskState::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(TaskState::parse("closed"), None);
+    }
 }
