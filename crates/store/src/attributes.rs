@@ -61,6 +61,31 @@ fn storage_name(s: Storage) -> &'static str {
     }
 }
 
+/// The declared attributes whose existing column does not store their kind, as one
+/// message; `None` when there are none. A missing column is not a mismatch.
+fn type_mismatches(cat: &Catalogue, columns: &[(String, String)]) -> Option<String> {
+    let wrong: Vec<String> = cat
+        .declared()
+        .filter_map(|a| {
+            let (_, ty) = columns.iter().find(|(n, _)| *n == a.name)?;
+            (storage_of(ty) != Some(a.kind.storage())).then(|| {
+                format!(
+                    "`{}` is declared {} but its column holds {}",
+                    a.name,
+                    a.kind.name(),
+                    storage_of(ty).map_or("an unknown type", storage_name)
+                )
+            })
+        })
+        .collect();
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "{}: a type is never changed in place; declare a new attribute and import into it",
+            wrong.join("; ")
+        )
+    })
+}
+
 impl Store {
     /// The catalogue this store reads subscriber rows with (claims, lookups). The shipped
     /// catalogue until [`Store::use_catalogue`] or [`Store::apply_catalogue`] says another.
@@ -83,20 +108,11 @@ impl Store {
     /// error names every attribute that has none, and what to do.
     pub async fn check_catalogue(&self, cat: &Catalogue) -> Result<()> {
         let columns = self.subscriber_columns().await?;
-        let mut missing = Vec::new();
-        let mut wrong = Vec::new();
-        for a in cat.declared() {
-            match columns.iter().find(|(n, _)| *n == a.name) {
-                None => missing.push(a.name.as_str()),
-                Some((_, ty)) if storage_of(ty) != Some(a.kind.storage()) => wrong.push(format!(
-                    "`{}` is declared {} but its column holds {}",
-                    a.name,
-                    a.kind.name(),
-                    storage_of(ty).map_or("an unknown type", storage_name)
-                )),
-                Some(_) => {}
-            }
-        }
+        let missing: Vec<&str> = cat
+            .declared()
+            .filter(|a| !columns.iter().any(|(n, _)| *n == a.name))
+            .map(|a| a.name.as_str())
+            .collect();
         let mut problems = Vec::new();
         if !missing.is_empty() {
             problems.push(format!(
@@ -104,12 +120,7 @@ impl Store {
                 missing.join(", ")
             ));
         }
-        if !wrong.is_empty() {
-            problems.push(format!(
-                "{}: a type is never changed in place; declare a new attribute and import into it",
-                wrong.join("; ")
-            ));
-        }
+        problems.extend(type_mismatches(cat, &columns));
         if problems.is_empty() {
             Ok(())
         } else {
@@ -125,24 +136,8 @@ impl Store {
         let pg = self.db().get_database_backend() == DbBackend::Postgres;
         let mut report = CatalogueReport::default();
         // Check everything first: a refusal must leave the schema as it was.
-        let mut wrong = Vec::new();
-        for a in cat.declared() {
-            if let Some((_, ty)) = columns.iter().find(|(n, _)| *n == a.name)
-                && storage_of(ty) != Some(a.kind.storage())
-            {
-                wrong.push(format!(
-                    "`{}` is declared {} but its column holds {}",
-                    a.name,
-                    a.kind.name(),
-                    storage_of(ty).map_or("an unknown type", storage_name)
-                ));
-            }
-        }
-        if !wrong.is_empty() {
-            return Err(StoreError::Catalogue(format!(
-                "{}: a type is never changed in place; declare a new attribute and import into it",
-                wrong.join("; ")
-            )));
+        if let Some(wrong) = type_mismatches(&cat, &columns) {
+            return Err(StoreError::Catalogue(wrong));
         }
         let tx = sea_orm::TransactionTrait::begin(self.db()).await?;
         for a in cat.declared() {
