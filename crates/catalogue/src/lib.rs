@@ -16,6 +16,12 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+pub mod derived;
+pub mod history;
+
+pub use derived::{DExpr, DerivedError};
+pub use history::{Measure, Period, Retention};
+
 /// The type of an attribute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -204,6 +210,10 @@ pub enum CatalogueError {
     Reserved(String),
     Duplicate(String),
     EmptyEnum(String),
+    /// A measure name that is a history table's own column.
+    ReservedMeasure(String),
+    /// A derived attribute whose expression does not check.
+    Derived(String, DerivedError),
 }
 
 impl fmt::Display for CatalogueError {
@@ -222,16 +232,98 @@ impl fmt::Display for CatalogueError {
             CatalogueError::EmptyEnum(n) => {
                 write!(f, "enum attribute `{n}` needs at least one value")
             }
+            CatalogueError::ReservedMeasure(n) => write!(
+                f,
+                "`{n}` is a column of every history table ({}); choose another name",
+                RESERVED_MEASURES.join(", ")
+            ),
+            CatalogueError::Derived(n, e) => write!(f, "derived attribute `{n}`: {e}"),
         }
     }
 }
 
 impl std::error::Error for CatalogueError {}
 
-/// The attributes a subscriber has: the core first, then the declared ones in file order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Column names a measure may not use: the history tables' own.
+pub const RESERVED_MEASURES: [&str; 2] = ["subscriber_id", "period"];
+
+/// A derived attribute: a declared name and type, and the expression that computes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Derived {
+    #[serde(flatten)]
+    pub attr: Attribute,
+    /// The expression as written.
+    #[serde(rename = "expr")]
+    pub source: String,
+    #[serde(skip)]
+    pub expr: DExpr,
+}
+
+impl Derived {
+    /// Parses and checks `source` against `cat` (which holds the derived attributes declared
+    /// before this one) and the declared kind; `attr.name` must be new to `cat`.
+    pub fn new(attr: Attribute, source: &str, cat: &Catalogue) -> Result<Derived, DerivedError> {
+        let expr = derived::parse(source)?;
+        let t = derived::check(&expr, cat).map_err(|mut es| es.remove(0))?;
+        let want = derived::Type::of_kind(&attr.kind);
+        let fits = t == want
+            || t == derived::Type::Null
+            || (want == derived::Type::Decimal && t == derived::Type::Integer);
+        let whole = derived::Span {
+            start: 0,
+            end: source.len(),
+        };
+        if !fits {
+            return Err(DerivedError {
+                span: whole,
+                message: format!(
+                    "the expression is {}, but the attribute is declared {}",
+                    type_name(t),
+                    attr.kind.name()
+                ),
+            });
+        }
+        if let Kind::Enum { values } = &attr.kind {
+            for v in derived::result_texts(&expr) {
+                if !values.iter().any(|x| x == v) {
+                    return Err(DerivedError {
+                        span: whole,
+                        message: format!(
+                            "'{v}' is not one of the declared values: {}",
+                            values.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Derived {
+            attr,
+            source: source.to_owned(),
+            expr,
+        })
+    }
+}
+
+fn type_name(t: derived::Type) -> &'static str {
+    match t {
+        derived::Type::Integer => "integer",
+        derived::Type::Decimal => "decimal",
+        derived::Type::Text => "text",
+        derived::Type::Bool => "bool",
+        derived::Type::Null => "null",
+    }
+}
+
+/// The attributes a subscriber has: the core first, then the declared ones in file order;
+/// the usage-history measures; the derived attributes; and how long history is kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Catalogue {
     attrs: Vec<Attribute>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    measures: Vec<Measure>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    derived: Vec<Derived>,
+    retention: Retention,
 }
 
 impl Default for Catalogue {
@@ -245,6 +337,9 @@ impl Catalogue {
     pub fn core_only() -> Catalogue {
         Catalogue {
             attrs: core_attributes(),
+            measures: Vec::new(),
+            derived: Vec::new(),
+            retention: Retention::default(),
         }
     }
 
@@ -267,7 +362,101 @@ impl Catalogue {
             a.core = false;
             attrs.push(a);
         }
-        Ok(Catalogue { attrs })
+        Ok(Catalogue {
+            attrs,
+            ..Catalogue::core_only()
+        })
+    }
+
+    /// Adds the usage history: its measures (names checked, not repeated) and retention.
+    pub fn with_history(
+        mut self,
+        measures: Vec<Measure>,
+        retention: Retention,
+    ) -> Result<Catalogue, CatalogueError> {
+        for m in measures {
+            if !is_attribute_name(&m.name) {
+                return Err(CatalogueError::BadName(m.name));
+            }
+            if RESERVED_MEASURES.contains(&m.name.as_str()) {
+                return Err(CatalogueError::ReservedMeasure(m.name));
+            }
+            if self.measures.iter().any(|x| x.name == m.name) {
+                return Err(CatalogueError::Duplicate(m.name));
+            }
+            self.measures.push(m);
+        }
+        self.retention = retention;
+        Ok(self)
+    }
+
+    /// Adds derived attributes in order, each checked against what comes before it.
+    pub fn with_derived(
+        mut self,
+        declared: Vec<(Attribute, String)>,
+    ) -> Result<Catalogue, CatalogueError> {
+        for (mut attr, source) in declared {
+            if !is_attribute_name(&attr.name) {
+                return Err(CatalogueError::BadName(attr.name));
+            }
+            if RESERVED.contains(&attr.name.as_str()) {
+                return Err(CatalogueError::Reserved(attr.name));
+            }
+            if self.field(&attr.name).is_some() {
+                return Err(CatalogueError::Duplicate(attr.name));
+            }
+            attr.core = false;
+            attr.required = false;
+            let name = attr.name.clone();
+            let d = Derived::new(attr, &source, &self)
+                .map_err(|e| CatalogueError::Derived(name, e))?;
+            self.derived.push(d);
+        }
+        Ok(self)
+    }
+
+    /// An attribute a filter, template or breakdown may name: stored or derived.
+    pub fn field(&self, name: &str) -> Option<&Attribute> {
+        self.get(name)
+            .or_else(|| self.derived(name).map(|d| &d.attr))
+    }
+
+    /// Every name [`Catalogue::field`] knows, for "expected one of" messages.
+    pub fn field_names(&self) -> Vec<&str> {
+        self.attrs
+            .iter()
+            .map(|a| a.name.as_str())
+            .chain(self.derived.iter().map(|d| d.attr.name.as_str()))
+            .collect()
+    }
+
+    /// A derived attribute by name.
+    pub fn derived(&self, name: &str) -> Option<&Derived> {
+        self.derived.iter().find(|d| d.attr.name == name)
+    }
+
+    /// Every derived attribute, in declared order.
+    pub fn derived_all(&self) -> &[Derived] {
+        &self.derived
+    }
+
+    /// A usage-history measure by name.
+    pub fn measure(&self, name: &str) -> Option<&Measure> {
+        self.measures.iter().find(|m| m.name == name)
+    }
+
+    /// Every measure, in declared order.
+    pub fn measures(&self) -> &[Measure] {
+        &self.measures
+    }
+
+    /// The measures of one period length, in declared order: one history table's columns.
+    pub fn measures_of(&self, period: Period) -> impl Iterator<Item = &Measure> {
+        self.measures.iter().filter(move |m| m.period == period)
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
     }
 
     /// Looks an attribute up by name (core or declared).
@@ -434,15 +623,84 @@ pub fn shipped() -> Arc<Catalogue> {
     #[derive(Deserialize)]
     struct File {
         attributes: Vec<Attribute>,
+        #[serde(default)]
+        history: Option<HistoryFile>,
+        #[serde(default)]
+        events: Option<EventsFile>,
+        #[serde(default)]
+        derived: Vec<DerivedFile>,
+    }
+    #[derive(Deserialize)]
+    struct HistoryFile {
+        keep_months: Option<u32>,
+        keep_days: Option<u32>,
+        measures: Vec<MeasureFile>,
+    }
+    #[derive(Deserialize)]
+    struct EventsFile {
+        keep_days: Option<u32>,
+    }
+    #[derive(Deserialize)]
+    struct MeasureFile {
+        name: String,
+        #[serde(rename = "type")]
+        kind: String,
+        period: Option<String>,
+        unit: Option<String>,
+        #[serde(default)]
+        description: String,
+        min: Option<f64>,
+    }
+    #[derive(Deserialize)]
+    struct DerivedFile {
+        #[serde(flatten)]
+        attr: Attribute,
+        expr: String,
     }
     static SHIPPED: OnceLock<Arc<Catalogue>> = OnceLock::new();
     SHIPPED
         .get_or_init(|| {
             let file: File = serde_saphyr::from_str(SHIPPED_SOURCE)
                 .expect("the shipped catalogue parses (tested)");
-            Arc::new(
-                Catalogue::new(file.attributes).expect("the shipped catalogue is valid (tested)"),
-            )
+            let defaults = Retention::default();
+            let (measures, retention) = match file.history {
+                None => (Vec::new(), defaults),
+                Some(h) => (
+                    h.measures
+                        .into_iter()
+                        .map(|m| Measure {
+                            name: m.name,
+                            integer: m.kind == "integer",
+                            period: m
+                                .period
+                                .as_deref()
+                                .map_or(Period::Month, |p| Period::parse(p).expect("tested")),
+                            unit: m.unit,
+                            description: m.description,
+                            min: m.min,
+                        })
+                        .collect(),
+                    Retention {
+                        months: h.keep_months.unwrap_or(defaults.months),
+                        days: h.keep_days.unwrap_or(defaults.days),
+                        event_days: defaults.event_days,
+                    },
+                ),
+            };
+            let retention = Retention {
+                event_days: file
+                    .events
+                    .and_then(|e| e.keep_days)
+                    .unwrap_or(retention.event_days),
+                ..retention
+            };
+            let cat = Catalogue::new(file.attributes)
+                .and_then(|c| c.with_history(measures, retention))
+                .and_then(|c| {
+                    c.with_derived(file.derived.into_iter().map(|d| (d.attr, d.expr)).collect())
+                })
+                .expect("the shipped catalogue is valid (tested)");
+            Arc::new(cat)
         })
         .clone()
 }
@@ -516,20 +774,63 @@ mod tests {
     #[test]
     fn the_shipped_catalogue_parses() {
         let cat = shipped();
-        assert_eq!(cat.declared().count(), 17);
-        assert!(cat.get("value_tier").unwrap().required);
+        assert_eq!(cat.declared().count(), 16);
+        assert!(cat.get("arpu_3m").unwrap().required);
+        assert!(cat.get("value_tier").is_none(), "derived, not stored");
+        assert_eq!(
+            cat.field("value_tier").unwrap().kind.values(),
+            ["diamond", "gold", "silver", "ordinary"]
+        );
+        assert_eq!(cat.measures_of(Period::Day).count(), 2);
+        assert!(cat.derived_all().len() >= 10);
     }
 
     #[test]
-    fn a_catalogue_round_trips_through_json() {
-        let cat = Catalogue::new(vec![attr(
-            "tier",
-            Kind::Enum {
-                values: vec!["gold".into()],
-            },
-        )])
-        .unwrap();
-        let back: Catalogue = serde_json::from_str(&serde_json::to_string(&cat).unwrap()).unwrap();
-        assert_eq!(back, cat);
+    fn derived_attributes_are_checked_against_what_comes_before() {
+        let cat = Catalogue::new(vec![attr("arpu", Kind::Decimal)])
+            .unwrap()
+            .with_history(
+                vec![Measure {
+                    name: "spend".into(),
+                    integer: false,
+                    period: Period::Month,
+                    unit: None,
+                    description: String::new(),
+                    min: None,
+                }],
+                Retention::default(),
+            )
+            .unwrap();
+        let tier = Kind::Enum {
+            values: vec!["high".into(), "low".into()],
+        };
+        let ok = cat.clone().with_derived(vec![
+            (
+                attr("tier", tier.clone()),
+                "case when arpu > 100 then 'high' else 'low' end".into(),
+            ),
+            (attr("is_high", Kind::Bool), "tier == 'high'".into()),
+            (
+                attr("change", Kind::Decimal),
+                "mean(spend, months: 1) / mean(spend, months: 3, skip: 1) - 1".into(),
+            ),
+        ]);
+        let ok = ok.unwrap();
+        assert_eq!(ok.field("is_high").unwrap().kind, Kind::Bool);
+        assert!(ok.get("is_high").is_none(), "derived attributes are not columns");
+        let bad = |name: &str, kind: Kind, src: &str| {
+            cat.clone()
+                .with_derived(vec![(attr(name, kind), src.into())])
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("t", tier.clone(), "case when arpu > 1 then 'mid' else 'low' end")
+            .contains("'mid' is not one of"));
+        assert!(bad("t", Kind::Integer, "arpu / 2").contains("is decimal, but"));
+        assert!(bad("t", Kind::Bool, "later").contains("unknown attribute `later`"));
+        assert!(bad("t", Kind::Decimal, "mean(spend, days: 3)").contains("measured per month"));
+        assert!(bad("t", Kind::Decimal, "mean(nope, months: 3)").contains("unknown measure"));
+        assert!(bad("t", Kind::Decimal, "mean(spend, months: 30)").contains("history keeps 24"));
+        assert!(bad("arpu", Kind::Decimal, "1.0").contains("declared twice"));
     }
 }

@@ -5,8 +5,10 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use catalogue::derived::{MAX_DAYS, MAX_MONTHS};
 use catalogue::{
-    Attribute, Catalogue, CatalogueError, Kind, MAX_NAME_LEN, RESERVED, is_attribute_name,
+    Attribute, Catalogue, CatalogueError, Kind, MAX_NAME_LEN, Measure, Period, RESERVED,
+    RESERVED_MEASURES, Retention, is_attribute_name,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -64,6 +66,67 @@ pub(crate) fn read_catalogue_source(
 struct AttributesFile {
     /// The declared attributes, in column order.
     attributes: Vec<AttributeFile>,
+    /// Usage history: periodic measures per subscriber and how long they are kept.
+    #[serde(default)]
+    history: Option<HistoryFile>,
+    /// The per-subscriber event log.
+    #[serde(default)]
+    events: Option<EventsFile>,
+    /// Attributes computed from attributes, history windows and event counts.
+    #[serde(default)]
+    derived: Vec<AttributeFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct HistoryFile {
+    /// Monthly periods kept, counted back from the newest loaded (default 24).
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    keep_months: Option<Spanned<u32>>,
+    /// Daily periods kept, counted back from the newest loaded (default 92).
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    keep_days: Option<Spanned<u32>>,
+    /// The measures, each a column of its period's history table.
+    measures: Vec<MeasureFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct EventsFile {
+    /// Days an event is kept (default 730).
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    keep_days: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct MeasureFile {
+    /// The measure's name and column: lower-case letters, digits and `_`.
+    #[schemars(with = "String")]
+    name: Spanned<String>,
+    /// integer (counts) or decimal.
+    #[serde(rename = "type")]
+    #[schemars(with = "String")]
+    kind: Spanned<String>,
+    /// month (default) or day.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    period: Option<Spanned<String>>,
+    /// Unit of measure, for people.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    unit: Option<Spanned<String>>,
+    /// What the measure counts.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    description: Option<Spanned<String>>,
+    /// The smallest value an import accepts.
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    min: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -106,6 +169,10 @@ struct AttributeFile {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     format: Option<Spanned<String>>,
+    /// For derived attributes: the expression that computes the value.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    expr: Option<Spanned<String>>,
 }
 
 const KINDS: &str = "integer, decimal, text, enum, bool, date or timestamp";
@@ -131,134 +198,291 @@ pub fn compile_catalogue(file: &str, source: &str) -> Result<Catalogue, Vec<Diag
     let mut declared: Vec<Attribute> = Vec::new();
     let mut seen: Vec<&Spanned<String>> = Vec::new();
     for a in &parsed.attributes {
-        let name = &a.name;
-        let mut ok = true;
-        if !is_attribute_name(&name.value) {
+        if let Some(e) = &a.expr {
             sink.at_spanned(
-                name,
-                CatalogueError::BadName(name.value.clone()).to_string(),
-            );
-            ok = false;
-        } else if RESERVED.contains(&name.value.as_str()) {
-            sink.at_spanned(
-                name,
-                CatalogueError::Reserved(name.value.clone()).to_string(),
-            );
-            ok = false;
-        } else if let Some(first) = seen.iter().find(|s| s.value == name.value) {
-            sink.at_spanned(
-                name,
-                format!(
-                    "attribute `{}` is declared twice (first at line {})",
-                    name.value,
-                    first.referenced.line()
-                ),
-            );
-            ok = false;
-        }
-        seen.push(name);
-        let kind = match a.kind.value.as_str() {
-            "integer" => Some(Kind::Integer),
-            "decimal" => Some(Kind::Decimal),
-            "text" => Some(Kind::Text),
-            "bool" => Some(Kind::Bool),
-            "date" => Some(Kind::Date),
-            "timestamp" => Some(Kind::Timestamp),
-            "enum" => enum_values(&mut sink, a).map(|values| Kind::Enum { values }),
-            other => {
-                sink.at_spanned(
-                    &a.kind,
-                    format!("unknown type `{}`: expected {KINDS}", other.escape_debug()),
-                );
-                None
-            }
-        };
-        if a.kind.value != "enum"
-            && let Some(v) = &a.values
-        {
-            sink.at_spanned(
-                v,
-                format!(
-                    "`values` is for enum attributes; `{}` is {}",
-                    name.value, a.kind.value
-                ),
+                e,
+                "`expr` belongs to a derived attribute: move this entry under `derived:`",
             );
         }
-        let numeric = matches!(a.kind.value.as_str(), "integer" | "decimal");
-        for bound in [&a.min, &a.max].into_iter().flatten() {
-            if !numeric {
-                sink.at_spanned(
-                    bound,
-                    format!(
-                        "`min` and `max` are for integer and decimal attributes; `{}` is {}",
-                        name.value, a.kind.value
-                    ),
-                );
-            } else if !bound.value.is_finite() {
-                sink.at_spanned(bound, "a bound must be a finite number");
-            }
+        if let Some(attr) = attribute(&mut sink, a, &mut seen) {
+            declared.push(attr);
         }
-        if let (Some(lo), Some(hi)) = (&a.min, &a.max)
-            && lo.value > hi.value
-        {
+    }
+    let (measures, retention) = history(&mut sink, parsed.history.as_ref(), parsed.events.as_ref());
+    let mut derived: Vec<(&AttributeFile, Attribute)> = Vec::new();
+    for a in &parsed.derived {
+        if a.expr.is_none() {
             sink.at_spanned(
-                hi,
-                format!("`max` {} is below `min` {}", hi.value, lo.value),
+                &a.name,
+                format!("derived attribute `{}` needs `expr`: the expression that computes it", a.name.value),
             );
         }
-        let format = match &a.format {
-            None => None,
-            Some(f) if a.kind.value != "text" => {
-                sink.at_spanned(
-                    f,
-                    format!(
-                        "`format` is for text attributes; `{}` is {}",
-                        name.value, a.kind.value
-                    ),
-                );
-                None
+        for (set, key) in [(a.indexed, "indexed"), (a.required, "required")] {
+            if set {
+                sink.at_spanned(&a.name, format!("`{key}` is for stored attributes; `{}` is derived", a.name.value));
             }
-            Some(f) if f.value == "time_slot" => Some(catalogue::TextFormat::TimeSlot),
-            Some(f) => {
-                sink.at_spanned(
-                    f,
-                    format!(
-                        "unknown format `{}`: expected time_slot",
-                        f.value.escape_debug()
-                    ),
-                );
-                None
-            }
-        };
-        let unit = text(&mut sink, a.unit.as_ref(), "unit");
-        let description = text(&mut sink, a.description.as_ref(), "description");
-        if let (true, Some(kind)) = (ok, kind) {
-            declared.push(Attribute {
-                name: name.value.clone(),
-                kind,
-                unit,
-                description: description.unwrap_or_default(),
-                indexed: a.indexed,
-                required: a.required,
-                core: false,
-                min: a.min.as_ref().map(|m| m.value),
-                max: a.max.as_ref().map(|m| m.value),
-                format,
-            });
+        }
+        if a.min.is_some() || a.max.is_some() || a.format.is_some() {
+            sink.at_spanned(&a.name, format!("`min`, `max` and `format` check imported values; `{}` is derived", a.name.value));
+        }
+        if let Some(attr) = attribute(&mut sink, a, &mut seen) {
+            derived.push((a, attr));
         }
     }
     if !sink.out.is_empty() {
         sink.out.sort_by_key(|d| (d.line, d.column));
         return Err(sink.out);
     }
-    // Every rule `Catalogue::new` holds was checked above with a location.
-    Catalogue::new(declared).map_err(|e| {
+    let whole = |e: CatalogueError| {
         vec![Diagnostic {
             file: file.to_owned(),
             line: 0,
             column: 0,
             message: e.to_string(),
         }]
+    };
+    // Every rule `Catalogue::new` and `with_history` hold was checked above with a location.
+    let mut cat = Catalogue::new(declared)
+        .and_then(|c| c.with_history(measures, retention))
+        .map_err(whole)?;
+    for (a, attr) in derived {
+        let Some(expr) = &a.expr else { continue };
+        for (ty, span) in catalogue::derived::parse(&expr.value)
+            .map(|e| {
+                catalogue::derived::event_types(&e)
+                    .into_iter()
+                    .map(|(t, s)| (t.to_owned(), s))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+        {
+            if let Some(problem) = crate::rules::event_type_problem(&ty) {
+                sink.inside(expr, span.start, problem);
+            }
+        }
+        match cat.clone().with_derived(vec![(attr, expr.value.clone())]) {
+            Ok(c) => cat = c,
+            Err(CatalogueError::Derived(_, e)) => sink.inside(expr, e.span.start, e.message),
+            Err(e) => sink.at_spanned(&a.name, e.to_string()),
+        }
+    }
+    if !sink.out.is_empty() {
+        sink.out.sort_by_key(|d| (d.line, d.column));
+        return Err(sink.out);
+    }
+    Ok(cat)
+}
+
+/// Checks the `history:` and `events:` sections.
+fn history(
+    sink: &mut Sink<'_>,
+    h: Option<&HistoryFile>,
+    e: Option<&EventsFile>,
+) -> (Vec<Measure>, Retention) {
+    let mut retention = Retention::default();
+    let mut bounded = |s: &Option<Spanned<u32>>, max: u32, what: &str, into: &mut u32| {
+        if let Some(v) = s {
+            if (1..=max).contains(&v.value) {
+                *into = v.value;
+            } else {
+                sink.at_spanned(v, format!("{what} takes a whole number from 1 to {max}"));
+            }
+        }
+    };
+    if let Some(ev) = e {
+        bounded(&ev.keep_days, 36_600, "`keep_days`", &mut retention.event_days);
+    }
+    let Some(h) = h else {
+        return (Vec::new(), retention);
+    };
+    bounded(&h.keep_months, MAX_MONTHS, "`keep_months`", &mut retention.months);
+    bounded(&h.keep_days, MAX_DAYS, "`keep_days`", &mut retention.days);
+    let mut out: Vec<Measure> = Vec::new();
+    for m in &h.measures {
+        let name = &m.name;
+        let mut ok = true;
+        if !is_attribute_name(&name.value) {
+            sink.at_spanned(name, CatalogueError::BadName(name.value.clone()).to_string());
+            ok = false;
+        } else if RESERVED_MEASURES.contains(&name.value.as_str()) {
+            sink.at_spanned(
+                name,
+                CatalogueError::ReservedMeasure(name.value.clone()).to_string(),
+            );
+            ok = false;
+        } else if out.iter().any(|x| x.name == name.value) {
+            sink.at_spanned(name, format!("measure `{}` is declared twice", name.value));
+            ok = false;
+        }
+        let integer = match m.kind.value.as_str() {
+            "integer" => true,
+            "decimal" => false,
+            other => {
+                sink.at_spanned(
+                    &m.kind,
+                    format!(
+                        "unknown measure type `{}`: expected integer or decimal",
+                        other.escape_debug()
+                    ),
+                );
+                ok = false;
+                false
+            }
+        };
+        let period = match &m.period {
+            None => Period::Month,
+            Some(p) => Period::parse(&p.value).unwrap_or_else(|| {
+                sink.at_spanned(
+                    p,
+                    format!("unknown period `{}`: expected month or day", p.value.escape_debug()),
+                );
+                ok = false;
+                Period::Month
+            }),
+        };
+        if let Some(min) = &m.min
+            && !min.value.is_finite()
+        {
+            sink.at_spanned(min, "a bound must be a finite number");
+        }
+        let unit = text(sink, m.unit.as_ref(), "unit");
+        let description = text(sink, m.description.as_ref(), "description");
+        if ok {
+            out.push(Measure {
+                name: name.value.clone(),
+                integer,
+                period,
+                unit,
+                description: description.unwrap_or_default(),
+                min: m.min.as_ref().map(|v| v.value),
+            });
+        }
+    }
+    (out, retention)
+}
+
+/// Checks one attribute entry (stored or derived), reporting its problems; `seen` holds the
+/// names before it.
+fn attribute<'a>(
+    sink: &mut Sink<'_>,
+    a: &'a AttributeFile,
+    seen: &mut Vec<&'a Spanned<String>>,
+) -> Option<Attribute> {
+        let name = &a.name;
+    let mut ok = true;
+    if !is_attribute_name(&name.value) {
+        sink.at_spanned(
+            name,
+            CatalogueError::BadName(name.value.clone()).to_string(),
+        );
+        ok = false;
+    } else if RESERVED.contains(&name.value.as_str()) {
+        sink.at_spanned(
+            name,
+            CatalogueError::Reserved(name.value.clone()).to_string(),
+        );
+        ok = false;
+    } else if let Some(first) = seen.iter().find(|s| s.value == name.value) {
+        sink.at_spanned(
+            name,
+            format!(
+                "attribute `{}` is declared twice (first at line {})",
+                name.value,
+                first.referenced.line()
+            ),
+        );
+        ok = false;
+    }
+    seen.push(name);
+    let kind = match a.kind.value.as_str() {
+        "integer" => Some(Kind::Integer),
+        "decimal" => Some(Kind::Decimal),
+        "text" => Some(Kind::Text),
+        "bool" => Some(Kind::Bool),
+        "date" => Some(Kind::Date),
+        "timestamp" => Some(Kind::Timestamp),
+        "enum" => enum_values(sink, a).map(|values| Kind::Enum { values }),
+        other => {
+            sink.at_spanned(
+                &a.kind,
+                format!("unknown type `{}`: expected {KINDS}", other.escape_debug()),
+            );
+            None
+        }
+    };
+    if a.kind.value != "enum"
+        && let Some(v) = &a.values
+    {
+        sink.at_spanned(
+            v,
+            format!(
+                "`values` is for enum attributes; `{}` is {}",
+                name.value, a.kind.value
+            ),
+        );
+    }
+    let numeric = matches!(a.kind.value.as_str(), "integer" | "decimal");
+    for bound in [&a.min, &a.max].into_iter().flatten() {
+        if !numeric {
+            sink.at_spanned(
+                bound,
+                format!(
+                    "`min` and `max` are for integer and decimal attributes; `{}` is {}",
+                    name.value, a.kind.value
+                ),
+            );
+        } else if !bound.value.is_finite() {
+            sink.at_spanned(bound, "a bound must be a finite number");
+        }
+    }
+    if let (Some(lo), Some(hi)) = (&a.min, &a.max)
+        && lo.value > hi.value
+    {
+        sink.at_spanned(
+            hi,
+            format!("`max` {} is below `min` {}", hi.value, lo.value),
+        );
+    }
+    let format = match &a.format {
+        None => None,
+        Some(f) if a.kind.value != "text" => {
+            sink.at_spanned(
+                f,
+                format!(
+                    "`format` is for text attributes; `{}` is {}",
+                    name.value, a.kind.value
+                ),
+            );
+            None
+        }
+        Some(f) if f.value == "time_slot" => Some(catalogue::TextFormat::TimeSlot),
+        Some(f) => {
+            sink.at_spanned(
+                f,
+                format!(
+                    "unknown format `{}`: expected time_slot",
+                    f.value.escape_debug()
+                ),
+            );
+            None
+        }
+    };
+    let unit = text(sink, a.unit.as_ref(), "unit");
+    let description = text(sink, a.description.as_ref(), "description");
+    if !ok {
+        return None;
+    }
+    Some(Attribute {
+        name: name.value.clone(),
+        kind: kind?,
+        unit,
+        description: description.unwrap_or_default(),
+        indexed: a.indexed,
+        required: a.required,
+        core: false,
+        min: a.min.as_ref().map(|m| m.value),
+        max: a.max.as_ref().map(|m| m.value),
+        format,
     })
 }
 
@@ -323,9 +547,9 @@ mod tests {
     #[test]
     fn the_shipped_catalogue_compiles() {
         let cat = compile_catalogue("attributes.yaml", SHIPPED_SOURCE).unwrap();
-        assert_eq!(cat.declared().count(), 17);
+        assert_eq!(cat.declared().count(), 16);
         assert_eq!(
-            cat.get("value_tier").unwrap().kind.values(),
+            cat.field("value_tier").unwrap().kind.values(),
             ["diamond", "gold", "silver", "ordinary"]
         );
         assert!(cat.get("campus").is_some_and(|a| !a.required));

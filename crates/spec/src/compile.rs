@@ -365,7 +365,7 @@ fn check(
             );
         }
         let stratify_by = match &c.stratify_by {
-            Some(s) => match cat.get(&s.value) {
+            Some(s) => match cat.field(&s.value) {
                 Some(fd) if fields::field_type(fd) == fields::FieldType::Text => {
                     Some(Some(fd.name.clone()))
                 }
@@ -385,7 +385,7 @@ fn check(
                         format!(
                             "`{}` is not a subscriber field; expected one of {}",
                             s.value,
-                            cat.names().join(", ")
+                            cat.field_names().join(", ")
                         ),
                     );
                     None
@@ -428,14 +428,14 @@ fn check(
 
     let evaluate = f.evaluate.as_ref().map(|e| {
         let breakdown = e.breakdown.as_ref().and_then(|b| {
-            let fd = cat.get(&b.value);
+            let fd = cat.field(&b.value);
             if fd.is_none() {
                 sink.at_spanned(
                     b,
                     format!(
                         "evaluate.breakdown `{}` is not a subscriber field; expected one of {}",
                         b.value,
-                        cat.names().join(", ")
+                        cat.field_names().join(", ")
                     ),
                 );
             }

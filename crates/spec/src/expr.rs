@@ -1047,7 +1047,7 @@ fn known_field<'c>(
     span: Span,
     errors: &mut Vec<ExprError>,
 ) -> Option<&'c Attribute> {
-    let def = cat.get(name);
+    let def = cat.field(name);
     if def.is_none() {
         let hint = match closest_field(cat, name) {
             Some(close) => format!("; did you mean `{close}`?"),
@@ -1157,9 +1157,9 @@ fn check_literal(def: &Attribute, value: &Literal, span: Span, errors: &mut Vec<
 fn closest_field<'c>(cat: &'c Catalogue, name: &str) -> Option<&'c str> {
     let wanted = name.to_ascii_lowercase();
     let limit = (wanted.chars().count() / 3).max(2);
-    cat.all()
-        .iter()
-        .map(|f| (levenshtein(&wanted, &f.name), f.name.as_str()))
+    cat.field_names()
+        .into_iter()
+        .map(|f| (levenshtein(&wanted, f), f))
         .filter(|&(dist, candidate)| {
             dist <= limit
                 || (wanted.len() >= 3

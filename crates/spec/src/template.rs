@@ -70,7 +70,7 @@ impl Template {
                         break;
                     }
                     let name = name.trim();
-                    match cat.get(name) {
+                    match cat.field(name) {
                         Some(f) => {
                             if !lit.is_empty() {
                                 parts.push(Part::Text(std::mem::take(&mut lit)));
@@ -82,7 +82,7 @@ impl Template {
                             column,
                             message: format!(
                                 "`{{{name}}}` is not a subscriber field; expected one of {}",
-                                cat.names().join(", ")
+                                cat.field_names().join(", ")
                             ),
                         }),
                     }
