@@ -59,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "bench",
         &[
             "domain",
+            "catalogue",
             "spec",
             "store",
             "channels",

@@ -15,14 +15,8 @@ fn sub(i: usize) -> NewSubscriber {
         .with("name", format!("S{i}"))
         .with("gender", "female")
         .with("region", "xian")
-        .with(
-            "value_tier",
-            if i.is_multiple_of(4) {
-                "silver"
-            } else {
-                "ordinary"
-            },
-        )
+        // The tier is derived from arpu_3m: silver from 120, ordinary below.
+        .with("arpu_3m", if i.is_multiple_of(4) { 150.0 } else { 50.0 })
         .with("balance", 20.0)
         .with("tenure_months", 3)
         .with("student_stage", "student")

@@ -287,9 +287,15 @@ async fn two_wave_campaign(backend: Backend) {
         "every eligible subscriber is in exactly one arm"
     );
     let expected_control: usize = {
+        // The strata are the derived value tier, read through the store's derived SQL.
+        let tiers = store
+            .derived_values(&store.catalogue(), &eligible, &["value_tier"], 0)
+            .await
+            .unwrap();
+        assert_eq!(tiers.len(), eligible.len());
         let mut per_tier: HashMap<String, usize> = HashMap::new();
         for id in &eligible {
-            *per_tier.entry(by_id[id].text("value_tier")).or_default() += 1;
+            *per_tier.entry(tiers[id][0].clone()).or_default() += 1;
         }
         per_tier
             .values()

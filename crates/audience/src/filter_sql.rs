@@ -9,23 +9,24 @@
 
 use sea_orm::sea_query::{Condition, Expr as SqlExpr, ExprTrait};
 use spec::expr::{CmpOp, Expr, Literal};
+use store::derived::FieldSql;
 
-/// Compiles a checked filter to a condition on the `subscriber` table's columns (column name
-/// = field name, unqualified). Filters that fail [`spec::expr::check`] still compile, but may
-/// compare a column with a value of another type.
-pub fn to_condition(expr: &Expr) -> Condition {
+/// Compiles a checked filter to a condition on the `subscriber` table: a stored attribute is
+/// its column (unqualified), a derived one its expression ([`FieldSql`]). Filters that fail
+/// [`spec::expr::check`] still compile, but may compare a column with a value of another type.
+pub fn to_condition(expr: &Expr, fields: &FieldSql<'_>) -> Condition {
     match expr {
         Expr::And(xs) => xs
             .iter()
-            .fold(Condition::all(), |c, x| c.add(to_condition(x))),
+            .fold(Condition::all(), |c, x| c.add(to_condition(x, fields))),
         Expr::Or(xs) => xs
             .iter()
-            .fold(Condition::any(), |c, x| c.add(to_condition(x))),
-        Expr::Not(x) => to_condition(x).not(),
+            .fold(Condition::any(), |c, x| c.add(to_condition(x, fields))),
+        Expr::Not(x) => to_condition(x, fields).not(),
         Expr::Cmp {
             field, op, value, ..
         } => {
-            let column = column(field);
+            let column = fields.field(field);
             let value = sql_value(value);
             Condition::all().add(match op {
                 CmpOp::Eq => column.eq(value),
@@ -43,7 +44,7 @@ pub fn to_condition(expr: &Expr) -> Condition {
             ..
         } => {
             let values = values.iter().map(sql_value);
-            let column = column(field);
+            let column = fields.field(field);
             Condition::all().add(if *negated {
                 column.is_not_in(values)
             } else {
@@ -51,7 +52,7 @@ pub fn to_condition(expr: &Expr) -> Condition {
             })
         }
         Expr::IsNull { field, negated, .. } => {
-            let column = column(field);
+            let column = fields.field(field);
             Condition::all().add(if *negated {
                 column.is_not_null()
             } else {
@@ -59,10 +60,6 @@ pub fn to_condition(expr: &Expr) -> Condition {
             })
         }
     }
-}
-
-fn column(field: &str) -> SqlExpr {
-    SqlExpr::col(field.to_owned())
 }
 
 /// A literal as a bound parameter. Numbers carry their type in the SQL text
@@ -93,12 +90,28 @@ mod tests {
     use spec::expr::{self, Span};
     use store::testing::{Backend, RawDb as _};
 
+    /// Every field as a column of the test table (`value_tier` too, which the shipped
+    /// catalogue derives): these tests hold the filter language's SQL to `eval`; derived
+    /// attributes' SQL is tested on real history in store `tests/derived.rs`.
+    fn test_fields() -> FieldSql<'static> {
+        static CAT: std::sync::OnceLock<spec::fields::Catalogue> = std::sync::OnceLock::new();
+        let cat = CAT.get_or_init(spec::fields::Catalogue::core_only);
+        FieldSql::new(
+            cat,
+            store::derived::AsOf {
+                month: None,
+                day: None,
+                now: 0,
+            },
+        )
+    }
+
     fn select(filter: &str) -> SelectStatement {
         let expr = expr::parse(filter).unwrap_or_else(|e| panic!("`{filter}`: {e}"));
         Query::select()
             .column("id")
             .from("subscriber")
-            .cond_where(to_condition(&expr))
+            .cond_where(to_condition(&expr, &test_fields()))
             .to_owned()
     }
 
@@ -225,7 +238,7 @@ mod tests {
     /// The values of an enum attribute of the shipped catalogue.
     fn values_of(name: &str) -> Vec<String> {
         spec::catalogue::shipped()
-            .get(name)
+            .field(name)
             .map(|a| a.kind.values().to_vec())
             .unwrap_or_default()
     }
@@ -473,7 +486,7 @@ mod tests {
         let query = Query::select()
             .column("id")
             .from("subscriber")
-            .cond_where(to_condition(filter))
+            .cond_where(to_condition(filter, &test_fields()))
             .order_by("id", sea_orm::sea_query::Order::Asc)
             .to_owned();
         db.query_all(&query)

@@ -12,6 +12,7 @@ use store::{Millis, Store};
 use crate::control::split_control;
 use crate::filter_sql::to_condition;
 use crate::policy::next_allowed;
+use store::derived::FieldSql;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -138,14 +139,14 @@ pub async fn preview(store: &Store, workflow: &Workflow, now: Millis) -> Result<
     Ok(compute(&store.plan_reader(), &input).await?.funnel)
 }
 
-fn audience_condition(input: &PlanInput<'_>) -> Condition {
+fn audience_condition(input: &PlanInput<'_>, fields: &FieldSql<'_>) -> Condition {
     let mut cond = Condition::all();
     if input.previous_wave_run_id.is_none() {
         if let Some((_, seg)) = &input.workflow.audience.segment {
-            cond = cond.add(to_condition(seg));
+            cond = cond.add(to_condition(seg, fields));
         }
         if let Some(f) = &input.workflow.audience.filter {
-            cond = cond.add(to_condition(f));
+            cond = cond.add(to_condition(f, fields));
         }
     }
     if let Some(prev) = input.previous_wave_run_id {
@@ -155,7 +156,7 @@ fn audience_condition(input: &PlanInput<'_>) -> Condition {
         ));
     }
     if let Some(f) = &input.wave.filter {
-        cond = cond.add(to_condition(f));
+        cond = cond.add(to_condition(f, fields));
     }
     cond
 }
@@ -164,6 +165,8 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
     let wf = input.workflow;
     let first_wave = input.previous_wave_run_id.is_none();
     let mut funnel: Funnel = Vec::new();
+    // Derived attributes' windows are fixed once, so every query of this plan agrees.
+    let fields = c.field_sql(&wf.catalogue, input.now).await?;
 
     if let Some(prev) = input.previous_wave_run_id {
         let sub_cond = earlier_wave_targets(prev, input.wave.targets == Targets::NoResponse);
@@ -177,16 +180,16 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         if let Some((name, seg)) = &wf.audience.segment {
             funnel.push((
                 format!("segment:{name}"),
-                c.count_subscribers(Condition::all().add(to_condition(seg)))
+                c.count_subscribers(Condition::all().add(to_condition(seg, &fields)))
                     .await?,
             ));
         }
     }
 
-    let cond = audience_condition(input);
+    let cond = audience_condition(input, &fields);
     let stratify = wf.control.as_ref().and_then(|ct| ct.stratify_by.as_deref());
     let candidates: Vec<_> = c
-        .candidates(cond.clone(), stratify)
+        .candidates(cond.clone(), stratify.map(|f| fields.field(f)))
         .await?
         .into_iter()
         .map(|cand| Candidate {
@@ -203,7 +206,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
     let mut excluded_by = Vec::new();
     for (name, expr) in &wf.audience.exclude {
         let hit = c
-            .subscriber_ids(cond.clone().add(to_condition(expr)))
+            .subscriber_ids(cond.clone().add(to_condition(expr, &fields)))
             .await?;
         let new: Vec<i64> = hit.into_iter().filter(|id| left_out.insert(*id)).collect();
         funnel.push((format!("exclude:{name}"), new.len() as u64));

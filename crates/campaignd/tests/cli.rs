@@ -293,8 +293,14 @@ async fn a_new_attribute_is_a_file_edit_and_a_migrate() {
     let workflows = dir.path().join("workflows");
     std::fs::create_dir(&workflows).unwrap();
     let shipped = std::fs::read_to_string(repo().join("workflows/attributes.yaml")).unwrap();
+    // Appended to the `attributes:` list, which the history and derived sections follow.
+    let at = shipped
+        .find("\nhistory:")
+        .expect("the shipped file has a history section");
     let declared = format!(
-        "{shipped}  - name: data_gb_month\n    type: decimal\n    unit: GB/month\n    min: 0\n    indexed: true\n    description: Mobile data used last month.\n"
+        "{}\n  - name: data_gb_month\n    type: decimal\n    unit: GB/month\n    min: 0\n    indexed: true\n    description: Mobile data used last month.\n{}",
+        &shipped[..at],
+        &shipped[at..]
     );
     std::fs::write(workflows.join("attributes.yaml"), &declared).unwrap();
     std::fs::write(workflows.join("t.txt"), "You used {data_gb_month} GB.").unwrap();

@@ -117,14 +117,20 @@ pub enum Lit {
 pub enum DExpr {
     Lit(Lit),
     /// An attribute (core or declared) or an earlier derived attribute.
-    Field { name: String, span: Span },
+    Field {
+        name: String,
+        span: Span,
+    },
     Neg(Box<DExpr>),
     Arith(ArithOp, Box<DExpr>, Box<DExpr>),
     Cmp(CmpOp, Box<DExpr>, Box<DExpr>),
     And(Vec<DExpr>),
     Or(Vec<DExpr>),
     Not(Box<DExpr>),
-    IsNull { expr: Box<DExpr>, negated: bool },
+    IsNull {
+        expr: Box<DExpr>,
+        negated: bool,
+    },
     In {
         expr: Box<DExpr>,
         values: Vec<Lit>,
@@ -421,7 +427,11 @@ fn type_of(e: &DExpr, cat: &Catalogue, errors: &mut Vec<DerivedError>) -> Option
                 if t.unify(lit_type(v)).is_none() {
                     errors.push(err(
                         span_of(expr),
-                        format!("`in` list holds {} values for {}", lit_type(v).name(), t.name()),
+                        format!(
+                            "`in` list holds {} values for {}",
+                            lit_type(v).name(),
+                            t.name()
+                        ),
                     ));
                     break;
                 }
@@ -502,7 +512,9 @@ fn type_of(e: &DExpr, cat: &Catalogue, errors: &mut Vec<DerivedError>) -> Option
                 _ => Type::Decimal,
             })
         }
-        DExpr::Events { agg, days, span, .. } => {
+        DExpr::Events {
+            agg, days, span, ..
+        } => {
             if *days > cat.retention().event_days {
                 errors.push(err(
                     *span,
@@ -609,7 +621,10 @@ fn lex(src: &str) -> Result<Vec<Token>, DerivedError> {
                 }
                 if ch.is_control() {
                     return Err(err(
-                        Span { start: i - 1, end: i },
+                        Span {
+                            start: i - 1,
+                            end: i,
+                        },
                         "text may not contain control characters",
                     ));
                 }
@@ -622,9 +637,11 @@ fn lex(src: &str) -> Result<Vec<Token>, DerivedError> {
                 .into_iter()
                 .find(|o| *o == two)
                 .or_else(|| {
-                    ["+", "-", "*", "/", "(", ")", "[", "]", ",", ":", "<", ">", "="]
-                        .into_iter()
-                        .find(|o| o.as_bytes()[0] == c)
+                    [
+                        "+", "-", "*", "/", "(", ")", "[", "]", ",", ":", "<", ">", "=",
+                    ]
+                    .into_iter()
+                    .find(|o| o.as_bytes()[0] == c)
                 });
             match op {
                 Some(o) => {
@@ -671,8 +688,7 @@ fn is_kw(t: &Tok, kw: &str) -> bool {
 }
 
 const KEYWORDS: [&str; 13] = [
-    "and", "or", "not", "is", "null", "in", "case", "when", "then", "else", "end", "true",
-    "false",
+    "and", "or", "not", "is", "null", "in", "case", "when", "then", "else", "end", "true", "false",
 ];
 
 impl Parser {
@@ -805,8 +821,10 @@ impl Parser {
             });
         }
         let negated = if is_kw(self.peek(), "not")
-            && is_kw(&self.toks[(self.pos + 1).min(self.toks.len() - 1)].tok, "in")
-        {
+            && is_kw(
+                &self.toks[(self.pos + 1).min(self.toks.len() - 1)].tok,
+                "in",
+            ) {
             self.bump();
             true
         } else {
@@ -918,10 +936,7 @@ impl Parser {
                         format!("expected a value, found the keyword `{name}`"),
                     ));
                 }
-                Ok(DExpr::Field {
-                    name,
-                    span: t.span,
-                })
+                Ok(DExpr::Field { name, span: t.span })
             }
             _ => unreachable!("checked above"),
         }
@@ -1007,7 +1022,11 @@ impl Parser {
                             } else {
                                 Period::Day
                             };
-                            let max = if p == Period::Month { MAX_MONTHS } else { MAX_DAYS };
+                            let max = if p == Period::Month {
+                                MAX_MONTHS
+                            } else {
+                                MAX_DAYS
+                            };
                             periods = self.count_arg(&key, false, max)?;
                             period = Some(p);
                             window_span = kspan;

@@ -52,9 +52,9 @@ impl Period {
     /// The period number of a calendar date (`year`, `month` 1-12, `day` 1-31).
     pub fn index(self, year: i32, month: u32, day: u32) -> Option<i64> {
         match self {
-            Period::Month => {
-                (1..=12).contains(&month).then(|| i64::from(year) * 12 + i64::from(month) - 1)
-            }
+            Period::Month => (1..=12)
+                .contains(&month)
+                .then(|| i64::from(year) * 12 + i64::from(month) - 1),
             Period::Day => {
                 let date = chrono_free::days_from_civil(year, month, day)?;
                 Some(date)
@@ -78,7 +78,11 @@ impl Period {
     pub fn label(self, index: i64) -> String {
         match self {
             Period::Month => {
-                format!("{:04}-{:02}", index.div_euclid(12), index.rem_euclid(12) + 1)
+                format!(
+                    "{:04}-{:02}",
+                    index.div_euclid(12),
+                    index.rem_euclid(12) + 1
+                )
             }
             Period::Day => {
                 let (y, m, d) = chrono_free::civil_from_days(index);

@@ -408,8 +408,8 @@ impl Catalogue {
             attr.core = false;
             attr.required = false;
             let name = attr.name.clone();
-            let d = Derived::new(attr, &source, &self)
-                .map_err(|e| CatalogueError::Derived(name, e))?;
+            let d =
+                Derived::new(attr, &source, &self).map_err(|e| CatalogueError::Derived(name, e))?;
             self.derived.push(d);
         }
         Ok(self)
@@ -817,15 +817,24 @@ mod tests {
         ]);
         let ok = ok.unwrap();
         assert_eq!(ok.field("is_high").unwrap().kind, Kind::Bool);
-        assert!(ok.get("is_high").is_none(), "derived attributes are not columns");
+        assert!(
+            ok.get("is_high").is_none(),
+            "derived attributes are not columns"
+        );
         let bad = |name: &str, kind: Kind, src: &str| {
             cat.clone()
                 .with_derived(vec![(attr(name, kind), src.into())])
                 .unwrap_err()
                 .to_string()
         };
-        assert!(bad("t", tier.clone(), "case when arpu > 1 then 'mid' else 'low' end")
-            .contains("'mid' is not one of"));
+        assert!(
+            bad(
+                "t",
+                tier.clone(),
+                "case when arpu > 1 then 'mid' else 'low' end"
+            )
+            .contains("'mid' is not one of")
+        );
         assert!(bad("t", Kind::Integer, "arpu / 2").contains("is decimal, but"));
         assert!(bad("t", Kind::Bool, "later").contains("unknown attribute `later`"));
         assert!(bad("t", Kind::Decimal, "mean(spend, days: 3)").contains("measured per month"));

@@ -1,6 +1,7 @@
 //! One dispatcher round for one channel: claim (one statement, leased), check the policy
 //! again at send time, render, send with no transaction open, settle with the lease token.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use channels::{Channel, Outbound, SendError};
@@ -51,6 +52,49 @@ impl Engine {
             .await
     }
 
+    /// The derived attributes the batch's templates show, per (subscriber, field): computed
+    /// in one query per wave by the SQL filters use, so a message shows what selected it.
+    async fn derived_for_templates(
+        &self,
+        claimed: &[Claimed],
+        now: i64,
+    ) -> Result<HashMap<(i64, String), String>, EngineError> {
+        let mut groups: HashMap<(i64, i64, &str), Vec<i64>> = HashMap::new();
+        for c in claimed {
+            groups
+                .entry((c.run_id, c.version_id, c.wave.as_str()))
+                .or_default()
+                .push(c.subscriber_id);
+        }
+        let mut out = HashMap::new();
+        for ((run_id, version_id, wave), ids) in groups {
+            let wf = self
+                .catalog
+                .for_run(&self.store, run_id, version_id)
+                .await?;
+            let Some(w) = wf.wave(wave) else { continue };
+            let names: Vec<&str> = w
+                .template
+                .fields()
+                .into_iter()
+                .filter(|f| wf.catalogue.derived(f).is_some())
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let values = self
+                .store
+                .derived_values(&wf.catalogue, &ids, &names, now)
+                .await?;
+            for (id, vs) in values {
+                for (n, v) in names.iter().zip(vs) {
+                    out.insert((id, (*n).to_owned()), v);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn send_claimed(
         &self,
         channel: Arc<dyn Channel>,
@@ -66,6 +110,7 @@ impl Engine {
         let mut to_send: Vec<Outbound> = Vec::with_capacity(claimed.len());
         let mut attempts: Vec<i32> = Vec::with_capacity(claimed.len());
         let now_utc = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_else(Utc::now);
+        let derived = self.derived_for_templates(&claimed, now).await?;
         for c in claimed {
             let wf = self
                 .catalog
@@ -116,7 +161,12 @@ impl Engine {
                 stats.retried += 1;
                 continue;
             }
-            let text = wave.template.render(|f| c.subscriber.text(f));
+            let text = wave.template.render(|f| {
+                derived
+                    .get(&(c.subscriber_id, f.to_owned()))
+                    .cloned()
+                    .unwrap_or_else(|| c.subscriber.text(f))
+            });
             attempts.push(c.attempt);
             to_send.push(Outbound {
                 contact_id: c.id,

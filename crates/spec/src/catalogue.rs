@@ -214,16 +214,31 @@ pub fn compile_catalogue(file: &str, source: &str) -> Result<Catalogue, Vec<Diag
         if a.expr.is_none() {
             sink.at_spanned(
                 &a.name,
-                format!("derived attribute `{}` needs `expr`: the expression that computes it", a.name.value),
+                format!(
+                    "derived attribute `{}` needs `expr`: the expression that computes it",
+                    a.name.value
+                ),
             );
         }
         for (set, key) in [(a.indexed, "indexed"), (a.required, "required")] {
             if set {
-                sink.at_spanned(&a.name, format!("`{key}` is for stored attributes; `{}` is derived", a.name.value));
+                sink.at_spanned(
+                    &a.name,
+                    format!(
+                        "`{key}` is for stored attributes; `{}` is derived",
+                        a.name.value
+                    ),
+                );
             }
         }
         if a.min.is_some() || a.max.is_some() || a.format.is_some() {
-            sink.at_spanned(&a.name, format!("`min`, `max` and `format` check imported values; `{}` is derived", a.name.value));
+            sink.at_spanned(
+                &a.name,
+                format!(
+                    "`min`, `max` and `format` check imported values; `{}` is derived",
+                    a.name.value
+                ),
+            );
         }
         if let Some(attr) = attribute(&mut sink, a, &mut seen) {
             derived.push((a, attr));
@@ -290,19 +305,32 @@ fn history(
         }
     };
     if let Some(ev) = e {
-        bounded(&ev.keep_days, 36_600, "`keep_days`", &mut retention.event_days);
+        bounded(
+            &ev.keep_days,
+            36_600,
+            "`keep_days`",
+            &mut retention.event_days,
+        );
     }
     let Some(h) = h else {
         return (Vec::new(), retention);
     };
-    bounded(&h.keep_months, MAX_MONTHS, "`keep_months`", &mut retention.months);
+    bounded(
+        &h.keep_months,
+        MAX_MONTHS,
+        "`keep_months`",
+        &mut retention.months,
+    );
     bounded(&h.keep_days, MAX_DAYS, "`keep_days`", &mut retention.days);
     let mut out: Vec<Measure> = Vec::new();
     for m in &h.measures {
         let name = &m.name;
         let mut ok = true;
         if !is_attribute_name(&name.value) {
-            sink.at_spanned(name, CatalogueError::BadName(name.value.clone()).to_string());
+            sink.at_spanned(
+                name,
+                CatalogueError::BadName(name.value.clone()).to_string(),
+            );
             ok = false;
         } else if RESERVED_MEASURES.contains(&name.value.as_str()) {
             sink.at_spanned(
@@ -334,7 +362,10 @@ fn history(
             Some(p) => Period::parse(&p.value).unwrap_or_else(|| {
                 sink.at_spanned(
                     p,
-                    format!("unknown period `{}`: expected month or day", p.value.escape_debug()),
+                    format!(
+                        "unknown period `{}`: expected month or day",
+                        p.value.escape_debug()
+                    ),
                 );
                 ok = false;
                 Period::Month
@@ -368,7 +399,7 @@ fn attribute<'a>(
     a: &'a AttributeFile,
     seen: &mut Vec<&'a Spanned<String>>,
 ) -> Option<Attribute> {
-        let name = &a.name;
+    let name = &a.name;
     let mut ok = true;
     if !is_attribute_name(&name.value) {
         sink.at_spanned(

@@ -22,6 +22,7 @@ pub mod attributes;
 pub mod audit;
 pub mod auth;
 pub mod contacts;
+pub mod derived;
 pub mod events;
 pub mod inbound;
 pub mod planning;

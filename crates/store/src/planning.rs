@@ -161,12 +161,25 @@ impl PlanReader<'_> {
             .collect()
     }
 
-    /// The subscribers matching `cond`, by id, with the column `stratify_by` (a checked
-    /// field name of the workflow) as their stratum.
+    /// The field compiler for planning at `now`: windows of derived attributes fixed on the
+    /// planner's own connection (inside its transaction).
+    pub async fn field_sql<'c>(
+        &self,
+        cat: &'c catalogue::Catalogue,
+        now: Millis,
+    ) -> Result<crate::derived::FieldSql<'c>> {
+        Ok(crate::derived::FieldSql::new(
+            cat,
+            crate::derived::as_of(&self.c, now).await?,
+        ))
+    }
+
+    /// The subscribers matching `cond`, by id, with `stratify_by` (a checked field of the
+    /// workflow, compiled by [`crate::derived::FieldSql`]) as their stratum.
     pub async fn candidates(
         &self,
         cond: Condition,
-        stratify_by: Option<&str>,
+        stratify_by: Option<Expr>,
     ) -> Result<Vec<Candidate>> {
         let rows = self
             .c
@@ -195,14 +208,14 @@ fn col(name: &str) -> Expr {
     Expr::col(Alias::new(name))
 }
 
-fn candidates_stmt(cond: Condition, stratify_by: Option<&str>) -> SelectStatement {
+fn candidates_stmt(cond: Condition, stratify_by: Option<Expr>) -> SelectStatement {
     let mut q = Query::select();
     q.from(Alias::new("subscriber"))
         .column(Alias::new("id"))
         .column(Alias::new("opt_out"))
         .column(Alias::new("timezone"));
     match stratify_by {
-        Some(f) => q.expr_as(col(f), Alias::new("stratum")),
+        Some(f) => q.expr_as(f, Alias::new("stratum")),
         None => q.expr_as(Expr::val("all"), Alias::new("stratum")),
     };
     q.cond_where(cond).order_by(Alias::new("id"), Order::Asc);

@@ -168,19 +168,6 @@ pub(crate) fn read_subscriber(
     })
 }
 
-/// The value tier for a 3-month ARPU in yuan (DOMAIN.md: >500, 200-500, 120-200, <120).
-pub fn value_tier_for_arpu(arpu: f64) -> &'static str {
-    if arpu > 500.0 {
-        "diamond"
-    } else if arpu >= 200.0 {
-        "gold"
-    } else if arpu >= 120.0 {
-        "silver"
-    } else {
-        "ordinary"
-    }
-}
-
 use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait, Value};
 
 use crate::{Millis, Result, Store, StoreError, audit, exec, query};

@@ -30,7 +30,6 @@ fn main() {
     };
     for s in &rows {
         for (label, name) in [
-            ("tier", "value_tier"),
             ("stage", "student_stage"),
             ("brand", "brand"),
             ("first", "first_channel"),

@@ -18,7 +18,7 @@ use std::io::Read;
 use catalogue::{Attrs, Value};
 use domain::Msisdn;
 use sha2::{Digest, Sha256};
-use store::subscribers::{NewSubscriber, value_tier_for_arpu};
+use store::subscribers::NewSubscriber;
 
 pub use error::{ImportError, ImportErrors};
 pub use mapping::{Mapping, parse_mapping};
@@ -545,17 +545,6 @@ impl Row<'_> {
         };
         if !complete {
             return None;
-        }
-        if let Some(d) = p.tier {
-            let arpu = match attrs.values()[d.arpu] {
-                Value::Dec(v) => v,
-                Value::Int(v) => v as f64,
-                // arpu_3m is required (see `DerivedTier`), so never blank here.
-                _ => f64::NAN,
-            };
-            if !arpu.is_nan() {
-                attrs.set_at(d.tier, Value::Text(value_tier_for_arpu(arpu).to_owned()));
-            }
         }
         Some(NewSubscriber {
             msisdn,

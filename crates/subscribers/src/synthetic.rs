@@ -15,7 +15,7 @@ use std::sync::Arc;
 use catalogue::{Attribute, Attrs, Catalogue, Kind, TextFormat, Value};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use store::subscribers::{NewSubscriber, value_tier_for_arpu};
+use store::subscribers::NewSubscriber;
 
 /// Mobile number prefixes (the first three digits) in use by the operator.
 const PREFIXES: [&str; 20] = [
@@ -127,13 +127,12 @@ pub fn generate(
 }
 
 /// The attributes of the shipped catalogue this model draws.
-const MODELLED: [&str; 17] = [
+const MODELLED: [&str; 16] = [
     "name",
     "gender",
     "age",
     "region",
     "brand",
-    "value_tier",
     "arpu_3m",
     "balance",
     "tenure_months",
@@ -248,7 +247,6 @@ impl Generator {
             log_normal(rng, 4.35, 0.7)
         };
         let arpu_3m = cents(arpu.min(5000.0));
-        let value_tier = value_tier_for_arpu(arpu_3m);
 
         let tenure_months: i32 = match stage {
             "freshman" => rng.random_range(0..=3),
@@ -344,7 +342,6 @@ impl Generator {
             age.into(),
             region.into(),
             brand.into(),
-            value_tier.into(),
             arpu_3m.into(),
             balance.into(),
             tenure_months.into(),

@@ -62,9 +62,7 @@ struct CellOptions {
 /// Any attribute of the catalogue may be named, core (`msisdn`, `external_id`, `timezone`,
 /// `opt_out`, `do_not_disturb`) or declared. Required: `msisdn`, `opt_out`,
 /// `do_not_disturb` and every declared attribute with `required: true`. Others may be left
-/// out (empty). Derived: `value_tier` is computed from `arpu_3m` with the DOMAIN.md
-/// thresholds (diamond > 500, gold 200-500, silver 120-200, ordinary below) unless mapped
-/// explicitly.
+/// out (empty). Derived attributes (`value_tier`, ...) are computed, never imported.
 ///
 /// An `msisdn` is a phone number by the rule of `domain::Msisdn` (an optional `+` and 5 to
 /// 15 digits; `+86`/`86` before 11 digits is dropped), unique within the file: either
@@ -174,7 +172,7 @@ struct Synthesize {
 ///   11-digit number from a hash of that column, for exports without phone numbers.
 ///
 /// `msisdn`, `opt_out`, `do_not_disturb` and every attribute the catalogue marks
-/// `required` must be mapped, except `value_tier`, computed from `arpu_3m` unless given.
+/// `required` must be mapped.
 /// Values are checked as the catalogue declares: kind, enum values, `min`/`max`, text
 /// `format`.
 ///
@@ -274,35 +272,6 @@ pub(crate) struct Plan {
     pub(crate) do_not_disturb: Option<Src>,
     /// (index in `Catalogue::declared`, source) for each mapped declared attribute.
     pub(crate) attrs: Vec<(usize, Src)>,
-    pub(crate) tier: Option<DerivedTier>,
-}
-
-/// `value_tier` computed from `arpu_3m` (declared indexes of both).
-///
-/// This is the one derivation left in code: it applies only when the catalogue declares
-/// both attributes (`value_tier` an enum with the four tiers, `arpu_3m` a required number)
-/// and the mapping leaves `value_tier` out. It is meant to become a derived attribute
-/// declared in the catalogue.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DerivedTier {
-    pub(crate) tier: usize,
-    pub(crate) arpu: usize,
-}
-
-const TIERS: [&str; 4] = ["diamond", "gold", "silver", "ordinary"];
-
-/// Whether the catalogue lets `value_tier` be derived from `arpu_3m` (see [`DerivedTier`]).
-fn derived_tier(cat: &Catalogue) -> Option<DerivedTier> {
-    let tier = cat.get("value_tier")?;
-    let arpu = cat.get("arpu_3m")?;
-    let tiers_fit = TIERS
-        .iter()
-        .all(|t| tier.kind.values().iter().any(|v| v == t));
-    let arpu_fits = matches!(arpu.kind, Kind::Decimal | Kind::Integer) && arpu.required;
-    (tiers_fit && arpu_fits && !tier.core && !arpu.core).then(|| DerivedTier {
-        tier: cat.declared_index("value_tier").expect("declared"),
-        arpu: cat.declared_index("arpu_3m").expect("declared"),
-    })
 }
 
 /// Most names an "expected one of" lists before pointing at `campaignd schema`.
@@ -363,6 +332,15 @@ pub fn parse_mapping(
     let mut seen = HashSet::new();
     for (name, source) in &file.fields.value.0 {
         let Some(attr) = catalogue.get(&name.value) else {
+            if let Some(d) = catalogue.derived(&name.value) {
+                return Err(cx.error(
+                    name.referenced,
+                    format!(
+                        "{} is a derived attribute (computed as `{}`), so it is not imported: remove this entry",
+                        name.value, d.source
+                    ),
+                ));
+            }
             return Err(cx.error(name.referenced, unknown_attribute(catalogue, &name.value)));
         };
         if !seen.insert(attr.name.as_str()) {
@@ -378,12 +356,10 @@ pub fn parse_mapping(
         }
     }
 
-    let tier = derived_tier(catalogue).filter(|_| !sources.contains_key("value_tier"));
     let missing: Vec<&str> = catalogue
         .all()
         .iter()
         .filter(|a| a.required && !seen.contains(a.name.as_str()))
-        .filter(|a| !(a.name == "value_tier" && tier.is_some()))
         .map(|a| a.name.as_str())
         .collect();
     if !missing.is_empty() {
@@ -409,7 +385,6 @@ pub fn parse_mapping(
         opt_out: sources.remove("opt_out"),
         do_not_disturb: sources.remove("do_not_disturb"),
         attrs,
-        tier,
     };
     debug_assert!(sources.is_empty(), "every catalogue attribute has a slot");
     Ok(Mapping {

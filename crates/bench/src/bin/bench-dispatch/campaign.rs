@@ -15,27 +15,12 @@ use engine::clock::Clock;
 use engine::{Engine, EngineConfig};
 use serde::{Deserialize, Serialize};
 use store::Store;
-use store::testing::RawDb as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
-use crate::proc::{self, CpuMark, CpuUse};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
+pub(crate) use bench::Backend;
+use bench::proc::{self, CpuMark, CpuUse};
+use bench::{drop_schema, fresh_store};
 
 /// The knobs tuned for throughput; printed with the results.
 #[derive(Debug, Clone, Serialize)]
@@ -134,48 +119,6 @@ fn write_workflow(dir: &Path) -> anyhow::Result<spec::Workflow> {
         let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
         anyhow::anyhow!("the bench workflow does not compile:\n{}", lines.join("\n"))
     })
-}
-
-/// A fresh database: a SQLite file in `dir`, or a new schema in the PostgreSQL database.
-async fn fresh_store(
-    backend: Backend,
-    dir: &Path,
-    pg_url: &str,
-) -> anyhow::Result<(Store, Option<String>)> {
-    match backend {
-        Backend::Sqlite => {
-            let url = format!("sqlite://{}", dir.join("campaignd.db").display());
-            let store = Store::connect(&url, None).await?;
-            store.migrate().await?;
-            Ok((store, None))
-        }
-        Backend::Postgres => {
-            let admin = Store::connect(pg_url, None)
-                .await
-                .with_context(|| format!("connecting to PostgreSQL at {pg_url}"))?;
-            let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-            sea_orm::ConnectionTrait::execute_unprepared(
-                admin.db(),
-                &format!("CREATE SCHEMA {schema}"),
-            )
-            .await?;
-            admin.close().await?;
-            let store = Store::connect(pg_url, Some(&schema)).await?;
-            store.migrate().await?;
-            Ok((store, Some(schema)))
-        }
-    }
-}
-
-async fn drop_schema(pg_url: &str, schema: &str) -> anyhow::Result<()> {
-    let admin = Store::connect(pg_url, None).await?;
-    sea_orm::ConnectionTrait::execute_unprepared(
-        admin.db(),
-        &format!("DROP SCHEMA {schema} CASCADE"),
-    )
-    .await?;
-    admin.close().await?;
-    Ok(())
 }
 
 /// Inserts `n` synthetic subscribers in chunks (so the bench's own memory stays small), with

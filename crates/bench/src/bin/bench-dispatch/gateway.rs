@@ -121,7 +121,7 @@ async fn count(State(gw): State<Shared>) -> axum::Json<Counts> {
         requests: gw.requests.load(Ordering::Relaxed),
         distinct: gw.keys.lock().expect("keys lock").len() as u64,
         rejected: gw.rejected.load(Ordering::Relaxed),
-        peak_rss_mb: crate::proc::peak_rss_mb().unwrap_or(f64::NAN),
+        peak_rss_mb: bench::proc::peak_rss_mb().unwrap_or(f64::NAN),
     })
 }
 

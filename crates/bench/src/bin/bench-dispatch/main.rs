@@ -18,7 +18,7 @@ use serde::Serialize;
 mod campaign;
 mod gateway;
 mod plain;
-mod proc;
+use bench::proc;
 
 use campaign::{Backend, BackendResult, Settings};
 

@@ -23,19 +23,19 @@ fn status_kb(pid: &str, field: &str) -> Option<f64> {
 static PEAK_BEFORE_RESETS_KB: AtomicU64 = AtomicU64::new(0);
 
 /// This process's peak resident set (`VmHWM`) since the last reset, MB.
-pub(crate) fn peak_rss_mb() -> Option<f64> {
+pub fn peak_rss_mb() -> Option<f64> {
     let kb = status_kb("self", "VmHWM:")?;
     PEAK_BEFORE_RESETS_KB.fetch_max(kb as u64, Ordering::Relaxed);
     Some(kb / 1024.0)
 }
 
 /// This process's resident set now (`VmRSS`), MB.
-pub(crate) fn rss_mb() -> Option<f64> {
+pub fn rss_mb() -> Option<f64> {
     status_kb("self", "VmRSS:").map(|kb| kb / 1024.0)
 }
 
 /// This process's peak resident set over its whole life, resets included, MB.
-pub(crate) fn lifetime_peak_rss_mb() -> Option<f64> {
+pub fn lifetime_peak_rss_mb() -> Option<f64> {
     let now = status_kb("self", "VmHWM:")?;
     let before = PEAK_BEFORE_RESETS_KB.load(Ordering::Relaxed) as f64;
     Some(now.max(before) / 1024.0)
@@ -43,7 +43,7 @@ pub(crate) fn lifetime_peak_rss_mb() -> Option<f64> {
 
 /// Resets `VmHWM` to the current RSS (`echo 5 > /proc/self/clear_refs`, Linux 4.0+), so a
 /// phase's peak can be read on its own. False when the kernel refuses.
-pub(crate) fn reset_peak_rss() -> bool {
+pub fn reset_peak_rss() -> bool {
     if let Some(kb) = status_kb("self", "VmHWM:") {
         PEAK_BEFORE_RESETS_KB.fetch_max(kb as u64, Ordering::Relaxed);
     }
@@ -51,7 +51,7 @@ pub(crate) fn reset_peak_rss() -> bool {
 }
 
 /// The 1-minute load average.
-pub(crate) fn loadavg() -> Option<f64> {
+pub fn loadavg() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()
@@ -61,7 +61,7 @@ pub(crate) fn loadavg() -> Option<f64> {
 }
 
 /// Share of all cores busy over `d` (sampled from /proc/stat), percent.
-pub(crate) fn machine_busy_pct_over(d: std::time::Duration) -> Option<f64> {
+pub fn machine_busy_pct_over(d: std::time::Duration) -> Option<f64> {
     let (b0, t0) = machine_cpu_secs()?;
     std::thread::sleep(d);
     let (b1, t1) = machine_cpu_secs()?;
@@ -83,7 +83,7 @@ fn stat_cpu(path: &str) -> Option<(String, f64)> {
 }
 
 /// User + system CPU seconds of a process, all threads.
-pub(crate) fn cpu_secs(pid: u32) -> Option<f64> {
+pub fn cpu_secs(pid: u32) -> Option<f64> {
     stat_cpu(&format!("/proc/{pid}/stat")).map(|(_, s)| s)
 }
 
@@ -118,7 +118,7 @@ fn postgres_cpu_secs() -> f64 {
 }
 
 /// Machine-wide (busy, total) CPU seconds since boot, summed over all cores.
-pub(crate) fn machine_cpu_secs() -> Option<(f64, f64)> {
+pub fn machine_cpu_secs() -> Option<(f64, f64)> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().next()?.strip_prefix("cpu ")?;
     let v: Vec<f64> = line
@@ -133,7 +133,7 @@ pub(crate) fn machine_cpu_secs() -> Option<(f64, f64)> {
 
 /// CPU counters at one instant.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct CpuMark {
+pub struct CpuMark {
     bench: f64,
     bench_tokio: f64,
     bench_sqlite: f64,
@@ -145,25 +145,25 @@ pub(crate) struct CpuMark {
 
 /// CPU seconds spent over an interval, by who spent them.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub(crate) struct CpuUse {
+pub struct CpuUse {
     /// This process (the dispatcher, or the plain loop's client), all threads.
-    pub(crate) bench_s: f64,
+    pub bench_s: f64,
     /// ...of which its tokio workers: HTTP client, engine, row decoding, rendering.
-    pub(crate) bench_tokio_s: f64,
+    pub bench_tokio_s: f64,
     /// ...of which its SQLite worker threads (one per connection): SQL execution.
-    pub(crate) bench_sqlite_s: f64,
+    pub bench_sqlite_s: f64,
     /// The gateway child.
-    pub(crate) gateway_s: f64,
+    pub gateway_s: f64,
     /// PostgreSQL's processes (all of them, whoever they serve).
-    pub(crate) postgres_s: f64,
+    pub postgres_s: f64,
     /// Everything else on the machine (other users' work).
-    pub(crate) other_s: f64,
+    pub other_s: f64,
     /// Share of all cores that were busy.
-    pub(crate) machine_busy_pct: f64,
+    pub machine_busy_pct: f64,
 }
 
 impl CpuMark {
-    pub(crate) fn now(gateway_pid: u32) -> CpuMark {
+    pub fn now(gateway_pid: u32) -> CpuMark {
         let (machine_busy, machine_total) = machine_cpu_secs().unwrap_or((0.0, 0.0));
         CpuMark {
             bench: cpu_secs(std::process::id()).unwrap_or(0.0),
@@ -176,7 +176,7 @@ impl CpuMark {
         }
     }
 
-    pub(crate) fn since(&self, start: &CpuMark) -> CpuUse {
+    pub fn since(&self, start: &CpuMark) -> CpuUse {
         let bench_s = self.bench - start.bench;
         let gateway_s = self.gateway - start.gateway;
         let postgres_s = (self.postgres - start.postgres).max(0.0);
