@@ -8,6 +8,7 @@
 //! that fails validation leaves the subscriber table exactly as it was.
 
 pub mod import;
+pub mod past;
 pub mod synthetic;
 
 pub use import::{CsvImport, ImportError, ImportErrors, Mapping, parse_mapping, read_csv};
