@@ -17,6 +17,7 @@ mod m20261129_000008_auth_audit;
 mod m20261129_000009_consent;
 mod m20261129_000010_catalogue_columns;
 mod m20261130_000011_subscriber_event;
+mod m20261130_000012_usage_history;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000009_consent::Migration),
             Box::new(m20261129_000010_catalogue_columns::Migration),
             Box::new(m20261130_000011_subscriber_event::Migration),
+            Box::new(m20261130_000012_usage_history::Migration),
         ]
     }
 }

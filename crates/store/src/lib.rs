@@ -23,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod contacts;
 pub mod events;
+pub mod history;
 pub mod inbound;
 pub mod planning;
 pub mod runs;

@@ -152,7 +152,6 @@ pub fn subscriber(msisdn: &str) -> NewSubscriber {
         .with("age", 19)
         .with("region", "beijing")
         .with("brand", "mzone")
-        .with("value_tier", "ordinary")
         .with("arpu_3m", 50.0)
         .with("balance", 10.0)
         .with("tenure_months", 2)
