@@ -68,17 +68,7 @@ pub async fn import_csv(
             &name,
         )
         .await?;
-    let bar = (progress && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(size);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {bytes}/{total_bytes} [{bar:40}] {percent}% {per_sec} eta {eta} {msg}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
-        bar
-    });
+    let bar = progress_bar(size, progress);
     let mut rows = Vec::with_capacity(CHUNK);
     loop {
         let more = reader.read_chunk(&mut rows, CHUNK);
@@ -117,6 +107,21 @@ pub async fn import_csv(
     Ok(Ok(outcome))
 }
 
+/// A bar of bytes read, when `progress` is asked for and stderr is a terminal.
+pub(crate) fn progress_bar(size: u64, progress: bool) -> Option<indicatif::ProgressBar> {
+    (progress && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(size);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} [{bar:40}] {percent}% {per_sec} eta {eta} {msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar
+    })
+}
+
 /// A message for a refused chunk that names no number in full: the first row already in the
 /// base (masked), or the database's error with digit runs masked.
 async fn store_failure(
@@ -144,7 +149,7 @@ async fn store_failure(
 }
 
 /// Masks every run of 5 or more digits (a number inside a database error text).
-fn mask_digit_runs(text: &str) -> String {
+pub(crate) fn mask_digit_runs(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {

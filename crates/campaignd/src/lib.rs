@@ -28,6 +28,7 @@ mod config;
 mod demo;
 pub mod import;
 mod out;
+pub mod records;
 mod sim;
 
 use config::Config;
@@ -85,6 +86,25 @@ enum Cmd {
         #[arg(long)]
         update: bool,
     },
+    /// Load usage history (the catalogue's `history:` measures) of subscribers in the base
+    /// from CSV: a subscriber column (msisdn or external_id), `period` and measures, named
+    /// as the fields or through --mapping. All rows or none; rows of unknown subscribers are
+    /// counted and left out.
+    ImportHistory {
+        csv: PathBuf,
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+    },
+    /// Load events (orders, top-ups, complaints, ...) of subscribers in the base from CSV:
+    /// subscriber, `type`, `time` (RFC 3339), optional `value` and `detail`. All rows or none.
+    ImportEvents {
+        csv: PathBuf,
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+    },
+    /// Apply retention: delete history older than the catalogue's `keep_months`/`keep_days`
+    /// periods (counted back from the newest loaded) and events older than `events: keep_days`.
+    Prune,
     /// Show or change a subscriber's consent. Clearing an opt-out or a do-not-disturb is only
     /// possible here, recorded with the config's `operator` and a reason.
     #[command(subcommand)]
@@ -322,6 +342,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mapping,
             update,
         } => import(&cfg, &csv, &mapping, update).await,
+        Cmd::ImportHistory { csv, mapping } => {
+            import_records(
+                &cfg,
+                subscribers::RecordKind::History,
+                &csv,
+                mapping.as_deref(),
+            )
+            .await
+        }
+        Cmd::ImportEvents { csv, mapping } => {
+            import_records(
+                &cfg,
+                subscribers::RecordKind::Events,
+                &csv,
+                mapping.as_deref(),
+            )
+            .await
+        }
+        Cmd::Prune => {
+            let store = open_store(&cfg).await?;
+            let p = store
+                .prune(&store.catalogue().retention(), store::wall_now())
+                .await?;
+            out::line(&format!(
+                "pruned {} monthly and {} daily history row(s), {} event(s)",
+                p.months, p.days, p.events
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Consent(cmd) => consent(&cfg, cmd).await,
         Cmd::GenerateBase { subscribers, seed } => {
             let store = open_store(&cfg).await?;
@@ -659,6 +708,45 @@ async fn import(
         )
         .await?;
     out::line(&format!("imported {n} subscribers from {}", csv.display()));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import_records(
+    cfg: &Config,
+    kind: subscribers::RecordKind,
+    csv: &Path,
+    mapping: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let cat = catalogue_of(cfg)?;
+    let mapping = match records::read_mapping(&cat, kind, mapping)? {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let store = open_store(cfg).await?;
+    let outcome = match records::import_records(&store, kind, mapping, csv, true).await? {
+        Ok(o) => o,
+        Err(failure) => {
+            eprintln!("{failure}");
+            eprintln!("nothing was imported (the whole file is one transaction)");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let lines = records::summary(kind, csv, &outcome);
+    store
+        .audit(
+            store::wall_now(),
+            &cfg.operator,
+            store::audit::action::IMPORT,
+            &csv.display().to_string(),
+            Some(&lines.join("; ")),
+        )
+        .await?;
+    for l in lines {
+        out::line(&l);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -34,7 +34,7 @@ fn index_name(attr: &str) -> String {
 }
 
 /// The storage class a column's declared SQL type gives, if it is one campaignd uses.
-fn storage_of(sql_type: &str) -> Option<Storage> {
+pub(crate) fn storage_of(sql_type: &str) -> Option<Storage> {
     let t = sql_type.to_ascii_lowercase();
     if t.contains("bool") {
         Some(Storage::Bool)
@@ -121,6 +121,7 @@ impl Store {
             ));
         }
         problems.extend(type_mismatches(cat, &columns));
+        problems.extend(self.history_plan(cat).await?.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -136,10 +137,12 @@ impl Store {
         let pg = self.db().get_database_backend() == DbBackend::Postgres;
         let mut report = CatalogueReport::default();
         // Check everything first: a refusal must leave the schema as it was.
-        if let Some(wrong) = type_mismatches(&cat, &columns) {
+        let history = self.history_plan(&cat).await?;
+        if let Some(wrong) = type_mismatches(&cat, &columns).or(history.refusal()) {
             return Err(StoreError::Catalogue(wrong));
         }
         let tx = sea_orm::TransactionTrait::begin(self.db()).await?;
+        report.added.extend(history.apply(&tx).await?);
         for a in cat.declared() {
             if !columns.iter().any(|(n, _)| *n == a.name) {
                 let ty = match (a.kind.storage(), pg) {
@@ -188,17 +191,7 @@ impl Store {
 
     /// (name, declared SQL type) of every column of `subscriber`.
     async fn subscriber_columns(&self) -> Result<Vec<(String, String)>> {
-        let sql = if self.db().get_database_backend() == DbBackend::Postgres {
-            "SELECT column_name AS name, data_type AS ty FROM information_schema.columns \
-             WHERE table_name = 'subscriber' AND table_schema = current_schema() ORDER BY ordinal_position"
-        } else {
-            "SELECT name, type AS ty FROM pragma_table_info('subscriber') ORDER BY cid"
-        };
-        query(self.db(), sql, [])
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("", "name")?, r.try_get("", "ty")?)))
-            .collect()
+        self.table_columns("subscriber").await
     }
 
     async fn index_exists<C: ConnectionTrait>(&self, c: &C, name: &str) -> Result<bool> {

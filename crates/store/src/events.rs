@@ -198,7 +198,7 @@ fn number(text: &str) -> Option<f64> {
     text.trim().parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
-fn check(events: &[NewEvent]) -> Result<()> {
+pub(crate) fn check(events: &[NewEvent]) -> Result<()> {
     for (i, e) in events.iter().enumerate() {
         if domain::event_type_problem(&e.kind).is_some() {
             return Err(StoreError::Invalid(format!(
@@ -225,7 +225,7 @@ fn check(events: &[NewEvent]) -> Result<()> {
     Ok(())
 }
 
-async fn insert_events<C: ConnectionTrait>(c: &C, events: &[NewEvent]) -> Result<u64> {
+pub(crate) async fn insert_events<C: ConnectionTrait>(c: &C, events: &[NewEvent]) -> Result<u64> {
     let mut n = 0;
     for chunk in events.chunks(CHUNK) {
         let mut sql = String::from(

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod contacts;
 pub mod derived;
 pub mod events;
+pub mod history;
 pub mod inbound;
 pub mod planning;
 pub mod runs;

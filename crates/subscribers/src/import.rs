@@ -9,6 +9,7 @@
 
 mod error;
 mod mapping;
+mod records;
 mod value;
 
 use std::collections::HashMap;
@@ -22,9 +23,10 @@ use store::subscribers::NewSubscriber;
 
 pub use error::{ImportError, ImportErrors};
 pub use mapping::{Mapping, parse_mapping};
+pub use records::{Key, Record, RecordKind, RecordMapping, RecordReader};
 pub(crate) use value::is_slot;
 
-use mapping::{How, MsisdnSrc, Src, SynthMethod};
+use mapping::{Cells, ColumnRef, How, MsisdnSrc, Src, SynthMethod};
 use value::{Round, Rule};
 
 /// Reads a whole CSV export (header line first) and turns each record into a subscriber as
@@ -77,7 +79,7 @@ impl<'m, R: Read> CsvImport<'m, R> {
             Ok(h) => h.clone(),
             Err(e) => return Err(csv_error(file, &e).into()),
         };
-        let cols = resolve_columns(mapping, file, &headers, &mut errors);
+        let cols = resolve_columns(&mapping.columns, &mapping.file, file, &headers, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -119,9 +121,9 @@ impl<'m, R: Read> CsvImport<'m, R> {
                         record: &self.record,
                         headers: &self.headers,
                         cols: &self.cols,
-                        mapping: self.mapping,
+                        cells: &self.mapping.cells,
                     };
-                    if let Some(s) = row.subscriber(&mut self.seen, &mut self.errors)
+                    if let Some(s) = row.subscriber(self.mapping, &mut self.seen, &mut self.errors)
                         && self.errors.is_empty()
                     {
                         out.push(s);
@@ -179,8 +181,9 @@ impl<'m, R: Read> CsvImport<'m, R> {
 
 /// The position in the record of each column the mapping reads (indexed like
 /// `Mapping::columns`).
-fn resolve_columns(
-    mapping: &Mapping,
+pub(crate) fn resolve_columns(
+    columns: &[ColumnRef],
+    mapping_file: &str,
     file: &str,
     headers: &csv::StringRecord,
     errors: &mut ImportErrors,
@@ -192,15 +195,15 @@ fn resolve_columns(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut cols = Vec::with_capacity(mapping.columns.len());
-    for c in &mapping.columns {
+    let mut cols = Vec::with_capacity(columns.len());
+    for c in columns {
         let positions: Vec<usize> = headers
             .iter()
             .enumerate()
             .filter(|(_, h)| h.trim() == c.header)
             .map(|(i, _)| i + 1)
             .collect();
-        let named_at = format!("{}:{}:{}", mapping.file, c.line, c.column);
+        let named_at = format!("{mapping_file}:{}:{}", c.line, c.column);
         let message = match positions.as_slice() {
             [i] => {
                 cols.push(i - 1);
@@ -237,7 +240,7 @@ fn resolve_columns(
     cols
 }
 
-fn csv_error(file: &str, e: &csv::Error) -> ImportError {
+pub(crate) fn csv_error(file: &str, e: &csv::Error) -> ImportError {
     let file = file.to_owned();
     match e.kind() {
         csv::ErrorKind::UnequalLengths {
@@ -321,7 +324,7 @@ fn synthesize_numbered(prefix: &str, n: u64) -> Result<String, String> {
     Ok(format!("{prefix}{n:0width$}"))
 }
 
-fn parse_cell(
+pub(crate) fn parse_cell(
     cell: &str,
     rule: &Rule,
     scale: Option<f64>,
@@ -345,36 +348,32 @@ fn parse_cell(
     }
 }
 
-struct Row<'a> {
-    file: &'a str,
-    line: u64,
+pub(crate) struct Row<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) line: u64,
     /// 1-based number of the record (not the line: a quoted cell may span lines).
-    number: u64,
-    record: &'a csv::StringRecord,
-    headers: &'a csv::StringRecord,
-    cols: &'a [usize],
-    mapping: &'a Mapping,
+    pub(crate) number: u64,
+    pub(crate) record: &'a csv::StringRecord,
+    pub(crate) headers: &'a csv::StringRecord,
+    pub(crate) cols: &'a [usize],
+    pub(crate) cells: &'a Cells,
 }
 
 impl Row<'_> {
     /// The cell of a mapped column (trimmed unless the mapping says not to; "" for a null
     /// token), and its 0-based position in the record.
-    fn cell(&self, col: usize) -> (&str, usize) {
+    pub(crate) fn cell(&self, col: usize) -> (&str, usize) {
         let i = self.cols[col];
         // flexible(false) guarantees every record is as long as the header.
         let raw = self.record.get(i).unwrap_or("");
-        let cell = if self.mapping.cells.trim {
-            raw.trim()
-        } else {
-            raw
-        };
-        if self.mapping.cells.nulls.iter().any(|t| t == cell) {
+        let cell = if self.cells.trim { raw.trim() } else { raw };
+        if self.cells.nulls.iter().any(|t| t == cell) {
             return ("", i);
         }
         (cell, i)
     }
 
-    fn error(&self, index: usize, message: String) -> ImportError {
+    pub(crate) fn error(&self, index: usize, message: String) -> ImportError {
         ImportError::Cell {
             file: self.file.to_owned(),
             line: self.line,
@@ -385,7 +384,7 @@ impl Row<'_> {
     }
 
     /// The value of one attribute for this record; `None` after pushing its problem.
-    fn get(&self, src: &Src, errors: &mut ImportErrors) -> Option<Value> {
+    pub(crate) fn get(&self, src: &Src, errors: &mut ImportErrors) -> Option<Value> {
         let (col, map, scale, round, default, date_format) = match &src.how {
             How::Constant(v) => return Some(v.clone()),
             How::Column {
@@ -519,10 +518,11 @@ impl Row<'_> {
     /// The subscriber of this record, or `None` after pushing every problem of the record.
     fn subscriber(
         &self,
+        mapping: &Mapping,
         seen: &mut HashMap<u64, u64>,
         errors: &mut ImportErrors,
     ) -> Option<NewSubscriber> {
-        let p = &self.mapping.plan;
+        let p = &mapping.plan;
         // Every attribute is evaluated before any is unwrapped, so one record reports all its
         // problems, not just the first.
         let msisdn = self.msisdn(&p.msisdn, seen, errors);
@@ -530,7 +530,7 @@ impl Row<'_> {
         let timezone = self.get_text(p.timezone.as_ref(), errors);
         let opt_out = self.get_flag(p.opt_out.as_ref(), errors);
         let do_not_disturb = self.get_flag(p.do_not_disturb.as_ref(), errors);
-        let mut attrs = Attrs::new(self.mapping.catalogue.clone());
+        let mut attrs = Attrs::new(mapping.catalogue.clone());
         let mut complete = true;
         for (i, src) in &p.attrs {
             match self.get(src, errors) {

@@ -11,5 +11,8 @@ pub mod import;
 pub mod past;
 pub mod synthetic;
 
-pub use import::{CsvImport, ImportError, ImportErrors, Mapping, parse_mapping, read_csv};
+pub use import::{
+    CsvImport, ImportError, ImportErrors, Mapping, Record, RecordKind, RecordMapping, RecordReader,
+    parse_mapping, read_csv,
+};
 pub use synthetic::generate;

@@ -288,43 +288,13 @@ pub fn parse_mapping(
     path_for_messages: &str,
     yaml: &str,
 ) -> Result<Mapping, ImportError> {
-    let file: MappingFile = serde_saphyr::from_str(yaml).map_err(|e| {
-        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        ImportError::Mapping {
-            file: path_for_messages.to_owned(),
-            line,
-            column,
-            // The library's hint names its Rust API, which means nothing to a mapping's author.
-            message: serde_saphyr::DefaultMessageFormatter
-                .format_message(&e)
-                .trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable")
-                .to_owned(),
-        }
-    })?;
+    let file = load(path_for_messages, yaml)?;
     let mut cx = Compiler {
         file: path_for_messages,
         columns: Vec::new(),
         trim: true,
     };
-    let cells = match &file.cells {
-        None => Cells {
-            nulls: vec![String::new()],
-            trim: true,
-        },
-        Some(c) => {
-            let trim = c.value.trim.unwrap_or(true);
-            cx.trim = trim;
-            let mut nulls = vec![String::new()];
-            for t in c.value.null_tokens.iter().flatten() {
-                let token = if trim { t.value.trim() } else { &t.value };
-                if nulls.iter().any(|n| n == token) {
-                    continue;
-                }
-                nulls.push(token.to_owned());
-            }
-            Cells { nulls, trim }
-        }
-    };
+    let cells = cx.cells(&file);
 
     // Entries in file order, so the first problem reported is the first in the file.
     let mut msisdn = None;
@@ -396,6 +366,90 @@ pub fn parse_mapping(
     })
 }
 
+/// Reads a mapping file's YAML, every problem located.
+fn load(path_for_messages: &str, yaml: &str) -> Result<MappingFile, ImportError> {
+    serde_saphyr::from_str(yaml).map_err(|e| {
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        ImportError::Mapping {
+            file: path_for_messages.to_owned(),
+            line,
+            column,
+            // The library's hint names its Rust API, which means nothing to a mapping's author.
+            message: serde_saphyr::DefaultMessageFormatter
+                .format_message(&e)
+                .trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable")
+                .to_owned(),
+        }
+    })
+}
+
+/// A mapping file of the same shape (`cells:`, `fields:`) for other records than
+/// subscribers (usage history, events), checked against `targets`: the fields such a record
+/// has, as attributes (kind, range, required). Returns the cell options, the columns read
+/// and each mapped field's source, in file order.
+pub(crate) fn parse_fields(
+    targets: &[Attribute],
+    path_for_messages: &str,
+    yaml: &str,
+) -> Result<(Cells, Vec<ColumnRef>, Vec<Src>), ImportError> {
+    let file = load(path_for_messages, yaml)?;
+    let mut cx = Compiler {
+        file: path_for_messages,
+        columns: Vec::new(),
+        trim: true,
+    };
+    let cells = cx.cells(&file);
+    let mut sources: Vec<Src> = Vec::new();
+    for (name, source) in &file.fields.value.0 {
+        let Some(attr) = targets.iter().find(|a| a.name == name.value) else {
+            let names: Vec<&str> = targets.iter().map(|a| a.name.as_str()).collect();
+            return Err(cx.error(
+                name.referenced,
+                format!(
+                    "unknown field `{}`, expected one of {}",
+                    name.value.escape_debug(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        if sources.iter().any(|s| s.field == attr.name) {
+            return Err(cx.error(
+                name.referenced,
+                format!("{} is mapped twice; keep one entry", attr.name),
+            ));
+        }
+        sources.push(cx.source(attr, source)?);
+    }
+    Ok((cells, cx.columns, sources))
+}
+
+/// A column source for a field read as written (no mapping file: header = field name).
+pub(crate) fn plain_column(attr: &Attribute, col: usize) -> Src {
+    Src {
+        field: attr.name.clone(),
+        required: attr.required,
+        rule: Rule::of(attr),
+        how: How::Column {
+            col,
+            map: None,
+            scale: None,
+            round: None,
+            default: None,
+            date_format: None,
+        },
+    }
+}
+
+impl Cells {
+    /// Without `cells:`: trimmed, only the empty cell is blank.
+    pub(crate) fn plain() -> Cells {
+        Cells {
+            nulls: vec![String::new()],
+            trim: true,
+        }
+    }
+}
+
 /// "unknown attribute", with the closest name and the names there are.
 fn unknown_attribute(cat: &Catalogue, name: &str) -> String {
     let names = cat.names();
@@ -452,6 +506,26 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
+    /// The file's `cells:` options (and `map` keys trimmed as cells are).
+    fn cells(&mut self, file: &MappingFile) -> Cells {
+        match &file.cells {
+            None => Cells::plain(),
+            Some(c) => {
+                let trim = c.value.trim.unwrap_or(true);
+                self.trim = trim;
+                let mut nulls = vec![String::new()];
+                for t in c.value.null_tokens.iter().flatten() {
+                    let token = if trim { t.value.trim() } else { &t.value };
+                    if nulls.iter().any(|n| n == token) {
+                        continue;
+                    }
+                    nulls.push(token.to_owned());
+                }
+                Cells { nulls, trim }
+            }
+        }
+    }
+
     fn error(&self, at: Location, message: String) -> ImportError {
         ImportError::Mapping {
             file: self.file.to_owned(),
