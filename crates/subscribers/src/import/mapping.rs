@@ -385,13 +385,14 @@ fn load(path_for_messages: &str, yaml: &str) -> Result<MappingFile, ImportError>
 
 /// A mapping file of the same shape (`cells:`, `fields:`) for other records than
 /// subscribers (usage history, events), checked against `targets`: the fields such a record
-/// has, as attributes (kind, range, required). Returns the cell options, the columns read
-/// and each mapped field's source, in file order.
+/// has, as attributes (kind, range, required). Returns the cell options, the columns read,
+/// each mapped field's source in file order, and where `fields:` is (line, column), for
+/// problems of the whole list.
 pub(crate) fn parse_fields(
     targets: &[Attribute],
     path_for_messages: &str,
     yaml: &str,
-) -> Result<(Cells, Vec<ColumnRef>, Vec<Src>), ImportError> {
+) -> Result<Fields, ImportError> {
     let file = load(path_for_messages, yaml)?;
     let mut cx = Compiler {
         file: path_for_messages,
@@ -420,7 +421,22 @@ pub(crate) fn parse_fields(
         }
         sources.push(cx.source(attr, source)?);
     }
-    Ok((cells, cx.columns, sources))
+    let at = file.fields.referenced;
+    Ok(Fields {
+        cells,
+        columns: cx.columns,
+        sources,
+        at: (at.line(), at.column()),
+    })
+}
+
+/// What [`parse_fields`] read.
+pub(crate) struct Fields {
+    pub(crate) cells: Cells,
+    pub(crate) columns: Vec<ColumnRef>,
+    pub(crate) sources: Vec<Src>,
+    /// Where `fields:` is (line, column).
+    pub(crate) at: (u64, u64),
 }
 
 /// A column source for a field read as written (no mapping file: header = field name).

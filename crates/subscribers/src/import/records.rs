@@ -129,14 +129,16 @@ impl RecordMapping {
         path_for_messages: &str,
         yaml: &str,
     ) -> Result<RecordMapping, ImportError> {
-        let (cells, columns, sources) = parse_fields(&targets(cat, kind), path_for_messages, yaml)?;
+        let f = parse_fields(&targets(cat, kind), path_for_messages, yaml)?;
+        let (line, column) = f.at;
         let at = |message: String| ImportError::Mapping {
             file: path_for_messages.to_owned(),
-            line: 1,
-            column: 1,
+            line,
+            column,
             message,
         };
-        RecordMapping::check(cat, kind, path_for_messages, cells, columns, sources).map_err(at)
+        RecordMapping::check(cat, kind, path_for_messages, f.cells, f.columns, f.sources)
+            .map_err(at)
     }
 
     /// Without a mapping file: every header that names a field maps it, as written.
@@ -665,7 +667,10 @@ mod tests {
             "A,B,C,D\n",
         )
         .unwrap_err();
-        assert!(e.contains("one period length per file"), "{e}");
+        assert!(
+            e.starts_with("m.yaml:2:3: measures of one period length per file"),
+            "{e}"
+        );
         let e = read(RecordKind::History, None, "msisdn,arpu\n").unwrap_err();
         assert!(
             e.contains("f.csv:1: required field(s) not mapped: period"),
