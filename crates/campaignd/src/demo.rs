@@ -24,6 +24,9 @@ pub(crate) struct DemoArgs {
     /// Size of the synthetic subscriber base.
     #[arg(long, default_value_t = 100_000)]
     subscribers: usize,
+    /// Months of usage history (and a year of events) per subscriber; 0 for none.
+    #[arg(long, default_value_t = 12)]
+    history_months: u32,
     /// Seed of the base and of the simulated population.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -41,29 +44,36 @@ pub(crate) struct DemoArgs {
     start: String,
 }
 
-/// Generates and inserts a synthetic base, with progress.
-pub(crate) async fn insert_base(store: &store::Store, n: usize, seed: u64) -> anyhow::Result<()> {
+/// A synthetic base to generate: how many, from which seed, and with how much past.
+pub(crate) struct Base {
+    pub(crate) subscribers: usize,
+    pub(crate) seed: u64,
+    /// Months of usage history per subscriber (0: none), ending the month before `now`'s,
+    /// with a year of events before `now` (`subscribers::past`).
+    pub(crate) history_months: u32,
+    pub(crate) now: store::Millis,
+}
+
+/// Generates and inserts a synthetic base and its past, with progress. Each chunk of
+/// subscribers and its history and events land in one transaction each.
+pub(crate) async fn insert_base(store: &store::Store, base: &Base) -> anyhow::Result<()> {
+    const CHUNK: usize = 10_000;
     let started = Instant::now();
-    let mut rows = Vec::with_capacity(10_000);
-    let mut done = 0;
-    for s in subscribers::generate(&store.catalogue(), n, seed) {
-        rows.push(s);
-        if rows.len() == 10_000 {
-            done += store
-                .insert_subscribers(
-                    &rows,
-                    store::subscribers::OnDuplicate::Fail,
-                    store::wall_now(),
-                )
-                .await? as usize;
-            rows.clear();
-            // Redraw in place on a terminal; in a log, only the final line is useful.
-            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                eprint!("\r  subscriber base: {done}/{n}");
-            }
+    let n = base.subscribers;
+    let cat = store.catalogue();
+    let measures: Vec<&str> = cat
+        .measures_of(catalogue::Period::Month)
+        .map(|m| m.name.as_str())
+        .collect();
+    let mut generated = subscribers::generate(&cat, n, base.seed).enumerate();
+    let (mut done, mut history, mut events) = (0usize, 0u64, 0u64);
+    loop {
+        let chunk: Vec<(usize, store::subscribers::NewSubscriber)> =
+            generated.by_ref().take(CHUNK).collect();
+        if chunk.is_empty() {
+            break;
         }
-    }
-    if !rows.is_empty() {
+        let rows: Vec<_> = chunk.iter().map(|(_, s)| s.clone()).collect();
         done += store
             .insert_subscribers(
                 &rows,
@@ -71,12 +81,77 @@ pub(crate) async fn insert_base(store: &store::Store, n: usize, seed: u64) -> an
                 store::wall_now(),
             )
             .await? as usize;
+        if base.history_months > 0 {
+            let (h, e) = insert_past(store, base, &measures, &chunk).await?;
+            history += h;
+            events += e;
+        }
+        // Redraw in place on a terminal; in a log, only the final line is useful.
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprint!("\r  subscriber base: {done}/{n}");
+        }
     }
     eprintln!(
-        "\r  subscriber base: {done}/{n} synthetic subscribers in {:.1}s",
+        "\r  subscriber base: {done}/{n} synthetic subscribers, {history} months of usage and {events} events in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+async fn insert_past(
+    store: &store::Store,
+    base: &Base,
+    measures: &[&str],
+    chunk: &[(usize, store::subscribers::NewSubscriber)],
+) -> anyhow::Result<(u64, u64)> {
+    let cat = store.catalogue();
+    let mut import = store.begin_records().await?;
+    let keys: Vec<&str> = chunk.iter().map(|(_, s)| s.msisdn.as_str()).collect();
+    let ids = import
+        .subscriber_ids(store::history::SubscriberKey::Msisdn, &keys)
+        .await?;
+    let mut rows = Vec::new();
+    let mut events = Vec::new();
+    for (index, s) in chunk {
+        let Some(&id) = ids.get(&s.msisdn) else {
+            continue;
+        };
+        let past = subscribers::past::past(
+            &cat,
+            s,
+            *index as u64,
+            base.seed,
+            base.history_months,
+            base.now,
+        );
+        rows.extend(
+            past.months
+                .into_iter()
+                .map(|(period, values)| store::history::HistoryRow {
+                    subscriber_id: id,
+                    period,
+                    values,
+                }),
+        );
+        events.extend(
+            past.events
+                .into_iter()
+                .map(|(kind, at, value)| store::events::NewEvent {
+                    subscriber_id: id,
+                    kind,
+                    at,
+                    value,
+                    detail: None,
+                    source: store::events::EventSource::Import,
+                    received_at: base.now,
+                }),
+        );
+    }
+    import
+        .write_history(catalogue::Period::Month, measures, &rows)
+        .await?;
+    import.write_events(&events).await?;
+    Ok(import.commit().await?)
 }
 
 pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -147,7 +222,16 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let store = crate::open_store(&cfg).await?;
     let _lock = store.lock_daemon()?;
-    crate::insert_base(&store, a.subscribers, a.seed).await?;
+    crate::insert_base(
+        &store,
+        &Base {
+            subscribers: a.subscribers,
+            seed: a.seed,
+            history_months: a.history_months,
+            now: origin,
+        },
+    )
+    .await?;
 
     let clock = Clock::scaled(origin, 86_400.0 / a.day_seconds);
     let channels: HashMap<String, Arc<dyn channels::Channel>> =

@@ -115,6 +115,9 @@ enum Cmd {
         subscribers: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Months of usage history (and a year of events) per subscriber; 0 for none.
+        #[arg(long, default_value_t = 12)]
+        history_months: u32,
     },
     /// Show how a campaign's first wave would narrow the base, without writing anything.
     Plan { campaign: String },
@@ -372,9 +375,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Consent(cmd) => consent(&cfg, cmd).await,
-        Cmd::GenerateBase { subscribers, seed } => {
+        Cmd::GenerateBase {
+            subscribers,
+            seed,
+            history_months,
+        } => {
             let store = open_store(&cfg).await?;
-            insert_base(&store, subscribers, seed).await?;
+            insert_base(
+                &store,
+                &demo::Base {
+                    subscribers,
+                    seed,
+                    history_months,
+                    now: store::wall_now(),
+                },
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Plan { campaign } => {

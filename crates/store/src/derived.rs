@@ -250,16 +250,7 @@ pub(crate) async fn as_of(c: &impl ConnectionTrait, now: Millis) -> Result<AsOf>
         now,
     };
     for p in Period::ALL {
-        let mut q = Query::select();
-        q.expr_as(
-            Expr::from(Func::max(Expr::col(Alias::new("period")))),
-            Alias::new("newest"),
-        )
-        .from(Alias::new(p.table()));
-        let newest: Option<i64> = match c.query_one(&q).await? {
-            Some(r) => r.try_get("", "newest")?,
-            None => None,
-        };
+        let newest = crate::history::newest_period(c, p).await?;
         match p {
             Period::Month => out.month = newest,
             Period::Day => out.day = newest,

@@ -251,13 +251,7 @@ impl Store {
 
     /// The newest period loaded, if any (retention and "the last n periods" count from it).
     pub async fn newest_period(&self, period: Period) -> Result<Option<i64>> {
-        let rows = query(
-            self.db(),
-            &format!("SELECT MAX(period) AS p FROM {}", period.table()),
-            [],
-        )
-        .await?;
-        Ok(rows[0].try_get::<Option<i64>>("", "p")?)
+        newest_period(self.db(), period).await
     }
 
     /// Retention of history: keeps the newest `retention.months` monthly and `.days` daily
@@ -422,4 +416,19 @@ impl RecordImport {
         self.tx.commit().await?;
         Ok((self.history, self.events))
     }
+}
+
+/// The newest period of a history table, on any connection (the planner reads it inside its
+/// transaction): `MAX(period)`, answered from the period index.
+pub(crate) async fn newest_period(
+    c: &impl sea_orm::ConnectionTrait,
+    period: Period,
+) -> Result<Option<i64>> {
+    let rows = query(
+        c,
+        &format!("SELECT MAX(period) AS p FROM {}", period.table()),
+        [],
+    )
+    .await?;
+    Ok(rows[0].try_get::<Option<i64>>("", "p")?)
 }

@@ -125,7 +125,7 @@ pub fn past(
         let top_ups = if matches!(profile, Profile::LowBalanceStudent) && before_vacation {
             0
         } else {
-            rng.random_range(0..=2)
+            rng.random_range(0..=1)
         };
         let bill_queries = if price_sensitive {
             rng.random_range(2..=5)
@@ -172,7 +172,7 @@ pub fn past(
         // Events of this month, at random moments inside it (none in the future).
         let start = month_start_ms(p);
         let end = month_start_ms(p + 1).min(now);
-        let mut at = |rng: &mut ChaCha8Rng| start + rng.random_range(0..(end - start).max(1));
+        let at = |rng: &mut ChaCha8Rng| start + rng.random_range(0..(end - start).max(1));
         for _ in 0..top_ups {
             let t = at(&mut rng);
             events.push(("top_up".to_owned(), t, Some(50.0)));
@@ -190,7 +190,7 @@ pub fn past(
             events.push(("port_out_enquiry".to_owned(), t, None));
         }
         if student && !vacation {
-            for _ in 0..rng.random_range(1..=3) {
+            for _ in 0..rng.random_range(1..=2) {
                 let t = at(&mut rng);
                 events.push(("campus_cell".to_owned(), t, None));
             }
