@@ -620,3 +620,29 @@ async fn a_crash_between_send_and_settle_resends_that_batch_once_after_the_lease
     assert!(due_times(&rig.store).await.is_empty(), "the queue is empty");
     insta::assert_snapshot!("crash_recovered", rig.snapshot().await);
 }
+
+// f. dispatch.rs (`derived_for_templates`): a template shows a derived attribute with the
+//    value the store's SQL computes, not an empty text (derived attributes are not columns).
+#[tokio::test]
+async fn a_template_shows_a_derived_attribute_computed_in_sql() {
+    let rig = Rig::new(ONE_WAVE, 3).await;
+    // The test subscribers spend 50 yuan a month: the shipped catalogue derives `ordinary`.
+    let dir = rig.wf_path.parent().unwrap();
+    std::fs::write(
+        dir.join("templates/offer.txt"),
+        "{name} is {value_tier}, {bill_queries_30d} bill queries",
+    )
+    .unwrap();
+    let e = rig.engine(rig.config()).await;
+    e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    rig.drain(&e, "sms").await;
+    let texts = rig.sms.texts();
+    assert_eq!(texts.len(), 3);
+    assert!(
+        texts
+            .iter()
+            .all(|t| t == "Test is ordinary, 0 bill queries"),
+        "{texts:?}"
+    );
+}
