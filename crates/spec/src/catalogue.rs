@@ -325,23 +325,17 @@ fn history(
     let mut out: Vec<Measure> = Vec::new();
     for m in &h.measures {
         let name = &m.name;
-        let mut ok = true;
-        if !is_attribute_name(&name.value) {
-            sink.at_spanned(
-                name,
-                CatalogueError::BadName(name.value.clone()).to_string(),
-            );
-            ok = false;
-        } else if RESERVED_MEASURES.contains(&name.value.as_str()) {
-            sink.at_spanned(
-                name,
-                CatalogueError::ReservedMeasure(name.value.clone()).to_string(),
-            );
-            ok = false;
-        } else if out.iter().any(|x| x.name == name.value) {
-            sink.at_spanned(name, format!("measure `{}` is declared twice", name.value));
-            ok = false;
-        }
+        let twice = out
+            .iter()
+            .any(|x| x.name == name.value)
+            .then(|| format!("measure `{}` is declared twice", name.value));
+        let mut ok = name_ok(
+            sink,
+            name,
+            &RESERVED_MEASURES,
+            CatalogueError::ReservedMeasure,
+            twice,
+        );
         let integer = match m.kind.value.as_str() {
             "integer" => true,
             "decimal" => false,
@@ -392,6 +386,32 @@ fn history(
     (out, retention)
 }
 
+/// Whether a declared name (attribute or measure) is usable: a valid column name, not one of
+/// `reserved`, not declared before (`twice` is the message when it was). Reports the first
+/// problem at the name.
+fn name_ok(
+    sink: &mut Sink<'_>,
+    name: &Spanned<String>,
+    reserved: &[&str],
+    reserved_error: fn(String) -> CatalogueError,
+    twice: Option<String>,
+) -> bool {
+    let problem = if !is_attribute_name(&name.value) {
+        Some(CatalogueError::BadName(name.value.clone()).to_string())
+    } else if reserved.contains(&name.value.as_str()) {
+        Some(reserved_error(name.value.clone()).to_string())
+    } else {
+        twice
+    };
+    match problem {
+        Some(p) => {
+            sink.at_spanned(name, p);
+            false
+        }
+        None => true,
+    }
+}
+
 /// Checks one attribute entry (stored or derived), reporting its problems; `seen` holds the
 /// names before it.
 fn attribute<'a>(
@@ -400,30 +420,14 @@ fn attribute<'a>(
     seen: &mut Vec<&'a Spanned<String>>,
 ) -> Option<Attribute> {
     let name = &a.name;
-    let mut ok = true;
-    if !is_attribute_name(&name.value) {
-        sink.at_spanned(
-            name,
-            CatalogueError::BadName(name.value.clone()).to_string(),
-        );
-        ok = false;
-    } else if RESERVED.contains(&name.value.as_str()) {
-        sink.at_spanned(
-            name,
-            CatalogueError::Reserved(name.value.clone()).to_string(),
-        );
-        ok = false;
-    } else if let Some(first) = seen.iter().find(|s| s.value == name.value) {
-        sink.at_spanned(
-            name,
-            format!(
-                "attribute `{}` is declared twice (first at line {})",
-                name.value,
-                first.referenced.line()
-            ),
-        );
-        ok = false;
-    }
+    let twice = seen.iter().find(|s| s.value == name.value).map(|first| {
+        format!(
+            "attribute `{}` is declared twice (first at line {})",
+            name.value,
+            first.referenced.line()
+        )
+    });
+    let ok = name_ok(sink, name, &RESERVED, CatalogueError::Reserved, twice);
     seen.push(name);
     let kind = match a.kind.value.as_str() {
         "integer" => Some(Kind::Integer),
@@ -606,6 +610,41 @@ mod tests {
         for (got, want) in shown.iter().zip(expect) {
             assert!(got.starts_with(want), "{got}\n  expected {want}");
         }
+    }
+
+    #[test]
+    fn history_and_derived_problems_are_located() {
+        let check = |src: &str, expect: &[&str]| {
+            let errs = compile_catalogue("a.yaml", src).unwrap_err();
+            let shown: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+            assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+            for (got, want) in shown.iter().zip(expect) {
+                assert!(got.starts_with(want), "{got}\n  expected {want}");
+            }
+        };
+        let attrs = "attributes:\n  - name: arpu_3m\n    type: decimal\n";
+        check(
+            &format!(
+                "{attrs}history:\n  measures:\n    - name: Spend\n      type: decimal\n    - name: period\n      type: integer\n    - name: spend\n      type: money\n    - name: rate\n      type: decimal\n      period: week\n    - name: calls\n      type: integer\n    - name: calls\n      type: integer\n"
+            ),
+            &[
+                "a.yaml:6:13: `Spend` is not an attribute name",
+                "a.yaml:8:13: `period` is a column of every history table",
+                "a.yaml:11:13: unknown measure type `money`",
+                "a.yaml:14:15: unknown period `week`",
+                "a.yaml:17:13: measure `calls` is declared twice",
+            ],
+        );
+        // Expressions are checked once the attributes and measures are sound.
+        check(
+            &format!(
+                "{attrs}history:\n  measures:\n    - name: calls\n      type: integer\nderived:\n  - name: tier\n    type: text\n    expr: \"arpu_3n > 1\"\n  - name: change\n    type: decimal\n    expr: \"mean(calls, days: 3)\"\n"
+            ),
+            &[
+                "a.yaml:11:12: unknown attribute `arpu_3n`",
+                "a.yaml:14:24: `calls` is measured per month",
+            ],
+        );
     }
 
     #[test]
