@@ -104,7 +104,14 @@ async fn plan(
         })
         .collect();
     let tx = store.db().begin().await.unwrap();
-    store::contacts::insert_contacts(&tx, run, wr, "w", "sms", &rows)
+    let to = store::contacts::WaveContacts {
+        run_id: run,
+        wave_run_id: wr,
+        wave: "w",
+        channel: "sms",
+        purpose: store::contacts::Purpose::Marketing,
+    };
+    store::contacts::insert_contacts(&tx, &to, &rows)
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -80,7 +80,10 @@ async fn two_wave_campaign(backend: Backend) {
     .await;
 
     let dir = tempfile::tempdir().unwrap();
-    let wf_path = helpers::write_workflows(dir.path(), TWO_WAVES);
+    // Evaluated per brand, a field other than the control's stratum (value_tier).
+    let workflow = TWO_WAVES.replace("evaluate:\n", "evaluate:\n  breakdown: brand\n");
+    assert_ne!(workflow, TWO_WAVES);
+    let wf_path = helpers::write_workflows(dir.path(), &workflow);
     let wf = spec::load_file(&wf_path).unwrap_or_else(|d| panic!("{d:?}"));
     let chans = helpers::kannel_channels(
         &store,
@@ -391,6 +394,34 @@ async fn two_wave_campaign(backend: Backend) {
         (report.overall.control.n, report.overall.control.converted),
         (w1_ctrl.len() as u64, c_orders)
     );
+    // One cell per brand of the first wave's population, counted from the subscribers'
+    // own brand, not from the stratum the control split stored.
+    assert_eq!(report.breakdown.as_deref(), Some("brand"));
+    let mut want: std::collections::BTreeMap<String, [u64; 4]> = Default::default();
+    for (set, arm) in [(&w1_treat, 0), (&w1_ctrl, 2)] {
+        for s in set.iter() {
+            let cell = want.entry(by_id[s].text("brand")).or_default();
+            cell[arm] += 1;
+            cell[arm + 1] += u64::from(ordered.contains(s));
+        }
+    }
+    let got: std::collections::BTreeMap<String, [u64; 4]> = report
+        .cells
+        .iter()
+        .map(|c| {
+            (
+                c.label.clone(),
+                [
+                    c.treatment.n,
+                    c.treatment.converted,
+                    c.control.n,
+                    c.control.converted,
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(want.len() > 1, "the base has several brands: {want:?}");
     assert!(!report.simulated);
     let _ = db.schema;
 }

@@ -239,8 +239,18 @@ async fn seed(store: &Store) -> Res<(String, i64, i64)> {
     let tx = store.db().begin().await?;
     store::runs::transition_wave(&tx, wave_run_id, wave_state::PENDING, wave_state::OPEN).await?;
     store::runs::set_wave_window(&tx, wave_run_id, now, now + 86_400_000).await?;
-    store::contacts::insert_contacts(&tx, run_id, wave_run_id, "call", "outbound_call", &contacts)
-        .await?;
+    store::contacts::insert_contacts(
+        &tx,
+        &store::contacts::WaveContacts {
+            run_id,
+            wave_run_id,
+            wave: "call",
+            channel: "outbound_call",
+            purpose: store::contacts::Purpose::Marketing,
+        },
+        &contacts,
+    )
+    .await?;
     tx.commit().await?;
     let mut rows = Vec::new();
     let mut keys = Vec::new();

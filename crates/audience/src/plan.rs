@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Condition;
 use spec::{Targets, Wave, Workflow};
-use store::contacts::{Arm, NewContact};
+use store::contacts::{Arm, NewContact, WaveContacts};
 use store::planning::{PlanReader, earlier_wave_targets};
 use store::{Millis, Store};
 
@@ -97,10 +97,13 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
         None => input.now,
     };
     tx.insert_contacts(
-        input.run_id,
-        input.wave_run_id,
-        &input.wave.id,
-        input.wave.channel.as_str(),
+        &WaveContacts {
+            run_id: input.run_id,
+            wave_run_id: input.wave_run_id,
+            wave: &input.wave.id,
+            channel: input.wave.channel.as_str(),
+            purpose: input.workflow.purpose,
+        },
         &plan.contacts,
     )
     .await?;
@@ -214,18 +217,21 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
     }
     let mut decisions: Vec<(i64, &'static str)> = Vec::new();
     let mut opt_outs = 0;
+    let marketing = wf.purpose.is_marketing();
     for cand in &candidates {
-        if !left_out.contains(&cand.id) && cand.opt_out {
+        if marketing && !left_out.contains(&cand.id) && cand.opt_out {
             left_out.insert(cand.id);
             decisions.push((cand.id, "opt_out"));
             opt_outs += 1;
         }
     }
-    funnel.push(("opt_out".into(), opt_outs));
+    if marketing {
+        funnel.push(("opt_out".into(), opt_outs));
+    }
 
     // The cap counts treatment contacts already planned or sent, across campaigns.
     let mut capped = 0;
-    if let Some(cap) = wf.policy.max_contacts {
+    if let Some(cap) = wf.policy.max_contacts.filter(|_| marketing) {
         let since = input.now.saturating_sub(spec::duration_millis(cap.per));
         let recent = c.recent_contact_counts(since).await?;
         for cand in &candidates {

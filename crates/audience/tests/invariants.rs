@@ -127,7 +127,18 @@ async fn an_undelivered_contact_counts_toward_the_frequency_cap() -> Res {
         send_by: None,
         stratum: "x".into(),
     };
-    insert_contacts(&tx, other, other_wave, "w", "sms", &[row]).await?;
+    insert_contacts(
+        &tx,
+        &store::contacts::WaveContacts {
+            run_id: other,
+            wave_run_id: other_wave,
+            wave: "w",
+            channel: "sms",
+            purpose: store::contacts::Purpose::Marketing,
+        },
+        &[row],
+    )
+    .await?;
     tx.commit().await?;
     let claimed = store
         .claim(&ClaimRequest {
@@ -250,5 +261,101 @@ async fn the_planner_lock_is_per_schema_on_postgres() -> Res {
     holder.commit().await?;
     let summary = planner_a.await??;
     assert!(summary.opened);
+    Ok(())
+}
+
+/// Guards the purpose rules: `marketing &&` before the opt-out check and the cap in
+/// `plan::compute`, and `purpose = 'marketing'` in `contacts::recent_contact_counts`. A
+/// marketing campaign leaves out the opted-out and the capped, and a care message does not
+/// use up anyone's cap; a care campaign reaches the opted-out (it is service they are owed).
+#[tokio::test]
+async fn opt_out_and_cap_govern_marketing_and_care_uses_no_cap() -> Res {
+    let dir = tempfile::tempdir()?;
+    let store = store::testing::fresh_store(dir.path()).await?;
+    let subs = subscribers(&store, 3).await?;
+    store.set_opt_out(subs[0], NOW - DAY).await?;
+    // Yesterday a care campaign reached subscriber 1 and a marketing one subscriber 2.
+    for (i, purpose) in [
+        (1, store::contacts::Purpose::Care),
+        (2, store::contacts::Purpose::Marketing),
+    ] {
+        let name = format!("earlier-{}", purpose.as_str());
+        let version = store.upsert_version(&name, "h", "{}", 0).await?;
+        let run = store
+            .start_run(NewRun {
+                campaign: &name,
+                version_id: version,
+                slot_at: None,
+                trigger: "test",
+                waves: &[("w".to_owned(), "sms".to_owned())],
+                now: 0,
+            })
+            .await?
+            .ok_or("no run")?;
+        let wave_run_id = store.wave_runs(run).await?[0].id;
+        let tx = store.db().begin().await?;
+        let row = NewContact {
+            subscriber_id: subs[i],
+            arm: Arm::Treatment,
+            due_at: NOW - DAY,
+            send_by: None,
+            stratum: "x".into(),
+        };
+        let to = store::contacts::WaveContacts {
+            run_id: run,
+            wave_run_id,
+            wave: "w",
+            channel: "sms",
+            purpose,
+        };
+        insert_contacts(&tx, &to, &[row]).await?;
+        tx.commit().await?;
+    }
+    let targeted = |run: (i64, i64)| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<i64> = store
+                .contact_states(run.1)
+                .await?
+                .into_iter()
+                .map(|(s, _, _)| s)
+                .collect::<Vec<_>>();
+            ids.sort_unstable();
+            Ok::<_, Box<dyn std::error::Error>>(ids)
+        }
+    };
+
+    let marketing = workflow(&dir.path().join("marketing"))?;
+    assert_eq!(marketing.purpose, store::contacts::Purpose::Marketing);
+    let run = run_of(&store, &marketing).await?;
+    let summary = plan(&store, &marketing, run).await?;
+    assert_eq!(targeted(run).await?, vec![subs[1]], "{:?}", summary.funnel);
+    for stage in [("opt_out", 1), ("frequency_cap", 1)] {
+        assert!(
+            summary.funnel.contains(&(stage.0.to_owned(), stage.1)),
+            "{:?}",
+            summary.funnel
+        );
+    }
+
+    let care_dir = dir.path().join("care");
+    workflow(&care_dir)?;
+    let care_file = care_dir.join("capped.yaml");
+    std::fs::write(
+        &care_file,
+        CAPPED
+            .replace("campaign: capped", "campaign: care\npurpose: care")
+            .replace("policy:\n  max_contacts: { count: 1, per: 7d }\n", ""),
+    )?;
+    let care = spec::load_file(&care_file).map_err(|d| format!("{d:?}"))?;
+    assert_eq!(care.purpose, store::contacts::Purpose::Care);
+    let run = run_of(&store, &care).await?;
+    let summary = plan(&store, &care, run).await?;
+    assert_eq!(targeted(run).await?, subs, "{:?}", summary.funnel);
+    assert!(
+        !summary.funnel.iter().any(|(stage, _)| stage == "opt_out"),
+        "{:?}",
+        summary.funnel
+    );
     Ok(())
 }

@@ -127,8 +127,9 @@ impl Engine {
                 continue;
             };
             // The policy is checked again at send time: an opt-out, or a lease held into
-            // quiet hours, must stop the message even though planning allowed it.
-            if c.subscriber.opt_out {
+            // quiet hours, must stop the message even though planning allowed it. The
+            // marketing opt-out does not stop care, nor an alert to staff.
+            if c.subscriber.opt_out && wf.purpose.is_marketing() {
                 outcomes.push((
                     c.id,
                     Outcome::Failed {

@@ -1,7 +1,7 @@
 //! Evaluation of a finished run: per-wave funnel and outcomes, and the goal compared between
 //! treatment and control, overall and per stratum.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use evaluate::{Arm, Cell, Report, WaveCounts, uplift};
@@ -78,12 +78,36 @@ pub async fn build_report(
         ),
         None => ("any response".to_owned(), HashSet::new()),
     };
+    // Cells are by the declared breakdown; by default, by the stratum the control split used,
+    // which the planner stored with each contact.
+    let stratify_by = wf.control.as_ref().and_then(|c| c.stratify_by.clone());
+    let breakdown = wf.evaluate.breakdown.clone().or(stratify_by.clone());
+    let labels: Option<HashMap<i64, String>> = match &wf.evaluate.breakdown {
+        Some(field) if Some(field) != stratify_by.as_ref() => {
+            let ids: Vec<i64> = population.iter().map(|(sub, _, _)| *sub).collect();
+            // Derived values as they were when the run started, like the planner saw them.
+            let values = store
+                .derived_values(&wf.catalogue, &ids, &[field.as_str()], run.started_at)
+                .await?;
+            Some(
+                values
+                    .into_iter()
+                    .map(|(sub, v)| (sub, v.into_iter().next().unwrap_or_default()))
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
     let mut overall = (Arm { n: 0, converted: 0 }, Arm { n: 0, converted: 0 });
     let mut cells: BTreeMap<String, (Arm, Arm)> = BTreeMap::new();
     for (sub, arm, stratum) in &population {
         let hit = u64::from(converted.contains(sub));
+        let label = match &labels {
+            Some(l) => l.get(sub).filter(|v| !v.is_empty()).cloned(),
+            None => Some(stratum.clone()),
+        };
         let cell = cells
-            .entry(stratum.clone())
+            .entry(label.unwrap_or_else(|| "unknown".to_owned()))
             .or_insert((Arm { n: 0, converted: 0 }, Arm { n: 0, converted: 0 }));
         let (o, c) = if arm == ContactArm::Control.as_str() {
             (&mut overall.1, &mut cell.1)
@@ -110,6 +134,7 @@ pub async fn build_report(
         finished_at: rfc3339(now),
         waves: wave_counts,
         overall: cell("all".to_owned(), overall),
+        breakdown,
         cells: cells.into_iter().map(|(k, v)| cell(k, v)).collect(),
         simulated,
     })

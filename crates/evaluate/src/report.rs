@@ -65,7 +65,11 @@ pub struct Report {
     pub waves: Vec<WaveCounts>,
     /// Labelled "all".
     pub overall: Cell,
-    /// E.g. one per value tier.
+    /// The subscriber field `cells` are by (`evaluate.breakdown`, else the control group's
+    /// `stratify_by`); `None` when the run named neither.
+    #[serde(default)]
+    pub breakdown: Option<String>,
+    /// One per value of `breakdown` (e.g. per value tier).
     pub cells: Vec<Cell>,
     /// Responses came from the demo's simulated population. Every rendering states it
     /// prominently, because a simulated uplift mistaken for a real one would drive real spend.

@@ -306,6 +306,24 @@ fn check(
         );
     }
 
+    let purpose = match &f.purpose {
+        None => Some(domain::Purpose::default()),
+        Some(p) => {
+            let parsed = domain::Purpose::parse(&p.value);
+            if parsed.is_none() {
+                sink.at_spanned(
+                    p,
+                    format!(
+                        "unknown purpose `{}`: expected one of {}",
+                        p.value,
+                        domain::Purpose::ALL.map(domain::Purpose::as_str).join(", ")
+                    ),
+                );
+            }
+            parsed
+        }
+    };
+
     let schedule = f
         .schedule
         .as_ref()
@@ -409,6 +427,18 @@ fn check(
         policy_ok &= policy.quiet_hours.is_some();
     }
     if let Some(cap) = &f.policy.max_contacts {
+        if let Some(p) = purpose.filter(|p| !p.is_marketing()) {
+            // Silently ignoring it would let an operator believe subscribers are protected.
+            sink.at_spanned(
+                &cap.per,
+                format!(
+                    "max_contacts applies to marketing campaigns only; this campaign's purpose \
+                     is {}, whose contacts neither count towards nor are held by the cap",
+                    p.as_str()
+                ),
+            );
+            policy_ok = false;
+        }
         match duration(sink, &cap.per) {
             Some(per) if cap.count > 0 => {
                 policy.max_contacts = Some(Cap {
@@ -429,15 +459,29 @@ fn check(
     let evaluate = f.evaluate.as_ref().map(|e| {
         let breakdown = e.breakdown.as_ref().and_then(|b| {
             let fd = cat.field(&b.value);
-            if fd.is_none() {
-                sink.at_spanned(
+            match fd.map(fields::field_type) {
+                None => sink.at_spanned(
                     b,
                     format!(
                         "evaluate.breakdown `{}` is not a subscriber field; expected one of {}",
                         b.value,
                         cat.field_names().join(", ")
                     ),
-                );
+                ),
+                // A cell per distinct value: a continuous field would give one per subscriber.
+                Some(fields::FieldType::Number | fields::FieldType::Timestamp) => {
+                    sink.at_spanned(
+                        b,
+                        format!(
+                            "cannot break the evaluation down by `{}`: it is a continuous value; \
+                             expected a text, enum, bool, integer or date field (declare a derived \
+                             attribute that groups it, like value_tier)",
+                            b.value
+                        ),
+                    );
+                    return None;
+                }
+                Some(_) => {}
             }
             fd.map(|fd| fd.name.clone())
         });
@@ -475,6 +519,7 @@ fn check(
         owner: f.owner.clone(),
         timezone: timezone?,
         priority,
+        purpose: purpose?,
         schedule,
         audience: Audience {
             segment,

@@ -31,6 +31,14 @@ pub(crate) struct WorkflowFile {
     #[serde(default)]
     #[schemars(with = "Option<u8>")]
     pub(crate) priority: Option<Spanned<u8>>,
+    /// What the campaign is for: `marketing` (the default: opt-out and the frequency cap
+    /// apply, and its contacts count towards the cap), `care` (service the subscriber is owed,
+    /// such as a low-balance reminder: sent despite a marketing opt-out, outside the cap;
+    /// quiet hours still apply) or `alert` (work for staff about the subscriber, who is not
+    /// contacted).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) purpose: Option<Spanned<String>>,
     /// When runs start. Without a schedule the campaign only runs when triggered by hand.
     #[serde(default)]
     pub(crate) schedule: Option<ScheduleFile>,

@@ -18,6 +18,8 @@ pub struct Workflow {
     pub owner: String,
     pub timezone: chrono_tz::Tz,
     pub priority: u8,
+    /// Marketing unless the file says otherwise; decides whether opt-out and cap apply.
+    pub purpose: domain::Purpose,
     pub schedule: Option<Schedule>,
     pub audience: Audience,
     pub control: Option<Control>,

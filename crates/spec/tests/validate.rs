@@ -709,6 +709,26 @@ fn file_level_mistakes_are_located_too() {
         "wf.yaml:25:14:",
         "evaluate.breakdown `brnd` is not a subscriber field",
     );
+    assert_one(
+        &format!("{VALID}evaluate:\n  breakdown: arpu_3m\n"),
+        "wf.yaml:25:14:",
+        "cannot break the evaluation down by `arpu_3m`: it is a continuous value",
+    );
+    assert_one(
+        &VALID.replace("timezone:", "purpose: promo\ntimezone:"),
+        "wf.yaml:2:10:",
+        "unknown purpose `promo`: expected one of marketing, care, alert",
+    );
+    // A care campaign's contacts are outside the cap, so a cap on one would protect nobody.
+    assert_one(
+        &VALID.replace("timezone:", "purpose: care\ntimezone:"),
+        "wf.yaml:12:70:",
+        "max_contacts applies to marketing campaigns only; this campaign's purpose is care",
+    );
+    let care = VALID
+        .replace("timezone:", "purpose: care\ntimezone:")
+        .replace(", max_contacts: { count: 2, per: 7d }", "");
+    assert_eq!(errors(&care), Vec::<String>::new());
 }
 
 /// A workflows folder with its own `attributes.yaml`: filters, templates and control

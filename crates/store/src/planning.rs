@@ -86,13 +86,10 @@ impl PlanTx {
     /// Writes the planned contacts (and the queue rows of the treatment arm).
     pub async fn insert_contacts(
         &self,
-        run_id: i64,
-        wave_run_id: i64,
-        wave: &str,
-        channel: &str,
+        to: &contacts::WaveContacts<'_>,
         rows: &[NewContact],
     ) -> Result<u64> {
-        contacts::insert_contacts(&self.tx, run_id, wave_run_id, wave, channel, rows).await
+        contacts::insert_contacts(&self.tx, to, rows).await
     }
 
     /// Why each left-out subscriber was left out.

@@ -92,7 +92,18 @@ impl World {
         let tx = self.store.db().begin().await?;
         assert!(transition_wave(&tx, self.waves[i], wave_state::PENDING, wave_state::OPEN).await?);
         set_wave_window(&tx, self.waves[i], planned, closes).await?;
-        insert_contacts(&tx, self.run_id, self.waves[i], wave, "sms", &rows).await?;
+        insert_contacts(
+            &tx,
+            &store::contacts::WaveContacts {
+                run_id: self.run_id,
+                wave_run_id: self.waves[i],
+                wave,
+                channel: "sms",
+                purpose: store::contacts::Purpose::Marketing,
+            },
+            &rows,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -89,7 +89,18 @@ impl Queue {
             })
             .collect();
         let tx = self.store.db().begin().await?;
-        let n = insert_contacts(&tx, self.run_id, self.wave_run_id, "w", "sms", &contacts).await?;
+        let n = insert_contacts(
+            &tx,
+            &store::contacts::WaveContacts {
+                run_id: self.run_id,
+                wave_run_id: self.wave_run_id,
+                wave: "w",
+                channel: "sms",
+                purpose: store::contacts::Purpose::Marketing,
+            },
+            &contacts,
+        )
+        .await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -481,5 +492,83 @@ async fn the_upgrade_moves_unfinished_contacts_into_the_queue() -> Res {
     let later = store.claim(&claim("later", T0 + 2 * MINUTE)).await?;
     assert_eq!(later.len(), 2, "the old lease ran out; the other lease too");
     assert!(later.iter().any(|c| c.attempt == 2));
+    Ok(())
+}
+
+/// Strata and decision reasons are free text: quotes, commas, braces, backslashes, blanks
+/// and the word NULL arrive as written (PostgreSQL sends each column as one array literal).
+#[tokio::test]
+async fn contact_and_decision_text_arrives_as_written() -> Res {
+    let q = Queue::planned(&[]).await?;
+    let rows: Vec<NewSubscriber> = (0..6)
+        .map(|i| store::testing::subscriber(&format!("1390000{i:04}")))
+        .collect();
+    q.store
+        .insert_subscribers(&rows, OnDuplicate::Fail, T0)
+        .await?;
+    let mut ids = Vec::new();
+    for r in &rows {
+        ids.push(
+            q.store
+                .subscriber_by_msisdn(&r.msisdn)
+                .await?
+                .ok_or("missing")?,
+        );
+    }
+    let texts = ["a \"b\"", "x,y", "{z}", "back\\slash", "NULL", ""];
+    let contacts: Vec<NewContact> = ids
+        .iter()
+        .zip(texts)
+        .enumerate()
+        .map(|(i, (id, t))| NewContact {
+            subscriber_id: *id,
+            arm: if i % 2 == 0 {
+                Arm::Treatment
+            } else {
+                Arm::Control
+            },
+            due_at: T0 + i as i64,
+            send_by: (i % 3 != 0).then_some(T0 + MINUTE),
+            stratum: t.into(),
+        })
+        .collect();
+    let decisions: Vec<(i64, &str)> = ids.iter().copied().zip(texts).collect();
+    let tx = q.store.db().begin().await?;
+    let n = insert_contacts(
+        &tx,
+        &store::contacts::WaveContacts {
+            run_id: q.run_id,
+            wave_run_id: q.wave_run_id,
+            wave: "w",
+            channel: "sms",
+            purpose: store::contacts::Purpose::Marketing,
+        },
+        &contacts,
+    )
+    .await?;
+    store::contacts::insert_decisions(&tx, q.wave_run_id, &decisions).await?;
+    tx.commit().await?;
+    assert_eq!(n, 6);
+    let db = q.store.db();
+    let sql = "SELECT c.subscriber_id, c.arm, c.state, c.due_at, c.send_by, c.stratum, d.reason, \
+         (SELECT COUNT(*) FROM dispatch q WHERE q.contact_id = c.id) AS queued \
+         FROM contact c JOIN decision d ON d.subscriber_id = c.subscriber_id AND d.wave_run_id = c.wave_run_id \
+         ORDER BY c.subscriber_id";
+    let got = db.query_all_raw(store::stmt(db, sql, [])).await?;
+    assert_eq!(got.len(), 6);
+    for (r, (want, t)) in got.iter().zip(contacts.iter().zip(texts)) {
+        assert_eq!(r.try_get::<i64>("", "subscriber_id")?, want.subscriber_id);
+        assert_eq!(r.try_get::<String>("", "arm")?, want.arm.as_str());
+        let state: String = r.try_get("", "state")?;
+        let queued: i64 = r.try_get("", "queued")?;
+        match want.arm {
+            Arm::Treatment => assert_eq!((state.as_str(), queued), ("pending", 1)),
+            Arm::Control => assert_eq!((state.as_str(), queued), ("held", 0)),
+        }
+        assert_eq!(r.try_get::<i64>("", "due_at")?, want.due_at);
+        assert_eq!(r.try_get::<Option<i64>>("", "send_by")?, want.send_by);
+        assert_eq!(r.try_get::<String>("", "stratum")?, t);
+        assert_eq!(r.try_get::<String>("", "reason")?, t);
+    }
     Ok(())
 }

@@ -134,8 +134,18 @@ impl World {
         );
         assert!(store::runs::transition_wave(&tx, *wave_run_id, from, to).await?);
         store::runs::set_wave_window(&tx, *wave_run_id, planned_at, closes_at).await?;
-        store::contacts::insert_contacts(&tx, self.run_id, *wave_run_id, wave, channel, &rows)
-            .await?;
+        store::contacts::insert_contacts(
+            &tx,
+            &store::contacts::WaveContacts {
+                run_id: self.run_id,
+                wave_run_id: *wave_run_id,
+                wave,
+                channel,
+                purpose: store::contacts::Purpose::Marketing,
+            },
+            &rows,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

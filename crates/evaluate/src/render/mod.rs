@@ -245,6 +245,7 @@ pub(crate) mod fixtures {
                 },
             ],
             overall: cell("all", (105_300, 8_000), (11_700, 597)),
+            breakdown: Some("value_tier".to_owned()),
             cells: vec![
                 cell("gold card", (20_000, 2_100), (2_200, 150)),
                 cell("ordinary", (85_300, 5_900), (9_500, 447)),

@@ -104,8 +104,12 @@ fn funnel(w: &WaveCounts) -> Table {
 }
 
 fn outcome(r: &Report, level: &str) -> Table {
+    let first = match &r.breakdown {
+        Some(field) => format!("{} / arm", clean(field)),
+        None => "cell / arm".to_owned(),
+    };
     let mut t = Table::new(&[
-        ("cell / arm", Align::Left),
+        (&first, Align::Left),
         ("n", Align::Right),
         ("converted", Align::Right),
         ("rate", Align::Right),
