@@ -18,6 +18,7 @@ mod m20261129_000009_consent;
 mod m20261129_000010_catalogue_columns;
 mod m20261130_000011_subscriber_event;
 mod m20261130_000012_usage_history;
+mod m20261130_000013_event_dedup;
 mod m20261201_000014_contact_purpose;
 
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000010_catalogue_columns::Migration),
             Box::new(m20261130_000011_subscriber_event::Migration),
             Box::new(m20261130_000012_usage_history::Migration),
+            Box::new(m20261130_000013_event_dedup::Migration),
             Box::new(m20261201_000014_contact_purpose::Migration),
         ]
     }

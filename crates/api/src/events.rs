@@ -82,6 +82,7 @@ pub(crate) async fn post(
     debug!(
         events = stored.inbound,
         recorded = stored.recorded,
+        already = stored.already,
         "Business events stored."
     );
     Ok((

@@ -547,7 +547,7 @@ async fn events_of_subscribers_outside_any_campaign_are_kept() -> Res {
     let batch = json!([
         {"msisdn": "+8613800138000", "type": "bill_query"},
         {"msisdn": "13800138000", "type": "topup", "value": "30", "at": "2026-09-01T10:00:00+08:00"},
-        {"msisdn": "13800138000", "type": "bill_query"},
+        {"msisdn": "13800138000", "type": "bill_query", "at": "2026-09-01T11:00:00+08:00"},
         {"msisdn": "13900139000", "type": "bill_query"},
     ]);
     let (status, body) = s.post("/events", batch.to_string()).await?;
@@ -580,6 +580,15 @@ async fn events_of_subscribers_outside_any_campaign_are_kept() -> Res {
     s.assert_rejected(s.post("/events", bad.to_string()).await?, "[1].type", 4)
         .await?;
     assert_eq!(s.store.count_events(id, "bill_query", 0).await?, 2);
+    assert_eq!(s.store.events_of(id, 0).await?.len(), 3);
+
+    // The same event posted again (a retried request): kept for attribution, but the
+    // subscriber's log holds it once.
+    let again = json!({"msisdn": "13800138000", "type": "topup", "value": "30", "at": "2026-09-01T10:00:00+08:00"});
+    let (status, body) = s.post("/events", again.to_string()).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(s.inbound_count().await?, 5);
+    assert_eq!(s.store.count_events(id, "topup", 0).await?, 1);
     assert_eq!(s.store.events_of(id, 0).await?.len(), 3);
     s.stop().await
 }

@@ -46,7 +46,7 @@ pub async fn import_csv(
     let name = csv.display().to_string();
     let file = std::fs::File::open(csv).map_err(|e| anyhow::anyhow!("cannot open {name}: {e}"))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = match CsvImport::open(
+    let mut reader = match CsvImport::streaming(
         mapping,
         &name,
         std::io::BufReader::with_capacity(1 << 16, file),
@@ -72,10 +72,18 @@ pub async fn import_csv(
     let mut rows = Vec::with_capacity(CHUNK);
     loop {
         let more = reader.read_chunk(&mut rows, CHUNK);
-        if !reader.failed()
-            && !rows.is_empty()
-            && let Err(e) = tx.write(&rows).await
-        {
+        // The file's numbers are kept in the transaction, not in memory, to name both lines
+        // of a duplicate; looked up even after a problem, to report every duplicate.
+        let written = async {
+            let earlier = tx.earlier_lines(reader.numbers()).await?;
+            reader.duplicates(&earlier);
+            if !reader.failed() && !rows.is_empty() {
+                tx.write(&rows).await?;
+            }
+            Ok::<_, store::StoreError>(())
+        }
+        .await;
+        if let Err(e) = written {
             drop(tx);
             if let Some(b) = &bar {
                 b.abandon();

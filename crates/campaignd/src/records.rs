@@ -27,6 +27,9 @@ pub struct RecordsOutcome {
     pub records: u64,
     /// History rows or events stored.
     pub stored: u64,
+    /// Events of the file already in the log (an import of the same file again), not stored
+    /// twice.
+    pub already: u64,
     /// Records of subscribers not in the base (left out).
     pub unknown: u64,
     /// The first few of those subscribers, numbers masked.
@@ -179,7 +182,9 @@ async fn write(
             .await?;
     }
     if !events.is_empty() {
-        outcome.stored += tx.write_events(&events).await?;
+        let stored = tx.write_events(&events).await?;
+        outcome.stored += stored;
+        outcome.already += events.len() as u64 - stored;
     }
     Ok(())
 }
@@ -196,6 +201,12 @@ pub fn summary(kind: RecordKind, csv: &Path, o: &RecordsOutcome) -> Vec<String> 
         csv.display(),
         o.records
     )];
+    if o.already > 0 {
+        lines.push(format!(
+            "{} {what} were already present (the same subscriber, type, time, value and detail), not stored again",
+            o.already
+        ));
+    }
     if o.unknown > 0 {
         lines.push(format!(
             "left out {} record(s) of subscribers not in the base, such as {}",

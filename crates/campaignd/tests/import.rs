@@ -158,3 +158,76 @@ async fn the_bigml_export_imports_atomically_and_consent_survives_an_update() {
         .is_err()
     );
 }
+
+// Guards: import.rs `import_csv` looking each chunk's numbers up with the store's
+// `SubscriberImport::earlier_lines` (the file's numbers are kept in the transaction, not in
+// memory) and `CsvImport::duplicates` reporting them in line order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_across_chunks_names_both_lines_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::testing::fresh_store(dir.path()).await.unwrap();
+    let bigml = repo().join("crates/subscribers/tests/fixtures/churn-bigml-80.csv");
+    import_csv(
+        &store,
+        &mapping("churn-bigml.mapping.yaml"),
+        &bigml,
+        false,
+        "ops",
+        false,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let before = dump(&store).await;
+
+    // 7,043 records: more than one chunk of the import (5,000).
+    let telco = mapping("telco-ibm.mapping.yaml");
+    let csv = repo().join("crates/subscribers/tests/fixtures/Telco-Customer-Churn.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert!(lines.len() > 6500);
+    // Line 5801 (second chunk) takes the customer id of line 11 (first chunk); line 6500
+    // gets a bad cell after it, in the same chunk.
+    let id_of = |l: &str| l.split(',').next().unwrap().to_owned();
+    let (first, second) = (10, 5800);
+    let copy = id_of(&lines[first]);
+    let rest = lines[second][id_of(&lines[second]).len()..].to_owned();
+    lines[second] = format!("{copy}{rest}");
+    lines[6499] =
+        lines[6499]
+            .replacen(",Female,", ",Perhaps,", 1)
+            .replacen(",Male,", ",Perhaps,", 1);
+    let bad_csv = dir.path().join("telco-dup.csv");
+    std::fs::write(&bad_csv, lines.join("\n")).unwrap();
+    for update in [false, true] {
+        match import_csv(&store, &telco, &bad_csv, update, "ops", false)
+            .await
+            .unwrap()
+        {
+            Err(ImportFailure::Rows(e)) => {
+                assert_eq!(e.total(), 2, "{e}");
+                let shown: Vec<String> = e.errors().iter().map(ToString::to_string).collect();
+                assert!(
+                    shown[0].contains("telco-dup.csv:5801:1 (customerID): msisdn 139****")
+                        && shown[0].contains(&format!(
+                            "synthesized from {copy:?} is also synthesized on line 11"
+                        )),
+                    "{e}"
+                );
+                assert!(shown[1].contains("telco-dup.csv:6500:2 (gender)"), "{e}");
+            }
+            other => panic!("expected the duplicate refused, got {other:?}"),
+        }
+        assert_eq!(dump(&store).await, before, "update: {update}");
+    }
+
+    // The file as shipped goes in over both chunks, and again with --update.
+    for update in [false, true] {
+        let outcome = import_csv(&store, &telco, &csv, update, "ops", false)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(outcome.rows, 7043);
+        assert_eq!(store.count_subscribers().await.unwrap(), 2666 + 7043);
+    }
+}

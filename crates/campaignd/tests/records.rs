@@ -169,6 +169,25 @@ async fn events_import_through_a_mapping_and_prune_applies_retention() {
             .any(|e| e.value == Some(50.0) && e.kind == "topup")
     );
 
+    // The same file again: every event is already in the log, none is stored twice.
+    let o = run(
+        &[
+            "import-events",
+            csv.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+        ],
+        &config,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("imported 0 events")
+            && text(&o).contains("2 events were already present"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(store.events_of(one, 0).await.unwrap(), events);
+
     // A type campaignd reserves: located, nothing stored.
     std::fs::write(
         &csv,

@@ -4,6 +4,10 @@
 //! monitors (derived attributes such as `bill_queries_30d` count them), not only responses.
 //! Responses are a separate path: business events are also `inbound` rows, which tracking
 //! attributes to contacts; [`Store::record_business_events`] writes both in one transaction.
+//!
+//! An event is stored once: the same subscriber, type, time (ms), value and detail is the same
+//! event, whether it comes from an import (a file imported twice) or the API (a retried
+//! request). A unique index holds it; inserts skip what is already there and say how many.
 
 use std::collections::HashMap;
 
@@ -78,14 +82,17 @@ pub struct Event {
 pub struct BusinessEvents {
     /// `inbound` rows, for attribution: every event.
     pub inbound: u64,
-    /// `subscriber_event` rows: the events of known subscribers.
+    /// `subscriber_event` rows: the events of known subscribers, newly recorded.
     pub recorded: u64,
+    /// Events of known subscribers already in the log (the same event sent again).
+    pub already: u64,
 }
 
 impl Store {
     /// Records events in one transaction: all or none. Refuses (storing nothing) an event
     /// whose type breaks [`domain::event_type_problem`], whose detail is longer than
-    /// [`MAX_DETAIL_LEN`] or whose value is not finite.
+    /// [`MAX_DETAIL_LEN`] or whose value is not finite. Returns how many were new: an event
+    /// already in the log (or twice in `events`) is stored once.
     pub async fn record_events(&self, events: &[NewEvent]) -> Result<u64> {
         check(events)?;
         let tx = self.db().begin().await?;
@@ -138,7 +145,11 @@ impl Store {
         }
         let recorded = insert_events(&tx, &events).await?;
         tx.commit().await?;
-        Ok(BusinessEvents { inbound, recorded })
+        Ok(BusinessEvents {
+            inbound,
+            recorded,
+            already: events.len() as u64 - recorded,
+        })
     }
 
     /// A subscriber's events at or after `since`, oldest first.
@@ -225,6 +236,7 @@ pub(crate) fn check(events: &[NewEvent]) -> Result<()> {
     Ok(())
 }
 
+/// Inserts the events not yet in the log; returns how many were inserted.
 pub(crate) async fn insert_events<C: ConnectionTrait>(c: &C, events: &[NewEvent]) -> Result<u64> {
     let mut n = 0;
     for chunk in events.chunks(CHUNK) {
@@ -247,6 +259,8 @@ pub(crate) async fn insert_events<C: ConnectionTrait>(c: &C, events: &[NewEvent]
                 e.received_at.into(),
             ]);
         }
+        // The conflict is with `ux_subscriber_event_same`: the same event, already stored.
+        sql.push_str(" ON CONFLICT DO NOTHING");
         n += exec(c, &sql, values).await?.rows_affected();
     }
     Ok(n)

@@ -403,7 +403,8 @@ impl RecordImport {
         Ok(n)
     }
 
-    /// Appends events to the log, checked as [`Store::record_events`] checks them.
+    /// Appends events to the log, checked as [`Store::record_events`] checks them; returns
+    /// how many were new (an event already in the log is not stored again).
     pub async fn write_events(&mut self, events: &[NewEvent]) -> Result<u64> {
         crate::events::check(events)?;
         let n = crate::events::insert_events(&self.tx, events).await?;

@@ -8,6 +8,8 @@
 //! An import may turn consent flags on (and records that it did) but never off: only
 //! [`Store::set_consent`] with an explicit source, principal and reason clears one.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::Arc;
 
@@ -244,6 +246,7 @@ impl Store {
             principal: principal.to_owned(),
             file: file.to_owned(),
             rows: 0,
+            keys_table: false,
         })
     }
 
@@ -497,9 +500,102 @@ pub struct SubscriberImport {
     principal: String,
     file: String,
     rows: u64,
+    /// Whether [`SubscriberImport::earlier_lines`] created its temporary table.
+    keys_table: bool,
 }
 
+/// The temporary table of [`SubscriberImport::earlier_lines`]: one row per number of the file.
+const KEYS_TABLE: &str = "import_number_line";
+
 impl SubscriberImport {
+    /// Finds the file's duplicate numbers without holding the file's numbers in memory: each
+    /// number's key (any `i64` that is equal exactly when the numbers are) and the line it is
+    /// on are kept in a temporary table of the import's transaction, gone with it. Returns,
+    /// for each of `numbers` in order, the line of an earlier record with the same key, from
+    /// an earlier call or earlier in `numbers`, or `None` for a first occurrence.
+    pub async fn earlier_lines(&mut self, numbers: &[(i64, u64)]) -> Result<Vec<Option<u64>>> {
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.keys_table {
+            // SQLite: an INTEGER PRIMARY KEY is the rowid itself, so the table is its index.
+            let key_type = match self.tx.get_database_backend() {
+                sea_orm::DbBackend::Sqlite => "INTEGER",
+                _ => "BIGINT",
+            };
+            exec(
+                &self.tx,
+                &format!(
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS {KEYS_TABLE} (number_key {key_type} PRIMARY KEY, line BIGINT NOT NULL)"
+                ),
+                [],
+            )
+            .await?;
+            // Left by an import on this connection that committed without dropping it.
+            exec(&self.tx, &format!("DELETE FROM {KEYS_TABLE}"), []).await?;
+            self.keys_table = true;
+        }
+        // First line of each key of this call: earlier copies in `numbers` need no query.
+        let mut first: HashMap<i64, u64> = HashMap::with_capacity(numbers.len());
+        let mut out = Vec::with_capacity(numbers.len());
+        let mut new = Vec::with_capacity(numbers.len());
+        for &(key, line) in numbers {
+            match first.entry(key) {
+                Entry::Occupied(o) => out.push(Some(*o.get())),
+                Entry::Vacant(v) => {
+                    v.insert(line);
+                    out.push(None);
+                    new.push(key);
+                }
+            }
+        }
+        // Duplicates are rare: insert every first occurrence, and only when some were
+        // already there ask which, and on what line.
+        let mut inserted = 0;
+        for chunk in new.chunks(MAX_CHUNK) {
+            let mut sql = format!("INSERT INTO {KEYS_TABLE} (number_key, line) VALUES ");
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
+            for (i, key) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str("(?, ?)");
+                values.extend([(*key).into(), (first[key] as i64).into()]);
+            }
+            sql.push_str(" ON CONFLICT (number_key) DO NOTHING");
+            inserted += exec(&self.tx, &sql, values).await?.rows_affected();
+        }
+        if inserted == new.len() as u64 {
+            return Ok(out);
+        }
+        let mut stored: HashMap<i64, u64> = HashMap::new();
+        for chunk in new.chunks(MAX_PARAMS) {
+            let rows = query(
+                &self.tx,
+                &format!(
+                    "SELECT number_key, line FROM {KEYS_TABLE} WHERE number_key IN ({})",
+                    crate::marks(chunk.len())
+                ),
+                chunk.iter().map(|k| Value::from(*k)),
+            )
+            .await?;
+            for r in &rows {
+                let key = r.try_get::<i64>("", "number_key")?;
+                let line = r.try_get::<i64>("", "line")? as u64;
+                // A line other than this call's first one for the key: an earlier record's.
+                if first.get(&key) != Some(&line) {
+                    stored.insert(key, line);
+                }
+            }
+        }
+        for ((key, _), earlier) in numbers.iter().zip(out.iter_mut()) {
+            if let Some(&line) = stored.get(key) {
+                *earlier = Some(line);
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes rows inside the import's transaction, as many per statement as the
     /// backends' parameter limits allow.
     pub async fn write(&mut self, rows: &[NewSubscriber]) -> Result<u64> {
@@ -567,6 +663,10 @@ impl SubscriberImport {
                 )),
             )
             .await?;
+        }
+        if self.keys_table {
+            // A temporary table outlives the transaction on its pooled connection.
+            exec(&self.tx, &format!("DROP TABLE {KEYS_TABLE}"), []).await?;
         }
         self.tx.commit().await?;
         Ok(outcome)

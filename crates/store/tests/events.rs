@@ -2,6 +2,7 @@
 //! time, pruned by age; business events from the API land in the log and in `inbound` in one
 //! transaction. SQLite, or PostgreSQL with `CAMPAIGND_TEST_BACKEND=postgres`.
 
+use sea_orm::ConnectionTrait as _;
 use store::Store;
 use store::events::{EventSource, MAX_DETAIL_LEN, NewEvent};
 use store::inbound::{NewInbound, count_unprocessed, source};
@@ -227,5 +228,102 @@ async fn business_events_are_kept_for_known_subscribers_and_stored_for_attributi
     );
     assert_eq!(count_unprocessed(store.db()).await?, 3);
     assert_eq!(store.events_of(ids[0], 0).await?.len(), 2);
+    Ok(())
+}
+
+// Guards: events.rs `insert_events` (ON CONFLICT DO NOTHING) and the unique index of
+// migration m20261130_000013_event_dedup.
+#[tokio::test]
+async fn the_same_event_is_stored_once_from_import_or_the_api() -> Res {
+    let (store, _dir, ids) = store_with(&["13800000001"]).await?;
+    let a = ids[0];
+    let mut topup = ev(a, "topup", T0);
+    topup.value = Some(50.0);
+    topup.detail = Some("card".into());
+    let mut zero = ev(a, "topup", T0);
+    zero.value = Some(0.0);
+    let mut blank = ev(a, "topup", T0);
+    blank.detail = Some(String::new());
+    // A NULL value and a 0, a NULL detail and an empty one, are different events.
+    let events = vec![ev(a, "topup", T0), topup.clone(), zero, blank];
+    assert_eq!(store.record_events(&events).await?, 4);
+    assert_eq!(store.record_events(&events).await?, 0, "all already there");
+    let mut api = topup.clone();
+    api.source = EventSource::Api;
+    api.received_at += 1;
+    let twice = vec![api.clone(), ev(a, "topup", T0 + 1), api];
+    assert_eq!(
+        store.record_events(&twice).await?,
+        1,
+        "the source and receipt time do not make another event; a copy in the batch is one"
+    );
+    assert_eq!(store.events_of(a, 0).await?.len(), 5);
+
+    // The API's business events: the same event posted twice is recorded once, and
+    // counted as already there; both are kept for attribution.
+    let sent = vec![business(
+        "13800000001",
+        "order",
+        Some("campus-bundle"),
+        T0 + 5,
+    )];
+    let first = store.record_business_events(&sent, T0 + 10).await?;
+    assert_eq!((first.inbound, first.recorded, first.already), (1, 1, 0));
+    let again = store.record_business_events(&sent, T0 + 20).await?;
+    assert_eq!((again.inbound, again.recorded, again.already), (1, 0, 1));
+    assert_eq!(store.count_events(a, "order", 0).await?, 1);
+    Ok(())
+}
+
+/// A database that recorded copies before the unique index: the migration keeps the first
+/// copy of each event (lowest id) and deletes the others.
+#[tokio::test]
+async fn the_dedup_migration_keeps_the_first_copy_of_existing_duplicates() -> Res {
+    let (store, _dir, ids) = store_with(&["13800000001", "13800000002"]).await?;
+    let (a, b) = (ids[0], ids[1]);
+    let db = store.db();
+    // Back to the schema before the migration.
+    for sql in [
+        "DROP INDEX ux_subscriber_event_same",
+        "CREATE INDEX ix_subscriber_event_subscriber ON subscriber_event (subscriber_id, type, at)",
+        "DELETE FROM seaql_migrations WHERE version = 'm20261130_000013_event_dedup'",
+    ] {
+        db.execute_unprepared(sql).await?;
+    }
+    let rows = [
+        (a, "topup", T0, "NULL", "NULL", "import"),
+        (a, "topup", T0, "NULL", "NULL", "api"),
+        (a, "topup", T0, "NULL", "NULL", "import"),
+        (a, "topup", T0, "0", "NULL", "import"),
+        (a, "topup", T0, "NULL", "''", "import"),
+        (a, "topup", T0, "50", "'card'", "api"),
+        (a, "topup", T0, "50", "'card'", "import"),
+        (b, "topup", T0, "NULL", "NULL", "import"),
+    ];
+    for (s, kind, at, value, detail, source) in rows {
+        db.execute_unprepared(&format!(
+            "INSERT INTO subscriber_event (subscriber_id, type, at, value, detail, source, received_at) \
+             VALUES ({s}, '{kind}', {at}, {value}, {detail}, '{source}', 0)"
+        ))
+        .await?;
+    }
+    store.migrate().await?;
+    let kept: Vec<(i64, Option<f64>, Option<String>, EventSource)> = store
+        .events_of(a, 0)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e.value, e.detail, e.source))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            (1, None, None, EventSource::Import),
+            (4, Some(0.0), None, EventSource::Import),
+            (5, None, Some(String::new()), EventSource::Import),
+            (6, Some(50.0), Some("card".into()), EventSource::Api),
+        ]
+    );
+    assert_eq!(store.events_of(b, 0).await?.len(), 1);
+    assert_eq!(store.record_events(&[ev(a, "topup", T0)]).await?, 0);
     Ok(())
 }

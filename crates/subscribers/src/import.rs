@@ -1,11 +1,12 @@
 //! Importing an operator's CSV export through a mapping file.
 //!
-//! The file is read as a stream ([`CsvImport`]): records become subscribers a chunk at a time,
-//! so memory does not grow with the file (only the set of numbers seen, 8 bytes a record, to
-//! name both lines of a duplicate). The import is all-or-nothing: once any record has a
-//! problem, no more rows are handed out, the rest of the file is still read to report every
-//! problem (each located as `file:line:column`), and the caller rolls back what it wrote.
-//! [`read_csv`] does the same for a whole file in memory.
+//! The file is read as a stream ([`CsvImport`]): records become subscribers a chunk at a time.
+//! Naming both lines of a duplicate number needs every number seen so far: [`read_csv`] keeps
+//! them in memory (it holds the whole file anyway); [`CsvImport::streaming`] hands each chunk's
+//! numbers to the caller, who keeps them in the database, so memory does not grow with the
+//! file. The import is all-or-nothing: once any record has a problem, no more rows are handed
+//! out, the rest of the file is still read to report every problem (each located as
+//! `file:line:column`), and the caller rolls back what it wrote.
 
 mod error;
 mod mapping;
@@ -15,6 +16,7 @@ mod value;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io::Read;
+use std::ops::Range;
 
 use catalogue::{Attrs, Value};
 use domain::Msisdn;
@@ -47,53 +49,92 @@ pub fn read_csv(
     Ok(rows)
 }
 
+/// The numbers read so far, to find duplicates.
+enum Seen {
+    /// Key of each msisdn seen (see `msisdn_key`) -> the line it was on.
+    Memory(HashMap<u64, u64>),
+    /// The numbers of the chunk last read, for the caller to look up (see
+    /// [`CsvImport::streaming`]).
+    Chunk(ChunkNumbers),
+}
+
+/// The numbers of one chunk, and what a duplicate's message needs of each.
+#[derive(Default)]
+struct ChunkNumbers {
+    /// (`msisdn_key` as the caller stores it, line), in file order.
+    keys: Vec<(i64, u64)>,
+    /// Per number: the 0-based cell of the record its problem is reported at, and the cell's
+    /// text in `cells` (for a synthesized number's message).
+    at: Vec<(usize, Range<usize>)>,
+    cells: String,
+}
+
+impl ChunkNumbers {
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.at.clear();
+        self.cells.clear();
+    }
+}
+
 /// A CSV export being read record by record (see the module documentation).
 pub struct CsvImport<'m, R: Read> {
     mapping: &'m Mapping,
-    file: String,
-    csv: csv::Reader<R>,
-    headers: csv::StringRecord,
-    cols: Vec<usize>,
-    record: csv::StringRecord,
-    /// Key of each msisdn seen (see `msisdn_key`) -> the line it was on.
-    seen: HashMap<u64, u64>,
-    records: u64,
-    errors: ImportErrors,
-    done: bool,
+    csv: CsvRecords<R>,
+    seen: Seen,
 }
 
 impl<'m, R: Read> CsvImport<'m, R> {
-    /// Reads the header and finds the mapped columns in it.
+    /// Reads the header and finds the mapped columns in it. Duplicate numbers are found in
+    /// memory (8 bytes and a map entry per record).
     pub fn open(
         mapping: &'m Mapping,
         path_for_messages: &str,
         reader: R,
     ) -> Result<Self, ImportErrors> {
-        let file = path_for_messages;
-        let mut errors = ImportErrors::default();
-        let mut csv = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(reader);
-        let headers = match csv.headers() {
-            Ok(h) => h.clone(),
-            Err(e) => return Err(csv_error(file, &e).into()),
-        };
-        let cols = resolve_columns(&mapping.columns, &mapping.file, file, &headers, &mut errors);
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        Self::open_with(
+            mapping,
+            path_for_messages,
+            reader,
+            Seen::Memory(HashMap::new()),
+        )
+    }
+
+    /// As [`CsvImport::open`], but keeping no number beyond the chunk being read: after each
+    /// [`CsvImport::read_chunk`], the caller looks up the chunk's [`CsvImport::numbers`] among
+    /// those of earlier chunks (and adds them), then reports what it found with
+    /// [`CsvImport::duplicates`] before asking [`CsvImport::failed`]. Records that
+    /// [`CsvImport::finish`] itself reads are checked only against each other.
+    pub fn streaming(
+        mapping: &'m Mapping,
+        path_for_messages: &str,
+        reader: R,
+    ) -> Result<Self, ImportErrors> {
+        Self::open_with(
+            mapping,
+            path_for_messages,
+            reader,
+            Seen::Chunk(ChunkNumbers::default()),
+        )
+    }
+
+    fn open_with(
+        mapping: &'m Mapping,
+        path_for_messages: &str,
+        reader: R,
+        seen: Seen,
+    ) -> Result<Self, ImportErrors> {
+        let (csv, headers) = CsvRecords::header(path_for_messages, reader)?;
         Ok(CsvImport {
             mapping,
-            file: file.to_owned(),
-            csv,
-            headers,
-            cols,
-            record: csv::StringRecord::new(),
-            seen: HashMap::new(),
-            records: 0,
-            errors,
-            done: false,
+            csv: CsvRecords::new(
+                path_for_messages,
+                csv,
+                headers,
+                &mapping.columns,
+                &mapping.file,
+            )?,
+            seen,
         })
     }
 
@@ -101,6 +142,157 @@ impl<'m, R: Read> CsvImport<'m, R> {
     /// the file is read to its end. After the first problem nothing more is appended (the
     /// import will be refused), but records are still read to report their problems.
     pub fn read_chunk(&mut self, out: &mut Vec<NewSubscriber>, max: usize) -> bool {
+        if let Seen::Chunk(c) = &mut self.seen {
+            c.clear();
+        }
+        let mapping = self.mapping;
+        let seen = &mut self.seen;
+        self.csv
+            .read_chunk(out, max, &mapping.cells, |row, errors| {
+                row.subscriber(mapping, seen, errors)
+            })
+    }
+
+    /// The numbers of the chunk last read (streaming only; empty otherwise), as keys that are
+    /// equal exactly when the numbers are, each with its line.
+    pub fn numbers(&self) -> &[(i64, u64)] {
+        match &self.seen {
+            Seen::Chunk(c) => &c.keys,
+            Seen::Memory(_) => &[],
+        }
+    }
+
+    /// Reports the chunk's duplicates: `earlier` holds, for each of [`CsvImport::numbers`]
+    /// in order, the line of an earlier record with the same number, if any. Each is reported
+    /// among the file's other problems in line order, as the first problem of its record.
+    pub fn duplicates(&mut self, earlier: &[Option<u64>]) {
+        let Seen::Chunk(c) = &self.seen else {
+            return;
+        };
+        let synth = synth_method(&self.mapping.plan.msisdn);
+        let csv = &mut self.csv;
+        for ((&(key, line), (index, cell)), earlier) in c.keys.iter().zip(&c.at).zip(earlier) {
+            let Some(earlier) = earlier else {
+                continue;
+            };
+            let msisdn = msisdn_of_key(key as u64);
+            let error = ImportError::Cell {
+                file: csv.file.clone(),
+                line,
+                column: index + 1,
+                header: csv.headers.get(*index).unwrap_or("").trim().to_owned(),
+                message: duplicate_message(&msisdn, synth, &c.cells[cell.clone()], *earlier),
+            };
+            csv.errors.insert_in_line_order(error);
+        }
+    }
+
+    /// Whether a problem has been found (the import will be refused).
+    pub fn failed(&self) -> bool {
+        self.csv.failed()
+    }
+
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.csv.records
+    }
+
+    /// Bytes of the file consumed so far (for a progress bar).
+    pub fn position(&self) -> u64 {
+        self.csv.position()
+    }
+
+    /// Reads whatever is left, then: the number of records, or every problem found.
+    pub fn finish(mut self) -> Result<u64, ImportErrors> {
+        if !self.csv.done && matches!(self.seen, Seen::Chunk(_)) {
+            // Nobody looks up numbers read from here on: check them against each other.
+            self.seen = Seen::Memory(HashMap::new());
+        }
+        let mapping = self.mapping;
+        let seen = &mut self.seen;
+        self.csv.read_rest(&mapping.cells, |row, errors| {
+            row.subscriber(mapping, seen, errors)
+        });
+        if self.csv.errors.is_empty() && self.csv.records == 0 {
+            // An export cut off after its header is a failed export, not an empty base.
+            self.csv.errors.push(ImportError::Line {
+                file: self.csv.file.clone(),
+                line: 2,
+                message: "no records after the header: expected at least one subscriber".to_owned(),
+            });
+        }
+        self.csv.result()
+    }
+}
+
+/// The reading both imports share ([`CsvImport`] and [`RecordReader`]): a CSV file whose
+/// header has the mapped columns, read a chunk of records at a time. Once any record has a
+/// problem no more are handed out, but the rest are still read to report every problem.
+pub(crate) struct CsvRecords<R: Read> {
+    pub(crate) file: String,
+    csv: csv::Reader<R>,
+    pub(crate) headers: csv::StringRecord,
+    cols: Vec<usize>,
+    record: csv::StringRecord,
+    pub(crate) records: u64,
+    pub(crate) errors: ImportErrors,
+    done: bool,
+}
+
+impl<R: Read> CsvRecords<R> {
+    /// Starts reading: the CSV reader and the header line.
+    pub(crate) fn header(
+        file: &str,
+        reader: R,
+    ) -> Result<(csv::Reader<R>, csv::StringRecord), ImportErrors> {
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(reader);
+        match csv.headers() {
+            Ok(h) => {
+                let h = h.clone();
+                Ok((csv, h))
+            }
+            Err(e) => Err(csv_error(file, &e).into()),
+        }
+    }
+
+    /// Finds the mapped `columns` (named in `mapping_file`) in the header.
+    pub(crate) fn new(
+        file: &str,
+        csv: csv::Reader<R>,
+        headers: csv::StringRecord,
+        columns: &[ColumnRef],
+        mapping_file: &str,
+    ) -> Result<Self, ImportErrors> {
+        let mut errors = ImportErrors::default();
+        let cols = resolve_columns(columns, mapping_file, file, &headers, &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(CsvRecords {
+            file: file.to_owned(),
+            csv,
+            headers,
+            cols,
+            record: csv::StringRecord::new(),
+            records: 0,
+            errors,
+            done: false,
+        })
+    }
+
+    /// Turns up to `max` further records into items with `each` (which pushes the problems
+    /// of a record it returns `None` for) and appends them to `out` while no problem has been
+    /// found. Returns false once the file is read to its end.
+    pub(crate) fn read_chunk<T>(
+        &mut self,
+        out: &mut Vec<T>,
+        max: usize,
+        cells: &Cells,
+        mut each: impl FnMut(&Row<'_>, &mut ImportErrors) -> Option<T>,
+    ) -> bool {
         if self.done {
             return false;
         }
@@ -121,12 +313,12 @@ impl<'m, R: Read> CsvImport<'m, R> {
                         record: &self.record,
                         headers: &self.headers,
                         cols: &self.cols,
-                        cells: &self.mapping.cells,
+                        cells,
                     };
-                    if let Some(s) = row.subscriber(self.mapping, &mut self.seen, &mut self.errors)
+                    if let Some(item) = each(&row, &mut self.errors)
                         && self.errors.is_empty()
                     {
-                        out.push(s);
+                        out.push(item);
                     }
                 }
                 Err(e) => {
@@ -142,35 +334,29 @@ impl<'m, R: Read> CsvImport<'m, R> {
         true
     }
 
-    /// Whether a problem has been found (the import will be refused).
-    pub fn failed(&self) -> bool {
+    /// Reads whatever is left, for its problems.
+    pub(crate) fn read_rest<T>(
+        &mut self,
+        cells: &Cells,
+        mut each: impl FnMut(&Row<'_>, &mut ImportErrors) -> Option<T>,
+    ) {
+        let mut sink = Vec::new();
+        while self.read_chunk(&mut sink, 4096, cells, &mut each) {
+            sink.clear();
+        }
+    }
+
+    pub(crate) fn failed(&self) -> bool {
         !self.errors.is_empty()
     }
 
-    /// Records read so far.
-    pub fn records(&self) -> u64 {
-        self.records
-    }
-
     /// Bytes of the file consumed so far (for a progress bar).
-    pub fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         self.csv.position().byte()
     }
 
-    /// Reads whatever is left, then: the number of records, or every problem found.
-    pub fn finish(mut self) -> Result<u64, ImportErrors> {
-        let mut sink = Vec::new();
-        while self.read_chunk(&mut sink, 4096) {
-            sink.clear();
-        }
-        if self.errors.is_empty() && self.records == 0 {
-            // An export cut off after its header is a failed export, not an empty base.
-            self.errors.push(ImportError::Line {
-                file: self.file.clone(),
-                line: 2,
-                message: "no records after the header: expected at least one subscriber".to_owned(),
-            });
-        }
+    /// The number of records, or every problem found.
+    pub(crate) fn result(self) -> Result<u64, ImportErrors> {
         if self.errors.is_empty() {
             Ok(self.records)
         } else {
@@ -292,6 +478,40 @@ fn msisdn_key(m: &Msisdn) -> u64 {
         .fold(0u64, |v, b| v * 10 + u64::from(b - b'0'));
     let plus = u64::from(text.starts_with('+')) << 63;
     plus | value << 4 | digits.len() as u64
+}
+
+/// The number a [`msisdn_key`] was made from.
+fn msisdn_of_key(key: u64) -> Msisdn {
+    let len = (key & 0xf) as usize;
+    let digits = format!("{:0len$}", (key & !(1 << 63)) >> 4);
+    let text = if key >> 63 == 1 {
+        format!("+{digits}")
+    } else {
+        digits
+    };
+    Msisdn::parse(&text).expect("a key is made from a valid number")
+}
+
+/// How the mapping makes numbers: `None` when it reads them from a column.
+fn synth_method(src: &MsisdnSrc) -> Option<SynthMethod> {
+    match src {
+        MsisdnSrc::Column { .. } => None,
+        MsisdnSrc::Synthesize { method, .. } => Some(*method),
+    }
+}
+
+/// The problem of a number also on line `line`; `cell` is what a synthesized one came from.
+fn duplicate_message(msisdn: &Msisdn, synth: Option<SynthMethod>, cell: &str, line: u64) -> String {
+    // Display masks the number: the message goes to the terminal and logs.
+    match synth {
+        None => format!("msisdn {msisdn} is also on line {line}"),
+        Some(SynthMethod::Hash) => format!(
+            "msisdn {msisdn} synthesized from {cell:?} is also synthesized on line {line} (the same id twice, or two ids whose hashes meet: use `method: digits` or `method: row` for numbers that cannot collide)"
+        ),
+        Some(_) => format!(
+            "msisdn {msisdn} synthesized from {cell:?} is also synthesized on line {line} (the same digits twice)"
+        ),
+    }
 }
 
 /// `hash`: the prefix, then a hash of prefix and cell reduced to the remaining digits. Stable
@@ -451,7 +671,7 @@ impl Row<'_> {
     fn msisdn(
         &self,
         src: &MsisdnSrc,
-        seen: &mut HashMap<u64, u64>,
+        seen: &mut Seen,
         errors: &mut ImportErrors,
     ) -> Option<String> {
         let (col, synth) = match src {
@@ -492,34 +712,35 @@ impl Row<'_> {
                 return None;
             }
         };
-        match seen.entry(msisdn_key(&msisdn)) {
-            Entry::Vacant(v) => {
-                v.insert(self.line);
-                Some(msisdn.into_exposed())
-            }
-            Entry::Occupied(o) => {
-                let line = o.get();
-                // Display masks the number: the message goes to the terminal and logs.
-                let message = match synth {
-                    None => format!("msisdn {msisdn} is also on line {line}"),
-                    Some((_, SynthMethod::Hash)) => format!(
-                        "msisdn {msisdn} synthesized from {cell:?} is also synthesized on line {line} (the same id twice, or two ids whose hashes meet: use `method: digits` or `method: row` for numbers that cannot collide)"
-                    ),
-                    Some(_) => format!(
-                        "msisdn {msisdn} synthesized from {cell:?} is also synthesized on line {line} (the same digits twice)"
-                    ),
-                };
-                errors.push(self.error(index, message));
-                None
+        let key = msisdn_key(&msisdn);
+        match seen {
+            Seen::Memory(map) => match map.entry(key) {
+                Entry::Vacant(v) => {
+                    v.insert(self.line);
+                }
+                Entry::Occupied(o) => {
+                    let message = duplicate_message(&msisdn, synth.map(|s| s.1), cell, *o.get());
+                    errors.push(self.error(index, message));
+                    return None;
+                }
+            },
+            Seen::Chunk(c) => {
+                let start = c.cells.len();
+                if synth.is_some() {
+                    c.cells.push_str(cell);
+                }
+                c.keys.push((key as i64, self.line));
+                c.at.push((index, start..c.cells.len()));
             }
         }
+        Some(msisdn.into_exposed())
     }
 
     /// The subscriber of this record, or `None` after pushing every problem of the record.
     fn subscriber(
         &self,
         mapping: &Mapping,
-        seen: &mut HashMap<u64, u64>,
+        seen: &mut Seen,
         errors: &mut ImportErrors,
     ) -> Option<NewSubscriber> {
         let p = &mapping.plan;

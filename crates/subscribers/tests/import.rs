@@ -914,3 +914,84 @@ fn options_that_do_not_fit_the_attribute_kind_are_refused() {
         );
     }
 }
+
+/// `CsvImport::streaming` with the numbers kept outside (here a map standing in for the
+/// store's temporary table): the same rows, and the same problems in the same order, as
+/// `read_csv`, whatever the chunk size.
+fn streamed(
+    mapping: &Mapping,
+    csv: &str,
+    chunk: usize,
+) -> Result<Vec<NewSubscriber>, ImportErrors> {
+    let mut import = subscribers::CsvImport::streaming(mapping, "data.csv", csv.as_bytes())?;
+    let mut lines: std::collections::HashMap<i64, u64> = Default::default();
+    let mut rows = Vec::new();
+    let mut chunk_rows = Vec::new();
+    loop {
+        let more = import.read_chunk(&mut chunk_rows, chunk);
+        let earlier: Vec<Option<u64>> = import
+            .numbers()
+            .iter()
+            .map(|&(key, line)| match lines.entry(key) {
+                std::collections::hash_map::Entry::Occupied(o) => Some(*o.get()),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(line);
+                    None
+                }
+            })
+            .collect();
+        import.duplicates(&earlier);
+        if !import.failed() {
+            rows.append(&mut chunk_rows);
+        }
+        chunk_rows.clear();
+        if !more {
+            break;
+        }
+    }
+    import.finish()?;
+    Ok(rows)
+}
+
+// Guards: import.rs `CsvImport::duplicates` (each duplicate placed among the other problems
+// in line order, first of its record) and `msisdn_of_key`.
+#[test]
+fn streamed_imports_report_what_whole_file_imports_report() {
+    let mut lines: Vec<String> = telco_csv().lines().map(str::to_owned).collect();
+    // A repeated id across chunks, twice more, and bad cells before, beside and after.
+    let id_2 = lines[1].split(',').next().unwrap().to_owned();
+    for at in [30, 31, 60] {
+        let rest = lines[at][lines[at].find(',').unwrap()..].to_owned();
+        lines[at] = format!("{id_2}{rest}");
+    }
+    lines[10] = lines[10]
+        .replacen(",Female,", ",F,", 1)
+        .replacen(",Male,", ",M,", 1);
+    lines[31] = lines[31]
+        .replacen(",Female,", ",F,", 1)
+        .replacen(",Male,", ",M,", 1);
+    lines[45].push_str(",extra");
+    let csv = lines.join("\n");
+    let whole = import_errors(&telco_mapping(), &csv);
+    assert_eq!(whole.total(), 6, "{whole}");
+    for chunk in [1, 7, 25, 5_000] {
+        match streamed(&telco_mapping(), &csv, chunk) {
+            Ok(rows) => panic!("chunk {chunk}: imported {} rows", rows.len()),
+            Err(e) => assert_eq!(messages(&e), messages(&whole), "chunk {chunk}"),
+        }
+    }
+    // Numbers with a plus and leading zeros come back from their keys as they were.
+    let csv = "phone,name,spend,flag\n+8613900000001,A,1,no\n013900000002,B,1,no\n13900000001,C,1,no\n013900000002,D,1,no\n";
+    let whole = import_errors(&small(), csv);
+    assert_eq!(
+        messages(&streamed(&small(), csv, 1).unwrap_err()),
+        messages(&whole)
+    );
+    assert_eq!(whole.total(), 2, "{whole}");
+    let clean = telco_csv();
+    let rows = streamed(&telco_mapping(), &clean, 1_000).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rows,
+        read_csv(&telco_mapping(), "data.csv", clean.as_bytes()).unwrap()
+    );
+}

@@ -36,6 +36,16 @@ pub enum ImportError {
     Read { file: String, message: String },
 }
 
+impl ImportError {
+    /// The CSV line a problem is on, if it has one.
+    fn line(&self) -> Option<u64> {
+        match self {
+            ImportError::Cell { line, .. } | ImportError::Line { line, .. } => Some(*line),
+            ImportError::Mapping { .. } | ImportError::Read { .. } => None,
+        }
+    }
+}
+
 /// Every problem an import found, in file order. An import with any problem produces no rows,
 /// so the whole list is reported at once rather than one fix-and-retry round per mistake.
 ///
@@ -65,6 +75,23 @@ impl ImportErrors {
         self.total += 1;
         if self.errors.len() < Self::SHOWN {
             self.errors.push(error);
+        }
+    }
+
+    /// Adds a problem found after later ones were pushed, as the first problem of its line
+    /// (a duplicate number is its record's first problem). The kept problems stay the first [`ImportErrors::SHOWN`] in line order,
+    /// because any problem dropped so far came after every kept one.
+    pub(crate) fn insert_in_line_order(&mut self, error: ImportError) {
+        let line = error.line().unwrap_or(u64::MAX);
+        let at = self
+            .errors
+            .iter()
+            .position(|e| e.line().is_none_or(|l| l >= line))
+            .unwrap_or(self.errors.len());
+        self.total += 1;
+        if at < Self::SHOWN {
+            self.errors.insert(at, error);
+            self.errors.truncate(Self::SHOWN);
         }
     }
 

@@ -18,7 +18,7 @@ use chrono::DateTime;
 
 use super::error::{ImportError, ImportErrors};
 use super::mapping::{Cells, ColumnRef, How, Src, parse_fields, plain_column};
-use super::{Row, csv_error, resolve_columns};
+use super::{CsvRecords, Row};
 
 /// How the records name their subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,16 +256,9 @@ impl RecordMapping {
 /// of the file is read to report every problem.
 pub struct RecordReader<R: Read> {
     mapping: RecordMapping,
-    file: String,
-    csv: csv::Reader<R>,
-    headers: csv::StringRecord,
-    cols: Vec<usize>,
-    record: csv::StringRecord,
+    csv: CsvRecords<R>,
     /// History: (key, period) -> the line it was on, to name both lines of a repeat.
     seen: HashMap<(String, i64), u64>,
-    records: u64,
-    errors: ImportErrors,
-    done: bool,
 }
 
 impl<R: Read> RecordReader<R> {
@@ -278,14 +271,7 @@ impl<R: Read> RecordReader<R> {
         reader: R,
     ) -> Result<Self, ImportErrors> {
         let file = path_for_messages;
-        let mut csv = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(reader);
-        let headers = match csv.headers() {
-            Ok(h) => h.clone(),
-            Err(e) => return Err(csv_error(file, &e).into()),
-        };
+        let (csv, headers) = CsvRecords::header(file, reader)?;
         let mapping = match mapping {
             Some(m) => m,
             None => RecordMapping::from_header(cat, kind, file, &headers).map_err(|message| {
@@ -298,22 +284,11 @@ impl<R: Read> RecordReader<R> {
                 })
             })?,
         };
-        let mut errors = ImportErrors::default();
-        let cols = resolve_columns(&mapping.columns, &mapping.file, file, &headers, &mut errors);
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let csv = CsvRecords::new(file, csv, headers, &mapping.columns, &mapping.file)?;
         Ok(RecordReader {
             mapping,
-            file: file.to_owned(),
             csv,
-            headers,
-            cols,
-            record: csv::StringRecord::new(),
             seen: HashMap::new(),
-            records: 0,
-            errors,
-            done: false,
         })
     }
 
@@ -323,77 +298,46 @@ impl<R: Read> RecordReader<R> {
 
     /// Appends up to `max` further records to `out`; false once the file is read to its end.
     pub fn read_chunk(&mut self, out: &mut Vec<Record>, max: usize) -> bool {
-        if self.done {
-            return false;
-        }
-        let mut n = 0;
-        while n < max {
-            match self.csv.read_record(&mut self.record) {
-                Ok(false) => {
-                    self.done = true;
-                    return false;
-                }
-                Ok(true) => {
-                    n += 1;
-                    self.records += 1;
-                    let row = Row {
-                        file: &self.file,
-                        line: self.record.position().map_or(0, |p| p.line()),
-                        number: self.records,
-                        record: &self.record,
-                        headers: &self.headers,
-                        cols: &self.cols,
-                        cells: &self.mapping.cells,
-                    };
-                    let r = match self.mapping.kind {
-                        RecordKind::History => {
-                            history(&row, &self.mapping, &mut self.seen, &mut self.errors)
-                        }
-                        RecordKind::Events => event(&row, &self.mapping, &mut self.errors),
-                    };
-                    if let Some(r) = r
-                        && self.errors.is_empty()
-                    {
-                        out.push(r);
-                    }
-                }
-                Err(e) => {
-                    let fatal = matches!(e.kind(), csv::ErrorKind::Io(_));
-                    self.errors.push(csv_error(&self.file, &e));
-                    if fatal {
-                        self.done = true;
-                        return false;
-                    }
-                }
-            }
-        }
-        true
+        let (mapping, seen) = (&self.mapping, &mut self.seen);
+        self.csv
+            .read_chunk(out, max, &mapping.cells, |row, errors| {
+                read_one(row, mapping, seen, errors)
+            })
     }
 
     pub fn failed(&self) -> bool {
-        !self.errors.is_empty()
+        self.csv.failed()
     }
 
     pub fn records(&self) -> u64 {
-        self.records
+        self.csv.records
     }
 
     /// Bytes of the file consumed so far (for a progress bar).
     pub fn position(&self) -> u64 {
-        self.csv.position().byte()
+        self.csv.position()
     }
 
     /// Reads whatever is left, then: the number of records, or every problem found.
     pub fn finish(mut self) -> Result<u64, ImportErrors> {
-        let mut sink = Vec::new();
-        while self.read_chunk(&mut sink, 4096) {
-            sink.clear();
-        }
-        if self.errors.is_empty() {
-            Ok(self.records)
-        } else {
-            Err(self.errors)
-        }
+        let (mapping, seen) = (&self.mapping, &mut self.seen);
+        self.csv.read_rest(&mapping.cells, |row, errors| {
+            read_one(row, mapping, seen, errors)
+        });
+        self.csv.result()
+    }
+}
+
+/// One record as its kind says; `None` after pushing its problems.
+fn read_one(
+    row: &Row<'_>,
+    mapping: &RecordMapping,
+    seen: &mut HashMap<(String, i64), u64>,
+    errors: &mut ImportErrors,
+) -> Option<Record> {
+    match mapping.kind {
+        RecordKind::History => history(row, mapping, seen, errors),
+        RecordKind::Events => event(row, mapping, errors),
     }
 }
 
