@@ -2,9 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use sea_orm::sea_query::Condition;
-use spec::{Targets, Wave, Workflow};
+use spec::{OncePer, Targets, Wave, Workflow};
 use store::contacts::{Arm, NewContact, WaveContacts};
 use store::planning::{PlanReader, earlier_wave_targets};
 use store::{Millis, Store};
@@ -204,9 +204,20 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         .collect();
     funnel.push(("audience".into(), candidates.len() as u64));
 
-    // Exclusions, in the order written; a subscriber is counted under the first that applies.
     let mut left_out: HashSet<i64> = HashSet::new();
     let mut excluded_by = Vec::new();
+    if first_wave {
+        entry_rules(
+            c,
+            input,
+            &candidates,
+            &mut left_out,
+            &mut excluded_by,
+            &mut funnel,
+        )
+        .await?;
+    }
+    // Exclusions, in the order written; a subscriber is counted under the first that applies.
     for (name, expr) in &wf.audience.exclude {
         let hit = c
             .subscriber_ids(cond.clone().add(to_condition(expr, &fields)))
@@ -304,4 +315,88 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         decisions,
         excluded_by,
     })
+}
+
+/// The campaign's memory of earlier runs (`entry:`): who reached the goal, who responded,
+/// who entered too recently. Each is a funnel stage and a decision reason, counted under the
+/// first that applies.
+async fn entry_rules(
+    c: &PlanReader<'_>,
+    input: &PlanInput<'_>,
+    candidates: &[Candidate],
+    left_out: &mut HashSet<i64>,
+    excluded_by: &mut Vec<(String, Vec<i64>)>,
+    funnel: &mut Funnel,
+) -> Result<(), PlanError> {
+    let wf = input.workflow;
+    let entry = &wf.entry;
+    let campaign = wf.campaign.as_str();
+    let mut rules: Vec<(&str, HashSet<i64>)> = Vec::new();
+    if let (true, Some(goal)) = (entry.skip_converted, &wf.evaluate.goal) {
+        let ids = c
+            .earlier_converters(campaign, input.run_id, &goal.kind, goal.value.as_deref())
+            .await?;
+        rules.push(("entry:converted", ids));
+    }
+    if entry.skip_responded {
+        rules.push((
+            "entry:responded",
+            c.earlier_responders(campaign, input.run_id).await?,
+        ));
+    }
+    if let Some(since) = entry_since(wf, input.now) {
+        rules.push((
+            "entry:entered",
+            c.earlier_entrants(campaign, input.run_id, since).await?,
+        ));
+    }
+    for (reason, ids) in rules {
+        let hit: Vec<i64> = candidates
+            .iter()
+            .map(|cand| cand.id)
+            .filter(|id| ids.contains(id) && left_out.insert(*id))
+            .collect();
+        funnel.push((reason.to_owned(), hit.len() as u64));
+        excluded_by.push((reason.to_owned(), hit));
+    }
+    Ok(())
+}
+
+/// The earliest entry that keeps a subscriber out of this run: the start of the current
+/// period (`once_per`) or the cool-down, whichever reaches further back.
+fn entry_since(wf: &Workflow, now: Millis) -> Option<Millis> {
+    let local = DateTime::<Utc>::from_timestamp_millis(now)?.with_timezone(&wf.timezone);
+    let start_of = |date: chrono::NaiveDate| {
+        date.and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_local_timezone(wf.timezone).earliest())
+            .map(|t| t.timestamp_millis())
+    };
+    let period = match wf.entry.once_per {
+        OncePer::Run => None,
+        OncePer::Campaign => Some(0),
+        OncePer::Year => start_of(chrono::NaiveDate::from_ymd_opt(local.year(), 1, 1)?),
+        OncePer::Season => {
+            let season = wf.schedule.as_ref()?.season?;
+            season_start(season, local.date_naive()).and_then(start_of)
+        }
+    };
+    let cooldown = wf
+        .entry
+        .cooldown
+        .map(|d| now.saturating_sub(spec::duration_millis(d)));
+    match (period, cooldown) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The first day of the season `today` is in, or of the latest one before it.
+fn season_start(season: spec::Season, today: chrono::NaiveDate) -> Option<chrono::NaiveDate> {
+    let (m, d) = season.from;
+    let this_year = chrono::NaiveDate::from_ymd_opt(today.year(), m, d)?;
+    if this_year <= today {
+        Some(this_year)
+    } else {
+        chrono::NaiveDate::from_ymd_opt(today.year() - 1, m, d)
+    }
 }

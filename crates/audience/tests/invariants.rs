@@ -359,3 +359,115 @@ async fn opt_out_and_cap_govern_marketing_and_care_uses_no_cap() -> Res {
     );
     Ok(())
 }
+
+fn workflow_text(dir: &std::path::Path, text: &str) -> Res<spec::Workflow> {
+    workflow(dir)?;
+    let path = dir.join("capped.yaml");
+    std::fs::write(&path, text)?;
+    spec::load_file(&path).map_err(|d| format!("{d:?}").into())
+}
+
+async fn plan_at(
+    store: &Store,
+    wf: &spec::Workflow,
+    now: i64,
+) -> Res<(Vec<i64>, audience::Funnel)> {
+    let run = run_of(store, wf).await?;
+    let summary = audience::plan_wave(
+        store,
+        audience::PlanInput {
+            workflow: wf,
+            wave: &wf.waves[0],
+            run_id: run.0,
+            wave_run_id: run.1,
+            previous_wave_run_id: None,
+            now,
+        },
+    )
+    .await?;
+    let mut ids: Vec<i64> = store
+        .contact_states(run.1)
+        .await?
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect();
+    ids.sort_unstable();
+    Ok((ids, summary.funnel))
+}
+
+fn stage(funnel: &audience::Funnel, name: &str) -> Option<u64> {
+    funnel.iter().find(|(s, _)| s == name).map(|(_, n)| *n)
+}
+
+/// Guards `entry_rules` and `entry_since` in the planner: a campaign remembers its earlier
+/// runs. `once_per: campaign` takes nobody twice; a cool-down lets them back after it; who
+/// reached the goal or (when chosen) responded stays out.
+#[tokio::test]
+async fn entry_rules_remember_earlier_runs() -> Res {
+    let dir = tempfile::tempdir()?;
+    let base = CAPPED.replace("policy:\n  max_contacts: { count: 1, per: 7d }\n", "");
+
+    // Once per campaign: the second run, a day later, takes nobody.
+    let db_a = tempfile::tempdir()?;
+    let store = store::testing::fresh_store(db_a.path()).await?;
+    let subs = subscribers(&store, 3).await?;
+    let once = workflow_text(
+        &dir.path().join("once"),
+        &format!("{base}entry: {{ once_per: campaign }}\n"),
+    )?;
+    assert_eq!(plan_at(&store, &once, NOW).await?.0, subs);
+    let (ids, funnel) = plan_at(&store, &once, NOW + DAY).await?;
+    assert_eq!(ids, Vec::<i64>::new());
+    assert_eq!(stage(&funnel, "entry:entered"), Some(3), "{funnel:?}");
+
+    // A cool-down of two days: out the next day, back on the third.
+    let db_b = tempfile::tempdir()?;
+    let store = store::testing::fresh_store(db_b.path()).await?;
+    let subs = subscribers(&store, 3).await?;
+    let cool = workflow_text(
+        &dir.path().join("cool"),
+        &format!("{base}entry: {{ cooldown: 2d }}\n"),
+    )?;
+    assert_eq!(plan_at(&store, &cool, NOW).await?.0, subs);
+    assert_eq!(
+        plan_at(&store, &cool, NOW + DAY).await?.0,
+        Vec::<i64>::new()
+    );
+    assert_eq!(plan_at(&store, &cool, NOW + 3 * DAY).await?.0, subs);
+
+    // Converted (the goal, by default) and responded (chosen) stay out of later runs.
+    let db_c = tempfile::tempdir()?;
+    let store = store::testing::fresh_store(db_c.path()).await?;
+    let subs = subscribers(&store, 3).await?;
+    let goal = workflow_text(
+        &dir.path().join("goal"),
+        &format!(
+            "{base}entry: {{ skip_responded: true }}\nevaluate:\n  goal: {{ type: order, value: bundle }}\n"
+        ),
+    )?;
+    assert!(
+        goal.entry.skip_converted,
+        "skip_converted is on when there is a goal"
+    );
+    assert_eq!(plan_at(&store, &goal, NOW).await?.0, subs);
+    let first_run = store.runs_of("capped").await?;
+    let run_id = first_run.first().ok_or("no run")?.id;
+    for (i, kind, value, counts) in [
+        (0, "order", Some("bundle"), false),
+        (1, "reply", Some("1"), true),
+    ] {
+        let key = store
+            .contact_key(run_id, "sms_offer", subs[i])
+            .await?
+            .ok_or("no key")?;
+        let contact = store.contact_by_key(&key).await?.ok_or("no contact")?;
+        store
+            .record_response(&contact, kind, value, NOW + 1, counts)
+            .await?;
+    }
+    let (ids, funnel) = plan_at(&store, &goal, NOW + DAY).await?;
+    assert_eq!(ids, vec![subs[2]], "{funnel:?}");
+    assert_eq!(stage(&funnel, "entry:converted"), Some(1), "{funnel:?}");
+    assert_eq!(stage(&funnel, "entry:responded"), Some(1), "{funnel:?}");
+    Ok(())
+}

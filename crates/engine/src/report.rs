@@ -35,7 +35,12 @@ pub async fn build_report(
         let excluded: u64 = c
             .funnel
             .iter()
-            .filter(|(r, _)| r.starts_with("exclude:") || r == "opt_out" || r == "frequency_cap")
+            .filter(|(r, _)| {
+                r.starts_with("exclude:")
+                    || r.starts_with("entry:")
+                    || r == "opt_out"
+                    || r == "frequency_cap"
+            })
             .map(|(_, n)| n)
             .sum();
         let eligible = c

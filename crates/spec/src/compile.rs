@@ -505,10 +505,27 @@ fn check(
     });
     let evaluate_ok = evaluate.as_ref().is_none_or(Option::is_some);
 
+    let has_goal = f.evaluate.as_ref().is_some_and(|e| e.goal.is_some());
+    let has_season = schedule.as_ref().is_some_and(|s| s.season.is_some());
+    let entry = f.entry.as_ref().map_or(
+        Some(Entry {
+            skip_converted: has_goal,
+            ..Entry::default()
+        }),
+        |e| entry(sink, e, has_goal, has_season),
+    );
+
     let schedule_ok = f.schedule.is_none() || schedule.is_some();
     let audience_ok = f.audience.segment.is_none() || segment.is_some();
     let filter_ok = f.audience.filter.is_none() || filter.is_some();
-    if !(id_ok && schedule_ok && audience_ok && filter_ok && control_ok && policy_ok && evaluate_ok)
+    if !(id_ok
+        && schedule_ok
+        && audience_ok
+        && filter_ok
+        && control_ok
+        && policy_ok
+        && evaluate_ok
+        && entry.is_some())
         || exclude.len() != f.audience.exclude.len()
     {
         return None;
@@ -526,6 +543,7 @@ fn check(
             filter,
             exclude,
         },
+        entry: entry?,
         control,
         policy,
         waves: waves?,
@@ -533,6 +551,67 @@ fn check(
         hash: bundle.hash(),
         catalogue: cat.clone(),
         bundle: bundle.clone(),
+    })
+}
+
+fn entry(
+    sink: &mut Sink<'_>,
+    e: &model::EntryFile,
+    has_goal: bool,
+    has_season: bool,
+) -> Option<Entry> {
+    let mut ok = true;
+    let once_per = match &e.once_per {
+        None => OncePer::Run,
+        Some(o) => match OncePer::ALL.into_iter().find(|p| p.as_str() == o.value) {
+            Some(OncePer::Season) if !has_season => {
+                sink.at_spanned(
+                    o,
+                    "entry.once_per: season needs a `schedule.season` to know when a season starts",
+                );
+                ok = false;
+                OncePer::Season
+            }
+            Some(p) => p,
+            None => {
+                sink.at_spanned(
+                    o,
+                    format!(
+                        "unknown entry.once_per `{}`: expected one of {}",
+                        o.value,
+                        OncePer::ALL.map(OncePer::as_str).join(", ")
+                    ),
+                );
+                ok = false;
+                OncePer::Run
+            }
+        },
+    };
+    let cooldown = match &e.cooldown {
+        None => None,
+        Some(c) => {
+            let d = duration(sink, c);
+            ok &= d.is_some();
+            d
+        }
+    };
+    let skip_converted = match &e.skip_converted {
+        None => has_goal,
+        Some(b) if b.value && !has_goal => {
+            sink.at_spanned(
+                b,
+                "entry.skip_converted needs `evaluate.goal`: it is what converted means",
+            );
+            ok = false;
+            false
+        }
+        Some(b) => b.value,
+    };
+    ok.then_some(Entry {
+        once_per,
+        cooldown,
+        skip_converted,
+        skip_responded: e.skip_responded,
     })
 }
 

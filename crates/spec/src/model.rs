@@ -44,6 +44,10 @@ pub(crate) struct WorkflowFile {
     pub(crate) schedule: Option<ScheduleFile>,
     /// Who is targeted.
     pub(crate) audience: AudienceFile,
+    /// Who may enter a run, given earlier runs of this campaign. Without it, everyone the
+    /// audience selects enters every run.
+    #[serde(default)]
+    pub(crate) entry: Option<EntryFile>,
     /// The held-out control group, for evaluation.
     #[serde(default)]
     pub(crate) control: Option<ControlFile>,
@@ -123,6 +127,31 @@ pub(crate) struct AudienceFile {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub(crate) exclude: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct EntryFile {
+    /// How often a subscriber may enter: `run` (every run), `campaign` (once, ever), `year`
+    /// (once per calendar year in the campaign's time zone) or `season` (once per season of
+    /// the schedule). Entering means being planned into the first wave, treated or control.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) once_per: Option<Spanned<String>>,
+    /// Not again within this long of the last entry, e.g. `30d`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) cooldown: Option<Spanned<String>>,
+    /// Leave out who reached the goal (`evaluate.goal`) in an earlier run. Default: true when
+    /// the campaign has a goal.
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub(crate) skip_converted: Option<Spanned<bool>>,
+    /// Leave out who responded to any wave of an earlier run. Default: false.
+    #[serde(default)]
+    pub(crate) skip_responded: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

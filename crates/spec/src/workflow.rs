@@ -22,6 +22,7 @@ pub struct Workflow {
     pub purpose: domain::Purpose,
     pub schedule: Option<Schedule>,
     pub audience: Audience,
+    pub entry: Entry,
     pub control: Option<Control>,
     pub policy: Policy,
     pub waves: Vec<Wave>,
@@ -93,6 +94,47 @@ pub struct Control {
     pub share: f64,
     pub stratify_by: Option<String>,
     pub salt: String,
+}
+
+/// Who may enter a run, given the campaign's earlier runs (`entry:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Entry {
+    pub once_per: OncePer,
+    pub cooldown: Option<Duration>,
+    pub skip_converted: bool,
+    pub skip_responded: bool,
+}
+
+/// How often a subscriber may enter the campaign's runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OncePer {
+    /// Every run: no memory of earlier runs.
+    #[default]
+    Run,
+    /// Once, ever.
+    Campaign,
+    /// Once per calendar year in the campaign's time zone.
+    Year,
+    /// Once per season of the schedule (the campaign has one).
+    Season,
+}
+
+impl OncePer {
+    pub const ALL: [OncePer; 4] = [
+        OncePer::Run,
+        OncePer::Campaign,
+        OncePer::Year,
+        OncePer::Season,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OncePer::Run => "run",
+            OncePer::Campaign => "campaign",
+            OncePer::Year => "year",
+            OncePer::Season => "season",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

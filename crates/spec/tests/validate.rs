@@ -725,6 +725,29 @@ fn file_level_mistakes_are_located_too() {
         "wf.yaml:12:70:",
         "max_contacts applies to marketing campaigns only; this campaign's purpose is care",
     );
+    assert_one(
+        &format!("{VALID}entry: {{ once_per: month }}\n"),
+        "wf.yaml:24:20:",
+        "unknown entry.once_per `month`: expected one of run, campaign, year, season",
+    );
+    assert_one(
+        &format!("{VALID}entry: {{ skip_converted: true }}\n"),
+        "wf.yaml:24:26:",
+        "entry.skip_converted needs `evaluate.goal`",
+    );
+    assert_one(
+        &format!(
+            "{}entry: {{ once_per: season }}\n",
+            VALID.replace("  season: { from: \"08-15\", to: \"10-31\" }\n", "")
+        ),
+        "wf.yaml:23:20:",
+        "entry.once_per: season needs a `schedule.season`",
+    );
+    assert_one(
+        &format!("{VALID}entry: {{ cooldown: 3x }}\n"),
+        "wf.yaml:24:20:",
+        "3x",
+    );
     let care = VALID
         .replace("timezone:", "purpose: care\ntimezone:")
         .replace(", max_contacts: { count: 2, per: 7d }", "");

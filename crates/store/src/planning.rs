@@ -5,7 +5,7 @@
 //! `subscriber` columns, every literal bound); this module runs the queries and writes the
 //! plan, so no SQL is written outside this crate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::{
     Alias, Asterisk, Condition, Expr, ExprTrait, Func, Order, Query, SelectStatement,
@@ -191,6 +191,65 @@ impl PlanReader<'_> {
                     stratum: r.try_get("", "stratum")?,
                 })
             })
+            .collect()
+    }
+
+    /// Subscribers an earlier run of `campaign` planned into its first wave (either arm) at
+    /// or after `since`: who already entered, for `entry.once_per` and `entry.cooldown`.
+    pub async fn earlier_entrants(
+        &self,
+        campaign: &str,
+        run_id: i64,
+        since: Millis,
+    ) -> Result<HashSet<i64>> {
+        self.ids(
+            "SELECT DISTINCT c.subscriber_id AS id FROM contact c \
+             JOIN wave_run w ON w.id = c.wave_run_id JOIN run r ON r.id = c.run_id \
+             WHERE r.campaign = ? AND r.id <> ? AND c.due_at >= ? \
+             AND w.id = (SELECT MIN(f.id) FROM wave_run f WHERE f.run_id = r.id)",
+            vec![campaign.into(), run_id.into(), since.into()],
+        )
+        .await
+    }
+
+    /// Subscribers who responded to any wave of an earlier run of `campaign`.
+    pub async fn earlier_responders(&self, campaign: &str, run_id: i64) -> Result<HashSet<i64>> {
+        self.ids(
+            "SELECT DISTINCT c.subscriber_id AS id FROM contact c JOIN run r ON r.id = c.run_id \
+             WHERE r.campaign = ? AND r.id <> ? AND c.responded_at IS NOT NULL",
+            vec![campaign.into(), run_id.into()],
+        )
+        .await
+    }
+
+    /// Subscribers with a response of `kind` (and `value`, when given) in an earlier run of
+    /// `campaign`, either arm: who already reached the campaign's goal.
+    pub async fn earlier_converters(
+        &self,
+        campaign: &str,
+        run_id: i64,
+        kind: &str,
+        value: Option<&str>,
+    ) -> Result<HashSet<i64>> {
+        let mut sql = String::from(
+            "SELECT DISTINCT p.subscriber_id AS id FROM response p JOIN run r ON r.id = p.run_id \
+             WHERE r.campaign = ? AND r.id <> ? AND p.kind = ?",
+        );
+        let mut values: Vec<sea_orm::Value> = vec![campaign.into(), run_id.into(), kind.into()];
+        if let Some(v) = value {
+            sql.push_str(" AND p.value = ?");
+            values.push(v.into());
+        }
+        self.ids(&sql, values).await
+    }
+
+    async fn ids(&self, sql: &str, values: Vec<sea_orm::Value>) -> Result<HashSet<i64>> {
+        let rows = self
+            .c
+            .query_all_raw(crate::stmt(&self.c, sql, values))
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64>("", "id")?))
             .collect()
     }
 
