@@ -150,6 +150,14 @@ enum Cmd {
         from: i64,
         to: i64,
     },
+    /// Tell one subscriber's story: each wave that considered them, whether it left them out
+    /// (and by which rule), held them out as control, or contacted them, when, how it went
+    /// and how they responded; then their consent history.
+    Why {
+        msisdn: String,
+        /// Only this campaign's runs.
+        campaign: Option<String>,
+    },
     /// Print a finished run's evaluation.
     Report {
         run_id: i64,
@@ -477,6 +485,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out::diff(&a, &b);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Why { msisdn, campaign } => {
+            let store = open_store(&cfg).await?;
+            for line in why(&store, &msisdn, campaign.as_deref()).await? {
+                out::line(&line);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Report { run_id, format } => {
             let store = open_store(&cfg).await?;
             let Some(json) = store.run_report(run_id).await? else {
@@ -795,6 +810,90 @@ async fn consent(cfg: &Config, cmd: ConsentCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `campaignd why`: the lines it prints (the number masked).
+async fn why(
+    store: &store::Store,
+    msisdn: &str,
+    campaign: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    use store::story::Step;
+    let number =
+        domain::Msisdn::parse(msisdn.trim()).map_err(|e| anyhow::anyhow!("MSISDN: {e}"))?;
+    let Some(id) = store.subscriber_by_msisdn(number.expose()).await? else {
+        anyhow::bail!("no subscriber {number}");
+    };
+    let mut lines = vec![match campaign {
+        Some(c) => format!("{number} (subscriber {id}) in campaign {c}"),
+        None => format!("{number} (subscriber {id})"),
+    }];
+    let story = store.subscriber_story(id, campaign).await?;
+    if story.is_empty() {
+        lines.push("  no campaign has considered this subscriber".into());
+    }
+    let at = |t: Option<i64>| t.map(out::time);
+    for s in story {
+        let head = format!(
+            "{}  {} run {} wave {}:",
+            out::time(s.at),
+            s.campaign,
+            s.run_id,
+            s.wave
+        );
+        let what = match s.step {
+            Step::LeftOut { reason } => format!("left out by {reason}"),
+            Step::Contact {
+                arm: store::contacts::Arm::Control,
+                ..
+            } => "held out (control group), not contacted".to_owned(),
+            Step::Contact {
+                channel,
+                purpose,
+                state,
+                sent_at,
+                delivered_at,
+                responded_at,
+                response,
+                last_error,
+                ..
+            } => {
+                let mut w = format!("contacted by {channel} ({purpose}): {state}");
+                for (label, t) in [
+                    ("sent", at(sent_at)),
+                    ("delivered", at(delivered_at)),
+                    ("responded", at(responded_at)),
+                ] {
+                    if let Some(t) = t {
+                        w.push_str(&format!(", {label} {t}"));
+                    }
+                }
+                if let Some(r) = response {
+                    w.push_str(&format!(" with {r}"));
+                }
+                if let Some(e) = last_error {
+                    w.push_str(&format!(" (last error: {e})"));
+                }
+                w
+            }
+        };
+        lines.push(format!("{head} {what}"));
+    }
+    let consent = store.consent_history(id).await?;
+    if !consent.is_empty() {
+        lines.push("consent:".into());
+        for c in consent {
+            lines.push(format!(
+                "{}  {} {} ({}, {})",
+                out::time(c.at),
+                c.kind,
+                if c.state { "on" } else { "off" },
+                c.source,
+                c.principal
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 /// Builds the channels every wave kind needs.

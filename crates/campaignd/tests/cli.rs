@@ -370,3 +370,109 @@ async fn a_new_attribute_is_a_file_edit_and_a_migrate() {
     let o = run(&["plan", "data"], &config);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// `campaignd why` after a demo run: a responder, a control member and a subscriber a rule
+/// left out each get their story, with the number masked and the rule named.
+#[test]
+fn why_tells_a_subscribers_story_after_a_demo() {
+    use sea_orm::ConnectionTrait;
+    use store::testing::RawDb as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("demo");
+    let o = bin()
+        .current_dir(repo())
+        .args([
+            "demo",
+            "--subscribers",
+            "3000",
+            "--history-months",
+            "0",
+            "--day-seconds",
+            "0.2",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ])
+        .env_remove("CAMPAIGND_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let url = format!("sqlite://{}", out_dir.join("campaignd-demo.db").display());
+    let config = dir.path().join("demo.toml");
+    std::fs::write(&config, format!("database_url = {url:?}\n")).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pick = |sql: &str| -> String {
+        rt.block_on(async {
+            let store = store::Store::connect(&url, None).await.unwrap();
+            let row = store
+                .db()
+                .query_one_raw(store::stmt(store.db(), sql, []))
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("no row for {sql}"));
+            row.try_get::<String>("", "msisdn").unwrap()
+        })
+    };
+    let responder = pick(
+        "SELECT s.msisdn FROM contact c JOIN subscriber s ON s.id = c.subscriber_id \
+         WHERE c.arm = 'treatment' AND c.responded_at IS NOT NULL ORDER BY c.id LIMIT 1",
+    );
+    let control = pick(
+        "SELECT s.msisdn FROM contact c JOIN subscriber s ON s.id = c.subscriber_id \
+         WHERE c.arm = 'control' ORDER BY c.id LIMIT 1",
+    );
+    let (left_out, reason) = rt.block_on(async {
+        let store = store::Store::connect(&url, None).await.unwrap();
+        let row = store
+            .db()
+            .query_one_raw(store::stmt(
+                store.db(),
+                "SELECT s.msisdn, d.reason FROM decision d JOIN subscriber s ON s.id = d.subscriber_id \
+                 WHERE d.reason <> 'control_group' ORDER BY d.id LIMIT 1",
+                [],
+            ))
+            .await
+            .unwrap()
+            .expect("the demo leaves somebody out");
+        (
+            row.try_get::<String>("", "msisdn").unwrap(),
+            row.try_get::<String>("", "reason").unwrap(),
+        )
+    });
+
+    for (msisdn, expected) in [
+        (
+            &responder,
+            "contacted by sms (marketing): delivered".to_owned(),
+        ),
+        (
+            &control,
+            "held out (control group), not contacted".to_owned(),
+        ),
+        (&left_out, format!("left out by {reason}")),
+    ] {
+        let o = run(&["why", msisdn, "autumn-enrollment"], &config);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert!(out.contains(&expected), "{expected} not in:\n{out}");
+        assert!(
+            out.contains("autumn-enrollment run 1 wave sms_offer"),
+            "{out}"
+        );
+        assert!(
+            !out.contains(msisdn.as_str()),
+            "the number is masked:\n{out}"
+        );
+    }
+    let o = run(&["why", &responder], &config);
+    assert!(text(&o).contains(", responded "), "{}", text(&o));
+
+    let o = run(&["why", "13999999999"], &config);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no subscriber 139****9999"),
+        "{}",
+        text(&o)
+    );
+}

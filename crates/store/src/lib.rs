@@ -30,6 +30,7 @@ pub mod planning;
 pub mod runs;
 #[cfg(feature = "test-util")]
 pub mod snapshot;
+pub mod story;
 pub mod subscribers;
 #[cfg(feature = "test-util")]
 pub mod testing;
