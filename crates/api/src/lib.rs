@@ -51,6 +51,7 @@ mod fuzz;
 mod input;
 pub mod openapi;
 mod ops;
+mod story;
 mod tasks;
 
 /// What every handler shares.
@@ -282,6 +283,13 @@ fn routes() -> Vec<Route> {
             "/runs/{id}/report",
             SMALL_BODY,
             ops::run_report,
+        ),
+        route(
+            roles(&[Admin, Operator, Analyst]),
+            Method::GET,
+            "/subscribers/{msisdn}/story",
+            SMALL_BODY,
+            story::get,
         ),
         route(
             roles(&[Admin, Approver]),

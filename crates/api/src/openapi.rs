@@ -36,6 +36,7 @@ impl Modify for BearerAuth {
         crate::tasks::list,
         crate::tasks::outcome,
         crate::ops::run_report,
+        crate::story::get,
         crate::approvals::approve,
         crate::approvals::audit,
     ),

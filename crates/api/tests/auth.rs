@@ -49,6 +49,7 @@ const MATRIX: &[(&str, &str, [u16; 8])] = &[
     ("GET",  "/tasks",                    [200,  200,  403,  403,  200,  403,  401,  401]),
     ("POST", "/tasks/{id}/outcome",       [400,  400,  403,  403,  400,  403,  401,  401]),
     ("GET",  "/runs/{id}/report",         [404,  404,  404,  404,  403,  403,  401,  401]),
+    ("GET",  "/subscribers/{msisdn}/story", [404, 404,  403,  404,  403,  403,  401,  401]),
     ("POST", "/versions/{id}/approve",    [404,  403,  404,  403,  403,  403,  401,  401]),
     ("GET",  "/audit",                    [200,  403,  403,  403,  403,  403,  401,  401]),
 ];
@@ -299,7 +300,9 @@ async fn every_route_answers_every_principal_as_the_table_says() -> Res {
             "/callbacks/kannel/dlr" => format!("{route}?key={key}&type=1"),
             "/callbacks/kannel/mo" => format!("{route}?from=13800138000&text=hi"),
             "/tasks/{id}/outcome" => route.replace("{id}", &own_task.to_string()),
-            r => r.replace("{id}", "999999"),
+            r => r
+                .replace("{id}", "999999")
+                .replace("{msisdn}", "13999999999"),
         };
         for (i, who) in WHO.iter().enumerate() {
             let body = match *route {

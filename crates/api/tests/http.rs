@@ -811,3 +811,52 @@ async fn bound_listener_queues_a_burst_of_connections() -> Res {
     drop(listener);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_subscribers_story_is_served_masked() -> Res {
+    let s = Server::start().await?;
+    let (run_id, _) = seed_tasks(&s.store).await?;
+    let (status, body) = s
+        .get("/subscribers/+8613800000001/story?campaign=autumn")
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        !body.contains("13800000001"),
+        "the number is masked: {body}"
+    );
+    let v: Value = serde_json::from_str(&body)?;
+    assert_eq!(v["msisdn"], "138****0001");
+    let steps = v["steps"].as_array().ok_or("steps")?;
+    assert_eq!(steps.len(), 1, "{body}");
+    assert_eq!(steps[0]["campaign"], "autumn");
+    assert_eq!(steps[0]["run_id"], run_id);
+    assert_eq!(steps[0]["wave"], "call");
+    assert_eq!(steps[0]["outcome"], "contacted");
+    assert_eq!(steps[0]["channel"], "outbound_call");
+    assert_eq!(steps[0]["purpose"], "marketing");
+    let (status, body) = s
+        .get("/subscribers/13800000001/story?campaign=other")
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?["steps"],
+        Value::Array(vec![])
+    );
+
+    let (status, body) = s.get("/subscribers/13999999999/story").await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body.contains("139****9999") && !body.contains("13999999999"),
+        "{body}"
+    );
+    s.assert_rejected(s.get("/subscribers/12ab/story").await?, "msisdn", 0)
+        .await?;
+    s.assert_rejected(
+        s.get("/subscribers/13800000001/story?campaign=a&x=1")
+            .await?,
+        "x",
+        0,
+    )
+    .await?;
+    s.stop().await
+}
