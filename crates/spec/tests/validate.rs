@@ -243,6 +243,61 @@ fn bad_time_zone_and_quiet_hours_and_share() {
     );
 }
 
+fn with_hold(workflow: &str, hold: &str) -> String {
+    workflow.replace(
+        "stratify_by: value_tier }",
+        &format!("stratify_by: value_tier, hold: {hold} }}"),
+    )
+}
+
+fn compiled_hold(workflow: &str) -> spec::Hold {
+    let (_dir, path) = setup(workflow, TEMPLATE);
+    let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+    wf.control.expect("control").hold
+}
+
+#[test]
+fn control_hold_values_and_default() {
+    assert_eq!(compiled_hold(VALID), spec::Hold::Year);
+    assert_eq!(compiled_hold(&with_hold(VALID, "run")), spec::Hold::Run);
+    assert_eq!(
+        compiled_hold(&with_hold(VALID, "season")),
+        spec::Hold::Season
+    );
+    assert_eq!(compiled_hold(&with_hold(VALID, "year")), spec::Hold::Year);
+    assert_eq!(
+        compiled_hold(&with_hold(VALID, "90d")),
+        spec::Hold::Days(90)
+    );
+    assert_eq!(compiled_hold(&with_hold(VALID, "2w")), spec::Hold::Days(14));
+}
+
+#[test]
+fn bad_control_hold_is_located() {
+    assert_one(
+        &with_hold(VALID, "fortnight"),
+        "wf.yaml:10:55:",
+        "invalid hold `fortnight`: expected run, season, year or a number of days",
+    );
+    assert_one(
+        &with_hold(VALID, "36h"),
+        "wf.yaml:10:55:",
+        "hold `36h` is out of range: expected whole days",
+    );
+    assert_one(
+        &with_hold(VALID, "4000d"),
+        "wf.yaml:10:55:",
+        "hold `4000d` is out of range",
+    );
+    // Holding for the season needs a season to hold for.
+    let no_season = VALID.replace("  season: { from: \"08-15\", to: \"10-31\" }\n", "");
+    assert_one(
+        &with_hold(&no_season, "season"),
+        "wf.yaml:9:55:",
+        "cannot hold control for the `season`: the schedule has no season",
+    );
+}
+
 #[test]
 fn task_wave_needs_a_team_and_known_channel() {
     assert_one(
