@@ -272,6 +272,37 @@ fn control_hold_values_and_default() {
     assert_eq!(compiled_hold(&with_hold(VALID, "2w")), spec::Hold::Days(14));
 }
 
+/// The period labels runs are held under: the year in the campaign's zone, the season last
+/// begun (a run before this year's window belongs to last year's), fixed day buckets, the run.
+#[test]
+fn holdout_periods_are_labelled_by_hold() {
+    let (_dir, path) = setup(VALID, TEMPLATE);
+    let wf = spec::load_file(&path).unwrap();
+    const SEP_1_2026: i64 = 1_788_220_800_000;
+    const MAR_1_2026: i64 = 1_772_323_200_000;
+    // 2026-12-31T16:30Z is already 2027 in Asia/Shanghai.
+    const NEW_YEAR_IN_SHANGHAI: i64 = 1_798_734_600_000;
+    use spec::Hold;
+    assert_eq!(wf.holdout_period(Hold::Year, SEP_1_2026, 7), "2026");
+    assert_eq!(
+        wf.holdout_period(Hold::Year, NEW_YEAR_IN_SHANGHAI, 7),
+        "2027"
+    );
+    assert_eq!(
+        wf.holdout_period(Hold::Season, SEP_1_2026, 7),
+        "season-2026"
+    );
+    assert_eq!(
+        wf.holdout_period(Hold::Season, MAR_1_2026, 7),
+        "season-2025"
+    );
+    assert_eq!(
+        wf.holdout_period(Hold::Days(90), SEP_1_2026, 7),
+        "90d-2026-06-06"
+    );
+    assert_eq!(wf.holdout_period(Hold::Run, SEP_1_2026, 7), "run-7");
+}
+
 #[test]
 fn bad_control_hold_is_located() {
     assert_one(
