@@ -20,6 +20,7 @@ mod m20261130_000011_subscriber_event;
 mod m20261130_000012_usage_history;
 mod m20261130_000013_event_dedup;
 mod m20261201_000014_contact_purpose;
+mod m20261201_000015_holdout;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000012_usage_history::Migration),
             Box::new(m20261130_000013_event_dedup::Migration),
             Box::new(m20261201_000014_contact_purpose::Migration),
+            Box::new(m20261201_000015_holdout::Migration),
         ]
     }
 }

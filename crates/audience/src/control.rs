@@ -1,6 +1,6 @@
 //! The control group: a deterministic, stratified holdout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
@@ -22,6 +22,32 @@ pub fn control_key(salt: &str, subscriber_id: i64) -> u64 {
 /// Splits `(subscriber id, stratum)` pairs into (treatment, control). Each stratum holds out
 /// `round(share × size)` subscribers, so every stratum is represented in the same proportion.
 pub fn split_control(members: &[(i64, String)], share: f64, salt: &str) -> (Vec<i64>, Vec<i64>) {
+    let split = split_holding(members, &HashSet::new(), share, salt);
+    (split.treatment, split.control)
+}
+
+/// A control split that keeps earlier control members in control.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeldSplit {
+    pub treatment: Vec<i64>,
+    /// Held members among `members`, and the newly drawn; sorted.
+    pub control: Vec<i64>,
+    /// The newly drawn control members (a subset of `control`), sorted: to be recorded.
+    pub drawn: Vec<i64>,
+}
+
+/// [`split_control`] with a holdout that holds: subscribers in `held` always go to control.
+/// Each stratum still aims at `round(share × size)` control members; the held count towards
+/// it and the rest of the quota is drawn in hash order from the others. So a first run (no
+/// one held) splits exactly as [`split_control`]; a repeat over the same audience draws no
+/// one new; and a stratum whose held members exceed its quota keeps them all and draws none,
+/// since a held member is never treated.
+pub fn split_holding(
+    members: &[(i64, String)],
+    held: &HashSet<i64>,
+    share: f64,
+    salt: &str,
+) -> HeldSplit {
     let mut strata: BTreeMap<&str, Vec<(u64, i64)>> = BTreeMap::new();
     for (id, stratum) in members {
         strata
@@ -29,17 +55,31 @@ pub fn split_control(members: &[(i64, String)], share: f64, salt: &str) -> (Vec<
             .or_default()
             .push((control_key(salt, *id), *id));
     }
-    let mut treatment = Vec::with_capacity(members.len());
-    let mut control = Vec::new();
+    let mut out = HeldSplit {
+        treatment: Vec::with_capacity(members.len()),
+        ..HeldSplit::default()
+    };
     for (_, mut list) in strata {
         list.sort_unstable();
         let k = (share * list.len() as f64).round() as usize;
-        control.extend(list[..k].iter().map(|(_, id)| *id));
-        treatment.extend(list[k..].iter().map(|(_, id)| *id));
+        let already = list.iter().filter(|(_, id)| held.contains(id)).count();
+        let mut to_draw = k.saturating_sub(already);
+        for (_, id) in list {
+            if held.contains(&id) {
+                out.control.push(id);
+            } else if to_draw > 0 {
+                to_draw -= 1;
+                out.control.push(id);
+                out.drawn.push(id);
+            } else {
+                out.treatment.push(id);
+            }
+        }
     }
-    treatment.sort_unstable();
-    control.sort_unstable();
-    (treatment, control)
+    out.treatment.sort_unstable();
+    out.control.sort_unstable();
+    out.drawn.sort_unstable();
+    out
 }
 
 #[cfg(test)]
@@ -79,6 +119,24 @@ mod tests {
         assert_eq!(c.len(), 500);
         let gold_in_control = c.iter().filter(|id| *id % 10 == 0).count();
         assert_eq!(gold_in_control, 50);
+    }
+
+    #[test]
+    fn held_members_stay_in_control_and_fill_the_quota() {
+        let m = members(1000);
+        let (_, first) = split_control(&m, 0.1, "c");
+        let held: HashSet<i64> = first.iter().copied().collect();
+        // The same audience again: the same control, nobody new.
+        let again = split_holding(&m, &held, 0.1, "c");
+        assert_eq!(again.control, first);
+        assert!(again.drawn.is_empty());
+        // A grown audience: every held member stays, the quota is topped up from the new.
+        let grown = members(2000);
+        let split = split_holding(&grown, &held, 0.1, "c");
+        assert!(first.iter().all(|id| split.control.contains(id)));
+        assert_eq!(split.control.len(), 200);
+        assert_eq!(split.drawn.len(), 100);
+        assert!(split.treatment.iter().all(|id| !held.contains(id)));
     }
 
     #[test]

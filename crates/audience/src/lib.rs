@@ -5,8 +5,9 @@
 //! Architecture invariants:
 //! - Filters become SQL only through [`filter_sql`] (sea-query, values bound), never by
 //!   formatting strings.
-//! - The control split is a pure function of (salt, subscriber id, stratum): the same inputs
-//!   always give the same arms, on any replica.
+//! - The control split is a pure function of (salt, subscriber id, stratum, the campaign's
+//!   stored holdout for the period): the same inputs always give the same arms, on any
+//!   replica, and a held control member is never treated.
 //! - This crate knows nothing of channels or HTTP.
 
 pub mod filter_sql;
@@ -15,6 +16,6 @@ mod control;
 mod plan;
 mod policy;
 
-pub use control::{control_key, split_control};
+pub use control::{HeldSplit, control_key, split_control, split_holding};
 pub use plan::{Funnel, PLANNER_LOCK, PlanError, PlanInput, PlanSummary, plan_wave, preview};
 pub use policy::next_allowed;

@@ -9,7 +9,7 @@ use store::contacts::{Arm, NewContact, WaveContacts};
 use store::planning::{PlanReader, earlier_wave_targets};
 use store::{Millis, Store};
 
-use crate::control::split_control;
+use crate::control::split_holding;
 use crate::filter_sql::to_condition;
 use crate::policy::next_allowed;
 use store::derived::FieldSql;
@@ -56,6 +56,8 @@ struct Candidate {
 /// The plan before it is written.
 struct Plan {
     funnel: Funnel,
+    /// Control members drawn by this plan, to record in the campaign's holdout for `period`.
+    holdout: Option<(String, Vec<i64>)>,
     contacts: Vec<NewContact>,
     decisions: Vec<(i64, &'static str)>,
     excluded_by: Vec<(String, Vec<i64>)>,
@@ -113,6 +115,16 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
     }
     tx.insert_decisions(input.wave_run_id, &decisions).await?;
     tx.insert_funnel(input.wave_run_id, &plan.funnel).await?;
+    if let Some((period, drawn)) = &plan.holdout {
+        tx.insert_holdout(
+            &input.workflow.campaign,
+            period,
+            input.run_id,
+            input.now,
+            drawn,
+        )
+        .await?;
+    }
     tx.set_wave_window(input.wave_run_id, input.now, closes_at)
         .await?;
     tx.commit().await?;
@@ -262,13 +274,18 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         .filter(|cand| !left_out.contains(&cand.id))
         .collect();
     let by_id: HashMap<i64, &Candidate> = kept.iter().map(|cand| (cand.id, *cand)).collect();
+    let mut holdout = None;
     let (treatment, control) = match (&wf.control, first_wave) {
         (Some(ct), true) => {
             let members: Vec<(i64, String)> = kept
                 .iter()
                 .map(|cand| (cand.id, cand.stratum.clone()))
                 .collect();
-            split_control(&members, ct.share, &ct.salt)
+            let period = wf.holdout_period(ct.hold, input.now, input.run_id);
+            let held = c.holdout_members(&wf.campaign, &period).await?;
+            let split = split_holding(&members, &held, ct.share, &ct.salt);
+            holdout = Some((period, split.drawn));
+            (split.treatment, split.control)
         }
         _ => (kept.iter().map(|cand| cand.id).collect(), Vec::new()),
     };
@@ -311,6 +328,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
     }
     Ok(Plan {
         funnel,
+        holdout,
         contacts: out,
         decisions,
         excluded_by,

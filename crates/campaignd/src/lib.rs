@@ -125,6 +125,14 @@ enum Cmd {
     Trigger { campaign: String },
     /// List the stored versions of a campaign: who loaded and who approved each.
     Versions { campaign: String },
+    /// List a campaign's control holdout: how many subscribers each holdout period keeps in
+    /// control (`control.hold`), and when they were drawn.
+    Holdout {
+        campaign: String,
+        /// Only this period, e.g. `2026`, `season-2026`, `90d-2026-01-05` or `run-42`.
+        #[arg(long)]
+        period: Option<String>,
+    },
     /// Approve a version of a campaign (four eyes: not as the principal who loaded it).
     /// Without VERSION: the version in the workflows folder now (stored first, loaded by the
     /// config's `operator`), so it can be approved before the daemon's first slot.
@@ -446,6 +454,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     &v.hash[..12],
                     out::time(v.loaded_at),
                     v.loaded_by.as_deref().unwrap_or("(unknown)"),
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Holdout { campaign, period } => {
+            let store = open_store(&cfg).await?;
+            let periods = store.holdout_periods(&campaign, period.as_deref()).await?;
+            if periods.is_empty() {
+                out::line(&format!("{campaign} holds nobody out"));
+            }
+            for p in periods {
+                out::line(&format!(
+                    "{:<16}  {:>9} members  drawn {} to {}",
+                    p.period,
+                    p.members,
+                    out::time(p.first_drawn_at),
+                    out::time(p.last_drawn_at),
                 ));
             }
             Ok(ExitCode::SUCCESS)

@@ -476,3 +476,52 @@ fn why_tells_a_subscribers_story_after_a_demo() {
         text(&o)
     );
 }
+
+/// `campaignd holdout` audits what the planner drew: after the demo's run, the control group
+/// it reports is the campaign's holdout for the year, and another period holds nobody.
+#[test]
+fn holdout_lists_the_control_members_a_run_drew() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let o = bin()
+        .current_dir(repo())
+        .args(["demo", "--subscribers", "2000", "--history-months", "0"])
+        .args(["--day-seconds", "1", "--out", out.to_str().unwrap()])
+        .env_remove("CAMPAIGND_CONFIG")
+        .env_remove("CAMPAIGND_DATABASE_URL")
+        .output()
+        .unwrap();
+    let demo = text(&o);
+    assert!(o.status.success(), "{demo}");
+    let control: u64 = demo
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("control group"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no control group count in {demo}"));
+    assert!(control > 0, "{demo}");
+
+    let url = format!("sqlite://{}", out.join("campaignd-demo.db").display());
+    let holdout = |extra: &[&str]| {
+        let o = bin()
+            .args(["--database-url", &url, "holdout", "autumn-enrollment"])
+            .args(extra)
+            .env_remove("CAMPAIGND_CONFIG")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let listed = holdout(&[]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 1, "{listed}");
+    assert!(lines[0].starts_with("2026 "), "{listed}");
+    assert!(
+        lines[0].contains(&format!(" {control} members")),
+        "{listed}"
+    );
+    assert!(
+        holdout(&["--period", "2025"]).contains("autumn-enrollment holds nobody out"),
+        "{listed}"
+    );
+}

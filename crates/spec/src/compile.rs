@@ -121,6 +121,44 @@ fn duration(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<Duration> {
     }
 }
 
+/// `control.hold`: `run`, `season` (only with a season to hold for), `year`, or whole days.
+fn hold(sink: &mut Sink<'_>, s: &Spanned<String>, has_season: bool) -> Option<Hold> {
+    let text = s.value.trim();
+    match text {
+        "run" => return Some(Hold::Run),
+        "year" => return Some(Hold::Year),
+        "season" if has_season => return Some(Hold::Season),
+        "season" => {
+            sink.at_spanned(
+                s,
+                "cannot hold control for the `season`: the schedule has no season (add \
+                 `schedule.season` or hold for `year`)",
+            );
+            return None;
+        }
+        _ => {}
+    }
+    let expected = format!(
+        "invalid hold `{text}`: expected run, season, year or a number of days such as 90d"
+    );
+    match parse_duration(text) {
+        Ok(d) if d.as_secs() % 86_400 == 0 && (1..=3660).contains(&(d.as_secs() / 86_400)) => {
+            u32::try_from(d.as_secs() / 86_400).ok().map(Hold::Days)
+        }
+        Ok(_) => {
+            sink.at_spanned(
+                s,
+                format!("hold `{text}` is out of range: expected whole days, 1d to 3660d"),
+            );
+            None
+        }
+        Err(_) => {
+            sink.at_spanned(s, expected);
+            None
+        }
+    }
+}
+
 /// A wave id or team name: checked because they travel into URLs, task lists and logs.
 fn name(sink: &mut Sink<'_>, s: &Spanned<String>, what: &str) -> bool {
     let ok = rules::is_name(&s.value);
@@ -411,11 +449,18 @@ fn check(
             },
             None => Some(None),
         };
+        let has_season = f.schedule.as_ref().is_some_and(|s| s.season.is_some());
+        let hold = match &c.hold {
+            Some(h) => hold(sink, h, has_season),
+            None => Some(Hold::Year),
+        };
         let stratify_by = stratify_by?;
+        let hold = hold?;
         share_ok.then(|| Control {
             share,
             stratify_by,
             salt: c.salt.clone().unwrap_or_else(|| f.campaign.value.clone()),
+            hold,
         })
     });
     let control_ok = f.control.is_none() || control.is_some();

@@ -170,6 +170,15 @@ pub(crate) struct ControlFile {
     /// the holdout is stable across runs.
     #[serde(default)]
     pub(crate) salt: Option<String>,
+    /// How long a subscriber drawn into control stays there, across runs: `year` (the
+    /// default: the calendar year in the campaign's time zone), `season` (the schedule's
+    /// season window of that year; needs `schedule.season`), a whole number of days such as
+    /// `90d` (periods counted from 1970-01-01), or `run` (each run draws its own control
+    /// group, and last run's control members may be treated). Members are stored in the
+    /// `holdout` table and listed by `campaignd holdout CAMPAIGN`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) hold: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

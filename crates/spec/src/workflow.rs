@@ -94,6 +94,61 @@ pub struct Control {
     pub share: f64,
     pub stratify_by: Option<String>,
     pub salt: String,
+    pub hold: Hold,
+}
+
+/// How long a control member stays in control (`control.hold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Each run draws its own control group.
+    Run,
+    /// The schedule's season window: a checked workflow with this hold has a season.
+    Season,
+    /// The calendar year in the campaign's time zone.
+    Year,
+    /// Fixed periods of this many days, counted from 1970-01-01 (UTC).
+    Days(u32),
+}
+
+impl Workflow {
+    /// The label of the holdout period (under `hold`, this workflow's `control.hold`) that a
+    /// run planned at `now` (Unix milliseconds) falls in: control members drawn under one
+    /// label stay in control for every run with that label.
+    pub fn holdout_period(&self, hold: Hold, now: i64, run_id: i64) -> String {
+        let local = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now)
+            .unwrap_or_default()
+            .with_timezone(&self.timezone)
+            .date_naive();
+        match hold {
+            Hold::Run => format!("run-{run_id}"),
+            Hold::Year => local.year().to_string(),
+            Hold::Season => {
+                // The season that began last, on or before today: a run outside the window
+                // (started by hand) belongs to the season just ended, and a season over New
+                // Year is named after the year it began in.
+                let from = self
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.season)
+                    .map_or((1, 1), |s| s.from);
+                let year = if (local.month(), local.day()) >= from {
+                    local.year()
+                } else {
+                    local.year() - 1
+                };
+                format!("season-{year}")
+            }
+            Hold::Days(days) => {
+                let day_ms = 86_400_000_i64;
+                let span = i64::from(days) * day_ms;
+                let start = now.div_euclid(span) * span;
+                let date = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(start)
+                    .unwrap_or_default()
+                    .date_naive();
+                format!("{days}d-{date}")
+            }
+        }
+    }
 }
 
 /// Who may enter a run, given the campaign's earlier runs (`entry:`).

@@ -256,7 +256,7 @@ proptest! {
                 prop::sample::select(&[
                     "campaign", "timezone", "waves", "id", "channel", "template", "respond_within",
                     "send_within", "audience", "schedule", "cron", "season", "policy", "evaluate",
-                    "responses", "goal", "email", "team", "after", "control", "share",
+                    "responses", "goal", "email", "team", "after", "control", "share", "hold",
                 ][..]).prop_map(|k| format!("{k}: ")),
                 "[a-z0-9 ]{0,8}",
             ],

@@ -243,6 +243,92 @@ fn bad_time_zone_and_quiet_hours_and_share() {
     );
 }
 
+fn with_hold(workflow: &str, hold: &str) -> String {
+    workflow.replace(
+        "stratify_by: value_tier }",
+        &format!("stratify_by: value_tier, hold: {hold} }}"),
+    )
+}
+
+fn compiled_hold(workflow: &str) -> spec::Hold {
+    let (_dir, path) = setup(workflow, TEMPLATE);
+    let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+    wf.control.expect("control").hold
+}
+
+#[test]
+fn control_hold_values_and_default() {
+    assert_eq!(compiled_hold(VALID), spec::Hold::Year);
+    assert_eq!(compiled_hold(&with_hold(VALID, "run")), spec::Hold::Run);
+    assert_eq!(
+        compiled_hold(&with_hold(VALID, "season")),
+        spec::Hold::Season
+    );
+    assert_eq!(compiled_hold(&with_hold(VALID, "year")), spec::Hold::Year);
+    assert_eq!(
+        compiled_hold(&with_hold(VALID, "90d")),
+        spec::Hold::Days(90)
+    );
+    assert_eq!(compiled_hold(&with_hold(VALID, "2w")), spec::Hold::Days(14));
+}
+
+/// The period labels runs are held under: the year in the campaign's zone, the season last
+/// begun (a run before this year's window belongs to last year's), fixed day buckets, the run.
+#[test]
+fn holdout_periods_are_labelled_by_hold() {
+    let (_dir, path) = setup(VALID, TEMPLATE);
+    let wf = spec::load_file(&path).unwrap();
+    const SEP_1_2026: i64 = 1_788_220_800_000;
+    const MAR_1_2026: i64 = 1_772_323_200_000;
+    // 2026-12-31T16:30Z is already 2027 in Asia/Shanghai.
+    const NEW_YEAR_IN_SHANGHAI: i64 = 1_798_734_600_000;
+    use spec::Hold;
+    assert_eq!(wf.holdout_period(Hold::Year, SEP_1_2026, 7), "2026");
+    assert_eq!(
+        wf.holdout_period(Hold::Year, NEW_YEAR_IN_SHANGHAI, 7),
+        "2027"
+    );
+    assert_eq!(
+        wf.holdout_period(Hold::Season, SEP_1_2026, 7),
+        "season-2026"
+    );
+    assert_eq!(
+        wf.holdout_period(Hold::Season, MAR_1_2026, 7),
+        "season-2025"
+    );
+    assert_eq!(
+        wf.holdout_period(Hold::Days(90), SEP_1_2026, 7),
+        "90d-2026-06-06"
+    );
+    assert_eq!(wf.holdout_period(Hold::Run, SEP_1_2026, 7), "run-7");
+}
+
+#[test]
+fn bad_control_hold_is_located() {
+    assert_one(
+        &with_hold(VALID, "fortnight"),
+        "wf.yaml:10:55:",
+        "invalid hold `fortnight`: expected run, season, year or a number of days",
+    );
+    assert_one(
+        &with_hold(VALID, "36h"),
+        "wf.yaml:10:55:",
+        "hold `36h` is out of range: expected whole days",
+    );
+    assert_one(
+        &with_hold(VALID, "4000d"),
+        "wf.yaml:10:55:",
+        "hold `4000d` is out of range",
+    );
+    // Holding for the season needs a season to hold for.
+    let no_season = VALID.replace("  season: { from: \"08-15\", to: \"10-31\" }\n", "");
+    assert_one(
+        &with_hold(&no_season, "season"),
+        "wf.yaml:9:55:",
+        "cannot hold control for the `season`: the schedule has no season",
+    );
+}
+
 #[test]
 fn task_wave_needs_a_team_and_known_channel() {
     assert_one(

@@ -25,6 +25,7 @@ pub mod contacts;
 pub mod derived;
 pub mod events;
 pub mod history;
+pub mod holdout;
 pub mod inbound;
 pub mod planning;
 pub mod runs;

@@ -102,6 +102,20 @@ impl PlanTx {
         contacts::insert_funnel(&self.tx, wave_run_id, counts).await
     }
 
+    /// Records control members drawn by this plan in `scope`'s holdout for `period`, so later
+    /// runs in the period keep them in control.
+    pub async fn insert_holdout(
+        &self,
+        scope: &str,
+        period: &str,
+        run_id: i64,
+        drawn_at: Millis,
+        subscriber_ids: &[i64],
+    ) -> Result<()> {
+        crate::holdout::insert_members(&self.tx, scope, period, run_id, drawn_at, subscriber_ids)
+            .await
+    }
+
     /// The wave's window and the durable timer that closes it.
     pub async fn set_wave_window(
         &self,
@@ -251,6 +265,12 @@ impl PlanReader<'_> {
         rows.iter()
             .map(|r| Ok(r.try_get::<i64>("", "id")?))
             .collect()
+    }
+
+    /// Members of `scope`'s holdout in `period`: they stay in control whatever this run's
+    /// split says.
+    pub async fn holdout_members(&self, scope: &str, period: &str) -> Result<HashSet<i64>> {
+        crate::holdout::members(&self.c, scope, period).await
     }
 
     /// Treatment contacts per subscriber planned or sent since `since`, any campaign (the
