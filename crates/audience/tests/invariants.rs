@@ -81,6 +81,23 @@ async fn run_of(store: &Store, wf: &spec::Workflow) -> Res<(i64, i64)> {
     Ok((run, store.wave_runs(run).await?[0].id))
 }
 
+/// A run of another campaign `name` with one SMS wave `w`: (run id, wave run id).
+async fn other_run(store: &Store, name: &str) -> Res<(i64, i64)> {
+    let version = store.upsert_version(name, "h", "{}", 0).await?;
+    let run = store
+        .start_run(NewRun {
+            campaign: name,
+            version_id: version,
+            slot_at: None,
+            trigger: "test",
+            waves: &[("w".to_owned(), "sms".to_owned())],
+            now: 0,
+        })
+        .await?
+        .ok_or("no run")?;
+    Ok((run, store.wave_runs(run).await?[0].id))
+}
+
 async fn plan(store: &Store, wf: &spec::Workflow, run: (i64, i64)) -> Res<audience::PlanSummary> {
     Ok(audience::plan_wave(
         store,
@@ -105,19 +122,7 @@ async fn an_undelivered_contact_counts_toward_the_frequency_cap() -> Res {
     let store = store::testing::fresh_store(dir.path()).await?;
     let subs = subscribers(&store, 2).await?;
     // Another campaign sent subscriber 0 a message yesterday; the report said undelivered.
-    let version = store.upsert_version("other", "h", "{}", 0).await?;
-    let other = store
-        .start_run(NewRun {
-            campaign: "other",
-            version_id: version,
-            slot_at: None,
-            trigger: "test",
-            waves: &[("w".to_owned(), "sms".to_owned())],
-            now: 0,
-        })
-        .await?
-        .ok_or("no run")?;
-    let other_wave = store.wave_runs(other).await?[0].id;
+    let (other, other_wave) = other_run(&store, "other").await?;
     let tx = store.db().begin().await?;
     let yesterday = NOW - DAY;
     let row = NewContact {
@@ -280,19 +285,7 @@ async fn opt_out_and_cap_govern_marketing_and_care_uses_no_cap() -> Res {
         (2, store::contacts::Purpose::Marketing),
     ] {
         let name = format!("earlier-{}", purpose.as_str());
-        let version = store.upsert_version(&name, "h", "{}", 0).await?;
-        let run = store
-            .start_run(NewRun {
-                campaign: &name,
-                version_id: version,
-                slot_at: None,
-                trigger: "test",
-                waves: &[("w".to_owned(), "sms".to_owned())],
-                now: 0,
-            })
-            .await?
-            .ok_or("no run")?;
-        let wave_run_id = store.wave_runs(run).await?[0].id;
+        let (run, wave_run_id) = other_run(&store, &name).await?;
         let tx = store.db().begin().await?;
         let row = NewContact {
             subscriber_id: subs[i],
