@@ -99,6 +99,16 @@ async fn other_run(store: &Store, name: &str) -> Res<(i64, i64)> {
 }
 
 async fn plan(store: &Store, wf: &spec::Workflow, run: (i64, i64)) -> Res<audience::PlanSummary> {
+    plan_first_wave(store, wf, run, NOW).await
+}
+
+/// Plans the first wave of `run` at `now`.
+async fn plan_first_wave(
+    store: &Store,
+    wf: &spec::Workflow,
+    run: (i64, i64),
+    now: i64,
+) -> Res<audience::PlanSummary> {
     Ok(audience::plan_wave(
         store,
         audience::PlanInput {
@@ -107,7 +117,7 @@ async fn plan(store: &Store, wf: &spec::Workflow, run: (i64, i64)) -> Res<audien
             run_id: run.0,
             wave_run_id: run.1,
             previous_wave_run_id: None,
-            now: NOW,
+            now,
         },
     )
     .await?)
@@ -366,18 +376,7 @@ async fn plan_at(
     now: i64,
 ) -> Res<(Vec<i64>, audience::Funnel)> {
     let run = run_of(store, wf).await?;
-    let summary = audience::plan_wave(
-        store,
-        audience::PlanInput {
-            workflow: wf,
-            wave: &wf.waves[0],
-            run_id: run.0,
-            wave_run_id: run.1,
-            previous_wave_run_id: None,
-            now,
-        },
-    )
-    .await?;
+    let summary = plan_first_wave(store, wf, run, now).await?;
     let mut ids: Vec<i64> = store
         .contact_states(run.1)
         .await?
