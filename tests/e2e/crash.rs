@@ -116,6 +116,7 @@ async fn crash_and_restart(backend: Backend) {
         sms_username: "trigger".into(),
         concurrency: 32,
         mail_dir: dir.path().join("mail"),
+        real_kannel: None,
     };
     let cfg_path = dir.path().join("campaignd.toml");
     cfg.write(&cfg_path);

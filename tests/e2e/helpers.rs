@@ -147,6 +147,7 @@ pub(crate) async fn kannel_channels(
         concurrency,
         timeout_ms: 10_000,
         smsc: None,
+        ack_grace_ms: 60_000,
     };
     // Built as `sms::build` builds it, with the signing secret passed in rather than read
     // from CAMPAIGND_CALLBACK_SECRET (tests do not change their own environment).

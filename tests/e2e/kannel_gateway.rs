@@ -71,6 +71,7 @@ fn config(g: &Gateway, sendsms_url: String, concurrency: usize, timeout_ms: u64)
         concurrency,
         timeout_ms,
         smsc: None,
+        ack_grace_ms: 60_000,
     }
 }
 

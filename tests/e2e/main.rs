@@ -8,6 +8,7 @@ mod daemon;
 mod durable;
 mod helpers;
 mod kannel;
+mod kannel_crash;
 mod kannel_gateway;
 mod late_attribution;
 mod planner;

@@ -129,6 +129,7 @@ async fn three_replicas_share_slots_and_take_over_a_killed_one_on_postgres() {
             sms_username: name.clone(),
             concurrency: 16,
             mail_dir: dir.path().join("mail"),
+            real_kannel: None,
         };
         let path = dir.path().join(format!("{name}.toml"));
         cfg.write(&path);

@@ -76,6 +76,7 @@ async fn sigterm_settles_in_flight_batches_and_a_restart_finishes_without_duplic
         sms_username: "campaignd".into(),
         concurrency: 4,
         mail_dir: dir.path().join("mail"),
+        real_kannel: None,
     }
     .write(&config);
     daemon::approve(&config, "test-campaign").await;

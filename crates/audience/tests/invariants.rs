@@ -162,6 +162,7 @@ async fn an_undelivered_contact_counts_toward_the_frequency_cap() -> Res {
             lease_until: yesterday + 60_000,
             token: "t",
             now: yesterday,
+            proof_grace: 0,
         })
         .await?;
     assert_eq!(claimed.len(), 1);

@@ -40,6 +40,10 @@ pub struct Accepted {
     pub queued: bool,
 }
 
+/// Where [`Channel::send_each`] reports each message's result: its index in the batch, and
+/// what the gateway said.
+pub type ResultSink = tokio::sync::mpsc::UnboundedSender<(usize, Result<Accepted, SendError>)>;
+
 /// Why a send failed; decides whether the dispatcher retries.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SendError {
@@ -69,6 +73,26 @@ pub trait Channel: Send + Sync {
 
     /// Sends a batch; returns one result per message, in the same order.
     async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>>;
+
+    /// Sends a batch and reports each result on `done` (with its index in `batch`) as soon as
+    /// it is known, so the dispatcher can record it while the rest is in flight: a crash
+    /// then leaves only the messages whose answer was not yet recorded in doubt, not the
+    /// whole batch. The default reports everything once `send_batch` returns; a channel
+    /// that sends concurrently overrides it. A closed `done` (the dispatcher gave up) does
+    /// not stop the sends already started.
+    async fn send_each(&self, batch: &[Outbound], done: ResultSink) {
+        for (idx, res) in self.send_batch(batch).await.into_iter().enumerate() {
+            let _ = done.send((idx, res));
+        }
+    }
+
+    /// How long a message whose send was interrupted (the worker died with its answer
+    /// unrecorded) waits before it is sent again, for the gateway's proof that it took it
+    /// (Kannel's SMSC acknowledgement, DLR type 8). Zero for a channel that gives no such
+    /// proof: the message is sent again as soon as its lease runs out.
+    fn proof_grace(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 
     /// Checks that the channel can work (gateway reachable, file writable) without sending.
     async fn healthcheck(&self) -> Result<(), SendError> {

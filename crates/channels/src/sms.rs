@@ -95,6 +95,7 @@ mod tests {
             concurrency: 4,
             timeout_ms: 1000,
             smsc: None,
+            ack_grace_ms: 60_000,
         });
         let err = match build(&cfg).await {
             Ok(_) => panic!("built a Kannel channel without a password"),

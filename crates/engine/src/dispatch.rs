@@ -21,6 +21,8 @@ pub struct RoundStats {
     pub failed: u64,
     pub expired: u64,
     pub suppressed: u64,
+    /// Claimed again, but the gateway had reported on them: recorded as sent, not resent.
+    pub reconciled: u64,
 }
 
 impl Engine {
@@ -40,6 +42,7 @@ impl Engine {
                 lease_until: now + self.clock.span_of(self.cfg.lease),
                 token: &token,
                 now,
+                proof_grace: self.clock.span_of(channel.proof_grace()),
             })
             .await?;
         if claimed.is_empty() {
@@ -111,7 +114,25 @@ impl Engine {
         let mut attempts: Vec<i32> = Vec::with_capacity(claimed.len());
         let now_utc = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_else(Utc::now);
         let derived = self.derived_for_templates(&claimed, now).await?;
+        // A contact claimed before (its worker died with the answer unrecorded, or the send
+        // timed out) may have reached the gateway: a delivery report about it proves it did,
+        // whether or not attribution has read that report yet.
+        let again: Vec<&str> = claimed
+            .iter()
+            .filter(|c| c.attempt > 1)
+            .map(|c| c.idem_key.as_str())
+            .collect();
+        let proved = if again.is_empty() {
+            Default::default()
+        } else {
+            self.store.reported_keys(&again).await?
+        };
         for c in claimed {
+            if proved.contains(&c.idem_key) {
+                outcomes.push((c.id, Outcome::Sent { at: now }));
+                stats.reconciled += 1;
+                continue;
+            }
             let wf = self
                 .catalog
                 .for_run(&self.store, c.run_id, c.version_id)
@@ -180,45 +201,115 @@ impl Engine {
                 team: wave.team.clone(),
             });
         }
+        // Decided before sending (suppressed, expired, quiet hours, unknown wave): settled
+        // first, so the rows still leased are exactly the ones handed to the channel.
+        if !outcomes.is_empty() {
+            self.store.settle(token, &outcomes).await?;
+        }
         if !to_send.is_empty() {
-            let results = channel.send_batch(&to_send).await;
-            self.failpoints
-                .reach(FailPoint::AfterSendBeforeSettle)
+            self.send_and_settle(channel, &to_send, &attempts, token, &mut stats)
                 .await?;
-            let sent_at = self.clock.now(&self.store).await?;
-            for ((o, attempt), res) in to_send.iter().zip(&attempts).zip(results) {
-                match res {
-                    Ok(_) => {
-                        outcomes.push((o.contact_id, Outcome::Sent { at: sent_at }));
-                        stats.sent += 1;
+        }
+        Ok(stats)
+    }
+
+    /// Sends `to_send` and settles each result as the channel reports it, in groups of
+    /// whatever arrived while the previous group was being written, and renews the lease
+    /// of the rows not yet settled meanwhile. A crash leaves in doubt only the messages
+    /// handed to the gateway whose answer was not yet written, and a slow gateway never
+    /// lets the lease of a live worker run out.
+    async fn send_and_settle(
+        &self,
+        channel: Arc<dyn Channel>,
+        to_send: &[Outbound],
+        attempts: &[i32],
+        token: &str,
+        stats: &mut RoundStats,
+    ) -> Result<(), EngineError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let send = channel.send_each(to_send, tx);
+        let mut unsettled: std::collections::BTreeSet<usize> = (0..to_send.len()).collect();
+        let settle = async {
+            let mut group: Vec<(usize, Result<channels::Accepted, SendError>)> = Vec::new();
+            let mut renew = tokio::time::interval_at(
+                tokio::time::Instant::now() + self.cfg.lease / 3,
+                self.cfg.lease / 3,
+            );
+            loop {
+                tokio::select! {
+                    got = rx.recv() => match got {
+                        Some(first) => group.push(first),
+                        None => return Ok::<(), EngineError>(()),
+                    },
+                    _ = renew.tick() => {
+                        let ids: Vec<i64> =
+                            unsettled.iter().map(|i| to_send[*i].contact_id).collect();
+                        let until = self.clock.now(&self.store).await?
+                            + self.clock.span_of(self.cfg.lease);
+                        self.store.renew_lease(token, &ids, until).await?;
+                        continue;
                     }
-                    Err(e @ SendError::Transient(_)) if *attempt < self.cfg.max_attempts => {
-                        let delay = self.backoff(*attempt);
-                        warn!(message = "Send failed; will retry.", contact_id = o.contact_id, attempt, error = %e);
-                        outcomes.push((
+                }
+                while let Ok(more) = rx.try_recv() {
+                    group.push(more);
+                }
+                self.failpoints
+                    .reach(FailPoint::AfterSendBeforeSettle)
+                    .await?;
+                let sent_at = self.clock.now(&self.store).await?;
+                let outcomes: Vec<(i64, Outcome)> = group
+                    .iter()
+                    .map(|(idx, res)| {
+                        let o = &to_send[*idx];
+                        (
                             o.contact_id,
-                            Outcome::Retry {
-                                due_at: sent_at + delay,
-                                error: e.to_string(),
-                            },
-                        ));
-                        stats.retried += 1;
-                    }
-                    Err(e) => {
-                        warn!(message = "Send failed for good.", contact_id = o.contact_id, attempt, error = %e);
-                        outcomes.push((
-                            o.contact_id,
-                            Outcome::Failed {
-                                error: e.to_string(),
-                            },
-                        ));
-                        stats.failed += 1;
-                    }
+                            self.outcome_of(o, attempts[*idx], res, sent_at, stats),
+                        )
+                    })
+                    .collect();
+                self.store.settle(token, &outcomes).await?;
+                for (idx, _) in group.drain(..) {
+                    unsettled.remove(&idx);
+                }
+            }
+        };
+        // The sends run to their end even when settling fails: what the gateway took and
+        // was not recorded stays leased, in doubt, and is reconciled like after a crash.
+        let ((), settled) = tokio::join!(send, settle);
+        settled
+    }
+
+    /// What one send result means for its contact.
+    fn outcome_of(
+        &self,
+        o: &Outbound,
+        attempt: i32,
+        res: &Result<channels::Accepted, SendError>,
+        sent_at: i64,
+        stats: &mut RoundStats,
+    ) -> Outcome {
+        match res {
+            Ok(_) => {
+                stats.sent += 1;
+                Outcome::Sent { at: sent_at }
+            }
+            Err(e @ SendError::Transient(_)) if attempt < self.cfg.max_attempts => {
+                let delay = self.backoff(attempt);
+                warn!(message = "Send failed; will retry.", contact_id = o.contact_id, attempt, error = %e);
+                stats.retried += 1;
+                Outcome::Retry {
+                    due_at: sent_at + delay,
+                    error: e.to_string(),
+                }
+            }
+            Err(e) => {
+                warn!(message = "Send failed for good.", contact_id = o.contact_id, attempt, error = %e);
+                stats.failed += 1;
+                Outcome::Failed {
+                    error: e.to_string(),
                 }
             }
         }
-        self.store.settle(token, &outcomes).await?;
-        Ok(stats)
     }
 
     fn backoff(&self, attempt: i32) -> i64 {

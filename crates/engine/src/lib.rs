@@ -403,7 +403,11 @@ impl Engine {
         let now = self.clock.now(&self.store).await?;
         stats.expired = self.store.expire_overdue(now).await?;
         if self.reclaim_due() {
-            stats.leases_reclaimed = self.store.reclaim_expired_leases(now).await?;
+            for (kind, channel) in &self.channels {
+                let grace = self.clock.span_of(channel.proof_grace());
+                stats.leases_reclaimed +=
+                    self.store.reclaim_expired_leases(kind, now - grace).await?;
+            }
         }
         if stats.leases_reclaimed > 0 {
             warn!(

@@ -106,6 +106,12 @@ struct Recorder {
     sent: Mutex<Vec<Outbound>>,
     /// When set, a batch waits (up to the deadline) until two batches were in flight at once.
     gate: Option<Gate>,
+    /// The gateway's proof grace ([`Channel::proof_grace`]).
+    grace: Duration,
+    /// When set, `send_each` reports this many results, then holds the rest in flight until
+    /// `release` is notified (forever, if nobody does): a gateway still answering.
+    stall_after: Mutex<Option<usize>>,
+    release: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -121,6 +127,18 @@ impl Recorder {
             answer,
             sent: Mutex::new(Vec::new()),
             gate: None,
+            grace: Duration::ZERO,
+            stall_after: Mutex::new(None),
+            release: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// An accepting SMS gateway that proves submissions and holds a doubtful message back
+    /// for `grace`.
+    fn proving(grace: Duration) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            grace,
+            ..Arc::into_inner(Recorder::new("sms", Answer::Accept)).unwrap()
         })
     }
 
@@ -171,6 +189,37 @@ impl Channel for Recorder {
             g.state.lock().unwrap().0 -= 1;
         }
         self.sent.lock().unwrap().extend(batch.iter().cloned());
+        self.answers(batch)
+    }
+
+    async fn send_each(&self, batch: &[Outbound], done: channels::ResultSink) {
+        let stall = *self.stall_after.lock().unwrap();
+        let Some(k) = stall else {
+            for (idx, res) in self.send_batch(batch).await.into_iter().enumerate() {
+                let _ = done.send((idx, res));
+            }
+            return;
+        };
+        // The whole batch reached the gateway; only the first answers come back for now.
+        self.sent.lock().unwrap().extend(batch.iter().cloned());
+        let answers = self.answers(batch);
+        let rest = k.min(answers.len());
+        for (idx, res) in answers.iter().take(rest).cloned().enumerate() {
+            let _ = done.send((idx, res));
+        }
+        self.release.notified().await;
+        for (idx, res) in answers.into_iter().enumerate().skip(rest) {
+            let _ = done.send((idx, res));
+        }
+    }
+
+    fn proof_grace(&self) -> Duration {
+        self.grace
+    }
+}
+
+impl Recorder {
+    fn answers(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {
         batch
             .iter()
             .map(|_| match self.answer {
@@ -393,10 +442,8 @@ fn backoff_stays_within_half_base_and_base_times_two_to_the_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_starts_every_dispatcher_and_each_contact_goes_once() {
     let sms = Arc::new(Recorder {
-        kind: "sms",
-        answer: Answer::Accept,
-        sent: Mutex::new(Vec::new()),
         gate: Some(Gate::default()),
+        ..Arc::into_inner(Recorder::new("sms", Answer::Accept)).unwrap()
     });
     let rig = Rig::with_sms(ONE_WAVE, 12, sms).await;
     let mut cfg = rig.config();
@@ -619,6 +666,196 @@ async fn a_crash_between_send_and_settle_resends_that_batch_once_after_the_lease
     assert!(states.values().all(|s| s == "sent"), "{states:?}");
     assert!(due_times(&rig.store).await.is_empty(), "the queue is empty");
     insta::assert_snapshot!("crash_recovered", rig.snapshot().await);
+}
+
+/// The queue rows' lease ends, by contact.
+async fn lease_ends(store: &Store) -> Vec<Option<i64>> {
+    let rows = store
+        .db()
+        .query_all_raw(store::stmt(
+            store.db(),
+            "SELECT lease_until FROM dispatch ORDER BY contact_id",
+            [],
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<Option<i64>>("", "lease_until").unwrap())
+        .collect()
+}
+
+/// Waits (in real time, bounded) for a condition the engine makes true by itself.
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// e2. dispatch.rs (`send_and_settle`): each answer is recorded as it comes, so a crash
+//     leaves in doubt only the messages whose answer was not yet written, not the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_settled_as_they_come_so_a_crash_repeats_only_the_unanswered() {
+    let rig = Rig::new(ONE_WAVE, 10).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 10;
+    let e1 = Arc::new(rig.engine(cfg.clone()).await);
+    let run_id = e1.trigger("inv", "test").await.unwrap();
+    e1.tick().await.unwrap();
+    *rig.sms.stall_after.lock().unwrap() = Some(3);
+    let round = tokio::spawn({
+        let e1 = e1.clone();
+        async move { e1.dispatch_round("sms").await }
+    });
+    eventually("the first three answers to be settled", || async {
+        let states = wave_states(&rig.store, run_id, 0).await;
+        states.values().filter(|s| *s == "sent").count() == 3
+    })
+    .await;
+    // The process dies with seven messages at the gateway and their answers unrecorded.
+    round.abort();
+    let _ = round.await;
+    drop(e1);
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert_eq!(states.values().filter(|s| *s == "sending").count(), 7);
+    let first: Vec<String> = rig.sms.keys().into_keys().collect();
+    assert_eq!(first.len(), 10);
+
+    *rig.sms.stall_after.lock().unwrap() = None;
+    rig.clock.advance(Duration::from_secs(61));
+    let e2 = rig.engine(cfg).await;
+    rig.drain(&e2, "sms").await;
+    let keys = rig.sms.keys();
+    let twice = keys.values().filter(|n| **n == 2).count();
+    let once = keys.values().filter(|n| **n == 1).count();
+    assert_eq!((once, twice), (3, 7), "{keys:?}");
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+}
+
+// e3. dispatch.rs (`renew_lease` while a batch is in flight): a gateway slower than the
+//     lease does not let another worker claim, and send, the batch a live worker holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_slower_than_its_lease_keeps_it_renewed() {
+    let rig = Rig::new(ONE_WAVE, 6).await;
+    let mut cfg = rig.config();
+    // Renewed every 100 ms of real time; the manual clock jumps far past it below.
+    cfg.lease = Duration::from_millis(300);
+    let e1 = Arc::new(rig.engine(cfg.clone()).await);
+    let run_id = e1.trigger("inv", "test").await.unwrap();
+    e1.tick().await.unwrap();
+    *rig.sms.stall_after.lock().unwrap() = Some(0);
+    let round = tokio::spawn({
+        let e1 = e1.clone();
+        async move { e1.dispatch_round("sms").await }
+    });
+    eventually("the batch to reach the gateway", || async {
+        rig.sms.keys().len() == 6
+    })
+    .await;
+    // Ten seconds of campaign time pass while the gateway is still answering: the lease
+    // taken at the claim (300 ms) is long gone, unless the worker renewed it.
+    rig.clock.advance(Duration::from_secs(10));
+    let now = t0() + 10_000;
+    eventually(
+        "the worker to renew its lease past the new time",
+        || async {
+            let ends = lease_ends(&rig.store).await;
+            ends.len() == 6 && ends.iter().all(|e| e.is_some_and(|e| e > now))
+        },
+    )
+    .await;
+    let e2 = rig.engine(cfg).await;
+    let stolen = e2.dispatch_round("sms").await.unwrap();
+    assert_eq!(stolen.claimed, 0, "another worker claimed a live batch");
+
+    rig.sms.release.notify_one();
+    let stats = round.await.unwrap().unwrap();
+    assert_eq!(stats.sent, 6);
+    assert!(rig.sms.keys().values().all(|n| *n == 1));
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+}
+
+// e4. store `claim` (`proof_grace`), tracking (`SMSC_ACK` → `record_submission`) and
+//     dispatch.rs (`reported_keys`): a message in doubt after a crash waits for the gateway's
+//     proof of submission; proved ones are recorded as sent and never repeated, whether
+//     attribution read the report or the dispatcher found it; the rest go again after the
+//     grace.
+#[tokio::test]
+async fn a_message_in_doubt_waits_for_the_smsc_ack_and_is_not_sent_again() {
+    let rig = Rig::with_sms(ONE_WAVE, 10, Recorder::proving(Duration::from_secs(30))).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 10;
+    let e1 = rig.engine(cfg.clone()).await;
+    let run_id = e1.trigger("inv", "test").await.unwrap();
+    e1.tick().await.unwrap();
+    e1.arm(FailPoint::AfterSendBeforeSettle);
+    match e1.dispatch_round("sms").await {
+        Err(EngineError::FailPoint(FailPoint::AfterSendBeforeSettle)) => {}
+        other => panic!("expected the failure point, got {other:?}"),
+    }
+    drop(e1);
+    let mut sent: Vec<String> = rig.sms.keys().into_keys().collect();
+    sent.sort();
+    assert_eq!(sent.len(), 10);
+    // The SMSC acknowledged four of them; the reports arrive while nobody holds the batch.
+    let acks_for = |keys: &[String]| -> Vec<store::inbound::NewInbound> {
+        keys.iter()
+            .map(|k| store::inbound::NewInbound {
+                source: store::inbound::source::DLR,
+                idem_key: Some(k.clone()),
+                msisdn: None,
+                kind: "8".into(),
+                value: None,
+                payload: "{}".into(),
+                received_at: t0() + 1_000,
+            })
+            .collect()
+    };
+    rig.store
+        .insert_inbound(&acks_for(&sent[..4]))
+        .await
+        .unwrap();
+
+    // The lease ran out, the grace has not: nothing goes again yet.
+    rig.clock.advance(Duration::from_secs(61));
+    let e2 = rig.engine(cfg).await;
+    assert_eq!(e2.dispatch_round("sms").await.unwrap().claimed, 0);
+    // Attribution reads the acknowledgements: those four are sent.
+    e2.tick().await.unwrap();
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert_eq!(
+        states.values().filter(|s| *s == "sent").count(),
+        4,
+        "{states:?}"
+    );
+
+    // Two more reports arrive after the grace, stored but not yet read by attribution: the
+    // dispatcher finds them itself before sending again.
+    let late: Vec<store::inbound::NewInbound> = acks_for(&sent[4..6]);
+    rig.store.insert_inbound(&late).await.unwrap();
+
+    // After the grace the four without proof go once more; the six proved never do.
+    rig.clock.advance(Duration::from_secs(31));
+    let round = e2.dispatch_round("sms").await.unwrap();
+    assert_eq!((round.reconciled, round.sent), (2, 4), "{round:?}");
+    rig.drain(&e2, "sms").await;
+    let keys = rig.sms.keys();
+    for (k, n) in &keys {
+        let expected = if sent[..6].contains(k) { 1 } else { 2 };
+        assert_eq!(*n, expected, "{k}: {keys:?}");
+    }
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
 }
 
 // f. dispatch.rs (`derived_for_templates`): a template shows a derived attribute with the

@@ -530,6 +530,11 @@ pub struct ClaimRequest<'a> {
     /// Unique per claim: every later transition of these rows must present it.
     pub token: &'a str,
     pub now: Millis,
+    /// How long a row whose lease ran out waits, past the end of that lease, before it is
+    /// claimed again: its worker died with the gateway's answer unrecorded, and the
+    /// gateway's proof of submission (Kannel's DLR type 8) may still settle it as sent.
+    /// Zero for a channel that gives no such proof.
+    pub proof_grace: Millis,
 }
 
 /// Why a contact did not go out; also stored as its last error.
@@ -649,7 +654,7 @@ impl Store {
             req.channel.into(),
             req.now.into(),
             req.now.into(),
-            req.now.into(),
+            (req.now - req.proof_grace).into(),
             (req.limit as i64).into(),
         ];
         let rows = if self.is_postgres() {
@@ -811,16 +816,37 @@ impl Store {
         Ok(changed)
     }
 
-    /// Clears leases that ran out (their worker died or stalled), so the contacts show as
-    /// waiting again. The claim takes such rows by itself; this keeps the counts honest.
-    pub async fn reclaim_expired_leases(&self, now: Millis) -> Result<u64> {
+    /// Clears leases of `channel` that ran out before `before` (their worker died or
+    /// stalled, and the channel's proof grace has passed), so the contacts show as waiting
+    /// again. The claim takes such rows by itself; this keeps the counts honest. A row still
+    /// inside its grace keeps its lease: it is in doubt, not waiting.
+    pub async fn reclaim_expired_leases(&self, channel: &str, before: Millis) -> Result<u64> {
         Ok(exec(
             self.db(),
-            "UPDATE dispatch SET lease_until = NULL, lease_token = NULL WHERE lease_until < ?",
-            [now.into()],
+            "UPDATE dispatch SET lease_until = NULL, lease_token = NULL WHERE lease_until < ? AND channel = ?",
+            [before.into(), channel.into()],
         )
         .await?
         .rows_affected())
+    }
+
+    /// Extends the lease of the queue rows of `ids` that `token` still holds to `until`;
+    /// returns how many it holds. The dispatcher renews while a batch is in flight, so a slow
+    /// gateway never lets a live worker's rows be claimed (and sent) by another. By primary
+    /// key: the token has no index (one would cost every claim).
+    pub async fn renew_lease(&self, token: &str, ids: &[i64], until: Millis) -> Result<u64> {
+        let mut n = 0;
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "UPDATE dispatch SET lease_until = ? WHERE lease_token = ? AND contact_id IN ({})",
+                marks(chunk.len())
+            );
+            let values = [until.into(), token.into()]
+                .into_iter()
+                .chain(chunk.iter().map(|id| Value::from(*id)));
+            n += exec(self.db(), &sql, values).await?.rows_affected();
+        }
+        Ok(n)
     }
 
     /// Expires queued contacts past their send-by deadline (an SMS hours late is harm),

@@ -194,6 +194,55 @@ impl Store {
         Ok(changed)
     }
 
+    /// The keys among `keys` the gateway has sent a delivery report about (of any type,
+    /// processed by attribution or not): proof that it took the message. The dispatcher asks
+    /// before sending a contact again, so a report stored but not yet attributed still
+    /// prevents the repeat.
+    pub async fn reported_keys(&self, keys: &[&str]) -> Result<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for chunk in keys.chunks(1000) {
+            let sql = format!(
+                "SELECT DISTINCT idem_key FROM inbound WHERE source = ? AND idem_key IN ({})",
+                crate::marks(chunk.len())
+            );
+            let values = std::iter::once(Value::from(source::DLR))
+                .chain(chunk.iter().map(|k| Value::from(*k)));
+            for r in query(self.db(), &sql, values).await? {
+                out.insert(r.try_get::<String>("", "idem_key")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records Kannel's SMSC acknowledgement (DLR type 8) of a contact still in the queue:
+    /// proof that the gateway took it, so it is sent and must not go again. This is how a
+    /// contact whose worker died with the answer unrecorded is reconciled (the claim holds
+    /// it back for the channel's proof grace meanwhile), and how a send that timed out but
+    /// reached the SMSC is not repeated. A contact already past `pending` is left alone;
+    /// one never claimed is not believed: nothing was sent.
+    pub async fn record_submission(&self, contact_id: i64, at: Millis) -> Result<bool> {
+        let tx = self.db().begin().await?;
+        let changed = exec(
+            &tx,
+            "UPDATE contact SET state = 'sent', sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state = 'pending' \
+             AND EXISTS (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)",
+            [at.into(), contact_id.into()],
+        )
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            exec(
+                &tx,
+                "DELETE FROM dispatch WHERE contact_id = ?",
+                [contact_id.into()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     /// Stores a response and, when it counts for the wave, marks the contact responded
     /// (first response wins). Bumps the run's response sequence in the same transaction, so
     /// a report built before this response is known to be stale (see

@@ -116,6 +116,7 @@ impl Queue {
                 lease_until: now + lease,
                 token,
                 now,
+                proof_grace: 0,
             })
             .await?;
         Ok(claimed
@@ -321,7 +322,12 @@ async fn the_reclaim_pass_clears_only_leases_that_ran_out() -> Res {
     let q = Queue::planned(&[(TREATMENT, None), (TREATMENT, None)]).await?;
     assert_eq!(q.claim("A", T0, MINUTE, 1).await?, [(0, 1)]);
     assert_eq!(q.claim("B", T0, 10 * MINUTE, 1).await?, [(1, 1)]);
-    assert_eq!(q.store.reclaim_expired_leases(T0 + 2 * MINUTE).await?, 1);
+    assert_eq!(
+        q.store
+            .reclaim_expired_leases("sms", T0 + 2 * MINUTE)
+            .await?,
+        1
+    );
     assert_eq!(
         q.snapshot().await?,
         "s0 pending [queued: attempt 1, lease -, due +0m]\n\
@@ -485,6 +491,7 @@ async fn the_upgrade_moves_unfinished_contacts_into_the_queue() -> Res {
         lease_until: now + MINUTE,
         token,
         now,
+        proof_grace: 0,
     };
     let first = store.claim(&claim("new", T0)).await?;
     assert_eq!(first.len(), 1, "only the queued contact is free");

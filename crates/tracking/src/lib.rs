@@ -40,6 +40,8 @@ pub struct Stats {
     pub delivered: u64,
     /// Contacts moved to `undelivered` by a delivery report (DLR type 2 or 16).
     pub failed: u64,
+    /// Contacts still queued that an SMSC acknowledgement (DLR type 8) proved sent.
+    pub reconciled: u64,
     /// Response rows recorded (counted or not); one business event may record several.
     pub responses: u64,
     pub opt_outs: u64,
@@ -150,8 +152,15 @@ async fn dlr(
                 stats.failed += 1;
             }
         }
-        // Intermediate reports: the message is on its way, nothing to record.
-        dlr_type::BUFFERED | dlr_type::SMSC_ACK => {}
+        // The SMSC took it: proof of submission. Settles a contact whose worker died before
+        // recording Kannel's answer, so it is not sent again (it is held back meanwhile).
+        dlr_type::SMSC_ACK => {
+            if store.record_submission(contact.id, at).await? {
+                stats.reconciled += 1;
+            }
+        }
+        // The message is on its way, nothing to record.
+        dlr_type::BUFFERED => {}
         other => {
             warn!(
                 inbound = row.id,

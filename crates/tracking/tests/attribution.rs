@@ -167,6 +167,7 @@ impl World {
                 lease_until: at + HOUR,
                 token: &token,
                 now: at,
+                proof_grace: 0,
             })
             .await?;
         let outcomes: Vec<(i64, Outcome)> =

@@ -111,6 +111,22 @@ pub struct KannelConfig {
     /// does not reject unknown ids; strict routing needs `allowed-smsc-id` in Kannel.
     #[serde(default)]
     pub smsc: Option<String>,
+
+    /// How long a message whose send was interrupted (campaignd died between handing it to
+    /// Kannel and recording Kannel's answer) waits for Kannel's SMSC acknowledgement (DLR
+    /// type 8) before it is sent again, in milliseconds, counted from the end of the dead
+    /// worker's lease. The acknowledgement proves the message was submitted, so it is
+    /// recorded as sent and never repeated. Used only when `dlr_mask` includes 8; without it
+    /// an interrupted message is sent again as soon as its lease runs out. Longer means fewer
+    /// duplicates when Kannel is slow to report, later delivery of the messages it never got.
+    ///
+    /// Default: 60000.
+    #[serde(default = "default_ack_grace_ms")]
+    pub ack_grace_ms: u64,
+}
+
+fn default_ack_grace_ms() -> u64 {
+    60_000
 }
 
 fn default_outbox_path() -> PathBuf {
@@ -165,6 +181,7 @@ mod tests {
                 concurrency: 64,
                 timeout_ms: 10_000,
                 smsc: None,
+                ack_grace_ms: 60_000,
             }
         );
     }

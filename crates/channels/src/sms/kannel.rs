@@ -20,7 +20,7 @@ use tracing::{Instrument, warn};
 use url::Url;
 
 use super::{BuildError, KannelConfig, mask_msisdn};
-use crate::{Accepted, Channel, Outbound, SendError};
+use crate::{Accepted, Channel, Outbound, ResultSink, SendError};
 
 #[cfg(test)]
 mod tests;
@@ -28,6 +28,9 @@ mod tests;
 /// Kannel error bodies are one line; anything longer is not Kannel and would bloat the
 /// contact's recorded failure reason.
 const MAX_BODY_IN_ERROR: usize = 200;
+
+/// The `dlr-mask` bit of Kannel's SMSC acknowledgement (DLR type 8).
+const SMSC_ACK: u8 = 8;
 
 /// Sends SMS through Kannel's smsbox `sendsms` interface; see [`KannelConfig`].
 ///
@@ -46,6 +49,8 @@ struct Inner {
     smsc: Option<String>,
     dlr: Option<Dlr>,
     timeout: Duration,
+    /// See [`KannelConfig::ack_grace_ms`]; zero when Kannel sends no SMSC acknowledgements.
+    ack_grace: Duration,
     /// Shared by all batches, so that concurrent `send_batch` calls together stay within
     /// `concurrency` requests, the size of the connection pool.
     in_flight: Arc<Semaphore>,
@@ -190,6 +195,11 @@ impl KannelSms {
                 smsc: cfg.smsc.clone(),
                 dlr,
                 timeout,
+                ack_grace: if cfg.dlr_mask & SMSC_ACK != 0 {
+                    Duration::from_millis(cfg.ack_grace_ms)
+                } else {
+                    Duration::ZERO
+                },
                 in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
             }),
         })
@@ -291,7 +301,21 @@ impl Channel for KannelSms {
     }
 
     async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        self.send_each(batch, tx).await;
         let mut results: Vec<Option<Result<Accepted, SendError>>> = vec![None; batch.len()];
+        while let Some((idx, res)) = rx.recv().await {
+            results[idx] = Some(res);
+        }
+        results
+            .into_iter()
+            .map(|res| res.unwrap_or_else(|| Err(no_result())))
+            .collect()
+    }
+
+    async fn send_each(&self, batch: &[Outbound], done: ResultSink) {
+        let mut reported = vec![false; batch.len()];
+        let mut tally = Tally::default();
         let mut tasks = JoinSet::new();
         for (idx, msg) in batch.iter().enumerate() {
             // Taking the permit before spawning submits in batch order and keeps at most
@@ -300,14 +324,18 @@ impl Channel for KannelSms {
                 Ok(permit) => permit,
                 // The semaphore is never closed; should that change, fail loudly per message.
                 Err(closed) => {
-                    results[idx] = Some(Err(SendError::Transient(format!(
+                    let res = Err(SendError::Transient(format!(
                         "Kannel sender is shut down: {closed}"
-                    ))));
+                    )));
+                    tally.add(&res);
+                    let _ = done.send((idx, res));
+                    reported[idx] = true;
                     continue;
                 }
             };
             let inner = Arc::clone(&self.inner);
             let msg = msg.clone();
+            let done = done.clone();
             // Spawned tasks do not inherit the caller's span (run, wave) by themselves.
             let span = tracing::Span::current();
             tasks.spawn(
@@ -315,30 +343,31 @@ impl Channel for KannelSms {
                     let res = inner.submit(&msg).await;
                     drop(permit);
                     log_outcome(&msg, &res);
+                    // Reported the moment it is known: the dispatcher records it while the
+                    // rest of the batch is still in flight.
+                    let _ = done.send((idx, res.clone()));
                     (idx, res)
                 }
                 .instrument(span),
             );
-            while let Some(done) = tasks.try_join_next() {
-                store(&mut results, done);
+            while let Some(finished) = tasks.try_join_next() {
+                note(&mut reported, &mut tally, finished);
             }
         }
-        while let Some(done) = tasks.join_next().await {
-            store(&mut results, done);
+        while let Some(finished) = tasks.join_next().await {
+            note(&mut reported, &mut tally, finished);
         }
+        // A task that panicked reported nothing: its message counts as a retryable failure.
+        for (idx, _) in reported.iter().enumerate().filter(|(_, r)| !**r) {
+            let res = Err(no_result());
+            tally.add(&res);
+            let _ = done.send((idx, res));
+        }
+        tally.log();
+    }
 
-        let results: Vec<Result<Accepted, SendError>> = results
-            .into_iter()
-            .map(|res| {
-                res.unwrap_or_else(|| {
-                    Err(SendError::Transient(
-                        "Kannel send task ended without a result".to_owned(),
-                    ))
-                })
-            })
-            .collect();
-        log_batch(&results);
-        results
+    fn proof_grace(&self) -> Duration {
+        self.inner.ack_grace
     }
 
     async fn healthcheck(&self) -> Result<(), SendError> {
@@ -479,16 +508,25 @@ fn short(body: &str) -> String {
     }
 }
 
-fn store(
-    results: &mut [Option<Result<Accepted, SendError>>],
-    done: Result<(usize, Result<Accepted, SendError>), tokio::task::JoinError>,
+/// A finished send task: its message was reported, and counts in the batch's summary.
+fn note(
+    reported: &mut [bool],
+    tally: &mut Tally,
+    finished: Result<(usize, Result<Accepted, SendError>), tokio::task::JoinError>,
 ) {
-    match done {
-        Ok((idx, res)) => results[idx] = Some(res),
-        // The slot stays empty and becomes a transient failure; the panic itself is already
-        // reported by the runtime.
+    match finished {
+        Ok((idx, res)) => {
+            reported[idx] = true;
+            tally.add(&res);
+        }
+        // The panic itself is already reported by the runtime; the message is reported as
+        // a retryable failure once the batch is done.
         Err(error) => tracing::error!(message = "Kannel send task failed.", %error),
     }
+}
+
+fn no_result() -> SendError {
+    SendError::Transient("Kannel send task ended without a result".to_owned())
 }
 
 fn log_outcome(msg: &Outbound, res: &Result<Accepted, SendError>) {
@@ -515,40 +553,55 @@ fn log_outcome(msg: &Outbound, res: &Result<Accepted, SendError>) {
     }
 }
 
-fn log_batch(results: &[Result<Accepted, SendError>]) {
-    let mut queued = 0;
-    let mut accepted = 0;
-    let mut transient = 0;
-    let mut permanent = 0;
-    for res in results {
+/// A batch's outcomes, counted for its one summary line.
+#[derive(Default)]
+struct Tally {
+    accepted: u32,
+    queued: u32,
+    transient: u32,
+    permanent: u32,
+    first_transient: Option<String>,
+}
+
+impl Tally {
+    fn add(&mut self, res: &Result<Accepted, SendError>) {
         match res {
-            Ok(a) if a.queued => queued += 1,
-            Ok(_) => accepted += 1,
-            Err(SendError::Transient(_)) => transient += 1,
-            Err(SendError::Permanent(_)) => permanent += 1,
+            Ok(a) if a.queued => self.queued += 1,
+            Ok(_) => self.accepted += 1,
+            Err(e @ SendError::Transient(_)) => {
+                self.transient += 1;
+                self.first_transient.get_or_insert_with(|| e.to_string());
+            }
+            Err(SendError::Permanent(_)) => self.permanent += 1,
         }
     }
-    if transient > 0 {
-        // One line per batch: during an outage per-message warnings would flood the log.
-        let first = results.iter().find_map(|r| match r {
-            Err(e @ SendError::Transient(_)) => Some(e.to_string()),
-            _ => None,
-        });
-        tracing::warn!(
-            message = "Kannel batch had retryable failures.",
+
+    fn log(&self) {
+        let Tally {
             accepted,
             queued,
             transient,
             permanent,
-            error = first.as_deref().unwrap_or_default(),
-        );
-    } else {
-        tracing::debug!(
-            message = "Kannel batch done.",
-            accepted,
-            queued,
-            transient,
-            permanent,
-        );
+            first_transient,
+        } = self;
+        if *transient > 0 {
+            // One line per batch: during an outage per-message warnings would flood the log.
+            tracing::warn!(
+                message = "Kannel batch had retryable failures.",
+                accepted,
+                queued,
+                transient,
+                permanent,
+                error = first_transient.as_deref().unwrap_or_default(),
+            );
+        } else {
+            tracing::debug!(
+                message = "Kannel batch done.",
+                accepted,
+                queued,
+                transient,
+                permanent,
+            );
+        }
     }
 }

@@ -198,6 +198,7 @@ async fn run_on(
             concurrency: settings.concurrency,
             timeout_ms: 10_000,
             smsc: None,
+            ack_grace_ms: 60_000,
         },
         crate::gateway::PASSWORD,
     )?;

@@ -166,6 +166,7 @@ fn test_config(sendsms_url: &str) -> KannelConfig {
         concurrency: 8,
         timeout_ms: 5_000,
         smsc: None,
+        ack_grace_ms: 60_000,
     }
 }
 
