@@ -21,6 +21,7 @@ mod m20261130_000012_usage_history;
 mod m20261130_000013_event_dedup;
 mod m20261201_000014_contact_purpose;
 mod m20261201_000015_holdout;
+mod m20261202_000016_mail_outbox;
 mod m20261202_000017_inbound_key;
 
 pub struct Migrator;
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000013_event_dedup::Migration),
             Box::new(m20261201_000014_contact_purpose::Migration),
             Box::new(m20261201_000015_holdout::Migration),
+            Box::new(m20261202_000016_mail_outbox::Migration),
             Box::new(m20261202_000017_inbound_key::Migration),
         ]
     }

@@ -138,8 +138,24 @@ async fn campaign_through_real_kannel_and_smtp() {
     })
     .await
     .expect("the run finishes once its last window closed");
+    // The report mail was queued with the finish; the engine's mail loop sends it through
+    // the real SMTP server and settles the row.
+    let mails = crate::services::wait_for("the report e-mail", Duration::from_secs(60), || {
+        Some(smtp.messages()).filter(|m| !m.is_empty())
+    })
+    .await;
+    let outbox = until("the report mail to be settled", STEP, || async {
+        store
+            .mail_by_key(&store::mail::report_dedup_key(run_id))
+            .await
+            .unwrap()
+            .filter(|m| m.state != store::mail::MailState::Queued)
+    })
+    .await;
     cancel.cancel();
     engine_task.await.unwrap().unwrap();
+    assert_eq!(outbox.state, store::mail::MailState::Sent);
+    assert_eq!(outbox.attempt, 1);
 
     let waves = store.wave_runs(run_id).await.unwrap();
     let w1 = store.contact_states(waves[0].id).await.unwrap();
@@ -163,12 +179,19 @@ async fn campaign_through_real_kannel_and_smtp() {
         "the subscriber who replied is not called"
     );
 
-    // The report reached staff through the real SMTP server.
-    let mails = crate::services::wait_for("the report e-mail", Duration::from_secs(60), || {
-        Some(smtp.messages()).filter(|m| !m.is_empty())
-    })
-    .await;
+    // The report reached staff through the real SMTP server, once, from the queued row.
+    assert_eq!(smtp.messages().len(), 1, "one report e-mail");
     assert_eq!(mails.len(), 1, "one report e-mail");
-    assert!(mails[0].contains("test-campaign run"), "{}", mails[0]);
+    assert!(
+        mails[0].contains(&format!("test-campaign run {run_id} evaluation")),
+        "{}",
+        mails[0]
+    );
     assert!(mails[0].contains("retention-staff@example.com"));
+    assert!(
+        mails[0].contains(&format!("Message-ID: <report.run.{run_id}.")),
+        "the Message-ID comes from the dedup key: {}",
+        mails[0]
+    );
+    assert!(mails[0].contains("text/html"), "{}", mails[0]);
 }

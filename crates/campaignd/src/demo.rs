@@ -301,6 +301,18 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             _ = &mut deadline => bail!("the demo did not finish within 10 minutes"),
         }
     };
+    // The report mail was queued with the run's finish; the engine's mail loop sends it.
+    // Wait (bounded) until it left the queue, so stopping the engine does not leave it there.
+    let mail_key = store::mail::report_dedup_key(run_id);
+    let mail_deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < mail_deadline
+        && store
+            .mail_by_key(&mail_key)
+            .await?
+            .is_some_and(|m| m.state == store::mail::MailState::Queued)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cancel.cancel();
     let _ = engine_task.await;
     let _ = sim_task.await;

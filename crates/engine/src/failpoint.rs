@@ -18,6 +18,10 @@ pub enum FailPoint {
     AfterTimerFire,
     /// Housekeeping computed a due schedule slot and has not recorded it yet.
     BeforeSlotStart,
+    /// A run was finished (and its report mail queued); nothing after it happens.
+    AfterRunFinished,
+    /// The mailer accepted a queued mail; the mail is never settled.
+    AfterMailSendBeforeSettle,
 }
 
 #[cfg(feature = "test-util")]

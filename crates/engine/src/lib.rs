@@ -29,11 +29,13 @@ pub mod catalog;
 pub mod clock;
 mod dispatch;
 pub mod failpoint;
+mod mail;
 mod report;
 pub mod schedule;
 
 pub use dispatch::{RoundStats, backoff_delay};
 pub use failpoint::FailPoint;
+pub use mail::MailStats;
 pub use report::build_report;
 
 use crate::catalog::Catalog;
@@ -101,6 +103,9 @@ pub struct EngineConfig {
     /// Recorded as the loader of the versions [`Engine::load`] stores (the daemon's
     /// configured operator, or `files`).
     pub loaded_by: String,
+    /// How long after it was queued a staff mail is retried on transient errors (real
+    /// time, as leases are); then it fails for good. Default: 24 hours.
+    pub mail_deadline: Duration,
 }
 
 impl EngineConfig {
@@ -117,6 +122,7 @@ impl EngineConfig {
             simulated: false,
             require_approval: false,
             loaded_by: "files".to_owned(),
+            mail_deadline: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -166,6 +172,8 @@ pub struct Engine {
     cfg: EngineConfig,
     events: broadcast::Sender<Event>,
     wake: Notify,
+    /// Wakes the mail loop when a run finished with a report mail queued.
+    mail_wake: Notify,
     mailer: Option<(channels::email::Mailer, Vec<String>)>,
     /// When housekeeping may next clear run-out leases (real time).
     next_reclaim: std::sync::Mutex<std::time::Instant>,
@@ -214,6 +222,7 @@ impl Engine {
             cfg,
             events,
             wake: Notify::new(),
+            mail_wake: Notify::new(),
             mailer: None,
             next_reclaim: std::sync::Mutex::new(std::time::Instant::now()),
             failpoints: failpoint::FailPoints::default(),
@@ -234,7 +243,9 @@ impl Engine {
     }
 
     /// Sends each finished run's report to the workflow's `evaluate.email` addresses (and
-    /// `extra` ones) through `mailer`.
+    /// `extra` ones) through `mailer`: the report mail is queued in the transaction that
+    /// finishes the run and sent by the mail loop ([`Engine::mail_round`]). Without a mailer
+    /// no report mail is queued.
     pub fn with_mailer(mut self, mailer: channels::email::Mailer, extra: Vec<String>) -> Self {
         self.mailer = Some((mailer, extra));
         self
@@ -354,15 +365,42 @@ impl Engine {
             .try_singleton_lease("attribution", &self.cfg.worker_id, lease_until, now)
             .await?
         {
+            // Every write attribution makes renews the lease and checks it is still ours
+            // (fenced): a pass that stalls past its lease while another replica takes over
+            // stops with `LeaseLost` at its next write instead of recording twice.
+            let fenced = self.store.fenced(store::Fence {
+                name: "attribution".to_owned(),
+                holder: self.cfg.worker_id.clone(),
+                lease_for: self.clock.span_of(self.cfg.lease),
+                now: self.clock.now_fn(),
+            });
             let rules = self.catalog.rules(&self.store);
-            loop {
-                let s = tracking::process_batch(&self.store, &rules, 2000).await?;
-                stats.inbound_processed += s.processed;
-                if s.processed == 0 {
-                    break;
+            let attributed = async {
+                loop {
+                    let s = tracking::process_batch(&fenced, &rules, 2000).await?;
+                    stats.inbound_processed += s.processed;
+                    if s.processed == 0 {
+                        break;
+                    }
                 }
+                stats.reports_refreshed += self.refresh_stale_reports(&fenced).await?;
+                Ok::<(), EngineError>(())
             }
-            stats.reports_refreshed += self.refresh_stale_reports().await?;
+            .await;
+            match attributed {
+                Ok(()) => {}
+                // Another replica holds the lease now and attributes; the rest of this
+                // pass is safe on any replica, so it goes on.
+                Err(EngineError::Store(store::StoreError::LeaseLost { .. }))
+                | Err(EngineError::Tracking(tracking::TrackingError::Store(
+                    store::StoreError::LeaseLost { .. },
+                ))) => {
+                    warn!(
+                        message = "Attribution lease taken over by another worker; this pass stopped writing."
+                    );
+                }
+                Err(e) => return Err(e),
+            }
         }
         let now = self.clock.now(&self.store).await?;
         // Windows wait for untried inbound rows received before they close (the barrier in
@@ -422,7 +460,7 @@ impl Engine {
     /// report was built (received in time, attributed late). The report keeps the run's
     /// finish time; only its numbers change. Safe on any replica: the stored report is only
     /// replaced by one built from more responses.
-    async fn refresh_stale_reports(&self) -> Result<u64, EngineError> {
+    async fn refresh_stale_reports(&self, fenced: &Store) -> Result<u64, EngineError> {
         let mut refreshed = 0;
         for run in self.store.stale_reports(100).await? {
             let wf = self.catalog.version(&self.store, run.version_id).await?;
@@ -431,11 +469,7 @@ impl Engine {
             let report =
                 build_report(&self.store, &wf, &run, finished_at, self.cfg.simulated).await?;
             let json = evaluate::render_json(&report);
-            if self
-                .store
-                .refresh_report(run.id, &json, response_seq)
-                .await?
-            {
+            if fenced.refresh_report(run.id, &json, response_seq).await? {
                 refreshed += 1;
                 info!(message = "Report rebuilt after a late response.", campaign = %run.campaign, run_id = run.id);
             }
@@ -581,12 +615,31 @@ impl Engine {
         let response_seq = self.store.response_seq(run.id).await?;
         let report = build_report(&self.store, &wf, run, now, self.cfg.simulated).await?;
         let json = evaluate::render_json(&report);
+        // The report mail is queued in the transaction that finishes the run, so a crash
+        // after the finish cannot lose it; the mail loop sends it.
+        let mail = self.mailer.as_ref().and_then(|(_, extra)| {
+            let mut to = wf.evaluate.email.clone();
+            to.extend(extra.iter().cloned());
+            (!to.is_empty()).then(|| store::mail::NewMail {
+                kind: store::mail::MailKind::Report,
+                dedup_key: store::mail::report_dedup_key(run.id),
+                recipients: to,
+                subject: format!("campaignd: {} run {} evaluation", run.campaign, run.id),
+                text: evaluate::render_text(&report),
+                html: Some(evaluate::render_html(&report)),
+                due_at: now,
+            })
+        });
         if !self
             .store
-            .finish_run_as_of(run.id, &json, response_seq, now)
+            .finish_run_with_mail(run.id, &json, response_seq, now, mail.as_ref())
             .await?
         {
             return Ok((planned, 0));
+        }
+        self.failpoints.reach(FailPoint::AfterRunFinished).await?;
+        if mail.is_some() {
+            self.mail_wake.notify_one();
         }
         self.catalog.forget_run(run.id);
         info!(
@@ -594,24 +647,6 @@ impl Engine {
             treatment_rate = report.overall.uplift.treatment_rate,
             control_rate = report.overall.uplift.control_rate
         );
-        if let Some((mailer, extra)) = &self.mailer {
-            let mut to = wf.evaluate.email.clone();
-            to.extend(extra.iter().cloned());
-            if !to.is_empty() {
-                let subject = format!("campaignd: {} run {} evaluation", run.campaign, run.id);
-                if let Err(e) = mailer
-                    .send(
-                        &to,
-                        &subject,
-                        &evaluate::render_text(&report),
-                        Some(&evaluate::render_html(&report)),
-                    )
-                    .await
-                {
-                    error!(message = "Could not e-mail the report.", error = %e);
-                }
-            }
-        }
         let _ = self.events.send(Event::RunFinished {
             campaign: run.campaign.clone(),
             run_id: run.id,
@@ -652,6 +687,17 @@ impl Engine {
                 });
             }
         }
+        if self.mailer.is_some() {
+            let engine = self.clone();
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                let sup = engine.supervisor.clone();
+                sup.run("mail", &cancel, supervise::Backoff::default(), |hb| {
+                    engine.clone().mail_loop(cancel.clone(), hb)
+                })
+                .await;
+            });
+        }
         let engine = self.clone();
         let hk_cancel = cancel.clone();
         tasks.spawn(async move {
@@ -691,6 +737,24 @@ impl Engine {
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(self.cfg.poll) => {}
+            }
+        }
+    }
+
+    /// Mail rounds until `cancel`, under the supervisor like the dispatchers: a mail it held
+    /// when it panicked goes back to the queue when its lease runs out.
+    async fn mail_loop(self: Arc<Self>, cancel: CancellationToken, hb: supervise::Heartbeat) {
+        while !cancel.is_cancelled() {
+            hb.beat();
+            match self.mail_round().await {
+                Ok(s) if s.claimed > 0 => continue,
+                Ok(_) => {}
+                Err(e) => error!(message = "Mail round failed.", error = %e),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.mail_wake.notified() => {}
                 _ = tokio::time::sleep(self.cfg.poll) => {}
             }
         }

@@ -883,3 +883,136 @@ async fn a_template_shows_a_derived_attribute_computed_in_sql() {
         "{texts:?}"
     );
 }
+
+/// A mailer writing `.eml` files under `dir`.
+fn file_mailer(dir: &std::path::Path) -> channels::email::Mailer {
+    channels::email::Mailer::new(
+        &channels::email::EmailConfig::File {
+            dir: dir.to_owned(),
+        },
+        "campaignd <campaignd@example.com>",
+    )
+    .unwrap()
+}
+
+fn emls(dir: &std::path::Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Err(_) => Vec::new(),
+        Ok(entries) => entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect(),
+    }
+}
+
+/// Plans, sends and closes the one wave of a triggered run; the next tick finishes it.
+async fn run_to_the_close(rig: &Rig, e: &Engine) -> i64 {
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    rig.drain(e, "sms").await;
+    rig.clock
+        .advance(Duration::from_millis((2 * DAY + MINUTE) as u64));
+    run_id
+}
+
+// h. engine lib.rs `finish_run_with_mail` (the report mail queued in the transaction that
+//    finishes the run) and mail.rs (`mail_round`): a crash right after the finish loses no
+//    report mail; the next engine sends it, once.
+#[tokio::test]
+async fn a_crash_after_the_run_finished_loses_no_report_mail() {
+    let rig = Rig::new(ONE_WAVE, 3).await;
+    let mail_dir = rig.dir.path().join("mail");
+    let extra = vec!["ops@example.com".to_owned()];
+    let e1 = rig
+        .engine(rig.config())
+        .await
+        .with_mailer(file_mailer(&mail_dir), extra.clone());
+    let run_id = run_to_the_close(&rig, &e1).await;
+    e1.arm(FailPoint::AfterRunFinished);
+    match e1.tick().await {
+        Err(EngineError::FailPoint(FailPoint::AfterRunFinished)) => {}
+        other => panic!("expected the failure point, got {other:?}"),
+    }
+    drop(e1);
+    assert!(
+        emls(&mail_dir).is_empty(),
+        "nothing was sent before the crash"
+    );
+    assert_eq!(rig.store.run(run_id).await.unwrap().unwrap().state, "done");
+    let queued = rig
+        .store
+        .mail_by_key(&store::mail::report_dedup_key(run_id))
+        .await
+        .unwrap()
+        .expect("the report mail is queued with the finish");
+    assert_eq!(queued.state, store::mail::MailState::Queued);
+    assert_eq!(queued.recipients, extra);
+
+    let e2 = rig
+        .engine(rig.config())
+        .await
+        .with_mailer(file_mailer(&mail_dir), extra);
+    assert_eq!(e2.tick().await.unwrap().runs_finished, 0);
+    let s = e2.mail_round().await.unwrap();
+    assert_eq!((s.claimed, s.sent), (1, 1));
+    assert_eq!(e2.mail_round().await.unwrap().claimed, 0);
+    let sent = emls(&mail_dir);
+    assert_eq!(sent.len(), 1, "sent once");
+    assert!(
+        sent[0].contains(&format!("Subject: campaignd: inv run {run_id} evaluation")),
+        "{}",
+        sent[0]
+    );
+    assert!(sent[0].contains("To: ops@example.com"), "{}", sent[0]);
+    let row = rig.store.mails().await.unwrap();
+    assert_eq!(row.len(), 1);
+    assert_eq!(row[0].state, store::mail::MailState::Sent);
+}
+
+// i. store mail.rs `claim_mail` (a lease that ran out makes the row due again) and
+//    `settle_mail` (`AND lease_token = ?`): a crash between the mailer's accept and the
+//    settle sends that one mail again after the lease, with the same Message-ID, and only
+//    the second send settles.
+#[tokio::test]
+async fn a_crash_between_mail_send_and_settle_repeats_that_mail_once_after_the_lease() {
+    let rig = Rig::new(ONE_WAVE, 2).await;
+    let mail_dir = rig.dir.path().join("mail");
+    let extra = vec!["ops@example.com".to_owned()];
+    let e1 = rig
+        .engine(rig.config())
+        .await
+        .with_mailer(file_mailer(&mail_dir), extra.clone());
+    run_to_the_close(&rig, &e1).await;
+    assert_eq!(e1.tick().await.unwrap().runs_finished, 1);
+    e1.arm(FailPoint::AfterMailSendBeforeSettle);
+    match e1.mail_round().await {
+        Err(EngineError::FailPoint(FailPoint::AfterMailSendBeforeSettle)) => {}
+        other => panic!("expected the failure point, got {other:?}"),
+    }
+    drop(e1);
+    assert_eq!(emls(&mail_dir).len(), 1);
+
+    let e2 = rig
+        .engine(rig.config())
+        .await
+        .with_mailer(file_mailer(&mail_dir), extra);
+    assert_eq!(
+        e2.mail_round().await.unwrap().claimed,
+        0,
+        "the lease still holds"
+    );
+    rig.clock.advance(Duration::from_secs(61));
+    assert_eq!(e2.mail_round().await.unwrap().sent, 1);
+    assert_eq!(e2.mail_round().await.unwrap().claimed, 0);
+    let sent = emls(&mail_dir);
+    assert_eq!(sent.len(), 2, "repeated once");
+    let ids: Vec<&str> = sent
+        .iter()
+        .map(|m| m.lines().find(|l| l.starts_with("Message-ID:")).unwrap())
+        .collect();
+    assert_eq!(ids[0], ids[1], "a receiver can recognise the repeat");
+    let rows = rig.store.mails().await.unwrap();
+    assert_eq!(rows[0].state, store::mail::MailState::Sent);
+    assert_eq!(rows[0].attempt, 2);
+}

@@ -100,7 +100,10 @@ impl Store {
             .collect()
     }
 
+    /// Marks inbound rows attributed (fenced on a [`Store::fenced`] handle).
     pub async fn mark_inbound_processed(&self, ids: &[i64]) -> Result<()> {
+        let tx = self.db().begin().await?;
+        self.check_fence(&tx).await?;
         for chunk in ids.chunks(1000) {
             let sql = format!(
                 "UPDATE inbound SET processed = ? WHERE id IN ({})",
@@ -108,14 +111,17 @@ impl Store {
             );
             let mut values: Vec<Value> = vec![true.into()];
             values.extend(chunk.iter().map(|id| Value::from(*id)));
-            exec(self.db(), &sql, values).await?;
+            exec(&tx, &sql, values).await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
     /// Records that attribution looked at rows and left them for a later pass. A tried row
     /// no longer holds its wave's window open (see [`Store::due_timers`]).
     pub async fn mark_inbound_deferred(&self, ids: &[i64]) -> Result<()> {
+        let tx = self.db().begin().await?;
+        self.check_fence(&tx).await?;
         for chunk in ids.chunks(1000) {
             let sql = format!(
                 "UPDATE inbound SET tries = tries + 1 WHERE processed = ? AND id IN ({})",
@@ -123,8 +129,9 @@ impl Store {
             );
             let mut values: Vec<Value> = vec![false.into()];
             values.extend(chunk.iter().map(|id| Value::from(*id)));
-            exec(self.db(), &sql, values).await?;
+            exec(&tx, &sql, values).await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -166,6 +173,7 @@ impl Store {
         const SENT_OR_CLAIMED: &str = "(state = 'sent' OR (state = 'pending' AND EXISTS \
              (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)))";
         let tx = self.db().begin().await?;
+        self.check_fence(&tx).await?;
         let res = if delivered {
             exec(
                 &tx,
@@ -222,6 +230,7 @@ impl Store {
     /// one never claimed is not believed: nothing was sent.
     pub async fn record_submission(&self, contact_id: i64, at: Millis) -> Result<bool> {
         let tx = self.db().begin().await?;
+        self.check_fence(&tx).await?;
         let changed = exec(
             &tx,
             "UPDATE contact SET state = 'sent', sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state = 'pending' \
@@ -256,6 +265,7 @@ impl Store {
         counts: bool,
     ) -> Result<()> {
         let tx = self.db().begin().await?;
+        self.check_fence(&tx).await?;
         exec(
             &tx,
             "INSERT INTO response (contact_id, run_id, wave_run_id, subscriber_id, arm, kind, value, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -27,6 +27,7 @@ pub mod events;
 pub mod history;
 pub mod holdout;
 pub mod inbound;
+pub mod mail;
 pub mod planning;
 pub mod runs;
 #[cfg(feature = "test-util")]
@@ -63,6 +64,10 @@ pub enum StoreError {
     /// The attribute catalogue and the database's columns disagree.
     #[error("{0}")]
     Catalogue(String),
+    /// A fenced write found its singleton lease held by another worker (or gone): this
+    /// worker stalled past its lease and was replaced, so it wrote nothing.
+    #[error("lease `{name}` is no longer held by `{holder}`; nothing was written")]
+    LeaseLost { name: String, holder: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -74,6 +79,35 @@ pub struct Store {
     sqlite_path: Option<PathBuf>,
     /// The attribute catalogue subscriber rows are read with (see [`attributes`]).
     catalogue: std::sync::Arc<std::sync::RwLock<std::sync::Arc<catalogue::Catalogue>>>,
+    /// Set on a handle from [`Store::fenced`]: its fenced writes renew this lease first.
+    fence: Option<std::sync::Arc<Fence>>,
+}
+
+/// A singleton lease (`singleton_lease` row) that guards writes: every fenced write's
+/// transaction first renews the lease for its holder and aborts with
+/// [`StoreError::LeaseLost`] when the holder no longer has it. A worker that stalled past
+/// its lease while another took over therefore writes nothing: the takeover and the renewal
+/// update the same row, so they serialize, and whichever comes second sees the other.
+pub struct Fence {
+    /// The lease's name, e.g. `attribution`.
+    pub name: String,
+    /// Who must hold it (the worker id).
+    pub holder: String,
+    /// How far past `now()` each renewal extends the lease, in the caller's clock.
+    pub lease_for: Millis,
+    /// The caller's clock (the engine's clock may be scaled or manual in tests and the demo;
+    /// the lease is kept in that clock, as `try_singleton_lease` is called with it).
+    pub now: std::sync::Arc<dyn Fn() -> Millis + Send + Sync>,
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fence")
+            .field("name", &self.name)
+            .field("holder", &self.holder)
+            .field("lease_for", &self.lease_for)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Holds the exclusive daemon lock on a SQLite file until dropped.
@@ -117,7 +151,47 @@ impl Store {
             db,
             sqlite_path,
             catalogue: std::sync::Arc::new(std::sync::RwLock::new(catalogue::shipped())),
+            fence: None,
         })
+    }
+
+    /// A handle on the same database whose fenced writes (the ones attribution makes:
+    /// `record_delivery`, `record_submission`, `record_response`, `set_opt_out`, `mark_inbound_processed`,
+    /// `mark_inbound_deferred`, `refresh_report`) first renew `fence` in their own
+    /// transaction, and write nothing but fail with [`StoreError::LeaseLost`] once another
+    /// worker holds it. Other writes are unchanged.
+    pub fn fenced(&self, fence: Fence) -> Store {
+        Store {
+            fence: Some(std::sync::Arc::new(fence)),
+            ..self.clone()
+        }
+    }
+
+    /// Renews this handle's fence inside `c` (the write's transaction), if it has one.
+    pub(crate) async fn check_fence<C: ConnectionTrait>(&self, c: &C) -> Result<()> {
+        let Some(f) = &self.fence else {
+            return Ok(());
+        };
+        let until = (f.now)() + f.lease_for;
+        let n = exec(
+            c,
+            "UPDATE singleton_lease SET until = ? WHERE name = ? AND holder = ?",
+            [
+                until.into(),
+                f.name.as_str().into(),
+                f.holder.as_str().into(),
+            ],
+        )
+        .await?
+        .rows_affected();
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost {
+                name: f.name.clone(),
+                holder: f.holder.clone(),
+            })
+        }
     }
 
     /// Applies all pending migrations.

@@ -300,13 +300,7 @@ impl Store {
         response_seq: i64,
         now: Millis,
     ) -> Result<bool> {
-        let res = exec(
-            self.db(),
-            "UPDATE run SET state = 'done', finished_at = ?, report = ?, report_seq = ? WHERE id = ? AND state = 'active'",
-            [now.into(), report_json.into(), response_seq.into(), run_id.into()],
-        )
-        .await?;
-        Ok(res.rows_affected() == 1)
+        finish_run_in(self.db(), run_id, report_json, response_seq, now).await
     }
 
     /// How many responses have been recorded for a run: read before building its report.
@@ -346,12 +340,15 @@ impl Store {
         report_json: &str,
         response_seq: i64,
     ) -> Result<bool> {
+        let tx = self.db().begin().await?;
+        self.check_fence(&tx).await?;
         let res = exec(
-            self.db(),
+            &tx,
             "UPDATE run SET report = ?, report_seq = ? WHERE id = ? AND state = 'done' AND report_seq < ?",
             [report_json.into(), response_seq.into(), run_id.into(), response_seq.into()],
         )
         .await?;
+        tx.commit().await?;
         Ok(res.rows_affected() == 1)
     }
 
@@ -449,6 +446,24 @@ impl Store {
         tx.commit().await?;
         Ok(fired)
     }
+}
+
+/// [`Store::finish_run_as_of`] inside the caller's transaction (with the report mail: see
+/// [`Store::finish_run_with_mail`]).
+pub(crate) async fn finish_run_in<C: ConnectionTrait>(
+    c: &C,
+    run_id: i64,
+    report_json: &str,
+    response_seq: i64,
+    now: Millis,
+) -> Result<bool> {
+    let res = exec(
+        c,
+        "UPDATE run SET state = 'done', finished_at = ?, report = ?, report_seq = ? WHERE id = ? AND state = 'active'",
+        [now.into(), report_json.into(), response_seq.into(), run_id.into()],
+    )
+    .await?;
+    Ok(res.rows_affected() == 1)
 }
 
 /// Moves a wave run between states inside the caller's transaction.

@@ -301,6 +301,8 @@ impl Store {
         now: Millis,
     ) -> Result<bool> {
         let tx = self.db().begin().await?;
+        // Attribution records opt-outs through a fenced handle (see `Store::fenced`).
+        self.check_fence(&tx).await?;
         let column = kind.column();
         let rows = query(
             &tx,

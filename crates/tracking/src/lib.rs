@@ -11,7 +11,10 @@
 //!   that were active when it was received, finished since or not, and the rules of a
 //!   finished run are still looked up.
 //! - One attribution loop per database: two loops over the same rows would record the same
-//!   responses twice (the store offers no claim on inbound rows).
+//!   responses twice (the store offers no claim on inbound rows). The engine passes a
+//!   fenced store (`Store::fenced` on the `attribution` lease): every write renews the lease
+//!   and fails with `StoreError::LeaseLost` once another worker holds it, so a loop that
+//!   stalled past its lease stops at its next write.
 
 use spec::ResponseRule;
 use store::contacts::{ContactState, TREATMENT};

@@ -845,3 +845,89 @@ async fn deferred_reports_do_not_hold_back_a_later_reply() -> Res {
     );
     Ok(())
 }
+
+/// A fenced store for attribution held by `holder`, on a fixed clock.
+fn fenced(store: &Store, holder: &str, now: i64) -> Store {
+    store.fenced(store::Fence {
+        name: "attribution".into(),
+        holder: holder.into(),
+        lease_for: 60_000,
+        now: std::sync::Arc::new(move || now),
+    })
+}
+
+// store `Store::check_fence` (the renewal `UPDATE singleton_lease ... WHERE name = ? AND
+// holder = ?` first in each write's transaction): a worker that stalled past its lease
+// while another took it over writes nothing, and the new holder attributes everything once.
+#[tokio::test]
+async fn a_holder_whose_attribution_lease_was_taken_over_writes_nothing() -> Res {
+    let mut w = World::new(&[("sms_offer", "sms")]).await?;
+    w.rules("sms_offer", vec![reply("yes")]);
+    w.open("sms_offer", T0, CLOSES, &[(0, TREATMENT), (1, TREATMENT)])
+        .await?;
+    w.send("sms", T0).await?;
+    let key = w.key("sms_offer", 0).await;
+    w.inbound(vec![
+        dlr(&key, "1", T0 + HOUR),
+        mo(MSISDNS[0], "yes", T0 + 2 * HOUR),
+        mo(MSISDNS[1], "STOP", T0 + 2 * HOUR),
+    ])
+    .await?;
+    let now = CLOSES + DAY;
+    assert!(
+        w.store
+            .try_singleton_lease("attribution", "a", now + 60_000, now)
+            .await?
+    );
+    // While `a` holds the lease its fenced writes go through and renew it.
+    let a_now = now + 1_000;
+    let mark = w.store.unprocessed_inbound(1).await?[0].id;
+    fenced(&w.store, "a", a_now)
+        .mark_inbound_deferred(&[mark])
+        .await?;
+    let until = w
+        .sql(
+            "SELECT until FROM singleton_lease WHERE name = 'attribution'",
+            [],
+        )
+        .await?[0]
+        .try_get::<i64>("", "until")?;
+    assert_eq!(until, a_now + 60_000, "a fenced write renews the lease");
+
+    // `a` stalls; its lease runs out and `b` takes it over.
+    let later = until + 1;
+    assert!(
+        w.store
+            .try_singleton_lease("attribution", "b", later + 60_000, later)
+            .await?
+    );
+    let err = process_batch(&fenced(&w.store, "a", later), &w.rules, 100)
+        .await
+        .expect_err("a holder that lost its lease must not attribute");
+    assert!(
+        matches!(
+            err,
+            TrackingError::Store(store::StoreError::LeaseLost { ref holder, .. }) if holder == "a"
+        ),
+        "{err:?}"
+    );
+    assert_eq!(w.unprocessed().await?, 3, "nothing was marked processed");
+    let contact = w.contact("sms_offer", 0).await?;
+    assert_eq!(
+        contact.state, "sent",
+        "the delivery report was not recorded"
+    );
+    assert!(w.responses(contact.id).await?.is_empty());
+    assert!(!w.opted_out(1).await?);
+
+    // The new holder attributes everything, once.
+    let s = process_batch(&fenced(&w.store, "b", later), &w.rules, 100).await?;
+    assert_eq!(
+        (s.processed, s.delivered, s.responses, s.opt_outs),
+        (3, 1, 1, 1)
+    );
+    assert_eq!(w.unprocessed().await?, 0);
+    assert_eq!(w.responses(contact.id).await?.len(), 1);
+    assert!(w.opted_out(1).await?);
+    Ok(())
+}
