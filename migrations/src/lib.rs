@@ -23,6 +23,7 @@ mod m20261201_000014_contact_purpose;
 mod m20261201_000015_holdout;
 mod m20261202_000016_mail_outbox;
 mod m20261202_000017_inbound_key;
+mod m20261202_000018_at_most_once;
 
 pub struct Migrator;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000015_holdout::Migration),
             Box::new(m20261202_000016_mail_outbox::Migration),
             Box::new(m20261202_000017_inbound_key::Migration),
+            Box::new(m20261202_000018_at_most_once::Migration),
         ]
     }
 }

@@ -208,6 +208,10 @@ async fn real_kannel_answers_are_classified_for_retry() {
     )
     .await;
     signal(bearerbox, "CONT");
+    assert!(
+        matches!(res, Err(SendError::Ambiguous(_))),
+        "a timeout is ambiguous: {res:?}"
+    );
     transient(res, "did not answer within 2000 ms");
     wait_delivered(k, "10086 13800138007 text sent while bearerbox was frozen").await;
 

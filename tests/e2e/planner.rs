@@ -110,6 +110,7 @@ async fn plan(
         wave: "w",
         channel: "sms",
         purpose: store::contacts::Purpose::Marketing,
+        at_most_once: false,
     };
     store::contacts::insert_contacts(&tx, &to, &rows)
         .await

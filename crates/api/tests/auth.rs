@@ -248,6 +248,7 @@ async fn seed(store: &Store) -> Res<(String, i64, i64)> {
             wave: "call",
             channel: "outbound_call",
             purpose: store::contacts::Purpose::Marketing,
+            at_most_once: false,
         },
         &contacts,
     )

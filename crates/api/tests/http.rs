@@ -265,6 +265,7 @@ async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
             wave: "call",
             channel: "outbound_call",
             purpose: store::contacts::Purpose::Marketing,
+            at_most_once: false,
         },
         &contacts,
     )

@@ -105,6 +105,7 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
             wave: &input.wave.id,
             channel: input.wave.channel.as_str(),
             purpose: input.workflow.purpose,
+            at_most_once: input.wave.delivery.is_at_most_once(),
         },
         &plan.contacts,
     )

@@ -150,6 +150,7 @@ async fn an_undelivered_contact_counts_toward_the_frequency_cap() -> Res {
             wave: "w",
             channel: "sms",
             purpose: store::contacts::Purpose::Marketing,
+            at_most_once: false,
         },
         &[row],
     )
@@ -311,6 +312,7 @@ async fn opt_out_and_cap_govern_marketing_and_care_uses_no_cap() -> Res {
             wave: "w",
             channel: "sms",
             purpose,
+            at_most_once: false,
         };
         insert_contacts(&tx, &to, &[row]).await?;
         tx.commit().await?;

@@ -50,6 +50,11 @@ pub enum SendError {
     /// Worth retrying later with backoff (timeouts, 5xx, connection refused).
     #[error("transient failure: {0}")]
     Transient(String),
+    /// Worth retrying, but the gateway may already have taken the message (it did not
+    /// answer in time, or the connection broke after the request went out): an
+    /// at-most-once wave records it `unknown` instead of sending it again.
+    #[error("no clear answer (the gateway may have taken it): {0}")]
+    Ambiguous(String),
     /// Never retry: the gateway refused this message (bad number, not routable, auth).
     #[error("permanent failure: {0}")]
     Permanent(String),
@@ -59,7 +64,7 @@ impl SendError {
     /// Exhaustive on purpose: a new variant must be classified.
     pub fn is_transient(&self) -> bool {
         match self {
-            SendError::Transient(_) => true,
+            SendError::Transient(_) | SendError::Ambiguous(_) => true,
             SendError::Permanent(_) => false,
         }
     }

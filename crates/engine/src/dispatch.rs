@@ -23,6 +23,8 @@ pub struct RoundStats {
     pub suppressed: u64,
     /// Claimed again, but the gateway had reported on them: recorded as sent, not resent.
     pub reconciled: u64,
+    /// At-most-once contacts whose send was ambiguous: recorded `unknown`, not resent.
+    pub unknown: u64,
 }
 
 impl Engine {
@@ -111,7 +113,8 @@ impl Engine {
         };
         let mut outcomes: Vec<(i64, Outcome)> = Vec::with_capacity(claimed.len());
         let mut to_send: Vec<Outbound> = Vec::with_capacity(claimed.len());
-        let mut attempts: Vec<i32> = Vec::with_capacity(claimed.len());
+        // Per message: its attempt, and whether its wave is at most once.
+        let mut attempts: Vec<(i32, bool)> = Vec::with_capacity(claimed.len());
         let now_utc = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_else(Utc::now);
         let derived = self.derived_for_templates(&claimed, now).await?;
         // A contact claimed before (its worker died with the answer unrecorded, or the send
@@ -189,7 +192,7 @@ impl Engine {
                     .cloned()
                     .unwrap_or_else(|| c.subscriber.text(f))
             });
-            attempts.push(c.attempt);
+            attempts.push((c.attempt, wave.delivery.is_at_most_once()));
             to_send.push(Outbound {
                 contact_id: c.id,
                 key: c.idem_key,
@@ -222,7 +225,7 @@ impl Engine {
         &self,
         channel: Arc<dyn Channel>,
         to_send: &[Outbound],
-        attempts: &[i32],
+        attempts: &[(i32, bool)],
         token: &str,
         stats: &mut RoundStats,
     ) -> Result<(), EngineError> {
@@ -261,9 +264,10 @@ impl Engine {
                     .iter()
                     .map(|(idx, res)| {
                         let o = &to_send[*idx];
+                        let (attempt, at_most_once) = attempts[*idx];
                         (
                             o.contact_id,
-                            self.outcome_of(o, attempts[*idx], res, sent_at, stats),
+                            self.outcome_of(o, attempt, at_most_once, res, sent_at, stats),
                         )
                     })
                     .collect();
@@ -284,6 +288,7 @@ impl Engine {
         &self,
         o: &Outbound,
         attempt: i32,
+        at_most_once: bool,
         res: &Result<channels::Accepted, SendError>,
         sent_at: i64,
         stats: &mut RoundStats,
@@ -293,7 +298,17 @@ impl Engine {
                 stats.sent += 1;
                 Outcome::Sent { at: sent_at }
             }
-            Err(e @ SendError::Transient(_)) if attempt < self.cfg.max_attempts => {
+            // The gateway may have it: sending again could make two.
+            Err(e @ SendError::Ambiguous(_)) if at_most_once => {
+                warn!(message = "Send ambiguous; at most once, so not retried.", contact_id = o.contact_id, attempt, error = %e);
+                stats.unknown += 1;
+                Outcome::Unknown {
+                    error: e.to_string(),
+                }
+            }
+            Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_)))
+                if attempt < self.cfg.max_attempts =>
+            {
                 let delay = self.backoff(attempt);
                 warn!(message = "Send failed; will retry.", contact_id = o.contact_id, attempt, error = %e);
                 stats.retried += 1;

@@ -195,6 +195,9 @@ pub struct TickStats {
     /// row whose lease ran out by itself, so this only keeps counts and the log honest, and
     /// scanning the queue on every pass cost more than the dispatch it served.
     pub leases_reclaimed: u64,
+    /// At-most-once contacts a dead worker left in doubt, decided: `sent` when the gateway
+    /// reported on them, else `unknown`.
+    pub doubtful_settled: u64,
     /// Stored reports of finished runs rebuilt because a response received in time was
     /// attributed after the run finished.
     pub reports_refreshed: u64,
@@ -443,6 +446,18 @@ impl Engine {
         if self.reclaim_due() {
             for (kind, channel) in &self.channels {
                 let grace = self.clock.span_of(channel.proof_grace());
+                // At-most-once rows in doubt are decided (sent on a report, else unknown)
+                // before the rest are released for another claim.
+                let (sent, unknown) = self.store.settle_doubtful(kind, now - grace, now).await?;
+                stats.doubtful_settled += sent + unknown;
+                if unknown > 0 {
+                    warn!(
+                        message = "At-most-once contacts left in doubt by a dead worker recorded unknown; not sent again.",
+                        channel = %kind,
+                        unknown,
+                        sent
+                    );
+                }
                 stats.leases_reclaimed +=
                     self.store.reclaim_expired_leases(kind, now - grace).await?;
             }

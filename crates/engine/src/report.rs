@@ -64,6 +64,7 @@ pub async fn build_report(
                 &[ContactState::Failed, ContactState::Undelivered],
             ),
             expired: c.count(ContactArm::Treatment, &[ContactState::Expired]),
+            unknown: c.count(ContactArm::Treatment, &[ContactState::Unknown]),
             responded: c.responded(ContactArm::Treatment),
         });
     }

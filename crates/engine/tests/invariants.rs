@@ -97,6 +97,8 @@ waves:
 enum Answer {
     Accept,
     Transient,
+    /// A timeout: the gateway may have taken it.
+    Ambiguous,
 }
 
 /// A channel that records every message it is handed, in order.
@@ -228,6 +230,7 @@ impl Recorder {
                     queued: false,
                 }),
                 Answer::Transient => Err(SendError::Transient("503 Service Unavailable".into())),
+                Answer::Ambiguous => Err(SendError::Ambiguous("no answer within 10000 ms".into())),
             })
             .collect()
     }
@@ -856,6 +859,85 @@ async fn a_message_in_doubt_waits_for_the_smsc_ack_and_is_not_sent_again() {
     }
     let states = wave_states(&rig.store, run_id, 0).await;
     assert!(states.values().all(|s| s == "sent"), "{states:?}");
+}
+
+/// [`ONE_WAVE`], at most once.
+fn at_most_once() -> String {
+    ONE_WAVE.replace(
+        "    send_within: 1d\n",
+        "    send_within: 1d\n    delivery: at_most_once\n",
+    )
+}
+
+// e5. store `DUE` (`at_most_once = ?`) and `settle_doubtful`: an at-most-once wave never
+//     sends a message in doubt again: after the lease and the grace, a contact the gateway
+//     reported on is `sent`, the rest `unknown`.
+#[tokio::test]
+async fn at_most_once_never_sends_a_message_in_doubt_again() {
+    let wf = at_most_once();
+    let rig = Rig::with_sms(&wf, 6, Recorder::proving(Duration::from_secs(30))).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 6;
+    let e1 = rig.engine(cfg.clone()).await;
+    let run_id = e1.trigger("inv", "test").await.unwrap();
+    e1.tick().await.unwrap();
+    e1.arm(FailPoint::AfterSendBeforeSettle);
+    assert!(e1.dispatch_round("sms").await.is_err());
+    drop(e1);
+    let mut sent: Vec<String> = rig.sms.keys().into_keys().collect();
+    sent.sort();
+    assert_eq!(sent.len(), 6);
+
+    // Past the lease and the grace: an at-least-once wave would send them again here.
+    rig.clock.advance(Duration::from_secs(61 + 31));
+    let e2 = rig.engine(cfg).await;
+    rig.drain(&e2, "sms").await;
+    assert!(rig.sms.keys().values().all(|n| *n == 1), "sent again");
+
+    // The gateway reported on two; housekeeping decides all six.
+    let reports: Vec<store::inbound::NewInbound> = sent[..2]
+        .iter()
+        .map(|k| store::inbound::NewInbound {
+            source: store::inbound::source::DLR,
+            idem_key: Some(k.clone()),
+            msisdn: None,
+            kind: "1".into(),
+            value: None,
+            payload: "{}".into(),
+            received_at: t0() + 1_000,
+        })
+        .collect();
+    rig.store.insert_inbound(&reports).await.unwrap();
+    e2.tick().await.unwrap();
+    let states = wave_states(&rig.store, run_id, 0).await;
+    let count = |st: &str| states.values().filter(|s| *s == st).count();
+    assert_eq!(
+        (count("delivered") + count("sent"), count("unknown")),
+        (2, 4),
+        "{states:?}"
+    );
+    assert!(due_times(&rig.store).await.is_empty(), "the queue is empty");
+    rig.drain(&e2, "sms").await;
+    assert!(rig.sms.keys().values().all(|n| *n == 1), "sent again");
+}
+
+// e6. dispatch.rs `outcome_of` (`Ambiguous if at_most_once`): a gateway that may have taken
+//     the message (a timeout) gets no second copy in an at-most-once wave.
+#[tokio::test]
+async fn at_most_once_records_an_ambiguous_answer_unknown_and_does_not_retry() {
+    let wf = at_most_once();
+    let rig = Rig::with_sms(&wf, 3, Recorder::new("sms", Answer::Ambiguous)).await;
+    let e = rig.engine(rig.config()).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    let round = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((round.unknown, round.retried), (3, 0), "{round:?}");
+    rig.clock.advance(Duration::from_secs(3600));
+    rig.drain(&e, "sms").await;
+    assert_eq!(rig.sms.keys().len(), 3);
+    assert!(rig.sms.keys().values().all(|n| *n == 1));
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "unknown"), "{states:?}");
 }
 
 // f. dispatch.rs (`derived_for_templates`): a template shows a derived attribute with the

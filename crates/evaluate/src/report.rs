@@ -21,6 +21,10 @@ pub struct WaveCounts {
     pub delivered: u64,
     pub failed: u64,
     pub expired: u64,
+    /// At-most-once contacts a crash or an ambiguous gateway answer left in doubt: perhaps
+    /// sent, never repeated.
+    #[serde(default)]
+    pub unknown: u64,
     /// Treatment contacts with a response within the wave's window.
     pub responded: u64,
 }

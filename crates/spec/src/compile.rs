@@ -17,7 +17,7 @@ use crate::duration::parse_duration;
 use crate::expr::{self, Expr};
 use crate::fields;
 use crate::keys;
-use crate::model::{self, CatchUpFile, SegmentsFile, TargetsFile, WorkflowFile};
+use crate::model::{self, CatchUpFile, DeliveryFile, SegmentsFile, TargetsFile, WorkflowFile};
 use crate::rules;
 use crate::template::Template;
 use crate::workflow::*;
@@ -1055,6 +1055,10 @@ fn waves(
                     respond_within,
                     send_within,
                     responses,
+                    delivery: match w.delivery {
+                        DeliveryFile::AtLeastOnce => Delivery::AtLeastOnce,
+                        DeliveryFile::AtMostOnce => Delivery::AtMostOnce,
+                    },
                 })
             }
             _ => ok = false,

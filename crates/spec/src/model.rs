@@ -249,6 +249,21 @@ pub(crate) struct WaveFile {
     /// What counts as a response. Default: any reply for SMS, outcome `accepted` for tasks.
     #[serde(default)]
     pub(crate) responses: Vec<ResponseFile>,
+    /// What happens to a message left in doubt (handed to the gateway, its answer never
+    /// recorded because campaignd died, or a gateway that timed out). `at_least_once`
+    /// (default): it waits for the gateway's report (Kannel's SMSC acknowledgement) and is
+    /// sent again only if none comes, so nobody is missed and a repeat is rare.
+    /// `at_most_once`: it is never sent again; without a report it is recorded `unknown`.
+    #[serde(default)]
+    pub(crate) delivery: DeliveryFile,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DeliveryFile {
+    #[default]
+    AtLeastOnce,
+    AtMostOnce,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

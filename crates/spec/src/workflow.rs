@@ -234,6 +234,24 @@ pub struct Wave {
     pub respond_within: Duration,
     pub send_within: Duration,
     pub responses: Vec<ResponseRule>,
+    pub delivery: Delivery,
+}
+
+/// What a wave does with a message left in doubt after a crash or an ambiguous gateway
+/// answer (see the workflow format's `delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Wait for the gateway's report; send again only when none comes. Nobody is missed.
+    #[default]
+    AtLeastOnce,
+    /// Never send again; without a report the contact is `unknown`. Nobody gets two.
+    AtMostOnce,
+}
+
+impl Delivery {
+    pub fn is_at_most_once(self) -> bool {
+        self == Delivery::AtMostOnce
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

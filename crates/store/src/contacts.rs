@@ -62,10 +62,14 @@ pub enum ContactState {
     Undelivered,
     Failed,
     Expired,
+    /// An at-most-once contact left in doubt by a crash (or an ambiguous gateway answer)
+    /// with no report from the gateway: it may or may not have gone out, and is never sent
+    /// again.
+    Unknown,
 }
 
 impl ContactState {
-    pub const ALL: [ContactState; 8] = [
+    pub const ALL: [ContactState; 9] = [
         ContactState::Held,
         ContactState::Pending,
         ContactState::Sending,
@@ -74,9 +78,10 @@ impl ContactState {
         ContactState::Undelivered,
         ContactState::Failed,
         ContactState::Expired,
+        ContactState::Unknown,
     ];
     /// Every state of a treatment contact: whom the wave targeted.
-    pub const TARGETED: [ContactState; 7] = [
+    pub const TARGETED: [ContactState; 8] = [
         ContactState::Pending,
         ContactState::Sending,
         ContactState::Sent,
@@ -84,6 +89,7 @@ impl ContactState {
         ContactState::Undelivered,
         ContactState::Failed,
         ContactState::Expired,
+        ContactState::Unknown,
     ];
     /// The message left us (the gateway took it), whatever the delivery report said.
     pub const WENT_OUT: [ContactState; 3] = [
@@ -91,13 +97,15 @@ impl ContactState {
         ContactState::Delivered,
         ContactState::Undelivered,
     ];
-    /// Counted toward the frequency cap: promised or gone out (`undelivered` was sent).
-    pub const COUNTS_TOWARD_CAP: [ContactState; 5] = [
+    /// Counted toward the frequency cap: promised or gone out (`undelivered` was sent), or
+    /// perhaps gone out (`unknown`): a cap errs on the side of the subscriber.
+    pub const COUNTS_TOWARD_CAP: [ContactState; 6] = [
         ContactState::Pending,
         ContactState::Sending,
         ContactState::Sent,
         ContactState::Delivered,
         ContactState::Undelivered,
+        ContactState::Unknown,
     ];
     /// The message never left us: planned, refused by the gateway (or out of attempts), or
     /// past its send-by deadline. `undelivered` is not among them: it was sent.
@@ -118,6 +126,7 @@ impl ContactState {
             ContactState::Undelivered => "undelivered",
             ContactState::Failed => "failed",
             ContactState::Expired => "expired",
+            ContactState::Unknown => "unknown",
         }
     }
 
@@ -162,6 +171,9 @@ pub struct WaveContacts<'a> {
     pub channel: &'a str,
     /// The campaign's purpose: only marketing contacts count towards the frequency cap.
     pub purpose: Purpose,
+    /// The wave's delivery: at most once means a contact left in doubt by a crash is
+    /// recorded `unknown`, never sent again (see [`Store::settle_doubtful`]).
+    pub at_most_once: bool,
 }
 
 /// The part of a contact's idempotency key that makes it unique per wave and subscriber:
@@ -209,6 +221,7 @@ pub async fn insert_contacts<C: ConnectionTrait>(
         wave,
         channel,
         purpose,
+        at_most_once,
     } = *to;
     const COLS: usize = 12;
     let mut n = 0;
@@ -243,9 +256,9 @@ pub async fn insert_contacts<C: ConnectionTrait>(
     }
     exec(
         c,
-        "INSERT INTO dispatch (contact_id, channel, due_at, send_by) SELECT id, channel, due_at, send_by FROM contact \
+        "INSERT INTO dispatch (contact_id, channel, due_at, send_by, at_most_once) SELECT id, channel, due_at, send_by, ? FROM contact \
          WHERE wave_run_id = ? AND state = 'pending' ON CONFLICT (contact_id) DO NOTHING",
-        [wave_run_id.into()],
+        [at_most_once.into(), wave_run_id.into()],
     )
     .await?;
     Ok(n)
@@ -278,6 +291,7 @@ async fn insert_contacts_pg<C: ConnectionTrait>(
         wave,
         channel,
         purpose,
+        at_most_once,
     } = *to;
     const SQL: &str = "WITH input AS ( \
            SELECT * FROM unnest(?::text::bigint[], ?::text::text[], ?::text::bigint[], ?::text::bigint[], ?::text::text[], ?::text::text[]) \
@@ -288,8 +302,8 @@ async fn insert_contacts_pg<C: ConnectionTrait>(
            ON CONFLICT (wave_run_id, subscriber_id) DO NOTHING \
            RETURNING id, channel, due_at, send_by, state), \
          queued AS ( \
-           INSERT INTO dispatch (contact_id, channel, due_at, send_by) \
-           SELECT id, channel, due_at, send_by FROM ins WHERE state = ? \
+           INSERT INTO dispatch (contact_id, channel, due_at, send_by, at_most_once) \
+           SELECT id, channel, due_at, send_by, ? FROM ins WHERE state = ? \
            ON CONFLICT (contact_id) DO NOTHING) \
          SELECT COUNT(*) AS n FROM ins";
     let mut n = 0u64;
@@ -322,6 +336,7 @@ async fn insert_contacts_pg<C: ConnectionTrait>(
             ContactState::Held.as_str().into(),
             ContactState::Pending.as_str().into(),
             purpose.as_str().into(),
+            at_most_once.into(),
             ContactState::Pending.as_str().into(),
         ];
         let row = query(c, SQL, values).await?;
@@ -537,11 +552,20 @@ pub struct ClaimRequest<'a> {
     pub proof_grace: Millis,
 }
 
+/// The last error of an at-most-once contact a crash left in doubt.
+pub const IN_DOUBT_AT_MOST_ONCE: &str =
+    "in doubt after a worker died (at most once: not sent again; no report from the gateway)";
+
 /// Why a contact did not go out; also stored as its last error.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Sent {
         at: Millis,
+    },
+    /// The gateway's answer was ambiguous (a timeout: it may have taken the message) in an
+    /// at-most-once wave: recorded `unknown`, never sent again.
+    Unknown {
+        error: String,
     },
     /// Try again at `due_at` (transient failure or quiet hours reached while leased).
     Retry {
@@ -558,8 +582,10 @@ const SEND_BY_PASSED: &str = "send-by deadline passed";
 
 /// Due, unleased (or lease run out) queue rows of one channel, in due order. Binds: channel,
 /// now (due), now (send-by), now (lease), limit.
+/// A row whose lease ran out is due again after the proof grace, unless its wave is at most
+/// once: such a row is in doubt for good, and [`Store::settle_doubtful`] decides it.
 const DUE: &str = "channel = ? AND due_at <= ? AND (send_by IS NULL OR send_by >= ?) \
-     AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, contact_id LIMIT ?";
+     AND (lease_until IS NULL OR (lease_until < ? AND at_most_once = ?)) ORDER BY due_at, contact_id LIMIT ?";
 /// What a claimed row carries from its queue row `d` and its contact; the subscriber's
 /// columns follow (see [`claimed_cols`]).
 const CLAIMED_HEAD: &str =
@@ -655,6 +681,7 @@ impl Store {
             req.now.into(),
             req.now.into(),
             (req.now - req.proof_grace).into(),
+            false.into(),
             (req.limit as i64).into(),
         ];
         let rows = if self.is_postgres() {
@@ -794,6 +821,17 @@ impl Store {
                     )
                     .await?;
                 }
+                Outcome::Unknown { error } => {
+                    changed += finish(
+                        &tx,
+                        token,
+                        &[*id],
+                        ContactState::Unknown,
+                        None,
+                        Some(error.as_str()),
+                    )
+                    .await?;
+                }
                 Outcome::Expired => {
                     changed += finish(
                         &tx,
@@ -828,6 +866,76 @@ impl Store {
         )
         .await?
         .rows_affected())
+    }
+
+    /// Decides the queue rows of at-most-once waves on `channel` whose lease ran out before
+    /// `before` (the channel's proof grace included): the worker died with them in doubt. A
+    /// row the gateway reported on went out (`sent`); the rest are `unknown`, and none is
+    /// sent again. Returns (sent, unknown).
+    pub async fn settle_doubtful(
+        &self,
+        channel: &str,
+        before: Millis,
+        now: Millis,
+    ) -> Result<(u64, u64)> {
+        let tx = crate::TransactionTrait::begin(self.db()).await?;
+        let rows = query(
+            &tx,
+            "SELECT d.contact_id, c.idem_key FROM dispatch d JOIN contact c ON c.id = d.contact_id \
+             WHERE d.channel = ? AND d.at_most_once = ? AND d.lease_until < ?",
+            [channel.into(), true.into(), before.into()],
+        )
+        .await?;
+        if rows.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut doubtful: Vec<(i64, String)> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            doubtful.push((r.try_get("", "contact_id")?, r.try_get("", "idem_key")?));
+        }
+        let keys: Vec<&str> = doubtful.iter().map(|(_, k)| k.as_str()).collect();
+        let reported = crate::inbound::reported_keys_in(&tx, &keys).await?;
+        let (went, unknown): (Vec<i64>, Vec<i64>) = {
+            let (a, b): (Vec<_>, Vec<_>) = doubtful.iter().partition(|(_, k)| reported.contains(k));
+            (
+                a.into_iter().map(|(id, _)| *id).collect(),
+                b.into_iter().map(|(id, _)| *id).collect(),
+            )
+        };
+        let mut counts = (0, 0);
+        for (ids, state, error, n) in [
+            (&went, ContactState::Sent, None, &mut counts.0),
+            (
+                &unknown,
+                ContactState::Unknown,
+                Some(IN_DOUBT_AT_MOST_ONCE),
+                &mut counts.1,
+            ),
+        ] {
+            for chunk in ids.chunks(1000) {
+                let sql = format!(
+                    "UPDATE contact SET state = ?, sent_at = CASE WHEN ? THEN COALESCE(sent_at, ?) ELSE sent_at END, \
+                     last_error = COALESCE(?, last_error) WHERE state = 'pending' AND id IN ({})",
+                    marks(chunk.len())
+                );
+                let values = [
+                    state.as_str().into(),
+                    (state == ContactState::Sent).into(),
+                    now.into(),
+                    error.map(str::to_owned).into(),
+                ]
+                .into_iter()
+                .chain(chunk.iter().map(|id| Value::from(*id)));
+                *n += exec(&tx, &sql, values).await?.rows_affected();
+                let sql = format!(
+                    "DELETE FROM dispatch WHERE contact_id IN ({})",
+                    marks(chunk.len())
+                );
+                exec(&tx, &sql, chunk.iter().map(|id| Value::from(*id))).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(counts)
     }
 
     /// Extends the lease of the queue rows of `ids` that `token` still holds to `until`;

@@ -5,6 +5,8 @@
 
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
+use std::collections::HashSet;
+
 use crate::{Millis, Result, Store, exec, marks, query};
 
 /// Inbound sources.
@@ -206,20 +208,8 @@ impl Store {
     /// processed by attribution or not): proof that it took the message. The dispatcher asks
     /// before sending a contact again, so a report stored but not yet attributed still
     /// prevents the repeat.
-    pub async fn reported_keys(&self, keys: &[&str]) -> Result<std::collections::HashSet<String>> {
-        let mut out = std::collections::HashSet::new();
-        for chunk in keys.chunks(1000) {
-            let sql = format!(
-                "SELECT DISTINCT idem_key FROM inbound WHERE source = ? AND idem_key IN ({})",
-                crate::marks(chunk.len())
-            );
-            let values = std::iter::once(Value::from(source::DLR))
-                .chain(chunk.iter().map(|k| Value::from(*k)));
-            for r in query(self.db(), &sql, values).await? {
-                out.insert(r.try_get::<String>("", "idem_key")?);
-            }
-        }
-        Ok(out)
+    pub async fn reported_keys(&self, keys: &[&str]) -> Result<HashSet<String>> {
+        reported_keys_in(self.db(), keys).await
     }
 
     /// Records Kannel's SMSC acknowledgement (DLR type 8) of a contact still in the queue:
@@ -519,6 +509,26 @@ impl std::fmt::Display for TaskState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// [`Store::reported_keys`] on a connection or transaction of the caller.
+pub(crate) async fn reported_keys_in<C: ConnectionTrait>(
+    c: &C,
+    keys: &[&str],
+) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for chunk in keys.chunks(1000) {
+        let sql = format!(
+            "SELECT DISTINCT idem_key FROM inbound WHERE source = ? AND idem_key IN ({})",
+            marks(chunk.len())
+        );
+        let values =
+            std::iter::once(Value::from(source::DLR)).chain(chunk.iter().map(|k| Value::from(*k)));
+        for r in query(c, &sql, values).await? {
+            out.insert(r.try_get::<String>("", "idem_key")?);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -100,6 +100,7 @@ impl World {
                 wave,
                 channel: "sms",
                 purpose: store::contacts::Purpose::Marketing,
+                at_most_once: false,
             },
             &rows,
         )

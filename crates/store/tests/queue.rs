@@ -97,6 +97,7 @@ impl Queue {
                 wave: "w",
                 channel: "sms",
                 purpose: store::contacts::Purpose::Marketing,
+                at_most_once: false,
             },
             &contacts,
         )
@@ -549,6 +550,7 @@ async fn contact_and_decision_text_arrives_as_written() -> Res {
             wave: "w",
             channel: "sms",
             purpose: store::contacts::Purpose::Marketing,
+            at_most_once: false,
         },
         &contacts,
     )

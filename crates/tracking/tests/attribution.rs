@@ -142,6 +142,7 @@ impl World {
                 wave,
                 channel,
                 purpose: store::contacts::Purpose::Marketing,
+                at_most_once: false,
             },
             &rows,
         )

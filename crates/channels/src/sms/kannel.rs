@@ -246,24 +246,25 @@ impl Inner {
         classify(status, &body)
     }
 
-    /// Every request error is worth a retry: Kannel was not reached or did not answer in
-    /// time. A timeout is ambiguous (Kannel may have taken the message), which the
-    /// dispatcher's retry policy has to weigh.
+    /// Every request error is worth a retry. One that came before the request left (no
+    /// connection) is a plain transient failure; a timeout or a connection lost after the
+    /// request went out is ambiguous: Kannel may have taken the message, so an at-most-once
+    /// wave does not send it again.
     fn request_error(&self, error: reqwest::Error) -> SendError {
         // The URL carries the password.
         let error = error.without_url();
-        if error.is_timeout() {
-            SendError::Transient(format!(
-                "Kannel sendsms did not answer within {} ms",
-                self.timeout.as_millis()
-            ))
-        } else if error.is_connect() {
+        if error.is_connect() {
             SendError::Transient(format!(
                 "cannot connect to Kannel sendsms: {}",
                 error_chain(&error)
             ))
+        } else if error.is_timeout() {
+            SendError::Ambiguous(format!(
+                "Kannel sendsms did not answer within {} ms",
+                self.timeout.as_millis()
+            ))
         } else {
-            SendError::Transient(format!(
+            SendError::Ambiguous(format!(
                 "Kannel sendsms request failed: {}",
                 error_chain(&error)
             ))
@@ -544,7 +545,7 @@ fn log_outcome(msg: &Outbound, res: &Result<Accepted, SendError>) {
             %to,
             %error,
         ),
-        Err(error @ SendError::Transient(_)) => tracing::debug!(
+        Err(error @ (SendError::Transient(_) | SendError::Ambiguous(_))) => tracing::debug!(
             message = "SMS submit failed, retryable.",
             key = %msg.key,
             %to,
@@ -568,7 +569,7 @@ impl Tally {
         match res {
             Ok(a) if a.queued => self.queued += 1,
             Ok(_) => self.accepted += 1,
-            Err(e @ SendError::Transient(_)) => {
+            Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_))) => {
                 self.transient += 1;
                 self.first_transient.get_or_insert_with(|| e.to_string());
             }

@@ -466,6 +466,7 @@ mod tests {
             delivered: 0,
             failed: 0,
             expired: 0,
+            unknown: 0,
             responded: 0,
         }];
         let html = render_html(&r);

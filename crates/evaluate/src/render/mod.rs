@@ -228,6 +228,7 @@ pub(crate) mod fixtures {
                     delivered: 101_000,
                     failed: 3_000,
                     expired: 1_300,
+                    unknown: 0,
                     responded: 8_000,
                 },
                 WaveCounts {
@@ -241,6 +242,7 @@ pub(crate) mod fixtures {
                     delivered: 3_900,
                     failed: 700,
                     expired: 200,
+                    unknown: 0,
                     responded: 1_150,
                 },
             ],

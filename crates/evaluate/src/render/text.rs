@@ -377,6 +377,7 @@ mod tests {
             delivered: 0,
             failed: 0,
             expired: 0,
+            unknown: 0,
             responded: 0,
         };
         r.waves.truncate(2);

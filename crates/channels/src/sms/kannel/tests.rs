@@ -514,7 +514,7 @@ async fn uses_and_caps_parallel_keep_alive_connections() {
 }
 
 #[tokio::test]
-async fn timeouts_are_transient_and_do_not_hold_up_the_rest() {
+async fn timeouts_are_ambiguous_and_do_not_hold_up_the_rest() {
     let kannel = FakeKannel::start().await;
     let mut cfg = kannel.config();
     cfg.timeout_ms = 200;
@@ -525,7 +525,7 @@ async fn timeouts_are_transient_and_do_not_hold_up_the_rest() {
         .await;
     assert_eq!(
         res[0],
-        Err(SendError::Transient(
+        Err(SendError::Ambiguous(
             "Kannel sendsms did not answer within 200 ms".into()
         ))
     );
