@@ -35,26 +35,6 @@ async fn kill_nine_during_a_wave_on_postgres() {
     crash_and_restart(Backend::Postgres).await;
 }
 
-/// One SMS wave to everyone; windows long enough that the run stays open while we count.
-const WORKFLOW: &str = r#"
-campaign: crash-wave
-timezone: Asia/Shanghai
-audience:
-  segment: everyone
-waves:
-  - id: sms_blast
-    channel: sms
-    template: templates/blast.txt
-    respond_within: 30d
-    send_within: 30d
-"#;
-
-const SEGMENTS: &str = r#"
-segments:
-  everyone:
-    where: "tenure_months >= 0"
-"#;
-
 /// When a daemon life ends: at a random time after its start (during startup, planning or
 /// dispatch), or as soon as the gateway has seen a number of distinct keys (mid-batch),
 /// whichever comes first. The key limit keeps the wave unfinished until the last kill.
@@ -72,36 +52,9 @@ async fn crash_and_restart(backend: Backend) {
 
     let db = helpers::fresh_db(backend).await;
     let store = db.store.clone();
-    let base: Vec<_> = subscribers::generate(&catalogue::shipped(), TARGETS, 2026)
-        .map(|mut s| {
-            s.opt_out = false;
-            s
-        })
-        .collect();
-    store
-        .insert_subscribers(
-            &base,
-            store::subscribers::OnDuplicate::Fail,
-            store::wall_now(),
-        )
-        .await
-        .unwrap();
-    assert!(
-        base.iter()
-            .all(|s| matches!(s.get("tenure_months"), Some(catalogue::Value::Int(m)) if m >= 0)),
-        "the `everyone` segment must match the whole base"
-    );
-
+    daemon::insert_everyone(&store, TARGETS, 2026).await;
     let dir = tempfile::tempdir().unwrap();
-    let workflows = dir.path().join("workflows");
-    std::fs::create_dir_all(workflows.join("templates")).unwrap();
-    std::fs::write(workflows.join("segments.yaml"), SEGMENTS).unwrap();
-    std::fs::write(
-        workflows.join("templates/blast.txt"),
-        "{name}, your autumn data bonus is ready.",
-    )
-    .unwrap();
-    std::fs::write(workflows.join("crash-wave.yaml"), WORKFLOW).unwrap();
+    let workflows = daemon::blast_workflows(dir.path(), "crash-wave");
 
     let gw = CountingGateway::start().await;
     let mut cfg = DaemonConfig {

@@ -504,3 +504,52 @@ pub(crate) async fn states(store: &store::Store) -> HashMap<String, i64> {
         .map(|(k, v)| (k, v as i64))
         .collect()
 }
+
+/// A workflows folder (under `dir`) with one campaign, `campaign`: a single SMS wave to every
+/// subscriber, with windows long enough that the run stays open while a test counts.
+/// Returns the folder.
+pub(crate) fn blast_workflows(dir: &Path, campaign: &str) -> PathBuf {
+    let workflows = dir.join("workflows");
+    std::fs::create_dir_all(workflows.join("templates")).unwrap();
+    std::fs::write(
+        workflows.join("segments.yaml"),
+        "segments:\n  everyone:\n    where: \"tenure_months >= 0\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        workflows.join("templates/blast.txt"),
+        "{name}, your autumn data bonus is ready.",
+    )
+    .unwrap();
+    let wf = format!(
+        "campaign: {campaign}\ntimezone: Asia/Shanghai\naudience:\n  segment: everyone\nwaves:\n  \
+         - id: sms_blast\n    channel: sms\n    template: templates/blast.txt\n    \
+         respond_within: 30d\n    send_within: 30d\n"
+    );
+    std::fs::write(workflows.join(format!("{campaign}.yaml")), wf).unwrap();
+    workflows
+}
+
+/// `n` synthetic subscribers (seeded), none opted out, so the `everyone` segment of
+/// [`blast_workflows`] targets each of them.
+pub(crate) async fn insert_everyone(store: &store::Store, n: usize, seed: u64) {
+    let base: Vec<_> = subscribers::generate(&catalogue::shipped(), n, seed)
+        .map(|mut s| {
+            s.opt_out = false;
+            s
+        })
+        .collect();
+    assert!(
+        base.iter()
+            .all(|s| matches!(s.get("tenure_months"), Some(catalogue::Value::Int(m)) if m >= 0)),
+        "the `everyone` segment must match the whole base"
+    );
+    store
+        .insert_subscribers(
+            &base,
+            store::subscribers::OnDuplicate::Fail,
+            store::wall_now(),
+        )
+        .await
+        .unwrap();
+}

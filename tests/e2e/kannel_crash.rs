@@ -33,25 +33,6 @@ const LEASE_SECS: u64 = 3;
 /// (deploy/kannel/kannel.conf.tmpl); the next life is listening well within that.
 const ACK_GRACE_MS: u64 = 10_000;
 
-const WORKFLOW: &str = r#"
-campaign: kannel-crash
-timezone: Asia/Shanghai
-audience:
-  segment: everyone
-waves:
-  - id: sms_blast
-    channel: sms
-    template: templates/blast.txt
-    respond_within: 30d
-    send_within: 30d
-"#;
-
-const SEGMENTS: &str = r#"
-segments:
-  everyone:
-    where: "tenure_months >= 0"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_during_a_wave_through_real_kannel_on_postgres() {
     let started = Instant::now();
@@ -60,20 +41,7 @@ async fn kill_nine_during_a_wave_through_real_kannel_on_postgres() {
 
     let db = helpers::fresh_db(Backend::Postgres).await;
     let store = db.store.clone();
-    let base: Vec<_> = subscribers::generate(&catalogue::shipped(), TARGETS, 2027)
-        .map(|mut s| {
-            s.opt_out = false;
-            s
-        })
-        .collect();
-    store
-        .insert_subscribers(
-            &base,
-            store::subscribers::OnDuplicate::Fail,
-            store::wall_now(),
-        )
-        .await
-        .unwrap();
+    daemon::insert_everyone(&store, TARGETS, 2027).await;
     let receivers: HashSet<String> = daemon::rows(&store, "SELECT msisdn FROM subscriber")
         .await
         .iter()
@@ -95,15 +63,7 @@ async fn kill_nine_during_a_wave_through_real_kannel_on_postgres() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let workflows = dir.path().join("workflows");
-    std::fs::create_dir_all(workflows.join("templates")).unwrap();
-    std::fs::write(workflows.join("segments.yaml"), SEGMENTS).unwrap();
-    std::fs::write(
-        workflows.join("templates/blast.txt"),
-        "{name}, your autumn data bonus is ready.",
-    )
-    .unwrap();
-    std::fs::write(workflows.join("kannel-crash.yaml"), WORKFLOW).unwrap();
+    let workflows = daemon::blast_workflows(dir.path(), "kannel-crash");
     let cfg = DaemonConfig {
         database_url: db.url.clone(),
         database_schema: db.schema.clone(),

@@ -402,17 +402,22 @@ async fn transient_failures_stop_after_max_attempts() {
 }
 
 async fn due_times(store: &Store) -> Vec<i64> {
+    queue_column(store, "due_at", "due_at").await
+}
+
+/// One column of every queue row, in `order`.
+async fn queue_column<T: sea_orm::TryGetable>(store: &Store, col: &str, order: &str) -> Vec<T> {
     let rows = store
         .db()
         .query_all_raw(store::stmt(
             store.db(),
-            "SELECT due_at FROM dispatch ORDER BY due_at",
+            &format!("SELECT {col} FROM dispatch ORDER BY {order}"),
             [],
         ))
         .await
         .unwrap();
     rows.iter()
-        .map(|r| r.try_get::<i64>("", "due_at").unwrap())
+        .map(|r| r.try_get::<T>("", col).unwrap())
         .collect()
 }
 
@@ -673,18 +678,7 @@ async fn a_crash_between_send_and_settle_resends_that_batch_once_after_the_lease
 
 /// The queue rows' lease ends, by contact.
 async fn lease_ends(store: &Store) -> Vec<Option<i64>> {
-    let rows = store
-        .db()
-        .query_all_raw(store::stmt(
-            store.db(),
-            "SELECT lease_until FROM dispatch ORDER BY contact_id",
-            [],
-        ))
-        .await
-        .unwrap();
-    rows.iter()
-        .map(|r| r.try_get::<Option<i64>>("", "lease_until").unwrap())
-        .collect()
+    queue_column(store, "lease_until", "contact_id").await
 }
 
 /// Waits (in real time, bounded) for a condition the engine makes true by itself.

@@ -174,24 +174,37 @@ impl Store {
         // A report for a contact that was never claimed is not believed: nothing was sent.
         const SENT_OR_CLAIMED: &str = "(state = 'sent' OR (state = 'pending' AND EXISTS \
              (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)))";
+        if delivered {
+            self.settle_by_report(
+                &format!("SET state = 'delivered', delivered_at = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"),
+                [at.into(), at.into(), contact_id.into()],
+                contact_id,
+            )
+            .await
+        } else {
+            self.settle_by_report(
+                &format!("SET state = 'undelivered', last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"),
+                [reason.unwrap_or("undelivered").into(), at.into(), contact_id.into()],
+                contact_id,
+            )
+            .await
+        }
+    }
+
+    /// One report's change to a contact (`UPDATE contact <set_where>`), fenced; when it took,
+    /// the contact's queue row goes in the same transaction: the report settled it.
+    async fn settle_by_report<const N: usize>(
+        &self,
+        set_where: &str,
+        values: [Value; N],
+        contact_id: i64,
+    ) -> Result<bool> {
         let tx = self.db().begin().await?;
         self.check_fence(&tx).await?;
-        let res = if delivered {
-            exec(
-                &tx,
-                &format!("UPDATE contact SET state = 'delivered', delivered_at = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"),
-                [at.into(), at.into(), contact_id.into()],
-            )
+        let changed = exec(&tx, &format!("UPDATE contact {set_where}"), values)
             .await?
-        } else {
-            exec(
-                &tx,
-                &format!("UPDATE contact SET state = 'undelivered', last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"),
-                [reason.unwrap_or("undelivered").into(), at.into(), contact_id.into()],
-            )
-            .await?
-        };
-        let changed = res.rows_affected() == 1;
+            .rows_affected()
+            == 1;
         if changed {
             exec(
                 &tx,
@@ -219,27 +232,13 @@ impl Store {
     /// reached the SMSC is not repeated. A contact already past `pending` is left alone;
     /// one never claimed is not believed: nothing was sent.
     pub async fn record_submission(&self, contact_id: i64, at: Millis) -> Result<bool> {
-        let tx = self.db().begin().await?;
-        self.check_fence(&tx).await?;
-        let changed = exec(
-            &tx,
-            "UPDATE contact SET state = 'sent', sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state = 'pending' \
+        self.settle_by_report(
+            "SET state = 'sent', sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state = 'pending' \
              AND EXISTS (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)",
             [at.into(), contact_id.into()],
+            contact_id,
         )
-        .await?
-        .rows_affected()
-            == 1;
-        if changed {
-            exec(
-                &tx,
-                "DELETE FROM dispatch WHERE contact_id = ?",
-                [contact_id.into()],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(changed)
+        .await
     }
 
     /// Stores a response and, when it counts for the wave, marks the contact responded
