@@ -245,6 +245,15 @@ impl Kannel {
 
 impl Drop for Kannel {
     fn drop(&mut self) {
+        // The logs go with the temporary directory: show their ends when a test failed.
+        if std::thread::panicking() {
+            for file in ["bearerbox.log", "smsbox.log", "fakesmsc.log"] {
+                let log = self.log(file);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                eprintln!("--- Kannel {file}, last lines ---\n{tail}");
+            }
+        }
         let out = self.script(&["stop"]);
         if !out.status.success() {
             eprintln!("scripts/kannel.sh stop failed: {}", describe(&out));
