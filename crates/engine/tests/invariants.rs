@@ -697,6 +697,28 @@ where
     }
 }
 
+/// An engine that started a run and planned it, and one dispatch round of it running in the
+/// background against a gateway that answers `answered` messages and holds the rest.
+async fn stalled_round(
+    rig: &Rig,
+    cfg: EngineConfig,
+    answered: usize,
+) -> (
+    Arc<Engine>,
+    i64,
+    tokio::task::JoinHandle<Result<engine::RoundStats, EngineError>>,
+) {
+    let e = Arc::new(rig.engine(cfg).await);
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    *rig.sms.stall_after.lock().unwrap() = Some(answered);
+    let round = tokio::spawn({
+        let e = e.clone();
+        async move { e.dispatch_round("sms").await }
+    });
+    (e, run_id, round)
+}
+
 // e2. dispatch.rs (`send_and_settle`): each answer is recorded as it comes, so a crash
 //     leaves in doubt only the messages whose answer was not yet written, not the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -704,14 +726,7 @@ async fn answers_are_settled_as_they_come_so_a_crash_repeats_only_the_unanswered
     let rig = Rig::new(ONE_WAVE, 10).await;
     let mut cfg = rig.config();
     cfg.batch_size = 10;
-    let e1 = Arc::new(rig.engine(cfg.clone()).await);
-    let run_id = e1.trigger("inv", "test").await.unwrap();
-    e1.tick().await.unwrap();
-    *rig.sms.stall_after.lock().unwrap() = Some(3);
-    let round = tokio::spawn({
-        let e1 = e1.clone();
-        async move { e1.dispatch_round("sms").await }
-    });
+    let (e1, run_id, round) = stalled_round(&rig, cfg.clone(), 3).await;
     eventually("the first three answers to be settled", || async {
         let states = wave_states(&rig.store, run_id, 0).await;
         states.values().filter(|s| *s == "sent").count() == 3
@@ -746,14 +761,7 @@ async fn a_batch_slower_than_its_lease_keeps_it_renewed() {
     let mut cfg = rig.config();
     // Renewed every 100 ms of real time; the manual clock jumps far past it below.
     cfg.lease = Duration::from_millis(300);
-    let e1 = Arc::new(rig.engine(cfg.clone()).await);
-    let run_id = e1.trigger("inv", "test").await.unwrap();
-    e1.tick().await.unwrap();
-    *rig.sms.stall_after.lock().unwrap() = Some(0);
-    let round = tokio::spawn({
-        let e1 = e1.clone();
-        async move { e1.dispatch_round("sms").await }
-    });
+    let (_e1, run_id, round) = stalled_round(&rig, cfg.clone(), 0).await;
     eventually("the batch to reach the gateway", || async {
         rig.sms.keys().len() == 6
     })
