@@ -6,6 +6,8 @@
 #   scripts/kannel.sh stop               admin shutdown, then SIGTERM by recorded PID; nothing left running
 #   scripts/kannel.sh restart            stop + start
 #   scripts/kannel.sh status [-q]        exit 0 only if bearerbox, smsbox and fakesmsc are up and FAKE is online
+#   scripts/kannel.sh restart-smsbox     stop smsbox (if it still runs) and start a new one, as a service
+#                                        manager would after a crash; bearerbox, its store and fakesmsc stay
 #   scripts/kannel.sh mo <from> <to> <text>
 #                                        inject one MO (subscriber reply) through fakesmsc; non-ASCII text
 #                                        is sent as UCS-2 (arrives as UTF-8 thanks to mo-recode)
@@ -403,6 +405,24 @@ do_status() {
     return "$ok"
 }
 
+# --- restart-smsbox ------------------------------------------------------------------------
+
+# What a service manager does when smsbox died or stopped answering: a new smsbox on the same
+# config. bearerbox keeps its store and the SMSC link, so nothing queued is lost; callbacks
+# smsbox had not delivered yet are. The old output is kept beside the new one.
+do_restart_smsbox() {
+    load_settings
+    box_alive bearerbox || die "bearerbox is not running in $KANNEL_DIR: use '$0 restart'"
+    stop_pid "$(pidfile smsbox)" smsbox smsbox 5
+    [[ -f "$LOG_DIR/smsbox.out" ]] && mv -f "$LOG_DIR/smsbox.out" "$LOG_DIR/smsbox.out.$(date +%s%N)"
+    launch smsbox /dev/null "$SMSBOX" -v 2 "$CONF"
+    wait_until "$START_TIMEOUT" "smsbox to listen on $KANNEL_SENDSMS_PORT" smsbox_port_up ||
+        die "the new smsbox did not open its sendsms port (logs in $LOG_DIR)"
+    wait_until "$START_TIMEOUT" "status.txt to show smsbox connected" kannel_ready ||
+        die "the new smsbox did not connect to bearerbox (logs in $LOG_DIR)"
+    log "smsbox restarted (pid $(box_pid smsbox))"
+}
+
 # --- mo ------------------------------------------------------------------------------------
 
 urlencode_bytes() { # stdin bytes -> %XX%XX...
@@ -471,6 +491,7 @@ case "$cmd" in
         do_start
         ;;
     status) do_status "$@" ;;
+    restart-smsbox) (($# == 0)) || die "restart-smsbox takes no arguments"; do_restart_smsbox ;;
     mo) do_mo "$@" ;;
     clean)
         do_stop

@@ -93,6 +93,7 @@ async fn kill_nine_during_a_wave_through_real_kannel_on_postgres() {
         .collect();
     points.sort_unstable();
     let seen = |k: &Kannel| -> HashSet<String> { receivers_of(&k.delivered()) };
+    let mut smsbox_restarts = 0;
     for (life, point) in points.iter().enumerate() {
         let early = life == 0 || rng.random_bool(0.25);
         let delay = Duration::from_millis(rng.random_range(0..1500));
@@ -100,10 +101,19 @@ async fn kill_nine_during_a_wave_through_real_kannel_on_postgres() {
         let name = format!("life-{life}");
         let before = seen(&kannel).len();
         let target = (*point).max(before + jitter);
+        // A target past the last receiver would never be reached: once (nearly) every
+        // receiver has its message, the life is killed after its delay instead, wherever it
+        // is (reconciling, taking reports).
+        let early = early || target > TARGETS;
         let mut d = Daemon::spawn(&name, &cfg_path);
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_secs(120);
+        let mut watched = Instant::now();
         while seen(&kannel).len() < target && (!early || t0.elapsed() < delay) {
+            if watched.elapsed() > Duration::from_secs(3) {
+                watch_smsbox(&kannel, &mut smsbox_restarts, &name).await;
+                watched = Instant::now();
+            }
             assert!(
                 Instant::now() < deadline,
                 "{name} did not reach {target} receivers within 120 s; stderr:\n{}",
@@ -131,7 +141,12 @@ async fn kill_nine_during_a_wave_through_real_kannel_on_postgres() {
     let mut last = Daemon::spawn(&name, &cfg_path);
     last.listening(Duration::from_secs(30)).await;
     let deadline = Instant::now() + Duration::from_secs(240);
+    let mut watched = Instant::now();
     loop {
+        if watched.elapsed() > Duration::from_secs(3) {
+            watch_smsbox(&kannel, &mut smsbox_restarts, &name).await;
+            watched = Instant::now();
+        }
         let st = daemon::states(&store).await;
         let out = st.get("delivered").copied().unwrap_or(0) + st.get("sent").copied().unwrap_or(0);
         if out == TARGETS as i64 && seen(&kannel).len() == TARGETS {
@@ -209,12 +224,15 @@ async fn kill_nine_during_a_wave_through_real_kannel_on_postgres() {
             r.try_get::<i64>("", "n").unwrap()
         );
     }
-    // The bound (ARCHITECTURE.md): per kill, the messages in flight (`concurrency`) whose
-    // acknowledgement did not come back within the grace.
-    let bound = KILLS * CONCURRENCY;
+    // The bound (ARCHITECTURE.md): per crash, the messages in flight (`concurrency`) whose
+    // acknowledgement did not come back within the grace. A restarted smsbox is a crash of
+    // the gateway: its requests in flight and undelivered reports are in doubt the same way.
+    let crashes = KILLS + smsbox_restarts;
+    let bound = crashes * CONCURRENCY;
     println!(
-        "Kannel crash test (seed {seed}): {KILLS} kills, {} MT at the SMSC for {TARGETS} receivers, \
-         {duplicates} duplicates (bound {bound} = kills x concurrency); total time {:?}",
+        "Kannel crash test (seed {seed}): {KILLS} kills, {smsbox_restarts} smsbox restarts, {} MT \
+         at the SMSC for {TARGETS} receivers, {duplicates} duplicates (bound {bound} = crashes x \
+         concurrency); total time {:?}",
         lines.len(),
         started.elapsed()
     );
@@ -231,4 +249,30 @@ fn receivers_of(lines: &[String]) -> HashSet<String> {
 
 fn receiver(line: &str) -> Option<String> {
     line.split(' ').nth(1).map(str::to_owned)
+}
+
+/// Most smsbox restarts a run may need before the gateway, not the daemon, is taken to be
+/// what is broken.
+const MAX_SMSBOX_RESTARTS: usize = 2;
+
+/// The service manager's part, which production gives to systemd: when smsbox's sendsms port
+/// refuses connections twice, a second apart, smsbox is restarted and the event reported. (Two
+/// fresh-clone CI runs saw sendsms refuse connections for minutes after several kills of the
+/// daemon; the daemon cannot fix a gateway that is down, and a wave would wait for it.)
+/// Counted: each restart is one more crash in the duplicates' bound.
+async fn watch_smsbox(kannel: &Kannel, restarts: &mut usize, when: &str) {
+    if kannel.sendsms_accepts() {
+        return;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if kannel.sendsms_accepts() {
+        return;
+    }
+    assert!(
+        *restarts < MAX_SMSBOX_RESTARTS,
+        "smsbox's sendsms port refuses connections again ({when}) after {restarts} restarts"
+    );
+    let seen = kannel.restart_smsbox();
+    *restarts += 1;
+    println!("SMSBOX RESTARTED ({when}): its sendsms port refused connections. {seen}");
 }

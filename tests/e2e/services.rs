@@ -177,6 +177,36 @@ impl Kannel {
         self.run(&["mo", from, to, text]);
     }
 
+    /// Whether smsbox's sendsms port takes a TCP connection (refused: smsbox died, or it
+    /// lost its listener while running).
+    pub(crate) fn sendsms_accepts(&self) -> bool {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.sendsms_port));
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+    }
+
+    /// What a service manager does when smsbox stops answering: a new smsbox, bearerbox and
+    /// its store untouched. Returns what was seen first (whether the old one still ran, the
+    /// errors it logged), for the test to report.
+    pub(crate) fn restart_smsbox(&self) -> String {
+        let alive = alive(self.pid("smsbox"));
+        let log = self.log("smsbox.log");
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("PANIC") || (l.contains("ERROR") && !l.contains("Couldn't fetch"))
+            })
+            .collect();
+        let out = self.log("smsbox.out");
+        let out: Vec<&str> = out.lines().collect();
+        let seen = format!(
+            "smsbox still running: {alive}; its last PANIC/ERROR lines (failed callbacks left out):\n{}\nits last output:\n{}",
+            bad[bad.len().saturating_sub(10)..].join("\n"),
+            out[out.len().saturating_sub(10)..].join("\n"),
+        );
+        self.run(&["restart-smsbox"]);
+        seen
+    }
+
     /// The PID a box recorded for itself.
     pub(crate) fn pid(&self, name: &str) -> u32 {
         let path = self.dir.path().join("run").join(format!("{name}.pid"));
@@ -245,14 +275,37 @@ impl Kannel {
 
 impl Drop for Kannel {
     fn drop(&mut self) {
-        // The logs go with the temporary directory: show their ends when a test failed.
+        // The logs go with the temporary directory: show what tells why when a test failed.
+        // The noisy fakesmsc log first: a CI summary keeps only the end of the output.
         if std::thread::panicking() {
-            for file in ["bearerbox.log", "smsbox.log", "fakesmsc.log"] {
+            for (file, n) in [
+                ("fakesmsc.log", 10),
+                ("bearerbox.log", 40),
+                ("smsbox.log", 40),
+                ("bearerbox.out", 20),
+                ("smsbox.out", 20),
+            ] {
                 let log = self.log(file);
                 let lines: Vec<&str> = log.lines().collect();
-                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-                eprintln!("--- Kannel {file}, last lines ---\n{tail}");
+                let tail = lines[lines.len().saturating_sub(n)..].join("\n");
+                eprintln!("--- Kannel {file}, last {n} lines ---\n{tail}");
             }
+            for file in ["bearerbox.log", "smsbox.log"] {
+                let log = self.log(file);
+                let bad: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("PANIC") || l.contains("ERROR"))
+                    .collect();
+                let last = bad[bad.len().saturating_sub(20)..].join("\n");
+                eprintln!(
+                    "--- Kannel {file}: {} PANIC/ERROR lines, the last ---\n{last}",
+                    bad.len()
+                );
+            }
+            eprintln!(
+                "--- scripts/kannel.sh status ---\n{}",
+                describe(&self.script(&["status"]))
+            );
         }
         let out = self.script(&["stop"]);
         if !out.status.success() {
