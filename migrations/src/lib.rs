@@ -24,6 +24,7 @@ mod m20261201_000015_holdout;
 mod m20261202_000016_mail_outbox;
 mod m20261202_000017_inbound_key;
 mod m20261202_000018_at_most_once;
+mod m20261203_000020_spool_replayed;
 
 pub struct Migrator;
 
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000016_mail_outbox::Migration),
             Box::new(m20261202_000017_inbound_key::Migration),
             Box::new(m20261202_000018_at_most_once::Migration),
+            Box::new(m20261203_000020_spool_replayed::Migration),
         ]
     }
 }

@@ -122,6 +122,14 @@ impl DaemonConfig {
         writeln!(s, "\n[email]").unwrap();
         writeln!(s, "transport = \"file\"").unwrap();
         writeln!(s, "dir = {}", p(&self.mail_dir)).unwrap();
+        // Beside the mail folder, in the test's own temporary directory.
+        writeln!(s, "\n[callbacks]").unwrap();
+        writeln!(
+            s,
+            "spool_dir = {}",
+            p(&self.mail_dir.with_file_name("spool"))
+        )
+        .unwrap();
         std::fs::write(path, s).unwrap();
     }
 }

@@ -5,10 +5,14 @@
 //! the per-message HMAC in the URL is the credential, checked by the handler before it reads
 //! or stores anything), or a set of roles, checked here before the body is read. A bearer
 //! token is looked up by its SHA-256; an unknown or revoked token gets 401, a known one
-//! without the route's role 403, and neither reaches the handler.
+//! without the route's role 403, and neither reaches the handler. While the database cannot
+//! be asked, a token it confirmed in the last 15 minutes is still accepted (fail static: the
+//! MO callbacks go on into the spool); any other gets 503.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -118,6 +122,8 @@ pub struct Peer(pub std::net::SocketAddr);
 pub(crate) struct Gate {
     pub(crate) access: Access,
     pub(crate) store: store::Store,
+    /// Tokens the database confirmed lately, shared by every route.
+    pub(crate) recent: Arc<RecentTokens>,
     /// Source allowlist of this route (callbacks only); empty: any.
     pub(crate) allow: Arc<Vec<Cidr>>,
 }
@@ -181,8 +187,20 @@ pub(crate) async fn authorize(State(g): State<Gate>, mut req: Request, next: Nex
         return unauthorized("missing credentials: send `Authorization: Bearer <token>`");
     };
     let principal = match g.store.principal_for_token(&token).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return unauthorized("unknown or revoked token"),
+        Ok(Some(p)) => {
+            g.recent.remember(&token, &p);
+            p
+        }
+        Ok(None) => {
+            g.recent.forget(&token);
+            return unauthorized("unknown or revoked token");
+        }
+        Err(e) if let Some(p) = g.recent.recall(&token) => {
+            // Fail static: Kannel's MO callbacks keep coming while the database is down,
+            // and go to the spool; a token the database confirmed minutes ago still holds.
+            warn!(error = %e, principal = %p.name, "Token lookup failed; the token was confirmed lately, so it is accepted.");
+            p
+        }
         Err(e) => {
             warn!(error = %e, "Token lookup failed.");
             return (
@@ -206,6 +224,43 @@ pub(crate) async fn authorize(State(g): State<Gate>, mut req: Request, next: Nex
     }
     req.extensions_mut().insert(Caller(principal));
     next.run(req).await
+}
+
+/// How long a token the database confirmed is still accepted while the database cannot be
+/// asked (a revocation made in that window takes effect when the database is back).
+const RECENT_FOR: Duration = Duration::from_secs(15 * 60);
+/// Tokens remembered at most; a full memory starts over (tokens are few: one per gateway,
+/// team and operator).
+const MAX_RECENT: usize = 1024;
+
+/// Tokens the database confirmed lately, by their hash, used only when the database cannot
+/// be asked (see [`authorize`]).
+#[derive(Debug, Default)]
+pub(crate) struct RecentTokens {
+    seen: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl RecentTokens {
+    fn remember(&self, token: &str, p: &Principal) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let key = store::auth::hash_token(token);
+        if seen.len() >= MAX_RECENT && !seen.contains_key(&key) {
+            seen.clear();
+        }
+        seen.insert(key, (p.clone(), Instant::now()));
+    }
+
+    fn forget(&self, token: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.remove(&store::auth::hash_token(token));
+    }
+
+    fn recall(&self, token: &str) -> Option<Principal> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&store::auth::hash_token(token))
+            .filter(|(_, at)| at.elapsed() < RECENT_FOR)
+            .map(|(p, _)| p.clone())
+    }
 }
 
 /// The authenticated principal of a request (routes with [`Access::Roles`]).

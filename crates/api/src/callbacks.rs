@@ -3,7 +3,7 @@
 
 use axum::extract::{RawQuery, State};
 use store::inbound::{NewInbound, source};
-use tracing::debug;
+use tracing::{debug, error, warn};
 
 use crate::Shared;
 use crate::error::{ApiError, bad};
@@ -35,7 +35,7 @@ const MAX_REPLY: usize = 1000;
         (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or wrong token `t`; nothing read or stored", body = crate::error::ErrorBody),
         (status = 403, description = "Unknown key, or source address not allowed; nothing stored", body = crate::error::ErrorBody),
-        (status = 500, description = "Not stored; Kannel retries", body = crate::error::ErrorBody),
+        (status = 500, description = "Not stored, and no spool could take it; Kannel retries. (With the database down the callback is spooled and answered 200.)", body = crate::error::ErrorBody),
     ))]
 pub(crate) async fn dlr(
     State(state): State<Shared>,
@@ -77,25 +77,51 @@ pub(crate) async fn dlr(
             format!("expected the SMSC reply (%A), at most {MAX_REPLY} characters"),
         ));
     }
+    let row = NewInbound {
+        source: source::DLR,
+        idem_key: Some(key.clone()),
+        msisdn: to,
+        kind: kind.clone(),
+        value: reply,
+        payload: without(q.to_json(&[]), "t"),
+        received_at: (state.now)(),
+    };
     // Only reports for contacts we sent are stored, so nothing can pile up under a key
     // that never matches (a validly signed unknown key means a restored or foreign database).
-    if state.store.contact_by_key(&key).await?.is_none() {
-        return Err(ApiError::Forbidden("unknown key".to_owned()));
+    // With the database down the signature alone vouches for the key: the report is spooled.
+    match state.store.contact_by_key(&key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(ApiError::Forbidden("unknown key".to_owned())),
+        Err(e) => return spool_or_fail(&state, row, e).await,
     }
-    state
-        .store
-        .insert_inbound(&[NewInbound {
-            source: source::DLR,
-            idem_key: Some(key.clone()),
-            msisdn: to,
-            kind: kind.clone(),
-            value: reply,
-            payload: without(q.to_json(&[]), "t"),
-            received_at: (state.now)(),
-        }])
-        .await?;
+    if let Err(e) = state.store.insert_inbound(std::slice::from_ref(&row)).await {
+        return spool_or_fail(&state, row, e).await;
+    }
     debug!(key = %key, dlr_type = %kind, "Delivery report stored.");
     Ok("ok")
+}
+
+/// A callback the database could not take goes to the spool (fsynced before the `200`), to
+/// be stored when the database is back; without a spool, or when the spool cannot write
+/// either, the answer is 500 and Kannel retries.
+async fn spool_or_fail(
+    state: &Shared,
+    row: NewInbound,
+    err: store::StoreError,
+) -> Result<&'static str, ApiError> {
+    let Some(spool) = &state.spool else {
+        return Err(err.into());
+    };
+    match spool.append(vec![row]).await {
+        Ok(()) => {
+            warn!(message = "Database unavailable: callback spooled; stored when it is back.", error = %err);
+            Ok("ok")
+        }
+        Err(e) => {
+            error!(message = "Database unavailable and the spool cannot write: callback refused (Kannel retries).", error = %err, spool_error = %e);
+            Err(err.into())
+        }
+    }
 }
 
 /// `GET /callbacks/kannel/mo?from=..&to=..&text=..&msgid=..&ts=..` (also `charset`, as `%C`).
@@ -112,7 +138,7 @@ pub(crate) async fn dlr(
         (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown gateway token; nothing stored", body = crate::error::ErrorBody),
         (status = 403, description = "Not a gateway token, or source address not allowed", body = crate::error::ErrorBody),
-        (status = 500, description = "Not stored; Kannel retries", body = crate::error::ErrorBody),
+        (status = 500, description = "Not stored, and no spool could take it; Kannel retries. (With the database down the callback is spooled and answered 200.)", body = crate::error::ErrorBody),
     ))]
 pub(crate) async fn mo(
     State(state): State<Shared>,
@@ -131,18 +157,18 @@ pub(crate) async fn mo(
             format!("expected the message text, at most {MAX_TEXT} characters"),
         ));
     }
-    state
-        .store
-        .insert_inbound(&[NewInbound {
-            source: source::MO,
-            idem_key: None,
-            msisdn: Some(from.clone()),
-            kind: "reply".to_owned(),
-            payload: without(q.to_json(&[("text", &text)]), "token"),
-            value: Some(text),
-            received_at: (state.now)(),
-        }])
-        .await?;
+    let row = NewInbound {
+        source: source::MO,
+        idem_key: None,
+        msisdn: Some(from.clone()),
+        kind: "reply".to_owned(),
+        payload: without(q.to_json(&[("text", &text)]), "token"),
+        value: Some(text),
+        received_at: (state.now)(),
+    };
+    if let Err(e) = state.store.insert_inbound(std::slice::from_ref(&row)).await {
+        return spool_or_fail(&state, row, e).await;
+    }
     debug!(from = %mask(&from), "SMS reply stored.");
     Ok("ok")
 }

@@ -51,6 +51,7 @@ mod fuzz;
 mod input;
 pub mod openapi;
 mod ops;
+pub mod spool;
 mod story;
 mod tasks;
 
@@ -72,6 +73,8 @@ struct Shared {
     probes: Arc<Probes>,
     /// The callbacks' signing secret and allowlists.
     callbacks: Arc<auth::CallbackAuth>,
+    /// Where callbacks go while the database cannot take them.
+    spool: Option<Arc<spool::Spool>>,
 }
 
 /// What the health routes read besides the database.
@@ -149,6 +152,9 @@ pub struct ServeOptions {
     /// The DLR signing secret and the callbacks' source allowlists. The default has no
     /// secret, so every delivery report is refused: callbacks fail closed.
     pub callbacks: auth::CallbackAuth,
+    /// Where Kannel's callbacks go while the database cannot take them (the daemon sets it;
+    /// without one, such a callback is answered 500 and Kannel retries it a few times).
+    pub spool: Option<Arc<spool::Spool>>,
 }
 
 impl Default for ServeOptions {
@@ -159,6 +165,7 @@ impl Default for ServeOptions {
             supervisor: Supervisor::new(),
             expect_engine: false,
             callbacks: auth::CallbackAuth::default(),
+            spool: None,
         }
     }
 }
@@ -355,7 +362,9 @@ pub fn router_with(state: AppState, opts: &ServeOptions) -> Router {
         now: opts.now.clone(),
         probes: probes.clone(),
         callbacks: callbacks.clone(),
+        spool: opts.spool.clone(),
     };
+    let recent = Arc::new(auth::RecentTokens::default());
     let mut open = Router::new();
     let mut limited = Router::new();
     for r in routes() {
@@ -371,6 +380,7 @@ pub fn router_with(state: AppState, opts: &ServeOptions) -> Router {
         let gate = auth::Gate {
             access: r.access,
             store: state.store.clone(),
+            recent: recent.clone(),
             allow: Arc::new(allow),
         };
         // Authorization is the outer layer: nobody unauthenticated gets a body read.

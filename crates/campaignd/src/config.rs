@@ -72,7 +72,7 @@ impl Default for ApprovalsSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CallbacksSection {
     /// Addresses or CIDRs (e.g. `"10.0.3.0/24"`) that may call `/callbacks/kannel/dlr`;
@@ -83,6 +83,25 @@ pub(crate) struct CallbacksSection {
     /// token still applies).
     #[serde(default)]
     pub(crate) mo_allow: Vec<String>,
+    /// Folder where delivery reports and replies go, fsynced, while the database cannot
+    /// take them; they are stored from there when it is back. Local to this daemon (like a
+    /// write-ahead log): keep it on persistent disk. Default `campaignd-spool`.
+    #[serde(default = "default_spool")]
+    pub(crate) spool_dir: PathBuf,
+}
+
+fn default_spool() -> PathBuf {
+    "campaignd-spool".into()
+}
+
+impl Default for CallbacksSection {
+    fn default() -> Self {
+        CallbacksSection {
+            dlr_allow: Vec::new(),
+            mo_allow: Vec::new(),
+            spool_dir: default_spool(),
+        }
+    }
 }
 
 fn default_true() -> bool {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 // glibc malloc took ~12% of the dispatcher's CPU (perf over crates/bench): every message
 // allocates its URL, text and row values, from many tokio and database threads. Declared here,
@@ -1008,8 +1008,65 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "campaignd".into())
 }
 
+/// Waits for a PostgreSQL server that is not up yet (a daemon started with, or before, its
+/// database), retrying with backoff; anything else fails at once. A SQLite file is never
+/// "down": its errors are reported.
+async fn wait_for_database(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.database_url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match store::Store::connect(&cfg.database_url, cfg.database_schema.as_deref()).await {
+            Ok(_) => return Ok(()),
+            Err(store::StoreError::BadUrl(u)) => bail!("bad database URL {}", redact(&u)),
+            Err(e) => {
+                eprintln!(
+                    "waiting for the database {} ({e}); next try in {}s",
+                    redact(&cfg.database_url),
+                    pause.as_secs()
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(engine::MAX_FAILURE_PAUSE);
+            }
+        }
+    }
+}
+
+/// Stores the spooled callbacks whenever there are any and the database takes them.
+async fn spool_loop(
+    spool: Arc<api::spool::Spool>,
+    store: store::Store,
+    cancel: CancellationToken,
+    hb: supervise::Heartbeat,
+) {
+    let mut failures = 0u32;
+    while !cancel.is_cancelled() {
+        hb.beat();
+        let mut pause = SPOOL_POLL;
+        match spool.replay(&store, store::wall_now()).await {
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                pause = engine::after_failures(SPOOL_POLL, failures);
+                warn!(message = "Spooled callbacks not stored yet.", error = %e, pending = spool.pending(), retry_in_ms = pause.as_millis() as u64);
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// How often the spool is looked at.
+const SPOOL_POLL: Duration = Duration::from_secs(1);
+
 async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Result<ExitCode> {
+    wait_for_database(&cfg).await?;
     let store = open_store(&cfg).await?;
+    let spool = api::spool::Spool::open(&cfg.callbacks.spool_dir)
+        .context("cannot open the callback spool ([callbacks] spool_dir)")?;
     let callbacks = callback_auth(&cfg, &store).await?;
     let _lock = store.lock_daemon()?;
     let (workflows, diags) = spec::load_dir(&cfg.workflows);
@@ -1057,6 +1114,7 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         supervisor: engine.supervisor(),
         expect_engine: true,
         callbacks,
+        spool: Some(spool.clone()),
         ..api::ServeOptions::default()
     };
     let api = tokio::spawn(api::serve_with(
@@ -1082,6 +1140,15 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         info!(message = "Shutting down: no new claims; settling batches in flight.");
         signal_cancel.cancel();
     });
+    {
+        let (sup, store, cancel) = (engine.supervisor(), store.clone(), cancel.clone());
+        tokio::spawn(async move {
+            sup.run("spool", &cancel, supervise::Backoff::default(), |hb| {
+                spool_loop(spool.clone(), store.clone(), cancel.clone(), hb)
+            })
+            .await;
+        });
+    }
     let run = tokio::spawn(engine.clone().run(cancel.clone(), true));
     cancel.cancelled().await;
     match tokio::time::timeout(Duration::from_secs(grace), run).await {

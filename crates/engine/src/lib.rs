@@ -741,18 +741,25 @@ impl Engine {
         cancel: CancellationToken,
         hb: supervise::Heartbeat,
     ) {
+        let mut failures = 0u32;
         while !cancel.is_cancelled() {
             hb.beat();
+            let mut pause = self.cfg.poll;
             match self.dispatch_round(&kind).await {
-                Ok(s) if s.claimed > 0 => continue,
-                Ok(_) => {}
+                Ok(s) if s.claimed > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => failures = 0,
                 Err(e) => {
-                    error!(message = "Dispatch round failed.", channel = %kind, error = %e)
+                    failures += 1;
+                    pause = after_failures(self.cfg.poll, failures);
+                    error!(message = "Dispatch round failed.", channel = %kind, error = %e, failures, retry_in_ms = pause.as_millis() as u64)
                 }
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(self.cfg.poll) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -760,17 +767,26 @@ impl Engine {
     /// Mail rounds until `cancel`, under the supervisor like the dispatchers: a mail it held
     /// when it panicked goes back to the queue when its lease runs out.
     async fn mail_loop(self: Arc<Self>, cancel: CancellationToken, hb: supervise::Heartbeat) {
+        let mut failures = 0u32;
         while !cancel.is_cancelled() {
             hb.beat();
+            let mut pause = self.cfg.poll;
             match self.mail_round().await {
-                Ok(s) if s.claimed > 0 => continue,
-                Ok(_) => {}
-                Err(e) => error!(message = "Mail round failed.", error = %e),
+                Ok(s) if s.claimed > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    pause = after_failures(self.cfg.poll, failures);
+                    error!(message = "Mail round failed.", error = %e, failures, retry_in_ms = pause.as_millis() as u64);
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = self.mail_wake.notified() => {}
-                _ = tokio::time::sleep(self.cfg.poll) => {}
+                _ = self.mail_wake.notified(), if failures == 0 => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -781,15 +797,22 @@ impl Engine {
         cancel: CancellationToken,
         hb: supervise::Heartbeat,
     ) {
+        let mut failures = 0u32;
         while !cancel.is_cancelled() {
             hb.beat();
-            if let Err(e) = self.tick().await {
-                error!(message = "Housekeeping pass failed.", error = %e);
+            let mut pause = self.cfg.poll;
+            match self.tick().await {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    pause = after_failures(self.cfg.poll, failures);
+                    error!(message = "Housekeeping pass failed.", error = %e, failures, retry_in_ms = pause.as_millis() as u64);
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.cfg.poll) => {}
+                _ = self.wake.notified(), if failures == 0 => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -821,5 +844,35 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Cron(e.to_string()))?;
         Ok(sched)
+    }
+}
+
+/// Longest pause of a loop whose rounds keep failing (the database is down, say).
+pub const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(30);
+
+/// The pause after `failures` consecutive failed rounds: the poll interval doubled per
+/// failure, at most [`MAX_FAILURE_PAUSE`]. An outage is then neither hammered nor logged
+/// four times a second per loop, and the first round after it comes within 30 s.
+pub fn after_failures(poll: Duration, failures: u32) -> Duration {
+    poll.saturating_mul(1u32 << failures.min(16))
+        .min(MAX_FAILURE_PAUSE)
+        .max(poll)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_loop_backs_off_to_thirty_seconds_and_no_further() {
+        let poll = Duration::from_millis(250);
+        assert_eq!(after_failures(poll, 0), poll);
+        assert_eq!(after_failures(poll, 1), Duration::from_millis(500));
+        assert_eq!(after_failures(poll, 3), Duration::from_secs(2));
+        assert_eq!(after_failures(poll, 7), MAX_FAILURE_PAUSE);
+        assert_eq!(after_failures(poll, u32::MAX), MAX_FAILURE_PAUSE);
+        // A poll longer than the cap is never shortened by a failure.
+        let slow = Duration::from_secs(60);
+        assert_eq!(after_failures(slow, 5), slow);
     }
 }

@@ -87,6 +87,37 @@ impl Store {
         Ok(n)
     }
 
+    /// Stores the callbacks of one spool file (`batch`, a name unique to that file) once:
+    /// the rows and the file's name are written in one transaction, and a file already
+    /// recorded is skipped (returns `false`). So a daemon that dies after the commit but
+    /// before deleting the file does not store its callbacks twice on the next replay.
+    pub async fn replay_spooled(
+        &self,
+        batch: &str,
+        rows: &[NewInbound],
+        now: Millis,
+    ) -> Result<bool> {
+        let tx = self.db().begin().await?;
+        let done = query(
+            &tx,
+            "SELECT batch FROM spool_replayed WHERE batch = ?",
+            [batch.into()],
+        )
+        .await?;
+        if !done.is_empty() {
+            return Ok(false);
+        }
+        let n = insert_inbound_in(&tx, rows).await?;
+        exec(
+            &tx,
+            "INSERT INTO spool_replayed (batch, replayed_at, rows) VALUES (?, ?, ?)",
+            [batch.into(), now.into(), (n as i64).into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Unprocessed inbound events, those deferred least often first, then oldest first. A
     /// row that keeps being deferred (a report for a contact that is never sent, a forged
     /// key) sinks behind fresh rows, so a batch full of such rows cannot stall the rest.

@@ -116,14 +116,27 @@ pub struct DaemonLock {
     _file: Option<std::fs::File>,
 }
 
+/// How long opening one database connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller waits for a pooled connection before its call fails (and is retried
+/// by its loop, or answered 5xx).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
+/// PostgreSQL's `statement_timeout` for every session: longer than any statement campaignd
+/// runs on a large base (a million-row import's chunks, the planner's set statements), short
+/// enough that a statement stuck behind a lock frees its connection.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+
 impl Store {
     /// Connects to `url`. SQLite files are created when missing and put in WAL mode.
     /// For PostgreSQL, `schema` (when given) becomes the search path, which lets tests and
     /// tenants share one database without seeing each other.
     pub async fn connect(url: &str, schema: Option<&str>) -> Result<Store> {
         let mut opts = ConnectOptions::new(url.to_owned());
+        // Bounded waits: a request or loop that cannot get a connection, or whose statement
+        // hangs (a lock held by a stuck session), fails and is retried instead of piling up.
         opts.sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(10));
+            .connect_timeout(CONNECT_TIMEOUT)
+            .acquire_timeout(ACQUIRE_TIMEOUT);
         let sqlite_path = if url.starts_with("sqlite:") {
             let path = sqlite_file(url);
             // Several connections in WAL mode let readers (API, reports) run beside the one
@@ -138,7 +151,14 @@ impl Store {
                 });
             path
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            opts.max_connections(16).min_connections(1);
+            opts.max_connections(16)
+                .min_connections(1)
+                .map_sqlx_postgres_opts(|o| {
+                    o.options([(
+                        "statement_timeout",
+                        format!("{}", STATEMENT_TIMEOUT.as_millis()),
+                    )])
+                });
             if let Some(s) = schema {
                 opts.set_schema_search_path(s.to_owned());
             }
