@@ -5,6 +5,7 @@
 mod approvals;
 mod crash;
 mod daemon;
+mod db_outage;
 mod durable;
 mod helpers;
 mod kannel;

@@ -418,3 +418,121 @@ impl Drop for Smtp {
         let _ = self.command("stop").output();
     }
 }
+
+/// A PostgreSQL server of the test's own (initdb in a temporary folder, its own port), which
+/// the test may stop and start: the machine's server is shared with every other test.
+/// PostgreSQL refuses to run as root, so the cluster belongs to the `postgres` user.
+pub(crate) struct PrivatePg {
+    dir: tempfile::TempDir,
+    pub(crate) port: u16,
+    bin: PathBuf,
+}
+
+impl PrivatePg {
+    pub(crate) fn start() -> PrivatePg {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).max())
+            .filter(|b| b.join("initdb").exists())
+            .expect(
+                "PostgreSQL server binaries under /usr/lib/postgresql/*/bin (package postgresql)",
+            );
+        let dir = tempfile::Builder::new()
+            .prefix("campaignd-e2e-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let owner = Command::new("id")
+            .args(["-u", "postgres"])
+            .output()
+            .expect("id -u postgres");
+        let uid: u32 = String::from_utf8_lossy(&owner.stdout)
+            .trim()
+            .parse()
+            .expect("the postgres user");
+        std::os::unix::fs::chown(dir.path(), Some(uid), None).expect("chown the cluster folder");
+        let pg = PrivatePg {
+            port: free_ports(1)[0],
+            dir,
+            bin,
+        };
+        pg.as_postgres(&[
+            "initdb",
+            "-D",
+            &pg.data(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        pg.up();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn as_postgres(&self, args: &[&str]) {
+        let exe = self.bin.join(args[0]);
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(exe)
+            .args(&args[1..])
+            .output()
+            .expect("runuser");
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    }
+
+    /// Starts the server and waits until it takes connections.
+    pub(crate) fn up(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("pg.log").display().to_string();
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-o",
+            &opts,
+            "-l",
+            &log,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]);
+    }
+
+    /// Stops the server (fast: open sessions are cut, as in a crash of the network path).
+    pub(crate) fn down(&self) {
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "60",
+            "stop",
+        ]);
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}

@@ -27,6 +27,24 @@ pub struct RoundStats {
     pub unknown: u64,
 }
 
+/// How long the gateway's answers are held for a database that does not take them. Past
+/// this (or on any other error) they are dropped, and their messages are reconciled like
+/// after a crash (the proof grace, the reports).
+const HOLD_ANSWERS_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl RoundStats {
+    fn add(&mut self, o: &RoundStats) {
+        self.claimed += o.claimed;
+        self.sent += o.sent;
+        self.retried += o.retried;
+        self.failed += o.failed;
+        self.expired += o.expired;
+        self.suppressed += o.suppressed;
+        self.reconciled += o.reconciled;
+        self.unknown += o.unknown;
+    }
+}
+
 impl Engine {
     /// Claims and sends one batch of due contacts on `channel`. Public so tests can drain
     /// the queue step by step.
@@ -247,9 +265,11 @@ impl Engine {
                     _ = renew.tick() => {
                         let ids: Vec<i64> =
                             unsettled.iter().map(|i| to_send[*i].contact_id).collect();
-                        let until = self.clock.now(&self.store).await?
-                            + self.clock.span_of(self.cfg.lease);
-                        self.store.renew_lease(token, &ids, until).await?;
+                        // A renewal the database refuses is not fatal: the answers still
+                        // come and are settled (by token) when it is back.
+                        if let Err(e) = self.renew(token, &ids).await {
+                            warn!(message = "Lease renewal failed.", error = %e);
+                        }
                         continue;
                     }
                 }
@@ -259,19 +279,35 @@ impl Engine {
                 self.failpoints
                     .reach(FailPoint::AfterSendBeforeSettle)
                     .await?;
-                let sent_at = self.clock.now(&self.store).await?;
-                let outcomes: Vec<(i64, Outcome)> = group
-                    .iter()
-                    .map(|(idx, res)| {
-                        let o = &to_send[*idx];
-                        let (attempt, at_most_once) = attempts[*idx];
-                        (
-                            o.contact_id,
-                            self.outcome_of(o, attempt, at_most_once, res, sent_at, stats),
-                        )
-                    })
-                    .collect();
-                self.store.settle(token, &outcomes).await?;
+                // The gateway's answers are held until the database takes them: written
+                // late, by token, they still keep their messages from being sent again
+                // (a row another worker claimed meanwhile is not touched).
+                let mut failures = 0u32;
+                let holding_since = tokio::time::Instant::now();
+                loop {
+                    let mut counted = RoundStats::default();
+                    match self
+                        .settle_group(token, to_send, attempts, &group, &mut counted)
+                        .await
+                    {
+                        Ok(()) => {
+                            stats.add(&counted);
+                            break;
+                        }
+                        Err(EngineError::Store(e))
+                            if holding_since.elapsed() < HOLD_ANSWERS_FOR =>
+                        {
+                            failures += 1;
+                            let pause = crate::after_failures(self.cfg.poll, failures);
+                            warn!(message = "Cannot record the gateway's answers yet; holding them.", answers = group.len(), error = %e, failures, retry_in_ms = pause.as_millis() as u64);
+                            tokio::time::sleep(pause).await;
+                            while let Ok(more) = rx.try_recv() {
+                                group.push(more);
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 for (idx, _) in group.drain(..) {
                     unsettled.remove(&idx);
                 }
@@ -281,6 +317,37 @@ impl Engine {
         // was not recorded stays leased, in doubt, and is reconciled like after a crash.
         let ((), settled) = tokio::join!(send, settle);
         settled
+    }
+
+    async fn renew(&self, token: &str, ids: &[i64]) -> Result<(), EngineError> {
+        let until = self.clock.now(&self.store).await? + self.clock.span_of(self.cfg.lease);
+        self.store.renew_lease(token, ids, until).await?;
+        Ok(())
+    }
+
+    /// Writes one group of answers (their outcomes counted into `stats`).
+    async fn settle_group(
+        &self,
+        token: &str,
+        to_send: &[Outbound],
+        attempts: &[(i32, bool)],
+        group: &[(usize, Result<channels::Accepted, SendError>)],
+        stats: &mut RoundStats,
+    ) -> Result<(), EngineError> {
+        let sent_at = self.clock.now(&self.store).await?;
+        let outcomes: Vec<(i64, Outcome)> = group
+            .iter()
+            .map(|(idx, res)| {
+                let o = &to_send[*idx];
+                let (attempt, at_most_once) = attempts[*idx];
+                (
+                    o.contact_id,
+                    self.outcome_of(o, attempt, at_most_once, res, sent_at, stats),
+                )
+            })
+            .collect();
+        self.store.settle(token, &outcomes).await?;
+        Ok(())
     }
 
     /// What one send result means for its contact.
