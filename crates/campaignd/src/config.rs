@@ -101,12 +101,17 @@ pub(crate) struct EngineSection {
     /// Seconds a claim is leased.
     #[serde(default = "default_lease")]
     pub(crate) lease_secs: u64,
-    /// Send attempts before a transient failure is final.
-    #[serde(default = "default_attempts")]
-    pub(crate) max_attempts: i32,
+    /// Optional safety cap on send attempts per contact. Unset (the default): a transient
+    /// failure is retried until the contact's send-by deadline (the wave's `send_within`),
+    /// however many attempts that takes, so a gateway outage of minutes fails nobody.
+    #[serde(default)]
+    pub(crate) max_attempts: Option<i32>,
     /// First retry delay in seconds (doubles per attempt, with jitter).
     #[serde(default = "default_retry")]
     pub(crate) retry_base_secs: u64,
+    /// Longest retry delay in seconds: a recovered gateway is used again within this long.
+    #[serde(default = "default_retry_max")]
+    pub(crate) retry_max_secs: u64,
     /// Milliseconds between housekeeping passes.
     #[serde(default = "default_poll")]
     pub(crate) poll_ms: u64,
@@ -187,8 +192,9 @@ impl Default for EngineSection {
         EngineSection {
             batch_size: default_batch(),
             lease_secs: default_lease(),
-            max_attempts: default_attempts(),
+            max_attempts: None,
             retry_base_secs: default_retry(),
+            retry_max_secs: default_retry_max(),
             poll_ms: default_poll(),
             dispatchers_per_channel: default_dispatchers(),
         }
@@ -216,8 +222,8 @@ fn default_batch() -> u64 {
 fn default_lease() -> u64 {
     60
 }
-fn default_attempts() -> i32 {
-    5
+fn default_retry_max() -> u64 {
+    60
 }
 fn default_retry() -> u64 {
     30

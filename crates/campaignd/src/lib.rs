@@ -951,6 +951,7 @@ fn engine_config(cfg: &Config) -> engine::EngineConfig {
     ec.lease = Duration::from_secs(cfg.engine.lease_secs);
     ec.max_attempts = cfg.engine.max_attempts;
     ec.retry_base = Duration::from_secs(cfg.engine.retry_base_secs);
+    ec.retry_max = Duration::from_secs(cfg.engine.retry_max_secs);
     ec.poll = Duration::from_millis(cfg.engine.poll_ms);
     ec.dispatchers_per_channel = cfg.engine.dispatchers_per_channel.max(1);
     ec.require_approval = cfg.approvals.required;

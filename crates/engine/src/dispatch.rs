@@ -113,8 +113,8 @@ impl Engine {
         };
         let mut outcomes: Vec<(i64, Outcome)> = Vec::with_capacity(claimed.len());
         let mut to_send: Vec<Outbound> = Vec::with_capacity(claimed.len());
-        // Per message: its attempt, and whether its wave is at most once.
-        let mut attempts: Vec<(i32, bool)> = Vec::with_capacity(claimed.len());
+        // Per message: what deciding its retry needs.
+        let mut attempts: Vec<Try> = Vec::with_capacity(claimed.len());
         let now_utc = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_else(Utc::now);
         let derived = self.derived_for_templates(&claimed, now).await?;
         // A contact claimed before (its worker died with the answer unrecorded, or the send
@@ -192,7 +192,11 @@ impl Engine {
                     .cloned()
                     .unwrap_or_else(|| c.subscriber.text(f))
             });
-            attempts.push((c.attempt, wave.delivery.is_at_most_once()));
+            attempts.push(Try {
+                attempt: c.attempt,
+                at_most_once: wave.delivery.is_at_most_once(),
+                send_by: c.send_by,
+            });
             to_send.push(Outbound {
                 contact_id: c.id,
                 key: c.idem_key,
@@ -225,7 +229,7 @@ impl Engine {
         &self,
         channel: Arc<dyn Channel>,
         to_send: &[Outbound],
-        attempts: &[(i32, bool)],
+        attempts: &[Try],
         token: &str,
         stats: &mut RoundStats,
     ) -> Result<(), EngineError> {
@@ -264,10 +268,9 @@ impl Engine {
                     .iter()
                     .map(|(idx, res)| {
                         let o = &to_send[*idx];
-                        let (attempt, at_most_once) = attempts[*idx];
                         (
                             o.contact_id,
-                            self.outcome_of(o, attempt, at_most_once, res, sent_at, stats),
+                            self.outcome_of(o, attempts[*idx], res, sent_at, stats),
                         )
                     })
                     .collect();
@@ -287,8 +290,7 @@ impl Engine {
     fn outcome_of(
         &self,
         o: &Outbound,
-        attempt: i32,
-        at_most_once: bool,
+        t: Try,
         res: &Result<channels::Accepted, SendError>,
         sent_at: i64,
         stats: &mut RoundStats,
@@ -299,26 +301,43 @@ impl Engine {
                 Outcome::Sent { at: sent_at }
             }
             // The gateway may have it: sending again could make two.
-            Err(e @ SendError::Ambiguous(_)) if at_most_once => {
-                warn!(message = "Send ambiguous; at most once, so not retried.", contact_id = o.contact_id, attempt, error = %e);
+            Err(e @ SendError::Ambiguous(_)) if t.at_most_once => {
+                warn!(message = "Send ambiguous; at most once, so not retried.", contact_id = o.contact_id, attempt = t.attempt, error = %e);
                 stats.unknown += 1;
                 Outcome::Unknown {
                     error: e.to_string(),
                 }
             }
-            Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_)))
-                if attempt < self.cfg.max_attempts =>
-            {
-                let delay = self.backoff(attempt);
-                warn!(message = "Send failed; will retry.", contact_id = o.contact_id, attempt, error = %e);
-                stats.retried += 1;
-                Outcome::Retry {
-                    due_at: sent_at + delay,
-                    error: e.to_string(),
+            Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_))) => {
+                let due_at = sent_at + self.backoff(t.attempt);
+                // Retried until the contact's send-by deadline, not for a fixed count: an
+                // outage shorter than the wave's send_within costs no contact.
+                let in_time = t.send_by.is_none_or(|by| due_at <= by);
+                let capped = self.cfg.max_attempts.is_some_and(|max| t.attempt >= max);
+                if in_time && !capped {
+                    warn!(message = "Send failed; will retry.", contact_id = o.contact_id, attempt = t.attempt, error = %e);
+                    stats.retried += 1;
+                    return Outcome::Retry {
+                        due_at,
+                        error: e.to_string(),
+                    };
+                }
+                let why = if capped {
+                    format!("gave up after {} attempts (engine max_attempts)", t.attempt)
+                } else {
+                    format!(
+                        "gave up at the send-by deadline after {} attempts",
+                        t.attempt
+                    )
+                };
+                warn!(message = "Send failed for good.", contact_id = o.contact_id, attempt = t.attempt, error = %e, why = %why);
+                stats.failed += 1;
+                Outcome::Failed {
+                    error: format!("{e}; {why}"),
                 }
             }
             Err(e) => {
-                warn!(message = "Send failed for good.", contact_id = o.contact_id, attempt, error = %e);
+                warn!(message = "Send failed for good.", contact_id = o.contact_id, attempt = t.attempt, error = %e);
                 stats.failed += 1;
                 Outcome::Failed {
                     error: e.to_string(),
@@ -328,8 +347,22 @@ impl Engine {
     }
 
     fn backoff(&self, attempt: i32) -> i64 {
-        backoff_delay(self.cfg.retry_base, attempt, &mut rand::rng())
+        capped_backoff(
+            self.cfg.retry_base,
+            self.cfg.retry_max,
+            attempt,
+            &mut rand::rng(),
+        )
     }
+}
+
+/// What deciding one message's retry needs.
+#[derive(Debug, Clone, Copy)]
+struct Try {
+    attempt: i32,
+    at_most_once: bool,
+    /// The contact's send-by deadline (clock ms): retries stop there.
+    send_by: Option<i64>,
 }
 
 /// The delay before retry number `attempt` (1 after the first send failed), in clock
@@ -340,4 +373,24 @@ pub fn backoff_delay(retry_base: std::time::Duration, attempt: i32, rng: &mut im
     let base = retry_base.as_millis() as i64;
     let cap = base.saturating_mul(1 << attempt.clamp(0, 16));
     rng.random_range(base / 2..=cap.max(base))
+}
+
+/// [`backoff_delay`] with its upper end capped at `max`: uniform in
+/// `[min(base/2, max), min(base * 2^attempt, max)]`. The cap keeps a long outage from
+/// pushing retries hours past the gateway's recovery; the jitter stays spread over the
+/// whole range so that contacts that failed together do not come back together.
+pub fn capped_backoff(
+    retry_base: std::time::Duration,
+    max: std::time::Duration,
+    attempt: i32,
+    rng: &mut impl Rng,
+) -> i64 {
+    let base = retry_base.as_millis() as i64;
+    let max = (max.as_millis() as i64).max(1);
+    let hi = base
+        .saturating_mul(1 << attempt.clamp(0, 16))
+        .max(base)
+        .min(max);
+    let lo = (base / 2).min(hi);
+    rng.random_range(lo..=hi)
 }

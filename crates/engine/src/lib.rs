@@ -33,7 +33,7 @@ mod mail;
 mod report;
 pub mod schedule;
 
-pub use dispatch::{RoundStats, backoff_delay};
+pub use dispatch::{RoundStats, backoff_delay, capped_backoff};
 pub use failpoint::FailPoint;
 pub use mail::MailStats;
 pub use report::build_report;
@@ -86,10 +86,18 @@ pub struct EngineConfig {
     pub dispatchers_per_channel: usize,
     /// How long a claim is held; a worker that dies loses its claims after this (clock time).
     pub lease: Duration,
-    /// Sends tried per contact before a transient failure becomes final.
-    pub max_attempts: i32,
+    /// Optional safety cap: sends tried per contact before a transient failure becomes
+    /// final even though its send-by deadline has not passed. Retries are bounded by the
+    /// contact's send-by deadline (the wave's `send_within`), not by a count, so that a
+    /// gateway outage of minutes does not fail contacts the campaign could still reach.
+    ///
+    /// Default: `None` (no cap; the deadline decides).
+    pub max_attempts: Option<i32>,
     /// First retry delay (clock time); doubles per attempt, with jitter.
     pub retry_base: Duration,
+    /// Longest retry delay (clock time): past it a retry is not pushed further out, so a
+    /// gateway that recovers is used again within this long. Default: 60 s.
+    pub retry_max: Duration,
     /// Real-time pause between housekeeping passes and when a channel's queue is empty.
     pub poll: Duration,
     /// `workflows/calendars/`.
@@ -115,8 +123,9 @@ impl EngineConfig {
             batch_size: 500,
             dispatchers_per_channel: 1,
             lease: Duration::from_secs(60),
-            max_attempts: 5,
+            max_attempts: None,
             retry_base: Duration::from_secs(30),
+            retry_max: Duration::from_secs(60),
             poll: Duration::from_millis(250),
             calendars_dir,
             simulated: false,
