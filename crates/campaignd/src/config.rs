@@ -112,6 +112,13 @@ pub(crate) struct EngineSection {
     /// Longest retry delay in seconds: a recovered gateway is used again within this long.
     #[serde(default = "default_retry_max")]
     pub(crate) retry_max_secs: u64,
+    /// Consecutive transient send failures that open a channel's circuit breaker: the
+    /// dispatcher then claims nothing for that channel (contacts wait, attempts untouched).
+    #[serde(default = "default_breaker_threshold")]
+    pub(crate) breaker_threshold: u32,
+    /// Seconds an open breaker waits before one message probes the gateway.
+    #[serde(default = "default_breaker_cool_down")]
+    pub(crate) breaker_cool_down_secs: u64,
     /// Milliseconds between housekeeping passes.
     #[serde(default = "default_poll")]
     pub(crate) poll_ms: u64,
@@ -195,6 +202,8 @@ impl Default for EngineSection {
             max_attempts: None,
             retry_base_secs: default_retry(),
             retry_max_secs: default_retry_max(),
+            breaker_threshold: default_breaker_threshold(),
+            breaker_cool_down_secs: default_breaker_cool_down(),
             poll_ms: default_poll(),
             dispatchers_per_channel: default_dispatchers(),
         }
@@ -224,6 +233,12 @@ fn default_lease() -> u64 {
 }
 fn default_retry_max() -> u64 {
     60
+}
+fn default_breaker_threshold() -> u32 {
+    5
+}
+fn default_breaker_cool_down() -> u64 {
+    30
 }
 fn default_retry() -> u64 {
     30

@@ -952,6 +952,8 @@ fn engine_config(cfg: &Config) -> engine::EngineConfig {
     ec.max_attempts = cfg.engine.max_attempts;
     ec.retry_base = Duration::from_secs(cfg.engine.retry_base_secs);
     ec.retry_max = Duration::from_secs(cfg.engine.retry_max_secs);
+    ec.breaker_threshold = cfg.engine.breaker_threshold.max(1);
+    ec.breaker_cool_down = Duration::from_secs(cfg.engine.breaker_cool_down_secs);
     ec.poll = Duration::from_millis(cfg.engine.poll_ms);
     ec.dispatchers_per_channel = cfg.engine.dispatchers_per_channel.max(1);
     ec.require_approval = cfg.approvals.required;

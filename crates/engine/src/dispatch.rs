@@ -10,6 +10,7 @@ use rand::Rng;
 use store::contacts::{ClaimRequest, Claimed, Outcome};
 use tracing::{Instrument, info_span, warn};
 
+use crate::breaker::{Admit, Breaker, Transition, Verdict};
 use crate::{Engine, EngineError, FailPoint};
 
 /// What a round did.
@@ -25,6 +26,8 @@ pub struct RoundStats {
     pub reconciled: u64,
     /// At-most-once contacts whose send was ambiguous: recorded `unknown`, not resent.
     pub unknown: u64,
+    /// The channel's circuit breaker held the round back: nothing was claimed.
+    pub held: bool,
 }
 
 impl Engine {
@@ -35,26 +38,89 @@ impl Engine {
             return Err(EngineError::NoChannel(kind.to_owned()));
         };
         let now = self.clock.now(&self.store).await?;
+        // An open breaker claims nothing: the contacts wait in the queue with their
+        // attempts untouched (a claim is what spends an attempt).
+        let limit = match self.with_breaker(kind, |b| b.admit(now)) {
+            Admit::Batch => self.cfg.batch_size,
+            Admit::Probe => 1,
+            Admit::Wait(_) => {
+                return Ok(RoundStats {
+                    held: true,
+                    ..Default::default()
+                });
+            }
+        };
         let token = format!("{}:{}", self.cfg.worker_id, uuid::Uuid::new_v4());
         let claimed = self
             .store
             .claim(&ClaimRequest {
                 channel: kind,
-                limit: self.cfg.batch_size,
+                limit,
                 lease_until: now + self.clock.span_of(self.cfg.lease),
                 token: &token,
                 now,
                 proof_grace: self.clock.span_of(channel.proof_grace()),
             })
-            .await?;
-        if claimed.is_empty() {
-            return Ok(RoundStats::default());
-        }
-        self.failpoints.reach(FailPoint::AfterClaim).await?;
+            .await;
+        let claimed = match claimed {
+            Ok(c) if !c.is_empty() => c,
+            other => {
+                self.end_probe(kind);
+                return other.map(|_| RoundStats::default()).map_err(Into::into);
+            }
+        };
         let span = info_span!("dispatch", channel = kind, batch = claimed.len(), token = %token);
-        self.send_claimed(channel, claimed, &token, now)
-            .instrument(span)
-            .await
+        let res = async {
+            self.failpoints.reach(FailPoint::AfterClaim).await?;
+            self.send_claimed(kind, channel, claimed, &token, now).await
+        }
+        .instrument(span)
+        .await;
+        // A probe that sent nothing (its contact was suppressed, or the round failed)
+        // gave no verdict: the next round probes.
+        self.end_probe(kind);
+        res
+    }
+
+    /// Runs `f` on `kind`'s breaker and logs the transition it made, if any.
+    fn with_breaker<T>(
+        &self,
+        kind: &str,
+        f: impl FnOnce(&mut Breaker) -> (T, Option<Transition>),
+    ) -> T {
+        let Some(b) = self.breakers.get(kind) else {
+            // Every configured channel has one; a test channel added later does not.
+            return f(&mut Breaker::new(Default::default())).0;
+        };
+        let (out, t) = {
+            let mut b = b.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut b)
+        };
+        if let Some(t) = t {
+            log_transition(kind, &t);
+        }
+        out
+    }
+
+    fn end_probe(&self, kind: &str) {
+        self.with_breaker(kind, |b| {
+            b.abandon_probe();
+            ((), None)
+        });
+    }
+
+    /// The state of every channel's breaker, for health and status.
+    pub fn breaker_states(&self) -> Vec<(String, crate::breaker::State)> {
+        let mut out: Vec<_> = self
+            .breakers
+            .iter()
+            .map(|(k, b)| {
+                let b = b.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                (k.clone(), b.state().clone())
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// The derived attributes the batch's templates show, per (subscriber, field): computed
@@ -102,6 +168,7 @@ impl Engine {
 
     async fn send_claimed(
         &self,
+        kind: &str,
         channel: Arc<dyn Channel>,
         claimed: Vec<Claimed>,
         token: &str,
@@ -214,7 +281,7 @@ impl Engine {
             self.store.settle(token, &outcomes).await?;
         }
         if !to_send.is_empty() {
-            self.send_and_settle(channel, &to_send, &attempts, token, &mut stats)
+            self.send_and_settle(kind, channel, &to_send, &attempts, token, &mut stats)
                 .await?;
         }
         Ok(stats)
@@ -227,6 +294,7 @@ impl Engine {
     /// lets the lease of a live worker run out.
     async fn send_and_settle(
         &self,
+        kind: &str,
         channel: Arc<dyn Channel>,
         to_send: &[Outbound],
         attempts: &[Try],
@@ -264,6 +332,9 @@ impl Engine {
                     .reach(FailPoint::AfterSendBeforeSettle)
                     .await?;
                 let sent_at = self.clock.now(&self.store).await?;
+                for (_, res) in &group {
+                    self.with_breaker(kind, |b| ((), b.record(sent_at, verdict_of(res))));
+                }
                 let outcomes: Vec<(i64, Outcome)> = group
                     .iter()
                     .map(|(idx, res)| {
@@ -393,4 +464,34 @@ pub fn capped_backoff(
         .min(max);
     let lo = (base / 2).min(hi);
     rng.random_range(lo..=hi)
+}
+
+/// What one send result tells the breaker about the gateway.
+fn verdict_of(res: &Result<channels::Accepted, SendError>) -> Verdict {
+    match res {
+        // A refusal of one message (a bad number) is an answer: the gateway is up.
+        Ok(_) | Err(SendError::Permanent(_)) => Verdict::Answered,
+        Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_))) => {
+            Verdict::Transient(e.to_string())
+        }
+    }
+}
+
+fn log_transition(kind: &str, t: &Transition) {
+    match t.to {
+        "closed" => {
+            tracing::info!(message = "Gateway circuit breaker closed; sending resumes.", channel = kind, from = t.from, reason = %t.reason)
+        }
+        "half_open" => tracing::info!(
+            message = "Gateway circuit breaker half-open; sending one probe.",
+            channel = kind,
+            from = t.from
+        ),
+        "forced_open" => {
+            tracing::error!(message = "Gateway refused campaignd; channel paused until an operator fixes its account.", channel = kind, from = t.from, reason = %t.reason)
+        }
+        _ => {
+            warn!(message = "Gateway circuit breaker opened; not claiming for this channel.", channel = kind, from = t.from, reason = %t.reason)
+        }
+    }
 }

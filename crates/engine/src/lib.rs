@@ -25,6 +25,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+pub mod breaker;
 pub mod catalog;
 pub mod clock;
 mod dispatch;
@@ -114,6 +115,11 @@ pub struct EngineConfig {
     /// How long after it was queued a staff mail is retried on transient errors (real
     /// time, as leases are); then it fails for good. Default: 24 hours.
     pub mail_deadline: Duration,
+    /// The circuit breaker of each channel (gateway account): consecutive transient
+    /// failures that open it (default 5) and how long it stays open before a probe
+    /// (default 30 s, real time like leases).
+    pub breaker_threshold: u32,
+    pub breaker_cool_down: Duration,
 }
 
 impl EngineConfig {
@@ -132,6 +138,8 @@ impl EngineConfig {
             require_approval: false,
             loaded_by: "files".to_owned(),
             mail_deadline: Duration::from_secs(24 * 3600),
+            breaker_threshold: 5,
+            breaker_cool_down: Duration::from_secs(30),
         }
     }
 }
@@ -189,6 +197,10 @@ pub struct Engine {
     failpoints: failpoint::FailPoints,
     /// Catches panics in the loops of [`Engine::run`]; health reads it.
     supervisor: Arc<supervise::Supervisor>,
+    /// One circuit breaker per channel (gateway account), shared by its dispatcher loops.
+    /// In memory on purpose: it is a view of the gateway, not of the campaign; a restarted
+    /// process learns it again within `breaker_threshold` sends.
+    breakers: HashMap<String, std::sync::Mutex<breaker::Breaker>>,
 }
 
 /// What one housekeeping pass did.
@@ -225,6 +237,19 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let calendars = Calendars::load(&cfg.calendars_dir).map_err(EngineError::Cron)?;
         let (events, _) = broadcast::channel(4096);
+        let breaker_cfg = breaker::BreakerConfig::new(
+            cfg.breaker_threshold,
+            Duration::from_millis(clock.span_of(cfg.breaker_cool_down).max(0) as u64),
+        );
+        let breakers = channels
+            .keys()
+            .map(|k| {
+                (
+                    k.clone(),
+                    std::sync::Mutex::new(breaker::Breaker::new(breaker_cfg)),
+                )
+            })
+            .collect();
         Ok(Engine {
             store,
             clock,
@@ -239,6 +264,7 @@ impl Engine {
             next_reclaim: std::sync::Mutex::new(std::time::Instant::now()),
             failpoints: failpoint::FailPoints::default(),
             supervisor: supervise::Supervisor::new(),
+            breakers,
         })
     }
 

@@ -446,6 +446,8 @@ async fn retries_end_at_the_send_by_deadline_with_the_reason() {
     let rig = Rig::with_sms(ONE_WAVE, 2, Recorder::new("sms", Answer::Transient)).await;
     let mut cfg = rig.config();
     cfg.max_attempts = None;
+    // About the retry deadline alone: the breaker would hold one of the two back.
+    cfg.breaker_threshold = u32::MAX;
     let e = rig.engine(cfg).await;
     let run_id = e.trigger("inv", "test").await.unwrap();
     e.tick().await.unwrap();
@@ -464,6 +466,60 @@ async fn retries_end_at_the_send_by_deadline_with_the_reason() {
             .all(|e| e.contains("503") && e.contains("send-by deadline")),
         "{errors:?}"
     );
+}
+
+fn sms_breaker(e: &Engine) -> &'static str {
+    e.breaker_states()
+        .into_iter()
+        .find(|(k, _)| k == "sms")
+        .unwrap()
+        .1
+        .name()
+}
+
+// c4. dispatch.rs `dispatch_round` (`Admit::Wait(_) => return ... held`) and breaker.rs:
+//     after `breaker_threshold` transient failures in a row the channel's breaker opens and
+//     the dispatcher claims nothing, so queued contacts keep their attempts; after the
+//     cool-down one message probes; an answer closes the breaker and sending resumes.
+#[tokio::test]
+async fn an_open_breaker_spends_no_attempts_and_a_probe_closes_it() {
+    let rig = Rig::with_sms(ONE_WAVE, 10, Recorder::new("sms", Answer::Transient)).await;
+    let mut cfg = rig.config();
+    cfg.max_attempts = None;
+    cfg.breaker_threshold = 3;
+    cfg.breaker_cool_down = Duration::from_secs(300);
+    let e = rig.engine(cfg).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.retried), (10, 10));
+    assert_eq!(sms_breaker(&e), "open");
+    // Every retry is due (60 s cap), but the breaker is open for 5 minutes: no claim, no
+    // send, no attempt spent.
+    for _ in 0..4 {
+        rig.clock.advance(Duration::from_secs(60));
+        let s = e.dispatch_round("sms").await.unwrap();
+        assert_eq!((s.claimed, s.held), (0, true));
+    }
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 10);
+    let attempts: Vec<i32> = queue_column(&rig.store, "attempt", "contact_id").await;
+    assert_eq!(attempts, vec![1; 10]);
+    // Cool-down over: one probe, which fails: open again, one attempt spent on one contact.
+    rig.clock.advance(Duration::from_secs(61));
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.retried), (1, 1));
+    assert_eq!(sms_breaker(&e), "open");
+    assert_eq!(e.dispatch_round("sms").await.unwrap().claimed, 0);
+    // The gateway is back: the next probe closes the breaker and the rest go.
+    rig.sms.answer(Answer::Accept);
+    rig.clock.advance(Duration::from_secs(301));
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.sent), (1, 1));
+    assert_eq!(sms_breaker(&e), "closed");
+    rig.drain(&e, "sms").await;
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 10 + 1 + 10);
 }
 
 async fn queue_or_contact_errors(store: &Store) -> Vec<String> {
