@@ -58,13 +58,21 @@ pub enum SendError {
     /// Never retry: the gateway refused this message (bad number, not routable, auth).
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The gateway asked campaignd to slow down (HTTP 429, or 503 with `Retry-After`) and
+    /// did not take the message. The dispatcher pauses the channel for `retry_after` (for
+    /// its breaker's cool-down when the gateway named no time) and gives the attempt back.
+    #[error("gateway asked to slow down: {reason}")]
+    Throttled {
+        reason: String,
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 impl SendError {
     /// Exhaustive on purpose: a new variant must be classified.
     pub fn is_transient(&self) -> bool {
         match self {
-            SendError::Transient(_) | SendError::Ambiguous(_) => true,
+            SendError::Transient(_) | SendError::Ambiguous(_) | SendError::Throttled { .. } => true,
             SendError::Permanent(_) => false,
         }
     }

@@ -26,6 +26,8 @@ pub struct RoundStats {
     pub reconciled: u64,
     /// At-most-once contacts whose send was ambiguous: recorded `unknown`, not resent.
     pub unknown: u64,
+    /// The gateway asked to slow down: due again after its Retry-After, attempt given back.
+    pub deferred: u64,
     /// The channel's circuit breaker held the round back: nothing was claimed.
     pub held: bool,
 }
@@ -333,7 +335,8 @@ impl Engine {
                     .await?;
                 let sent_at = self.clock.now(&self.store).await?;
                 for (_, res) in &group {
-                    self.with_breaker(kind, |b| ((), b.record(sent_at, verdict_of(res))));
+                    let verdict = self.verdict_of(res);
+                    self.with_breaker(kind, |b| ((), b.record(sent_at, verdict)));
                 }
                 let outcomes: Vec<(i64, Outcome)> = group
                     .iter()
@@ -370,6 +373,23 @@ impl Engine {
             Ok(_) => {
                 stats.sent += 1;
                 Outcome::Sent { at: sent_at }
+            }
+            // Not taken, and the gateway said when to come back: the channel pauses (the
+            // breaker) and the contact waits that long without losing an attempt.
+            Err(e @ SendError::Throttled { .. }) => {
+                let due_at = sent_at + self.throttle_pause(e);
+                if t.send_by.is_none_or(|by| due_at <= by) {
+                    stats.deferred += 1;
+                    return Outcome::Deferred {
+                        due_at,
+                        error: e.to_string(),
+                    };
+                }
+                warn!(message = "Gateway throttled past the send-by deadline.", contact_id = o.contact_id, attempt = t.attempt, error = %e);
+                stats.failed += 1;
+                Outcome::Failed {
+                    error: format!("{e}; gave up at the send-by deadline"),
+                }
             }
             // The gateway may have it: sending again could make two.
             Err(e @ SendError::Ambiguous(_)) if t.at_most_once => {
@@ -466,14 +486,31 @@ pub fn capped_backoff(
     rng.random_range(lo..=hi)
 }
 
-/// What one send result tells the breaker about the gateway.
-fn verdict_of(res: &Result<channels::Accepted, SendError>) -> Verdict {
-    match res {
-        // A refusal of one message (a bad number) is an answer: the gateway is up.
-        Ok(_) | Err(SendError::Permanent(_)) => Verdict::Answered,
-        Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_))) => {
-            Verdict::Transient(e.to_string())
+impl Engine {
+    /// What one send result tells the breaker about the gateway.
+    fn verdict_of(&self, res: &Result<channels::Accepted, SendError>) -> Verdict {
+        match res {
+            // A refusal of one message (a bad number) is an answer: the gateway is up.
+            Ok(_) | Err(SendError::Permanent(_)) => Verdict::Answered,
+            Err(e @ SendError::Throttled { .. }) => Verdict::Throttled {
+                for_ms: self.throttle_pause(e),
+                reason: e.to_string(),
+            },
+            Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_))) => {
+                Verdict::Transient(e.to_string())
+            }
         }
+    }
+
+    /// How long (clock ms) a throttled channel pauses: the gateway's Retry-After, else the
+    /// breaker's cool-down.
+    fn throttle_pause(&self, e: &SendError) -> i64 {
+        let asked = match e {
+            SendError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        self.clock
+            .span_of(asked.unwrap_or(self.cfg.breaker_cool_down))
     }
 }
 

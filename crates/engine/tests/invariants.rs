@@ -99,6 +99,8 @@ enum Answer {
     Transient,
     /// A timeout: the gateway may have taken it.
     Ambiguous,
+    /// 429 with `Retry-After` of this many seconds.
+    Throttled(u64),
 }
 
 /// A channel that records every message it is handed, in order.
@@ -237,6 +239,10 @@ impl Recorder {
                 }),
                 Answer::Transient => Err(SendError::Transient("503 Service Unavailable".into())),
                 Answer::Ambiguous => Err(SendError::Ambiguous("no answer within 10000 ms".into())),
+                Answer::Throttled(secs) => Err(SendError::Throttled {
+                    reason: "429 Too Many Requests".into(),
+                    retry_after: Some(Duration::from_secs(secs)),
+                }),
             })
             .collect()
     }
@@ -520,6 +526,40 @@ async fn an_open_breaker_spends_no_attempts_and_a_probe_closes_it() {
     let states = wave_states(&rig.store, run_id, 0).await;
     assert!(states.values().all(|s| s == "sent"), "{states:?}");
     assert_eq!(rig.sms.sent.lock().unwrap().len(), 10 + 1 + 10);
+}
+
+// c5. dispatch.rs `verdict_of` (`Verdict::Throttled`) and store `settle` (`Deferred`:
+//     `attempt = attempt - ?`): a 429 with Retry-After pauses the whole channel for that
+//     long (other due contacts are not claimed either) and costs the throttled contacts no
+//     attempt; after the pause sending resumes.
+#[tokio::test]
+async fn retry_after_pauses_the_channel_without_spending_attempts() {
+    let rig = Rig::with_sms(ONE_WAVE, 6, Recorder::new("sms", Answer::Throttled(120))).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 2;
+    let e = rig.engine(cfg).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.deferred, s.retried), (2, 2, 0));
+    assert_eq!(sms_breaker(&e), "open");
+    // Four more contacts are due, but the channel is paused for 120 s.
+    for _ in 0..2 {
+        let s = e.dispatch_round("sms").await.unwrap();
+        assert_eq!((s.claimed, s.held), (0, true));
+        rig.clock.advance(Duration::from_secs(59));
+    }
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 2);
+    let attempts: Vec<i32> = queue_column(&rig.store, "attempt", "contact_id").await;
+    assert_eq!(attempts, vec![0; 6], "a throttled send costs no attempt");
+    rig.sms.answer(Answer::Accept);
+    rig.clock.advance(Duration::from_secs(3));
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.sent), (1, 1), "the probe");
+    rig.drain(&e, "sms").await;
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 2 + 6);
 }
 
 async fn queue_or_contact_errors(store: &Store) -> Vec<String> {

@@ -239,11 +239,16 @@ impl Inner {
             .await
             .map_err(|error| self.request_error(error))?;
         let status = res.status();
+        let retry_after = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry_after_secs);
         let body = res
             .text()
             .await
             .map_err(|error| self.request_error(error))?;
-        classify(status, &body)
+        classify(status, &body, retry_after)
     }
 
     /// Every request error is worth a retry. One that came before the request left (no
@@ -411,8 +416,19 @@ impl Channel for KannelSms {
     }
 }
 
-/// Maps one sendsms answer to an outcome.
-fn classify(status: StatusCode, body: &str) -> Result<Accepted, SendError> {
+/// `Retry-After` in its delay-seconds form. The HTTP-date form is not used by Kannel nor by
+/// the proxies in front of it that we know of; it counts as absent (the breaker's own
+/// cool-down then applies).
+fn retry_after_secs(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Maps one sendsms answer (and its `Retry-After`, if any) to an outcome.
+fn classify(
+    status: StatusCode,
+    body: &str,
+    retry_after: Option<Duration>,
+) -> Result<Accepted, SendError> {
     let body = short(body);
     if status.is_success() {
         let queued = body.starts_with("3:");
@@ -429,6 +445,16 @@ fn classify(status: StatusCode, body: &str) -> Result<Accepted, SendError> {
         });
     }
     let reason = format!("Kannel answered HTTP {}: {body}", status.as_u16());
+    // The gateway (or a proxy before it) says when to come back: the message was not
+    // taken, and sending more before then only gets more refusals.
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+    {
+        return Err(SendError::Throttled {
+            reason,
+            retry_after,
+        });
+    }
     if status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
@@ -545,7 +571,11 @@ fn log_outcome(msg: &Outbound, res: &Result<Accepted, SendError>) {
             %to,
             %error,
         ),
-        Err(error @ (SendError::Transient(_) | SendError::Ambiguous(_))) => tracing::debug!(
+        Err(
+            error @ (SendError::Transient(_)
+            | SendError::Ambiguous(_)
+            | SendError::Throttled { .. }),
+        ) => tracing::debug!(
             message = "SMS submit failed, retryable.",
             key = %msg.key,
             %to,
@@ -569,7 +599,11 @@ impl Tally {
         match res {
             Ok(a) if a.queued => self.queued += 1,
             Ok(_) => self.accepted += 1,
-            Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_))) => {
+            Err(
+                e @ (SendError::Transient(_)
+                | SendError::Ambiguous(_)
+                | SendError::Throttled { .. }),
+            ) => {
                 self.transient += 1;
                 self.first_transient.get_or_insert_with(|| e.to_string());
             }

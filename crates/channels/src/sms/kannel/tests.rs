@@ -459,21 +459,42 @@ async fn wrong_credentials_are_permanent_and_unhealthy() {
 
 #[test]
 fn classify_covers_statuses_kannel_does_not_script() {
-    assert_eq!(classify(StatusCode::OK, "Sent."), ACCEPTED);
+    assert_eq!(classify(StatusCode::OK, "Sent.", None), ACCEPTED);
     assert!(matches!(
-        classify(StatusCode::TOO_MANY_REQUESTS, ""),
+        classify(StatusCode::TOO_MANY_REQUESTS, "", None),
+        Err(SendError::Throttled {
+            retry_after: None,
+            ..
+        })
+    ));
+    assert_eq!(
+        classify(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            Some(Duration::from_secs(7))
+        ),
+        Err(SendError::Throttled {
+            reason: "Kannel answered HTTP 503: busy".into(),
+            retry_after: Some(Duration::from_secs(7)),
+        })
+    );
+    // 503 without a time to come back is an ordinary transient failure (the breaker counts it).
+    assert!(matches!(
+        classify(StatusCode::SERVICE_UNAVAILABLE, "busy", None),
+        Err(SendError::Transient(_))
+    ));
+    assert_eq!(retry_after_secs(" 12 "), Some(Duration::from_secs(12)));
+    assert_eq!(retry_after_secs("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+    assert!(matches!(
+        classify(StatusCode::REQUEST_TIMEOUT, "", None),
         Err(SendError::Transient(_))
     ));
     assert!(matches!(
-        classify(StatusCode::REQUEST_TIMEOUT, ""),
-        Err(SendError::Transient(_))
-    ));
-    assert!(matches!(
-        classify(StatusCode::NOT_FOUND, "Not found"),
+        classify(StatusCode::NOT_FOUND, "Not found", None),
         Err(SendError::Permanent(_))
     ));
     let long = "x".repeat(5000);
-    let Err(SendError::Transient(reason)) = classify(StatusCode::BAD_GATEWAY, &long) else {
+    let Err(SendError::Transient(reason)) = classify(StatusCode::BAD_GATEWAY, &long, None) else {
         panic!("502 must be transient");
     };
     assert!(reason.chars().count() < 300, "{}", reason.len());
