@@ -235,6 +235,7 @@ async fn transient_failures_retry_with_backoff_and_permanent_ones_keep_the_reaso
         timeout_ms: 5000,
         smsc: None,
         ack_grace_ms: 60_000,
+        max_per_second: None,
     };
     let sms = channels::sms::build(&SmsConfig::Http(cfg.clone()))
         .await

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, warn};
 use url::Url;
 
+use super::rate::RateLimit;
 use super::{BuildError, KannelConfig, mask_msisdn};
 use crate::{Accepted, Channel, Outbound, ResultSink, SendError};
 
@@ -54,6 +55,8 @@ struct Inner {
     /// Shared by all batches, so that concurrent `send_batch` calls together stay within
     /// `concurrency` requests, the size of the connection pool.
     in_flight: Arc<Semaphore>,
+    /// `max_per_second`, shared by all batches like `in_flight`.
+    rate: Option<RateLimit>,
 }
 
 struct Dlr {
@@ -153,6 +156,12 @@ impl KannelSms {
         if cfg.timeout_ms == 0 {
             return Err(invalid("timeout_ms", "must be at least 1"));
         }
+        if cfg.max_per_second == Some(0) {
+            return Err(invalid(
+                "max_per_second",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
         if cfg.dlr_mask > 31 {
             return Err(invalid(
                 "dlr_mask",
@@ -201,6 +210,7 @@ impl KannelSms {
                     Duration::ZERO
                 },
                 in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
+                rate: cfg.max_per_second.map(RateLimit::new),
             }),
         })
     }
@@ -339,6 +349,11 @@ impl Channel for KannelSms {
                     continue;
                 }
             };
+            // The slot is reserved once the permit is held and the request starts right
+            // after it: a start is never earlier than its slot, nor later than the next one's.
+            if let Some(rate) = &self.inner.rate {
+                rate.wait().await;
+            }
             let inner = Arc::clone(&self.inner);
             let msg = msg.clone();
             let done = done.clone();

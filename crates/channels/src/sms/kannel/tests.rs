@@ -39,6 +39,8 @@ impl Seen {
 #[derive(Default)]
 struct FakeState {
     seen: Mutex<Vec<Seen>>,
+    /// When each request arrived.
+    arrivals: Mutex<Vec<std::time::Instant>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -109,6 +111,11 @@ async fn sendsms(
     RawQuery(raw): RawQuery,
 ) -> (AxumStatus, String) {
     let _guard = InFlight::enter(&state);
+    state
+        .arrivals
+        .lock()
+        .unwrap()
+        .push(std::time::Instant::now());
     let raw_query = raw.unwrap_or_default();
     let params: Vec<(String, String)> = url::form_urlencoded::parse(raw_query.as_bytes())
         .into_owned()
@@ -167,6 +174,7 @@ fn test_config(sendsms_url: &str) -> KannelConfig {
         timeout_ms: 5_000,
         smsc: None,
         ack_grace_ms: 60_000,
+        max_per_second: None,
     }
 }
 
@@ -596,6 +604,44 @@ async fn healthcheck_rejects_something_that_is_not_sendsms() {
     let sms = kannel.channel(&cfg);
     let err = sms.healthcheck().await.unwrap_err();
     assert!(err.to_string().contains("HTTP 404"), "{err}");
+}
+
+/// `max_per_second` (sms/rate.rs, waited for in `send_each`): counted at the loopback
+/// server, no second holds more requests than the limit, even with a pool far wider.
+#[tokio::test]
+async fn max_per_second_is_never_exceeded_at_the_gateway() {
+    let kannel = FakeKannel::start().await;
+    let cfg = KannelConfig {
+        concurrency: 16,
+        max_per_second: Some(20),
+        ..kannel.config()
+    };
+    let sms = kannel.channel(&cfg);
+    let batch: Vec<Outbound> = (0..50).map(|i| msg(i, "hi")).collect();
+    let started = std::time::Instant::now();
+    let res = sms.send_batch(&batch).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    // 50 messages 50 ms apart: the last starts 2.45 s after the first.
+    assert!(
+        started.elapsed() >= Duration::from_millis(2400),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut at = kannel.state.arrivals.lock().unwrap().clone();
+    at.sort();
+    assert_eq!(at.len(), 50);
+    for (i, t) in at.iter().enumerate() {
+        let in_window = at[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        // One more than the limit tolerates a request delayed on loopback arriving with
+        // the next; a missing limit puts all 50 in the first few milliseconds.
+        assert!(
+            in_window <= 21,
+            "{in_window} requests in the second from {i}"
+        );
+    }
 }
 
 #[test]
