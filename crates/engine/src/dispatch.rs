@@ -391,6 +391,15 @@ impl Engine {
                     error: format!("{e}; gave up at the send-by deadline"),
                 }
             }
+            // The account, not the message: the breaker is forced open (the channel pauses,
+            // the operator is alerted) and the contact waits in the queue, attempt given back.
+            Err(e @ SendError::Refused(_)) => {
+                stats.deferred += 1;
+                Outcome::Deferred {
+                    due_at: sent_at,
+                    error: e.to_string(),
+                }
+            }
             // The gateway may have it: sending again could make two.
             Err(e @ SendError::Ambiguous(_)) if t.at_most_once => {
                 warn!(message = "Send ambiguous; at most once, so not retried.", contact_id = o.contact_id, attempt = t.attempt, error = %e);
@@ -492,6 +501,7 @@ impl Engine {
         match res {
             // A refusal of one message (a bad number) is an answer: the gateway is up.
             Ok(_) | Err(SendError::Permanent(_)) => Verdict::Answered,
+            Err(e @ SendError::Refused(_)) => Verdict::Refused(e.to_string()),
             Err(e @ SendError::Throttled { .. }) => Verdict::Throttled {
                 for_ms: self.throttle_pause(e),
                 reason: e.to_string(),

@@ -101,6 +101,8 @@ enum Answer {
     Ambiguous,
     /// 429 with `Retry-After` of this many seconds.
     Throttled(u64),
+    /// 403 "Authorization failed": the account, not the message.
+    Refused,
 }
 
 /// A channel that records every message it is handed, in order.
@@ -239,6 +241,9 @@ impl Recorder {
                 }),
                 Answer::Transient => Err(SendError::Transient("503 Service Unavailable".into())),
                 Answer::Ambiguous => Err(SendError::Ambiguous("no answer within 10000 ms".into())),
+                Answer::Refused => Err(SendError::Refused(
+                    "Kannel answered HTTP 403: Authorization failed for sendsms".into(),
+                )),
                 Answer::Throttled(secs) => Err(SendError::Throttled {
                     reason: "429 Too Many Requests".into(),
                     retry_after: Some(Duration::from_secs(secs)),
@@ -560,6 +565,40 @@ async fn retry_after_pauses_the_channel_without_spending_attempts() {
     let states = wave_states(&rig.store, run_id, 0).await;
     assert!(states.values().all(|s| s == "sent"), "{states:?}");
     assert_eq!(rig.sms.sent.lock().unwrap().len(), 2 + 6);
+}
+
+// c6. dispatch.rs `verdict_of` (`Verdict::Refused` forces the breaker open) and `outcome_of`
+//     (`Refused` → `Deferred`): rejected credentials pause the channel instead of failing
+//     the wave; contacts stay queued with their attempts, however long the clock runs,
+//     and `breaker_states` shows it (the operator's status; the transition logs an ERROR).
+#[tokio::test]
+async fn an_auth_error_pauses_the_channel_and_fails_nobody() {
+    let rig = Rig::with_sms(ONE_WAVE, 5, Recorder::new("sms", Answer::Refused)).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 2;
+    let e = rig.engine(cfg).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.deferred, s.failed), (2, 2, 0));
+    assert_eq!(sms_breaker(&e), "forced_open");
+    // Hours later: still paused (no cool-down ends it), nothing claimed, nothing spent.
+    for _ in 0..5 {
+        rig.clock.advance(Duration::from_secs(3600));
+        let s = e.dispatch_round("sms").await.unwrap();
+        assert_eq!((s.claimed, s.held), (0, true));
+    }
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 2);
+    let attempts: Vec<i32> = queue_column(&rig.store, "attempt", "contact_id").await;
+    assert_eq!(attempts, vec![0; 5]);
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "pending"), "{states:?}");
+    // The operator fixes the password and restarts: a new engine sends them all.
+    rig.sms.answer(Answer::Accept);
+    let e = rig.engine(rig.config()).await;
+    rig.drain(&e, "sms").await;
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
 }
 
 async fn queue_or_contact_errors(store: &Store) -> Vec<String> {

@@ -418,11 +418,11 @@ impl Channel for KannelSms {
         let error = if status.is_server_error() {
             SendError::Transient(format!("Kannel sendsms unhealthy: HTTP {code}: {body}"))
         } else if status == StatusCode::FORBIDDEN {
-            SendError::Permanent(format!(
+            SendError::Refused(format!(
                 "Kannel refused campaignd's credentials: HTTP {code}: {body}"
             ))
         } else {
-            SendError::Permanent(format!(
+            SendError::Refused(format!(
                 "unexpected answer from Kannel sendsms (wrong sendsms_url?): HTTP {code}: {body}"
             ))
         };
@@ -469,6 +469,14 @@ fn classify(
             reason,
             retry_after,
         });
+    }
+    // Kannel checks the account before anything about the message; 401/404 mean the URL
+    // does not lead to a sendsms that knows campaignd. Every message would fail the same.
+    if (status == StatusCode::FORBIDDEN && body.contains("Authorization failed"))
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::NOT_FOUND
+    {
+        return Err(SendError::Refused(reason));
     }
     if status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
@@ -580,7 +588,7 @@ fn log_outcome(msg: &Outbound, res: &Result<Accepted, SendError>) {
             %to,
             queued = accepted.queued,
         ),
-        Err(error @ SendError::Permanent(_)) => tracing::warn!(
+        Err(error @ (SendError::Permanent(_) | SendError::Refused(_))) => tracing::warn!(
             message = "Kannel refused SMS.",
             key = %msg.key,
             %to,
@@ -622,7 +630,7 @@ impl Tally {
                 self.transient += 1;
                 self.first_transient.get_or_insert_with(|| e.to_string());
             }
-            Err(SendError::Permanent(_)) => self.permanent += 1,
+            Err(SendError::Permanent(_) | SendError::Refused(_)) => self.permanent += 1,
         }
     }
 

@@ -449,19 +449,21 @@ async fn maps_each_answer_and_keeps_batch_order() {
 }
 
 #[tokio::test]
-async fn wrong_credentials_are_permanent_and_unhealthy() {
+async fn wrong_credentials_refuse_the_account_and_are_unhealthy() {
     let kannel = FakeKannel::start().await;
     init();
     let sms = KannelSms::with_password(&kannel.config(), "wrong").unwrap();
     let res = sms.send_batch(&[msg(1, "hi")]).await;
+    // The account, not the message: the dispatcher pauses the channel instead of failing it.
     assert_eq!(
         res,
-        vec![Err(SendError::Permanent(
+        vec![Err(SendError::Refused(
             "Kannel answered HTTP 403: Authorization failed for sendsms".into()
         ))]
     );
+    assert!(!res[0].as_ref().unwrap_err().is_transient());
     let err = sms.healthcheck().await.unwrap_err();
-    assert!(matches!(err, SendError::Permanent(_)), "{err:?}");
+    assert!(matches!(err, SendError::Refused(_)), "{err:?}");
     assert!(err.to_string().contains("Authorization failed"), "{err}");
 }
 
@@ -499,6 +501,19 @@ fn classify_covers_statuses_kannel_does_not_script() {
     ));
     assert!(matches!(
         classify(StatusCode::NOT_FOUND, "Not found", None),
+        Err(SendError::Refused(_))
+    ));
+    assert!(matches!(
+        classify(StatusCode::UNAUTHORIZED, "", None),
+        Err(SendError::Refused(_))
+    ));
+    // 403 without Kannel's authorization text is about the message (not routable).
+    assert!(matches!(
+        classify(
+            StatusCode::FORBIDDEN,
+            "Not routable. Do not try again.",
+            None
+        ),
         Err(SendError::Permanent(_))
     ));
     let long = "x".repeat(5000);
