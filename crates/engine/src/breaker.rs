@@ -107,6 +107,14 @@ pub struct Breaker {
 }
 
 impl State {
+    /// Why it is not closed.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            State::Open { reason, .. } | State::Forced { reason } => Some(reason),
+            State::Closed { .. } | State::HalfOpen { .. } => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             State::Closed { .. } => "closed",
