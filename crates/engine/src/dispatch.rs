@@ -42,7 +42,9 @@ impl Engine {
         let now = self.clock.now(&self.store).await?;
         // An open breaker claims nothing: the contacts wait in the queue with their
         // attempts untouched (a claim is what spends an attempt).
-        let limit = match self.with_breaker(kind, |b| b.admit(now)) {
+        let admit = self.with_breaker(kind, |b| b.admit(now));
+        let probe = admit == Admit::Probe;
+        let limit = match admit {
             Admit::Batch => self.cfg.batch_size,
             Admit::Probe => 1,
             Admit::Wait(_) => {
@@ -67,7 +69,9 @@ impl Engine {
         let claimed = match claimed {
             Ok(c) if !c.is_empty() => c,
             other => {
-                self.end_probe(kind);
+                if probe {
+                    self.end_probe(kind);
+                }
                 return other.map(|_| RoundStats::default()).map_err(Into::into);
             }
         };
@@ -79,8 +83,11 @@ impl Engine {
         .instrument(span)
         .await;
         // A probe that sent nothing (its contact was suppressed, or the round failed)
-        // gave no verdict: the next round probes.
-        self.end_probe(kind);
+        // gave no verdict: the next round probes. Only the probing round may say so: an
+        // ordinary round ending meanwhile must not let a second probe out.
+        if probe {
+            self.end_probe(kind);
+        }
         res
     }
 
