@@ -49,7 +49,7 @@ fn engine_at(store: &store::Store, at: i64, sms: Arc<dyn channels::Channel>) -> 
     chans.insert("sms".into(), sms);
     let mut cfg = EngineConfig::new("test", helpers::repo_root().join("workflows/calendars"));
     cfg.retry_base = Duration::from_secs(60);
-    cfg.max_attempts = 3;
+    cfg.max_attempts = Some(3);
     Engine::new(store.clone(), frozen(at), chans, cfg).unwrap()
 }
 
@@ -235,6 +235,7 @@ async fn transient_failures_retry_with_backoff_and_permanent_ones_keep_the_reaso
         timeout_ms: 5000,
         smsc: None,
         ack_grace_ms: 60_000,
+        max_per_second: None,
     };
     let sms = channels::sms::build(&SmsConfig::Http(cfg.clone()))
         .await

@@ -148,6 +148,7 @@ pub(crate) async fn kannel_channels(
         timeout_ms: 10_000,
         smsc: None,
         ack_grace_ms: 60_000,
+        max_per_second: None,
     };
     // Built as `sms::build` builds it, with the signing secret passed in rather than read
     // from CAMPAIGND_CALLBACK_SECRET (tests do not change their own environment).

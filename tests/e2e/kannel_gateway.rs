@@ -72,6 +72,7 @@ fn config(g: &Gateway, sendsms_url: String, concurrency: usize, timeout_ms: u64)
         timeout_ms,
         smsc: None,
         ack_grace_ms: 60_000,
+        max_per_second: None,
     }
 }
 

@@ -32,6 +32,10 @@ async fn slow_gateway() -> (std::net::SocketAddr, Hits) {
         State(hits): State<Hits>,
         Query(q): Query<HashMap<String, String>>,
     ) -> (StatusCode, &'static str) {
+        // As smsbox does: the daemon's start check (no receiver) is refused, not counted.
+        if q.get("to").is_none_or(|t| t.is_empty()) {
+            return (StatusCode::BAD_REQUEST, "Missing receiver number, rejected");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
         let key = helpers::key_of(&q).unwrap_or_default();
         *hits.lock().unwrap().entry(key).or_insert(0) += 1;

@@ -82,6 +82,7 @@ struct Probes {
     supervisor: Arc<Supervisor>,
     /// Readiness also waits for the engine's housekeeping loop to have begun (the daemon).
     expect_engine: bool,
+    gateways: Option<GatewayStatus>,
     stall_after: Duration,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
@@ -155,6 +156,28 @@ pub struct ServeOptions {
     /// Where Kannel's callbacks go while the database cannot take them (the daemon sets it;
     /// without one, such a callback is answered 500 and Kannel retries it a few times).
     pub spool: Option<Arc<spool::Spool>>,
+    /// Each gateway channel's state (the engine's circuit breakers and the check at
+    /// start), shown by `/readyz`. None: no gateways (an API served without an engine).
+    pub gateways: Option<GatewayStatus>,
+}
+
+/// Reads the gateways' state for `/readyz`.
+pub type GatewayStatus = Arc<dyn Fn() -> Vec<GatewayHealth> + Send + Sync>;
+
+/// One gateway channel as `/readyz` shows it. A paused gateway does not make the API
+/// unready: callbacks must still be taken while an operator fixes the account.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct GatewayHealth {
+    /// The channel kind (`sms`).
+    pub channel: String,
+    /// `closed` (sending), `open` (paused after failures or throttling), `half_open`
+    /// (probing), `forced_open` (the gateway refused campaignd's account: an operator
+    /// must fix the credentials or URL and restart).
+    pub breaker: String,
+    /// Why it is not closed.
+    pub reason: Option<String>,
+    /// The check made when the daemon started: `ok`, or what failed.
+    pub start_check: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -166,6 +189,7 @@ impl Default for ServeOptions {
             expect_engine: false,
             callbacks: auth::CallbackAuth::default(),
             spool: None,
+            gateways: None,
         }
     }
 }
@@ -352,6 +376,7 @@ pub fn router_with(state: AppState, opts: &ServeOptions) -> Router {
     let probes = Arc::new(Probes {
         supervisor: opts.supervisor.clone(),
         expect_engine: opts.expect_engine,
+        gateways: opts.gateways.clone(),
         stall_after: opts.limits.stall_after,
         in_flight: Arc::new(Semaphore::new(opts.limits.max_in_flight)),
         max_in_flight: opts.limits.max_in_flight,

@@ -69,6 +69,9 @@ pub(crate) struct HealthBody {
     /// Every supervised background loop: restarts after panics and the last panic message.
     #[schema(value_type = Vec<TaskHealth>)]
     tasks: Vec<TaskReport>,
+    /// Readiness only: each gateway channel's circuit breaker and start check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    gateways: Vec<crate::GatewayHealth>,
 }
 
 /// One supervised loop (documentation twin of `supervise::TaskReport`).
@@ -125,6 +128,7 @@ pub(crate) async fn livez(State(state): State<Shared>) -> (StatusCode, Json<Heal
         stalled,
         http: in_flight(&state),
         tasks: p.supervisor.report(),
+        gateways: Vec::new(),
     };
     (status, Json(body))
 }
@@ -185,6 +189,7 @@ pub(crate) async fn readyz(State(state): State<Shared>) -> (StatusCode, Json<Hea
         stalled,
         http: in_flight(&state),
         tasks: p.supervisor.report(),
+        gateways: p.gateways.as_ref().map(|g| g()).unwrap_or_default(),
     };
     let status = if ready {
         StatusCode::OK

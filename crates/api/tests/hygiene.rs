@@ -384,6 +384,37 @@ async fn shutdown_waits_no_longer_than_its_grace() -> Res {
     Ok(())
 }
 
+/// ops.rs `readyz` (`gateways: p.gateways...`): a paused gateway is shown to the operator,
+/// and does not make the API unready (callbacks must still be taken).
+#[tokio::test]
+async fn readyz_shows_a_paused_gateway_and_stays_ready() -> Res {
+    let s = Server::start_opts(ServeOptions {
+        limits: relaxed(),
+        gateways: Some(std::sync::Arc::new(|| {
+            vec![api::GatewayHealth {
+                channel: "sms".into(),
+                breaker: "forced_open".into(),
+                reason: Some("Kannel answered HTTP 403: Authorization failed".into()),
+                start_check: Some("ok".into()),
+            }]
+        })),
+        ..ServeOptions::default()
+    })
+    .await?;
+    let (status, ready) = s.json("/readyz").await?;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(
+        ready["gateways"],
+        serde_json::json!([{
+            "channel": "sms",
+            "breaker": "forced_open",
+            "reason": "Kannel answered HTTP 403: Authorization failed",
+            "start_check": "ok",
+        }])
+    );
+    s.stop().await
+}
+
 #[tokio::test]
 async fn readyz_fails_without_the_database_while_livez_stays_ok() -> Res {
     let sup = supervise::Supervisor::new();

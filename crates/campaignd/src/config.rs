@@ -120,12 +120,24 @@ pub(crate) struct EngineSection {
     /// Seconds a claim is leased.
     #[serde(default = "default_lease")]
     pub(crate) lease_secs: u64,
-    /// Send attempts before a transient failure is final.
-    #[serde(default = "default_attempts")]
-    pub(crate) max_attempts: i32,
+    /// Optional safety cap on send attempts per contact. Unset (the default): a transient
+    /// failure is retried until the contact's send-by deadline (the wave's `send_within`),
+    /// however many attempts that takes, so a gateway outage of minutes fails nobody.
+    #[serde(default)]
+    pub(crate) max_attempts: Option<i32>,
     /// First retry delay in seconds (doubles per attempt, with jitter).
     #[serde(default = "default_retry")]
     pub(crate) retry_base_secs: u64,
+    /// Longest retry delay in seconds: a recovered gateway is used again within this long.
+    #[serde(default = "default_retry_max")]
+    pub(crate) retry_max_secs: u64,
+    /// Consecutive transient send failures that open a channel's circuit breaker: the
+    /// dispatcher then claims nothing for that channel (contacts wait, attempts untouched).
+    #[serde(default = "default_breaker_threshold")]
+    pub(crate) breaker_threshold: u32,
+    /// Seconds an open breaker waits before one message probes the gateway.
+    #[serde(default = "default_breaker_cool_down")]
+    pub(crate) breaker_cool_down_secs: u64,
     /// Milliseconds between housekeeping passes.
     #[serde(default = "default_poll")]
     pub(crate) poll_ms: u64,
@@ -206,8 +218,11 @@ impl Default for EngineSection {
         EngineSection {
             batch_size: default_batch(),
             lease_secs: default_lease(),
-            max_attempts: default_attempts(),
+            max_attempts: None,
             retry_base_secs: default_retry(),
+            retry_max_secs: default_retry_max(),
+            breaker_threshold: default_breaker_threshold(),
+            breaker_cool_down_secs: default_breaker_cool_down(),
             poll_ms: default_poll(),
             dispatchers_per_channel: default_dispatchers(),
         }
@@ -235,8 +250,14 @@ fn default_batch() -> u64 {
 fn default_lease() -> u64 {
     60
 }
-fn default_attempts() -> i32 {
+fn default_retry_max() -> u64 {
+    60
+}
+fn default_breaker_threshold() -> u32 {
     5
+}
+fn default_breaker_cool_down() -> u64 {
+    30
 }
 fn default_retry() -> u64 {
     30

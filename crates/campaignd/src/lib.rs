@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 // glibc malloc took ~12% of the dispatcher's CPU (perf over crates/bench): every message
 // allocates its URL, text and row values, from many tokio and database threads. Declared here,
@@ -922,6 +922,53 @@ async fn why(
 }
 
 /// Builds the channels every wave kind needs.
+/// Checks each channel's gateway once at start, without sending (Kannel: a sendsms call
+/// with no receiver). Logged, and shown by `/readyz`; a failure does not stop the daemon:
+/// an unreachable gateway is held back by the circuit breaker until it answers, and a
+/// refused account pauses its channel at the first send.
+async fn check_gateways(
+    channels: &HashMap<String, Arc<dyn channels::Channel>>,
+) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (kind, channel) in channels {
+        let verdict = match channel.healthcheck().await {
+            Ok(()) => {
+                info!(message = "Gateway answered the start check.", channel = %kind);
+                "ok".to_owned()
+            }
+            Err(e @ channels::SendError::Refused(_)) => {
+                error!(message = "Gateway refused campaignd at start; fix its credentials or URL.", channel = %kind, error = %e);
+                e.to_string()
+            }
+            Err(e) => {
+                warn!(message = "Gateway failed the start check; sends wait for it.", channel = %kind, error = %e);
+                e.to_string()
+            }
+        };
+        out.insert(kind.clone(), verdict);
+    }
+    out
+}
+
+/// `/readyz`'s view of the gateways: the engine's breakers and the start checks.
+fn gateway_status(
+    engine: Arc<engine::Engine>,
+    start_checks: HashMap<String, String>,
+) -> api::GatewayStatus {
+    Arc::new(move || {
+        engine
+            .breaker_states()
+            .into_iter()
+            .map(|(channel, state)| api::GatewayHealth {
+                start_check: start_checks.get(&channel).cloned(),
+                breaker: state.name().to_owned(),
+                reason: state.reason().map(str::to_owned),
+                channel,
+            })
+            .collect()
+    })
+}
+
 pub(crate) async fn build_channels(
     cfg: &Config,
     store: &store::Store,
@@ -951,6 +998,9 @@ fn engine_config(cfg: &Config) -> engine::EngineConfig {
     ec.lease = Duration::from_secs(cfg.engine.lease_secs);
     ec.max_attempts = cfg.engine.max_attempts;
     ec.retry_base = Duration::from_secs(cfg.engine.retry_base_secs);
+    ec.retry_max = Duration::from_secs(cfg.engine.retry_max_secs);
+    ec.breaker_threshold = cfg.engine.breaker_threshold.max(1);
+    ec.breaker_cool_down = Duration::from_secs(cfg.engine.breaker_cool_down_secs);
     ec.poll = Duration::from_millis(cfg.engine.poll_ms);
     ec.dispatchers_per_channel = cfg.engine.dispatchers_per_channel.max(1);
     ec.require_approval = cfg.approvals.required;
@@ -1081,6 +1131,7 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         );
     }
     let channels = build_channels(&cfg, &store).await?;
+    let start_checks = check_gateways(&channels).await;
     let mailer = channels::email::Mailer::new(&cfg.email, &cfg.email_from)?;
     let engine = Arc::new(
         engine::Engine::new(
@@ -1115,6 +1166,7 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         expect_engine: true,
         callbacks,
         spool: Some(spool.clone()),
+        gateways: Some(gateway_status(engine.clone(), start_checks)),
         ..api::ServeOptions::default()
     };
     let api = tokio::spawn(api::serve_with(

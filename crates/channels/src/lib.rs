@@ -58,14 +58,28 @@ pub enum SendError {
     /// Never retry: the gateway refused this message (bad number, not routable, auth).
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The gateway refused campaignd itself, not the message: rejected credentials
+    /// (Kannel's 403 "Authorization failed"), or no sendsms at that URL (401/404). The
+    /// same request fails the same way until an operator fixes the account, so it is not
+    /// retried as such; the dispatcher pauses the channel and keeps the message queued.
+    #[error("the gateway refused campaignd's account (credentials or URL): {0}")]
+    Refused(String),
+    /// The gateway asked campaignd to slow down (HTTP 429, or 503 with `Retry-After`) and
+    /// did not take the message. The dispatcher pauses the channel for `retry_after` (for
+    /// its breaker's cool-down when the gateway named no time) and gives the attempt back.
+    #[error("gateway asked to slow down: {reason}")]
+    Throttled {
+        reason: String,
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 impl SendError {
     /// Exhaustive on purpose: a new variant must be classified.
     pub fn is_transient(&self) -> bool {
         match self {
-            SendError::Transient(_) | SendError::Ambiguous(_) => true,
-            SendError::Permanent(_) => false,
+            SendError::Transient(_) | SendError::Ambiguous(_) | SendError::Throttled { .. } => true,
+            SendError::Permanent(_) | SendError::Refused(_) => false,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::Channel;
 mod config;
 mod kannel;
 mod outbox;
+mod rate;
 
 pub use config::{KannelConfig, OutboxConfig, SmsConfig};
 pub use kannel::KannelSms;
@@ -96,6 +97,7 @@ mod tests {
             timeout_ms: 1000,
             smsc: None,
             ack_grace_ms: 60_000,
+            max_per_second: None,
         });
         let err = match build(&cfg).await {
             Ok(_) => panic!("built a Kannel channel without a password"),

@@ -10,6 +10,7 @@ use rand::Rng;
 use store::contacts::{ClaimRequest, Claimed, Outcome};
 use tracing::{Instrument, info_span, warn};
 
+use crate::breaker::{Admit, Breaker, Transition, Verdict};
 use crate::{Engine, EngineError, FailPoint};
 
 /// What a round did.
@@ -25,6 +26,10 @@ pub struct RoundStats {
     pub reconciled: u64,
     /// At-most-once contacts whose send was ambiguous: recorded `unknown`, not resent.
     pub unknown: u64,
+    /// The gateway asked to slow down: due again after its Retry-After, attempt given back.
+    pub deferred: u64,
+    /// The channel's circuit breaker held the round back: nothing was claimed.
+    pub held: bool,
 }
 
 /// How long the gateway's answers are held for a database that does not take them. Past
@@ -33,15 +38,30 @@ pub struct RoundStats {
 const HOLD_ANSWERS_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl RoundStats {
+    /// Adds `o`'s counts (destructured, so a new field cannot be forgotten here).
     fn add(&mut self, o: &RoundStats) {
-        self.claimed += o.claimed;
-        self.sent += o.sent;
-        self.retried += o.retried;
-        self.failed += o.failed;
-        self.expired += o.expired;
-        self.suppressed += o.suppressed;
-        self.reconciled += o.reconciled;
-        self.unknown += o.unknown;
+        let RoundStats {
+            claimed,
+            sent,
+            retried,
+            failed,
+            expired,
+            suppressed,
+            reconciled,
+            unknown,
+            deferred,
+            held,
+        } = o;
+        self.claimed += claimed;
+        self.sent += sent;
+        self.retried += retried;
+        self.failed += failed;
+        self.expired += expired;
+        self.suppressed += suppressed;
+        self.reconciled += reconciled;
+        self.unknown += unknown;
+        self.deferred += deferred;
+        self.held |= held;
     }
 }
 
@@ -53,26 +73,96 @@ impl Engine {
             return Err(EngineError::NoChannel(kind.to_owned()));
         };
         let now = self.clock.now(&self.store).await?;
+        // An open breaker claims nothing: the contacts wait in the queue with their
+        // attempts untouched (a claim is what spends an attempt).
+        let admit = self.with_breaker(kind, |b| b.admit(now));
+        let probe = admit == Admit::Probe;
+        let limit = match admit {
+            Admit::Batch => self.cfg.batch_size,
+            Admit::Probe => 1,
+            Admit::Wait(_) => {
+                return Ok(RoundStats {
+                    held: true,
+                    ..Default::default()
+                });
+            }
+        };
         let token = format!("{}:{}", self.cfg.worker_id, uuid::Uuid::new_v4());
         let claimed = self
             .store
             .claim(&ClaimRequest {
                 channel: kind,
-                limit: self.cfg.batch_size,
+                limit,
                 lease_until: now + self.clock.span_of(self.cfg.lease),
                 token: &token,
                 now,
                 proof_grace: self.clock.span_of(channel.proof_grace()),
             })
-            .await?;
-        if claimed.is_empty() {
-            return Ok(RoundStats::default());
-        }
-        self.failpoints.reach(FailPoint::AfterClaim).await?;
+            .await;
+        let claimed = match claimed {
+            Ok(c) if !c.is_empty() => c,
+            other => {
+                if probe {
+                    self.end_probe(kind);
+                }
+                return other.map(|_| RoundStats::default()).map_err(Into::into);
+            }
+        };
         let span = info_span!("dispatch", channel = kind, batch = claimed.len(), token = %token);
-        self.send_claimed(channel, claimed, &token, now)
-            .instrument(span)
-            .await
+        let res = async {
+            self.failpoints.reach(FailPoint::AfterClaim).await?;
+            self.send_claimed(kind, channel, claimed, &token, now).await
+        }
+        .instrument(span)
+        .await;
+        // A probe that sent nothing (its contact was suppressed, or the round failed)
+        // gave no verdict: the next round probes. Only the probing round may say so: an
+        // ordinary round ending meanwhile must not let a second probe out.
+        if probe {
+            self.end_probe(kind);
+        }
+        res
+    }
+
+    /// Runs `f` on `kind`'s breaker and logs the transition it made, if any.
+    fn with_breaker<T>(
+        &self,
+        kind: &str,
+        f: impl FnOnce(&mut Breaker) -> (T, Option<Transition>),
+    ) -> T {
+        let Some(b) = self.breakers.get(kind) else {
+            // Every configured channel has one; a test channel added later does not.
+            return f(&mut Breaker::new(Default::default())).0;
+        };
+        let (out, t) = {
+            let mut b = b.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut b)
+        };
+        if let Some(t) = t {
+            log_transition(kind, &t);
+        }
+        out
+    }
+
+    fn end_probe(&self, kind: &str) {
+        self.with_breaker(kind, |b| {
+            b.abandon_probe();
+            ((), None)
+        });
+    }
+
+    /// The state of every channel's breaker, for health and status.
+    pub fn breaker_states(&self) -> Vec<(String, crate::breaker::State)> {
+        let mut out: Vec<_> = self
+            .breakers
+            .iter()
+            .map(|(k, b)| {
+                let b = b.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                (k.clone(), b.state().clone())
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// The derived attributes the batch's templates show, per (subscriber, field): computed
@@ -120,6 +210,7 @@ impl Engine {
 
     async fn send_claimed(
         &self,
+        kind: &str,
         channel: Arc<dyn Channel>,
         claimed: Vec<Claimed>,
         token: &str,
@@ -131,8 +222,8 @@ impl Engine {
         };
         let mut outcomes: Vec<(i64, Outcome)> = Vec::with_capacity(claimed.len());
         let mut to_send: Vec<Outbound> = Vec::with_capacity(claimed.len());
-        // Per message: its attempt, and whether its wave is at most once.
-        let mut attempts: Vec<(i32, bool)> = Vec::with_capacity(claimed.len());
+        // Per message: what deciding its retry needs.
+        let mut attempts: Vec<Try> = Vec::with_capacity(claimed.len());
         let now_utc = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_else(Utc::now);
         let derived = self.derived_for_templates(&claimed, now).await?;
         // A contact claimed before (its worker died with the answer unrecorded, or the send
@@ -210,7 +301,11 @@ impl Engine {
                     .cloned()
                     .unwrap_or_else(|| c.subscriber.text(f))
             });
-            attempts.push((c.attempt, wave.delivery.is_at_most_once()));
+            attempts.push(Try {
+                attempt: c.attempt,
+                at_most_once: wave.delivery.is_at_most_once(),
+                send_by: c.send_by,
+            });
             to_send.push(Outbound {
                 contact_id: c.id,
                 key: c.idem_key,
@@ -228,7 +323,7 @@ impl Engine {
             self.store.settle(token, &outcomes).await?;
         }
         if !to_send.is_empty() {
-            self.send_and_settle(channel, &to_send, &attempts, token, &mut stats)
+            self.send_and_settle(kind, channel, &to_send, &attempts, token, &mut stats)
                 .await?;
         }
         Ok(stats)
@@ -241,9 +336,10 @@ impl Engine {
     /// lets the lease of a live worker run out.
     async fn send_and_settle(
         &self,
+        kind: &str,
         channel: Arc<dyn Channel>,
         to_send: &[Outbound],
-        attempts: &[(i32, bool)],
+        attempts: &[Try],
         token: &str,
         stats: &mut RoundStats,
     ) -> Result<(), EngineError> {
@@ -281,15 +377,27 @@ impl Engine {
                     .await?;
                 // The gateway's answers are held until the database takes them: written
                 // late, by token, they still keep their messages from being sent again
-                // (a row another worker claimed meanwhile is not touched).
+                // (a row another worker claimed meanwhile is not touched). The breaker
+                // hears each answer once.
                 let mut failures = 0u32;
+                let mut heard = false;
                 let holding_since = tokio::time::Instant::now();
                 loop {
                     let mut counted = RoundStats::default();
-                    match self
-                        .settle_group(token, to_send, attempts, &group, &mut counted)
-                        .await
-                    {
+                    let settled = async {
+                        let sent_at = self.clock.now(&self.store).await?;
+                        if !heard {
+                            heard = true;
+                            for (_, res) in &group {
+                                let verdict = self.verdict_of(res);
+                                self.with_breaker(kind, |b| ((), b.record(sent_at, verdict)));
+                            }
+                        }
+                        self.settle_group(token, to_send, attempts, &group, sent_at, &mut counted)
+                            .await
+                    }
+                    .await;
+                    match settled {
                         Ok(()) => {
                             stats.add(&counted);
                             break;
@@ -330,19 +438,18 @@ impl Engine {
         &self,
         token: &str,
         to_send: &[Outbound],
-        attempts: &[(i32, bool)],
+        attempts: &[Try],
         group: &[(usize, Result<channels::Accepted, SendError>)],
+        sent_at: i64,
         stats: &mut RoundStats,
     ) -> Result<(), EngineError> {
-        let sent_at = self.clock.now(&self.store).await?;
         let outcomes: Vec<(i64, Outcome)> = group
             .iter()
             .map(|(idx, res)| {
                 let o = &to_send[*idx];
-                let (attempt, at_most_once) = attempts[*idx];
                 (
                     o.contact_id,
-                    self.outcome_of(o, attempt, at_most_once, res, sent_at, stats),
+                    self.outcome_of(o, attempts[*idx], res, sent_at, stats),
                 )
             })
             .collect();
@@ -354,8 +461,7 @@ impl Engine {
     fn outcome_of(
         &self,
         o: &Outbound,
-        attempt: i32,
-        at_most_once: bool,
+        t: Try,
         res: &Result<channels::Accepted, SendError>,
         sent_at: i64,
         stats: &mut RoundStats,
@@ -365,27 +471,70 @@ impl Engine {
                 stats.sent += 1;
                 Outcome::Sent { at: sent_at }
             }
+            // Not taken, and the gateway said when to come back: the channel pauses (the
+            // breaker) and the contact waits that long without losing an attempt.
+            Err(e @ SendError::Throttled { .. }) => {
+                let due_at = sent_at + self.throttle_pause(e);
+                if t.send_by.is_none_or(|by| due_at <= by) {
+                    stats.deferred += 1;
+                    return Outcome::Deferred {
+                        due_at,
+                        error: e.to_string(),
+                    };
+                }
+                warn!(message = "Gateway throttled past the send-by deadline.", contact_id = o.contact_id, attempt = t.attempt, error = %e);
+                stats.failed += 1;
+                Outcome::Failed {
+                    error: format!("{e}; gave up at the send-by deadline"),
+                }
+            }
+            // The account, not the message: the breaker is forced open (the channel pauses,
+            // the operator is alerted) and the contact waits in the queue, attempt given back.
+            Err(e @ SendError::Refused(_)) => {
+                stats.deferred += 1;
+                Outcome::Deferred {
+                    due_at: sent_at,
+                    error: e.to_string(),
+                }
+            }
             // The gateway may have it: sending again could make two.
-            Err(e @ SendError::Ambiguous(_)) if at_most_once => {
-                warn!(message = "Send ambiguous; at most once, so not retried.", contact_id = o.contact_id, attempt, error = %e);
+            Err(e @ SendError::Ambiguous(_)) if t.at_most_once => {
+                warn!(message = "Send ambiguous; at most once, so not retried.", contact_id = o.contact_id, attempt = t.attempt, error = %e);
                 stats.unknown += 1;
                 Outcome::Unknown {
                     error: e.to_string(),
                 }
             }
-            Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_)))
-                if attempt < self.cfg.max_attempts =>
-            {
-                let delay = self.backoff(attempt);
-                warn!(message = "Send failed; will retry.", contact_id = o.contact_id, attempt, error = %e);
-                stats.retried += 1;
-                Outcome::Retry {
-                    due_at: sent_at + delay,
-                    error: e.to_string(),
+            Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_))) => {
+                let due_at = sent_at + self.backoff(t.attempt);
+                // Retried until the contact's send-by deadline, not for a fixed count: an
+                // outage shorter than the wave's send_within costs no contact.
+                let in_time = t.send_by.is_none_or(|by| due_at <= by);
+                let capped = self.cfg.max_attempts.is_some_and(|max| t.attempt >= max);
+                if in_time && !capped {
+                    warn!(message = "Send failed; will retry.", contact_id = o.contact_id, attempt = t.attempt, error = %e);
+                    stats.retried += 1;
+                    return Outcome::Retry {
+                        due_at,
+                        error: e.to_string(),
+                    };
+                }
+                let why = if capped {
+                    format!("gave up after {} attempts (engine max_attempts)", t.attempt)
+                } else {
+                    format!(
+                        "gave up at the send-by deadline after {} attempts",
+                        t.attempt
+                    )
+                };
+                warn!(message = "Send failed for good.", contact_id = o.contact_id, attempt = t.attempt, error = %e, why = %why);
+                stats.failed += 1;
+                Outcome::Failed {
+                    error: format!("{e}; {why}"),
                 }
             }
             Err(e) => {
-                warn!(message = "Send failed for good.", contact_id = o.contact_id, attempt, error = %e);
+                warn!(message = "Send failed for good.", contact_id = o.contact_id, attempt = t.attempt, error = %e);
                 stats.failed += 1;
                 Outcome::Failed {
                     error: e.to_string(),
@@ -395,8 +544,22 @@ impl Engine {
     }
 
     fn backoff(&self, attempt: i32) -> i64 {
-        backoff_delay(self.cfg.retry_base, attempt, &mut rand::rng())
+        capped_backoff(
+            self.cfg.retry_base,
+            self.cfg.retry_max,
+            attempt,
+            &mut rand::rng(),
+        )
     }
+}
+
+/// What deciding one message's retry needs.
+#[derive(Debug, Clone, Copy)]
+struct Try {
+    attempt: i32,
+    at_most_once: bool,
+    /// The contact's send-by deadline (clock ms): retries stop there.
+    send_by: Option<i64>,
 }
 
 /// The delay before retry number `attempt` (1 after the first send failed), in clock
@@ -407,4 +570,72 @@ pub fn backoff_delay(retry_base: std::time::Duration, attempt: i32, rng: &mut im
     let base = retry_base.as_millis() as i64;
     let cap = base.saturating_mul(1 << attempt.clamp(0, 16));
     rng.random_range(base / 2..=cap.max(base))
+}
+
+/// [`backoff_delay`] with its upper end capped at `max`: uniform in
+/// `[min(base/2, max), min(base * 2^attempt, max)]`. The cap keeps a long outage from
+/// pushing retries hours past the gateway's recovery; the jitter stays spread over the
+/// whole range so that contacts that failed together do not come back together.
+pub fn capped_backoff(
+    retry_base: std::time::Duration,
+    max: std::time::Duration,
+    attempt: i32,
+    rng: &mut impl Rng,
+) -> i64 {
+    let base = retry_base.as_millis() as i64;
+    let max = (max.as_millis() as i64).max(1);
+    let hi = base
+        .saturating_mul(1 << attempt.clamp(0, 16))
+        .max(base)
+        .min(max);
+    let lo = (base / 2).min(hi);
+    rng.random_range(lo..=hi)
+}
+
+impl Engine {
+    /// What one send result tells the breaker about the gateway.
+    fn verdict_of(&self, res: &Result<channels::Accepted, SendError>) -> Verdict {
+        match res {
+            // A refusal of one message (a bad number) is an answer: the gateway is up.
+            Ok(_) | Err(SendError::Permanent(_)) => Verdict::Answered,
+            Err(e @ SendError::Refused(_)) => Verdict::Refused(e.to_string()),
+            Err(e @ SendError::Throttled { .. }) => Verdict::Throttled {
+                for_ms: self.throttle_pause(e),
+                reason: e.to_string(),
+            },
+            Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_))) => {
+                Verdict::Transient(e.to_string())
+            }
+        }
+    }
+
+    /// How long (clock ms) a throttled channel pauses: the gateway's Retry-After, else the
+    /// breaker's cool-down.
+    fn throttle_pause(&self, e: &SendError) -> i64 {
+        let asked = match e {
+            SendError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        self.clock
+            .span_of(asked.unwrap_or(self.cfg.breaker_cool_down))
+    }
+}
+
+fn log_transition(kind: &str, t: &Transition) {
+    match t.to {
+        "closed" => {
+            tracing::info!(message = "Gateway circuit breaker closed; sending resumes.", channel = kind, from = t.from, reason = %t.reason)
+        }
+        "half_open" => tracing::info!(
+            message = "Gateway circuit breaker half-open; sending one probe.",
+            channel = kind,
+            from = t.from
+        ),
+        "forced_open" => {
+            tracing::error!(message = "Gateway refused campaignd; channel paused until an operator fixes its account.", channel = kind, from = t.from, reason = %t.reason)
+        }
+        _ => {
+            warn!(message = "Gateway circuit breaker opened; not claiming for this channel.", channel = kind, from = t.from, reason = %t.reason)
+        }
+    }
 }

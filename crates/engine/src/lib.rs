@@ -25,6 +25,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+pub mod breaker;
 pub mod catalog;
 pub mod clock;
 mod dispatch;
@@ -33,7 +34,7 @@ mod mail;
 mod report;
 pub mod schedule;
 
-pub use dispatch::{RoundStats, backoff_delay};
+pub use dispatch::{RoundStats, backoff_delay, capped_backoff};
 pub use failpoint::FailPoint;
 pub use mail::MailStats;
 pub use report::build_report;
@@ -86,10 +87,18 @@ pub struct EngineConfig {
     pub dispatchers_per_channel: usize,
     /// How long a claim is held; a worker that dies loses its claims after this (clock time).
     pub lease: Duration,
-    /// Sends tried per contact before a transient failure becomes final.
-    pub max_attempts: i32,
+    /// Optional safety cap: sends tried per contact before a transient failure becomes
+    /// final even though its send-by deadline has not passed. Retries are bounded by the
+    /// contact's send-by deadline (the wave's `send_within`), not by a count, so that a
+    /// gateway outage of minutes does not fail contacts the campaign could still reach.
+    ///
+    /// Default: `None` (no cap; the deadline decides).
+    pub max_attempts: Option<i32>,
     /// First retry delay (clock time); doubles per attempt, with jitter.
     pub retry_base: Duration,
+    /// Longest retry delay (clock time): past it a retry is not pushed further out, so a
+    /// gateway that recovers is used again within this long. Default: 60 s.
+    pub retry_max: Duration,
     /// Real-time pause between housekeeping passes and when a channel's queue is empty.
     pub poll: Duration,
     /// `workflows/calendars/`.
@@ -106,6 +115,11 @@ pub struct EngineConfig {
     /// How long after it was queued a staff mail is retried on transient errors (real
     /// time, as leases are); then it fails for good. Default: 24 hours.
     pub mail_deadline: Duration,
+    /// The circuit breaker of each channel (gateway account): consecutive transient
+    /// failures that open it (default 5) and how long it stays open before a probe
+    /// (default 30 s, real time like leases).
+    pub breaker_threshold: u32,
+    pub breaker_cool_down: Duration,
 }
 
 impl EngineConfig {
@@ -115,14 +129,17 @@ impl EngineConfig {
             batch_size: 500,
             dispatchers_per_channel: 1,
             lease: Duration::from_secs(60),
-            max_attempts: 5,
+            max_attempts: None,
             retry_base: Duration::from_secs(30),
+            retry_max: Duration::from_secs(60),
             poll: Duration::from_millis(250),
             calendars_dir,
             simulated: false,
             require_approval: false,
             loaded_by: "files".to_owned(),
             mail_deadline: Duration::from_secs(24 * 3600),
+            breaker_threshold: 5,
+            breaker_cool_down: Duration::from_secs(30),
         }
     }
 }
@@ -180,6 +197,10 @@ pub struct Engine {
     failpoints: failpoint::FailPoints,
     /// Catches panics in the loops of [`Engine::run`]; health reads it.
     supervisor: Arc<supervise::Supervisor>,
+    /// One circuit breaker per channel (gateway account), shared by its dispatcher loops.
+    /// In memory on purpose: it is a view of the gateway, not of the campaign; a restarted
+    /// process learns it again within `breaker_threshold` sends.
+    breakers: HashMap<String, std::sync::Mutex<breaker::Breaker>>,
 }
 
 /// What one housekeeping pass did.
@@ -216,6 +237,19 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let calendars = Calendars::load(&cfg.calendars_dir).map_err(EngineError::Cron)?;
         let (events, _) = broadcast::channel(4096);
+        let breaker_cfg = breaker::BreakerConfig::new(
+            cfg.breaker_threshold,
+            Duration::from_millis(clock.span_of(cfg.breaker_cool_down).max(0) as u64),
+        );
+        let breakers = channels
+            .keys()
+            .map(|k| {
+                (
+                    k.clone(),
+                    std::sync::Mutex::new(breaker::Breaker::new(breaker_cfg)),
+                )
+            })
+            .collect();
         Ok(Engine {
             store,
             clock,
@@ -230,6 +264,7 @@ impl Engine {
             next_reclaim: std::sync::Mutex::new(std::time::Instant::now()),
             failpoints: failpoint::FailPoints::default(),
             supervisor: supervise::Supervisor::new(),
+            breakers,
         })
     }
 

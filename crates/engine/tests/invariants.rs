@@ -99,12 +99,17 @@ enum Answer {
     Transient,
     /// A timeout: the gateway may have taken it.
     Ambiguous,
+    /// 429 with `Retry-After` of this many seconds.
+    Throttled(u64),
+    /// 403 "Authorization failed": the account, not the message.
+    Refused,
 }
 
 /// A channel that records every message it is handed, in order.
 struct Recorder {
     kind: &'static str,
-    answer: Answer,
+    /// Switchable, so a test can end an outage.
+    answer: Mutex<Answer>,
     sent: Mutex<Vec<Outbound>>,
     /// When set, a batch waits (up to the deadline) until two batches were in flight at once.
     gate: Option<Gate>,
@@ -126,7 +131,7 @@ impl Recorder {
     fn new(kind: &'static str, answer: Answer) -> Arc<Recorder> {
         Arc::new(Recorder {
             kind,
-            answer,
+            answer: Mutex::new(answer),
             sent: Mutex::new(Vec::new()),
             gate: None,
             grace: Duration::ZERO,
@@ -142,6 +147,10 @@ impl Recorder {
             grace,
             ..Arc::into_inner(Recorder::new("sms", Answer::Accept)).unwrap()
         })
+    }
+
+    fn answer(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
     }
 
     fn keys(&self) -> HashMap<String, usize> {
@@ -222,15 +231,23 @@ impl Channel for Recorder {
 
 impl Recorder {
     fn answers(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {
+        let answer = *self.answer.lock().unwrap();
         batch
             .iter()
-            .map(|_| match self.answer {
+            .map(|_| match answer {
                 Answer::Accept => Ok(Accepted {
                     gateway_ref: None,
                     queued: false,
                 }),
                 Answer::Transient => Err(SendError::Transient("503 Service Unavailable".into())),
                 Answer::Ambiguous => Err(SendError::Ambiguous("no answer within 10000 ms".into())),
+                Answer::Refused => Err(SendError::Refused(
+                    "Kannel answered HTTP 403: Authorization failed for sendsms".into(),
+                )),
+                Answer::Throttled(secs) => Err(SendError::Throttled {
+                    reason: "429 Too Many Requests".into(),
+                    retry_after: Some(Duration::from_secs(secs)),
+                }),
             })
             .collect()
     }
@@ -282,7 +299,7 @@ impl Rig {
         let mut cfg = EngineConfig::new("inv", self.dir.path().join("no-calendars"));
         cfg.lease = Duration::from_secs(60);
         cfg.retry_base = Duration::from_secs(60);
-        cfg.max_attempts = 3;
+        cfg.max_attempts = Some(3);
         cfg.batch_size = 100;
         cfg
     }
@@ -372,7 +389,8 @@ async fn quiet_hours_reached_after_planning_stop_the_send_until_morning() {
     assert!(states.values().all(|s| s == "sent"), "{states:?}");
 }
 
-// c. dispatch.rs: `Err(e @ SendError::Transient(_)) if *attempt < self.cfg.max_attempts`
+// c. dispatch.rs `outcome_of`: `max_attempts.is_some_and(|max| t.attempt >= max)` (the
+//    optional safety cap)
 #[tokio::test]
 async fn transient_failures_stop_after_max_attempts() {
     let rig = Rig::with_sms(ONE_WAVE, 2, Recorder::new("sms", Answer::Transient)).await;
@@ -399,6 +417,203 @@ async fn transient_failures_stop_after_max_attempts() {
     let states = wave_states(&rig.store, run_id, 0).await;
     assert!(states.values().all(|s| s == "failed"), "{states:?}");
     insta::assert_snapshot!(rig.snapshot().await);
+}
+
+// c2. dispatch.rs `outcome_of`: a transient failure is retried until the send-by deadline
+//     (`if in_time && !capped { ... Retry ... }`), not for a fixed count: a gateway outage
+//     of an hour, polled every minute, fails nobody when send_within
+//     (1 day) allows.
+#[tokio::test]
+async fn an_outage_shorter_than_send_within_fails_nobody() {
+    let rig = Rig::with_sms(ONE_WAVE, 3, Recorder::new("sms", Answer::Transient)).await;
+    let mut cfg = rig.config();
+    cfg.max_attempts = None;
+    let e = rig.engine(cfg).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    for _ in 0..60 {
+        e.dispatch_round("sms").await.unwrap();
+        rig.clock.advance(Duration::from_secs(60));
+    }
+    // Far more attempts than any fixed count the daemon used to allow (5, or 8 in e2e).
+    assert!(
+        rig.sms.keys().values().all(|n| *n >= 10),
+        "{:?}",
+        rig.sms.keys()
+    );
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "pending"), "{states:?}");
+    rig.sms.answer(Answer::Accept);
+    rig.clock.advance(Duration::from_secs(60));
+    rig.drain(&e, "sms").await;
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+}
+
+// c3. dispatch.rs `outcome_of`: `t.send_by.is_none_or(|by| due_at <= by)`: a gateway down
+//     past the deadline fails its contacts there, with the gateway's error and the reason.
+#[tokio::test]
+async fn retries_end_at_the_send_by_deadline_with_the_reason() {
+    let rig = Rig::with_sms(ONE_WAVE, 2, Recorder::new("sms", Answer::Transient)).await;
+    let mut cfg = rig.config();
+    cfg.max_attempts = None;
+    // About the retry deadline alone: the breaker would hold one of the two back.
+    cfg.breaker_threshold = u32::MAX;
+    let e = rig.engine(cfg).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    // Two days of rounds every ten minutes; send_within is one day.
+    for _ in 0..(2 * 24 * 6) {
+        e.dispatch_round("sms").await.unwrap();
+        rig.clock.advance(Duration::from_secs(600));
+    }
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "failed"), "{states:?}");
+    let errors: Vec<String> = queue_or_contact_errors(&rig.store).await;
+    assert_eq!(errors.len(), 2);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("503") && e.contains("send-by deadline")),
+        "{errors:?}"
+    );
+}
+
+fn sms_breaker(e: &Engine) -> &'static str {
+    e.breaker_states()
+        .into_iter()
+        .find(|(k, _)| k == "sms")
+        .unwrap()
+        .1
+        .name()
+}
+
+// c4. dispatch.rs `dispatch_round` (`Admit::Wait(_) => return ... held`) and breaker.rs:
+//     after `breaker_threshold` transient failures in a row the channel's breaker opens and
+//     the dispatcher claims nothing, so queued contacts keep their attempts; after the
+//     cool-down one message probes; an answer closes the breaker and sending resumes.
+#[tokio::test]
+async fn an_open_breaker_spends_no_attempts_and_a_probe_closes_it() {
+    let rig = Rig::with_sms(ONE_WAVE, 10, Recorder::new("sms", Answer::Transient)).await;
+    let mut cfg = rig.config();
+    cfg.max_attempts = None;
+    cfg.breaker_threshold = 3;
+    cfg.breaker_cool_down = Duration::from_secs(300);
+    let e = rig.engine(cfg).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.retried), (10, 10));
+    assert_eq!(sms_breaker(&e), "open");
+    // Every retry is due (60 s cap), but the breaker is open for 5 minutes: no claim, no
+    // send, no attempt spent.
+    for _ in 0..4 {
+        rig.clock.advance(Duration::from_secs(60));
+        let s = e.dispatch_round("sms").await.unwrap();
+        assert_eq!((s.claimed, s.held), (0, true));
+    }
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 10);
+    let attempts: Vec<i32> = queue_column(&rig.store, "attempt", "contact_id").await;
+    assert_eq!(attempts, vec![1; 10]);
+    // Cool-down over: one probe, which fails: open again, one attempt spent on one contact.
+    rig.clock.advance(Duration::from_secs(61));
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.retried), (1, 1));
+    assert_eq!(sms_breaker(&e), "open");
+    assert_eq!(e.dispatch_round("sms").await.unwrap().claimed, 0);
+    // The gateway is back: the next probe closes the breaker and the rest go.
+    rig.sms.answer(Answer::Accept);
+    rig.clock.advance(Duration::from_secs(301));
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.sent), (1, 1));
+    assert_eq!(sms_breaker(&e), "closed");
+    rig.drain(&e, "sms").await;
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 10 + 1 + 10);
+}
+
+// c5. dispatch.rs `verdict_of` (`Verdict::Throttled`) and store `settle` (`Deferred`:
+//     `attempt = attempt - ?`): a 429 with Retry-After pauses the whole channel for that
+//     long (other due contacts are not claimed either) and costs the throttled contacts no
+//     attempt; after the pause sending resumes.
+#[tokio::test]
+async fn retry_after_pauses_the_channel_without_spending_attempts() {
+    let rig = Rig::with_sms(ONE_WAVE, 6, Recorder::new("sms", Answer::Throttled(120))).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 2;
+    let e = rig.engine(cfg).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.deferred, s.retried), (2, 2, 0));
+    assert_eq!(sms_breaker(&e), "open");
+    // Four more contacts are due, but the channel is paused for 120 s.
+    for _ in 0..2 {
+        let s = e.dispatch_round("sms").await.unwrap();
+        assert_eq!((s.claimed, s.held), (0, true));
+        rig.clock.advance(Duration::from_secs(59));
+    }
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 2);
+    let attempts: Vec<i32> = queue_column(&rig.store, "attempt", "contact_id").await;
+    assert_eq!(attempts, vec![0; 6], "a throttled send costs no attempt");
+    rig.sms.answer(Answer::Accept);
+    rig.clock.advance(Duration::from_secs(3));
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.sent), (1, 1), "the probe");
+    rig.drain(&e, "sms").await;
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 2 + 6);
+}
+
+// c6. dispatch.rs `verdict_of` (`Verdict::Refused` forces the breaker open) and `outcome_of`
+//     (`Refused` → `Deferred`): rejected credentials pause the channel instead of failing
+//     the wave; contacts stay queued with their attempts, however long the clock runs,
+//     and `breaker_states` shows it (the operator's status; the transition logs an ERROR).
+#[tokio::test]
+async fn an_auth_error_pauses_the_channel_and_fails_nobody() {
+    let rig = Rig::with_sms(ONE_WAVE, 5, Recorder::new("sms", Answer::Refused)).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 2;
+    let e = rig.engine(cfg).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    let s = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((s.claimed, s.deferred, s.failed), (2, 2, 0));
+    assert_eq!(sms_breaker(&e), "forced_open");
+    // Hours later: still paused (no cool-down ends it), nothing claimed, nothing spent.
+    for _ in 0..5 {
+        rig.clock.advance(Duration::from_secs(3600));
+        let s = e.dispatch_round("sms").await.unwrap();
+        assert_eq!((s.claimed, s.held), (0, true));
+    }
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 2);
+    let attempts: Vec<i32> = queue_column(&rig.store, "attempt", "contact_id").await;
+    assert_eq!(attempts, vec![0; 5]);
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "pending"), "{states:?}");
+    // The operator fixes the password and restarts: a new engine sends them all.
+    rig.sms.answer(Answer::Accept);
+    let e = rig.engine(rig.config()).await;
+    rig.drain(&e, "sms").await;
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+}
+
+async fn queue_or_contact_errors(store: &Store) -> Vec<String> {
+    let rows = store
+        .db()
+        .query_all_raw(store::stmt(
+            store.db(),
+            "SELECT last_error FROM contact WHERE last_error IS NOT NULL ORDER BY id",
+            [],
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<String>("", "last_error").unwrap())
+        .collect()
 }
 
 async fn due_times(store: &Store) -> Vec<i64> {
@@ -443,6 +658,25 @@ fn backoff_stays_within_half_base_and_base_times_two_to_the_attempt() {
             "attempt {attempt}: min {lo}"
         );
         assert!(hi > cap - (cap - b / 2) / 50, "attempt {attempt}: max {hi}");
+    }
+}
+
+// c. dispatch.rs `capped_backoff`: `.min(max)`: a long outage never pushes a retry past
+//    the cap, and the jitter still spreads over [base/2, cap].
+#[test]
+fn capped_backoff_never_passes_the_cap() {
+    let base = Duration::from_secs(30);
+    let max = Duration::from_secs(60);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for attempt in 1..=40 {
+        let (mut lo, mut hi) = (i64::MAX, 0);
+        for _ in 0..500 {
+            let d = engine::capped_backoff(base, max, attempt, &mut rng);
+            assert!((15_000..=60_000).contains(&d), "attempt {attempt}: {d}");
+            lo = lo.min(d);
+            hi = hi.max(d);
+        }
+        assert!(lo < 16_000 && hi > 59_000, "attempt {attempt}: {lo}..{hi}");
     }
 }
 

@@ -576,6 +576,12 @@ pub enum Outcome {
         error: String,
     },
     Expired,
+    /// Not taken: the gateway asked to slow down. Due again at `due_at`, and the claim's
+    /// attempt is given back: a throttled channel costs a contact no attempt.
+    Deferred {
+        due_at: Millis,
+        error: String,
+    },
 }
 
 const SEND_BY_PASSED: &str = "send-by deadline passed";
@@ -792,11 +798,12 @@ impl Store {
         for (id, outcome) in outcomes {
             match outcome {
                 Outcome::Sent { at } => sent_by_at.entry(*at).or_default().push(*id),
-                Outcome::Retry { due_at, error } => {
+                Outcome::Retry { due_at, error } | Outcome::Deferred { due_at, error } => {
+                    let refund = i32::from(matches!(outcome, Outcome::Deferred { .. }));
                     let n = exec(
                         &tx,
-                        "UPDATE dispatch SET due_at = ?, lease_until = NULL, lease_token = NULL WHERE contact_id = ? AND lease_token = ?",
-                        [(*due_at).into(), (*id).into(), token.into()],
+                        "UPDATE dispatch SET due_at = ?, attempt = attempt - ?, lease_until = NULL, lease_token = NULL WHERE contact_id = ? AND lease_token = ?",
+                        [(*due_at).into(), refund.into(), (*id).into(), token.into()],
                     )
                     .await?
                     .rows_affected();

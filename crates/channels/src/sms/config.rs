@@ -123,6 +123,12 @@ pub struct KannelConfig {
     /// Default: 60000.
     #[serde(default = "default_ack_grace_ms")]
     pub ack_grace_ms: u64,
+
+    /// Most messages per second sent through this account (operators buy SMSC throughput
+    /// per account; more gets refused or throttled). Messages are spaced `1/max_per_second`
+    /// apart, so no second ever holds more. Unset: no limit but `concurrency`.
+    #[serde(default)]
+    pub max_per_second: Option<u32>,
 }
 
 fn default_ack_grace_ms() -> u64 {
@@ -182,6 +188,7 @@ mod tests {
                 timeout_ms: 10_000,
                 smsc: None,
                 ack_grace_ms: 60_000,
+                max_per_second: None,
             }
         );
     }

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, warn};
 use url::Url;
 
+use super::rate::RateLimit;
 use super::{BuildError, KannelConfig, mask_msisdn};
 use crate::{Accepted, Channel, Outbound, ResultSink, SendError};
 
@@ -54,6 +55,8 @@ struct Inner {
     /// Shared by all batches, so that concurrent `send_batch` calls together stay within
     /// `concurrency` requests, the size of the connection pool.
     in_flight: Arc<Semaphore>,
+    /// `max_per_second`, shared by all batches like `in_flight`.
+    rate: Option<RateLimit>,
 }
 
 struct Dlr {
@@ -153,6 +156,12 @@ impl KannelSms {
         if cfg.timeout_ms == 0 {
             return Err(invalid("timeout_ms", "must be at least 1"));
         }
+        if cfg.max_per_second == Some(0) {
+            return Err(invalid(
+                "max_per_second",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
         if cfg.dlr_mask > 31 {
             return Err(invalid(
                 "dlr_mask",
@@ -201,6 +210,7 @@ impl KannelSms {
                     Duration::ZERO
                 },
                 in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
+                rate: cfg.max_per_second.map(RateLimit::new),
             }),
         })
     }
@@ -239,11 +249,16 @@ impl Inner {
             .await
             .map_err(|error| self.request_error(error))?;
         let status = res.status();
+        let retry_after = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry_after_secs);
         let body = res
             .text()
             .await
             .map_err(|error| self.request_error(error))?;
-        classify(status, &body)
+        classify(status, &body, retry_after)
     }
 
     /// Every request error is worth a retry. One that came before the request left (no
@@ -334,6 +349,11 @@ impl Channel for KannelSms {
                     continue;
                 }
             };
+            // The slot is reserved once the permit is held and the request starts right
+            // after it: a start is never earlier than its slot, nor later than the next one's.
+            if let Some(rate) = &self.inner.rate {
+                rate.wait().await;
+            }
             let inner = Arc::clone(&self.inner);
             let msg = msg.clone();
             let done = done.clone();
@@ -398,11 +418,11 @@ impl Channel for KannelSms {
         let error = if status.is_server_error() {
             SendError::Transient(format!("Kannel sendsms unhealthy: HTTP {code}: {body}"))
         } else if status == StatusCode::FORBIDDEN {
-            SendError::Permanent(format!(
+            SendError::Refused(format!(
                 "Kannel refused campaignd's credentials: HTTP {code}: {body}"
             ))
         } else {
-            SendError::Permanent(format!(
+            SendError::Refused(format!(
                 "unexpected answer from Kannel sendsms (wrong sendsms_url?): HTTP {code}: {body}"
             ))
         };
@@ -411,8 +431,19 @@ impl Channel for KannelSms {
     }
 }
 
-/// Maps one sendsms answer to an outcome.
-fn classify(status: StatusCode, body: &str) -> Result<Accepted, SendError> {
+/// `Retry-After` in its delay-seconds form. The HTTP-date form is not used by Kannel nor by
+/// the proxies in front of it that we know of; it counts as absent (the breaker's own
+/// cool-down then applies).
+fn retry_after_secs(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Maps one sendsms answer (and its `Retry-After`, if any) to an outcome.
+fn classify(
+    status: StatusCode,
+    body: &str,
+    retry_after: Option<Duration>,
+) -> Result<Accepted, SendError> {
     let body = short(body);
     if status.is_success() {
         let queued = body.starts_with("3:");
@@ -429,6 +460,24 @@ fn classify(status: StatusCode, body: &str) -> Result<Accepted, SendError> {
         });
     }
     let reason = format!("Kannel answered HTTP {}: {body}", status.as_u16());
+    // The gateway (or a proxy before it) says when to come back: the message was not
+    // taken, and sending more before then only gets more refusals.
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+    {
+        return Err(SendError::Throttled {
+            reason,
+            retry_after,
+        });
+    }
+    // Kannel checks the account before anything about the message; 401/404 mean the URL
+    // does not lead to a sendsms that knows campaignd. Every message would fail the same.
+    if (status == StatusCode::FORBIDDEN && body.contains("Authorization failed"))
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::NOT_FOUND
+    {
+        return Err(SendError::Refused(reason));
+    }
     if status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
@@ -539,13 +588,17 @@ fn log_outcome(msg: &Outbound, res: &Result<Accepted, SendError>) {
             %to,
             queued = accepted.queued,
         ),
-        Err(error @ SendError::Permanent(_)) => tracing::warn!(
+        Err(error @ (SendError::Permanent(_) | SendError::Refused(_))) => tracing::warn!(
             message = "Kannel refused SMS.",
             key = %msg.key,
             %to,
             %error,
         ),
-        Err(error @ (SendError::Transient(_) | SendError::Ambiguous(_))) => tracing::debug!(
+        Err(
+            error @ (SendError::Transient(_)
+            | SendError::Ambiguous(_)
+            | SendError::Throttled { .. }),
+        ) => tracing::debug!(
             message = "SMS submit failed, retryable.",
             key = %msg.key,
             %to,
@@ -569,11 +622,15 @@ impl Tally {
         match res {
             Ok(a) if a.queued => self.queued += 1,
             Ok(_) => self.accepted += 1,
-            Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_))) => {
+            Err(
+                e @ (SendError::Transient(_)
+                | SendError::Ambiguous(_)
+                | SendError::Throttled { .. }),
+            ) => {
                 self.transient += 1;
                 self.first_transient.get_or_insert_with(|| e.to_string());
             }
-            Err(SendError::Permanent(_)) => self.permanent += 1,
+            Err(SendError::Permanent(_) | SendError::Refused(_)) => self.permanent += 1,
         }
     }
 

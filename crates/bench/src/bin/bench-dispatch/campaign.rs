@@ -199,6 +199,7 @@ async fn run_on(
             timeout_ms: 10_000,
             smsc: None,
             ack_grace_ms: 60_000,
+            max_per_second: None,
         },
         crate::gateway::PASSWORD,
     )?;

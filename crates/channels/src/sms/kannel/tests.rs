@@ -39,6 +39,8 @@ impl Seen {
 #[derive(Default)]
 struct FakeState {
     seen: Mutex<Vec<Seen>>,
+    /// When each request arrived.
+    arrivals: Mutex<Vec<std::time::Instant>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -109,6 +111,11 @@ async fn sendsms(
     RawQuery(raw): RawQuery,
 ) -> (AxumStatus, String) {
     let _guard = InFlight::enter(&state);
+    state
+        .arrivals
+        .lock()
+        .unwrap()
+        .push(std::time::Instant::now());
     let raw_query = raw.unwrap_or_default();
     let params: Vec<(String, String)> = url::form_urlencoded::parse(raw_query.as_bytes())
         .into_owned()
@@ -167,6 +174,7 @@ fn test_config(sendsms_url: &str) -> KannelConfig {
         timeout_ms: 5_000,
         smsc: None,
         ack_grace_ms: 60_000,
+        max_per_second: None,
     }
 }
 
@@ -441,39 +449,75 @@ async fn maps_each_answer_and_keeps_batch_order() {
 }
 
 #[tokio::test]
-async fn wrong_credentials_are_permanent_and_unhealthy() {
+async fn wrong_credentials_refuse_the_account_and_are_unhealthy() {
     let kannel = FakeKannel::start().await;
     init();
     let sms = KannelSms::with_password(&kannel.config(), "wrong").unwrap();
     let res = sms.send_batch(&[msg(1, "hi")]).await;
+    // The account, not the message: the dispatcher pauses the channel instead of failing it.
     assert_eq!(
         res,
-        vec![Err(SendError::Permanent(
+        vec![Err(SendError::Refused(
             "Kannel answered HTTP 403: Authorization failed for sendsms".into()
         ))]
     );
+    assert!(!res[0].as_ref().unwrap_err().is_transient());
     let err = sms.healthcheck().await.unwrap_err();
-    assert!(matches!(err, SendError::Permanent(_)), "{err:?}");
+    assert!(matches!(err, SendError::Refused(_)), "{err:?}");
     assert!(err.to_string().contains("Authorization failed"), "{err}");
 }
 
 #[test]
 fn classify_covers_statuses_kannel_does_not_script() {
-    assert_eq!(classify(StatusCode::OK, "Sent."), ACCEPTED);
+    assert_eq!(classify(StatusCode::OK, "Sent.", None), ACCEPTED);
     assert!(matches!(
-        classify(StatusCode::TOO_MANY_REQUESTS, ""),
+        classify(StatusCode::TOO_MANY_REQUESTS, "", None),
+        Err(SendError::Throttled {
+            retry_after: None,
+            ..
+        })
+    ));
+    assert_eq!(
+        classify(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            Some(Duration::from_secs(7))
+        ),
+        Err(SendError::Throttled {
+            reason: "Kannel answered HTTP 503: busy".into(),
+            retry_after: Some(Duration::from_secs(7)),
+        })
+    );
+    // 503 without a time to come back is an ordinary transient failure (the breaker counts it).
+    assert!(matches!(
+        classify(StatusCode::SERVICE_UNAVAILABLE, "busy", None),
+        Err(SendError::Transient(_))
+    ));
+    assert_eq!(retry_after_secs(" 12 "), Some(Duration::from_secs(12)));
+    assert_eq!(retry_after_secs("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+    assert!(matches!(
+        classify(StatusCode::REQUEST_TIMEOUT, "", None),
         Err(SendError::Transient(_))
     ));
     assert!(matches!(
-        classify(StatusCode::REQUEST_TIMEOUT, ""),
-        Err(SendError::Transient(_))
+        classify(StatusCode::NOT_FOUND, "Not found", None),
+        Err(SendError::Refused(_))
     ));
     assert!(matches!(
-        classify(StatusCode::NOT_FOUND, "Not found"),
+        classify(StatusCode::UNAUTHORIZED, "", None),
+        Err(SendError::Refused(_))
+    ));
+    // 403 without Kannel's authorization text is about the message (not routable).
+    assert!(matches!(
+        classify(
+            StatusCode::FORBIDDEN,
+            "Not routable. Do not try again.",
+            None
+        ),
         Err(SendError::Permanent(_))
     ));
     let long = "x".repeat(5000);
-    let Err(SendError::Transient(reason)) = classify(StatusCode::BAD_GATEWAY, &long) else {
+    let Err(SendError::Transient(reason)) = classify(StatusCode::BAD_GATEWAY, &long, None) else {
         panic!("502 must be transient");
     };
     assert!(reason.chars().count() < 300, "{}", reason.len());
@@ -575,6 +619,44 @@ async fn healthcheck_rejects_something_that_is_not_sendsms() {
     let sms = kannel.channel(&cfg);
     let err = sms.healthcheck().await.unwrap_err();
     assert!(err.to_string().contains("HTTP 404"), "{err}");
+}
+
+/// `max_per_second` (sms/rate.rs, waited for in `send_each`): counted at the loopback
+/// server, no second holds more requests than the limit, even with a pool far wider.
+#[tokio::test]
+async fn max_per_second_is_never_exceeded_at_the_gateway() {
+    let kannel = FakeKannel::start().await;
+    let cfg = KannelConfig {
+        concurrency: 16,
+        max_per_second: Some(20),
+        ..kannel.config()
+    };
+    let sms = kannel.channel(&cfg);
+    let batch: Vec<Outbound> = (0..50).map(|i| msg(i, "hi")).collect();
+    let started = std::time::Instant::now();
+    let res = sms.send_batch(&batch).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    // 50 messages 50 ms apart: the last starts 2.45 s after the first.
+    assert!(
+        started.elapsed() >= Duration::from_millis(2400),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut at = kannel.state.arrivals.lock().unwrap().clone();
+    at.sort();
+    assert_eq!(at.len(), 50);
+    for (i, t) in at.iter().enumerate() {
+        let in_window = at[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        // One more than the limit tolerates a request delayed on loopback arriving with
+        // the next; a missing limit puts all 50 in the first few milliseconds.
+        assert!(
+            in_window <= 21,
+            "{in_window} requests in the second from {i}"
+        );
+    }
 }
 
 #[test]
