@@ -385,6 +385,16 @@ impl Engine {
                 loop {
                     let mut counted = RoundStats::default();
                     let settled = async {
+                        if self
+                            .failpoints
+                            .reach(FailPoint::DatabaseDownAtSettle)
+                            .await
+                            .is_err()
+                        {
+                            return Err(EngineError::Store(store::StoreError::Invalid(
+                                "failure point: the database is down".into(),
+                            )));
+                        }
                         let sent_at = self.clock.now(&self.store).await?;
                         if !heard {
                             heard = true;

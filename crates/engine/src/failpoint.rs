@@ -22,6 +22,9 @@ pub enum FailPoint {
     AfterRunFinished,
     /// The mailer accepted a queued mail; the mail is never settled.
     AfterMailSendBeforeSettle,
+    /// The database refuses one write of the gateway's answers, as in an outage (a store
+    /// error, not a crash: the dispatcher holds the answers and writes them on its next try).
+    DatabaseDownAtSettle,
 }
 
 #[cfg(feature = "test-util")]

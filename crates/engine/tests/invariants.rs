@@ -910,6 +910,31 @@ async fn a_crash_between_send_and_settle_resends_that_batch_once_after_the_lease
     insta::assert_snapshot!("crash_recovered", rig.snapshot().await);
 }
 
+/// A database that refuses the write of the gateway's answers (an outage) does not make the
+/// dispatcher drop them: they are held and written on the next try, so no message the
+/// gateway took is sent again once its lease has run out.
+#[tokio::test]
+async fn answers_the_database_refused_are_held_and_written_so_nothing_is_resent() {
+    let rig = Rig::new(ONE_WAVE, 6).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 6;
+    let e = rig.engine(cfg).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    e.arm(FailPoint::DatabaseDownAtSettle);
+    let stats = e.dispatch_round("sms").await.unwrap();
+    assert_eq!(stats.sent, 6, "{stats:?}");
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+    // Long after every lease: nothing goes again.
+    rig.clock.advance(Duration::from_secs(3600));
+    rig.drain(&e, "sms").await;
+    let keys = rig.sms.keys();
+    assert_eq!(keys.len(), 6);
+    assert!(keys.values().all(|n| *n == 1), "{keys:?}");
+    assert!(due_times(&rig.store).await.is_empty(), "the queue is empty");
+}
+
 /// The queue rows' lease ends, by contact.
 async fn lease_ends(store: &Store) -> Vec<Option<i64>> {
     queue_column(store, "lease_until", "contact_id").await
