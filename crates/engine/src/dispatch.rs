@@ -37,6 +37,13 @@ pub struct RoundStats {
 /// after a crash (the proof grace, the reports).
 const HOLD_ANSWERS_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// When a group of answers is written, and the channel's proof grace, in clock milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    sent_at: i64,
+    grace: i64,
+}
+
 impl RoundStats {
     /// Adds `o`'s counts (destructured, so a new field cannot be forgotten here).
     fn add(&mut self, o: &RoundStats) {
@@ -343,6 +350,9 @@ impl Engine {
         token: &str,
         stats: &mut RoundStats,
     ) -> Result<(), EngineError> {
+        // A message the gateway may have taken is retried only after the time its proof of
+        // submission would take to come back, so that proof can stop the retry.
+        let grace = self.clock.span_of(channel.proof_grace());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let send = channel.send_each(to_send, tx);
         let mut unsettled: std::collections::BTreeSet<usize> = (0..to_send.len()).collect();
@@ -403,7 +413,8 @@ impl Engine {
                                 self.with_breaker(kind, |b| ((), b.record(sent_at, verdict)));
                             }
                         }
-                        self.settle_group(token, to_send, attempts, &group, sent_at, &mut counted)
+                        let at = Timing { sent_at, grace };
+                        self.settle_group(token, to_send, attempts, &group, at, &mut counted)
                             .await
                     }
                     .await;
@@ -450,7 +461,7 @@ impl Engine {
         to_send: &[Outbound],
         attempts: &[Try],
         group: &[(usize, Result<channels::Accepted, SendError>)],
-        sent_at: i64,
+        at: Timing,
         stats: &mut RoundStats,
     ) -> Result<(), EngineError> {
         let outcomes: Vec<(i64, Outcome)> = group
@@ -459,7 +470,7 @@ impl Engine {
                 let o = &to_send[*idx];
                 (
                     o.contact_id,
-                    self.outcome_of(o, attempts[*idx], res, sent_at, stats),
+                    self.outcome_of(o, attempts[*idx], res, at, stats),
                 )
             })
             .collect();
@@ -473,9 +484,10 @@ impl Engine {
         o: &Outbound,
         t: Try,
         res: &Result<channels::Accepted, SendError>,
-        sent_at: i64,
+        at: Timing,
         stats: &mut RoundStats,
     ) -> Outcome {
+        let Timing { sent_at, grace } = at;
         match res {
             Ok(_) => {
                 stats.sent += 1;
@@ -516,7 +528,13 @@ impl Engine {
                 }
             }
             Err(e @ (SendError::Transient(_) | SendError::Ambiguous(_))) => {
-                let due_at = sent_at + self.backoff(t.attempt);
+                let mut wait = self.backoff(t.attempt);
+                // The gateway may have it (a timeout): wait out the proof grace, so its
+                // acknowledgement (checked before the retry) can show it was taken.
+                if matches!(e, SendError::Ambiguous(_)) {
+                    wait = wait.max(grace);
+                }
+                let due_at = sent_at + wait;
                 // Retried until the contact's send-by deadline, not for a fixed count: an
                 // outage shorter than the wave's send_within costs no contact.
                 let in_time = t.send_by.is_none_or(|by| due_at <= by);

@@ -1122,6 +1122,56 @@ async fn a_message_in_doubt_waits_for_the_smsc_ack_and_is_not_sent_again() {
     assert!(states.values().all(|s| s == "sent"), "{states:?}");
 }
 
+// e5. dispatch.rs `outcome_of` (Ambiguous waits `grace`): an ambiguous answer (a timeout:
+//     the gateway may have the message) is retried only after the proof grace, and the
+//     acknowledgements that came meanwhile stop the retry of the messages they prove.
+#[tokio::test]
+async fn an_ambiguous_answer_waits_for_the_proof_grace_before_a_retry() {
+    let grace = Duration::from_secs(300);
+    let gateway = Arc::new(Recorder {
+        grace,
+        ..Arc::into_inner(Recorder::new("sms", Answer::Ambiguous)).unwrap()
+    });
+    let rig = Rig::with_sms(ONE_WAVE, 3, gateway).await;
+    let e = rig.engine(rig.config()).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    e.tick().await.unwrap();
+    let round = e.dispatch_round("sms").await.unwrap();
+    assert_eq!(round.retried, 3, "{round:?}");
+    let mut sent: Vec<String> = rig.sms.keys().into_keys().collect();
+    sent.sort();
+    // The SMSC acknowledges two of them.
+    let acks: Vec<store::inbound::NewInbound> = sent[..2]
+        .iter()
+        .map(|k| store::inbound::NewInbound {
+            source: store::inbound::source::DLR,
+            idem_key: Some(k.clone()),
+            msisdn: None,
+            kind: "8".into(),
+            value: None,
+            payload: "{}".into(),
+            received_at: t0() + 1_000,
+        })
+        .collect();
+    rig.store.insert_inbound(&acks).await.unwrap();
+    rig.sms.answer(Answer::Accept);
+
+    // Past any backoff (at most 2 x 60 s for a first retry), within the grace: nothing goes.
+    rig.clock.advance(Duration::from_secs(150));
+    assert_eq!(e.dispatch_round("sms").await.unwrap().claimed, 0);
+    // After the grace: the two proved are recorded sent, the third goes once more.
+    rig.clock.advance(Duration::from_secs(151));
+    let round = e.dispatch_round("sms").await.unwrap();
+    assert_eq!((round.reconciled, round.sent), (2, 1), "{round:?}");
+    let keys = rig.sms.keys();
+    for (k, n) in &keys {
+        let expected = if sent[..2].contains(k) { 1 } else { 2 };
+        assert_eq!(*n, expected, "{k}: {keys:?}");
+    }
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+}
+
 /// [`ONE_WAVE`], at most once.
 fn at_most_once() -> String {
     ONE_WAVE.replace(
