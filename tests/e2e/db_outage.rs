@@ -36,14 +36,7 @@ async fn postgres_down_for_a_minute_mid_wave_loses_nothing_on_postgres() {
             .map(|r| r.try_get::<String>("", "msisdn").unwrap())
             .collect();
 
-    let listen = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
-    let kannel = Kannel::start(
-        &format!("http://{listen}"),
-        &helpers::gateway_token(&store).await,
-    );
+    let (listen, kannel) = Kannel::for_daemon(&store).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = DaemonConfig {
         database_url: pg.url(),

@@ -53,14 +53,7 @@ async fn kill_nine_during_a_wave_through_real_kannel_on_postgres() {
         "every subscriber has its own number"
     );
 
-    let listen = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
-    let kannel = Kannel::start(
-        &format!("http://{listen}"),
-        &helpers::gateway_token(&store).await,
-    );
+    let (listen, kannel) = Kannel::for_daemon(&store).await;
 
     let dir = tempfile::tempdir().unwrap();
     let workflows = daemon::blast_workflows(dir.path(), "kannel-crash");

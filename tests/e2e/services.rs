@@ -138,6 +138,21 @@ impl Kannel {
         panic!("Kannel did not start in {START_ATTEMPTS} attempts; the last:\n{last}");
     }
 
+    /// A Kannel whose callbacks go to a daemon that will listen on the returned address
+    /// (fixed before the daemon starts, since kannel.conf names it), with a gateway token
+    /// of `store` for the MO callback.
+    pub(crate) async fn for_daemon(store: &store::Store) -> (std::net::SocketAddr, Kannel) {
+        let listen = {
+            let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let kannel = Kannel::start(
+            &format!("http://{listen}"),
+            &helpers::gateway_token(store).await,
+        );
+        (listen, kannel)
+    }
+
     pub(crate) fn sendsms_url(&self) -> String {
         format!("http://127.0.0.1:{}/cgi-bin/sendsms", self.sendsms_port)
     }

@@ -935,6 +935,21 @@ async fn answers_the_database_refused_are_held_and_written_so_nothing_is_resent(
     assert!(due_times(&rig.store).await.is_empty(), "the queue is empty");
 }
 
+/// Kannel's SMSC acknowledgements (DLR type 8) of `keys`, as the callback stores them.
+fn smsc_acks(keys: &[String]) -> Vec<store::inbound::NewInbound> {
+    keys.iter()
+        .map(|k| store::inbound::NewInbound {
+            source: store::inbound::source::DLR,
+            idem_key: Some(k.clone()),
+            msisdn: None,
+            kind: "8".into(),
+            value: None,
+            payload: "{}".into(),
+            received_at: t0() + 1_000,
+        })
+        .collect()
+}
+
 /// The queue rows' lease ends, by contact.
 async fn lease_ends(store: &Store) -> Vec<Option<i64>> {
     queue_column(store, "lease_until", "contact_id").await
@@ -1072,21 +1087,8 @@ async fn a_message_in_doubt_waits_for_the_smsc_ack_and_is_not_sent_again() {
     sent.sort();
     assert_eq!(sent.len(), 10);
     // The SMSC acknowledged four of them; the reports arrive while nobody holds the batch.
-    let acks_for = |keys: &[String]| -> Vec<store::inbound::NewInbound> {
-        keys.iter()
-            .map(|k| store::inbound::NewInbound {
-                source: store::inbound::source::DLR,
-                idem_key: Some(k.clone()),
-                msisdn: None,
-                kind: "8".into(),
-                value: None,
-                payload: "{}".into(),
-                received_at: t0() + 1_000,
-            })
-            .collect()
-    };
     rig.store
-        .insert_inbound(&acks_for(&sent[..4]))
+        .insert_inbound(&smsc_acks(&sent[..4]))
         .await
         .unwrap();
 
@@ -1105,7 +1107,7 @@ async fn a_message_in_doubt_waits_for_the_smsc_ack_and_is_not_sent_again() {
 
     // Two more reports arrive after the grace, stored but not yet read by attribution: the
     // dispatcher finds them itself before sending again.
-    let late: Vec<store::inbound::NewInbound> = acks_for(&sent[4..6]);
+    let late: Vec<store::inbound::NewInbound> = smsc_acks(&sent[4..6]);
     rig.store.insert_inbound(&late).await.unwrap();
 
     // After the grace the four without proof go once more; the six proved never do.
@@ -1141,19 +1143,10 @@ async fn an_ambiguous_answer_waits_for_the_proof_grace_before_a_retry() {
     let mut sent: Vec<String> = rig.sms.keys().into_keys().collect();
     sent.sort();
     // The SMSC acknowledges two of them.
-    let acks: Vec<store::inbound::NewInbound> = sent[..2]
-        .iter()
-        .map(|k| store::inbound::NewInbound {
-            source: store::inbound::source::DLR,
-            idem_key: Some(k.clone()),
-            msisdn: None,
-            kind: "8".into(),
-            value: None,
-            payload: "{}".into(),
-            received_at: t0() + 1_000,
-        })
-        .collect();
-    rig.store.insert_inbound(&acks).await.unwrap();
+    rig.store
+        .insert_inbound(&smsc_acks(&sent[..2]))
+        .await
+        .unwrap();
     rig.sms.answer(Answer::Accept);
 
     // Past any backoff (at most 2 x 60 s for a first retry), within the grace: nothing goes.
