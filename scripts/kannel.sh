@@ -231,11 +231,14 @@ kannel_ready() {
     status_ready "$s"
 }
 
+# Each start keeps the previous logs as <name>.<start time>, so every restart's logs stay
+# (tests count what fakesmsc received across restarts).
 rotate_logs() {
-    local f
+    local f stamp
+    stamp="$(date +%Y%m%d%H%M%S%N)"
     shopt -s nullglob
     for f in "$LOG_DIR"/*.log "$LOG_DIR"/*.out; do
-        mv -f "$f" "$f.1"
+        mv -f "$f" "$f.$stamp"
     done
     shopt -u nullglob
 }

@@ -199,26 +199,42 @@ impl Kannel {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
     }
 
-    /// What a service manager does when smsbox stops answering: a new smsbox, bearerbox and
-    /// its store untouched. Returns what was seen first (whether the old one still ran, the
-    /// errors it logged), for the test to report.
-    pub(crate) fn restart_smsbox(&self) -> String {
-        let alive = alive(self.pid("smsbox"));
-        let log = self.log("smsbox.log");
-        let bad: Vec<&str> = log
-            .lines()
-            .filter(|l| {
-                l.contains("PANIC") || (l.contains("ERROR") && !l.contains("Couldn't fetch"))
-            })
-            .collect();
-        let out = self.log("smsbox.out");
-        let out: Vec<&str> = out.lines().collect();
+    /// What a service manager does when sendsms stops answering: smsbox restarted when
+    /// bearerbox still runs (bearerbox and its store untouched), else the whole Kannel
+    /// (smsbox closes its sendsms port while it has no bearerbox; the store keeps what was
+    /// queued). Returns what was seen first, for the test to report.
+    pub(crate) fn revive(&self) -> String {
+        let bearerbox = alive(self.pid("bearerbox"));
+        let smsbox = alive(self.pid("smsbox"));
+        let errors = |file: &str| -> String {
+            let log = self.log(file);
+            let bad: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    l.contains("PANIC") || (l.contains("ERROR") && !l.contains("Couldn't fetch"))
+                })
+                .collect();
+            bad[bad.len().saturating_sub(10)..].join("\n")
+        };
+        let tail = |file: &str| -> String {
+            let log = self.log(file);
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(10)..].join("\n")
+        };
         let seen = format!(
-            "smsbox still running: {alive}; its last PANIC/ERROR lines (failed callbacks left out):\n{}\nits last output:\n{}",
-            bad[bad.len().saturating_sub(10)..].join("\n"),
-            out[out.len().saturating_sub(10)..].join("\n"),
+            "bearerbox running: {bearerbox}, smsbox running: {smsbox}\n\
+             bearerbox.log PANIC/ERROR:\n{}\nbearerbox.out:\n{}\n\
+             smsbox.log PANIC/ERROR (failed callbacks left out):\n{}\nsmsbox.out:\n{}",
+            errors("bearerbox.log"),
+            tail("bearerbox.out"),
+            errors("smsbox.log"),
+            tail("smsbox.out"),
         );
-        self.run(&["restart-smsbox"]);
+        if bearerbox {
+            self.run(&["restart-smsbox"]);
+        } else {
+            self.run(&["restart"]);
+        }
         seen
     }
 
@@ -236,10 +252,24 @@ impl Kannel {
         std::fs::read_to_string(self.dir.path().join("logs").join(file)).unwrap_or_default()
     }
 
-    /// The MT messages fakesmsc received, as `<from> <to> <type> <data>` in arrival order.
+    /// The MT messages fakesmsc received, as `<from> <to> <type> <data>` in arrival order,
+    /// across restarts (each start keeps the last log as `fakesmsc.log.<start time>`).
     pub(crate) fn delivered(&self) -> Vec<String> {
-        self.log("fakesmsc.log")
-            .lines()
+        let mut rotated: Vec<String> = std::fs::read_dir(self.dir.path().join("logs"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("fakesmsc.log."))
+                    .collect()
+            })
+            .unwrap_or_default();
+        rotated.sort();
+        let text: String = rotated
+            .iter()
+            .map(|n| self.log(n))
+            .chain(std::iter::once(self.log("fakesmsc.log")))
+            .collect();
+        text.lines()
             .filter_map(|l| {
                 let rest = &l[l.find("DEBUG: Got message ")? + "DEBUG: Got message ".len()..];
                 let body = &rest[rest.find(": <")? + 3..];
