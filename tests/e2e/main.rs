@@ -11,6 +11,7 @@ mod helpers;
 mod kannel;
 mod kannel_crash;
 mod kannel_gateway;
+mod kannel_outage;
 mod late_attribution;
 mod planner;
 mod replicas;

@@ -135,7 +135,7 @@ pub(crate) struct EngineSection {
     /// dispatcher then claims nothing for that channel (contacts wait, attempts untouched).
     #[serde(default = "default_breaker_threshold")]
     pub(crate) breaker_threshold: u32,
-    /// Seconds an open breaker waits before one message probes the gateway.
+    /// Seconds an open breaker waits before one message probes the gateway (default 10).
     #[serde(default = "default_breaker_cool_down")]
     pub(crate) breaker_cool_down_secs: u64,
     /// Milliseconds between housekeeping passes.
@@ -257,7 +257,7 @@ fn default_breaker_threshold() -> u32 {
     5
 }
 fn default_breaker_cool_down() -> u64 {
-    30
+    10
 }
 fn default_retry() -> u64 {
     30

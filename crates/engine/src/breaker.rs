@@ -24,7 +24,7 @@ use std::time::Duration;
 pub struct BreakerConfig {
     /// Consecutive transient failures that open the breaker. Default: 5.
     pub threshold: u32,
-    /// How long it stays open before a probe (clock milliseconds). Default: 30 s.
+    /// How long it stays open before a probe (clock milliseconds). Default: 10 s.
     pub cool_down_ms: i64,
 }
 
@@ -32,7 +32,7 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
             threshold: 5,
-            cool_down_ms: 30_000,
+            cool_down_ms: 10_000,
         }
     }
 }

@@ -117,7 +117,8 @@ pub struct EngineConfig {
     pub mail_deadline: Duration,
     /// The circuit breaker of each channel (gateway account): consecutive transient
     /// failures that open it (default 5) and how long it stays open before a probe
-    /// (default 30 s, real time like leases).
+    /// (default 10 s, real time like leases: a gateway back from an outage is found within
+    /// seconds).
     pub breaker_threshold: u32,
     pub breaker_cool_down: Duration,
 }
@@ -139,7 +140,7 @@ impl EngineConfig {
             loaded_by: "files".to_owned(),
             mail_deadline: Duration::from_secs(24 * 3600),
             breaker_threshold: 5,
-            breaker_cool_down: Duration::from_secs(30),
+            breaker_cool_down: Duration::from_secs(10),
         }
     }
 }
