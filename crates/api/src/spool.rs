@@ -21,6 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -105,6 +106,11 @@ pub struct Replayed {
 pub struct Spool {
     dir: PathBuf,
     lock: Mutex<()>,
+    /// Appends made durable, counted; and the count a replay had seen when it stored
+    /// everything. Unequal: callbacks wait here that the database does not have yet (see
+    /// [`Spool::is_clear`]).
+    appended: AtomicU64,
+    replayed: AtomicU64,
 }
 
 impl Spool {
@@ -123,10 +129,15 @@ impl Spool {
         let spool = Spool {
             dir: dir.to_owned(),
             lock: Mutex::new(()),
+            appended: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
         };
         // What a previous life was writing is closed first: a line it tore when it died
         // stays the last line of its own file, and new appends start a clean one.
         spool.close_current()?;
+        if !spool.files()?.is_empty() {
+            spool.appended.store(1, Ordering::SeqCst);
+        }
         Ok(Arc::new(spool))
     }
 
@@ -161,10 +172,21 @@ impl Spool {
             if new {
                 me.sync_dir()?;
             }
+            // Counted once written: a replay that reads this count closes a file holding
+            // these rows.
+            me.appended.fetch_add(1, Ordering::SeqCst);
             Ok(())
         })
         .await
         .expect("spool append does not panic")
+    }
+
+    /// True when every callback spooled so far is in the database. While it is false the
+    /// engine claims nothing and closes no wave window (`Engine::with_inbound_backlog`): a
+    /// delivery report or a reply waiting here is what stops a message being sent again or a
+    /// responder getting the next wave. Cheap: two atomics.
+    pub fn is_clear(&self) -> bool {
+        self.replayed.load(Ordering::SeqCst) >= self.appended.load(Ordering::SeqCst)
     }
 
     /// Spooled callbacks not yet replayed: lines in `current.jsonl` and the batch files.
@@ -186,6 +208,8 @@ impl Spool {
         store: &store::Store,
         now: Millis,
     ) -> Result<Replayed, SpoolError> {
+        // Read before the rename: every append counted in it is in a file this replay sees.
+        let seen = self.appended.load(Ordering::SeqCst);
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.close_current())
             .await
@@ -230,6 +254,7 @@ impl Spool {
                 warn!(message = "Spool file was already stored; deleted.", file = %name);
             }
         }
+        self.replayed.fetch_max(seen, Ordering::SeqCst);
         Ok(done)
     }
 

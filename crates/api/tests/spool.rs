@@ -65,11 +65,14 @@ async fn spooled_callbacks_are_stored_once_in_order_and_the_files_go() {
     let dir = tempfile::tempdir().unwrap();
     let store = store::testing::fresh_store(dir.path()).await.unwrap();
     let spool = Spool::open(&dir.path().join("spool")).unwrap();
+    assert!(spool.is_clear(), "an empty spool owes nothing");
     spool.append(vec![dlr(1)]).await.unwrap();
     spool.append(vec![mo(2), dlr(3)]).await.unwrap();
     assert_eq!(spool.pending(), 3);
+    assert!(!spool.is_clear(), "spooled rows are owed to the database");
 
     let r = spool.replay(&store, 5_000).await.unwrap();
+    assert!(spool.is_clear(), "all stored");
     assert_eq!(
         r,
         Replayed {
@@ -104,6 +107,7 @@ async fn a_replay_killed_after_its_commit_does_not_store_the_file_twice() {
     drop(spool);
     // The next life closes what the last was writing into a batch file ...
     let spool = Spool::open(&spool_dir).unwrap();
+    assert!(!spool.is_clear(), "a last life's batch is owed");
     let batch = files(&spool_dir).pop().expect("a batch file");
     assert!(batch.starts_with("batch-"), "{batch}");
     // ... whose rows a replay committed before it died, the file still there.
@@ -115,6 +119,7 @@ async fn a_replay_killed_after_its_commit_does_not_store_the_file_twice() {
     );
     let r = spool.replay(&store, 6_000).await.unwrap();
     assert_eq!(r.skipped, 1, "{r:?}");
+    assert!(spool.is_clear());
     assert_eq!(r.rows, 0);
     assert_eq!(inbound(&store).await.len(), 2, "stored once");
     assert!(files(&spool_dir).is_empty());

@@ -1140,7 +1140,11 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
             channels,
             engine_config(&cfg),
         )?
-        .with_mailer(mailer, Vec::new()),
+        .with_mailer(mailer, Vec::new())
+        .with_inbound_backlog({
+            let spool = spool.clone();
+            Arc::new(move || !spool.is_clear())
+        }),
     );
     for (campaign, version) in engine.load(workflows).await? {
         info!(message = "Workflow loaded.", campaign = %campaign, version);

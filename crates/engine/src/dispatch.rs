@@ -37,6 +37,26 @@ pub struct RoundStats {
 /// after a crash (the proof grace, the reports).
 const HOLD_ANSWERS_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// Longest pause between tries to write held answers.
+const HOLD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Counts a round as holding answers for as long as it lives (see `Engine::owes_writes`);
+/// dropped on every way out of the round, an error included.
+struct Holding<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Holding<'a> {
+    fn new(rounds: &'a std::sync::atomic::AtomicUsize) -> Self {
+        rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Holding(rounds)
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// When a group of answers is written, and the channel's proof grace, in clock milliseconds.
 #[derive(Debug, Clone, Copy)]
 struct Timing {
@@ -79,6 +99,11 @@ impl Engine {
         let Some(channel) = self.channels.get(kind).cloned() else {
             return Err(EngineError::NoChannel(kind.to_owned()));
         };
+        if self.owes_writes() {
+            // Held answers and spooled reports first: a row whose lease ran out in an
+            // outage may be one of theirs, and claiming it would send it again.
+            return Ok(RoundStats::default());
+        }
         let now = self.clock.now(&self.store).await?;
         // An open breaker claims nothing: the contacts wait in the queue with their
         // attempts untouched (a claim is what spends an attempt).
@@ -392,6 +417,7 @@ impl Engine {
                 let mut failures = 0u32;
                 let mut heard = false;
                 let holding_since = tokio::time::Instant::now();
+                let mut holding: Option<Holding<'_>> = None;
                 loop {
                     let mut counted = RoundStats::default();
                     let settled = async {
@@ -421,13 +447,19 @@ impl Engine {
                     match settled {
                         Ok(()) => {
                             stats.add(&counted);
+                            drop(holding.take());
                             break;
                         }
                         Err(EngineError::Store(e))
                             if holding_since.elapsed() < HOLD_ANSWERS_FOR =>
                         {
+                            holding.get_or_insert_with(|| Holding::new(&self.held_rounds));
                             failures += 1;
-                            let pause = crate::after_failures(self.cfg.poll, failures);
+                            // Short and steady: the rest of the process waits for these
+                            // writes (`owes_writes`), so they go first once the database
+                            // is back.
+                            let pause =
+                                crate::after_failures(self.cfg.poll, failures).min(HOLD_RETRY_MAX);
                             warn!(message = "Cannot record the gateway's answers yet; holding them.", answers = group.len(), error = %e, failures, retry_in_ms = pause.as_millis() as u64);
                             tokio::time::sleep(pause).await;
                             while let Ok(more) = rx.try_recv() {

@@ -30,6 +30,8 @@ pub enum FailPoint {
 #[cfg(feature = "test-util")]
 enum Action {
     Fail,
+    /// Fails every step that reaches the point until the test clears it (an outage).
+    FailUntilCleared,
     Pause {
         reached: tokio::sync::oneshot::Sender<()>,
         resume: tokio::sync::oneshot::Receiver<()>,
@@ -70,6 +72,16 @@ impl FailPoints {
     }
 
     #[cfg(feature = "test-util")]
+    pub(crate) fn fail_until_cleared(&self, point: FailPoint) {
+        self.lock().insert(point, Action::FailUntilCleared);
+    }
+
+    #[cfg(feature = "test-util")]
+    pub(crate) fn clear(&self, point: FailPoint) {
+        self.lock().remove(&point);
+    }
+
+    #[cfg(feature = "test-util")]
     pub(crate) fn pause(&self, point: FailPoint) -> Paused {
         let (reached_tx, reached) = tokio::sync::oneshot::channel();
         let (resume, resume_rx) = tokio::sync::oneshot::channel();
@@ -96,9 +108,17 @@ impl FailPoints {
     pub(crate) async fn reach(&self, point: FailPoint) -> Result<(), crate::EngineError> {
         #[cfg(feature = "test-util")]
         {
-            let action = self.lock().remove(&point);
+            let action = {
+                let mut armed = self.lock();
+                match armed.get(&point) {
+                    Some(Action::FailUntilCleared) => {
+                        return Err(crate::EngineError::FailPoint(point));
+                    }
+                    _ => armed.remove(&point),
+                }
+            };
             match action {
-                None => {}
+                None | Some(Action::FailUntilCleared) => {}
                 Some(Action::Fail) => return Err(crate::EngineError::FailPoint(point)),
                 Some(Action::Pause { reached, resume }) => {
                     let _ = reached.send(());

@@ -202,7 +202,15 @@ pub struct Engine {
     /// In memory on purpose: it is a view of the gateway, not of the campaign; a restarted
     /// process learns it again within `breaker_threshold` sends.
     breakers: HashMap<String, std::sync::Mutex<breaker::Breaker>>,
+    /// Dispatch rounds holding gateway answers the database refused (see
+    /// [`Engine::owes_writes`]).
+    held_rounds: std::sync::atomic::AtomicUsize,
+    /// True while callbacks wait outside the database (the daemon's spool).
+    inbound_backlog: Option<InboundBacklog>,
 }
+
+/// Says whether callbacks received by this process still wait to be stored.
+pub type InboundBacklog = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// What one housekeeping pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -266,13 +274,50 @@ impl Engine {
             failpoints: failpoint::FailPoints::default(),
             supervisor: supervise::Supervisor::new(),
             breakers,
+            held_rounds: Default::default(),
+            inbound_backlog: None,
         })
+    }
+
+    /// Tells the engine where callbacks wait that the database does not have yet (the
+    /// daemon's spool): while `pending()` is true it claims nothing and fires no wave window,
+    /// as while it holds gateway answers itself ([`Engine::owes_writes`]).
+    pub fn with_inbound_backlog(mut self, pending: InboundBacklog) -> Self {
+        self.inbound_backlog = Some(pending);
+        self
+    }
+
+    /// True while this process knows of writes the database has not taken yet: gateway
+    /// answers a dispatch round holds, or callbacks in the spool. Those writes are what
+    /// settles a sent message (its answer, its delivery report) and what marks a responder,
+    /// so until they land this process claims no contact, clears no lease, expires nothing
+    /// and closes no wave window: after an outage, the first writes are the owed ones, and a
+    /// message the gateway took during it is not sent again.
+    pub fn owes_writes(&self) -> bool {
+        self.held_rounds.load(std::sync::atomic::Ordering::SeqCst) > 0
+            || self
+                .inbound_backlog
+                .as_ref()
+                .is_some_and(|pending| pending())
     }
 
     /// Makes the next step that reaches `point` stop there, as a crash would.
     #[cfg(feature = "test-util")]
     pub fn arm(&self, point: FailPoint) {
         self.failpoints.arm(point);
+    }
+
+    /// Makes every step that reaches `point` stop there until [`Engine::clear`] (an outage
+    /// rather than a crash).
+    #[cfg(feature = "test-util")]
+    pub fn fail_until_cleared(&self, point: FailPoint) {
+        self.failpoints.fail_until_cleared(point);
+    }
+
+    /// Disarms `point`.
+    #[cfg(feature = "test-util")]
+    pub fn clear(&self, point: FailPoint) {
+        self.failpoints.clear(point);
     }
 
     /// Makes the next step that reaches `point` wait there until the test resumes it.
@@ -446,7 +491,13 @@ impl Engine {
         // `due_timers`), for at most a few leases: long enough for a dead attribution
         // holder's lease to run out and another replica to catch up.
         let barrier_grace = self.clock.span_of(self.cfg.lease * INBOUND_BARRIER_LEASES);
-        for timer in self.store.due_timers(now, barrier_grace, 100).await? {
+        // A reply still in the spool must count before a window picks non-responders.
+        let timers = if self.owes_writes() {
+            Vec::new()
+        } else {
+            self.store.due_timers(now, barrier_grace, 100).await?
+        };
+        for timer in timers {
             self.failpoints.reach(FailPoint::BeforeTimerFire).await?;
             let fired = self
                 .store
@@ -478,6 +529,11 @@ impl Engine {
             stats.runs_finished += finished;
         }
         let now = self.clock.now(&self.store).await?;
+        if self.owes_writes() {
+            // The rows whose lease ran out may be the ones whose answers are held, or
+            // whose delivery reports are in the spool: they wait until those are written.
+            return Ok(stats);
+        }
         stats.expired = self.store.expire_overdue(now).await?;
         if self.reclaim_due() {
             for (kind, channel) in &self.channels {

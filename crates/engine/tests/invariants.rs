@@ -935,6 +935,59 @@ async fn answers_the_database_refused_are_held_and_written_so_nothing_is_resent(
     assert!(due_times(&rig.store).await.is_empty(), "the queue is empty");
 }
 
+/// The CI failure of session 8 (20 messages sent twice after PostgreSQL was down for a
+/// minute): while a round waited out the outage with its answers held, the leases of those
+/// rows ran out, housekeeping cleared them when the database came back, and the rows were
+/// claimed again before the held answers were written. Now a process holding answers claims
+/// nothing and clears no lease, and an answer still lands on a row another replica's
+/// housekeeping released (nobody holds it: the message went out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_answers_go_first_when_the_database_is_back_so_an_outage_sends_nothing_twice() {
+    let rig = Rig::new(ONE_WAVE, 6).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 6;
+    cfg.poll = Duration::from_millis(10);
+    let e1 = Arc::new(rig.engine(cfg.clone()).await);
+    let run_id = e1.trigger("inv", "test").await.unwrap();
+    e1.tick().await.unwrap();
+    e1.fail_until_cleared(FailPoint::DatabaseDownAtSettle);
+    let round = tokio::spawn({
+        let e1 = e1.clone();
+        async move { e1.dispatch_round("sms").await }
+    });
+    eventually("the round holds its answers", || async { e1.owes_writes() }).await;
+    assert_eq!(rig.sms.keys().len(), 6, "the gateway took the batch");
+
+    // The outage outlasts the lease (60 s) and the proof grace.
+    rig.clock.advance(Duration::from_secs(600));
+    let own = e1.tick().await.unwrap();
+    assert_eq!(
+        (own.leases_reclaimed, own.expired),
+        (0, 0),
+        "the holder clears none of its own leases: {own:?}"
+    );
+    let again = e1.dispatch_round("sms").await.unwrap();
+    assert_eq!(again.claimed, 0, "the holder claims nothing: {again:?}");
+
+    // A replica that knows nothing of the held answers releases the rows ...
+    let e2 = rig.engine(cfg).await;
+    let other = e2.tick().await.unwrap();
+    assert_eq!(other.leases_reclaimed, 6, "{other:?}");
+    // ... and the database comes back before it claims them: the answers land anyway.
+    e1.clear(FailPoint::DatabaseDownAtSettle);
+    let stats = round.await.unwrap().unwrap();
+    assert_eq!(stats.sent, 6, "{stats:?}");
+    assert!(!e1.owes_writes());
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+    rig.drain(&e2, "sms").await;
+    rig.drain(&e1, "sms").await;
+    let keys = rig.sms.keys();
+    assert_eq!(keys.len(), 6);
+    assert!(keys.values().all(|n| *n == 1), "sent once each: {keys:?}");
+    assert!(due_times(&rig.store).await.is_empty(), "the queue is empty");
+}
+
 /// Kannel's SMSC acknowledgements (DLR type 8) of `keys`, as the callback stores them.
 fn smsc_acks(keys: &[String]) -> Vec<store::inbound::NewInbound> {
     keys.iter()

@@ -624,11 +624,22 @@ async fn finish<C: ConnectionTrait>(
     error: Option<&str>,
 ) -> Result<u64> {
     let id_values = || ids.iter().map(|id| Value::from(*id));
+    // A row whose lease was cleared (housekeeping on another replica, while this worker's
+    // answers waited out a database outage) is still this worker's to settle as sent: the
+    // gateway took it, and nobody holds it now. A row another worker claimed is left alone.
+    let held = |d: &str| {
+        if state == ContactState::Sent {
+            format!("({d}lease_token = ? OR {d}lease_token IS NULL)")
+        } else {
+            format!("{d}lease_token = ?")
+        }
+    };
     // `contact.state = 'pending'`: a delivery report may have settled the contact first.
     let sql = format!(
         "UPDATE contact SET state = ?, sent_at = COALESCE(?, sent_at), last_error = COALESCE(?, last_error), \
-         attempt = d.attempt, lease_token = d.lease_token FROM dispatch d \
-         WHERE d.contact_id = contact.id AND d.lease_token = ? AND contact.state = 'pending' AND contact.id IN ({})",
+         attempt = d.attempt, lease_token = ? FROM dispatch d \
+         WHERE d.contact_id = contact.id AND {} AND contact.state = 'pending' AND contact.id IN ({})",
+        held("d."),
         marks(ids.len())
     );
     let values: Vec<Value> = vec![
@@ -636,12 +647,14 @@ async fn finish<C: ConnectionTrait>(
         sent_at.into(),
         error.map(str::to_owned).into(),
         token.into(),
+        token.into(),
     ];
     let n = exec(c, &sql, values.into_iter().chain(id_values()))
         .await?
         .rows_affected();
     let sql = format!(
-        "DELETE FROM dispatch WHERE lease_token = ? AND contact_id IN ({})",
+        "DELETE FROM dispatch WHERE {} AND contact_id IN ({})",
+        held(""),
         marks(ids.len())
     );
     exec(c, &sql, std::iter::once(token.into()).chain(id_values())).await?;
