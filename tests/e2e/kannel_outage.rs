@@ -146,3 +146,97 @@ fn receivers(lines: &[String]) -> std::collections::HashSet<String> {
         .filter_map(|l| l.split(' ').nth(1).map(str::to_owned))
         .collect()
 }
+
+/// A refused account (here a wrong username: Kannel's `403 Authorization failed`) is not a
+/// message's fault: the channel pauses, no contact fails or spends its attempt, the platform
+/// team is mailed once (`[alerts] email`, through the daemon's staff mail queue) and
+/// `/readyz` shows the channel `forced_open`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_account_pauses_the_channel_and_mails_the_platform_team_on_sqlite() {
+    const FEW: usize = 30;
+    let db = helpers::fresh_db(Backend::Sqlite).await;
+    let store = db.store.clone();
+    daemon::insert_everyone(&store, FEW, 2030).await;
+    let (listen, kannel) = Kannel::for_daemon(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mail_dir = dir.path().join("mail");
+    let cfg = DaemonConfig {
+        database_url: db.url.clone(),
+        database_schema: db.schema.clone(),
+        workflows: daemon::blast_workflows(dir.path(), "refused"),
+        worker_id: "refused".into(),
+        batch_size: 10,
+        lease_secs: 10,
+        poll_ms: 100,
+        sendsms_url: kannel.sendsms_url(),
+        sms_username: "campaignd".into(),
+        concurrency: 2,
+        mail_dir: mail_dir.clone(),
+        real_kannel: Some(RealKannel {
+            listen,
+            ack_grace_ms: 10_000,
+        }),
+    };
+    let cfg_path = dir.path().join("campaignd.toml");
+    cfg.write(&cfg_path);
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    assert!(text.contains("username = \"campaignd\""), "{text}");
+    std::fs::write(
+        &cfg_path,
+        text.replace("username = \"campaignd\"", "username = \"intruder\"")
+            + "\n[alerts]\nemail = [\"sms-platform@example.com\"]\n",
+    )
+    .unwrap();
+    daemon::approve(&cfg_path, "refused").await;
+    let out = daemon::cli(&cfg_path, &["trigger", "refused"]).await;
+    assert!(out.contains("started"), "{out}");
+
+    let mut d = Daemon::spawn("daemon", &cfg_path);
+    let addr = d.listening(Duration::from_secs(60)).await;
+    let alerts = || -> Vec<String> {
+        std::fs::read_dir(&mail_dir)
+            .map(|rd| {
+                // Quoted-printable: soft line breaks undone.
+                rd.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .map(|m| m.replace("=\r\n", "").replace("=\n", ""))
+                    .filter(|m| m.contains("gateway refused campaignd"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alerts().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no alert mail within 60 s; stderr:\n{}",
+            d.stderr_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Time for more rounds: the channel stays paused, the alert is not repeated.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = alerts();
+    assert_eq!(mails.len(), 1, "one alert");
+    assert!(
+        mails[0].contains("To: sms-platform@example.com"),
+        "{}",
+        mails[0]
+    );
+    assert!(mails[0].contains("Authorization failed"), "{}", mails[0]);
+    let ready: serde_json::Value = reqwest::get(format!("http://{addr}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sms = ready["gateways"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["channel"] == "sms"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(sms["breaker"], "forced_open", "{ready}");
+    let st = daemon::states(&store).await;
+    assert_eq!(st.get("failed"), None, "nobody failed: {st:?}");
+    assert_eq!(kannel.delivered().len(), 0, "nothing reached the SMSC");
+    d.kill9().await;
+}

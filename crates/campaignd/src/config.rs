@@ -52,6 +52,33 @@ pub(crate) struct Config {
     /// `CAMPAIGND_CALLBACK_SECRET`, never from this file.
     #[serde(default)]
     pub(crate) callbacks: CallbacksSection,
+    #[serde(default)]
+    pub(crate) alerts: AlertsSection,
+}
+
+/// Operational alerts to the team that runs campaignd (not to marketing staff).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlertsSection {
+    /// Who is mailed (through `[email]`) when a channel pauses because its gateway refused
+    /// campaignd's account (rejected password, wrong `sendsms_url`): at most one mail per
+    /// channel per hour. Plain addresses, e.g. `["sms-platform@operator.example"]`. Empty
+    /// (the default): the ERROR log line and `/readyz` are the only signals.
+    #[serde(default, deserialize_with = "addresses")]
+    pub(crate) email: Vec<String>,
+}
+
+/// A list of plain e-mail addresses; a bad one is an error at its place in the file.
+fn addresses<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for a in &list {
+        if let Some(problem) = spec::rules::email_problem(a) {
+            return Err(serde::de::Error::custom(format!(
+                "`{a}` is not an e-mail address: {problem}"
+            )));
+        }
+    }
+    Ok(list)
 }
 
 #[derive(Debug, Clone, Deserialize)]

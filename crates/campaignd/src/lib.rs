@@ -1141,6 +1141,7 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
             engine_config(&cfg),
         )?
         .with_mailer(mailer, Vec::new())
+        .with_alerts(cfg.alerts.email.clone())
         .with_inbound_backlog({
             let spool = spool.clone();
             Arc::new(move || !spool.is_clear())

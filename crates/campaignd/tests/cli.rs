@@ -278,6 +278,23 @@ fn deploy_config_examples_match_the_config_schema() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("batch_sise"), "{}", text(&o));
+    // A typo in an alert address is found when the config is read, at its place.
+    std::fs::write(
+        &bad,
+        "database_url = \"sqlite://x.db\"\n[alerts]\nemail = [\"ops@example.com\", \"sms-platform.example.com\"]\n",
+    )
+    .unwrap();
+    let o = bin()
+        .args(["--config", bad.to_str().unwrap(), "schema"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(
+        t.contains("line 3")
+            && t.contains("`sms-platform.example.com` is not an e-mail address: no `@`"),
+        "{t}"
+    );
 }
 
 /// Adding an attribute is a file edit and `campaignd migrate`: before the migration every

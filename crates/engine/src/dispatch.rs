@@ -436,7 +436,17 @@ impl Engine {
                             heard = true;
                             for (_, res) in &group {
                                 let verdict = self.verdict_of(res);
-                                self.with_breaker(kind, |b| ((), b.record(sent_at, verdict)));
+                                let forced = self.with_breaker(kind, |b| {
+                                    let t = b.record(sent_at, verdict);
+                                    let forced = t
+                                        .as_ref()
+                                        .filter(|t| t.to == "forced_open")
+                                        .map(|t| t.reason.clone());
+                                    (forced, t)
+                                });
+                                if let Some(reason) = forced {
+                                    self.alert_gateway_refused(kind, &reason, sent_at).await;
+                                }
                             }
                         }
                         let at = Timing { sent_at, grace };
@@ -478,6 +488,41 @@ impl Engine {
         // was not recorded stays leased, in doubt, and is reconciled like after a crash.
         let ((), settled) = tokio::join!(send, settle);
         settled
+    }
+
+    /// Queues the staff alert of a channel the gateway refused (see
+    /// [`Engine::with_alerts`]). One per channel per hour across replicas (the dedup key);
+    /// a database that cannot take it loses only the mail, not the ERROR already logged.
+    async fn alert_gateway_refused(&self, kind: &str, reason: &str, now: i64) {
+        if self.alert_to.is_empty() {
+            return;
+        }
+        const HOUR_MS: i64 = 3_600_000;
+        let mail = store::mail::NewMail {
+            kind: store::mail::MailKind::Alert,
+            dedup_key: format!("alert:gateway-refused:{kind}:{}", now.div_euclid(HOUR_MS)),
+            recipients: self.alert_to.clone(),
+            subject: format!("campaignd: the {kind} gateway refused campaignd; channel paused"),
+            text: format!(
+                "The {kind} gateway refused campaignd: {reason}\n\n\
+                 The {kind} channel is paused on worker {worker}: nothing is claimed for it, \
+                 queued contacts keep their attempts and wait (they still expire at their \
+                 send-by deadline).\n\n\
+                 What to do: fix the gateway account (the [sms] username, the password in \
+                 the environment, or [sms] sendsms_url), then restart campaignd; the channel \
+                 resumes. GET /readyz \
+                 shows each channel's breaker.\n",
+                worker = self.cfg.worker_id,
+            ),
+            html: None,
+            due_at: now,
+        };
+        match self.store.enqueue_mail(&mail, now).await {
+            Ok(_) => self.mail_wake.notify_one(),
+            Err(e) => {
+                warn!(message = "Could not queue the gateway-refused alert mail.", channel = kind, error = %e)
+            }
+        }
     }
 
     async fn renew(&self, token: &str, ids: &[i64]) -> Result<(), EngineError> {

@@ -207,6 +207,8 @@ pub struct Engine {
     held_rounds: std::sync::atomic::AtomicUsize,
     /// True while callbacks wait outside the database (the daemon's spool).
     inbound_backlog: Option<InboundBacklog>,
+    /// Who gets operational alerts (a gateway that refuses campaignd).
+    alert_to: Vec<String>,
 }
 
 /// Says whether callbacks received by this process still wait to be stored.
@@ -276,7 +278,17 @@ impl Engine {
             breakers,
             held_rounds: Default::default(),
             inbound_backlog: None,
+            alert_to: Vec::new(),
         })
+    }
+
+    /// Mails `to` when a channel pauses because its gateway refused campaignd's account
+    /// (rejected credentials, a wrong URL): queued in the staff mail queue and sent by the
+    /// mail loop, at most once per channel per hour. Empty (the default): the ERROR log and
+    /// `/readyz` are the only signals.
+    pub fn with_alerts(mut self, to: Vec<String>) -> Self {
+        self.alert_to = to;
+        self
     }
 
     /// Tells the engine where callbacks wait that the database does not have yet (the

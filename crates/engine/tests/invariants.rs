@@ -601,6 +601,52 @@ async fn an_auth_error_pauses_the_channel_and_fails_nobody() {
     assert!(states.values().all(|s| s == "sent"), "{states:?}");
 }
 
+/// c6b. dispatch.rs `alert_gateway_refused`: the pause is not only a log line; the platform
+///      team is mailed, through the staff mail queue, once per channel per hour however many
+///      replicas (engines) hit the refusal.
+#[tokio::test]
+async fn an_auth_error_mails_the_platform_team_once() {
+    let rig = Rig::with_sms(ONE_WAVE, 5, Recorder::new("sms", Answer::Refused)).await;
+    let mail_dir = rig.dir.path().join("mail");
+    let ops = vec!["sms-platform@example.com".to_owned()];
+    let mut cfg = rig.config();
+    cfg.batch_size = 2;
+    let e1 = rig
+        .engine(cfg.clone())
+        .await
+        .with_mailer(file_mailer(&mail_dir), Vec::new())
+        .with_alerts(ops.clone());
+    e1.trigger("inv", "test").await.unwrap();
+    e1.tick().await.unwrap();
+    e1.dispatch_round("sms").await.unwrap();
+    assert_eq!(sms_breaker(&e1), "forced_open");
+    // A second replica, refused too, within the hour.
+    rig.clock.advance(Duration::from_secs(60));
+    let e2 = rig
+        .engine(cfg)
+        .await
+        .with_mailer(file_mailer(&mail_dir), Vec::new())
+        .with_alerts(ops);
+    e2.dispatch_round("sms").await.unwrap();
+    assert_eq!(sms_breaker(&e2), "forced_open");
+    let s = e1.mail_round().await.unwrap();
+    assert_eq!((s.claimed, s.sent), (1, 1), "one alert: {s:?}");
+    assert_eq!(e2.mail_round().await.unwrap().claimed, 0);
+    let sent = emls(&mail_dir);
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].contains("To: sms-platform@example.com"),
+        "{}",
+        sent[0]
+    );
+    assert!(
+        sent[0].contains("the sms gateway refused campaignd; channel paused"),
+        "{}",
+        sent[0]
+    );
+    assert!(sent[0].contains("restart campaignd"), "{}", sent[0]);
+}
+
 async fn queue_or_contact_errors(store: &Store) -> Vec<String> {
     let rows = store
         .db()

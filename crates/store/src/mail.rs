@@ -16,6 +16,8 @@ pub enum MailKind {
     Report,
     /// A periodic summary.
     Digest,
+    /// An operational alert to the platform team (a gateway that refused campaignd).
+    Alert,
 }
 
 impl MailKind {
@@ -23,6 +25,7 @@ impl MailKind {
         match self {
             MailKind::Report => "report",
             MailKind::Digest => "digest",
+            MailKind::Alert => "alert",
         }
     }
 }
