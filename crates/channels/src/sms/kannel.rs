@@ -253,7 +253,7 @@ impl Inner {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(retry_after_secs);
+            .and_then(|v| retry_after(v, chrono::Utc::now()));
         let body = res
             .text()
             .await
@@ -431,11 +431,26 @@ impl Channel for KannelSms {
     }
 }
 
-/// `Retry-After` in its delay-seconds form. The HTTP-date form is not used by Kannel nor by
-/// the proxies in front of it that we know of; it counts as absent (the breaker's own
+/// Longest pause a `Retry-After` can ask for: a gateway (or a proxy in front of it) that
+/// names a day or a year must not stop a campaign for that long; the breaker's probe after
+/// this finds out whether it is still busy.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` as delay-seconds or as an HTTP date (RFC 9110; a date in the past is no
+/// wait), at most [`MAX_RETRY_AFTER`]. Anything else counts as absent (the breaker's own
 /// cool-down then applies).
-fn retry_after_secs(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (at.with_timezone(&chrono::Utc) - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Maps one sendsms answer (and its `Retry-After`, if any) to an outcome.

@@ -493,8 +493,27 @@ fn classify_covers_statuses_kannel_does_not_script() {
         classify(StatusCode::SERVICE_UNAVAILABLE, "busy", None),
         Err(SendError::Transient(_))
     ));
-    assert_eq!(retry_after_secs(" 12 "), Some(Duration::from_secs(12)));
-    assert_eq!(retry_after_secs("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+    let now = chrono::DateTime::parse_from_rfc3339("2026-10-21T07:28:00Z")
+        .unwrap()
+        .to_utc();
+    assert_eq!(retry_after(" 12 ", now), Some(Duration::from_secs(12)));
+    // The HTTP-date form: the time left until then; none when it has passed.
+    assert_eq!(
+        retry_after("Wed, 21 Oct 2026 07:29:30 GMT", now),
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(
+        retry_after("Wed, 21 Oct 2026 07:00:00 GMT", now),
+        Some(Duration::ZERO)
+    );
+    // A year, in either form, is capped: the campaign is not stopped for it.
+    assert_eq!(retry_after("31536000", now), Some(MAX_RETRY_AFTER));
+    assert_eq!(
+        retry_after("Thu, 21 Oct 2027 07:28:00 GMT", now),
+        Some(MAX_RETRY_AFTER)
+    );
+    assert_eq!(retry_after("soon", now), None);
+    assert_eq!(retry_after("-5", now), None);
     assert!(matches!(
         classify(StatusCode::REQUEST_TIMEOUT, "", None),
         Err(SendError::Transient(_))
