@@ -25,6 +25,7 @@ mod m20261202_000016_mail_outbox;
 mod m20261202_000017_inbound_key;
 mod m20261202_000018_at_most_once;
 mod m20261203_000020_spool_replayed;
+mod m20261204_000021_send_rate;
 
 pub struct Migrator;
 
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000017_inbound_key::Migration),
             Box::new(m20261202_000018_at_most_once::Migration),
             Box::new(m20261203_000020_spool_replayed::Migration),
+            Box::new(m20261204_000021_send_rate::Migration),
         ]
     }
 }

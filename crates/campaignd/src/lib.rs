@@ -981,7 +981,7 @@ pub(crate) async fn build_channels(
                 kind.as_str(),
             ))
         } else {
-            channels::sms::build(&cfg.sms).await?
+            channels::sms::build_for(&cfg.sms, store).await?
         };
         map.insert(kind.as_str().into(), channel);
     }

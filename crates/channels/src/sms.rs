@@ -63,6 +63,22 @@ pub async fn build(cfg: &SmsConfig) -> Result<Arc<dyn Channel>, BuildError> {
     Ok(channel)
 }
 
+/// [`build`] for a daemon on `store`: on PostgreSQL, where replicas share the work, Kannel's
+/// `max_per_second` is shared through the database too ([`KannelSms::with_shared_rate`]),
+/// so the account's rate holds however many replicas send. On SQLite (one daemon) the
+/// limit stays in the process.
+pub async fn build_for(
+    cfg: &SmsConfig,
+    store: &store::Store,
+) -> Result<Arc<dyn Channel>, BuildError> {
+    match cfg {
+        SmsConfig::Http(kannel) if store.is_postgres() && kannel.max_per_second.is_some() => Ok(
+            Arc::new(KannelSms::new(kannel)?.with_shared_rate(store.clone())),
+        ),
+        other => build(other).await,
+    }
+}
+
 /// Hides the middle of a phone number for logs (`13800138000` → `138****8000`): the one mask
 /// of [`domain::mask`], under the name this crate's modules use.
 pub use domain::mask as mask_msisdn;

@@ -29,6 +29,7 @@ pub mod holdout;
 pub mod inbound;
 pub mod mail;
 pub mod planning;
+pub mod rate;
 pub mod runs;
 #[cfg(feature = "test-util")]
 pub mod snapshot;

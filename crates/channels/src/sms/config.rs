@@ -126,7 +126,9 @@ pub struct KannelConfig {
 
     /// Most messages per second sent through this account (operators buy SMSC throughput
     /// per account; more gets refused or throttled). Messages are spaced `1/max_per_second`
-    /// apart, so no second ever holds more. Unset: no limit but `concurrency`.
+    /// apart, so no second ever holds more. On PostgreSQL the limit holds across every
+    /// replica (slots are reserved in the database); on SQLite there is one daemon. Unset:
+    /// no limit but `concurrency`.
     #[serde(default)]
     pub max_per_second: Option<u32>,
 }

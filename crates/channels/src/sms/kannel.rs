@@ -57,6 +57,7 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     /// `max_per_second`, shared by all batches like `in_flight`.
     rate: Option<RateLimit>,
+    max_per_second: Option<u32>,
 }
 
 struct Dlr {
@@ -130,6 +131,30 @@ impl KannelSms {
                 }
             }
             None => warn!("with_dlr_secret called on a shared KannelSms; the secret is not used"),
+        }
+        self
+    }
+
+    /// Makes `max_per_second` hold across every replica on `store`'s database: each
+    /// reserves runs of the account's send slots there (`Store::reserve_send_slots`).
+    /// Without `max_per_second` there is nothing to share. Call right after building.
+    pub fn with_shared_rate(mut self, store: store::Store) -> Self {
+        let account = format!(
+            "kannel:{}@{}:{}",
+            self.inner.username,
+            self.inner.sendsms.host_str().unwrap_or_default(),
+            self.inner
+                .sendsms
+                .port_or_known_default()
+                .unwrap_or_default()
+        );
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => {
+                if let Some(per_second) = inner.max_per_second {
+                    inner.rate = Some(RateLimit::shared(per_second, store, account));
+                }
+            }
+            None => warn!("with_shared_rate called on a shared KannelSms; the limit stays local"),
         }
         self
     }
@@ -211,6 +236,7 @@ impl KannelSms {
                 },
                 in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
                 rate: cfg.max_per_second.map(RateLimit::new),
+                max_per_second: cfg.max_per_second,
             }),
         })
     }
