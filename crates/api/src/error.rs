@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tracing::error;
+use tracing::{error, warn};
 
 /// The body of every error answer (documentation of [`ApiError`]'s responses).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -58,6 +58,21 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unauthorized(error) => crate::auth::unauthorized(&error),
             ApiError::Forbidden(error) => crate::auth::forbidden(error),
+            ApiError::Store(e) if e.is_unavailable() => {
+                // The database is down or restarting: the sender (an event feed, a client)
+                // is told to come back, not that something broke for good.
+                warn!(error = %e, "Database unavailable; the request is refused for a retry.");
+                let mut r = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "error": "database unavailable, retry shortly" })),
+                )
+                    .into_response();
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("5"),
+                );
+                r
+            }
             ApiError::Store(e) => {
                 // Details stay in the log; a 5xx makes Kannel retry the callback later.
                 error!(error = %e, "Request failed in the store.");

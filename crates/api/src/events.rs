@@ -52,6 +52,7 @@ const SHAPE: &str = r#"{"msisdn": "...", "type": "order", "value": "...", "at": 
         (status = 202, description = "Stored; `{\"accepted\": n}`", body = Object),
         (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
         (status = 413, description = "Body over 8 MiB", body = crate::error::ErrorBody),
+        (status = 503, description = "The database is unavailable; nothing stored. Retry after `Retry-After` seconds", body = crate::error::ErrorBody),
     ))]
 pub(crate) async fn post(
     State(state): State<Shared>,

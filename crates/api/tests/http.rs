@@ -418,6 +418,37 @@ async fn mo_callback_rejects_bad_input_and_writes_nothing() -> Res {
     s.stop().await
 }
 
+/// An event feed posting while the database is down is told to come back (503 with
+/// `Retry-After`), not that its request was wrong or that something broke for good.
+#[tokio::test]
+async fn events_posted_while_the_database_is_down_get_503_with_retry_after() -> Res {
+    let s = Server::start().await?;
+    let event = json!({"msisdn": "13800138000", "type": "order"}).to_string();
+    // Confirms the token, so the check passes on (fail static) while the database is away.
+    assert_eq!(
+        s.post("/events", event.clone()).await?.0,
+        StatusCode::ACCEPTED
+    );
+    s.store.clone().close().await?;
+    let resp = s
+        .client
+        .post(format!("{}/events", s.base))
+        .bearer_auth(s.token_for("/events"))
+        .header("content-type", "application/json")
+        .body(event)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    assert!(resp.text().await?.contains("retry"));
+    s.stop().await
+}
+
 #[tokio::test]
 async fn events_are_stored_singly_and_in_batches() -> Res {
     let s = Server::start().await?;

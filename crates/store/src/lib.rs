@@ -71,6 +71,28 @@ pub enum StoreError {
     LeaseLost { name: String, holder: String },
 }
 
+impl StoreError {
+    /// The database cannot be reached now (down, restarting, its pool exhausted): nothing
+    /// about the request was wrong, and a caller outside may retry it later.
+    pub fn is_unavailable(&self) -> bool {
+        use sea_orm::RuntimeErr;
+        use sea_orm::error::SqlxError;
+        match self {
+            StoreError::Db(DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) => true,
+            StoreError::Db(
+                DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)),
+            ) => matches!(
+                e.as_ref(),
+                SqlxError::Io(_)
+                    | SqlxError::PoolTimedOut
+                    | SqlxError::PoolClosed
+                    | SqlxError::WorkerCrashed
+            ),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The database campaignd runs on.
