@@ -145,6 +145,7 @@ async fn plan(
         wave_run_id: wr,
         previous_wave_run_id: None,
         now: now.timestamp_millis(),
+        global_holdout: None,
     };
     let summary = audience::plan_wave(store, input).await.unwrap();
     // Planning the same wave again (a crash between plan and commit, or a second replica)
@@ -341,6 +342,7 @@ async fn concurrent_planners_keep_the_frequency_cap_on_postgres() {
                 wave_run_id: wr,
                 previous_wave_run_id: None,
                 now,
+                global_holdout: None,
             };
             audience::plan_wave(&store, input).await.unwrap()
         }

@@ -83,6 +83,28 @@ pub fn split_holding(
 }
 
 #[cfg(test)]
+mod global_tests {
+    use super::*;
+
+    #[test]
+    fn the_global_share_is_drawn_from_the_whole_base_deterministically() {
+        let g = GlobalHoldout::new(0.05, "gh-2026").unwrap();
+        let drawn: Vec<i64> = (1..=20_000).filter(|id| g.draws(*id)).collect();
+        // 5% of 20,000 = 1,000; a hash draw lands near it (binomial sd ~31).
+        assert!((880..=1120).contains(&drawn.len()), "{}", drawn.len());
+        let again: Vec<i64> = (1..=20_000).filter(|id| g.draws(*id)).collect();
+        assert_eq!(drawn, again);
+        let other = GlobalHoldout::new(0.05, "gh-2027").unwrap();
+        let moved = drawn.iter().filter(|id| !other.draws(**id)).count();
+        assert!(moved > 800, "a new salt draws a new group: {moved}");
+        assert!(GlobalHoldout::new(0.0, "x").is_err());
+        assert!(GlobalHoldout::new(1.0, "x").is_err());
+        assert!(GlobalHoldout::new(f64::NAN, "x").is_err());
+        assert!(GlobalHoldout::new(0.1, " ").is_err());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -169,4 +191,49 @@ mod golden {
 
     const GOLDEN_CONTROL: [i64; 11] = [6, 14, 16, 17, 21, 24, 29, 31, 35, 36, 39];
     const GOLDEN_KEY_1: u64 = 11_625_808_367_348_819_978;
+}
+
+/// A share of the whole base that no marketing campaign contacts, so the programme as a
+/// whole can be measured against customers it never touched. Membership is a pure function
+/// of (salt, subscriber id) — the same on every replica and in every campaign — plus the
+/// members already recorded under the salt (`holdout` rows, scope [`GLOBAL_SCOPE`]): a
+/// share lowered mid-period keeps everyone it held. A new salt starts a new group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalHoldout {
+    share: f64,
+    salt: String,
+}
+
+/// The `holdout.scope` of the global holdout; campaign ids cannot start with `@`.
+pub const GLOBAL_SCOPE: &str = "@global";
+
+impl GlobalHoldout {
+    /// `share` strictly between 0 and 1, `salt` not empty.
+    pub fn new(share: f64, salt: impl Into<String>) -> Result<GlobalHoldout, String> {
+        let salt = salt.into();
+        if !(share > 0.0 && share < 1.0) {
+            return Err(format!(
+                "share must be between 0 and 1 (exclusive), got {share}"
+            ));
+        }
+        if salt.trim().is_empty() {
+            return Err("salt must not be empty".into());
+        }
+        Ok(GlobalHoldout { share, salt })
+    }
+
+    pub fn salt(&self) -> &str {
+        &self.salt
+    }
+
+    pub fn share(&self) -> f64 {
+        self.share
+    }
+
+    /// Whether the hash draws `subscriber_id` into the holdout (recorded members aside): the
+    /// key against one cut computed from the share, the same on every machine.
+    pub fn draws(&self, subscriber_id: i64) -> bool {
+        let cut = (self.share * (u64::MAX as f64)) as u64;
+        control_key(&self.salt, subscriber_id) < cut
+    }
 }

@@ -16,6 +16,8 @@ mod control;
 mod plan;
 mod policy;
 
-pub use control::{HeldSplit, control_key, split_control, split_holding};
+pub use control::{
+    GLOBAL_SCOPE, GlobalHoldout, HeldSplit, control_key, split_control, split_holding,
+};
 pub use plan::{Funnel, PLANNER_LOCK, PlanError, PlanInput, PlanSummary, plan_wave, preview};
 pub use policy::next_allowed;

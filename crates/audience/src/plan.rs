@@ -9,7 +9,7 @@ use store::contacts::{Arm, NewContact, WaveContacts};
 use store::planning::{PlanReader, earlier_wave_targets};
 use store::{Millis, Store};
 
-use crate::control::split_holding;
+use crate::control::{GLOBAL_SCOPE, GlobalHoldout, split_holding};
 use crate::filter_sql::to_condition;
 use crate::policy::next_allowed;
 use store::derived::FieldSql;
@@ -33,6 +33,8 @@ pub struct PlanInput<'a> {
     /// The wave run this wave follows (`after`), for later waves.
     pub previous_wave_run_id: Option<i64>,
     pub now: Millis,
+    /// The base's global holdout, if the operator keeps one: never in a marketing wave.
+    pub global_holdout: Option<&'a GlobalHoldout>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +60,8 @@ struct Plan {
     funnel: Funnel,
     /// Control members drawn by this plan, to record in the campaign's holdout for `period`.
     holdout: Option<(String, Vec<i64>)>,
+    /// Global holdout members this plan met that were not recorded yet.
+    global_drawn: Vec<i64>,
     contacts: Vec<NewContact>,
     decisions: Vec<(i64, &'static str)>,
     excluded_by: Vec<(String, Vec<i64>)>,
@@ -126,6 +130,19 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
         )
         .await?;
     }
+    if let Some(g) = input
+        .global_holdout
+        .filter(|_| !plan.global_drawn.is_empty())
+    {
+        tx.insert_holdout(
+            GLOBAL_SCOPE,
+            g.salt(),
+            input.run_id,
+            input.now,
+            &plan.global_drawn,
+        )
+        .await?;
+    }
     tx.set_wave_window(input.wave_run_id, input.now, closes_at)
         .await?;
     tx.commit().await?;
@@ -142,7 +159,12 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
 }
 
 /// The funnel of the first wave as it would be planned now; writes nothing.
-pub async fn preview(store: &Store, workflow: &Workflow, now: Millis) -> Result<Funnel, PlanError> {
+pub async fn preview(
+    store: &Store,
+    workflow: &Workflow,
+    global_holdout: Option<&GlobalHoldout>,
+    now: Millis,
+) -> Result<Funnel, PlanError> {
     let wave = &workflow.waves[0];
     let input = PlanInput {
         workflow,
@@ -151,6 +173,7 @@ pub async fn preview(store: &Store, workflow: &Workflow, now: Millis) -> Result<
         wave_run_id: 0,
         previous_wave_run_id: None,
         now,
+        global_holdout,
     };
     Ok(compute(&store.plan_reader(), &input).await?.funnel)
 }
@@ -240,8 +263,27 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         excluded_by.push((format!("exclude:{name}"), new));
     }
     let mut decisions: Vec<(i64, &'static str)> = Vec::new();
-    let mut opt_outs = 0;
     let marketing = wf.purpose.is_marketing();
+    // Before the opt-out: a held-out subscriber is counted as held out whatever else
+    // applies, so the global group's size reads straight from the funnel.
+    let mut global_drawn = Vec::new();
+    if let Some(g) = input.global_holdout.filter(|_| marketing) {
+        let recorded = c.holdout_members(GLOBAL_SCOPE, g.salt()).await?;
+        let mut held = 0;
+        for cand in &candidates {
+            let recorded = recorded.contains(&cand.id);
+            if (recorded || g.draws(cand.id)) && !left_out.contains(&cand.id) {
+                left_out.insert(cand.id);
+                decisions.push((cand.id, "global_holdout"));
+                held += 1;
+                if !recorded {
+                    global_drawn.push(cand.id);
+                }
+            }
+        }
+        funnel.push(("global_holdout".into(), held));
+    }
+    let mut opt_outs = 0;
     for cand in &candidates {
         if marketing && !left_out.contains(&cand.id) && cand.opt_out {
             left_out.insert(cand.id);
@@ -330,6 +372,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
     Ok(Plan {
         funnel,
         holdout,
+        global_drawn,
         contacts: out,
         decisions,
         excluded_by,

@@ -159,6 +159,7 @@ async fn scenario(store: &Store, wf: &spec::Workflow) -> Res<Vec<Arms>> {
                 wave_run_id: run.1,
                 previous_wave_run_id: None,
                 now,
+                global_holdout: None,
             },
         )
         .await?;

@@ -109,6 +109,17 @@ async fn plan_first_wave(
     run: (i64, i64),
     now: i64,
 ) -> Res<audience::PlanSummary> {
+    plan_with_global(store, wf, run, now, None).await
+}
+
+/// Plans the first wave of `run` at `now` under a global holdout.
+async fn plan_with_global(
+    store: &Store,
+    wf: &spec::Workflow,
+    run: (i64, i64),
+    now: i64,
+    global_holdout: Option<&audience::GlobalHoldout>,
+) -> Res<audience::PlanSummary> {
     Ok(audience::plan_wave(
         store,
         audience::PlanInput {
@@ -118,9 +129,101 @@ async fn plan_first_wave(
             wave_run_id: run.1,
             previous_wave_run_id: None,
             now,
+            global_holdout,
         },
     )
     .await?)
+}
+
+/// Guards the global holdout in `plan::compute`: its members are in no marketing wave of any
+/// campaign, each with a `global_holdout` decision; they are recorded (scope `@global`), so a
+/// share lowered later keeps them; care still reaches them.
+#[tokio::test]
+async fn the_global_holdout_is_never_in_a_marketing_wave_and_stays_recorded() -> Res {
+    let dir = tempfile::tempdir()?;
+    let store = store::testing::fresh_store(dir.path()).await?;
+    let subs = subscribers(&store, 400).await?;
+    let g = audience::GlobalHoldout::new(0.1, "gh-2026")?;
+    let members: std::collections::BTreeSet<i64> =
+        subs.iter().copied().filter(|id| g.draws(*id)).collect();
+    assert!(
+        members.len() > 15 && members.len() < 70,
+        "{}",
+        members.len()
+    );
+
+    let targeted = |run: (i64, i64)| {
+        let store = store.clone();
+        async move {
+            Ok::<_, Box<dyn std::error::Error>>(
+                store
+                    .contact_states(run.1)
+                    .await?
+                    .into_iter()
+                    .map(|(id, _, _)| id)
+                    .collect::<std::collections::BTreeSet<i64>>(),
+            )
+        }
+    };
+    let wf = workflow(dir.path())?;
+    let run = run_of(&store, &wf).await?;
+    let summary = plan_with_global(&store, &wf, run, NOW, Some(&g)).await?;
+    let got = targeted(run).await?;
+    assert!(got.is_disjoint(&members), "{:?}", summary.funnel);
+    assert_eq!(
+        got.len() + members.len(),
+        subs.len(),
+        "{:?}",
+        summary.funnel
+    );
+    assert!(
+        summary
+            .funnel
+            .contains(&("global_holdout".to_owned(), members.len() as u64))
+    );
+    let decided = store
+        .db()
+        .query_all_raw(store::stmt(
+            store.db(),
+            "SELECT COUNT(*) AS n FROM decision WHERE reason = 'global_holdout'",
+            [],
+        ))
+        .await?[0]
+        .try_get::<i64>("", "n")?;
+    assert_eq!(decided, members.len() as i64);
+    let periods = store.holdout_periods(audience::GLOBAL_SCOPE, None).await?;
+    assert_eq!(periods.len(), 1, "{periods:?}");
+    assert_eq!(
+        (periods[0].period.as_str(), periods[0].members),
+        ("gh-2026", members.len() as u64)
+    );
+
+    // Another marketing campaign, a week later, with the share lowered: the recorded
+    // members stay out.
+    let other_dir = dir.path().join("other");
+    let other = workflow_text(
+        &other_dir,
+        &CAPPED.replace("campaign: capped", "campaign: other"),
+    )?;
+    let run = run_of(&store, &other).await?;
+    let lower = audience::GlobalHoldout::new(0.02, "gh-2026")?;
+    plan_with_global(&store, &other, run, NOW + 8 * DAY, Some(&lower)).await?;
+    let got = targeted(run).await?;
+    assert!(got.is_disjoint(&members));
+    assert_eq!(got.len() + members.len(), subs.len());
+
+    // Care is not marketing: the holdout does not apply.
+    let care_dir = dir.path().join("care");
+    let care = workflow_text(
+        &care_dir,
+        &CAPPED
+            .replace("campaign: capped", "campaign: care\npurpose: care")
+            .replace("policy:\n  max_contacts: { count: 1, per: 7d }\n", ""),
+    )?;
+    let run = run_of(&store, &care).await?;
+    plan_with_global(&store, &care, run, NOW + 9 * DAY, Some(&g)).await?;
+    assert_eq!(targeted(run).await?.len(), subs.len());
+    Ok(())
 }
 
 /// Guards `'undelivered'` in the states `contacts::recent_contact_counts` counts: a message

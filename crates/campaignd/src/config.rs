@@ -54,6 +54,31 @@ pub(crate) struct Config {
     pub(crate) callbacks: CallbacksSection,
     #[serde(default)]
     pub(crate) alerts: AlertsSection,
+    /// A share of the whole base that no marketing campaign contacts, to measure the
+    /// programme against customers it never touched: `share` (e.g. `0.02`) and `salt` (a
+    /// new salt draws a new group, e.g. each year). Members are drawn by a hash of the salt
+    /// and the subscriber, recorded when first met (`campaignd holdout @global`), and stay
+    /// held out for as long as the salt does, even if the share is lowered. Care and staff
+    /// alerts still reach them. Every replica must have the same table.
+    #[serde(default, deserialize_with = "global_holdout")]
+    pub(crate) global_holdout: Option<audience::GlobalHoldout>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GlobalHoldoutSection {
+    share: f64,
+    salt: String,
+}
+
+/// `[global_holdout]`, checked where it is written.
+fn global_holdout<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<audience::GlobalHoldout>, D::Error> {
+    let s = GlobalHoldoutSection::deserialize(d)?;
+    audience::GlobalHoldout::new(s.share, s.salt)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Operational alerts to the team that runs campaignd (not to marketing staff).

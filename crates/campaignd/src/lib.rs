@@ -412,7 +412,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Plan { campaign } => {
             let store = open_store(&cfg).await?;
             let wf = load_campaign(&cfg.workflows, &campaign)?;
-            let funnel = audience::preview(&store, &wf, store::wall_now()).await?;
+            let funnel =
+                audience::preview(&store, &wf, cfg.global_holdout.as_ref(), store::wall_now())
+                    .await?;
             out::funnel(&campaign, &wf.waves[0].id, &funnel);
             Ok(ExitCode::SUCCESS)
         }
@@ -1003,6 +1005,7 @@ fn engine_config(cfg: &Config) -> engine::EngineConfig {
     ec.breaker_cool_down = Duration::from_secs(cfg.engine.breaker_cool_down_secs);
     ec.poll = Duration::from_millis(cfg.engine.poll_ms);
     ec.dispatchers_per_channel = cfg.engine.dispatchers_per_channel.max(1);
+    ec.global_holdout = cfg.global_holdout.clone();
     ec.require_approval = cfg.approvals.required;
     ec.loaded_by = cfg.operator.clone();
     ec

@@ -295,6 +295,22 @@ fn deploy_config_examples_match_the_config_schema() {
             && t.contains("`sms-platform.example.com` is not an e-mail address: no `@`"),
         "{t}"
     );
+    // A global holdout share given as a percentage is caught the same way.
+    std::fs::write(
+        &bad,
+        "database_url = \"sqlite://x.db\"\n\n[global_holdout]\nshare = 2.0\nsalt = \"gh-2026\"\n",
+    )
+    .unwrap();
+    let o = bin()
+        .args(["--config", bad.to_str().unwrap(), "schema"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(
+        t.contains("line 3") && t.contains("share must be between 0 and 1 (exclusive), got 2"),
+        "{t}"
+    );
 }
 
 /// Adding an attribute is a file edit and `campaignd migrate`: before the migration every

@@ -76,6 +76,10 @@ pub struct EngineConfig {
     pub worker_id: String,
     /// Contacts claimed per dispatcher round.
     pub batch_size: u64,
+    /// The base's global holdout (no marketing campaign contacts its members).
+    ///
+    /// Default: none.
+    pub global_holdout: Option<audience::GlobalHoldout>,
     /// Dispatcher loops [`Engine::run`] starts per channel. Each claims its own batches (the
     /// claim is one statement, safe for concurrent claimers), so one loop's claim and settle
     /// overlap with another loop's sends. The channel's own limit (e.g. Kannel
@@ -128,6 +132,7 @@ impl EngineConfig {
         EngineConfig {
             worker_id: worker_id.into(),
             batch_size: 500,
+            global_holdout: None,
             dispatchers_per_channel: 1,
             lease: Duration::from_secs(60),
             max_attempts: None,
@@ -703,6 +708,7 @@ impl Engine {
                     wave_run_id: w.id,
                     previous_wave_run_id: previous,
                     now,
+                    global_holdout: self.cfg.global_holdout.as_ref(),
                 },
             )
             .instrument(info_span!("wave", wave = %w.wave))
