@@ -43,6 +43,8 @@ schedule:
   cron: "*/20 * * * * *"
   catch_up: last
   catch_up_window: 2m
+  # Every slot starts a run, the first one still open: the replicas race for each.
+  overlap: parallel
 audience:
   segment: everyone
   where: "age == {age}"

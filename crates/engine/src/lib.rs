@@ -23,7 +23,7 @@ use spec::Workflow;
 use store::{Millis, Store};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 pub mod breaker;
 pub mod catalog;
@@ -623,10 +623,41 @@ impl Engine {
             for slot in due_slots(sched, wf.timezone, last, now, &self.calendars) {
                 // An unapproved version's slots are skipped, not held: a slot that ran late
                 // after an approval would reach subscribers at a time nobody chose.
-                let skip = match slot.skip {
+                let mut skip = match slot.skip {
                     None if !approved => Some("awaiting approval"),
                     other => other,
                 };
+                if skip.is_none() && sched.overlap != spec::Overlap::Parallel {
+                    let open: Vec<i64> = self
+                        .store
+                        .runs_of(&wf.campaign)
+                        .await?
+                        .iter()
+                        .filter(|r| r.state == "active")
+                        .map(|r| r.id)
+                        .collect();
+                    if !open.is_empty() {
+                        match sched.overlap {
+                            spec::Overlap::Skip => skip = Some("previous_run_open"),
+                            // Not recorded: the slot is offered again next pass, and
+                            // `due_slots` records it `missed` once catch-up gives up on it.
+                            spec::Overlap::Queue => {
+                                debug!(message = "Schedule slot waits for the open run.", campaign = %wf.campaign, slot_at = slot.slot_at);
+                                continue;
+                            }
+                            spec::Overlap::Parallel => {}
+                            spec::Overlap::Close => {
+                                for run_id in open {
+                                    let c = self
+                                        .store
+                                        .close_run_early(run_id, now, "closed by a newer run")
+                                        .await?;
+                                    info!(message = "Open run closed for a newer slot.", campaign = %wf.campaign, run_id, slot_at = slot.slot_at, waves_skipped = c.waves_skipped, windows_closed = c.windows_closed, expired = c.expired);
+                                }
+                            }
+                        }
+                    }
+                }
                 match skip {
                     Some(reason) => {
                         if self

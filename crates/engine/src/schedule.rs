@@ -156,6 +156,7 @@ mod tests {
             calendar: None,
             catch_up,
             catch_up_window: Duration::from_secs(3600),
+            overlap: spec::Overlap::Skip,
         }
     }
 

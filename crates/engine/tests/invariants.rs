@@ -914,6 +914,105 @@ async fn a_schedule_slot_runs_once_when_two_engines_evaluate_it() {
     insta::assert_snapshot!(rig.snapshot().await);
 }
 
+/// A scheduled run that is still open when the next slot comes, under `overlap` `policy`:
+/// four subscribers, the 10:00 run planned and two of its four messages sent, then the
+/// clock at 10:01:30. Returns the rig and engine.
+async fn overlapping(policy: &str) -> (Rig, Engine) {
+    let wf = SCHEDULED.replace(
+        "catch_up_window: 5m",
+        &format!("catch_up_window: 5m\n  overlap: {policy}"),
+    );
+    let rig = Rig::new(&wf, 4).await;
+    let mut cfg = rig.config();
+    cfg.batch_size = 2;
+    let e = rig.engine(cfg).await;
+    rig.clock.set(t0() + 30_000);
+    assert_eq!(e.tick().await.unwrap().runs_started, 1);
+    assert_eq!(e.dispatch_round("sms").await.unwrap().sent, 2);
+    rig.clock.set(t0() + 90_000);
+    (rig, e)
+}
+
+async fn slot_states(store: &Store) -> Vec<(String, Option<String>)> {
+    store
+        .slots("inv")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.state, s.reason))
+        .collect()
+}
+
+// g2. lib.rs `schedule_slots` (`schedule.overlap`): a slot that comes while the previous run
+//     is open is skipped (the default), waits for it (queue), or closes it (close).
+#[tokio::test]
+async fn overlap_skip_records_the_slot_and_leaves_the_open_run_alone() {
+    let (rig, e) = overlapping("skip").await;
+    assert_eq!(e.tick().await.unwrap().runs_started, 0);
+    // (Before 10:00: the catch-up window's older slots, recorded missed.)
+    let slots = slot_states(&rig.store).await;
+    let last = slots.last().cloned().unwrap_or_default();
+    assert_eq!(
+        (last.0.as_str(), last.1.as_deref()),
+        ("skipped", Some("previous_run_open")),
+        "{slots:?}"
+    );
+    assert_eq!(rig.store.runs_of("inv").await.unwrap().len(), 1);
+    rig.drain(&e, "sms").await;
+    assert_eq!(rig.sms.keys().len(), 4, "the open run sends the rest");
+}
+
+#[tokio::test]
+async fn overlap_queue_starts_the_slot_once_the_open_run_finished() {
+    let (rig, e) = overlapping("queue").await;
+    let before = slot_states(&rig.store).await;
+    assert_eq!(e.tick().await.unwrap().runs_started, 0);
+    assert_eq!(
+        slot_states(&rig.store).await,
+        before,
+        "the 10:01 slot is not recorded: it waits"
+    );
+    // The open run ends (closed here by hand; its window would take a day).
+    let runs = rig.store.runs_of("inv").await.unwrap();
+    rig.store
+        .close_run_early(runs[0].id, t0() + 90_000, "test")
+        .await
+        .unwrap();
+    e.tick().await.unwrap();
+    assert_eq!(
+        e.tick().await.unwrap().runs_started,
+        1,
+        "the queued slot runs"
+    );
+    let runs = rig.store.runs_of("inv").await.unwrap();
+    assert_eq!(runs.len(), 2);
+}
+
+#[tokio::test]
+async fn overlap_close_ends_the_open_run_with_its_report_and_starts_the_new_one() {
+    let (rig, e) = overlapping("close").await;
+    let first = rig.store.runs_of("inv").await.unwrap()[0].id;
+    let s = e.tick().await.unwrap();
+    assert_eq!((s.runs_started, s.runs_finished), (1, 1), "{s:?}");
+    let old = rig.store.run(first).await.unwrap().unwrap();
+    assert_eq!(old.state, "done");
+    assert!(rig.store.run_report(first).await.unwrap().is_some());
+    let states = wave_states(&rig.store, first, 0).await;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for st in states.values() {
+        *counts.entry(st.as_str()).or_default() += 1;
+    }
+    assert_eq!(counts.get("sent"), Some(&2), "{states:?}");
+    assert_eq!(
+        counts.get("expired"),
+        Some(&2),
+        "the unsent expire: {states:?}"
+    );
+    rig.drain(&e, "sms").await;
+    // Two of the old run, four of the new one; none of the expired.
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 6);
+}
+
 // 6. A crash after the channel took a batch and before its settle: after the lease runs
 //    out, a new engine resends exactly that batch, once, and every contact ends settled.
 #[tokio::test]

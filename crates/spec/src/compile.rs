@@ -17,7 +17,9 @@ use crate::duration::parse_duration;
 use crate::expr::{self, Expr};
 use crate::fields;
 use crate::keys;
-use crate::model::{self, CatchUpFile, DeliveryFile, SegmentsFile, TargetsFile, WorkflowFile};
+use crate::model::{
+    self, CatchUpFile, DeliveryFile, OverlapFile, SegmentsFile, TargetsFile, WorkflowFile,
+};
 use crate::rules;
 use crate::template::Template;
 use crate::workflow::*;
@@ -730,6 +732,12 @@ fn schedule(
             CatchUpFile::Last => CatchUp::Last,
         },
         catch_up_window: catch_up_window?,
+        overlap: match s.overlap {
+            OverlapFile::Skip => Overlap::Skip,
+            OverlapFile::Queue => Overlap::Queue,
+            OverlapFile::Close => Overlap::Close,
+            OverlapFile::Parallel => Overlap::Parallel,
+        },
     })
 }
 

@@ -87,6 +87,24 @@ pub(crate) struct ScheduleFile {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub(crate) catch_up_window: Option<Spanned<String>>,
+    /// What a slot does while an earlier run of the campaign is still open: `skip` the slot
+    /// (recorded, reason `previous_run_open`; the default), `queue` it until that run
+    /// finishes (as late as the catch-up rules allow, then it is recorded `missed`), or
+    /// `close` the earlier run (its unsent messages expire, its windows close now and its
+    /// report is made) and start the new one, or run them in `parallel` (each run with its
+    /// own entry rules, caps and control).
+    #[serde(default)]
+    pub(crate) overlap: OverlapFile,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum OverlapFile {
+    #[default]
+    Skip,
+    Queue,
+    Close,
+    Parallel,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

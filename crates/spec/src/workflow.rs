@@ -56,6 +56,20 @@ pub struct Schedule {
     pub calendar: Option<String>,
     pub catch_up: CatchUp,
     pub catch_up_window: Duration,
+    pub overlap: Overlap,
+}
+
+/// What a schedule slot does while an earlier run of the campaign is still open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// The slot is recorded skipped (`previous_run_open`).
+    Skip,
+    /// The slot waits for the open run to finish, within the catch-up rules.
+    Queue,
+    /// The open run is closed now (unsent messages expire, windows close) and the slot runs.
+    Close,
+    /// The slot runs beside the open run.
+    Parallel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -615,6 +615,30 @@ const STATE: &str = "CASE WHEN d.lease_token IS NULL THEN c.state ELSE 'sending'
 /// Takes contacts this lease still holds out of the queue and gives them their final
 /// `state`; returns how many contacts changed. Two statements and no rows sent back: the
 /// contact update reads the lease from the queue row it is about to delete.
+/// Marks `expired` (with `reason`) the still-pending contacts of queue rows just deleted
+/// (`removed`: rows with a `contact_id`, from a `DELETE ... RETURNING`); returns how many.
+pub(crate) async fn expire_removed<C: ConnectionTrait>(
+    c: &C,
+    removed: &[sea_orm::QueryResult],
+    reason: &str,
+) -> Result<u64> {
+    let ids: Vec<i64> = removed
+        .iter()
+        .map(|r| r.try_get::<i64>("", "contact_id"))
+        .collect::<Result<_, _>>()?;
+    let mut n = 0;
+    for chunk in ids.chunks(1000) {
+        let sql = format!(
+            "UPDATE contact SET state = 'expired', last_error = ? WHERE state = 'pending' AND id IN ({})",
+            marks(chunk.len())
+        );
+        let mut values: Vec<Value> = vec![reason.into()];
+        values.extend(chunk.iter().map(|id| Value::from(*id)));
+        n += exec(c, &sql, values).await?.rows_affected();
+    }
+    Ok(n)
+}
+
 async fn finish<C: ConnectionTrait>(
     c: &C,
     token: &str,
@@ -987,20 +1011,7 @@ impl Store {
             [now.into(), now.into()],
         )
         .await?;
-        let ids: Vec<i64> = rows
-            .iter()
-            .map(|r| r.try_get::<i64>("", "contact_id"))
-            .collect::<Result<_, _>>()?;
-        let mut n = 0;
-        for chunk in ids.chunks(1000) {
-            let sql = format!(
-                "UPDATE contact SET state = 'expired', last_error = ? WHERE state = 'pending' AND id IN ({})",
-                marks(chunk.len())
-            );
-            let mut values: Vec<Value> = vec![SEND_BY_PASSED.into()];
-            values.extend(chunk.iter().map(|id| Value::from(*id)));
-            n += exec(&tx, &sql, values).await?.rows_affected();
-        }
+        let n = expire_removed(&tx, &rows, SEND_BY_PASSED).await?;
         tx.commit().await?;
         Ok(n)
     }

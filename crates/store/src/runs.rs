@@ -435,7 +435,71 @@ impl Store {
     }
 }
 
+/// What [`Store::close_run_early`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedEarly {
+    /// Waves not planned yet, closed without contacts.
+    pub waves_skipped: u64,
+    /// Open waves whose window now closes at once.
+    pub windows_closed: u64,
+    /// Queued messages not sent yet, expired.
+    pub expired: u64,
+}
+
 impl Store {
+    /// Closes an active run before its time (a newer run of the campaign replaces it,
+    /// `schedule.overlap: close`), in one transaction: waves not planned yet close with no
+    /// contacts, queued messages not yet handed to a gateway expire with `reason` (a message
+    /// under a lease is in flight and settles as usual), and the open waves' window timers
+    /// are brought forward to `now`, so housekeeping closes them (after the inbound barrier)
+    /// and the run finishes with its report as any other.
+    pub async fn close_run_early(
+        &self,
+        run_id: i64,
+        now: Millis,
+        reason: &str,
+    ) -> Result<ClosedEarly> {
+        let tx = self.db().begin().await?;
+        let waves_skipped = exec(
+            &tx,
+            "UPDATE wave_run SET state = ? WHERE run_id = ? AND state = ?",
+            [
+                wave_state::CLOSED.into(),
+                run_id.into(),
+                wave_state::PENDING.into(),
+            ],
+        )
+        .await?
+        .rows_affected();
+        let removed = query(
+            &tx,
+            "DELETE FROM dispatch WHERE lease_token IS NULL \
+             AND contact_id IN (SELECT id FROM contact WHERE run_id = ?) RETURNING contact_id",
+            [run_id.into()],
+        )
+        .await?;
+        let expired = crate::contacts::expire_removed(&tx, &removed, reason).await?;
+        let windows_closed = exec(
+            &tx,
+            "UPDATE timer SET fire_at = ? WHERE state = 'pending' AND fire_at > ? \
+             AND wave_run_id IN (SELECT id FROM wave_run WHERE run_id = ? AND state = ?)",
+            [
+                now.into(),
+                now.into(),
+                run_id.into(),
+                wave_state::OPEN.into(),
+            ],
+        )
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(ClosedEarly {
+            waves_skipped,
+            windows_closed,
+            expired,
+        })
+    }
+
     /// Fires a due window timer and closes its wave (`open` → `closed`), in one transaction.
     /// True only for the caller that did both: a timer another replica fired, or a wave that
     /// was not open, closes nothing twice.
