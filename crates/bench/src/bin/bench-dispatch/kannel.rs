@@ -188,9 +188,19 @@ impl KannelProcess {
             let receivers = self.receivers();
             if receivers.len() >= n || Instant::now() > deadline {
                 let distinct = receivers.iter().collect::<HashSet<_>>().len();
+                let smsbox = std::fs::read_to_string(self.dir.path().join("logs/smsbox.log"))
+                    .unwrap_or_default();
+                let errors: Vec<&str> = smsbox.lines().filter(|l| l.contains("ERROR")).collect();
+                if let Some(first) = errors.first() {
+                    eprintln!(
+                        "smsbox.log: {} ERROR lines, the first: {first}",
+                        errors.len()
+                    );
+                }
                 return SmscCounts {
                     messages: receivers.len() as u64,
                     distinct_receivers: distinct as u64,
+                    smsbox_errors: errors.len() as u64,
                 };
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -226,6 +236,9 @@ impl Drop for KannelProcess {
 pub(crate) struct SmscCounts {
     pub(crate) messages: u64,
     pub(crate) distinct_receivers: u64,
+    /// ERROR lines in smsbox's log (a delivery-report callback that failed is one, and is
+    /// retried `http-queue-delay` = 2 s later).
+    pub(crate) smsbox_errors: u64,
 }
 
 /// CPU seconds of each Kannel process over a phase.
@@ -798,7 +811,7 @@ fn print_report(r: &Report) {
         let c = &x.cpu;
         let k = &x.kannel_cpu;
         println!(
-            "  {:<10} {:>5.2} ({:.2} + {:.2}) / {:>5.2} = {:.2} + {:.2} + {:.2} / {:>5.2} / {:>5.2}  {:>3.0}%   DLR callbacks {}{}",
+            "  {:<10} {:>5.2} ({:.2} + {:.2}) / {:>5.2} = {:.2} + {:.2} + {:.2} / {:>5.2} / {:>5.2}  {:>3.0}%   DLR callbacks {}, smsbox ERROR lines {}{}",
             x.phase,
             c.bench_s,
             c.bench_tokio_s,
@@ -811,6 +824,7 @@ fn print_report(r: &Report) {
             c.other_s,
             c.machine_busy_pct,
             x.dlr_callbacks,
+            x.smsc.smsbox_errors,
             match (x.send_busy_pct, x.batches) {
                 (Some(p), Some(b)) => format!("; sending {p:.0}% of the time, {b} batches"),
                 _ => String::new(),
