@@ -64,6 +64,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "store",
             "channels",
             "engine",
+            "api",
             "subscribers",
         ],
     ),

@@ -152,7 +152,7 @@ pub struct CpuUse {
     pub bench_tokio_s: f64,
     /// ...of which its SQLite worker threads (one per connection): SQL execution.
     pub bench_sqlite_s: f64,
-    /// The gateway child.
+    /// The gateway child (`--gateway kannel`: bearerbox, smsbox and fakesmsc together).
     pub gateway_s: f64,
     /// PostgreSQL's processes (all of them, whoever they serve).
     pub postgres_s: f64,
@@ -164,12 +164,17 @@ pub struct CpuUse {
 
 impl CpuMark {
     pub fn now(gateway_pid: u32) -> CpuMark {
+        CpuMark::now_with_gateway(&[gateway_pid])
+    }
+
+    /// As [`CpuMark::now`], with a gateway made of several processes (Kannel's boxes).
+    pub fn now_with_gateway(gateway_pids: &[u32]) -> CpuMark {
         let (machine_busy, machine_total) = machine_cpu_secs().unwrap_or((0.0, 0.0));
         CpuMark {
             bench: cpu_secs(std::process::id()).unwrap_or(0.0),
             bench_tokio: threads_cpu_secs("tokio-rt-worker"),
             bench_sqlite: threads_cpu_secs("sqlx-sqlite"),
-            gateway: cpu_secs(gateway_pid).unwrap_or(0.0),
+            gateway: gateway_pids.iter().filter_map(|&pid| cpu_secs(pid)).sum(),
             postgres: postgres_cpu_secs(),
             machine_busy,
             machine_total,

@@ -109,7 +109,7 @@ waves:
       - reply: "1"
 "#;
 
-fn write_workflow(dir: &Path) -> anyhow::Result<spec::Workflow> {
+pub(crate) fn write_workflow(dir: &Path) -> anyhow::Result<spec::Workflow> {
     std::fs::create_dir_all(dir.join("templates"))?;
     std::fs::write(dir.join("segments.yaml"), "segments: {}\n")?;
     std::fs::write(dir.join("templates/offer.txt"), TEMPLATE)?;
@@ -123,7 +123,7 @@ fn write_workflow(dir: &Path) -> anyhow::Result<spec::Workflow> {
 
 /// Inserts `n` synthetic subscribers in chunks (so the bench's own memory stays small), with
 /// opt-outs cleared so that the wave targets every one of them.
-async fn insert_base(store: &Store, n: usize) -> anyhow::Result<()> {
+pub(crate) async fn insert_base(store: &Store, n: usize) -> anyhow::Result<()> {
     const CHUNK: usize = 10_000;
     let mut rows = subscribers::generate(&store.catalogue(), n, 20_261_124).map(|mut s| {
         s.opt_out = false;
@@ -185,32 +185,17 @@ async fn run_on(
     let rss_after_insert = proc::rss_mb().unwrap_or(f64::NAN);
 
     let wf = write_workflow(&dir.join("workflows"))?;
+    // The gateway sends no delivery reports; the dlr-url shapes the requests.
     let kannel = KannelSms::with_password(
-        &KannelConfig {
-            sendsms_url: gw.sendsms_url(),
-            username: "campaignd".into(),
-            // The password is handed over directly (`with_password`), not read from here.
-            password_env: "CAMPAIGND_KANNEL_PASSWORD".into(),
-            from: "10086".into(),
-            // Never called: the gateway sends no delivery reports. It shapes the requests.
-            dlr_url: format!("{}/callbacks/kannel/dlr", gw.base),
-            dlr_mask: 27,
-            concurrency: settings.concurrency,
-            timeout_ms: 10_000,
-            smsc: None,
-            ack_grace_ms: 60_000,
-            max_per_second: None,
-        },
+        &kannel_config(
+            gw.sendsms_url(),
+            format!("{}/callbacks/kannel/dlr", gw.base),
+            settings.concurrency,
+        ),
         crate::gateway::PASSWORD,
     )?;
     let timed = Arc::new(Timed::new(Arc::new(kannel)));
-    let mut chans: HashMap<String, Arc<dyn Channel>> = HashMap::new();
-    chans.insert("sms".into(), timed.clone());
-    let mut cfg = EngineConfig::new("bench", dir.join("workflows/calendars"));
-    cfg.batch_size = settings.batch_size;
-    cfg.dispatchers_per_channel = settings.dispatchers;
-    cfg.poll = Duration::from_millis(settings.poll_ms);
-    let engine = Arc::new(Engine::new(store.clone(), Clock::Database, chans, cfg)?);
+    let engine = build_engine(store, dir, settings, timed.clone())?;
     engine.load(vec![wf]).await?;
 
     // Plan through the engine: trigger a run, one housekeeping pass plans its wave.
@@ -319,8 +304,52 @@ async fn run_on(
     })
 }
 
+/// campaignd's Kannel channel as the daemon configures it (`[sms]`), for the bench's
+/// `campaignd` sendsms user.
+pub(crate) fn kannel_config(
+    sendsms_url: String,
+    dlr_url: String,
+    concurrency: usize,
+) -> KannelConfig {
+    KannelConfig {
+        sendsms_url,
+        username: "campaignd".into(),
+        // The password is handed over directly (`with_password`), not read from here.
+        password_env: "CAMPAIGND_KANNEL_PASSWORD".into(),
+        from: "10086".into(),
+        dlr_url,
+        dlr_mask: 27,
+        concurrency,
+        timeout_ms: 10_000,
+        smsc: None,
+        ack_grace_ms: 60_000,
+        max_per_second: None,
+    }
+}
+
+/// The engine with `sms` as its only channel and the bench's knobs.
+pub(crate) fn build_engine(
+    store: &Store,
+    dir: &Path,
+    settings: &Settings,
+    sms: Arc<dyn Channel>,
+) -> anyhow::Result<Arc<Engine>> {
+    let mut chans: HashMap<String, Arc<dyn Channel>> = HashMap::new();
+    chans.insert("sms".into(), sms);
+    let mut cfg = EngineConfig::new("bench", dir.join("workflows/calendars"));
+    cfg.batch_size = settings.batch_size;
+    cfg.dispatchers_per_channel = settings.dispatchers;
+    cfg.poll = Duration::from_millis(settings.poll_ms);
+    Ok(Arc::new(Engine::new(
+        store.clone(),
+        Clock::Database,
+        chans,
+        cfg,
+    )?))
+}
+
 /// Triggers a run and plans its wave with one housekeeping pass; returns the wave run.
-async fn plan(engine: &Engine, n: usize) -> anyhow::Result<i64> {
+pub(crate) async fn plan(engine: &Engine, n: usize) -> anyhow::Result<i64> {
     let run_id = engine.trigger("bench-dispatch", "bench").await?;
     let stats = engine.tick().await?;
     ensure!(
@@ -376,33 +405,33 @@ async fn phases(engine: &Engine, timed: &Timed, n: usize) -> anyhow::Result<Phas
 
 /// Wraps the real channel to see when batches are being sent. Adds two mutex operations
 /// per batch.
-struct Timed {
+pub(crate) struct Timed {
     inner: Arc<dyn Channel>,
     stats: Mutex<SendStats>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct SendStats {
+pub(crate) struct SendStats {
     active: usize,
     busy_since: Option<Instant>,
-    busy: Duration,
-    batches: u64,
+    pub(crate) busy: Duration,
+    pub(crate) batches: u64,
     last: Option<(Instant, Instant)>,
 }
 
 impl Timed {
-    fn new(inner: Arc<dyn Channel>) -> Timed {
+    pub(crate) fn new(inner: Arc<dyn Channel>) -> Timed {
         Timed {
             inner,
             stats: Mutex::new(SendStats::default()),
         }
     }
 
-    fn reset(&self) {
+    pub(crate) fn reset(&self) {
         *self.stats.lock().expect("stats lock") = SendStats::default();
     }
 
-    fn snapshot(&self) -> SendStats {
+    pub(crate) fn snapshot(&self) -> SendStats {
         *self.stats.lock().expect("stats lock")
     }
 

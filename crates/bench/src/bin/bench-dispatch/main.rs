@@ -1,6 +1,7 @@
 //! `bench-dispatch`: how fast campaignd's dispatcher sends one SMS wave to an unlimited
 //! loopback gateway, on SQLite and PostgreSQL, next to a plain HTTP loop driving the same
-//! gateway. See `crates/bench/README.md`.
+//! gateway. With `--gateway kannel`, the real Kannel instead, with delivery reports
+//! (`kannel.rs`). See `crates/bench/README.md`.
 //!
 //! Processes: the parent starts the gateway (a child process), runs the plain loop, then runs
 //! each backend in a child process of its own, so that each backend's peak RSS is its own
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 mod campaign;
 mod gateway;
+mod kannel;
 mod plain;
 use bench::proc;
 
@@ -38,9 +40,15 @@ const TARGET_RSS_MB: f64 = 200.0;
     about = "Dispatch throughput of campaignd to a loopback sendsms gateway, vs a plain HTTP loop"
 )]
 struct Args {
-    /// Subscribers in the base; the wave contacts every one of them.
-    #[arg(long, default_value_t = 200_000)]
-    contacts: usize,
+    /// Subscribers in the base; the wave contacts every one of them. Default: 200,000 with
+    /// the stand-in gateway, 20,000 with `--gateway kannel`.
+    #[arg(long)]
+    contacts: Option<usize>,
+    /// What campaignd and the plain loop send to: the loopback stand-in (answers at once,
+    /// no delivery reports) or the real Kannel (scripts/kannel.sh, fakesmsc as the SMSC,
+    /// delivery reports back through campaignd's callback route).
+    #[arg(long, value_enum, default_value_t = GatewayKind::StandIn)]
+    gateway: GatewayKind,
     /// Which store to measure.
     #[arg(long, value_enum, default_value_t = Which::Both)]
     backend: Which,
@@ -72,9 +80,10 @@ struct Args {
     /// Leave each database behind (the SQLite file, the PostgreSQL schema) for inspection.
     #[arg(long)]
     keep_db: bool,
-    /// Where to write the results as JSON.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench-dispatch.json"))]
-    json: PathBuf,
+    /// Where to write the results as JSON [target/bench-dispatch.json, with `--gateway
+    /// kannel` target/bench-dispatch-kannel.json].
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Internal: run as the gateway child, writing the port to this file.
     #[arg(long, hide = true)]
     gateway_child: Option<PathBuf>,
@@ -88,9 +97,42 @@ struct Args {
     /// Internal: where a backend child writes its result.
     #[arg(long, hide = true)]
     result_file: Option<PathBuf>,
+    /// Internal: the backend child sends through the real Kannel at `--sendsms-url`.
+    #[arg(long, hide = true)]
+    kannel_child: bool,
+    #[arg(long, hide = true)]
+    sendsms_url: Option<String>,
+    /// Internal: bearerbox, smsbox and fakesmsc PIDs, comma-separated (for their CPU time).
+    #[arg(long, hide = true)]
+    kannel_pids: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GatewayKind {
+    StandIn,
+    Kannel,
 }
 
 impl Args {
+    fn contacts(&self) -> usize {
+        self.contacts.unwrap_or(match self.gateway {
+            GatewayKind::StandIn => 200_000,
+            GatewayKind::Kannel => 20_000,
+        })
+    }
+
+    fn json_path(&self) -> PathBuf {
+        self.json.clone().unwrap_or_else(|| {
+            let name = match self.gateway {
+                GatewayKind::StandIn => "bench-dispatch.json",
+                GatewayKind::Kannel => "bench-dispatch-kannel.json",
+            };
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target")
+                .join(name)
+        })
+    }
+
     fn settings(&self) -> Settings {
         Settings {
             batch_size: self.batch_size,
@@ -168,7 +210,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match args.backend_child {
+        Some(backend) if args.kannel_child => rt.block_on(kannel::child_main(backend, &args)),
         Some(backend) => rt.block_on(backend_child(backend, &args)),
+        None if args.gateway == GatewayKind::Kannel => rt.block_on(kannel::bench(args)),
         None => rt.block_on(bench(args)),
     }
 }
@@ -183,9 +227,15 @@ async fn backend_child(backend: Backend, args: &Args) -> anyhow::Result<()> {
         bail!("--backend-child needs --gateway-base, --gateway-pid and --result-file");
     };
     let gw = gateway::Gateway::new(base, pid)?;
-    let result = campaign::run(backend, args.contacts, &args.settings(), &args.pg_url, &gw)
-        .await
-        .with_context(|| format!("benchmark on {}", backend.name()))?;
+    let result = campaign::run(
+        backend,
+        args.contacts(),
+        &args.settings(),
+        &args.pg_url,
+        &gw,
+    )
+    .await
+    .with_context(|| format!("benchmark on {}", backend.name()))?;
     std::fs::write(out, serde_json::to_vec(&result)?)?;
     Ok(())
 }
@@ -198,18 +248,37 @@ async fn run_backend_child(
     dir: &Path,
 ) -> anyhow::Result<BackendResult> {
     let out = dir.join(format!("{}.json", backend.name()));
+    let mut cmd = child_command(args, backend, &out)?;
+    cmd.arg("--gateway-base")
+        .arg(&gw.base)
+        .arg("--gateway-pid")
+        .arg(gw.pid.to_string());
+    let status = cmd
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .context("running the backend child")?;
+    if !status.success() {
+        bail!("the {} run failed ({status})", backend.name());
+    }
+    Ok(serde_json::from_slice(&std::fs::read(&out)?)?)
+}
+
+/// This binary re-executed as a backend child, with the settings of this run.
+fn child_command(
+    args: &Args,
+    backend: Backend,
+    result_file: &Path,
+) -> anyhow::Result<tokio::process::Command> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("--backend-child")
         .arg(backend.name())
-        .arg("--gateway-base")
-        .arg(&gw.base)
-        .arg("--gateway-pid")
-        .arg(gw.pid.to_string())
         .arg("--result-file")
-        .arg(&out)
+        .arg(result_file)
         .arg("--contacts")
-        .arg(args.contacts.to_string())
+        .arg(args.contacts().to_string())
         .arg("--pg-url")
         .arg(&args.pg_url)
         .arg("--batch-size")
@@ -227,20 +296,11 @@ async fn run_backend_child(
             cmd.arg(flag);
         }
     }
-    let status = cmd
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .status()
-        .await
-        .context("running the backend child")?;
-    if !status.success() {
-        bail!("the {} run failed ({status})", backend.name());
-    }
-    Ok(serde_json::from_slice(&std::fs::read(&out)?)?)
+    Ok(cmd)
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
-    let n = args.contacts;
+    let n = args.contacts();
     anyhow::ensure!(n > 0, "--contacts must be at least 1");
     let settings = args.settings();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -329,12 +389,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         },
     };
     print_report(&report);
-    if let Some(parent) = args.json.parent() {
+    let json = args.json_path();
+    if let Some(parent) = json.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", args.json.display()))?;
-    let shown = std::fs::canonicalize(&args.json).unwrap_or(args.json);
+    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    let shown = std::fs::canonicalize(&json).unwrap_or(json);
     println!("JSON: {}", shown.display());
     Ok(())
 }
