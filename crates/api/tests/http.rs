@@ -297,6 +297,79 @@ async fn healthz_answers_ok_and_503_once_the_database_is_gone() -> Res {
     s.stop().await
 }
 
+/// Guards `dlr_batch`: reports arriving together are stored together, each answered for
+/// itself: every known key's report stored once per request, every unknown key refused,
+/// whatever batch it shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_delivery_reports_are_each_stored_or_refused() -> Res {
+    let s = Server::start().await?;
+    seed_tasks(&s.store).await?;
+    s.store
+        .db()
+        .execute_raw(store::stmt(
+            s.store.db(),
+            "UPDATE contact SET idem_key = 'k-' || CAST(id AS TEXT)",
+            [],
+        ))
+        .await?;
+    let ids: Vec<i64> = s
+        .store
+        .db()
+        .query_all_raw(store::stmt(
+            s.store.db(),
+            "SELECT id FROM contact ORDER BY id",
+            [],
+        ))
+        .await?
+        .iter()
+        .map(|r| r.try_get::<i64>("", "id"))
+        .collect::<Result<_, _>>()?;
+    assert!(ids.len() >= 2, "{ids:?}");
+    let s = std::sync::Arc::new(s);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..120usize {
+        let key = match i % 3 {
+            0 => format!("k-{}", ids[0]),
+            1 => format!("k-{}", ids[1]),
+            _ => format!("nope-{i}"),
+        };
+        let s = s.clone();
+        tasks.spawn(async move {
+            let path = format!(
+                "/callbacks/kannel/dlr?key={key}&type=8&smscid=FAKE&to=13800138000&reply=n{i}"
+            );
+            (i, s.get(&path).await.map_err(|e| e.to_string()))
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (i, res) = r?;
+        let (status, body) = res?;
+        let want = if i % 3 == 2 {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(status, want, "report {i}: {body}");
+    }
+    let rows = s.inbound().await?;
+    let per_key = |k: &str| {
+        rows.iter()
+            .filter(|r| r.idem_key.as_deref() == Some(k))
+            .count()
+    };
+    assert_eq!(rows.len(), 80, "only the known keys' reports");
+    assert_eq!(per_key(&format!("k-{}", ids[0])), 40);
+    assert_eq!(per_key(&format!("k-{}", ids[1])), 40);
+    let mut values: Vec<String> = rows.iter().filter_map(|r| r.value.clone()).collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 80, "each request's own row");
+    std::sync::Arc::try_unwrap(s)
+        .map_err(|_| "server still shared")?
+        .stop()
+        .await
+}
+
 #[tokio::test]
 async fn dlr_callback_is_stored_with_its_query_as_payload() -> Res {
     let s = Server::start().await?;
