@@ -65,6 +65,35 @@ pub(crate) struct RealKannel {
 }
 
 impl DaemonConfig {
+    /// A daemon sending campaign `name` (a blast workflow written under `dir`) through the
+    /// real `kannel` with its API on `listen`: batches of 20, 2 requests in flight, a 10 s
+    /// lease and proof grace, polling every 100 ms. Tests change what they vary.
+    pub(crate) fn on_real_kannel(
+        database: (String, Option<String>),
+        dir: &Path,
+        name: &str,
+        kannel: &crate::services::Kannel,
+        listen: SocketAddr,
+    ) -> DaemonConfig {
+        DaemonConfig {
+            database_url: database.0,
+            database_schema: database.1,
+            workflows: blast_workflows(dir, name),
+            worker_id: name.into(),
+            batch_size: 20,
+            lease_secs: 10,
+            poll_ms: 100,
+            sendsms_url: kannel.sendsms_url(),
+            sms_username: "campaignd".into(),
+            concurrency: 2,
+            mail_dir: dir.join("mail"),
+            real_kannel: Some(RealKannel {
+                listen,
+                ack_grace_ms: 10_000,
+            }),
+        }
+    }
+
     /// Writes the config file; strings are written as TOML basic strings.
     pub(crate) fn write(&self, path: &Path) {
         let mut s = String::new();

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::daemon::{self, Daemon, DaemonConfig, RealKannel};
+use crate::daemon::{self, Daemon, DaemonConfig};
 use crate::helpers;
 use crate::services::{Kannel, PrivatePg};
 
@@ -38,23 +38,10 @@ async fn postgres_down_for_a_minute_mid_wave_loses_nothing_on_postgres() {
 
     let (listen, kannel) = Kannel::for_daemon(&store).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = DaemonConfig {
-        database_url: pg.url(),
-        database_schema: None,
-        workflows: daemon::blast_workflows(dir.path(), "db-outage"),
-        worker_id: "db-outage".into(),
-        batch_size: BATCH,
-        lease_secs: 10,
-        poll_ms: 100,
-        sendsms_url: kannel.sendsms_url(),
-        sms_username: "campaignd".into(),
-        concurrency: CONCURRENCY,
-        mail_dir: dir.path().join("mail"),
-        real_kannel: Some(RealKannel {
-            listen,
-            ack_grace_ms: 10_000,
-        }),
-    };
+    let mut cfg =
+        DaemonConfig::on_real_kannel((pg.url(), None), dir.path(), "db-outage", &kannel, listen);
+    cfg.batch_size = BATCH;
+    cfg.concurrency = CONCURRENCY;
     let cfg_path = dir.path().join("campaignd.toml");
     cfg.write(&cfg_path);
     daemon::approve(&cfg_path, "db-outage").await;

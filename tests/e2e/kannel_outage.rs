@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::daemon::{self, Daemon, DaemonConfig, RealKannel};
+use crate::daemon::{self, Daemon, DaemonConfig};
 use crate::helpers::{self, Backend};
 use crate::services::Kannel;
 
@@ -27,23 +27,15 @@ async fn kannel_down_for_two_minutes_mid_wave_loses_nothing_on_postgres() {
     let (listen, kannel) = Kannel::for_daemon(&store).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = DaemonConfig {
-        database_url: db.url.clone(),
-        database_schema: db.schema.clone(),
-        workflows: daemon::blast_workflows(dir.path(), "kannel-outage"),
-        worker_id: "kannel-outage".into(),
-        batch_size: BATCH,
-        lease_secs: 10,
-        poll_ms: 100,
-        sendsms_url: kannel.sendsms_url(),
-        sms_username: "campaignd".into(),
-        concurrency: CONCURRENCY,
-        mail_dir: dir.path().join("mail"),
-        real_kannel: Some(RealKannel {
-            listen,
-            ack_grace_ms: 10_000,
-        }),
-    };
+    let mut cfg = DaemonConfig::on_real_kannel(
+        (db.url.clone(), db.schema.clone()),
+        dir.path(),
+        "kannel-outage",
+        &kannel,
+        listen,
+    );
+    cfg.batch_size = BATCH;
+    cfg.concurrency = CONCURRENCY;
     let cfg_path = dir.path().join("campaignd.toml");
     cfg.write(&cfg_path);
     // The default: no attempt cap, retries end at the send-by deadline.
@@ -160,23 +152,14 @@ async fn a_refused_account_pauses_the_channel_and_mails_the_platform_team_on_sql
     let (listen, kannel) = Kannel::for_daemon(&store).await;
     let dir = tempfile::tempdir().unwrap();
     let mail_dir = dir.path().join("mail");
-    let cfg = DaemonConfig {
-        database_url: db.url.clone(),
-        database_schema: db.schema.clone(),
-        workflows: daemon::blast_workflows(dir.path(), "refused"),
-        worker_id: "refused".into(),
-        batch_size: 10,
-        lease_secs: 10,
-        poll_ms: 100,
-        sendsms_url: kannel.sendsms_url(),
-        sms_username: "campaignd".into(),
-        concurrency: 2,
-        mail_dir: mail_dir.clone(),
-        real_kannel: Some(RealKannel {
-            listen,
-            ack_grace_ms: 10_000,
-        }),
-    };
+    let mut cfg = DaemonConfig::on_real_kannel(
+        (db.url.clone(), db.schema.clone()),
+        dir.path(),
+        "refused",
+        &kannel,
+        listen,
+    );
+    cfg.batch_size = 10;
     let cfg_path = dir.path().join("campaignd.toml");
     cfg.write(&cfg_path);
     let text = std::fs::read_to_string(&cfg_path).unwrap();

@@ -267,46 +267,31 @@ fn deploy_config_examples_match_the_config_schema() {
     }
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "database_url = \"sqlite://x.db\"\n[engine]\nbatch_sise = 10\n",
-    )
-    .unwrap();
-    let o = bin()
-        .args(["--config", bad.to_str().unwrap(), "schema"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("batch_sise"), "{}", text(&o));
+    // A config the daemon refuses: exit 1 and what it printed.
+    let refused = |toml: &str| -> String {
+        std::fs::write(&bad, toml).unwrap();
+        let o = bin()
+            .args(["--config", bad.to_str().unwrap(), "schema"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        text(&o)
+    };
+    let t = refused("database_url = \"sqlite://x.db\"\n[engine]\nbatch_sise = 10\n");
+    assert!(t.contains("batch_sise"), "{t}");
     // A typo in an alert address is found when the config is read, at its place.
-    std::fs::write(
-        &bad,
+    let t = refused(
         "database_url = \"sqlite://x.db\"\n[alerts]\nemail = [\"ops@example.com\", \"sms-platform.example.com\"]\n",
-    )
-    .unwrap();
-    let o = bin()
-        .args(["--config", bad.to_str().unwrap(), "schema"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let t = text(&o);
+    );
     assert!(
         t.contains("line 3")
             && t.contains("`sms-platform.example.com` is not an e-mail address: no `@`"),
         "{t}"
     );
     // A global holdout share given as a percentage is caught the same way.
-    std::fs::write(
-        &bad,
+    let t = refused(
         "database_url = \"sqlite://x.db\"\n\n[global_holdout]\nshare = 2.0\nsalt = \"gh-2026\"\n",
-    )
-    .unwrap();
-    let o = bin()
-        .args(["--config", bad.to_str().unwrap(), "schema"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let t = text(&o);
+    );
     assert!(
         t.contains("line 3") && t.contains("share must be between 0 and 1 (exclusive), got 2"),
         "{t}"
