@@ -98,6 +98,11 @@ pub async fn process_batch<R: Rules>(
 ) -> Result<Stats, TrackingError> {
     let rows = store.unprocessed_inbound(limit).await?;
     let mut stats = Stats::default();
+    // Delivery reports are marked together at the end of the batch (one fenced write
+    // instead of one per report: they are half the inbound rows at full sending pace).
+    // Recording a delivery is idempotent, so a pass that dies before the mark only makes
+    // the next pass look at those reports again. Other sources are marked one by one.
+    let mut dlrs_done: Vec<i64> = Vec::new();
     for row in &rows {
         let disposition = match row.source.as_str() {
             source::DLR => dlr(store, row, &mut stats).await?,
@@ -115,6 +120,10 @@ pub async fn process_batch<R: Rules>(
             }
         };
         match disposition {
+            Disposition::Processed if row.source == source::DLR => {
+                dlrs_done.push(row.id);
+                stats.processed += 1;
+            }
             Disposition::Processed => {
                 store.mark_inbound_processed(&[row.id]).await?;
                 stats.processed += 1;
@@ -126,6 +135,9 @@ pub async fn process_batch<R: Rules>(
                 stats.deferred += 1;
             }
         }
+    }
+    if !dlrs_done.is_empty() {
+        store.mark_inbound_processed(&dlrs_done).await?;
     }
     Ok(stats)
 }
