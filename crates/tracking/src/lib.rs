@@ -87,8 +87,10 @@ enum Disposition {
 /// Processes up to `limit` unprocessed inbound rows, untried before deferred, oldest first;
 /// returns what it did.
 ///
-/// Each row is marked processed right after it is handled, so a crash repeats at most the
-/// row in flight. Delivery reports and opt-outs are idempotent; a repeated reply, outcome or
+/// Each row but a delivery report is marked processed right after it is handled, so a crash
+/// repeats at most the row in flight; delivery reports are marked together at the end of
+/// the batch, so a crash may repeat the batch's reports. Delivery reports and opt-outs are
+/// idempotent; a repeated reply, outcome or
 /// event records its response row again, but the contact's first counted response is kept
 /// and conversions are counted per subscriber, so results do not change.
 pub async fn process_batch<R: Rules>(
