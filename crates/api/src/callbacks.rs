@@ -86,18 +86,19 @@ pub(crate) async fn dlr(
         payload: without(q.to_json(&[]), "t"),
         received_at: (state.now)(),
     };
-    // Stored with the reports that came meanwhile (`dlr_batch`). Only reports for contacts
-    // we sent are stored, so nothing can pile up under a key that never matches (a validly
-    // signed unknown key means a restored or foreign database). With the database down the
-    // signature alone vouches for the key: the report is spooled.
-    match state.dlr_writer.store(row).await {
-        crate::dlr_batch::Stored::Ok => {
-            debug!(key = %key, dlr_type = %kind, "Delivery report stored.");
-            Ok("ok")
-        }
-        crate::dlr_batch::Stored::UnknownKey => Err(ApiError::Forbidden("unknown key".to_owned())),
-        crate::dlr_batch::Stored::Failed(e) => Err(e.into()),
+    // Only reports for contacts we sent are stored, so nothing can pile up under a key
+    // that never matches (a validly signed unknown key means a restored or foreign database).
+    // With the database down the signature alone vouches for the key: the report is spooled.
+    match state.store.contact_by_key(&key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(ApiError::Forbidden("unknown key".to_owned())),
+        Err(e) => return spool_or_fail(&state, row, e).await,
     }
+    if let Err(e) = state.store.insert_inbound(std::slice::from_ref(&row)).await {
+        return spool_or_fail(&state, row, e).await;
+    }
+    debug!(key = %key, dlr_type = %kind, "Delivery report stored.");
+    Ok("ok")
 }
 
 /// A callback the database could not take goes to the spool (fsynced before the `200`), to

@@ -44,7 +44,6 @@ use tracing::{debug, error, warn};
 mod approvals;
 pub mod auth;
 mod callbacks;
-mod dlr_batch;
 mod error;
 mod events;
 #[cfg(test)]
@@ -76,8 +75,6 @@ struct Shared {
     callbacks: Arc<auth::CallbackAuth>,
     /// Where callbacks go while the database cannot take them.
     spool: Option<Arc<spool::Spool>>,
-    /// Stores delivery reports in groups (see `dlr_batch`).
-    dlr_writer: Arc<dlr_batch::DlrWriter>,
 }
 
 /// What the health routes read besides the database.
@@ -391,10 +388,6 @@ pub fn router_with(state: AppState, opts: &ServeOptions) -> Router {
         probes: probes.clone(),
         callbacks: callbacks.clone(),
         spool: opts.spool.clone(),
-        dlr_writer: Arc::new(dlr_batch::DlrWriter::new(
-            state.store.clone(),
-            opts.spool.clone(),
-        )),
     };
     let recent = Arc::new(auth::RecentTokens::default());
     let mut open = Router::new();

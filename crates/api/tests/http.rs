@@ -297,9 +297,8 @@ async fn healthz_answers_ok_and_503_once_the_database_is_gone() -> Res {
     s.stop().await
 }
 
-/// Guards `dlr_batch`: reports arriving together are stored together, each answered for
-/// itself: every known key's report stored once per request, every unknown key refused,
-/// whatever batch it shared.
+/// Reports arriving together are each answered for themselves: every known key's report
+/// stored once per request, every unknown key refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_delivery_reports_are_each_stored_or_refused() -> Res {
     let s = Server::start().await?;

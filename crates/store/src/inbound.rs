@@ -168,22 +168,6 @@ impl Store {
         Ok(())
     }
 
-    /// Which of `keys` are contacts' idempotency keys (one query per 500 keys).
-    pub async fn known_keys(&self, keys: &[&str]) -> Result<std::collections::HashSet<String>> {
-        let mut out = std::collections::HashSet::new();
-        for chunk in keys.chunks(500) {
-            let sql = format!(
-                "SELECT idem_key FROM contact WHERE idem_key IN ({})",
-                crate::marks(chunk.len())
-            );
-            let rows = query(self.db(), &sql, chunk.iter().map(|k| Value::from(*k))).await?;
-            for r in &rows {
-                out.insert(r.try_get::<String>("", "idem_key")?);
-            }
-        }
-        Ok(out)
-    }
-
     pub async fn contact_by_key(&self, key: &str) -> Result<Option<ContactRef>> {
         let sql = format!("{CONTACT_REF} WHERE c.idem_key = ?");
         let rows = query(self.db(), &sql, [key.into()]).await?;
