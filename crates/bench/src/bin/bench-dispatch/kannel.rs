@@ -739,15 +739,7 @@ pub(crate) async fn bench(args: crate::Args) -> anyhow::Result<()> {
         target_ratio: TARGET_RATIO,
     };
     print_report(&report);
-    let json = args.json_path();
-    if let Some(parent) = json.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
-    let shown = std::fs::canonicalize(&json).unwrap_or(json);
-    println!("JSON: {}", shown.display());
-    Ok(())
+    crate::write_json(&args.json_path(), &report)
 }
 
 fn print_report(r: &Report) {

@@ -389,13 +389,17 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         },
     };
     print_report(&report);
-    let json = args.json_path();
+    write_json(&args.json_path(), &report)
+}
+
+/// Writes a report as pretty JSON (creating its folder) and says where.
+pub(crate) fn write_json(json: &Path, report: &impl Serialize) -> anyhow::Result<()> {
     if let Some(parent) = json.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+    std::fs::write(json, serde_json::to_string_pretty(report)? + "\n")
         .with_context(|| format!("writing {}", json.display()))?;
-    let shown = std::fs::canonicalize(&json).unwrap_or(json);
+    let shown = std::fs::canonicalize(json).unwrap_or_else(|_| json.to_owned());
     println!("JSON: {}", shown.display());
     Ok(())
 }
