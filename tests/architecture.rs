@@ -27,6 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "engine",
         &[
+            "domain",
             "spec",
             "store",
             "audience",

@@ -13,6 +13,7 @@ mod kannel_crash;
 mod kannel_gateway;
 mod kannel_outage;
 mod late_attribution;
+mod monitors;
 mod planner;
 mod replicas;
 mod services;

@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tracing::{debug, error, warn};
 
+mod alerts;
 mod approvals;
 pub mod auth;
 mod callbacks;
@@ -307,6 +308,20 @@ fn routes() -> Vec<Route> {
             "/tasks/{id}/outcome",
             SMALL_BODY,
             tasks::outcome,
+        ),
+        route(
+            roles(&[Admin, Operator, Agent]),
+            Method::GET,
+            "/alerts",
+            SMALL_BODY,
+            alerts::list,
+        ),
+        route(
+            roles(&[Admin, Operator, Agent]),
+            Method::POST,
+            "/alerts/{id}/outcome",
+            SMALL_BODY,
+            alerts::outcome,
         ),
         route(
             roles(&[Admin, Operator, Approver, Analyst]),

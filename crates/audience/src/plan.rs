@@ -6,7 +6,7 @@ use chrono::{DateTime, Datelike, Utc};
 use sea_orm::sea_query::Condition;
 use spec::{OncePer, Targets, Wave, Workflow};
 use store::contacts::{Arm, NewContact, WaveContacts};
-use store::planning::{PlanReader, earlier_wave_targets};
+use store::planning::{PlanReader, earlier_wave_targets, open_alerts};
 use store::{Millis, Store};
 
 use crate::control::{GLOBAL_SCOPE, GlobalHoldout, split_holding};
@@ -187,6 +187,9 @@ fn audience_condition(input: &PlanInput<'_>, fields: &FieldSql<'_>) -> Condition
         if let Some(f) = &input.workflow.audience.filter {
             cond = cond.add(to_condition(f, fields));
         }
+        if let Some(a) = &input.workflow.audience.alerts {
+            cond = cond.add(open_alerts(&a.monitor, a.min_rank));
+        }
     }
     if let Some(prev) = input.previous_wave_run_id {
         cond = cond.add(earlier_wave_targets(
@@ -220,6 +223,13 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
             funnel.push((
                 format!("segment:{name}"),
                 c.count_subscribers(Condition::all().add(to_condition(seg, &fields)))
+                    .await?,
+            ));
+        }
+        if let Some(a) = &wf.audience.alerts {
+            funnel.push((
+                format!("alerts:{}:{}", a.monitor, a.level),
+                c.count_subscribers(open_alerts(&a.monitor, a.min_rank))
                     .await?,
             ));
         }

@@ -663,7 +663,32 @@ async fn tokens(cfg: &Config, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
 }
 
 fn validate(path: &Path) -> ExitCode {
-    let (ok, diags) = spec::load_dir(path);
+    let (ok, mut diags) = spec::load_dir(path);
+    if path.is_dir() {
+        let (monitors, staff, monitor_diags) = spec::monitor::load_monitors(path);
+        diags.extend(monitor_diags);
+        for m in &monitors {
+            out::line(&format!(
+                "ok  {}  monitor {}: {} signal(s), levels {}, schedule {}",
+                m.path,
+                m.id,
+                m.signals.len(),
+                m.levels
+                    .iter()
+                    .map(|l| format!("{} {}", l.name, l.score))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                m.schedule.cron_text
+            ));
+        }
+        if !staff.staff.is_empty() {
+            out::line(&format!(
+                "ok  {}  {} staff",
+                path.join(spec::monitor::STAFF_FILE).display(),
+                staff.staff.len()
+            ));
+        }
+    }
     for wf in &ok {
         out::line(&format!(
             "ok  {}  campaign {} (version {}): {} wave(s), schedule {}",
@@ -1122,7 +1147,9 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         .context("cannot open the callback spool ([callbacks] spool_dir)")?;
     let callbacks = callback_auth(&cfg, &store).await?;
     let _lock = store.lock_daemon()?;
-    let (workflows, diags) = spec::load_dir(&cfg.workflows);
+    let (workflows, mut diags) = spec::load_dir(&cfg.workflows);
+    let (monitors, staff, monitor_diags) = spec::monitor::load_monitors(&cfg.workflows);
+    diags.extend(monitor_diags);
     for d in &diags {
         eprintln!("error: {d}");
     }
@@ -1132,6 +1159,9 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
             diags.len(),
             cfg.workflows.display()
         );
+    }
+    for m in &monitors {
+        info!(message = "Monitor loaded.", monitor = %m.id, schedule = %m.schedule.cron_text);
     }
     let channels = build_channels(&cfg, &store).await?;
     let start_checks = check_gateways(&channels).await;
@@ -1145,6 +1175,7 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         )?
         .with_mailer(mailer, Vec::new())
         .with_alerts(cfg.alerts.email.clone())
+        .with_monitors(monitors, staff)
         .with_inbound_backlog({
             let spool = spool.clone();
             Arc::new(move || !spool.is_clear())

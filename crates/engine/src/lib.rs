@@ -31,6 +31,7 @@ pub mod clock;
 mod dispatch;
 pub mod failpoint;
 mod mail;
+pub mod monitor;
 mod report;
 pub mod schedule;
 
@@ -214,6 +215,9 @@ pub struct Engine {
     inbound_backlog: Option<InboundBacklog>,
     /// Who gets operational alerts (a gateway that refuses campaignd).
     alert_to: Vec<String>,
+    /// Churn-warning monitors and the staff their alerts go to.
+    monitors: Vec<spec::monitor::Monitor>,
+    staff: spec::monitor::StaffDirectory,
 }
 
 /// Says whether callbacks received by this process still wait to be stored.
@@ -238,6 +242,8 @@ pub struct TickStats {
     /// Stored reports of finished runs rebuilt because a response received in time was
     /// attributed after the run finished.
     pub reports_refreshed: u64,
+    /// Monitor slots evaluated.
+    pub monitor_evaluations: u64,
 }
 
 /// How many leases a wave window waits past its close for inbound rows received before it
@@ -284,7 +290,21 @@ impl Engine {
             held_rounds: Default::default(),
             inbound_backlog: None,
             alert_to: Vec::new(),
+            monitors: Vec::new(),
+            staff: spec::monitor::StaffDirectory::default(),
         })
+    }
+
+    /// Evaluates `monitors` on their schedules in housekeeping ([`Engine::tick`]), assigning
+    /// alerts to `staff` (`workflows/monitors/`, `workflows/staff.yaml`).
+    pub fn with_monitors(
+        mut self,
+        monitors: Vec<spec::monitor::Monitor>,
+        staff: spec::monitor::StaffDirectory,
+    ) -> Self {
+        self.monitors = monitors;
+        self.staff = staff;
+        self
     }
 
     /// Mails `to` when a channel pauses because its gateway refused campaignd's account
@@ -450,6 +470,7 @@ impl Engine {
         let mut stats = TickStats::default();
         let now = self.clock.now(&self.store).await?;
         stats.runs_started += self.schedule_slots(now).await?;
+        stats.monitor_evaluations += self.evaluate_monitors(now).await?;
 
         let runs = self.store.active_runs().await?;
         for run in &runs {
@@ -612,6 +633,47 @@ impl Engine {
         }
         *next = now + self.cfg.lease / 2;
         true
+    }
+
+    /// Evaluates each monitor's latest due slot (missed older ones are not worth an
+    /// evaluation of their own: the latest reading supersedes them). A monitor that fails
+    /// is logged and retried at the next pass; the others still run.
+    async fn evaluate_monitors(&self, now: Millis) -> Result<u64, EngineError> {
+        let mut done = 0;
+        for m in &self.monitors {
+            let last = self.store.last_monitor_slot(&m.id).await?;
+            let Some(slot) = due_slots(&m.schedule, m.timezone, last, now, &self.calendars)
+                .into_iter()
+                .rfind(|s| s.skip.is_none())
+            else {
+                continue;
+            };
+            let span = info_span!("monitor", monitor = %m.id, slot_at = slot.slot_at);
+            let result = monitor::evaluate(&self.store, m, &self.staff, slot.slot_at, now)
+                .instrument(span)
+                .await;
+            match result {
+                Ok(Some(c)) => {
+                    done += 1;
+                    info!(
+                        monitor = %m.id,
+                        watched = c.watched,
+                        opened = c.opened,
+                        escalated = c.escalated,
+                        closed = c.closed,
+                        message = "Monitor evaluated."
+                    );
+                    if c.opened + c.escalated > 0 {
+                        self.mail_wake.notify_one();
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(monitor = %m.id, error = %e, message = "Monitor evaluation failed; retried at the next pass.")
+                }
+            }
+        }
+        Ok(done)
     }
 
     async fn schedule_slots(&self, now: Millis) -> Result<u64, EngineError> {

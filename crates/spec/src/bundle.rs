@@ -24,6 +24,11 @@ pub struct Bundle {
     /// keep their hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<String>,
+    /// Monitor id → the text of `monitors/<id>.yaml`, for a workflow whose audience is a
+    /// monitor's alerts (its levels are checked and ranked from it). Left out of the JSON
+    /// when empty, so other versions keep their hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub monitors: BTreeMap<String, String>,
 }
 
 impl Bundle {
@@ -57,7 +62,19 @@ impl Bundle {
         // by `compile`, with its location.
         let mut templates = BTreeMap::new();
         let mut escaping = Vec::new();
+        let mut monitors = BTreeMap::new();
         if let Ok(file) = serde_saphyr::from_str::<crate::model::WorkflowFile>(&workflow) {
+            // A monitor id is checked to be a plain name before it becomes a path; `compile`
+            // reports a bad or missing one with its location.
+            if let Some(a) = &file.audience.alerts
+                && crate::rules::is_name(&a.monitor.value)
+                && let Ok(text) = std::fs::read_to_string(
+                    dir.join(crate::monitor::MONITORS_DIR)
+                        .join(format!("{}.yaml", a.monitor.value)),
+                )
+            {
+                monitors.insert(a.monitor.value.clone(), text);
+            }
             for w in &file.waves.value {
                 let rel = &w.template.value;
                 match inside(dir, rel) {
@@ -91,6 +108,7 @@ impl Bundle {
             segments,
             templates,
             attributes,
+            monitors,
         })
     }
 

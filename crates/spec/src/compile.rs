@@ -80,7 +80,11 @@ pub fn compile_segments(
     }
 }
 
-fn check_expr(sink: &mut Sink<'_>, s: &Spanned<String>, cat: &Catalogue) -> Option<Expr> {
+pub(crate) fn check_expr(
+    sink: &mut Sink<'_>,
+    s: &Spanned<String>,
+    cat: &Catalogue,
+) -> Option<Expr> {
     match expr::parse(&s.value) {
         Ok(e) => {
             let errs = expr::check(&e, cat);
@@ -103,7 +107,7 @@ fn check_expr(sink: &mut Sink<'_>, s: &Spanned<String>, cat: &Catalogue) -> Opti
 /// A duration within the language's bounds ([`rules::MIN_DURATION`] to
 /// [`rules::MAX_DURATION`]): the engine adds these to instants, and an unbounded one once
 /// overflowed there.
-fn duration(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<Duration> {
+pub(crate) fn duration(sink: &mut Sink<'_>, s: &Spanned<String>) -> Option<Duration> {
     match parse_duration(&s.value) {
         Ok(d) if (rules::MIN_DURATION..=rules::MAX_DURATION).contains(&d) => Some(d),
         Ok(_) => {
@@ -162,7 +166,7 @@ fn hold(sink: &mut Sink<'_>, s: &Spanned<String>, has_season: bool) -> Option<Ho
 }
 
 /// A wave id or team name: checked because they travel into URLs, task lists and logs.
-fn name(sink: &mut Sink<'_>, s: &Spanned<String>, what: &str) -> bool {
+pub(crate) fn name(sink: &mut Sink<'_>, s: &Spanned<String>, what: &str) -> bool {
     let ok = rules::is_name(&s.value);
     if !ok {
         sink.at_spanned(
@@ -404,6 +408,11 @@ fn check(
         .filter
         .as_ref()
         .and_then(|s| check_expr(sink, s, cat));
+    let alerts = f
+        .audience
+        .alerts
+        .as_ref()
+        .and_then(|a| alert_audience(sink, a, bundle));
     let mut exclude = Vec::new();
     for name in &f.audience.exclude {
         if let Some(e) = lookup_segment(sink, name) {
@@ -589,6 +598,7 @@ fn check(
             segment,
             filter,
             exclude,
+            alerts,
         },
         entry: entry?,
         control,
@@ -662,7 +672,7 @@ fn entry(
     })
 }
 
-fn schedule(
+pub(crate) fn schedule(
     sink: &mut Sink<'_>,
     s: &model::ScheduleFile,
     calendars: Option<&[String]>,
@@ -1103,4 +1113,54 @@ fn waves(
         }
     }
     ok.then_some(out)
+}
+
+/// `audience.alerts`: the monitor must be in the bundle (read from `monitors/<id>.yaml`) and
+/// the level one of its levels, whose rank is what episodes store.
+fn alert_audience(
+    sink: &mut Sink<'_>,
+    a: &model::AlertsFile,
+    bundle: &Bundle,
+) -> Option<AlertAudience> {
+    let Some(text) = bundle.monitors.get(&a.monitor.value) else {
+        sink.at_spanned(
+            &a.monitor,
+            format!(
+                "unknown monitor `{}`: expected a file workflows/{}/{}.yaml beside this workflow",
+                a.monitor.value.escape_debug(),
+                crate::monitor::MONITORS_DIR,
+                a.monitor.value.escape_debug()
+            ),
+        );
+        return None;
+    };
+    let Some(levels) = crate::monitor::level_names(text) else {
+        sink.at_spanned(
+            &a.monitor,
+            format!(
+                "monitor `{}` does not parse: `campaignd validate` shows its errors",
+                a.monitor.value
+            ),
+        );
+        return None;
+    };
+    match levels.iter().position(|l| *l == a.level.value) {
+        Some(rank) => Some(AlertAudience {
+            monitor: a.monitor.value.clone(),
+            level: a.level.value.clone(),
+            min_rank: rank as i32,
+        }),
+        None => {
+            sink.at_spanned(
+                &a.level,
+                format!(
+                    "unknown level `{}` of monitor `{}`: expected one of {}",
+                    a.level.value.escape_debug(),
+                    a.monitor.value,
+                    levels.join(", ")
+                ),
+            );
+            None
+        }
+    }
 }

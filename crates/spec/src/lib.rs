@@ -15,6 +15,7 @@ mod duration;
 mod keys;
 mod load;
 mod model;
+pub mod monitor;
 pub mod rules;
 mod template;
 mod workflow;

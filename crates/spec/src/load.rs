@@ -29,7 +29,8 @@ pub fn load_file(path: &Path) -> Result<Workflow, Vec<Diagnostic>> {
 }
 
 /// The workflow files of a directory: `*.yaml` / `*.yml` at its top level, except
-/// `segments.yaml` and the attribute catalogue.
+/// `segments.yaml`, the attribute catalogue and the staff directory (monitors live in
+/// `monitors/`).
 pub(crate) fn workflow_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -37,7 +38,9 @@ pub(crate) fn workflow_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str());
-            name != Some("segments.yaml") && name != Some(crate::catalogue::FILE_NAME)
+            name != Some("segments.yaml")
+                && name != Some(crate::catalogue::FILE_NAME)
+                && name != Some(crate::monitor::STAFF_FILE)
         })
         .collect();
     files.sort();

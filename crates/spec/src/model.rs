@@ -145,6 +145,24 @@ pub(crate) struct AudienceFile {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub(crate) exclude: Vec<Spanned<String>>,
+    /// Only subscribers with an open alert of a monitor (`workflows/monitors/`) at this level
+    /// or above, e.g. `{ monitor: core-anomaly, level: high }`: a retention campaign on a
+    /// monitor's warnings.
+    #[serde(default)]
+    pub(crate) alerts: Option<AlertsFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct AlertsFile {
+    /// A monitor id: the file `workflows/monitors/<id>.yaml`.
+    #[schemars(with = "String")]
+    pub(crate) monitor: Spanned<String>,
+    /// One of the monitor's levels; alerts at higher levels are included.
+    #[schemars(with = "String")]
+    pub(crate) level: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -101,6 +101,17 @@ pub struct Audience {
     pub segment: Option<(String, Expr)>,
     pub filter: Option<Expr>,
     pub exclude: Vec<(String, Expr)>,
+    /// Only subscribers with an open alert of this monitor at this level or above.
+    pub alerts: Option<AlertAudience>,
+}
+
+/// `audience.alerts`: a monitor's open alerts at a level or above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertAudience {
+    pub monitor: String,
+    pub level: String,
+    /// The level's position in the monitor's list (0 = lowest), as stored on episodes.
+    pub min_rank: i32,
 }
 
 #[derive(Debug, Clone)]

@@ -202,6 +202,7 @@ fn compile(workflow: String, segments: String, templates: &BTreeMap<String, Stri
         segments: Some(segments),
         templates: templates.clone(),
         attributes: None,
+        monitors: Default::default(),
     };
     if let Err(diags) = spec::compile(&bundle, Some(&["cn-holidays".to_owned()])) {
         assert_located(&bundle, &diags);
@@ -217,6 +218,7 @@ fn the_unmutated_corpus_compiles() {
         segments: Some(c.segments),
         templates: c.templates,
         attributes: None,
+        monitors: Default::default(),
     };
     spec::compile(&bundle, Some(&["cn-holidays".to_owned()])).unwrap();
 }

@@ -699,7 +699,7 @@ fn unknown_keys_are_reported_with_every_other_error() {
     let errs = errors(&broken);
     for expected in [
         "wf.yaml:2:11: unknown time zone `Mars/Base`",
-        "wf.yaml:9:3: unknown field `exclud` (did you mean `exclude`?), expected one of `exclude`, `segment`, `where`",
+        "wf.yaml:9:3: unknown field `exclud` (did you mean `exclude`?), expected one of `alerts`, `exclude`, `segment`, `where`",
         "wf.yaml:11:11: unknown field `quiet_hour` (did you mean `quiet_hours`?)",
         "wf.yaml:21:5: unknown field `teem` (did you mean `team`?)",
         "wf.yaml:23:21: expected a duration",

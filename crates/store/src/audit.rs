@@ -15,6 +15,7 @@ pub mod action {
     pub const CONSENT: &str = "consent";
     pub const OUTCOME: &str = "outcome";
     pub const READ_TASKS: &str = "read_tasks";
+    pub const READ_ALERTS: &str = "read_alerts";
     pub const READ_REPORT: &str = "read_report";
     pub const TOKEN_CREATE: &str = "token_create";
     pub const TOKEN_REVOKE: &str = "token_revoke";

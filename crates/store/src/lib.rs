@@ -18,6 +18,7 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+pub mod alerts;
 pub mod attributes;
 pub mod audit;
 pub mod auth;

@@ -146,6 +146,18 @@ pub fn earlier_wave_targets(wave_run_id: i64, non_responders_only: bool) -> Cond
     Condition::all().add(col("id").in_subquery(sub))
 }
 
+/// Subscribers with an open alert episode of `monitor` at level rank `min_rank` or above
+/// (`audience.alerts`): a condition on `subscriber.id`.
+pub fn open_alerts(monitor: &str, min_rank: i32) -> Condition {
+    let mut sub = Query::select();
+    sub.column(Alias::new("subscriber_id"))
+        .from(Alias::new("alert_episode"))
+        .and_where(col("monitor").eq(monitor))
+        .and_where(col("state").eq(crate::alerts::EpisodeState::Open.as_str()))
+        .and_where(col("level_rank").gte(min_rank));
+    Condition::all().add(col("id").in_subquery(sub))
+}
+
 impl PlanReader<'_> {
     /// Subscribers matching `cond`.
     pub async fn count_subscribers(&self, cond: Condition) -> Result<u64> {
