@@ -26,6 +26,7 @@ mod m20261202_000017_inbound_key;
 mod m20261202_000018_at_most_once;
 mod m20261203_000020_spool_replayed;
 mod m20261204_000021_send_rate;
+mod m20261205_000022_event_inbound_once;
 mod m20261205_000023_alerts;
 
 pub struct Migrator;
@@ -54,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000018_at_most_once::Migration),
             Box::new(m20261203_000020_spool_replayed::Migration),
             Box::new(m20261204_000021_send_rate::Migration),
+            Box::new(m20261205_000022_event_inbound_once::Migration),
             Box::new(m20261205_000023_alerts::Migration),
         ]
     }

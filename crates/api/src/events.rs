@@ -42,14 +42,17 @@ const SHAPE: &str = r#"{"msisdn": "...", "type": "order", "value": "...", "at": 
 /// `POST /events`: one event object, or an array of up to 10,000. All or nothing: one bad
 /// event rejects the batch, and nothing is stored. Every event is stored for attribution;
 /// the event of a known subscriber is also kept in its event log (`subscriber_event`), in
-/// the same transaction, whether or not it is in any campaign.
+/// the same transaction, whether or not it is in any campaign. An event is stored once: the
+/// same number, type, time (`at`) and value sent again (a retried request) adds nothing, and
+/// the answer counts it in `already`. An event without `at` takes the time it was received,
+/// so only a retry that names `at` is recognised.
 #[utoipa::path(post, path = "/events", tag = "events",
     request_body(
         description = "One event, or an array of 1 to 10,000 (at most 8 MiB)",
         content((EventIn = "application/json"), (Vec<EventIn> = "application/json")),
     ),
     responses(
-        (status = 202, description = "Stored; `{\"accepted\": n}`", body = Object),
+        (status = 202, description = "Stored; `{\"accepted\": n, \"already\": k}`: the request's n events are all accepted, and k of them were already stored (sent before), so they were not stored again", body = Object),
         (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
         (status = 413, description = "Body over 8 MiB", body = crate::error::ErrorBody),
         (status = 503, description = "The database is unavailable; nothing stored. Retry after `Retry-After` seconds", body = crate::error::ErrorBody),
@@ -82,13 +85,17 @@ pub(crate) async fn post(
     let stored = state.store.record_business_events(&rows, now).await?;
     debug!(
         events = stored.inbound,
+        events_already = stored.inbound_already,
         recorded = stored.recorded,
         already = stored.already,
         "Business events stored."
     );
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "accepted": stored.inbound })),
+        Json(json!({
+            "accepted": stored.inbound + stored.inbound_already,
+            "already": stored.inbound_already,
+        })),
     ))
 }
 

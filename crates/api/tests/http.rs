@@ -533,7 +533,7 @@ async fn events_are_stored_singly_and_in_batches() -> Res {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body)?,
-        json!({"accepted": 1})
+        json!({"accepted": 1, "already": 0})
     );
 
     let batch = json!([
@@ -544,7 +544,7 @@ async fn events_are_stored_singly_and_in_batches() -> Res {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body)?,
-        json!({"accepted": 2})
+        json!({"accepted": 2, "already": 0})
     );
 
     let rows = s.inbound().await?;
@@ -658,7 +658,7 @@ async fn events_of_subscribers_outside_any_campaign_are_kept() -> Res {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body)?,
-        json!({"accepted": 4}),
+        json!({"accepted": 4, "already": 0}),
         "the unknown number is accepted as before"
     );
     assert_eq!(s.inbound_count().await?, 4, "all four wait for attribution");
@@ -686,14 +686,76 @@ async fn events_of_subscribers_outside_any_campaign_are_kept() -> Res {
     assert_eq!(s.store.count_events(id, "bill_query", 0).await?, 2);
     assert_eq!(s.store.events_of(id, 0).await?.len(), 3);
 
-    // The same event posted again (a retried request): kept for attribution, but the
-    // subscriber's log holds it once.
+    // The same event posted again (a retried request): neither attribution nor the
+    // subscriber's log stores it twice, and the answer says it was already there.
     let again = json!({"msisdn": "13800138000", "type": "topup", "value": "30", "at": "2026-09-01T10:00:00+08:00"});
     let (status, body) = s.post("/events", again.to_string()).await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(s.inbound_count().await?, 5);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?,
+        json!({"accepted": 1, "already": 1})
+    );
+    assert_eq!(s.inbound_count().await?, 4);
     assert_eq!(s.store.count_events(id, "topup", 0).await?, 1);
     assert_eq!(s.store.events_of(id, 0).await?.len(), 3);
+    s.stop().await
+}
+
+/// A retried `POST /events` (the same body sent twice, as a feed does when it lost the first
+/// answer) stores one inbound row and one event row per event, and the second answer counts
+/// them as already there. Guards `record_business_events`' event key and the unique index
+/// of migration m20261205_000022_event_inbound_once.
+#[tokio::test]
+async fn a_retried_events_request_stores_each_event_once() -> Res {
+    let s = Server::start().await?;
+    let t = store::wall_now();
+    s.store
+        .insert_subscribers(
+            &[store::testing::subscriber("13800138000")],
+            OnDuplicate::Fail,
+            t,
+        )
+        .await?;
+    let id = s
+        .store
+        .subscriber_by_msisdn("13800138000")
+        .await?
+        .ok_or("no subscriber")?;
+    let one = json!({"msisdn": "13800138000", "type": "order", "value": "campus-bundle", "at": "2026-09-01T10:00:00+08:00"});
+    let (status, body) = s.post("/events", one.to_string()).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?,
+        json!({"accepted": 1, "already": 0})
+    );
+    let (status, body) = s.post("/events", one.to_string()).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?,
+        json!({"accepted": 1, "already": 1})
+    );
+    assert_eq!(s.inbound_count().await?, 1, "one inbound row");
+    assert_eq!(s.store.events_of(id, 0).await?.len(), 1, "one event row");
+
+    // A batch repeating it, with a new event and an unknown number (attribution only),
+    // then the same batch again.
+    let batch = json!([
+        one,
+        {"msisdn": "13800138000", "type": "order", "value": "campus-bundle", "at": "2026-09-01T11:00:00+08:00"},
+        {"msisdn": "13900139000", "type": "order", "at": "2026-09-01T10:00:00+08:00"},
+    ]);
+    let (_, body) = s.post("/events", batch.to_string()).await?;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?,
+        json!({"accepted": 3, "already": 1})
+    );
+    let (_, body) = s.post("/events", batch.to_string()).await?;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?,
+        json!({"accepted": 3, "already": 3})
+    );
+    assert_eq!(s.inbound_count().await?, 3);
+    assert_eq!(s.store.events_of(id, 0).await?.len(), 2);
     s.stop().await
 }
 

@@ -251,6 +251,18 @@ pub fn fields(e: &DExpr) -> Vec<&str> {
     out
 }
 
+/// The attributes, derived attributes and measures an expression names, with their spans,
+/// in the order they appear.
+pub fn names(e: &DExpr) -> Vec<(&str, Span)> {
+    let mut out = Vec::new();
+    walk(e, &mut |x| match x {
+        DExpr::Field { name, span } => out.push((name.as_str(), *span)),
+        DExpr::History { measure, span, .. } => out.push((measure.as_str(), *span)),
+        _ => {}
+    });
+    out
+}
+
 /// The event types an expression counts, with their spans.
 pub fn event_types(e: &DExpr) -> Vec<(&str, Span)> {
     let mut out = Vec::new();

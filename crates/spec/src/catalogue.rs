@@ -209,7 +209,7 @@ pub fn compile_catalogue(file: &str, source: &str) -> Result<Catalogue, Vec<Diag
         }
     }
     let (measures, retention) = history(&mut sink, parsed.history.as_ref(), parsed.events.as_ref());
-    let mut derived: Vec<(&AttributeFile, Attribute)> = Vec::new();
+    let mut derived: Vec<(&AttributeFile, Option<Attribute>)> = Vec::new();
     for a in &parsed.derived {
         if a.expr.is_none() {
             sink.at_spanned(
@@ -240,13 +240,24 @@ pub fn compile_catalogue(file: &str, source: &str) -> Result<Catalogue, Vec<Diag
                 ),
             );
         }
-        if let Some(attr) = attribute(&mut sink, a, &mut seen) {
-            derived.push((a, attr));
-        }
+        derived.push((a, attribute(&mut sink, a, &mut seen)));
     }
-    if !sink.out.is_empty() {
-        sink.out.sort_by_key(|d| (d.line, d.column));
-        return Err(sink.out);
+    // Names whose declaration has an error, so they are not in the catalogue: an expression
+    // that names one is not type-checked (every use would read as an unknown name, repeating
+    // the declaration's own error); it is reported as naming an invalid attribute instead.
+    let mut invalid: Vec<&str> = parsed
+        .attributes
+        .iter()
+        .map(|a| a.name.value.as_str())
+        .filter(|n| !declared.iter().any(|d| d.name == *n))
+        .collect();
+    if let Some(h) = &parsed.history {
+        invalid.extend(
+            h.measures
+                .iter()
+                .map(|m| m.name.value.as_str())
+                .filter(|n| !measures.iter().any(|x| x.name == *n)),
+        );
     }
     let whole = |e: CatalogueError| {
         vec![Diagnostic {
@@ -256,29 +267,58 @@ pub fn compile_catalogue(file: &str, source: &str) -> Result<Catalogue, Vec<Diag
             message: e.to_string(),
         }]
     };
-    // Every rule `Catalogue::new` and `with_history` hold was checked above with a location.
-    let mut cat = Catalogue::new(declared)
-        .and_then(|c| c.with_history(measures, retention))
-        .map_err(whole)?;
+    // Every rule `Catalogue::new` and `with_history` hold was checked above with a location,
+    // so when they refuse with errors already reported, those errors are the answer.
+    // Otherwise the catalogue holds the sound attributes and measures, and the derived
+    // expressions are checked against it, in the same pass as the errors above.
+    let mut cat = match Catalogue::new(declared).and_then(|c| c.with_history(measures, retention)) {
+        Ok(c) => c,
+        Err(e) if sink.out.is_empty() => return Err(whole(e)),
+        Err(_) => {
+            sink.out.sort_by_key(|d| (d.line, d.column));
+            return Err(sink.out);
+        }
+    };
     for (a, attr) in derived {
-        let Some(expr) = &a.expr else { continue };
-        for (ty, span) in catalogue::derived::parse(&expr.value)
-            .map(|e| {
-                catalogue::derived::event_types(&e)
-                    .into_iter()
-                    .map(|(t, s)| (t.to_owned(), s))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default()
-        {
-            if let Some(problem) = crate::rules::event_type_problem(&ty) {
-                sink.inside(expr, span.start, problem);
+        let (Some(attr), Some(expr)) = (attr, &a.expr) else {
+            invalid.push(&a.name.value);
+            continue;
+        };
+        if let Ok(e) = catalogue::derived::parse(&expr.value) {
+            for (ty, span) in catalogue::derived::event_types(&e) {
+                if let Some(problem) = crate::rules::event_type_problem(ty) {
+                    sink.inside(expr, span.start, problem);
+                }
+            }
+            let bad: Vec<_> = catalogue::derived::names(&e)
+                .into_iter()
+                .filter(|(n, _)| invalid.contains(n) && cat.field(n).is_none())
+                .collect();
+            if !bad.is_empty() {
+                for (n, span) in bad {
+                    sink.inside(
+                        expr,
+                        span.start,
+                        format!(
+                            "`{n}` is invalid (its declaration has an error): `{}` is checked once it is fixed",
+                            a.name.value
+                        ),
+                    );
+                }
+                invalid.push(&a.name.value);
+                continue;
             }
         }
         match cat.clone().with_derived(vec![(attr, expr.value.clone())]) {
             Ok(c) => cat = c,
-            Err(CatalogueError::Derived(_, e)) => sink.inside(expr, e.span.start, e.message),
-            Err(e) => sink.at_spanned(&a.name, e.to_string()),
+            Err(CatalogueError::Derived(_, e)) => {
+                sink.inside(expr, e.span.start, e.message);
+                invalid.push(&a.name.value);
+            }
+            Err(e) => {
+                sink.at_spanned(&a.name, e.to_string());
+                invalid.push(&a.name.value);
+            }
         }
     }
     if !sink.out.is_empty() {
@@ -635,7 +675,7 @@ mod tests {
                 "a.yaml:17:13: measure `calls` is declared twice",
             ],
         );
-        // Expressions are checked once the attributes and measures are sound.
+        // Expressions are checked against the sound attributes and measures.
         check(
             &format!(
                 "{attrs}history:\n  measures:\n    - name: calls\n      type: integer\nderived:\n  - name: tier\n    type: text\n    expr: \"arpu_3n > 1\"\n  - name: change\n    type: decimal\n    expr: \"mean(calls, days: 3)\"\n"
@@ -645,6 +685,29 @@ mod tests {
                 "a.yaml:14:24: `calls` is measured per month",
             ],
         );
+    }
+
+    /// One pass shows every error of the file: a bad stored attribute does not hide a bad
+    /// derived expression, and an expression naming the bad attribute (or a derived one that
+    /// names it) says so once instead of reporting an unknown name.
+    #[test]
+    fn stored_and_derived_errors_are_reported_together() {
+        let src = "attributes:\n  - name: arpu\n    type: money\n  - name: age\n    type: integer\nhistory:\n  measures:\n    - name: calls\n      type: count\nderived:\n  - name: rich\n    type: bool\n    expr: \"arpu > 100\"\n  - name: old\n    type: bool\n    expr: \"agee > 60\"\n  - name: very_rich\n    type: bool\n    expr: \"rich and age > 3\"\n  - name: chatty\n    type: bool\n    expr: \"sum(calls, months: 3) > 5\"\n  - name: adult\n    type: bool\n    expr: \"age >= 18\"\n  - name: adult_text\n    type: text\n    expr: \"adult + 1\"\n";
+        let errs = compile_catalogue("a.yaml", src).unwrap_err();
+        let shown: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+        let expect = [
+            "a.yaml:3:11: unknown type `money`",
+            "a.yaml:9:13: unknown measure type `count`",
+            "a.yaml:13:12: `arpu` is invalid (its declaration has an error): `rich` is checked once it is fixed",
+            "a.yaml:16:12: unknown attribute `agee`",
+            "a.yaml:19:12: `rich` is invalid (its declaration has an error): `very_rich` is checked once it is fixed",
+            "a.yaml:22:16: `calls` is invalid (its declaration has an error): `chatty` is checked once it is fixed",
+            "a.yaml:28:",
+        ];
+        assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+        for (got, want) in shown.iter().zip(expect) {
+            assert!(got.starts_with(want), "{got}\n  expected {want}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use sea_orm::{ConnectionTrait, TransactionTrait, Value};
+use sha2::{Digest, Sha256};
 
 use crate::inbound::{NewInbound, insert_inbound_in, source};
 use crate::{Millis, Result, Store, StoreError, exec, marks, query};
@@ -80,8 +81,11 @@ pub struct Event {
 /// What [`Store::record_business_events`] stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BusinessEvents {
-    /// `inbound` rows, for attribution: every event.
+    /// `inbound` rows, for attribution: every event not stored for attribution before.
     pub inbound: u64,
+    /// Events already stored for attribution (the same event sent again, or twice in the
+    /// batch): no second `inbound` row, so a retried request is not attributed twice.
+    pub inbound_already: u64,
     /// `subscriber_event` rows: the events of known subscribers, newly recorded.
     pub recorded: u64,
     /// Events of known subscribers already in the log (the same event sent again).
@@ -107,6 +111,11 @@ impl Store {
     /// event is never kept as a response but lost as data, or the other way round. The
     /// event's `value` text is its detail, and its value too when it is a finite number.
     /// An unknown number is stored for attribution only (which counts it unmatched).
+    ///
+    /// Each event is stored for attribution once: its `inbound` row gets the key
+    /// [`event_key`] (whatever `idem_key` it came with), which a unique index over event
+    /// rows holds (migration 22), so the same event sent again adds no row and is counted in
+    /// [`BusinessEvents::inbound_already`].
     pub async fn record_business_events(
         &self,
         rows: &[NewInbound],
@@ -118,8 +127,21 @@ impl Store {
                 r.source
             )));
         }
+        let rows: Vec<NewInbound> = rows
+            .iter()
+            .map(|r| NewInbound {
+                idem_key: Some(event_key(
+                    r.msisdn.as_deref(),
+                    &r.kind,
+                    r.received_at,
+                    r.value.as_deref(),
+                )),
+                ..r.clone()
+            })
+            .collect();
         let tx = self.db().begin().await?;
-        let inbound = insert_inbound_in(&tx, rows).await?;
+        // The conflict is with `ux_inbound_event_key`: the same event, already stored.
+        let inbound = insert_inbound_in(&tx, &rows).await?;
         let mut numbers: Vec<&str> = rows.iter().filter_map(|r| r.msisdn.as_deref()).collect();
         numbers.sort_unstable();
         numbers.dedup();
@@ -147,6 +169,7 @@ impl Store {
         tx.commit().await?;
         Ok(BusinessEvents {
             inbound,
+            inbound_already: rows.len() as u64 - inbound,
             recorded,
             already: events.len() as u64 - recorded,
         })
@@ -202,6 +225,24 @@ impl Store {
         .await?
         .rows_affected())
     }
+}
+
+/// The `inbound` key of a business event: what makes it the same event (its number, type,
+/// time in ms and value text, the event log's subscriber, type, time, value and detail),
+/// hashed, so any value fits and the key cannot be mistaken for a contact's. Each part is
+/// length-prefixed, and a missing value differs from an empty one.
+pub fn event_key(msisdn: Option<&str>, kind: &str, at: Millis, value: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    for part in [msisdn, Some(kind), Some(&at.to_string()), value] {
+        match part {
+            None => h.update(b"-"),
+            Some(p) => {
+                h.update(format!("{}:", p.len()).as_bytes());
+                h.update(p.as_bytes());
+            }
+        }
+    }
+    format!("event:{}", hex::encode(h.finalize()))
 }
 
 /// The event's number, when its text is one: `50`, `-3.5`, `1e3`. Not `NaN` or `inf`.
@@ -298,6 +339,30 @@ mod tests {
             assert_eq!(EventSource::parse(s.as_str()), Some(s));
         }
         assert_eq!(EventSource::parse("cli"), None);
+    }
+
+    #[test]
+    fn event_keys_tell_events_apart() {
+        let k = event_key(Some("13800000001"), "order", 5, Some("a"));
+        assert_eq!(k, event_key(Some("13800000001"), "order", 5, Some("a")));
+        assert!(k.starts_with("event:"));
+        for other in [
+            event_key(Some("13800000002"), "order", 5, Some("a")),
+            event_key(None, "order", 5, Some("a")),
+            event_key(Some("13800000001"), "topup", 5, Some("a")),
+            event_key(Some("13800000001"), "order", 6, Some("a")),
+            event_key(Some("13800000001"), "order", 5, Some("b")),
+            event_key(Some("13800000001"), "order", 5, Some("")),
+            event_key(Some("13800000001"), "order", 5, None),
+            // The parts' boundaries count.
+            event_key(Some("13800000001o"), "rder", 5, Some("a")),
+        ] {
+            assert_ne!(k, other);
+        }
+        assert_ne!(
+            event_key(Some("1"), "order", 5, None),
+            event_key(Some("1"), "order", 5, Some("-"))
+        );
     }
 
     #[test]

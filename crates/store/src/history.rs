@@ -76,7 +76,16 @@ pub struct RecordImport {
     tx: DatabaseTransaction,
     history: u64,
     events: u64,
+    /// Whether [`RecordImport::earlier_lines`] created its temporary table.
+    lines_table: bool,
 }
+
+/// The temporary table of [`RecordImport::earlier_lines`]: one row per (subscriber, period)
+/// of a history file.
+const LINES_TABLE: &str = "import_record_line";
+
+/// (subscriber key, period) pairs looked up per statement: 2 parameters each.
+const LOOKUP_CHUNK: usize = 500;
 
 /// The catalogue's measure columns the database lacks, and those whose type does not store
 /// the measure's kind, per table. Read before any change, so a refusal changes nothing.
@@ -199,6 +208,7 @@ impl Store {
             tx: self.db().begin().await?,
             history: 0,
             events: 0,
+            lines_table: false,
         })
     }
 
@@ -412,8 +422,109 @@ impl RecordImport {
         Ok(n)
     }
 
+    /// Finds the repeats of a history file without holding the file's records in memory:
+    /// each record's (subscriber key, period) and the line it is on are kept in a temporary
+    /// table of the import's transaction, gone with it (as [`crate::subscribers::SubscriberImport::earlier_lines`]
+    /// keeps the base import's numbers). Returns, for each of `records` in order, the line of
+    /// an earlier record with the same subscriber and period, from an earlier call or earlier
+    /// in `records`, or `None` for a first occurrence.
+    pub async fn earlier_lines(
+        &mut self,
+        records: &[(String, i64, u64)],
+    ) -> Result<Vec<Option<u64>>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.lines_table {
+            exec(
+                &self.tx,
+                &format!(
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS {LINES_TABLE} (subscriber_key TEXT NOT NULL, \
+                     period BIGINT NOT NULL, line BIGINT NOT NULL, PRIMARY KEY (subscriber_key, period))"
+                ),
+                [],
+            )
+            .await?;
+            // Left by an import on this connection that committed without dropping it.
+            exec(&self.tx, &format!("DELETE FROM {LINES_TABLE}"), []).await?;
+            self.lines_table = true;
+        }
+        // First line of each pair of this call: earlier copies in `records` need no query.
+        let mut first: HashMap<(&str, i64), u64> = HashMap::with_capacity(records.len());
+        let mut out = Vec::with_capacity(records.len());
+        let mut new: Vec<(&str, i64, u64)> = Vec::with_capacity(records.len());
+        for (key, period, line) in records {
+            match first.entry((key.as_str(), *period)) {
+                std::collections::hash_map::Entry::Occupied(o) => out.push(Some(*o.get())),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(*line);
+                    out.push(None);
+                    new.push((key.as_str(), *period, *line));
+                }
+            }
+        }
+        // Repeats are rare: insert every first occurrence, and only when some were already
+        // there ask which, and on what line.
+        let mut inserted = 0;
+        for chunk in new.chunks(MAX_CHUNK) {
+            let mut sql =
+                format!("INSERT INTO {LINES_TABLE} (subscriber_key, period, line) VALUES ");
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3);
+            for (i, (key, period, line)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str("(?, ?, ?)");
+                values.extend([(*key).into(), (*period).into(), (*line as i64).into()]);
+            }
+            sql.push_str(" ON CONFLICT (subscriber_key, period) DO NOTHING");
+            inserted += exec(&self.tx, &sql, values).await?.rows_affected();
+        }
+        if inserted == new.len() as u64 {
+            return Ok(out);
+        }
+        // Only when a pair was already there (rare): owned keys, to match the rows read back.
+        let firsts: HashMap<(String, i64), u64> = new
+            .iter()
+            .map(|(key, period, line)| (((*key).to_owned(), *period), *line))
+            .collect();
+        let mut stored: HashMap<(String, i64), u64> = HashMap::new();
+        for chunk in new.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT subscriber_key, period, line FROM {LINES_TABLE} WHERE {}",
+                vec!["(subscriber_key = ? AND period = ?)"; chunk.len()].join(" OR ")
+            );
+            let values = chunk
+                .iter()
+                .flat_map(|(key, period, _)| [Value::from(*key), Value::from(*period)]);
+            for r in query(&self.tx, &sql, values).await? {
+                let key: String = r.try_get("", "subscriber_key")?;
+                let period: i64 = r.try_get("", "period")?;
+                let line = r.try_get::<i64>("", "line")? as u64;
+                // A line other than this call's first one for the pair: an earlier record's.
+                let pair = (key, period);
+                if firsts
+                    .get(&pair)
+                    .is_some_and(|&first_line| first_line != line)
+                {
+                    stored.insert(pair, line);
+                }
+            }
+        }
+        for ((key, period, _), earlier) in records.iter().zip(out.iter_mut()) {
+            if let Some(&line) = stored.get(&(key.clone(), *period)) {
+                *earlier = Some(line);
+            }
+        }
+        Ok(out)
+    }
+
     /// Commits everything written; returns (history rows, events) written.
     pub async fn commit(self) -> Result<(u64, u64)> {
+        if self.lines_table {
+            // A temporary table outlives the transaction on its pooled connection.
+            exec(&self.tx, &format!("DROP TABLE {LINES_TABLE}"), []).await?;
+        }
         self.tx.commit().await?;
         Ok((self.history, self.events))
     }

@@ -496,6 +496,10 @@ pub(crate) async fn insert_inbound_in<C: ConnectionTrait>(
                 false.into(),
             ]);
         }
+        // The only conflict is with `ux_inbound_event_key` (business events, keyed by
+        // `events::event_key`): an event already stored adds nothing. Other sources have no
+        // unique key and are all inserted.
+        sql.push_str(" ON CONFLICT DO NOTHING");
         n += exec(c, &sql, values).await?.rows_affected();
     }
     Ok(n)

@@ -260,7 +260,7 @@ async fn the_same_event_is_stored_once_from_import_or_the_api() -> Res {
     assert_eq!(store.events_of(a, 0).await?.len(), 5);
 
     // The API's business events: the same event posted twice is recorded once, and
-    // counted as already there; both are kept for attribution.
+    // counted as already there, in the log and for attribution alike.
     let sent = vec![business(
         "13800000001",
         "order",
@@ -268,10 +268,110 @@ async fn the_same_event_is_stored_once_from_import_or_the_api() -> Res {
         T0 + 5,
     )];
     let first = store.record_business_events(&sent, T0 + 10).await?;
-    assert_eq!((first.inbound, first.recorded, first.already), (1, 1, 0));
+    assert_eq!(
+        (
+            first.inbound,
+            first.inbound_already,
+            first.recorded,
+            first.already
+        ),
+        (1, 0, 1, 0)
+    );
     let again = store.record_business_events(&sent, T0 + 20).await?;
-    assert_eq!((again.inbound, again.recorded, again.already), (1, 0, 1));
+    assert_eq!(
+        (
+            again.inbound,
+            again.inbound_already,
+            again.recorded,
+            again.already
+        ),
+        (0, 1, 0, 1)
+    );
     assert_eq!(store.count_events(a, "order", 0).await?, 1);
+    assert_eq!(count_unprocessed(store.db()).await?, 1);
+    Ok(())
+}
+
+// Guards: events.rs `record_business_events` (the event key) and inbound.rs
+// `insert_inbound_in` (ON CONFLICT DO NOTHING) with the unique index of migration
+// m20261205_000022_event_inbound_once.
+#[tokio::test]
+async fn a_retried_business_event_adds_no_second_inbound_row() -> Res {
+    let (store, _dir, ids) = store_with(&["13800000001"]).await?;
+    let batch = vec![
+        business("13800000001", "order", Some("campus-bundle"), T0),
+        // The same event twice in one batch: one row.
+        business("13800000001", "order", Some("campus-bundle"), T0),
+        // Differs by time, by value, by a missing value, by type: other events.
+        business("13800000001", "order", Some("campus-bundle"), T0 + 1),
+        business("13800000001", "order", Some("other"), T0),
+        business("13800000001", "order", None, T0),
+        business("13800000001", "topup", Some("campus-bundle"), T0),
+        // An unknown number: attribution only, stored once as well.
+        business("13900000009", "order", None, T0),
+    ];
+    let first = store.record_business_events(&batch, T0 + 10).await?;
+    assert_eq!(
+        (
+            first.inbound,
+            first.inbound_already,
+            first.recorded,
+            first.already
+        ),
+        (6, 1, 5, 1)
+    );
+    let rows = store.unprocessed_inbound(100).await?;
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| {
+        r.idem_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("event:"))
+    }));
+    let again = store.record_business_events(&batch, T0 + 20).await?;
+    assert_eq!(
+        (
+            again.inbound,
+            again.inbound_already,
+            again.recorded,
+            again.already
+        ),
+        (0, 7, 0, 6)
+    );
+    assert_eq!(count_unprocessed(store.db()).await?, 6);
+    assert_eq!(store.events_of(ids[0], 0).await?.len(), 5);
+
+    // Attributed rows count too: a retry after attribution is not a new response.
+    let ids_done: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    store.mark_inbound_processed(&ids_done).await?;
+    let late = store.record_business_events(&batch[..1], T0 + 30).await?;
+    assert_eq!((late.inbound, late.inbound_already), (0, 1));
+    let n: i64 = store
+        .db()
+        .query_one_raw(sea_orm::Statement::from_string(
+            store.db().get_database_backend(),
+            "SELECT COUNT(*) AS n FROM inbound",
+        ))
+        .await?
+        .ok_or("no count")?
+        .try_get("", "n")?;
+    assert_eq!(n, 6);
+
+    // Delivery reports keep sharing their contact's key: both stored.
+    let dlr = |kind: &str| NewInbound {
+        source: source::DLR,
+        idem_key: Some("k-1".into()),
+        msisdn: None,
+        kind: kind.into(),
+        value: None,
+        payload: "{}".into(),
+        received_at: T0,
+    };
+    assert_eq!(
+        store
+            .insert_inbound(&[dlr("sent"), dlr("delivered"), dlr("delivered")])
+            .await?,
+        3
+    );
     Ok(())
 }
 

@@ -235,6 +235,60 @@ async fn an_import_is_one_transaction() -> Res {
     Ok(())
 }
 
+/// The duplicate index of a history import lives in its transaction: a (subscriber, period)
+/// seen in an earlier call, or earlier in the same call, is answered with its first line;
+/// a new import starts empty (the table goes with the transaction or its commit).
+#[tokio::test]
+async fn an_import_names_the_earlier_line_of_a_repeated_pair() -> Res {
+    let (store, _dir, _ids) = store_with(1).await?;
+    let pair = |key: &str, period: i64, line: u64| (key.to_owned(), period, line);
+    let mut import = store.begin_records().await?;
+    assert_eq!(
+        import
+            .earlier_lines(&[pair("13900000001", OCT_2026, 2), pair("C-1", OCT_2026, 3)])
+            .await?,
+        [None, None]
+    );
+    assert_eq!(
+        import
+            .earlier_lines(&[
+                pair("13900000001", OCT_2026 - 1, 4),
+                pair("13900000001", OCT_2026, 5),
+                pair("13900000001", OCT_2026 - 1, 6),
+                pair("C-1", OCT_2026, 7),
+                pair("C-2", OCT_2026, 8),
+            ])
+            .await?,
+        [None, Some(2), Some(4), Some(3), None]
+    );
+    // More pairs than one statement takes, one repeated from the first call.
+    let many: Vec<_> = (0..1_500)
+        .map(|i| pair(&format!("139{i:08}"), OCT_2026 + 1, 10 + i))
+        .chain([pair("C-2", OCT_2026, 9_999)])
+        .collect();
+    let earlier = import.earlier_lines(&many).await?;
+    assert!(earlier[..1_500].iter().all(Option::is_none));
+    assert_eq!(earlier[1_500], Some(8));
+    import.commit().await?;
+    let mut next = store.begin_records().await?;
+    assert_eq!(
+        next.earlier_lines(&[pair("13900000001", OCT_2026, 2)])
+            .await?,
+        [None],
+        "a new import starts with no pairs"
+    );
+    drop(next);
+    let mut again = store.begin_records().await?;
+    assert_eq!(
+        again
+            .earlier_lines(&[pair("13900000001", OCT_2026, 2)])
+            .await?,
+        [None],
+        "nor after one rolled back"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn subscribers_are_found_by_msisdn_or_external_id() -> Res {
     let (store, _dir, ids) = store_with(3).await?;
