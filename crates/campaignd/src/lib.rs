@@ -133,6 +133,15 @@ enum Cmd {
         #[arg(long)]
         period: Option<String>,
     },
+    /// Evaluate a monitor (`workflows/monitors/ID.yaml`) now, as its schedule would: alert
+    /// episodes opened, escalated and closed, and owners' digests queued (the daemon's mail
+    /// loop sends them). Then list its open alerts (numbers masked).
+    Monitor {
+        id: String,
+        /// How many open alerts to list.
+        #[arg(long, default_value_t = 20)]
+        list: u64,
+    },
     /// Approve a version of a campaign (four eyes: not as the principal who loaded it).
     /// Without VERSION: the version in the workflows folder now (stored first, loaded by the
     /// config's `operator`), so it can be approved before the daemon's first slot.
@@ -477,6 +486,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Monitor { id, list } => monitor_now(&cfg, &id, list).await,
         Cmd::Approve {
             campaign,
             version,
@@ -715,6 +725,58 @@ fn validate(path: &Path) -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+async fn monitor_now(cfg: &Config, id: &str, list: u64) -> anyhow::Result<ExitCode> {
+    let (monitors, staff, diags) = spec::monitor::load_monitors(&cfg.workflows);
+    for d in &diags {
+        eprintln!("error: {d}");
+    }
+    if !diags.is_empty() {
+        bail!("{} error(s) in {}", diags.len(), cfg.workflows.display());
+    }
+    let Some(m) = monitors.iter().find(|m| m.id == id) else {
+        let known: Vec<&str> = monitors.iter().map(|m| m.id.as_str()).collect();
+        bail!(
+            "no monitor `{id}` in {}: expected one of {}",
+            cfg.workflows.join(spec::monitor::MONITORS_DIR).display(),
+            if known.is_empty() {
+                "(none)".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let store = open_store(cfg).await?;
+    // A slot of its own (this second), so the daemon's scheduled slots still run.
+    let now = store::wall_now();
+    let slot = now - now.rem_euclid(1000);
+    match engine::monitor::evaluate(&store, m, &staff, slot, now).await? {
+        None => out::line(&format!("{id}: this second was evaluated already")),
+        Some(c) => out::line(&format!(
+            "{id}: {} watched subscribers raise a signal; {} alerts opened, {} escalated, {} closed",
+            c.watched, c.opened, c.escalated, c.closed
+        )),
+    }
+    let open: Vec<_> = store
+        .alerts(None, Some(store::alerts::EpisodeState::Open), 100_000)
+        .await?
+        .into_iter()
+        .filter(|a| a.monitor == id)
+        .collect();
+    out::line(&format!("{} open alert(s)", open.len()));
+    for a in open.iter().take(list as usize) {
+        out::line(&format!(
+            "  alert {:<6} {:<9} score {:>3}  {}  owner {}  {}",
+            a.id,
+            a.level,
+            a.score,
+            domain::mask(&a.msisdn),
+            a.owner,
+            a.signals
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_campaign(dir: &Path, campaign: &str) -> anyhow::Result<spec::Workflow> {

@@ -543,3 +543,61 @@ fn holdout_lists_the_control_members_a_run_drew() {
         "{listed}"
     );
 }
+
+/// The programmes of DOMAIN.md as shipped in `workflows/`: every campaign validates and, over
+/// a synthetic base with a year of history and events, its first wave reaches somebody; the
+/// campaigns on a monitor's alerts do once `campaignd monitor` has evaluated it. Plans are
+/// judged on a date inside each campaign's season (`plan` ignores the schedule).
+#[tokio::test]
+async fn every_shipped_programme_plans_against_the_demo_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store::testing::fresh_database(store::testing::backend().unwrap(), dir.path())
+        .await
+        .unwrap();
+    let config = db_config(dir.path(), &db);
+    std::fs::write(
+        &config,
+        format!(
+            "{}workflows = {:?}\n",
+            std::fs::read_to_string(&config).unwrap(),
+            repo().join("workflows")
+        ),
+    )
+    .unwrap();
+    let o = run(&["migrate"], &config);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        &[
+            "generate-base",
+            "--subscribers",
+            "4000",
+            "--history-months",
+            "12",
+        ],
+        &config,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for monitor in ["core-anomaly", "student-churn"] {
+        let o = run(&["monitor", monitor], &config);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains(" alerts opened") && !text(&o).contains(" 0 alerts opened"),
+            "{monitor} opened no alert: {}",
+            text(&o)
+        );
+    }
+    let (campaigns, diags) = spec::load_dir(&repo().join("workflows"));
+    assert!(diags.is_empty(), "{diags:#?}");
+    assert!(campaigns.len() >= 8, "{} campaigns", campaigns.len());
+    for wf in &campaigns {
+        let o = run(&["plan", &wf.campaign], &config);
+        assert!(o.status.success(), "{}: {}", wf.campaign, text(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let to_contact: u64 = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("to contact"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{}: no `to contact` line in {out}", wf.campaign));
+        assert!(to_contact > 0, "{} reaches nobody:\n{out}", wf.campaign);
+    }
+}
