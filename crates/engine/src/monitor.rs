@@ -141,23 +141,20 @@ pub async fn evaluate(
         })
         .collect();
     new.sort_by_key(|(id, _)| **id);
-    for (id, r) in new {
-        let level = r.level.expect("filtered on a level");
-        let owner = assign(m, staff, &rows[r.row]);
-        let opened = tx
-            .open(&NewEpisode {
+    let episodes: Vec<NewEpisode<'_>> = new
+        .into_iter()
+        .filter_map(|(id, r)| {
+            r.level.map(|level| NewEpisode {
                 subscriber_id: *id,
                 level: &m.levels[level].name,
                 level_rank: level as i32,
                 score: r.score as i32,
                 signals: names(r),
-                owner,
+                owner: assign(m, staff, &rows[r.row]),
             })
-            .await?;
-        if opened {
-            counts.opened += 1;
-        }
-    }
+        })
+        .collect();
+    counts.opened = tx.open(&episodes).await?;
 
     let every = spec::duration_millis(m.digest_every);
     let mut pending: Vec<(String, Vec<PendingAlert>)> = tx.pending().await?.into_iter().collect();

@@ -410,30 +410,41 @@ impl MonitorTx {
             .collect()
     }
 
-    /// Opens an episode; false when the subscriber already has one open for this monitor.
-    pub async fn open(&self, e: &NewEpisode<'_>) -> Result<bool> {
-        let n = exec(
-            &self.tx,
-            "INSERT INTO alert_episode (monitor, subscriber_id, open_key, level, level_rank, score, signals, \
-             owner, state, opened_at, updated_at, notified_rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, -1) \
-             ON CONFLICT (monitor, open_key) DO NOTHING",
-            [
-                self.monitor.as_str().into(),
-                e.subscriber_id.into(),
-                e.subscriber_id.into(),
-                e.level.into(),
-                e.level_rank.into(),
-                e.score.into(),
-                e.signals.as_str().into(),
-                e.owner.into(),
-                EpisodeState::Open.as_str().into(),
-                self.now.into(),
-                self.now.into(),
-            ],
-        )
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+    /// Opens episodes, many rows per statement; returns how many were opened (a subscriber
+    /// who already has one open for this monitor is skipped).
+    pub async fn open(&self, episodes: &[NewEpisode<'_>]) -> Result<u64> {
+        // 12 values a row: far below both backends' bind limits.
+        const ROWS: usize = 1000;
+        let mut opened = 0;
+        for chunk in episodes.chunks(ROWS) {
+            let mut sql = String::from(
+                "INSERT INTO alert_episode (monitor, subscriber_id, open_key, level, level_rank, score, signals, \
+                 owner, state, opened_at, updated_at, notified_rank) VALUES ",
+            );
+            let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 11);
+            for (i, e) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, -1)");
+                values.extend([
+                    self.monitor.as_str().into(),
+                    e.subscriber_id.into(),
+                    e.subscriber_id.into(),
+                    e.level.into(),
+                    e.level_rank.into(),
+                    e.score.into(),
+                    e.signals.as_str().into(),
+                    e.owner.into(),
+                    EpisodeState::Open.as_str().into(),
+                    self.now.into(),
+                    self.now.into(),
+                ]);
+            }
+            sql.push_str(" ON CONFLICT (monitor, open_key) DO NOTHING");
+            opened += exec(&self.tx, &sql, values).await?.rows_affected();
+        }
+        Ok(opened)
     }
 
     /// Moves an open episode to a new level and score. A fall to a lower level is recorded
@@ -532,17 +543,16 @@ impl MonitorTx {
         if !crate::mail::enqueue_mail_in(&self.tx, mail, self.now).await? {
             return Ok(false);
         }
-        for a in alerts {
-            exec(
-                &self.tx,
-                "UPDATE alert_episode SET notified_rank = ? WHERE id = ? AND state = ?",
-                [
-                    a.level_rank.into(),
-                    a.id.into(),
-                    EpisodeState::Open.as_str().into(),
-                ],
-            )
-            .await?;
+        // Told of the level each alert is at now: nothing changes levels inside this
+        // transaction, so the stored rank is the one the mail shows.
+        for chunk in alerts.chunks(1000) {
+            let sql = format!(
+                "UPDATE alert_episode SET notified_rank = level_rank WHERE state = ? AND id IN ({})",
+                marks(chunk.len())
+            );
+            let mut values: Vec<sea_orm::Value> = vec![EpisodeState::Open.as_str().into()];
+            values.extend(chunk.iter().map(|a| a.id.into()));
+            exec(&self.tx, &sql, values).await?;
         }
         Ok(true)
     }

@@ -63,6 +63,10 @@ struct Args {
     /// Leave the database behind for EXPLAIN.
     #[arg(long)]
     keep_db: bool,
+    /// Also evaluate a churn-warning monitor over the whole base once (after planning),
+    /// against the plain SQL that finds the same subscribers (issue 9's monitor benchmark).
+    #[arg(long)]
+    monitor: bool,
     #[arg(long, hide = true, value_enum)]
     child: Option<Backend>,
     #[arg(long, hide = true)]
@@ -90,6 +94,21 @@ struct Result1 {
     audience: u64,
     treatment: u64,
     control: u64,
+    ratio: f64,
+    /// With `--monitor`.
+    monitor: Option<MonitorResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MonitorResult {
+    /// Subscribers who raise a signal.
+    watched: u64,
+    opened: u64,
+    /// `engine::monitor::evaluate`: scan, episodes and digests written.
+    seconds: f64,
+    peak_rss_mb: f64,
+    /// The plain SQL returning the same subscribers with their signals.
+    plain_seconds: f64,
     ratio: f64,
 }
 
@@ -138,6 +157,9 @@ async fn parent(args: &Args) -> anyhow::Result<()> {
         if args.keep_db {
             cmd.arg("--keep-db");
         }
+        if args.monitor {
+            cmd.arg("--monitor");
+        }
         let status = cmd.kill_on_drop(true).status().await?;
         if !status.success() {
             bail!("the {} run failed ({status})", b.name());
@@ -175,6 +197,30 @@ async fn parent(args: &Args) -> anyhow::Result<()> {
     println!(
         "ratio = campaignd's plan / the plain SQL selecting the same audience (target: at most 2x)"
     );
+    if results.iter().any(|r| r.monitor.is_some()) {
+        println!();
+        println!(
+            "{:<9} {:>10} {:>9} {:>10} {:>8} {:>11} {:>7}",
+            "backend", "signalled", "opened", "monitor s", "RSS MB", "plain SQL s", "ratio"
+        );
+        for r in &results {
+            if let Some(m) = &r.monitor {
+                println!(
+                    "{:<9} {:>10} {:>9} {:>10.2} {:>8.1} {:>11.2} {:>6.2}x",
+                    r.backend.name(),
+                    m.watched,
+                    m.opened,
+                    m.seconds,
+                    m.peak_rss_mb,
+                    m.plain_seconds,
+                    m.ratio
+                );
+            }
+        }
+        println!(
+            "ratio = one monitor evaluation (scan, episodes, digests) / the plain SQL finding the same subscribers and signals (target: at most 2x)"
+        );
+    }
     if let Some(parent) = args.json.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -392,6 +438,11 @@ async fn run(backend: Backend, args: &Args, store: &Store, dir: &Path) -> anyhow
     } else {
         (plain_grouped_seconds, "grouped")
     };
+    let monitor = if args.monitor {
+        Some(monitor(backend, store, &wf_dir, now).await?)
+    } else {
+        None
+    };
     Ok(Result1 {
         backend,
         subscribers: n,
@@ -409,7 +460,102 @@ async fn run(backend: Backend, args: &Args, store: &Store, dir: &Path) -> anyhow
         treatment,
         control,
         ratio: plan_seconds / plain_seconds,
+        monitor,
     })
+}
+
+/// A monitor over every subscriber: spending down (from the history), bill queries and
+/// complaints (from the event log).
+const MONITOR: &str = r#"monitor: bench
+timezone: Asia/Shanghai
+schedule: { cron: "0 0 7 * * *" }
+population:
+  where: "x01 >= 0"
+signals:
+  - name: spending_down
+    when: "arpu_change <= -0.3"
+    weight: 50
+  - name: bill_queries
+    when: "bill_queries_30d >= 1"
+    weight: 20
+  - name: complaints
+    when: "complaints_90d >= 1"
+    weight: 20
+levels:
+  - { name: watch, score: 40 }
+  - { name: high, score: 60 }
+assign:
+  - by: region
+  - to: desk
+"#;
+
+const STAFF: &str = "staff:\n  - id: desk\n    email: desk@example.com\n  - id: xian\n    email: xian@example.com\n    owns: { region: [xian, xianyang] }\n";
+
+async fn monitor(
+    backend: Backend,
+    store: &Store,
+    wf_dir: &Path,
+    now: store::Millis,
+) -> anyhow::Result<MonitorResult> {
+    std::fs::create_dir_all(wf_dir.join("monitors"))?;
+    std::fs::write(wf_dir.join("monitors/bench.yaml"), MONITOR)?;
+    std::fs::write(wf_dir.join("staff.yaml"), STAFF)?;
+    let (monitors, staff, d) = spec::monitor::load_monitors(wf_dir);
+    if !d.is_empty() {
+        return Err(diags(d));
+    }
+    let m = monitors.first().context("the bench monitor")?;
+    eprintln!("{}: monitor...", backend.name());
+    proc::reset_peak_rss();
+    let t0 = Instant::now();
+    let counts = engine::monitor::evaluate(store, m, &staff, now, now)
+        .await?
+        .context("the slot was evaluated already")?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let peak_rss_mb = proc::peak_rss_mb().unwrap_or(f64::NAN);
+    eprintln!("{}: monitor plain SQL...", backend.name());
+    let newest = store
+        .newest_period(catalogue::Period::Month)
+        .await?
+        .context("history is loaded")?;
+    let (plain_seconds, n) = plain(store, &monitor_sql(newest, now)).await?;
+    ensure!(
+        n == counts.watched,
+        "the plain SQL found {n} subscribers, the monitor {}",
+        counts.watched
+    );
+    Ok(MonitorResult {
+        watched: counts.watched,
+        opened: counts.opened,
+        seconds,
+        peak_rss_mb,
+        plain_seconds,
+        ratio: seconds / plain_seconds,
+    })
+}
+
+/// The monitor's scan as a DBA would write it: each signal as a correlated subquery, one
+/// flag column each, the subscribers raising any.
+fn monitor_sql(newest: i64, now: store::Millis) -> String {
+    let spend = format!(
+        "(SELECT AVG(h.arpu) FROM usage_month h WHERE h.subscriber_id = s.id AND h.period = {newest}) \
+         / NULLIF((SELECT AVG(h.arpu) FROM usage_month h WHERE h.subscriber_id = s.id AND h.period BETWEEN {} AND {}), 0) - 1 <= -0.3",
+        newest - 3,
+        newest - 1
+    );
+    let events = |kind: &str, days: i64| {
+        format!(
+            "(SELECT COUNT(*) FROM subscriber_event e WHERE e.subscriber_id = s.id AND e.type = '{kind}' \
+             AND e.at > {} AND e.at <= {now}) >= 1",
+            now - days * 86_400_000
+        )
+    };
+    let (bills, complaints) = (events("bill_query", 30), events("complaint", 90));
+    format!(
+        "SELECT s.id, CASE WHEN {spend} THEN 1 ELSE 0 END, CASE WHEN {bills} THEN 1 ELSE 0 END, \
+         CASE WHEN {complaints} THEN 1 ELSE 0 END, s.region FROM subscriber s \
+         WHERE s.x01 >= 0 AND (({spend}) OR ({bills}) OR ({complaints}))"
+    )
 }
 
 /// The filter as a DBA would write it, the derived attribute as correlated subqueries.
