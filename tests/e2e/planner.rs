@@ -146,6 +146,7 @@ async fn plan(
         previous_wave_run_id: None,
         now: now.timestamp_millis(),
         global_holdout: None,
+        arbitration: None,
     };
     let summary = audience::plan_wave(store, input).await.unwrap();
     // Planning the same wave again (a crash between plan and commit, or a second replica)
@@ -343,6 +344,7 @@ async fn concurrent_planners_keep_the_frequency_cap_on_postgres() {
                 previous_wave_run_id: None,
                 now,
                 global_holdout: None,
+                arbitration: None,
             };
             audience::plan_wave(&store, input).await.unwrap()
         }

@@ -19,5 +19,8 @@ mod policy;
 pub use control::{
     GLOBAL_SCOPE, GlobalHoldout, HeldSplit, control_key, split_control, split_holding,
 };
-pub use plan::{Funnel, PLANNER_LOCK, PlanError, PlanInput, PlanSummary, plan_wave, preview};
+pub use plan::{
+    Arbitration, Funnel, PLANNER_LOCK, PlanError, PlanInput, PlanSummary, outranks, plan_wave,
+    preview,
+};
 pub use policy::next_allowed;

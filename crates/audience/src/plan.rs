@@ -1,5 +1,6 @@
 //! Planning a wave: from the subscriber base to contact rows, in one transaction.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, Utc};
@@ -35,6 +36,26 @@ pub struct PlanInput<'a> {
     pub now: Millis,
     /// The base's global holdout, if the operator keeps one: never in a marketing wave.
     pub global_holdout: Option<&'a GlobalHoldout>,
+    /// The other campaigns, for arbitration when the frequency cap binds.
+    pub arbitration: Option<&'a Arbitration<'a>>,
+}
+
+/// What the frequency cap arbitrates between: a subscriber's contacts in a period go to the
+/// higher-priority campaigns planned the same day, whatever order they are planned in.
+#[derive(Debug, Clone, Default)]
+pub struct Arbitration<'a> {
+    /// Marketing campaigns that outrank this one (see [`outranks`]) and plan later today:
+    /// each keeps a place in the cap of every subscriber its audience holds.
+    pub rivals: Vec<&'a Workflow>,
+    /// Every loaded campaign's priority, to name the campaign that used the cap.
+    pub priorities: HashMap<String, u8>,
+}
+
+/// Whether campaign `a` (priority `pa`) wins a subscriber's last place in the cap from `b`:
+/// the higher priority, and at equal priority the campaign id first in byte order, so the
+/// order never depends on which was planned first.
+pub fn outranks(a: &str, pa: u8, b: &str, pb: u8) -> bool {
+    pa > pb || (pa == pb && a < b)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +84,7 @@ struct Plan {
     /// Global holdout members this plan met that were not recorded yet.
     global_drawn: Vec<i64>,
     contacts: Vec<NewContact>,
-    decisions: Vec<(i64, &'static str)>,
+    decisions: Vec<(i64, Cow<'static, str>)>,
     excluded_by: Vec<(String, Vec<i64>)>,
 }
 
@@ -114,7 +135,11 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
         &plan.contacts,
     )
     .await?;
-    let mut decisions: Vec<(i64, &str)> = plan.decisions.clone();
+    let mut decisions: Vec<(i64, &str)> = plan
+        .decisions
+        .iter()
+        .map(|(id, r)| (*id, r.as_ref()))
+        .collect();
     for (reason, ids) in &plan.excluded_by {
         decisions.extend(ids.iter().map(|id| (*id, reason.as_str())));
     }
@@ -174,6 +199,7 @@ pub async fn preview(
         previous_wave_run_id: None,
         now,
         global_holdout,
+        arbitration: None,
     };
     Ok(compute(&store.plan_reader(), &input).await?.funnel)
 }
@@ -272,7 +298,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         funnel.push((format!("exclude:{name}"), new.len() as u64));
         excluded_by.push((format!("exclude:{name}"), new));
     }
-    let mut decisions: Vec<(i64, &'static str)> = Vec::new();
+    let mut decisions: Vec<(i64, Cow<'static, str>)> = Vec::new();
     let marketing = wf.purpose.is_marketing();
     // Before the opt-out: a held-out subscriber is counted as held out whatever else
     // applies, so the global group's size reads straight from the funnel.
@@ -284,7 +310,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
             let recorded = recorded.contains(&cand.id);
             if (recorded || g.draws(cand.id)) && !left_out.contains(&cand.id) {
                 left_out.insert(cand.id);
-                decisions.push((cand.id, "global_holdout"));
+                decisions.push((cand.id, "global_holdout".into()));
                 held += 1;
                 if !recorded {
                     global_drawn.push(cand.id);
@@ -297,7 +323,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
     for cand in &candidates {
         if marketing && !left_out.contains(&cand.id) && cand.opt_out {
             left_out.insert(cand.id);
-            decisions.push((cand.id, "opt_out"));
+            decisions.push((cand.id, "opt_out".into()));
             opt_outs += 1;
         }
     }
@@ -305,21 +331,70 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         funnel.push(("opt_out".into(), opt_outs));
     }
 
-    // The cap counts treatment contacts already planned or sent, across campaigns.
+    // The cap counts treatment contacts already planned or sent, across campaigns, and keeps
+    // a place for each higher-priority campaign still to plan today whose audience holds the
+    // subscriber: when it binds, the higher priority wins whichever plans first.
     let mut capped = 0;
+    let mut arbitrated = 0;
     if let Some(cap) = wf.policy.max_contacts.filter(|_| marketing) {
         let since = input.now.saturating_sub(spec::duration_millis(cap.per));
-        let recent = c.recent_contact_counts(since).await?;
+        let recent = c.recent_contact_campaigns(since).await?;
+        let mut reserved: HashMap<i64, Vec<&str>> = HashMap::new();
+        let empty = Arbitration::default();
+        let arb = input.arbitration.unwrap_or(&empty);
+        for rival in &arb.rivals {
+            for id in rival_audience(c, rival, input.now).await? {
+                reserved.entry(id).or_default().push(&rival.campaign);
+            }
+        }
+        // The campaign among `names` that outranks this one most, if any.
+        let winner = |names: &mut dyn Iterator<Item = &str>| -> Option<String> {
+            let mut best: Option<(&str, u8)> = None;
+            for n in names {
+                let Some(&p) = arb.priorities.get(n) else {
+                    continue;
+                };
+                let beats_us = outranks(n, p, &wf.campaign, wf.priority);
+                let beats_best = best.is_none_or(|(b, bp)| outranks(n, p, b, bp));
+                if beats_us && beats_best {
+                    best = Some((n, p));
+                }
+            }
+            best.map(|(n, _)| n.to_owned())
+        };
         for cand in &candidates {
-            if !left_out.contains(&cand.id)
-                && recent.get(&cand.id).copied().unwrap_or(0) >= cap.count
-            {
-                left_out.insert(cand.id);
-                decisions.push((cand.id, "frequency_cap"));
-                capped += 1;
+            if left_out.contains(&cand.id) {
+                continue;
+            }
+            let used = recent.get(&cand.id).map(Vec::as_slice).unwrap_or(&[]);
+            let kept = reserved.get(&cand.id).map(Vec::as_slice).unwrap_or(&[]);
+            let used_n = u32::try_from(used.len()).unwrap_or(u32::MAX);
+            let kept_n = u32::try_from(kept.len()).unwrap_or(u32::MAX);
+            let reason = if used_n >= cap.count {
+                Some(winner(&mut used.iter().map(String::as_str)))
+            } else if used_n.saturating_add(kept_n) >= cap.count {
+                Some(winner(&mut kept.iter().copied()))
+            } else {
+                None
+            };
+            match reason {
+                None => {}
+                Some(Some(w)) => {
+                    left_out.insert(cand.id);
+                    decisions.push((cand.id, format!("arbitration:{w}").into()));
+                    arbitrated += 1;
+                }
+                Some(None) => {
+                    left_out.insert(cand.id);
+                    decisions.push((cand.id, "frequency_cap".into()));
+                    capped += 1;
+                }
             }
         }
         funnel.push(("frequency_cap".into(), capped));
+        if arbitrated > 0 {
+            funnel.push(("arbitration".into(), arbitrated));
+        }
     }
 
     let kept: Vec<&Candidate> = candidates
@@ -345,7 +420,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
     if first_wave && wf.control.is_some() {
         funnel.push((Arm::Control.as_str().into(), control.len() as u64));
         for id in &control {
-            decisions.push((*id, "control_group"));
+            decisions.push((*id, "control_group".into()));
         }
     }
     funnel.push((Arm::Treatment.as_str().into(), treatment.len() as u64));
@@ -387,6 +462,43 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         decisions,
         excluded_by,
     })
+}
+
+/// Who a rival campaign's first wave would contact: its audience, less the opted-out and its
+/// exclusions. Its own cap and control group are not applied, so a place is kept for some
+/// subscribers it will not contact after all: the lower priority gives way, never the higher.
+async fn rival_audience(
+    c: &PlanReader<'_>,
+    rival: &Workflow,
+    now: Millis,
+) -> Result<HashSet<i64>, PlanError> {
+    let fields = c.field_sql(&rival.catalogue, now).await?;
+    let mut cond = Condition::all().add(sea_orm::sea_query::ExprTrait::eq(
+        fields.field("opt_out"),
+        false,
+    ));
+    if let Some((_, seg)) = &rival.audience.segment {
+        cond = cond.add(to_condition(seg, &fields));
+    }
+    if let Some(f) = &rival.audience.filter {
+        cond = cond.add(to_condition(f, &fields));
+    }
+    if let Some(a) = &rival.audience.alerts {
+        cond = cond.add(open_alerts(&a.monitor, a.min_rank));
+    }
+    if let Some(f) = &rival.waves[0].filter {
+        cond = cond.add(to_condition(f, &fields));
+    }
+    let mut ids: HashSet<i64> = c.subscriber_ids(cond.clone()).await?.into_iter().collect();
+    for (_, expr) in &rival.audience.exclude {
+        for id in c
+            .subscriber_ids(cond.clone().add(to_condition(expr, &fields)))
+            .await?
+        {
+            ids.remove(&id);
+        }
+    }
+    Ok(ids)
 }
 
 /// The campaign's memory of earlier runs (`entry:`): who reached the goal, who responded,

@@ -160,6 +160,7 @@ async fn scenario(store: &Store, wf: &spec::Workflow) -> Res<Vec<Arms>> {
                 previous_wave_run_id: None,
                 now,
                 global_holdout: None,
+                arbitration: None,
             },
         )
         .await?;

@@ -130,6 +130,7 @@ async fn plan_with_global(
             previous_wave_run_id: None,
             now,
             global_holdout,
+            arbitration: None,
         },
     )
     .await?)
@@ -226,7 +227,7 @@ async fn the_global_holdout_is_never_in_a_marketing_wave_and_stays_recorded() ->
     Ok(())
 }
 
-/// Guards `'undelivered'` in the states `contacts::recent_contact_counts` counts: a message
+/// Guards `'undelivered'` in the states `contacts::recent_contact_campaigns` counts: a message
 /// reported undelivered was sent (the handset was off, the inbox full) and may still
 /// arrive, so it uses up the subscriber's contacts for the period like a delivered one.
 #[tokio::test]
@@ -385,7 +386,7 @@ async fn the_planner_lock_is_per_schema_on_postgres() -> Res {
 }
 
 /// Guards the purpose rules: `marketing &&` before the opt-out check and the cap in
-/// `plan::compute`, and `purpose = 'marketing'` in `contacts::recent_contact_counts`. A
+/// `plan::compute`, and `purpose = 'marketing'` in `contacts::recent_contact_campaigns`. A
 /// marketing campaign leaves out the opted-out and the capped, and a care message does not
 /// use up anyone's cap; a care campaign reaches the opted-out (it is service they are owed).
 #[tokio::test]

@@ -41,6 +41,7 @@ pub(crate) fn print_funnel(funnel: &[(String, u64)]) {
             "no_response" => ("did not respond to previous wave".to_owned(), ""),
             "previous_wave" => ("targeted by previous wave".to_owned(), ""),
             "opt_out" | "frequency_cap" => (stage.replace('_', " "), "  (left out)"),
+            "arbitration" => ("cap taken by higher priority".to_owned(), "  (left out)"),
             store::contacts::CONTROL => {
                 ("control group".to_owned(), "  (held out, never contacted)")
             }

@@ -560,7 +560,23 @@ impl Engine {
                 }
             }
         }
+        // Higher priority plans first, so of runs started together the one that outranks
+        // gets a subscriber's last place in the frequency cap (runs still to start today are
+        // kept a place by `arbitration`).
+        let mut ordered: Vec<(u8, &store::runs::RunRow)> = Vec::with_capacity(runs.len());
         for run in &runs {
+            let wf = self
+                .catalog
+                .for_run(&self.store, run.id, run.version_id)
+                .await?;
+            ordered.push((wf.priority, run));
+        }
+        ordered.sort_by(|(pa, a), (pb, b)| {
+            pb.cmp(pa)
+                .then_with(|| a.campaign.cmp(&b.campaign))
+                .then(a.id.cmp(&b.id))
+        });
+        for (_, run) in ordered {
             let span = info_span!("run", campaign = %run.campaign, run_id = run.id);
             let (planned, finished) = self.advance_run(run).instrument(span).await?;
             stats.waves_planned += planned;
@@ -769,6 +785,36 @@ impl Engine {
         Ok(started)
     }
 
+    /// What the frequency cap arbitrates between when `wf` plans a wave: every loaded
+    /// campaign's priority, and (for a first wave of a capped marketing campaign) the
+    /// marketing campaigns that outrank it and still plan today.
+    fn arbitration<'w>(
+        &self,
+        wf: &Workflow,
+        current: &'w [(i64, Arc<Workflow>)],
+        first_wave: bool,
+        now: Millis,
+    ) -> audience::Arbitration<'w> {
+        let priorities = current
+            .iter()
+            .map(|(_, w)| (w.campaign.clone(), w.priority))
+            .collect();
+        let capped = wf.purpose.is_marketing() && wf.policy.max_contacts.is_some();
+        let rivals = current
+            .iter()
+            .map(|(_, w)| w.as_ref())
+            .filter(|r| first_wave && capped && r.campaign != wf.campaign)
+            .filter(|r| r.purpose.is_marketing())
+            .filter(|r| audience::outranks(&r.campaign, r.priority, &wf.campaign, wf.priority))
+            .filter(|r| {
+                r.schedule.as_ref().is_some_and(|s| {
+                    schedule::runs_later_today(s, r.timezone, now, &self.calendars)
+                })
+            })
+            .collect();
+        audience::Arbitration { rivals, priorities }
+    }
+
     /// Plans every wave whose predecessor closed; finishes the run when all waves closed.
     async fn advance_run(&self, run: &store::runs::RunRow) -> Result<(u64, u64), EngineError> {
         let wf = self
@@ -792,6 +838,8 @@ impl Engine {
                 },
             };
             let now = self.clock.now(&self.store).await?;
+            let current = self.catalog.current();
+            let arbitration = self.arbitration(&wf, &current, previous.is_none(), now);
             let summary = audience::plan_wave(
                 &self.store,
                 audience::PlanInput {
@@ -802,6 +850,7 @@ impl Engine {
                     previous_wave_run_id: previous,
                     now,
                     global_holdout: self.cfg.global_holdout.as_ref(),
+                    arbitration: Some(&arbitration),
                 },
             )
             .instrument(info_span!("wave", wave = %w.wave))

@@ -138,6 +138,37 @@ pub fn due_slots(
     out
 }
 
+/// Whether the schedule has a slot after `now` and before the end of `now`'s day in `tz`
+/// that would run (in season, not a holiday): a campaign still to plan today, for
+/// arbitration.
+pub fn runs_later_today(
+    sched: &Schedule,
+    tz: chrono_tz::Tz,
+    now: Millis,
+    calendars: &Calendars,
+) -> bool {
+    let Some(now_utc) = DateTime::<Utc>::from_timestamp_millis(now) else {
+        return false;
+    };
+    let local = now_utc.with_timezone(&tz);
+    let today = local.date_naive();
+    for t in sched.cron.iter_after(local).take(MAX_SLOTS) {
+        let date = t.date_naive();
+        if date != today {
+            return false;
+        }
+        let off_season = sched.season.is_some_and(|s| !s.contains(date));
+        let holiday = sched
+            .calendar
+            .as_deref()
+            .is_some_and(|c| calendars.is_off_day(c, date));
+        if !off_season && !holiday {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

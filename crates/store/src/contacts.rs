@@ -455,16 +455,19 @@ impl PgArray {
     }
 }
 
-/// Marketing treatment contacts per subscriber planned or sent since `since` (any campaign):
-/// the frequency cap counts what is already promised, not only what went out.
-pub async fn recent_contact_counts<C: ConnectionTrait>(
+/// Marketing treatment contacts since `since` that count toward the frequency cap (planned,
+/// sent or delivered: `ContactState::COUNTS_TOWARD_CAP`), as the campaign of each per
+/// subscriber: one entry per contact (a campaign twice when it contacted them twice), so the
+/// length is the count, and arbitration can name the campaign that used the cap.
+pub async fn recent_contact_campaigns<C: ConnectionTrait>(
     c: &C,
     since: Millis,
-) -> Result<HashMap<i64, u32>> {
+) -> Result<HashMap<i64, Vec<String>>> {
     let rows = query(
         c,
         &format!(
-            "SELECT subscriber_id, COUNT(*) AS n FROM contact WHERE arm = '{}' AND purpose = '{}' AND state IN ({}) AND due_at >= ? GROUP BY subscriber_id",
+            "SELECT c.subscriber_id, r.campaign FROM contact c JOIN run r ON r.id = c.run_id \
+             WHERE c.arm = '{}' AND c.purpose = '{}' AND c.state IN ({}) AND c.due_at >= ?",
             Arm::Treatment.as_str(),
             Purpose::Marketing.as_str(),
             sql_list(&ContactState::COUNTS_TOWARD_CAP),
@@ -472,12 +475,11 @@ pub async fn recent_contact_counts<C: ConnectionTrait>(
         [since.into()],
     )
     .await?;
-    let mut out = HashMap::with_capacity(rows.len());
+    let mut out: HashMap<i64, Vec<String>> = HashMap::with_capacity(rows.len());
     for r in rows {
-        out.insert(
-            r.try_get::<i64>("", "subscriber_id")?,
-            r.try_get::<i64>("", "n")? as u32,
-        );
+        out.entry(r.try_get::<i64>("", "subscriber_id")?)
+            .or_default()
+            .push(r.try_get::<String>("", "campaign")?);
     }
     Ok(out)
 }

@@ -287,8 +287,13 @@ impl PlanReader<'_> {
 
     /// Treatment contacts per subscriber planned or sent since `since`, any campaign (the
     /// frequency cap).
-    pub async fn recent_contact_counts(&self, since: Millis) -> Result<HashMap<i64, u32>> {
-        contacts::recent_contact_counts(&self.c, since).await
+    /// The campaigns of the marketing contacts that count toward the cap since `since`, per
+    /// subscriber (one entry per contact).
+    pub async fn recent_contact_campaigns(
+        &self,
+        since: Millis,
+    ) -> Result<HashMap<i64, Vec<String>>> {
+        contacts::recent_contact_campaigns(&self.c, since).await
     }
 }
 

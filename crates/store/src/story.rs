@@ -8,7 +8,8 @@ use crate::{Millis, Result, Store, query};
 /// What one wave did with the subscriber.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// A planner's rule left them out: `opt_out`, `frequency_cap`, `exclude:<name>`,
+    /// A planner's rule left them out: `opt_out`, `frequency_cap`, `arbitration:<winner>`,
+    /// `exclude:<name>`,
     /// `entry:<rule>`, ...
     LeftOut { reason: String },
     /// A contact row: treatment (to be sent) or control (held out, never sent).
