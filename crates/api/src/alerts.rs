@@ -16,7 +16,7 @@ use tracing::info;
 use crate::Shared;
 use crate::auth::Caller;
 use crate::error::{ApiError, bad};
-use crate::input::{Query, check_object, line};
+use crate::input::{Query, check_object, line, person_id};
 use crate::tasks::parse_id;
 
 const MAX_LIMIT: u64 = 1000;
@@ -108,19 +108,7 @@ pub(crate) async fn list(
             bad("state", format!("expected one of {}", all.join(", ")))
         })?,
     };
-    let limit = match q.text("limit")? {
-        None => 100,
-        Some(l) => l
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                bad(
-                    "limit",
-                    format!("expected a whole number from 1 to {MAX_LIMIT}"),
-                )
-            })?,
-    };
+    let limit = q.limit(100, MAX_LIMIT)?;
     let rows = state
         .store
         .alerts(owner.as_deref(), Some(episode_state), limit)
@@ -191,17 +179,7 @@ pub(crate) async fn outcome(
         let all: Vec<&str> = AlertOutcome::ALL.iter().map(|t| t.as_str()).collect();
         bad("outcome", format!("expected one of {}", all.join(", ")))
     })?;
-    let by_ok = !o.by.is_empty()
-        && o.by.len() <= 64
-        && o.by
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
-    if !by_ok {
-        return Err(bad(
-            "by",
-            "expected the staff member's id: 1 to 64 of A-Z, a-z, 0-9, _ - . @",
-        ));
-    }
+    person_id("by", &o.by, "staff member")?;
     let now = (state.now)();
     if !state
         .store

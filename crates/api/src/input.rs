@@ -94,6 +94,18 @@ impl Query {
             .ok_or_else(|| bad(name, format!("not valid {charset} after %-decoding")))
     }
 
+    /// `limit`: a whole number from 1 to `max`, `default` when absent.
+    pub(crate) fn limit(&self, default: u64, max: u64) -> Result<u64, ApiError> {
+        match self.text("limit")? {
+            None => Ok(default),
+            Some(l) => l
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| bad("limit", format!("expected a whole number from 1 to {max}"))),
+        }
+    }
+
     pub(crate) fn reject_unknown(&self, known: &[&str]) -> Result<(), ApiError> {
         match self
             .pairs
@@ -177,6 +189,24 @@ pub(crate) fn line(field: &str, value: &str, max: usize, expected: &str) -> Resu
 }
 
 /// Where a JSON field sits in the body: `msisdn` for a single object, `[3].msisdn` in a batch.
+/// A person's id as staff and agents report it (`agent`, `by`): 1 to 64 of A-Z, a-z, 0-9,
+/// `_ - . @`. The store writes it into JSON by hand; a plain id keeps that valid.
+pub(crate) fn person_id(field: &str, value: &str, who: &str) -> Result<(), ApiError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            field,
+            format!("expected the {who}'s id: 1 to 64 of A-Z, a-z, 0-9, _ - . @"),
+        ))
+    }
+}
+
 pub(crate) fn json_path(prefix: &str, field: &str) -> String {
     match (prefix.is_empty(), field.is_empty()) {
         (true, true) => "body".to_owned(),

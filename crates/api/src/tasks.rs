@@ -11,7 +11,7 @@ use tracing::info;
 use crate::Shared;
 use crate::auth::Caller;
 use crate::error::{ApiError, bad};
-use crate::input::{Query, check_object, line};
+use crate::input::{Query, check_object, line, person_id};
 use store::audit::action;
 use store::auth::Role;
 use store::inbound::TaskState;
@@ -89,19 +89,7 @@ pub(crate) async fn list(
             bad("state", format!("expected one of {}", all.join(", ")))
         })?,
     };
-    let limit = match q.text("limit")? {
-        None => 100,
-        Some(l) => l
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                bad(
-                    "limit",
-                    format!("expected a whole number from 1 to {MAX_LIMIT}"),
-                )
-            })?,
-    };
+    let limit = q.limit(100, MAX_LIMIT)?;
     let rows = state
         .store
         .tasks(team.as_deref(), task_state, limit)
@@ -176,18 +164,7 @@ pub(crate) async fn outcome(
             format!("expected one of {}", OUTCOMES.join(", ")),
         ));
     }
-    // The store writes the agent into a JSON payload by hand; a plain id keeps that valid.
-    let agent_ok = !o.agent.is_empty()
-        && o.agent.len() <= 64
-        && o.agent
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
-    if !agent_ok {
-        return Err(bad(
-            "agent",
-            "expected the agent's id: 1 to 64 of A-Z, a-z, 0-9, _ - . @",
-        ));
-    }
+    person_id("agent", &o.agent, "agent")?;
     if state
         .store
         .complete_task(id, &o.outcome, &o.agent, (state.now)())

@@ -1026,3 +1026,98 @@ async fn a_subscribers_story_is_served_masked() -> Res {
     .await?;
     s.stop().await
 }
+
+/// The alert worklist: open alerts with numbers masked, filtered by owner and state; an
+/// outcome is recorded (and may be replaced), bad input changes nothing.
+#[tokio::test]
+async fn alerts_are_listed_masked_and_take_outcomes() -> Res {
+    let s = Server::start().await?;
+    let now = store::wall_now();
+    s.store
+        .insert_subscribers(
+            &[
+                store::testing::subscriber("13800000001"),
+                store::testing::subscriber("13800000002"),
+            ],
+            OnDuplicate::Fail,
+            now,
+        )
+        .await?;
+    let a = s
+        .store
+        .subscriber_by_msisdn("13800000001")
+        .await?
+        .ok_or("sub")?;
+    let b = s
+        .store
+        .subscriber_by_msisdn("13800000002")
+        .await?
+        .ok_or("sub")?;
+    let tx = s
+        .store
+        .begin_monitor_eval("watch", now, now)
+        .await?
+        .ok_or("slot")?;
+    let episode = |id, owner| store::alerts::NewEpisode {
+        subscriber_id: id,
+        level: "high",
+        level_rank: 1,
+        score: 70,
+        signals: "spending_down".into(),
+        owner,
+    };
+    assert_eq!(tx.open(&[episode(a, "west"), episode(b, "desk")]).await?, 2);
+    tx.commit(store::alerts::EvalCounts::default()).await?;
+
+    let (status, body) = s.get("/alerts?owner=west").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        !body.contains("13800000001"),
+        "the number is masked: {body}"
+    );
+    let list: Vec<Value> = serde_json::from_str(&body)?;
+    assert_eq!(list.len(), 1, "{body}");
+    assert_eq!(list[0]["msisdn"], "138****0001");
+    assert_eq!(list[0]["level"], "high");
+    assert_eq!(list[0]["state"], "open");
+    let id = list[0]["id"].as_i64().ok_or("id")?;
+    let (_, all) = s.get("/alerts").await?;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&all)?.len(), 2);
+    let (_, closed) = s.get("/alerts?state=closed").await?;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&closed)?.len(), 0);
+
+    let path = format!("/alerts/{id}/outcome");
+    let (status, body) = s
+        .post(&path, r#"{"outcome": "contacted", "by": "li.wei"}"#)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = s
+        .post(&path, r#"{"outcome": "retained", "by": "li.wei"}"#)
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    for (bad_body, field) in [
+        (r#"{"outcome": "saved", "by": "li.wei"}"#, "outcome"),
+        (r#"{"outcome": "lost", "by": "li wei"}"#, "by"),
+        (r#"{"outcome": "lost"}"#, "by"),
+    ] {
+        let (status, body) = s.post(&path, bad_body).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad_body}: {body}");
+        assert!(body.contains(field), "{bad_body}: {body}");
+    }
+    let (status, _) = s
+        .post(
+            "/alerts/999999/outcome",
+            r#"{"outcome": "lost", "by": "x"}"#,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, body) = s.get("/alerts?owner=west").await?;
+    let list: Vec<Value> = serde_json::from_str(&body)?;
+    assert_eq!(list[0]["outcome"], "retained", "the later outcome stands");
+    assert_eq!(list[0]["outcome_by"], "li.wei");
+    let (status, _) = s.get("/alerts?state=gone").await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = s.get("/alerts?limit=0").await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    s.stop().await
+}
