@@ -560,8 +560,8 @@ fn entry_since(wf: &Workflow, now: Millis) -> Option<Millis> {
         OncePer::Campaign => Some(0),
         OncePer::Year => start_of(chrono::NaiveDate::from_ymd_opt(local.year(), 1, 1)?),
         OncePer::Season => {
-            let season = wf.schedule.as_ref()?.season?;
-            season_start(season, local.date_naive()).and_then(start_of)
+            let seasons = wf.schedule.as_ref()?.season.as_ref()?;
+            start_of(seasons.occurrence(local.date_naive())?.from)
         }
     };
     let cooldown = wf
@@ -571,16 +571,5 @@ fn entry_since(wf: &Workflow, now: Millis) -> Option<Millis> {
     match (period, cooldown) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
-}
-
-/// The first day of the season `today` is in, or of the latest one before it.
-fn season_start(season: spec::Season, today: chrono::NaiveDate) -> Option<chrono::NaiveDate> {
-    let (m, d) = season.from;
-    let this_year = chrono::NaiveDate::from_ymd_opt(today.year(), m, d)?;
-    if this_year <= today {
-        Some(this_year)
-    } else {
-        chrono::NaiveDate::from_ymd_opt(today.year() - 1, m, d)
     }
 }

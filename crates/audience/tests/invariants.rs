@@ -494,6 +494,51 @@ async fn plan_at(
     Ok((ids, summary.funnel))
 }
 
+/// Noon in Shanghai on a day, as Unix milliseconds.
+fn noon(y: i32, m: u32, d: u32) -> i64 {
+    chrono::NaiveDate::from_ymd_opt(y, m, d)
+        .and_then(|d| d.and_hms_opt(4, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+        .expect("a real day")
+}
+
+/// Guards the season start `entry_since` takes from the schedule's windows: with
+/// `once_per: season` over calendar periods, a subscriber enters once per occurrence (a day
+/// between two belongs to the one just ended) and again in the next.
+#[tokio::test]
+async fn once_per_season_counts_each_window_occurrence() -> Res {
+    let dir = tempfile::tempdir()?;
+    let cal = dir.path().join("wf/calendars/campus");
+    std::fs::create_dir_all(&cal)?;
+    std::fs::write(
+        cal.join("periods.yaml"),
+        "periods:\n  winter-vacation:\n    - { from: 2026-01-24, to: 2026-03-01 }\n  summer-vacation:\n    - { from: 2026-07-04, to: 2026-08-30 }\n",
+    )?;
+    let base = CAPPED.replace("policy:\n  max_contacts: { count: 1, per: 7d }\n", "");
+    let text = base.replace(
+        "timezone: Asia/Shanghai\n",
+        "timezone: Asia/Shanghai\nschedule:\n  cron: \"0 0 12 * * *\"\n  windows:\n    - { period: campus/winter-vacation }\n    - { period: campus/summer-vacation }\n",
+    ) + "entry: { once_per: season }\n";
+    let wf = workflow_text(&dir.path().join("wf"), &text)?;
+    let db = tempfile::tempdir()?;
+    let store = store::testing::fresh_store(db.path()).await?;
+    let subs = subscribers(&store, 3).await?;
+    assert_eq!(plan_at(&store, &wf, noon(2026, 2, 2)).await?.0, subs);
+    // The same vacation, and the spring after it: still that season.
+    for day in [noon(2026, 2, 20), noon(2026, 5, 1)] {
+        let (ids, funnel) = plan_at(&store, &wf, day).await?;
+        assert_eq!(ids, Vec::<i64>::new(), "{funnel:?}");
+        assert_eq!(stage(&funnel, "entry:entered"), Some(3), "{funnel:?}");
+    }
+    // The summer vacation is a season of its own.
+    assert_eq!(plan_at(&store, &wf, noon(2026, 7, 6)).await?.0, subs);
+    assert_eq!(
+        plan_at(&store, &wf, noon(2026, 8, 1)).await?.0,
+        Vec::<i64>::new()
+    );
+    Ok(())
+}
+
 fn stage(funnel: &audience::Funnel, name: &str) -> Option<u64> {
     funnel.iter().find(|(s, _)| s == name).map(|(_, n)| *n)
 }

@@ -691,6 +691,15 @@ fn validate(path: &Path) -> ExitCode {
                 m.schedule.cron_text
             ));
         }
+        let (periods, period_diags) = spec::periods::load_all(path);
+        diags.extend(period_diags);
+        for (file, p) in &periods {
+            out::line(&format!(
+                "ok  {file}  {} period(s), dated to {}",
+                p.by_name.len(),
+                p.last_day().map_or("-".to_owned(), |d| d.to_string())
+            ));
+        }
         if !staff.staff.is_empty() {
             out::line(&format!(
                 "ok  {}  {} staff",

@@ -54,6 +54,10 @@ fn validate_prints_a_summary_per_valid_file() {
         out.contains("ok ") && out.contains("campaign autumn-enrollment"),
         "{out}"
     );
+    assert!(
+        out.contains("calendars/campus/periods.yaml  5 period(s), dated to 2029-01-12"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -110,7 +110,7 @@ pub fn due_slots(
             break;
         }
         let date = t.date_naive();
-        let skip = if sched.season.is_some_and(|s| !s.contains(date)) {
+        let skip = if sched.season.as_ref().is_some_and(|s| !s.contains(date)) {
             Some("out_of_season")
         } else if sched
             .calendar
@@ -157,7 +157,7 @@ pub fn runs_later_today(
         if date != today {
             return false;
         }
-        let off_season = sched.season.is_some_and(|s| !s.contains(date));
+        let off_season = sched.season.as_ref().is_some_and(|s| !s.contains(date));
         let holiday = sched
             .calendar
             .as_deref()
@@ -287,13 +287,47 @@ mod tests {
     }
 
     #[test]
+    fn dated_windows_gate_slots_where_the_calendar_puts_them() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let mut s = schedule("0 0 10 * * *", CatchUp::Last);
+        let d = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        s.season = Some(spec::Seasons::windows(vec![spec::Window::Dated(vec![
+            spec::Occurrence {
+                from: d(2026, 1, 24),
+                to: d(2026, 3, 1),
+            },
+            spec::Occurrence {
+                from: d(2027, 1, 16),
+                to: d(2027, 2, 21),
+            },
+        ])]));
+        let skip_on = |y, m, day| {
+            due_slots(
+                &s,
+                tz,
+                Some(ms(tz, y, m, day, 9, 0)),
+                ms(tz, y, m, day, 10, 0),
+                &Calendars::default(),
+            )[0]
+            .skip
+        };
+        // 1 March is in the 2026 vacation, not in the 2027 one.
+        assert_eq!(skip_on(2026, 3, 1), None);
+        assert_eq!(skip_on(2027, 3, 1), Some("out_of_season"));
+        assert_eq!(skip_on(2027, 1, 16), None);
+        assert_eq!(skip_on(2027, 1, 15), Some("out_of_season"));
+        // After the last dated occurrence nothing runs.
+        assert_eq!(skip_on(2028, 2, 1), Some("out_of_season"));
+    }
+
+    #[test]
     fn season_and_holidays_gate_slots() {
         let tz = chrono_tz::Asia::Shanghai;
         let mut s = schedule("0 0 10 * * *", CatchUp::Last);
-        s.season = Some(spec::Season {
+        s.season = Some(spec::Seasons::yearly(spec::Season {
             from: (8, 15),
             to: (10, 31),
-        });
+        }));
         s.calendar = Some("cn-holidays".into());
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/calendars");
         let cals = Calendars::load(&dir).unwrap();

@@ -29,6 +29,11 @@ pub struct Bundle {
     /// when empty, so other versions keep their hash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub monitors: BTreeMap<String, String>,
+    /// Calendar name → the text of `calendars/<name>/periods.yaml`, for a schedule whose
+    /// windows name its periods. Left out of the JSON when empty, so other versions keep
+    /// their hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub periods: BTreeMap<String, String>,
 }
 
 impl Bundle {
@@ -63,6 +68,7 @@ impl Bundle {
         let mut templates = BTreeMap::new();
         let mut escaping = Vec::new();
         let mut monitors = BTreeMap::new();
+        let mut periods = BTreeMap::new();
         if let Ok(file) = serde_saphyr::from_str::<crate::model::WorkflowFile>(&workflow) {
             // A monitor id is checked to be a plain name before it becomes a path; `compile`
             // reports a bad or missing one with its location.
@@ -74,6 +80,20 @@ impl Bundle {
                 )
             {
                 monitors.insert(a.monitor.value.clone(), text);
+            }
+            // Like monitors: only a plain calendar name becomes a path, and `compile` reports
+            // an unknown or unreadable one with its location.
+            let windows = file.schedule.as_ref().and_then(|s| s.windows.as_ref());
+            for w in windows.map(|w| w.value.as_slice()).unwrap_or_default() {
+                let named = w.period.as_ref().or(w.before.as_ref());
+                if let Some((cal, _)) = named.and_then(|n| n.value.split_once('/'))
+                    && crate::rules::is_name(cal)
+                    && !periods.contains_key(cal)
+                    && let Ok(text) =
+                        std::fs::read_to_string(crate::periods::periods_path(dir, cal))
+                {
+                    periods.insert(cal.to_owned(), text);
+                }
             }
             for w in &file.waves.value {
                 let rel = &w.template.value;
@@ -109,6 +129,7 @@ impl Bundle {
             templates,
             attributes,
             monitors,
+            periods,
         })
     }
 

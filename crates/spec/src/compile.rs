@@ -138,7 +138,7 @@ fn hold(sink: &mut Sink<'_>, s: &Spanned<String>, has_season: bool) -> Option<Ho
             sink.at_spanned(
                 s,
                 "cannot hold control for the `season`: the schedule has no season (add \
-                 `schedule.season` or hold for `year`)",
+                 `schedule.season` or `schedule.windows`, or hold for `year`)",
             );
             return None;
         }
@@ -368,10 +368,16 @@ fn check(
         }
     };
 
-    let schedule = f
-        .schedule
-        .as_ref()
-        .and_then(|s| schedule(sink, s, calendars));
+    let schedule = f.schedule.as_ref().and_then(|s| {
+        let dir = std::path::Path::new(&bundle.path)
+            .parent()
+            .unwrap_or(std::path::Path::new(""));
+        let periods = PeriodTexts {
+            workflow_dir: dir,
+            texts: &bundle.periods,
+        };
+        schedule(sink, s, calendars, &periods)
+    });
 
     // Audience.
     let lookup_segment = |sink: &mut Sink<'_>, name: &Spanned<String>| -> Option<Expr> {
@@ -460,7 +466,10 @@ fn check(
             },
             None => Some(None),
         };
-        let has_season = f.schedule.as_ref().is_some_and(|s| s.season.is_some());
+        let has_season = f
+            .schedule
+            .as_ref()
+            .is_some_and(|s| s.season.is_some() || s.windows.is_some());
         let hold = match &c.hold {
             Some(h) => hold(sink, h, has_season),
             None => Some(Hold::Year),
@@ -624,7 +633,7 @@ fn entry(
             Some(OncePer::Season) if !has_season => {
                 sink.at_spanned(
                     o,
-                    "entry.once_per: season needs a `schedule.season` to know when a season starts",
+                    "entry.once_per: season needs a `schedule.season` or `schedule.windows` to know when a season starts",
                 );
                 ok = false;
                 OncePer::Season
@@ -672,10 +681,18 @@ fn entry(
     })
 }
 
+/// A schedule's named periods: the calendars' `periods.yaml` texts (from the bundle) and the
+/// folder they were read from, for locating their problems.
+pub(crate) struct PeriodTexts<'a> {
+    pub(crate) workflow_dir: &'a std::path::Path,
+    pub(crate) texts: &'a BTreeMap<String, String>,
+}
+
 pub(crate) fn schedule(
     sink: &mut Sink<'_>,
     s: &model::ScheduleFile,
     calendars: Option<&[String]>,
+    periods: &PeriodTexts<'_>,
 ) -> Option<Schedule> {
     let text = s.cron.value.trim();
     let n_fields = text.split_whitespace().count();
@@ -700,17 +717,7 @@ pub(crate) fn schedule(
     } else {
         text.to_owned()
     };
-    let season = match &s.season {
-        Some(se) => {
-            let from = month_day(sink, &se.from);
-            let to = month_day(sink, &se.to);
-            match (from, to) {
-                (Some(from), Some(to)) => Some(Some(Season { from, to })),
-                _ => None,
-            }
-        }
-        None => Some(None),
-    };
+    let season = seasons(sink, s, periods);
     let calendar = match (&s.calendar, calendars) {
         (Some(c), Some(known)) if !known.contains(&c.value) => {
             sink.at_spanned(
@@ -725,8 +732,19 @@ pub(crate) fn schedule(
         }
         (c, _) => Some(c.as_ref().map(|c| c.value.clone())),
     };
-    if let (Some(c), Some(se)) = (&cron, &season) {
-        firing_problem(sink, &s.cron, c, se.as_ref(), s.season.as_ref());
+    if let (Some(c), Some(Some(se))) = (&cron, &season) {
+        // Reported where the windows are written: that is the usual thing to change.
+        let place = match (&s.season, &s.windows) {
+            (Some(f), _) => Some((
+                &f.from.referenced,
+                format!("between {} and {}", f.from.value, f.to.value),
+            )),
+            (None, Some(w)) => Some((&w.referenced, "in any of its windows".to_owned())),
+            (None, None) => None,
+        };
+        if let Some((at, what)) = place {
+            firing_problem(sink, &s.cron, c, se, at, &what);
+        }
     }
     let catch_up_window = match &s.catch_up_window {
         Some(w) => duration(sink, w),
@@ -751,15 +769,192 @@ pub(crate) fn schedule(
     })
 }
 
+/// `schedule.season` (one yearly window) or `schedule.windows` (several, of any kind).
+/// `Some(None)`: all year; `None`: an error was reported.
+fn seasons(
+    sink: &mut Sink<'_>,
+    s: &model::ScheduleFile,
+    periods: &PeriodTexts<'_>,
+) -> Option<Option<Seasons>> {
+    match (&s.season, &s.windows) {
+        (Some(_), Some(w)) => {
+            sink.at_spanned(
+                w,
+                "`season` and `windows` both given: write one window as `season`, several as `windows`",
+            );
+            None
+        }
+        (Some(se), None) => {
+            let from = month_day(sink, &se.from);
+            let to = month_day(sink, &se.to);
+            Some(Some(Seasons::yearly(Season {
+                from: from?,
+                to: to?,
+            })))
+        }
+        (None, Some(ws)) => {
+            if ws.value.is_empty() {
+                sink.at_spanned(
+                    ws,
+                    "`windows` is empty: list at least one window, or leave it out to run all year",
+                );
+                return None;
+            }
+            let mut compiled = BTreeMap::new();
+            let mut out = Vec::new();
+            let mut ok = true;
+            for w in &ws.value {
+                match window(sink, w, periods, &mut compiled) {
+                    Some(w) => out.push(w),
+                    None => ok = false,
+                }
+            }
+            ok.then(|| Some(Seasons::windows(out)))
+        }
+        (None, None) => Some(None),
+    }
+}
+
+/// Longest lead a `before` window may have.
+const MAX_BEFORE_DAYS: u32 = 120;
+
+fn window(
+    sink: &mut Sink<'_>,
+    w: &model::WindowFile,
+    periods: &PeriodTexts<'_>,
+    compiled: &mut BTreeMap<String, Option<crate::periods::Periods>>,
+) -> Option<Window> {
+    let expected = "expected one of `{ from: MM-DD, to: MM-DD }`, `{ period: CALENDAR/PERIOD }` or `{ before: CALENDAR/PERIOD, days: N }`";
+    match (&w.from, &w.to, &w.period, &w.before, &w.days) {
+        (Some(from), Some(to), None, None, None) => {
+            let from = month_day(sink, from);
+            let to = month_day(sink, to);
+            Some(Window::Yearly(Season {
+                from: from?,
+                to: to?,
+            }))
+        }
+        (None, None, Some(p), None, None) => {
+            named_period(sink, p, periods, compiled).map(Window::Dated)
+        }
+        (None, None, None, Some(p), Some(days)) => {
+            if !(1..=MAX_BEFORE_DAYS).contains(&days.value) {
+                sink.at_spanned(
+                    days,
+                    format!(
+                        "`days` {} out of range: expected 1 to {MAX_BEFORE_DAYS}",
+                        days.value
+                    ),
+                );
+                return None;
+            }
+            let occ = named_period(sink, p, periods, compiled)?;
+            let lead = chrono::Days::new(u64::from(days.value));
+            let mut out = Vec::new();
+            for o in occ {
+                let (Some(from), Some(to)) = (o.from.checked_sub_days(lead), o.from.pred_opt())
+                else {
+                    continue;
+                };
+                out.push(Occurrence { from, to });
+            }
+            Some(Window::Dated(out))
+        }
+        _ => {
+            let at = w
+                .from
+                .as_ref()
+                .or(w.to.as_ref())
+                .or(w.period.as_ref())
+                .or(w.before.as_ref());
+            match (at, &w.days) {
+                (Some(at), _) => {
+                    sink.at_spanned(at, format!("incomplete or mixed window: {expected}"))
+                }
+                (None, Some(d)) => {
+                    sink.at_spanned(d, format!("`days` without `before`: {expected}"))
+                }
+                (None, None) => {}
+            }
+            None
+        }
+    }
+}
+
+/// The occurrences of `CALENDAR/PERIOD`, from the calendar's `periods.yaml` in the bundle.
+fn named_period(
+    sink: &mut Sink<'_>,
+    p: &Spanned<String>,
+    periods: &PeriodTexts<'_>,
+    compiled: &mut BTreeMap<String, Option<crate::periods::Periods>>,
+) -> Option<Vec<Occurrence>> {
+    let Some((cal, name)) = p.value.split_once('/') else {
+        sink.at_spanned(
+            p,
+            format!(
+                "expected a period as CALENDAR/PERIOD, e.g. campus/winter-vacation, found `{}`",
+                p.value.escape_debug()
+            ),
+        );
+        return None;
+    };
+    let Some(text) = periods.texts.get(cal) else {
+        sink.at_spanned(
+            p,
+            format!(
+                "calendar `{}` has no periods: expected a file workflows/calendars/{}/{}",
+                cal.escape_debug(),
+                cal.escape_debug(),
+                crate::periods::PERIODS_FILE
+            ),
+        );
+        return None;
+    };
+    let checked = compiled.entry(cal.to_owned()).or_insert_with(|| {
+        let file = crate::periods::periods_path(periods.workflow_dir, cal)
+            .display()
+            .to_string();
+        match crate::periods::compile_periods(&file, text) {
+            Ok(p) => Some(p),
+            Err(d) => {
+                sink.out.extend(d);
+                None
+            }
+        }
+    });
+    // A periods file with errors was reported once, above.
+    let checked = checked.as_ref()?;
+    match checked.by_name.get(name) {
+        Some(occ) => Some(occ.clone()),
+        None => {
+            sink.at_spanned(
+                p,
+                format!(
+                    "unknown period `{}` of calendar `{cal}`: expected one of {}",
+                    name.escape_debug(),
+                    checked
+                        .by_name
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// Reports a schedule that never starts a run: a cron naming a day that does not exist (Feb 30)
-/// or a season the cron never fires in. Judged on the naive calendar (UTC), which is where
+/// or windows the cron never fires in. Judged on the naive calendar (UTC), which is where
 /// cron fields and seasons live.
 fn firing_problem(
     sink: &mut Sink<'_>,
     cron_text: &Spanned<String>,
     cron: &croner::Cron,
-    season: Option<&Season>,
-    season_file: Option<&model::SeasonFile>,
+    seasons: &Seasons,
+    windows_at: &serde_saphyr::Location,
+    windows_text: &str,
 ) {
     use chrono::{Datelike, TimeZone, Utc};
     let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single();
@@ -781,40 +976,25 @@ fn firing_problem(
         );
         return;
     }
-    let (Some(season), Some(season_file)) = (season, season_file) else {
-        return;
-    };
-    // Four years cover every weekday pattern of every season day, leap day included.
-    let end = 2028;
-    let mut at = first;
-    for _ in 0..10_000 {
-        let Ok(t) = at else { break };
-        if t.year() >= end {
-            break;
-        }
-        let mut date = t.date_naive();
-        if season.contains(date) {
-            return;
-        }
-        // Jump to the season's next day rather than walking every firing outside it.
-        for _ in 0..367 {
-            if season.contains(date) {
-                break;
-            }
-            date = date.succ_opt().unwrap_or(date);
-        }
-        let Some(next_start) = date.and_hms_opt(0, 0, 0).map(|d| Utc.from_utc_datetime(&d)) else {
-            break;
+    // Four years cover every weekday pattern of every yearly window, leap day included;
+    // dated periods are tried on every occurrence listed.
+    let fires_in = |o: &Occurrence| {
+        let (Some(a), Some(b)) = (o.from.and_hms_opt(0, 0, 0), o.to.and_hms_opt(23, 59, 59)) else {
+            return false;
         };
-        at = cron.find_next_occurrence(&next_start, true);
+        match cron.find_next_occurrence(&Utc.from_utc_datetime(&a), true) {
+            Ok(t) => t.naive_utc() <= b,
+            Err(_) => false,
+        }
+    };
+    if seasons.occurrences_in(2024, 2027).iter().any(fires_in) {
+        return;
     }
-    sink.at_spanned(
-        &season_file.from,
+    sink.at(
+        windows_at,
         format!(
-            "cron `{}` never fires between {} and {}: this schedule would never start a run",
+            "cron `{}` never fires {windows_text}: this schedule would never start a run",
             cron_text.value.trim(),
-            season_file.from.value,
-            season_file.to.value
         ),
     );
 }

@@ -16,6 +16,7 @@ mod keys;
 mod load;
 mod model;
 pub mod monitor;
+pub mod periods;
 pub mod rules;
 mod template;
 mod workflow;

@@ -75,6 +75,14 @@ pub(crate) struct ScheduleFile {
     /// Yearly window outside which slots are skipped, e.g. `{ from: "08-15", to: "10-31" }`.
     #[serde(default)]
     pub(crate) season: Option<SeasonFile>,
+    /// Several windows (instead of `season`), each a season of its own: yearly days
+    /// `{ from: "07-01", to: "08-31" }`, a calendar's named period
+    /// `{ period: campus/winter-vacation }` (dated per year in
+    /// `workflows/calendars/campus/periods.yaml`), or the days before one
+    /// `{ before: campus/winter-vacation, days: 21 }`.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<WindowFile>>")]
+    pub(crate) windows: Option<Spanned<Vec<WindowFile>>>,
     /// A calendar in `workflows/calendars/` whose public holidays are skipped, e.g. `cn-holidays`.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
@@ -126,6 +134,34 @@ pub(crate) struct SeasonFile {
     /// Last day of the window, `MM-DD`; may be earlier than `from` for a window over New Year.
     #[schemars(with = "String")]
     pub(crate) to: Spanned<String>,
+}
+
+/// One of `schedule.windows`: exactly one of `from`+`to`, `period`, or `before`+`days`.
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct WindowFile {
+    /// First day of a yearly window, `MM-DD`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) from: Option<Spanned<String>>,
+    /// Last day of a yearly window, `MM-DD`; may be earlier than `from` (over New Year).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) to: Option<Spanned<String>>,
+    /// A named period of a calendar, `CALENDAR/PERIOD`, e.g. `campus/summer-vacation`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) period: Option<Spanned<String>>,
+    /// The days just before each occurrence of a named period, `CALENDAR/PERIOD`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) before: Option<Spanned<String>>,
+    /// How many days before the period (with `before`), 1 to 120.
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    pub(crate) days: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -208,7 +244,8 @@ pub(crate) struct ControlFile {
     pub(crate) salt: Option<String>,
     /// How long a subscriber drawn into control stays there, across runs: `year` (the
     /// default: the calendar year in the campaign's time zone), `season` (the schedule's
-    /// season window of that year; needs `schedule.season`), a whole number of days such as
+    /// season a run falls in: an occurrence of `schedule.season` or of one of
+    /// `schedule.windows`), a whole number of days such as
     /// `90d` (periods counted from 1970-01-01), or `run` (each run draws its own control
     /// group, and last run's control members may be treated). Members are stored in the
     /// `holdout` table and listed by `campaignd holdout CAMPAIGN`.

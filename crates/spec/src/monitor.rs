@@ -341,13 +341,14 @@ pub fn compile_staff(
 }
 
 /// Parses and checks one monitor file against the catalogue, segments, staff and calendars.
-pub fn compile_monitor(
+pub(crate) fn compile_monitor(
     file: &str,
     source: &str,
     cat: &Arc<Catalogue>,
     segments: Option<&Segments>,
     staff: &StaffDirectory,
     calendars: Option<&[String]>,
+    periods: &crate::compile::PeriodTexts<'_>,
 ) -> Result<Monitor, Vec<Diagnostic>> {
     static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
     let schema = SCHEMA.get_or_init(schema_value::<MonitorFile>);
@@ -379,7 +380,7 @@ pub fn compile_monitor(
             ),
         );
     }
-    let sched = schedule(&mut sink, &f.schedule, calendars);
+    let sched = schedule(&mut sink, &f.schedule, calendars, periods);
 
     let mut population = Vec::new();
     if let Some(seg) = &f.population.segment {
@@ -704,6 +705,11 @@ pub fn load_monitors(dir: &Path) -> (Vec<Monitor>, StaffDirectory, Vec<Diagnosti
         None
     };
     let calendars = crate::load::calendar_names(dir);
+    let period_texts = crate::periods::read_all(dir, &calendars);
+    let periods = crate::compile::PeriodTexts {
+        workflow_dir: dir,
+        texts: &period_texts,
+    };
     let mut monitors: Vec<Monitor> = Vec::new();
     for f in files {
         let shown = f.display().to_string();
@@ -721,6 +727,7 @@ pub fn load_monitors(dir: &Path) -> (Vec<Monitor>, StaffDirectory, Vec<Diagnosti
             segments.as_ref(),
             &staff,
             Some(&calendars),
+            &periods,
         ) {
             Ok(m) => {
                 if let Some(other) = monitors.iter().find(|o| o.id == m.id) {
@@ -766,6 +773,10 @@ mod tests {
             None,
             &staff(),
             None,
+            &crate::compile::PeriodTexts {
+                workflow_dir: std::path::Path::new(""),
+                texts: &Default::default(),
+            },
         )
     }
 

@@ -52,7 +52,8 @@ pub struct Schedule {
     pub cron: croner::Cron,
     /// The six-field form of the expression (seconds first), as tokio-cron-scheduler wants it.
     pub cron_text: String,
-    pub season: Option<Season>,
+    /// The windows slots run in (`schedule.season` or `schedule.windows`); `None`: all year.
+    pub season: Option<Seasons>,
     pub calendar: Option<String>,
     pub catch_up: CatchUp,
     pub catch_up_window: Duration,
@@ -93,6 +94,122 @@ impl Season {
         } else {
             d >= self.from || d <= self.to
         }
+    }
+
+    /// The occurrence that starts in `year` (it ends the next year when it wraps New Year).
+    fn in_year(&self, year: i32) -> Option<Occurrence> {
+        let from = NaiveDate::from_ymd_opt(year, self.from.0, self.from.1)?;
+        let end_year = if self.from <= self.to { year } else { year + 1 };
+        // 02-29 ends on 02-28 in a common year, and starts on 03-01.
+        let to = NaiveDate::from_ymd_opt(end_year, self.to.0, self.to.1)
+            .or_else(|| NaiveDate::from_ymd_opt(end_year, self.to.0, self.to.1 - 1))?;
+        Some(Occurrence { from, to })
+    }
+}
+
+/// One window of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Window {
+    /// The same days every year (`{ from: "08-15", to: "10-31" }`).
+    Yearly(Season),
+    /// The dated occurrences of a calendar's named period (`{ period: campus/winter-vacation }`),
+    /// already shifted for `before`; sorted, none overlapping.
+    Dated(Vec<Occurrence>),
+}
+
+/// The dates of one occurrence of a window, inclusive at both ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Occurrence {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl Occurrence {
+    pub fn contains(&self, date: NaiveDate) -> bool {
+        self.from <= date && date <= self.to
+    }
+}
+
+/// The windows a schedule runs in. Each occurrence of a window is a season:
+/// `entry.once_per: season` and `control.hold: season` count from the start of the
+/// occurrence a run falls in (the latest one begun on or before its day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seasons {
+    windows: Vec<Window>,
+    /// Written as the single `schedule.season`: seasons are then named by their year, as
+    /// they were before there could be several, so stored holdouts keep their label.
+    by_year: bool,
+}
+
+impl Seasons {
+    /// One yearly window, as `schedule.season` writes it.
+    pub fn yearly(season: Season) -> Seasons {
+        Seasons {
+            windows: vec![Window::Yearly(season)],
+            by_year: true,
+        }
+    }
+
+    /// Several windows, as `schedule.windows` writes them.
+    pub fn windows(windows: Vec<Window>) -> Seasons {
+        Seasons {
+            windows,
+            by_year: false,
+        }
+    }
+
+    pub fn contains(&self, date: NaiveDate) -> bool {
+        self.windows.iter().any(|w| match w {
+            Window::Yearly(s) => s.contains(date),
+            Window::Dated(occ) => occ.iter().any(|o| o.contains(date)),
+        })
+    }
+
+    /// The season `date` belongs to: the occurrence of any window that began last on or
+    /// before `date` (a day between seasons belongs to the one just ended). `None` before
+    /// the first dated occurrence.
+    pub fn occurrence(&self, date: NaiveDate) -> Option<Occurrence> {
+        let mut best: Option<Occurrence> = None;
+        let mut consider = |o: Occurrence| {
+            if o.from <= date && best.is_none_or(|b| o.from > b.from) {
+                best = Some(o);
+            }
+        };
+        for w in &self.windows {
+            match w {
+                Window::Yearly(s) => {
+                    for year in [date.year() - 1, date.year()] {
+                        if let Some(o) = s.in_year(year) {
+                            consider(o);
+                        }
+                    }
+                }
+                Window::Dated(occ) => occ.iter().copied().for_each(&mut consider),
+            }
+        }
+        best
+    }
+
+    /// The name of the season `date` belongs to, as holdouts store it.
+    pub fn label(&self, date: NaiveDate) -> String {
+        match self.occurrence(date) {
+            Some(o) if self.by_year => format!("season-{}", o.from.year()),
+            Some(o) => format!("season-{}", o.from),
+            None => "before-first-season".to_owned(),
+        }
+    }
+
+    /// Every occurrence that overlaps the years `from..=to`, for checks over a horizon.
+    pub(crate) fn occurrences_in(&self, from: i32, to: i32) -> Vec<Occurrence> {
+        let mut out = Vec::new();
+        for w in &self.windows {
+            match w {
+                Window::Yearly(s) => out.extend((from - 1..=to).filter_map(|y| s.in_year(y))),
+                Window::Dated(occ) => out.extend(occ.iter().copied()),
+            }
+        }
+        out.sort();
+        out
     }
 }
 
@@ -147,22 +264,11 @@ impl Workflow {
         match hold {
             Hold::Run => format!("run-{run_id}"),
             Hold::Year => local.year().to_string(),
-            Hold::Season => {
-                // The season that began last, on or before today: a run outside the window
-                // (started by hand) belongs to the season just ended, and a season over New
-                // Year is named after the year it began in.
-                let from = self
-                    .schedule
-                    .as_ref()
-                    .and_then(|s| s.season)
-                    .map_or((1, 1), |s| s.from);
-                let year = if (local.month(), local.day()) >= from {
-                    local.year()
-                } else {
-                    local.year() - 1
-                };
-                format!("season-{year}")
-            }
+            Hold::Season => match self.schedule.as_ref().and_then(|s| s.season.as_ref()) {
+                Some(seasons) => seasons.label(local),
+                // A checked workflow holding for the season has one.
+                None => format!("season-{}", local.year()),
+            },
             Hold::Days(days) => {
                 let day_ms = 86_400_000_i64;
                 let span = i64::from(days) * day_ms;

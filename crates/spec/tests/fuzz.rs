@@ -203,6 +203,7 @@ fn compile(workflow: String, segments: String, templates: &BTreeMap<String, Stri
         templates: templates.clone(),
         attributes: None,
         monitors: Default::default(),
+        periods: Default::default(),
     };
     if let Err(diags) = spec::compile(&bundle, Some(&["cn-holidays".to_owned()])) {
         assert_located(&bundle, &diags);
@@ -219,6 +220,7 @@ fn the_unmutated_corpus_compiles() {
         templates: c.templates,
         attributes: None,
         monitors: Default::default(),
+        periods: Default::default(),
     };
     spec::compile(&bundle, Some(&["cn-holidays".to_owned()])).unwrap();
 }

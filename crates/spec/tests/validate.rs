@@ -906,3 +906,170 @@ fn a_folder_catalogue_is_what_workflows_are_checked_against() {
         "{diags:#?}"
     );
 }
+
+const PERIODS: &str = "periods:\n  winter-vacation:\n    - { from: 2026-01-24, to: 2026-03-01 }\n    - { from: 2027-01-16, to: 2027-02-21 }\n  summer-vacation:\n    - { from: 2026-07-04, to: 2026-08-30 }\n";
+
+/// A workflow beside a `campus` calendar with `periods`; errors as `file:line:column: message`.
+fn with_periods(workflow: &str, periods: &str) -> Result<spec::Workflow, Vec<String>> {
+    let (dir, path) = setup(workflow, TEMPLATE);
+    let cal = dir.path().join("calendars/campus");
+    std::fs::create_dir_all(&cal).unwrap();
+    std::fs::write(cal.join("periods.yaml"), periods).unwrap();
+    spec::load_file(&path).map_err(|d| {
+        d.iter()
+            .map(|d| {
+                let file = Path::new(&d.file)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                format!("{file}:{}:{}: {}", d.line, d.column, d.message)
+            })
+            .collect()
+    })
+}
+
+fn windows(lines: &str) -> String {
+    VALID.replace(
+        "  season: { from: \"08-15\", to: \"10-31\" }\n",
+        &format!("  windows:\n{lines}"),
+    )
+}
+
+fn day(y: i32, m: u32, d: u32) -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+#[test]
+fn windows_from_calendar_periods_are_seasons_of_their_own() {
+    let wf = with_periods(
+        &windows(
+            "    - { period: campus/winter-vacation }\n    - { before: campus/summer-vacation, days: 14 }\n    - { from: \"12-20\", to: \"12-31\" }\n",
+        )
+        .replace("control: { share: 0.1, stratify_by: value_tier }", "control: { share: 0.1, stratify_by: value_tier, hold: season }"),
+        PERIODS,
+    )
+    .unwrap();
+    let s = wf.schedule.as_ref().unwrap().season.as_ref().unwrap();
+    // The winter vacation moves with the lunar new year: in 2026 it runs into March.
+    assert!(s.contains(day(2026, 3, 1)));
+    assert!(!s.contains(day(2027, 3, 1)));
+    assert!(s.contains(day(2027, 1, 16)));
+    assert!(!s.contains(day(2027, 1, 15)));
+    // The 14 days before 2026-07-04, and not the day it starts.
+    assert!(s.contains(day(2026, 6, 20)));
+    assert!(s.contains(day(2026, 7, 3)));
+    assert!(!s.contains(day(2026, 6, 19)));
+    assert!(!s.contains(day(2026, 7, 4)));
+    assert!(s.contains(day(2026, 12, 25)));
+    assert!(!s.contains(day(2026, 5, 1)));
+    // Each occurrence is a season; a day between them belongs to the one just ended.
+    let label = |d| s.label(d);
+    assert_eq!(label(day(2026, 2, 1)), "season-2026-01-24");
+    assert_eq!(label(day(2026, 5, 1)), "season-2026-01-24");
+    assert_eq!(label(day(2026, 6, 25)), "season-2026-06-20");
+    assert_eq!(label(day(2026, 12, 21)), "season-2026-12-20");
+    assert_eq!(label(day(2027, 1, 10)), "season-2026-12-20");
+    assert_eq!(label(day(2027, 1, 20)), "season-2027-01-16");
+    assert_eq!(label(day(2025, 12, 1)), "season-2024-12-20");
+    assert_eq!(label(day(2025, 1, 1)), "season-2024-12-20");
+    // The holdout period follows it.
+    let noon = |d: chrono::NaiveDate| d.and_hms_opt(4, 0, 0).unwrap().and_utc().timestamp_millis();
+    assert_eq!(
+        wf.holdout_period(spec::Hold::Season, noon(day(2026, 8, 1)), 1),
+        "season-2026-06-20"
+    );
+    // The version keeps the dates it was checked with.
+    assert!(wf.bundle.periods["campus"].contains("2027-01-16"));
+    // A single `season` keeps its year labels.
+    let old = spec::load_file(&setup(VALID, TEMPLATE).1).unwrap();
+    let old_s = old.schedule.unwrap().season.unwrap();
+    assert_eq!(old_s.label(day(2026, 9, 1)), "season-2026");
+    assert_eq!(old_s.label(day(2026, 3, 1)), "season-2025");
+}
+
+#[test]
+fn bad_windows_are_located() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "    - { period: campus/easter }\n",
+            "wf.yaml:6:17:",
+            "unknown period `easter` of calendar `campus`: expected one of summer-vacation, winter-vacation",
+        ),
+        (
+            "    - { period: school/winter }\n",
+            "wf.yaml:6:17:",
+            "calendar `school` has no periods",
+        ),
+        (
+            "    - { period: winter }\n",
+            "wf.yaml:6:17:",
+            "expected a period as CALENDAR/PERIOD",
+        ),
+        (
+            "    - { before: campus/winter-vacation }\n",
+            "wf.yaml:6:17:",
+            "incomplete or mixed window",
+        ),
+        (
+            "    - { before: campus/winter-vacation, days: 400 }\n",
+            "wf.yaml:6:47:",
+            "`days` 400 out of range",
+        ),
+        (
+            "    - { from: \"07-01\", period: campus/winter-vacation }\n",
+            "wf.yaml:6:15:",
+            "incomplete or mixed window",
+        ),
+        (
+            "    - { from: \"07-32\", to: \"08-01\" }\n",
+            "wf.yaml:6:15:",
+            "expected a day of the year as MM-DD",
+        ),
+        (
+            "    - { perod: campus/x }\n",
+            "wf.yaml:6:9:",
+            "unknown field `perod`",
+        ),
+    ];
+    for (lines, at, text) in cases {
+        let errs = with_periods(&windows(lines), PERIODS).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.starts_with(at) && e.contains(text)),
+            "{lines}: expected {at} {text}, got {errs:#?}"
+        );
+    }
+    // Both forms at once.
+    let both = VALID.replace(
+        "  season: { from: \"08-15\", to: \"10-31\" }\n",
+        "  season: { from: \"08-15\", to: \"10-31\" }\n  windows:\n    - { period: campus/winter-vacation }\n",
+    );
+    let errs = with_periods(&both, PERIODS).unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("`season` and `windows` both given")),
+        "{errs:#?}"
+    );
+    // A cron that fires in none of the windows: Mon-Fri at 10 never falls in a Sunday-only
+    // period.
+    let sunday = "periods:\n  one-day:\n    - { from: 2026-03-01, to: 2026-03-01 }\n";
+    let errs = with_periods(&windows("    - { period: campus/one-day }\n"), sunday).unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("wf.yaml:6:5:")
+                && e.contains("never fires in any of its windows")),
+        "{errs:#?}"
+    );
+    // A broken periods file is reported in that file, once.
+    let broken = "periods:\n  winter-vacation:\n    - { from: 2026-01-24, to: 2026-01-01 }\n";
+    let errs = with_periods(
+        &windows("    - { period: campus/winter-vacation }\n    - { before: campus/winter-vacation, days: 3 }\n"),
+        broken,
+    )
+    .unwrap_err();
+    let in_periods: Vec<_> = errs
+        .iter()
+        .filter(|e| e.starts_with("periods.yaml:3:"))
+        .collect();
+    assert_eq!(in_periods.len(), 1, "{errs:#?}");
+}
