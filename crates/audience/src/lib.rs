@@ -20,7 +20,7 @@ pub use control::{
     GLOBAL_SCOPE, GlobalHoldout, HeldSplit, control_key, split_control, split_holding,
 };
 pub use plan::{
-    Arbitration, Funnel, PLANNER_LOCK, PlanError, PlanInput, PlanSummary, outranks, plan_wave,
-    preview,
+    Arbitration, Funnel, PLANNER_LOCK, PlanError, PlanInput, PlanSummary, outranks,
+    pending_trigger_entrants, plan_wave, preview,
 };
 pub use policy::next_allowed;

@@ -5,9 +5,10 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, Utc};
 use sea_orm::sea_query::Condition;
-use spec::{OncePer, Targets, Wave, Workflow};
+use spec::{OncePer, Targets, Trigger, Wave, Workflow};
 use store::contacts::{Arm, NewContact, WaveContacts};
 use store::planning::{PlanReader, earlier_wave_targets, open_alerts};
+use store::triggers;
 use store::{Millis, Store};
 
 use crate::control::{GLOBAL_SCOPE, GlobalHoldout, split_holding};
@@ -104,6 +105,12 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
             closes_at: input.now,
         });
     };
+    if input.previous_wave_run_id.is_none()
+        && let Some(t) = &input.workflow.trigger
+    {
+        // The funnel's trigger stage reports who entered.
+        gather(&tx, &input, t).await?;
+    }
     let plan = compute(&tx.reader(), &input).await?;
     let treatment = plan
         .contacts
@@ -204,17 +211,97 @@ pub async fn preview(
     Ok(compute(&store.plan_reader(), &input).await?.funnel)
 }
 
+/// Who the audience selects before entry rules and exclusions: segment, filter, alerts.
+fn selected(wf: &Workflow, fields: &FieldSql<'_>) -> Condition {
+    let mut cond = Condition::all();
+    if let Some((_, seg)) = &wf.audience.segment {
+        cond = cond.add(to_condition(seg, fields));
+    }
+    if let Some(f) = &wf.audience.filter {
+        cond = cond.add(to_condition(f, fields));
+    }
+    if let Some(a) = &wf.audience.alerts {
+        cond = cond.add(open_alerts(&a.monitor, a.min_rank));
+    }
+    cond
+}
+
+/// Who `trigger` lets in now, before a gather writes them: subscribers of the audience with
+/// an unentered event in the window, or matching the condition with no open episode.
+fn pending_entrants(wf: &Workflow, t: &Trigger, fields: &FieldSql<'_>, now: Millis) -> Condition {
+    match t {
+        Trigger::Event { kind, within } => {
+            let since = now.saturating_sub(spec::duration_millis(*within));
+            selected(wf, fields).add(triggers::pending_event_entrants(
+                &wf.campaign,
+                kind,
+                since,
+                now,
+            ))
+        }
+        Trigger::Condition { when, .. } => triggers::pending_condition_entrants(
+            &wf.campaign,
+            selected(wf, fields).add(to_condition(when, fields)),
+        ),
+    }
+}
+
+/// A triggered campaign's gather for a run, inside its first wave's planning transaction:
+/// events become entrants once each; condition episodes close where the condition (within
+/// the audience) stopped holding and open where it started.
+async fn gather(
+    tx: &store::planning::PlanTx,
+    input: &PlanInput<'_>,
+    t: &Trigger,
+) -> Result<triggers::Gathered, PlanError> {
+    let wf = input.workflow;
+    Ok(match t {
+        Trigger::Event { kind, within } => {
+            let since = input.now.saturating_sub(spec::duration_millis(*within));
+            tx.enter_on_events(&wf.campaign, input.run_id, kind, since, input.now)
+                .await?
+        }
+        Trigger::Condition { when, .. } => {
+            let fields = tx.reader().field_sql(&wf.catalogue, input.now).await?;
+            let cond = selected(wf, &fields).add(to_condition(when, &fields));
+            tx.enter_on_condition(&wf.campaign, input.run_id, cond, input.now)
+                .await?
+        }
+    })
+}
+
+/// How many subscribers a triggered campaign's gather would let in now (0 for a campaign
+/// without a trigger), after closing the condition episodes that ended. The engine skips a
+/// slot with none, rather than start an empty run.
+pub async fn pending_trigger_entrants(
+    store: &Store,
+    wf: &Workflow,
+    now: Millis,
+) -> Result<u64, PlanError> {
+    let Some(t) = &wf.trigger else { return Ok(0) };
+    let c = store.plan_reader();
+    let fields = c.field_sql(&wf.catalogue, now).await?;
+    if let Trigger::Condition { when, .. } = t {
+        let cond = selected(wf, &fields).add(to_condition(when, &fields));
+        store
+            .close_trigger_episodes(&wf.campaign, cond, now)
+            .await?;
+    }
+    Ok(c.count_subscribers(pending_entrants(wf, t, &fields, now))
+        .await?)
+}
+
 fn audience_condition(input: &PlanInput<'_>, fields: &FieldSql<'_>) -> Condition {
     let mut cond = Condition::all();
     if input.previous_wave_run_id.is_none() {
-        if let Some((_, seg)) = &input.workflow.audience.segment {
-            cond = cond.add(to_condition(seg, fields));
-        }
-        if let Some(f) = &input.workflow.audience.filter {
-            cond = cond.add(to_condition(f, fields));
-        }
-        if let Some(a) = &input.workflow.audience.alerts {
-            cond = cond.add(open_alerts(&a.monitor, a.min_rank));
+        cond = cond.add(selected(input.workflow, fields));
+        if let Some(t) = &input.workflow.trigger {
+            // A preview (run 0) shows who would enter now; a run plans over its gather.
+            cond = cond.add(if input.run_id == 0 {
+                pending_entrants(input.workflow, t, fields, input.now)
+            } else {
+                triggers::run_entrants(input.run_id)
+            });
         }
     }
     if let Some(prev) = input.previous_wave_run_id {
@@ -258,6 +345,14 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
                 c.count_subscribers(open_alerts(&a.monitor, a.min_rank))
                     .await?,
             ));
+        }
+        if let Some(t) = &wf.trigger {
+            let entrants = if input.run_id == 0 {
+                pending_entrants(wf, t, &fields, input.now)
+            } else {
+                triggers::run_entrants(input.run_id)
+            };
+            funnel.push((t.stage(), c.count_subscribers(entrants).await?));
         }
     }
 

@@ -550,7 +550,8 @@ fn holdout_lists_the_control_members_a_run_drew() {
 
 /// The programmes of DOMAIN.md as shipped in `workflows/`: every campaign validates and, over
 /// a synthetic base with a year of history and events, its first wave reaches somebody; the
-/// campaigns on a monitor's alerts do once `campaignd monitor` has evaluated it. Plans are
+/// campaigns on a monitor's alerts do once `campaignd monitor` has evaluated it, and those on
+/// an event trigger once the event is recorded. Plans are
 /// judged on a date inside each campaign's season (`plan` ignores the schedule).
 #[tokio::test]
 async fn every_shipped_programme_plans_against_the_demo_base() {
@@ -593,6 +594,31 @@ async fn every_shipped_programme_plans_against_the_demo_base() {
     let (campaigns, diags) = spec::load_dir(&repo().join("workflows"));
     assert!(diags.is_empty(), "{diags:#?}");
     assert!(campaigns.len() >= 8, "{} campaigns", campaigns.len());
+    // An event trigger lets in who had the event lately: give everyone one, an hour ago.
+    let store = db.connect().await.unwrap();
+    let now = store::wall_now();
+    let everyone = store
+        .plan_reader()
+        .subscriber_ids(sea_orm::sea_query::Condition::all())
+        .await
+        .unwrap();
+    for wf in &campaigns {
+        if let Some(spec::Trigger::Event { kind, .. }) = &wf.trigger {
+            let events: Vec<_> = everyone
+                .iter()
+                .map(|&id| store::events::NewEvent {
+                    subscriber_id: id,
+                    kind: kind.clone(),
+                    at: now - 3_600_000,
+                    value: None,
+                    detail: None,
+                    source: store::events::EventSource::Api,
+                    received_at: now,
+                })
+                .collect();
+            store.record_events(&events).await.unwrap();
+        }
+    }
     for wf in &campaigns {
         let o = run(&["plan", &wf.campaign], &config);
         assert!(o.status.success(), "{}: {}", wf.campaign, text(&o));

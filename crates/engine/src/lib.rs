@@ -736,6 +736,13 @@ impl Engine {
                         }
                     }
                 }
+                // A triggered campaign starts a run only when its gather has someone to let in.
+                if skip.is_none()
+                    && wf.trigger.is_some()
+                    && audience::pending_trigger_entrants(&self.store, &wf, now).await? == 0
+                {
+                    skip = Some("nothing_triggered");
+                }
                 match skip {
                     Some(reason) => {
                         if self
@@ -805,6 +812,9 @@ impl Engine {
             .map(|(_, w)| w.as_ref())
             .filter(|r| first_wave && capped && r.campaign != wf.campaign)
             .filter(|r| r.purpose.is_marketing())
+            // A triggered rival's audience is who its trigger lets in, not known until its
+            // gather: it takes a place when it plans, and keeps none ahead.
+            .filter(|r| r.trigger.is_none())
             .filter(|r| audience::outranks(&r.campaign, r.priority, &wf.campaign, wf.priority))
             .filter(|r| {
                 r.schedule.as_ref().is_some_and(|s| {

@@ -580,6 +580,12 @@ fn check(
         |e| entry(sink, e, has_goal, has_season),
     );
 
+    let mut schedule = schedule;
+    let trigger = match &f.trigger {
+        Some(t) => trigger(sink, t, f.schedule.as_ref(), schedule.as_mut(), cat),
+        None => Some(None),
+    };
+
     let schedule_ok = f.schedule.is_none() || schedule.is_some();
     let audience_ok = f.audience.segment.is_none() || segment.is_some();
     let filter_ok = f.audience.filter.is_none() || filter.is_some();
@@ -590,7 +596,8 @@ fn check(
         && control_ok
         && policy_ok
         && evaluate_ok
-        && entry.is_some())
+        && entry.is_some()
+        && trigger.is_some())
         || exclude.len() != f.audience.exclude.len()
     {
         return None;
@@ -603,6 +610,7 @@ fn check(
         priority,
         purpose: purpose?,
         schedule,
+        trigger: trigger.flatten(),
         audience: Audience {
             segment,
             filter,
@@ -618,6 +626,92 @@ fn check(
         catalogue: cat.clone(),
         bundle: bundle.clone(),
     })
+}
+
+/// Default and bounds of `trigger.within`.
+const DEFAULT_TRIGGER_WITHIN: Duration = Duration::from_secs(86_400);
+const MAX_TRIGGER_WITHIN: Duration = Duration::from_secs(30 * 86_400);
+
+/// `trigger`: one of `event` (with `within`) or `when`. Gathered at schedule slots, so a
+/// schedule is required, and its runs overlap by nature (`parallel`). `Some(None)` never.
+fn trigger(
+    sink: &mut Sink<'_>,
+    spanned: &Spanned<model::TriggerFile>,
+    sched_file: Option<&model::ScheduleFile>,
+    schedule: Option<&mut Schedule>,
+    cat: &Catalogue,
+) -> Option<Option<Trigger>> {
+    let t = &spanned.value;
+    let Some(at) = t.event.as_ref().or(t.when.as_ref()).or(t.within.as_ref()) else {
+        sink.at_spanned(
+            spanned,
+            "`trigger` needs `event: TYPE` or `when: CONDITION`",
+        );
+        return None;
+    };
+    let Some(sched_file) = sched_file else {
+        sink.at_spanned(
+            at,
+            "a trigger is gathered at the schedule's slots: add `schedule.cron` (how often, \
+             e.g. \"0 */15 * * * *\" for every 15 minutes)",
+        );
+        return None;
+    };
+    if let Some(o) = &sched_file.overlap
+        && o.value != model::OverlapFile::Parallel
+    {
+        sink.at_spanned(
+            o,
+            "a triggered campaign's runs overlap by nature (each slot gathers new entrants \
+             while earlier ones are still open): leave `overlap` out or write `parallel`",
+        );
+        return None;
+    }
+    let out = match (&t.event, &t.when) {
+        (Some(e), None) => {
+            if let Some(problem) = rules::event_type_problem(&e.value) {
+                sink.at_spanned(e, problem);
+                return None;
+            }
+            let within = match &t.within {
+                Some(w) => {
+                    let d = duration(sink, w)?;
+                    if d > MAX_TRIGGER_WITHIN {
+                        sink.at_spanned(w, "`within` is at most 30d");
+                        return None;
+                    }
+                    d
+                }
+                None => DEFAULT_TRIGGER_WITHIN,
+            };
+            Trigger::Event {
+                kind: e.value.clone(),
+                within,
+            }
+        }
+        (None, Some(w)) => {
+            if let Some(within) = &t.within {
+                sink.at_spanned(within, "`within` goes with `event`, not `when`");
+                return None;
+            }
+            Trigger::Condition {
+                when: check_expr(sink, w, cat)?,
+                text: w.value.clone(),
+            }
+        }
+        (Some(e), Some(_)) => {
+            sink.at_spanned(e, "`trigger` takes `event` or `when`, not both");
+            return None;
+        }
+        (None, None) => {
+            sink.at_spanned(at, "`within` without `event`: write `event: TYPE`");
+            return None;
+        }
+    };
+    if let Some(s) = schedule {
+        s.overlap = Overlap::Parallel;
+    }
+    Some(Some(out))
 }
 
 fn entry(
@@ -760,7 +854,7 @@ pub(crate) fn schedule(
             CatchUpFile::Last => CatchUp::Last,
         },
         catch_up_window: catch_up_window?,
-        overlap: match s.overlap {
+        overlap: match s.overlap.as_ref().map_or(OverlapFile::Skip, |o| o.value) {
             OverlapFile::Skip => Overlap::Skip,
             OverlapFile::Queue => Overlap::Queue,
             OverlapFile::Close => Overlap::Close,

@@ -42,6 +42,12 @@ pub(crate) struct WorkflowFile {
     /// When runs start. Without a schedule the campaign only runs when triggered by hand.
     #[serde(default)]
     pub(crate) schedule: Option<ScheduleFile>,
+    /// Per-subscriber entry: a subscriber enters when an event of theirs is recorded or when
+    /// a condition on them becomes true, gathered at each schedule slot (so the schedule's
+    /// cron is how often, e.g. every 15 minutes). Without it, each slot takes the audience.
+    #[serde(default)]
+    #[schemars(with = "Option<TriggerFile>")]
+    pub(crate) trigger: Option<Spanned<TriggerFile>>,
     /// Who is targeted.
     pub(crate) audience: AudienceFile,
     /// Who may enter a run, given earlier runs of this campaign. Without it, everyone the
@@ -100,9 +106,10 @@ pub(crate) struct ScheduleFile {
     /// finishes (as late as the catch-up rules allow, then it is recorded `missed`), or
     /// `close` the earlier run (its unsent messages expire, its windows close now and its
     /// report is made) and start the new one, or run them in `parallel` (each run with its
-    /// own entry rules, caps and control).
+    /// own entry rules, caps and control). A campaign with a `trigger` runs in `parallel`.
     #[serde(default)]
-    pub(crate) overlap: OverlapFile,
+    #[schemars(with = "Option<OverlapFile>")]
+    pub(crate) overlap: Option<Spanned<OverlapFile>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -199,6 +206,30 @@ pub(crate) struct AlertsFile {
     /// One of the monitor's levels; alerts at higher levels are included.
     #[schemars(with = "String")]
     pub(crate) level: Spanned<String>,
+}
+
+/// `trigger`: exactly one of `event` or `when`.
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct TriggerFile {
+    /// An event type (`complaint`, `top_up`, `activation`, `port_out_enquiry`): each such
+    /// event recorded for a subscriber of the audience enters them once.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) event: Option<Spanned<String>>,
+    /// With `event`: how old an event may be when it is gathered (by when it happened).
+    /// Default `1d`; older ones, and those from before the campaign existed, never enter.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) within: Option<Spanned<String>>,
+    /// A condition over subscriber attributes (derived ones included), e.g. `balance < 5`:
+    /// a subscriber of the audience enters when it becomes true, once per episode (again
+    /// only after a gather found it false).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) when: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -21,6 +21,8 @@ pub struct Workflow {
     /// Marketing unless the file says otherwise; decides whether opt-out and cap apply.
     pub purpose: domain::Purpose,
     pub schedule: Option<Schedule>,
+    /// Per-subscriber entry, gathered at each slot; `None`: each slot takes the audience.
+    pub trigger: Option<Trigger>,
     pub audience: Audience,
     pub entry: Entry,
     pub control: Option<Control>,
@@ -58,6 +60,25 @@ pub struct Schedule {
     pub catch_up: CatchUp,
     pub catch_up_window: Duration,
     pub overlap: Overlap,
+}
+
+/// What enters a subscriber into a triggered campaign's run.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// An event of this type recorded for them, at most `within` old when gathered.
+    Event { kind: String, within: Duration },
+    /// `when` becoming true for them: one entry per episode.
+    Condition { when: Expr, text: String },
+}
+
+impl Trigger {
+    /// The funnel stage that counts a run's entrants.
+    pub fn stage(&self) -> String {
+        match self {
+            Trigger::Event { kind, .. } => format!("trigger:event:{kind}"),
+            Trigger::Condition { .. } => "trigger:when".to_owned(),
+        }
+    }
 }
 
 /// What a schedule slot does while an earlier run of the campaign is still open.

@@ -38,6 +38,7 @@ pub mod story;
 pub mod subscribers;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod triggers;
 
 pub use sea_orm::{DatabaseTransaction, TransactionTrait};
 

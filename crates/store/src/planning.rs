@@ -76,6 +76,10 @@ impl Store {
 }
 
 impl PlanTx {
+    pub(crate) fn tx(&self) -> &DatabaseTransaction {
+        &self.tx
+    }
+
     /// Reads inside this transaction.
     pub fn reader(&self) -> PlanReader<'_> {
         PlanReader {
