@@ -1,5 +1,7 @@
 //! `campaignd demo`: a fresh embedded database, a synthetic base, one workflow run end to end
-//! with response windows compressed, replies from a simulated population, and the evaluation.
+//! with response windows compressed, replies from a simulated population, and the evaluation;
+//! or (`--days`) a season of several workflows on their own schedules, where the cap and
+//! arbitration decide who hears from whom.
 #![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -30,9 +32,15 @@ pub(crate) struct DemoArgs {
     /// Seed of the base and of the simulated population.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// The workflow to run.
-    #[arg(long, default_value = "workflows/autumn-enrollment.yaml")]
-    workflow: PathBuf,
+    /// The workflow to run (default `workflows/autumn-enrollment.yaml`). Repeat it, with
+    /// `--days`, for a season of several.
+    #[arg(long)]
+    workflow: Vec<PathBuf>,
+    /// Run a season: the workflows on their own schedules (monitors too) for this many
+    /// campaign days from `--start`, then a summary per campaign. 0 (the default): one run
+    /// of one workflow, started by hand, to its evaluation.
+    #[arg(long, default_value_t = 0)]
+    days: u32,
     /// Folder for the demo's database, SMS outbox and e-mailed report (recreated).
     #[arg(long, default_value = "demo-out")]
     out: PathBuf,
@@ -159,19 +167,64 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     if a.day_seconds <= 0.0 {
         bail!("--day-seconds must be positive");
     }
-    let mut wf = spec::load_file(&a.workflow).map_err(|d| {
-        anyhow::anyhow!(
+    let paths = if a.workflow.is_empty() {
+        vec![PathBuf::from("workflows/autumn-enrollment.yaml")]
+    } else {
+        a.workflow.clone()
+    };
+    if a.days == 0 && paths.len() > 1 {
+        bail!("several workflows run as a season: add --days N");
+    }
+    let mut wfs = Vec::new();
+    for p in &paths {
+        wfs.push(spec::load_file(p).map_err(|d| {
+            anyhow::anyhow!(
+                "{}",
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?);
+    }
+    let tz = wfs[0].timezone;
+    if a.days == 0 {
+        // The demo runs the campaign once, now; its cron schedule would start more runs as
+        // the compressed days pass.
+        wfs[0].schedule = None;
+    } else {
+        // Compressed, a campaign hour lasts milliseconds: a slot the engine reaches a little
+        // late would be recorded `missed`. Over a season each campaign runs its latest due
+        // slot whenever the engine gets to it, as `catch_up: last` would after an outage.
+        for s in wfs.iter_mut().filter_map(|w| w.schedule.as_mut()) {
+            s.catch_up = spec::CatchUp::Last;
+            s.catch_up_window = Duration::from_secs(u64::from(a.days) * 86_400);
+        }
+    }
+    // Monitors beside the workflows: a campaign on a monitor's alerts needs them evaluated.
+    let dir = paths[0].parent().unwrap_or(std::path::Path::new("."));
+    let (mut monitors, staff, monitor_diags) = spec::monitor::load_monitors(dir);
+    if a.days == 0 {
+        // One run: only the monitor its audience reads, so the engine's loop does no other
+        // work while the compressed windows pass.
+        monitors.retain(|m| {
+            wfs[0]
+                .audience
+                .alerts
+                .as_ref()
+                .is_some_and(|al| al.monitor == m.id)
+        });
+    }
+    if !monitor_diags.is_empty() {
+        bail!(
             "{}",
-            d.iter()
+            monitor_diags
+                .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("\n")
-        )
-    })?;
-    let tz = wf.timezone;
-    // The demo runs the campaign once, now; its cron schedule would start more runs as the
-    // compressed days pass.
-    wf.schedule = None;
+        );
+    }
     let start_local = NaiveDateTime::parse_from_str(&a.start, "%Y-%m-%dT%H:%M:%S")
         .context("--start: expected YYYY-MM-DDTHH:MM:SS")?;
     let origin = tz
@@ -192,9 +245,10 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(a.out.join("mail"));
     std::fs::create_dir_all(a.out.join("mail"))?;
 
+    let names: Vec<&str> = wfs.iter().map(|w| w.campaign.as_str()).collect();
     println!(
         "campaignd demo: {} on embedded SQLite, no external services",
-        wf.campaign
+        names.join(", ")
     );
     println!("  database  {}", a.out.join("campaignd-demo.db").display());
     println!(
@@ -242,16 +296,29 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let mailer = channels::email::Mailer::new(&cfg.email, &cfg.email_from)?;
     let engine = Arc::new(
         engine::Engine::new(store.clone(), clock.clone(), channels, ec)?
-            .with_mailer(mailer, Vec::new()),
+            .with_mailer(mailer, Vec::new())
+            .with_monitors(monitors, staff),
     );
-    // The demo approves its own version, recorded as principal `demo` (the loader is the
+    // The demo approves its own versions, recorded as principal `demo` (the loader is the
     // config's operator, so four eyes hold in the record too).
-    for (_, version) in engine.load(vec![wf]).await? {
+    for (campaign, version) in engine.load(wfs).await? {
         store
             .approve_version(version, "demo", store::wall_now())
             .await?;
+        if a.days > 0 {
+            // The season starts at `--start`: a slot before it (which the widened catch-up
+            // window would reach) is not the season's.
+            store
+                .skip_slot(&campaign, version, origin, "season_start", origin)
+                .await?;
+        }
     }
     let mut events = engine.subscribe();
+    if a.days > 0 {
+        return season(&a, store, engine, clock, events, tz, origin, wall).await;
+    }
+    // Monitors due at the start are evaluated first, so a campaign on their alerts has some.
+    engine.tick().await?;
     let run_id = engine.trigger(&a_campaign(&engine)?, "demo").await?;
 
     let cancel = CancellationToken::new();
@@ -321,6 +388,159 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     println!(
         "report also stored in the database (campaignd report {run_id} --format html) and e-mailed to {}",
         a.out.join("mail").display()
+    );
+    println!("demo finished in {:.1}s", wall.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a season did for one campaign.
+#[derive(Default)]
+struct Tally {
+    runs: u64,
+    finished: u64,
+    skipped: HashMap<&'static str, u64>,
+    treatment: u64,
+    control: u64,
+    /// Left out of first waves by the frequency cap and by arbitration.
+    capped: u64,
+    arbitrated: u64,
+    converted_treatment: u64,
+    converted_control: u64,
+    in_treatment: u64,
+    in_control: u64,
+}
+
+/// `--days N`: the loaded workflows on their schedules for N campaign days, one line per run
+/// started, wave planned and run finished, then a table per campaign.
+#[allow(clippy::too_many_arguments)]
+async fn season(
+    a: &DemoArgs,
+    store: store::Store,
+    engine: Arc<engine::Engine>,
+    clock: Clock,
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+    tz: chrono_tz::Tz,
+    origin: store::Millis,
+    wall: Instant,
+) -> anyhow::Result<ExitCode> {
+    let end = origin + i64::from(a.days) * 86_400_000;
+    println!(
+        "  season    {} campaign days, to {}",
+        a.days,
+        out::local(end, tz)
+    );
+    let cancel = CancellationToken::new();
+    let sim = Sim::new(
+        store.clone(),
+        clock.clone(),
+        a.out.join("outbox.jsonl"),
+        a.seed,
+        Behaviour::default(),
+    );
+    let sim_task = tokio::spawn(sim.run(cancel.clone()));
+    let engine_task = tokio::spawn(engine.clone().run(cancel.clone(), false));
+    let mut tally: std::collections::BTreeMap<String, Tally> = engine
+        .workflows()
+        .iter()
+        .map(|(_, w)| (w.campaign.clone(), Tally::default()))
+        .collect();
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    let real_limit = tokio::time::sleep(Duration::from_secs_f64(
+        f64::from(a.days) * a.day_seconds + 600.0,
+    ));
+    tokio::pin!(real_limit);
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(Event::RunStarted { campaign, run_id, .. }) => {
+                    tally.entry(campaign.clone()).or_default().runs += 1;
+                    println!("[{}] {campaign}: run {run_id} started", out::local(clock.now(&store).await?, tz));
+                }
+                Ok(Event::WavePlanned { campaign, run_id, wave, funnel, treatment, control, .. }) => {
+                    let stage = |name: &str| funnel.iter().find(|(s, _)| s == name).map_or(0, |(_, n)| *n);
+                    let t = tally.entry(campaign.clone()).or_default();
+                    let (capped, arbitrated) = (stage("frequency_cap"), stage("arbitration"));
+                    t.capped += capped;
+                    t.arbitrated += arbitrated;
+                    if funnel.first().is_some_and(|(s, _)| s == "base") {
+                        t.treatment += treatment;
+                        t.control += control;
+                    }
+                    println!(
+                        "[{}] {campaign}: run {run_id} wave {wave}: {treatment} to contact, {control} held out, {capped} capped, {arbitrated} to a higher priority",
+                        out::local(clock.now(&store).await?, tz)
+                    );
+                }
+                Ok(Event::SlotSkipped { campaign, reason, .. }) => {
+                    *tally.entry(campaign).or_default().skipped.entry(reason).or_default() += 1;
+                }
+                Ok(Event::RunFinished { campaign, run_id, report }) => {
+                    let t = tally.entry(campaign.clone()).or_default();
+                    t.finished += 1;
+                    let (ct, nt) = (report.overall.treatment.converted, report.overall.treatment.n);
+                    let (cc, nc) = (report.overall.control.converted, report.overall.control.n);
+                    t.converted_treatment += ct;
+                    t.in_treatment += nt;
+                    t.converted_control += cc;
+                    t.in_control += nc;
+                    println!(
+                        "[{}] {campaign}: run {run_id} finished: converted {ct}/{nt} treated, {cc}/{nc} control",
+                        out::local(clock.now(&store).await?, tz)
+                    );
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => bail!("engine stopped: {e}"),
+            },
+            _ = check.tick() => {
+                if clock.now(&store).await? >= end {
+                    break;
+                }
+            }
+            _ = &mut real_limit => bail!("the season did not finish in time"),
+        }
+    }
+    cancel.cancel();
+    let _ = engine_task.await;
+    let _ = sim_task.await;
+    println!();
+    println!(
+        "{:<22} {:>5} {:>8} {:>9} {:>8} {:>7} {:>10} {:>14} {:>14}  slots skipped",
+        "campaign",
+        "runs",
+        "finished",
+        "contacted",
+        "held out",
+        "capped",
+        "arbitrated",
+        "treated conv.",
+        "control conv."
+    );
+    for (campaign, t) in &tally {
+        let rate = |c: u64, n: u64| {
+            if n == 0 {
+                "-".to_owned()
+            } else {
+                format!("{c}/{n} {:.1}%", 100.0 * c as f64 / n as f64)
+            }
+        };
+        let mut skipped: Vec<String> = t.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        skipped.sort();
+        println!(
+            "{campaign:<22} {:>5} {:>8} {:>9} {:>8} {:>7} {:>10} {:>14} {:>14}  {}",
+            t.runs,
+            t.finished,
+            t.treatment,
+            t.control,
+            t.capped,
+            t.arbitrated,
+            rate(t.converted_treatment, t.in_treatment),
+            rate(t.converted_control, t.in_control),
+            skipped.join(", ")
+        );
+    }
+    println!(
+        "runs still open at the end are not in the conversion columns; each finished run's report is in the database (campaignd report RUN)"
     );
     println!("demo finished in {:.1}s", wall.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)

@@ -186,7 +186,11 @@ pub fn past(
             events.push(("complaint".to_owned(), t, None));
         }
         if port_out_q > 0 {
+            // A drifting customer asks at the hotline in the last two days before `now`:
+            // what a port-out save campaign reacts to. Derived from the same draw, so the
+            // random stream (and every other value generated) stays as it was.
             let t = at(&mut rng);
+            let t = now - (t - start).rem_euclid(2 * DAY_MS);
             events.push(("port_out_enquiry".to_owned(), t, None));
         }
         if student && !vacation {
