@@ -73,7 +73,13 @@ pub fn render_html(r: &Report) -> String {
     );
     let cells: Vec<&Cell> = std::iter::once(&r.overall).chain(&r.cells).collect();
     bar_chart(&mut h, &cells, r.overall.uplift.confidence);
-    outcome_table(&mut h, &cells, r.breakdown.as_deref(), &level);
+    outcome_table(
+        &mut h,
+        &cells,
+        r.breakdown.as_deref(),
+        &level,
+        r.outcome_word(),
+    );
 
     h.push_str("<h2>Wave funnel</h2>\n");
     if r.waves.is_empty() {
@@ -107,12 +113,18 @@ fn banner(h: &mut String) {
     );
 }
 
-fn outcome_table(h: &mut String, cells: &[&Cell], breakdown: Option<&str>, level: &str) {
+fn outcome_table(
+    h: &mut String,
+    cells: &[&Cell],
+    breakdown: Option<&str>,
+    level: &str,
+    word: &str,
+) {
     let first = breakdown.map_or_else(|| "Cell".to_owned(), esc);
     let _ = writeln!(
         h,
-        "<table>\n<tr><th>{first}</th><th class=\"n\">Treatment n</th><th class=\"n\">converted</th>\
-         <th class=\"n\">rate</th><th class=\"n\">Control n</th><th class=\"n\">converted</th>\
+        "<table>\n<tr><th>{first}</th><th class=\"n\">Treatment n</th><th class=\"n\">{word}</th>\
+         <th class=\"n\">rate</th><th class=\"n\">Control n</th><th class=\"n\">{word}</th>\
          <th class=\"n\">rate</th><th class=\"n\">Uplift</th><th class=\"n\">{level} CI (pp)</th>\
          <th class=\"n\">Relative</th><th class=\"n\">p-value</th><th>Significant</th></tr>"
     );

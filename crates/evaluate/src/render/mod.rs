@@ -182,7 +182,13 @@ pub(crate) fn verdict(r: &Report) -> String {
         }
     };
     let prefix = if r.simulated { "[SIMULATED] " } else { "" };
-    format!("{prefix}Verdict: {body}")
+    match &r.provisional_until {
+        Some(until) => format!(
+            "{prefix}Verdict (PROVISIONAL until {until}): {body} Members still inside the \
+             retention window count as retained so far."
+        ),
+        None => format!("{prefix}Verdict: {body}"),
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +258,8 @@ pub(crate) mod fixtures {
                 cell("gold card", (20_000, 2_100), (2_200, 150)),
                 cell("ordinary", (85_300, 5_900), (9_500, 447)),
             ],
+            retention: false,
+            provisional_until: None,
             simulated,
         }
     }

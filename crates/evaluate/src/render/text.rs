@@ -111,7 +111,7 @@ fn outcome(r: &Report, level: &str) -> Table {
     let mut t = Table::new(&[
         (&first, Align::Left),
         ("n", Align::Right),
-        ("converted", Align::Right),
+        (r.outcome_word(), Align::Right),
         ("rate", Align::Right),
         ("uplift", Align::Right),
         (&format!("{level} CI (pp)"), Align::Left),
@@ -218,7 +218,7 @@ impl Table {
 }
 
 /// Control characters in names could move the cursor or recolour the terminal; show them as `?`.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
