@@ -601,3 +601,29 @@ async fn every_shipped_programme_plans_against_the_demo_base() {
         assert!(to_contact > 0, "{} reaches nobody:\n{out}", wf.campaign);
     }
 }
+
+/// `report` takes a run id, or with `--by-season` a campaign id; each mistake is named.
+#[tokio::test]
+async fn report_by_season_names_a_campaign_and_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store::testing::fresh_database(store::testing::backend().unwrap(), dir.path())
+        .await
+        .unwrap();
+    let config = db_config(dir.path(), &db);
+    let o = run(&["migrate"], &config);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["report", "core-retention"], &config);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("`core-retention` is not a run id"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["report", "core-retention", "--by-season"], &config);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("campaign `core-retention` has no stored version"),
+        "{}",
+        text(&o)
+    );
+}

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    SIMULATED_NOTICE, comparison, confidence, funnel_stages, percent, share, thousands, verdict,
+    SIMULATED_NOTICE, comparison, confidence, funnel_stages, percent, provisional_notice, share,
+    thousands, verdict,
 };
 use crate::report::{Cell, Report, WaveCounts, ratio};
 use crate::stats::{Arm, wilson};
@@ -54,6 +55,9 @@ pub fn render_html(r: &Report) -> String {
         ("Period", format!("{} .. {}", r.started_at, r.finished_at)),
     ] {
         let _ = writeln!(h, "<tr><th>{k}</th><td>{}</td></tr>", esc(&v));
+    }
+    if let Some(notice) = provisional_notice(r) {
+        let _ = writeln!(h, "<tr><th>Status</th><td>{}</td></tr>", esc(&notice));
     }
     h.push_str("</table>\n");
     let class = match (
