@@ -28,6 +28,7 @@ mod m20261203_000020_spool_replayed;
 mod m20261204_000021_send_rate;
 mod m20261205_000022_event_inbound_once;
 mod m20261205_000023_alerts;
+mod m20261206_000024_report_due;
 mod m20261206_000025_trigger_entry;
 
 pub struct Migrator;
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000021_send_rate::Migration),
             Box::new(m20261205_000022_event_inbound_once::Migration),
             Box::new(m20261205_000023_alerts::Migration),
+            Box::new(m20261206_000024_report_due::Migration),
             Box::new(m20261206_000025_trigger_entry::Migration),
         ]
     }

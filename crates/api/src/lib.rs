@@ -76,6 +76,7 @@ struct Shared {
     callbacks: Arc<auth::CallbackAuth>,
     /// Where callbacks go while the database cannot take them.
     spool: Option<Arc<spool::Spool>>,
+    seasons: Option<SeasonReports>,
 }
 
 /// What the health routes read besides the database.
@@ -160,7 +161,19 @@ pub struct ServeOptions {
     /// Each gateway channel's state (the engine's circuit breakers and the check at
     /// start), shown by `/readyz`. None: no gateways (an API served without an engine).
     pub gateways: Option<GatewayStatus>,
+    /// Season roll-ups (the daemon sets it; without it the route answers 404 for campaigns
+    /// with no stored version and 503 for the others).
+    pub seasons: Option<SeasonReports>,
 }
+
+/// Builds a campaign's season roll-up as JSON for `GET /campaigns/{id}/seasons`: the
+/// engine's (`engine::season_report`), handed in by the daemon, since this crate does not
+/// depend on the engine. `Ok(None)`: the campaign has no stored version.
+pub type SeasonReports = Arc<
+    dyn Fn(String) -> futures::future::BoxFuture<'static, Result<Option<String>, String>>
+        + Send
+        + Sync,
+>;
 
 /// Reads the gateways' state for `/readyz`.
 pub type GatewayStatus = Arc<dyn Fn() -> Vec<GatewayHealth> + Send + Sync>;
@@ -191,6 +204,7 @@ impl Default for ServeOptions {
             callbacks: auth::CallbackAuth::default(),
             spool: None,
             gateways: None,
+            seasons: None,
         }
     }
 }
@@ -331,6 +345,13 @@ fn routes() -> Vec<Route> {
             ops::run_report,
         ),
         route(
+            roles(&[Admin, Operator, Approver, Analyst]),
+            Method::GET,
+            "/campaigns/{id}/seasons",
+            SMALL_BODY,
+            ops::campaign_seasons,
+        ),
+        route(
             roles(&[Admin, Operator, Analyst]),
             Method::GET,
             "/subscribers/{msisdn}/story",
@@ -403,6 +424,7 @@ pub fn router_with(state: AppState, opts: &ServeOptions) -> Router {
         probes: probes.clone(),
         callbacks: callbacks.clone(),
         spool: opts.spool.clone(),
+        seasons: opts.seasons.clone(),
     };
     let recent = Arc::new(auth::RecentTokens::default());
     let mut open = Router::new();

@@ -230,6 +230,55 @@ pub(crate) async fn run_report(
     }))
 }
 
+/// `GET /campaigns/{id}/seasons`: the campaign's finished runs rolled up by season, built
+/// now (as `campaignd report CAMPAIGN --by-season --format json`).
+#[utoipa::path(get, path = "/campaigns/{id}/seasons", tag = "reports",
+    params(("id" = String, Path, description = "The campaign id: lowercase letters, digits and dashes")),
+    responses(
+        (status = 200, description = "Per season: runs, treated and control members (each once per season), goal rates, uplift with its confidence interval (evaluate::SeasonReport as JSON)", body = Object),
+        (status = 400, description = "Bad campaign id", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 503, description = "Season reports are not served by this process", body = ErrorBody),
+    ))]
+pub(crate) async fn campaign_seasons(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        return Err(crate::error::bad(
+            "id",
+            "expected a campaign id: 1 to 64 lowercase letters, digits and dashes",
+        ));
+    }
+    if state.store.versions(&id).await?.is_empty() {
+        return Err(ApiError::NotFound(format!("no campaign {id}")));
+    }
+    let Some(seasons) = &state.seasons else {
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "season reports are not served by this process" })),
+        )
+            .into_response());
+    };
+    match seasons(id.clone()).await {
+        Ok(Some(json)) => Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response()),
+        Ok(None) => Err(ApiError::NotFound(format!("no campaign {id}"))),
+        Err(e) => {
+            tracing::error!(message = "Season report failed.", campaign = %id, error = %e);
+            Ok((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(serde_json::json!({ "error": "the season report could not be built" })),
+            )
+                .into_response())
+        }
+    }
+}
+
 pub(crate) async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".to_owned())
 }

@@ -611,7 +611,9 @@ async fn entry_rules(
     let entry = &wf.entry;
     let campaign = wf.campaign.as_str();
     let mut rules: Vec<(&str, HashSet<i64>)> = Vec::new();
-    if let (true, Some(goal)) = (entry.skip_converted, &wf.evaluate.goal) {
+    // A retention goal has no conversion (compile refuses `skip_converted` with one).
+    let conversion = wf.evaluate.goal.as_ref().and_then(spec::Goal::conversion);
+    if let (true, Some(goal)) = (entry.skip_converted, conversion) {
         let ids = c
             .earlier_converters(campaign, input.run_id, &goal.kind, goal.value.as_deref())
             .await?;

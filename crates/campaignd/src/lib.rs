@@ -175,9 +175,17 @@ enum Cmd {
         /// Only this campaign's runs.
         campaign: Option<String>,
     },
-    /// Print a finished run's evaluation.
+    /// Print a finished run's evaluation, or with --by-season a campaign's finished runs
+    /// rolled up per season.
     Report {
-        run_id: i64,
+        /// A run id; with --by-season, a campaign id.
+        #[arg(value_name = "RUN|CAMPAIGN")]
+        target: String,
+        /// Roll CAMPAIGN's finished runs up by season: treated and control members (each once
+        /// per season), their goal rates, and the uplift with its confidence interval.
+        #[arg(long)]
+        by_season: bool,
+        /// `text` or `json` with --by-season.
         #[arg(long, value_enum, default_value_t = out::Format::Text)]
         format: out::Format,
     },
@@ -529,7 +537,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Report { run_id, format } => {
+        Cmd::Report {
+            target,
+            by_season: true,
+            format,
+        } => {
+            let store = open_store(&cfg).await?;
+            if store.versions(&target).await?.is_empty() {
+                bail!("campaign `{target}` has no stored version (unknown, or never loaded)")
+            }
+            let now = store.db_now().await?;
+            let report = engine::season_report(&store, &target, now).await?;
+            out::seasons(&report, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Report { target, format, .. } => {
+            let run_id: i64 = target.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "`{target}` is not a run id: expected a number (or --by-season CAMPAIGN)"
+                )
+            })?;
             let store = open_store(&cfg).await?;
             let Some(json) = store.run_report(run_id).await? else {
                 bail!("run {run_id} has no report (not finished, or unknown)")
@@ -1048,6 +1075,28 @@ async fn check_gateways(
     out
 }
 
+/// `GET /campaigns/{id}/seasons`: the engine's season roll-up, as of the database clock.
+fn season_reports(store: store::Store) -> api::SeasonReports {
+    Arc::new(move |campaign: String| {
+        let store = store.clone();
+        Box::pin(async move {
+            if store
+                .versions(&campaign)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_empty()
+            {
+                return Ok(None);
+            }
+            let now = store.db_now().await.map_err(|e| e.to_string())?;
+            let report = engine::season_report(&store, &campaign, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Some(evaluate::render_seasons_json(&report)))
+        })
+    })
+}
+
 /// `/readyz`'s view of the gateways: the engine's breakers and the start checks.
 fn gateway_status(
     engine: Arc<engine::Engine>,
@@ -1277,6 +1326,7 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         callbacks,
         spool: Some(spool.clone()),
         gateways: Some(gateway_status(engine.clone(), start_checks)),
+        seasons: Some(season_reports(store.clone())),
         ..api::ServeOptions::default()
     };
     let api = tokio::spawn(api::serve_with(

@@ -63,6 +63,19 @@ pub(crate) fn report(r: &evaluate::Report, f: Format) {
     println!("{s}");
 }
 
+/// A campaign's season roll-up, as text or JSON (a CSV or HTML of it does not exist yet).
+pub(crate) fn seasons(r: &evaluate::SeasonReport, f: Format) -> anyhow::Result<()> {
+    let s = match f {
+        Format::Text => evaluate::render_seasons_text(r),
+        Format::Json => evaluate::render_seasons_json(r),
+        Format::Csv | Format::Html => {
+            anyhow::bail!("--by-season prints `--format text` or `--format json` only")
+        }
+    };
+    println!("{s}");
+    Ok(())
+}
+
 /// A line diff of two workflow versions (workflow file, segments, templates).
 pub(crate) fn diff(a: &spec::Bundle, b: &spec::Bundle) {
     let mut parts: Vec<(String, String, String)> = vec![

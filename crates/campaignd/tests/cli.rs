@@ -744,3 +744,29 @@ fn a_season_of_several_programmes_runs_each_on_its_schedule() {
     }
     assert!(out.contains("out_of_season"), "{out}");
 }
+
+/// `report` takes a run id, or with `--by-season` a campaign id; each mistake is named.
+#[tokio::test]
+async fn report_by_season_names_a_campaign_and_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store::testing::fresh_database(store::testing::backend().unwrap(), dir.path())
+        .await
+        .unwrap();
+    let config = db_config(dir.path(), &db);
+    let o = run(&["migrate"], &config);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["report", "core-retention"], &config);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("`core-retention` is not a run id"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["report", "core-retention", "--by-season"], &config);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("campaign `core-retention` has no stored version"),
+        "{}",
+        text(&o)
+    );
+}

@@ -38,7 +38,7 @@ pub mod schedule;
 pub use dispatch::{RoundStats, backoff_delay, capped_backoff};
 pub use failpoint::FailPoint;
 pub use mail::MailStats;
-pub use report::build_report;
+pub use report::{build_report, season_report};
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
@@ -621,18 +621,38 @@ impl Engine {
     /// report was built (received in time, attributed late). The report keeps the run's
     /// finish time; only its numbers change. Safe on any replica: the stored report is only
     /// replaced by one built from more responses.
+    ///
+    /// Also rebuilds provisional reports that are due (a retention goal's window still
+    /// running: daily, and once more at its end, when the report becomes final).
     async fn refresh_stale_reports(&self, fenced: &Store) -> Result<u64, EngineError> {
         let mut refreshed = 0;
+        let now = self.clock.now(&self.store).await?;
         for run in self.store.stale_reports(100).await? {
             let wf = self.catalog.version(&self.store, run.version_id).await?;
             let response_seq = self.store.response_seq(run.id).await?;
-            let finished_at = run.finished_at.unwrap_or(run.started_at);
-            let report =
-                build_report(&self.store, &wf, &run, finished_at, self.cfg.simulated).await?;
+            let (report, due) =
+                report::build_report_due(&self.store, &wf, &run, now, self.cfg.simulated).await?;
             let json = evaluate::render_json(&report);
-            if fenced.refresh_report(run.id, &json, response_seq).await? {
+            if fenced
+                .refresh_report(run.id, &json, response_seq, due)
+                .await?
+            {
                 refreshed += 1;
                 info!(message = "Report rebuilt after a late response.", campaign = %run.campaign, run_id = run.id);
+            }
+        }
+        for (run, was_due) in self.store.due_reports(now, 100).await? {
+            let wf = self.catalog.version(&self.store, run.version_id).await?;
+            let response_seq = self.store.response_seq(run.id).await?;
+            let (report, due) =
+                report::build_report_due(&self.store, &wf, &run, now, self.cfg.simulated).await?;
+            let json = evaluate::render_json(&report);
+            if fenced
+                .rebuild_due_report(run.id, &json, response_seq, was_due, due)
+                .await?
+            {
+                refreshed += 1;
+                info!(message = "Provisional report rebuilt.", campaign = %run.campaign, run_id = run.id, r#final = due.is_none());
             }
         }
         Ok(refreshed)
@@ -890,7 +910,8 @@ impl Engine {
         let now = self.clock.now(&self.store).await?;
         // Read before building: a response recorded meanwhile marks the report stale.
         let response_seq = self.store.response_seq(run.id).await?;
-        let report = build_report(&self.store, &wf, run, now, self.cfg.simulated).await?;
+        let (report, report_due) =
+            report::build_report_due(&self.store, &wf, run, now, self.cfg.simulated).await?;
         let json = evaluate::render_json(&report);
         // The report mail is queued in the transaction that finishes the run, so a crash
         // after the finish cannot lose it; the mail loop sends it.
@@ -909,7 +930,7 @@ impl Engine {
         });
         if !self
             .store
-            .finish_run_with_mail(run.id, &json, response_seq, now, mail.as_ref())
+            .finish_run_with_mail(run.id, &json, response_seq, now, mail.as_ref(), report_due)
             .await?
         {
             return Ok((planned, 0));

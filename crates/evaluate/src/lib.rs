@@ -8,6 +8,7 @@
 
 mod render;
 mod report;
+mod season;
 mod stats;
 
 pub use render::csv::render_csv;
@@ -15,4 +16,5 @@ pub use render::html::render_html;
 pub use render::json::render_json;
 pub use render::text::render_text;
 pub use report::{Cell, Report, WaveCounts};
+pub use season::{Season, SeasonReport, render_seasons_json, render_seasons_text};
 pub use stats::{Arm, DEFAULT_CONFIDENCE, Uplift, uplift, wilson};

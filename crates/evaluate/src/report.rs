@@ -75,7 +75,27 @@ pub struct Report {
     pub breakdown: Option<String>,
     /// One per value of `breakdown` (e.g. per value tier).
     pub cells: Vec<Cell>,
+    /// The goal is retention: an arm's `converted` counts its members retained (so far,
+    /// while [`Report::provisional_until`] is set).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retention: bool,
+    /// RFC 3339 end of the retention window (the run's start + the goal's `retained`) when
+    /// the report was built before it: members count as retained so far, and a churn or
+    /// port-out still to come can lower the rates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisional_until: Option<String>,
     /// Responses came from the demo's simulated population. Every rendering states it
     /// prominently, because a simulated uplift mistaken for a real one would drive real spend.
     pub simulated: bool,
+}
+
+impl Report {
+    /// What an arm's `converted` counts: `retained` for a retention goal.
+    pub fn outcome_word(&self) -> &'static str {
+        if self.retention {
+            "retained"
+        } else {
+            "converted"
+        }
+    }
 }

@@ -550,7 +550,7 @@ fn check(
             }
             fd.map(|fd| fd.name.clone())
         });
-        let goal = e.goal.as_ref().map(|g| event_match(sink, g));
+        let goal = e.goal.as_ref().map(|g| goal(sink, g));
         let mut email = Vec::new();
         for addr in &e.email {
             match rules::email_problem(&addr.value) {
@@ -570,14 +570,24 @@ fn check(
     });
     let evaluate_ok = evaluate.as_ref().is_none_or(Option::is_some);
 
-    let has_goal = f.evaluate.as_ref().is_some_and(|e| e.goal.is_some());
+    // Only a conversion goal says who "converted"; a retention goal has no conversion.
+    let has_goal = f
+        .evaluate
+        .as_ref()
+        .and_then(|e| e.goal.as_ref())
+        .is_some_and(|g| g.value.retained.is_none());
+    let retention_goal = f
+        .evaluate
+        .as_ref()
+        .and_then(|e| e.goal.as_ref())
+        .is_some_and(|g| g.value.retained.is_some());
     let has_season = schedule.as_ref().is_some_and(|s| s.season.is_some());
     let entry = f.entry.as_ref().map_or(
         Some(Entry {
             skip_converted: has_goal,
             ..Entry::default()
         }),
-        |e| entry(sink, e, has_goal, has_season),
+        |e| entry(sink, e, has_goal, retention_goal, has_season),
     );
 
     let mut schedule = schedule;
@@ -718,6 +728,7 @@ fn entry(
     sink: &mut Sink<'_>,
     e: &model::EntryFile,
     has_goal: bool,
+    retention_goal: bool,
     has_season: bool,
 ) -> Option<Entry> {
     let mut ok = true;
@@ -757,6 +768,16 @@ fn entry(
     };
     let skip_converted = match &e.skip_converted {
         None => has_goal,
+        Some(b) if b.value && retention_goal => {
+            sink.at_spanned(
+                b,
+                "entry.skip_converted does not apply to a retention goal (`evaluate.goal.retained`): \
+                 nobody converts, and a subscriber who churned is no longer in the base to plan; \
+                 remove it or use `cooldown` / `once_per`",
+            );
+            ok = false;
+            false
+        }
         Some(b) if b.value && !has_goal => {
             sink.at_spanned(
                 b,
@@ -1094,6 +1115,85 @@ fn firing_problem(
 }
 
 const DEFAULT_SEND_WITHIN: Duration = Duration::from_secs(12 * 3600);
+
+/// `evaluate.goal`: an event (`type`, `value`) or retention (`retained`, `lost_on`), not both.
+fn goal(sink: &mut Sink<'_>, g: &Spanned<model::GoalFile>) -> Option<Goal> {
+    let f = &g.value;
+    match (&f.kind, &f.retained) {
+        (Some(kind), None) => {
+            if let Some(lost_on) = &f.lost_on {
+                sink.at_spanned(
+                    lost_on,
+                    "evaluate.goal.lost_on goes with `retained`; an event goal (`type`) converts on its event",
+                );
+                return None;
+            }
+            event_match(
+                sink,
+                &model::EventFile {
+                    kind: kind.clone(),
+                    value: f.value.clone(),
+                },
+            )
+            .map(Goal::Converted)
+        }
+        (None, Some(within)) => {
+            let mut ok = true;
+            if f.value.is_some() {
+                sink.at_spanned(
+                    within,
+                    "evaluate.goal.value goes with `type`; a retention goal names no value",
+                );
+                ok = false;
+            }
+            let within = duration(sink, within);
+            let lost_on = match &f.lost_on {
+                None => crate::monitor::DEFAULT_CLOSES_ON
+                    .iter()
+                    .map(|t| (*t).to_owned())
+                    .collect(),
+                Some(list) if list.value.is_empty() => {
+                    sink.at_spanned(
+                        list,
+                        format!(
+                            "evaluate.goal.lost_on is empty: expected the event types that mean a subscriber was lost (omit it for the default [{}])",
+                            crate::monitor::DEFAULT_CLOSES_ON.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                Some(list) => {
+                    let mut out: Vec<String> = Vec::new();
+                    for t in &list.value {
+                        if let Some(problem) = rules::event_type_problem(&t.value) {
+                            sink.at_spanned(t, problem);
+                            ok = false;
+                        } else if !out.contains(&t.value) {
+                            out.push(t.value.clone());
+                        }
+                    }
+                    out
+                }
+            };
+            let within = within?;
+            ok.then_some(Goal::Retained { within, lost_on })
+        }
+        (Some(kind), Some(_)) => {
+            sink.at_spanned(
+                kind,
+                "evaluate.goal has both `type` and `retained`: expected an event goal ({ type: order, value: ... }) or a retention goal ({ retained: 90d }), not both",
+            );
+            None
+        }
+        (None, None) => {
+            sink.at_spanned(
+                g,
+                "evaluate.goal names no goal: expected `type` (an event, e.g. { type: order }) or `retained` (e.g. { retained: 90d })",
+            );
+            None
+        }
+    }
+}
 
 /// An event a goal or response names, checked against what the events API can deliver.
 fn event_match(sink: &mut Sink<'_>, e: &model::EventFile) -> Option<EventMatch> {

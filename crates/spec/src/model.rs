@@ -248,7 +248,8 @@ pub(crate) struct EntryFile {
     #[schemars(with = "Option<String>")]
     pub(crate) cooldown: Option<Spanned<String>>,
     /// Leave out who reached the goal (`evaluate.goal`) in an earlier run. Default: true when
-    /// the campaign has a goal.
+    /// the campaign has an event goal; not allowed with a retention goal (`retained`), which
+    /// has no conversion.
     #[serde(default)]
     #[schemars(with = "Option<bool>")]
     pub(crate) skip_converted: Option<Spanned<bool>>,
@@ -407,14 +408,46 @@ pub(crate) struct EventFile {
     pub(crate) value: Option<String>,
 }
 
+/// `evaluate.goal`: either an event (`type`, optionally `value`) or retention (`retained`,
+/// optionally `lost_on`). One struct rather than an untagged enum, so a mistake in either
+/// form gets a located error naming the keys of both.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct GoalFile {
+    /// Event type that counts as a conversion, e.g. `order` or `topup`: 1 to 64 of a-z,
+    /// A-Z, 0-9, `_`, `-`, `.`, as the events API accepts them.
+    #[serde(rename = "type", default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) kind: Option<Spanned<String>>,
+    /// Event value to match, e.g. the offer id; any value when absent.
+    #[serde(default)]
+    pub(crate) value: Option<String>,
+    /// Retention goal: a member is retained when no `lost_on` event is recorded within this
+    /// long after the run's start, e.g. `90d` (1m to 366d).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) retained: Option<Spanned<String>>,
+    /// Event types that mean the subscriber was lost (default `[churn, port_out]`, as a
+    /// monitor's `closes_on`). Only with `retained`.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) lost_on: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 // Unknown keys are reported by `keys` (all of them, with the file's other errors); the
 // schema still closes the struct, which is what that pass checks against.
 #[schemars(deny_unknown_fields)]
 pub(crate) struct EvaluateFile {
-    /// The business event that counts as success, compared between treatment and control.
+    /// What counts as success, compared between treatment and control: a business event
+    /// (`{ type: order, value: core-bundle }`: converted when it arrives) or retention
+    /// (`{ retained: 90d }`: retained when no churn or port-out event comes within 90 days
+    /// of the run's start).
     #[serde(default)]
-    pub(crate) goal: Option<EventFile>,
+    #[schemars(with = "Option<GoalFile>")]
+    pub(crate) goal: Option<Spanned<GoalFile>>,
     /// Subscriber field to break the evaluation down by. Default: the control stratum.
     #[serde(default)]
     #[schemars(with = "Option<String>")]

@@ -31,7 +31,8 @@ use crate::workflow::Schedule;
 pub const STAFF_FILE: &str = "staff.yaml";
 /// The folder of monitor files, beside the workflows.
 pub const MONITORS_DIR: &str = "monitors";
-/// Event types that close an episode as churned when none are named.
+/// Event types that mean a subscriber was lost when none are named: they close a monitor's
+/// episode as churned (`closes_on`) and end a retention goal's member (`lost_on`).
 pub const DEFAULT_CLOSES_ON: [&str; 2] = ["churn", "port_out"];
 
 /// A churn-warning monitor: who is watched, which signals count how much, the levels an

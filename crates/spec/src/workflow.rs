@@ -441,9 +441,60 @@ impl std::fmt::Display for EventMatch {
     }
 }
 
+/// `evaluate.goal`: what counts as success for a member, treated or control.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Goal {
+    /// The member converts when this event is attributed to them within the run.
+    Converted(EventMatch),
+    /// The member is retained when none of `lost_on` is recorded in their event log within
+    /// `within` after the run's start.
+    Retained {
+        within: Duration,
+        /// Event types that mean the subscriber was lost (never empty).
+        lost_on: Vec<String>,
+    },
+}
+
+impl Goal {
+    /// The event a member converts on; `None` for a retention goal, which has no
+    /// conversion (what `entry.skip_converted` reads).
+    pub fn conversion(&self) -> Option<&EventMatch> {
+        match self {
+            Goal::Converted(e) => Some(e),
+            Goal::Retained { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Goal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Goal::Converted(e) => e.fmt(f),
+            Goal::Retained { within, lost_on } => write!(
+                f,
+                "retained {}: no {} event within {} of the run's start",
+                short_duration(*within),
+                lost_on.join(" or "),
+                short_duration(*within),
+            ),
+        }
+    }
+}
+
+/// A duration in the largest whole unit the workflow language has (`90d`, `36h`, `90m`).
+pub fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s > 0 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s > 0 && s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s > 0 && s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Evaluate {
-    pub goal: Option<EventMatch>,
+    pub goal: Option<Goal>,
     pub breakdown: Option<String>,
     pub email: Vec<String>,
 }

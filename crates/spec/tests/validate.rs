@@ -539,6 +539,98 @@ fn goals_no_event_can_produce() {
 }
 
 #[test]
+fn a_retention_goal_compiles_with_the_default_lost_events() {
+    let goal = |text: &str| {
+        let (_dir, path) = setup(&format!("{VALID}evaluate:\n  goal: {text}\n"), TEMPLATE);
+        let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+        (wf.evaluate.goal.unwrap(), wf.entry.skip_converted)
+    };
+    let (g, skip_converted) = goal("{ retained: 90d }");
+    assert_eq!(
+        g,
+        spec::Goal::Retained {
+            within: std::time::Duration::from_secs(90 * 86_400),
+            lost_on: vec!["churn".to_owned(), "port_out".to_owned()],
+        }
+    );
+    assert!(
+        !skip_converted,
+        "a retention goal has no conversion to skip"
+    );
+    assert_eq!(
+        g.to_string(),
+        "retained 90d: no churn or port_out event within 90d of the run's start"
+    );
+    let (g, _) = goal("{ retained: 2w, lost_on: [port_out, port_out] }");
+    assert_eq!(
+        g,
+        spec::Goal::Retained {
+            within: std::time::Duration::from_secs(14 * 86_400),
+            lost_on: vec!["port_out".to_owned()],
+        }
+    );
+    let (g, skip_converted) = goal("{ type: order, value: bundle }");
+    assert!(matches!(g, spec::Goal::Converted(_)), "{g:?}");
+    assert!(
+        skip_converted,
+        "an event goal still skips converters by default"
+    );
+}
+
+#[test]
+fn retention_goal_mistakes_are_located() {
+    let goal = |text: &str| format!("{VALID}evaluate:\n  goal: {text}\n");
+    assert_one(
+        &goal("{ retained: soon }"),
+        "wf.yaml:25:21:",
+        "expected a duration such as 3d",
+    );
+    assert_one(
+        &goal("{ retained: 400d }"),
+        "wf.yaml:25:21:",
+        "duration `400d` is out of range",
+    );
+    assert_one(
+        &goal("{ retained: 90d, lost_on: [] }"),
+        "wf.yaml:25:35:",
+        "evaluate.goal.lost_on is empty",
+    );
+    assert_one(
+        &goal("{ retained: 90d, lost_on: [churn, \"ported out\"] }"),
+        "wf.yaml:25:43:",
+        "event type `ported out` can never arrive",
+    );
+    assert_one(
+        &goal("{ retained: 90d, lost_onn: [churn] }"),
+        "wf.yaml:25:26:",
+        "unknown field `lost_onn` (did you mean `lost_on`?)",
+    );
+    assert_one(
+        &goal("{ type: order, retained: 90d }"),
+        "wf.yaml:25:17:",
+        "evaluate.goal has both `type` and `retained`",
+    );
+    assert_one(
+        &goal("{ type: order, lost_on: [churn] }"),
+        "wf.yaml:25:33:",
+        "evaluate.goal.lost_on goes with `retained`",
+    );
+    assert_one(
+        &goal("{ retained: 90d, value: x }"),
+        "wf.yaml:25:21:",
+        "a retention goal names no value",
+    );
+    assert_one(&goal("{}"), "wf.yaml:25:9:", "evaluate.goal names no goal");
+    assert_one(
+        &format!(
+            "{VALID}entry: {{ skip_converted: true }}\nevaluate:\n  goal: {{ retained: 90d }}\n"
+        ),
+        "wf.yaml:24:26:",
+        "entry.skip_converted does not apply to a retention goal",
+    );
+}
+
+#[test]
 fn malformed_report_addresses() {
     let errs = errors(&format!(
         "{VALID}evaluate:\n  email: [ok@example.com, \"Boss <boss@example.com>\", nobody]\n"
@@ -703,7 +795,7 @@ fn unknown_keys_are_reported_with_every_other_error() {
         "wf.yaml:11:11: unknown field `quiet_hour` (did you mean `quiet_hours`?)",
         "wf.yaml:21:5: unknown field `teem` (did you mean `team`?)",
         "wf.yaml:23:21: expected a duration",
-        "wf.yaml:25:24: unknown field `valeu` (did you mean `value`?), expected one of `type`, `value`",
+        "wf.yaml:25:24: unknown field `valeu` (did you mean `value`?), expected one of `lost_on`, `retained`, `type`, `value`",
     ] {
         assert!(
             errs.iter().any(|e| e.starts_with(expected)),

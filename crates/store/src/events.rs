@@ -215,6 +215,34 @@ impl Store {
         Ok(rows[0].try_get::<i64>("", "n")? as u64)
     }
 
+    /// The members of a wave run (its contacts, either arm) with an event of one of `kinds`
+    /// that happened in `(after, until]`: who a retention goal counts as lost.
+    pub async fn lost_members(
+        &self,
+        wave_run_id: i64,
+        kinds: &[String],
+        after: Millis,
+        until: Millis,
+    ) -> Result<std::collections::HashSet<i64>> {
+        if kinds.is_empty() {
+            return Ok(Default::default());
+        }
+        let sql = format!(
+            "SELECT DISTINCT e.subscriber_id FROM contact c \
+             JOIN subscriber_event e ON e.subscriber_id = c.subscriber_id \
+             WHERE c.wave_run_id = ? AND e.type IN ({}) AND e.at > ? AND e.at <= ?",
+            marks(kinds.len())
+        );
+        let mut params: Vec<Value> = vec![wave_run_id.into()];
+        params.extend(kinds.iter().map(|k| Value::from(k.as_str())));
+        params.push(after.into());
+        params.push(until.into());
+        let rows = query(self.db(), &sql, params).await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64>("", "subscriber_id")?))
+            .collect()
+    }
+
     /// Retention: deletes the events that happened before `before`; returns how many.
     pub async fn prune_events(&self, before: Millis) -> Result<u64> {
         Ok(exec(

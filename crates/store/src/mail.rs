@@ -198,6 +198,8 @@ impl Store {
     /// [`Store::finish_run_as_of`] that also queues `mail` (the run's report mail) in the
     /// same transaction: the mail exists exactly when the run is finished, so a crash after
     /// the finish cannot lose it. Nothing is queued when the run was not active.
+    /// `report_due_at`: when a provisional report is to be built again (see
+    /// [`Store::due_reports`]); `None` when the report is final.
     pub async fn finish_run_with_mail(
         &self,
         run_id: i64,
@@ -205,10 +207,12 @@ impl Store {
         response_seq: i64,
         now: Millis,
         mail: Option<&NewMail>,
+        report_due_at: Option<Millis>,
     ) -> Result<bool> {
         let tx = self.db().begin().await?;
         let finished =
-            crate::runs::finish_run_in(&tx, run_id, report_json, response_seq, now).await?;
+            crate::runs::finish_run_in(&tx, run_id, report_json, response_seq, now, report_due_at)
+                .await?;
         if finished && let Some(mail) = mail {
             enqueue_mail_in(&tx, mail, now).await?;
         }

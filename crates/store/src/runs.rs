@@ -300,7 +300,7 @@ impl Store {
         response_seq: i64,
         now: Millis,
     ) -> Result<bool> {
-        finish_run_in(self.db(), run_id, report_json, response_seq, now).await
+        finish_run_in(self.db(), run_id, report_json, response_seq, now, None).await
     }
 
     /// How many responses have been recorded for a run: read before building its report.
@@ -334,18 +334,72 @@ impl Store {
 
     /// Replaces a finished run's report with one built from the responses up to
     /// `response_seq`; false when the run is not finished or a newer report is stored.
+    /// `report_due_at` as in [`Store::finish_run_with_mail`].
     pub async fn refresh_report(
         &self,
         run_id: i64,
         report_json: &str,
         response_seq: i64,
+        report_due_at: Option<Millis>,
     ) -> Result<bool> {
         let tx = self.db().begin().await?;
         self.check_fence(&tx).await?;
         let res = exec(
             &tx,
-            "UPDATE run SET report = ?, report_seq = ? WHERE id = ? AND state = 'done' AND report_seq < ?",
-            [report_json.into(), response_seq.into(), run_id.into(), response_seq.into()],
+            "UPDATE run SET report = ?, report_seq = ?, report_due_at = ? WHERE id = ? AND state = 'done' AND report_seq < ?",
+            [report_json.into(), response_seq.into(), report_due_at.into(), run_id.into(), response_seq.into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Finished runs whose provisional report is due to be built again at `now` (a retention
+    /// goal's window still running, or just ended), with the due time their row holds.
+    pub async fn due_reports(&self, now: Millis, limit: u64) -> Result<Vec<(RunRow, Millis)>> {
+        let rows = query(
+            self.db(),
+            "SELECT id, campaign, version_id, slot_id, trigger, state, started_at, finished_at, report_due_at FROM run \
+             WHERE state = 'done' AND report_due_at <= ? ORDER BY report_due_at, id LIMIT ?",
+            [now.into(), (limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    RunRow::from_query_result(r, "")?,
+                    r.try_get::<i64>("", "report_due_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces a due report (see [`Store::due_reports`]) with one built from the responses
+    /// up to `response_seq`, and sets when it is due next (`None`: final). Only while the
+    /// row is still due at `was_due` and holds no report built from more responses, so a
+    /// rebuild that raced another writes nothing.
+    pub async fn rebuild_due_report(
+        &self,
+        run_id: i64,
+        report_json: &str,
+        response_seq: i64,
+        was_due: Millis,
+        next_due: Option<Millis>,
+    ) -> Result<bool> {
+        let tx = self.db().begin().await?;
+        self.check_fence(&tx).await?;
+        let res = exec(
+            &tx,
+            "UPDATE run SET report = ?, report_seq = ?, report_due_at = ? \
+             WHERE id = ? AND state = 'done' AND report_due_at = ? AND report_seq <= ?",
+            [
+                report_json.into(),
+                response_seq.into(),
+                next_due.into(),
+                run_id.into(),
+                was_due.into(),
+                response_seq.into(),
+            ],
         )
         .await?;
         tx.commit().await?;
@@ -520,11 +574,12 @@ pub(crate) async fn finish_run_in<C: ConnectionTrait>(
     report_json: &str,
     response_seq: i64,
     now: Millis,
+    report_due_at: Option<Millis>,
 ) -> Result<bool> {
     let res = exec(
         c,
-        "UPDATE run SET state = 'done', finished_at = ?, report = ?, report_seq = ? WHERE id = ? AND state = 'active'",
-        [now.into(), report_json.into(), response_seq.into(), run_id.into()],
+        "UPDATE run SET state = 'done', finished_at = ?, report = ?, report_seq = ?, report_due_at = ? WHERE id = ? AND state = 'active'",
+        [now.into(), report_json.into(), response_seq.into(), report_due_at.into(), run_id.into()],
     )
     .await?;
     Ok(res.rows_affected() == 1)

@@ -352,12 +352,12 @@ async fn a_response_after_the_report_marks_it_stale_until_refreshed() -> Res {
     assert_eq!(stale, vec![w.run_id]);
     let now_seq = w.store.response_seq(w.run_id).await?;
     assert!(
-        !w.store.refresh_report(w.run_id, "{}", seq).await?,
+        !w.store.refresh_report(w.run_id, "{}", seq, None).await?,
         "not newer"
     );
     assert!(
         w.store
-            .refresh_report(w.run_id, "{\"new\":1}", now_seq)
+            .refresh_report(w.run_id, "{\"new\":1}", now_seq, None)
             .await?
     );
     assert!(w.store.stale_reports(10).await?.is_empty());

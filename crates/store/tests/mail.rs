@@ -52,13 +52,13 @@ async fn a_report_mail_queued_with_the_finish_survives_a_crash_and_is_claimed_an
     let at = T0 + MINUTE;
     assert!(
         store
-            .finish_run_with_mail(run_id, "{}", 0, at, Some(&report_mail(run_id, at)))
+            .finish_run_with_mail(run_id, "{}", 0, at, Some(&report_mail(run_id, at)), None)
             .await?
     );
     // A second finish (another replica, a repeated pass) neither finishes nor queues again.
     assert!(
         !store
-            .finish_run_with_mail(run_id, "{}", 0, at, Some(&report_mail(run_id, at)))
+            .finish_run_with_mail(run_id, "{}", 0, at, Some(&report_mail(run_id, at)), None)
             .await?
     );
     // "Crash": nothing was sent; a new process finds the row.

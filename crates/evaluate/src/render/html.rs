@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    SIMULATED_NOTICE, comparison, confidence, funnel_stages, percent, share, thousands, verdict,
+    SIMULATED_NOTICE, comparison, confidence, funnel_stages, percent, provisional_notice, share,
+    thousands, verdict,
 };
 use crate::report::{Cell, Report, WaveCounts, ratio};
 use crate::stats::{Arm, wilson};
@@ -55,6 +56,9 @@ pub fn render_html(r: &Report) -> String {
     ] {
         let _ = writeln!(h, "<tr><th>{k}</th><td>{}</td></tr>", esc(&v));
     }
+    if let Some(notice) = provisional_notice(r) {
+        let _ = writeln!(h, "<tr><th>Status</th><td>{}</td></tr>", esc(&notice));
+    }
     h.push_str("</table>\n");
     let class = match (
         r.overall.uplift.significant,
@@ -73,7 +77,13 @@ pub fn render_html(r: &Report) -> String {
     );
     let cells: Vec<&Cell> = std::iter::once(&r.overall).chain(&r.cells).collect();
     bar_chart(&mut h, &cells, r.overall.uplift.confidence);
-    outcome_table(&mut h, &cells, r.breakdown.as_deref(), &level);
+    outcome_table(
+        &mut h,
+        &cells,
+        r.breakdown.as_deref(),
+        &level,
+        r.outcome_word(),
+    );
 
     h.push_str("<h2>Wave funnel</h2>\n");
     if r.waves.is_empty() {
@@ -107,12 +117,18 @@ fn banner(h: &mut String) {
     );
 }
 
-fn outcome_table(h: &mut String, cells: &[&Cell], breakdown: Option<&str>, level: &str) {
+fn outcome_table(
+    h: &mut String,
+    cells: &[&Cell],
+    breakdown: Option<&str>,
+    level: &str,
+    word: &str,
+) {
     let first = breakdown.map_or_else(|| "Cell".to_owned(), esc);
     let _ = writeln!(
         h,
-        "<table>\n<tr><th>{first}</th><th class=\"n\">Treatment n</th><th class=\"n\">converted</th>\
-         <th class=\"n\">rate</th><th class=\"n\">Control n</th><th class=\"n\">converted</th>\
+        "<table>\n<tr><th>{first}</th><th class=\"n\">Treatment n</th><th class=\"n\">{word}</th>\
+         <th class=\"n\">rate</th><th class=\"n\">Control n</th><th class=\"n\">{word}</th>\
          <th class=\"n\">rate</th><th class=\"n\">Uplift</th><th class=\"n\">{level} CI (pp)</th>\
          <th class=\"n\">Relative</th><th class=\"n\">p-value</th><th>Significant</th></tr>"
     );

@@ -182,7 +182,20 @@ pub(crate) fn verdict(r: &Report) -> String {
         }
     };
     let prefix = if r.simulated { "[SIMULATED] " } else { "" };
-    format!("{prefix}Verdict: {body}")
+    match &r.provisional_until {
+        Some(until) => format!("{prefix}Verdict (PROVISIONAL until {until}): {body}"),
+        None => format!("{prefix}Verdict: {body}"),
+    }
+}
+
+/// What a provisional report's numbers mean, for the renderings that show its status.
+pub(crate) fn provisional_notice(r: &Report) -> Option<String> {
+    r.provisional_until.as_ref().map(|until| {
+        format!(
+            "PROVISIONAL until {until}: members still inside the retention window count as \
+             retained so far"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -252,6 +265,8 @@ pub(crate) mod fixtures {
                 cell("gold card", (20_000, 2_100), (2_200, 150)),
                 cell("ordinary", (85_300, 5_900), (9_500, 447)),
             ],
+            retention: false,
+            provisional_until: None,
             simulated,
         }
     }
@@ -304,6 +319,38 @@ mod tests {
         assert_eq!(confidence(0.95), "95%");
         assert_eq!(confidence(0.999), "99.9%");
         assert_eq!(confidence(0.9), "90%");
+    }
+
+    #[test]
+    fn a_provisional_retention_report_says_so_in_every_human_rendering() {
+        let mut r = fixtures::report(false);
+        r.retention = true;
+        r.provisional_until = Some("2026-12-01T00:00:00Z".to_owned());
+        let text = crate::render_text(&r);
+        assert!(
+            text.contains("Status    PROVISIONAL until 2026-12-01T00:00:00Z"),
+            "{text}"
+        );
+        assert!(text.contains("count as retained so far"), "{text}");
+        assert!(
+            text.contains(" retained "),
+            "the column says retained: {text}"
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= text::WIDTH));
+        let html = crate::render_html(&r);
+        assert!(html.contains("<th>Status</th><td>PROVISIONAL until 2026-12-01T00:00:00Z"));
+        assert!(verdict(&r).starts_with("Verdict (PROVISIONAL until 2026-12-01T00:00:00Z)"));
+        let json = crate::render_json(&r);
+        assert!(json.contains("\"provisional_until\": \"2026-12-01T00:00:00Z\""));
+
+        r.provisional_until = None;
+        for s in [crate::render_text(&r), crate::render_html(&r)] {
+            assert!(!s.contains("PROVISIONAL"), "{s}");
+        }
+        // A conversion report's JSON is unchanged by the retention fields.
+        r.retention = false;
+        let json = crate::render_json(&r);
+        assert!(!json.contains("retention") && !json.contains("provisional"));
     }
 
     #[test]

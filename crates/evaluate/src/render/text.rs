@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::{SIMULATED_NOTICE, comparison, confidence, funnel_stages, percent, thousands, verdict};
+use super::{
+    SIMULATED_NOTICE, comparison, confidence, funnel_stages, percent, provisional_notice,
+    thousands, verdict,
+};
 use crate::report::{Cell, Report, WaveCounts};
 
 /// Fits an 80-column terminal with room to spare in most cases and a 100-column one always.
@@ -33,6 +36,14 @@ pub fn render_text(r: &Report) -> String {
     for (key, value) in head {
         let line = format!("{key:<9} {value}");
         out.push_str(&fit(&line, WIDTH));
+        out.push('\n');
+    }
+    if let Some(notice) = provisional_notice(r) {
+        // Two lines: the date, then what it means, each within the width.
+        let (date, meaning) = notice.split_once(": ").unwrap_or((&notice, ""));
+        out.push_str(&fit(&format!("{:<9} {}", "Status", clean(date)), WIDTH));
+        out.push('\n');
+        out.push_str(&fit(&format!("{:<9} {meaning}", ""), WIDTH));
         out.push('\n');
     }
 
@@ -111,7 +122,7 @@ fn outcome(r: &Report, level: &str) -> Table {
     let mut t = Table::new(&[
         (&first, Align::Left),
         ("n", Align::Right),
-        ("converted", Align::Right),
+        (r.outcome_word(), Align::Right),
         ("rate", Align::Right),
         ("uplift", Align::Right),
         (&format!("{level} CI (pp)"), Align::Left),
@@ -218,7 +229,7 @@ impl Table {
 }
 
 /// Control characters in names could move the cursor or recolour the terminal; show them as `?`.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
