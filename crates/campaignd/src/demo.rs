@@ -321,16 +321,7 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     engine.tick().await?;
     let run_id = engine.trigger(&a_campaign(&engine)?, "demo").await?;
 
-    let cancel = CancellationToken::new();
-    let sim = Sim::new(
-        store.clone(),
-        clock.clone(),
-        a.out.join("outbox.jsonl"),
-        a.seed,
-        Behaviour::default(),
-    );
-    let sim_task = tokio::spawn(sim.run(cancel.clone()));
-    let engine_task = tokio::spawn(engine.clone().run(cancel.clone(), false));
+    let (cancel, running) = start(&a, &store, &engine, &clock);
     let mut progress =
         tokio::time::interval(Duration::from_secs_f64((a.day_seconds / 2.0).max(0.25)));
     let mut open_waves: Vec<(i64, String)> = Vec::new();
@@ -381,8 +372,9 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cancel.cancel();
-    let _ = engine_task.await;
-    let _ = sim_task.await;
+    for task in running {
+        let _ = task.await;
+    }
     println!();
     println!("{}", evaluate::render_text(&report));
     println!(
@@ -391,6 +383,34 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     println!("demo finished in {:.1}s", wall.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the simulated population and the engine's loops; cancel the token, then await
+/// the tasks, to stop them.
+fn start(
+    a: &DemoArgs,
+    store: &store::Store,
+    engine: &Arc<engine::Engine>,
+    clock: &Clock,
+) -> (CancellationToken, [tokio::task::JoinHandle<()>; 2]) {
+    let cancel = CancellationToken::new();
+    let sim = Sim::new(
+        store.clone(),
+        clock.clone(),
+        a.out.join("outbox.jsonl"),
+        a.seed,
+        Behaviour::default(),
+    );
+    // Their errors end them; the demo notices by the events that stop coming, as before.
+    let c = cancel.clone();
+    let sim_task = tokio::spawn(async move {
+        let _ = sim.run(c).await;
+    });
+    let (e, c) = (engine.clone(), cancel.clone());
+    let engine_task = tokio::spawn(async move {
+        let _ = e.run(c, false).await;
+    });
+    (cancel, [sim_task, engine_task])
 }
 
 /// What a season did for one campaign.
@@ -429,16 +449,7 @@ async fn season(
         a.days,
         out::local(end, tz)
     );
-    let cancel = CancellationToken::new();
-    let sim = Sim::new(
-        store.clone(),
-        clock.clone(),
-        a.out.join("outbox.jsonl"),
-        a.seed,
-        Behaviour::default(),
-    );
-    let sim_task = tokio::spawn(sim.run(cancel.clone()));
-    let engine_task = tokio::spawn(engine.clone().run(cancel.clone(), false));
+    let (cancel, running) = start(a, &store, &engine, &clock);
     let mut tally: std::collections::BTreeMap<String, Tally> = engine
         .workflows()
         .iter()
@@ -501,8 +512,9 @@ async fn season(
         }
     }
     cancel.cancel();
-    let _ = engine_task.await;
-    let _ = sim_task.await;
+    for task in running {
+        let _ = task.await;
+    }
     println!();
     println!(
         "{:<22} {:>5} {:>8} {:>9} {:>8} {:>7} {:>10} {:>14} {:>14}  slots skipped",

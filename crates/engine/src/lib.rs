@@ -628,11 +628,7 @@ impl Engine {
         let mut refreshed = 0;
         let now = self.clock.now(&self.store).await?;
         for run in self.store.stale_reports(100).await? {
-            let wf = self.catalog.version(&self.store, run.version_id).await?;
-            let response_seq = self.store.response_seq(run.id).await?;
-            let (report, due) =
-                report::build_report_due(&self.store, &wf, &run, now, self.cfg.simulated).await?;
-            let json = evaluate::render_json(&report);
+            let (json, response_seq, due) = self.report_now(&run, now).await?;
             if fenced
                 .refresh_report(run.id, &json, response_seq, due)
                 .await?
@@ -642,11 +638,7 @@ impl Engine {
             }
         }
         for (run, was_due) in self.store.due_reports(now, 100).await? {
-            let wf = self.catalog.version(&self.store, run.version_id).await?;
-            let response_seq = self.store.response_seq(run.id).await?;
-            let (report, due) =
-                report::build_report_due(&self.store, &wf, &run, now, self.cfg.simulated).await?;
-            let json = evaluate::render_json(&report);
+            let (json, response_seq, due) = self.report_now(&run, now).await?;
             if fenced
                 .rebuild_due_report(run.id, &json, response_seq, was_due, due)
                 .await?
@@ -656,6 +648,21 @@ impl Engine {
             }
         }
         Ok(refreshed)
+    }
+
+    /// A finished run's report as it stands at `now`, as JSON, with the responses it counted
+    /// (`response_seq`) and when it is next due (a provisional retention report), for the
+    /// fenced conditional writes that replace the stored one.
+    async fn report_now(
+        &self,
+        run: &store::runs::RunRow,
+        now: Millis,
+    ) -> Result<(String, i64, Option<Millis>), EngineError> {
+        let wf = self.catalog.version(&self.store, run.version_id).await?;
+        let response_seq = self.store.response_seq(run.id).await?;
+        let (report, due) =
+            report::build_report_due(&self.store, &wf, run, now, self.cfg.simulated).await?;
+        Ok((evaluate::render_json(&report), response_seq, due))
     }
 
     fn reclaim_due(&self) -> bool {
