@@ -25,10 +25,10 @@ pub(crate) struct StepDto {
     campaign: String,
     run_id: i64,
     wave: String,
-    /// `left_out`, `control` or `contacted`.
+    /// `entered` (a triggered campaign let them in), `left_out`, `control` or `contacted`.
     outcome: &'static str,
     /// The rule that left the subscriber out (`opt_out`, `frequency_cap`, `exclude:<name>`,
-    /// `entry:<rule>`, ...).
+    /// `entry:<rule>`, ...), or what let them in (`event:<type>`, `when`).
     reason: Option<String>,
     channel: Option<String>,
     purpose: Option<String>,
@@ -97,6 +97,10 @@ pub(crate) async fn get(
             };
             match s.step {
                 Step::LeftOut { reason } => dto.reason = Some(reason),
+                Step::Entered { by } => {
+                    dto.outcome = "entered";
+                    dto.reason = Some(by);
+                }
                 Step::Contact {
                     arm,
                     channel,

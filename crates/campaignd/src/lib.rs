@@ -993,6 +993,7 @@ async fn why(
         );
         let what = match s.step {
             Step::LeftOut { reason } => format!("left out by {reason}"),
+            Step::Entered { by } => format!("entered by the trigger ({by})"),
             Step::Contact {
                 arm: store::contacts::Arm::Control,
                 ..

@@ -166,4 +166,19 @@ async fn a_complaint_starts_a_run_at_the_next_slot_and_is_answered_once() {
     assert_eq!(slots[2], skipped(30));
     assert_eq!(slots[3], skipped(45));
     assert_eq!(store.runs_of("complaint-care").await.unwrap().len(), 1);
+
+    // `campaignd why` tells it: entered by the complaint, then contacted, in that order.
+    let story = store
+        .subscriber_story(complainer, Some("complaint-care"))
+        .await
+        .unwrap();
+    let steps: Vec<String> = story
+        .iter()
+        .map(|s| match &s.step {
+            store::story::Step::Entered { by } => format!("entered {by}"),
+            store::story::Step::Contact { arm, .. } => format!("contact {}", arm.as_str()),
+            store::story::Step::LeftOut { reason } => format!("left out {reason}"),
+        })
+        .collect();
+    assert_eq!(steps, ["entered event:complaint", "contact treatment"]);
 }

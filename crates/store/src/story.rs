@@ -8,6 +8,9 @@ use crate::{Millis, Result, Store, query};
 /// What one wave did with the subscriber.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
+    /// A triggered campaign's gather let them into the run (before its first wave planned):
+    /// `event:<type>` (an event of theirs) or `when` (its condition became true).
+    Entered { by: String },
     /// A planner's rule left them out: `opt_out`, `frequency_cap`, `arbitration:<winner>`,
     /// `exclude:<name>`,
     /// `entry:<rule>`, ...
@@ -119,6 +122,36 @@ impl Store {
                     step: Step::LeftOut {
                         reason: r.try_get("", "reason")?,
                     },
+                },
+            ));
+        }
+        // Entries by a trigger come first in their run (ordinal -1): the gather precedes the
+        // plan. The wave is the run's first.
+        let entries = query(
+            self.db(),
+            &format!(
+                "SELECT r.campaign, t.run_id, w.wave, t.entered_at AS at, e.type AS event_type \
+                 FROM trigger_entry t JOIN run r ON r.id = t.run_id \
+                 JOIN wave_run w ON w.run_id = t.run_id AND w.ordinal = 0 \
+                 LEFT JOIN subscriber_event e ON e.id = t.event_id \
+                 WHERE t.subscriber_id = ?{filter}"
+            ),
+            values(subscriber_id),
+        )
+        .await?;
+        for r in &entries {
+            let by = match r.try_get::<Option<String>>("", "event_type")? {
+                Some(kind) => format!("event:{kind}"),
+                None => "when".to_owned(),
+            };
+            out.push((
+                -1,
+                StoryStep {
+                    at: r.try_get("", "at")?,
+                    campaign: r.try_get("", "campaign")?,
+                    run_id: r.try_get("", "run_id")?,
+                    wave: r.try_get("", "wave")?,
+                    step: Step::Entered { by },
                 },
             ));
         }
