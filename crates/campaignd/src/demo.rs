@@ -204,17 +204,17 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     // Monitors beside the workflows: a campaign on a monitor's alerts needs them evaluated.
     let dir = paths[0].parent().unwrap_or(std::path::Path::new("."));
     let (mut monitors, staff, monitor_diags) = spec::monitor::load_monitors(dir);
-    if a.days == 0 {
-        // One run: only the monitor its audience reads, so the engine's loop does no other
-        // work while the compressed windows pass.
-        monitors.retain(|m| {
-            wfs[0]
-                .audience
-                .alerts
-                .as_ref()
-                .is_some_and(|al| al.monitor == m.id)
-        });
-    }
+    // One run: only the monitor its audience reads, evaluated once at the start (below), so
+    // the engine's loop does no other work while the compressed windows pass.
+    let needed: Vec<spec::monitor::Monitor> = if a.days == 0 {
+        let read = wfs[0].audience.alerts.as_ref().map(|al| al.monitor.clone());
+        std::mem::take(&mut monitors)
+            .into_iter()
+            .filter(|m| Some(&m.id) == read.as_ref())
+            .collect()
+    } else {
+        Vec::new()
+    };
     if !monitor_diags.is_empty() {
         bail!(
             "{}",
@@ -287,6 +287,11 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
 
+    // At the start, whatever the compressed clock does next: a campaign on a monitor's
+    // alerts has the alerts of that moment.
+    for m in &needed {
+        engine::monitor::evaluate(&store, m, &staff, origin, origin).await?;
+    }
     let clock = Clock::scaled(origin, 86_400.0 / a.day_seconds);
     let channels: HashMap<String, Arc<dyn channels::Channel>> =
         crate::build_channels(&cfg, &store).await?;
@@ -317,8 +322,6 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     if a.days > 0 {
         return season(&a, store, engine, clock, events, tz, origin, wall).await;
     }
-    // Monitors due at the start are evaluated first, so a campaign on their alerts has some.
-    engine.tick().await?;
     let run_id = engine.trigger(&a_campaign(&engine)?, "demo").await?;
 
     let (cancel, running) = start(&a, &store, &engine, &clock);
