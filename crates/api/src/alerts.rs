@@ -16,7 +16,7 @@ use tracing::info;
 use crate::Shared;
 use crate::auth::Caller;
 use crate::error::{ApiError, bad};
-use crate::input::{Query, check_object, line, person_id};
+use crate::input::{Query, check_object, person_id};
 use crate::tasks::parse_id;
 
 const MAX_LIMIT: u64 = 1000;
@@ -87,27 +87,14 @@ pub(crate) async fn list(
 ) -> Result<Json<Vec<AlertDto>>, ApiError> {
     let q = Query::parse(raw.as_deref())?;
     q.reject_unknown(&["owner", "state", "limit"])?;
-    let mut owner = q.text("owner")?;
-    if let Some(o) = &owner {
-        line("owner", o, 64, "a staff id")?;
-    }
-    if who.role == Role::Agent {
-        let own = who.team.clone().unwrap_or_default();
-        if owner.as_deref().is_some_and(|o| o != own) {
-            return Err(ApiError::Forbidden(format!(
-                "agent {} may read {own}'s alerts only",
-                who.name
-            )));
-        }
-        owner = Some(own);
-    }
-    let episode_state = match q.text("state")? {
-        None => EpisodeState::Open,
-        Some(s) => EpisodeState::parse(&s).ok_or_else(|| {
-            let all: Vec<&str> = EpisodeState::ALL.iter().map(|t| t.as_str()).collect();
-            bad("state", format!("expected one of {}", all.join(", ")))
-        })?,
-    };
+    // An agent's team is its staff id: it reads its own alerts only.
+    let owner = q.worklist("owner", "a staff id", &who)?;
+    let episode_state = q.choice(
+        "state",
+        EpisodeState::Open,
+        &EpisodeState::ALL,
+        EpisodeState::as_str,
+    )?;
     let limit = q.limit(100, MAX_LIMIT)?;
     let rows = state
         .store

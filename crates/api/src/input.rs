@@ -94,6 +94,49 @@ impl Query {
             .ok_or_else(|| bad(name, format!("not valid {charset} after %-decoding")))
     }
 
+    /// `key`: one of `all` (named by `name`), `default` when absent.
+    pub(crate) fn choice<T: Copy>(
+        &self,
+        key: &str,
+        default: T,
+        all: &[T],
+        name: fn(T) -> &'static str,
+    ) -> Result<T, ApiError> {
+        match self.text(key)? {
+            None => Ok(default),
+            Some(s) => all.iter().copied().find(|v| name(*v) == s).ok_or_else(|| {
+                let names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+                bad(key, format!("expected one of {}", names.join(", ")))
+            }),
+        }
+    }
+
+    /// The worklist `key` (a team, a staff id) the caller may read: checked as a name, and
+    /// for an agent its own whatever it asked (another one is refused: worklists name
+    /// subscribers).
+    pub(crate) fn worklist(
+        &self,
+        key: &str,
+        expected: &str,
+        who: &store::auth::Principal,
+    ) -> Result<Option<String>, ApiError> {
+        let asked = self.text(key)?;
+        if let Some(v) = &asked {
+            line(key, v, 64, expected)?;
+        }
+        if who.role != store::auth::Role::Agent {
+            return Ok(asked);
+        }
+        let own = who.team.clone().unwrap_or_default();
+        if asked.as_deref().is_some_and(|v| v != own) {
+            return Err(ApiError::Forbidden(format!(
+                "agent {} may read {key} {own}'s worklist only",
+                who.name
+            )));
+        }
+        Ok(Some(own))
+    }
+
     /// `limit`: a whole number from 1 to `max`, `default` when absent.
     pub(crate) fn limit(&self, default: u64, max: u64) -> Result<u64, ApiError> {
         match self.text("limit")? {

@@ -11,7 +11,7 @@ use tracing::info;
 use crate::Shared;
 use crate::auth::Caller;
 use crate::error::{ApiError, bad};
-use crate::input::{Query, check_object, line, person_id};
+use crate::input::{Query, check_object, person_id};
 use store::audit::action;
 use store::auth::Role;
 use store::inbound::TaskState;
@@ -67,28 +67,9 @@ pub(crate) async fn list(
 ) -> Result<Json<Vec<TaskDto>>, ApiError> {
     let q = Query::parse(raw.as_deref())?;
     q.reject_unknown(&["team", "state", "limit"])?;
-    let mut team = q.text("team")?;
-    if let Some(t) = &team {
-        line("team", t, 64, "a team name")?;
-    }
     // An agent sees its own team's tasks only (call scripts name subscribers).
-    if who.role == Role::Agent {
-        let own = who.team.clone().unwrap_or_default();
-        if team.as_deref().is_some_and(|t| t != own) {
-            return Err(ApiError::Forbidden(format!(
-                "agent {} may read team {own}'s tasks only",
-                who.name
-            )));
-        }
-        team = Some(own);
-    }
-    let task_state = match q.text("state")? {
-        None => TaskState::Open,
-        Some(s) => TaskState::parse(&s).ok_or_else(|| {
-            let all: Vec<&str> = TaskState::ALL.iter().map(|t| t.as_str()).collect();
-            bad("state", format!("expected one of {}", all.join(", ")))
-        })?,
-    };
+    let team = q.worklist("team", "a team name", &who)?;
+    let task_state = q.choice("state", TaskState::Open, &TaskState::ALL, TaskState::as_str)?;
     let limit = q.limit(100, MAX_LIMIT)?;
     let rows = state
         .store
