@@ -45,21 +45,21 @@ fn errors(workflow: &str) -> Vec<String> {
     errors_with_template(workflow, TEMPLATE)
 }
 
+/// A diagnostic as `file:line:column: message`, the file by its name only.
+fn located(d: &spec::Diagnostic) -> String {
+    let file = Path::new(&d.file)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    format!("{file}:{}:{}: {}", d.line, d.column, d.message)
+}
+
 fn errors_with_template(workflow: &str, template: &str) -> Vec<String> {
     let (_dir, path) = setup(workflow, template);
     match spec::load_file(&path) {
         Ok(_) => Vec::new(),
-        Err(d) => d
-            .iter()
-            .map(|d| {
-                let file = Path::new(&d.file)
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                format!("{file}:{}:{}: {}", d.line, d.column, d.message)
-            })
-            .collect(),
+        Err(d) => d.iter().map(located).collect(),
     }
 }
 
@@ -765,17 +765,7 @@ fn template_symlink_out_of_the_folder_is_not_read() {
 fn errors_in(_dir: &tempfile::TempDir, path: &Path) -> Vec<String> {
     match spec::load_file(path) {
         Ok(_) => Vec::new(),
-        Err(d) => d
-            .iter()
-            .map(|d| {
-                let file = Path::new(&d.file)
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                format!("{file}:{}:{}: {}", d.line, d.column, d.message)
-            })
-            .collect(),
+        Err(d) => d.iter().map(located).collect(),
     }
 }
 
@@ -1007,18 +997,7 @@ fn with_periods(workflow: &str, periods: &str) -> Result<spec::Workflow, Vec<Str
     let cal = dir.path().join("calendars/campus");
     std::fs::create_dir_all(&cal).unwrap();
     std::fs::write(cal.join("periods.yaml"), periods).unwrap();
-    spec::load_file(&path).map_err(|d| {
-        d.iter()
-            .map(|d| {
-                let file = Path::new(&d.file)
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                format!("{file}:{}:{}: {}", d.line, d.column, d.message)
-            })
-            .collect()
-    })
+    spec::load_file(&path).map_err(|d| d.iter().map(located).collect())
 }
 
 fn windows(lines: &str) -> String {
