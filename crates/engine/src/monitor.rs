@@ -33,6 +33,11 @@ pub fn digest_key(monitor: &str, owner: &str, now: Millis, every_ms: Millis) -> 
     )
 }
 
+/// How many alerts a digest lists one by one; the rest are counted. A person told of a
+/// hundred thousand alerts reads none of them in a mail, and the worklist has them all,
+/// highest level and score first, as the mail does.
+const DIGEST_LISTED: usize = 200;
+
 /// A watched subscriber's state at this evaluation.
 struct Reading {
     score: u32,
@@ -168,7 +173,7 @@ pub async fn evaluate(
         });
         let Some(person) = person else { continue };
         let mail = digest_mail(m, person, &alerts, now, every);
-        tx.digest(&mail, &alerts).await?;
+        tx.digest(&mail, &owner).await?;
     }
     tx.commit(counts).await?;
     Ok(Some(counts))
@@ -231,7 +236,7 @@ fn digest_mail(
         "These subscribers show churn signals. Each alert is on your worklist (GET /alerts); \
          record what you did with POST /alerts/{{id}}/outcome.\n"
     );
-    for a in alerts {
+    for a in alerts.iter().take(DIGEST_LISTED) {
         let number = domain::Msisdn::parse(&a.msisdn)
             .map(|n| n.masked())
             .unwrap_or_else(|_| domain::mask(&a.msisdn));
@@ -262,6 +267,13 @@ fn digest_mail(
                 .unwrap_or(name);
             let _ = writeln!(text, "    - {says}");
         }
+    }
+    if alerts.len() > DIGEST_LISTED {
+        let _ = writeln!(
+            text,
+            "\n... and {} more, lower in level or score, on your worklist (GET /alerts).",
+            alerts.len() - DIGEST_LISTED
+        );
     }
     NewMail {
         kind: MailKind::Digest,

@@ -390,3 +390,52 @@ async fn a_digest_waits_for_the_next_interval_and_loses_nothing() {
         mails[2].text
     );
 }
+
+#[tokio::test]
+async fn a_long_digest_lists_the_first_alerts_counts_the_rest_and_tells_each_once() {
+    let rig = rig().await;
+    let many: Vec<_> = (0..250)
+        .map(|i| {
+            store::testing::subscriber(&format!("1390000{i:04}"))
+                .with("region", "yulin")
+                .with("arpu_3m", 300.0)
+                .with("complaints_30d", 1)
+        })
+        .collect();
+    rig.store
+        .insert_subscribers(&many, OnDuplicate::Fail, t0() - 40 * DAY)
+        .await
+        .unwrap();
+    // One of them is worse off: the digest lists it first.
+    rig.set(3, "complaints_30d", 1.0).await;
+    rig.set(3, "churn_risk", 0.9).await;
+    let e = rig.engine("a");
+    assert_eq!(e.tick().await.unwrap().monitor_evaluations, 1);
+    let mails = rig.digests().await;
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let text = &mails[0].text;
+    assert!(
+        mails[0].subject.contains("251 new and 0 escalated"),
+        "{}",
+        mails[0].subject
+    );
+    let listed: Vec<&str> = text.lines().filter(|l| l.starts_with("alert ")).collect();
+    assert_eq!(listed.len(), 200, "{text}");
+    assert!(listed[0].contains("HIGH  new  138****0003"), "{text}");
+    assert!(text.contains("... and 51 more"), "{text}");
+    assert!(
+        !text.contains("13900000"),
+        "a number is shown unmasked: {text}"
+    );
+
+    // Every alert was told, listed or counted: the next evaluations mail nobody.
+    rig.next_day();
+    assert_eq!(e.tick().await.unwrap().monitor_evaluations, 1);
+    assert_eq!(rig.digests().await.len(), 1);
+    let told = rig
+        .store
+        .alerts(None, Some(EpisodeState::Open), 1000)
+        .await
+        .unwrap();
+    assert_eq!(told.len(), 251);
+}

@@ -536,24 +536,29 @@ impl MonitorTx {
         Ok(out)
     }
 
-    /// Queues `mail` (one owner's digest) and marks `alerts` told at their current level,
-    /// together; false, and nothing marked, when a digest with its key is already queued
-    /// (the owner was told in this interval: they wait for the next).
-    pub async fn digest(&self, mail: &NewMail, alerts: &[PendingAlert]) -> Result<bool> {
+    /// Queues `mail` (the digest for the alerts [`MonitorTx::pending`] read for `owner`) and
+    /// marks those alerts told at their current level, together; false, and nothing marked,
+    /// when a digest with its key is already queued (the owner was told in this interval:
+    /// they wait for the next).
+    pub async fn digest(&self, mail: &NewMail, owner: &str) -> Result<bool> {
         if !crate::mail::enqueue_mail_in(&self.tx, mail, self.now).await? {
             return Ok(false);
         }
-        // Told of the level each alert is at now: nothing changes levels inside this
-        // transaction, so the stored rank is the one the mail shows.
-        for chunk in alerts.chunks(1000) {
-            let sql = format!(
-                "UPDATE alert_episode SET notified_rank = level_rank WHERE state = ? AND id IN ({})",
-                marks(chunk.len())
-            );
-            let mut values: Vec<sea_orm::Value> = vec![EpisodeState::Open.as_str().into()];
-            values.extend(chunk.iter().map(|a| a.id.into()));
-            exec(&self.tx, &sql, values).await?;
-        }
+        // The same predicate `pending` read with: nothing changes levels or owners inside
+        // this transaction, so these are exactly the alerts the mail was built from, at the
+        // rank it shows. One statement per owner: marking by id lists cost a scan each and
+        // made a large evaluation quadratic.
+        exec(
+            &self.tx,
+            "UPDATE alert_episode SET notified_rank = level_rank \
+             WHERE monitor = ? AND state = ? AND owner = ? AND level_rank > notified_rank",
+            [
+                self.monitor.as_str().into(),
+                EpisodeState::Open.as_str().into(),
+                owner.into(),
+            ],
+        )
+        .await?;
         Ok(true)
     }
 
