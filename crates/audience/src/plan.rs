@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, Utc};
 use sea_orm::sea_query::Condition;
 use spec::{OncePer, Targets, Trigger, Wave, Workflow};
 use store::contacts::{Arm, NewContact, WaveContacts};
-use store::planning::{PlanReader, earlier_wave_targets, open_alerts};
+use store::planning::{Path, PlanReader, earlier_wave_targets, open_alerts};
 use store::triggers;
 use store::{Millis, Store};
 
@@ -291,6 +291,22 @@ pub async fn pending_trigger_entrants(
         .await?)
 }
 
+/// The store's form of a wave's action path.
+fn path(t: &Targets) -> Path<'_> {
+    match t {
+        Targets::NoResponse => Path::NoResponse,
+        Targets::All => Path::All,
+        Targets::DeliveredSilent => Path::DeliveredSilent,
+        Targets::Undelivered => Path::Undelivered,
+        Targets::Replied(k) => Path::Replied(k),
+        Targets::Outcome(o) => Path::Outcome(o),
+        Targets::Event(m) => Path::Event {
+            kind: &m.kind,
+            value: m.value.as_deref(),
+        },
+    }
+}
+
 fn audience_condition(input: &PlanInput<'_>, fields: &FieldSql<'_>) -> Condition {
     let mut cond = Condition::all();
     if input.previous_wave_run_id.is_none() {
@@ -305,10 +321,7 @@ fn audience_condition(input: &PlanInput<'_>, fields: &FieldSql<'_>) -> Condition
         }
     }
     if let Some(prev) = input.previous_wave_run_id {
-        cond = cond.add(earlier_wave_targets(
-            prev,
-            input.wave.targets == Targets::NoResponse,
-        ));
+        cond = cond.add(earlier_wave_targets(prev, path(&input.wave.targets)));
     }
     if let Some(f) = &input.wave.filter {
         cond = cond.add(to_condition(f, fields));
@@ -324,12 +337,11 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
     let fields = c.field_sql(&wf.catalogue, input.now).await?;
 
     if let Some(prev) = input.previous_wave_run_id {
-        let sub_cond = earlier_wave_targets(prev, input.wave.targets == Targets::NoResponse);
-        let label = match input.wave.targets {
-            Targets::NoResponse => "no_response",
-            Targets::All => "previous_wave",
-        };
-        funnel.push((label.into(), c.count_subscribers(sub_cond).await?));
+        let sub_cond = earlier_wave_targets(prev, path(&input.wave.targets));
+        funnel.push((
+            input.wave.targets.stage(),
+            c.count_subscribers(sub_cond).await?,
+        ));
     } else {
         funnel.push(("base".into(), c.count_subscribers(Condition::all()).await?));
         if let Some((name, seg)) = &wf.audience.segment {

@@ -519,7 +519,8 @@ fn check(
         }
     }
 
-    let waves = waves(sink, f, bundle, cat);
+    let (outcomes, outcomes_ok) = outcomes(sink, f);
+    let waves = waves(sink, f, bundle, cat, &outcomes);
 
     let evaluate = f.evaluate.as_ref().map(|e| {
         let breakdown = e.breakdown.as_ref().and_then(|b| {
@@ -607,7 +608,8 @@ fn check(
         && policy_ok
         && evaluate_ok
         && entry.is_some()
-        && trigger.is_some())
+        && trigger.is_some()
+        && outcomes_ok)
         || exclude.len() != f.audience.exclude.len()
     {
         return None;
@@ -631,6 +633,7 @@ fn check(
         control,
         policy,
         waves: waves?,
+        outcomes,
         evaluate: evaluate.flatten().unwrap_or_default(),
         hash: bundle.hash(),
         catalogue: cat.clone(),
@@ -1207,19 +1210,200 @@ fn event_match(sink: &mut Sink<'_>, e: &model::EventFile) -> Option<EventMatch> 
     })
 }
 
+/// A reply keyword as tracking compares it (the reply's first word, lowercase), or an error
+/// when no reply could ever match it or it is an opt-out word.
+fn reply_keyword(sink: &mut Sink<'_>, k: &Spanned<String>) -> Option<String> {
+    let word = k.value.trim().to_lowercase();
+    if rules::OPT_OUT_KEYWORDS.contains(&word.as_str()) {
+        sink.at_spanned(
+            k,
+            format!(
+                "reply keyword `{}` is an opt-out word ({}): such a reply opts the subscriber out and must not count as a response",
+                k.value.trim(),
+                rules::OPT_OUT_KEYWORDS.join(", ")
+            ),
+        );
+        None
+    } else if word.is_empty() || word.split_whitespace().count() != 1 {
+        sink.at_spanned(
+            k,
+            format!(
+                "reply keyword `{}` can never match: a reply matches on its first word, so expected one word or `*`",
+                k.value
+            ),
+        );
+        None
+    } else {
+        Some(word)
+    }
+}
+
+/// An outcome named by a response rule or an action path: one the workflow declares.
+fn declared_outcome(sink: &mut Sink<'_>, o: &Spanned<String>, outcomes: &[String]) -> bool {
+    if outcomes.contains(&o.value) {
+        return true;
+    }
+    sink.at_spanned(
+        o,
+        format!(
+            "outcome `{}` can never be recorded: expected one of the workflow's `outcomes`: {}",
+            o.value,
+            outcomes.join(", ")
+        ),
+    );
+    false
+}
+
+/// `outcomes`: what agents may record on this campaign's tasks, and whether the list is
+/// sound. Every name listed is returned, sound or not, so waves naming one are not also
+/// reported: the list's own error is the one to fix.
+fn outcomes(sink: &mut Sink<'_>, f: &WorkflowFile) -> (Vec<String>, bool) {
+    let Some(list) = &f.outcomes else {
+        return (
+            rules::OUTCOMES.iter().map(|o| (*o).to_owned()).collect(),
+            true,
+        );
+    };
+    if list.value.is_empty() {
+        sink.at_spanned(list, "expected at least one outcome in `outcomes`");
+        return (Vec::new(), false);
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.value.len());
+    let mut ok = true;
+    for o in &list.value {
+        if let Some(problem) = rules::outcome_problem(&o.value) {
+            sink.at_spanned(
+                o,
+                format!("outcome `{}`: {problem}", o.value.escape_debug()),
+            );
+            ok = false;
+        } else if out.contains(&o.value) {
+            sink.at_spanned(o, format!("duplicate outcome `{}`", o.value));
+            ok = false;
+            continue;
+        }
+        out.push(o.value.clone());
+    }
+    (out, ok)
+}
+
+/// A wave's action path, checked on its own; [`paths_reachable`] then checks it against the
+/// wave it follows.
+fn targets(sink: &mut Sink<'_>, t: &TargetsFile, outcomes: &[String]) -> Option<Targets> {
+    Some(match t {
+        TargetsFile::NoResponse => Targets::NoResponse,
+        TargetsFile::All => Targets::All,
+        TargetsFile::DeliveredSilent => Targets::DeliveredSilent,
+        TargetsFile::Undelivered => Targets::Undelivered,
+        TargetsFile::Replied(ks) => {
+            let words: Vec<Option<String>> = ks
+                .iter()
+                .map(|k| {
+                    if k.value.trim() == "*" {
+                        sink.at_spanned(k, "`*` is not a keyword here: to target everyone who replied, list the keywords the earlier wave accepts, or use `targets: all`");
+                        None
+                    } else {
+                        reply_keyword(sink, k)
+                    }
+                })
+                .collect();
+            if ks.is_empty() {
+                return None;
+            }
+            Targets::Replied(words.into_iter().collect::<Option<Vec<_>>>()?)
+        }
+        TargetsFile::Outcome(os) => {
+            let ok = os
+                .iter()
+                .map(|o| declared_outcome(sink, o, outcomes))
+                .fold(true, |a, b| a & b);
+            if !ok || os.is_empty() {
+                return None;
+            }
+            Targets::Outcome(os.iter().map(|o| o.value.clone()).collect())
+        }
+        TargetsFile::Event(e) => Targets::Event(event_match(sink, e)?),
+    })
+}
+
+/// An action path must wait for something the wave it follows can produce: replies and
+/// delivery reports come only to SMS, outcomes only from agents working tasks, and a keyword
+/// only when that wave accepts it as a response (a reply it does not accept is not
+/// attributed to it).
+fn paths_reachable(sink: &mut Sink<'_>, f: &WorkflowFile, compiled: &[Wave]) -> bool {
+    let mut ok = true;
+    for w in &f.waves.value {
+        let (Some(t), Some(after)) = (&w.targets, &w.after) else {
+            continue;
+        };
+        let Some(prev) = compiled.iter().find(|c| c.id == after.value) else {
+            continue;
+        };
+        let Some(me) = compiled.iter().find(|c| c.id == w.id.value) else {
+            continue;
+        };
+        let on = prev.channel.as_str();
+        let problem = match &me.targets {
+            Targets::DeliveredSilent | Targets::Undelivered | Targets::Replied(_)
+                if prev.channel.is_task() =>
+            {
+                Some(format!(
+                    "wave `{}` waits for what only an SMS can produce, but `{}` is a `{on}` wave: agents record outcomes (`targets: {{ outcome: [...] }}`)",
+                    me.id, prev.id
+                ))
+            }
+            Targets::Outcome(_) if !prev.channel.is_task() => Some(format!(
+                "wave `{}` waits for an agent's outcome, but `{}` is a `{on}` wave, which has no agents: use `replied`, `delivered_silent`, `undelivered` or `no_response`",
+                me.id, prev.id
+            )),
+            Targets::Replied(words) => {
+                let accepted: Vec<&str> = prev
+                    .responses
+                    .iter()
+                    .filter_map(|r| match r {
+                        ResponseRule::Reply(k) => Some(k.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                words
+                    .iter()
+                    .find(|k| !accepted.iter().any(|a| *a == "*" || a == k))
+                    .map(|k| {
+                        format!(
+                            "wave `{}` waits for the reply `{k}`, which `{}` does not accept as a response (it accepts: {}); add `- reply: \"{k}\"` to its `responses`",
+                            me.id,
+                            prev.id,
+                            if accepted.is_empty() {
+                                "no reply".to_owned()
+                            } else {
+                                accepted.join(", ")
+                            }
+                        )
+                    })
+            }
+            _ => None,
+        };
+        if let Some(p) = problem {
+            sink.at_spanned(t, p);
+            ok = false;
+        }
+    }
+    ok
+}
+
 /// A wave's responses, each checked against what its channel can produce: replies come only
-/// to SMS, outcomes only from agents working tasks.
+/// to SMS, outcomes only from agents working tasks (and declared in `outcomes`).
 fn response_rules(
     sink: &mut Sink<'_>,
     responses: &[model::ResponseFile],
     channel: Option<ChannelKind>,
+    outcomes: &[String],
 ) -> (Vec<ResponseRule>, bool) {
     let mut ok = true;
     let mut out = Vec::new();
     for r in responses {
         match r {
             model::ResponseFile::Reply(k) => {
-                let word = k.value.trim().to_lowercase();
                 if channel.is_some_and(ChannelKind::is_task) {
                     sink.at_spanned(
                         k,
@@ -1229,27 +1413,10 @@ fn response_rules(
                         ),
                     );
                     ok = false;
-                } else if rules::OPT_OUT_KEYWORDS.contains(&word.as_str()) {
-                    sink.at_spanned(
-                        k,
-                        format!(
-                            "reply keyword `{}` is an opt-out word ({}): such a reply opts the subscriber out and must not count as a response",
-                            k.value.trim(),
-                            rules::OPT_OUT_KEYWORDS.join(", ")
-                        ),
-                    );
-                    ok = false;
-                } else if word.is_empty() || word.split_whitespace().count() != 1 {
-                    sink.at_spanned(
-                        k,
-                        format!(
-                            "reply keyword `{}` can never match: a reply matches on its first word, so expected one word or `*`",
-                            k.value
-                        ),
-                    );
-                    ok = false;
-                } else {
+                } else if let Some(word) = reply_keyword(sink, k) {
                     out.push(ResponseRule::Reply(word));
+                } else {
+                    ok = false;
                 }
             }
             model::ResponseFile::Event(e) => match event_match(sink, e) {
@@ -1263,15 +1430,7 @@ fn response_rules(
                         "an `outcome` response can never happen on an `sms` wave: outcomes are recorded by agents on task waves; use `reply:` or `event:`",
                     );
                     ok = false;
-                } else if !rules::OUTCOMES.contains(&o.value.as_str()) {
-                    sink.at_spanned(
-                        o,
-                        format!(
-                            "outcome `{}` can never be recorded: expected one of {}",
-                            o.value,
-                            rules::OUTCOMES.join(", ")
-                        ),
-                    );
+                } else if !declared_outcome(sink, o, outcomes) {
                     ok = false;
                 } else {
                     out.push(ResponseRule::Outcome(o.value.clone()));
@@ -1287,6 +1446,7 @@ fn waves(
     f: &WorkflowFile,
     bundle: &Bundle,
     cat: &Catalogue,
+    outcomes: &[String],
 ) -> Option<Vec<Wave>> {
     let mut ok = true;
     if f.waves.value.is_empty() {
@@ -1421,7 +1581,15 @@ fn waves(
         };
         let filter = w.filter.as_ref().and_then(|s| check_expr(sink, s, cat));
         let filter_ok = w.filter.is_none() || filter.is_some();
-        let (mut responses, responses_ok) = response_rules(sink, &w.responses, channel);
+        let (mut responses, responses_ok) = response_rules(sink, &w.responses, channel, outcomes);
+        let path = match &w.targets {
+            None => Some(Targets::NoResponse),
+            Some(t) if w.after.is_none() => {
+                sink.at_spanned(t, format!("the first wave `{}` targets the audience: `targets` chooses among the subscribers of the wave a following wave comes `after`", w.id.value));
+                None
+            }
+            Some(t) => targets(sink, &t.value, outcomes),
+        };
         ok &= responses_ok;
         if responses.is_empty() {
             responses.push(match channel {
@@ -1429,30 +1597,29 @@ fn waves(
                 _ => ResponseRule::Reply("*".into()),
             });
         }
-        match (channel, template, respond_within, send_within) {
-            (Some(channel), Some(template), Some(respond_within), Some(send_within))
-                if filter_ok =>
-            {
-                out.push(Wave {
-                    id: w.id.value.clone(),
-                    after,
-                    targets: match w.targets {
-                        TargetsFile::NoResponse => Targets::NoResponse,
-                        TargetsFile::All => Targets::All,
-                    },
-                    filter,
-                    channel,
-                    template,
-                    team: w.team.as_ref().map(|t| t.value.clone()),
-                    respond_within,
-                    send_within,
-                    responses,
-                    delivery: match w.delivery {
-                        DeliveryFile::AtLeastOnce => Delivery::AtLeastOnce,
-                        DeliveryFile::AtMostOnce => Delivery::AtMostOnce,
-                    },
-                })
-            }
+        match (channel, template, respond_within, send_within, path) {
+            (
+                Some(channel),
+                Some(template),
+                Some(respond_within),
+                Some(send_within),
+                Some(path),
+            ) if filter_ok => out.push(Wave {
+                id: w.id.value.clone(),
+                after,
+                targets: path,
+                filter,
+                channel,
+                template,
+                team: w.team.as_ref().map(|t| t.value.clone()),
+                respond_within,
+                send_within,
+                responses,
+                delivery: match w.delivery {
+                    DeliveryFile::AtLeastOnce => Delivery::AtLeastOnce,
+                    DeliveryFile::AtMostOnce => Delivery::AtMostOnce,
+                },
+            }),
             _ => ok = false,
         }
     }
@@ -1486,6 +1653,7 @@ fn waves(
             cur = next;
         }
     }
+    ok &= paths_reachable(sink, f, &out);
     ok.then_some(out)
 }
 

@@ -64,6 +64,12 @@ pub(crate) struct WorkflowFile {
     /// earlier one (`after`).
     #[schemars(with = "Vec<WaveFile>")]
     pub(crate) waves: Spanned<Vec<WaveFile>>,
+    /// What agents may record on this campaign's call and service tasks, e.g.
+    /// `[accepted, refused, call_back_later, unreachable, wrong_number]`: 1 to 32 of a-z,
+    /// 0-9 and `_` each. Default: accepted, refused, call_back_later, unreachable.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) outcomes: Option<Spanned<Vec<Spanned<String>>>>,
     /// How the campaign is judged.
     #[serde(default)]
     pub(crate) evaluate: Option<EvaluateFile>,
@@ -323,10 +329,13 @@ pub(crate) struct WaveFile {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub(crate) after: Option<Spanned<String>>,
-    /// Who a following wave targets: `no_response` (treatment subscribers of `after` who did
-    /// not respond) or `all` of them.
+    /// Who a following wave targets among the treatment subscribers of `after`:
+    /// `no_response` (the default), `all`, `delivered_silent`, `undelivered`,
+    /// `{ replied: [KEYWORD, ...] }`, `{ outcome: [OUTCOME, ...] }` or
+    /// `{ event: { type: TYPE, value: VALUE } }`.
     #[serde(default)]
-    pub(crate) targets: TargetsFile,
+    #[schemars(with = "Option<TargetsFile>")]
+    pub(crate) targets: Option<Spanned<TargetsFile>>,
     /// An extra filter for this wave only.
     #[serde(default, rename = "where")]
     #[schemars(with = "Option<String>")]
@@ -371,12 +380,28 @@ pub(crate) enum DeliveryFile {
     AtMostOnce,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+/// Which of the earlier wave's treatment subscribers a following wave targets: its action
+/// path.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum TargetsFile {
+    /// Who did not respond (the default).
     #[default]
     NoResponse,
+    /// Everyone the earlier wave targeted.
     All,
+    /// SMS only: the message was delivered and nobody responded.
+    DeliveredSilent,
+    /// SMS only: the message never reached them (undelivered, rejected by the gateway, or
+    /// expired unsent).
+    Undelivered,
+    /// SMS only: who replied with one of these keywords (the reply's first word,
+    /// case-insensitive). The earlier wave must accept each of them as a response (`reply:`).
+    Replied(#[schemars(with = "Vec<String>")] Vec<Spanned<String>>),
+    /// Task waves only: whose recorded outcome is one of these (declared in `outcomes`).
+    Outcome(#[schemars(with = "Vec<String>")] Vec<Spanned<String>>),
+    /// Who had this business event while the earlier wave's window was open.
+    Event(EventFile),
 }
 
 /// One kind of response.
@@ -388,7 +413,8 @@ pub(crate) enum ResponseFile {
     Reply(#[schemars(with = "String")] Spanned<String>),
     /// A business event such as an order or a top-up.
     Event(EventFile),
-    /// An agent's recorded outcome: accepted, refused, call_back_later or unreachable.
+    /// An agent's recorded outcome, one of the workflow's `outcomes` (by default accepted,
+    /// refused, call_back_later or unreachable).
     /// Task waves (outbound_call, service) only.
     Outcome(#[schemars(with = "String")] Spanned<String>),
 }

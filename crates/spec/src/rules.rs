@@ -9,8 +9,24 @@ use std::time::Duration;
 /// here.
 pub const OPT_OUT_KEYWORDS: &[&str] = &["td", "stop", "unsubscribe", "退订", "n"];
 
-/// The outcomes an agent can record for a task (`POST /tasks/{id}/outcome`).
+/// The outcomes an agent can record for a task (`POST /tasks/{id}/outcome`) when a workflow
+/// declares no `outcomes` of its own.
 pub const OUTCOMES: &[&str] = &["accepted", "refused", "call_back_later", "unreachable"];
+
+/// Why `s` cannot be an outcome name (`outcomes`), if it cannot: 1 to 32 of a-z, 0-9, `_`.
+pub fn outcome_problem(s: &str) -> Option<String> {
+    if s.is_empty() || s.len() > 32 {
+        return Some("expected 1 to 32 characters".into());
+    }
+    s.chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
+        .map(|c| {
+            format!(
+                "`{}` is not allowed: expected a-z, 0-9 or `_`",
+                c.escape_debug()
+            )
+        })
+}
 
 /// Business event types that attribution writes itself, so no business event may use them.
 pub use domain::RESERVED_EVENT_TYPES;

@@ -28,6 +28,9 @@ pub struct Workflow {
     pub control: Option<Control>,
     pub policy: Policy,
     pub waves: Vec<Wave>,
+    /// What agents may record on this campaign's tasks (`outcomes`, or
+    /// [`crate::rules::OUTCOMES`]).
+    pub outcomes: Vec<String>,
     pub evaluate: Evaluate,
     /// The subscriber attributes this workflow was checked against (the bundle's
     /// `attributes.yaml`, or the shipped catalogue).
@@ -406,10 +409,42 @@ impl Delivery {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A following wave's action path: which treatment subscribers of the wave it follows it
+/// targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Targets {
+    /// Who did not respond.
     NoResponse,
+    /// Everyone targeted.
     All,
+    /// Delivered, and no response.
+    DeliveredSilent,
+    /// The message never reached them: undelivered, rejected, or expired unsent.
+    Undelivered,
+    /// Who replied with one of these keywords (first word, lowercase).
+    Replied(Vec<String>),
+    /// Whose task outcome is one of these.
+    Outcome(Vec<String>),
+    /// Who had this business event while the wave's window was open.
+    Event(EventMatch),
+}
+
+impl Targets {
+    /// The funnel's name for the step that selects them.
+    pub fn stage(&self) -> String {
+        match self {
+            Targets::NoResponse => "no_response".into(),
+            Targets::All => "previous_wave".into(),
+            Targets::DeliveredSilent => "delivered_silent".into(),
+            Targets::Undelivered => "undelivered".into(),
+            Targets::Replied(k) => format!("replied:{}", k.join("|")),
+            Targets::Outcome(o) => format!("outcome:{}", o.join("|")),
+            Targets::Event(m) => match &m.value {
+                Some(v) => format!("event:{}={v}", m.kind),
+                None => format!("event:{}", m.kind),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -420,7 +455,7 @@ pub enum ResponseRule {
     Outcome(String),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventMatch {
     pub kind: String,
     pub value: Option<String>,

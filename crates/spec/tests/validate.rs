@@ -510,7 +510,7 @@ fn responses_a_channel_cannot_produce() {
     assert_one(
         &with_wave_lines("", "    responses:\n      - outcome: acepted\n"),
         "wf.yaml:25:18:",
-        "outcome `acepted` can never be recorded: expected one of accepted, refused, call_back_later, unreachable",
+        "outcome `acepted` can never be recorded: expected one of the workflow's `outcomes`: accepted, refused, call_back_later, unreachable",
     );
     assert_one(
         &with_wave_lines("    responses:\n      - event: { type: reply }\n", ""),
@@ -1143,4 +1143,155 @@ fn bad_windows_are_located() {
         .filter(|e| e.starts_with("periods.yaml:3:"))
         .collect();
     assert_eq!(in_periods.len(), 1, "{errs:#?}");
+}
+
+/// Three waves: an SMS offer that accepts replies `1` and `2`, a call to who replied `2`, a
+/// service visit for whose call outcome was `wants_visit`.
+const PATHS: &str = r#"campaign: paths
+timezone: Asia/Shanghai
+audience:
+  where: "arpu_3m >= 10"
+outcomes: [accepted, refused, wants_visit, unreachable]
+waves:
+  - id: offer
+    channel: sms
+    template: t.txt
+    respond_within: 3d
+    responses: [{ reply: "1" }, { reply: "2" }]
+  - id: call
+    after: offer
+    targets: { replied: ["2"] }
+    channel: outbound_call
+    team: callcentre
+    template: t.txt
+    respond_within: 5d
+    responses: [{ outcome: accepted }]
+  - id: visit
+    after: call
+    targets: { outcome: [wants_visit] }
+    channel: service
+    team: hall
+    template: t.txt
+    respond_within: 7d
+  - id: resend
+    after: offer
+    targets: undelivered
+    channel: sms
+    template: t.txt
+    respond_within: 1d
+  - id: nudge
+    after: offer
+    targets: { event: { type: app_login } }
+    channel: sms
+    template: t.txt
+    respond_within: 1d
+  - id: quiet
+    after: offer
+    targets: delivered_silent
+    channel: outbound_call
+    team: callcentre
+    template: t.txt
+    respond_within: 1d
+"#;
+
+#[test]
+fn action_paths_compile_to_their_targets() {
+    let (_dir, path) = setup(PATHS, TEMPLATE);
+    let wf = spec::load_file(&path).unwrap();
+    let t = |id: &str| wf.wave(id).unwrap().targets.clone();
+    assert_eq!(t("offer"), spec::Targets::NoResponse);
+    assert_eq!(t("call"), spec::Targets::Replied(vec!["2".into()]));
+    assert_eq!(
+        t("visit"),
+        spec::Targets::Outcome(vec!["wants_visit".into()])
+    );
+    assert_eq!(t("resend"), spec::Targets::Undelivered);
+    assert_eq!(t("quiet"), spec::Targets::DeliveredSilent);
+    assert_eq!(t("nudge").stage(), "event:app_login");
+    assert_eq!(
+        wf.outcomes,
+        ["accepted", "refused", "wants_visit", "unreachable"]
+    );
+    // Without `outcomes`, the shipped four.
+    let (_dir, path) = setup(VALID, TEMPLATE);
+    assert_eq!(
+        spec::load_file(&path).unwrap().outcomes,
+        spec::rules::OUTCOMES
+    );
+}
+
+#[test]
+fn action_paths_that_can_never_be_taken_are_located() {
+    let cases: &[(String, &str, &str)] = &[
+        (
+            PATHS.replace("replied: [\"2\"]", "replied: [\"3\"]"),
+            "wf.yaml:14:14:",
+            "waits for the reply `3`, which `offer` does not accept",
+        ),
+        (
+            PATHS.replace("outcome: [wants_visit]", "outcome: [wants_vist]"),
+            "wf.yaml:22:26:",
+            "outcome `wants_vist` can never be recorded: expected one of the workflow's `outcomes`",
+        ),
+        (
+            PATHS.replace("targets: undelivered", "targets: { outcome: [accepted] }"),
+            "wf.yaml:29:14:",
+            "waits for an agent's outcome, but `offer` is a `sms` wave",
+        ),
+        (
+            PATHS.replace("after: call\n    targets: { outcome: [wants_visit] }", "after: call\n    targets: delivered_silent"),
+            "wf.yaml:22:14:",
+            "waits for what only an SMS can produce, but `call` is a `outbound_call` wave",
+        ),
+        (
+            PATHS.replace("responses: [{ outcome: accepted }]", "responses: [{ outcome: called }]"),
+            "wf.yaml:19:",
+            "outcome `called` can never be recorded",
+        ),
+        (
+            PATHS.replace("[accepted, refused, wants_visit, unreachable]", "[accepted, Refused, wants_visit, accepted]"),
+            "wf.yaml:5:",
+            "outcome `Refused`: `R` is not allowed",
+        ),
+        (
+            PATHS.replace("replied: [\"2\"]", "replied: [\"*\"]"),
+            "wf.yaml:14:",
+            "`*` is not a keyword here",
+        ),
+        (
+            PATHS.replace("replied: [\"2\"]", "replied: [\"stop\"]"),
+            "wf.yaml:14:",
+            "is an opt-out word",
+        ),
+        (
+            PATHS.replace("targets: undelivered", "targets: bounced"),
+            "wf.yaml:29:",
+            "unknown variant `bounced`",
+        ),
+        (
+            PATHS.replace(
+                "    respond_within: 3d\n    responses: [{ reply: \"1\" }, { reply: \"2\" }]",
+                "    respond_within: 3d\n    targets: all\n    responses: [{ reply: \"1\" }, { reply: \"2\" }]",
+            ),
+            "wf.yaml:11:14:",
+            "the first wave `offer` targets the audience",
+        ),
+    ];
+    for (wf, at, says) in cases {
+        let errs = errors(wf);
+        assert!(
+            errs.iter().any(|e| e.starts_with(at) && e.contains(says)),
+            "expected {at} … {says}, got {errs:#?}"
+        );
+    }
+    // A bad `outcomes` list is reported once, not again at every wave naming one of it.
+    let errs = errors(&PATHS.replace(
+        "[accepted, refused, wants_visit, unreachable]",
+        "[accepted, Refused, wants_visit, accepted]",
+    ));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[1].starts_with("wf.yaml:5:44: duplicate outcome `accepted`"),
+        "{errs:#?}"
+    );
 }

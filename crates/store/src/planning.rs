@@ -136,16 +136,79 @@ impl PlanTx {
     }
 }
 
-/// Subscribers who were in the treatment arm of an earlier wave run (only those who did not
-/// respond, with `non_responders_only`): a condition on `subscriber.id`.
-pub fn earlier_wave_targets(wave_run_id: i64, non_responders_only: bool) -> Condition {
+/// A following wave's action path over the wave it follows (see `spec::Targets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path<'a> {
+    NoResponse,
+    All,
+    DeliveredSilent,
+    Undelivered,
+    /// Reply keywords (the reply's first word, lowercase, as tracking records it).
+    Replied(&'a [String]),
+    Outcome(&'a [String]),
+    Event {
+        kind: &'a str,
+        value: Option<&'a str>,
+    },
+}
+
+/// The states of a contact whose message never reached the subscriber (`Path::Undelivered`).
+const NEVER_REACHED: [contacts::ContactState; 3] = [
+    contacts::ContactState::Undelivered,
+    contacts::ContactState::Failed,
+    contacts::ContactState::Expired,
+];
+
+/// The treatment subscribers of wave run `wave_run_id` that `path` takes: a condition on
+/// `subscriber.id`. Responses are read from `response` (every attributed reply, outcome and
+/// event, counted or not), as tracking recorded them inside the wave's window.
+pub fn earlier_wave_targets(wave_run_id: i64, path: Path<'_>) -> Condition {
     let mut sub = Query::select();
     sub.column(Alias::new("subscriber_id"))
         .from(Alias::new("contact"))
         .and_where(col("wave_run_id").eq(wave_run_id))
         .and_where(col("arm").eq(Arm::Treatment.as_str()));
-    if non_responders_only {
-        sub.and_where(col("responded_at").is_null());
+    let responded = |kind: &str, values: Option<Vec<&str>>| {
+        let mut r = Query::select();
+        r.column(Alias::new("subscriber_id"))
+            .from(Alias::new("response"))
+            .and_where(col("wave_run_id").eq(wave_run_id))
+            .and_where(col("arm").eq(Arm::Treatment.as_str()))
+            .and_where(col("kind").eq(kind));
+        if let Some(v) = values {
+            r.and_where(col("value").is_in(v));
+        }
+        r
+    };
+    match path {
+        Path::All => {}
+        Path::NoResponse => {
+            sub.and_where(col("responded_at").is_null());
+        }
+        Path::DeliveredSilent => {
+            sub.and_where(col("responded_at").is_null())
+                .and_where(col("state").eq(contacts::ContactState::Delivered.as_str()));
+        }
+        Path::Undelivered => {
+            sub.and_where(col("state").is_in(NEVER_REACHED.iter().map(|s| s.as_str())));
+        }
+        Path::Replied(words) => {
+            sub.and_where(col("subscriber_id").in_subquery(responded(
+                "reply",
+                Some(words.iter().map(String::as_str).collect()),
+            )));
+        }
+        Path::Outcome(outcomes) => {
+            sub.and_where(col("subscriber_id").in_subquery(responded(
+                "outcome",
+                Some(outcomes.iter().map(String::as_str).collect()),
+            )));
+        }
+        Path::Event { kind, value } => {
+            sub.and_where(
+                col("subscriber_id").in_subquery(responded(kind, value.map(|v| vec![v]))),
+            );
+        }
     }
     Condition::all().add(col("id").in_subquery(sub))
 }

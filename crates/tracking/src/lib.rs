@@ -232,8 +232,10 @@ async fn mo<R: Rules>(
             .iter()
             .any(|r| matches!(r, ResponseRule::Reply(k) if k == "*" || *k == word));
         if accepts {
+            // The keyword, as action paths (`targets: { replied: [...] }`) name it; the
+            // whole text stays in the inbound row.
             store
-                .record_response(contact, "reply", Some(text), at, in_window(contact, at))
+                .record_response(contact, "reply", Some(&word), at, in_window(contact, at))
                 .await?;
             stats.responses += 1;
             return Ok(Disposition::Processed);

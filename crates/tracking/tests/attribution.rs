@@ -445,9 +445,10 @@ async fn reply_in_window_counts_and_reply_after_window_is_recorded_only() -> Res
     );
     let on_time = w.contact("sms_offer", 0).await?;
     assert_eq!(on_time.responded_at, Some(CLOSES));
+    // Recorded with its keyword, as action paths name it (`targets: { replied: [yes] }`).
     assert_eq!(
         w.responses(on_time.id).await?,
-        vec![("reply".into(), Some("YES please".into()), CLOSES)]
+        vec![("reply".into(), Some("yes".into()), CLOSES)]
     );
     let late = w.contact("sms_offer", 1).await?;
     assert_eq!(
