@@ -867,14 +867,28 @@ impl Engine {
             let Some(spec_wave) = wf.wave(&w.wave) else {
                 continue;
             };
+            let now = self.clock.now(&self.store).await?;
             let previous = match &spec_wave.after {
                 None => None,
                 Some(after) => match waves.iter().find(|p| &p.wave == after) {
-                    Some(p) if p.state == store::runs::wave_state::CLOSED => Some(p.id),
+                    // Due once the wave it follows has closed, and its delay and time of
+                    // day (`after: W + 2d`, `at: next 10:00`) have come. Without either it
+                    // follows the close at once, however early (a window closed for a
+                    // newer run).
+                    Some(p)
+                        if p.state == store::runs::wave_state::CLOSED
+                            && (!spec_wave.waits()
+                                || now
+                                    >= spec_wave.due_after(
+                                        p.closes_at.unwrap_or(i64::MIN),
+                                        wf.timezone,
+                                    )) =>
+                    {
+                        Some(p.id)
+                    }
                     _ => continue,
                 },
             };
-            let now = self.clock.now(&self.store).await?;
             let current = self.catalog.current();
             let arbitration = self.arbitration(&wf, &current, previous.is_none(), now);
             let summary = audience::plan_wave(

@@ -1600,3 +1600,37 @@ async fn a_crash_between_mail_send_and_settle_repeats_that_mail_once_after_the_l
     assert_eq!(rows[0].state, store::mail::MailState::Sent);
     assert_eq!(rows[0].attempt, 2);
 }
+
+// k. engine `advance_run`: a following wave waits for its delay and time of day
+//    (`spec::Wave::due_after`) after the wave it follows closed.
+#[tokio::test]
+async fn a_following_wave_waits_for_its_delay_and_time_of_day() {
+    let waits = TWO_WAVES.replace(
+        "after: sms_offer",
+        "after: sms_offer + 1d\n    at: next 09:30",
+    );
+    let rig = Rig::new(&waits, 2).await;
+    let e = rig.engine(rig.config()).await;
+    let run_id = e.trigger("inv", "test").await.unwrap();
+    assert_eq!(e.tick().await.unwrap().waves_planned, 1);
+    let closes = rig.store.wave_runs(run_id).await.unwrap()[0]
+        .closes_at
+        .unwrap();
+    // The SMS window closes (Tuesday ~10:00): the call is due a day later, then at the
+    // next 09:30, Thursday 09:30 in Shanghai.
+    let thursday = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 9, 10, 9, 30, 0)
+        .unwrap()
+        .timestamp_millis();
+    assert!(
+        closes > t0() + DAY - HOUR && closes < t0() + DAY + HOUR,
+        "{closes}"
+    );
+    rig.clock.set(closes + MINUTE);
+    let s = e.tick().await.unwrap();
+    assert_eq!((s.waves_closed, s.waves_planned), (1, 0));
+    rig.clock.set(thursday - MINUTE);
+    assert_eq!(e.tick().await.unwrap().waves_planned, 0, "not before 09:30");
+    rig.clock.set(thursday);
+    assert_eq!(e.tick().await.unwrap().waves_planned, 1);
+}

@@ -1210,6 +1210,14 @@ fn event_match(sink: &mut Sink<'_>, e: &model::EventFile) -> Option<EventMatch> 
     })
 }
 
+/// `after: ID` or `after: ID + DURATION`: the wave followed, and the written delay.
+fn after_parts(a: &Spanned<String>) -> (&str, Option<&str>) {
+    match a.value.split_once('+') {
+        Some((id, delay)) => (id.trim(), Some(delay.trim())),
+        None => (a.value.trim(), None),
+    }
+}
+
 /// A reply keyword as tracking compares it (the reply's first word, lowercase), or an error
 /// when no reply could ever match it or it is an opt-out word.
 fn reply_keyword(sink: &mut Sink<'_>, k: &Spanned<String>) -> Option<String> {
@@ -1336,7 +1344,8 @@ fn paths_reachable(sink: &mut Sink<'_>, f: &WorkflowFile, compiled: &[Wave]) -> 
         let (Some(t), Some(after)) = (&w.targets, &w.after) else {
             continue;
         };
-        let Some(prev) = compiled.iter().find(|c| c.id == after.value) else {
+        let (after, _) = after_parts(after);
+        let Some(prev) = compiled.iter().find(|c| c.id == after) else {
             continue;
         };
         let Some(me) = compiled.iter().find(|c| c.id == w.id.value) else {
@@ -1469,26 +1478,55 @@ fn waves(
     let ids: Vec<&str> = f.waves.value.iter().map(|w| w.id.value.as_str()).collect();
     let mut out = Vec::new();
     for (i, w) in f.waves.value.iter().enumerate() {
+        let mut delay = Some(Duration::ZERO);
         let after = match &w.after {
-            Some(a) if !seen.contains_key(a.value.as_str()) => {
+            Some(a) if !seen.contains_key(after_parts(a).0) => {
                 sink.at_spanned(
                     a,
                     format!(
-                        "wave `{}` follows unknown wave `{}`: expected one of {}",
+                        "wave `{}` follows unknown wave `{}`: expected one of {} (optionally `+ DELAY`, e.g. `{} + 2d`)",
                         w.id.value,
-                        a.value,
-                        ids.join(", ")
+                        after_parts(a).0,
+                        ids.join(", "),
+                        ids[0]
                     ),
                 );
                 ok = false;
                 None
             }
-            Some(a) if a.value == w.id.value => {
+            Some(a) if after_parts(a).0 == w.id.value => {
                 sink.at_spanned(a, format!("wave `{}` cannot follow itself", w.id.value));
                 ok = false;
                 None
             }
-            Some(a) => Some(a.value.clone()),
+            Some(a) => {
+                let (id, written) = after_parts(a);
+                if let Some(d) = written {
+                    delay = match parse_duration(d) {
+                        Ok(d) if d <= rules::MAX_DURATION && !d.is_zero() => Some(d),
+                        Ok(_) => {
+                            sink.at_spanned(
+                                a,
+                                format!(
+                                    "delay `{d}` is out of range: expected 1m to 366d after `{id}`"
+                                ),
+                            );
+                            None
+                        }
+                        Err(msg) => {
+                            sink.at_spanned(
+                                a,
+                                format!(
+                                    "`after: {}`: {msg}; expected `WAVE + DELAY`, e.g. `{id} + 2d`",
+                                    a.value.trim()
+                                ),
+                            );
+                            None
+                        }
+                    };
+                }
+                Some(id.to_owned())
+            }
             None => {
                 if i > 0 {
                     sink.at_spanned(&w.id, format!("wave `{}` needs `after`: only the first wave targets the audience directly", w.id.value));
@@ -1496,6 +1534,27 @@ fn waves(
                 }
                 None
             }
+        };
+        let at = match &w.at {
+            None => Some(None),
+            Some(t) if w.after.is_none() => {
+                sink.at_spanned(t, format!("the first wave `{}` starts with its run: `at` times a wave that comes `after` another", w.id.value));
+                None
+            }
+            Some(t) => match NaiveTime::parse_from_str(
+                t.value
+                    .trim()
+                    .strip_prefix("next")
+                    .unwrap_or(&t.value)
+                    .trim(),
+                "%H:%M",
+            ) {
+                Ok(time) => Some(Some(time)),
+                Err(_) => {
+                    sink.at_spanned(t, format!("`{}` is not a time of day: expected HH:MM, e.g. `next 10:00` or `10:00`", t.value.trim()));
+                    None
+                }
+            },
         };
         if i == 0 && w.after.is_some() {
             if let Some(a) = &w.after {
@@ -1597,16 +1656,28 @@ fn waves(
                 _ => ResponseRule::Reply("*".into()),
             });
         }
-        match (channel, template, respond_within, send_within, path) {
+        match (
+            channel,
+            template,
+            respond_within,
+            send_within,
+            path,
+            delay,
+            at,
+        ) {
             (
                 Some(channel),
                 Some(template),
                 Some(respond_within),
                 Some(send_within),
                 Some(path),
+                Some(delay),
+                Some(at),
             ) if filter_ok => out.push(Wave {
                 id: w.id.value.clone(),
                 after,
+                delay,
+                at,
                 targets: path,
                 filter,
                 channel,
@@ -1631,7 +1702,7 @@ fn waves(
         .filter_map(|w| {
             w.after
                 .as_ref()
-                .map(|a| (w.id.value.as_str(), a.value.as_str()))
+                .map(|a| (w.id.value.as_str(), after_parts(a).0))
         })
         .collect();
     let mut reported = HashSet::new();

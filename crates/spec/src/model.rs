@@ -325,10 +325,17 @@ pub(crate) struct WaveFile {
     /// Wave id, unique in the file: 1 to 64 of a-z, 0-9, `_`, `-`.
     #[schemars(with = "String")]
     pub(crate) id: Spanned<String>,
-    /// The wave this one follows; it is planned when that wave's response window closes.
+    /// The wave this one follows; it is planned when that wave's response window closes, or
+    /// a delay after it: `sms_offer + 2d` (1m to 366d).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub(crate) after: Option<Spanned<String>>,
+    /// The local time of day (the campaign's zone) a following wave starts at, once it is
+    /// due: `next 10:00` (or `10:00`): the first 10:00 at or after the window closed (plus
+    /// the delay).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) at: Option<Spanned<String>>,
     /// Who a following wave targets among the treatment subscribers of `after`:
     /// `no_response` (the default), `all`, `delivered_silent`, `undelivered`,
     /// `{ replied: [KEYWORD, ...] }`, `{ outcome: [OUTCOME, ...] }` or

@@ -381,6 +381,10 @@ pub struct Cap {
 pub struct Wave {
     pub id: String,
     pub after: Option<String>,
+    /// How long after `after`'s window closes this wave is due (`after: W + 2d`).
+    pub delay: Duration,
+    /// The local time of day it starts at once due (`at: next 10:00`).
+    pub at: Option<chrono::NaiveTime>,
     pub targets: Targets,
     pub filter: Option<Expr>,
     pub channel: ChannelKind,
@@ -390,6 +394,45 @@ pub struct Wave {
     pub send_within: Duration,
     pub responses: Vec<ResponseRule>,
     pub delivery: Delivery,
+}
+
+impl Wave {
+    /// Whether it waits past the close of the wave it follows (a delay or a time of day).
+    pub fn waits(&self) -> bool {
+        !self.delay.is_zero() || self.at.is_some()
+    }
+
+    /// When this following wave may be planned, given that the wave it follows closed at
+    /// `closed_at` (Unix ms): the delay after it, then the first `at` in `tz` at or after
+    /// that. A local time a clock change skips is taken an hour later.
+    pub fn due_after(&self, closed_at: i64, tz: chrono_tz::Tz) -> i64 {
+        use chrono::TimeZone as _;
+        let due =
+            closed_at.saturating_add(i64::try_from(self.delay.as_millis()).unwrap_or(i64::MAX));
+        let Some(at) = self.at else { return due };
+        let Some(local) = tz.timestamp_millis_opt(due).single() else {
+            return due;
+        };
+        let mut day = local.date_naive();
+        loop {
+            let wall = day.and_time(at);
+            let start = tz
+                .from_local_datetime(&wall)
+                .earliest()
+                .or_else(|| {
+                    tz.from_local_datetime(&(wall + chrono::Duration::hours(1)))
+                        .earliest()
+                })
+                .map(|t| t.timestamp_millis());
+            match start {
+                Some(t) if t >= due => return t,
+                _ => match day.succ_opt() {
+                    Some(next) => day = next,
+                    None => return due,
+                },
+            }
+        }
+    }
 }
 
 /// What a wave does with a message left in doubt after a crash or an ambiguous gateway

@@ -1295,3 +1295,68 @@ fn action_paths_that_can_never_be_taken_are_located() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn waits_after_a_wave_are_a_delay_and_a_time_of_day() {
+    use chrono::TimeZone;
+    let wf_text = VALID.replace("after: sms\n", "after: sms + 2d\n    at: next 10:00\n");
+    let (_dir, path) = setup(&wf_text, TEMPLATE);
+    let wf = spec::load_file(&path).unwrap();
+    let call = wf.wave("call").unwrap();
+    assert_eq!(call.after.as_deref(), Some("sms"));
+    let tz = chrono_tz::Asia::Shanghai;
+    let at = |d: u32, h: u32, m: u32| {
+        tz.with_ymd_and_hms(2026, 9, d, h, m, 0)
+            .unwrap()
+            .timestamp_millis()
+    };
+    // Closed Thursday 15:00: two days later is Saturday 15:00, then the next 10:00.
+    assert_eq!(call.due_after(at(10, 15, 0), tz), at(13, 10, 0));
+    // Closed 07:00: the same day's 10:00 after two days.
+    assert_eq!(call.due_after(at(10, 7, 0), tz), at(12, 10, 0));
+    // No wait by default: due when the window closes.
+    let (_dir, path) = setup(VALID, TEMPLATE);
+    let plain = spec::load_file(&path).unwrap();
+    assert!(!plain.wave("call").unwrap().waits());
+    assert_eq!(
+        plain.wave("call").unwrap().due_after(at(10, 7, 0), tz),
+        at(10, 7, 0)
+    );
+
+    for (text, at, says) in [
+        (
+            VALID.replace("after: sms\n", "after: sms + 2x\n"),
+            "wf.yaml:18:12:",
+            "expected `WAVE + DELAY`",
+        ),
+        (
+            VALID.replace("after: sms\n", "after: sms + 400d\n"),
+            "wf.yaml:18:12:",
+            "out of range",
+        ),
+        (
+            VALID.replace("after: sms\n", "after: smss + 1d\n"),
+            "wf.yaml:18:12:",
+            "follows unknown wave `smss`",
+        ),
+        (
+            VALID.replace("after: sms\n", "after: sms\n    at: next 25:00\n"),
+            "wf.yaml:19:9:",
+            "not a time of day",
+        ),
+        (
+            VALID.replace(
+                "    respond_within: 3d\n",
+                "    respond_within: 3d\n    at: \"10:00\"\n",
+            ),
+            "wf.yaml:17:9:",
+            "`at` times a wave that comes `after` another",
+        ),
+    ] {
+        let errs = errors(&text);
+        assert!(
+            errs.iter().any(|e| e.starts_with(at) && e.contains(says)),
+            "expected {at} … {says}, got {errs:#?}"
+        );
+    }
+}
