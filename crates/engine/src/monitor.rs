@@ -20,17 +20,16 @@ use store::mail::{MailKind, NewMail};
 use store::{Millis, Store};
 
 use crate::EngineError;
+use crate::digest::{addressee, masked_number};
 
 /// How long after a closing event (churn, port-out) a subscriber is not alerted again: their
 /// history still shows the signals that preceded it.
 const AFTER_CHURN_MS: Millis = 365 * 86_400_000;
 
-/// The digest mail's dedup key: one per owner per interval of `every_ms`.
+/// The digest mail's dedup key: one per owner per interval of `every_ms`
+/// (`digest:monitor:<id>:<owner>:<interval>`).
 pub fn digest_key(monitor: &str, owner: &str, now: Millis, every_ms: Millis) -> String {
-    format!(
-        "digest:monitor:{monitor}:{owner}:{}",
-        now.div_euclid(every_ms.max(1))
-    )
+    store::mail::digest_dedup_key(&format!("monitor:{monitor}"), owner, now, every_ms)
 }
 
 /// A watched subscriber's state at this evaluation.
@@ -212,11 +211,7 @@ fn digest_mail(
 ) -> NewMail {
     let new = alerts.iter().filter(|a| a.notified_rank < 0).count();
     let escalated = alerts.len() - new;
-    let who = if person.name.is_empty() {
-        person.id.as_str()
-    } else {
-        person.name.as_str()
-    };
+    let who = addressee(person);
     let subject = format!(
         "[campaignd] {}: {new} new and {escalated} escalated churn alerts for {who}",
         m.id
@@ -232,9 +227,7 @@ fn digest_mail(
          record what you did with POST /alerts/{{id}}/outcome.\n"
     );
     for a in alerts {
-        let number = domain::Msisdn::parse(&a.msisdn)
-            .map(|n| n.masked())
-            .unwrap_or_else(|_| domain::mask(&a.msisdn));
+        let number = masked_number(&a.msisdn);
         let status = if a.notified_rank < 0 {
             "new"
         } else {
