@@ -145,8 +145,26 @@ async fn overdue_tasks_are_escalated_once_and_each_person_gets_one_digest() {
     }
     assert!(!desk[0].text.contains("13700000000"), "{}", desk[0].text);
 
-    // An hour later (a new digest interval), the stale replica marks nothing, so it has
-    // nothing to mail.
+    // Ten minutes on, a second run opens three more tasks: the desk had this interval's
+    // digest, so they wait for the next interval.
+    let t10 = t0() + 10 * 60_000;
+    clock.set(t10);
+    a.trigger("club-care", "test").await.unwrap();
+    a.tick().await.unwrap();
+    assert_eq!(a.dispatch_round("service").await.unwrap().sent, 3);
+    assert_eq!(a.task_step(t10).await.unwrap(), Default::default());
+    let second: Vec<i64> = store
+        .tasks(None, TaskState::Open, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .filter(|id| !ids.contains(id))
+        .collect();
+    assert_eq!(second.len(), 3);
+
+    // An hour later (the next digest interval), the stale replica marks nothing of what it
+    // read, so it cannot mail it again; the step tells the desk of the second run's tasks.
     let later = t0() + HOUR;
     let tx = store.begin_task_digest(later).await.unwrap();
     let stale_ids: Vec<i64> = stale["desk"].new.iter().map(|t| t.id).collect();
@@ -155,7 +173,20 @@ async fn overdue_tasks_are_escalated_once_and_each_person_gets_one_digest() {
         (Vec::new(), Vec::new())
     );
     drop(tx);
-    assert_eq!(b.task_step(later).await.unwrap().digests, 0);
+    assert_eq!(b.task_step(later).await.unwrap().digests, 1);
+    assert_eq!(a.task_step(later).await.unwrap().digests, 0);
+    let desk = digests(&store.mails().await.unwrap(), "desk@example.com");
+    assert_eq!(desk.len(), 2);
+    assert_eq!(
+        desk[1].subject,
+        "[campaignd] tasks: 3 new and 0 overdue for Club desk"
+    );
+    for id in &second {
+        assert!(desk[1].text.contains(&format!("task {id} ")));
+    }
+    for id in &ids {
+        assert!(!desk[1].text.contains(&format!("task {id} ")));
+    }
 
     // One task is worked in time; the other two are escalated once when overdue.
     assert!(
@@ -172,11 +203,16 @@ async fn overdue_tasks_are_escalated_once_and_each_person_gets_one_digest() {
         let again = e.task_step(overdue + 60_000).await.unwrap();
         assert_eq!((again.escalated, again.digests), (0, 0));
     }
+    // The soonest due first: the first run's two, overdue and escalated, then the second's.
     let open = store.tasks(None, TaskState::Open, 100).await.unwrap();
-    assert_eq!(open.iter().map(|t| t.id).collect::<Vec<_>>(), ids[1..]);
+    assert_eq!(
+        open.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [&ids[1..], &second[..]].concat()
+    );
     for t in &open {
-        assert!(t.is_overdue(overdue));
-        assert_eq!(t.escalated_at, Some(overdue));
+        let first_run = ids.contains(&t.id);
+        assert_eq!(t.is_overdue(overdue), first_run);
+        assert_eq!(t.escalated_at, first_run.then_some(overdue));
     }
     let done = store.tasks(None, TaskState::Done, 100).await.unwrap();
     assert_eq!(done[0].escalated_at, None);
@@ -184,7 +220,7 @@ async fn overdue_tasks_are_escalated_once_and_each_person_gets_one_digest() {
     let mails = store.mails().await.unwrap();
     assert_eq!(
         digests(&mails, "desk@example.com").len(),
-        1,
+        2,
         "no news for the desk"
     );
     let boss = digests(&mails, "boss@example.com");
@@ -204,8 +240,20 @@ async fn overdue_tasks_are_escalated_once_and_each_person_gets_one_digest() {
         );
     }
 
-    // Through the housekeeping pass too: nothing more to escalate or tell.
+    // Through the housekeeping pass, three hours on: the second run's tasks are overdue
+    // too, escalated once, and the supervisor hears of them in a digest of their own.
     clock.set(overdue + 3 * HOUR);
-    assert_eq!(a.tick().await.unwrap().tasks, Default::default());
-    assert_eq!(store.mails().await.unwrap().len(), mails.len());
+    let tick = a.tick().await.unwrap().tasks;
+    assert_eq!((tick.escalated, tick.digests), (3, 1));
+    assert_eq!(b.tick().await.unwrap().tasks, Default::default());
+    let mails = store.mails().await.unwrap();
+    let boss = digests(&mails, "boss@example.com");
+    assert_eq!(boss.len(), 2);
+    assert_eq!(
+        boss[1].subject,
+        "[campaignd] tasks: 0 new and 3 overdue for Club supervisor"
+    );
+    for id in &second {
+        assert!(boss[1].text.contains(&format!("task {id} ")));
+    }
 }
