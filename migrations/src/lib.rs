@@ -30,6 +30,7 @@ mod m20261205_000022_event_inbound_once;
 mod m20261205_000023_alerts;
 mod m20261206_000024_report_due;
 mod m20261206_000025_trigger_entry;
+mod m20261207_000026_task_sla;
 
 pub struct Migrator;
 
@@ -61,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000023_alerts::Migration),
             Box::new(m20261206_000024_report_due::Migration),
             Box::new(m20261206_000025_trigger_entry::Migration),
+            Box::new(m20261207_000026_task_sla::Migration),
         ]
     }
 }

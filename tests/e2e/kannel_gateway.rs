@@ -86,6 +86,8 @@ fn msg(n: i64, msisdn: &str, text: &str) -> Outbound {
         campaign: "kannel-gateway-test".into(),
         wave: "sms_offer".into(),
         team: None,
+        due_at: None,
+        escalate_to: None,
     }
 }
 

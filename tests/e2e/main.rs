@@ -16,6 +16,7 @@ mod late_attribution;
 mod monitors;
 mod planner;
 mod replicas;
+mod service_tasks;
 mod services;
 mod shutdown;
 mod smtp;

@@ -29,11 +29,20 @@ pub(crate) struct TaskDto {
     script: String,
     state: String,
     outcome: Option<String>,
+    /// When the task is due (Unix milliseconds): opened + the wave's `sla`; absent without one.
+    due_at: Option<i64>,
+    /// Open past its due time now.
+    overdue: bool,
+    /// The staff id an overdue task goes to.
+    escalate_to: Option<String>,
+    /// When it was escalated (Unix milliseconds), if it was.
+    escalated_at: Option<i64>,
 }
 
-impl From<TaskRow> for TaskDto {
-    fn from(t: TaskRow) -> TaskDto {
+impl TaskDto {
+    fn new(t: TaskRow, now: i64) -> TaskDto {
         TaskDto {
+            overdue: t.is_overdue(now),
             id: t.id,
             contact_id: t.contact_id,
             team: t.team,
@@ -42,6 +51,9 @@ impl From<TaskRow> for TaskDto {
             script: t.script,
             state: t.state,
             outcome: t.outcome,
+            due_at: t.due_at,
+            escalate_to: t.escalate_to,
+            escalated_at: t.escalated_at,
         }
     }
 }
@@ -54,7 +66,7 @@ impl From<TaskRow> for TaskDto {
         ("limit" = Option<u64>, Query, description = "1 to 1000, default 100"),
     ),
     responses(
-        (status = 200, description = "Tasks, oldest first", body = Vec<TaskDto>),
+        (status = 200, description = "Tasks, the soonest due first, then those without a due time; each group oldest first", body = Vec<TaskDto>),
         (status = 400, description = "Bad parameter", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
         (status = 403, description = "Role not allowed, or an agent asking for another team", body = crate::error::ErrorBody),
@@ -87,7 +99,10 @@ pub(crate) async fn list(
             Some(&detail),
         )
         .await?;
-    Ok(Json(rows.into_iter().map(TaskDto::from).collect()))
+    let now = (state.now)();
+    Ok(Json(
+        rows.into_iter().map(|t| TaskDto::new(t, now)).collect(),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -262,7 +262,15 @@ async fn seed(store: &Store) -> Res<(String, i64, i64)> {
     for (s, team) in subs.iter().zip([TEAM, OTHER_TEAM]) {
         let key = store.contact_key(run_id, "call", *s).await?.ok_or("key")?;
         let c = store.contact_by_key(&key).await?.ok_or("contact")?;
-        rows.push((c.id, team, "outbound_call", *s, "campus-bundle-v2"));
+        rows.push(store::inbound::NewTask {
+            contact_id: c.id,
+            team,
+            kind: "outbound_call",
+            subscriber_id: *s,
+            script: "campus-bundle-v2",
+            due_at: None,
+            escalate_to: None,
+        });
         keys.push(key);
     }
     store.open_tasks(&rows, now).await?;

@@ -275,15 +275,27 @@ async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
     for (s, team) in subs.iter().zip(["campus-callcentre", "retention"]) {
         let key = store.contact_key(run_id, "call", *s).await?.ok_or("key")?;
         let c = store.contact_by_key(&key).await?.ok_or("contact")?;
-        rows.push((c.id, team, "outbound_call", *s, "campus-bundle-v2"));
+        // The retention team's task has an SLA and was due an hour ago.
+        let sla = team == "retention";
+        rows.push(store::inbound::NewTask {
+            contact_id: c.id,
+            team,
+            kind: "outbound_call",
+            subscriber_id: *s,
+            script: "campus-bundle-v2",
+            due_at: sla.then_some(now - 3_600_000),
+            escalate_to: sla.then_some("retention-lead"),
+        });
     }
     store.open_tasks(&rows, now).await?;
-    let ids = store
+    let mut ids: Vec<i64> = store
         .tasks(None, store::inbound::TaskState::Open, 10)
         .await?
         .iter()
         .map(|t| t.id)
         .collect();
+    // In the order they were opened: campus-callcentre's, then retention's.
+    ids.sort_unstable();
     Ok((run_id, ids))
 }
 
@@ -777,8 +789,18 @@ async fn worklist_lists_tasks_by_team_and_state() -> Res {
     assert_eq!(t["outcome"], Value::Null);
     assert!(t["contact_id"].is_i64() && t["subscriber_id"].is_i64());
 
+    assert_eq!(t["due_at"], Value::Null);
+    assert_eq!(t["overdue"], false);
+
+    // The soonest due first: the retention task, overdue, then the one without an SLA.
     let all: Value = serde_json::from_str(&s.get("/tasks").await?.1)?;
     assert_eq!(all.as_array().map(Vec::len), Some(2));
+    assert_eq!(all[0]["id"], ids[1]);
+    assert!(all[0]["due_at"].is_i64());
+    assert_eq!(all[0]["overdue"], true);
+    assert_eq!(all[0]["escalate_to"], "retention-lead");
+    assert_eq!(all[0]["escalated_at"], Value::Null);
+    assert_eq!(all[1]["id"], ids[0]);
     let one: Value = serde_json::from_str(&s.get("/tasks?state=open&limit=1").await?.1)?;
     assert_eq!(one.as_array().map(Vec::len), Some(1));
     let done: Value = serde_json::from_str(&s.get("/tasks?state=done").await?.1)?;

@@ -190,6 +190,11 @@ pub(crate) struct EngineSection {
     /// Seconds an open breaker waits before one message probes the gateway (default 10).
     #[serde(default = "default_breaker_cool_down")]
     pub(crate) breaker_cool_down_secs: u64,
+    /// Seconds per service-task digest interval: each staff member gets at most one mail of
+    /// their team's new tasks and the overdue tasks escalated to them per interval
+    /// (default 3600). At least 60.
+    #[serde(default = "default_task_digest_every")]
+    pub(crate) task_digest_every_secs: u64,
     /// Milliseconds between housekeeping passes.
     #[serde(default = "default_poll")]
     pub(crate) poll_ms: u64,
@@ -275,6 +280,7 @@ impl Default for EngineSection {
             retry_max_secs: default_retry_max(),
             breaker_threshold: default_breaker_threshold(),
             breaker_cool_down_secs: default_breaker_cool_down(),
+            task_digest_every_secs: default_task_digest_every(),
             poll_ms: default_poll(),
             dispatchers_per_channel: default_dispatchers(),
         }
@@ -310,6 +316,9 @@ fn default_breaker_threshold() -> u32 {
 }
 fn default_breaker_cool_down() -> u64 {
     10
+}
+fn default_task_digest_every() -> u64 {
+    3600
 }
 fn default_retry() -> u64 {
     30

@@ -1149,6 +1149,7 @@ fn engine_config(cfg: &Config) -> engine::EngineConfig {
     ec.retry_max = Duration::from_secs(cfg.engine.retry_max_secs);
     ec.breaker_threshold = cfg.engine.breaker_threshold.max(1);
     ec.breaker_cool_down = Duration::from_secs(cfg.engine.breaker_cool_down_secs);
+    ec.task_digest_every = Duration::from_secs(cfg.engine.task_digest_every_secs.max(60));
     ec.poll = Duration::from_millis(cfg.engine.poll_ms);
     ec.dispatchers_per_channel = cfg.engine.dispatchers_per_channel.max(1);
     ec.global_holdout = cfg.global_holdout.clone();

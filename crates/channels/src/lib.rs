@@ -29,6 +29,10 @@ pub struct Outbound {
     pub wave: String,
     /// For agent tasks: the team that works them.
     pub team: Option<String>,
+    /// For agent tasks with an SLA: when the task is due (Unix milliseconds).
+    pub due_at: Option<i64>,
+    /// For agent tasks with an SLA: the staff id an overdue task is escalated to.
+    pub escalate_to: Option<String>,
 }
 
 /// What the channel says about a message it took.

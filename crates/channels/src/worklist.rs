@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use store::Store;
+use store::inbound::NewTask;
 
 use crate::{Accepted, Channel, Outbound, SendError};
 
@@ -27,16 +28,16 @@ impl Channel for Worklist {
     }
 
     async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {
-        let rows: Vec<(i64, &str, &str, i64, &str)> = batch
+        let rows: Vec<NewTask<'_>> = batch
             .iter()
-            .map(|o| {
-                (
-                    o.contact_id,
-                    o.team.as_deref().unwrap_or("unassigned"),
-                    self.kind,
-                    o.subscriber_id,
-                    o.text.as_str(),
-                )
+            .map(|o| NewTask {
+                contact_id: o.contact_id,
+                team: o.team.as_deref().unwrap_or("unassigned"),
+                kind: self.kind,
+                subscriber_id: o.subscriber_id,
+                script: o.text.as_str(),
+                due_at: o.due_at,
+                escalate_to: o.escalate_to.as_deref(),
             })
             .collect();
         let now = store::wall_now();

@@ -347,6 +347,11 @@ impl Engine {
                 campaign: c.campaign,
                 wave: c.wave,
                 team: wave.team.clone(),
+                // Due by the engine's clock: the task step compares with the same clock.
+                due_at: wave
+                    .sla
+                    .map(|sla| now.saturating_add(spec::duration_millis(sla))),
+                escalate_to: wave.escalate_to.clone(),
             });
         }
         // Decided before sending (suppressed, expired, quiet hours, unknown wave): settled

@@ -28,12 +28,14 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 pub mod breaker;
 pub mod catalog;
 pub mod clock;
+mod digest;
 mod dispatch;
 pub mod failpoint;
 mod mail;
 pub mod monitor;
 mod report;
 pub mod schedule;
+pub mod tasks;
 
 pub use dispatch::{RoundStats, backoff_delay, capped_backoff};
 pub use failpoint::FailPoint;
@@ -126,6 +128,9 @@ pub struct EngineConfig {
     /// seconds).
     pub breaker_threshold: u32,
     pub breaker_cool_down: Duration,
+    /// The interval of service-task digests (clock time): each staff member gets at most
+    /// one mail of new and escalated tasks per interval. Default: 1 hour.
+    pub task_digest_every: Duration,
 }
 
 impl EngineConfig {
@@ -147,6 +152,7 @@ impl EngineConfig {
             mail_deadline: Duration::from_secs(24 * 3600),
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(10),
+            task_digest_every: Duration::from_secs(3600),
         }
     }
 }
@@ -244,6 +250,8 @@ pub struct TickStats {
     pub reports_refreshed: u64,
     /// Monitor slots evaluated.
     pub monitor_evaluations: u64,
+    /// Overdue agent tasks escalated, and task digest mails queued.
+    pub tasks: tasks::TaskStepStats,
 }
 
 /// How many leases a wave window waits past its close for inbound rows received before it
@@ -471,6 +479,13 @@ impl Engine {
         let now = self.clock.now(&self.store).await?;
         stats.runs_started += self.schedule_slots(now).await?;
         stats.monitor_evaluations += self.evaluate_monitors(now).await?;
+        // Like a monitor: a failed step is logged and tried again at the next pass.
+        match self.task_step(now).await {
+            Ok(t) => stats.tasks = t,
+            Err(e) => {
+                warn!(error = %e, message = "Task step failed; retried at the next pass.")
+            }
+        }
 
         let runs = self.store.active_runs().await?;
         for run in &runs {

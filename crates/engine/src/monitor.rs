@@ -20,23 +20,17 @@ use store::mail::{MailKind, NewMail};
 use store::{Millis, Store};
 
 use crate::EngineError;
+use crate::digest::{LISTED, addressee, masked_number};
 
 /// How long after a closing event (churn, port-out) a subscriber is not alerted again: their
 /// history still shows the signals that preceded it.
 const AFTER_CHURN_MS: Millis = 365 * 86_400_000;
 
-/// The digest mail's dedup key: one per owner per interval of `every_ms`.
+/// The digest mail's dedup key: one per owner per interval of `every_ms`
+/// (`digest:monitor:<id>:<owner>:<interval>`).
 pub fn digest_key(monitor: &str, owner: &str, now: Millis, every_ms: Millis) -> String {
-    format!(
-        "digest:monitor:{monitor}:{owner}:{}",
-        now.div_euclid(every_ms.max(1))
-    )
+    store::mail::digest_dedup_key(&format!("monitor:{monitor}"), owner, now, every_ms)
 }
-
-/// How many alerts a digest lists one by one; the rest are counted. A person told of a
-/// hundred thousand alerts reads none of them in a mail, and the worklist has them all,
-/// highest level and score first, as the mail does.
-const DIGEST_LISTED: usize = 200;
 
 /// A watched subscriber's state at this evaluation.
 struct Reading {
@@ -217,11 +211,7 @@ fn digest_mail(
 ) -> NewMail {
     let new = alerts.iter().filter(|a| a.notified_rank < 0).count();
     let escalated = alerts.len() - new;
-    let who = if person.name.is_empty() {
-        person.id.as_str()
-    } else {
-        person.name.as_str()
-    };
+    let who = addressee(person);
     let subject = format!(
         "[campaignd] {}: {new} new and {escalated} escalated churn alerts for {who}",
         m.id
@@ -236,10 +226,8 @@ fn digest_mail(
         "These subscribers show churn signals. Each alert is on your worklist (GET /alerts); \
          record what you did with POST /alerts/{{id}}/outcome.\n"
     );
-    for a in alerts.iter().take(DIGEST_LISTED) {
-        let number = domain::Msisdn::parse(&a.msisdn)
-            .map(|n| n.masked())
-            .unwrap_or_else(|_| domain::mask(&a.msisdn));
+    for a in alerts.iter().take(LISTED) {
+        let number = masked_number(&a.msisdn);
         let status = if a.notified_rank < 0 {
             "new"
         } else {
@@ -268,11 +256,11 @@ fn digest_mail(
             let _ = writeln!(text, "    - {says}");
         }
     }
-    if alerts.len() > DIGEST_LISTED {
+    if alerts.len() > LISTED {
         let _ = writeln!(
             text,
             "\n... and {} more, lower in level or score, on your worklist (GET /alerts).",
-            alerts.len() - DIGEST_LISTED
+            alerts.len() - LISTED
         );
     }
     NewMail {

@@ -34,6 +34,11 @@ pub struct Bundle {
     /// their hash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub periods: BTreeMap<String, String>,
+    /// The text of `staff.yaml` beside the workflow, for a workflow with a `service` wave
+    /// or an `escalate_to` (their staff ids are checked against it). Left out of the JSON
+    /// when absent, so other versions keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staff: Option<String>,
 }
 
 impl Bundle {
@@ -69,6 +74,7 @@ impl Bundle {
         let mut escaping = Vec::new();
         let mut monitors = BTreeMap::new();
         let mut periods = BTreeMap::new();
+        let mut staff = None;
         if let Ok(file) = serde_saphyr::from_str::<crate::model::WorkflowFile>(&workflow) {
             // A monitor id is checked to be a plain name before it becomes a path; `compile`
             // reports a bad or missing one with its location.
@@ -94,6 +100,16 @@ impl Bundle {
                 {
                     periods.insert(cal.to_owned(), text);
                 }
+            }
+            // Staff ids are checked only where they name who is told: a service wave's team
+            // and an escalation. `compile` reports a missing directory with its location.
+            let names_staff = file
+                .waves
+                .value
+                .iter()
+                .any(|w| w.channel.value == "service" || w.escalate_to.is_some());
+            if names_staff {
+                staff = std::fs::read_to_string(dir.join(crate::monitor::STAFF_FILE)).ok();
             }
             for w in &file.waves.value {
                 let rel = &w.template.value;
@@ -130,6 +146,7 @@ impl Bundle {
             attributes,
             monitors,
             periods,
+            staff,
         })
     }
 

@@ -1450,6 +1450,126 @@ fn response_rules(
     (out, ok)
 }
 
+/// A task's SLA: at least an hour (staff work in hours), at most 30 days.
+const MIN_SLA: Duration = Duration::from_secs(3_600);
+const MAX_SLA: Duration = Duration::from_secs(30 * 86_400);
+
+/// A wave's service terms: `sla` (task waves only, 1h to 30d), `escalate_to` (needs an
+/// `sla`; a staff id of `staff.yaml`) and, for a `service` wave, its team checked against
+/// the staff directory when the workflow has one. `staff` is `None` without `staff.yaml`.
+fn service_terms(
+    sink: &mut Sink<'_>,
+    w: &crate::model::WaveFile,
+    channel: Option<ChannelKind>,
+    staff: Option<&Result<crate::monitor::StaffDirectory, Vec<Diagnostic>>>,
+) -> (Option<Duration>, Option<String>, bool) {
+    let mut ok = true;
+    let is_task = channel.is_some_and(ChannelKind::is_task);
+    let known = |dir: &crate::monitor::StaffDirectory| {
+        let ids: Vec<&str> = dir.staff.iter().map(|s| s.id.as_str()).collect();
+        if ids.is_empty() {
+            "none declared".to_owned()
+        } else {
+            ids.join(", ")
+        }
+    };
+    let sla = match &w.sla {
+        None => None,
+        Some(s) if channel.is_some() && !is_task => {
+            sink.at_spanned(
+                s,
+                format!(
+                    "`sla` is for task waves (outbound_call, service), not `{}`",
+                    w.channel.value
+                ),
+            );
+            ok = false;
+            None
+        }
+        Some(s) => match parse_duration(&s.value) {
+            Ok(d) if (MIN_SLA..=MAX_SLA).contains(&d) => Some(d),
+            Ok(_) => {
+                sink.at_spanned(
+                    s,
+                    format!(
+                        "sla `{}` is out of range: expected 1h to 30d",
+                        s.value.trim()
+                    ),
+                );
+                ok = false;
+                None
+            }
+            Err(msg) => {
+                sink.at_spanned(s, msg);
+                ok = false;
+                None
+            }
+        },
+    };
+    let escalate_to = match &w.escalate_to {
+        None => None,
+        Some(e) if !name(sink, e, "staff id") => {
+            ok = false;
+            None
+        }
+        Some(e) if w.sla.is_none() => {
+            sink.at_spanned(
+                e,
+                "`escalate_to` needs `sla`: a task is escalated when it is overdue",
+            );
+            ok = false;
+            None
+        }
+        Some(e) => match staff {
+            None => {
+                sink.at_spanned(
+                    e,
+                    format!(
+                        "unknown staff `{}`: there is no {} beside the workflow",
+                        e.value,
+                        crate::monitor::STAFF_FILE
+                    ),
+                );
+                ok = false;
+                None
+            }
+            // Its own errors are reported already.
+            Some(Err(_)) => None,
+            Some(Ok(dir)) if dir.get(&e.value).is_none() => {
+                sink.at_spanned(
+                    e,
+                    format!(
+                        "unknown staff `{}`: expected an id from {} ({})",
+                        e.value,
+                        crate::monitor::STAFF_FILE,
+                        known(dir)
+                    ),
+                );
+                ok = false;
+                None
+            }
+            Some(Ok(_)) => Some(e.value.clone()),
+        },
+    };
+    if channel == Some(ChannelKind::Service)
+        && let (Some(team), Some(Ok(dir))) = (&w.team, staff)
+        && rules::is_name(&team.value)
+        && dir.get(&team.value).is_none()
+    {
+        sink.at_spanned(
+            team,
+            format!(
+                "unknown staff `{}`: a service wave's team is a staff id from {} ({}), who gets the digest of its new tasks",
+                team.value,
+                crate::monitor::STAFF_FILE,
+                known(dir)
+            ),
+        );
+        ok = false;
+    }
+    (sla, escalate_to, ok)
+}
+
 fn waves(
     sink: &mut Sink<'_>,
     f: &WorkflowFile,
@@ -1476,6 +1596,19 @@ fn waves(
         }
     }
     let ids: Vec<&str> = f.waves.value.iter().map(|w| w.id.value.as_str()).collect();
+    // The staff directory a service wave's team and an escalation name; read with the
+    // workflow (`Bundle::staff`), so a stored version is checked as it was loaded.
+    let staff = bundle.staff.as_ref().map(|text| {
+        let file = std::path::Path::new(&bundle.path)
+            .with_file_name(crate::monitor::STAFF_FILE)
+            .display()
+            .to_string();
+        crate::monitor::compile_staff(&file, text, cat)
+    });
+    if let Some(Err(diags)) = &staff {
+        sink.out.extend(diags.iter().cloned());
+        ok = false;
+    }
     let mut out = Vec::new();
     for (i, w) in f.waves.value.iter().enumerate() {
         let mut delay = Some(Duration::ZERO);
@@ -1586,6 +1719,8 @@ fn waves(
             );
             ok = false;
         }
+        let (sla, escalate_to, service_ok) = service_terms(sink, w, channel, staff.as_ref());
+        ok &= service_ok;
         let template = match bundle.templates.get(&w.template.value) {
             _ if !template_path_ok(sink, &w.template) => None,
             None => {
@@ -1683,6 +1818,8 @@ fn waves(
                 channel,
                 template,
                 team: w.team.as_ref().map(|t| t.value.clone()),
+                sla,
+                escalate_to,
                 respond_within,
                 send_within,
                 responses,

@@ -355,9 +355,22 @@ pub(crate) struct WaveFile {
     #[schemars(with = "String")]
     pub(crate) template: Spanned<String>,
     /// The agents' team, for `outbound_call` and `service` waves: 1 to 64 of a-z, 0-9, `_`, `-`.
+    /// For a `service` wave it names a staff id (or team) of `staff.yaml`, when there is one:
+    /// that entry receives the digest of the wave's new tasks.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub(crate) team: Option<Spanned<String>>,
+    /// For `outbound_call` and `service` waves: how long staff have to work a task, e.g.
+    /// `2d`; 1h to 30d. A task is due this long after it is opened; `GET /tasks` shows it
+    /// overdue after that.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) sla: Option<Spanned<String>>,
+    /// For waves with an `sla`: the staff id (`staff.yaml`) an overdue task is escalated to,
+    /// once; it is in that person's next task digest.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) escalate_to: Option<Spanned<String>>,
     /// How long responses count for this wave, e.g. `3d`; 1m to 366d.
     #[schemars(with = "String")]
     pub(crate) respond_within: Spanned<String>,

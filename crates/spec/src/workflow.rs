@@ -390,6 +390,10 @@ pub struct Wave {
     pub channel: ChannelKind,
     pub template: Template,
     pub team: Option<String>,
+    /// Task waves: how long after a task opens it is due.
+    pub sla: Option<Duration>,
+    /// Task waves with an `sla`: the staff id an overdue task is escalated to.
+    pub escalate_to: Option<String>,
     pub respond_within: Duration,
     pub send_within: Duration,
     pub responses: Vec<ResponseRule>,

@@ -204,6 +204,7 @@ fn compile(workflow: String, segments: String, templates: &BTreeMap<String, Stri
         attributes: None,
         monitors: Default::default(),
         periods: Default::default(),
+        staff: None,
     };
     if let Err(diags) = spec::compile(&bundle, Some(&["cn-holidays".to_owned()])) {
         assert_located(&bundle, &diags);
@@ -221,6 +222,7 @@ fn the_unmutated_corpus_compiles() {
         attributes: None,
         monitors: Default::default(),
         periods: Default::default(),
+        staff: None,
     };
     spec::compile(&bundle, Some(&["cn-holidays".to_owned()])).unwrap();
 }

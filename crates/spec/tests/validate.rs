@@ -1360,3 +1360,134 @@ fn waits_after_a_wave_are_a_delay_and_a_time_of_day() {
         );
     }
 }
+
+const STAFF: &str = "staff:\n  - id: desk\n    name: Service desk\n    email: desk@example.com\n  - id: boss\n    email: boss@example.com\n";
+
+/// VALID with its second wave a service wave of staff `desk`, due in 2 days and escalated
+/// to `boss`; `terms` replaces the `sla` and `escalate_to` lines (lines 22 and 23).
+fn service_wave(terms: &str) -> String {
+    VALID
+        .replace("channel: outbound_call", "channel: service")
+        .replace(
+            "    team: callcentre\n",
+            &format!("    team: desk\n{terms}"),
+        )
+}
+
+const TERMS: &str = "    sla: 2d\n    escalate_to: boss\n";
+
+/// Errors of `workflow` with `staff.yaml` beside it when `staff` is given.
+fn errors_with_staff(workflow: &str, staff: Option<&str>) -> Vec<String> {
+    let (dir, path) = setup(workflow, TEMPLATE);
+    if let Some(s) = staff {
+        std::fs::write(dir.path().join("staff.yaml"), s).unwrap();
+    }
+    match spec::load_file(&path) {
+        Ok(_) => Vec::new(),
+        Err(d) => d.iter().map(located).collect(),
+    }
+}
+
+fn assert_only(errs: Vec<String>, prefix: &str, text: &str) {
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(prefix),
+        "{} is not at {prefix}",
+        errs[0]
+    );
+    assert!(errs[0].contains(text), "{} does not say {text}", errs[0]);
+}
+
+#[test]
+fn a_service_wave_states_its_sla_and_who_overdue_tasks_go_to() {
+    let (dir, path) = setup(&service_wave(TERMS), TEMPLATE);
+    std::fs::write(dir.path().join("staff.yaml"), STAFF).unwrap();
+    let wf = spec::load_file(&path).unwrap();
+    let w = &wf.waves[1];
+    assert_eq!(w.sla, Some(std::time::Duration::from_secs(2 * 86_400)));
+    assert_eq!(w.escalate_to.as_deref(), Some("boss"));
+    assert_eq!(w.team.as_deref(), Some("desk"));
+    // The directory is part of the version: a stored version is checked as it was loaded.
+    let bundle = spec::Bundle::read(&path).unwrap();
+    assert_eq!(bundle.staff.as_deref(), Some(STAFF));
+    assert!(spec::compile(&bundle, None).is_ok());
+    // An outbound-call wave may have an SLA without a staff directory (its team is agents,
+    // not a staff id), and then reads none.
+    let call = VALID.replace(
+        "    team: callcentre\n",
+        "    team: callcentre\n    sla: 4h\n",
+    );
+    let (_d, p) = setup(&call, TEMPLATE);
+    assert_eq!(
+        spec::load_file(&p).unwrap().waves[1].sla,
+        Some(std::time::Duration::from_secs(4 * 3600))
+    );
+    assert_eq!(spec::Bundle::read(&p).unwrap().staff, None);
+}
+
+#[test]
+fn service_terms_get_located_errors() {
+    let staff = Some(STAFF);
+    for sla in ["30m", "31d"] {
+        assert_only(
+            errors_with_staff(
+                &service_wave(&format!("    sla: {sla}\n    escalate_to: boss\n")),
+                staff,
+            ),
+            "wf.yaml:22:10:",
+            "is out of range: expected 1h to 30d",
+        );
+    }
+    assert_only(
+        errors_with_staff(&service_wave("    sla: soon\n"), staff),
+        "wf.yaml:22:10:",
+        "",
+    );
+    assert_only(
+        errors_with_staff(
+            &service_wave("    sla: 2d\n    escalate_to: nobody\n"),
+            staff,
+        ),
+        "wf.yaml:23:18:",
+        "unknown staff `nobody`: expected an id from staff.yaml (desk, boss)",
+    );
+    assert_only(
+        errors_with_staff(&service_wave("    escalate_to: boss\n"), staff),
+        "wf.yaml:22:18:",
+        "`escalate_to` needs `sla`",
+    );
+    assert_only(
+        errors_with_staff(&service_wave(TERMS), None),
+        "wf.yaml:23:18:",
+        "there is no staff.yaml beside the workflow",
+    );
+    assert_only(
+        errors_with_staff(
+            &service_wave(TERMS).replace("team: desk", "team: front-hall"),
+            staff,
+        ),
+        "wf.yaml:21:11:",
+        "unknown staff `front-hall`: a service wave's team is a staff id from staff.yaml (desk, boss)",
+    );
+    // An SMS wave has no tasks to be late with.
+    assert_only(
+        errors_with_staff(
+            &service_wave(TERMS).replace(
+                "    template: t.txt\n    respond_within: 3d\n  - id: call",
+                "    template: t.txt\n    sla: 1d\n    respond_within: 3d\n  - id: call",
+            ),
+            staff,
+        ),
+        "wf.yaml:16:10:",
+        "`sla` is for task waves (outbound_call, service), not `sms`",
+    );
+    // A broken staff file is reported where it is broken.
+    assert_only(
+        errors_with_staff(
+            &service_wave(TERMS),
+            Some("staff:\n  - id: desk\n    email: nope\n"),
+        ),
+        "staff.yaml:3:12:",
+        "expected an e-mail address",
+    );
+}

@@ -76,7 +76,40 @@ pub struct TaskRow {
     pub script: String,
     pub state: String,
     pub outcome: Option<String>,
+    pub created_at: i64,
+    /// When the task is due (opened + the wave's `sla`); `None` without an SLA.
+    pub due_at: Option<i64>,
+    /// The staff id an overdue task is escalated to.
+    pub escalate_to: Option<String>,
+    /// When it was escalated (once), if it was.
+    pub escalated_at: Option<i64>,
 }
+
+impl TaskRow {
+    /// Open past its due time at `now`.
+    pub fn is_overdue(&self, now: Millis) -> bool {
+        self.state == TaskState::Open.as_str() && self.due_at.is_some_and(|d| d <= now)
+    }
+}
+
+/// An agent task to open for a contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask<'a> {
+    pub contact_id: i64,
+    /// The team (or staff id) that works it.
+    pub team: &'a str,
+    /// `outbound_call` or `service`.
+    pub kind: &'a str,
+    pub subscriber_id: i64,
+    pub script: &'a str,
+    /// When it is due; `None` without an SLA.
+    pub due_at: Option<Millis>,
+    /// Who gets it when it is overdue.
+    pub escalate_to: Option<&'a str>,
+}
+
+const TASK_COLS: &str = "id, contact_id, team, kind, subscriber_id, script, state, outcome, \
+                         created_at, due_at, escalate_to, escalated_at";
 
 impl Store {
     /// Stores inbound events; nothing else happens until attribution runs.
@@ -359,18 +392,26 @@ impl Store {
     }
 
     /// Opens agent tasks (outbound calls, service visits) for contacts; one per contact.
-    pub async fn open_tasks(
-        &self,
-        rows: &[(i64, &str, &str, i64, &str)],
-        now: Millis,
-    ) -> Result<u64> {
+    pub async fn open_tasks(&self, rows: &[NewTask<'_>], now: Millis) -> Result<u64> {
         let tx = self.db().begin().await?;
         let mut n = 0;
-        for (contact_id, team, kind, subscriber_id, script) in rows {
+        for t in rows {
             n += exec(
                 &tx,
-                "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id) DO NOTHING",
-                [(*contact_id).into(), (*team).into(), (*kind).into(), (*subscriber_id).into(), (*script).into(), TaskState::Open.as_str().into(), now.into(), now.into()],
+                "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at, due_at, escalate_to) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id) DO NOTHING",
+                [
+                    t.contact_id.into(),
+                    t.team.into(),
+                    t.kind.into(),
+                    t.subscriber_id.into(),
+                    t.script.into(),
+                    TaskState::Open.as_str().into(),
+                    now.into(),
+                    now.into(),
+                    t.due_at.into(),
+                    t.escalate_to.map(str::to_owned).into(),
+                ],
             )
             .await?
             .rows_affected();
@@ -379,33 +420,25 @@ impl Store {
         Ok(n)
     }
 
+    /// Tasks in `state` (of `team` when given), at most `limit`: the soonest due first, then
+    /// those without a due time, each in the order they were opened.
     pub async fn tasks(
         &self,
         team: Option<&str>,
         state: TaskState,
         limit: u64,
     ) -> Result<Vec<TaskRow>> {
-        let state = state.as_str();
-        let base = "SELECT id, contact_id, team, kind, subscriber_id, script, state, outcome FROM agent_task WHERE state = ?";
-        let rows = match team {
-            Some(t) => {
-                query(
-                    self.db(),
-                    &format!("{base} AND team = ? ORDER BY id LIMIT ?"),
-                    [state.into(), t.into(), (limit as i64).into()],
-                )
-                .await?
-            }
-            None => {
-                query(
-                    self.db(),
-                    &format!("{base} ORDER BY id LIMIT ?"),
-                    [state.into(), (limit as i64).into()],
-                )
-                .await?
-            }
-        };
-        rows.iter()
+        let mut sql = format!("SELECT {TASK_COLS} FROM agent_task WHERE state = ?");
+        let mut values: Vec<Value> = vec![state.as_str().into()];
+        if let Some(t) = team {
+            sql.push_str(" AND team = ?");
+            values.push(t.into());
+        }
+        sql.push_str(" ORDER BY CASE WHEN due_at IS NULL THEN 1 ELSE 0 END, due_at, id LIMIT ?");
+        values.push((limit.min(i64::MAX as u64) as i64).into());
+        query(self.db(), &sql, values)
+            .await?
+            .iter()
             .map(|r| Ok(TaskRow::from_query_result(r, "")?))
             .collect()
     }

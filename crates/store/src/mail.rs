@@ -61,6 +61,17 @@ pub fn report_dedup_key(run_id: i64) -> String {
     format!("report:run:{run_id}")
 }
 
+/// The dedup key of a staff digest: one per `person` per interval of `every_ms` (counted
+/// from the Unix epoch) for one `source` of news (`monitor:<id>`, `tasks`). Whatever
+/// queues a digest (a monitor's evaluation, the task step) builds its key here, so a
+/// repeated or concurrent pass in the same interval queues nothing more.
+pub fn digest_dedup_key(source: &str, person: &str, now: Millis, every_ms: Millis) -> String {
+    format!(
+        "digest:{source}:{person}:{}",
+        now.div_euclid(every_ms.max(1))
+    )
+}
+
 /// A mail to queue.
 #[derive(Debug, Clone)]
 pub struct NewMail {

@@ -175,6 +175,8 @@ mod tests {
             campaign: "spring".into(),
             wave: "w1".into(),
             team: None,
+            due_at: None,
+            escalate_to: None,
         }
     }
 

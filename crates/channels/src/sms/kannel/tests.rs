@@ -188,6 +188,8 @@ fn msg(n: i64, text: &str) -> Outbound {
         campaign: "spring".into(),
         wave: "w1".into(),
         team: None,
+        due_at: None,
+        escalate_to: None,
     }
 }
 

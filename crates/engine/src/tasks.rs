@@ -1,0 +1,172 @@
+//! The service-staff channel's step, run from [`Engine::tick`]: open tasks past their SLA
+//! are escalated once (`store::tasks`), then each staff member with news gets one digest
+//! mail per interval ([`crate::EngineConfig::task_digest_every`]) listing the new tasks of
+//! their team and the overdue tasks escalated to them. The mail goes through the staff mail
+//! queue (queued in the transaction that marks the tasks told, sent by the mail loop), with
+//! the same dedup-key rule and the same addressing and number masking as monitor digests
+//! (`digest.rs`), so a crash or a second replica neither repeats nor drops a task.
+
+use std::fmt::Write as _;
+
+use spec::monitor::Staff;
+use store::Millis;
+use store::mail::{MailKind, NewMail};
+use store::tasks::TaskNews;
+use tracing::{info, warn};
+
+use crate::digest::{LISTED, addressee, masked_number};
+use crate::{Engine, EngineError};
+
+/// The task digest's dedup key: one per staff member per interval of `every_ms`.
+pub fn task_digest_key(person: &str, now: Millis, every_ms: Millis) -> String {
+    store::mail::digest_dedup_key("tasks", person, now, every_ms)
+}
+
+/// What one task step did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TaskStepStats {
+    /// Tasks escalated (each once, whichever replica).
+    pub escalated: u64,
+    /// Digest mails queued.
+    pub digests: u64,
+}
+
+impl Engine {
+    /// Escalates overdue tasks and queues the staff's task digests at `now`. Public so
+    /// tests drive it step by step; [`Engine::tick`] runs it.
+    pub async fn task_step(&self, now: Millis) -> Result<TaskStepStats, EngineError> {
+        let mut stats = TaskStepStats {
+            escalated: self.store.escalate_overdue_tasks(now).await?,
+            ..TaskStepStats::default()
+        };
+        if stats.escalated > 0 {
+            info!(
+                tasks = stats.escalated,
+                message = "Overdue tasks escalated."
+            );
+        }
+        let ids: Vec<&str> = self.staff.staff.iter().map(|s| s.id.as_str()).collect();
+        let every = spec::duration_millis(self.cfg.task_digest_every);
+        for (id, pending) in self.store.pending_task_news(&ids).await? {
+            let Some(person) = self.staff.get(&id) else {
+                continue;
+            };
+            let key = task_digest_key(&person.id, now, every);
+            // Told in this interval already: the news waits for the next one.
+            if self.store.mail_by_key(&key).await?.is_some() {
+                continue;
+            }
+            let tx = self.store.begin_task_digest(now).await?;
+            let new_ids: Vec<i64> = pending.new.iter().map(|t| t.id).collect();
+            let esc_ids: Vec<i64> = pending.escalated.iter().map(|t| t.id).collect();
+            let (new_marked, esc_marked) = tx.mark(&new_ids, &esc_ids).await?;
+            // Only what this transaction marked: another replica told the rest meanwhile.
+            let new: Vec<&TaskNews> = pending
+                .new
+                .iter()
+                .filter(|t| new_marked.binary_search(&t.id).is_ok())
+                .collect();
+            let escalated: Vec<&TaskNews> = pending
+                .escalated
+                .iter()
+                .filter(|t| esc_marked.binary_search(&t.id).is_ok())
+                .collect();
+            if new.is_empty() && escalated.is_empty() {
+                continue;
+            }
+            let mail = task_digest_mail(person, &new, &escalated, key, now);
+            if tx.digest(&mail).await? {
+                tx.commit().await?;
+                stats.digests += 1;
+            } else {
+                warn!(staff = %person.id, message = "Task digest already queued this interval; the tasks wait for the next.");
+            }
+        }
+        if stats.digests > 0 {
+            info!(mails = stats.digests, message = "Task digests queued.");
+            self.mail_wake.notify_one();
+        }
+        Ok(stats)
+    }
+}
+
+fn when(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn line(t: &TaskNews, show_team: bool) -> String {
+    let mut s = format!("task {}  {}  {}/{}", t.id, t.kind, t.campaign, t.wave);
+    if show_team {
+        let _ = write!(s, "  team {}", t.team);
+    }
+    let _ = write!(s, "  {}", masked_number(&t.msisdn));
+    if let Some(c) = &t.external_id {
+        let _ = write!(s, " (customer {c})");
+    }
+    if let Some(d) = t.due_at {
+        let _ = write!(s, "  due {}", when(d));
+    }
+    if show_team && let Some(e) = t.escalated_at {
+        let _ = write!(s, ", escalated {}", when(e));
+    }
+    s
+}
+
+fn section(text: &mut String, tasks: &[&TaskNews], show_team: bool) {
+    for t in tasks.iter().take(LISTED) {
+        let _ = writeln!(text, "{}", line(t, show_team));
+    }
+    if tasks.len() > LISTED {
+        let _ = writeln!(
+            text,
+            "… and {} more on the worklist (GET /tasks)",
+            tasks.len() - LISTED
+        );
+    }
+}
+
+fn task_digest_mail(
+    person: &Staff,
+    new: &[&TaskNews],
+    escalated: &[&TaskNews],
+    dedup_key: String,
+    now: Millis,
+) -> NewMail {
+    let who = addressee(person);
+    let subject = format!(
+        "[campaignd] tasks: {} new and {} overdue for {who}",
+        new.len(),
+        escalated.len()
+    );
+    let mut text = String::new();
+    let _ = writeln!(text, "{who},\n");
+    if !new.is_empty() {
+        let _ = writeln!(
+            text,
+            "New tasks on your worklist (GET /tasks?team={}); record each outcome with \
+             POST /tasks/{{id}}/outcome.\n",
+            person.id
+        );
+        section(&mut text, new, false);
+        let _ = writeln!(text);
+    }
+    if !escalated.is_empty() {
+        let _ = writeln!(
+            text,
+            "Overdue tasks escalated to you: their team has not recorded an outcome by the \
+             due time.\n"
+        );
+        section(&mut text, escalated, true);
+    }
+    NewMail {
+        kind: MailKind::Digest,
+        dedup_key,
+        recipients: vec![person.email.clone()],
+        subject,
+        text,
+        html: None,
+        due_at: now,
+    }
+}
