@@ -31,6 +31,7 @@ mod m20261205_000023_alerts;
 mod m20261206_000024_report_due;
 mod m20261206_000025_trigger_entry;
 mod m20261207_000026_task_sla;
+mod m20261207_000027_task_outcomes;
 
 pub struct Migrator;
 
@@ -63,6 +64,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000024_report_due::Migration),
             Box::new(m20261206_000025_trigger_entry::Migration),
             Box::new(m20261207_000026_task_sla::Migration),
+            Box::new(m20261207_000027_task_outcomes::Migration),
         ]
     }
 }

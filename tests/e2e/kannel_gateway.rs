@@ -88,6 +88,7 @@ fn msg(n: i64, msisdn: &str, text: &str) -> Outbound {
         team: None,
         due_at: None,
         escalate_to: None,
+        outcomes: Vec::new(),
     }
 }
 

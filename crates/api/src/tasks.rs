@@ -16,7 +16,6 @@ use store::audit::action;
 use store::auth::Role;
 use store::inbound::TaskState;
 
-const OUTCOMES: [&str; 4] = ["accepted", "refused", "call_back_later", "unreachable"];
 const MAX_LIMIT: u64 = 1000;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -115,7 +114,7 @@ struct OutcomeIn {
 /// `POST /tasks/{id}/outcome` with `{"outcome": "accepted", "agent": "agent-7"}`
 #[utoipa::path(post, path = "/tasks/{id}/outcome", tag = "tasks",
     params(("id" = i64, Path, description = "The task id")),
-    request_body(content = OutcomeIn, description = "outcome: accepted, refused, call_back_later or unreachable (at most 4 KiB)"),
+    request_body(content = OutcomeIn, description = "outcome: one of the task's workflow's `outcomes` (by default accepted, refused, call_back_later or unreachable; at most 4 KiB)"),
     responses(
         (status = 200, description = "Recorded; `{\"id\", \"state\": \"done\", \"outcome\"}`", body = Object),
         (status = 400, description = "Bad input; nothing recorded", body = crate::error::ErrorBody),
@@ -133,17 +132,14 @@ pub(crate) async fn outcome(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    if who.role == Role::Agent {
-        match state.store.task_state(id).await? {
-            None => return Err(ApiError::NotFound(format!("no task {id}"))),
-            Some((_, team)) if Some(&team) != who.team.as_ref() => {
-                return Err(ApiError::Forbidden(format!(
-                    "task {id} belongs to another team than agent {}'s",
-                    who.name
-                )));
-            }
-            Some(_) => {}
-        }
+    let Some(terms) = state.store.task_terms(id).await? else {
+        return Err(ApiError::NotFound(format!("no task {id}")));
+    };
+    if who.role == Role::Agent && Some(&terms.team) != who.team.as_ref() {
+        return Err(ApiError::Forbidden(format!(
+            "task {id} belongs to another team than agent {}'s",
+            who.name
+        )));
     }
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| bad("body", format!("expected JSON: {e}")))?;
@@ -154,10 +150,18 @@ pub(crate) async fn outcome(
         r#"{"outcome": "accepted", "agent": "agent-7"}"#,
     )?;
     let o: OutcomeIn = serde_json::from_value(value).map_err(|e| bad("body", e.to_string()))?;
-    if !OUTCOMES.contains(&o.outcome.as_str()) {
+    // The task's own workflow says what may be recorded on it (`outcomes`).
+    let allowed: Vec<&str> = match &terms.outcomes {
+        Some(list) => list.iter().map(String::as_str).collect(),
+        None => domain::DEFAULT_OUTCOMES.to_vec(),
+    };
+    if !allowed.contains(&o.outcome.as_str()) {
         return Err(bad(
             "outcome",
-            format!("expected one of {}", OUTCOMES.join(", ")),
+            format!(
+                "expected one of this task's outcomes: {}",
+                allowed.join(", ")
+            ),
         ));
     }
     person_id("agent", &o.agent, "agent")?;

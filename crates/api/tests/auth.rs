@@ -270,6 +270,7 @@ async fn seed(store: &Store) -> Res<(String, i64, i64)> {
             script: "campus-bundle-v2",
             due_at: None,
             escalate_to: None,
+            outcomes: &[],
         });
         keys.push(key);
     }

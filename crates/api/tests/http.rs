@@ -272,6 +272,9 @@ async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
     .await?;
     tx.commit().await?;
     let mut rows = Vec::new();
+    // The retention team's workflow declares its own outcomes; the campus task is one opened
+    // before tasks carried theirs (the shipped four).
+    let declared = vec!["accepted".to_owned(), "wants_visit".to_owned()];
     for (s, team) in subs.iter().zip(["campus-callcentre", "retention"]) {
         let key = store.contact_key(run_id, "call", *s).await?.ok_or("key")?;
         let c = store.contact_by_key(&key).await?.ok_or("contact")?;
@@ -285,6 +288,7 @@ async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
             script: "campus-bundle-v2",
             due_at: sla.then_some(now - 3_600_000),
             escalate_to: sla.then_some("retention-lead"),
+            outcomes: if sla { &declared } else { &[] },
         });
     }
     store.open_tasks(&rows, now).await?;
@@ -887,6 +891,42 @@ async fn task_outcome_completes_once_then_conflicts() -> Res {
     let (status, _) = s.post("/tasks/999999/outcome", body).await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(s.inbound_count().await?, 1);
+    s.stop().await
+}
+
+/// Guards api `tasks.rs::outcome` (the task's own `outcomes`, copied from its workflow by
+/// the worklist channel): an outcome the workflow declares is taken, one it does not is a
+/// 400 naming the task's list, and a task without a list takes the shipped four.
+#[tokio::test]
+async fn a_task_takes_only_its_workflows_outcomes() -> Res {
+    let s = Server::start().await?;
+    let (_, ids) = seed_tasks(&s.store).await?;
+    let post = |id: i64, outcome: &str| {
+        (
+            format!("/tasks/{id}/outcome"),
+            json!({"outcome": outcome, "agent": "agent-7"}).to_string(),
+        )
+    };
+    let (path, body) = post(ids[1], "refused");
+    let (status, resp) = s.post(&path, body).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    assert!(
+        resp.contains("expected one of this task's outcomes: accepted, wants_visit"),
+        "{resp}"
+    );
+    let (path, body) = post(ids[0], "wants_visit");
+    let (status, resp) = s.post(&path, body).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    assert!(resp.contains("call_back_later"), "{resp}");
+    assert_eq!(s.inbound_count().await?, 0, "nothing recorded");
+
+    let (path, body) = post(ids[1], "wants_visit");
+    let (status, resp) = s.post(&path, body).await?;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let (path, body) = post(ids[0], "call_back_later");
+    let (status, resp) = s.post(&path, body).await?;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(s.inbound_count().await?, 2);
     s.stop().await
 }
 

@@ -33,6 +33,8 @@ pub struct Outbound {
     pub due_at: Option<i64>,
     /// For agent tasks with an SLA: the staff id an overdue task is escalated to.
     pub escalate_to: Option<String>,
+    /// For agent tasks: the outcomes an agent may record (the workflow's `outcomes`).
+    pub outcomes: Vec<String>,
 }
 
 /// What the channel says about a message it took.

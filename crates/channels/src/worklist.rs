@@ -38,6 +38,7 @@ impl Channel for Worklist {
                 script: o.text.as_str(),
                 due_at: o.due_at,
                 escalate_to: o.escalate_to.as_deref(),
+                outcomes: &o.outcomes,
             })
             .collect();
         let now = store::wall_now();

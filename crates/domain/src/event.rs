@@ -5,6 +5,10 @@
 /// The longest event type.
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
 
+/// The outcomes an agent may record on a task when its workflow declares none (and on a
+/// task opened before tasks carried their workflow's `outcomes`).
+pub const DEFAULT_OUTCOMES: &[&str] = &["accepted", "refused", "call_back_later", "unreachable"];
+
 /// Response kinds attribution writes itself (SMS replies, agent outcomes), so no business
 /// event may use them.
 pub const RESERVED_EVENT_TYPES: &[&str] = &["reply", "outcome"];

@@ -8,6 +8,9 @@ mod msisdn;
 mod purpose;
 
 pub use channel::ChannelKind;
-pub use event::{EventTypeProblem, MAX_EVENT_TYPE_LEN, RESERVED_EVENT_TYPES, event_type_problem};
+pub use event::{
+    DEFAULT_OUTCOMES, EventTypeProblem, MAX_EVENT_TYPE_LEN, RESERVED_EVENT_TYPES,
+    event_type_problem,
+};
 pub use msisdn::{Msisdn, MsisdnError, mask};
 pub use purpose::Purpose;

@@ -352,6 +352,11 @@ impl Engine {
                     .sla
                     .map(|sla| now.saturating_add(spec::duration_millis(sla))),
                 escalate_to: wave.escalate_to.clone(),
+                outcomes: if wave.channel.is_task() {
+                    wf.outcomes.clone()
+                } else {
+                    Vec::new()
+                },
             });
         }
         // Decided before sending (suppressed, expired, quiet hours, unknown wave): settled

@@ -115,6 +115,18 @@ async fn overdue_tasks_are_escalated_once_and_each_person_gets_one_digest() {
         assert_eq!(t.due_at, Some(t0() + 2 * DAY));
         assert_eq!(t.escalate_to.as_deref(), Some("boss"));
         assert!(!t.is_overdue(t0()));
+        // What an agent may record on it: the workflow's outcomes (the shipped four here).
+        let terms = store.task_terms(t.id).await.unwrap().unwrap();
+        assert_eq!(
+            terms.outcomes.as_deref(),
+            Some(
+                domain::DEFAULT_OUTCOMES
+                    .iter()
+                    .map(|o| o.to_string())
+                    .collect::<Vec<_>>()
+                    .as_slice()
+            )
+        );
     }
     let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
 

@@ -11,7 +11,7 @@ pub const OPT_OUT_KEYWORDS: &[&str] = &["td", "stop", "unsubscribe", "退订", "
 
 /// The outcomes an agent can record for a task (`POST /tasks/{id}/outcome`) when a workflow
 /// declares no `outcomes` of its own.
-pub const OUTCOMES: &[&str] = &["accepted", "refused", "call_back_later", "unreachable"];
+pub const OUTCOMES: &[&str] = domain::DEFAULT_OUTCOMES;
 
 /// Why `s` cannot be an outcome name (`outcomes`), if it cannot: 1 to 32 of a-z, 0-9, `_`.
 pub fn outcome_problem(s: &str) -> Option<String> {

@@ -106,6 +106,16 @@ pub struct NewTask<'a> {
     pub due_at: Option<Millis>,
     /// Who gets it when it is overdue.
     pub escalate_to: Option<&'a str>,
+    /// What an agent may record on it (its workflow's `outcomes`); empty: the shipped set.
+    pub outcomes: &'a [String],
+}
+
+/// What `POST /tasks/{id}/outcome` checks a task against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskTerms {
+    pub state: String,
+    pub team: String,
+    pub outcomes: Option<Vec<String>>,
 }
 
 const TASK_COLS: &str = "id, contact_id, team, kind, subscriber_id, script, state, outcome, \
@@ -398,8 +408,8 @@ impl Store {
         for t in rows {
             n += exec(
                 &tx,
-                "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at, due_at, escalate_to) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id) DO NOTHING",
+                "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at, due_at, escalate_to, outcomes) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id) DO NOTHING",
                 [
                     t.contact_id.into(),
                     t.team.into(),
@@ -411,6 +421,7 @@ impl Store {
                     now.into(),
                     t.due_at.into(),
                     t.escalate_to.map(str::to_owned).into(),
+                    (!t.outcomes.is_empty()).then(|| t.outcomes.join("\n")).into(),
                 ],
             )
             .await?
@@ -446,14 +457,28 @@ impl Store {
     /// A task's state and team, or `None` when there is no such task (tells "no such task"
     /// from "already done" after [`Store::complete_task`] refused).
     pub async fn task_state(&self, task_id: i64) -> Result<Option<(String, String)>> {
+        Ok(self.task_terms(task_id).await?.map(|t| (t.state, t.team)))
+    }
+
+    /// A task's state, team and the outcomes an agent may record on it (`None` for a task
+    /// opened before tasks carried them: the shipped set applies).
+    pub async fn task_terms(&self, task_id: i64) -> Result<Option<TaskTerms>> {
         let rows = query(
             self.db(),
-            "SELECT state, team FROM agent_task WHERE id = ?",
+            "SELECT state, team, outcomes FROM agent_task WHERE id = ?",
             [task_id.into()],
         )
         .await?;
         rows.first()
-            .map(|r| Ok((r.try_get("", "state")?, r.try_get("", "team")?)))
+            .map(|r| {
+                Ok(TaskTerms {
+                    state: r.try_get("", "state")?,
+                    team: r.try_get("", "team")?,
+                    outcomes: r
+                        .try_get::<Option<String>>("", "outcomes")?
+                        .map(|o| o.lines().map(str::to_owned).collect()),
+                })
+            })
             .transpose()
     }
 

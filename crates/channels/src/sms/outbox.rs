@@ -177,6 +177,7 @@ mod tests {
             team: None,
             due_at: None,
             escalate_to: None,
+            outcomes: Vec::new(),
         }
     }
 

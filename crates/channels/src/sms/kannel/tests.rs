@@ -190,6 +190,7 @@ fn msg(n: i64, text: &str) -> Outbound {
         team: None,
         due_at: None,
         escalate_to: None,
+        outcomes: Vec::new(),
     }
 }
 
