@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use channels::email::{EmailConfig, Mailer, SmtpTls};
+use channels::email::Mailer;
 use chrono::TimeZone;
 use engine::clock::ManualClock;
 use engine::{Engine, EngineConfig};
 use store::alerts::EpisodeState;
 
-use crate::services::{SECRET_ENV, SMTP_PASSWORD_ENV, Smtp, SmtpSetup, wait_for};
+use crate::services::{SMTP_PASSWORD_ENV, Smtp, SmtpSetup, wait_for};
 
 /// The workflows folder of the repository, without its campaigns: the catalogue, segments,
 /// staff and monitors only.
@@ -81,14 +81,7 @@ async fn core_anomaly_alerts_reach_their_owners_through_smtp() {
         auth: true,
     });
     let mailer = Mailer::new(
-        &EmailConfig::Smtp {
-            host: "127.0.0.1".into(),
-            port: smtp.port,
-            tls: SmtpTls::Starttls,
-            ca_file: Some(smtp.ca_file()),
-            username_env: Some(SECRET_ENV.into()),
-            password_env: Some(SMTP_PASSWORD_ENV.into()),
-        },
+        &smtp.starttls_config(SMTP_PASSWORD_ENV, true),
         "campaignd <campaignd@example.com>",
     )
     .unwrap();

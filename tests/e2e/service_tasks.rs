@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use channels::Channel;
-use channels::email::{EmailConfig, Mailer, SmtpTls};
+use channels::email::Mailer;
 use engine::clock::ManualClock;
 use engine::{Engine, EngineConfig};
 use store::inbound::TaskState;
 use store::subscribers::OnDuplicate;
 
-use crate::services::{SECRET_ENV, SMTP_PASSWORD_ENV, Smtp, SmtpSetup, wait_for};
+use crate::services::{SMTP_PASSWORD_ENV, Smtp, SmtpSetup, wait_for};
 
 /// The workflows folder with the VIP club campaign and what it reads.
 fn vip_club_only(dir: &std::path::Path) -> std::path::PathBuf {
@@ -111,14 +111,7 @@ async fn vip_club_tasks_reach_the_desk_and_overdue_ones_the_supervisor_through_s
         auth: true,
     });
     let mailer = Mailer::new(
-        &EmailConfig::Smtp {
-            host: "127.0.0.1".into(),
-            port: smtp.port,
-            tls: SmtpTls::Starttls,
-            ca_file: Some(smtp.ca_file()),
-            username_env: Some(SECRET_ENV.into()),
-            password_env: Some(SMTP_PASSWORD_ENV.into()),
-        },
+        &smtp.starttls_config(SMTP_PASSWORD_ENV, true),
         "campaignd <campaignd@example.com>",
     )
     .unwrap();

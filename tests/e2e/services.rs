@@ -439,6 +439,24 @@ impl Smtp {
         self.dir.path().join("tls/ca.pem")
     }
 
+    /// Client settings for this server over STARTTLS with AUTH: the user name from
+    /// [`SECRET_ENV`], the password from `password_env`, trusting the server's CA when
+    /// `ca_file`.
+    pub(crate) fn starttls_config(
+        &self,
+        password_env: &str,
+        ca_file: bool,
+    ) -> channels::email::EmailConfig {
+        channels::email::EmailConfig::Smtp {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            tls: channels::email::SmtpTls::Starttls,
+            ca_file: ca_file.then(|| self.ca_file()),
+            username_env: Some(SECRET_ENV.into()),
+            password_env: Some(password_env.into()),
+        }
+    }
+
     /// Every message the server stored, headers included.
     pub(crate) fn messages(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -13,17 +13,6 @@ use crate::services::{SECRET_ENV, SMTP_PASSWORD_ENV, Smtp, SmtpSetup, env_secret
 const FROM: &str = "campaignd <campaignd@example.com>";
 const TO: &str = "retention-staff@example.com";
 
-fn starttls_config(smtp: &Smtp, password_env: &str, ca_file: bool) -> EmailConfig {
-    EmailConfig::Smtp {
-        host: "127.0.0.1".into(),
-        port: smtp.port,
-        tls: SmtpTls::Starttls,
-        ca_file: ca_file.then(|| smtp.ca_file()),
-        username_env: Some(SECRET_ENV.into()),
-        password_env: Some(password_env.into()),
-    }
-}
-
 async fn send(mailer: &Mailer, subject: &str) -> Result<(), SendError> {
     mailer
         .send(&[TO.into()], subject, "Wave 1: 1200 sent.", None)
@@ -37,7 +26,7 @@ async fn mail_goes_through_starttls_with_auth() {
         starttls: true,
         auth: true,
     });
-    let mailer = Mailer::new(&starttls_config(&smtp, SMTP_PASSWORD_ENV, true), FROM).unwrap();
+    let mailer = Mailer::new(&smtp.starttls_config(SMTP_PASSWORD_ENV, true), FROM).unwrap();
 
     send(&mailer, "report over starttls").await.unwrap();
 
@@ -71,7 +60,7 @@ async fn wrong_smtp_password_fails_and_delivers_nothing() {
         auth: true,
     });
     // The variable holds something else than the server's password.
-    let mailer = Mailer::new(&starttls_config(&smtp, SECRET_ENV, true), FROM).unwrap();
+    let mailer = Mailer::new(&smtp.starttls_config(SECRET_ENV, true), FROM).unwrap();
 
     let err = send(&mailer, "wrong password").await.unwrap_err();
     // 535: resending with the same password gets the same answer.
@@ -126,7 +115,7 @@ async fn certificate_of_an_unknown_ca_is_refused() {
     });
     // Same server, but the config does not name its CA: verification must fail, and the
     // password must not be sent.
-    let mailer = Mailer::new(&starttls_config(&smtp, SMTP_PASSWORD_ENV, false), FROM).unwrap();
+    let mailer = Mailer::new(&smtp.starttls_config(SMTP_PASSWORD_ENV, false), FROM).unwrap();
 
     let err = send(&mailer, "untrusted certificate").await.unwrap_err();
     assert!(
