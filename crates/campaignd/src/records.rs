@@ -66,7 +66,7 @@ pub async fn import_records(
     let file = std::fs::File::open(csv).map_err(|e| anyhow::anyhow!("cannot open {name}: {e}"))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let cat = store.catalogue();
-    let mut reader = match RecordReader::open(
+    let mut reader = match RecordReader::streaming(
         &cat,
         kind,
         mapping,
@@ -82,10 +82,19 @@ pub async fn import_records(
     let mut records = Vec::with_capacity(CHUNK);
     loop {
         let more = reader.read_chunk(&mut records, CHUNK);
-        if !reader.failed()
-            && !records.is_empty()
-            && let Err(e) = write(&mut tx, reader.mapping(), &records, &mut outcome).await
-        {
+        // A history file's (subscriber, period) pairs are kept in the transaction, not in
+        // memory, to name both lines of a repeat; looked up even after a problem, to report
+        // every repeat.
+        let written = async {
+            let earlier = tx.earlier_lines(reader.pairs()).await?;
+            reader.repeats(&earlier);
+            if !reader.failed() && !records.is_empty() {
+                write(&mut tx, reader.mapping(), &records, &mut outcome).await?;
+            }
+            Ok::<_, store::StoreError>(())
+        }
+        .await;
+        if let Err(e) = written {
             drop(tx);
             if let Some(b) = &bar {
                 b.abandon();

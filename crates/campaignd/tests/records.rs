@@ -120,6 +120,40 @@ async fn history_imports_known_subscribers_and_a_bad_file_changes_nothing() {
         store.newest_period(Period::Month).await.unwrap(),
         Some(OCT_2026)
     );
+
+    // Repeats are found across chunks (the pairs are kept in the import's transaction, not
+    // in memory): the first line's pair again after 5,001 rows, and one inside the chunk.
+    std::fs::write(
+        &csv,
+        format!(
+            "msisdn,period,arpu\n{}\n13900000003,2026-10,6\n13900000002,2026-09,1\n13900000002,2026-09,2\n",
+            good.join("\n")
+        ),
+    )
+    .unwrap();
+    let o = run(&["import-history", csv.to_str().unwrap()], &config);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains(
+            "h.csv:5003:1 (msisdn): subscriber 139****0003 has period 2026-10 on line 2 too"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "h.csv:5005:1 (msisdn): subscriber 139****0002 has period 2026-09 on line 5004 too"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("nothing was imported"), "{out}");
+    assert!(
+        store
+            .history_of(three, Period::Month)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

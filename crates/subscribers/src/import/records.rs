@@ -257,18 +257,78 @@ impl RecordMapping {
 pub struct RecordReader<R: Read> {
     mapping: RecordMapping,
     csv: CsvRecords<R>,
-    /// History: (key, period) -> the line it was on, to name both lines of a repeat.
-    seen: HashMap<(String, i64), u64>,
+    seen: Seen,
+}
+
+/// The history records' (subscriber, period) pairs read so far, to find repeats.
+enum Seen {
+    /// (key, period) -> the line it was on.
+    Memory(HashMap<(String, i64), u64>),
+    /// The pairs of the chunk last read, for the caller to look up (see
+    /// [`RecordReader::streaming`]).
+    Chunk(ChunkPairs),
+}
+
+/// The pairs of one chunk, and where each repeat's problem is reported.
+#[derive(Default)]
+struct ChunkPairs {
+    /// (subscriber key as stored, period, line), in file order.
+    pairs: Vec<(String, i64, u64)>,
+    /// Per pair: the 0-based cell of the subscriber key.
+    at: Vec<usize>,
 }
 
 impl<R: Read> RecordReader<R> {
-    /// Reads the header; without `mapping`, maps the columns named as fields.
+    /// Reads the header; without `mapping`, maps the columns named as fields. Repeats of a
+    /// history file's (subscriber, period) are found in memory (a key and a map entry per
+    /// record): for files that fit, and for tests.
     pub fn open(
         cat: &Catalogue,
         kind: RecordKind,
         mapping: Option<RecordMapping>,
         path_for_messages: &str,
         reader: R,
+    ) -> Result<Self, ImportErrors> {
+        Self::open_with(
+            cat,
+            kind,
+            mapping,
+            path_for_messages,
+            reader,
+            Seen::Memory(HashMap::new()),
+        )
+    }
+
+    /// As [`RecordReader::open`], but keeping no pair beyond the chunk being read, so memory
+    /// does not grow with the file: after each [`RecordReader::read_chunk`], the caller looks
+    /// up the chunk's [`RecordReader::pairs`] among those of earlier chunks (and adds them),
+    /// then reports what it found with [`RecordReader::repeats`] before asking
+    /// [`RecordReader::failed`]. Records that [`RecordReader::finish`] itself reads are
+    /// checked only against each other.
+    pub fn streaming(
+        cat: &Catalogue,
+        kind: RecordKind,
+        mapping: Option<RecordMapping>,
+        path_for_messages: &str,
+        reader: R,
+    ) -> Result<Self, ImportErrors> {
+        Self::open_with(
+            cat,
+            kind,
+            mapping,
+            path_for_messages,
+            reader,
+            Seen::Chunk(ChunkPairs::default()),
+        )
+    }
+
+    fn open_with(
+        cat: &Catalogue,
+        kind: RecordKind,
+        mapping: Option<RecordMapping>,
+        path_for_messages: &str,
+        reader: R,
+        seen: Seen,
     ) -> Result<Self, ImportErrors> {
         let file = path_for_messages;
         let (csv, headers) = CsvRecords::header(file, reader)?;
@@ -285,11 +345,7 @@ impl<R: Read> RecordReader<R> {
             })?,
         };
         let csv = CsvRecords::new(file, csv, headers, &mapping.columns, &mapping.file)?;
-        Ok(RecordReader {
-            mapping,
-            csv,
-            seen: HashMap::new(),
-        })
+        Ok(RecordReader { mapping, csv, seen })
     }
 
     pub fn mapping(&self) -> &RecordMapping {
@@ -298,11 +354,49 @@ impl<R: Read> RecordReader<R> {
 
     /// Appends up to `max` further records to `out`; false once the file is read to its end.
     pub fn read_chunk(&mut self, out: &mut Vec<Record>, max: usize) -> bool {
+        if let Seen::Chunk(c) = &mut self.seen {
+            c.pairs.clear();
+            c.at.clear();
+        }
         let (mapping, seen) = (&self.mapping, &mut self.seen);
         self.csv
             .read_chunk(out, max, &mapping.cells, |row, errors| {
                 read_one(row, mapping, seen, errors)
             })
+    }
+
+    /// History, streaming only (empty otherwise): the (subscriber key, period, line) of each
+    /// record of the chunk last read, in file order.
+    pub fn pairs(&self) -> &[(String, i64, u64)] {
+        match &self.seen {
+            Seen::Chunk(c) => &c.pairs,
+            Seen::Memory(_) => &[],
+        }
+    }
+
+    /// Reports the chunk's repeats: `earlier` holds, for each of [`RecordReader::pairs`] in
+    /// order, the line of an earlier record with the same subscriber and period, if any.
+    /// Each is reported among the file's other problems in line order.
+    pub fn repeats(&mut self, earlier: &[Option<u64>]) {
+        let Seen::Chunk(c) = &self.seen else {
+            return;
+        };
+        let Some(length) = self.mapping.period else {
+            return;
+        };
+        for (((key, period, line), &index), earlier) in c.pairs.iter().zip(&c.at).zip(earlier) {
+            let Some(earlier) = earlier else {
+                continue;
+            };
+            let error = ImportError::Cell {
+                file: self.csv.file.clone(),
+                line: *line,
+                column: index + 1,
+                header: self.csv.headers.get(index).unwrap_or("").trim().to_owned(),
+                message: repeat_message(&self.mapping, key, length, *period, *earlier),
+            };
+            self.csv.errors.insert_in_line_order(error);
+        }
     }
 
     pub fn failed(&self) -> bool {
@@ -320,6 +414,10 @@ impl<R: Read> RecordReader<R> {
 
     /// Reads whatever is left, then: the number of records, or every problem found.
     pub fn finish(mut self) -> Result<u64, ImportErrors> {
+        if !self.csv.done && matches!(self.seen, Seen::Chunk(_)) {
+            // Nobody looks up pairs read from here on: check them against each other.
+            self.seen = Seen::Memory(HashMap::new());
+        }
         let (mapping, seen) = (&self.mapping, &mut self.seen);
         self.csv.read_rest(&mapping.cells, |row, errors| {
             read_one(row, mapping, seen, errors)
@@ -332,7 +430,7 @@ impl<R: Read> RecordReader<R> {
 fn read_one(
     row: &Row<'_>,
     mapping: &RecordMapping,
-    seen: &mut HashMap<(String, i64), u64>,
+    seen: &mut Seen,
     errors: &mut ImportErrors,
 ) -> Option<Record> {
     match mapping.kind {
@@ -384,7 +482,7 @@ fn key_of(row: &Row<'_>, m: &RecordMapping, errors: &mut ImportErrors) -> Option
 fn history(
     row: &Row<'_>,
     m: &RecordMapping,
-    seen: &mut HashMap<(String, i64), u64>,
+    seen: &mut Seen,
     errors: &mut ImportErrors,
 ) -> Option<Record> {
     let key = key_of(row, m, errors);
@@ -416,25 +514,22 @@ fn history(
     if !complete {
         return None;
     }
-    match seen.entry((key.clone(), period)) {
-        Entry::Vacant(v) => {
-            v.insert(row.line);
-        }
-        Entry::Occupied(o) => {
-            let src = key_src(m)?;
-            let who = match m.key {
-                Key::Msisdn => domain::mask(&key),
-                Key::ExternalId => key.clone(),
-            };
-            errors.push(row.error(
-                index_of(row, src),
-                format!(
-                    "subscriber {who} has period {} on line {} too; keep one row per subscriber and period",
-                    length.label(period),
-                    o.get()
-                ),
-            ));
-            return None;
+    match seen {
+        Seen::Memory(map) => match map.entry((key.clone(), period)) {
+            Entry::Vacant(v) => {
+                v.insert(row.line);
+            }
+            Entry::Occupied(o) => {
+                let src = key_src(m)?;
+                let message = repeat_message(m, &key, length, period, *o.get());
+                errors.push(row.error(index_of(row, src), message));
+                return None;
+            }
+        },
+        Seen::Chunk(c) => {
+            let at = index_of(row, key_src(m)?);
+            c.pairs.push((key.clone(), period, row.line));
+            c.at.push(at);
         }
     }
     Some(Record::History {
@@ -442,6 +537,24 @@ fn history(
         period,
         values,
     })
+}
+
+/// The problem of a (subscriber, period) also on line `earlier`.
+fn repeat_message(
+    m: &RecordMapping,
+    key: &str,
+    length: Period,
+    period: i64,
+    earlier: u64,
+) -> String {
+    let who = match m.key {
+        Key::Msisdn => domain::mask(key),
+        Key::ExternalId => key.to_owned(),
+    };
+    format!(
+        "subscriber {who} has period {} on line {earlier} too; keep one row per subscriber and period",
+        length.label(period)
+    )
 }
 
 fn event(row: &Row<'_>, m: &RecordMapping, errors: &mut ImportErrors) -> Option<Record> {

@@ -5,7 +5,12 @@
 //! ```text
 //! cargo build --release -p campaignd -p bench
 //! target/release/bench-import --rows 1000000
+//! target/release/bench-import --history --rows 1000000
 //! ```
+//!
+//! `--history`: `campaignd import-history` of N monthly usage rows (12 months each of N/12
+//! subscribers imported first, untimed), against a plain loop inserting the same rows into
+//! `usage_month`. Run it at two sizes to see whether peak RSS follows the file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,9 +30,87 @@ struct Args {
     /// Rows of the generated export.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
+    /// Import usage history (`rows` monthly rows) instead of the base.
+    #[arg(long)]
+    history: bool,
     /// Internal: run the plain insert loop into this SQLite file.
     #[arg(long, hide = true)]
     plain_into: Option<PathBuf>,
+}
+
+/// Months of history per subscriber in `--history`.
+const MONTHS: u64 = 12;
+/// The newest month of the generated history: 2026-10.
+const NEWEST: i64 = 2026 * 12 + 9;
+/// The measures of the generated history file, all monthly in the shipped catalogue.
+const HISTORY_HEADER: &str = "msisdn,period,arpu,voice_minutes,data_mb";
+
+/// Subscriber `s` (0-based, the base's row) of history row `i`, and its month.
+fn history_row(i: u64) -> (u64, i64) {
+    (i / MONTHS, NEWEST - (i % MONTHS) as i64)
+}
+
+fn write_history_csv(path: &Path, rows: u64) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(f, "{HISTORY_HEADER}")?;
+    let mut line = String::new();
+    for i in 0..rows {
+        let (s, period) = history_row(i);
+        line.clear();
+        let _ = writeln!(
+            line,
+            "139{s:08},{},{}.5,{},{}",
+            catalogue::history::Period::Month.label(period),
+            20 + i % 80,
+            i % 900,
+            i % 5000
+        );
+        f.write_all(line.as_bytes())?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// The history limit: the same rows straight into `usage_month` (subscriber ids are the
+/// base's 1..=N in file order), as many per INSERT as the store puts in one, one transaction.
+async fn plain_history(db: &Path, rows: u64) -> anyhow::Result<()> {
+    let store = store::Store::connect(&format!("sqlite://{}?mode=rwc", db.display()), None).await?;
+    let per_insert = 1000u64;
+    let conn = store.db();
+    let tx = conn.begin().await?;
+    let mut i = 0u64;
+    while i < rows {
+        let n = (rows - i).min(per_insert);
+        let mut sql =
+            "INSERT INTO usage_month (subscriber_id, period, arpu, voice_minutes, data_mb) VALUES "
+                .to_owned();
+        let mut values: Vec<Value> = Vec::with_capacity(n as usize * 5);
+        for j in 0..n {
+            let k = i + j;
+            if j > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, ?, ?)");
+            let (s, period) = history_row(k);
+            values.extend([
+                (s as i64 + 1).into(),
+                period.into(),
+                ((20 + k % 80) as f64 + 0.5).into(),
+                ((k % 900) as i64).into(),
+                ((k % 5000) as f64).into(),
+            ]);
+        }
+        tx.execute_raw(Statement::from_sql_and_values(
+            tx.get_database_backend(),
+            sql,
+            values,
+        ))
+        .await?;
+        i += n;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The Telco mapping, numbers from the digits of the customer id (one-to-one at any size).
@@ -179,12 +262,17 @@ fn timed(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
     let secs = start.elapsed().as_secs_f64();
     let err = String::from_utf8_lossy(&out.stderr);
     anyhow::ensure!(out.status.success(), "{:?} failed:\n{err}", cmd);
-    let kb: f64 = err
+    Ok((secs, peak_rss_mb(&err)?))
+}
+
+/// The peak RSS (MB) in `/usr/bin/time -v`'s output.
+fn peak_rss_mb(time_output: &str) -> anyhow::Result<f64> {
+    let kb: f64 = time_output
         .lines()
         .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no peak RSS in /usr/bin/time output:\n{err}"))?;
-    Ok((secs, kb / 1024.0))
+        .ok_or_else(|| anyhow::anyhow!("no peak RSS in /usr/bin/time output:\n{time_output}"))?;
+    Ok(kb / 1024.0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -193,7 +281,13 @@ fn main() -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        return rt.block_on(plain(&db, args.rows));
+        return rt.block_on(async {
+            if args.history {
+                plain_history(&db, args.rows).await
+            } else {
+                plain(&db, args.rows).await
+            }
+        });
     }
     let exe = std::env::current_exe()?;
     let campaignd = exe.with_file_name("campaignd");
@@ -204,7 +298,12 @@ fn main() -> anyhow::Result<()> {
     );
     let dir = tempfile::tempdir()?;
     let csv = dir.path().join("telco.csv");
-    write_csv(&csv, args.rows)?;
+    let subscribers = if args.history {
+        args.rows.div_ceil(MONTHS)
+    } else {
+        args.rows
+    };
+    write_csv(&csv, subscribers)?;
     let map = dir.path().join("telco.mapping.yaml");
     std::fs::write(&map, mapping())?;
     let db = dir.path().join("import.db");
@@ -223,6 +322,9 @@ fn main() -> anyhow::Result<()> {
         .arg(&config)
         .status()?;
     anyhow::ensure!(status.success(), "campaignd migrate failed");
+    if args.history {
+        return history(&exe, &campaignd, dir.path(), &csv, &map, &config, args.rows);
+    }
     let (import_s, import_mb) = timed(
         Command::new("/usr/bin/time")
             .arg("-v")
@@ -257,6 +359,87 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "import / plain     {:.2} of the plain loop's rate",
+        plain_s / import_s
+    );
+    Ok(())
+}
+
+/// `--history`: the base untimed, then `import-history` against [`plain_history`].
+fn history(
+    exe: &Path,
+    campaignd: &Path,
+    dir: &Path,
+    base: &Path,
+    map: &Path,
+    config: &Path,
+    rows: u64,
+) -> anyhow::Result<()> {
+    let out = Command::new(campaignd)
+        .arg("import")
+        .arg(base)
+        .arg("--mapping")
+        .arg(map)
+        .arg("--config")
+        .arg(config)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "base import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The plain loop writes into a copy of the same base (no WAL is left after a clean exit).
+    let plain_db = dir.join("plain.db");
+    std::fs::copy(dir.join("import.db"), &plain_db)?;
+    let csv = dir.join("history.csv");
+    write_history_csv(&csv, rows)?;
+    let start = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(campaignd)
+        .arg("import-history")
+        .arg(&csv)
+        .arg("--config")
+        .arg(config)
+        .output()?;
+    let import_s = start.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        out.status.success(),
+        "import-history failed:\n{stdout}{err}"
+    );
+    // Every row must have been stored: a wrong number would be "left out", not an error.
+    anyhow::ensure!(
+        stdout.contains(&format!("imported {rows} history rows")),
+        "import-history did not store every row:\n{stdout}"
+    );
+    let import_mb = peak_rss_mb(&err)?;
+    let (plain_s, plain_mb) = timed(
+        Command::new("/usr/bin/time")
+            .arg("-v")
+            .arg(exe)
+            .arg("--history")
+            .arg("--rows")
+            .arg(rows.to_string())
+            .arg("--plain-into")
+            .arg(&plain_db),
+    )?;
+    let size_mb = std::fs::metadata(&csv)?.len() as f64 / 1e6;
+    let n = rows as f64;
+    println!(
+        "history rows {rows} ({} subscribers x {MONTHS} months)  csv {size_mb:.0} MB  SQLite",
+        rows.div_ceil(MONTHS)
+    );
+    println!(
+        "campaignd import-history {import_s:7.2} s  {:>9.0} rows/s  peak RSS {import_mb:6.1} MB",
+        n / import_s
+    );
+    println!(
+        "plain SQL loop           {plain_s:7.2} s  {:>9.0} rows/s  peak RSS {plain_mb:6.1} MB",
+        n / plain_s
+    );
+    println!(
+        "import / plain           {:.2} of the plain loop's rate",
         plain_s / import_s
     );
     Ok(())
