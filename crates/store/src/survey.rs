@@ -6,9 +6,7 @@
 //! decision on SQLite and PostgreSQL, at the threshold too.
 
 use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{
-    Alias, Condition, Expr, ExprTrait, Func, Query, SelectStatement, SubQueryStatement,
-};
+use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, Query};
 
 use crate::contacts::Arm;
 use crate::derived::FieldSql;
@@ -64,10 +62,6 @@ fn col(table: &str, name: &str) -> Expr {
     Expr::col((Alias::new(table), Alias::new(name)))
 }
 
-fn subquery(q: SelectStatement) -> Expr {
-    Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(q)))
-}
-
 /// The responses (table alias `t`) that are answers of this survey in this run: treatment
 /// contacts of the named waves, with one of the answers' kind and value.
 fn answers_of(t: &str, q: &SurveyQuery<'_>) -> Condition {
@@ -101,46 +95,51 @@ async fn scores<C: ConnectionTrait>(
         return Ok(Vec::new());
     }
     // A respondent's latest answer (the highest response id): one who answers again, or is
-    // asked again by a later wave, has changed their mind.
+    // asked again by a later wave, has changed their mind. Grouped in one pass over the
+    // run's answers, not looked up per respondent: a per-row subquery left PostgreSQL to
+    // guess an index before the new responses were analyzed (100,000 respondents ran past
+    // the statement timeout).
     let mut latest = Query::select();
     latest
         .expr(Func::max(col("l", "id")))
         .from_as(Alias::new("response"), Alias::new("l"))
-        .and_where(col("l", "subscriber_id").eq(col("subscriber", "id")))
-        .cond_where(answers_of("l", &q));
+        .cond_where(answers_of("l", &q))
+        .group_by_col(col_of("l", "subscriber_id"));
     let mut case = Expr::case(
         Condition::all()
-            .add(col("a", "kind").eq(q.answers[0].0))
-            .add(col("a", "value").eq(q.answers[0].1)),
+            .add(col("r", "kind").eq(q.answers[0].0))
+            .add(col("r", "value").eq(q.answers[0].1)),
         Expr::val(q.answers[0].2).cast_as("BIGINT"),
     );
     for (kind, value, score) in &q.answers[1..] {
         case = case.case(
             Condition::all()
-                .add(col("a", "kind").eq(*kind))
-                .add(col("a", "value").eq(*value)),
+                .add(col("r", "kind").eq(*kind))
+                .add(col("r", "value").eq(*value)),
             Expr::val(*score).cast_as("BIGINT"),
         );
     }
-    let mut score = Query::select();
-    score
-        .expr(Expr::Case(Box::new(
-            case.finally(Expr::val(0_i64).cast_as("BIGINT")),
-        )))
-        .from_as(Alias::new("response"), Alias::new("a"))
-        .and_where(col("a", "id").eq(subquery(latest)));
-    let mut respondents = Query::select();
-    respondents
-        .column(col_name("subscriber_id"))
+    let mut answered = Query::select();
+    answered
+        .expr_as(col("r", "subscriber_id"), Alias::new("survey_subscriber"))
+        .expr_as(
+            Expr::Case(Box::new(case.finally(Expr::val(0_i64).cast_as("BIGINT")))),
+            Alias::new("survey_score"),
+        )
         .from_as(Alias::new("response"), Alias::new("r"))
-        .cond_where(answers_of("r", &q));
-    // The group field's SQL names `subscriber` columns unqualified, so `subscriber` is the
-    // only table of this FROM; the answers are read by subqueries with their own aliases.
+        .and_where(col("r", "id").in_subquery(latest));
+    // The group field's SQL names `subscriber` columns unqualified, so the only other
+    // relation here is the derived table `a`, whose two columns no attribute is named.
     let mut each = Query::select();
     each.expr_as(group, Alias::new("survey_group"))
-        .expr_as(subquery(score), Alias::new("survey_score"))
+        .expr_as(col("a", "survey_score"), Alias::new("survey_score"))
         .from(Alias::new("subscriber"))
-        .and_where(col("subscriber", "id").in_subquery(respondents));
+        .join_subquery(
+            sea_orm::sea_query::JoinType::InnerJoin,
+            answered,
+            Alias::new("a"),
+            col("a", "survey_subscriber").equals((Alias::new("subscriber"), Alias::new("id"))),
+        );
     let mut outer = Query::select();
     outer
         .column(Alias::new("survey_group"))
@@ -164,8 +163,8 @@ async fn scores<C: ConnectionTrait>(
         .collect()
 }
 
-fn col_name(name: &str) -> (Alias, Alias) {
-    (Alias::new("r"), Alias::new(name))
+fn col_of(table: &str, name: &str) -> (Alias, Alias) {
+    (Alias::new(table), Alias::new(name))
 }
 
 impl PlanReader<'_> {
