@@ -1615,6 +1615,19 @@ fn every_bad_survey_or_gate_value_is_located() {
             "weight",
         ),
         (
+            SURVEY.replace("{ reply: \"3\", score: 0.5 }", "{ reply: \"*\", score: 0.5 }"),
+            "wf.yaml:11:",
+            "`*` is not an answer",
+        ),
+        (
+            SURVEY.replace(
+                "  answers:\n    - { reply: \"1\", score: 1.0 }\n    - { reply: \"2\", score: 0.8 }\n    - { reply: \"3\", score: 0.5 }\n    - { outcome: certainly_buy, score: 1 }\n    - { outcome: probably_buy, score: 0.8 }\n",
+                "  answers: []\n",
+            ),
+            "wf.yaml:8:",
+            "expected at least one answer",
+        ),
+        (
             SURVEY.replace("group_by: value_tier", "group_by: tier"),
             "wf.yaml:7:13:",
             "`tier` is not a subscriber field",
