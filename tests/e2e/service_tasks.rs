@@ -30,6 +30,8 @@ fn vip_club_only(dir: &std::path::Path) -> std::path::PathBuf {
         "staff.yaml",
         "vip-club.yaml",
         "templates/vip-invitation.txt",
+        "templates/vip-survey.txt",
+        "templates/vip-premium-offer.txt",
     ] {
         std::fs::copy(src.join(f), wf.join(f)).unwrap();
     }

@@ -385,6 +385,16 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
 
     let mut left_out: HashSet<i64> = HashSet::new();
     let mut excluded_by = Vec::new();
+    if let (Some(gate), Some(survey)) = (&input.wave.gate, &wf.survey) {
+        let shut = gated_out(c, input, gate, survey, cond.clone(), &fields).await?;
+        let hit: Vec<i64> = candidates
+            .iter()
+            .map(|cand| cand.id)
+            .filter(|id| shut.contains(id) && left_out.insert(*id))
+            .collect();
+        funnel.push((spec::IntentGate::REASON.to_owned(), hit.len() as u64));
+        excluded_by.push((spec::IntentGate::REASON.to_owned(), hit));
+    }
     if first_wave {
         entry_rules(
             c,
@@ -569,6 +579,46 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         decisions,
         excluded_by,
     })
+}
+
+/// The subscribers matching `cond` whose group the gate keeps shut: the survey's answers in
+/// this run (from the waves the gate reads) give each group its score, and a group passes
+/// only with enough respondents and a mean score at its minimum (`IntentGate::passes`, in
+/// integers). A group nobody answered for is shut.
+async fn gated_out(
+    c: &PlanReader<'_>,
+    input: &PlanInput<'_>,
+    gate: &spec::IntentGate,
+    survey: &spec::Survey,
+    cond: Condition,
+    fields: &FieldSql<'_>,
+) -> Result<HashSet<i64>, PlanError> {
+    let answers: Vec<(&str, &str, i64)> = survey
+        .answers
+        .iter()
+        .map(|a| {
+            let (kind, value) = a.kind.response();
+            (kind, value, i64::from(a.score))
+        })
+        .collect();
+    let query = store::survey::SurveyQuery {
+        run_id: input.run_id,
+        waves: &gate.from_waves,
+        answers: &answers,
+    };
+    let open: HashSet<Option<String>> = c
+        .survey_scores(query, fields.field(&survey.group_by))
+        .await?
+        .into_iter()
+        .filter(|g| gate.passes(g.score_sum, g.respondents))
+        .map(|g| g.group)
+        .collect();
+    Ok(c.group_values(cond, fields.field(&survey.group_by))
+        .await?
+        .into_iter()
+        .filter(|(_, group)| !open.contains(group))
+        .map(|(id, _)| id)
+        .collect())
 }
 
 /// Who a rival campaign's first wave would contact: its audience, less the opted-out and its

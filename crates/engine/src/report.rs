@@ -121,6 +121,7 @@ pub(crate) async fn build_report_due(
             .filter(|(r, _)| {
                 r.starts_with("exclude:")
                     || r.starts_with("entry:")
+                    || r.starts_with("gate:")
                     || r == "opt_out"
                     || r == "frequency_cap"
             })
@@ -204,6 +205,10 @@ pub(crate) async fn build_report_due(
         control: c,
         uplift: uplift(t, c, CONFIDENCE),
     };
+    let survey = match &wf.survey {
+        Some(s) => Some(survey_scores(store, wf, s, run).await?),
+        None => None,
+    };
     let due = outcome
         .provisional_until
         .map(|end| end.min(now.saturating_add(PROVISIONAL_REBUILD_MS)));
@@ -220,9 +225,54 @@ pub(crate) async fn build_report_due(
         cells: cells.into_iter().map(|(k, v)| cell(k, v)).collect(),
         retention: outcome.retention,
         provisional_until: outcome.provisional_until.map(rfc3339),
+        survey,
         simulated,
     };
     Ok((report, due))
+}
+
+/// The survey's scores in `run` per group, over every wave that can collect an answer, with
+/// group values as of the run's start (as the breakdown reads them).
+async fn survey_scores(
+    store: &Store,
+    wf: &Workflow,
+    survey: &spec::Survey,
+    run: &RunRow,
+) -> Result<evaluate::SurveyScores, EngineError> {
+    let answers: Vec<(&str, &str, i64)> = survey
+        .answers
+        .iter()
+        .map(|a| {
+            let (kind, value) = a.kind.response();
+            (kind, value, i64::from(a.score))
+        })
+        .collect();
+    let waves = wf.survey_waves();
+    let groups = store
+        .survey_scores(
+            &wf.catalogue,
+            store::survey::SurveyQuery {
+                run_id: run.id,
+                waves: &waves,
+                answers: &answers,
+            },
+            &survey.group_by,
+            run.started_at,
+        )
+        .await?;
+    Ok(evaluate::SurveyScores {
+        group_by: survey.group_by.clone(),
+        groups: groups
+            .into_iter()
+            .map(|g| {
+                evaluate::SurveyGroup::new(
+                    g.group.unwrap_or_else(|| "unknown".to_owned()),
+                    g.respondents,
+                    g.score_sum,
+                )
+            })
+            .collect(),
+    })
 }
 
 /// A campaign's finished runs rolled up by season (`campaignd report CAMPAIGN --by-season`).

@@ -84,9 +84,51 @@ pub struct Report {
     /// port-out still to come can lower the rates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisional_until: Option<String>,
+    /// The survey's scores in this run, per group of respondents (`survey` in the workflow);
+    /// absent when the workflow has no survey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survey: Option<SurveyScores>,
     /// Responses came from the demo's simulated population. Every rendering states it
     /// prominently, because a simulated uplift mistaken for a real one would drive real spend.
     pub simulated: bool,
+}
+
+/// A run's survey answers, per group.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SurveyScores {
+    /// The subscriber field respondents are grouped by, e.g. `value_tier`.
+    pub group_by: String,
+    /// One per value of `group_by` with at least one respondent, in value order.
+    pub groups: Vec<SurveyGroup>,
+}
+
+/// One group's answers.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SurveyGroup {
+    pub group: String,
+    /// Subscribers who answered (each once, by their latest answer).
+    pub respondents: u64,
+    /// The sum of their scores in thousandths: exact, so P can be recomputed without rounding.
+    pub score_permille_sum: i64,
+    /// P = Σ score / respondents, the mean score (e.g. the purchase intent), 0 to 1.
+    pub score: f64,
+}
+
+impl SurveyGroup {
+    /// A group from its exact sums; `score` is 0 for a group without respondents.
+    pub fn new(group: String, respondents: u64, score_permille_sum: i64) -> SurveyGroup {
+        let score = if respondents == 0 {
+            0.0
+        } else {
+            score_permille_sum as f64 / 1000.0 / respondents as f64
+        };
+        SurveyGroup {
+            group,
+            respondents,
+            score_permille_sum,
+            score,
+        }
+    }
 }
 
 impl Report {

@@ -520,7 +520,12 @@ fn check(
     }
 
     let (outcomes, outcomes_ok) = outcomes(sink, f);
-    let waves = waves(sink, f, bundle, cat, &outcomes);
+    let survey = f.survey.as_ref().map(|s| survey(sink, s, cat, &outcomes));
+    let survey_ok = survey.as_ref().is_none_or(Option::is_some);
+    let waves = waves(sink, f, bundle, cat, &outcomes).and_then(|mut w| {
+        let known = survey.as_ref().map(Option::as_ref);
+        gates(sink, f, known, &mut w).then_some(w)
+    });
 
     let evaluate = f.evaluate.as_ref().map(|e| {
         let breakdown = e.breakdown.as_ref().and_then(|b| {
@@ -609,7 +614,8 @@ fn check(
         && evaluate_ok
         && entry.is_some()
         && trigger.is_some()
-        && outcomes_ok)
+        && outcomes_ok
+        && survey_ok)
         || exclude.len() != f.audience.exclude.len()
     {
         return None;
@@ -634,6 +640,7 @@ fn check(
         policy,
         waves: waves?,
         outcomes,
+        survey: survey.flatten(),
         evaluate: evaluate.flatten().unwrap_or_default(),
         hash: bundle.hash(),
         catalogue: cat.clone(),
@@ -1775,6 +1782,11 @@ fn waves(
         };
         let filter = w.filter.as_ref().and_then(|s| check_expr(sink, s, cat));
         let filter_ok = w.filter.is_none() || filter.is_some();
+        let gate = w
+            .gate
+            .as_ref()
+            .map(|g| intent_gate(sink, &g.value.purchase_intent));
+        let gate_ok = gate.as_ref().is_none_or(Option::is_some);
         let (mut responses, responses_ok) = response_rules(sink, &w.responses, channel, outcomes);
         let path = match &w.targets {
             None => Some(Targets::NoResponse),
@@ -1808,7 +1820,7 @@ fn waves(
                 Some(path),
                 Some(delay),
                 Some(at),
-            ) if filter_ok => out.push(Wave {
+            ) if filter_ok && gate_ok => out.push(Wave {
                 id: w.id.value.clone(),
                 after,
                 delay,
@@ -1827,6 +1839,7 @@ fn waves(
                     DeliveryFile::AtLeastOnce => Delivery::AtLeastOnce,
                     DeliveryFile::AtMostOnce => Delivery::AtMostOnce,
                 },
+                gate: gate.flatten(),
             }),
             _ => ok = false,
         }
@@ -1863,6 +1876,247 @@ fn waves(
     }
     ok &= paths_reachable(sink, f, &out);
     ok.then_some(out)
+}
+
+/// A score or threshold between 0 and 1 in thousandths. More decimals are refused rather
+/// than rounded: a threshold of 0.4005 silently read as 0.401 (or 0.4) would gate a group the
+/// operator meant to let through.
+fn permille(sink: &mut Sink<'_>, v: &Spanned<f64>, what: &str) -> Option<Permille> {
+    let x = v.value;
+    if !(0.0..=1.0).contains(&x) {
+        sink.at_spanned(v, format!("{what} {x} is out of range: expected 0 to 1"));
+        return None;
+    }
+    let thousandths = (x * 1000.0).round();
+    // The YAML number is the nearest double to what was written; three decimals or fewer
+    // put it within a hair of a whole number of thousandths.
+    if (x * 1000.0 - thousandths).abs() > 1e-6 {
+        sink.at_spanned(
+            v,
+            format!("{what} {x} has more than three decimals: expected e.g. 0.4 or 0.125"),
+        );
+        return None;
+    }
+    Some(thousandths as Permille)
+}
+
+/// The most respondents a gate may ask for.
+const MAX_MIN_RESPONDENTS: u32 = 1_000_000;
+
+/// `survey`: answers (each a declared outcome or a reply keyword, once, scored 0 to 1) and
+/// the text field respondents are grouped by.
+fn survey(
+    sink: &mut Sink<'_>,
+    s: &Spanned<model::SurveyFile>,
+    cat: &Catalogue,
+    outcomes: &[String],
+) -> Option<Survey> {
+    let mut ok = true;
+    let file = &s.value;
+    if file.answers.value.is_empty() {
+        sink.at_spanned(
+            &file.answers,
+            "expected at least one answer in `survey.answers`",
+        );
+        ok = false;
+    }
+    let mut answers: Vec<Answer> = Vec::new();
+    for a in &file.answers.value {
+        let score = permille(sink, &a.score, "score");
+        let kind = match (&a.reply, &a.outcome) {
+            (Some(k), None) if k.value.trim() == "*" => {
+                sink.at_spanned(
+                    k,
+                    "`*` is not an answer: list each reply keyword with its own score",
+                );
+                None
+            }
+            (Some(k), None) => reply_keyword(sink, k).map(AnswerKind::Reply),
+            (None, Some(o)) => {
+                declared_outcome(sink, o, outcomes).then(|| AnswerKind::Outcome(o.value.clone()))
+            }
+            (Some(_), Some(o)) => {
+                sink.at_spanned(
+                    o,
+                    "a survey answer is a `reply` or an `outcome`, not both: write two answers",
+                );
+                None
+            }
+            (None, None) => {
+                sink.at_spanned(
+                    &a.score,
+                    "a survey answer needs a `reply` keyword or an `outcome` beside its `score`",
+                );
+                None
+            }
+        };
+        match (kind, score) {
+            (Some(kind), Some(score)) => {
+                if answers.iter().any(|b| b.kind == kind) {
+                    let (k, v) = kind.response();
+                    let at = a
+                        .reply
+                        .as_ref()
+                        .or(a.outcome.as_ref())
+                        .unwrap_or(&file.group_by);
+                    sink.at_spanned(at, format!("duplicate survey answer `{k}: {v}`"));
+                    ok = false;
+                } else {
+                    answers.push(Answer { kind, score });
+                }
+            }
+            _ => ok = false,
+        }
+    }
+    let group_by = match cat.field(&file.group_by.value) {
+        Some(fd) if fields::field_type(fd) == fields::FieldType::Text => Some(fd.name.clone()),
+        Some(_) => {
+            sink.at_spanned(
+                &file.group_by,
+                format!(
+                    "cannot group survey respondents by `{}`: expected a text field such as value_tier",
+                    file.group_by.value
+                ),
+            );
+            None
+        }
+        None => {
+            sink.at_spanned(
+                &file.group_by,
+                format!(
+                    "`{}` is not a subscriber field; expected one of {}",
+                    file.group_by.value,
+                    cat.field_names().join(", ")
+                ),
+            );
+            None
+        }
+    };
+    let group_by = group_by?;
+    ok.then_some(Survey { answers, group_by })
+}
+
+/// `gate.purchase_intent`, on its own; [`gates`] then finds the waves it reads.
+fn intent_gate(sink: &mut Sink<'_>, g: &Spanned<model::IntentGateFile>) -> Option<IntentGate> {
+    let min = permille(sink, &g.value.min, "gate minimum");
+    let min_respondents = match &g.value.min_respondents {
+        None => Some(1),
+        Some(n) if (1..=MAX_MIN_RESPONDENTS).contains(&n.value) => Some(n.value),
+        Some(n) => {
+            sink.at_spanned(
+                n,
+                format!(
+                    "min_respondents {} is out of range: expected 1 to {MAX_MIN_RESPONDENTS}",
+                    n.value
+                ),
+            );
+            None
+        }
+    };
+    Some(IntentGate {
+        min: min?,
+        min_respondents: min_respondents?,
+        from_waves: Vec::new(),
+    })
+}
+
+/// The survey against the compiled waves: every answer can be collected by some wave, and a
+/// gated wave follows (through `after`) at least one wave that collects an answer; those are
+/// its `from_waves`. `survey` is `None` without a `survey` key, `Some(None)` when it had
+/// errors of its own (reported already).
+fn gates(
+    sink: &mut Sink<'_>,
+    f: &WorkflowFile,
+    survey: Option<Option<&Survey>>,
+    waves: &mut [Wave],
+) -> bool {
+    let mut ok = true;
+    if let (Some(Some(s)), Some(sf)) = (survey, &f.survey) {
+        for (a, file) in s.answers.iter().zip(&sf.value.answers.value) {
+            if waves.iter().any(|w| w.collects(&a.kind)) {
+                continue;
+            }
+            let (k, v) = a.kind.response();
+            let why = match &a.kind {
+                AnswerKind::Reply(_) => format!(
+                    "no sms wave lists it among its responses (one taking any reply, `*`, asked something else); add `- reply: \"{v}\"` to the survey wave's `responses`"
+                ),
+                AnswerKind::Outcome(_) => {
+                    "there is no outbound_call or service wave whose agents could record it"
+                        .to_owned()
+                }
+            };
+            let at = file
+                .reply
+                .as_ref()
+                .or(file.outcome.as_ref())
+                .unwrap_or(&sf.value.group_by);
+            sink.at_spanned(
+                at,
+                format!("survey answer `{k}: {v}` can never be collected: {why}"),
+            );
+            ok = false;
+        }
+    }
+    for w in &f.waves.value {
+        let Some(g) = &w.gate else { continue };
+        let Some(survey) = survey else {
+            sink.at_spanned(
+                g,
+                format!(
+                    "wave `{}` is gated on a survey score, but the workflow declares no `survey`",
+                    w.id.value
+                ),
+            );
+            ok = false;
+            continue;
+        };
+        if w.after.is_none() {
+            sink.at_spanned(
+                g,
+                format!(
+                    "the first wave `{}` cannot be gated: a gate reads the answers collected by the waves a wave comes `after`",
+                    w.id.value
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        // The survey's own errors are reported; its answers are unknown.
+        let Some(survey) = survey else { continue };
+        let mut from = Vec::new();
+        let mut cur = w.after.as_ref().map(|a| after_parts(a).0.to_owned());
+        while let Some(id) = cur {
+            let Some(prev) = waves.iter().find(|c| c.id == id) else {
+                break;
+            };
+            if from.contains(&prev.id) {
+                break;
+            }
+            if survey.answers.iter().any(|a| prev.collects(&a.kind)) {
+                from.push(prev.id.clone());
+            }
+            cur = prev.after.clone();
+        }
+        if from.is_empty() {
+            sink.at_spanned(
+                g,
+                format!(
+                    "wave `{}` is gated on the survey, but no wave before it collects an answer: expected an sms wave accepting one of the survey's reply keywords, or an outbound_call or service wave for its outcomes, among the waves it follows",
+                    w.id.value
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        from.reverse();
+        if let Some(me) = waves.iter_mut().find(|c| c.id == w.id.value)
+            && let Some(gate) = me.gate.as_mut()
+        {
+            gate.from_waves = from;
+        }
+    }
+    ok
 }
 
 /// `audience.alerts`: the monitor must be in the bundle (read from `monitors/<id>.yaml`) and

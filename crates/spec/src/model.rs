@@ -70,9 +70,84 @@ pub(crate) struct WorkflowFile {
     #[serde(default)]
     #[schemars(with = "Option<Vec<String>>")]
     pub(crate) outcomes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A survey the campaign's waves collect: each answer (an SMS reply keyword or an
+    /// agent's outcome) maps to a score between 0 and 1, e.g. for purchase intent
+    /// `certainly buy` 1.0, `probably` 0.8, `undecided` 0.5, `probably not` 0.2,
+    /// `certainly not` 0. A later wave's `gate` reads the mean score per group of
+    /// respondents; the report shows it per group with the number of respondents.
+    #[serde(default)]
+    #[schemars(with = "Option<SurveyFile>")]
+    pub(crate) survey: Option<Spanned<SurveyFile>>,
     /// How the campaign is judged.
     #[serde(default)]
     pub(crate) evaluate: Option<EvaluateFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct SurveyFile {
+    /// The answers and their scores, e.g. `- { reply: "1", score: 1.0 }` or
+    /// `- { outcome: certainly_buy, score: 1.0 }`. A respondent's latest answer in the run
+    /// counts; any other reply or outcome is no answer.
+    #[schemars(with = "Vec<AnswerFile>")]
+    pub(crate) answers: Spanned<Vec<AnswerFile>>,
+    /// The subscriber field (a text field such as `value_tier`) respondents are grouped by:
+    /// the score is computed per group, and a gate opens per group.
+    #[schemars(with = "String")]
+    pub(crate) group_by: Spanned<String>,
+}
+
+/// One survey answer: exactly one of `reply` or `outcome`, with its `score`.
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct AnswerFile {
+    /// An SMS reply keyword (the reply's first word, case-insensitive), e.g. `"1"`. The SMS
+    /// waves that list it among their `responses` (`reply: "1"`) collect it; a wave taking
+    /// any reply (`*`) does not.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) reply: Option<Spanned<String>>,
+    /// An agent's outcome on a call or service task, one of the workflow's `outcomes`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) outcome: Option<Spanned<String>>,
+    /// The answer's score, 0 to 1 with at most three decimals (e.g. the probability of
+    /// buying it stands for).
+    #[schemars(with = "f64")]
+    pub(crate) score: Spanned<f64>,
+}
+
+/// `gate`: conditions a following wave's groups must meet to be targeted.
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct GateFile {
+    /// The survey's mean score per group (`survey.group_by`), over the answers recorded for
+    /// the waves this one follows in the same run: P = Σ score / respondents. Only the
+    /// members of groups with P at least `min` (and enough respondents) are targeted; the
+    /// others are left out with the reason `gate:purchase_intent`.
+    #[schemars(with = "IntentGateFile")]
+    pub(crate) purchase_intent: Spanned<IntentGateFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct IntentGateFile {
+    /// The lowest mean score a group may have, 0 to 1 with at most three decimals, e.g. `0.4`.
+    #[schemars(with = "f64")]
+    pub(crate) min: Spanned<f64>,
+    /// The fewest respondents a group needs before its score is trusted; a group with fewer
+    /// is left out. Default 1; 1 to 1,000,000.
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    pub(crate) min_respondents: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -343,6 +418,12 @@ pub(crate) struct WaveFile {
     #[serde(default)]
     #[schemars(with = "Option<TargetsFile>")]
     pub(crate) targets: Option<Spanned<TargetsFile>>,
+    /// Only for groups whose survey score passes, e.g.
+    /// `{ purchase_intent: { min: 0.4, min_respondents: 20 } }` (needs `survey`, and a wave
+    /// before this one that collects its answers).
+    #[serde(default)]
+    #[schemars(with = "Option<GateFile>")]
+    pub(crate) gate: Option<Spanned<GateFile>>,
     /// An extra filter for this wave only.
     #[serde(default, rename = "where")]
     #[schemars(with = "Option<String>")]

@@ -31,6 +31,8 @@ pub struct Workflow {
     /// What agents may record on this campaign's tasks (`outcomes`, or
     /// [`crate::rules::OUTCOMES`]).
     pub outcomes: Vec<String>,
+    /// The answers the waves collect and how they score (`survey`).
+    pub survey: Option<Survey>,
     pub evaluate: Evaluate,
     /// The subscriber attributes this workflow was checked against (the bundle's
     /// `attributes.yaml`, or the shipped catalogue).
@@ -44,6 +46,19 @@ pub struct Workflow {
 impl Workflow {
     pub fn wave(&self, id: &str) -> Option<&Wave> {
         self.waves.iter().find(|w| w.id == id)
+    }
+
+    /// The waves that can collect an answer of the survey (none without one): where a
+    /// run's answers are read from for its report.
+    pub fn survey_waves(&self) -> Vec<String> {
+        let Some(s) = &self.survey else {
+            return Vec::new();
+        };
+        self.waves
+            .iter()
+            .filter(|w| s.answers.iter().any(|a| w.collects(&a.kind)))
+            .map(|w| w.id.clone())
+            .collect()
     }
 
     /// The first 12 hex digits of the content hash, for display.
@@ -398,9 +413,28 @@ pub struct Wave {
     pub send_within: Duration,
     pub responses: Vec<ResponseRule>,
     pub delivery: Delivery,
+    /// Only groups whose survey score passes (`gate.purchase_intent`).
+    pub gate: Option<IntentGate>,
 }
 
 impl Wave {
+    /// Whether this wave collects `answer`: a reply only on an SMS wave that lists its
+    /// keyword among its responses (tracking records no reply a wave does not accept, and a
+    /// wave taking any reply, `*`, asked something else: "reply 1 to accept" is no survey
+    /// answer), an outcome on any task wave (tracking records every outcome an agent gives).
+    pub fn collects(&self, answer: &AnswerKind) -> bool {
+        match answer {
+            AnswerKind::Reply(k) => {
+                self.channel == ChannelKind::Sms
+                    && self
+                        .responses
+                        .iter()
+                        .any(|r| matches!(r, ResponseRule::Reply(a) if a == k))
+            }
+            AnswerKind::Outcome(_) => self.channel.is_task(),
+        }
+    }
+
     /// Whether it waits past the close of the wave it follows (a delay or a time of day).
     pub fn waits(&self) -> bool {
         !self.delay.is_zero() || self.at.is_some()
@@ -572,6 +606,77 @@ pub fn short_duration(d: Duration) -> String {
         _ if s > 0 && s.is_multiple_of(60) => format!("{}m", s / 60),
         _ => format!("{s}s"),
     }
+}
+
+/// A score between 0 and 1 in thousandths, exact: sums and comparisons of scores are integer
+/// arithmetic, so a group exactly at its threshold passes on every backend.
+pub type Permille = u32;
+
+/// The survey a campaign's waves collect (`survey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survey {
+    pub answers: Vec<Answer>,
+    /// The text field respondents are grouped by.
+    pub group_by: String,
+}
+
+/// One answer and its score.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub kind: AnswerKind,
+    pub score: Permille,
+}
+
+/// How an answer arrives: as the `response` row tracking records for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// An SMS reply's first word, lowercase.
+    Reply(String),
+    /// An agent's recorded outcome.
+    Outcome(String),
+}
+
+impl AnswerKind {
+    /// The `response.kind` tracking records it under, and its `value`.
+    pub fn response(&self) -> (&'static str, &str) {
+        match self {
+            AnswerKind::Reply(k) => ("reply", k),
+            AnswerKind::Outcome(o) => ("outcome", o),
+        }
+    }
+}
+
+/// `gate.purchase_intent`: a following wave targets only the members of groups whose mean
+/// survey score P = Σ score / respondents is at least `min`, with at least `min_respondents`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentGate {
+    pub min: Permille,
+    pub min_respondents: u32,
+    /// The waves this one follows (transitively) that can collect an answer: the run's
+    /// answers are read from these, which have all closed when this wave plans.
+    pub from_waves: Vec<String>,
+}
+
+impl IntentGate {
+    /// The funnel stage and decision reason of a subscriber the gate leaves out.
+    pub const REASON: &'static str = "gate:purchase_intent";
+
+    /// Whether a group with `respondents` answers summing to `score_sum` thousandths passes:
+    /// `score_sum / respondents >= min`, compared as `score_sum >= min * respondents` in
+    /// integers, so no rounding decides a group at the threshold.
+    pub fn passes(&self, score_sum: i64, respondents: u64) -> bool {
+        respondents >= u64::from(self.min_respondents)
+            && respondents > 0
+            && i128::from(score_sum) >= i128::from(self.min) * i128::from(respondents)
+    }
+}
+
+/// A score in thousandths as the number it stands for, for display (`0.625`).
+pub fn permille_text(p: Permille) -> String {
+    let s = format!("{}.{:03}", p / 1000, p % 1000);
+    let s = s.trim_end_matches('0');
+    s.strip_suffix('.')
+        .map_or_else(|| s.to_owned(), |t| format!("{t}.0"))
 }
 
 #[derive(Debug, Clone, Default)]

@@ -1491,3 +1491,200 @@ fn service_terms_get_located_errors() {
         "expected an e-mail address",
     );
 }
+
+/// A purchase-intent survey by SMS (reply 1 to 5) and by a call's outcomes, and an offer
+/// gated per value tier on the answers.
+const SURVEY: &str = r#"campaign: survey
+timezone: Asia/Shanghai
+audience:
+  where: "arpu_3m >= 10"
+outcomes: [certainly_buy, probably_buy, unreachable]
+survey:
+  group_by: value_tier
+  answers:
+    - { reply: "1", score: 1.0 }
+    - { reply: "2", score: 0.8 }
+    - { reply: "3", score: 0.5 }
+    - { outcome: certainly_buy, score: 1 }
+    - { outcome: probably_buy, score: 0.8 }
+waves:
+  - id: ask
+    channel: sms
+    template: t.txt
+    respond_within: 3d
+    responses: [{ reply: "1" }, { reply: "2" }, { reply: "3" }]
+  - id: call
+    after: ask
+    channel: outbound_call
+    team: callcentre
+    template: t.txt
+    respond_within: 3d
+    responses: [{ outcome: certainly_buy }]
+  - id: offer
+    after: call
+    targets: all
+    gate: { purchase_intent: { min: 0.4, min_respondents: 20 } }
+    channel: sms
+    template: t.txt
+    respond_within: 3d
+"#;
+
+#[test]
+fn a_survey_and_its_gate_compile_to_exact_thousandths() {
+    let (_dir, path) = setup(SURVEY, TEMPLATE);
+    let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+    let survey = wf.survey.as_ref().unwrap();
+    assert_eq!(survey.group_by, "value_tier");
+    let scores: Vec<(&str, &str, u32)> = survey
+        .answers
+        .iter()
+        .map(|a| {
+            let (k, v) = a.kind.response();
+            (k, v, a.score)
+        })
+        .collect();
+    assert_eq!(
+        scores,
+        [
+            ("reply", "1", 1000),
+            ("reply", "2", 800),
+            ("reply", "3", 500),
+            ("outcome", "certainly_buy", 1000),
+            ("outcome", "probably_buy", 800)
+        ]
+    );
+    let gate = wf.wave("offer").unwrap().gate.as_ref().unwrap();
+    assert_eq!(gate.min, 400);
+    assert_eq!(gate.min_respondents, 20);
+    // Both waves it follows collect answers: the SMS its replies, the call its outcomes.
+    assert_eq!(gate.from_waves, ["ask", "call"]);
+    assert_eq!(wf.survey_waves(), ["ask", "call"]);
+    // At the threshold exactly: 0.4 * 20 = 8.0 = Σ scores.
+    assert!(gate.passes(8_000, 20));
+    assert!(!gate.passes(7_999, 20));
+    assert!(!gate.passes(20_000, 19), "too few respondents");
+    assert_eq!(spec::permille_text(400), "0.4");
+}
+
+#[test]
+fn every_bad_survey_or_gate_value_is_located() {
+    let cases: &[(String, &str, &str)] = &[
+        (
+            SURVEY.replace("{ reply: \"2\", score: 0.8 }", "{ reply: \"2\", score: 1.2 }"),
+            "wf.yaml:10:",
+            "score 1.2 is out of range: expected 0 to 1",
+        ),
+        (
+            SURVEY.replace("{ reply: \"3\", score: 0.5 }", "{ reply: \"3\", score: 0.5005 }"),
+            "wf.yaml:11:",
+            "more than three decimals",
+        ),
+        (
+            SURVEY.replace("{ outcome: probably_buy, score: 0.8 }", "{ outcome: maybe_buy, score: 0.8 }"),
+            "wf.yaml:13:",
+            "outcome `maybe_buy` can never be recorded",
+        ),
+        (
+            SURVEY.replace("{ reply: \"3\", score: 0.5 }", "{ reply: \"4\", score: 0.5 }"),
+            "wf.yaml:11:",
+            "survey answer `reply: 4` can never be collected: no sms wave lists it",
+        ),
+        (
+            SURVEY.replace("{ reply: \"3\", score: 0.5 }", "{ reply: \"2\", score: 0.5 }"),
+            "wf.yaml:11:",
+            "duplicate survey answer `reply: 2`",
+        ),
+        (
+            SURVEY.replace("{ reply: \"3\", score: 0.5 }", "{ reply: stop, score: 0.5 }"),
+            "wf.yaml:11:",
+            "is an opt-out word",
+        ),
+        (
+            SURVEY.replace("{ reply: \"3\", score: 0.5 }", "{ score: 0.5 }"),
+            "wf.yaml:11:",
+            "needs a `reply` keyword or an `outcome`",
+        ),
+        (
+            SURVEY.replace("{ reply: \"3\", score: 0.5 }", "{ reply: \"3\", outcome: unreachable, score: 0.5 }"),
+            "wf.yaml:11:",
+            "not both",
+        ),
+        (
+            SURVEY.replace("{ reply: \"3\", score: 0.5 }", "{ reply: \"3\", score: 0.5, weight: 2 }"),
+            "wf.yaml:11:",
+            "weight",
+        ),
+        (
+            SURVEY.replace("{ reply: \"3\", score: 0.5 }", "{ reply: \"*\", score: 0.5 }"),
+            "wf.yaml:11:",
+            "`*` is not an answer",
+        ),
+        (
+            SURVEY.replace(
+                "  answers:\n    - { reply: \"1\", score: 1.0 }\n    - { reply: \"2\", score: 0.8 }\n    - { reply: \"3\", score: 0.5 }\n    - { outcome: certainly_buy, score: 1 }\n    - { outcome: probably_buy, score: 0.8 }\n",
+                "  answers: []\n",
+            ),
+            "wf.yaml:8:",
+            "expected at least one answer",
+        ),
+        (
+            SURVEY.replace("group_by: value_tier", "group_by: tier"),
+            "wf.yaml:7:13:",
+            "`tier` is not a subscriber field",
+        ),
+        (
+            SURVEY.replace("group_by: value_tier", "group_by: arpu_3m"),
+            "wf.yaml:7:13:",
+            "cannot group survey respondents by `arpu_3m`: expected a text field",
+        ),
+        (
+            SURVEY.replace("min: 0.4,", "min: 40,"),
+            "wf.yaml:30:",
+            "gate minimum 40 is out of range",
+        ),
+        (
+            SURVEY.replace("min_respondents: 20", "min_respondents: 0"),
+            "wf.yaml:30:",
+            "min_respondents 0 is out of range",
+        ),
+        (
+            SURVEY.replace("purchase_intent: { min", "purchase_intent: { least"),
+            "wf.yaml:30:",
+            "least",
+        ),
+        (
+            SURVEY.replace(
+                "    respond_within: 3d\n    responses: [{ reply: \"1\" }, { reply: \"2\" }, { reply: \"3\" }]",
+                "    respond_within: 3d\n    gate: { purchase_intent: { min: 0.4 } }\n    responses: [{ reply: \"1\" }, { reply: \"2\" }, { reply: \"3\" }]",
+            ),
+            "wf.yaml:19:",
+            "the first wave `ask` cannot be gated",
+        ),
+        (
+            SURVEY.replace("after: call\n", "after: ask\n").replace(
+                "    responses: [{ reply: \"1\" }, { reply: \"2\" }, { reply: \"3\" }]\n",
+                "    responses: [{ reply: \"9\" }]\n",
+            ).replace("    - { reply: \"1\", score: 1.0 }\n    - { reply: \"2\", score: 0.8 }\n    - { reply: \"3\", score: 0.5 }\n", ""),
+            "wf.yaml:",
+            "wave `offer` is gated on the survey, but no wave before it collects an answer",
+        ),
+    ];
+    for (wf, at, says) in cases {
+        let errs = errors(wf);
+        assert!(
+            errs.iter().any(|e| e.starts_with(at) && e.contains(says)),
+            "expected {at} … {says}, got {errs:#?}"
+        );
+    }
+    // A gate without a survey.
+    let start = SURVEY.find("survey:\n").unwrap();
+    let end = SURVEY.find("waves:").unwrap();
+    let no_survey = format!("{}{}", &SURVEY[..start], &SURVEY[end..]);
+    let errs = errors(&no_survey);
+    assert!(
+        errs.iter().any(
+            |e| e.starts_with("wf.yaml:22:") && e.contains("the workflow declares no `survey`")
+        ),
+        "{errs:#?}"
+    );
+}

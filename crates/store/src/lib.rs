@@ -36,6 +36,7 @@ pub mod runs;
 pub mod snapshot;
 pub mod story;
 pub mod subscribers;
+pub mod survey;
 pub mod tasks;
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -36,7 +36,7 @@ pub struct Candidate {
 /// Read queries for planning, on the planner's transaction or (for a preview) on the pool.
 #[derive(Debug)]
 pub struct PlanReader<'a> {
-    c: DatabaseExecutor<'a>,
+    pub(crate) c: DatabaseExecutor<'a>,
 }
 
 /// A wave's planning transaction: the wave moved from `pending` to `open` and (on

@@ -267,6 +267,7 @@ pub(crate) mod fixtures {
             ],
             retention: false,
             provisional_until: None,
+            survey: None,
             simulated,
         }
     }

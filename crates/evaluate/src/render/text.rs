@@ -75,11 +75,42 @@ pub fn render_text(r: &Report) -> String {
     out.push('\n');
     out.push_str(&fit(&verdict(r), WIDTH));
     out.push('\n');
+    if let Some(s) = &r.survey {
+        out.push_str(&fit(
+            &format!("\nSURVEY SCORE P by {}", clean(&s.group_by)),
+            WIDTH,
+        ));
+        out.push('\n');
+        out.push_str(&survey(s).render(2));
+    }
     if r.simulated {
         out.push('\n');
         banner(&mut out);
     }
     out
+}
+
+fn survey(s: &crate::report::SurveyScores) -> Table {
+    let mut t = Table::new(&[
+        ("group", Align::Left),
+        ("P", Align::Right),
+        ("respondents", Align::Right),
+    ]);
+    if s.groups.is_empty() {
+        t.row(vec![
+            "(no answers)".to_owned(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    for g in &s.groups {
+        t.row(vec![
+            clean(&g.group),
+            format!("{:.3}", g.score),
+            g.respondents.to_string(),
+        ]);
+    }
+    t
 }
 
 fn banner(out: &mut String) {
