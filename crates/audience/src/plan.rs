@@ -593,14 +593,7 @@ async fn gated_out(
     cond: Condition,
     fields: &FieldSql<'_>,
 ) -> Result<HashSet<i64>, PlanError> {
-    let answers: Vec<(&str, &str, i64)> = survey
-        .answers
-        .iter()
-        .map(|a| {
-            let (kind, value) = a.kind.response();
-            (kind, value, i64::from(a.score))
-        })
-        .collect();
+    let answers = survey.scored_answers();
     let query = store::survey::SurveyQuery {
         run_id: input.run_id,
         waves: &gate.from_waves,

@@ -239,14 +239,7 @@ async fn survey_scores(
     survey: &spec::Survey,
     run: &RunRow,
 ) -> Result<evaluate::SurveyScores, EngineError> {
-    let answers: Vec<(&str, &str, i64)> = survey
-        .answers
-        .iter()
-        .map(|a| {
-            let (kind, value) = a.kind.response();
-            (kind, value, i64::from(a.score))
-        })
-        .collect();
+    let answers = survey.scored_answers();
     let waves = wf.survey_waves();
     let groups = store
         .survey_scores(

@@ -620,6 +620,20 @@ pub struct Survey {
     pub group_by: String,
 }
 
+impl Survey {
+    /// Each answer as the store's score query takes it: (response kind, value, score in
+    /// thousandths).
+    pub fn scored_answers(&self) -> Vec<(&str, &str, i64)> {
+        self.answers
+            .iter()
+            .map(|a| {
+                let (kind, value) = a.kind.response();
+                (kind, value, i64::from(a.score))
+            })
+            .collect()
+    }
+}
+
 /// One answer and its score.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
