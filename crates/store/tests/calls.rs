@@ -125,7 +125,8 @@ async fn concurrent_agents_never_hold_the_same_task() -> Res {
             // Half the agents take one at a time (POST /tasks/next), half in batches (a
             // dialer), until the queue is empty.
             let size = if a % 2 == 0 { 1 } else { 3 };
-            loop {
+            // Bounded: an agent that could take a held task again would loop forever.
+            while got.len() <= TASKS {
                 let claimed = store
                     .claim_tasks("callcentre", &agent, size, T0 + HOUR, T0)
                     .await
