@@ -45,6 +45,7 @@ mod alerts;
 mod approvals;
 pub mod auth;
 mod callbacks;
+mod calls;
 mod error;
 mod events;
 #[cfg(test)]
@@ -95,6 +96,8 @@ pub const EVENTS_BODY: usize = 8 * 1024 * 1024;
 /// Request bodies of every other route: a task outcome is under 200 bytes, and the Kannel
 /// callbacks are GETs (their data is in the query, bounded by [`MAX_HEAD`]).
 pub const SMALL_BODY: usize = 4 * 1024;
+/// Request bodies of a dialer's outcome report: 500 reports of about 60 bytes.
+pub const REPORT_BODY: usize = 64 * 1024;
 /// Request line plus headers, per request. A Kannel MO callback with a 2,000-character
 /// UTF-16 text, percent-encoded, needs about 12 KiB.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -268,7 +271,8 @@ fn probe(mut r: Route) -> Route {
 }
 
 /// Every route the API serves (axum path syntax, `{id}` for parameters), with who may call
-/// it. Admins may use every route except the gateway's callbacks.
+/// it. Admins may use every route except the gateway's callbacks and the call-centre
+/// queue's, which hold tasks for the calling agent or dialer.
 fn routes() -> Vec<Route> {
     use Role::*;
     vec![
@@ -322,6 +326,34 @@ fn routes() -> Vec<Route> {
             "/tasks/{id}/outcome",
             SMALL_BODY,
             tasks::outcome,
+        ),
+        route(
+            roles(&[Agent]),
+            Method::POST,
+            "/tasks/next",
+            SMALL_BODY,
+            calls::next,
+        ),
+        route(
+            roles(&[Agent]),
+            Method::POST,
+            "/tasks/{id}/callback",
+            SMALL_BODY,
+            calls::callback,
+        ),
+        route(
+            roles(&[Agent]),
+            Method::POST,
+            "/dialer/batches",
+            SMALL_BODY,
+            calls::batch,
+        ),
+        route(
+            roles(&[Agent]),
+            Method::POST,
+            "/dialer/outcomes",
+            REPORT_BODY,
+            calls::outcomes,
         ),
         route(
             roles(&[Admin, Operator, Agent]),

@@ -36,12 +36,35 @@ pub(crate) struct TaskDto {
     escalate_to: Option<String>,
     /// When it was escalated (Unix milliseconds), if it was.
     escalated_at: Option<i64>,
+    /// Worked through its team's queue (`POST /tasks/next`): only its holder records it.
+    queued: bool,
+    /// When it reached its team's queue (Unix milliseconds); absent while it waits for
+    /// the team's pacing.
+    released_at: Option<i64>,
+    /// The subscriber's value the queue is ordered by (the teams file's `value`).
+    value: Option<f64>,
+    /// Who holds it now (an agent or dialer token's name); absent when free.
+    held_by: Option<String>,
+    /// Until when (Unix milliseconds) it is held.
+    held_until: Option<i64>,
+    /// A `call back later` time (Unix milliseconds): not served before it.
+    callback_at: Option<i64>,
+    /// When it expires unworked (Unix milliseconds): its wave's window close.
+    deadline: Option<i64>,
 }
 
 impl TaskDto {
-    fn new(t: TaskRow, now: i64) -> TaskDto {
+    pub(crate) fn new(t: TaskRow, now: i64) -> TaskDto {
+        let held = t.holder_at(now).is_some();
         TaskDto {
             overdue: t.is_overdue(now),
+            queued: t.queued,
+            released_at: t.released_at,
+            value: t.value,
+            held_by: t.held_by.filter(|_| held),
+            held_until: t.held_until.filter(|_| held),
+            callback_at: t.callback_at,
+            deadline: t.deadline,
             id: t.id,
             contact_id: t.contact_id,
             team: t.team,
@@ -61,7 +84,7 @@ impl TaskDto {
 #[utoipa::path(get, path = "/tasks", tag = "tasks",
     params(
         ("team" = Option<String>, Query, description = "Only this team's tasks"),
-        ("state" = Option<String>, Query, description = "open (default) or done"),
+        ("state" = Option<String>, Query, description = "open (default), done or expired"),
         ("limit" = Option<u64>, Query, description = "1 to 1000, default 100"),
     ),
     responses(
@@ -121,7 +144,7 @@ struct OutcomeIn {
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
         (status = 403, description = "Role not allowed, or another team's task", body = crate::error::ErrorBody),
         (status = 404, description = "No such task", body = crate::error::ErrorBody),
-        (status = 409, description = "The task's outcome was already reported", body = crate::error::ErrorBody),
+        (status = 409, description = "The task's outcome was already reported, or (an agent) the task is queued and the caller does not hold it", body = crate::error::ErrorBody),
         (status = 413, description = "Body over 4 KiB", body = crate::error::ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -132,7 +155,8 @@ pub(crate) async fn outcome(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let Some(terms) = state.store.task_terms(id).await? else {
+    let now = (state.now)();
+    let Some(terms) = state.store.task_terms_at(id, now).await? else {
         return Err(ApiError::NotFound(format!("no task {id}")));
     };
     if who.role == Role::Agent && Some(&terms.team) != who.team.as_ref() {
@@ -140,6 +164,14 @@ pub(crate) async fn outcome(
             "task {id} belongs to another team than agent {}'s",
             who.name
         )));
+    }
+    // An agent records a queued task only while holding it, and never one another agent
+    // holds; a supervisor (admin, operator) may close any open task.
+    let must_hold = who.role == Role::Agent
+        && terms.state == TaskState::Open.as_str()
+        && (terms.queued || terms.held_by.is_some());
+    if must_hold && terms.held_by.as_deref() != Some(who.name.as_str()) {
+        return Err(not_held(id, &who.name, terms.held_by.as_deref()));
     }
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| bad("body", format!("expected JSON: {e}")))?;
@@ -165,11 +197,18 @@ pub(crate) async fn outcome(
         ));
     }
     person_id("agent", &o.agent, "agent")?;
-    if state
-        .store
-        .complete_task(id, &o.outcome, &o.agent, (state.now)())
-        .await?
-    {
+    let done = if must_hold {
+        state
+            .store
+            .complete_held_task(id, &o.outcome, &o.agent, &who.name, (state.now)())
+            .await?
+    } else {
+        state
+            .store
+            .complete_task(id, &o.outcome, &o.agent, (state.now)())
+            .await?
+    };
+    if done {
         state
             .store
             .audit(
@@ -185,12 +224,26 @@ pub(crate) async fn outcome(
             json!({ "id": id, "state": TaskState::Done.as_str(), "outcome": o.outcome }),
         ));
     }
-    match state.store.task_state(id).await? {
+    match state.store.task_terms_at(id, (state.now)()).await? {
         None => Err(ApiError::NotFound(format!("no task {id}"))),
-        Some((s, _)) => Err(ApiError::Conflict(format!(
-            "task {id} is {s}, no longer open; its outcome was already reported"
+        Some(t) if t.state == TaskState::Open.as_str() => {
+            Err(not_held(id, &who.name, t.held_by.as_deref()))
+        }
+        Some(t) => Err(ApiError::Conflict(format!(
+            "task {id} is {}, no longer open; its outcome was already reported",
+            t.state
         ))),
     }
+}
+
+/// The answer to an agent acting on a queued task it does not hold.
+pub(crate) fn not_held(id: i64, agent: &str, holder: Option<&str>) -> ApiError {
+    ApiError::Conflict(match holder {
+        Some(h) if h != agent => format!("task {id} is held by {h}, not by {agent}"),
+        _ => format!(
+            "task {id} is not held by {agent} (its hold ran out, or it was never taken): take tasks with POST /tasks/next"
+        ),
+    })
 }
 
 pub(crate) fn parse_id(raw: &str) -> Result<i64, ApiError> {

@@ -48,6 +48,11 @@ const MATRIX: &[(&str, &str, [u16; 8])] = &[
     ("POST", "/events",                   [202,  202,  403,  403,  403,  202,  401,  401]),
     ("GET",  "/tasks",                    [200,  200,  403,  403,  200,  403,  401,  401]),
     ("POST", "/tasks/{id}/outcome",       [400,  400,  403,  403,  400,  403,  401,  401]),
+    // The queue holds tasks for the caller: agent (and dialer) tokens only.
+    ("POST", "/tasks/next",               [403,  403,  403,  403,  200,  403,  401,  401]),
+    ("POST", "/tasks/{id}/callback",      [403,  403,  403,  403,  400,  403,  401,  401]),
+    ("POST", "/dialer/batches",           [403,  403,  403,  403,  200,  403,  401,  401]),
+    ("POST", "/dialer/outcomes",          [403,  403,  403,  403,  400,  403,  401,  401]),
     ("GET",  "/alerts",                   [200,  200,  403,  403,  200,  403,  401,  401]),
     ("POST", "/alerts/{id}/outcome",      [404,  404,  403,  403,  404,  403,  401,  401]),
     ("GET",  "/runs/{id}/report",         [404,  404,  404,  404,  403,  403,  401,  401]),
@@ -271,6 +276,7 @@ async fn seed(store: &Store) -> Res<(String, i64, i64)> {
             due_at: None,
             escalate_to: None,
             outcomes: &[],
+            queued: false,
         });
         keys.push(key);
     }

@@ -289,6 +289,7 @@ async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
             due_at: sla.then_some(now - 3_600_000),
             escalate_to: sla.then_some("retention-lead"),
             outcomes: if sla { &declared } else { &[] },
+            queued: false,
         });
     }
     store.open_tasks(&rows, now).await?;

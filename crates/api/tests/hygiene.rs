@@ -33,6 +33,8 @@ struct Server {
     /// Bearer tokens: an admin's for most routes, a gateway's for the MO callback.
     admin: String,
     gateway: String,
+    /// An agent's, for the call-centre queue's routes (agents and dialers only).
+    agent: String,
 }
 
 /// Limits that never fire in a test unless it sets them low.
@@ -76,9 +78,13 @@ impl Server {
         let gateway = store
             .create_token("kannel", store::auth::Role::Gateway, None, t)
             .await?;
+        let agent = store
+            .create_token("agent", store::auth::Role::Agent, Some("callcentre"), t)
+            .await?;
         Ok(Server {
             admin,
             gateway,
+            agent,
             addr,
             base: format!("http://{addr}"),
             store,
@@ -92,6 +98,11 @@ impl Server {
     fn token_for(&self, path: &str) -> &str {
         if path.starts_with("/callbacks/kannel/mo") {
             &self.gateway
+        } else if path.starts_with("/dialer/")
+            || path == "/tasks/next"
+            || (path.starts_with("/tasks/") && path.ends_with("/callback"))
+        {
+            &self.agent
         } else {
             &self.admin
         }

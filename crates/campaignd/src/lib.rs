@@ -734,6 +734,16 @@ fn validate(path: &Path) -> ExitCode {
                 staff.staff.len()
             ));
         }
+        match spec::teams::load_teams(path) {
+            Ok(Some(teams)) => out::line(&format!(
+                "ok  {}  {} call-centre team(s), ordered by {}",
+                path.join(spec::teams::TEAMS_FILE).display(),
+                teams.teams.len(),
+                teams.value
+            )),
+            Ok(None) => {}
+            Err(d) => diags.extend(d),
+        }
     }
     for wf in &ok {
         out::line(&format!(
@@ -1122,12 +1132,19 @@ pub(crate) async fn build_channels(
     store: &store::Store,
 ) -> anyhow::Result<HashMap<String, Arc<dyn channels::Channel>>> {
     let mut map: HashMap<String, Arc<dyn channels::Channel>> = HashMap::new();
+    // The teams file's own errors stop the daemon before this (`daemon`); here it only
+    // says whose call tasks wait for pacing.
+    let paced: Vec<String> = spec::teams::load_teams(&cfg.workflows)
+        .ok()
+        .flatten()
+        .map(|t| t.teams.into_iter().map(|t| t.id).collect())
+        .unwrap_or_default();
     for kind in domain::ChannelKind::ALL {
         let channel: Arc<dyn channels::Channel> = if kind.is_task() {
-            Arc::new(channels::worklist::Worklist::new(
-                store.clone(),
-                kind.as_str(),
-            ))
+            Arc::new(
+                channels::worklist::Worklist::new(store.clone(), kind.as_str())
+                    .with_paced_teams(paced.clone()),
+            )
         } else {
             channels::sms::build_for(&cfg.sms, store).await?
         };
@@ -1272,6 +1289,13 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
     let (workflows, mut diags) = spec::load_dir(&cfg.workflows);
     let (monitors, staff, monitor_diags) = spec::monitor::load_monitors(&cfg.workflows);
     diags.extend(monitor_diags);
+    let teams = match spec::teams::load_teams(&cfg.workflows) {
+        Ok(t) => t,
+        Err(d) => {
+            diags.extend(d);
+            None
+        }
+    };
     for d in &diags {
         eprintln!("error: {d}");
     }
@@ -1288,20 +1312,35 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
     let channels = build_channels(&cfg, &store).await?;
     let start_checks = check_gateways(&channels).await;
     let mailer = channels::email::Mailer::new(&cfg.email, &cfg.email_from)?;
+    let engine = engine::Engine::new(
+        store.clone(),
+        engine::clock::Clock::Database,
+        channels,
+        engine_config(&cfg),
+    )?;
+    let engine = match teams {
+        Some(t) => {
+            for team in &t.teams {
+                info!(
+                    message = "Call-centre team loaded.",
+                    team = %team.id,
+                    capacity_per_day = team.capacity_per_day,
+                    pacing_per_hour = team.pacing_per_hour
+                );
+            }
+            engine.with_teams(t)
+        }
+        None => engine,
+    };
     let engine = Arc::new(
-        engine::Engine::new(
-            store.clone(),
-            engine::clock::Clock::Database,
-            channels,
-            engine_config(&cfg),
-        )?
-        .with_mailer(mailer, Vec::new())
-        .with_alerts(cfg.alerts.email.clone())
-        .with_monitors(monitors, staff)
-        .with_inbound_backlog({
-            let spool = spool.clone();
-            Arc::new(move || !spool.is_clear())
-        }),
+        engine
+            .with_mailer(mailer, Vec::new())
+            .with_alerts(cfg.alerts.email.clone())
+            .with_monitors(monitors, staff)
+            .with_inbound_backlog({
+                let spool = spool.clone();
+                Arc::new(move || !spool.is_clear())
+            }),
     );
     for (campaign, version) in engine.load(workflows).await? {
         info!(message = "Workflow loaded.", campaign = %campaign, version);

@@ -12,12 +12,25 @@ use crate::{Accepted, Channel, Outbound, SendError};
 pub struct Worklist {
     store: Store,
     kind: &'static str,
+    /// Call-centre teams (`workflows/teams.yaml`): their tasks wait for the engine's
+    /// release step and are worked through the queue.
+    paced: Vec<String>,
 }
 
 impl Worklist {
     /// `kind` is `outbound_call` or `service`.
     pub fn new(store: Store, kind: &'static str) -> Worklist {
-        Worklist { store, kind }
+        Worklist {
+            store,
+            kind,
+            paced: Vec::new(),
+        }
+    }
+
+    /// The teams whose outbound-call tasks are paced (the teams file's ids).
+    pub fn with_paced_teams(mut self, teams: Vec<String>) -> Worklist {
+        self.paced = teams;
+        self
     }
 }
 
@@ -39,6 +52,8 @@ impl Channel for Worklist {
                 due_at: o.due_at,
                 escalate_to: o.escalate_to.as_deref(),
                 outcomes: &o.outcomes,
+                queued: self.kind == domain::ChannelKind::OutboundCall.as_str()
+                    && o.team.as_ref().is_some_and(|t| self.paced.contains(t)),
             })
             .collect();
         let now = store::wall_now();

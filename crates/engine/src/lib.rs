@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 pub mod breaker;
+pub mod calls;
 pub mod catalog;
 pub mod clock;
 mod digest;
@@ -224,6 +225,8 @@ pub struct Engine {
     /// Churn-warning monitors and the staff their alerts go to.
     monitors: Vec<spec::monitor::Monitor>,
     staff: spec::monitor::StaffDirectory,
+    /// Call-centre teams (`workflows/teams.yaml`) whose tasks [`Engine::call_step`] paces.
+    teams: Option<spec::teams::TeamDirectory>,
 }
 
 /// Says whether callbacks received by this process still wait to be stored.
@@ -252,6 +255,8 @@ pub struct TickStats {
     pub monitor_evaluations: u64,
     /// Overdue agent tasks escalated, and task digest mails queued.
     pub tasks: tasks::TaskStepStats,
+    /// Call tasks expired at their deadline and released to their teams' queues.
+    pub calls: calls::CallStepStats,
 }
 
 /// How many leases a wave window waits past its close for inbound rows received before it
@@ -300,6 +305,7 @@ impl Engine {
             alert_to: Vec::new(),
             monitors: Vec::new(),
             staff: spec::monitor::StaffDirectory::default(),
+            teams: None,
         })
     }
 
@@ -312,6 +318,13 @@ impl Engine {
     ) -> Self {
         self.monitors = monitors;
         self.staff = staff;
+        self
+    }
+
+    /// Paces the outbound-call tasks of `teams` (`workflows/teams.yaml`) in housekeeping
+    /// ([`Engine::call_step`]).
+    pub fn with_teams(mut self, teams: spec::teams::TeamDirectory) -> Self {
+        self.teams = Some(teams);
         self
     }
 
@@ -484,6 +497,14 @@ impl Engine {
             Ok(t) => stats.tasks = t,
             Err(e) => {
                 warn!(error = %e, message = "Task step failed; retried at the next pass.")
+            }
+        }
+        // Before timers: a call task past its window is unreached before the next wave
+        // picks from the window it closes.
+        match self.call_step(now).await {
+            Ok(c) => stats.calls = c,
+            Err(e) => {
+                warn!(error = %e, message = "Call step failed; retried at the next pass.")
             }
         }
 

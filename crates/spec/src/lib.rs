@@ -18,6 +18,7 @@ mod model;
 pub mod monitor;
 pub mod periods;
 pub mod rules;
+pub mod teams;
 mod template;
 mod workflow;
 

@@ -25,12 +25,27 @@ pub fn calendar_names(workflows_dir: &Path) -> Vec<String> {
 pub fn load_file(path: &Path) -> Result<Workflow, Vec<Diagnostic>> {
     let bundle = Bundle::read(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    compile(&bundle, Some(&calendar_names(dir)))
+    let compiled = compile(&bundle, Some(&calendar_names(dir)));
+    // With a teams file, an outbound_call wave's team must be one of its teams. A teams
+    // file with errors of its own checks nothing here: `campaignd validate` reports those.
+    let Ok(Some(teams)) = crate::teams::load_teams(dir) else {
+        return compiled;
+    };
+    let undeclared =
+        crate::teams::undeclared_call_teams(&bundle.path, &bundle.workflow, &teams.ids());
+    match compiled {
+        Ok(wf) if undeclared.is_empty() => Ok(wf),
+        Ok(_) => Err(undeclared),
+        Err(mut d) => {
+            d.extend(undeclared);
+            Err(d)
+        }
+    }
 }
 
 /// The workflow files of a directory: `*.yaml` / `*.yml` at its top level, except
-/// `segments.yaml`, the attribute catalogue and the staff directory (monitors live in
-/// `monitors/`).
+/// `segments.yaml`, the attribute catalogue, the staff directory and the call-centre teams
+/// (monitors live in `monitors/`).
 pub(crate) fn workflow_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -41,6 +56,7 @@ pub(crate) fn workflow_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             name != Some("segments.yaml")
                 && name != Some(crate::catalogue::FILE_NAME)
                 && name != Some(crate::monitor::STAFF_FILE)
+                && name != Some(crate::teams::TEAMS_FILE)
         })
         .collect();
     files.sort();

@@ -1688,3 +1688,40 @@ fn every_bad_survey_or_gate_value_is_located() {
         "{errs:#?}"
     );
 }
+
+const TEAMS: &str = "value: arpu_3m\nteams:\n  - id: callcentre\n    agents: [agent-1]\n    capacity_per_day: 100\n    pacing_per_hour: 20\n    timezone: Asia/Shanghai\n    hours: 09:00-21:00\n";
+
+/// Guards `teams::undeclared_call_teams` through `load_file`: with a teams file beside the
+/// workflows, an outbound_call wave's team must be declared there (a located error naming
+/// the declared teams); without one any team name goes; a teams file that has errors of its
+/// own is not used to refuse workflows (`campaignd validate` reports it).
+#[test]
+fn an_outbound_call_wave_names_a_declared_team_when_there_is_a_teams_file() {
+    let (dir, path) = setup(VALID, TEMPLATE);
+    std::fs::write(dir.path().join("teams.yaml"), TEAMS).unwrap();
+    assert!(spec::load_file(&path).is_ok());
+    let (dir, path) = setup(&VALID.replace("team: callcentre", "team: campus"), TEMPLATE);
+    assert!(spec::load_file(&path).is_ok(), "no teams file: not checked");
+    std::fs::write(dir.path().join("teams.yaml"), TEAMS).unwrap();
+    let errs: Vec<String> = spec::load_file(&path)
+        .unwrap_err()
+        .iter()
+        .map(located)
+        .collect();
+    assert_only(
+        errs,
+        "wf.yaml:21:11:",
+        "unknown team `campus`: an outbound_call wave's team is declared in teams.yaml (callcentre)",
+    );
+    // The teams file is not a workflow of the folder.
+    let (ok, diags) = spec::load_dir(dir.path());
+    assert_eq!((ok.len(), diags.len()), (0, 1), "{diags:?}");
+    std::fs::write(
+        dir.path().join("teams.yaml"),
+        TEAMS.replace("pacing_per_hour: 20", "pacing_per_hour: 0"),
+    )
+    .unwrap();
+    assert!(spec::load_file(&path).is_ok());
+    let errs = spec::teams::load_teams(dir.path()).unwrap_err();
+    assert!(errs[0].to_string().contains("teams.yaml:6:22:"), "{errs:?}");
+}

@@ -14,6 +14,10 @@ pub mod action {
     pub const APPROVE: &str = "approve";
     pub const CONSENT: &str = "consent";
     pub const OUTCOME: &str = "outcome";
+    /// Tasks taken from a call-centre queue (`POST /tasks/next`, dialer batches).
+    pub const TAKE_TASKS: &str = "take_tasks";
+    /// A task put back for a `call back later` time.
+    pub const CALLBACK: &str = "callback";
     pub const READ_TASKS: &str = "read_tasks";
     pub const READ_ALERTS: &str = "read_alerts";
     pub const READ_REPORT: &str = "read_report";

@@ -83,9 +83,31 @@ pub struct TaskRow {
     pub escalate_to: Option<String>,
     /// When it was escalated (once), if it was.
     pub escalated_at: Option<i64>,
+    /// Worked through its team's queue (`POST /tasks/next`): the team is a paced
+    /// call-centre team, and an agent records an outcome only while holding the task.
+    pub queued: bool,
+    /// When it reached the queue; `None` while it waits for its team's pacing.
+    pub released_at: Option<i64>,
+    /// The subscriber's value at release (the teams file's `value` attribute).
+    pub value: Option<f64>,
+    /// The agent or dialer holding it, and until when (a hold that ran out is free).
+    pub held_by: Option<String>,
+    pub held_until: Option<i64>,
+    /// A `call back later` time: not served before it.
+    pub callback_at: Option<i64>,
+    /// When it expires unworked (its wave's window close), for outbound calls.
+    pub deadline: Option<i64>,
 }
 
 impl TaskRow {
+    /// Held by someone at `now` (a hold that ran out holds nothing).
+    pub fn holder_at(&self, now: Millis) -> Option<&str> {
+        match (&self.held_by, self.held_until) {
+            (Some(by), Some(until)) if until > now => Some(by.as_str()),
+            _ => None,
+        }
+    }
+
     /// Open past its due time at `now`.
     pub fn is_overdue(&self, now: Millis) -> bool {
         self.state == TaskState::Open.as_str() && self.due_at.is_some_and(|d| d <= now)
@@ -108,6 +130,10 @@ pub struct NewTask<'a> {
     pub escalate_to: Option<&'a str>,
     /// What an agent may record on it (its workflow's `outcomes`); empty: the shipped set.
     pub outcomes: &'a [String],
+    /// Its team is a paced call-centre team (`workflows/teams.yaml`): the task waits for
+    /// the engine to release it, and is worked only by whoever holds it. Otherwise it is in
+    /// the queue at once and any agent of the team may record its outcome.
+    pub queued: bool,
 }
 
 /// What `POST /tasks/{id}/outcome` checks a task against.
@@ -116,10 +142,15 @@ pub struct TaskTerms {
     pub state: String,
     pub team: String,
     pub outcomes: Option<Vec<String>>,
+    /// Worked through the queue: only its holder records its outcome.
+    pub queued: bool,
+    /// Who holds it now, if anyone (a hold that ran out is not read back).
+    pub held_by: Option<String>,
 }
 
-const TASK_COLS: &str = "id, contact_id, team, kind, subscriber_id, script, state, outcome, \
-                         created_at, due_at, escalate_to, escalated_at";
+pub(crate) const TASK_COLS: &str = "id, contact_id, team, kind, subscriber_id, script, state, outcome, \
+                         created_at, due_at, escalate_to, escalated_at, queued, released_at, value, \
+                         held_by, held_until, callback_at, deadline";
 
 impl Store {
     /// Stores inbound events; nothing else happens until attribution runs.
@@ -406,10 +437,27 @@ impl Store {
         let tx = self.db().begin().await?;
         let mut n = 0;
         for t in rows {
+            // An outbound call expires unworked at its wave's window close (`respond_within`):
+            // after it the next wave has picked its non-responders, and a late call would
+            // answer a question nobody asks any more.
+            let deadline: Option<Millis> = if t.kind == domain::ChannelKind::OutboundCall.as_str() {
+                query(
+                    &tx,
+                    "SELECT w.closes_at FROM contact c JOIN wave_run w ON w.id = c.wave_run_id WHERE c.id = ?",
+                    [t.contact_id.into()],
+                )
+                .await?
+                .first()
+                .map(|r| r.try_get::<Option<i64>>("", "closes_at"))
+                .transpose()?
+                .flatten()
+            } else {
+                None
+            };
             n += exec(
                 &tx,
-                "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at, due_at, escalate_to, outcomes) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id) DO NOTHING",
+                "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at, due_at, escalate_to, outcomes, queued, released_at, deadline) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id) DO NOTHING",
                 [
                     t.contact_id.into(),
                     t.team.into(),
@@ -422,6 +470,10 @@ impl Store {
                     t.due_at.into(),
                     t.escalate_to.map(str::to_owned).into(),
                     (!t.outcomes.is_empty()).then(|| t.outcomes.join("\n")).into(),
+                    t.queued.into(),
+                    // A task of an unpaced team is in its queue at once.
+                    (!t.queued).then_some(now).into(),
+                    deadline.into(),
                 ],
             )
             .await?
@@ -463,20 +515,30 @@ impl Store {
     /// A task's state, team and the outcomes an agent may record on it (`None` for a task
     /// opened before tasks carried them: the shipped set applies).
     pub async fn task_terms(&self, task_id: i64) -> Result<Option<TaskTerms>> {
+        self.task_terms_at(task_id, i64::MAX).await
+    }
+
+    /// [`Store::task_terms`], with the holder as of `now` (a hold that ran out is none).
+    pub async fn task_terms_at(&self, task_id: i64, now: Millis) -> Result<Option<TaskTerms>> {
         let rows = query(
             self.db(),
-            "SELECT state, team, outcomes FROM agent_task WHERE id = ?",
+            "SELECT state, team, outcomes, queued, held_by, held_until FROM agent_task WHERE id = ?",
             [task_id.into()],
         )
         .await?;
         rows.first()
             .map(|r| {
+                let held_until: Option<i64> = r.try_get("", "held_until")?;
                 Ok(TaskTerms {
                     state: r.try_get("", "state")?,
                     team: r.try_get("", "team")?,
                     outcomes: r
                         .try_get::<Option<String>>("", "outcomes")?
                         .map(|o| o.lines().map(str::to_owned).collect()),
+                    queued: r.try_get("", "queued")?,
+                    held_by: r
+                        .try_get::<Option<String>>("", "held_by")?
+                        .filter(|_| held_until.is_some_and(|u| u > now)),
                 })
             })
             .transpose()
@@ -491,20 +553,51 @@ impl Store {
         agent: &str,
         now: Millis,
     ) -> Result<bool> {
+        self.complete_task_as(task_id, outcome, agent, None, now)
+            .await
+    }
+
+    /// [`Store::complete_task`] for `holder` only: false unless `holder` holds the task at
+    /// `now`. The check is the update's own condition, so a hold that runs out (and the
+    /// task another agent took meanwhile) cannot be closed by its former holder.
+    pub async fn complete_held_task(
+        &self,
+        task_id: i64,
+        outcome: &str,
+        agent: &str,
+        holder: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        self.complete_task_as(task_id, outcome, agent, Some(holder), now)
+            .await
+    }
+
+    async fn complete_task_as(
+        &self,
+        task_id: i64,
+        outcome: &str,
+        agent: &str,
+        holder: Option<&str>,
+        now: Millis,
+    ) -> Result<bool> {
         let tx = self.db().begin().await?;
-        let res = exec(
-            &tx,
-            "UPDATE agent_task SET state = ?, outcome = ?, agent = ?, updated_at = ? WHERE id = ? AND state = ?",
-            [
-                TaskState::Done.as_str().into(),
-                outcome.into(),
-                agent.into(),
-                now.into(),
-                task_id.into(),
-                TaskState::Open.as_str().into(),
-            ],
-        )
-        .await?;
+        let mut sql = "UPDATE agent_task SET state = ?, outcome = ?, agent = ?, updated_at = ?, \
+             held_by = NULL, held_until = NULL WHERE id = ? AND state = ?"
+            .to_owned();
+        let mut values: Vec<Value> = vec![
+            TaskState::Done.as_str().into(),
+            outcome.into(),
+            agent.into(),
+            now.into(),
+            task_id.into(),
+            TaskState::Open.as_str().into(),
+        ];
+        if let Some(h) = holder {
+            sql.push_str(" AND held_by = ? AND held_until > ?");
+            values.push(h.into());
+            values.push(now.into());
+        }
+        let res = exec(&tx, &sql, values).await?;
         if res.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(false);
@@ -579,16 +672,20 @@ pub async fn count_unprocessed<C: ConnectionTrait>(c: &C) -> Result<u64> {
 pub enum TaskState {
     Open,
     Done,
+    /// Not worked by its deadline (an outbound call past its wave's window): its contact
+    /// counts as unreached.
+    Expired,
 }
 
 impl TaskState {
     /// Every state, for "expected one of" messages.
-    pub const ALL: [TaskState; 2] = [TaskState::Open, TaskState::Done];
+    pub const ALL: [TaskState; 3] = [TaskState::Open, TaskState::Done, TaskState::Expired];
 
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Open => "open",
             TaskState::Done => "done",
+            TaskState::Expired => "expired",
         }
     }
 

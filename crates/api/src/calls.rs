@@ -1,0 +1,436 @@
+//! The call-centre queue: an agent takes its next task (`POST /tasks/next`), puts one back
+//! for an agreed time (`POST /tasks/{id}/callback`), and a dialer takes batches
+//! (`POST /dialer/batches`) and reports their outcomes (`POST /dialer/outcomes`).
+//!
+//! A dialer is an agent token of its team (`campaignd token create --role agent --team T
+//! --name dialer-1`): it sees and holds only its team's tasks, like the agents it stands
+//! in for, and every take and report is on the record under its name.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use store::audit::action;
+use store::auth::Role;
+use store::calls::Callback;
+use store::inbound::TaskState;
+use tracing::info;
+
+use crate::Shared;
+use crate::auth::Caller;
+use crate::error::{ApiError, bad};
+use crate::tasks::{TaskDto, not_held, parse_id};
+
+/// How long `POST /tasks/next` holds a task for its agent: a call and its notes. A hold
+/// that runs out returns the task to the queue.
+pub(crate) const NEXT_HOLD_MS: i64 = 15 * 60_000;
+/// The most tasks one dialer batch takes.
+pub(crate) const MAX_BATCH: u64 = 500;
+/// The longest hold a dialer may ask for a batch, in minutes (a working shift).
+pub(crate) const MAX_BATCH_HOLD_MINUTES: u64 = 480;
+/// The most outcomes one dialer report carries.
+pub(crate) const MAX_REPORT: usize = 500;
+
+/// The caller's team: the queue routes are for agent tokens, each bound to one.
+fn team_of(who: &store::auth::Principal, route: &str) -> Result<String, ApiError> {
+    match (&who.role, &who.team) {
+        (Role::Agent, Some(team)) => Ok(team.clone()),
+        _ => Err(ApiError::Forbidden(format!(
+            "{route} is for agent tokens (bound to a team): it holds tasks for the caller, {} is {}",
+            who.name,
+            who.role.as_str()
+        ))),
+    }
+}
+
+/// A JSON object body with only `known` fields (an empty body is `{}`).
+fn object(body: &Bytes, known: &[&str], example: &str) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| bad("body", format!("expected JSON: {e}")))?
+    };
+    let Value::Object(obj) = value else {
+        return Err(bad(
+            "body",
+            format!("expected a JSON object such as {example}"),
+        ));
+    };
+    if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(bad(
+            k.clone(),
+            format!("unknown field; expected one of {}", known.join(", ")),
+        ));
+    }
+    Ok(obj)
+}
+
+/// An optional whole number field from 1 to `max`.
+fn whole(obj: &Map<String, Value>, field: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| bad(field, format!("expected a whole number from 1 to {max}"))),
+    }
+}
+
+/// `POST /tasks/next`: holds the best free task of the caller's team for the caller.
+#[utoipa::path(post, path = "/tasks/next", tag = "tasks",
+    request_body(content = Object, description = "Empty, or `{}`"),
+    responses(
+        (status = 200, description = "The task now held by the caller for 15 minutes (or the one it already holds): a due `call back later` first, then the most valuable subscriber, then the soonest due", body = TaskDto),
+        (status = 204, description = "Nothing in the team's queue now"),
+        (status = 400, description = "A body other than `{}`", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an agent token", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn next(
+    State(state): State<Shared>,
+    Extension(Caller(who)): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let team = team_of(&who, "POST /tasks/next")?;
+    object(&body, &[], "{}")?;
+    let now = (state.now)();
+    // An agent works one call at a time: asking again (a reloaded page) gives back the
+    // task it holds rather than a second one.
+    let task = match state
+        .store
+        .held_tasks(&team, &who.name, 1, now)
+        .await?
+        .pop()
+    {
+        Some(t) => Some(t),
+        None => state
+            .store
+            .claim_tasks(&team, &who.name, 1, now + NEXT_HOLD_MS, now)
+            .await?
+            .pop(),
+    };
+    let Some(task) = task else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    state
+        .store
+        .audit(
+            now,
+            &who.name,
+            action::TAKE_TASKS,
+            &format!("task {}", task.id),
+            Some(&format!("team {team}")),
+        )
+        .await?;
+    info!(task = task.id, agent = %who.name, "Task taken from the queue.");
+    Ok(Json(TaskDto::new(task, now)).into_response())
+}
+
+/// `POST /tasks/{id}/callback` with `{"at": "2026-12-01T18:30:00+08:00"}`.
+#[utoipa::path(post, path = "/tasks/{id}/callback", tag = "tasks",
+    params(("id" = i64, Path, description = "The task id")),
+    request_body(content = Object, description = "`at`: when to call back, RFC 3339 with its offset; after now and not after the task's deadline"),
+    responses(
+        (status = 200, description = "Re-queued: `{\"id\", \"callback_at\"}`; the queue serves it again from then, first among the free tasks", body = Object),
+        (status = 400, description = "Bad input: `at` missing, not RFC 3339, not after now, or after the task's deadline; nothing changed", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an agent token, or another team's task", body = crate::error::ErrorBody),
+        (status = 404, description = "No such task", body = crate::error::ErrorBody),
+        (status = 409, description = "The caller does not hold the task, or it is no longer open", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn callback(
+    State(state): State<Shared>,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let team = team_of(&who, "POST /tasks/{id}/callback")?;
+    let id = parse_id(&id)?;
+    let obj = object(&body, &["at"], r#"{"at": "2026-12-01T18:30:00+08:00"}"#)?;
+    let at = match obj.get("at") {
+        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|_| {
+                bad(
+                    "at",
+                    "expected an RFC 3339 time with its offset, e.g. 2026-12-01T18:30:00+08:00",
+                )
+            })?
+            .timestamp_millis(),
+        Some(_) => return Err(bad("at", "expected a string")),
+        None => return Err(bad("at", "missing; expected when to call back (RFC 3339)")),
+    };
+    let now = (state.now)();
+    if at <= now {
+        return Err(bad("at", "expected a time after now"));
+    }
+    let Some(task) = state.store.task(id).await? else {
+        return Err(ApiError::NotFound(format!("no task {id}")));
+    };
+    if task.team != team {
+        return Err(ApiError::Forbidden(format!(
+            "task {id} belongs to another team than agent {}'s",
+            who.name
+        )));
+    }
+    match state.store.callback_task(id, &who.name, at, now).await? {
+        Callback::Requeued => {}
+        Callback::NotFound => return Err(ApiError::NotFound(format!("no task {id}"))),
+        Callback::Closed(s) => {
+            return Err(ApiError::Conflict(format!(
+                "task {id} is {s}, no longer open"
+            )));
+        }
+        Callback::NotHeld => {
+            let holder = state
+                .store
+                .task(id)
+                .await?
+                .and_then(|t| t.holder_at(now).map(str::to_owned));
+            return Err(not_held(id, &who.name, holder.as_deref()));
+        }
+        Callback::AfterDeadline(d) => {
+            return Err(bad(
+                "at",
+                format!(
+                    "expected a time not after the task's deadline {}",
+                    chrono::DateTime::from_timestamp_millis(d)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| d.to_string())
+                ),
+            ));
+        }
+    }
+    state
+        .store
+        .audit(
+            now,
+            &who.name,
+            action::CALLBACK,
+            &format!("task {id}"),
+            Some(&format!("call back at {at}")),
+        )
+        .await?;
+    info!(task = id, agent = %who.name, at, "Task re-queued for a call back.");
+    Ok(Json(json!({ "id": id, "callback_at": at })))
+}
+
+/// `POST /dialer/batches` with `{"size": 50, "hold_minutes": 60}`.
+#[utoipa::path(post, path = "/dialer/batches", tag = "tasks",
+    request_body(content = Object, description = "`size`: 1 to 500 tasks (default 50); `hold_minutes`: how long they are held, 1 to 480 (default 60)"),
+    responses(
+        (status = 200, description = "The tasks now held by the dialer, best first (possibly none): `{\"held_until\", \"tasks\": [...]}`", body = Object),
+        (status = 400, description = "Bad input; nothing taken", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an agent (dialer) token", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn batch(
+    State(state): State<Shared>,
+    Extension(Caller(who)): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let team = team_of(&who, "POST /dialer/batches")?;
+    let obj = object(
+        &body,
+        &["size", "hold_minutes"],
+        r#"{"size": 50, "hold_minutes": 60}"#,
+    )?;
+    let size = whole(&obj, "size", 50, MAX_BATCH)?;
+    let hold = whole(&obj, "hold_minutes", 60, MAX_BATCH_HOLD_MINUTES)?;
+    let now = (state.now)();
+    let until = now + hold as i64 * 60_000;
+    let tasks = state
+        .store
+        .claim_tasks(&team, &who.name, size as u32, until, now)
+        .await?;
+    if !tasks.is_empty() {
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
+        state
+            .store
+            .audit(
+                now,
+                &who.name,
+                action::TAKE_TASKS,
+                &format!("{} task(s)", tasks.len()),
+                Some(&format!("team {team}: {}", ids.join(","))),
+            )
+            .await?;
+    }
+    info!(dialer = %who.name, tasks = tasks.len(), "Dialer batch taken.");
+    let tasks: Vec<TaskDto> = tasks.into_iter().map(|t| TaskDto::new(t, now)).collect();
+    Ok(Json(json!({ "held_until": until, "tasks": tasks })))
+}
+
+/// One report's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ReportResult {
+    task: i64,
+    /// `recorded`; `already` (this outcome was recorded before: nothing changed);
+    /// `refused` (see `error`).
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `POST /dialer/outcomes` with `{"outcomes": [{"task": 12, "outcome": "accepted"}]}`.
+#[utoipa::path(post, path = "/dialer/outcomes", tag = "tasks",
+    request_body(content = Object, description = "`outcomes`: 1 to 500 of `{\"task\": ID, \"outcome\": OUTCOME}`, each outcome one of its task's workflow's `outcomes`. A report sent again changes nothing (`already`)."),
+    responses(
+        (status = 200, description = "One result per report, in order: `recorded`, `already` or `refused` with its `error`", body = Vec<ReportResult>),
+        (status = 400, description = "Bad shape; nothing recorded", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an agent (dialer) token", body = crate::error::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn outcomes(
+    State(state): State<Shared>,
+    Extension(Caller(who)): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Vec<ReportResult>>, ApiError> {
+    let team = team_of(&who, "POST /dialer/outcomes")?;
+    let obj = object(
+        &body,
+        &["outcomes"],
+        r#"{"outcomes": [{"task": 12, "outcome": "accepted"}]}"#,
+    )?;
+    let Some(Value::Array(items)) = obj.get("outcomes") else {
+        return Err(bad(
+            "outcomes",
+            "expected an array of {\"task\", \"outcome\"}",
+        ));
+    };
+    if items.is_empty() || items.len() > MAX_REPORT {
+        return Err(bad(
+            "outcomes",
+            format!("expected 1 to {MAX_REPORT} reports"),
+        ));
+    }
+    // The whole shape first, so a malformed report records nothing.
+    let mut reports = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = |f: &str| format!("outcomes[{i}].{f}");
+        let Value::Object(o) = item else {
+            return Err(bad(
+                format!("outcomes[{i}]"),
+                "expected {\"task\", \"outcome\"}",
+            ));
+        };
+        if let Some(k) = o
+            .keys()
+            .find(|k| !["task", "outcome"].contains(&k.as_str()))
+        {
+            return Err(bad(at(k), "unknown field; expected task, outcome"));
+        }
+        let task = o
+            .get("task")
+            .and_then(Value::as_i64)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad(at("task"), "expected the task id, a positive whole number"))?;
+        let outcome = o
+            .get("outcome")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && s.len() <= 64)
+            .ok_or_else(|| bad(at("outcome"), "expected the outcome, 1 to 64 characters"))?;
+        reports.push((task, outcome.to_owned()));
+    }
+    let mut out = Vec::with_capacity(reports.len());
+    for (task, outcome) in reports {
+        let refused = |error: String| ReportResult {
+            task,
+            result: "refused",
+            error: Some(error),
+        };
+        let now = (state.now)();
+        let Some(t) = state.store.task(task).await? else {
+            out.push(refused(format!("no task {task}")));
+            continue;
+        };
+        if t.team != team {
+            out.push(refused(format!("task {task} belongs to another team")));
+            continue;
+        }
+        if t.state != TaskState::Open.as_str() {
+            // Idempotent: the same report again changes nothing and says so.
+            out.push(if t.outcome.as_deref() == Some(outcome.as_str()) {
+                ReportResult {
+                    task,
+                    result: "already",
+                    error: None,
+                }
+            } else {
+                refused(format!(
+                    "task {task} is {}{}",
+                    t.state,
+                    t.outcome
+                        .map(|o| format!(" with outcome {o}"))
+                        .unwrap_or_default()
+                ))
+            });
+            continue;
+        }
+        let Some(terms) = state.store.task_terms_at(task, now).await? else {
+            out.push(refused(format!("no task {task}")));
+            continue;
+        };
+        let allowed: Vec<&str> = match &terms.outcomes {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => domain::DEFAULT_OUTCOMES.to_vec(),
+        };
+        if !allowed.contains(&outcome.as_str()) {
+            out.push(refused(format!(
+                "expected one of task {task}'s outcomes: {}",
+                allowed.join(", ")
+            )));
+            continue;
+        }
+        if state
+            .store
+            .complete_held_task(task, &outcome, &who.name, &who.name, now)
+            .await?
+        {
+            state
+                .store
+                .audit(
+                    now,
+                    &who.name,
+                    action::OUTCOME,
+                    &format!("task {task}"),
+                    Some(&format!("{outcome} (dialer {})", who.name)),
+                )
+                .await?;
+            out.push(ReportResult {
+                task,
+                result: "recorded",
+                error: None,
+            });
+            continue;
+        }
+        // Not held by the caller, or recorded meanwhile (then maybe the same report).
+        match state.store.task(task).await? {
+            Some(t) if t.state != TaskState::Open.as_str() => {
+                out.push(if t.outcome.as_deref() == Some(outcome.as_str()) {
+                    ReportResult {
+                        task,
+                        result: "already",
+                        error: None,
+                    }
+                } else {
+                    refused(format!("task {task} is {}", t.state))
+                })
+            }
+            t => {
+                let holder = t.as_ref().and_then(|t| t.holder_at(now).map(str::to_owned));
+                out.push(refused(
+                    not_held(task, &who.name, holder.as_deref()).to_string(),
+                ));
+            }
+        }
+    }
+    Ok(Json(out))
+}

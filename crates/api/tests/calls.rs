@@ -1,0 +1,506 @@
+//! The call-centre queue over real HTTP (127.0.0.1, port 0) with a real client, against a
+//! migrated database (SQLite, or PostgreSQL with `CAMPAIGND_TEST_BACKEND=postgres`): agents
+//! take their next task, call back later, and record only what they hold; a dialer takes
+//! batches and reports outcomes, the same report twice changing nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use api::AppState;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use store::Store;
+use store::TransactionTrait;
+use store::auth::Role;
+use store::calls::Pace;
+use store::contacts::{Arm, NewContact};
+use store::inbound::{NewTask, TaskState, count_unprocessed};
+use store::runs::{NewRun, wave_state};
+use store::subscribers::OnDuplicate;
+use store::testing::RawDb as _;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+const T0: i64 = 1_780_000_000_000;
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+const TEAM: &str = "callcentre";
+
+struct Server {
+    base: String,
+    store: Store,
+    clock: Arc<AtomicI64>,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Server {
+    /// A server on a manual clock at `T0` with `arpu.len()` queued, released call tasks of
+    /// `TEAM` (subscriber `i` with ARPU `arpu[i]`) and one of another team; returns the
+    /// team's task ids by subscriber.
+    async fn start(arpu: &[f64]) -> Res<(Server, Vec<i64>, i64)> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir()?;
+        let store = store::testing::fresh_store(dir.path()).await?;
+        let listener = api::bind("127.0.0.1:0".parse()?)?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let clock = Arc::new(AtomicI64::new(T0));
+        let c = clock.clone();
+        let opts = api::ServeOptions {
+            now: Arc::new(move || c.load(Ordering::SeqCst)),
+            ..api::ServeOptions::default()
+        };
+        tokio::spawn(api::serve_with(
+            listener,
+            AppState {
+                store: store.clone(),
+            },
+            opts,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let (ids, other) = seed(&store, arpu).await?;
+        let s = Server {
+            base,
+            store,
+            clock,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            stop: Some(stop),
+            _dir: dir,
+        };
+        Ok((s, ids, other))
+    }
+
+    fn set(&self, t: i64) {
+        self.clock.store(t, Ordering::SeqCst);
+    }
+
+    async fn token(&self, name: &str, role: Role, team: Option<&str>) -> Res<String> {
+        Ok(self.store.create_token(name, role, team, T0).await?)
+    }
+
+    async fn post(&self, token: &str, path: &str, body: Value) -> Res<(StatusCode, Value)> {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        };
+        Ok((status, v))
+    }
+
+    async fn outcomes(&self) -> Res<u64> {
+        Ok(count_unprocessed(self.store.db()).await?)
+    }
+}
+
+async fn seed(store: &Store, arpu: &[f64]) -> Res<(Vec<i64>, i64)> {
+    let n = arpu.len() + 1;
+    let subs: Vec<_> = (0..n)
+        .map(|i| {
+            store::testing::subscriber(&format!("1380000{i:04}"))
+                .with("arpu_3m", arpu.get(i).copied().unwrap_or(999.0))
+        })
+        .collect();
+    store
+        .insert_subscribers(&subs, OnDuplicate::Fail, T0)
+        .await?;
+    let mut sub_ids = Vec::new();
+    for i in 0..n {
+        sub_ids.push(
+            store
+                .subscriber_by_msisdn(&format!("1380000{i:04}"))
+                .await?
+                .ok_or("sub")?,
+        );
+    }
+    let version_id = store.upsert_version("c", "h", "campaign: c", T0).await?;
+    let run_id = store
+        .start_run(NewRun {
+            campaign: "c",
+            version_id,
+            slot_at: None,
+            trigger: "manual",
+            waves: &[("call".to_owned(), "outbound_call".to_owned())],
+            now: T0,
+        })
+        .await?
+        .ok_or("run")?;
+    let wave_run_id = store.wave_runs(run_id).await?[0].id;
+    let contacts: Vec<NewContact> = sub_ids
+        .iter()
+        .map(|s| NewContact {
+            subscriber_id: *s,
+            arm: Arm::Treatment,
+            due_at: T0,
+            send_by: None,
+            stratum: "all".into(),
+        })
+        .collect();
+    let tx = store.db().begin().await?;
+    store::runs::transition_wave(&tx, wave_run_id, wave_state::PENDING, wave_state::OPEN).await?;
+    store::runs::set_wave_window(&tx, wave_run_id, T0, T0 + 24 * HOUR).await?;
+    store::contacts::insert_contacts(
+        &tx,
+        &store::contacts::WaveContacts {
+            run_id,
+            wave_run_id,
+            wave: "call",
+            channel: "outbound_call",
+            purpose: store::contacts::Purpose::Marketing,
+            at_most_once: false,
+        },
+        &contacts,
+    )
+    .await?;
+    tx.commit().await?;
+    let mut rows = Vec::new();
+    for (i, s) in sub_ids.iter().enumerate() {
+        let key = store.contact_key(run_id, "call", *s).await?.ok_or("key")?;
+        let c = store.contact_by_key(&key).await?.ok_or("contact")?;
+        rows.push(NewTask {
+            contact_id: c.id,
+            team: if i < arpu.len() { TEAM } else { "other" },
+            kind: "outbound_call",
+            subscriber_id: *s,
+            script: "save bundle",
+            due_at: None,
+            escalate_to: None,
+            outcomes: &[],
+            queued: true,
+        });
+    }
+    store.open_tasks(&rows, T0).await?;
+    for team in [TEAM, "other"] {
+        store
+            .release_tasks(
+                &Pace {
+                    team,
+                    day: "2026-05-28",
+                    capacity_per_day: 1000,
+                    pacing_per_hour: 1000,
+                    value: "arpu_3m",
+                },
+                T0,
+            )
+            .await?;
+    }
+    let tasks = store.tasks(None, TaskState::Open, 1000).await?;
+    let by_sub = |s: i64| tasks.iter().find(|t| t.subscriber_id == s).map(|t| t.id);
+    let ids = sub_ids[..arpu.len()]
+        .iter()
+        .map(|s| by_sub(*s).ok_or("task"))
+        .collect::<Result<Vec<i64>, _>>()?;
+    let other = by_sub(sub_ids[arpu.len()]).ok_or("task")?;
+    Ok((ids, other))
+}
+
+fn field(v: &Value) -> &str {
+    v["field"].as_str().unwrap_or("")
+}
+
+// api `calls.rs` `next` / `callback` and `tasks.rs` `outcome`: the best task first, one
+// agent at a time; a callback is bounded and hides its task until its time; an agent
+// records only what it holds, a supervisor anything open.
+#[tokio::test]
+async fn agents_take_the_best_task_call_back_later_and_record_only_what_they_hold() -> Res {
+    // Subscriber values: task ids[1] is the most valuable, then ids[2], then ids[0].
+    let (s, ids, other) = Server::start(&[150.0, 900.0, 400.0]).await?;
+    let a1 = s.token("agent-1", Role::Agent, Some(TEAM)).await?;
+    let a2 = s.token("agent-2", Role::Agent, Some(TEAM)).await?;
+    let a3 = s.token("agent-3", Role::Agent, Some(TEAM)).await?;
+    let admin = s.token("lead", Role::Admin, None).await?;
+
+    let (st, t) = s.post(&a1, "/tasks/next", json!({})).await?;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    assert_eq!(t["id"], ids[1]);
+    assert_eq!(t["held_by"], "agent-1");
+    assert_eq!(t["held_until"], T0 + 15 * MINUTE);
+    assert_eq!(t["value"], 900.0);
+    // Asking again gives back the task it holds, not a second one.
+    let (_, again) = s.post(&a1, "/tasks/next", json!({})).await?;
+    assert_eq!(again["id"], ids[1]);
+    let (_, t2) = s.post(&a2, "/tasks/next", json!({})).await?;
+    assert_eq!(t2["id"], ids[2]);
+    let (st, body) = s.post(&a2, "/tasks/next", json!({"team": "other"})).await?;
+    assert_eq!((st, field(&body)), (StatusCode::BAD_REQUEST, "team"));
+    // An admin has no queue of its own.
+    assert_eq!(
+        s.post(&admin, "/tasks/next", json!({})).await?.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Agent 2 cannot record or re-queue agent 1's task; another team's task is another
+    // team's.
+    let accepted = json!({"outcome": "accepted", "agent": "agent-2"});
+    let path = |id: i64, what: &str| format!("/tasks/{id}/{what}");
+    let (st, body) = s
+        .post(&a2, &path(ids[1], "outcome"), accepted.clone())
+        .await?;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("held by agent-1"),
+        "{body}"
+    );
+    // Nobody holds ids[0]: a queued task is recorded only by its holder.
+    let (st, body) = s
+        .post(&a2, &path(ids[0], "outcome"), accepted.clone())
+        .await?;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("POST /tasks/next"),
+        "{body}"
+    );
+    assert_eq!(
+        s.post(
+            &a2,
+            &path(other, "callback"),
+            json!({"at": "2026-05-29T10:00:00Z"})
+        )
+        .await?
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(s.outcomes().await?, 0, "nothing recorded");
+
+    // A callback is bounded: a time, after now, not after the deadline (the window's close).
+    let iso = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+    };
+    for (body, want) in [
+        (json!({}), "at"),
+        (json!({"at": 17}), "at"),
+        (json!({"at": "tomorrow at six"}), "at"),
+        (json!({"at": iso(T0 - MINUTE)}), "at"),
+        (json!({"at": iso(T0 + 25 * HOUR)}), "at"),
+        (json!({"at": iso(T0 + HOUR), "note": "x"}), "note"),
+    ] {
+        let (st, resp) = s.post(&a1, &path(ids[1], "callback"), body.clone()).await?;
+        assert_eq!(
+            (st, field(&resp)),
+            (StatusCode::BAD_REQUEST, want),
+            "{body}: {resp}"
+        );
+    }
+    let (st, body) = s
+        .post(
+            &a2,
+            &path(ids[1], "callback"),
+            json!({"at": iso(T0 + HOUR)}),
+        )
+        .await?;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    let (st, body) = s
+        .post(
+            &a1,
+            &path(ids[1], "callback"),
+            json!({"at": iso(T0 + 2 * HOUR)}),
+        )
+        .await?;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["callback_at"], T0 + 2 * HOUR);
+
+    // Agent 1 gets the next best one; the called-back task waits for its time.
+    let (_, t) = s.post(&a1, "/tasks/next", json!({})).await?;
+    assert_eq!(t["id"], ids[0]);
+    let (st, _) = s.post(&a3, "/tasks/next", json!({})).await?;
+    assert_eq!(
+        st,
+        StatusCode::NO_CONTENT,
+        "the queue is empty until the callback"
+    );
+    s.set(T0 + 2 * HOUR);
+    let (_, t) = s.post(&a3, "/tasks/next", json!({})).await?;
+    assert_eq!(t["id"], ids[1], "the callback comes back at its time");
+
+    // Agent 3 holds it now and records it; the supervisor closes agent 2's task (its hold
+    // ran out long ago, and a supervisor may close any open task anyway).
+    let (st, body) = s
+        .post(
+            &a3,
+            &path(ids[1], "outcome"),
+            json!({"outcome": "accepted", "agent": "agent-3"}),
+        )
+        .await?;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, body) = s
+        .post(
+            &admin,
+            &path(ids[2], "outcome"),
+            json!({"outcome": "refused", "agent": "lead"}),
+        )
+        .await?;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(s.outcomes().await?, 2);
+    Ok(())
+}
+
+// api `calls.rs` `batch` / `outcomes`: a dialer token takes up to `size` tasks at once,
+// bounded; its report records each held task once, says `already` for a report sent
+// again (changing nothing), and refuses what it does not hold.
+#[tokio::test]
+async fn a_dialer_takes_batches_and_reports_outcomes_idempotently() -> Res {
+    let (s, ids, other) = Server::start(&[300.0, 200.0, 100.0]).await?;
+    let dialer = s.token("dialer-1", Role::Agent, Some(TEAM)).await?;
+    let operator = s.token("ops", Role::Operator, None).await?;
+    for (body, want) in [
+        (json!({"size": 0}), "size"),
+        (json!({"size": 501}), "size"),
+        (json!({"size": "two"}), "size"),
+        (json!({"hold_minutes": 481}), "hold_minutes"),
+        (json!({"priority": 1}), "priority"),
+        (json!([1]), "body"),
+    ] {
+        let (st, resp) = s.post(&dialer, "/dialer/batches", body.clone()).await?;
+        assert_eq!(
+            (st, field(&resp)),
+            (StatusCode::BAD_REQUEST, want),
+            "{body}: {resp}"
+        );
+    }
+    assert_eq!(
+        s.post(&operator, "/dialer/batches", json!({})).await?.0,
+        StatusCode::FORBIDDEN
+    );
+    let (st, batch) = s
+        .post(
+            &dialer,
+            "/dialer/batches",
+            json!({"size": 2, "hold_minutes": 30}),
+        )
+        .await?;
+    assert_eq!(st, StatusCode::OK, "{batch}");
+    assert_eq!(batch["held_until"], T0 + 30 * MINUTE);
+    let got: Vec<i64> = batch["tasks"]
+        .as_array()
+        .ok_or("tasks")?
+        .iter()
+        .filter_map(|t| t["id"].as_i64())
+        .collect();
+    assert_eq!(got, vec![ids[0], ids[1]], "the most valuable first");
+
+    // A malformed report records nothing.
+    for (body, want) in [
+        (json!({}), "outcomes"),
+        (json!({"outcomes": []}), "outcomes"),
+        (
+            json!({"outcomes": [{"task": ids[0]}]}),
+            "outcomes[0].outcome",
+        ),
+        (
+            json!({"outcomes": [{"task": ids[0], "outcome": "accepted"}, {"task": -1, "outcome": "accepted"}]}),
+            "outcomes[1].task",
+        ),
+        (
+            json!({"outcomes": [{"task": ids[0], "outcome": "accepted", "by": "x"}]}),
+            "outcomes[0].by",
+        ),
+    ] {
+        let (st, resp) = s.post(&dialer, "/dialer/outcomes", body.clone()).await?;
+        assert_eq!(
+            (st, field(&resp)),
+            (StatusCode::BAD_REQUEST, want),
+            "{body}: {resp}"
+        );
+    }
+    assert_eq!(s.outcomes().await?, 0);
+
+    let report = json!({"outcomes": [
+        {"task": ids[0], "outcome": "accepted"},
+        {"task": ids[1], "outcome": "unreachable"},
+    ]});
+    let (st, res) = s.post(&dialer, "/dialer/outcomes", report.clone()).await?;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(
+        res,
+        json!([{"task": ids[0], "result": "recorded"}, {"task": ids[1], "result": "recorded"}])
+    );
+    assert_eq!(s.outcomes().await?, 2);
+    // The dialer retries the same report (its callback timed out): nothing changes.
+    let (st, res) = s.post(&dialer, "/dialer/outcomes", report).await?;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(
+        res,
+        json!([{"task": ids[0], "result": "already"}, {"task": ids[1], "result": "already"}])
+    );
+    assert_eq!(s.outcomes().await?, 2);
+    let done = s.store.tasks(Some(TEAM), TaskState::Done, 10).await?;
+    assert_eq!(done.len(), 2);
+
+    // What it does not hold, another outcome for a done task, a bad outcome, another
+    // team's task and an unknown one are refused, each said why; nothing recorded.
+    let (_, res) = s
+        .post(
+            &dialer,
+            "/dialer/outcomes",
+            json!({"outcomes": [
+                {"task": ids[2], "outcome": "accepted"},
+                {"task": ids[0], "outcome": "refused"},
+                {"task": ids[1], "outcome": "maybe"},
+                {"task": other, "outcome": "accepted"},
+                {"task": 999999, "outcome": "accepted"},
+            ]}),
+        )
+        .await?;
+    let results: Vec<&str> = res
+        .as_array()
+        .ok_or("array")?
+        .iter()
+        .filter_map(|r| r["result"].as_str())
+        .collect();
+    assert_eq!(results, vec!["refused"; 5], "{res}");
+    assert!(
+        res[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not held by dialer-1"),
+        "{res}"
+    );
+    assert!(
+        res[3]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("another team"),
+        "{res}"
+    );
+    assert_eq!(s.outcomes().await?, 2);
+
+    // The rest of the queue: one left, then none.
+    let (_, batch) = s.post(&dialer, "/dialer/batches", json!({})).await?;
+    assert_eq!(batch["tasks"].as_array().map(Vec::len), Some(1));
+    let (_, batch) = s.post(&dialer, "/dialer/batches", json!({})).await?;
+    assert_eq!(batch["tasks"], json!([]));
+    Ok(())
+}
