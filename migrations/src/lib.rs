@@ -32,6 +32,7 @@ mod m20261206_000024_report_due;
 mod m20261206_000025_trigger_entry;
 mod m20261207_000026_task_sla;
 mod m20261207_000027_task_outcomes;
+mod m20261208_000031_contact_variant;
 
 pub struct Migrator;
 
@@ -65,6 +66,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000025_trigger_entry::Migration),
             Box::new(m20261207_000026_task_sla::Migration),
             Box::new(m20261207_000027_task_outcomes::Migration),
+            Box::new(m20261208_000031_contact_variant::Migration),
         ]
     }
 }
