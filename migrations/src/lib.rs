@@ -33,6 +33,7 @@ mod m20261206_000025_trigger_entry;
 mod m20261207_000026_task_sla;
 mod m20261207_000027_task_outcomes;
 mod m20261208_000028_call_centre;
+mod m20261208_000031_contact_variant;
 
 pub struct Migrator;
 
@@ -67,6 +68,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000026_task_sla::Migration),
             Box::new(m20261207_000027_task_outcomes::Migration),
             Box::new(m20261208_000028_call_centre::Migration),
+            Box::new(m20261208_000031_contact_variant::Migration),
         ]
     }
 }

@@ -101,6 +101,7 @@ async fn plan(
             due_at: yesterday,
             send_by: None,
             stratum: "x".into(),
+            variant: None,
         })
         .collect();
     let tx = store.db().begin().await.unwrap();

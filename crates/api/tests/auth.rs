@@ -243,6 +243,7 @@ async fn seed(store: &Store) -> Res<(String, i64, i64)> {
             due_at: now,
             send_by: None,
             stratum: "gold".into(),
+            variant: None,
         })
         .collect();
     let tx = store.db().begin().await?;

@@ -252,6 +252,7 @@ async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
             due_at: now,
             send_by: None,
             stratum: "gold".into(),
+            variant: None,
         })
         .collect();
     let tx = store.db().begin().await?;

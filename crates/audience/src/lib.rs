@@ -17,7 +17,7 @@ mod plan;
 mod policy;
 
 pub use control::{
-    GLOBAL_SCOPE, GlobalHoldout, HeldSplit, control_key, split_control, split_holding,
+    GLOBAL_SCOPE, GlobalHoldout, HeldSplit, control_key, pick_variant, split_control, split_holding,
 };
 pub use plan::{
     Arbitration, Funnel, PLANNER_LOCK, PlanError, PlanInput, PlanSummary, outranks,

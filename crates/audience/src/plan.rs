@@ -559,6 +559,13 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
             due_at: due,
             send_by: Some(due.saturating_add(send_within)),
             stratum: cand.stratum.clone(),
+            variant: crate::control::pick_variant(
+                &input.wave.variants,
+                input.run_id,
+                &input.wave.id,
+                *id,
+            )
+            .map(|v| v.name.clone()),
         });
     }
     for id in &control {
@@ -569,6 +576,8 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
             due_at: input.now,
             send_by: None,
             stratum: cand.stratum.clone(),
+            // Every variant is measured against the run's one control.
+            variant: None,
         });
     }
     Ok(Plan {

@@ -245,6 +245,7 @@ async fn an_undelivered_contact_counts_toward_the_frequency_cap() -> Res {
         due_at: yesterday,
         send_by: None,
         stratum: "x".into(),
+        variant: None,
     };
     insert_contacts(
         &tx,
@@ -409,6 +410,7 @@ async fn opt_out_and_cap_govern_marketing_and_care_uses_no_cap() -> Res {
             due_at: NOW - DAY,
             send_by: None,
             stratum: "x".into(),
+            variant: None,
         };
         let to = store::contacts::WaveContacts {
             run_id: run,

@@ -218,12 +218,13 @@ impl Engine {
                 .for_run(&self.store, run_id, version_id)
                 .await?;
             let Some(w) = wf.wave(wave) else { continue };
-            let names: Vec<&str> = w
-                .template
-                .fields()
-                .into_iter()
+            let mut names: Vec<&str> = w
+                .templates()
+                .flat_map(|t| t.fields())
                 .filter(|f| wf.catalogue.derived(f).is_some())
                 .collect();
+            names.sort_unstable();
+            names.dedup();
             if names.is_empty() {
                 continue;
             }
@@ -291,6 +292,21 @@ impl Engine {
                 stats.failed += 1;
                 continue;
             };
+            // The variant was fixed at planning against this same version, so a miss means a
+            // stored row that does not match its version: failing it is the honest record.
+            let Some(template) = wave.template_for(c.variant.as_deref()) else {
+                outcomes.push((
+                    c.id,
+                    Outcome::Failed {
+                        error: format!(
+                            "wave `{}` has no message for variant {:?}",
+                            c.wave, c.variant
+                        ),
+                    },
+                ));
+                stats.failed += 1;
+                continue;
+            };
             // The policy is checked again at send time: an opt-out, or a lease held into
             // quiet hours, must stop the message even though planning allowed it. The
             // marketing opt-out does not stop care, nor an alert to staff.
@@ -327,7 +343,7 @@ impl Engine {
                 stats.retried += 1;
                 continue;
             }
-            let text = wave.template.render(|f| {
+            let text = template.render(|f| {
                 derived
                     .get(&(c.subscriber_id, f.to_owned()))
                     .cloned()

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use evaluate::{Arm, Cell, Report, WaveCounts, uplift};
+use evaluate::{Arm, Cell, Report, VariantRow, WaveCounts, uplift};
 use spec::{Goal, Workflow};
 use store::Store;
 use store::contacts::{Arm as ContactArm, ContactState};
@@ -205,6 +205,33 @@ pub(crate) async fn build_report_due(
         control: c,
         uplift: uplift(t, c, CONFIDENCE),
     };
+    // Each variant against the run's one control: its contacts, in the file's order of
+    // variants, so the report reads as the workflow does.
+    let mut variants = Vec::new();
+    for w in &waves {
+        let Some(spec_wave) = wf.wave(&w.wave).filter(|sw| !sw.variants.is_empty()) else {
+            continue;
+        };
+        let mut arms: Vec<(Arm, u64)> =
+            vec![(Arm { n: 0, converted: 0 }, 0); spec_wave.variants.len()];
+        for (sub, name, responded) in store.variant_contacts(w.id).await? {
+            let Some(i) = spec_wave.variants.iter().position(|v| v.name == name) else {
+                continue;
+            };
+            let (arm, resp) = &mut arms[i];
+            arm.n += 1;
+            arm.converted += u64::from(converted.contains(&sub));
+            *resp += u64::from(responded);
+        }
+        for (v, (t, responded)) in spec_wave.variants.iter().zip(arms) {
+            variants.push(VariantRow {
+                wave: w.wave.clone(),
+                variant: v.name.clone(),
+                responded,
+                outcome: cell(v.name.clone(), (t, overall.1)),
+            });
+        }
+    }
     let survey = match &wf.survey {
         Some(s) => Some(survey_scores(store, wf, s, run).await?),
         None => None,
@@ -226,6 +253,7 @@ pub(crate) async fn build_report_due(
         retention: outcome.retention,
         provisional_until: outcome.provisional_until.map(rfc3339),
         survey,
+        variants,
         simulated,
     };
     Ok((report, due))

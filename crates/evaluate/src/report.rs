@@ -88,9 +88,26 @@ pub struct Report {
     /// absent when the workflow has no survey.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub survey: Option<SurveyScores>,
+    /// One row per experiment variant of a wave with `variants`, each measured against the
+    /// run's shared control; absent when no wave had variants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantRow>,
     /// Responses came from the demo's simulated population. Every rendering states it
     /// prominently, because a simulated uplift mistaken for a real one would drive real spend.
     pub simulated: bool,
+}
+
+/// One experiment arm of a wave: its contacts, responders, and its goal against the run's
+/// shared control (the same control every variant is compared with).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct VariantRow {
+    pub wave: String,
+    pub variant: String,
+    /// The variant's contacts who responded within the wave's window.
+    pub responded: u64,
+    /// Labelled with the variant's name: treatment = the variant's contacts (`n`) and those
+    /// who reached the goal; control = the run's shared control.
+    pub outcome: Cell,
 }
 
 /// A run's survey answers, per group.

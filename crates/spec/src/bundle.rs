@@ -111,15 +111,15 @@ impl Bundle {
             if names_staff {
                 staff = std::fs::read_to_string(dir.join(crate::monitor::STAFF_FILE)).ok();
             }
-            for w in &file.waves.value {
-                let rel = &w.template.value;
+            for t in file.waves.value.iter().flat_map(|w| w.template_paths()) {
+                let rel = &t.value;
                 match inside(dir, rel) {
                     // `compile` reports the path with its location; it is never read.
                     Inside::Lexically(false) => {}
                     Inside::Resolved(false) => escaping.push(Diagnostic {
                         file: shown.clone(),
-                        line: w.template.referenced.line(),
-                        column: w.template.referenced.column(),
+                        line: t.referenced.line(),
+                        column: t.referenced.column(),
                         message: format!(
                             "template path `{}` leads outside the workflow's folder (through a symbolic link); it was not read",
                             rel.escape_debug()

@@ -1577,6 +1577,161 @@ fn service_terms(
     (sla, escalate_to, ok)
 }
 
+/// A template file named at `t`, parsed against the catalogue; `None` after its errors.
+fn load_template(
+    sink: &mut Sink<'_>,
+    bundle: &Bundle,
+    cat: &Catalogue,
+    t: &Spanned<String>,
+) -> Option<Template> {
+    match bundle.templates.get(&t.value) {
+        _ if !template_path_ok(sink, t) => None,
+        None => {
+            sink.at_spanned(
+                t,
+                format!(
+                    "template file `{}` not found (paths are relative to the workflow file)",
+                    t.value
+                ),
+            );
+            None
+        }
+        Some(text) => match Template::parse(&t.value, text, cat) {
+            Ok(t) => Some(t),
+            Err(errs) => {
+                let tfile = std::path::Path::new(&bundle.path)
+                    .with_file_name(&t.value)
+                    .display()
+                    .to_string();
+                for e in errs {
+                    sink.out.push(Diagnostic {
+                        file: tfile.clone(),
+                        line: e.line,
+                        column: e.column,
+                        message: e.message,
+                    });
+                }
+                None
+            }
+        },
+    }
+}
+
+/// Variants per wave: at least two (one is a plain `template`), at most this many arms.
+const MAX_VARIANTS: usize = 16;
+/// The largest weight: enough for shares to a tenth of a percent; the weights' sum is
+/// hashed against, so it stays far from any overflow.
+const MAX_VARIANT_WEIGHT: i64 = 1000;
+
+/// A wave's message: its `template`, or its `variants` (exactly one of the two). `None`
+/// in the first place when the wave's message has errors (reported).
+fn messages(
+    sink: &mut Sink<'_>,
+    w: &model::WaveFile,
+    bundle: &Bundle,
+    cat: &Catalogue,
+) -> (Option<Option<Template>>, Vec<Variant>) {
+    match (&w.template, &w.variants) {
+        (Some(t), None) => (load_template(sink, bundle, cat, t).map(Some), Vec::new()),
+        (None, None) => {
+            sink.at_spanned(
+                &w.id,
+                format!(
+                    "wave `{}` needs `template` (or `variants`): the message or call script it sends",
+                    w.id.value
+                ),
+            );
+            (None, Vec::new())
+        }
+        (Some(t), Some(_)) => {
+            sink.at_spanned(
+                t,
+                format!(
+                    "wave `{}` has `variants`: each variant names its template, so the wave has no `template` of its own",
+                    w.id.value
+                ),
+            );
+            (None, Vec::new())
+        }
+        (None, Some(vs)) => {
+            let mut ok = true;
+            // The run's control is drawn beside the first wave, from its whole audience; a
+            // later wave's variants reach only those an earlier wave passed on, whom that
+            // control does not stand for, so an uplift against it would mislead.
+            if let Some(a) = &w.after {
+                sink.at_spanned(
+                    vs,
+                    format!(
+                        "`variants` are for the first wave only: wave `{}` comes after `{}`, and the run's control stands for the first wave's audience, not for who a later wave reaches",
+                        w.id.value,
+                        after_parts(a).0
+                    ),
+                );
+                ok = false;
+            }
+            if !(2..=MAX_VARIANTS).contains(&vs.value.len()) {
+                sink.at_spanned(
+                    vs,
+                    format!(
+                        "expected 2 to {MAX_VARIANTS} variants, found {}: one message is a plain `template`",
+                        vs.value.len()
+                    ),
+                );
+                ok = false;
+            }
+            let mut seen: HashSet<&str> = HashSet::new();
+            let mut out = Vec::with_capacity(vs.value.len());
+            for v in &vs.value {
+                let n = &v.name.value;
+                let name_ok = !n.is_empty()
+                    && n.len() <= 32
+                    && n.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !name_ok {
+                    sink.at_spanned(
+                        &v.name,
+                        format!(
+                            "variant name `{}` is not valid: expected 1 to 32 of a-z, 0-9, `_`",
+                            n.escape_debug()
+                        ),
+                    );
+                    ok = false;
+                } else if !seen.insert(n.as_str()) {
+                    sink.at_spanned(&v.name, format!("duplicate variant name `{n}`"));
+                    ok = false;
+                }
+                let weight = v.weight.value;
+                let weight = match u32::try_from(weight) {
+                    Ok(w) if (1..=MAX_VARIANT_WEIGHT).contains(&weight) => Some(w),
+                    _ => {
+                        sink.at_spanned(
+                            &v.weight,
+                            format!(
+                                "variant weight {weight} is out of range: expected a whole number from 1 to {MAX_VARIANT_WEIGHT}"
+                            ),
+                        );
+                        None
+                    }
+                };
+                let template = load_template(sink, bundle, cat, &v.template);
+                match (weight, template) {
+                    (Some(weight), Some(template)) if name_ok => out.push(Variant {
+                        name: n.clone(),
+                        weight,
+                        template,
+                    }),
+                    _ => ok = false,
+                }
+            }
+            if ok {
+                (Some(None), out)
+            } else {
+                (None, Vec::new())
+            }
+        }
+    }
+}
+
 fn waves(
     sink: &mut Sink<'_>,
     f: &WorkflowFile,
@@ -1728,37 +1883,7 @@ fn waves(
         }
         let (sla, escalate_to, service_ok) = service_terms(sink, w, channel, staff.as_ref());
         ok &= service_ok;
-        let template = match bundle.templates.get(&w.template.value) {
-            _ if !template_path_ok(sink, &w.template) => None,
-            None => {
-                sink.at_spanned(
-                    &w.template,
-                    format!(
-                        "template file `{}` not found (paths are relative to the workflow file)",
-                        w.template.value
-                    ),
-                );
-                None
-            }
-            Some(text) => match Template::parse(&w.template.value, text, cat) {
-                Ok(t) => Some(t),
-                Err(errs) => {
-                    let tfile = std::path::Path::new(&bundle.path)
-                        .with_file_name(&w.template.value)
-                        .display()
-                        .to_string();
-                    for e in errs {
-                        sink.out.push(Diagnostic {
-                            file: tfile.clone(),
-                            line: e.line,
-                            column: e.column,
-                            message: e.message,
-                        });
-                    }
-                    None
-                }
-            },
-        };
+        let (template, variants) = messages(sink, w, bundle, cat);
         let respond_within = duration(sink, &w.respond_within);
         let send_within = match (&w.send_within, respond_within) {
             (Some(s), respond) => match (duration(sink, s), respond) {
@@ -1829,6 +1954,7 @@ fn waves(
                 filter,
                 channel,
                 template,
+                variants,
                 team: w.team.as_ref().map(|t| t.value.clone()),
                 sla,
                 escalate_to,

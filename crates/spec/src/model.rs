@@ -433,8 +433,17 @@ pub(crate) struct WaveFile {
     pub(crate) channel: Spanned<String>,
     /// Message or call-script template, a path relative to the workflow file. `{field}`
     /// inserts a subscriber field (see `campaignd schema --attributes` for the list).
-    #[schemars(with = "String")]
-    pub(crate) template: Spanned<String>,
+    /// Required unless the wave has `variants` (and not allowed with them).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) template: Option<Spanned<String>>,
+    /// Message or offer variants tested against each other: each treatment subscriber gets
+    /// one, drawn by weight (the same one if the wave is planned again), and the report shows
+    /// each variant's uplift against the run's shared control. 2 to 16 entries, instead of
+    /// `template`.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<VariantFile>>")]
+    pub(crate) variants: Option<Spanned<Vec<VariantFile>>>,
     /// The agents' team, for `outbound_call` and `service` waves: 1 to 64 of a-z, 0-9, `_`, `-`.
     /// For a `service` wave it names a staff id (or team) of `staff.yaml`, when there is one:
     /// that entry receives the digest of the wave's new tasks.
@@ -471,6 +480,36 @@ pub(crate) struct WaveFile {
     /// `at_most_once`: it is never sent again; without a report it is recorded `unknown`.
     #[serde(default)]
     pub(crate) delivery: DeliveryFile,
+}
+
+impl WaveFile {
+    /// Every template path the wave names: its own and its variants'.
+    pub(crate) fn template_paths(&self) -> impl Iterator<Item = &Spanned<String>> {
+        self.template.iter().chain(
+            self.variants
+                .iter()
+                .flat_map(|v| v.value.iter().map(|v| &v.template)),
+        )
+    }
+}
+
+/// One experiment arm of a wave.
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct VariantFile {
+    /// The variant's name in the report: 1 to 32 of a-z, 0-9, `_`; unique in the wave.
+    #[schemars(with = "String")]
+    pub(crate) name: Spanned<String>,
+    /// Its message or call-script template, a path relative to the workflow file (like a
+    /// wave's `template`).
+    #[schemars(with = "String")]
+    pub(crate) template: Spanned<String>,
+    /// Its share of the wave's treatment subscribers relative to the other variants: a whole
+    /// number, 1 to 1000 (`weight: 1` each splits evenly).
+    #[schemars(with = "i64")]
+    pub(crate) weight: Spanned<i64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -403,7 +403,10 @@ pub struct Wave {
     pub targets: Targets,
     pub filter: Option<Expr>,
     pub channel: ChannelKind,
-    pub template: Template,
+    /// The wave's one message; `None` exactly when it has `variants`.
+    pub template: Option<Template>,
+    /// Experiment arms, each with its own message (empty without `variants`).
+    pub variants: Vec<Variant>,
     pub team: Option<String>,
     /// Task waves: how long after a task opens it is due.
     pub sla: Option<Duration>,
@@ -417,7 +420,36 @@ pub struct Wave {
     pub gate: Option<IntentGate>,
 }
 
+/// One experiment arm of a wave (`variants`): its name in the report, its whole-number
+/// weight among the wave's variants, and its message.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub name: String,
+    pub weight: u32,
+    pub template: Template,
+}
+
 impl Wave {
+    /// The message a contact of this wave gets: its variant's (the planner stored it on the
+    /// contact), or the wave's one template. `None` for a variant the wave does not have.
+    pub fn template_for(&self, variant: Option<&str>) -> Option<&Template> {
+        match variant {
+            None => self.template.as_ref(),
+            Some(name) => self
+                .variants
+                .iter()
+                .find(|v| v.name == name)
+                .map(|v| &v.template),
+        }
+    }
+
+    /// Every message the wave may send.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.template
+            .iter()
+            .chain(self.variants.iter().map(|v| &v.template))
+    }
+
     /// Whether this wave collects `answer`: a reply only on an SMS wave that lists its
     /// keyword among its responses (tracking records no reply a wave does not accept, and a
     /// wave taking any reply, `*`, asked something else: "reply 1 to accept" is no survey

@@ -1725,3 +1725,131 @@ fn an_outbound_call_wave_names_a_declared_team_when_there_is_a_teams_file() {
     let errs = spec::teams::load_teams(dir.path()).unwrap_err();
     assert!(errs[0].to_string().contains("teams.yaml:6:22:"), "{errs:?}");
 }
+
+/// The first wave of `VALID` with `block` in place of its `template` line.
+fn with_variants(block: &str) -> String {
+    let wf = VALID.replacen(
+        "    template: t.txt\n    respond_within: 3d\n",
+        &format!("{block}    respond_within: 3d\n"),
+        1,
+    );
+    assert_ne!(wf, VALID);
+    wf
+}
+
+const TWO_VARIANTS: &str = "    variants:\n      - { name: short, template: t.txt, weight: 1 }\n      - { name: long, template: u.txt, weight: 3 }\n";
+
+#[test]
+fn variants_compile_in_file_order_with_their_weights_and_templates() {
+    let (dir, path) = setup(&with_variants(TWO_VARIANTS), TEMPLATE);
+    std::fs::write(dir.path().join("u.txt"), "Hello {name}, a longer offer.").unwrap();
+    let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+    let w = wf.wave("sms").unwrap();
+    assert!(w.template.is_none());
+    let got: Vec<(&str, u32)> = w
+        .variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.weight))
+        .collect();
+    assert_eq!(got, [("short", 1), ("long", 3)]);
+    let render = |v: Option<&str>| w.template_for(v).map(|t| t.render(|f| format!("<{f}>")));
+    assert_eq!(
+        render(Some("short")).as_deref(),
+        Some("Hi <name>, reply 1.")
+    );
+    assert_eq!(
+        render(Some("long")).as_deref(),
+        Some("Hello <name>, a longer offer.")
+    );
+    assert_eq!(render(Some("other")), None);
+    assert_eq!(render(None), None);
+}
+
+#[test]
+fn every_bad_variant_value_is_a_located_error() {
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            VALID.replacen("    template: t.txt\n", "", 1),
+            "wf.yaml:13:9:",
+            "wave `sms` needs `template` (or `variants`)",
+        ),
+        (
+            VALID.replacen(
+                "    template: t.txt\n",
+                &format!(
+                    "    template: t.txt\n{}",
+                    TWO_VARIANTS.replace("u.txt", "t.txt")
+                ),
+                1,
+            ),
+            "wf.yaml:15:15:",
+            "wave `sms` has `variants`",
+        ),
+        (
+            with_variants("    variants:\n      - { name: only, template: t.txt, weight: 1 }\n"),
+            "wf.yaml:16:7:",
+            "expected 2 to 16 variants, found 1",
+        ),
+        (
+            with_variants(
+                "    variants:\n      - { name: Short, template: t.txt, weight: 1 }\n      - { name: long, template: t.txt, weight: 1 }\n",
+            ),
+            "wf.yaml:16:17:",
+            "variant name `Short` is not valid: expected 1 to 32 of a-z, 0-9, `_`",
+        ),
+        (
+            with_variants(
+                "    variants:\n      - { name: a, template: t.txt, weight: 1 }\n      - { name: a, template: t.txt, weight: 1 }\n",
+            ),
+            "wf.yaml:17:17:",
+            "duplicate variant name `a`",
+        ),
+        (
+            with_variants(
+                "    variants:\n      - { name: a, template: t.txt, weight: 0 }\n      - { name: b, template: t.txt, weight: 1 }\n",
+            ),
+            "wf.yaml:16:45:",
+            "variant weight 0 is out of range: expected a whole number from 1 to 1000",
+        ),
+        (
+            with_variants(
+                "    variants:\n      - { name: a, template: t.txt, weight: 1 }\n      - { name: b, template: t.txt, weight: 1001 }\n",
+            ),
+            "wf.yaml:17:45:",
+            "variant weight 1001 is out of range",
+        ),
+        (
+            with_variants(
+                "    variants:\n      - { name: a, template: t.txt, weight: 1 }\n      - { name: b, template: missing.txt, weight: 1 }\n",
+            ),
+            "wf.yaml:17:30:",
+            "template file `missing.txt` not found",
+        ),
+        (
+            with_variants(
+                "    variants:\n      - { name: a, template: t.txt, weight: 1 }\n      - { name: b, template: t.txt, weigth: 1 }\n",
+            ),
+            "wf.yaml:17:",
+            "weigth",
+        ),
+        (
+            VALID.replacen(
+                "    team: callcentre\n    template: t.txt\n",
+                &format!(
+                    "    team: callcentre\n{}",
+                    TWO_VARIANTS.replace("u.txt", "t.txt")
+                ),
+                1,
+            ),
+            "wf.yaml:23:7:",
+            "`variants` are for the first wave only: wave `call` comes after `sms`",
+        ),
+    ];
+    for (wf, at, says) in cases {
+        let errs = errors(&wf);
+        assert!(
+            errs.iter().any(|e| e.starts_with(at) && e.contains(says)),
+            "expected {at} … {says}, got {errs:#?}"
+        );
+    }
+}

@@ -160,6 +160,9 @@ pub struct NewContact {
     pub send_by: Option<Millis>,
     /// The control-group stratum (e.g. the value tier), kept for evaluation by cell.
     pub stratum: String,
+    /// The wave's experiment arm (`variants` name) for a treatment contact; `None` for
+    /// control and for waves without variants.
+    pub variant: Option<String>,
 }
 
 /// The wave a batch of planned contacts belongs to.
@@ -223,12 +226,12 @@ pub async fn insert_contacts<C: ConnectionTrait>(
         purpose,
         at_most_once,
     } = *to;
-    const COLS: usize = 12;
+    const COLS: usize = 13;
     let mut n = 0;
     for chunk in rows.chunks(1000) {
         let row = format!("({})", marks(COLS));
         let mut sql = String::from(
-            "INSERT INTO contact (run_id, wave_run_id, subscriber_id, arm, channel, state, attempt, due_at, send_by, idem_key, stratum, purpose) VALUES ",
+            "INSERT INTO contact (run_id, wave_run_id, subscriber_id, arm, channel, state, attempt, due_at, send_by, idem_key, stratum, purpose, variant) VALUES ",
         );
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLS);
         for (i, r) in chunk.iter().enumerate() {
@@ -249,6 +252,7 @@ pub async fn insert_contacts<C: ConnectionTrait>(
                 new_idem_key(run_id, wave, r.subscriber_id).into(),
                 r.stratum.clone().into(),
                 purpose.as_str().into(),
+                r.variant.clone().into(),
             ]);
         }
         sql.push_str(" ON CONFLICT (wave_run_id, subscriber_id) DO NOTHING");
@@ -294,11 +298,11 @@ async fn insert_contacts_pg<C: ConnectionTrait>(
         at_most_once,
     } = *to;
     const SQL: &str = "WITH input AS ( \
-           SELECT * FROM unnest(?::text::bigint[], ?::text::text[], ?::text::bigint[], ?::text::bigint[], ?::text::text[], ?::text::text[]) \
-             AS u(subscriber_id, arm, due_at, send_by, idem_key, stratum)), \
+           SELECT * FROM unnest(?::text::bigint[], ?::text::text[], ?::text::bigint[], ?::text::bigint[], ?::text::text[], ?::text::text[], ?::text::text[]) \
+             AS u(subscriber_id, arm, due_at, send_by, idem_key, stratum, variant)), \
          ins AS ( \
-           INSERT INTO contact (run_id, wave_run_id, subscriber_id, arm, channel, state, attempt, due_at, send_by, idem_key, stratum, purpose) \
-           SELECT ?, ?, subscriber_id, arm, ?, CASE arm WHEN ? THEN ? ELSE ? END, 0, due_at, send_by, idem_key, stratum, ? FROM input \
+           INSERT INTO contact (run_id, wave_run_id, subscriber_id, arm, channel, state, attempt, due_at, send_by, idem_key, stratum, purpose, variant) \
+           SELECT ?, ?, subscriber_id, arm, ?, CASE arm WHEN ? THEN ? ELSE ? END, 0, due_at, send_by, idem_key, stratum, ?, variant FROM input \
            ON CONFLICT (wave_run_id, subscriber_id) DO NOTHING \
            RETURNING id, channel, due_at, send_by, state), \
          queued AS ( \
@@ -314,6 +318,7 @@ async fn insert_contacts_pg<C: ConnectionTrait>(
         let mut send_by = PgArray::default();
         let mut key = PgArray::default();
         let mut stratum = PgArray::default();
+        let mut variant = PgArray::default();
         for r in chunk {
             subscriber.int(Some(r.subscriber_id));
             arm.text(r.arm.as_str());
@@ -321,6 +326,7 @@ async fn insert_contacts_pg<C: ConnectionTrait>(
             send_by.int(r.send_by);
             key.text(&new_idem_key(run_id, wave, r.subscriber_id));
             stratum.text(&r.stratum);
+            variant.opt_text(r.variant.as_deref());
         }
         let values: Vec<Value> = vec![
             subscriber.finish().into(),
@@ -329,6 +335,7 @@ async fn insert_contacts_pg<C: ConnectionTrait>(
             send_by.finish().into(),
             key.finish().into(),
             stratum.finish().into(),
+            variant.finish().into(),
             run_id.into(),
             wave_run_id.into(),
             channel.into(),
@@ -446,6 +453,17 @@ impl PgArray {
         self.0.push('"');
     }
 
+    /// A text or SQL NULL (the unquoted word; [`PgArray::text`] quotes a literal `NULL`).
+    fn opt_text(&mut self, v: Option<&str>) {
+        match v {
+            Some(v) => self.text(v),
+            None => {
+                self.sep();
+                self.0.push_str("NULL");
+            }
+        }
+    }
+
     fn finish(mut self) -> String {
         if self.0.is_empty() {
             self.0.push('{');
@@ -523,6 +541,9 @@ pub struct Claimed {
     pub idem_key: String,
     pub attempt: i32,
     pub send_by: Option<Millis>,
+    /// The experiment arm the planner assigned (`NewContact::variant`): which of the
+    /// wave's variant templates to render.
+    pub variant: Option<String>,
     pub subscriber: NewSubscriber,
 }
 
@@ -535,6 +556,7 @@ struct ClaimedHead {
     idem_key: String,
     attempt: i32,
     send_by: Option<i64>,
+    variant: Option<String>,
 }
 
 /// How the dispatcher asks for work.
@@ -597,7 +619,7 @@ const DUE: &str = "channel = ? AND due_at <= ? AND (send_by IS NULL OR send_by >
 /// What a claimed row carries from its queue row `d` and its contact; the subscriber's
 /// columns follow (see [`claimed_cols`]).
 const CLAIMED_HEAD: &str =
-    "c.id, c.run_id, c.wave_run_id, c.subscriber_id, c.idem_key, d.attempt, d.send_by";
+    "c.id, c.run_id, c.wave_run_id, c.subscriber_id, c.idem_key, d.attempt, d.send_by, c.variant";
 
 /// Every column a claimed row carries: head, then the subscriber as the catalogue has it.
 fn claimed_cols(cat: &catalogue::Catalogue) -> String {
@@ -793,6 +815,7 @@ impl Store {
                     idem_key: h.idem_key,
                     attempt: h.attempt,
                     send_by: h.send_by,
+                    variant: h.variant,
                     subscriber: crate::subscribers::read_subscriber(r, &cat)?,
                 })
             })
@@ -1089,6 +1112,28 @@ impl Store {
             ));
         }
         Ok(out)
+    }
+
+    /// The treatment contacts of a wave run that have an experiment variant, as
+    /// (subscriber, variant, responded within the window), by subscriber: for the report's
+    /// per-variant rows.
+    pub async fn variant_contacts(&self, wave_run_id: i64) -> Result<Vec<(i64, String, bool)>> {
+        let rows = query(
+            self.db(),
+            "SELECT subscriber_id, variant, CAST(CASE WHEN responded_at IS NULL THEN 0 ELSE 1 END AS BIGINT) AS responded \
+             FROM contact WHERE wave_run_id = ? AND arm = ? AND variant IS NOT NULL ORDER BY subscriber_id",
+            [wave_run_id.into(), Arm::Treatment.as_str().into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "subscriber_id")?,
+                    r.try_get("", "variant")?,
+                    r.try_get::<i64>("", "responded")? == 1,
+                ))
+            })
+            .collect()
     }
 
     /// Every contact row's (subscriber, arm, state) of a wave run: for checks and reports.

@@ -87,6 +87,7 @@ impl World {
                 due_at: planned,
                 send_by: None,
                 stratum: "all".into(),
+                variant: None,
             })
             .collect();
         let tx = self.store.db().begin().await?;

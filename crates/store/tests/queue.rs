@@ -86,6 +86,7 @@ impl Queue {
                 due_at: T0,
                 send_by: *send_by,
                 stratum: "all".into(),
+                variant: None,
             })
             .collect();
         let tx = self.store.db().begin().await?;
@@ -504,7 +505,8 @@ async fn the_upgrade_moves_unfinished_contacts_into_the_queue() -> Res {
 }
 
 /// Strata and decision reasons are free text: quotes, commas, braces, backslashes, blanks
-/// and the word NULL arrive as written (PostgreSQL sends each column as one array literal).
+/// and the word NULL arrive as written (PostgreSQL sends each column as one array literal),
+/// and so do experiment variants, on the contact and on the row the dispatcher claims.
 #[tokio::test]
 async fn contact_and_decision_text_arrives_as_written() -> Res {
     let q = Queue::planned(&[]).await?;
@@ -538,6 +540,10 @@ async fn contact_and_decision_text_arrives_as_written() -> Res {
             due_at: T0 + i as i64,
             send_by: (i % 3 != 0).then_some(T0 + MINUTE),
             stratum: t.into(),
+            // Variant names are checked by the workflow compiler, but the column is text
+            // like the stratum; the word NULL must not come back as SQL NULL, nor None as
+            // the word.
+            variant: (i != 1).then(|| t.to_owned()),
         })
         .collect();
     let decisions: Vec<(i64, &str)> = ids.iter().copied().zip(texts).collect();
@@ -559,7 +565,7 @@ async fn contact_and_decision_text_arrives_as_written() -> Res {
     tx.commit().await?;
     assert_eq!(n, 6);
     let db = q.store.db();
-    let sql = "SELECT c.subscriber_id, c.arm, c.state, c.due_at, c.send_by, c.stratum, d.reason, \
+    let sql = "SELECT c.subscriber_id, c.arm, c.state, c.due_at, c.send_by, c.stratum, c.variant, d.reason, \
          (SELECT COUNT(*) FROM dispatch q WHERE q.contact_id = c.id) AS queued \
          FROM contact c JOIN decision d ON d.subscriber_id = c.subscriber_id AND d.wave_run_id = c.wave_run_id \
          ORDER BY c.subscriber_id";
@@ -578,6 +584,30 @@ async fn contact_and_decision_text_arrives_as_written() -> Res {
         assert_eq!(r.try_get::<Option<i64>>("", "send_by")?, want.send_by);
         assert_eq!(r.try_get::<String>("", "stratum")?, t);
         assert_eq!(r.try_get::<String>("", "reason")?, t);
+        assert_eq!(r.try_get::<Option<String>>("", "variant")?, want.variant);
     }
+    let claimed = q
+        .store
+        .claim(&ClaimRequest {
+            channel: "sms",
+            limit: 10,
+            lease_until: T0 + MINUTE,
+            token: "variants",
+            now: T0 + 10,
+            proof_grace: 0,
+        })
+        .await?;
+    let mut got: Vec<(i64, Option<String>)> = claimed
+        .into_iter()
+        .map(|c| (c.subscriber_id, c.variant))
+        .collect();
+    got.sort();
+    let mut want: Vec<(i64, Option<String>)> = contacts
+        .iter()
+        .filter(|c| c.arm == Arm::Treatment)
+        .map(|c| (c.subscriber_id, c.variant.clone()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
     Ok(())
 }

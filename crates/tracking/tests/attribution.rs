@@ -125,6 +125,7 @@ impl World {
                 due_at: planned_at,
                 send_by: None,
                 stratum: "ordinary".into(),
+                variant: None,
             })
             .collect();
         let tx = self.store.db().begin().await?;

@@ -268,6 +268,7 @@ pub(crate) mod fixtures {
             retention: false,
             provisional_until: None,
             survey: None,
+            variants: Vec::new(),
             simulated,
         }
     }

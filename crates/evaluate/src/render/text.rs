@@ -75,6 +75,14 @@ pub fn render_text(r: &Report) -> String {
     out.push('\n');
     out.push_str(&fit(&verdict(r), WIDTH));
     out.push('\n');
+    if !r.variants.is_empty() {
+        out.push_str(&fit(
+            &format!("\nVARIANTS vs the shared CONTROL on goal, {level} confidence"),
+            WIDTH,
+        ));
+        out.push('\n');
+        out.push_str(&variants(r).render(2));
+    }
     if let Some(s) = &r.survey {
         out.push_str(&fit(
             &format!("\nSURVEY SCORE P by {}", clean(&s.group_by)),
@@ -88,6 +96,53 @@ pub fn render_text(r: &Report) -> String {
         banner(&mut out);
     }
     out
+}
+
+/// One row per variant (its contacts, responders, goal, rate and uplift with its interval
+/// against the shared control), then the control once: it is the same for every variant.
+fn variants(r: &Report) -> Table {
+    let level = confidence(r.overall.uplift.confidence);
+    let mut t = Table::new(&[
+        ("variant", Align::Left),
+        ("n", Align::Right),
+        ("responded", Align::Right),
+        (r.outcome_word(), Align::Right),
+        ("rate", Align::Right),
+        ("uplift", Align::Right),
+        (&format!("{level} CI (pp)"), Align::Left),
+        ("relative", Align::Right),
+        ("p-value", Align::Right),
+        ("sig.", Align::Left),
+    ]);
+    let rate = |a: crate::stats::Arm, rate: f64| {
+        if a.n == 0 {
+            "-".to_owned()
+        } else {
+            percent(rate)
+        }
+    };
+    for v in &r.variants {
+        let c = &v.outcome;
+        let mut row = vec![
+            format!("{} / {}", clean(&v.wave), clean(&v.variant)),
+            thousands(c.treatment.n),
+            thousands(v.responded),
+            thousands(c.treatment.converted),
+            rate(c.treatment, c.uplift.treatment_rate),
+        ];
+        row.extend(comparison(c));
+        t.row(row);
+    }
+    if let Some(c) = r.variants.first().map(|v| &v.outcome) {
+        t.row(vec![
+            "control".to_owned(),
+            thousands(c.control.n),
+            String::new(),
+            thousands(c.control.converted),
+            rate(c.control, c.uplift.control_rate),
+        ]);
+    }
+    t
 }
 
 fn survey(s: &crate::report::SurveyScores) -> Table {
