@@ -159,6 +159,7 @@ async fn seed(store: &Store, arpu: &[f64]) -> Res<(Vec<i64>, i64)> {
             due_at: T0,
             send_by: None,
             stratum: "all".into(),
+            variant: None,
         })
         .collect();
     let tx = store.db().begin().await?;

@@ -62,6 +62,7 @@ async fn with_tasks(n: usize) -> Res<(Store, TempDir, Vec<i64>)> {
             due_at: T0,
             send_by: None,
             stratum: "all".into(),
+            variant: None,
         })
         .collect();
     let tx = store.db().begin().await?;
