@@ -326,6 +326,17 @@ impl Store {
     /// `state = open`, so a second replica expires nothing again, and a task whose outcome
     /// was recorded first is not expired.
     pub async fn expire_tasks(&self, now: Millis) -> Result<u64> {
+        // The engine asks every tick: a read first, so a tick with nothing due opens no write
+        // transaction (on SQLite that would take the one connection's write lock each time).
+        let due = query(
+            self.db(),
+            "SELECT 1 AS one FROM agent_task WHERE state = ? AND deadline IS NOT NULL AND deadline <= ? LIMIT 1",
+            [TaskState::Open.as_str().into(), now.into()],
+        )
+        .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
         let tx = self.db().begin().await?;
         let contacts: Vec<i64> = query(
             &tx,
