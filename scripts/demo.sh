@@ -5,7 +5,7 @@
 # control group. Needs nothing but the Rust toolchain; extra arguments go to `campaignd demo`
 # (see `--help`), e.g. `scripts/demo.sh --subscribers 20000 --day-seconds 1`.
 set -euo pipefail
-# shellcheck source=lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$REPO_ROOT"
 command -v cargo >/dev/null || die "cargo is not installed: this project needs the Rust toolchain (rustup)"

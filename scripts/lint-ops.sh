@@ -188,14 +188,14 @@ check_kannel_config() {
     local name="$1" src="$2" dir="$WORK/kannel-$1"
     mkdir -p "$dir"
     KANNEL_ADMIN_PASSWORD=lint-admin KANNEL_STATUS_PASSWORD=lint-status CAMPAIGND_KANNEL_PASSWORD=lint-pw \
-        CAMPAIGND_CALLBACK_URL=http://127.0.0.1:1 CAMPAIGND_ALLOWED_IPS=127.0.0.1 \
+        CAMPAIGND_CALLBACK_URL=http://127.0.0.1:1 CAMPAIGND_ALLOWED_IPS=127.0.0.1 CAMPAIGND_MO_TOKEN=lint-token \
         SMSC_HOST=127.0.0.1 SMSC_PORT=1 SMSC_SYSTEM_ID=lint SMSC_PASSWORD=lint \
         "$PYTHON" - "$src" "$dir" >"$dir/kannel.conf" <<'PY'
 import os, re, sys
 text = open(sys.argv[1], encoding="utf-8").read()
 d = sys.argv[2]
 names = ["KANNEL_ADMIN_PASSWORD", "KANNEL_STATUS_PASSWORD", "CAMPAIGND_KANNEL_PASSWORD", "CAMPAIGND_CALLBACK_URL",
-         "CAMPAIGND_ALLOWED_IPS", "SMSC_HOST", "SMSC_PORT", "SMSC_SYSTEM_ID", "SMSC_PASSWORD"]
+         "CAMPAIGND_ALLOWED_IPS", "CAMPAIGND_MO_TOKEN", "SMSC_HOST", "SMSC_PORT", "SMSC_SYSTEM_ID", "SMSC_PASSWORD"]
 out = []
 for line in text.splitlines():
     if not line.lstrip().startswith("#"):

@@ -28,7 +28,7 @@
 # heavy ones (kill -9 crash, replicas, real Kannel), which would make each mutant take
 # minutes. PostgreSQL must be up for the _on_postgres tests (as for scripts/test.sh).
 set -euo pipefail
-# shellcheck source=lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$REPO_ROOT"
 
@@ -121,7 +121,7 @@ if [[ -s "$out/missed.txt" ]]; then
     echo "Surviving mutants (no test failed):"
     sed 's/^/  /' "$out/missed.txt"
 fi
-guarded_missed=$(grep -E "[ :]$GUARDED[(<: ]" "$out/missed.txt" 2>/dev/null || true)
+guarded_missed=$(grep -E "[ :]${GUARDED}[(<: ]" "$out/missed.txt" 2>/dev/null || true)
 if [[ -n "$guarded_missed" ]]; then
     echo
     echo "SURVIVORS IN GUARDED FUNCTIONS (an invariant without a test that notices):"

@@ -71,7 +71,8 @@ server_listening() {
 make_test_certs() {
     require_exe openssl "openssl (package openssl)"
     rm -rf -- "$TLS_DIR"
-    mkdir -m 0700 -p "$TLS_DIR"
+    mkdir -p "$TLS_DIR"
+    chmod 0700 "$TLS_DIR"
     local out
     if ! out="$(
         exec 2>&1

@@ -5,7 +5,7 @@
 # the whole suite once on SQLite and once on PostgreSQL.
 # Under CI=true a missing service fails the run; it is never skipped.
 set -euo pipefail
-# shellcheck source=lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$REPO_ROOT"
 
