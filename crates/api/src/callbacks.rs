@@ -3,11 +3,11 @@
 
 use axum::extract::{RawQuery, State};
 use store::inbound::{NewInbound, source};
-use tracing::{debug, error, warn};
+use tracing::debug;
 
-use crate::Shared;
 use crate::error::{ApiError, bad};
 use crate::input::{Query, line, mask, msisdn};
+use crate::{Shared, inbox};
 
 /// The DLR types Kannel reports (`%d`): delivered, undeliverable, buffered, SMSC ACK, SMSC NACK.
 const DLR_TYPES: [&str; 5] = ["1", "2", "4", "8", "16"];
@@ -35,7 +35,8 @@ const MAX_REPLY: usize = 1000;
         (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or wrong token `t`; nothing read or stored", body = crate::error::ErrorBody),
         (status = 403, description = "Unknown key, or source address not allowed; nothing stored", body = crate::error::ErrorBody),
-        (status = 500, description = "Not stored, and no spool could take it; Kannel retries. (With the database down the callback is spooled and answered 200.)", body = crate::error::ErrorBody),
+        (status = 500, description = "Not stored (the reason is logged); Kannel retries", body = crate::error::ErrorBody),
+        (status = 503, description = "Not stored: the callback queue is full (`Retry-After: 1`), or the database is down and no spool could take it (`Retry-After: 5`); Kannel retries. (With the database down and a spool configured, the callback is spooled and answered 200.)", body = crate::error::ErrorBody),
     ))]
 pub(crate) async fn dlr(
     State(state): State<Shared>,
@@ -86,41 +87,25 @@ pub(crate) async fn dlr(
         payload: without(q.to_json(&[]), "t"),
         received_at: (state.now)(),
     };
-    // Only reports for contacts we sent are stored, so nothing can pile up under a key
-    // that never matches (a validly signed unknown key means a restored or foreign database).
-    // With the database down the signature alone vouches for the key: the report is spooled.
-    match state.store.contact_by_key(&key).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(ApiError::Forbidden("unknown key".to_owned())),
-        Err(e) => return spool_or_fail(&state, row, e).await,
-    }
-    if let Err(e) = state.store.insert_inbound(std::slice::from_ref(&row)).await {
-        return spool_or_fail(&state, row, e).await;
-    }
+    // Stored with the callbacks that came meanwhile (`inbox`), and only when the key is a
+    // contact's. With the database down the signature alone vouches for the key: the
+    // report is spooled.
+    stored(state.inbox.store(row).await)?;
     debug!(key = %key, dlr_type = %kind, "Delivery report stored.");
     Ok("ok")
 }
 
-/// A callback the database could not take goes to the spool (fsynced before the `200`), to
-/// be stored when the database is back; without a spool, or when the spool cannot write
-/// either, the answer is 500 and Kannel retries.
-async fn spool_or_fail(
-    state: &Shared,
-    row: NewInbound,
-    err: store::StoreError,
-) -> Result<&'static str, ApiError> {
-    let Some(spool) = &state.spool else {
-        return Err(err.into());
-    };
-    match spool.append(vec![row]).await {
-        Ok(()) => {
-            warn!(message = "Database unavailable: callback spooled; stored when it is back.", error = %err);
-            Ok("ok")
-        }
-        Err(e) => {
-            error!(message = "Database unavailable and the spool cannot write: callback refused (Kannel retries).", error = %err, spool_error = %e);
-            Err(err.into())
-        }
+/// The answer for what became of one callback.
+fn stored(s: inbox::Stored) -> Result<(), ApiError> {
+    match s {
+        inbox::Stored::Ok => Ok(()),
+        inbox::Stored::UnknownKey => Err(ApiError::Forbidden("unknown key".to_owned())),
+        inbox::Stored::Busy => Err(ApiError::Busy(format!(
+            "{} callbacks are waiting to be stored; retry shortly",
+            inbox::QUEUE
+        ))),
+        inbox::Stored::Unavailable => Err(ApiError::Unavailable),
+        inbox::Stored::Failed => Err(ApiError::Internal),
     }
 }
 
@@ -138,7 +123,8 @@ async fn spool_or_fail(
         (status = 400, description = "Bad input; nothing stored", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown gateway token; nothing stored", body = crate::error::ErrorBody),
         (status = 403, description = "Not a gateway token, or source address not allowed", body = crate::error::ErrorBody),
-        (status = 500, description = "Not stored, and no spool could take it; Kannel retries. (With the database down the callback is spooled and answered 200.)", body = crate::error::ErrorBody),
+        (status = 500, description = "Not stored (the reason is logged); Kannel retries", body = crate::error::ErrorBody),
+        (status = 503, description = "Not stored: the callback queue is full (`Retry-After: 1`), or the database is down and no spool could take it (`Retry-After: 5`); Kannel retries. (With the database down and a spool configured, the callback is spooled and answered 200.)", body = crate::error::ErrorBody),
     ))]
 pub(crate) async fn mo(
     State(state): State<Shared>,
@@ -166,9 +152,7 @@ pub(crate) async fn mo(
         value: Some(text),
         received_at: (state.now)(),
     };
-    if let Err(e) = state.store.insert_inbound(std::slice::from_ref(&row)).await {
-        return spool_or_fail(&state, row, e).await;
-    }
+    stored(state.inbox.store(row).await)?;
     debug!(from = %mask(&from), "SMS reply stored.");
     Ok("ok")
 }

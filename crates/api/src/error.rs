@@ -33,6 +33,33 @@ pub(crate) enum ApiError {
     Forbidden(String),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    /// Too much is waiting already (the callback queue is full): nothing was written; the
+    /// caller retries after a second.
+    #[error("{0}")]
+    Busy(String),
+    /// The database cannot be reached now: nothing was written; the caller retries.
+    #[error("database unavailable")]
+    Unavailable,
+    /// Failed inside for a reason already logged: nothing was written.
+    #[error("internal error")]
+    Internal,
+}
+
+fn retry_after(status: StatusCode, error: &str, secs: &'static str) -> Response {
+    let mut r = (status, Json(json!({ "error": error }))).into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static(secs),
+    );
+    r
+}
+
+fn internal() -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({ "error": "internal error, try again later" })),
+    )
+        .into_response()
 }
 
 pub(crate) fn bad(field: impl Into<String>, error: impl Into<String>) -> ApiError {
@@ -62,26 +89,20 @@ impl IntoResponse for ApiError {
                 // The database is down or restarting: the sender (an event feed, a client)
                 // is told to come back, not that something broke for good.
                 warn!(error = %e, "Database unavailable; the request is refused for a retry.");
-                let mut r = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({ "error": "database unavailable, retry shortly" })),
-                )
-                    .into_response();
-                r.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_static("5"),
-                );
-                r
+                ApiError::Unavailable.into_response()
             }
             ApiError::Store(e) => {
                 // Details stay in the log; a 5xx makes Kannel retry the callback later.
                 error!(error = %e, "Request failed in the store.");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(json!({ "error": "internal error, try again later" })),
-                )
-                    .into_response()
+                internal()
             }
+            ApiError::Busy(error) => retry_after(StatusCode::SERVICE_UNAVAILABLE, &error, "1"),
+            ApiError::Unavailable => retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable, retry shortly",
+                "5",
+            ),
+            ApiError::Internal => internal(),
         }
     }
 }

@@ -50,6 +50,7 @@ mod error;
 mod events;
 #[cfg(test)]
 mod fuzz;
+mod inbox;
 mod input;
 pub mod openapi;
 mod ops;
@@ -75,8 +76,9 @@ struct Shared {
     probes: Arc<Probes>,
     /// The callbacks' signing secret and allowlists.
     callbacks: Arc<auth::CallbackAuth>,
-    /// Where callbacks go while the database cannot take them.
-    spool: Option<Arc<spool::Spool>>,
+    /// Stores the gateway's callbacks in groups, or spools them while the database cannot
+    /// take them (see [`inbox`]).
+    inbox: Arc<inbox::Inbox>,
     seasons: Option<SeasonReports>,
 }
 
@@ -116,7 +118,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// A request's whole body must arrive within this, or the request gets 408.
     pub body_read_timeout: Duration,
-    /// Requests handled at once (health probes and the OpenAPI document not counted); the
+    /// Requests handled at once (health probes, the OpenAPI document and the gateway's
+    /// callbacks not counted: callbacks have their own bound, the callback queue); the
     /// excess is answered 503 with `Retry-After` at once rather than queued.
     pub max_in_flight: usize,
     /// Open connections; past this the server stops accepting and new ones wait in the
@@ -270,6 +273,14 @@ fn probe(mut r: Route) -> Route {
     r
 }
 
+/// The gateway's callbacks are bounded by the callback queue ([`inbox::QUEUE`]), not by
+/// `max_in_flight`: one waiting for its group commit holds a row, not a handler at work,
+/// and shedding it would lose a report from a gateway that retries little or not at all.
+fn queued(mut r: Route) -> Route {
+    r.limited = false;
+    r
+}
+
 /// Every route the API serves (axum path syntax, `{id}` for parameters), with who may call
 /// it. Admins may use every route except the gateway's callbacks and the call-centre
 /// queue's, which hold tasks for the calling agent or dialer.
@@ -292,20 +303,20 @@ fn routes() -> Vec<Route> {
             SMALL_BODY,
             ops::openapi,
         )),
-        route(
+        queued(route(
             SIGNED,
             Method::GET,
             "/callbacks/kannel/dlr",
             SMALL_BODY,
             callbacks::dlr,
-        ),
-        route(
+        )),
+        queued(route(
             GATEWAY,
             Method::GET,
             "/callbacks/kannel/mo",
             SMALL_BODY,
             callbacks::mo,
-        ),
+        )),
         route(
             roles(&[Admin, Operator, Gateway]),
             Method::POST,
@@ -455,7 +466,7 @@ pub fn router_with(state: AppState, opts: &ServeOptions) -> Router {
         now: opts.now.clone(),
         probes: probes.clone(),
         callbacks: callbacks.clone(),
-        spool: opts.spool.clone(),
+        inbox: Arc::new(inbox::Inbox::new(state.store.clone(), opts.spool.clone())),
         seasons: opts.seasons.clone(),
     };
     let recent = Arc::new(auth::RecentTokens::default());

@@ -530,3 +530,169 @@ async fn readiness_waits_for_the_engine_and_liveness_fails_on_a_stalled_loop() -
     assert_eq!(s.get("/livez").await?.0, StatusCode::OK);
     s.stop().await
 }
+
+const SECRET: &[u8] = b"hygiene-tests-callback-secret-01";
+
+/// `n` subscribers with a contact each in an open SMS wave; returns (msisdn, contact key).
+async fn sms_contacts(store: &Store, n: usize) -> Res<Vec<(String, String)>> {
+    use store::TransactionTrait as _;
+    let now = store::wall_now();
+    let msisdns: Vec<String> = (0..n).map(|i| format!("1380010{i:04}")).collect();
+    let subs: Vec<_> = msisdns
+        .iter()
+        .map(|m| store::testing::subscriber(m))
+        .collect();
+    store
+        .insert_subscribers(&subs, store::subscribers::OnDuplicate::Fail, now)
+        .await?;
+    let version_id = store
+        .upsert_version("autumn", "abc", "campaign: autumn", now)
+        .await?;
+    let waves = [("sms".to_owned(), "sms".to_owned())];
+    let run_id = store
+        .start_run(store::runs::NewRun {
+            campaign: "autumn",
+            version_id,
+            slot_at: None,
+            trigger: "manual",
+            waves: &waves,
+            now,
+        })
+        .await?
+        .ok_or("run")?;
+    let wave_run_id = store.wave_runs(run_id).await?[0].id;
+    let mut ids = Vec::new();
+    for m in &msisdns {
+        ids.push(store.subscriber_by_msisdn(m).await?.ok_or("sub")?);
+    }
+    let contacts: Vec<store::contacts::NewContact> = ids
+        .iter()
+        .map(|s| store::contacts::NewContact {
+            subscriber_id: *s,
+            arm: store::contacts::Arm::Treatment,
+            due_at: now,
+            send_by: None,
+            stratum: "all".into(),
+            variant: None,
+        })
+        .collect();
+    let tx = store.db().begin().await?;
+    store::runs::transition_wave(
+        &tx,
+        wave_run_id,
+        store::runs::wave_state::PENDING,
+        store::runs::wave_state::OPEN,
+    )
+    .await?;
+    store::contacts::insert_contacts(
+        &tx,
+        &store::contacts::WaveContacts {
+            run_id,
+            wave_run_id,
+            wave: "sms",
+            channel: "sms",
+            purpose: store::contacts::Purpose::Marketing,
+            at_most_once: false,
+        },
+        &contacts,
+    )
+    .await?;
+    tx.commit().await?;
+    let mut out = Vec::new();
+    for (m, s) in msisdns.into_iter().zip(ids) {
+        let key = store.contact_key(run_id, "sms", s).await?.ok_or("key")?;
+        out.push((m, key));
+    }
+    Ok(out)
+}
+
+/// Guards the callback inbox (group commit, and callbacks' own bound): with every
+/// `max_in_flight` slot held, a burst of delivery reports and replies many times that
+/// bound is still taken, each callback answered for itself whatever group it was stored
+/// with: every report of a known key stored once per request, every unknown key refused,
+/// every reply stored. Before the inbox, the burst past the bound got 503s and a gateway
+/// that does not retry lost those reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_each_stored_or_refused_past_the_in_flight_limit() -> Res {
+    const N: usize = 2;
+    const BURST: usize = 400;
+    let secret = store::auth::Secret::new(SECRET.to_vec())?;
+    let s = Server::start_opts(ServeOptions {
+        limits: Limits {
+            max_in_flight: N,
+            max_connections: 2 * BURST,
+            ..relaxed()
+        },
+        callbacks: api::auth::CallbackAuth {
+            dlr_secret: Some(secret.clone()),
+            ..Default::default()
+        },
+        ..ServeOptions::default()
+    })
+    .await?;
+    let contacts = sms_contacts(&s.store, 40).await?;
+    let mut held = Vec::new();
+    for _ in 0..N {
+        held.push(s.held_post("/events", 80, 40).await?);
+    }
+    s.wait_in_flight(N as u64).await?;
+    assert_eq!(
+        s.get("/tasks").await?.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ordinary routes are shed"
+    );
+
+    let s = std::sync::Arc::new(s);
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..BURST {
+        let (msisdn, key) = contacts[i % contacts.len()].clone();
+        let path = match i % 4 {
+            0 => format!("/callbacks/kannel/mo?from={msisdn}&to=10086&text=m{i}"),
+            1 => {
+                let key = format!("nope-{i}");
+                let t = store::auth::callback_token(&secret, &key);
+                format!("/callbacks/kannel/dlr?key={key}&t={t}&type=1&to={msisdn}")
+            }
+            _ => {
+                let t = store::auth::callback_token(&secret, &key);
+                format!("/callbacks/kannel/dlr?key={key}&t={t}&type=8&to={msisdn}&reply=d{i}")
+            }
+        };
+        let s = s.clone();
+        burst.spawn(async move { (i, s.get(&path).await.map_err(|e| e.to_string())) });
+    }
+    while let Some(r) = burst.join_next().await {
+        let (i, res) = r?;
+        let (status, body) = res?;
+        let want = if i % 4 == 1 {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(status, want, "callback {i}: {body}");
+    }
+    let rows = s.store.unprocessed_inbound(100_000).await?;
+    let mut values: Vec<&str> = rows.iter().filter_map(|r| r.value.as_deref()).collect();
+    values.sort_unstable();
+    let mut want: Vec<String> = (0..BURST)
+        .filter_map(|i| match i % 4 {
+            0 => Some(format!("m{i}")),
+            1 => None,
+            _ => Some(format!("d{i}")),
+        })
+        .collect();
+    want.sort_unstable();
+    assert_eq!(values, want, "each stored callback once, and nothing else");
+    assert!(
+        rows.iter().all(|r| r
+            .idem_key
+            .as_deref()
+            .is_none_or(|k| !k.starts_with("nope-"))),
+        "no report under an unknown key"
+    );
+    drop(held);
+    std::sync::Arc::try_unwrap(s)
+        .map_err(|_| "server still shared")?
+        .stop()
+        .await
+}

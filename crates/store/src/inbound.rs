@@ -148,6 +148,33 @@ pub struct TaskTerms {
     pub held_by: Option<String>,
 }
 
+/// A report for a contact that was never claimed is not believed: nothing was sent.
+const SENT_OR_CLAIMED: &str = "(state = 'sent' OR (state = 'pending' AND EXISTS \
+     (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)))";
+/// An SMSC acknowledgement settles a claimed contact still queued as sent.
+const SUBMITTED: &str = "SET state = 'sent', sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state = 'pending' \
+     AND EXISTS (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)";
+
+/// What a delivery report changes about its contact (see [`Store::record_reports`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportChange {
+    /// DLR type 1.
+    Delivered,
+    /// DLR type 2 or 16, with the reason to record.
+    Undelivered(String),
+    /// DLR type 8, the SMSC's acknowledgement: proof that the message was submitted.
+    Submitted,
+}
+
+/// One delivery report to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub contact_id: i64,
+    pub change: ReportChange,
+    /// When the report was received.
+    pub at: Millis,
+}
+
 pub(crate) const TASK_COLS: &str = "id, contact_id, team, kind, subscriber_id, script, state, outcome, \
                          created_at, due_at, escalate_to, escalated_at, queued, released_at, value, \
                          held_by, held_until, callback_at, deadline";
@@ -159,6 +186,45 @@ impl Store {
         let n = insert_inbound_in(&tx, rows).await?;
         tx.commit().await?;
         Ok(n)
+    }
+
+    /// Stores, in one transaction, the rows of `rows` that belong to us: every row without
+    /// a key (a reply), and every keyed row (a delivery report) whose key is a contact's.
+    /// Says for each row whether it was stored. Unknown keys are left out so that nothing
+    /// piles up under a key that never matches (a validly signed unknown key means a
+    /// restored or foreign database).
+    ///
+    /// The keys are looked up before the transaction, not in it: on SQLite a transaction
+    /// that reads before it writes fails at once (`SQLITE_BUSY_SNAPSHOT`) when another
+    /// writer commits in between, where one that writes first waits its turn. A contact's
+    /// key never goes away, so a key found before is still a contact's at the insert.
+    pub async fn insert_inbound_known(&self, rows: &[NewInbound]) -> Result<Vec<bool>> {
+        let mut known = std::collections::HashSet::new();
+        let keys: Vec<&str> = rows.iter().filter_map(|r| r.idem_key.as_deref()).collect();
+        // 500 keys a statement stays far below both backends' bind limits.
+        for chunk in keys.chunks(500) {
+            let sql = format!(
+                "SELECT idem_key FROM contact WHERE idem_key IN ({})",
+                crate::marks(chunk.len())
+            );
+            for r in query(self.db(), &sql, chunk.iter().map(|k| Value::from(*k))).await? {
+                known.insert(r.try_get::<String>("", "idem_key")?);
+            }
+        }
+        let stored: Vec<bool> = rows
+            .iter()
+            .map(|r| r.idem_key.as_ref().is_none_or(|k| known.contains(k)))
+            .collect();
+        let keep: Vec<NewInbound> = rows
+            .iter()
+            .zip(&stored)
+            .filter(|(_, s)| **s)
+            .map(|(r, _)| r.clone())
+            .collect();
+        if !keep.is_empty() {
+            self.insert_inbound(&keep).await?;
+        }
+        Ok(stored)
     }
 
     /// Stores the callbacks of one spool file (`batch`, a name unique to that file) once:
@@ -276,50 +342,92 @@ impl Store {
         at: Millis,
         reason: Option<&str>,
     ) -> Result<bool> {
-        // A report for a contact that was never claimed is not believed: nothing was sent.
-        const SENT_OR_CLAIMED: &str = "(state = 'sent' OR (state = 'pending' AND EXISTS \
-             (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)))";
-        if delivered {
-            self.settle_by_report(
-                &format!("SET state = 'delivered', delivered_at = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"),
-                [at.into(), at.into(), contact_id.into()],
-                contact_id,
-            )
-            .await
+        let change = if delivered {
+            ReportChange::Delivered
         } else {
-            self.settle_by_report(
-                &format!("SET state = 'undelivered', last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"),
-                [reason.unwrap_or("undelivered").into(), at.into(), contact_id.into()],
-                contact_id,
-            )
-            .await
-        }
+            ReportChange::Undelivered(reason.unwrap_or("undelivered").to_owned())
+        };
+        self.record_one(contact_id, change, at).await
     }
 
-    /// One report's change to a contact (`UPDATE contact <set_where>`), fenced; when it took,
-    /// the contact's queue row goes in the same transaction: the report settled it.
-    async fn settle_by_report<const N: usize>(
+    async fn record_one(&self, contact_id: i64, change: ReportChange, at: Millis) -> Result<bool> {
+        let report = Report {
+            contact_id,
+            change,
+            at,
+        };
+        Ok(self.record_reports(std::slice::from_ref(&report)).await?[0])
+    }
+
+    /// The contacts with these keys (one query per 500 keys), by key.
+    pub async fn contacts_by_keys(
         &self,
-        set_where: &str,
-        values: [Value; N],
-        contact_id: i64,
-    ) -> Result<bool> {
+        keys: &[&str],
+    ) -> Result<std::collections::HashMap<String, ContactRef>> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in keys.chunks(500) {
+            let sql = format!(
+                "SELECT c.idem_key AS key_of, x.* FROM ({CONTACT_REF} WHERE c.idem_key IN ({})) x \
+                 JOIN contact c ON c.id = x.id",
+                crate::marks(chunk.len())
+            );
+            for r in query(self.db(), &sql, chunk.iter().map(|k| Value::from(*k))).await? {
+                out.insert(
+                    r.try_get::<String>("", "key_of")?,
+                    ContactRef::from_query_result(&r, "")?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records many delivery reports' changes in one fenced transaction, in order, each as
+    /// [`Store::record_delivery`] or [`Store::record_submission`] would; says for each
+    /// whether it changed its contact. One transaction for a batch, not one per report:
+    /// at full sending pace there are two reports per message.
+    pub async fn record_reports(&self, reports: &[Report]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(reports.len());
+        if reports.is_empty() {
+            return Ok(out);
+        }
         let tx = self.db().begin().await?;
         self.check_fence(&tx).await?;
-        let changed = exec(&tx, &format!("UPDATE contact {set_where}"), values)
-            .await?
-            .rows_affected()
-            == 1;
-        if changed {
-            exec(
-                &tx,
-                "DELETE FROM dispatch WHERE contact_id = ?",
-                [contact_id.into()],
-            )
-            .await?;
+        for r in reports {
+            // When the report took, the contact's queue row goes in the same transaction:
+            // the report settled it.
+            let (set_where, values): (String, Vec<Value>) = match &r.change {
+                ReportChange::Delivered => (
+                    format!(
+                        "SET state = 'delivered', delivered_at = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"
+                    ),
+                    vec![r.at.into(), r.at.into(), r.contact_id.into()],
+                ),
+                ReportChange::Undelivered(reason) => (
+                    format!(
+                        "SET state = 'undelivered', last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"
+                    ),
+                    vec![reason.as_str().into(), r.at.into(), r.contact_id.into()],
+                ),
+                ReportChange::Submitted => {
+                    (SUBMITTED.to_owned(), vec![r.at.into(), r.contact_id.into()])
+                }
+            };
+            let changed = exec(&tx, &format!("UPDATE contact {set_where}"), values)
+                .await?
+                .rows_affected()
+                == 1;
+            if changed {
+                exec(
+                    &tx,
+                    "DELETE FROM dispatch WHERE contact_id = ?",
+                    [r.contact_id.into()],
+                )
+                .await?;
+            }
+            out.push(changed);
         }
         tx.commit().await?;
-        Ok(changed)
+        Ok(out)
     }
 
     /// The keys among `keys` the gateway has sent a delivery report about (of any type,
@@ -337,13 +445,8 @@ impl Store {
     /// reached the SMSC is not repeated. A contact already past `pending` is left alone;
     /// one never claimed is not believed: nothing was sent.
     pub async fn record_submission(&self, contact_id: i64, at: Millis) -> Result<bool> {
-        self.settle_by_report(
-            "SET state = 'sent', sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state = 'pending' \
-             AND EXISTS (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)",
-            [at.into(), contact_id.into()],
-            contact_id,
-        )
-        .await
+        self.record_one(contact_id, ReportChange::Submitted, at)
+            .await
     }
 
     /// Stores a response and, when it counts for the wave, marks the contact responded

@@ -18,7 +18,7 @@
 
 use spec::ResponseRule;
 use store::contacts::{ContactState, TREATMENT};
-use store::inbound::{ContactRef, InboundRow, source};
+use store::inbound::{ContactRef, InboundRow, Report, ReportChange, source};
 use store::{Millis, Store};
 use tracing::{debug, info, warn};
 
@@ -87,12 +87,16 @@ enum Disposition {
 /// Processes up to `limit` unprocessed inbound rows, untried before deferred, oldest first;
 /// returns what it did.
 ///
-/// Each row but a delivery report is marked processed right after it is handled, so a crash
-/// repeats at most the row in flight; delivery reports are marked together at the end of
-/// the batch, so a crash may repeat the batch's reports. Delivery reports and opt-outs are
-/// idempotent; a repeated reply, outcome or
-/// event records its response row again, but the contact's first counted response is kept
-/// and conversions are counted per subscriber, so results do not change.
+/// Delivery reports go first, all of the batch's together: their contacts read with one
+/// query, their changes written in one transaction, and the rows marked at the end of the
+/// batch, so a crash may repeat the batch's reports (recording a report is idempotent). A
+/// report only moves its contact forward (sent, delivered), which the batch's other rows do
+/// not wait for: a reply matches a contact that went out whether or not its report came.
+///
+/// Every other row is marked processed right after it is handled, so a crash repeats at
+/// most the row in flight. Opt-outs are idempotent; a repeated reply, outcome or event
+/// records its response row again, but the contact's first counted response is kept and
+/// conversions are counted per subscriber, so results do not change.
 pub async fn process_batch<R: Rules>(
     store: &Store,
     rules: &R,
@@ -100,14 +104,10 @@ pub async fn process_batch<R: Rules>(
 ) -> Result<Stats, TrackingError> {
     let rows = store.unprocessed_inbound(limit).await?;
     let mut stats = Stats::default();
-    // Delivery reports are marked together at the end of the batch (one fenced write
-    // instead of one per report: they are half the inbound rows at full sending pace).
-    // Recording a delivery is idempotent, so a pass that dies before the mark only makes
-    // the next pass look at those reports again. Other sources are marked one by one.
-    let mut dlrs_done: Vec<i64> = Vec::new();
-    for row in &rows {
+    let reports: Vec<&InboundRow> = rows.iter().filter(|r| r.source == source::DLR).collect();
+    let (dlrs_done, dlrs_deferred) = dlrs(store, &reports, &mut stats).await?;
+    for row in rows.iter().filter(|r| r.source != source::DLR) {
         let disposition = match row.source.as_str() {
-            source::DLR => dlr(store, row, &mut stats).await?,
             source::MO => mo(store, rules, row, &mut stats).await?,
             source::EVENT => event(store, rules, row, &mut stats).await?,
             source::TASK => task(store, rules, row, &mut stats).await?,
@@ -122,10 +122,6 @@ pub async fn process_batch<R: Rules>(
             }
         };
         match disposition {
-            Disposition::Processed if row.source == source::DLR => {
-                dlrs_done.push(row.id);
-                stats.processed += 1;
-            }
             Disposition::Processed => {
                 store.mark_inbound_processed(&[row.id]).await?;
                 stats.processed += 1;
@@ -141,54 +137,86 @@ pub async fn process_batch<R: Rules>(
     if !dlrs_done.is_empty() {
         store.mark_inbound_processed(&dlrs_done).await?;
     }
+    if !dlrs_deferred.is_empty() {
+        store.mark_inbound_deferred(&dlrs_deferred).await?;
+    }
     Ok(stats)
 }
 
-async fn dlr(
+/// Attributes a batch's delivery reports; returns the rows (processed, deferred).
+async fn dlrs(
     store: &Store,
-    row: &InboundRow,
+    rows: &[&InboundRow],
     stats: &mut Stats,
-) -> Result<Disposition, TrackingError> {
-    let contact = match sent_contact_for_key(store, row, stats).await? {
-        Ok(contact) => contact,
-        Err(disposition) => return Ok(disposition),
+) -> Result<(Vec<i64>, Vec<i64>), TrackingError> {
+    let keys: Vec<&str> = rows.iter().filter_map(|r| r.idem_key.as_deref()).collect();
+    let contacts = if keys.is_empty() {
+        Default::default()
+    } else {
+        store.contacts_by_keys(&keys).await?
     };
-    let at = row.received_at;
-    match row.kind.as_str() {
-        dlr_type::DELIVERED => {
-            if store.record_delivery(contact.id, true, at, None).await? {
-                stats.delivered += 1;
-            }
-        }
-        kind @ (dlr_type::UNDELIVERABLE | dlr_type::SMSC_NACK) => {
-            let reason = format!("undeliverable (DLR type {kind})");
-            if store
-                .record_delivery(contact.id, false, at, Some(&reason))
-                .await?
-            {
-                stats.failed += 1;
-            }
-        }
-        // The SMSC took it: proof of submission. Settles a contact whose worker died before
-        // recording Kannel's answer, so it is not sent again (it is held back meanwhile).
-        dlr_type::SMSC_ACK => {
-            if store.record_submission(contact.id, at).await? {
-                stats.reconciled += 1;
-            }
-        }
-        // The message is on its way, nothing to record.
-        dlr_type::BUFFERED => {}
-        other => {
-            warn!(
-                inbound = row.id,
-                contact = contact.id,
-                dlr_type = other,
-                "Delivery report of an unknown type; dropped."
-            );
+    let (mut done, mut deferred, mut reports) = (Vec::new(), Vec::new(), Vec::new());
+    for row in rows {
+        let Some(contact) = row.idem_key.as_deref().and_then(|k| contacts.get(k)) else {
+            warn!(inbound = row.id, source = %row.source, key = row.idem_key.as_deref().unwrap_or(""), "Inbound event for an unknown contact key; dropped.");
             stats.unmatched += 1;
+            done.push(row.id);
+            continue;
+        };
+        if contact.state == ContactState::Pending.as_str() {
+            debug!(inbound = row.id, source = %row.source, contact = contact.id, "Event for a contact not yet sent; deferred.");
+            deferred.push(row.id);
+            continue;
+        }
+        done.push(row.id);
+        // `sending`: still queued, but claimed (see `store::inbound::ContactRef`). States
+        // only move forward, so a report whose store-side condition its contact no longer
+        // meets is not written at all: the SMSC acknowledgement of a contact the dispatcher
+        // already settled (the usual case, half of all reports), a repeated final report.
+        let claimed = contact.state == ContactState::Sending.as_str();
+        let sent_or_claimed = claimed || contact.state == ContactState::Sent.as_str();
+        let change = match row.kind.as_str() {
+            dlr_type::DELIVERED => sent_or_claimed.then_some(ReportChange::Delivered),
+            kind @ (dlr_type::UNDELIVERABLE | dlr_type::SMSC_NACK) => sent_or_claimed
+                .then(|| ReportChange::Undelivered(format!("undeliverable (DLR type {kind})"))),
+            // The SMSC took it: proof of submission. Settles a contact whose worker died
+            // before recording Kannel's answer, so it is not sent again (it is held back
+            // meanwhile).
+            dlr_type::SMSC_ACK => claimed.then_some(ReportChange::Submitted),
+            // The message is on its way, nothing to record.
+            dlr_type::BUFFERED => None,
+            other => {
+                warn!(
+                    inbound = row.id,
+                    contact = contact.id,
+                    dlr_type = other,
+                    "Delivery report of an unknown type; dropped."
+                );
+                stats.unmatched += 1;
+                None
+            }
+        };
+        if let Some(change) = change {
+            reports.push(Report {
+                contact_id: contact.id,
+                change,
+                at: row.received_at,
+            });
         }
     }
-    Ok(Disposition::Processed)
+    let changed = store.record_reports(&reports).await?;
+    for (r, changed) in reports.iter().zip(changed) {
+        if changed {
+            match r.change {
+                ReportChange::Delivered => stats.delivered += 1,
+                ReportChange::Undelivered(_) => stats.failed += 1,
+                ReportChange::Submitted => stats.reconciled += 1,
+            }
+        }
+    }
+    stats.processed += done.len() as u64;
+    stats.deferred += deferred.len() as u64;
+    Ok((done, deferred))
 }
 
 async fn mo<R: Rules>(

@@ -178,6 +178,22 @@ impl World {
         Ok(())
     }
 
+    /// Claims every due contact of a channel and records no answer, as a dispatcher that
+    /// died mid-send leaves them: queued, claimed once, fate unknown.
+    async fn claim_only(&self, channel: &str, at: i64) -> Res {
+        self.store
+            .claim(&ClaimRequest {
+                channel,
+                limit: 100,
+                lease_until: at + HOUR,
+                token: "died",
+                now: at,
+                proof_grace: 0,
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn key(&self, wave: &str, sub: usize) -> String {
         self.store
             .contact_key(self.run_id, wave, self.subs[sub])
@@ -382,6 +398,60 @@ async fn delivery_reports_move_contacts_and_unknown_keys_are_dropped() -> Res {
         }
     );
     assert_eq!(w.unprocessed().await?, 0);
+    Ok(())
+}
+
+/// Guards the batch attribution of reports (`dlrs`, `Store::record_reports`): reports read
+/// their contacts together and are written in one transaction, in order, so two reports of
+/// one contact in the same batch each see the other's change.
+#[tokio::test]
+async fn reports_of_claimed_contacts_in_one_batch_apply_in_order() -> Res {
+    let w = World::new(&[("sms_offer", "sms")]).await?;
+    w.open(
+        "sms_offer",
+        T0,
+        CLOSES,
+        &[(0, TREATMENT), (1, TREATMENT), (2, TREATMENT)],
+    )
+    .await?;
+    w.claim_only("sms", T0).await?;
+    assert_eq!(w.contact("sms_offer", 0).await?.state, "sending");
+    let (k0, k1, k2) = (
+        w.key("sms_offer", 0).await,
+        w.key("sms_offer", 1).await,
+        w.key("sms_offer", 2).await,
+    );
+    w.inbound(vec![
+        dlr(&k0, "8", T0 + 1000),
+        dlr(&k0, "1", T0 + 2000),
+        dlr(&k1, "1", T0 + 1000),
+        dlr(&k1, "8", T0 + 2000),
+        dlr(&k2, "8", T0 + 1000),
+    ])
+    .await?;
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            processed: 5,
+            delivered: 2,
+            // Contact 1's acknowledgement came after its final report: nothing to settle.
+            reconciled: 2,
+            ..Stats::default()
+        }
+    );
+    assert_eq!(w.contact("sms_offer", 0).await?.state, "delivered");
+    assert_eq!(w.contact("sms_offer", 1).await?.state, "delivered");
+    assert_eq!(
+        w.contact("sms_offer", 2).await?.state,
+        "sent",
+        "the acknowledgement settles it: out of the queue, never sent again"
+    );
+    let queued = w.sql("SELECT COUNT(*) AS n FROM dispatch", []).await?;
+    assert_eq!(
+        queued[0].try_get::<i64>("", "n")?,
+        0,
+        "each report that took settled its contact's queue row in the same transaction"
+    );
     Ok(())
 }
 
