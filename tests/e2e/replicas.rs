@@ -223,7 +223,7 @@ async fn three_replicas_share_slots_and_take_over_a_killed_one_on_postgres() {
     let finished_after_kill = killed_at.elapsed();
     // At least one more slot per campaign, raced for by the live replicas; its run plans
     // nobody (the cap) and finishes.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let later = daemon::rows(
             &store,
@@ -234,15 +234,39 @@ async fn three_replicas_share_slots_and_take_over_a_killed_one_on_postgres() {
             && later.iter().all(|r| {
                 let runs: i64 = r.try_get("", "runs").unwrap();
                 let done: i64 = r.try_get("", "done").unwrap();
-                runs >= 2 && done == runs - 1
+                // The first run stays open (its 30-day response window); any finished run
+                // is a later slot's. Not "every later run finished": under load a run that
+                // plans nobody took 30 s to finish while slots come every 20 s, so some
+                // later run was always still open and that instant never came.
+                runs >= 2 && done >= 1
             });
         if settled {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no second slot ran and finished for every campaign within 60 s"
-        );
+        if Instant::now() >= deadline {
+            let runs = daemon::rows(
+                &store,
+                "SELECT r.campaign, s.slot_at, r.state, r.started_at AS created_at, r.finished_at FROM run r JOIN schedule_slot s ON s.id = r.slot_id ORDER BY r.campaign, s.slot_at",
+            )
+            .await;
+            let runs: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {} {:?} {:?}",
+                        r.try_get::<String>("", "campaign").unwrap(),
+                        r.try_get::<i64>("", "slot_at").unwrap(),
+                        r.try_get::<String>("", "state").unwrap(),
+                        r.try_get::<Option<i64>>("", "created_at").ok().flatten(),
+                        r.try_get::<Option<i64>>("", "finished_at").ok().flatten(),
+                    )
+                })
+                .collect();
+            panic!(
+                "no second slot ran and finished for every campaign within 180 s; runs:\n{}",
+                runs.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let first_waves = daemon::rows(
