@@ -100,7 +100,8 @@ impl Server {
             &self.gateway
         } else if path.starts_with("/dialer/")
             || path == "/tasks/next"
-            || (path.starts_with("/tasks/") && path.ends_with("/callback"))
+            || (path.starts_with("/tasks/")
+                && (path.ends_with("/callback") || path.ends_with("/hold")))
         {
             &self.agent
         } else {
