@@ -6,6 +6,8 @@
 #   python3-aiosmtpd  SMTP server for tests (scripts/smtp.sh)
 #   curl            used by scripts/kannel.sh and the smoke checks
 #   openssl         generates the throwaway CA and certificate of the STARTTLS test server
+#   chromium        headless browser of the agents' page test (api tests/agent_page.rs,
+#                   driven over the DevTools protocol; under CI=true a missing one fails)
 # With --lint also: shellcheck, python3-yaml (used by scripts/lint-ops.sh).
 #
 # Idempotent and non-interactive. Runs `apt-get update` only when something is missing, and
@@ -21,7 +23,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-PACKAGES=(kannel kannel-extras python3-aiosmtpd curl openssl)
+PACKAGES=(kannel kannel-extras python3-aiosmtpd curl openssl chromium)
 LINT_PACKAGES=(shellcheck python3-yaml)
 CHECK_ONLY=0
 
@@ -62,6 +64,7 @@ check_files() {
     "$PYTHON" -c 'import aiosmtpd' 2>/dev/null || { log "$PYTHON cannot import aiosmtpd"; bad=1; }
     command -v curl >/dev/null 2>&1 || { log "curl not on PATH"; bad=1; }
     command -v openssl >/dev/null 2>&1 || { log "openssl not on PATH"; bad=1; }
+    command -v chromium >/dev/null 2>&1 || { log "chromium not on PATH"; bad=1; }
     return "$bad"
 }
 

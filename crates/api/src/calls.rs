@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use store::audit::action;
 use store::auth::Role;
-use store::calls::Callback;
+use store::calls::{Callback, Renewal};
 use store::inbound::TaskState;
 use tracing::info;
 
@@ -83,7 +83,7 @@ fn whole(obj: &Map<String, Value>, field: &str, default: u64, max: u64) -> Resul
 #[utoipa::path(post, path = "/tasks/next", tag = "tasks",
     request_body(content = Object, description = "Empty, or `{}`"),
     responses(
-        (status = 200, description = "The task now held by the caller for 15 minutes (or the one it already holds): a due `call back later` first, then the most valuable subscriber, then the soonest due", body = TaskDto),
+        (status = 200, description = "The task now held by the caller for 15 minutes (or the one it already holds): a due `call back later` first, then the most valuable subscriber, then the soonest due; with the outcomes it takes and the subscriber's number masked", body = NextTask),
         (status = 204, description = "Nothing in the team's queue now"),
         (status = 400, description = "A body other than `{}`", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
@@ -127,16 +127,53 @@ pub(crate) async fn next(
         )
         .await?;
     info!(task = task.id, agent = %who.name, "Task taken from the queue.");
-    Ok(Json(TaskDto::new(task, now)).into_response())
+    let outcomes = match state
+        .store
+        .task_terms(task.id)
+        .await?
+        .and_then(|t| t.outcomes)
+    {
+        Some(list) => list,
+        None => domain::DEFAULT_OUTCOMES
+            .iter()
+            .map(|o| o.to_string())
+            .collect(),
+    };
+    // The agent sees the number masked, like every log line: the dialer or softphone
+    // places the call, and the script names what the agent may say.
+    let msisdn = state
+        .store
+        .msisdns_of(&[task.subscriber_id])
+        .await?
+        .pop()
+        .map(|(_, m)| domain::mask(&m));
+    Ok(Json(NextTask {
+        task: TaskDto::new(task, now),
+        outcomes,
+        msisdn,
+    })
+    .into_response())
+}
+
+/// `POST /tasks/next`'s answer: the task, what may be recorded on it, and the subscriber's
+/// details an agent may see.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct NextTask {
+    #[serde(flatten)]
+    task: TaskDto,
+    /// The outcomes the task's workflow declares (`POST /tasks/{id}/outcome`).
+    outcomes: Vec<String>,
+    /// The subscriber's number, masked (`138****0001`).
+    msisdn: Option<String>,
 }
 
 /// `POST /tasks/{id}/callback` with `{"at": "2026-12-01T18:30:00+08:00"}`.
 #[utoipa::path(post, path = "/tasks/{id}/callback", tag = "tasks",
     params(("id" = i64, Path, description = "The task id")),
-    request_body(content = Object, description = "`at`: when to call back, RFC 3339 with its offset; after now and not after the task's deadline"),
+    request_body(content = Object, description = "`at`: when to call back, RFC 3339 with its offset; after now, before the task's deadline, within its team's working hours (within 30 days for a task without a deadline)"),
     responses(
-        (status = 200, description = "Re-queued: `{\"id\", \"callback_at\"}`; the queue serves it again from then, first among the free tasks", body = Object),
-        (status = 400, description = "Bad input: `at` missing, not RFC 3339, not after now, or after the task's deadline; nothing changed", body = crate::error::ErrorBody),
+        (status = 200, description = "Re-queued: `{\"id\", \"callback_at\"}`; the task stays open, the queue serves it again from then, first among the free tasks, to the caller alone for 10 minutes and then to anyone of the team", body = Object),
+        (status = 400, description = "Bad input: `at` missing, not RFC 3339, not after now, not before the task's deadline, or outside the team's hours; nothing changed", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
         (status = 403, description = "Not an agent token, or another team's task", body = crate::error::ErrorBody),
         (status = 404, description = "No such task", body = crate::error::ErrorBody),
@@ -152,22 +189,128 @@ pub(crate) async fn callback(
     let team = team_of(&who, "POST /tasks/{id}/callback")?;
     let id = parse_id(&id)?;
     let obj = object(&body, &["at"], r#"{"at": "2026-12-01T18:30:00+08:00"}"#)?;
-    let at = match obj.get("at") {
+    let at = requeue(&state, &who.name, &team, id, "at", obj.get("at")).await?;
+    Ok(Json(json!({ "id": id, "callback_at": at })))
+}
+
+/// The longest a call back may be put off for a task without a deadline (a service task).
+pub(crate) const MAX_CALLBACK_AHEAD_MS: i64 = 30 * 24 * 3_600_000;
+
+/// Puts task `id` of `team`, held by `holder`, back in the queue for the time in `raw` (the
+/// body's `field`): RFC 3339, after now, before the task's deadline (else it would expire
+/// unserved), within its team's working hours (nobody would be there to call). Every
+/// refusal names `field` and changes nothing. Returns the time, in Unix milliseconds.
+pub(crate) async fn requeue(
+    state: &Shared,
+    holder: &str,
+    team: &str,
+    id: i64,
+    field: &str,
+    raw: Option<&Value>,
+) -> Result<i64, ApiError> {
+    let at = match raw {
         Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
             .map_err(|_| {
                 bad(
-                    "at",
+                    field,
                     "expected an RFC 3339 time with its offset, e.g. 2026-12-01T18:30:00+08:00",
                 )
             })?
             .timestamp_millis(),
-        Some(_) => return Err(bad("at", "expected a string")),
-        None => return Err(bad("at", "missing; expected when to call back (RFC 3339)")),
+        Some(_) => return Err(bad(field, "expected a string")),
+        None => {
+            return Err(bad(field, "missing; expected when to call back (RFC 3339)"));
+        }
     };
     let now = (state.now)();
     if at <= now {
-        return Err(bad("at", "expected a time after now"));
+        return Err(bad(field, "expected a time after now"));
     }
+    let Some(task) = state.store.task(id).await? else {
+        return Err(ApiError::NotFound(format!("no task {id}")));
+    };
+    if task.team != team {
+        return Err(ApiError::Forbidden(format!(
+            "task {id} belongs to another team than agent {holder}'s"
+        )));
+    }
+    if task.deadline.is_none() && at > now + MAX_CALLBACK_AHEAD_MS {
+        return Err(bad(field, "expected a time within 30 days"));
+    }
+    if let Some(hours) = &state.call_hours
+        && let Some(Err(h)) = hours(team, at)
+    {
+        return Err(bad(
+            field,
+            format!("expected a time within team {team}'s working hours {h}"),
+        ));
+    }
+    match state.store.callback_task(id, holder, at, now).await? {
+        Callback::Requeued => {}
+        Callback::NotFound => return Err(ApiError::NotFound(format!("no task {id}"))),
+        Callback::Closed(s) => {
+            return Err(ApiError::Conflict(format!(
+                "task {id} is {s}, no longer open"
+            )));
+        }
+        Callback::NotHeld => {
+            let holder_now = state
+                .store
+                .task(id)
+                .await?
+                .and_then(|t| t.holder_at(now).map(str::to_owned));
+            return Err(not_held(id, holder, holder_now.as_deref()));
+        }
+        Callback::AfterDeadline(d) => {
+            return Err(bad(
+                field,
+                format!("expected a time before the task's deadline {}", rfc3339(d)),
+            ));
+        }
+    }
+    state
+        .store
+        .audit(
+            now,
+            holder,
+            action::CALLBACK,
+            &format!("task {id}"),
+            Some(&format!("call back at {}", rfc3339(at))),
+        )
+        .await?;
+    info!(task = id, agent = %holder, at, "Task re-queued for a call back.");
+    Ok(at)
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// `POST /tasks/{id}/hold`: the holder keeps its task for another 15 minutes.
+#[utoipa::path(post, path = "/tasks/{id}/hold", tag = "tasks",
+    params(("id" = i64, Path, description = "The task id")),
+    request_body(content = Object, description = "Empty, or `{}`"),
+    responses(
+        (status = 200, description = "Held for another 15 minutes from now (never past the task's deadline): `{\"id\", \"held_until\"}`", body = Object),
+        (status = 400, description = "A body other than `{}`, or a bad id", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an agent token, or another team's task", body = crate::error::ErrorBody),
+        (status = 404, description = "No such task", body = crate::error::ErrorBody),
+        (status = 409, description = "The caller does not hold the task (its hold ran out, or someone else holds it), or it is no longer open", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn renew(
+    State(state): State<Shared>,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let team = team_of(&who, "POST /tasks/{id}/hold")?;
+    let id = parse_id(&id)?;
+    object(&body, &[], "{}")?;
+    let now = (state.now)();
     let Some(task) = state.store.task(id).await? else {
         return Err(ApiError::NotFound(format!("no task {id}")));
     };
@@ -177,46 +320,28 @@ pub(crate) async fn callback(
             who.name
         )));
     }
-    match state.store.callback_task(id, &who.name, at, now).await? {
-        Callback::Requeued => {}
-        Callback::NotFound => return Err(ApiError::NotFound(format!("no task {id}"))),
-        Callback::Closed(s) => {
-            return Err(ApiError::Conflict(format!(
-                "task {id} is {s}, no longer open"
-            )));
+    match state
+        .store
+        .renew_hold(id, &who.name, now + NEXT_HOLD_MS, now)
+        .await?
+    {
+        Renewal::Renewed(until) => {
+            info!(task = id, agent = %who.name, until, "Hold renewed.");
+            Ok(Json(json!({ "id": id, "held_until": until })))
         }
-        Callback::NotHeld => {
+        Renewal::NotFound => Err(ApiError::NotFound(format!("no task {id}"))),
+        Renewal::Closed(s) => Err(ApiError::Conflict(format!(
+            "task {id} is {s}, no longer open"
+        ))),
+        Renewal::NotHeld => {
             let holder = state
                 .store
                 .task(id)
                 .await?
                 .and_then(|t| t.holder_at(now).map(str::to_owned));
-            return Err(not_held(id, &who.name, holder.as_deref()));
-        }
-        Callback::AfterDeadline(d) => {
-            return Err(bad(
-                "at",
-                format!(
-                    "expected a time not after the task's deadline {}",
-                    chrono::DateTime::from_timestamp_millis(d)
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_else(|| d.to_string())
-                ),
-            ));
+            Err(not_held(id, &who.name, holder.as_deref()))
         }
     }
-    state
-        .store
-        .audit(
-            now,
-            &who.name,
-            action::CALLBACK,
-            &format!("task {id}"),
-            Some(&format!("call back at {at}")),
-        )
-        .await?;
-    info!(task = id, agent = %who.name, at, "Task re-queued for a call back.");
-    Ok(Json(json!({ "id": id, "callback_at": at })))
 }
 
 /// `POST /dialer/batches` with `{"size": 50, "hold_minutes": 60}`.

@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tracing::{debug, error, warn};
 
+pub mod agent_page;
 mod alerts;
 mod approvals;
 pub mod auth;
@@ -80,6 +81,7 @@ struct Shared {
     /// take them (see [`inbox`]).
     inbox: Arc<inbox::Inbox>,
     seasons: Option<SeasonReports>,
+    call_hours: Option<CallHours>,
 }
 
 /// What the health routes read besides the database.
@@ -170,7 +172,16 @@ pub struct ServeOptions {
     /// Season roll-ups (the daemon sets it; without it the route answers 404 for campaigns
     /// with no stored version and 503 for the others).
     pub seasons: Option<SeasonReports>,
+    /// The call-centre teams' working hours, which a `call back later` time must fall in
+    /// (the daemon sets it from `workflows/teams.yaml`; without it no hours are checked).
+    pub call_hours: Option<CallHours>,
 }
+
+/// Whether a time falls within a call-centre team's working hours: `None` when the team is
+/// not declared (no hours to keep), `Some(Err(hours))` outside them, `hours` describing
+/// them for the error (e.g. `09:00-21:00 Asia/Shanghai`). Handed in by the daemon, since
+/// this crate does not read the teams file.
+pub type CallHours = Arc<dyn Fn(&str, store::Millis) -> Option<Result<(), String>> + Send + Sync>;
 
 /// Builds a campaign's season roll-up as JSON for `GET /campaigns/{id}/seasons`: the
 /// engine's (`engine::season_report`), handed in by the daemon, since this crate does not
@@ -211,6 +222,7 @@ impl Default for ServeOptions {
             spool: None,
             gateways: None,
             seasons: None,
+            call_hours: None,
         }
     }
 }
@@ -303,6 +315,22 @@ fn routes() -> Vec<Route> {
             SMALL_BODY,
             ops::openapi,
         )),
+        // The agents' page holds no data: it calls the task routes with the agent's token.
+        route(OPEN, Method::GET, "/agent", SMALL_BODY, agent_page::page),
+        route(
+            OPEN,
+            Method::GET,
+            "/agent/app.js",
+            SMALL_BODY,
+            agent_page::script,
+        ),
+        route(
+            OPEN,
+            Method::GET,
+            "/agent/app.css",
+            SMALL_BODY,
+            agent_page::style,
+        ),
         queued(route(
             SIGNED,
             Method::GET,
@@ -351,6 +379,13 @@ fn routes() -> Vec<Route> {
             "/tasks/{id}/callback",
             SMALL_BODY,
             calls::callback,
+        ),
+        route(
+            roles(&[Agent]),
+            Method::POST,
+            "/tasks/{id}/hold",
+            SMALL_BODY,
+            calls::renew,
         ),
         route(
             roles(&[Agent]),
@@ -468,6 +503,7 @@ pub fn router_with(state: AppState, opts: &ServeOptions) -> Router {
         callbacks: callbacks.clone(),
         inbox: Arc::new(inbox::Inbox::new(state.store.clone(), opts.spool.clone())),
         seasons: opts.seasons.clone(),
+        call_hours: opts.call_hours.clone(),
     };
     let recent = Arc::new(auth::RecentTokens::default());
     let mut open = Router::new();

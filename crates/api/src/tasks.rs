@@ -130,19 +130,33 @@ pub(crate) async fn list(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OutcomeIn {
+    /// One of the task's workflow's `outcomes`.
     outcome: String,
-    agent: String,
+    /// Who worked the task. An agent token records as itself: it may leave this out, and
+    /// any other name is refused (403). An admin or operator (a supervisor closing a task)
+    /// names the agent.
+    #[serde(default)]
+    agent: Option<String>,
+    /// With `call_back_later` only, from the agent holding the task: the time agreed with
+    /// the subscriber (RFC 3339 with its offset). The task is not closed but goes back to
+    /// the queue for then, as `POST /tasks/{id}/callback` does.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    call_back_at: Option<Value>,
 }
+
+/// The outcome that, with a time, puts the task back in the queue instead of closing it.
+pub(crate) const CALL_BACK_LATER: &str = "call_back_later";
 
 /// `POST /tasks/{id}/outcome` with `{"outcome": "accepted", "agent": "agent-7"}`
 #[utoipa::path(post, path = "/tasks/{id}/outcome", tag = "tasks",
     params(("id" = i64, Path, description = "The task id")),
-    request_body(content = OutcomeIn, description = "outcome: one of the task's workflow's `outcomes` (by default accepted, refused, call_back_later or unreachable; at most 4 KiB)"),
+    request_body(content = OutcomeIn, description = "outcome: one of the task's workflow's `outcomes` (by default accepted, refused, call_back_later or unreachable; at most 4 KiB). `call_back_later` with `call_back_at` re-queues the task for that time (the holder only) instead of closing it."),
     responses(
-        (status = 200, description = "Recorded; `{\"id\", \"state\": \"done\", \"outcome\"}`", body = Object),
-        (status = 400, description = "Bad input; nothing recorded", body = crate::error::ErrorBody),
+        (status = 200, description = "Recorded: `{\"id\", \"state\": \"done\", \"outcome\"}`; or re-queued for a call back: `{\"id\", \"state\": \"open\", \"outcome\": \"call_back_later\", \"callback_at\"}`", body = Object),
+        (status = 400, description = "Bad input (`call_back_at` not RFC 3339, not after now, not before the task's deadline, outside the team's hours, or with another outcome); nothing recorded", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
-        (status = 403, description = "Role not allowed, or another team's task", body = crate::error::ErrorBody),
+        (status = 403, description = "Role not allowed, another team's task, an agent token naming another agent, or `call_back_at` from a supervisor", body = crate::error::ErrorBody),
         (status = 404, description = "No such task", body = crate::error::ErrorBody),
         (status = 409, description = "The task's outcome was already reported, or (an agent) the task is queued and the caller does not hold it", body = crate::error::ErrorBody),
         (status = 413, description = "Body over 4 KiB", body = crate::error::ErrorBody),
@@ -178,7 +192,7 @@ pub(crate) async fn outcome(
     check_object(
         &value,
         "",
-        &[("outcome", true), ("agent", true)],
+        &[("outcome", true), ("agent", false), ("call_back_at", false)],
         r#"{"outcome": "accepted", "agent": "agent-7"}"#,
     )?;
     let o: OutcomeIn = serde_json::from_value(value).map_err(|e| bad("body", e.to_string()))?;
@@ -196,16 +210,70 @@ pub(crate) async fn outcome(
             ),
         ));
     }
-    person_id("agent", &o.agent, "agent")?;
+    // An agent token is one agent: it records as itself, never as a colleague.
+    let agent = match (who.role, o.agent) {
+        (Role::Agent, None) => who.name.clone(),
+        (Role::Agent, Some(a)) if a == who.name => a,
+        (Role::Agent, Some(a)) => {
+            return Err(ApiError::Forbidden(format!(
+                "agent: {} records as itself, not as {}; leave `agent` out or name the token's own agent",
+                who.name,
+                a.escape_debug()
+            )));
+        }
+        (_, Some(a)) => a,
+        (_, None) => {
+            return Err(bad(
+                "agent",
+                "missing; a supervisor names the agent who worked the task",
+            ));
+        }
+    };
+    person_id("agent", &agent, "agent")?;
+    if let Some(raw) = &o.call_back_at {
+        if o.outcome != CALL_BACK_LATER {
+            return Err(bad(
+                "call_back_at",
+                format!("only with the outcome {CALL_BACK_LATER}, not {}", o.outcome),
+            ));
+        }
+        if who.role != Role::Agent {
+            return Err(ApiError::Forbidden(format!(
+                "call_back_at re-queues a task for the agent holding it; {} is {}: record the outcome without it to close the task",
+                who.name, who.role
+            )));
+        }
+        if terms.state != TaskState::Open.as_str() {
+            return Err(ApiError::Conflict(format!(
+                "task {id} is {}, no longer open; its outcome was already reported",
+                terms.state
+            )));
+        }
+        let at = crate::calls::requeue(
+            &state,
+            &who.name,
+            &terms.team,
+            id,
+            "call_back_at",
+            Some(raw),
+        )
+        .await?;
+        return Ok(Json(json!({
+            "id": id,
+            "state": TaskState::Open.as_str(),
+            "outcome": CALL_BACK_LATER,
+            "callback_at": at,
+        })));
+    }
     let done = if must_hold {
         state
             .store
-            .complete_held_task(id, &o.outcome, &o.agent, &who.name, (state.now)())
+            .complete_held_task(id, &o.outcome, &agent, &who.name, (state.now)())
             .await?
     } else {
         state
             .store
-            .complete_task(id, &o.outcome, &o.agent, (state.now)())
+            .complete_task(id, &o.outcome, &agent, (state.now)())
             .await?
     };
     if done {
@@ -216,10 +284,10 @@ pub(crate) async fn outcome(
                 &who.name,
                 action::OUTCOME,
                 &format!("task {id}"),
-                Some(&format!("{} (agent {})", o.outcome, o.agent)),
+                Some(&format!("{} (agent {agent})", o.outcome)),
             )
             .await?;
-        info!(task = id, outcome = %o.outcome, agent = %o.agent, "Task completed.");
+        info!(task = id, outcome = %o.outcome, agent = %agent, "Task completed.");
         return Ok(Json(
             json!({ "id": id, "state": TaskState::Done.as_str(), "outcome": o.outcome }),
         ));

@@ -11,11 +11,7 @@ use reqwest::StatusCode;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use store::Store;
-use store::TransactionTrait;
 use store::auth::{Role, Secret};
-use store::contacts::{Arm, NewContact};
-use store::runs::{NewRun, wave_state};
-use store::subscribers::OnDuplicate;
 use store::testing::RawDb as _;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -42,6 +38,10 @@ const MATRIX: &[(&str, &str, [u16; 8])] = &[
     ("GET",  "/readyz",                   [200,  200,  200,  200,  200,  200,  200,  200]),
     ("GET",  "/healthz",                  [200,  200,  200,  200,  200,  200,  200,  200]),
     ("GET",  "/openapi.json",             [200,  200,  200,  200,  200,  200,  200,  200]),
+    // The agents' page and its assets hold no data; its calls carry the agent's token.
+    ("GET",  "/agent",                    [200,  200,  200,  200,  200,  200,  200,  200]),
+    ("GET",  "/agent/app.js",             [200,  200,  200,  200,  200,  200,  200,  200]),
+    ("GET",  "/agent/app.css",            [200,  200,  200,  200,  200,  200,  200,  200]),
     // Only the per-message signature authenticates a delivery report; no role does.
     ("GET",  "/callbacks/kannel/dlr",     [401,  401,  401,  401,  401,  401,  401,  401]),
     ("GET",  "/callbacks/kannel/mo",      [403,  403,  403,  403,  403,  200,  401,  401]),
@@ -51,6 +51,7 @@ const MATRIX: &[(&str, &str, [u16; 8])] = &[
     // The queue holds tasks for the caller: agent (and dialer) tokens only.
     ("POST", "/tasks/next",               [403,  403,  403,  403,  200,  403,  401,  401]),
     ("POST", "/tasks/{id}/callback",      [403,  403,  403,  403,  400,  403,  401,  401]),
+    ("POST", "/tasks/{id}/hold",          [403,  403,  403,  403,  404,  403,  401,  401]),
     ("POST", "/dialer/batches",           [403,  403,  403,  403,  200,  403,  401,  401]),
     ("POST", "/dialer/outcomes",          [403,  403,  403,  403,  400,  403,  401,  401]),
     ("GET",  "/alerts",                   [200,  200,  403,  403,  200,  403,  401,  401]),
@@ -205,82 +206,19 @@ fn sign(key: &str) -> String {
 /// contact, task of `TEAM`, task of `OTHER_TEAM`).
 async fn seed(store: &Store) -> Res<(String, i64, i64)> {
     let now = store::wall_now();
-    store
-        .insert_subscribers(
-            &[
-                store::testing::subscriber("13800000001"),
-                store::testing::subscriber("13800000002"),
-            ],
-            OnDuplicate::Fail,
-            now,
-        )
-        .await?;
-    let mut subs = Vec::new();
-    for m in ["13800000001", "13800000002"] {
-        subs.push(store.subscriber_by_msisdn(m).await?.ok_or("sub")?);
-    }
-    let version_id = store
-        .upsert_version("autumn", "abc", "campaign: autumn", now)
-        .await?;
-    let waves = [("call".to_owned(), "outbound_call".to_owned())];
-    let run_id = store
-        .start_run(NewRun {
-            campaign: "autumn",
-            version_id,
-            slot_at: None,
-            trigger: "manual",
-            waves: &waves,
-            now,
-        })
-        .await?
-        .ok_or("run")?;
-    let wave_run_id = store.wave_runs(run_id).await?[0].id;
-    let contacts: Vec<NewContact> = subs
+    let subs = [
+        store::testing::subscriber("13800000001"),
+        store::testing::subscriber("13800000002"),
+    ];
+    let wave =
+        store::testing::call_wave(store, "autumn", &subs, "gold", now, now + 86_400_000).await?;
+    let rows: Vec<_> = wave
+        .contacts
         .iter()
-        .map(|s| NewContact {
-            subscriber_id: *s,
-            arm: Arm::Treatment,
-            due_at: now,
-            send_by: None,
-            stratum: "gold".into(),
-            variant: None,
-        })
+        .zip([TEAM, OTHER_TEAM])
+        .map(|(c, team)| c.task(team, "campus-bundle-v2"))
         .collect();
-    let tx = store.db().begin().await?;
-    store::runs::transition_wave(&tx, wave_run_id, wave_state::PENDING, wave_state::OPEN).await?;
-    store::runs::set_wave_window(&tx, wave_run_id, now, now + 86_400_000).await?;
-    store::contacts::insert_contacts(
-        &tx,
-        &store::contacts::WaveContacts {
-            run_id,
-            wave_run_id,
-            wave: "call",
-            channel: "outbound_call",
-            purpose: store::contacts::Purpose::Marketing,
-            at_most_once: false,
-        },
-        &contacts,
-    )
-    .await?;
-    tx.commit().await?;
-    let mut rows = Vec::new();
-    let mut keys = Vec::new();
-    for (s, team) in subs.iter().zip([TEAM, OTHER_TEAM]) {
-        let key = store.contact_key(run_id, "call", *s).await?.ok_or("key")?;
-        let c = store.contact_by_key(&key).await?.ok_or("contact")?;
-        rows.push(store::inbound::NewTask {
-            contact_id: c.id,
-            team,
-            kind: "outbound_call",
-            subscriber_id: *s,
-            script: "campus-bundle-v2",
-            due_at: None,
-            escalate_to: None,
-            outcomes: &[],
-            queued: false,
-        });
-        keys.push(key);
-    }
+    let keys: Vec<String> = wave.contacts.iter().map(|c| c.key.clone()).collect();
     store.open_tasks(&rows, now).await?;
     let tasks = store
         .tasks(None, store::inbound::TaskState::Open, 10)

@@ -11,13 +11,9 @@ use api::AppState;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use store::Store;
-use store::TransactionTrait;
 use store::auth::Role;
 use store::calls::Pace;
-use store::contacts::{Arm, NewContact};
 use store::inbound::{NewTask, TaskState, count_unprocessed};
-use store::runs::{NewRun, wave_state};
-use store::subscribers::OnDuplicate;
 use store::testing::RawDb as _;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -51,6 +47,14 @@ impl Server {
     /// `TEAM` (subscriber `i` with ARPU `arpu[i]`) and one of another team; returns the
     /// team's task ids by subscriber.
     async fn start(arpu: &[f64]) -> Res<(Server, Vec<i64>, i64)> {
+        Server::start_with(arpu, None).await
+    }
+
+    /// [`Server::start`] with the teams' working hours the daemon would hand in.
+    async fn start_with(
+        arpu: &[f64],
+        call_hours: Option<api::CallHours>,
+    ) -> Res<(Server, Vec<i64>, i64)> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir()?;
         let store = store::testing::fresh_store(dir.path()).await?;
@@ -61,6 +65,7 @@ impl Server {
         let c = clock.clone();
         let opts = api::ServeOptions {
             now: Arc::new(move || c.load(Ordering::SeqCst)),
+            call_hours,
             ..api::ServeOptions::default()
         };
         tokio::spawn(api::serve_with(
@@ -119,82 +124,23 @@ impl Server {
 }
 
 async fn seed(store: &Store, arpu: &[f64]) -> Res<(Vec<i64>, i64)> {
-    let n = arpu.len() + 1;
-    let subs: Vec<_> = (0..n)
+    let subs: Vec<_> = (0..=arpu.len())
         .map(|i| {
             store::testing::subscriber(&format!("1380000{i:04}"))
                 .with("arpu_3m", arpu.get(i).copied().unwrap_or(999.0))
         })
         .collect();
-    store
-        .insert_subscribers(&subs, OnDuplicate::Fail, T0)
-        .await?;
-    let mut sub_ids = Vec::new();
-    for i in 0..n {
-        sub_ids.push(
-            store
-                .subscriber_by_msisdn(&format!("1380000{i:04}"))
-                .await?
-                .ok_or("sub")?,
-        );
-    }
-    let version_id = store.upsert_version("c", "h", "campaign: c", T0).await?;
-    let run_id = store
-        .start_run(NewRun {
-            campaign: "c",
-            version_id,
-            slot_at: None,
-            trigger: "manual",
-            waves: &[("call".to_owned(), "outbound_call".to_owned())],
-            now: T0,
-        })
-        .await?
-        .ok_or("run")?;
-    let wave_run_id = store.wave_runs(run_id).await?[0].id;
-    let contacts: Vec<NewContact> = sub_ids
+    let wave = store::testing::call_wave(store, "c", &subs, "all", T0, T0 + 24 * HOUR).await?;
+    let sub_ids: Vec<i64> = wave.contacts.iter().map(|c| c.subscriber_id).collect();
+    let rows: Vec<_> = wave
+        .contacts
         .iter()
-        .map(|s| NewContact {
-            subscriber_id: *s,
-            arm: Arm::Treatment,
-            due_at: T0,
-            send_by: None,
-            stratum: "all".into(),
-            variant: None,
+        .enumerate()
+        .map(|(i, c)| NewTask {
+            queued: true,
+            ..c.task(if i < arpu.len() { TEAM } else { "other" }, "save bundle")
         })
         .collect();
-    let tx = store.db().begin().await?;
-    store::runs::transition_wave(&tx, wave_run_id, wave_state::PENDING, wave_state::OPEN).await?;
-    store::runs::set_wave_window(&tx, wave_run_id, T0, T0 + 24 * HOUR).await?;
-    store::contacts::insert_contacts(
-        &tx,
-        &store::contacts::WaveContacts {
-            run_id,
-            wave_run_id,
-            wave: "call",
-            channel: "outbound_call",
-            purpose: store::contacts::Purpose::Marketing,
-            at_most_once: false,
-        },
-        &contacts,
-    )
-    .await?;
-    tx.commit().await?;
-    let mut rows = Vec::new();
-    for (i, s) in sub_ids.iter().enumerate() {
-        let key = store.contact_key(run_id, "call", *s).await?.ok_or("key")?;
-        let c = store.contact_by_key(&key).await?.ok_or("contact")?;
-        rows.push(NewTask {
-            contact_id: c.id,
-            team: if i < arpu.len() { TEAM } else { "other" },
-            kind: "outbound_call",
-            subscriber_id: *s,
-            script: "save bundle",
-            due_at: None,
-            escalate_to: None,
-            outcomes: &[],
-            queued: true,
-        });
-    }
     store.open_tasks(&rows, T0).await?;
     for team in [TEAM, "other"] {
         store
@@ -342,7 +288,12 @@ async fn agents_take_the_best_task_call_back_later_and_record_only_what_they_hol
         StatusCode::NO_CONTENT,
         "the queue is empty until the callback"
     );
+    // At its time it is agent 1's, who promised the call, for the grace: agent 2 gets the
+    // next best one; after the grace anyone keeps the promise.
     s.set(T0 + 2 * HOUR);
+    let (_, t) = s.post(&a2, "/tasks/next", json!({})).await?;
+    assert_eq!(t["id"], ids[2], "not the callback: agent 1's for now");
+    s.set(T0 + 2 * HOUR + store::calls::CALLBACK_GRACE_MS);
     let (_, t) = s.post(&a3, "/tasks/next", json!({})).await?;
     assert_eq!(t["id"], ids[1], "the callback comes back at its time");
 
@@ -365,6 +316,164 @@ async fn agents_take_the_best_task_call_back_later_and_record_only_what_they_hol
         .await?;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(s.outcomes().await?, 2);
+    Ok(())
+}
+
+/// `TEAM` works 20:00-23:00 UTC (`T0` is 20:26:40 UTC); other teams are not declared.
+fn evening_hours() -> api::CallHours {
+    Arc::new(|team, at| {
+        (team == TEAM).then(|| {
+            let hour = (at / HOUR).rem_euclid(24);
+            if (20..23).contains(&hour) {
+                Ok(())
+            } else {
+                Err("20:00-23:00 UTC".to_owned())
+            }
+        })
+    })
+}
+
+// api `tasks.rs` `outcome` with `call_back_at`, `calls.rs` `requeue` / `renew`: recording
+// `call_back_later` with a time re-queues the task (open, no outcome) for its agent first;
+// every bad time is refused by name and changes nothing; a renewed hold outlasts 15
+// minutes; an agent token records only as itself.
+#[tokio::test]
+async fn call_back_later_requeues_for_its_agent_and_a_hold_is_renewed() -> Res {
+    let (s, ids, _) = Server::start_with(&[900.0, 100.0], Some(evening_hours())).await?;
+    let a1 = s.token("agent-1", Role::Agent, Some(TEAM)).await?;
+    let a2 = s.token("agent-2", Role::Agent, Some(TEAM)).await?;
+    let admin = s.token("lead", Role::Admin, None).await?;
+    let iso = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let id = ids[0];
+    let (_, t) = s.post(&a1, "/tasks/next", json!({})).await?;
+    assert_eq!(t["id"], id);
+    assert_eq!(t["msisdn"], "138****0000", "masked");
+    assert_eq!(
+        t["outcomes"],
+        json!(["accepted", "refused", "call_back_later", "unreachable"])
+    );
+    let path = |what: &str| format!("/tasks/{id}/{what}");
+
+    // The holder keeps the task past the first 15 minutes; nobody else can renew it.
+    s.set(T0 + 10 * MINUTE);
+    let (st, body) = s.post(&a2, &path("hold"), json!({})).await?;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    let (st, body) = s.post(&a1, &path("hold"), json!({"minutes": 5})).await?;
+    assert_eq!((st, field(&body)), (StatusCode::BAD_REQUEST, "minutes"));
+    let (st, body) = s.post(&a1, &path("hold"), json!({})).await?;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["held_until"], T0 + 25 * MINUTE);
+    s.set(T0 + 20 * MINUTE);
+    assert_eq!(
+        s.post(&a2, "/tasks/next", json!({})).await?.1["id"],
+        ids[1],
+        "the renewed task stays agent 1's"
+    );
+
+    // Every bad call-back time is refused by name, and nothing changes.
+    let cb = |at: Value| json!({"outcome": "call_back_later", "call_back_at": at});
+    for (body, st_want, want) in [
+        (cb(json!("at six")), StatusCode::BAD_REQUEST, "call_back_at"),
+        (cb(json!(18)), StatusCode::BAD_REQUEST, "call_back_at"),
+        (cb(json!(iso(T0))), StatusCode::BAD_REQUEST, "call_back_at"),
+        (
+            cb(json!(iso(T0 + 24 * HOUR))),
+            StatusCode::BAD_REQUEST,
+            "call_back_at",
+        ),
+        (
+            cb(json!(iso(T0 + 3 * HOUR))),
+            StatusCode::BAD_REQUEST,
+            "call_back_at",
+        ),
+        (
+            json!({"outcome": "accepted", "call_back_at": iso(T0 + HOUR)}),
+            StatusCode::BAD_REQUEST,
+            "call_back_at",
+        ),
+        (
+            json!({"outcome": "accepted", "agent": "agent-2"}),
+            StatusCode::FORBIDDEN,
+            "",
+        ),
+    ] {
+        let (st, resp) = s.post(&a1, &path("outcome"), body.clone()).await?;
+        assert_eq!((st, field(&resp)), (st_want, want), "{body}: {resp}");
+    }
+    let (_, resp) = s
+        .post(&a1, &path("outcome"), cb(json!(iso(T0 + 3 * HOUR))))
+        .await?;
+    assert!(
+        resp["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("working hours 20:00-23:00 UTC"),
+        "{resp}"
+    );
+    // A supervisor closes tasks; it does not re-queue them for itself.
+    let (st, _) = s
+        .post(
+            &admin,
+            &path("outcome"),
+            json!({"outcome": "call_back_later", "agent": "lead", "call_back_at": iso(T0 + HOUR)}),
+        )
+        .await?;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let t = s.store.task(id).await?.ok_or("task")?;
+    assert_eq!(
+        (t.state.as_str(), t.held_by.as_deref(), t.callbacks),
+        ("open", Some("agent-1"), 0)
+    );
+    assert_eq!(s.outcomes().await?, 0, "nothing recorded");
+
+    // Agreed for 22:00 UTC: the task goes back, open, and is no completed contact.
+    let at = T0 + HOUR + 33 * MINUTE + 20_000;
+    let (st, body) = s.post(&a1, &path("outcome"), cb(json!(iso(at)))).await?;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["state"].as_str(), body["callback_at"].as_i64()),
+        (Some("open"), Some(at))
+    );
+    let t = s.store.task(id).await?.ok_or("task")?;
+    assert_eq!(
+        (
+            t.state.as_str(),
+            t.held_by.as_deref(),
+            t.callback_for.as_deref(),
+            t.callbacks
+        ),
+        ("open", None, Some("agent-1"), 1)
+    );
+    assert_eq!(s.outcomes().await?, 0, "a call back is not an outcome");
+
+    // At its time agent 1 gets it back; agent 2 does not within the grace.
+    s.set(at);
+    let (_, t) = s.post(&a2, "/tasks/next", json!({})).await?;
+    assert_eq!(
+        t["id"], ids[1],
+        "agent 2 gets the other task again, not the callback"
+    );
+    let a3 = s.token("agent-3", Role::Agent, Some(TEAM)).await?;
+    assert_eq!(
+        s.post(&a3, "/tasks/next", json!({})).await?.0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, t) = s.post(&a1, "/tasks/next", json!({})).await?;
+    assert_eq!(t["id"], id);
+    // Recorded as the token's own agent, `agent` left out.
+    let (st, body) = s
+        .post(&a1, &path("outcome"), json!({"outcome": "accepted"}))
+        .await?;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(s.outcomes().await?, 1);
+    assert_eq!(
+        store::testing::task_agent(&s.store, id).await?.as_deref(),
+        Some("agent-1")
+    );
     Ok(())
 }
 

@@ -7,12 +7,10 @@ use api::AppState;
 use reqwest::StatusCode;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
-use store::contacts::{Arm, NewContact};
+use store::Store;
 use store::inbound::{InboundRow, count_unprocessed};
-use store::runs::{NewRun, wave_state};
 use store::subscribers::OnDuplicate;
 use store::testing::RawDb as _;
-use store::{Store, TransactionTrait};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -208,91 +206,31 @@ async fn known_key(store: &Store, key: &str) -> Res {
 /// A run with an open call wave and one open task per team; returns (run id, task ids).
 async fn seed_tasks(store: &Store) -> Res<(i64, Vec<i64>)> {
     let now = store::wall_now();
-    store
-        .insert_subscribers(
-            &[
-                store::testing::subscriber("13800000001"),
-                store::testing::subscriber("13800000002"),
-            ],
-            OnDuplicate::Fail,
-            now,
-        )
-        .await?;
     let subs = [
-        store
-            .subscriber_by_msisdn("13800000001")
-            .await?
-            .ok_or("sub")?,
-        store
-            .subscriber_by_msisdn("13800000002")
-            .await?
-            .ok_or("sub")?,
+        store::testing::subscriber("13800000001"),
+        store::testing::subscriber("13800000002"),
     ];
-    let version_id = store
-        .upsert_version("autumn", "abc", "campaign: autumn", now)
-        .await?;
-    let waves = [("call".to_owned(), "outbound_call".to_owned())];
-    let run_id = store
-        .start_run(NewRun {
-            campaign: "autumn",
-            version_id,
-            slot_at: None,
-            trigger: "manual",
-            waves: &waves,
-            now,
-        })
-        .await?
-        .ok_or("run")?;
-    let wave_run_id = store.wave_runs(run_id).await?[0].id;
-    let contacts: Vec<NewContact> = subs
-        .iter()
-        .map(|s| NewContact {
-            subscriber_id: *s,
-            arm: Arm::Treatment,
-            due_at: now,
-            send_by: None,
-            stratum: "gold".into(),
-            variant: None,
-        })
-        .collect();
-    let tx = store.db().begin().await?;
-    store::runs::transition_wave(&tx, wave_run_id, wave_state::PENDING, wave_state::OPEN).await?;
-    store::runs::set_wave_window(&tx, wave_run_id, now, now + 86_400_000).await?;
-    store::contacts::insert_contacts(
-        &tx,
-        &store::contacts::WaveContacts {
-            run_id,
-            wave_run_id,
-            wave: "call",
-            channel: "outbound_call",
-            purpose: store::contacts::Purpose::Marketing,
-            at_most_once: false,
-        },
-        &contacts,
-    )
-    .await?;
-    tx.commit().await?;
-    let mut rows = Vec::new();
+    let wave =
+        store::testing::call_wave(store, "autumn", &subs, "gold", now, now + 86_400_000).await?;
+    let run_id = wave.run_id;
     // The retention team's workflow declares its own outcomes; the campus task is one opened
     // before tasks carried theirs (the shipped four).
     let declared = vec!["accepted".to_owned(), "wants_visit".to_owned()];
-    for (s, team) in subs.iter().zip(["campus-callcentre", "retention"]) {
-        let key = store.contact_key(run_id, "call", *s).await?.ok_or("key")?;
-        let c = store.contact_by_key(&key).await?.ok_or("contact")?;
-        // The retention team's task has an SLA and was due an hour ago.
-        let sla = team == "retention";
-        rows.push(store::inbound::NewTask {
-            contact_id: c.id,
-            team,
-            kind: "outbound_call",
-            subscriber_id: *s,
-            script: "campus-bundle-v2",
-            due_at: sla.then_some(now - 3_600_000),
-            escalate_to: sla.then_some("retention-lead"),
-            outcomes: if sla { &declared } else { &[] },
-            queued: false,
-        });
-    }
+    let rows: Vec<_> = wave
+        .contacts
+        .iter()
+        .zip(["campus-callcentre", "retention"])
+        .map(|(c, team)| {
+            // The retention team's task has an SLA and was due an hour ago.
+            let sla = team == "retention";
+            store::inbound::NewTask {
+                due_at: sla.then_some(now - 3_600_000),
+                escalate_to: sla.then_some("retention-lead"),
+                outcomes: if sla { &declared } else { &[] },
+                ..c.task(team, "campus-bundle-v2")
+            }
+        })
+        .collect();
     store.open_tasks(&rows, now).await?;
     let mut ids: Vec<i64> = store
         .tasks(None, store::inbound::TaskState::Open, 10)

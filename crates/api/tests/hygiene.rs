@@ -100,7 +100,8 @@ impl Server {
             &self.gateway
         } else if path.starts_with("/dialer/")
             || path == "/tasks/next"
-            || (path.starts_with("/tasks/") && path.ends_with("/callback"))
+            || (path.starts_with("/tasks/")
+                && (path.ends_with("/callback") || path.ends_with("/hold")))
         {
             &self.agent
         } else {
@@ -533,77 +534,21 @@ async fn readiness_waits_for_the_engine_and_liveness_fails_on_a_stalled_loop() -
 
 const SECRET: &[u8] = b"hygiene-tests-callback-secret-01";
 
-/// `n` subscribers with a contact each in an open SMS wave; returns (msisdn, contact key).
-async fn sms_contacts(store: &Store, n: usize) -> Res<Vec<(String, String)>> {
-    use store::TransactionTrait as _;
+/// `n` subscribers with a contact each in an open wave; returns (msisdn, contact key).
+async fn contacts(store: &Store, n: usize) -> Res<Vec<(String, String)>> {
     let now = store::wall_now();
     let msisdns: Vec<String> = (0..n).map(|i| format!("1380010{i:04}")).collect();
     let subs: Vec<_> = msisdns
         .iter()
         .map(|m| store::testing::subscriber(m))
         .collect();
-    store
-        .insert_subscribers(&subs, store::subscribers::OnDuplicate::Fail, now)
-        .await?;
-    let version_id = store
-        .upsert_version("autumn", "abc", "campaign: autumn", now)
-        .await?;
-    let waves = [("sms".to_owned(), "sms".to_owned())];
-    let run_id = store
-        .start_run(store::runs::NewRun {
-            campaign: "autumn",
-            version_id,
-            slot_at: None,
-            trigger: "manual",
-            waves: &waves,
-            now,
-        })
-        .await?
-        .ok_or("run")?;
-    let wave_run_id = store.wave_runs(run_id).await?[0].id;
-    let mut ids = Vec::new();
-    for m in &msisdns {
-        ids.push(store.subscriber_by_msisdn(m).await?.ok_or("sub")?);
-    }
-    let contacts: Vec<store::contacts::NewContact> = ids
-        .iter()
-        .map(|s| store::contacts::NewContact {
-            subscriber_id: *s,
-            arm: store::contacts::Arm::Treatment,
-            due_at: now,
-            send_by: None,
-            stratum: "all".into(),
-            variant: None,
-        })
-        .collect();
-    let tx = store.db().begin().await?;
-    store::runs::transition_wave(
-        &tx,
-        wave_run_id,
-        store::runs::wave_state::PENDING,
-        store::runs::wave_state::OPEN,
-    )
-    .await?;
-    store::contacts::insert_contacts(
-        &tx,
-        &store::contacts::WaveContacts {
-            run_id,
-            wave_run_id,
-            wave: "sms",
-            channel: "sms",
-            purpose: store::contacts::Purpose::Marketing,
-            at_most_once: false,
-        },
-        &contacts,
-    )
-    .await?;
-    tx.commit().await?;
-    let mut out = Vec::new();
-    for (m, s) in msisdns.into_iter().zip(ids) {
-        let key = store.contact_key(run_id, "sms", s).await?.ok_or("key")?;
-        out.push((m, key));
-    }
-    Ok(out)
+    let wave =
+        store::testing::call_wave(store, "autumn", &subs, "all", now, now + 86_400_000).await?;
+    Ok(msisdns
+        .into_iter()
+        .zip(wave.contacts)
+        .map(|(m, c)| (m, c.key))
+        .collect())
 }
 
 /// Guards the callback inbox (group commit, and callbacks' own bound): with every
@@ -630,7 +575,7 @@ async fn callbacks_are_each_stored_or_refused_past_the_in_flight_limit() -> Res 
         ..ServeOptions::default()
     })
     .await?;
-    let contacts = sms_contacts(&s.store, 40).await?;
+    let contacts = contacts(&s.store, 40).await?;
     let mut held = Vec::new();
     for _ in 0..N {
         held.push(s.held_post("/events", 80, 40).await?);

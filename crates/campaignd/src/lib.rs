@@ -1086,6 +1086,24 @@ async fn check_gateways(
     out
 }
 
+/// The teams' working hours for the API's `call back later` check (`api::CallHours`), by
+/// the same local clock the engine releases tasks by (`engine::calls::team_clock`).
+fn call_hours(dir: spec::teams::TeamDirectory) -> api::CallHours {
+    Arc::new(move |team, at| {
+        let t = dir.get(team)?;
+        Some(if engine::calls::team_clock(t, at).1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}-{} {}",
+                t.hours.start.format("%H:%M"),
+                t.hours.end.format("%H:%M"),
+                t.timezone
+            ))
+        })
+    })
+}
+
 /// `GET /campaigns/{id}/seasons`: the engine's season roll-up, as of the database clock.
 fn season_reports(store: store::Store) -> api::SeasonReports {
     Arc::new(move |campaign: String| {
@@ -1318,6 +1336,7 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         channels,
         engine_config(&cfg),
     )?;
+    let call_hours = teams.clone().map(call_hours);
     let engine = match teams {
         Some(t) => {
             for team in &t.teams {
@@ -1368,6 +1387,7 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         spool: Some(spool.clone()),
         gateways: Some(gateway_status(engine.clone(), start_checks)),
         seasons: Some(season_reports(store.clone())),
+        call_hours,
         ..api::ServeOptions::default()
     };
     let api = tokio::spawn(api::serve_with(

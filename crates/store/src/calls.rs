@@ -13,6 +13,13 @@
 //! claim has locked (`FOR UPDATE SKIP LOCKED`); SQLite runs one writing statement at a
 //! time. A task is therefore held by at most one agent: a hold is taken only on a task
 //! whose hold is empty or ran out, and the conditions are re-checked on the locked row.
+//!
+//! `call back later` ([`Store::callback_task`]) is a promise made by one agent: the task
+//! goes back to the queue, stays open (it is not a completed contact: no outcome is
+//! recorded), is served to nobody before the agreed time, and from then is offered to the
+//! agent that agreed it for [`CALLBACK_GRACE_MS`], to anyone of the team after that. An
+//! agent asking for work within the grace is on shift; one that does not ask has its
+//! promise kept by a colleague. A task still open at its deadline expires as ever: unreached.
 
 use sea_orm::{FromQueryResult, TransactionTrait, Value};
 
@@ -21,6 +28,11 @@ use crate::inbound::{TASK_COLS, TaskRow, TaskState};
 use crate::{Millis, Result, Store, StoreError, exec, marks, query};
 
 const HOUR: Millis = 3_600_000;
+
+/// How long a due call back waits for the agent that agreed it before any agent of the
+/// team may take it: long enough for that agent to finish the call in hand (a hold is
+/// 15 minutes), short enough that the subscriber is called near the time promised.
+pub const CALLBACK_GRACE_MS: Millis = 10 * 60_000;
 
 /// One paced team's limits for one release step, as the engine reads them from the teams
 /// file and the team's local clock.
@@ -57,14 +69,29 @@ pub enum Callback {
     Closed(String),
     /// The caller does not hold it (nobody does, or someone else).
     NotHeld,
-    /// The time asked is after the task's deadline (the deadline).
+    /// The time asked is not before the task's deadline (the deadline).
     AfterDeadline(Millis),
 }
 
-/// Free tasks of a team's queue at `now` (bound: team, open, now, now, now).
+/// How [`Store::renew_hold`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// Held until then now.
+    Renewed(Millis),
+    /// No such task.
+    NotFound,
+    /// The task is not open any more (its state).
+    Closed(String),
+    /// The caller does not hold it (nobody does, or someone else).
+    NotHeld,
+}
+
+/// Free tasks of a team's queue for a holder at `now` (bound: team, open, now, now,
+/// holder, now - grace, now): a due call back is the promising agent's alone for the grace.
 const FREE: &str = "team = ? AND state = ? AND released_at IS NOT NULL \
      AND (held_until IS NULL OR held_until <= ?) \
      AND (callback_at IS NULL OR callback_at <= ?) \
+     AND (callback_for IS NULL OR callback_for = ? OR callback_at <= ?) \
      AND (deadline IS NULL OR deadline > ?)";
 
 /// The queue's order: a due `call back later` first (the subscriber was promised the time),
@@ -210,19 +237,28 @@ impl Store {
         // the subquery's snapshot is re-checked on its newest version before it is taken.
         let sql = if self.is_postgres() {
             format!(
-                "UPDATE agent_task SET held_by = ?, held_until = ?, callback_at = NULL, updated_at = ? \
+                "UPDATE agent_task SET held_by = ?, held_until = ?, callback_at = NULL, callback_for = NULL, updated_at = ? \
                  WHERE id = ANY(ARRAY(SELECT id FROM agent_task WHERE {FREE} ORDER BY {ORDER} \
                  LIMIT ? FOR UPDATE SKIP LOCKED)) AND {FREE} RETURNING {TASK_COLS}"
             )
         } else {
             format!(
-                "UPDATE agent_task SET held_by = ?, held_until = ?, callback_at = NULL, updated_at = ? \
+                "UPDATE agent_task SET held_by = ?, held_until = ?, callback_at = NULL, callback_for = NULL, updated_at = ? \
                  WHERE id IN (SELECT id FROM agent_task WHERE {FREE} ORDER BY {ORDER} LIMIT ?) \
                  AND {FREE} RETURNING {TASK_COLS}"
             )
         };
-        let free =
-            || -> [Value; 5] { [team.into(), open.into(), now.into(), now.into(), now.into()] };
+        let free = || -> [Value; 7] {
+            [
+                team.into(),
+                open.into(),
+                now.into(),
+                now.into(),
+                holder.into(),
+                (now - CALLBACK_GRACE_MS).into(),
+                now.into(),
+            ]
+        };
         let mut values: Vec<Value> = vec![holder.into(), hold_until.into(), now.into()];
         values.extend(free());
         values.push(i64::from(limit).into());
@@ -266,9 +302,10 @@ impl Store {
         Ok(rows)
     }
 
-    /// Re-queues a task `holder` holds for `at` (`call back later`): the hold ends and the
-    /// queue serves the task again from `at`, first among the free ones then. Refused when
-    /// `at` is after the task's deadline.
+    /// Re-queues a task `holder` holds for `at` (`call back later`): the hold ends, the task
+    /// stays open (no outcome is recorded) and the queue serves it again from `at`, first
+    /// among the free ones then, to `holder` alone for [`CALLBACK_GRACE_MS`]. Refused when
+    /// `at` is not before the task's deadline (it would expire unserved).
     pub async fn callback_task(
         &self,
         task_id: i64,
@@ -278,11 +315,13 @@ impl Store {
     ) -> Result<Callback> {
         let res = exec(
             self.db(),
-            "UPDATE agent_task SET callback_at = ?, held_by = NULL, held_until = NULL, updated_at = ? \
+            "UPDATE agent_task SET callback_at = ?, callback_for = ?, callbacks = callbacks + 1, \
+             held_by = NULL, held_until = NULL, updated_at = ? \
              WHERE id = ? AND state = ? AND held_by = ? AND held_until > ? \
-             AND (deadline IS NULL OR deadline >= ?)",
+             AND (deadline IS NULL OR deadline > ?)",
             [
                 at.into(),
+                holder.into(),
                 now.into(),
                 task_id.into(),
                 TaskState::Open.as_str().into(),
@@ -304,6 +343,45 @@ impl Store {
             Callback::NotHeld
         } else {
             Callback::AfterDeadline(t.deadline.unwrap_or(at))
+        })
+    }
+
+    /// Extends `holder`'s hold on a task to `until` (a long call is not taken over), never
+    /// past the task's deadline. Only the holder, while the hold lasts: the condition is
+    /// the update's own, so a hold that ran out (and the task another agent took) stays lost.
+    pub async fn renew_hold(
+        &self,
+        task_id: i64,
+        holder: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Renewal> {
+        let rows = query(
+            self.db(),
+            "UPDATE agent_task SET held_until = CASE WHEN deadline IS NOT NULL AND deadline < ? \
+             THEN deadline ELSE ? END, updated_at = ? \
+             WHERE id = ? AND state = ? AND held_by = ? AND held_until > ? RETURNING held_until",
+            [
+                until.into(),
+                until.into(),
+                now.into(),
+                task_id.into(),
+                TaskState::Open.as_str().into(),
+                holder.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        if let Some(r) = rows.first() {
+            return Ok(Renewal::Renewed(r.try_get::<i64>("", "held_until")?));
+        }
+        let Some(t) = self.task(task_id).await? else {
+            return Ok(Renewal::NotFound);
+        };
+        Ok(if t.state != TaskState::Open.as_str() {
+            Renewal::Closed(t.state)
+        } else {
+            Renewal::NotHeld
         })
     }
 

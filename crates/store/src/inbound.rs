@@ -97,6 +97,11 @@ pub struct TaskRow {
     pub callback_at: Option<i64>,
     /// When it expires unworked (its wave's window close), for outbound calls.
     pub deadline: Option<i64>,
+    /// The agent that agreed the call back: offered the task first, for
+    /// [`crate::calls::CALLBACK_GRACE_MS`] from `callback_at`.
+    pub callback_for: Option<String>,
+    /// How many times the task went back to the queue for a call back.
+    pub callbacks: i32,
 }
 
 impl TaskRow {
@@ -177,7 +182,7 @@ pub struct Report {
 
 pub(crate) const TASK_COLS: &str = "id, contact_id, team, kind, subscriber_id, script, state, outcome, \
                          created_at, due_at, escalate_to, escalated_at, queued, released_at, value, \
-                         held_by, held_until, callback_at, deadline";
+                         held_by, held_until, callback_at, deadline, callback_for, callbacks";
 
 impl Store {
     /// Stores inbound events; nothing else happens until attribution runs.

@@ -7,10 +7,13 @@
 
 use std::path::Path;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
-use crate::subscribers::NewSubscriber;
-use crate::{Result, Store, StoreError};
+use crate::contacts::{Arm, NewContact, Purpose, WaveContacts, insert_contacts};
+use crate::inbound::NewTask;
+use crate::runs::{self, NewRun, wave_state};
+use crate::subscribers::{NewSubscriber, OnDuplicate};
+use crate::{Millis, Result, Store, StoreError};
 
 /// The test-only door to the raw connection (`use store::testing::RawDb as _;`), for tests
 /// that set up or inspect rows the store's API has no function for. Product crates never
@@ -162,6 +165,149 @@ pub fn subscriber(msisdn: &str) -> NewSubscriber {
         .with("second_channel_slot", "evening")
         .with("complaints_30d", 0)
         .with("churn_risk", 0.1)
+}
+
+/// An open `outbound_call` wave of a started run, with one contact per subscriber: what
+/// the call-centre tests build their tasks on ([`call_wave`]).
+#[derive(Debug, Clone)]
+pub struct CallWave {
+    pub run_id: i64,
+    pub wave_run_id: i64,
+    /// One per subscriber, in the order given.
+    pub contacts: Vec<CallContact>,
+}
+
+/// One contact of a [`CallWave`].
+#[derive(Debug, Clone)]
+pub struct CallContact {
+    pub subscriber_id: i64,
+    pub contact_id: i64,
+    /// The contact's idempotency key (what outcomes and callbacks name).
+    pub key: String,
+}
+
+impl CallContact {
+    /// An unpaced task of `team` for this contact with the shipped outcomes and no SLA;
+    /// tests change what they are about with struct update syntax.
+    pub fn task<'a>(&self, team: &'a str, script: &'a str) -> NewTask<'a> {
+        NewTask {
+            contact_id: self.contact_id,
+            team,
+            kind: "outbound_call",
+            subscriber_id: self.subscriber_id,
+            script,
+            due_at: None,
+            escalate_to: None,
+            outcomes: &[],
+            queued: false,
+        }
+    }
+}
+
+/// Inserts `subs`, starts a run of `campaign` with one `outbound_call` wave `call`, opens
+/// the wave from `now` to `closes_at` and gives it a treatment contact (stratum `stratum`)
+/// per subscriber: the fixture every call-centre test starts from.
+pub async fn call_wave(
+    store: &Store,
+    campaign: &str,
+    subs: &[NewSubscriber],
+    stratum: &str,
+    now: Millis,
+    closes_at: Millis,
+) -> Result<CallWave> {
+    let missing = |what: &str| StoreError::Invalid(format!("test fixture: no {what}"));
+    store
+        .insert_subscribers(subs, OnDuplicate::Fail, now)
+        .await?;
+    let mut sub_ids = Vec::with_capacity(subs.len());
+    for s in subs {
+        sub_ids.push(
+            store
+                .subscriber_by_msisdn(&s.msisdn)
+                .await?
+                .ok_or_else(|| missing("subscriber"))?,
+        );
+    }
+    let version_id = store
+        .upsert_version(campaign, "test", &format!("campaign: {campaign}"), now)
+        .await?;
+    let run_id = store
+        .start_run(NewRun {
+            campaign,
+            version_id,
+            slot_at: None,
+            trigger: "manual",
+            waves: &[("call".to_owned(), "outbound_call".to_owned())],
+            now,
+        })
+        .await?
+        .ok_or_else(|| missing("run"))?;
+    let wave_run_id = store.wave_runs(run_id).await?[0].id;
+    let contacts: Vec<NewContact> = sub_ids
+        .iter()
+        .map(|s| NewContact {
+            subscriber_id: *s,
+            arm: Arm::Treatment,
+            due_at: now,
+            send_by: None,
+            stratum: stratum.into(),
+            variant: None,
+        })
+        .collect();
+    let tx = store.db().begin().await?;
+    runs::transition_wave(&tx, wave_run_id, wave_state::PENDING, wave_state::OPEN).await?;
+    runs::set_wave_window(&tx, wave_run_id, now, closes_at).await?;
+    insert_contacts(
+        &tx,
+        &WaveContacts {
+            run_id,
+            wave_run_id,
+            wave: "call",
+            channel: "outbound_call",
+            purpose: Purpose::Marketing,
+            at_most_once: false,
+        },
+        &contacts,
+    )
+    .await?;
+    tx.commit().await?;
+    let mut out = Vec::with_capacity(sub_ids.len());
+    for s in sub_ids {
+        let key = store
+            .contact_key(run_id, "call", s)
+            .await?
+            .ok_or_else(|| missing("contact key"))?;
+        let c = store
+            .contact_by_key(&key)
+            .await?
+            .ok_or_else(|| missing("contact"))?;
+        out.push(CallContact {
+            subscriber_id: s,
+            contact_id: c.id,
+            key,
+        });
+    }
+    Ok(CallWave {
+        run_id,
+        wave_run_id,
+        contacts: out,
+    })
+}
+
+/// The agent recorded on a task (`agent_task.agent`), which no store function reads back.
+pub async fn task_agent(store: &Store, task_id: i64) -> Result<Option<String>> {
+    let row = store
+        .db()
+        .query_one_raw(crate::stmt(
+            store.db(),
+            "SELECT agent FROM agent_task WHERE id = ?",
+            [task_id.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get::<Option<String>>("", "agent")?,
+        None => None,
+    })
 }
 
 #[cfg(test)]

@@ -5,13 +5,10 @@
 
 use std::collections::BTreeSet;
 
-use sea_orm::TransactionTrait;
+use sea_orm::ConnectionTrait;
 use store::Store;
-use store::calls::Callback;
-use store::contacts::{Arm, NewContact};
-use store::inbound::{NewTask, TaskState};
-use store::runs::{NewRun, wave_state};
-use store::subscribers::OnDuplicate;
+use store::calls::{Callback, Renewal};
+use store::inbound::TaskState;
 use store::testing::RawDb as _;
 use tempfile::TempDir;
 
@@ -29,75 +26,12 @@ async fn with_tasks(n: usize) -> Res<(Store, TempDir, Vec<i64>)> {
     let subs: Vec<_> = (0..n)
         .map(|i| store::testing::subscriber(&format!("1390000{i:04}")))
         .collect();
-    store
-        .insert_subscribers(&subs, OnDuplicate::Fail, T0)
-        .await?;
-    let mut ids = Vec::new();
-    for i in 0..n {
-        ids.push(
-            store
-                .subscriber_by_msisdn(&format!("1390000{i:04}"))
-                .await?
-                .ok_or("sub")?,
-        );
-    }
-    let version_id = store.upsert_version("c", "h", "campaign: c", T0).await?;
-    let run_id = store
-        .start_run(NewRun {
-            campaign: "c",
-            version_id,
-            slot_at: None,
-            trigger: "manual",
-            waves: &[("call".to_owned(), "outbound_call".to_owned())],
-            now: T0,
-        })
-        .await?
-        .ok_or("run")?;
-    let wave_run_id = store.wave_runs(run_id).await?[0].id;
-    let contacts: Vec<NewContact> = ids
+    let wave = store::testing::call_wave(&store, "c", &subs, "all", T0, T0 + 24 * HOUR).await?;
+    let rows: Vec<_> = wave
+        .contacts
         .iter()
-        .map(|s| NewContact {
-            subscriber_id: *s,
-            arm: Arm::Treatment,
-            due_at: T0,
-            send_by: None,
-            stratum: "all".into(),
-            variant: None,
-        })
+        .map(|c| c.task("callcentre", "save bundle"))
         .collect();
-    let tx = store.db().begin().await?;
-    store::runs::transition_wave(&tx, wave_run_id, wave_state::PENDING, wave_state::OPEN).await?;
-    store::runs::set_wave_window(&tx, wave_run_id, T0, T0 + 24 * HOUR).await?;
-    store::contacts::insert_contacts(
-        &tx,
-        &store::contacts::WaveContacts {
-            run_id,
-            wave_run_id,
-            wave: "call",
-            channel: "outbound_call",
-            purpose: store::contacts::Purpose::Marketing,
-            at_most_once: false,
-        },
-        &contacts,
-    )
-    .await?;
-    tx.commit().await?;
-    let mut rows = Vec::new();
-    for s in &ids {
-        let key = store.contact_key(run_id, "call", *s).await?.ok_or("key")?;
-        let c = store.contact_by_key(&key).await?.ok_or("contact")?;
-        rows.push(NewTask {
-            contact_id: c.id,
-            team: "callcentre",
-            kind: "outbound_call",
-            subscriber_id: *s,
-            script: "save bundle",
-            due_at: None,
-            escalate_to: None,
-            outcomes: &[],
-            queued: false,
-        });
-    }
     store.open_tasks(&rows, T0).await?;
     let mut tasks: Vec<i64> = store
         .tasks(Some("callcentre"), TaskState::Open, 1000)
@@ -256,11 +190,173 @@ async fn a_callback_hides_the_task_until_its_time_then_serves_it_first() -> Res 
         .await?;
     assert_eq!(others.len(), 2);
     assert!(others.iter().all(|t| t.id != id));
-    // At its time all three are free: the callback comes first.
+    // At its time all three are free: for the agent that promised the call, the callback
+    // comes first.
     let first = store
-        .claim_tasks("callcentre", "agent-3", 1, at + HOUR, at)
+        .claim_tasks("callcentre", "agent-1", 1, at + HOUR, at)
         .await?;
     assert_eq!(first[0].id, id);
     assert_eq!(first[0].callback_at, None, "taken: its callback is served");
+    assert_eq!(first[0].callback_for, None);
+    assert_eq!(first[0].callbacks, 1);
+    Ok(())
+}
+
+// calls.rs `FREE` (`callback_for`): a due call back is its promising agent's for the
+// grace, and anyone's after it; a re-queued task stays open with no outcome recorded.
+#[tokio::test]
+async fn a_due_callback_waits_for_its_agent_then_goes_to_anyone() -> Res {
+    let (store, _dir, ids) = with_tasks(2).await?;
+    let id = ids[0];
+    let got = store
+        .claim_tasks("callcentre", "agent-1", 1, T0 + 15 * MINUTE, T0)
+        .await?;
+    assert_eq!(got[0].id, id);
+    let at = T0 + 2 * HOUR;
+    assert_eq!(
+        store.callback_task(id, "agent-1", at, T0 + MINUTE).await?,
+        Callback::Requeued
+    );
+    let t = store.task(id).await?.ok_or("task")?;
+    assert_eq!(
+        (
+            t.state.as_str(),
+            t.outcome,
+            t.callback_for.as_deref(),
+            t.callbacks
+        ),
+        ("open", None, Some("agent-1"), 1)
+    );
+    assert_eq!(
+        store::inbound::count_unprocessed(store.db()).await?,
+        0,
+        "a re-queued task is not an outcome"
+    );
+    // Due, within the grace: another agent gets the other task, never this one.
+    let due = at + MINUTE;
+    let other = store
+        .claim_tasks("callcentre", "agent-2", 5, due + 15 * MINUTE, due)
+        .await?;
+    assert_eq!(other.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[1]]);
+    let late = at + store::calls::CALLBACK_GRACE_MS - 1;
+    assert!(
+        store
+            .claim_tasks("callcentre", "agent-3", 5, late + HOUR, late)
+            .await?
+            .is_empty(),
+        "still the promising agent's"
+    );
+    // After the grace the promise is kept by whoever asks.
+    let after = at + store::calls::CALLBACK_GRACE_MS;
+    let taken = store
+        .claim_tasks("callcentre", "agent-3", 5, after + HOUR, after)
+        .await?;
+    assert_eq!(taken.iter().map(|t| t.id).collect::<Vec<_>>(), vec![id]);
+    Ok(())
+}
+
+// calls.rs `renew_hold`: the holder extends its hold (a long call is not taken over), never
+// past the deadline; nobody else can, nor the holder once the hold ran out or the task closed.
+#[tokio::test]
+async fn only_the_holder_renews_a_hold_and_never_past_the_deadline() -> Res {
+    let (store, _dir, ids) = with_tasks(1).await?;
+    let id = ids[0];
+    store
+        .claim_tasks("callcentre", "agent-1", 1, T0 + 15 * MINUTE, T0)
+        .await?;
+    let t1 = T0 + 10 * MINUTE;
+    assert_eq!(
+        store
+            .renew_hold(id, "agent-2", t1 + 15 * MINUTE, t1)
+            .await?,
+        Renewal::NotHeld
+    );
+    assert_eq!(
+        store
+            .renew_hold(id, "agent-1", t1 + 15 * MINUTE, t1)
+            .await?,
+        Renewal::Renewed(t1 + 15 * MINUTE)
+    );
+    // Past the first hold's end, the renewed hold still keeps the task.
+    let t2 = T0 + 20 * MINUTE;
+    assert!(
+        store
+            .claim_tasks("callcentre", "agent-2", 1, t2 + HOUR, t2)
+            .await?
+            .is_empty()
+    );
+    // Never past the deadline (the wave's close), where the task expires.
+    let deadline = T0 + 24 * HOUR;
+    assert_eq!(
+        store.renew_hold(id, "agent-1", deadline + HOUR, t2).await?,
+        Renewal::Renewed(deadline)
+    );
+    // A hold that ran out is not renewed.
+    let gone = deadline;
+    assert_eq!(
+        store.renew_hold(id, "agent-1", gone + HOUR, gone).await?,
+        Renewal::NotHeld
+    );
+    assert_eq!(
+        store.renew_hold(999_999, "agent-1", gone, t2).await?,
+        Renewal::NotFound
+    );
+    assert!(
+        store
+            .complete_held_task(id, "accepted", "agent-1", "agent-1", t2)
+            .await?
+    );
+    assert_eq!(
+        store.renew_hold(id, "agent-1", t2 + HOUR, t2).await?,
+        Renewal::Closed("done".into())
+    );
+    Ok(())
+}
+
+// calls.rs `callback_task` then `expire_tasks`: a call back never worked by the deadline
+// expires, and its contact counts as unreached (`expired`), not as a completed contact.
+#[tokio::test]
+async fn a_callback_never_worked_expires_unreached() -> Res {
+    let (store, _dir, ids) = with_tasks(1).await?;
+    let id = ids[0];
+    store
+        .claim_tasks("callcentre", "agent-1", 1, T0 + 15 * MINUTE, T0)
+        .await?;
+    // The worklist channel marks a contact sent when it opens its task.
+    store
+        .db()
+        .execute_raw(store::stmt(
+            store.db(),
+            "UPDATE contact SET state = 'sent'",
+            [],
+        ))
+        .await?;
+    let deadline = T0 + 24 * HOUR;
+    // A call back at the deadline itself could never be served: refused.
+    assert_eq!(
+        store.callback_task(id, "agent-1", deadline, T0).await?,
+        Callback::AfterDeadline(deadline)
+    );
+    assert_eq!(
+        store
+            .callback_task(id, "agent-1", deadline - HOUR, T0)
+            .await?,
+        Callback::Requeued
+    );
+    assert_eq!(store.expire_tasks(deadline - 1).await?, 0);
+    assert_eq!(store.expire_tasks(deadline).await?, 1);
+    let t = store.task(id).await?.ok_or("task")?;
+    assert_eq!((t.state.as_str(), t.outcome), ("expired", None));
+    let contact = store
+        .db()
+        .query_one_raw(store::stmt(
+            store.db(),
+            "SELECT state FROM contact WHERE id = ?",
+            [t.contact_id.into()],
+        ))
+        .await?
+        .ok_or("contact")?;
+    assert_eq!(contact.try_get::<String>("", "state")?, "expired");
+    assert_eq!(store::inbound::count_unprocessed(store.db()).await?, 0);
     Ok(())
 }
