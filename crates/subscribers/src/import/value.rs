@@ -280,19 +280,8 @@ pub(crate) fn scaled(value: Value, factor: f64) -> Value {
 }
 
 pub(crate) fn is_slot(text: &str) -> bool {
-    fn minutes(hhmm: &str) -> Option<u32> {
-        let (h, m) = hhmm.split_once(':')?;
-        if h.len() != 2 || m.len() != 2 {
-            return None;
-        }
-        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-        // 24:00 is allowed as the end of a slot that runs to midnight.
-        (h < 24 && m < 60 || h == 24 && m == 0).then_some(h * 60 + m)
-    }
-    let Some((start, end)) = text.split_once('-') else {
-        return false;
-    };
-    matches!((minutes(start), minutes(end)), (Some(s), Some(e)) if s < e)
+    // One rule with the planner, which times a preferred channel's contact by it.
+    domain::TimeSlot::parse(text).is_some()
 }
 
 #[cfg(test)]
