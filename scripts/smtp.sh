@@ -18,6 +18,8 @@
 #                   the client as its trust anchor; it is regenerated at every start)
 #   SMTP_USER       if set, AUTH PLAIN/LOGIN is required with this user ...
 #   SMTP_PASSWORD   ... and this password; if SMTP_USER is unset, no AUTH is offered
+#   SMTP_REJECT_DOMAIN  if set, RCPT to any address at this domain is refused with 550 (a
+#                   permanent bounce at the door, for tests) []
 #   CAMPAIGND_PYTHON  python interpreter with aiosmtpd [/usr/bin/python3]
 set -euo pipefail
 
@@ -129,9 +131,12 @@ do_start() {
     [[ -f "$LOGFILE" ]] && mv -f "$LOGFILE" "$LOGFILE.1"
     rm -f "$PORTFILE"
     local tls_args=()
+    if [[ -n "${SMTP_REJECT_DOMAIN:-}" ]]; then
+        tls_args+=(--reject-domain "$SMTP_REJECT_DOMAIN")
+    fi
     if [[ "$SMTP_TLS" == starttls ]]; then
         make_test_certs
-        tls_args=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key")
+        tls_args+=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key")
     fi
     log "starting SMTP server on 127.0.0.1:$SMTP_PORT (TLS: $SMTP_TLS, maildir $MAILDIR, log $LOGFILE)"
     rm -f "$PIDFILE"

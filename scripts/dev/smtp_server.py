@@ -18,6 +18,10 @@ advertises AUTH PLAIN/LOGIN and requires those credentials (only after STARTTLS 
 on); otherwise it offers no AUTH at all. Credentials come from the environment so that they
 do not show in `ps`. SMTPUTF8 is enabled (lettre uses it for non-ASCII addresses).
 
+Refusals: with --reject-domain DOMAIN the server answers RCPT to any address at DOMAIN with
+"550 5.1.1 mailbox unavailable" (a permanent refusal, as a real server gives for an address
+that does not exist), so tests can see how campaignd records a bounce at the door.
+
 What a test can check afterwards: every stored message carries X-Authenticated-User (or
 "none") and X-TLS (the TLS version, or "none") of the session it came in; every AUTH attempt
 is logged as "auth ok user=..." / "auth failed user=..." with tls=<version|none>.
@@ -46,6 +50,17 @@ def tls_version(session):
 
 
 class LoggingMailbox(Mailbox):
+    def __init__(self, maildir, reject_domain=None):
+        super().__init__(maildir)
+        self.reject_domain = (reject_domain or "").lower()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.reject_domain and address.lower().endswith("@" + self.reject_domain):
+            print(f"rejected rcpt {address}", flush=True)
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     def prepare_message(self, session, envelope):
         message = super().prepare_message(session, envelope)
         # What the session looked like, for tests that must prove AUTH and TLS happened.
@@ -91,6 +106,7 @@ def main():
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--tls-cert", help="PEM certificate chain; enables (and requires) STARTTLS")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--reject-domain", help="answer RCPT to addresses at this domain with 550")
     args = parser.parse_args()
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
@@ -98,7 +114,7 @@ def main():
     # mailbox.Maildir creates new/ cur/ tmp/ only when the directory itself is missing.
     for sub in ("new", "cur", "tmp"):
         os.makedirs(os.path.join(args.maildir, sub), mode=0o700, exist_ok=True)
-    handler = LoggingMailbox(args.maildir)
+    handler = LoggingMailbox(args.maildir, args.reject_domain)
 
     smtp_kwargs = {"data_size_limit": args.max_size, "enable_SMTPUTF8": True, "hostname": "campaignd-test-smtp"}
     tls = bool(args.tls_cert)

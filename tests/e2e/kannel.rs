@@ -41,6 +41,7 @@ async fn campaign_through_real_kannel_and_smtp() {
     let smtp = Smtp::start(SmtpSetup {
         starttls: false,
         auth: false,
+        reject_domain: None,
     });
     let cancel = CancellationToken::new();
     let api_cancel = cancel.clone();

@@ -89,6 +89,8 @@ fn msg(n: i64, msisdn: &str, text: &str) -> Outbound {
         due_at: None,
         escalate_to: None,
         outcomes: Vec::new(),
+        subject: None,
+        address: None,
     }
 }
 

@@ -7,6 +7,7 @@ mod crash;
 mod daemon;
 mod db_outage;
 mod durable;
+mod email_wave;
 mod helpers;
 mod kannel;
 mod kannel_crash;

@@ -79,6 +79,7 @@ async fn core_anomaly_alerts_reach_their_owners_through_smtp() {
     let smtp = Smtp::start(SmtpSetup {
         starttls: true,
         auth: true,
+        reject_domain: None,
     });
     let mailer = Mailer::new(
         &smtp.starttls_config(SMTP_PASSWORD_ENV, true),

@@ -111,6 +111,7 @@ async fn vip_club_tasks_reach_the_desk_and_overdue_ones_the_supervisor_through_s
     let smtp = Smtp::start(SmtpSetup {
         starttls: true,
         auth: true,
+        reject_domain: None,
     });
     let mailer = Mailer::new(
         &smtp.starttls_config(SMTP_PASSWORD_ENV, true),

@@ -386,6 +386,8 @@ pub(crate) struct SmtpSetup {
     pub(crate) starttls: bool,
     /// Require AUTH as user `$SECRET_ENV` with password `$SMTP_PASSWORD_ENV`.
     pub(crate) auth: bool,
+    /// Refuse RCPT to every address at this domain with 550 (a permanent bounce).
+    pub(crate) reject_domain: Option<&'static str>,
 }
 
 /// One real SMTP server (aiosmtpd) storing what it accepts in a maildir.
@@ -411,6 +413,10 @@ impl Smtp {
         } else {
             c.env_remove("SMTP_USER").env_remove("SMTP_PASSWORD");
         }
+        match setup.reject_domain {
+            Some(d) => c.env("SMTP_REJECT_DOMAIN", d),
+            None => c.env_remove("SMTP_REJECT_DOMAIN"),
+        };
         let out = c.output().expect("run scripts/smtp.sh");
         assert!(
             out.status.success(),

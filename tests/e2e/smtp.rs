@@ -25,6 +25,7 @@ async fn mail_goes_through_starttls_with_auth() {
     let smtp = Smtp::start(SmtpSetup {
         starttls: true,
         auth: true,
+        reject_domain: None,
     });
     let mailer = Mailer::new(&smtp.starttls_config(SMTP_PASSWORD_ENV, true), FROM).unwrap();
 
@@ -58,6 +59,7 @@ async fn wrong_smtp_password_fails_and_delivers_nothing() {
     let smtp = Smtp::start(SmtpSetup {
         starttls: true,
         auth: true,
+        reject_domain: None,
     });
     // The variable holds something else than the server's password.
     let mailer = Mailer::new(&smtp.starttls_config(SECRET_ENV, true), FROM).unwrap();
@@ -82,6 +84,7 @@ async fn required_starttls_never_falls_back_to_plain_text() {
     let smtp = Smtp::start(SmtpSetup {
         starttls: false,
         auth: false,
+        reject_domain: None,
     });
     let cfg = EmailConfig::Smtp {
         host: "127.0.0.1".into(),
@@ -112,6 +115,7 @@ async fn certificate_of_an_unknown_ca_is_refused() {
     let smtp = Smtp::start(SmtpSetup {
         starttls: true,
         auth: true,
+        reject_domain: None,
     });
     // Same server, but the config does not name its CA: verification must fail, and the
     // password must not be sent.

@@ -23,4 +23,4 @@ pub use plan::{
     Arbitration, Funnel, PLANNER_LOCK, PlanError, PlanInput, PlanSummary, outranks,
     pending_trigger_entrants, plan_wave, preview,
 };
-pub use policy::next_allowed;
+pub use policy::{next_allowed, next_in_slot};

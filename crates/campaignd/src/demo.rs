@@ -589,10 +589,9 @@ async fn print_progress(
         format!("  window {note}")
     };
     if delivered == 0
-        && store
-            .wave_run(wave_run_id)
-            .await?
-            .is_some_and(|w| w.channel != domain::ChannelKind::Sms.as_str())
+        && store.wave_run(wave_run_id).await?.is_some_and(|w| {
+            domain::ChannelKind::parse(&w.channel).is_some_and(domain::ChannelKind::is_task)
+        })
     {
         // Agent tasks are opened, not delivered; their response is the outcome recorded.
         println!(

@@ -1158,13 +1158,16 @@ pub(crate) async fn build_channels(
         .map(|t| t.teams.into_iter().map(|t| t.id).collect())
         .unwrap_or_default();
     for kind in domain::ChannelKind::ALL {
-        let channel: Arc<dyn channels::Channel> = if kind.is_task() {
-            Arc::new(
+        let channel: Arc<dyn channels::Channel> = match kind {
+            domain::ChannelKind::OutboundCall | domain::ChannelKind::Service => Arc::new(
                 channels::worklist::Worklist::new(store.clone(), kind.as_str())
                     .with_paced_teams(paced.clone()),
-            )
-        } else {
-            channels::sms::build_for(&cfg.sms, store).await?
+            ),
+            // Subscribers' mail goes through the `[email]` transport staff mail uses.
+            domain::ChannelKind::Email => Arc::new(channels::email::SubscriberMail::new(
+                channels::email::Mailer::new(&cfg.email, &cfg.email_from)?,
+            )),
+            domain::ChannelKind::Sms => channels::sms::build_for(&cfg.sms, store).await?,
         };
         map.insert(kind.as_str().into(), channel);
     }

@@ -168,6 +168,11 @@ pub(crate) fn attributes(cat: &catalogue::Catalogue) -> Vec<String> {
                 (None, Some(hi)) => flags.push(format!("<= {hi}")),
                 (None, None) => {}
             }
+            match a.format {
+                Some(catalogue::TextFormat::TimeSlot) => flags.push("time_slot".to_owned()),
+                Some(catalogue::TextFormat::Email) => flags.push("email".to_owned()),
+                None => {}
+            }
             if let Some(u) = &a.unit {
                 flags.push(u.clone());
             }

@@ -122,6 +122,52 @@ pub struct Attribute {
 pub enum TextFormat {
     /// A daily time slot, `HH:MM-HH:MM` (may wrap midnight, e.g. `21:00-08:00`).
     TimeSlot,
+    /// An e-mail address, `local@domain` (checked by [`email_problem`]): where the
+    /// `email` channel sends. At most one attribute of a catalogue has it.
+    Email,
+}
+
+/// Why `s` is not a plain e-mail address (`local@domain.tld`), if it is not. Deliberately
+/// narrower than RFC 5322: no display names, comments, quoted local parts or IP literals,
+/// which report recipients and subscriber addresses never need and which hide typos.
+pub fn email_problem(s: &str) -> Option<&'static str> {
+    if s.len() > 254 {
+        return Some("longer than 254 characters");
+    }
+    let Some((local, domain)) = s.split_once('@') else {
+        return Some("no `@`");
+    };
+    if local.is_empty() || local.len() > 64 {
+        return Some("the part before `@` must be 1 to 64 characters");
+    }
+    let local_ok = local
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b));
+    if !local_ok || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Some(
+            "the part before `@` may hold letters, digits and !#$%&'*+/=?^_`{|}~.- (no leading, trailing or double dot)",
+        );
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Some("the domain needs a dot, e.g. example.com");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !labels.iter().all(|l| label_ok(l)) {
+        return Some("the domain must be dot-separated labels of letters, digits and inner dashes");
+    }
+    None
+}
+
+/// Whether `s` is a plain e-mail address ([`email_problem`] finds nothing).
+pub fn is_email_address(s: &str) -> bool {
+    email_problem(s).is_none()
 }
 
 /// Names of the built-in attributes. They are columns of `subscriber` in every database.
@@ -333,6 +379,12 @@ impl Default for Catalogue {
 }
 
 impl Catalogue {
+    /// The attribute holding the subscriber's e-mail address (`format: email`), if any.
+    pub fn email_address(&self) -> Option<&Attribute> {
+        self.declared()
+            .find(|a| a.format == Some(TextFormat::Email))
+    }
+
     /// The built-in attributes alone.
     pub fn core_only() -> Catalogue {
         Catalogue {
@@ -774,7 +826,7 @@ mod tests {
     #[test]
     fn the_shipped_catalogue_parses() {
         let cat = shipped();
-        assert_eq!(cat.declared().count(), 16);
+        assert_eq!(cat.declared().count(), 17);
         assert!(cat.get("arpu_3m").unwrap().required);
         assert!(cat.get("value_tier").is_none(), "derived, not stored");
         assert_eq!(

@@ -1,4 +1,6 @@
-//! E-mail to staff (reports, alerts), not to subscribers: an SMTP server or `.eml` files.
+//! E-mail: to staff (reports, alerts, digests, through the engine's mail queue) and, as
+//! [`SubscriberMail`], a wave channel to subscribers (through the contact queue). Both send
+//! through one [`Mailer`]: an SMTP server or `.eml` files.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -279,6 +281,63 @@ impl Mailer {
             ),
         }
         res
+    }
+}
+
+/// The `email` wave channel: each contact is one mail to the subscriber's address, with the
+/// contact's idempotency key as its `Message-ID` (a repeat after a crash between the
+/// server's accept and the settle carries the same one). The engine's dispatcher claims,
+/// leases and settles the contacts as for SMS; this only sends.
+///
+/// There is no delivery report for mail: the server's acceptance is the last thing
+/// campaignd learns, so an accepted mail is `sent` and that is what counts as reached.
+/// A subscriber without an address, an address that does not parse and a permanent SMTP
+/// refusal (5xx) are [`SendError::Permanent`] (the contact fails: unreachable); 4xx and a
+/// server that cannot be reached are [`SendError::Transient`] (retried until send-by).
+#[derive(Debug, Clone)]
+pub struct SubscriberMail {
+    mailer: Mailer,
+}
+
+impl SubscriberMail {
+    pub fn new(mailer: Mailer) -> SubscriberMail {
+        SubscriberMail { mailer }
+    }
+}
+
+/// The error text of a contact whose subscriber has no e-mail address.
+pub const NO_ADDRESS: &str = "the subscriber has no e-mail address";
+
+#[async_trait::async_trait]
+impl crate::Channel for SubscriberMail {
+    fn kind(&self) -> &'static str {
+        domain::ChannelKind::Email.as_str()
+    }
+
+    async fn send_batch(
+        &self,
+        batch: &[crate::Outbound],
+    ) -> Vec<Result<crate::Accepted, SendError>> {
+        let mut out = Vec::with_capacity(batch.len());
+        // One after another: a wave's mails are few next to its SMS, and lettre's pool
+        // keeps the connection open between them.
+        for o in batch {
+            let Some(address) = o.address.as_deref().filter(|a| !a.trim().is_empty()) else {
+                out.push(Err(SendError::Permanent(NO_ADDRESS.to_owned())));
+                continue;
+            };
+            let subject = o.subject.as_deref().unwrap_or_default();
+            let res = self
+                .mailer
+                .send_keyed(&[address.to_owned()], subject, &o.text, None, Some(&o.key))
+                .await
+                .map(|()| crate::Accepted {
+                    gateway_ref: None,
+                    queued: false,
+                });
+            out.push(res);
+        }
+        out
     }
 }
 

@@ -35,6 +35,11 @@ pub struct Outbound {
     pub escalate_to: Option<String>,
     /// For agent tasks: the outcomes an agent may record (the workflow's `outcomes`).
     pub outcomes: Vec<String>,
+    /// For e-mail: the rendered subject (`text` is the body).
+    pub subject: Option<String>,
+    /// For e-mail: the subscriber's address (the catalogue's `format: email` attribute);
+    /// `None` when the subscriber has none, which the channel answers as unreachable.
+    pub address: Option<String>,
 }
 
 /// What the channel says about a message it took.
@@ -93,7 +98,7 @@ impl SendError {
 /// One way of reaching subscribers.
 #[async_trait]
 pub trait Channel: Send + Sync {
-    /// The channel kind as workflow files name it: `sms`, `outbound_call`, `service`.
+    /// The channel kind as workflow files name it: `sms`, `outbound_call`, `service`, `email`.
     fn kind(&self) -> &'static str;
 
     /// Sends a batch; returns one result per message, in the same order.

@@ -8,13 +8,17 @@ pub enum ChannelKind {
     Sms,
     OutboundCall,
     Service,
+    /// A mail to the subscriber's address (the catalogue attribute with `format: email`),
+    /// through the same SMTP server as staff mail.
+    Email,
 }
 
 impl ChannelKind {
-    pub const ALL: [ChannelKind; 3] = [
+    pub const ALL: [ChannelKind; 4] = [
         ChannelKind::Sms,
         ChannelKind::OutboundCall,
         ChannelKind::Service,
+        ChannelKind::Email,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -22,6 +26,7 @@ impl ChannelKind {
             ChannelKind::Sms => "sms",
             ChannelKind::OutboundCall => "outbound_call",
             ChannelKind::Service => "service",
+            ChannelKind::Email => "email",
         }
     }
 
@@ -31,7 +36,12 @@ impl ChannelKind {
 
     /// Whether contacts become tasks for people rather than messages.
     pub fn is_task(self) -> bool {
-        !matches!(self, ChannelKind::Sms)
+        matches!(self, ChannelKind::OutboundCall | ChannelKind::Service)
+    }
+
+    /// The names, as a workflow file writes them, for error messages.
+    pub fn names() -> String {
+        ChannelKind::ALL.map(ChannelKind::as_str).join(", ")
     }
 }
 

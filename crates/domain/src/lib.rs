@@ -6,6 +6,7 @@ mod channel;
 mod event;
 mod msisdn;
 mod purpose;
+mod slot;
 
 pub use channel::ChannelKind;
 pub use event::{
@@ -14,3 +15,4 @@ pub use event::{
 };
 pub use msisdn::{Msisdn, MsisdnError, mask};
 pub use purpose::Purpose;
+pub use slot::TimeSlot;

@@ -343,12 +343,21 @@ impl Engine {
                 stats.retried += 1;
                 continue;
             }
-            let text = template.render(|f| {
+            let value = |f: &str| {
                 derived
                     .get(&(c.subscriber_id, f.to_owned()))
                     .cloned()
                     .unwrap_or_else(|| c.subscriber.text(f))
-            });
+            };
+            let text = template.render(value);
+            let subject = template.render_subject(value);
+            // The address is read at send time, like the number: an address corrected
+            // after planning is the one used. None (unreachable) is the channel's answer.
+            let address = (wave.channel == domain::ChannelKind::Email)
+                .then(|| wf.catalogue.email_address())
+                .flatten()
+                .map(|a| c.subscriber.text(&a.name))
+                .filter(|a| !a.trim().is_empty());
             attempts.push(Try {
                 attempt: c.attempt,
                 at_most_once: wave.delivery.is_at_most_once(),
@@ -373,6 +382,8 @@ impl Engine {
                 } else {
                     Vec::new()
                 },
+                subject,
+                address,
             });
         }
         // Decided before sending (suppressed, expired, quiet hours, unknown wave): settled

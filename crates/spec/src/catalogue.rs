@@ -165,7 +165,8 @@ struct AttributeFile {
     #[serde(default)]
     #[schemars(with = "Option<f64>")]
     max: Option<Spanned<f64>>,
-    /// For text: `time_slot` (HH:MM-HH:MM).
+    /// For text: `time_slot` (HH:MM-HH:MM) or `email` (an address such as
+    /// `li.na@example.com`; at most one attribute, the address the `email` channel uses).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     format: Option<Spanned<String>>,
@@ -206,6 +207,30 @@ pub fn compile_catalogue(file: &str, source: &str) -> Result<Catalogue, Vec<Diag
         }
         if let Some(attr) = attribute(&mut sink, a, &mut seen) {
             declared.push(attr);
+        }
+    }
+    // The `email` channel sends to the one attribute declared with `format: email`: a
+    // second would leave which address a wave uses to chance.
+    let mut mail_formats = parsed
+        .attributes
+        .iter()
+        .filter(|a| a.kind.value == "text")
+        .filter_map(|a| {
+            a.format
+                .as_ref()
+                .filter(|f| f.value == "email")
+                .map(|f| (a, f))
+        });
+    if let Some((first, _)) = mail_formats.next() {
+        for (_, f) in mail_formats {
+            sink.at_spanned(
+                f,
+                format!(
+                    "a second `format: email` attribute: the e-mail channel sends to one address, `{}` (line {})",
+                    first.name.value,
+                    first.name.referenced.line()
+                ),
+            );
         }
     }
     let (measures, retention) = history(&mut sink, parsed.history.as_ref(), parsed.events.as_ref());
@@ -531,11 +556,12 @@ fn attribute<'a>(
             None
         }
         Some(f) if f.value == "time_slot" => Some(catalogue::TextFormat::TimeSlot),
+        Some(f) if f.value == "email" => Some(catalogue::TextFormat::Email),
         Some(f) => {
             sink.at_spanned(
                 f,
                 format!(
-                    "unknown format `{}`: expected time_slot",
+                    "unknown format `{}`: expected time_slot or email",
                     f.value.escape_debug()
                 ),
             );
@@ -622,12 +648,13 @@ mod tests {
     #[test]
     fn the_shipped_catalogue_compiles() {
         let cat = compile_catalogue("attributes.yaml", SHIPPED_SOURCE).unwrap();
-        assert_eq!(cat.declared().count(), 16);
+        assert_eq!(cat.declared().count(), 17);
         assert_eq!(
             cat.field("value_tier").unwrap().kind.values(),
             ["diamond", "gold", "silver", "ordinary"]
         );
         assert!(cat.get("campus").is_some_and(|a| !a.required));
+        assert_eq!(cat.email_address().map(|a| a.name.as_str()), Some("email"));
         // The store reads the shipped file without this module; both must agree.
         assert_eq!(cat, *shipped());
     }
@@ -708,6 +735,25 @@ mod tests {
         for (got, want) in shown.iter().zip(expect) {
             assert!(got.starts_with(want), "{got}\n  expected {want}");
         }
+    }
+
+    #[test]
+    fn one_attribute_at_most_holds_the_email_address() {
+        let src = "attributes:\n  - name: home_mail\n    type: text\n    format: email\n  - name: work_mail\n    type: text\n    format: email\n  - name: n\n    type: integer\n    format: email\n";
+        let errs = compile_catalogue("a.yaml", src).unwrap_err();
+        let got: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+            .collect();
+        assert!(
+            got.iter().any(|e| e.starts_with("7:13: a second `format: email` attribute: the e-mail channel sends to one address, `home_mail` (line 2)")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|e| e.starts_with("10:13: `format` is for text attributes")),
+            "{got:#?}"
+        );
     }
 
     #[test]

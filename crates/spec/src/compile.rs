@@ -1368,6 +1368,14 @@ fn paths_reachable(sink: &mut Sink<'_>, f: &WorkflowFile, compiled: &[Wave]) -> 
                     me.id, prev.id
                 ))
             }
+            Targets::DeliveredSilent | Targets::Undelivered
+                if prev.channel == ChannelKind::Email =>
+            {
+                Some(format!(
+                    "wave `{}` waits for a delivery report, but `{}` is an `email` wave: mail has none (an accepted mail is `sent`); use `no_response`",
+                    me.id, prev.id
+                ))
+            }
             Targets::Outcome(_) if !prev.channel.is_task() => Some(format!(
                 "wave `{}` waits for an agent's outcome, but `{}` is a `{on}` wave, which has no agents: use `replied`, `delivered_silent`, `undelivered` or `no_response`",
                 me.id, prev.id
@@ -1420,7 +1428,13 @@ fn response_rules(
     for r in responses {
         match r {
             model::ResponseFile::Reply(k) => {
-                if channel.is_some_and(ChannelKind::is_task) {
+                if channel == Some(ChannelKind::Email) {
+                    sink.at_spanned(
+                        k,
+                        "a `reply` response can never happen on an `email` wave: replies come only to SMS (campaignd reads no mailbox); use `event:` for what the mail asks the subscriber to do",
+                    );
+                    ok = false;
+                } else if channel.is_some_and(ChannelKind::is_task) {
                     sink.at_spanned(
                         k,
                         format!(
@@ -1440,10 +1454,14 @@ fn response_rules(
                 None => ok = false,
             },
             model::ResponseFile::Outcome(o) => {
-                if channel == Some(ChannelKind::Sms) {
+                if channel.is_some_and(|c| !c.is_task()) {
                     sink.at_spanned(
                         o,
-                        "an `outcome` response can never happen on an `sms` wave: outcomes are recorded by agents on task waves; use `reply:` or `event:`",
+                        format!(
+                            "an `outcome` response can never happen on an `{}` wave: outcomes are recorded by agents on task waves; use {}`event:`",
+                            channel.map_or("", ChannelKind::as_str),
+                            if channel == Some(ChannelKind::Sms) { "`reply:` or " } else { "" }
+                        ),
                     );
                     ok = false;
                 } else if !declared_outcome(sink, o, outcomes) {
@@ -1577,13 +1595,20 @@ fn service_terms(
     (sla, escalate_to, ok)
 }
 
-/// A template file named at `t`, parsed against the catalogue; `None` after its errors.
+/// A template file named at `t`, parsed against the catalogue (as an e-mail template, with
+/// its subject line, for `channel`'s `email`); `None` after its errors.
 fn load_template(
     sink: &mut Sink<'_>,
     bundle: &Bundle,
     cat: &Catalogue,
     t: &Spanned<String>,
+    channel: Option<ChannelKind>,
 ) -> Option<Template> {
+    let parse = if channel == Some(ChannelKind::Email) {
+        Template::parse_mail
+    } else {
+        Template::parse
+    };
     match bundle.templates.get(&t.value) {
         _ if !template_path_ok(sink, t) => None,
         None => {
@@ -1596,7 +1621,7 @@ fn load_template(
             );
             None
         }
-        Some(text) => match Template::parse(&t.value, text, cat) {
+        Some(text) => match parse(&t.value, text, cat) {
             Ok(t) => Some(t),
             Err(errs) => {
                 let tfile = std::path::Path::new(&bundle.path)
@@ -1630,9 +1655,13 @@ fn messages(
     w: &model::WaveFile,
     bundle: &Bundle,
     cat: &Catalogue,
+    channel: Option<ChannelKind>,
 ) -> (Option<Option<Template>>, Vec<Variant>) {
     match (&w.template, &w.variants) {
-        (Some(t), None) => (load_template(sink, bundle, cat, t).map(Some), Vec::new()),
+        (Some(t), None) => (
+            load_template(sink, bundle, cat, t, channel).map(Some),
+            Vec::new(),
+        ),
         (None, None) => {
             sink.at_spanned(
                 &w.id,
@@ -1713,7 +1742,7 @@ fn messages(
                         None
                     }
                 };
-                let template = load_template(sink, bundle, cat, &v.template);
+                let template = load_template(sink, bundle, cat, &v.template, channel);
                 match (weight, template) {
                     (Some(weight), Some(template)) if name_ok => out.push(Variant {
                         name: n.clone(),
@@ -1865,8 +1894,9 @@ fn waves(
             sink.at_spanned(
                 &w.channel,
                 format!(
-                    "unknown channel `{}`: expected one of sms, outbound_call, service",
-                    w.channel.value
+                    "unknown channel `{}`: expected one of {}",
+                    w.channel.value,
+                    ChannelKind::names()
                 ),
             );
             ok = false;
@@ -1881,9 +1911,16 @@ fn waves(
             );
             ok = false;
         }
+        if channel == Some(ChannelKind::Email) && cat.email_address().is_none() {
+            sink.at_spanned(
+                &w.channel,
+                "an `email` wave sends to the subscriber's address, but the attribute catalogue declares none: add a text attribute with `format: email`",
+            );
+            ok = false;
+        }
         let (sla, escalate_to, service_ok) = service_terms(sink, w, channel, staff.as_ref());
         ok &= service_ok;
-        let (template, variants) = messages(sink, w, bundle, cat);
+        let (template, variants) = messages(sink, w, bundle, cat, channel);
         let respond_within = duration(sink, &w.respond_within);
         let send_within = match (&w.send_within, respond_within) {
             (Some(s), respond) => match (duration(sink, s), respond) {
@@ -1922,11 +1959,14 @@ fn waves(
             Some(t) => targets(sink, &t.value, outcomes),
         };
         ok &= responses_ok;
+        // An e-mail wave has no default: no answer comes back by mail, only the events
+        // it lists (or the goal, which counts for every contact).
         if responses.is_empty() {
-            responses.push(match channel {
-                Some(c) if c.is_task() => ResponseRule::Outcome("accepted".into()),
-                _ => ResponseRule::Reply("*".into()),
-            });
+            match channel {
+                Some(ChannelKind::Email) => {}
+                Some(c) if c.is_task() => responses.push(ResponseRule::Outcome("accepted".into())),
+                _ => responses.push(ResponseRule::Reply("*".into())),
+            }
         }
         match (
             channel,

@@ -1920,7 +1920,7 @@ mod tests {
         assert_eq!(err.span, at(src, "brand"));
         assert_eq!(
             err.message,
-            "`brand` is never null, so `brand is null` is always false; the fields that may be null are external_id, timezone, campus"
+            "`brand` is never null, so `brand is null` is always false; the fields that may be null are external_id, timezone, campus, email"
         );
         assert!(
             single_check_error("brand is not null")

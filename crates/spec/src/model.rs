@@ -428,11 +428,14 @@ pub(crate) struct WaveFile {
     #[serde(default, rename = "where")]
     #[schemars(with = "Option<String>")]
     pub(crate) filter: Option<Spanned<String>>,
-    /// `sms`, `outbound_call` (tasks for call-centre agents) or `service` (tasks for service staff).
+    /// `sms`, `outbound_call` (tasks for call-centre agents), `service` (tasks for service
+    /// staff) or `email` (a mail to the subscriber's `format: email` attribute).
     #[schemars(with = "String")]
     pub(crate) channel: Spanned<String>,
     /// Message or call-script template, a path relative to the workflow file. `{field}`
-    /// inserts a subscriber field (see `campaignd schema --attributes` for the list).
+    /// inserts a subscriber field (see `campaignd schema --attributes` for the list). An
+    /// `email` wave's template starts with `Subject: <subject>`, then a blank line, then
+    /// the body.
     /// Required unless the wave has `variants` (and not allowed with them).
     #[serde(default)]
     #[schemars(with = "Option<String>")]

@@ -9,7 +9,12 @@ pub struct Template {
     /// Path as written in the workflow (relative to the workflow file).
     pub path: String,
     parts: Vec<Part>,
+    /// An e-mail template's subject line ([`Template::parse_mail`]); `None` otherwise.
+    subject: Option<Vec<Part>>,
 }
+
+/// How an e-mail template's first line starts.
+const SUBJECT: &str = "Subject:";
 
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
@@ -105,16 +110,104 @@ impl Template {
             Ok(Template {
                 path: path.to_owned(),
                 parts,
+                subject: None,
             })
         } else {
             Err(errors)
         }
     }
 
-    /// Fields the template uses.
+    /// Parses an e-mail template: a first line `Subject: <subject>`, a blank line, then the
+    /// body. Placeholders work in both; every error is located in the template file.
+    pub fn parse_mail(
+        path: &str,
+        text: &str,
+        cat: &Catalogue,
+    ) -> Result<Template, Vec<TemplateError>> {
+        let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+        let first = first.strip_suffix('\r').unwrap_or(first);
+        let Some(subject) = first.strip_prefix(SUBJECT) else {
+            return Err(vec![TemplateError {
+                line: 1,
+                column: 1,
+                message: format!(
+                    "an e-mail template starts with its subject line, `{SUBJECT} <subject>`, then a blank line, then the body"
+                ),
+            }]);
+        };
+        let lead = SUBJECT.chars().count()
+            + (subject.chars().count() - subject.trim_start().chars().count());
+        let subject = subject.trim();
+        let mut errors = Vec::new();
+        if subject.is_empty() {
+            errors.push(TemplateError {
+                line: 1,
+                column: 1,
+                message: "the e-mail subject is empty: write it after `Subject:`".into(),
+            });
+        }
+        let (blank, body) = rest.split_once('\n').unwrap_or((rest, ""));
+        if !blank.trim().is_empty() {
+            errors.push(TemplateError {
+                line: 2,
+                column: 1,
+                message: "expected a blank line between the subject and the body".into(),
+            });
+        }
+        if body.trim().is_empty() {
+            errors.push(TemplateError {
+                line: 3,
+                column: 1,
+                message: "the e-mail body is empty: write it after the blank line".into(),
+            });
+        }
+        let subject_parts = match Template::parse(path, subject, cat) {
+            Ok(t) => Some(t.parts),
+            Err(es) => {
+                errors.extend(es.into_iter().map(|e| TemplateError {
+                    column: e.column + lead as u64,
+                    ..e
+                }));
+                None
+            }
+        };
+        let body = match Template::parse(path, body, cat) {
+            Ok(t) => Some(t),
+            Err(es) => {
+                errors.extend(es.into_iter().map(|e| TemplateError {
+                    line: e.line + 2,
+                    ..e
+                }));
+                None
+            }
+        };
+        match (subject_parts, body) {
+            (Some(subject), Some(body)) if errors.is_empty() => Ok(Template {
+                subject: Some(subject),
+                ..body
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// Whether this is an e-mail template (it has a subject).
+    pub fn is_mail(&self) -> bool {
+        self.subject.is_some()
+    }
+
+    /// Renders the subject of an e-mail template; `None` for other templates.
+    pub fn render_subject(&self, get: impl Fn(&str) -> String) -> Option<String> {
+        self.subject
+            .as_deref()
+            .map(|parts| render_parts(parts, get))
+    }
+
+    /// Fields the template uses (an e-mail template's subject first).
     pub fn fields(&self) -> Vec<&str> {
-        self.parts
+        self.subject
             .iter()
+            .flatten()
+            .chain(&self.parts)
             .filter_map(|p| {
                 if let Part::Field(f) = p {
                     Some(f.as_str())
@@ -127,15 +220,19 @@ impl Template {
 
     /// Renders with `get` giving each field's value as text.
     pub fn render(&self, get: impl Fn(&str) -> String) -> String {
-        let mut out = String::new();
-        for p in &self.parts {
-            match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Field(f) => out.push_str(&get(f)),
-            }
-        }
-        out
+        render_parts(&self.parts, get)
     }
+}
+
+fn render_parts(parts: &[Part], get: impl Fn(&str) -> String) -> String {
+    let mut out = String::new();
+    for p in parts {
+        match p {
+            Part::Text(t) => out.push_str(t),
+            Part::Field(f) => out.push_str(&get(f)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -155,6 +252,42 @@ mod tests {
             "Hi NAME, {50%} off at CAMPUS"
         );
         assert_eq!(t.fields(), vec!["name", "campus"]);
+    }
+
+    #[test]
+    fn a_mail_template_has_a_subject_a_blank_line_and_a_body() {
+        let cat = crate::catalogue::shipped();
+        let t = Template::parse_mail("m.txt", "Subject: For {name}\n\nDear {name},\nbye", &cat)
+            .unwrap();
+        assert!(t.is_mail());
+        assert_eq!(
+            t.render_subject(|f| f.to_uppercase()).as_deref(),
+            Some("For NAME")
+        );
+        assert_eq!(t.render(|f| f.to_uppercase()), "Dear NAME,\nbye");
+        assert_eq!(t.fields(), vec!["name", "name"]);
+
+        let errs = Template::parse_mail("m.txt", "Hello {name}", &cat).unwrap_err();
+        assert_eq!((errs[0].line, errs[0].column), (1, 1));
+        assert!(errs[0].message.contains("`Subject: <subject>`"), "{errs:?}");
+
+        // Placeholder errors where they are in the file: column past `Subject: `, line
+        // past the subject and the blank line.
+        let errs = Template::parse_mail("m.txt", "Subject: Hi {nme}\n\nbody\n{balanse}", &cat)
+            .unwrap_err();
+        let at: Vec<_> = errs.iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(at, vec![(1, 13), (4, 1)], "{errs:?}");
+
+        let errs = Template::parse_mail("m.txt", "Subject: Hi\nbody", &cat).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.line == 2 && e.message.contains("blank line"))
+        );
+        assert!(
+            !Template::parse("t.txt", "Subject: x\n\ny", &cat)
+                .unwrap()
+                .is_mail()
+        );
     }
 
     #[test]

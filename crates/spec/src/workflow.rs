@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, NaiveTime};
 /// A wave's channel: one list, in `domain` (the store and the channels name it too).
-pub use domain::ChannelKind;
+pub use domain::{ChannelKind, TimeSlot};
 
 use crate::bundle::Bundle;
 use crate::expr::Expr;

@@ -1853,3 +1853,96 @@ fn every_bad_variant_value_is_a_located_error() {
         );
     }
 }
+
+/// `VALID` with its first wave sent by e-mail.
+fn email_first(template: &str) -> (tempfile::TempDir, PathBuf) {
+    let wf = VALID.replacen("    channel: sms\n", "    channel: email\n", 1);
+    setup(&wf, template)
+}
+
+#[test]
+fn an_email_wave_takes_a_template_with_a_subject_line() {
+    let (dir, path) = email_first("Subject: For {name}\n\nHi {name}, the bundle is yours.");
+    let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+    let wave = wf.wave("sms").unwrap();
+    assert_eq!(wave.channel, spec::ChannelKind::Email);
+    let t = wave.template.as_ref().unwrap();
+    assert_eq!(t.render_subject(|_| "Li".into()).as_deref(), Some("For Li"));
+    assert_eq!(t.render(|_| "Li".into()), "Hi Li, the bundle is yours.");
+    // No reply comes back by mail: an e-mail wave has no default response.
+    assert!(wave.responses.is_empty());
+    // The call wave after it still gets a plain script from the same kind of file.
+    assert!(
+        !wf.wave("call")
+            .unwrap()
+            .template
+            .as_ref()
+            .unwrap()
+            .is_mail()
+    );
+    drop(dir);
+}
+
+#[test]
+fn an_email_template_without_a_subject_is_located_in_the_template() {
+    let (dir, path) = email_first(TEMPLATE);
+    let errs = errors_in(&dir, &path);
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "t.txt:1:1: an e-mail template starts with its subject line, `Subject: <subject>`"
+        )),
+        "{errs:#?}"
+    );
+    let (dir, path) = email_first("Subject: Hi {nme}\nno blank line");
+    let errs = errors_in(&dir, &path);
+    for want in [
+        "t.txt:1:13: `{nme}` is not a subscriber field",
+        "t.txt:2:1: expected a blank line between the subject and the body",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "{want}: {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn an_email_wave_refuses_replies_and_delivery_targets() {
+    let wf = VALID
+        .replacen("    channel: sms\n", "    channel: email\n", 1)
+        .replacen(
+            "    respond_within: 3d\n",
+            "    respond_within: 3d\n    responses:\n      - reply: \"1\"\n",
+            1,
+        )
+        .replace("targets: no_response", "targets: delivered_silent");
+    let (dir, path) = setup(&wf, "Subject: s\n\nbody");
+    let errs = errors_in(&dir, &path);
+    for want in [
+        "wf.yaml:18:16: a `reply` response can never happen on an `email` wave",
+        "wf.yaml:21:14: wave `call` waits for a delivery report, but `sms` is an `email` wave",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "{want}: {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn an_email_wave_needs_an_address_attribute_in_the_catalogue() {
+    let (dir, path) = email_first("Subject: s\n\nbody");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/attributes.yaml"),
+    )
+    .unwrap();
+    let without = shipped.replace("    format: email\n", "");
+    assert_ne!(without, shipped);
+    std::fs::write(dir.path().join("attributes.yaml"), without).unwrap();
+    let errs = errors_in(&dir, &path);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("wf.yaml:14:14: an `email` wave sends to the subscriber's address, but the attribute catalogue declares none"),
+        "{errs:#?}"
+    );
+}

@@ -1141,6 +1141,19 @@ impl Store {
         self.per_subscriber(wave_run_id, STATE).await
     }
 
+    /// (subscriber, last error) of every contact of a wave run that has one, by subscriber:
+    /// why it was not reached (`failed`: the gateway's or the mail server's refusal, or no
+    /// address) or why it waited.
+    pub async fn contact_errors(&self, wave_run_id: i64) -> Result<Vec<(i64, String)>> {
+        Ok(self
+            .per_subscriber(wave_run_id, "COALESCE(c.last_error, '')")
+            .await?
+            .into_iter()
+            .filter(|(_, _, e)| !e.is_empty())
+            .map(|(s, _, e)| (s, e))
+            .collect())
+    }
+
     /// (subscriber, arm, `column`) for every contact of a wave run, by subscriber.
     /// `column` is an expression over `c` (contact) and `d` (its queue row), a constant of
     /// this crate, never input.

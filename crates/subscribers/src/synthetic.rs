@@ -64,6 +64,17 @@ const CHANNELS: &Table<&str> = &[
     ("email", 50),
 ];
 
+/// Mail domains of the synthetic addresses: reserved example names, so a test or demo that
+/// sends to them reaches nobody.
+const MAIL_DOMAINS: &Table<&str> = &[
+    ("example.com", 500),
+    ("example.net", 300),
+    ("example.org", 200),
+];
+
+/// The share of subscribers who gave an address without choosing e-mail as a channel.
+const MAIL_SHARE: f64 = 0.25;
+
 const SLOTS: &Table<&str> = &[
     ("09:00-12:00", 300),
     ("12:00-14:00", 200),
@@ -117,6 +128,8 @@ pub fn generate(
         // Another stream for attributes not modelled here, so that declaring one does not
         // change the others' values.
         extra: ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_CA7A_1061_0E00),
+        // Addresses came later: their own stream keeps every other value as it was.
+        mail: ChaCha8Rng::seed_from_u64(seed ^ 0x0E_4A11_ADD2_E550),
         numbering,
         catalogue: catalogue.clone(),
         slots,
@@ -127,7 +140,7 @@ pub fn generate(
 }
 
 /// The attributes of the shipped catalogue this model draws.
-const MODELLED: [&str; 16] = [
+const MODELLED: [&str; 17] = [
     "name",
     "gender",
     "age",
@@ -144,6 +157,7 @@ const MODELLED: [&str; 16] = [
     "second_channel_slot",
     "complaints_30d",
     "churn_risk",
+    "email",
 ];
 
 /// An affine permutation `x -> (a·x + b) mod NUMBER_SPACE`: a bijection whenever `a` is coprime
@@ -184,6 +198,7 @@ impl Numbering {
 struct Generator {
     rng: ChaCha8Rng,
     extra: ChaCha8Rng,
+    mail: ChaCha8Rng,
     numbering: Numbering,
     catalogue: Arc<Catalogue>,
     /// The [`MODELLED`] attributes the catalogue declares: (position in [`MODELLED`],
@@ -336,6 +351,17 @@ impl Generator {
         };
         let given = given_names[rng.random_range(0..given_names.len())];
 
+        // Everyone who chose e-mail as a channel gave an address; a quarter of the rest did.
+        let chose_mail = first_channel == "email" || second_channel == "email";
+        let email = (chose_mail || self.mail.random_bool(MAIL_SHARE)).then(|| {
+            format!(
+                "{}.{}{index}@{}",
+                given.to_lowercase(),
+                surname.to_lowercase(),
+                pick(&mut self.mail, MAIL_DOMAINS)
+            )
+        });
+
         let values: [Value; MODELLED.len()] = [
             Value::Text([surname, given].join(" ")),
             gender.into(),
@@ -353,6 +379,7 @@ impl Generator {
             second_channel_slot.into(),
             complaints_30d.into(),
             churn_risk.into(),
+            email.into(),
         ];
         let mut values = values.map(Some);
         let mut attrs = Attrs::new(self.catalogue.clone());
@@ -391,6 +418,7 @@ fn fits(attr: &Attribute, value: &Value) -> bool {
         (Kind::Text, Value::Text(t)) => match attr.format {
             None => true,
             Some(TextFormat::TimeSlot) => crate::import::is_slot(t),
+            Some(TextFormat::Email) => catalogue::is_email_address(t),
         },
         (Kind::Bool, Value::Bool(_)) => true,
         _ => false,
@@ -431,6 +459,11 @@ fn plausible(rng: &mut ChaCha8Rng, attr: &Attribute) -> Value {
         Kind::Bool => Value::Bool(rng.random_bool(0.5)),
         Kind::Text => match attr.format {
             Some(TextFormat::TimeSlot) => Value::Text(pick(rng, SLOTS).to_owned()),
+            Some(TextFormat::Email) => Value::Text(format!(
+                "{}{}@example.com",
+                attr.name,
+                rng.random_range(1..=1_000_000)
+            )),
             None => Value::Text(format!("{} {}", attr.name, rng.random_range(1..=20))),
         },
         // A day or an instant of 2020 to 2026.
@@ -534,6 +567,7 @@ mod tests {
             ("genders", GENDERS.iter().map(|e| e.1).sum()),
             ("channels", CHANNELS.iter().map(|e| e.1).sum()),
             ("slots", SLOTS.iter().map(|e| e.1).sum()),
+            ("mail domains", MAIL_DOMAINS.iter().map(|e| e.1).sum()),
         ] {
             assert_eq!(sum, 1000, "{name}");
         }

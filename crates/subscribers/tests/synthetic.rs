@@ -118,6 +118,15 @@ fn every_value_fits_the_catalogue() {
             s.text("student_stage") != "none",
             "{s:?}"
         );
+        // Whoever chose e-mail as a channel can be reached by it.
+        let email = s.text("email");
+        if [s.text("first_channel"), s.text("second_channel")].contains(&"email".to_owned()) {
+            assert!(!email.is_empty(), "{s:?}");
+        }
+        assert!(
+            email.is_empty() || catalogue::email_problem(&email).is_none(),
+            "{s:?}"
+        );
         assert!(s.timezone.is_none() && s.external_id.is_none(), "{s:?}");
         let name = s.text("name");
         let (surname, given) = name.split_once(' ').expect("two-part name");
@@ -249,6 +258,14 @@ fn distributions_are_plausible() {
         0.025,
     );
     assert_between("opted out", share(&rows, |s| s.opt_out), 0.025, 0.035);
+    // E-mail is someone's first or second choice about one time in ten; a quarter of the
+    // rest gave an address too.
+    assert_between(
+        "with an e-mail address",
+        share(&rows, |s| !s.text("email").is_empty()),
+        0.28,
+        0.36,
+    );
     assert_between(
         "female",
         share(&rows, |s| s.text("gender") == "female"),

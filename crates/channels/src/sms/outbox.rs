@@ -178,6 +178,8 @@ mod tests {
             due_at: None,
             escalate_to: None,
             outcomes: Vec::new(),
+            subject: None,
+            address: None,
         }
     }
 

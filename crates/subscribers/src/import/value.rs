@@ -102,6 +102,12 @@ impl Rule {
                     Some(TextFormat::TimeSlot) => Err(format!(
                         "expected a time slot HH:MM-HH:MM such as 18:00-21:00, found {text:?}"
                     )),
+                    Some(TextFormat::Email) => match catalogue::email_problem(text) {
+                        None => Ok(Value::Text(text.to_owned())),
+                        Some(why) => Err(format!(
+                            "expected an e-mail address such as li.na@example.com, found {text:?}: {why}"
+                        )),
+                    },
                 }
             }
             Rule::Enum(values) => {
@@ -274,19 +280,8 @@ pub(crate) fn scaled(value: Value, factor: f64) -> Value {
 }
 
 pub(crate) fn is_slot(text: &str) -> bool {
-    fn minutes(hhmm: &str) -> Option<u32> {
-        let (h, m) = hhmm.split_once(':')?;
-        if h.len() != 2 || m.len() != 2 {
-            return None;
-        }
-        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-        // 24:00 is allowed as the end of a slot that runs to midnight.
-        (h < 24 && m < 60 || h == 24 && m == 0).then_some(h * 60 + m)
-    }
-    let Some((start, end)) = text.split_once('-') else {
-        return false;
-    };
-    matches!((minutes(start), minutes(end)), (Some(s), Some(e)) if s < e)
+    // One rule with the planner, which times a preferred channel's contact by it.
+    domain::TimeSlot::parse(text).is_some()
 }
 
 #[cfg(test)]
@@ -318,6 +313,32 @@ mod tests {
             .parse("morning")
             .unwrap_err();
         assert!(e.starts_with("expected a time slot HH:MM-HH:MM"), "{e}");
+    }
+
+    #[test]
+    fn email_addresses() {
+        let rule = Rule::Text(Some(TextFormat::Email));
+        for ok in [
+            "li.na@example.com",
+            "wang_wei+offers@mail.example.cn",
+            "a@b.cn",
+        ] {
+            assert_eq!(rule.parse(ok), Ok(Value::Text(ok.to_owned())), "{ok}");
+        }
+        for bad in [
+            "li.na",
+            "li na@example.com",
+            "li.na@example",
+            "@example.com",
+            "li..na@example.com",
+            "li.na@-example.com",
+            "li.na@exa_mple.com",
+            "<li.na@example.com>",
+            "a@b@example.com",
+        ] {
+            let e = rule.parse(bad).unwrap_err();
+            assert!(e.starts_with("expected an e-mail address"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -191,6 +191,8 @@ fn msg(n: i64, text: &str) -> Outbound {
         due_at: None,
         escalate_to: None,
         outcomes: Vec::new(),
+        subject: None,
+        address: None,
     }
 }
 
