@@ -765,6 +765,21 @@ impl Store {
             );
             query(self.db(), &sql, lease.into_iter().chain(due)).await?
         } else {
+            // A read first: on SQLite even an UPDATE that matches nothing takes the one write
+            // lock, and every channel's dispatchers poll all the time, most of them with
+            // nothing due (seen: the e-mail channel's idle dispatchers held back a call wave
+            // in the e2e `two_waves` test on SQLite).
+            let mut probe = due.clone();
+            probe[5] = 1i64.into();
+            let any = query(
+                self.db(),
+                &format!("SELECT contact_id FROM dispatch WHERE {DUE}"),
+                probe,
+            )
+            .await?;
+            if any.is_empty() {
+                return Ok(Vec::new());
+            }
             // SQLite cannot join a RETURNING, so the claimed rows are read back by primary
             // key, with the token as a check (an index on the token would cost every claim).
             let sql = format!(
