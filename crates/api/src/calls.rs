@@ -22,7 +22,7 @@ use tracing::info;
 use crate::Shared;
 use crate::auth::Caller;
 use crate::error::{ApiError, bad};
-use crate::tasks::{TaskDto, not_held, parse_id};
+use crate::tasks::{CALL_BACK_LATER, TaskDto, not_held, parse_id};
 
 /// How long `POST /tasks/next` holds a task for its agent: a call and its notes. A hold
 /// that runs out returns the task to the queue.
@@ -282,6 +282,16 @@ pub(crate) async fn requeue(
     Ok(at)
 }
 
+/// An RFC 3339 time with its offset, in Unix milliseconds.
+fn rfc3339_ms(raw: &Value) -> Option<i64> {
+    let s = raw.as_str()?;
+    Some(
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()?
+            .timestamp_millis(),
+    )
+}
+
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339())
@@ -395,7 +405,8 @@ pub(crate) async fn batch(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ReportResult {
     task: i64,
-    /// `recorded`; `already` (this outcome was recorded before: nothing changed);
+    /// `recorded`; `requeued` (a `call_back_later` with its `call_back_at`: the task waits
+    /// for that time); `already` (this report was taken before: nothing changed);
     /// `refused` (see `error`).
     result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -404,9 +415,9 @@ pub(crate) struct ReportResult {
 
 /// `POST /dialer/outcomes` with `{"outcomes": [{"task": 12, "outcome": "accepted"}]}`.
 #[utoipa::path(post, path = "/dialer/outcomes", tag = "tasks",
-    request_body(content = Object, description = "`outcomes`: 1 to 500 of `{\"task\": ID, \"outcome\": OUTCOME}`, each outcome one of its task's workflow's `outcomes`. A report sent again changes nothing (`already`)."),
+    request_body(content = Object, description = "`outcomes`: 1 to 500 of `{\"task\": ID, \"outcome\": OUTCOME}`, each outcome one of its task's workflow's `outcomes`. `call_back_later` may carry `call_back_at` (RFC 3339 with its offset): the task then stays open and comes back to the dialer at that time (after now, before its deadline, within its team's hours), as an agent's call back does. A report sent again changes nothing (`already`)."),
     responses(
-        (status = 200, description = "One result per report, in order: `recorded`, `already` or `refused` with its `error`", body = Vec<ReportResult>),
+        (status = 200, description = "One result per report, in order: `recorded`, `requeued` (a call back), `already` or `refused` with its `error`", body = Vec<ReportResult>),
         (status = 400, description = "Bad shape; nothing recorded", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
         (status = 403, description = "Not an agent (dialer) token", body = crate::error::ErrorBody),
@@ -448,9 +459,12 @@ pub(crate) async fn outcomes(
         };
         if let Some(k) = o
             .keys()
-            .find(|k| !["task", "outcome"].contains(&k.as_str()))
+            .find(|k| !["task", "outcome", "call_back_at"].contains(&k.as_str()))
         {
-            return Err(bad(at(k), "unknown field; expected task, outcome"));
+            return Err(bad(
+                at(k),
+                "unknown field; expected task, outcome, call_back_at",
+            ));
         }
         let task = o
             .get("task")
@@ -462,10 +476,29 @@ pub(crate) async fn outcomes(
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty() && s.len() <= 64)
             .ok_or_else(|| bad(at("outcome"), "expected the outcome, 1 to 64 characters"))?;
-        reports.push((task, outcome.to_owned()));
+        // A call-back time must read as one before anything is recorded; whether the
+        // task can take it (its deadline, its team's hours) is each report's own answer.
+        let call_back_at = match o.get("call_back_at") {
+            None => None,
+            Some(raw) => {
+                if outcome != CALL_BACK_LATER {
+                    return Err(bad(
+                        at("call_back_at"),
+                        format!("only with the outcome {CALL_BACK_LATER}, not {outcome}"),
+                    ));
+                }
+                Some(rfc3339_ms(raw).ok_or_else(|| {
+                    bad(
+                        at("call_back_at"),
+                        "expected an RFC 3339 time with its offset, e.g. 2026-12-01T18:30:00+08:00",
+                    )
+                })?)
+            }
+        };
+        reports.push((task, outcome.to_owned(), call_back_at));
     }
     let mut out = Vec::with_capacity(reports.len());
-    for (task, outcome) in reports {
+    for (task, outcome, call_back_at) in reports {
         let refused = |error: String| ReportResult {
             task,
             result: "refused",
@@ -478,6 +511,20 @@ pub(crate) async fn outcomes(
         };
         if t.team != team {
             out.push(refused(format!("task {task} belongs to another team")));
+            continue;
+        }
+        if let Some(at) = call_back_at
+            && t.state == TaskState::Open.as_str()
+            && t.callback_at == Some(at)
+            && t.callback_for.as_deref() == Some(who.name.as_str())
+            && t.holder_at(now).is_none()
+        {
+            // The same call back reported again: the task already waits for that time.
+            out.push(ReportResult {
+                task,
+                result: "already",
+                error: None,
+            });
             continue;
         }
         if t.state != TaskState::Open.as_str() {
@@ -512,6 +559,26 @@ pub(crate) async fn outcomes(
                 "expected one of task {task}'s outcomes: {}",
                 allowed.join(", ")
             )));
+            continue;
+        }
+        if let Some(at) = call_back_at {
+            // As an agent's `call back later` with a time: the task stays open and comes
+            // back to this dialer at that time, first among the free tasks.
+            let raw = Value::String(rfc3339(at));
+            match requeue(&state, &who.name, &team, task, "call_back_at", Some(&raw)).await {
+                Ok(_) => out.push(ReportResult {
+                    task,
+                    result: "requeued",
+                    error: None,
+                }),
+                Err(
+                    e @ (ApiError::BadRequest { .. }
+                    | ApiError::NotFound(_)
+                    | ApiError::Conflict(_)
+                    | ApiError::Forbidden(_)),
+                ) => out.push(refused(e.to_string())),
+                Err(e) => return Err(e),
+            }
             continue;
         }
         if state

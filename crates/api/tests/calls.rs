@@ -614,3 +614,135 @@ async fn a_dialer_takes_batches_and_reports_outcomes_idempotently() -> Res {
     assert_eq!(batch["tasks"], json!([]));
     Ok(())
 }
+
+// api `calls.rs` `outcomes` with `call_back_at`: a dialer's `call_back_later` with a time
+// re-queues the task (open, no outcome) for the dialer first, as an agent's does; a time
+// that cannot be taken refuses that report alone; a malformed one records nothing; the
+// same call back sent again changes nothing.
+#[tokio::test]
+async fn a_dialer_call_back_requeues_its_task_for_the_agreed_time() -> Res {
+    let (s, ids, _) = Server::start_with(&[300.0, 200.0], Some(evening_hours())).await?;
+    let dialer = s.token("dialer-1", Role::Agent, Some(TEAM)).await?;
+    let agent = s.token("agent-2", Role::Agent, Some(TEAM)).await?;
+    let iso = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let (_, batch) = s
+        .post(
+            &dialer,
+            "/dialer/batches",
+            json!({"size": 2, "hold_minutes": 120}),
+        )
+        .await?;
+    assert_eq!(batch["tasks"].as_array().map(Vec::len), Some(2), "{batch}");
+
+    // A time that is not one, or a time with another outcome: nothing recorded.
+    let at = T0 + HOUR;
+    for (body, want) in [
+        (
+            json!({"outcomes": [{"task": ids[1], "outcome": "unreachable"}, {"task": ids[0], "outcome": "call_back_later", "call_back_at": "at six"}]}),
+            "outcomes[1].call_back_at",
+        ),
+        (
+            json!({"outcomes": [{"task": ids[0], "outcome": "call_back_later", "call_back_at": 18}]}),
+            "outcomes[0].call_back_at",
+        ),
+        (
+            json!({"outcomes": [{"task": ids[0], "outcome": "accepted", "call_back_at": iso(at)}]}),
+            "outcomes[0].call_back_at",
+        ),
+    ] {
+        let (st, resp) = s.post(&dialer, "/dialer/outcomes", body.clone()).await?;
+        assert_eq!(
+            (st, field(&resp)),
+            (StatusCode::BAD_REQUEST, want),
+            "{body}: {resp}"
+        );
+    }
+    let untouched = s.store.task(ids[1]).await?.ok_or("task")?;
+    assert_eq!(
+        untouched.state, "open",
+        "a malformed report records nothing"
+    );
+
+    // One call back inside the team's hours, one outside them: each answered for itself.
+    let report = json!({"outcomes": [
+        {"task": ids[0], "outcome": "call_back_later", "call_back_at": iso(at)},
+        {"task": ids[1], "outcome": "call_back_later", "call_back_at": iso(T0 + 3 * HOUR)},
+    ]});
+    let (st, res) = s.post(&dialer, "/dialer/outcomes", report.clone()).await?;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(
+        res[0],
+        json!({"task": ids[0], "result": "requeued"}),
+        "{res}"
+    );
+    assert_eq!(res[1]["result"], "refused", "{res}");
+    assert!(
+        res[1]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("working hours 20:00-23:00 UTC"),
+        "{res}"
+    );
+    let t = s.store.task(ids[0]).await?.ok_or("task")?;
+    assert_eq!(
+        (
+            t.state.as_str(),
+            t.held_by.as_deref(),
+            t.callback_at,
+            t.callback_for.as_deref(),
+            t.callbacks
+        ),
+        ("open", None, Some(at), Some("dialer-1"), 1)
+    );
+    let t = s.store.task(ids[1]).await?.ok_or("task")?;
+    assert_eq!(
+        (t.state.as_str(), t.held_by.as_deref(), t.callbacks),
+        ("open", Some("dialer-1"), 0),
+        "the refused call back changed nothing"
+    );
+    assert_eq!(s.outcomes().await?, 0, "a call back is not an outcome");
+
+    // The dialer retries the same report: the call back is not taken twice.
+    let (_, res) = s.post(&dialer, "/dialer/outcomes", report).await?;
+    assert_eq!(
+        res[0],
+        json!({"task": ids[0], "result": "already"}),
+        "{res}"
+    );
+    let t = s.store.task(ids[0]).await?.ok_or("task")?;
+    assert_eq!((t.callback_at, t.callbacks), (Some(at), 1));
+
+    // Hidden until its time; then the dialer's, within the grace, before anyone else's.
+    assert_eq!(
+        s.post(&agent, "/tasks/next", json!({})).await?.0,
+        StatusCode::NO_CONTENT
+    );
+    s.set(at);
+    assert_eq!(
+        s.post(&agent, "/tasks/next", json!({})).await?.0,
+        StatusCode::NO_CONTENT,
+        "the dialer that agreed the call back has it first"
+    );
+    let (_, batch) = s.post(&dialer, "/dialer/batches", json!({})).await?;
+    let got: Vec<i64> = batch["tasks"]
+        .as_array()
+        .ok_or("tasks")?
+        .iter()
+        .filter_map(|t| t["id"].as_i64())
+        .collect();
+    assert_eq!(got, vec![ids[0]], "{batch}");
+    let (_, res) = s
+        .post(
+            &dialer,
+            "/dialer/outcomes",
+            json!({"outcomes": [{"task": ids[0], "outcome": "accepted"}]}),
+        )
+        .await?;
+    assert_eq!(res, json!([{"task": ids[0], "result": "recorded"}]));
+    assert_eq!(s.outcomes().await?, 1);
+    Ok(())
+}
