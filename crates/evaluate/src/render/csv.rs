@@ -4,7 +4,7 @@
 use super::comparable;
 use crate::report::{Cell, Report, WaveCounts};
 
-const COLUMNS: [&str; 34] = [
+const COLUMNS: [&str; 37] = [
     "section",
     "campaign",
     "run_id",
@@ -39,14 +39,19 @@ const COLUMNS: [&str; 34] = [
     "p_value",
     "confidence",
     "significant",
+    "group_by",
+    "respondents",
+    "score",
 ];
 
 /// Index of the first arm column.
 const ARMS: usize = 21;
 
-/// CSV with header; rows of section `wave`, then `overall`, then `cell`. Every row repeats the
-/// run columns, `simulated` included, so no extract of the file loses that flag. Fields that do
-/// not apply to a section, and rates without a denominator, are empty.
+/// CSV with header; rows of section `wave`, then `overall`, then `cell`, then `variant`
+/// (one per experiment variant, labelled `wave / variant`, against the shared control), then
+/// `survey` (one per group of respondents: `group_by`, `respondents`, `score` = P). Every row
+/// repeats the run columns, `simulated` included, so no extract of the file loses that flag.
+/// Fields that do not apply to a section, and rates without a denominator, are empty.
 pub fn render_csv(r: &Report) -> String {
     let mut out = String::new();
     line(&mut out, COLUMNS.iter().map(|c| (*c).to_owned()).collect());
@@ -57,8 +62,31 @@ pub fn render_csv(r: &Report) -> String {
     for c in &r.cells {
         line(&mut out, cell_row(r, "cell", c));
     }
+    for v in &r.variants {
+        let mut c = v.outcome.clone();
+        c.label = format!("{} / {}", v.wave, v.variant);
+        let mut row = cell_row(r, "variant", &c);
+        row[RESPONDED] = v.responded.to_string();
+        line(&mut out, row);
+    }
+    if let Some(s) = &r.survey {
+        for g in &s.groups {
+            let mut row = run_fields(r, "survey");
+            row.push(text(&g.group));
+            row.resize(COLUMNS.len() - 3, String::new());
+            row.extend([
+                text(&s.group_by),
+                g.respondents.to_string(),
+                number(g.score),
+            ]);
+            line(&mut out, row);
+        }
+    }
     out
 }
+
+/// Index of the `responded` column.
+const RESPONDED: usize = 18;
 
 fn run_fields(r: &Report, section: &str) -> Vec<String> {
     vec![
@@ -122,6 +150,7 @@ fn cell_row(r: &Report, section: &str, c: &Cell) -> Vec<String> {
         row.resize(row.len() + 5, String::new());
     }
     row.extend([number(u.confidence), u.significant.to_string()]);
+    row.resize(COLUMNS.len(), String::new());
     row
 }
 
@@ -195,6 +224,40 @@ mod tests {
         let sections: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
         assert_eq!(sections, ["wave", "wave", "overall", "cell", "cell"]);
         assert_eq!(COLUMNS[ARMS], "treatment_n");
+        assert_eq!(COLUMNS[RESPONDED], "responded");
+    }
+
+    #[test]
+    fn variants_and_survey_scores_have_their_own_rows() {
+        let r = fixtures::with_variants_and_survey(fixtures::report(false));
+        let rows = read(&render_csv(&r));
+        for row in &rows {
+            assert_eq!(row.len(), COLUMNS.len(), "{row:?}");
+        }
+        let sections: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(
+            sections,
+            [
+                "wave", "wave", "overall", "cell", "cell", "variant", "variant", "survey", "survey"
+            ]
+        );
+        let short = &rows[6];
+        assert_eq!(short[column("label")], "sms-offer / short");
+        assert_eq!(short[column("treatment_n")], "52000");
+        assert_eq!(short[column("treatment_converted")], "4100");
+        assert_eq!(short[column("responded")], "3900");
+        assert_eq!(short[column("control_n")], "11700", "the shared control");
+        assert_eq!(
+            short[column("uplift")].parse::<f64>().unwrap(),
+            r.variants[0].outcome.uplift.absolute
+        );
+        let gold = &rows[8];
+        assert_eq!(gold[column("label")], "gold");
+        assert_eq!(gold[column("group_by")], "value_tier");
+        assert_eq!(gold[column("respondents")], "25");
+        assert_eq!(gold[column("score")], "0.412");
+        assert_eq!(gold[column("treatment_n")], "");
+        assert_eq!(rows[9][column("score")], "0");
     }
 
     #[test]

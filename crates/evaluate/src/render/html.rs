@@ -102,6 +102,57 @@ pub fn render_html(r: &Report) -> String {
         funnel_table(&mut h, w);
         h.push_str("</section>\n");
     }
+    if !r.variants.is_empty() {
+        let _ = writeln!(
+            h,
+            "<h2>Variants vs the shared control on the goal ({level} confidence)</h2>"
+        );
+        let cells: Vec<Cell> = r
+            .variants
+            .iter()
+            .map(|v| Cell {
+                label: format!("{} / {}", v.wave, v.variant),
+                ..v.outcome.clone()
+            })
+            .collect();
+        let refs: Vec<&Cell> = cells.iter().collect();
+        bar_chart(&mut h, &refs, r.overall.uplift.confidence);
+        outcome_table(&mut h, &refs, Some("Variant"), &level, r.outcome_word());
+        h.push_str("<p>Responded within the wave's window: ");
+        let said: Vec<String> = r
+            .variants
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} / {} {}",
+                    esc(&v.wave),
+                    esc(&v.variant),
+                    thousands(v.responded)
+                )
+            })
+            .collect();
+        h.push_str(&said.join("; "));
+        h.push_str(".</p>\n");
+    }
+    if let Some(s) = &r.survey {
+        let _ = writeln!(h, "<h2>Survey score P by {}</h2>", esc(&s.group_by));
+        h.push_str(
+            "<table>\n<tr><th>Group</th><th class=\"n\">P</th><th class=\"n\">Respondents</th></tr>\n",
+        );
+        if s.groups.is_empty() {
+            h.push_str("<tr><td colspan=\"3\">No answers.</td></tr>\n");
+        }
+        for g in &s.groups {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{}</td></tr>",
+                esc(&g.group),
+                g.score,
+                thousands(g.respondents)
+            );
+        }
+        h.push_str("</table>\n");
+    }
     if r.simulated {
         banner(&mut h);
     }
@@ -389,8 +440,34 @@ mod tests {
     use crate::render::fixtures;
 
     #[test]
+    fn shows_variants_against_the_shared_control_and_survey_scores() {
+        let r = fixtures::with_variants_and_survey(fixtures::report(false));
+        let html = render_html(&r);
+        assert!(
+            html.contains("<h2>Variants vs the shared control on the goal (95% confidence)</h2>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<td>sms-offer / short</td><td class=\"n\">52,000</td><td class=\"n\">4,100</td>"
+            ),
+            "{html}"
+        );
+        assert!(!html.contains("<long>"), "variant names are escaped");
+        assert!(html.contains("sms-offer / &lt;long&gt; 4,100"), "{html}");
+        assert!(html.contains("<h2>Survey score P by value_tier</h2>"));
+        assert!(
+            html.contains("<td>gold</td><td class=\"n\">0.412</td><td class=\"n\">25</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>silver</td><td class=\"n\">0.000</td><td class=\"n\">4</td>"));
+        let plain = render_html(&fixtures::report(false));
+        assert!(!plain.contains("Variants") && !plain.contains("Survey"));
+    }
+
+    #[test]
     fn escapes_all_text() {
-        let r = fixtures::hostile();
+        let r = fixtures::with_variants_and_survey(fixtures::hostile());
         let html = render_html(&r);
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("<b>gold"), "{html}");

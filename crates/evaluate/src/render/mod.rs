@@ -273,6 +273,34 @@ pub(crate) mod fixtures {
         }
     }
 
+    /// `r` with two variants of its first wave and survey scores for two groups (one
+    /// with no positive answer).
+    pub(crate) fn with_variants_and_survey(mut r: Report) -> Report {
+        let control = (r.overall.control.n, r.overall.control.converted);
+        r.variants = vec![
+            crate::report::VariantRow {
+                wave: "sms-offer".to_owned(),
+                variant: "short".to_owned(),
+                responded: 3_900,
+                outcome: cell("short", (52_000, 4_100), control),
+            },
+            crate::report::VariantRow {
+                wave: "sms-offer".to_owned(),
+                variant: "<long>".to_owned(),
+                responded: 4_100,
+                outcome: cell("<long>", (53_300, 3_900), control),
+            },
+        ];
+        r.survey = Some(crate::report::SurveyScores {
+            group_by: "value_tier".to_owned(),
+            groups: vec![
+                crate::report::SurveyGroup::new("gold".to_owned(), 25, 10_300),
+                crate::report::SurveyGroup::new("silver".to_owned(), 4, 0),
+            ],
+        });
+        r
+    }
+
     /// Text a careless renderer would let through: markup, CSV metacharacters, control bytes.
     pub(crate) fn hostile() -> Report {
         let mut r = report(true);
