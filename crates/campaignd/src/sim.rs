@@ -24,6 +24,8 @@ const DAY: i64 = 24 * HOUR;
 pub(crate) struct Behaviour {
     pub(crate) delivered: f64,
     pub(crate) reply_yes: f64,
+    /// Chance of a reply other than "1": "2" to "5", a survey's lower answers or a plain no.
+    pub(crate) reply_other: f64,
     pub(crate) order_after_yes: f64,
     pub(crate) opt_out: f64,
     /// Chance that anyone in the run's population orders on their own during the campaign.
@@ -38,6 +40,7 @@ impl Default for Behaviour {
         Behaviour {
             delivered: 0.97,
             reply_yes: 0.12,
+            reply_other: 0.05,
             order_after_yes: 0.7,
             opt_out: 0.01,
             organic_order: 0.03,
@@ -244,6 +247,15 @@ impl Sim {
                         ),
                     );
                 }
+            } else if r < self.b.opt_out + self.b.reply_yes + self.b.reply_other {
+                // Fewer answers the further down the scale: "2" most, "5" least.
+                let keyword =
+                    ["2", "2", "2", "2", "3", "3", "3", "4", "4", "5"][rng.random_range(0..10)];
+                let t = at + (rng.random::<f64>().powi(3) * 4.0 * DAY as f64) as i64;
+                self.push(
+                    t,
+                    Self::inbound(source::MO, None, Some(to), "reply", Some(keyword.into()), t),
+                );
             }
         }
         Ok(())
@@ -349,5 +361,51 @@ impl Sim {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::Write as _;
+
+    /// The simulated subscribers answer on the whole scale a survey asks for, not only
+    /// "1": "2" most among the others, "5" least; and the same seed gives the same answers.
+    #[tokio::test]
+    async fn replies_cover_the_whole_answer_scale() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::testing::fresh_store(dir.path()).await.unwrap();
+        let outbox = dir.path().join("outbox.jsonl");
+        let mut f = std::fs::File::create(&outbox).unwrap();
+        for i in 0..5_000 {
+            writeln!(f, r#"{{"key":"k{i}","to":"13800{i:06}"}}"#).unwrap();
+        }
+        drop(f);
+        let replies = |seed: u64| {
+            let mut sim = Sim::new(
+                store.clone(),
+                engine::clock::ManualClock::new(0).clock(),
+                outbox.clone(),
+                seed,
+                Behaviour::default(),
+            );
+            sim.read_outbox(0).unwrap();
+            let mut n: HashMap<String, u32> = HashMap::new();
+            for ev in sim.queue.values() {
+                if let Ev::Inbound(i) = ev
+                    && i.kind == "reply"
+                {
+                    *n.entry(i.value.clone().unwrap_or_default()).or_default() += 1;
+                }
+            }
+            n
+        };
+        let n = replies(7);
+        for k in ["1", "2", "3", "4", "5", "TD"] {
+            assert!(n.get(k).copied().unwrap_or(0) > 0, "no {k:?} among {n:?}");
+        }
+        assert!(n["2"] > n["5"] && n["1"] > n["2"], "{n:?}");
+        assert_eq!(n, replies(7), "same seed, same answers");
     }
 }
