@@ -32,6 +32,9 @@ pub(crate) struct StepDto {
     reason: Option<String>,
     channel: Option<String>,
     purpose: Option<String>,
+    /// The experiment variant drawn for a wave with `variants`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
     state: Option<String>,
     sent_at: Option<i64>,
     delivered_at: Option<i64>,
@@ -89,6 +92,7 @@ pub(crate) async fn get(
                 reason: None,
                 channel: None,
                 purpose: None,
+                variant: None,
                 state: None,
                 sent_at: None,
                 delivered_at: None,
@@ -105,6 +109,7 @@ pub(crate) async fn get(
                     arm,
                     channel,
                     purpose,
+                    variant,
                     state,
                     sent_at,
                     delivered_at,
@@ -118,6 +123,7 @@ pub(crate) async fn get(
                     };
                     dto.channel = Some(channel);
                     dto.purpose = Some(purpose);
+                    dto.variant = variant;
                     dto.state = Some(state);
                     dto.sent_at = sent_at;
                     dto.delivered_at = delivered_at;

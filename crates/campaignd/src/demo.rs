@@ -397,12 +397,18 @@ fn start(
     clock: &Clock,
 ) -> (CancellationToken, [tokio::task::JoinHandle<()>; 2]) {
     let cancel = CancellationToken::new();
+    // Accepted offers turn into the campaign's goal event (the first loaded workflow's,
+    // in a season), so the evaluation has conversions to count.
+    let workflows = engine.workflows();
+    let goal = workflows
+        .iter()
+        .find_map(|(_, w)| w.evaluate.goal.as_ref().and_then(|g| g.conversion()));
     let sim = Sim::new(
         store.clone(),
         clock.clone(),
         a.out.join("outbox.jsonl"),
         a.seed,
-        Behaviour::default(),
+        Behaviour::converting_on(goal),
     );
     // Their errors end them; the demo notices by the events that stop coming, as before.
     let c = cancel.clone();

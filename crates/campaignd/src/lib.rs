@@ -1011,6 +1011,7 @@ async fn why(
             Step::Contact {
                 channel,
                 purpose,
+                variant,
                 state,
                 sent_at,
                 delivered_at,
@@ -1019,7 +1020,10 @@ async fn why(
                 last_error,
                 ..
             } => {
-                let mut w = format!("contacted by {channel} ({purpose}): {state}");
+                let variant = variant
+                    .map(|v| format!(", variant {v}"))
+                    .unwrap_or_default();
+                let mut w = format!("contacted by {channel} ({purpose}{variant}): {state}");
                 for (label, t) in [
                     ("sent", at(sent_at)),
                     ("delivered", at(delivered_at)),

@@ -32,7 +32,31 @@ pub(crate) struct Behaviour {
     pub(crate) organic_order: f64,
     /// Tasks one team completes per simulated day.
     pub(crate) agent_capacity_per_day: u32,
-    pub(crate) offer: String,
+    /// The event an accepted offer turns into: the campaign's goal (`order` of
+    /// `campus-bundle` by default).
+    pub(crate) goal: spec::EventMatch,
+}
+
+impl Behaviour {
+    /// The default population, converting on `goal` when the campaign has one.
+    pub(crate) fn converting_on(goal: Option<&spec::EventMatch>) -> Behaviour {
+        let mut b = Behaviour::default();
+        if let Some(g) = goal {
+            b.goal = g.clone();
+        }
+        b
+    }
+
+    fn goal_event(&self, to: String, at: Millis) -> Ev {
+        Sim::inbound(
+            source::EVENT,
+            None,
+            Some(to),
+            &self.goal.kind,
+            self.goal.value.clone(),
+            at,
+        )
+    }
 }
 
 impl Default for Behaviour {
@@ -45,7 +69,10 @@ impl Default for Behaviour {
             opt_out: 0.01,
             organic_order: 0.03,
             agent_capacity_per_day: 1500,
-            offer: "campus-bundle".into(),
+            goal: spec::EventMatch {
+                kind: "order".into(),
+                value: Some("campus-bundle".into()),
+            },
         }
     }
 }
@@ -235,17 +262,7 @@ impl Sim {
                 );
                 if rng.random_bool(self.b.order_after_yes) {
                     let t2 = t + rng.random_range(10 * 60_000..12 * HOUR);
-                    self.push(
-                        t2,
-                        Self::inbound(
-                            source::EVENT,
-                            None,
-                            Some(to),
-                            "order",
-                            Some(self.b.offer.clone()),
-                            t2,
-                        ),
-                    );
+                    self.push(t2, self.b.goal_event(to, t2));
                 }
             } else if r < self.b.opt_out + self.b.reply_yes + self.b.reply_other {
                 // Fewer answers the further down the scale: "2" most, "5" least.
@@ -283,17 +300,7 @@ impl Sim {
                 if rng.random_bool(self.b.organic_order) {
                     let t = now + rng.random_range(HOUR..8 * DAY);
                     if let Some(m) = msisdns.get(&sub) {
-                        self.push(
-                            t,
-                            Self::inbound(
-                                source::EVENT,
-                                None,
-                                Some(m.clone()),
-                                "order",
-                                Some(self.b.offer.clone()),
-                                t,
-                            ),
-                        );
+                        self.push(t, self.b.goal_event(m.clone(), t));
                     }
                 }
             }
@@ -347,17 +354,7 @@ impl Sim {
                 && let Some(m) = msisdns.get(&t.subscriber_id)
             {
                 let t2 = at + rng.random_range(10 * 60_000..DAY);
-                self.push(
-                    t2,
-                    Self::inbound(
-                        source::EVENT,
-                        None,
-                        Some(m.clone()),
-                        "order",
-                        Some(self.b.offer.clone()),
-                        t2,
-                    ),
-                );
+                self.push(t2, self.b.goal_event(m.clone(), t2));
             }
         }
         Ok(())

@@ -160,6 +160,32 @@ async fn each_subscriber_gets_their_variant_and_the_report_has_a_row_per_variant
         .collect();
     assert_eq!(sent, want);
 
+    // A subscriber's story names the variant they were drawn into; a control member's none.
+    let variant_of = |story: Vec<store::story::StoryStep>| {
+        story.into_iter().find_map(|s| match s.step {
+            store::story::Step::Contact { variant, .. } => Some(variant),
+            _ => None,
+        })
+    };
+    for s in [
+        plain[0],
+        *t_sorted.iter().find(|s| drawn[*s] == "bonus").unwrap(),
+    ] {
+        let story = store.subscriber_story(s, Some("trial")).await.unwrap();
+        assert_eq!(
+            variant_of(story),
+            Some(Some(drawn[&s].clone())),
+            "subscriber {s}"
+        );
+    }
+    let held = pop.iter().find(|(_, arm, _)| arm == "control").unwrap().0;
+    let story = store.subscriber_story(held, Some("trial")).await.unwrap();
+    assert_eq!(
+        variant_of(story),
+        Some(None),
+        "a control member has no variant"
+    );
+
     // One plain subscriber churns: only the plain row loses a retained member.
     clock.set(t1 + DAY);
     store
@@ -205,11 +231,19 @@ async fn each_subscriber_gets_their_variant_and_the_report_has_a_row_per_variant
     );
     assert_eq!(rep.variants[0].outcome.label, "plain");
     let text = evaluate::render_text(&rep);
-    assert!(text.contains("VARIANTS vs the shared CONTROL"), "{text}");
-    assert!(text.contains("sms / plain"), "{text}");
-    assert!(text.contains("sms / bonus"), "{text}");
-    // The shared control is shown once, after the variants.
-    let section = &text[text.find("VARIANTS vs").unwrap()..];
+    assert!(
+        text.contains("VARIANTS of sms vs the shared CONTROL"),
+        "{text}"
+    );
+    // Each variant by name, then the shared control once, after the variants.
+    let section = &text[text.find("VARIANTS of").unwrap()..];
+    let names: Vec<&str> = section
+        .lines()
+        .skip(3)
+        .filter_map(|l| l.split_whitespace().next())
+        .take(3)
+        .collect();
+    assert_eq!(names, ["plain", "bonus", "control"], "{section}");
     let control_row = format!("control {nc} {nc} 100.00%");
     assert!(
         section

@@ -20,6 +20,8 @@ pub enum Step {
         arm: Arm,
         channel: String,
         purpose: String,
+        /// The experiment variant the subscriber was drawn into (a wave with `variants`).
+        variant: Option<String>,
         /// The stored state (`held`, `pending`, `sent`, `delivered`, `failed`, ...).
         state: String,
         sent_at: Option<Millis>,
@@ -70,7 +72,7 @@ impl Store {
             self.db(),
             &format!(
                 "SELECT r.campaign, c.run_id, w.wave, w.ordinal, COALESCE(w.planned_at, c.due_at) AS at, \
-                 c.arm, c.channel, c.purpose, c.state, c.sent_at, c.delivered_at, c.responded_at, \
+                 c.arm, c.channel, c.purpose, c.variant, c.state, c.sent_at, c.delivered_at, c.responded_at, \
                  c.response, c.last_error \
                  FROM contact c JOIN wave_run w ON w.id = c.wave_run_id JOIN run r ON r.id = c.run_id \
                  WHERE c.subscriber_id = ?{filter}"
@@ -91,6 +93,7 @@ impl Store {
                         arm: Arm::parse(&arm).unwrap_or(Arm::Treatment),
                         channel: r.try_get("", "channel")?,
                         purpose: r.try_get("", "purpose")?,
+                        variant: r.try_get("", "variant")?,
                         state: r.try_get("", "state")?,
                         sent_at: r.try_get("", "sent_at")?,
                         delivered_at: r.try_get("", "delivered_at")?,

@@ -75,7 +75,7 @@ pub fn render_html(r: &Report) -> String {
         h,
         "<h2>Treatment vs control on the goal ({level} confidence)</h2>"
     );
-    let cells: Vec<&Cell> = std::iter::once(&r.overall).chain(&r.cells).collect();
+    let cells = super::outcome_cells(r);
     bar_chart(&mut h, &cells, r.overall.uplift.confidence);
     outcome_table(
         &mut h,

@@ -130,6 +130,17 @@ pub(crate) fn share(num: u64, den: u64, of: &str) -> String {
 /// Whether both arms of a cell have contacts. Without that the statistics are still defined
 /// (an empty arm counts as rate 0, interval [0, 1]) but compare against a rate nobody measured,
 /// so the renderers leave the comparison blank rather than print a meaningless uplift.
+/// The overall row, then the breakdown's cells, unless the only cell is the overall row
+/// again (no breakdown and no strata: one cell `all`), which a reader would take for a
+/// second group.
+pub(crate) fn outcome_cells(r: &Report) -> Vec<&Cell> {
+    let repeats = matches!(r.cells.as_slice(), [only] if only.label == r.overall.label
+        && only.treatment == r.overall.treatment
+        && only.control == r.overall.control);
+    let cells = if repeats { &[][..] } else { &r.cells[..] };
+    std::iter::once(&r.overall).chain(cells).collect()
+}
+
 pub(crate) fn comparable(c: &Cell) -> bool {
     c.treatment.n > 0 && c.control.n > 0
 }
@@ -317,6 +328,19 @@ mod tests {
     use super::*;
     use crate::render::fixtures;
     use crate::stats::{Arm, uplift};
+
+    #[test]
+    fn a_single_cell_that_is_the_overall_row_is_shown_once() {
+        let mut r = fixtures::report(false);
+        assert_eq!(outcome_cells(&r).len(), 3);
+        r.cells = vec![r.overall.clone()];
+        assert_eq!(outcome_cells(&r), [&r.overall]);
+        let text = crate::render_text(&r);
+        assert_eq!(text.matches("\n  all ").count(), 1, "{text}");
+        // One group of its own (every member in one stratum) is still shown.
+        r.cells[0].label = "gold".to_owned();
+        assert_eq!(outcome_cells(&r).len(), 2);
+    }
 
     #[test]
     fn thousands_groups_digits() {

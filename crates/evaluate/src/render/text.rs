@@ -76,8 +76,11 @@ pub fn render_text(r: &Report) -> String {
     out.push_str(&fit(&verdict(r), WIDTH));
     out.push('\n');
     if !r.variants.is_empty() {
+        let of = one_wave(r)
+            .map(|w| format!(" of {}", clean(w)))
+            .unwrap_or_default();
         out.push_str(&fit(
-            &format!("\nVARIANTS vs the shared CONTROL on goal, {level} confidence"),
+            &format!("\nVARIANTS{of} vs the shared CONTROL on goal, {level} confidence"),
             WIDTH,
         ));
         out.push('\n');
@@ -121,10 +124,17 @@ fn variants(r: &Report) -> Table {
             percent(rate)
         }
     };
+    // Variants of one wave (the first: the only one a shared control stands for) are
+    // named alone, the wave said once in the heading, so the names fit beside the numbers.
+    let single = one_wave(r).is_some();
     for v in &r.variants {
         let c = &v.outcome;
         let mut row = vec![
-            format!("{} / {}", clean(&v.wave), clean(&v.variant)),
+            if single {
+                clean(&v.variant)
+            } else {
+                format!("{} / {}", clean(&v.wave), clean(&v.variant))
+            },
             thousands(c.treatment.n),
             thousands(v.responded),
             thousands(c.treatment.converted),
@@ -143,6 +153,12 @@ fn variants(r: &Report) -> Table {
         ]);
     }
     t
+}
+
+/// The wave every variant row belongs to, when there is one.
+fn one_wave(r: &Report) -> Option<&str> {
+    let first = r.variants.first()?.wave.as_str();
+    r.variants.iter().all(|v| v.wave == first).then_some(first)
 }
 
 fn survey(s: &crate::report::SurveyScores) -> Table {
@@ -216,7 +232,7 @@ fn outcome(r: &Report, level: &str) -> Table {
         ("p-value", Align::Right),
         ("sig.", Align::Left),
     ]);
-    for c in std::iter::once(&r.overall).chain(&r.cells) {
+    for c in super::outcome_cells(r) {
         cell_rows(&mut t, c);
     }
     t
