@@ -90,13 +90,14 @@ impl Engine {
     }
 }
 
-fn when(ms: Millis) -> String {
+/// A time as the reader keeps it: in their time zone, named (`2026-12-01 18:30 CST`).
+fn when(ms: Millis, tz: chrono_tz::Tz) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string())
         .unwrap_or_else(|| ms.to_string())
 }
 
-fn line(t: &TaskNews, show_team: bool) -> String {
+fn line(t: &TaskNews, show_team: bool, tz: chrono_tz::Tz) -> String {
     let mut s = format!("task {}  {}  {}/{}", t.id, t.kind, t.campaign, t.wave);
     if show_team {
         let _ = write!(s, "  team {}", t.team);
@@ -106,17 +107,17 @@ fn line(t: &TaskNews, show_team: bool) -> String {
         let _ = write!(s, " (customer {c})");
     }
     if let Some(d) = t.due_at {
-        let _ = write!(s, "  due {}", when(d));
+        let _ = write!(s, "  due {}", when(d, tz));
     }
     if show_team && let Some(e) = t.escalated_at {
-        let _ = write!(s, ", escalated {}", when(e));
+        let _ = write!(s, ", escalated {}", when(e, tz));
     }
     s
 }
 
-fn section(text: &mut String, tasks: &[&TaskNews], show_team: bool) {
+fn section(text: &mut String, tasks: &[&TaskNews], show_team: bool, tz: chrono_tz::Tz) {
     for t in tasks.iter().take(LISTED) {
-        let _ = writeln!(text, "{}", line(t, show_team));
+        let _ = writeln!(text, "{}", line(t, show_team, tz));
     }
     if tasks.len() > LISTED {
         let _ = writeln!(
@@ -149,7 +150,7 @@ fn task_digest_mail(
              POST /tasks/{{id}}/outcome.\n",
             person.id
         );
-        section(&mut text, new, false);
+        section(&mut text, new, false, person.timezone);
         let _ = writeln!(text);
     }
     if !escalated.is_empty() {
@@ -158,7 +159,7 @@ fn task_digest_mail(
             "Overdue tasks escalated to you: their team has not recorded an outcome by the \
              due time.\n"
         );
-        section(&mut text, escalated, true);
+        section(&mut text, escalated, true, person.timezone);
     }
     NewMail {
         kind: MailKind::Digest,

@@ -42,6 +42,7 @@ staff:
   - id: desk
     name: Club desk
     email: desk@example.com
+    timezone: Asia/Shanghai
   - id: boss
     name: Club supervisor
     email: boss@example.com
@@ -156,6 +157,20 @@ async fn overdue_tasks_are_escalated_once_and_each_person_gets_one_digest() {
         );
     }
     assert!(!desk[0].text.contains("13700000000"), "{}", desk[0].text);
+    // Due times in the reader's own zone, named: the desk keeps Shanghai time.
+    for id in &ids {
+        let due = store.task(*id).await.unwrap().unwrap().due_at.unwrap();
+        let local = chrono::DateTime::from_timestamp_millis(due)
+            .unwrap()
+            .with_timezone(&chrono_tz::Asia::Shanghai)
+            .format("%Y-%m-%d %H:%M CST")
+            .to_string();
+        assert!(
+            desk[0].text.contains(&format!("due {local}")),
+            "{local}: {}",
+            desk[0].text
+        );
+    }
 
     // Ten minutes on, a second run opens three more tasks: the desk had this interval's
     // digest, so they wait for the next interval.
@@ -242,6 +257,17 @@ async fn overdue_tasks_are_escalated_once_and_each_person_gets_one_digest() {
         "[campaignd] tasks: 0 new and 2 overdue for Club supervisor"
     );
     assert!(!boss[0].text.contains(&format!("task {} ", ids[0])));
+    // The supervisor names no zone: UTC, said so.
+    let due = store.task(ids[1]).await.unwrap().unwrap().due_at.unwrap();
+    let utc = chrono::DateTime::from_timestamp_millis(due)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M UTC")
+        .to_string();
+    assert!(
+        boss[0].text.contains(&format!("due {utc}")),
+        "{utc}: {}",
+        boss[0].text
+    );
     for id in &ids[1..] {
         assert!(
             boss[0].text.contains(&format!(

@@ -167,6 +167,11 @@ struct StaffEntryFile {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Vec<String>>")]
     owns: BTreeMap<String, Spanned<Vec<String>>>,
+    /// IANA time zone the person's digests show times in (due, escalated), e.g.
+    /// `Asia/Shanghai`; UTC when left out.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    timezone: Option<Spanned<String>>,
 }
 
 /// One person or team alerts can go to.
@@ -177,6 +182,8 @@ pub struct Staff {
     pub email: String,
     /// Field → the values this person owns.
     pub owns: BTreeMap<String, Vec<String>>,
+    /// The time zone their digests show times in (UTC unless the file names one).
+    pub timezone: chrono_tz::Tz,
 }
 
 /// `workflows/staff.yaml`, checked.
@@ -327,11 +334,25 @@ pub fn compile_staff(
                 ),
             }
         }
+        let timezone = match &s.timezone {
+            None => chrono_tz::UTC,
+            Some(tz) => tz.value.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                sink.at_spanned(
+                    tz,
+                    format!(
+                        "unknown time zone `{}`: expected an IANA name such as Asia/Shanghai",
+                        tz.value.escape_debug()
+                    ),
+                );
+                chrono_tz::UTC
+            }),
+        };
         staff.push(Staff {
             id: s.id.value,
             name: s.name,
             email: s.email.value,
             owns: s.owns.into_iter().map(|(k, v)| (k, v.value)).collect(),
+            timezone,
         });
     }
     if sink.out.is_empty() {
@@ -852,7 +873,7 @@ mod tests {
 
     #[test]
     fn staff_problems_are_located() {
-        let src = "staff:\n  - id: desk\n    email: not-an-address\n  - id: desk\n    email: d@example.com\n    owns: { arpu_3m: [x], brand: [nokia] }\n";
+        let src = "staff:\n  - id: desk\n    email: not-an-address\n  - id: desk\n    email: d@example.com\n    owns: { arpu_3m: [x], brand: [nokia] }\n    timezone: Asia/Xian\n";
         let got: Vec<String> = compile_staff("staff.yaml", src, &crate::catalogue::shipped())
             .unwrap_err()
             .iter()
@@ -863,6 +884,7 @@ mod tests {
             "staff.yaml:4:9: staff id `desk` is used twice",
             "`owns` needs a text or enum field; `arpu_3m` is decimal",
             "`nokia` is not a value of `brand`",
+            "staff.yaml:7:15: unknown time zone `Asia/Xian`: expected an IANA name",
         ] {
             assert!(got.iter().any(|g| g.contains(w)), "{w}\n{got:#?}");
         }
@@ -875,5 +897,15 @@ mod tests {
         assert!(diags.is_empty(), "{diags:#?}");
         assert!(monitors.iter().any(|m| m.id == "core-anomaly"));
         assert!(staff.get("retention-desk").is_some());
+        assert_eq!(
+            staff.get("vip-club").map(|s| s.timezone),
+            Some(chrono_tz::Asia::Shanghai)
+        );
+        let plain = compile_staff("staff.yaml", STAFF, &crate::catalogue::shipped()).unwrap();
+        assert_eq!(
+            plain.get("desk").map(|s| s.timezone),
+            Some(chrono_tz::UTC),
+            "UTC when the file names none"
+        );
     }
 }
