@@ -83,7 +83,7 @@ fn whole(obj: &Map<String, Value>, field: &str, default: u64, max: u64) -> Resul
 #[utoipa::path(post, path = "/tasks/next", tag = "tasks",
     request_body(content = Object, description = "Empty, or `{}`"),
     responses(
-        (status = 200, description = "The task now held by the caller for 15 minutes (or the one it already holds): a due `call back later` first, then the most valuable subscriber, then the soonest due; with the outcomes it takes and the subscriber's number masked", body = NextTask),
+        (status = 200, description = "The task now held by the caller for 15 minutes (or the one it already holds): a due `call back later` first, then the most valuable subscriber, then the soonest due; with the outcomes it takes, the subscriber's number masked and the details the catalogue shows to agents", body = NextTask),
         (status = 204, description = "Nothing in the team's queue now"),
         (status = 400, description = "A body other than `{}`", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
@@ -147,12 +147,41 @@ pub(crate) async fn next(
         .await?
         .pop()
         .map(|(_, m)| domain::mask(&m));
+    // What the catalogue allows agents to see (`agents: true`), and nothing else.
+    let details = match state.store.subscriber(task.subscriber_id).await? {
+        Some(sub) => sub
+            .attrs
+            .catalogue()
+            .declared()
+            .zip(sub.attrs.values())
+            .filter(|(a, v)| a.agents && !v.is_null())
+            .map(|(a, v)| Detail {
+                name: a.name.clone(),
+                value: v.to_text(),
+                unit: a.unit.clone(),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(Json(NextTask {
         task: TaskDto::new(task, now),
         outcomes,
         msisdn,
+        details,
     })
     .into_response())
+}
+
+/// One subscriber detail an agent may see.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Detail {
+    /// The catalogue attribute's name, e.g. `value_tier`.
+    name: String,
+    /// Its value as text (decimals with two places).
+    value: String,
+    /// Its unit, when the catalogue declares one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<String>,
 }
 
 /// `POST /tasks/next`'s answer: the task, what may be recorded on it, and the subscriber's
@@ -165,6 +194,9 @@ pub(crate) struct NextTask {
     outcomes: Vec<String>,
     /// The subscriber's number, masked (`138****0001`).
     msisdn: Option<String>,
+    /// The subscriber's attributes the catalogue shows to agents (`agents: true` in
+    /// `attributes.yaml`), in catalogue order; empty ones are left out.
+    details: Vec<Detail>,
 }
 
 /// `POST /tasks/{id}/callback` with `{"at": "2026-12-01T18:30:00+08:00"}`.

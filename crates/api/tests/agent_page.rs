@@ -300,7 +300,7 @@ async fn start() -> Res<(Server, i64)> {
     let wave = store::testing::call_wave(
         &store,
         "retention",
-        &[store::testing::subscriber("13800138000")],
+        &[store::testing::subscriber("13800138000").with("name", "<b>Li Na</b>")],
         "all",
         now,
         now + 24 * 3_600_000,
@@ -406,6 +406,24 @@ async fn an_agent_takes_a_task_and_records_its_outcome_in_the_browser() -> Res {
         b.eval(&p, "document.getElementById('task-msisdn').textContent")
             .await?,
         json!("138****8000")
+    );
+    // The details the catalogue shows to agents, as text: a name holding markup stays text.
+    assert_eq!(
+        b.eval(
+            &p,
+            "Array.from(document.querySelectorAll('#task-details dd')).map(d => [d.id, d.textContent])"
+        )
+        .await?,
+        json!([
+            ["detail-name", "<b>Li Na</b>"],
+            ["detail-brand", "mzone"],
+            ["detail-arpu_3m", "50.00 yuan/month"]
+        ])
+    );
+    assert_eq!(
+        b.eval(&p, "document.querySelectorAll('#task-details b').length")
+            .await?,
+        json!(0)
     );
     assert_eq!(
         b.eval(

@@ -352,6 +352,15 @@ async fn call_back_later_requeues_for_its_agent_and_a_hold_is_renewed() -> Res {
     let (_, t) = s.post(&a1, "/tasks/next", json!({})).await?;
     assert_eq!(t["id"], id);
     assert_eq!(t["msisdn"], "138****0000", "masked");
+    // Only what the catalogue shows to agents (`agents: true`), in its order.
+    assert_eq!(
+        t["details"],
+        json!([
+            {"name": "name", "value": "Test"},
+            {"name": "brand", "value": "mzone"},
+            {"name": "arpu_3m", "value": "900.00", "unit": "yuan/month"},
+        ])
+    );
     assert_eq!(
         t["outcomes"],
         json!(["accepted", "refused", "call_back_later", "unreachable"])

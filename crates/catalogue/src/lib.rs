@@ -114,6 +114,10 @@ pub struct Attribute {
     /// For text attributes: a form every value must have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<TextFormat>,
+    /// Shown to the agent or staff member working one of the subscriber's tasks (the
+    /// agents' page, `POST /tasks/next`); nothing else is, beyond the masked number.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agents: bool,
 }
 
 /// A form a text attribute's values must have.
@@ -214,6 +218,7 @@ fn core_attributes() -> Vec<Attribute> {
         min: None,
         max: None,
         format: None,
+        agents: false,
     };
     vec![
         core(
@@ -773,6 +778,7 @@ mod tests {
             min: None,
             max: None,
             format: None,
+            agents: false,
         }
     }
 

@@ -157,6 +157,10 @@ struct AttributeFile {
     /// Every subscriber has a value.
     #[serde(default)]
     required: bool,
+    /// Shown to the agent or staff member working one of the subscriber's tasks (the
+    /// agents' page); a stored attribute only.
+    #[serde(default)]
+    agents: bool,
     /// For integer and decimal: the smallest value an import accepts.
     #[serde(default)]
     #[schemars(with = "Option<f64>")]
@@ -245,7 +249,11 @@ pub fn compile_catalogue(file: &str, source: &str) -> Result<Catalogue, Vec<Diag
                 ),
             );
         }
-        for (set, key) in [(a.indexed, "indexed"), (a.required, "required")] {
+        for (set, key) in [
+            (a.indexed, "indexed"),
+            (a.required, "required"),
+            (a.agents, "agents"),
+        ] {
             if set {
                 sink.at_spanned(
                     &a.name,
@@ -584,6 +592,7 @@ fn attribute<'a>(
         min: a.min.as_ref().map(|m| m.value),
         max: a.max.as_ref().map(|m| m.value),
         format,
+        agents: a.agents,
     })
 }
 
@@ -657,6 +666,38 @@ mod tests {
         assert_eq!(cat.email_address().map(|a| a.name.as_str()), Some("email"));
         // The store reads the shipped file without this module; both must agree.
         assert_eq!(cat, *shipped());
+        let shown: Vec<&str> = cat
+            .declared()
+            .filter(|a| a.agents)
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(shown, ["name", "brand", "arpu_3m"], "what agents may see");
+    }
+
+    #[test]
+    fn only_stored_attributes_are_shown_to_agents() {
+        let src = "attributes:
+  - name: arpu_3m
+    type: decimal
+    agents: true
+derived:
+  - name: rich
+    type: bool
+    agents: true
+    expr: \"arpu_3m > 100\"
+";
+        let errs = compile_catalogue("a.yaml", src).unwrap_err();
+        let shown: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["a.yaml:6:11: `agents` is for stored attributes; `rich` is derived"]
+        );
+        let ok = compile_catalogue(
+            "a.yaml",
+            &src.replace("    agents: true\n    expr", "    expr"),
+        )
+        .unwrap();
+        assert!(ok.get("arpu_3m").is_some_and(|a| a.agents));
     }
 
     #[test]
@@ -668,7 +709,7 @@ mod tests {
             "attributes.yaml:2:11: `Age` is not an attribute name",
             "attributes.yaml:5:11: enum attribute `tier` needs `values`",
             "attributes.yaml:7:11: unknown type `money`",
-            "attributes.yaml:8:5: unknown field `colour`, expected one of `description`",
+            "attributes.yaml:8:5: unknown field `colour`, expected one of `agents`, `description`",
             "attributes.yaml:9:11: `opt_out` is built in",
             "attributes.yaml:11:11: attribute `arpu` is declared twice (first at line 6)",
             "attributes.yaml:13:13: `values` is for enum attributes",

@@ -24,6 +24,7 @@ fn attr(name: &str, kind: Kind, indexed: bool) -> Attribute {
         min: None,
         max: None,
         format: None,
+        agents: false,
     }
 }
 

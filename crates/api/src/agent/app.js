@@ -1,5 +1,5 @@
-// The agents' page: takes the next task, shows its script and the subscriber's masked
-// number, records an outcome or a call back. Every call carries the agent's token from
+// The agents' page: takes the next task, shows its script, the subscriber's masked
+// number and the details the catalogue shows to agents, records an outcome or a call back. Every call carries the agent's token from
 // sessionStorage (never the URL); everything shown is set as text, never as HTML.
 "use strict";
 
@@ -55,6 +55,17 @@ function show(task) {
   $("task-held").textContent = when(task.held_until);
   $("task-deadline").textContent = when(task.deadline);
   $("task-script").textContent = task.script;
+  // The subscriber's details the catalogue shows to agents, as text.
+  const details = $("task-details");
+  details.replaceChildren();
+  for (const d of task.details || []) {
+    const dt = document.createElement("dt");
+    dt.textContent = d.name.replace(/_/g, " ");
+    const dd = document.createElement("dd");
+    dd.id = "detail-" + d.name;
+    dd.textContent = d.unit ? d.value + " " + d.unit : d.value;
+    details.append(dt, dd);
+  }
   const box = $("outcomes");
   box.replaceChildren();
   for (const o of task.outcomes) {

@@ -76,6 +76,7 @@ fn field(name: &str, kind: Kind, required: bool, min: Option<f64>) -> Attribute 
         min,
         max: None,
         format: None,
+        agents: false,
     }
 }
 
