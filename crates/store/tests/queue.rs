@@ -657,6 +657,9 @@ async fn a_batch_of_reports_applies_in_order_and_only_forward() -> Res {
     Ok(())
 }
 
+/// An inbound row as read back: source, key, kind, value, payload.
+type StoredRow = (String, Option<String>, String, Option<String>, String);
+
 /// Guards `insert_inbound_known` (the API's group commit) and `contacts_by_keys`: in one
 /// batch, rows without a key and rows whose key is a contact's are stored, as written, and
 /// only those; each row's answer is its own.
@@ -706,7 +709,7 @@ async fn callbacks_are_stored_only_under_contact_keys() -> Res {
             [],
         ))
         .await?;
-    let back: Vec<(String, Option<String>, String, Option<String>, String)> = back
+    let back: Vec<StoredRow> = back
         .iter()
         .map(|r| {
             Ok((
