@@ -84,7 +84,7 @@ pub(crate) async fn dlr(
         msisdn: to,
         kind: kind.clone(),
         value: reply,
-        payload: without(q.to_json(&[]), "t"),
+        payload: q.to_json(&[], Some("t")),
         received_at: (state.now)(),
     };
     // Stored with the callbacks that came meanwhile (`inbox`), and only when the key is a
@@ -148,24 +148,11 @@ pub(crate) async fn mo(
         idem_key: None,
         msisdn: Some(from.clone()),
         kind: "reply".to_owned(),
-        payload: without(q.to_json(&[("text", &text)]), "token"),
+        payload: q.to_json(&[("text", &text)], Some("token")),
         value: Some(text),
         received_at: (state.now)(),
     };
     stored(state.inbox.store(row).await)?;
     debug!(from = %mask(&from), "SMS reply stored.");
     Ok("ok")
-}
-
-/// The stored payload without a credential the URL carried.
-fn without(payload: String, param: &str) -> String {
-    match serde_json::from_str::<serde_json::Value>(&payload) {
-        Ok(serde_json::Value::Object(mut m)) => {
-            if m.remove(param).is_none() {
-                return payload;
-            }
-            serde_json::Value::Object(m).to_string()
-        }
-        _ => payload,
-    }
 }

@@ -165,9 +165,13 @@ impl Query {
 
     /// The query as a JSON object, kept as the inbound row's raw payload. `decoded` replaces
     /// values that were read in another charset.
-    pub(crate) fn to_json(&self, decoded: &[(&str, &str)]) -> String {
+    /// `skip`: a parameter left out (a credential the URL carried).
+    pub(crate) fn to_json(&self, decoded: &[(&str, &str)], skip: Option<&str>) -> String {
         let mut map = Map::new();
         for (name, value) in &self.pairs {
+            if skip == Some(name.as_str()) {
+                continue;
+            }
             let value = match decoded.iter().find(|(n, _)| n == name) {
                 Some((_, v)) => (*v).to_owned(),
                 None => String::from_utf8_lossy(value).into_owned(),

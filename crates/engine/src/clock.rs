@@ -64,7 +64,7 @@ impl Clock {
 
     pub async fn now(&self, store: &Store) -> Result<Millis, store::StoreError> {
         match self {
-            Clock::Database => store.db_now().await,
+            Clock::Database => store.clock_now().await,
             Clock::Scaled(s) => {
                 Ok(s.origin + (s.started.elapsed().as_secs_f64() * 1000.0 * s.factor) as Millis)
             }

@@ -5,7 +5,7 @@
 
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::{Millis, Result, Store, exec, marks, query};
 
@@ -153,13 +153,6 @@ pub struct TaskTerms {
     pub held_by: Option<String>,
 }
 
-/// A report for a contact that was never claimed is not believed: nothing was sent.
-const SENT_OR_CLAIMED: &str = "(state = 'sent' OR (state = 'pending' AND EXISTS \
-     (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)))";
-/// An SMSC acknowledgement settles a claimed contact still queued as sent.
-const SUBMITTED: &str = "SET state = 'sent', sent_at = COALESCE(sent_at, ?) WHERE id = ? AND state = 'pending' \
-     AND EXISTS (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)";
-
 /// What a delivery report changes about its contact (see [`Store::record_reports`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReportChange {
@@ -193,41 +186,26 @@ impl Store {
         Ok(n)
     }
 
-    /// Stores, in one transaction, the rows of `rows` that belong to us: every row without
-    /// a key (a reply), and every keyed row (a delivery report) whose key is a contact's.
+    /// Stores, in one statement, the rows of `rows` that belong to us: every row without a
+    /// key (a reply), and every keyed row (a delivery report) whose key is a contact's.
     /// Says for each row whether it was stored. Unknown keys are left out so that nothing
     /// piles up under a key that never matches (a validly signed unknown key means a
     /// restored or foreign database).
     ///
-    /// The keys are looked up before the transaction, not in it: on SQLite a transaction
-    /// that reads before it writes fails at once (`SQLITE_BUSY_SNAPSHOT`) when another
-    /// writer commits in between, where one that writes first waits its turn. A contact's
-    /// key never goes away, so a key found before is still a contact's at the insert.
+    /// One statement (its own transaction), not a lookup and then a transaction: the API's
+    /// inbox calls this for every group of callbacks, thousands a second at Kannel's pace,
+    /// and each statement is a round trip (PostgreSQL) or a hop to the connection's thread
+    /// (SQLite). On SQLite the statement writes from its start, so it waits its turn for the
+    /// write lock instead of failing the way a transaction that reads first and writes later
+    /// does (`SQLITE_BUSY_SNAPSHOT`) when another writer commits in between.
     pub async fn insert_inbound_known(&self, rows: &[NewInbound]) -> Result<Vec<bool>> {
-        let mut known = std::collections::HashSet::new();
-        let keys: Vec<&str> = rows.iter().filter_map(|r| r.idem_key.as_deref()).collect();
-        // 500 keys a statement stays far below both backends' bind limits.
-        for chunk in keys.chunks(500) {
-            let sql = format!(
-                "SELECT idem_key FROM contact WHERE idem_key IN ({})",
-                crate::marks(chunk.len())
-            );
-            for r in query(self.db(), &sql, chunk.iter().map(|k| Value::from(*k))).await? {
-                known.insert(r.try_get::<String>("", "idem_key")?);
+        let mut stored = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(500) {
+            if self.is_postgres() {
+                stored.extend(insert_known_pg(self.db(), chunk).await?);
+            } else {
+                stored.extend(insert_known_sqlite(self.db(), chunk).await?);
             }
-        }
-        let stored: Vec<bool> = rows
-            .iter()
-            .map(|r| r.idem_key.as_ref().is_none_or(|k| known.contains(k)))
-            .collect();
-        let keep: Vec<NewInbound> = rows
-            .iter()
-            .zip(&stored)
-            .filter(|(_, s)| **s)
-            .map(|(r, _)| r.clone())
-            .collect();
-        if !keep.is_empty() {
-            self.insert_inbound(&keep).await?;
         }
         Ok(stored)
     }
@@ -364,24 +342,53 @@ impl Store {
         Ok(self.record_reports(std::slice::from_ref(&report)).await?[0])
     }
 
-    /// The contacts with these keys (one query per 500 keys), by key.
+    /// The contacts with these keys, by key: on PostgreSQL one query (the keys as one array
+    /// joined through the key's index), on SQLite one per 500 keys.
     pub async fn contacts_by_keys(
         &self,
         keys: &[&str],
     ) -> Result<std::collections::HashMap<String, ContactRef>> {
         let mut out = std::collections::HashMap::new();
-        for chunk in keys.chunks(500) {
-            let sql = format!(
-                "SELECT c.idem_key AS key_of, x.* FROM ({CONTACT_REF} WHERE c.idem_key IN ({})) x \
-                 JOIN contact c ON c.id = x.id",
-                crate::marks(chunk.len())
-            );
-            for r in query(self.db(), &sql, chunk.iter().map(|k| Value::from(*k))).await? {
-                out.insert(
-                    r.try_get::<String>("", "key_of")?,
-                    ContactRef::from_query_result(&r, "")?,
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        let cols = CONTACT_REF
+            .strip_prefix("SELECT ")
+            .and_then(|r| r.split_once(" FROM contact c "))
+            .expect("CONTACT_REF is SELECT ... FROM contact c ...");
+        let mut rows = Vec::new();
+        if self.is_postgres() {
+            // As an array, not an IN list: with `IN (500 keys)` PostgreSQL scanned the
+            // whole contact table per chunk, comparing each row with every key (attribution
+            // runs this for every batch of reports).
+            for chunk in keys.chunks(5000) {
+                let mut arr = crate::contacts::PgArray::default();
+                for k in chunk {
+                    arr.text(k);
+                }
+                let sql = format!(
+                    "SELECT c.idem_key AS key_of, {} FROM unnest(?::text::text[]) AS k(key) \
+                     JOIN contact c ON c.idem_key = k.key {}",
+                    cols.0, cols.1
                 );
+                rows.extend(query(self.db(), &sql, [arr.finish().into()]).await?);
             }
+        } else {
+            for chunk in keys.chunks(500) {
+                let sql = format!(
+                    "SELECT c.idem_key AS key_of, {} FROM contact c {} WHERE c.idem_key IN ({})",
+                    cols.0,
+                    cols.1,
+                    crate::marks(chunk.len())
+                );
+                rows.extend(query(self.db(), &sql, chunk.iter().map(|k| Value::from(*k))).await?);
+            }
+        }
+        for r in rows {
+            out.insert(
+                r.try_get::<String>("", "key_of")?,
+                ContactRef::from_query_result(&r, "")?,
+            );
         }
         Ok(out)
     }
@@ -390,46 +397,41 @@ impl Store {
     /// [`Store::record_delivery`] or [`Store::record_submission`] would; says for each
     /// whether it changed its contact. One transaction for a batch, not one per report:
     /// at full sending pace there are two reports per message.
+    ///
+    /// Set-based: the reports go in rounds, each holding at most one report per contact
+    /// (a contact's second report goes in the next round, so it sees the first one's
+    /// change), and each round is one `UPDATE ... FROM` the round's rows (plus, on SQLite,
+    /// one `DELETE` of the changed contacts' queue rows; on PostgreSQL the delete rides in
+    /// the same statement). A report per statement cost two round trips per message
+    /// (`bench-dispatch --gateway kannel`).
     pub async fn record_reports(&self, reports: &[Report]) -> Result<Vec<bool>> {
-        let mut out = Vec::with_capacity(reports.len());
+        let mut out = vec![false; reports.len()];
         if reports.is_empty() {
             return Ok(out);
         }
+        // Round of each report: how many reports of its contact came before it.
+        let mut seen: HashMap<i64, usize> = HashMap::with_capacity(reports.len());
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        for (i, r) in reports.iter().enumerate() {
+            let n = seen.entry(r.contact_id).or_insert(0);
+            if rounds.len() <= *n {
+                rounds.push(Vec::new());
+            }
+            rounds[*n].push(i);
+            *n += 1;
+        }
         let tx = self.db().begin().await?;
         self.check_fence(&tx).await?;
-        for r in reports {
-            // When the report took, the contact's queue row goes in the same transaction:
-            // the report settled it.
-            let (set_where, values): (String, Vec<Value>) = match &r.change {
-                ReportChange::Delivered => (
-                    format!(
-                        "SET state = 'delivered', delivered_at = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"
-                    ),
-                    vec![r.at.into(), r.at.into(), r.contact_id.into()],
-                ),
-                ReportChange::Undelivered(reason) => (
-                    format!(
-                        "SET state = 'undelivered', last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ? AND {SENT_OR_CLAIMED}"
-                    ),
-                    vec![reason.as_str().into(), r.at.into(), r.contact_id.into()],
-                ),
-                ReportChange::Submitted => {
-                    (SUBMITTED.to_owned(), vec![r.at.into(), r.contact_id.into()])
-                }
+        for round in rounds {
+            let rows: Vec<&Report> = round.iter().map(|i| &reports[*i]).collect();
+            let changed = if self.is_postgres() {
+                record_round_pg(&tx, &rows).await?
+            } else {
+                record_round_sqlite(&tx, &rows).await?
             };
-            let changed = exec(&tx, &format!("UPDATE contact {set_where}"), values)
-                .await?
-                .rows_affected()
-                == 1;
-            if changed {
-                exec(
-                    &tx,
-                    "DELETE FROM dispatch WHERE contact_id = ?",
-                    [r.contact_id.into()],
-                )
-                .await?;
+            for i in round {
+                out[i] = changed.contains(&reports[i].contact_id);
             }
-            out.push(changed);
         }
         tx.commit().await?;
         Ok(out)
@@ -762,6 +764,188 @@ pub(crate) async fn insert_inbound_in<C: ConnectionTrait>(
         n += exec(c, &sql, values).await?.rows_affected();
     }
     Ok(n)
+}
+
+/// [`Store::insert_inbound_known`] on PostgreSQL: the rows as arrays (one statement text
+/// for any batch), the known ones inserted, and which were kept read back by position.
+async fn insert_known_pg<C: ConnectionTrait>(c: &C, rows: &[NewInbound]) -> Result<Vec<bool>> {
+    use crate::contacts::PgArray;
+    let (mut src, mut key, mut msisdn, mut kind, mut value, mut payload, mut at) = (
+        PgArray::default(),
+        PgArray::default(),
+        PgArray::default(),
+        PgArray::default(),
+        PgArray::default(),
+        PgArray::default(),
+        PgArray::default(),
+    );
+    for r in rows {
+        src.text(r.source);
+        key.opt_text(r.idem_key.as_deref());
+        msisdn.opt_text(r.msisdn.as_deref());
+        kind.text(&r.kind);
+        value.opt_text(r.value.as_deref());
+        payload.text(&r.payload);
+        at.int(Some(r.received_at));
+    }
+    const SQL: &str = "WITH u AS (SELECT * FROM unnest(?::text::text[], ?::text::text[], ?::text::text[], \
+           ?::text::text[], ?::text::text[], ?::text::text[], ?::text::bigint[]) WITH ORDINALITY \
+           AS u(source, idem_key, msisdn, kind, value, payload, received_at, n)), \
+         known AS (SELECT * FROM u WHERE u.idem_key IS NULL \
+           OR EXISTS (SELECT 1 FROM contact c WHERE c.idem_key = u.idem_key)), \
+         ins AS (INSERT INTO inbound (source, idem_key, msisdn, kind, value, payload, received_at, processed) \
+           SELECT source, idem_key, msisdn, kind, value, payload, received_at, false FROM known ORDER BY n \
+           ON CONFLICT DO NOTHING) \
+         SELECT n FROM known";
+    let values: Vec<Value> = vec![
+        src.finish().into(),
+        key.finish().into(),
+        msisdn.finish().into(),
+        kind.finish().into(),
+        value.finish().into(),
+        payload.finish().into(),
+        at.finish().into(),
+    ];
+    let mut stored = vec![false; rows.len()];
+    for r in query(c, SQL, values).await? {
+        let n = r.try_get::<i64>("", "n")?;
+        if let Some(s) = usize::try_from(n - 1).ok().and_then(|i| stored.get_mut(i)) {
+            *s = true;
+        }
+    }
+    Ok(stored)
+}
+
+/// [`Store::insert_inbound_known`] on SQLite: one `INSERT ... SELECT` of the known rows,
+/// which returns the keys it stored.
+async fn insert_known_sqlite<C: ConnectionTrait>(c: &C, rows: &[NewInbound]) -> Result<Vec<bool>> {
+    let sql = format!(
+        "WITH u(source, idem_key, msisdn, kind, value, payload, received_at) AS (VALUES {}) \
+         INSERT INTO inbound (source, idem_key, msisdn, kind, value, payload, received_at, processed) \
+         SELECT source, idem_key, msisdn, kind, value, payload, received_at, ? FROM u \
+         WHERE u.idem_key IS NULL OR EXISTS (SELECT 1 FROM contact c WHERE c.idem_key = u.idem_key) \
+         ON CONFLICT DO NOTHING RETURNING idem_key",
+        vec!["(?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", ")
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * 7 + 1);
+    for r in rows {
+        values.extend([
+            r.source.into(),
+            r.idem_key.clone().into(),
+            r.msisdn.clone().into(),
+            r.kind.clone().into(),
+            r.value.clone().into(),
+            r.payload.clone().into(),
+            r.received_at.into(),
+        ]);
+    }
+    values.push(false.into());
+    let mut known = HashSet::new();
+    for r in query(c, &sql, values).await? {
+        if let Some(k) = r.try_get::<Option<String>>("", "idem_key")? {
+            known.insert(k);
+        }
+    }
+    Ok(rows
+        .iter()
+        .map(|r| r.idem_key.as_ref().is_none_or(|k| known.contains(k)))
+        .collect())
+}
+
+/// What a report sets, by column: the state it moves its contact to, and the reason of a
+/// failure. A contact moves only forward: an acknowledgement (`sent`) settles a claimed
+/// contact still queued; a final report (`delivered`, `undelivered`) a contact sent or
+/// claimed (`pending` with a queue row claimed at least once). A contact never claimed is
+/// not believed: nothing was sent.
+fn report_columns(r: &Report) -> (&'static str, Option<&str>) {
+    match &r.change {
+        ReportChange::Delivered => ("delivered", None),
+        ReportChange::Undelivered(reason) => ("undelivered", Some(reason.as_str())),
+        ReportChange::Submitted => ("sent", None),
+    }
+}
+
+/// The `SET` and condition of a round's update, over the round's rows `v(id, state, at,
+/// reason)`.
+const REPORT_SET: &str = "SET state = v.state, \
+     delivered_at = CASE WHEN v.state = 'delivered' THEN v.at ELSE contact.delivered_at END, \
+     last_error = CASE WHEN v.state = 'undelivered' THEN v.reason ELSE contact.last_error END, \
+     sent_at = COALESCE(contact.sent_at, v.at)";
+const REPORT_WHERE: &str = "contact.id = v.id AND ((contact.state = 'pending' AND EXISTS \
+     (SELECT 1 FROM dispatch d WHERE d.contact_id = contact.id AND d.attempt > 0)) \
+     OR (v.state <> 'sent' AND contact.state = 'sent'))";
+
+/// One round of [`Store::record_reports`] on PostgreSQL: one statement (the same text for
+/// any round, so prepared once per connection); the changed contacts' queue rows go in it.
+async fn record_round_pg<C: ConnectionTrait>(c: &C, rows: &[&Report]) -> Result<HashSet<i64>> {
+    let (mut ids, mut states, mut ats, mut reasons) = (
+        crate::contacts::PgArray::default(),
+        crate::contacts::PgArray::default(),
+        crate::contacts::PgArray::default(),
+        crate::contacts::PgArray::default(),
+    );
+    for r in rows {
+        let (state, reason) = report_columns(r);
+        ids.int(Some(r.contact_id));
+        states.text(state);
+        ats.int(Some(r.at));
+        reasons.opt_text(reason);
+    }
+    let sql = format!(
+        "WITH v AS (SELECT * FROM unnest(?::text::bigint[], ?::text::text[], ?::text::bigint[], ?::text::text[]) \
+           AS u(id, state, at, reason)), \
+         changed AS (UPDATE contact {REPORT_SET} FROM v WHERE {REPORT_WHERE} RETURNING contact.id), \
+         dequeued AS (DELETE FROM dispatch WHERE contact_id IN (SELECT id FROM changed)) \
+         SELECT id FROM changed"
+    );
+    let values: Vec<Value> = vec![
+        ids.finish().into(),
+        states.finish().into(),
+        ats.finish().into(),
+        reasons.finish().into(),
+    ];
+    query(c, &sql, values)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<i64>("", "id")?))
+        .collect()
+}
+
+/// One round of [`Store::record_reports`] on SQLite: an update per 500 reports, then the
+/// changed contacts' queue rows deleted.
+async fn record_round_sqlite<C: ConnectionTrait>(c: &C, rows: &[&Report]) -> Result<HashSet<i64>> {
+    let mut changed = HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(500) {
+        let sql = format!(
+            "WITH v(id, state, at, reason) AS (VALUES {}) \
+             UPDATE contact {REPORT_SET} FROM v WHERE {REPORT_WHERE} RETURNING contact.id",
+            vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
+        for r in chunk {
+            let (state, reason) = report_columns(r);
+            values.extend([
+                r.contact_id.into(),
+                state.into(),
+                r.at.into(),
+                reason.map(str::to_owned).into(),
+            ]);
+        }
+        let ids: Vec<i64> = query(c, &sql, values)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64>("", "id"))
+            .collect::<std::result::Result<_, _>>()?;
+        for part in ids.chunks(1000) {
+            let sql = format!(
+                "DELETE FROM dispatch WHERE contact_id IN ({})",
+                marks(part.len())
+            );
+            exec(c, &sql, part.iter().map(|id| Value::from(*id))).await?;
+        }
+        changed.extend(ids);
+    }
+    Ok(changed)
 }
 
 /// Unprocessed inbound events, for progress displays and tests.

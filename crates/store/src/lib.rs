@@ -104,7 +104,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
-    sqlite_path: Option<PathBuf>,
+    /// Shared: the API clones the store with its per-request state.
+    sqlite_path: Option<std::sync::Arc<PathBuf>>,
     /// The attribute catalogue subscriber rows are read with (see [`attributes`]).
     catalogue: std::sync::Arc<std::sync::RwLock<std::sync::Arc<catalogue::Catalogue>>>,
     /// Set on a handle from [`Store::fenced`]: its fenced writes renew this lease first.
@@ -197,7 +198,7 @@ impl Store {
         let db = Database::connect(opts).await?;
         Ok(Store {
             db,
-            sqlite_path,
+            sqlite_path: sqlite_path.map(std::sync::Arc::new),
             catalogue: std::sync::Arc::new(std::sync::RwLock::new(catalogue::shipped())),
             fence: None,
         })
@@ -320,6 +321,18 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::Invalid("clock query returned no row".into()))?;
         Ok(row.try_get::<i64>("", "now")?)
+    }
+
+    /// [`Store::db_now`] for the engine's clock, which reads it at every claim and every
+    /// group of answers the dispatcher settles. On SQLite it is this host's clock, the one
+    /// `julianday('now')` reads in this process, without taking a connection and a hop to its
+    /// thread. (Health probes keep asking the database: for them the answer is the point.)
+    pub async fn clock_now(&self) -> Result<Millis> {
+        if self.is_postgres() {
+            self.db_now().await
+        } else {
+            Ok(wall_now())
+        }
     }
 
     pub async fn close(self) -> Result<()> {

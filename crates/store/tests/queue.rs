@@ -611,3 +611,143 @@ async fn contact_and_decision_text_arrives_as_written() -> Res {
     assert_eq!(got, want);
     Ok(())
 }
+
+/// Guards the set-based `record_reports`: reports in one call apply in order (a contact's
+/// second report sees its first), only forward, and never to a contact that was not claimed;
+/// a failure reason of any text arrives as written (PostgreSQL sends the round as arrays).
+#[tokio::test]
+async fn a_batch_of_reports_applies_in_order_and_only_forward() -> Res {
+    use store::inbound::{Report, ReportChange};
+    let q = Queue::planned(&[(TREATMENT, None), (TREATMENT, None), (TREATMENT, None)]).await?;
+    // s0 and s1 are claimed; s2 never is.
+    assert_eq!(q.claim("A", T0, MINUTE, 2).await?, [(0, 1), (1, 1)]);
+    let (c0, c1, c2) = (
+        q.contact_id(0).await?,
+        q.contact_id(1).await?,
+        q.contact_id(2).await?,
+    );
+    let reason = r#"undeliverable, "x" {NULL} \ 'y'"#;
+    let report = |contact_id, change, at| Report {
+        contact_id,
+        change,
+        at,
+    };
+    let changed = q
+        .store
+        .record_reports(&[
+            report(c0, ReportChange::Submitted, T0 + 1),
+            report(c1, ReportChange::Undelivered(reason.into()), T0 + 2),
+            report(c0, ReportChange::Delivered, T0 + 3),
+            report(c2, ReportChange::Delivered, T0 + 4),
+            report(c1, ReportChange::Delivered, T0 + 5),
+            report(c0, ReportChange::Submitted, T0 + 6),
+        ])
+        .await?;
+    assert_eq!(changed, [true, true, true, false, false, false]);
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 delivered\ns1 undelivered\ns2 pending [queued: attempt 0, lease -, due +0m]\n"
+    );
+    assert_eq!(
+        q.store.contact_errors(q.wave_run_id).await?,
+        [(q.subs[1], reason.to_owned())]
+    );
+    // The dispatcher's settle comes late and changes nothing.
+    assert_eq!(q.settle("A", &[(0, sent(T0)), (1, sent(T0))]).await?, 0);
+    Ok(())
+}
+
+/// An inbound row as read back: source, key, kind, value, payload.
+type StoredRow = (String, Option<String>, String, Option<String>, String);
+
+/// Guards `insert_inbound_known` (the API's group commit) and `contacts_by_keys`: in one
+/// batch, rows without a key and rows whose key is a contact's are stored, as written, and
+/// only those; each row's answer is its own.
+#[tokio::test]
+async fn callbacks_are_stored_only_under_contact_keys() -> Res {
+    use store::inbound::{NewInbound, source};
+    let q = Queue::planned(&[(TREATMENT, None), (TREATMENT, None)]).await?;
+    let mut keys = Vec::new();
+    for i in 0..2 {
+        keys.push(
+            q.store
+                .contact_key(q.run_id, "w", q.subs[i])
+                .await?
+                .ok_or("a contact key")?,
+        );
+    }
+    let (k0, k1) = (keys[0].clone(), keys[1].clone());
+    let row = |source: &'static str, key: Option<&str>, kind: &str, payload: &str| NewInbound {
+        source,
+        idem_key: key.map(str::to_owned),
+        msisdn: None,
+        kind: kind.to_owned(),
+        value: Some(r#"a "quoted", {braced} \ value"#.to_owned()),
+        payload: payload.to_owned(),
+        received_at: T0,
+    };
+    let rows = [
+        row(
+            source::DLR,
+            Some(&k0),
+            "8",
+            r#"{"type":"8","reply":"NULL, \"x\""}"#,
+        ),
+        row(source::DLR, Some("r9-w-s9-unknown"), "1", "{}"),
+        row(source::MO, None, "reply", r#"{"text":"STOP"}"#),
+        row(source::DLR, Some(&k1), "1", "{}"),
+        row(source::DLR, Some(&k0), "1", "{}"),
+    ];
+    let stored = q.store.insert_inbound_known(&rows).await?;
+    assert_eq!(stored, [true, false, true, true, true]);
+    let back = q
+        .store
+        .db()
+        .query_all_raw(store::stmt(
+            q.store.db(),
+            "SELECT source, idem_key, kind, value, payload FROM inbound ORDER BY id",
+            [],
+        ))
+        .await?;
+    let back: Vec<StoredRow> = back
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("", "source")?,
+                r.try_get("", "idem_key")?,
+                r.try_get("", "kind")?,
+                r.try_get("", "value")?,
+                r.try_get("", "payload")?,
+            ))
+        })
+        .collect::<Result<_, sea_orm::DbErr>>()?;
+    let want: Vec<_> = rows
+        .iter()
+        .zip(&stored)
+        .filter(|(_, s)| **s)
+        .map(|(r, _)| {
+            (
+                r.source.to_owned(),
+                r.idem_key.clone(),
+                r.kind.clone(),
+                r.value.clone(),
+                r.payload.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(back, want);
+
+    let found = q
+        .store
+        .contacts_by_keys(&[&k1, "r9-w-s9-unknown", &k0, &k1])
+        .await?;
+    let mut ids: Vec<(&str, i64)> = found.iter().map(|(k, c)| (k.as_str(), c.id)).collect();
+    ids.sort_unstable();
+    let mut want = vec![
+        (k0.as_str(), q.contact_id(0).await?),
+        (k1.as_str(), q.contact_id(1).await?),
+    ];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    Ok(())
+}
