@@ -428,6 +428,10 @@ impl Store {
                     [r.contact_id.into()],
                 )
                 .await?;
+                // Not arrived: the second choice, written with the report that says so.
+                if matches!(r.change, ReportChange::Undelivered(_)) {
+                    crate::contacts::write_fallbacks(&tx, &[r.contact_id], r.at).await?;
+                }
             }
             out.push(changed);
         }
