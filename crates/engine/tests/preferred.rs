@@ -29,6 +29,9 @@ waves:
     templates: { sms: offer.txt, email: offer_mail.txt }
     respond_within: 2d
     send_within: 1d
+    responses:
+      - reply: "*"
+      - event: { type: order, value: bundle }
 "#;
 
 /// Accepts every message on `kind` and keeps (subscriber, key, clock time) of each; an
@@ -37,6 +40,8 @@ struct Keep {
     kind: &'static str,
     clock: ManualClock,
     sent: Mutex<Vec<(i64, String, Millis)>>,
+    /// The subject of each message sent (a mail's, from its template).
+    subjects: Mutex<Vec<Option<String>>>,
 }
 
 #[async_trait]
@@ -54,6 +59,7 @@ impl Channel for Keep {
                     return Err(SendError::Permanent("no address".into()));
                 }
                 sent.push((m.subscriber_id, m.key.clone(), self.clock.now()));
+                self.subjects.lock().unwrap().push(m.subject.clone());
                 Ok(Accepted {
                     gateway_ref: None,
                     queued: false,
@@ -170,12 +176,13 @@ async fn rig() -> Rig {
     std::fs::write(wf_dir.join("pref.yaml"), PREFERRED).unwrap();
     let (wfs, diags) = spec::load_dir(&wf_dir);
     assert!(diags.is_empty(), "{diags:#?}");
-    let clock = ManualClock::new(shanghai(1, 10, 0));
+    let clock = ManualClock::new(shanghai(1, 8, 30));
     let keep = |kind| {
         Arc::new(Keep {
             kind,
             clock: clock.clone(),
             sent: Mutex::default(),
+            subjects: Mutex::default(),
         })
     };
     let (sms, email) = (keep("sms"), keep("email"));
@@ -207,6 +214,13 @@ async fn rig() -> Rig {
 async fn an_unreached_first_choice_falls_back_once_to_the_second_inside_its_slot() {
     let rig = rig().await;
     let run = rig.engine.trigger("pref", "manual").await.unwrap();
+    // Planned at 08:30: nobody's first slot is open yet, so nothing goes.
+    rig.step(shanghai(1, 8, 30)).await;
+    assert!(rig.sms.sent.lock().unwrap().is_empty());
+    assert!(rig.key(run, 3, Choice::Second).await.is_none());
+    // The window runs from the first slot's opening, when the first message may go.
+    let w = rig.store.wave_runs(run).await.unwrap()[0].clone();
+    assert_eq!(w.closes_at, Some(shanghai(3, 9, 0)));
     rig.step(shanghai(1, 10, 0)).await;
     // 0-2 by SMS now (in their 09:00-12:00 slot); 3's e-mail had no address: failed, so
     // its fallback by SMS is written and waits for 18:00; 4 is left out.
@@ -263,10 +277,31 @@ async fn an_unreached_first_choice_falls_back_once_to_the_second_inside_its_slot
     assert_eq!(*sub, rig.subs[0]);
     assert_eq!(Some(key.clone()), rig.key(run, 0, Choice::Second).await);
     assert_eq!(local_hour(*at), 18, "inside the second slot");
+    // Rendered from the wave's e-mail template, subject line and all.
+    assert_eq!(
+        rig.email.subjects.lock().unwrap().clone(),
+        [Some("An offer".to_owned())]
+    );
     let sms = rig.sms.sent.lock().unwrap().clone();
     assert_eq!(sms.len(), 4, "{sms:?}");
     assert_eq!(sms[3].0, rig.subs[3]);
     assert_eq!(local_hour(sms[3].2), 18);
+
+    // 0 orders after the fallback: the wave is answered once, on the contact that reached
+    // them (the e-mail), not on the undelivered SMS as well.
+    rig.store
+        .insert_inbound(&[NewInbound {
+            source: source::EVENT,
+            idem_key: None,
+            msisdn: Some("13800000000".into()),
+            kind: "order".into(),
+            value: Some("bundle".into()),
+            payload: "{}".into(),
+            received_at: shanghai(1, 19, 0),
+        }])
+        .await
+        .unwrap();
+    rig.step(shanghai(1, 19, 1)).await;
 
     // The report: reach per channel and choice; the wave counts subscribers.
     rig.step(shanghai(3, 10, 1)).await;
@@ -294,11 +329,11 @@ async fn an_unreached_first_choice_falls_back_once_to_the_second_inside_its_slot
         rows,
         [
             ("email".into(), "first".into(), 1, 0, 0),
-            ("email".into(), "second".into(), 1, 1, 0),
+            ("email".into(), "second".into(), 1, 1, 1),
             ("sms".into(), "first".into(), 3, 1, 1),
             ("sms".into(), "second".into(), 1, 1, 0),
         ]
     );
     assert_eq!(report.waves[0].targeted, 4);
-    assert_eq!(report.waves[0].responded, 1);
+    assert_eq!(report.waves[0].responded, 2);
 }

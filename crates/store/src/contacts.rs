@@ -1536,6 +1536,15 @@ mod tests {
     }
 
     #[test]
+    fn a_second_choice_on_the_first_channel_is_no_fallback() {
+        let slot = TimeSlot::parse("18:00-21:00");
+        let same = Route::new(ChannelKind::Sms, None, Some((ChannelKind::Sms, slot)));
+        assert_eq!(same.fallback, None);
+        let other = Route::new(ChannelKind::Sms, None, Some((ChannelKind::Email, slot)));
+        assert_eq!(other.fallback, Some((ChannelKind::Email, slot)));
+    }
+
+    #[test]
     fn state_lists_are_what_their_names_say() {
         // Every treatment state but `held` (control only) is targeted.
         let targeted: Vec<_> = ContactState::ALL

@@ -1,12 +1,14 @@
 //! The second-choice fallback of `channel: preferred` waves (`contacts::write_fallbacks`)
 //! through the store's public API: written with the settle that leaves the first contact
 //! unreached (a failed send, an undelivered report), exactly once, on the second channel in
-//! its slot, and never for a reached, responding, opted-out or closed subscriber. Runs on
+//! its slot, and never for a reached, responding, opted-out or closed subscriber; counted
+//! once per subscriber by the cap and the next wave's targets. Runs on
 //! SQLite, or on PostgreSQL with `CAMPAIGND_TEST_BACKEND=postgres`.
 
 use domain::{ChannelKind, Choice, TimeSlot};
 use store::Store;
 use store::contacts::{ChoiceReach, ClaimRequest, Outcome, Route};
+use store::planning::{Path, earlier_wave_targets};
 use store::testing::CallWave;
 use store::testing::RawDb as _;
 use tempfile::TempDir;
@@ -107,12 +109,18 @@ async fn an_undelivered_first_choice_gets_one_fallback_on_its_second_channel() -
             slot("09:00-12:00"),
             Some((ChannelKind::Sms, slot("18:00-21:00"))),
         )),
+        // The same stored as such (a route not built by `Route::new`): the store holds too.
+        Some(Route {
+            channel: ChannelKind::Sms,
+            slot: slot("09:00-12:00"),
+            fallback: Some((ChannelKind::Sms, slot("18:00-21:00"))),
+        }),
     ];
     let (store, _dir, wave) = sent_wave(&routes).await?;
     let id = |i: usize| wave.contacts[i].contact_id;
     let at = T0 + MINUTE;
     // 0: undelivered, reported twice. 1: delivered. 2: responded, then undelivered.
-    // 3: opted out, then undelivered. 4: undelivered, same channel second.
+    // 3: opted out, then undelivered. 4, 5: undelivered, same channel second.
     assert!(
         store
             .record_delivery(id(0), false, at, Some("absent"))
@@ -137,12 +145,13 @@ async fn an_undelivered_first_choice_gets_one_fallback_on_its_second_channel() -
         .await?;
     store.record_delivery(id(3), false, at + 1, None).await?;
     store.record_delivery(id(4), false, at + 1, None).await?;
+    store.record_delivery(id(5), false, at + 1, None).await?;
 
     assert_eq!(
         second(&store, &wave, 0).await?,
         Some(("email".to_owned(), "pending".to_owned()))
     );
-    for i in 1..5 {
+    for i in 1..6 {
         assert_eq!(second(&store, &wave, i).await?, None, "subscriber {i}");
     }
     // The fallback is queued on its own channel with its own key and the second slot.
@@ -162,17 +171,62 @@ async fn an_undelivered_first_choice_gets_one_fallback_on_its_second_channel() -
     store
         .settle("t1", &[(c.id, Outcome::Sent { at: at + 3 })], at + 3)
         .await?;
+    // The cap counts the wave once per subscriber: the fallback takes no second place.
+    let recent = store::contacts::recent_contact_campaigns(store.db(), T0).await?;
+    assert_eq!(recent[&wave.contacts[0].subscriber_id].len(), 1);
+    // A subscriber is in the wave once, whichever contact: once 0 answers the fallback,
+    // neither of its contacts makes it a non-responder.
+    let non = store::contacts::non_responders(store.db(), wave.wave_run_id).await?;
+    assert_eq!(non.len(), 5);
+    let key = store
+        .choice_contact_key(wave.run_id, "w", c.subscriber_id, Choice::Second)
+        .await?
+        .ok_or("no key")?;
+    let fallback = store.contact_by_key(&key).await?.ok_or("no contact")?;
+    store
+        .record_response(&fallback, "order", Some("bundle"), at + 4, true)
+        .await?;
+    let non = store::contacts::non_responders(store.db(), wave.wave_run_id).await?;
+    assert_eq!(non.len(), 4);
+    assert!(!non.contains(&c.subscriber_id));
     assert_eq!(
         store.choice_reach(wave.wave_run_id).await?,
         [
-            reach(ChannelKind::Email, Choice::Second, 1, 1, 0),
-            // 1 delivered of 5; 2 responded.
-            reach(ChannelKind::Sms, Choice::First, 5, 1, 1),
+            reach(ChannelKind::Email, Choice::Second, 1, 1, 1),
+            // 1 delivered of 6; 2 responded.
+            reach(ChannelKind::Sms, Choice::First, 6, 1, 1),
         ]
     );
-    // A second-choice contact is the subscriber's in the wave: a non-responder once.
-    let non = store::contacts::non_responders(store.db(), wave.wave_run_id).await?;
-    assert_eq!(non.len(), 4);
+    // The wave's counts are per subscriber: six first contacts, two responders.
+    let counts = store.wave_counts(wave.wave_run_id).await?;
+    assert_eq!(
+        counts.count(
+            store::contacts::Arm::Treatment,
+            &store::contacts::ContactState::TARGETED
+        ),
+        6
+    );
+    assert_eq!(counts.responded(store::contacts::Arm::Treatment), 2);
+    // The next wave's paths take subscribers: 0 answered its fallback and was reached by
+    // it, so it is neither silent nor undelivered though its SMS was.
+    let sub = |i: usize| wave.contacts[i].subscriber_id;
+    let reader = store.plan_reader();
+    let mut targets = Vec::new();
+    for path in [Path::NoResponse, Path::Undelivered, Path::DeliveredSilent] {
+        let mut ids = reader
+            .subscriber_ids(earlier_wave_targets(wave.wave_run_id, path))
+            .await?;
+        ids.sort_unstable();
+        targets.push(ids);
+    }
+    assert_eq!(
+        targets,
+        [
+            vec![sub(1), sub(3), sub(4), sub(5)],
+            vec![sub(2), sub(3), sub(4), sub(5)],
+            vec![sub(1)],
+        ]
+    );
     Ok(())
 }
 
