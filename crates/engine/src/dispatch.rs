@@ -345,11 +345,21 @@ impl Engine {
                 .unwrap_or(wf.timezone);
             // A preferred-channel contact goes inside the subscriber's usual slot on its
             // channel (a fallback is written due at once and waits here for it); quiet
-            // hours bind either way.
+            // hours bind either way. The slot is a preference, the send-by a promise: when
+            // the slot next opens after the deadline, the contact goes now rather than
+            // expire (a fallback whose second slot comes too late, a claim that came late).
             let quiet = wf.policy.quiet_hours.as_ref();
+            let anytime = audience::next_allowed(now_utc, quiet, tz);
             let allowed = match c.slot {
-                Some(slot) => audience::next_in_slot(now_utc, slot, quiet, tz),
-                None => audience::next_allowed(now_utc, quiet, tz),
+                Some(slot) => {
+                    let in_slot = audience::next_in_slot(now_utc, slot, quiet, tz);
+                    if c.send_by.is_some_and(|by| in_slot.timestamp_millis() > by) {
+                        anytime
+                    } else {
+                        in_slot
+                    }
+                }
+                None => anytime,
             };
             if allowed > now_utc {
                 outcomes.push((

@@ -125,7 +125,7 @@ impl Rig {
 /// Subscribers: 0, 1, 2 prefer SMS 09:00-12:00 then e-mail 18:00-21:00 (with an
 /// address); 3 prefers e-mail (no address) then SMS 18:00-21:00; 4 prefers the
 /// service desk then a call, neither of which the wave has a message for.
-async fn rig() -> Rig {
+async fn rig(workflow: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store: Store = store::testing::fresh_store(dir.path()).await.unwrap();
     let base = |i: usize| store::testing::subscriber(&format!("1380000{i:04}"));
@@ -173,7 +173,7 @@ async fn rig() -> Rig {
         "Subject: An offer\n\nOffer for {name}",
     )
     .unwrap();
-    std::fs::write(wf_dir.join("pref.yaml"), PREFERRED).unwrap();
+    std::fs::write(wf_dir.join("pref.yaml"), workflow).unwrap();
     let (wfs, diags) = spec::load_dir(&wf_dir);
     assert!(diags.is_empty(), "{diags:#?}");
     let clock = ManualClock::new(shanghai(1, 8, 30));
@@ -212,7 +212,7 @@ async fn rig() -> Rig {
 // dispatcher (template per channel, the slot held), audience `preferred_route`.
 #[tokio::test]
 async fn an_unreached_first_choice_falls_back_once_to_the_second_inside_its_slot() {
-    let rig = rig().await;
+    let rig = rig(PREFERRED).await;
     let run = rig.engine.trigger("pref", "manual").await.unwrap();
     // Planned at 08:30: nobody's first slot is open yet, so nothing goes.
     rig.step(shanghai(1, 8, 30)).await;
@@ -336,4 +336,34 @@ async fn an_unreached_first_choice_falls_back_once_to_the_second_inside_its_slot
     );
     assert_eq!(report.waves[0].targeted, 4);
     assert_eq!(report.waves[0].responded, 2);
+}
+
+// engine dispatcher: the slot gives way to the send-by deadline. With `send_within: 2h` the
+// first SMS (due 09:00) must go by 11:00, and so must its fallback: the e-mail slot opens
+// at 18:00, too late, so the fallback goes at once instead of expiring unsent.
+#[tokio::test]
+async fn a_fallback_whose_slot_opens_after_the_deadline_goes_at_once() {
+    let rig = rig(&PREFERRED.replace("send_within: 1d", "send_within: 2h")).await;
+    let run = rig.engine.trigger("pref", "manual").await.unwrap();
+    rig.step(shanghai(1, 8, 30)).await;
+    rig.step(shanghai(1, 9, 0)).await;
+    let first = rig.key(run, 0, Choice::First).await.unwrap();
+    let t = shanghai(1, 10, 0);
+    rig.store
+        .insert_inbound(&[dlr(&first, "16", t)])
+        .await
+        .unwrap();
+    rig.step(t + MINUTE).await;
+    let mail = rig.email.sent.lock().unwrap().clone();
+    let to_0: Vec<_> = mail.iter().filter(|m| m.0 == rig.subs[0]).collect();
+    assert_eq!(to_0.len(), 1, "{mail:?}");
+    assert_eq!(
+        to_0[0].2,
+        t + MINUTE,
+        "sent at once, before the 11:00 deadline"
+    );
+    assert_eq!(
+        Some(to_0[0].1.clone()),
+        rig.key(run, 0, Choice::Second).await
+    );
 }
