@@ -179,8 +179,8 @@ async fn a_refused_mail_falls_back_to_one_sms_through_real_kannel() {
     })
     .await;
     assert_eq!(delivered.len(), 2, "{delivered:?}");
-    for i in 2..4 {
-        let msisdn = &subs[i].msisdn;
+    for s in &subs[2..4] {
+        let msisdn = &s.msisdn;
         assert_eq!(
             delivered
                 .iter()
