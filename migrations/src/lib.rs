@@ -35,6 +35,7 @@ mod m20261207_000027_task_outcomes;
 mod m20261208_000028_call_centre;
 mod m20261208_000031_contact_variant;
 mod m20261209_000032_subscriber_email;
+mod m20261209_000033_contact_choice;
 mod m20261209_000034_task_callback_agent;
 
 pub struct Migrator;
@@ -72,6 +73,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000028_call_centre::Migration),
             Box::new(m20261208_000031_contact_variant::Migration),
             Box::new(m20261209_000032_subscriber_email::Migration),
+            Box::new(m20261209_000033_contact_choice::Migration),
             Box::new(m20261209_000034_task_callback_agent::Migration),
         ]
     }

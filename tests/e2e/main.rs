@@ -16,6 +16,7 @@ mod kannel_outage;
 mod late_attribution;
 mod monitors;
 mod planner;
+mod preferred;
 mod replicas;
 mod service_tasks;
 mod services;

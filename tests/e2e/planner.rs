@@ -102,6 +102,7 @@ async fn plan(
             send_by: None,
             stratum: "x".into(),
             variant: None,
+            route: None,
         })
         .collect();
     let tx = store.db().begin().await.unwrap();

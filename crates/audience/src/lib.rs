@@ -20,7 +20,7 @@ pub use control::{
     GLOBAL_SCOPE, GlobalHoldout, HeldSplit, control_key, pick_variant, split_control, split_holding,
 };
 pub use plan::{
-    Arbitration, Funnel, PLANNER_LOCK, PlanError, PlanInput, PlanSummary, outranks,
-    pending_trigger_entrants, plan_wave, preview,
+    Arbitration, Funnel, NO_PREFERRED_CHANNEL, PLANNER_LOCK, PlanError, PlanInput, PlanSummary,
+    outranks, pending_trigger_entrants, plan_wave, preferred_route, preview,
 };
 pub use policy::{next_allowed, next_in_slot};

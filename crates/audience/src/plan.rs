@@ -6,20 +6,44 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Datelike, Utc};
 use sea_orm::sea_query::Condition;
 use spec::{OncePer, Targets, Trigger, Wave, Workflow};
-use store::contacts::{Arm, NewContact, WaveContacts};
+use store::contacts::{Arm, NewContact, Route, WaveContacts};
 use store::planning::{Path, PlanReader, earlier_wave_targets, open_alerts};
 use store::triggers;
 use store::{Millis, Store};
 
 use crate::control::{GLOBAL_SCOPE, GlobalHoldout, split_holding};
 use crate::filter_sql::to_condition;
-use crate::policy::next_allowed;
+use crate::policy::{next_allowed, next_in_slot};
 use store::derived::FieldSql;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
+}
+
+/// The funnel stage and decision of a subscriber a preferred wave has no message for, on
+/// either of their choices.
+pub const NO_PREFERRED_CHANNEL: &str = "no_preferred_channel";
+
+/// A subscriber's route in a `channel: preferred` wave from their preference
+/// (`spec::PREFERENCE_ATTRIBUTES`' values: first channel, its slot, second channel, its
+/// slot): the first choice when the wave has a message on it, falling back to the second;
+/// else the second, with no fallback; `None` when the wave has a message on neither. A
+/// slot that does not parse means any time quiet hours allow.
+pub fn preferred_route(wave: &Wave, prefs: &[Option<String>]) -> Option<Route> {
+    let at = |i: usize| prefs.get(i).and_then(|v| v.as_deref());
+    let choice = |c: usize, s: usize| {
+        let channel = at(c)
+            .and_then(spec::ChannelKind::parse)
+            .filter(|k| wave.may_use(*k))?;
+        Some((channel, at(s).and_then(spec::TimeSlot::parse)))
+    };
+    match (choice(0, 1), choice(2, 3)) {
+        (Some((first, slot)), second) => Some(Route::new(first, slot, second)),
+        (None, Some((second, slot))) => Some(Route::new(second, slot, None)),
+        (None, None) => None,
+    }
 }
 
 /// Counts by stage, in order: how the base narrowed to the contacts written.
@@ -514,6 +538,35 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
         }
     }
 
+    // A preferred wave reaches each subscriber on a channel it has a message for (first
+    // choice, else second); one with neither is left out before the control split, so
+    // control and treatment come from the same population.
+    let mut routes: HashMap<i64, Route> = HashMap::new();
+    if input.wave.channel == spec::WaveChannel::Preferred {
+        let ids: Vec<i64> = candidates
+            .iter()
+            .map(|cand| cand.id)
+            .filter(|id| !left_out.contains(id))
+            .collect();
+        let prefs = c
+            .text_attributes(&ids, &spec::PREFERENCE_ATTRIBUTES)
+            .await?;
+        let mut unreachable = 0;
+        for id in ids {
+            match prefs.get(&id).and_then(|p| preferred_route(input.wave, p)) {
+                Some(route) => {
+                    routes.insert(id, route);
+                }
+                None => {
+                    left_out.insert(id);
+                    decisions.push((id, NO_PREFERRED_CHANNEL.into()));
+                    unreachable += 1;
+                }
+            }
+        }
+        funnel.push((NO_PREFERRED_CHANNEL.into(), unreachable));
+    }
+
     let kept: Vec<&Candidate> = candidates
         .iter()
         .filter(|cand| !left_out.contains(&cand.id))
@@ -552,7 +605,13 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
             .as_deref()
             .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
             .unwrap_or(wf.timezone);
-        let due = next_allowed(now, wf.policy.quiet_hours.as_ref(), tz).timestamp_millis();
+        let route = routes.remove(id);
+        let quiet = wf.policy.quiet_hours.as_ref();
+        let due = match route.as_ref().and_then(|r| r.slot) {
+            Some(slot) => next_in_slot(now, slot, quiet, tz),
+            None => next_allowed(now, quiet, tz),
+        }
+        .timestamp_millis();
         out.push(NewContact {
             subscriber_id: *id,
             arm: Arm::Treatment,
@@ -566,6 +625,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
                 *id,
             )
             .map(|v| v.name.clone()),
+            route,
         });
     }
     for id in &control {
@@ -578,6 +638,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
             stratum: cand.stratum.clone(),
             // Every variant is measured against the run's one control.
             variant: None,
+            route: None,
         });
     }
     Ok(Plan {

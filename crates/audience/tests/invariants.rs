@@ -246,6 +246,7 @@ async fn an_undelivered_contact_counts_toward_the_frequency_cap() -> Res {
         send_by: None,
         stratum: "x".into(),
         variant: None,
+        route: None,
     };
     insert_contacts(
         &tx,
@@ -273,7 +274,11 @@ async fn an_undelivered_contact_counts_toward_the_frequency_cap() -> Res {
         .await?;
     assert_eq!(claimed.len(), 1);
     store
-        .settle("t", &[(claimed[0].id, Outcome::Sent { at: yesterday })])
+        .settle(
+            "t",
+            &[(claimed[0].id, Outcome::Sent { at: yesterday })],
+            yesterday,
+        )
         .await?;
     let contact = store
         .contact_by_key(
@@ -411,6 +416,7 @@ async fn opt_out_and_cap_govern_marketing_and_care_uses_no_cap() -> Res {
             send_by: None,
             stratum: "x".into(),
             variant: None,
+            route: None,
         };
         let to = store::contacts::WaveContacts {
             run_id: run,

@@ -3,12 +3,14 @@
 //! this one.
 
 mod channel;
+mod choice;
 mod event;
 mod msisdn;
 mod purpose;
 mod slot;
 
 pub use channel::ChannelKind;
+pub use choice::Choice;
 pub use event::{
     DEFAULT_OUTCOMES, EventTypeProblem, MAX_EVENT_TYPE_LEN, RESERVED_EVENT_TYPES,
     event_type_problem,

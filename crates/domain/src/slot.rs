@@ -42,6 +42,14 @@ impl TimeSlot {
     }
 }
 
+/// The stored form, `HH:MM-HH:MM` (what [`TimeSlot::parse`] reads back).
+impl std::fmt::Display for TimeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (s, e) = (self.start, self.end);
+        write!(f, "{:02}:{:02}-{:02}:{:02}", s / 60, s % 60, e / 60, e % 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +59,9 @@ mod tests {
         let s = TimeSlot::parse("09:00-12:30").unwrap();
         assert_eq!((s.start_minute(), s.end_minute()), (540, 750));
         assert_eq!(TimeSlot::parse("18:00-24:00").unwrap().end_minute(), 1440);
+        for text in ["09:00-12:30", "00:00-24:00", "18:05-21:59"] {
+            assert_eq!(TimeSlot::parse(text).unwrap().to_string(), text);
+        }
         for bad in [
             "9:00-12:00",
             "12:00-09:00",

@@ -292,14 +292,26 @@ impl Engine {
                 stats.failed += 1;
                 continue;
             };
+            // The contact's channel is the loop's (`kind`): a preferred wave's contacts
+            // are on each subscriber's own channel, not one of the wave's.
+            let Some(contact_channel) = domain::ChannelKind::parse(kind) else {
+                outcomes.push((
+                    c.id,
+                    Outcome::Failed {
+                        error: format!("no channel `{kind}`"),
+                    },
+                ));
+                stats.failed += 1;
+                continue;
+            };
             // The variant was fixed at planning against this same version, so a miss means a
             // stored row that does not match its version: failing it is the honest record.
-            let Some(template) = wave.template_for(c.variant.as_deref()) else {
+            let Some(template) = wave.template_on(contact_channel, c.variant.as_deref()) else {
                 outcomes.push((
                     c.id,
                     Outcome::Failed {
                         error: format!(
-                            "wave `{}` has no message for variant {:?}",
+                            "wave `{}` has no message for variant {:?} on {kind}",
                             c.wave, c.variant
                         ),
                     },
@@ -331,13 +343,34 @@ impl Engine {
                 .as_deref()
                 .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
                 .unwrap_or(wf.timezone);
-            let allowed = audience::next_allowed(now_utc, wf.policy.quiet_hours.as_ref(), tz);
+            // A preferred-channel contact goes inside the subscriber's usual slot on its
+            // channel (a fallback is written due at once and waits here for it); quiet
+            // hours bind either way. The slot is a preference, the send-by a promise: when
+            // the slot next opens after the deadline, the contact goes now rather than
+            // expire (a fallback whose second slot comes too late, a claim that came late).
+            let quiet = wf.policy.quiet_hours.as_ref();
+            let anytime = audience::next_allowed(now_utc, quiet, tz);
+            let allowed = match c.slot {
+                Some(slot) => {
+                    let in_slot = audience::next_in_slot(now_utc, slot, quiet, tz);
+                    if c.send_by.is_some_and(|by| in_slot.timestamp_millis() > by) {
+                        anytime
+                    } else {
+                        in_slot
+                    }
+                }
+                None => anytime,
+            };
             if allowed > now_utc {
                 outcomes.push((
                     c.id,
                     Outcome::Retry {
                         due_at: allowed.timestamp_millis(),
-                        error: "quiet hours".into(),
+                        error: if c.slot.is_some() {
+                            "outside the subscriber's slot or in quiet hours".into()
+                        } else {
+                            "quiet hours".into()
+                        },
                     },
                 ));
                 stats.retried += 1;
@@ -353,7 +386,8 @@ impl Engine {
             let subject = template.render_subject(value);
             // The address is read at send time, like the number: an address corrected
             // after planning is the one used. None (unreachable) is the channel's answer.
-            let address = (wave.channel == domain::ChannelKind::Email)
+
+            let address = (contact_channel == domain::ChannelKind::Email)
                 .then(|| wf.catalogue.email_address())
                 .flatten()
                 .map(|a| c.subscriber.text(&a.name))
@@ -377,7 +411,7 @@ impl Engine {
                     .sla
                     .map(|sla| now.saturating_add(spec::duration_millis(sla))),
                 escalate_to: wave.escalate_to.clone(),
-                outcomes: if wave.channel.is_task() {
+                outcomes: if contact_channel.is_task() {
                     wf.outcomes.clone()
                 } else {
                     Vec::new()
@@ -389,7 +423,7 @@ impl Engine {
         // Decided before sending (suppressed, expired, quiet hours, unknown wave): settled
         // first, so the rows still leased are exactly the ones handed to the channel.
         if !outcomes.is_empty() {
-            self.store.settle(token, &outcomes).await?;
+            self.store.settle(token, &outcomes, now).await?;
         }
         if !to_send.is_empty() {
             self.send_and_settle(kind, channel, &to_send, &attempts, token, &mut stats)
@@ -588,7 +622,7 @@ impl Engine {
                 )
             })
             .collect();
-        self.store.settle(token, &outcomes).await?;
+        self.store.settle(token, &outcomes, at.sent_at).await?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use evaluate::{Arm, Cell, Report, VariantRow, WaveCounts, uplift};
+use evaluate::{Arm, Cell, ReachRow, Report, VariantRow, WaveCounts, uplift};
 use spec::{Goal, Workflow};
 use store::Store;
 use store::contacts::{Arm as ContactArm, ContactState};
@@ -124,6 +124,7 @@ pub(crate) async fn build_report_due(
                     || r.starts_with("gate:")
                     || r == "opt_out"
                     || r == "frequency_cap"
+                    || r == audience::NO_PREFERRED_CHANNEL
             })
             .map(|(_, n)| n)
             .sum();
@@ -232,6 +233,20 @@ pub(crate) async fn build_report_due(
             });
         }
     }
+    // Reach per channel and choice: what `channel: preferred` is for.
+    let mut reach = Vec::new();
+    for w in waves.iter().filter(|w| w.channel == spec::PREFERRED) {
+        for r in store.choice_reach(w.id).await? {
+            reach.push(ReachRow {
+                wave: w.wave.clone(),
+                channel: r.channel.as_str().to_owned(),
+                choice: r.choice.as_str().to_owned(),
+                contacts: r.targeted,
+                reached: r.reached,
+                responded: r.responded,
+            });
+        }
+    }
     let survey = match &wf.survey {
         Some(s) => Some(survey_scores(store, wf, s, run).await?),
         None => None,
@@ -254,6 +269,7 @@ pub(crate) async fn build_report_due(
         provisional_until: outcome.provisional_until.map(rfc3339),
         survey,
         variants,
+        reach,
         simulated,
     };
     Ok((report, due))

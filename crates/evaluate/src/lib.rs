@@ -15,6 +15,6 @@ pub use render::csv::render_csv;
 pub use render::html::render_html;
 pub use render::json::render_json;
 pub use render::text::render_text;
-pub use report::{Cell, Report, SurveyGroup, SurveyScores, VariantRow, WaveCounts};
+pub use report::{Cell, ReachRow, Report, SurveyGroup, SurveyScores, VariantRow, WaveCounts};
 pub use season::{Season, SeasonReport, render_seasons_json, render_seasons_text};
 pub use stats::{Arm, DEFAULT_CONFIDENCE, Uplift, uplift, wilson};

@@ -92,9 +92,33 @@ pub struct Report {
     /// run's shared control; absent when no wave had variants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<VariantRow>,
+    /// Reach per channel and choice of each `channel: preferred` wave; absent when no
+    /// wave was preferred.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reach: Vec<ReachRow>,
     /// Responses came from the demo's simulated population. Every rendering states it
     /// prominently, because a simulated uplift mistaken for a real one would drive real spend.
     pub simulated: bool,
+}
+
+/// A preferred wave's treatment contacts on one channel as one choice (`first` or
+/// `second`, the fallback): how many, how many it reached (went out and not reported
+/// undelivered), how many responded.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ReachRow {
+    pub wave: String,
+    pub channel: String,
+    pub choice: String,
+    pub contacts: u64,
+    pub reached: u64,
+    pub responded: u64,
+}
+
+impl ReachRow {
+    /// `reached / contacts`; `None` without contacts.
+    pub fn reach_rate(&self) -> Option<f64> {
+        ratio(self.reached, self.contacts)
+    }
 }
 
 /// One experiment arm of a wave: its contacts, responders, and its goal against the run's

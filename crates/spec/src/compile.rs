@@ -1359,24 +1359,23 @@ fn paths_reachable(sink: &mut Sink<'_>, f: &WorkflowFile, compiled: &[Wave]) -> 
             continue;
         };
         let on = prev.channel.as_str();
+        // A preferred wave produces what any of its channels can.
+        let sms = prev.may_use(ChannelKind::Sms);
+        let tasks = prev.channels().into_iter().any(ChannelKind::is_task);
         let problem = match &me.targets {
             Targets::DeliveredSilent | Targets::Undelivered | Targets::Replied(_)
-                if prev.channel.is_task() =>
+                if !sms && tasks =>
             {
                 Some(format!(
                     "wave `{}` waits for what only an SMS can produce, but `{}` is a `{on}` wave: agents record outcomes (`targets: {{ outcome: [...] }}`)",
                     me.id, prev.id
                 ))
             }
-            Targets::DeliveredSilent | Targets::Undelivered
-                if prev.channel == ChannelKind::Email =>
-            {
-                Some(format!(
-                    "wave `{}` waits for a delivery report, but `{}` is an `email` wave: mail has none (an accepted mail is `sent`); use `no_response`",
-                    me.id, prev.id
-                ))
-            }
-            Targets::Outcome(_) if !prev.channel.is_task() => Some(format!(
+            Targets::DeliveredSilent | Targets::Undelivered if !sms => Some(format!(
+                "wave `{}` waits for a delivery report, but `{}` is an `email` wave: mail has none (an accepted mail is `sent`); use `no_response`",
+                me.id, prev.id
+            )),
+            Targets::Outcome(_) if !tasks => Some(format!(
                 "wave `{}` waits for an agent's outcome, but `{}` is a `{on}` wave, which has no agents: use `replied`, `delivered_silent`, `undelivered` or `no_response`",
                 me.id, prev.id
             )),
@@ -1593,6 +1592,154 @@ fn service_terms(
         ok = false;
     }
     (sla, escalate_to, ok)
+}
+
+/// The channels a `preferred` wave may send on: a subscriber preferring another
+/// (`service`: tasks for staff, not a channel a subscriber is reached on) goes to their
+/// second choice.
+const PREFERABLE: [ChannelKind; 3] = [
+    ChannelKind::Sms,
+    ChannelKind::Email,
+    ChannelKind::OutboundCall,
+];
+
+/// A `channel: preferred` wave's messages, one per channel of its `templates`, each
+/// channel's own rules applied (a call needs `team`, an e-mail the catalogue's address);
+/// and the catalogue must declare where the preference is read
+/// ([`crate::PREFERENCE_ATTRIBUTES`]). `None` after its errors.
+fn preferred_messages(
+    sink: &mut Sink<'_>,
+    w: &model::WaveFile,
+    bundle: &Bundle,
+    cat: &Catalogue,
+) -> Option<Vec<(ChannelKind, Template)>> {
+    let mut ok = true;
+    if let Some(t) = &w.template {
+        sink.at_spanned(
+            t,
+            "a `preferred` wave names its message per channel in `templates`, not one `template`",
+        );
+        ok = false;
+    }
+    if let Some(v) = &w.variants {
+        sink.at_spanned(
+            v,
+            "a `preferred` wave cannot have `variants` (yet): its subscribers' messages differ by channel, which would confound the arms",
+        );
+        ok = false;
+    }
+    for (i, name) in crate::PREFERENCE_ATTRIBUTES.iter().enumerate() {
+        let is_slot = i % 2 == 1;
+        let fits = cat.get(name).is_some_and(|a| {
+            if is_slot {
+                a.format == Some(catalogue::TextFormat::TimeSlot)
+            } else {
+                matches!(&a.kind, catalogue::Kind::Enum { values }
+                    if values.iter().all(|v| ChannelKind::parse(v).is_some()))
+            }
+        });
+        if !fits {
+            sink.at_spanned(
+                &w.channel,
+                format!(
+                    "`channel: {}` reads each subscriber's preference from the catalogue attribute `{name}`, which must be declared as {}",
+                    crate::PREFERRED,
+                    if is_slot {
+                        "a text with `format: time_slot`"
+                    } else {
+                        "an enum whose values are channel names"
+                    }
+                ),
+            );
+            ok = false;
+        }
+    }
+    let Some(templates) = &w.templates else {
+        sink.at_spanned(
+            &w.channel,
+            format!(
+                "a `{}` wave needs `templates`: its message per channel, e.g. `{{ sms: offer.txt, email: offer_mail.txt }}`",
+                crate::PREFERRED
+            ),
+        );
+        return None;
+    };
+    if templates.value.is_empty() {
+        sink.at_spanned(
+            templates,
+            "`templates` names no channel: expected at least one of sms, email, outbound_call",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    for (name, path) in &templates.value {
+        let Some(kind) = ChannelKind::parse(name).filter(|k| PREFERABLE.contains(k)) else {
+            sink.at_spanned(
+                path,
+                format!(
+                    "`{name}` in `templates` is not a channel a preferred wave sends on: expected sms, email or outbound_call{}",
+                    if name == ChannelKind::Service.as_str() {
+                        " (service tasks are for staff; a subscriber preferring `service` gets their second choice)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            ok = false;
+            continue;
+        };
+        if kind.is_task() && w.team.is_none() {
+            sink.at_spanned(
+                path,
+                format!(
+                    "the `{name}` message needs the wave's `team`: the agents who work its tasks"
+                ),
+            );
+            ok = false;
+        }
+        if kind == ChannelKind::Email && cat.email_address().is_none() {
+            sink.at_spanned(
+                path,
+                "the `email` message sends to the subscriber's address, but the attribute catalogue declares none: add a text attribute with `format: email`",
+            );
+            ok = false;
+        }
+        match load_template(sink, bundle, cat, path, Some(kind)) {
+            Some(t) => out.push((kind, t)),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// A `preferred` wave's responses against the channels it has messages for: a reply needs
+/// `sms` among them, an outcome a call.
+fn preferred_responses_ok(
+    sink: &mut Sink<'_>,
+    responses: &[model::ResponseFile],
+    kinds: &[ChannelKind],
+) -> bool {
+    let mut ok = true;
+    for r in responses {
+        match r {
+            model::ResponseFile::Reply(k) if !kinds.contains(&ChannelKind::Sms) => {
+                sink.at_spanned(
+                    k,
+                    "a `reply` response needs an `sms` message among the wave's `templates`: replies come only to SMS",
+                );
+                ok = false;
+            }
+            model::ResponseFile::Outcome(o) if !kinds.iter().any(|k| k.is_task()) => {
+                sink.at_spanned(
+                    o,
+                    "an `outcome` response needs an `outbound_call` message among the wave's `templates`: outcomes are recorded by agents",
+                );
+                ok = false;
+            }
+            _ => {}
+        }
+    }
+    ok
 }
 
 /// A template file named at `t`, parsed against the catalogue (as an e-mail template, with
@@ -1889,18 +2036,36 @@ fn waves(
             }
             ok = false;
         }
+        let preferred = w.channel.value == crate::PREFERRED;
         let channel = ChannelKind::parse(&w.channel.value);
-        if channel.is_none() {
+        if channel.is_none() && !preferred {
             sink.at_spanned(
                 &w.channel,
                 format!(
-                    "unknown channel `{}`: expected one of {}",
+                    "unknown channel `{}`: expected one of {}, or {}",
                     w.channel.value,
-                    ChannelKind::names()
+                    ChannelKind::names(),
+                    crate::PREFERRED
                 ),
             );
             ok = false;
         }
+        let by_channel = if preferred {
+            preferred_messages(sink, w, bundle, cat)
+        } else {
+            if let Some(t) = &w.templates {
+                sink.at_spanned(
+                    t,
+                    format!(
+                        "`templates` is for `channel: {}` (a message per channel); a `{}` wave has one `template`",
+                        crate::PREFERRED,
+                        w.channel.value
+                    ),
+                );
+                ok = false;
+            }
+            Some(Vec::new())
+        };
         if channel.is_some_and(ChannelKind::is_task) && w.team.is_none() {
             sink.at_spanned(
                 &w.channel,
@@ -1920,7 +2085,11 @@ fn waves(
         }
         let (sla, escalate_to, service_ok) = service_terms(sink, w, channel, staff.as_ref());
         ok &= service_ok;
-        let (template, variants) = messages(sink, w, bundle, cat, channel);
+        let (template, variants) = if preferred {
+            (Some(None), Vec::new())
+        } else {
+            messages(sink, w, bundle, cat, channel)
+        };
         let respond_within = duration(sink, &w.respond_within);
         let send_within = match (&w.send_within, respond_within) {
             (Some(s), respond) => match (duration(sink, s), respond) {
@@ -1949,7 +2118,12 @@ fn waves(
             .as_ref()
             .map(|g| intent_gate(sink, &g.value.purchase_intent));
         let gate_ok = gate.as_ref().is_none_or(Option::is_some);
-        let (mut responses, responses_ok) = response_rules(sink, &w.responses, channel, outcomes);
+        let (mut responses, mut responses_ok) =
+            response_rules(sink, &w.responses, channel, outcomes);
+        if let Some(kinds) = by_channel.as_ref().filter(|_| preferred) {
+            let kinds: Vec<ChannelKind> = kinds.iter().map(|(c, _)| *c).collect();
+            responses_ok &= preferred_responses_ok(sink, &w.responses, &kinds);
+        }
         let path = match &w.targets {
             None => Some(Targets::NoResponse),
             Some(t) if w.after.is_none() => {
@@ -1962,14 +2136,30 @@ fn waves(
         // An e-mail wave has no default: no answer comes back by mail, only the events
         // it lists (or the goal, which counts for every contact).
         if responses.is_empty() {
-            match channel {
-                Some(ChannelKind::Email) => {}
-                Some(c) if c.is_task() => responses.push(ResponseRule::Outcome("accepted".into())),
+            match (channel, &by_channel) {
+                (Some(ChannelKind::Email), _) => {}
+                (Some(c), _) if c.is_task() => {
+                    responses.push(ResponseRule::Outcome("accepted".into()))
+                }
+                // A preferred wave takes what each of its channels would by default.
+                (None, Some(kinds)) if preferred => {
+                    if kinds.iter().any(|(c, _)| *c == ChannelKind::Sms) {
+                        responses.push(ResponseRule::Reply("*".into()));
+                    }
+                    if kinds.iter().any(|(c, _)| c.is_task()) {
+                        responses.push(ResponseRule::Outcome("accepted".into()));
+                    }
+                }
                 _ => responses.push(ResponseRule::Reply("*".into())),
             }
         }
+        let wave_channel = if preferred {
+            by_channel.as_ref().map(|_| WaveChannel::Preferred)
+        } else {
+            channel.map(WaveChannel::One)
+        };
         match (
-            channel,
+            wave_channel,
             template,
             respond_within,
             send_within,
@@ -1994,6 +2184,7 @@ fn waves(
                 filter,
                 channel,
                 template,
+                preferred: by_channel.unwrap_or_default(),
                 variants,
                 team: w.team.as_ref().map(|t| t.value.clone()),
                 sla,

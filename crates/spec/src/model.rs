@@ -429,9 +429,18 @@ pub(crate) struct WaveFile {
     #[schemars(with = "Option<String>")]
     pub(crate) filter: Option<Spanned<String>>,
     /// `sms`, `outbound_call` (tasks for call-centre agents), `service` (tasks for service
-    /// staff) or `email` (a mail to the subscriber's `format: email` attribute).
+    /// staff), `email` (a mail to the subscriber's `format: email` attribute), or
+    /// `preferred`: each subscriber on their first-choice channel inside its usual slot, and
+    /// on their second choice when the first did not reach them (needs `templates`).
     #[schemars(with = "String")]
     pub(crate) channel: Spanned<String>,
+    /// For `channel: preferred`: the template per channel a subscriber may prefer, e.g.
+    /// `{ sms: offer.txt, email: offer_mail.txt, outbound_call: offer_call.txt }` (`sms`,
+    /// `email`, `outbound_call`; a call needs `team`). A subscriber whose first choice has
+    /// no template here is contacted on their second choice; one with neither is left out.
+    #[serde(default)]
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub(crate) templates: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     /// Message or call-script template, a path relative to the workflow file. `{field}`
     /// inserts a subscriber field (see `campaignd schema --attributes` for the list). An
     /// `email` wave's template starts with `Subject: <subject>`, then a blank line, then
@@ -488,11 +497,14 @@ pub(crate) struct WaveFile {
 impl WaveFile {
     /// Every template path the wave names: its own and its variants'.
     pub(crate) fn template_paths(&self) -> impl Iterator<Item = &Spanned<String>> {
-        self.template.iter().chain(
-            self.variants
-                .iter()
-                .flat_map(|v| v.value.iter().map(|v| &v.template)),
-        )
+        self.template
+            .iter()
+            .chain(
+                self.variants
+                    .iter()
+                    .flat_map(|v| v.value.iter().map(|v| &v.template)),
+            )
+            .chain(self.templates.iter().flat_map(|t| t.value.values()))
     }
 }
 

@@ -293,7 +293,14 @@ pub(crate) fn undeclared_call_teams(file: &str, source: &str, known: &[&str]) ->
     };
     let mut sink = Sink::new(file, source);
     for w in &parsed.waves.value {
-        if w.channel.value != domain::ChannelKind::OutboundCall.as_str() {
+        let call = domain::ChannelKind::OutboundCall.as_str();
+        // A preferred wave with a call message puts calls in its team's queue too.
+        let calls = w.channel.value == call
+            || (w.channel.value == crate::PREFERRED
+                && w.templates
+                    .as_ref()
+                    .is_some_and(|t| t.value.contains_key(call)));
+        if !calls {
             continue;
         }
         match &w.team {

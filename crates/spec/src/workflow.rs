@@ -402,9 +402,12 @@ pub struct Wave {
     pub at: Option<chrono::NaiveTime>,
     pub targets: Targets,
     pub filter: Option<Expr>,
-    pub channel: ChannelKind,
-    /// The wave's one message; `None` exactly when it has `variants`.
+    pub channel: WaveChannel,
+    /// The wave's one message; `None` exactly when it has `variants` or is `preferred`.
     pub template: Option<Template>,
+    /// `channel: preferred`: the message on each channel a subscriber may prefer (at least
+    /// one; empty for a one-channel wave).
+    pub preferred: Vec<(ChannelKind, Template)>,
     /// Experiment arms, each with its own message (empty without `variants`).
     pub variants: Vec<Variant>,
     pub team: Option<String>,
@@ -420,6 +423,46 @@ pub struct Wave {
     pub gate: Option<IntentGate>,
 }
 
+/// What a wave sends on: one channel for everyone, or each subscriber's preferred one
+/// (`channel: preferred`: the first choice in its usual slot, the second when the first
+/// did not reach them). Stored as [`WaveChannel::as_str`] (`wave_run.channel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaveChannel {
+    One(ChannelKind),
+    Preferred,
+}
+
+impl WaveChannel {
+    /// The text a workflow writes and the store keeps: the channel's, or `preferred`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WaveChannel::One(c) => c.as_str(),
+            WaveChannel::Preferred => PREFERRED,
+        }
+    }
+
+    /// The one channel of a one-channel wave.
+    pub fn single(self) -> Option<ChannelKind> {
+        match self {
+            WaveChannel::One(c) => Some(c),
+            WaveChannel::Preferred => None,
+        }
+    }
+}
+
+/// `channel: preferred` as written.
+pub const PREFERRED: &str = "preferred";
+
+/// Where a subscriber's channel preference is read: the catalogue attributes naming the
+/// first and second choice and their usual slots (enum of channel names; text with
+/// `format: time_slot`). The shipped catalogue declares them under these names.
+pub const PREFERENCE_ATTRIBUTES: [&str; 4] = [
+    "first_channel",
+    "first_channel_slot",
+    "second_channel",
+    "second_channel_slot",
+];
+
 /// One experiment arm of a wave (`variants`): its name in the report, its whole-number
 /// weight among the wave's variants, and its message.
 #[derive(Debug, Clone)]
@@ -433,6 +476,9 @@ impl Wave {
     /// The message a contact of this wave gets: its variant's (the planner stored it on the
     /// contact), or the wave's one template. `None` for a variant the wave does not have.
     pub fn template_for(&self, variant: Option<&str>) -> Option<&Template> {
+        if !self.preferred.is_empty() {
+            return None;
+        }
         match variant {
             None => self.template.as_ref(),
             Some(name) => self
@@ -443,11 +489,39 @@ impl Wave {
         }
     }
 
+    /// The message of a contact on `channel` (a preferred wave's template for that
+    /// channel), else as [`Wave::template_for`]. `None` for a channel or variant the wave
+    /// does not have.
+    pub fn template_on(&self, channel: ChannelKind, variant: Option<&str>) -> Option<&Template> {
+        match self.channel {
+            WaveChannel::Preferred => self
+                .preferred
+                .iter()
+                .find(|(c, _)| *c == channel)
+                .map(|(_, t)| t),
+            WaveChannel::One(_) => self.template_for(variant),
+        }
+    }
+
+    /// Every channel the wave may send on.
+    pub fn channels(&self) -> Vec<ChannelKind> {
+        match self.channel {
+            WaveChannel::One(c) => vec![c],
+            WaveChannel::Preferred => self.preferred.iter().map(|(c, _)| *c).collect(),
+        }
+    }
+
+    /// Whether it may send on `channel`.
+    pub fn may_use(&self, channel: ChannelKind) -> bool {
+        self.channels().contains(&channel)
+    }
+
     /// Every message the wave may send.
     pub fn templates(&self) -> impl Iterator<Item = &Template> {
         self.template
             .iter()
             .chain(self.variants.iter().map(|v| &v.template))
+            .chain(self.preferred.iter().map(|(_, t)| t))
     }
 
     /// Whether this wave collects `answer`: a reply only on an SMS wave that lists its
@@ -457,13 +531,13 @@ impl Wave {
     pub fn collects(&self, answer: &AnswerKind) -> bool {
         match answer {
             AnswerKind::Reply(k) => {
-                self.channel == ChannelKind::Sms
+                self.may_use(ChannelKind::Sms)
                     && self
                         .responses
                         .iter()
                         .any(|r| matches!(r, ResponseRule::Reply(a) if a == k))
             }
-            AnswerKind::Outcome(_) => self.channel.is_task(),
+            AnswerKind::Outcome(_) => self.channels().into_iter().any(ChannelKind::is_task),
         }
     }
 

@@ -1865,7 +1865,10 @@ fn an_email_wave_takes_a_template_with_a_subject_line() {
     let (dir, path) = email_first("Subject: For {name}\n\nHi {name}, the bundle is yours.");
     let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
     let wave = wf.wave("sms").unwrap();
-    assert_eq!(wave.channel, spec::ChannelKind::Email);
+    assert_eq!(
+        wave.channel,
+        spec::WaveChannel::One(spec::ChannelKind::Email)
+    );
     let t = wave.template.as_ref().unwrap();
     assert_eq!(t.render_subject(|_| "Li".into()).as_deref(), Some("For Li"));
     assert_eq!(t.render(|_| "Li".into()), "Hi Li, the bundle is yours.");
@@ -1943,6 +1946,159 @@ fn an_email_wave_needs_an_address_attribute_in_the_catalogue() {
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert!(
         errs[0].starts_with("wf.yaml:14:14: an `email` wave sends to the subscriber's address, but the attribute catalogue declares none"),
+        "{errs:#?}"
+    );
+}
+
+/// `VALID` with its first wave `channel: preferred` and `templates` as given (one line).
+fn preferred_first(templates: &str) -> String {
+    VALID.replacen(
+        "    channel: sms\n    template: t.txt\n",
+        &format!("    channel: preferred\n    templates: {templates}\n"),
+        1,
+    )
+}
+
+#[test]
+fn a_preferred_wave_takes_a_template_per_channel() {
+    let wf = preferred_first("{ sms: t.txt, email: m.txt }");
+    let (dir, path) = setup(&wf, TEMPLATE);
+    std::fs::write(
+        dir.path().join("m.txt"),
+        "Subject: For {name}\n\nHi {name}.",
+    )
+    .unwrap();
+    let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+    let wave = wf.wave("sms").unwrap();
+    assert_eq!(wave.channel, spec::WaveChannel::Preferred);
+    assert_eq!(wave.channel.as_str(), "preferred");
+    assert_eq!(
+        wave.channels(),
+        [spec::ChannelKind::Email, spec::ChannelKind::Sms]
+    );
+    let mail = wave.template_on(spec::ChannelKind::Email, None).unwrap();
+    assert!(mail.is_mail());
+    assert!(
+        !wave
+            .template_on(spec::ChannelKind::Sms, None)
+            .unwrap()
+            .is_mail()
+    );
+    assert!(
+        wave.template_on(spec::ChannelKind::OutboundCall, None)
+            .is_none()
+    );
+    // SMS among its channels: any reply counts by default, as on an SMS wave.
+    assert_eq!(wave.responses, [spec::ResponseRule::Reply("*".into())]);
+    drop(dir);
+}
+
+#[test]
+fn a_preferred_wave_locates_every_bad_value() {
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            preferred_first("{ sms: t.txt, fax: t.txt }"),
+            "wf.yaml:15:35:",
+            "`fax` in `templates` is not a channel a preferred wave sends on",
+        ),
+        (
+            preferred_first("{ sms: t.txt, service: t.txt }"),
+            "wf.yaml:15:39:",
+            "a subscriber preferring `service` gets their second choice",
+        ),
+        (
+            preferred_first("{}"),
+            "wf.yaml:15:16:",
+            "`templates` names no channel",
+        ),
+        (
+            VALID.replacen("    channel: sms\n", "    channel: preferred\n", 1),
+            "wf.yaml:15:15:",
+            "a `preferred` wave names its message per channel in `templates`, not one `template`",
+        ),
+        (
+            VALID.replacen(
+                "    channel: sms\n    template: t.txt\n",
+                "    channel: preferred\n",
+                1,
+            ),
+            "wf.yaml:14:14:",
+            "a `preferred` wave needs `templates`",
+        ),
+        (
+            VALID.replacen(
+                "    template: t.txt\n",
+                "    template: t.txt\n    templates: { sms: t.txt }\n",
+                1,
+            ),
+            "wf.yaml:16:16:",
+            "`templates` is for `channel: preferred`",
+        ),
+        (
+            VALID.replacen("    channel: sms\n", "    channel: prefered\n", 1),
+            "wf.yaml:14:14:",
+            "unknown channel `prefered`: expected one of sms, outbound_call, service, email, or preferred",
+        ),
+    ];
+    for (wf, at, says) in cases {
+        let errs = errors(&wf);
+        assert!(
+            errs.iter().any(|e| e.starts_with(at) && e.contains(says)),
+            "expected {at} … {says}, got {errs:#?}"
+        );
+    }
+    // An e-mail-only preferred wave cannot take a reply, nor a call's outcome.
+    let mail_only = preferred_first("{ email: t.txt }").replacen(
+        "    respond_within: 3d\n",
+        "    respond_within: 3d\n    responses:\n      - reply: \"1\"\n      - outcome: accepted\n",
+        1,
+    );
+    let errs = errors_with_template(&mail_only, "Subject: s\n\nbody");
+    for want in [
+        "wf.yaml:18:16: a `reply` response needs an `sms` message among the wave's `templates`",
+        "wf.yaml:19:18: an `outcome` response needs an `outbound_call` message",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "{want}: {errs:#?}"
+        );
+    }
+    // A call needs the wave's team, located at the call's template.
+    let errs = errors(&preferred_first("{ sms: t.txt, outbound_call: t.txt }"));
+    assert!(
+        errs.iter().any(|e| e.starts_with("wf.yaml:15:45:")
+            && e.contains("the `outbound_call` message needs the wave's `team`")),
+        "{errs:#?}"
+    );
+    // With the team, it compiles.
+    let wf = preferred_first("{ sms: t.txt, outbound_call: t.txt }").replacen(
+        "    templates:",
+        "    team: callcentre\n    templates:",
+        1,
+    );
+    assert_eq!(errors(&wf), Vec::<String>::new());
+}
+
+#[test]
+fn a_preferred_wave_needs_the_preference_in_the_catalogue() {
+    let wf = preferred_first("{ sms: t.txt }");
+    let (dir, path) = setup(&wf, TEMPLATE);
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/attributes.yaml"),
+    )
+    .unwrap();
+    // The second choice's slot as free text: no slot rule, so no slot to send in.
+    let without = shipped.replacen(
+        "  - name: second_channel_slot\n    type: text\n    format: time_slot\n",
+        "  - name: second_channel_slot\n    type: text\n",
+        1,
+    );
+    assert_ne!(without, shipped);
+    std::fs::write(dir.path().join("attributes.yaml"), without).unwrap();
+    let errs = errors_in(&dir, &path);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("wf.yaml:14:14: `channel: preferred` reads each subscriber's preference from the catalogue attribute `second_channel_slot`"),
         "{errs:#?}"
     );
 }

@@ -1,5 +1,8 @@
-//! The contact outbox: one row per (wave run, subscriber), planned in one transaction,
-//! claimed by dispatchers with a lease, moved through its states with checks.
+//! The contact outbox: one row per (wave run, subscriber, choice), planned in one
+//! transaction, claimed by dispatchers with a lease, moved through its states with checks.
+//! A `channel: preferred` wave plans each subscriber's first choice ([`Route`]); the second
+//! choice is written only by the transaction that settles the first as unreached
+//! ([`write_fallbacks`]), so at most one fallback exists per subscriber per wave.
 //!
 //! States of `contact`: `held` (control arm, never sent), `pending` → `sent` → `delivered` or
 //! `undelivered` (per the delivery report), or `failed` (the gateway refused it, or attempts
@@ -15,7 +18,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-pub use domain::Purpose;
+use domain::{ChannelKind, TimeSlot};
+pub use domain::{Choice, Purpose};
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Value};
 
 use crate::subscribers::NewSubscriber;
@@ -163,6 +167,35 @@ pub struct NewContact {
     /// The wave's experiment arm (`variants` name) for a treatment contact; `None` for
     /// control and for waves without variants.
     pub variant: Option<String>,
+    /// A `channel: preferred` wave's first choice for this subscriber; `None`: the wave's
+    /// channel, any time quiet hours allow, no fallback.
+    pub route: Option<Route>,
+}
+
+/// Where and when a preferred-channel contact goes, and its fallback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub channel: ChannelKind,
+    /// The subscriber's usual slot on `channel`: the dispatcher sends inside it.
+    pub slot: Option<TimeSlot>,
+    /// The second choice, written as a contact of its own only if this one ends unreached.
+    pub fallback: Option<(ChannelKind, Option<TimeSlot>)>,
+}
+
+impl Route {
+    /// A first choice on `channel` in `slot`, falling back to `second` unless it is the same
+    /// channel (a second try on the channel that just failed is not a second choice).
+    pub fn new(
+        channel: ChannelKind,
+        slot: Option<TimeSlot>,
+        second: Option<(ChannelKind, Option<TimeSlot>)>,
+    ) -> Route {
+        Route {
+            channel,
+            slot,
+            fallback: second.filter(|(c, _)| *c != channel),
+        }
+    }
 }
 
 /// The wave a batch of planned contacts belongs to.
@@ -182,7 +215,16 @@ pub struct WaveContacts<'a> {
 /// The part of a contact's idempotency key that makes it unique per wave and subscriber:
 /// `r{run}-{wave}-s{subscriber}-`. The rest is random (see [`new_idem_key`]).
 pub fn key_prefix(run_id: i64, wave: &str, subscriber_id: i64) -> String {
-    format!("r{run_id}-{wave}-s{subscriber_id}-")
+    choice_key_prefix(run_id, wave, subscriber_id, Choice::First)
+}
+
+/// [`key_prefix`] per choice: a second-choice contact's is `r{run}-{wave}-s{subscriber}f-`,
+/// so the gateway never sees one key twice and neither prefix is the start of the other.
+pub fn choice_key_prefix(run_id: i64, wave: &str, subscriber_id: i64, choice: Choice) -> String {
+    match choice {
+        Choice::First => format!("r{run_id}-{wave}-s{subscriber_id}-"),
+        Choice::Second => format!("r{run_id}-{wave}-s{subscriber_id}f-"),
+    }
 }
 
 /// Characters of the random part: lowercase letters and digits without look-alikes.
@@ -192,7 +234,12 @@ const KEY_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
 /// name another subscriber's contact by counting. The same for every attempt (it is stored
 /// with the contact); the prefix keeps it unique.
 pub fn new_idem_key(run_id: i64, wave: &str, subscriber_id: i64) -> String {
-    let mut key = key_prefix(run_id, wave, subscriber_id);
+    new_choice_key(run_id, wave, subscriber_id, Choice::First)
+}
+
+/// [`new_idem_key`] for a contact of `choice`.
+pub fn new_choice_key(run_id: i64, wave: &str, subscriber_id: i64, choice: Choice) -> String {
+    let mut key = choice_key_prefix(run_id, wave, subscriber_id, choice);
     let random = uuid::Uuid::new_v4();
     // Bytes 6 and 8 of a v4 UUID carry version and variant bits; the others are random.
     let bytes = random.as_bytes();
@@ -226,12 +273,13 @@ pub async fn insert_contacts<C: ConnectionTrait>(
         purpose,
         at_most_once,
     } = *to;
-    const COLS: usize = 13;
+    const COLS: usize = 17;
     let mut n = 0;
     for chunk in rows.chunks(1000) {
         let row = format!("({})", marks(COLS));
         let mut sql = String::from(
-            "INSERT INTO contact (run_id, wave_run_id, subscriber_id, arm, channel, state, attempt, due_at, send_by, idem_key, stratum, purpose, variant) VALUES ",
+            "INSERT INTO contact (run_id, wave_run_id, subscriber_id, arm, channel, state, attempt, due_at, send_by, idem_key, stratum, purpose, variant, \
+             slot, fallback_channel, fallback_slot, at_most_once) VALUES ",
         );
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLS);
         for (i, r) in chunk.iter().enumerate() {
@@ -239,12 +287,13 @@ pub async fn insert_contacts<C: ConnectionTrait>(
                 sql.push_str(", ");
             }
             sql.push_str(&row);
+            let routed = RouteCols::of(r, channel);
             values.extend([
                 run_id.into(),
                 wave_run_id.into(),
                 r.subscriber_id.into(),
                 r.arm.as_str().into(),
-                channel.into(),
+                routed.channel.into(),
                 initial_state(r.arm).as_str().into(),
                 0i32.into(),
                 r.due_at.into(),
@@ -253,9 +302,13 @@ pub async fn insert_contacts<C: ConnectionTrait>(
                 r.stratum.clone().into(),
                 purpose.as_str().into(),
                 r.variant.clone().into(),
+                routed.slot.into(),
+                routed.fallback_channel.into(),
+                routed.fallback_slot.into(),
+                at_most_once.into(),
             ]);
         }
-        sql.push_str(" ON CONFLICT (wave_run_id, subscriber_id) DO NOTHING");
+        sql.push_str(" ON CONFLICT (wave_run_id, subscriber_id, choice) DO NOTHING");
         n += exec(c, &sql, values).await?.rows_affected();
     }
     exec(
@@ -266,6 +319,35 @@ pub async fn insert_contacts<C: ConnectionTrait>(
     )
     .await?;
     Ok(n)
+}
+
+/// The route columns of a planned contact: its channel (the wave's unless routed), slot and
+/// fallback, as stored text.
+struct RouteCols {
+    channel: String,
+    slot: Option<String>,
+    fallback_channel: Option<String>,
+    fallback_slot: Option<String>,
+}
+
+impl RouteCols {
+    fn of(r: &NewContact, wave_channel: &str) -> RouteCols {
+        let Some(route) = &r.route else {
+            return RouteCols {
+                channel: wave_channel.to_owned(),
+                slot: None,
+                fallback_channel: None,
+                fallback_slot: None,
+            };
+        };
+        let fallback = route.fallback.filter(|_| r.arm == Arm::Treatment);
+        RouteCols {
+            channel: route.channel.as_str().to_owned(),
+            slot: route.slot.map(|s| s.to_string()),
+            fallback_channel: fallback.map(|(c, _)| c.as_str().to_owned()),
+            fallback_slot: fallback.and_then(|(_, s)| s).map(|s| s.to_string()),
+        }
+    }
 }
 
 fn initial_state(arm: Arm) -> ContactState {
@@ -298,12 +380,15 @@ async fn insert_contacts_pg<C: ConnectionTrait>(
         at_most_once,
     } = *to;
     const SQL: &str = "WITH input AS ( \
-           SELECT * FROM unnest(?::text::bigint[], ?::text::text[], ?::text::bigint[], ?::text::bigint[], ?::text::text[], ?::text::text[], ?::text::text[]) \
-             AS u(subscriber_id, arm, due_at, send_by, idem_key, stratum, variant)), \
+           SELECT * FROM unnest(?::text::bigint[], ?::text::text[], ?::text::bigint[], ?::text::bigint[], ?::text::text[], ?::text::text[], ?::text::text[], \
+             ?::text::text[], ?::text::text[], ?::text::text[], ?::text::text[]) \
+             AS u(subscriber_id, arm, due_at, send_by, idem_key, stratum, variant, channel, slot, fallback_channel, fallback_slot)), \
          ins AS ( \
-           INSERT INTO contact (run_id, wave_run_id, subscriber_id, arm, channel, state, attempt, due_at, send_by, idem_key, stratum, purpose, variant) \
-           SELECT ?, ?, subscriber_id, arm, ?, CASE arm WHEN ? THEN ? ELSE ? END, 0, due_at, send_by, idem_key, stratum, ?, variant FROM input \
-           ON CONFLICT (wave_run_id, subscriber_id) DO NOTHING \
+           INSERT INTO contact (run_id, wave_run_id, subscriber_id, arm, channel, state, attempt, due_at, send_by, idem_key, stratum, purpose, variant, \
+             slot, fallback_channel, fallback_slot, at_most_once) \
+           SELECT ?, ?, subscriber_id, arm, channel, CASE arm WHEN ? THEN ? ELSE ? END, 0, due_at, send_by, idem_key, stratum, ?, variant, \
+             slot, fallback_channel, fallback_slot, ? FROM input \
+           ON CONFLICT (wave_run_id, subscriber_id, choice) DO NOTHING \
            RETURNING id, channel, due_at, send_by, state), \
          queued AS ( \
            INSERT INTO dispatch (contact_id, channel, due_at, send_by, at_most_once) \
@@ -319,7 +404,16 @@ async fn insert_contacts_pg<C: ConnectionTrait>(
         let mut key = PgArray::default();
         let mut stratum = PgArray::default();
         let mut variant = PgArray::default();
+        let mut routed_channel = PgArray::default();
+        let mut slot = PgArray::default();
+        let mut fallback_channel = PgArray::default();
+        let mut fallback_slot = PgArray::default();
         for r in chunk {
+            let routed = RouteCols::of(r, channel);
+            routed_channel.text(&routed.channel);
+            slot.opt_text(routed.slot.as_deref());
+            fallback_channel.opt_text(routed.fallback_channel.as_deref());
+            fallback_slot.opt_text(routed.fallback_slot.as_deref());
             subscriber.int(Some(r.subscriber_id));
             arm.text(r.arm.as_str());
             due.int(Some(r.due_at));
@@ -336,13 +430,17 @@ async fn insert_contacts_pg<C: ConnectionTrait>(
             key.finish().into(),
             stratum.finish().into(),
             variant.finish().into(),
+            routed_channel.finish().into(),
+            slot.finish().into(),
+            fallback_channel.finish().into(),
+            fallback_slot.finish().into(),
             run_id.into(),
             wave_run_id.into(),
-            channel.into(),
             Arm::Control.as_str().into(),
             ContactState::Held.as_str().into(),
             ContactState::Pending.as_str().into(),
             purpose.as_str().into(),
+            at_most_once.into(),
             at_most_once.into(),
             ContactState::Pending.as_str().into(),
         ];
@@ -476,7 +574,9 @@ impl PgArray {
 /// Marketing treatment contacts since `since` that count toward the frequency cap (planned,
 /// sent or delivered: `ContactState::COUNTS_TOWARD_CAP`), as the campaign of each per
 /// subscriber: one entry per contact (a campaign twice when it contacted them twice), so the
-/// length is the count, and arbitration can name the campaign that used the cap.
+/// length is the count, and arbitration can name the campaign that used the cap. First
+/// choices only: a preferred wave's fallback is the same contact attempt on another
+/// channel, so a wave counts once per subscriber.
 pub async fn recent_contact_campaigns<C: ConnectionTrait>(
     c: &C,
     since: Millis,
@@ -485,10 +585,11 @@ pub async fn recent_contact_campaigns<C: ConnectionTrait>(
         c,
         &format!(
             "SELECT c.subscriber_id, r.campaign FROM contact c JOIN run r ON r.id = c.run_id \
-             WHERE c.arm = '{}' AND c.purpose = '{}' AND c.state IN ({}) AND c.due_at >= ?",
+             WHERE c.arm = '{}' AND c.purpose = '{}' AND c.state IN ({}) AND c.due_at >= ? AND c.choice = '{}'",
             Arm::Treatment.as_str(),
             Purpose::Marketing.as_str(),
             sql_list(&ContactState::COUNTS_TOWARD_CAP),
+            Choice::First.as_str(),
         ),
         [since.into()],
     )
@@ -506,7 +607,10 @@ pub async fn recent_contact_campaigns<C: ConnectionTrait>(
 pub async fn non_responders<C: ConnectionTrait>(c: &C, wave_run_id: i64) -> Result<Vec<i64>> {
     let rows = query(
         c,
-        "SELECT subscriber_id FROM contact WHERE wave_run_id = ? AND arm = ? AND responded_at IS NULL ORDER BY subscriber_id",
+        // Per subscriber, not per contact: a preferred wave's subscriber may have two
+        // contacts (first and second choice), and a response to either answers the wave.
+        "SELECT subscriber_id FROM contact WHERE wave_run_id = ? AND arm = ? GROUP BY subscriber_id \
+         HAVING MAX(CASE WHEN responded_at IS NULL THEN 0 ELSE 1 END) = 0 ORDER BY subscriber_id",
         [wave_run_id.into(), Arm::Treatment.as_str().into()],
     )
     .await?;
@@ -544,6 +648,10 @@ pub struct Claimed {
     /// The experiment arm the planner assigned (`NewContact::variant`): which of the
     /// wave's variant templates to render.
     pub variant: Option<String>,
+    /// First choice, or the fallback to the second ([`write_fallbacks`]).
+    pub choice: Choice,
+    /// The subscriber's usual slot on this contact's channel: sent inside it only.
+    pub slot: Option<TimeSlot>,
     pub subscriber: NewSubscriber,
 }
 
@@ -557,6 +665,8 @@ struct ClaimedHead {
     attempt: i32,
     send_by: Option<i64>,
     variant: Option<String>,
+    choice: String,
+    slot: Option<String>,
 }
 
 /// How the dispatcher asks for work.
@@ -618,8 +728,7 @@ const DUE: &str = "channel = ? AND due_at <= ? AND (send_by IS NULL OR send_by >
      AND (lease_until IS NULL OR (lease_until < ? AND at_most_once = ?)) ORDER BY due_at, contact_id LIMIT ?";
 /// What a claimed row carries from its queue row `d` and its contact; the subscriber's
 /// columns follow (see [`claimed_cols`]).
-const CLAIMED_HEAD: &str =
-    "c.id, c.run_id, c.wave_run_id, c.subscriber_id, c.idem_key, d.attempt, d.send_by, c.variant";
+const CLAIMED_HEAD: &str = "c.id, c.run_id, c.wave_run_id, c.subscriber_id, c.idem_key, d.attempt, d.send_by, c.variant, c.choice, c.slot";
 
 /// Every column a claimed row carries: head, then the subscriber as the catalogue has it.
 fn claimed_cols(cat: &catalogue::Catalogue) -> String {
@@ -659,6 +768,108 @@ pub(crate) async fn expire_removed<C: ConnectionTrait>(
         let mut values: Vec<Value> = vec![reason.into()];
         values.extend(chunk.iter().map(|id| Value::from(*id)));
         n += exec(c, &sql, values).await?.rows_affected();
+    }
+    Ok(n)
+}
+
+/// A first contact's end states that let its fallback go: it never left us (`failed`,
+/// `expired`: send-by passed, no address, a call nobody worked) or it did not arrive
+/// (`undelivered`). Not `unknown`: it may have reached the subscriber.
+pub const UNREACHED: [ContactState; 3] = [
+    ContactState::Failed,
+    ContactState::Expired,
+    ContactState::Undelivered,
+];
+
+/// Writes the second-choice contact (and its queue row) of each first contact among `ids`
+/// that the caller's transaction has just settled unreached ([`UNREACHED`]), if it has a
+/// fallback: the caller is the transaction that settles the first, so a crash loses
+/// neither, and the unique (wave run, subscriber, choice) keeps a repeat from doubling it.
+/// None for a subscriber who responded, or opted out of marketing, meanwhile, nor once the
+/// wave is closed or its window's timer is due (the window's end; a run's early close
+/// brings the timer forward to the close) or its deadline (the first's send-by, else the
+/// window's close) has passed at `now`. The fallback is due at once; the
+/// dispatcher holds it until the subscriber's slot on that channel. Returns how many.
+pub(crate) async fn write_fallbacks<C: ConnectionTrait>(
+    c: &C,
+    ids: &[i64],
+    now: Millis,
+) -> Result<u64> {
+    let mut n = 0;
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT f.id, f.run_id, f.wave_run_id, f.subscriber_id, f.fallback_channel, f.fallback_slot, \
+             COALESCE(f.send_by, w.closes_at) AS deadline, f.stratum, f.purpose, f.variant, f.at_most_once, w.wave \
+             FROM contact f JOIN wave_run w ON w.id = f.wave_run_id JOIN subscriber s ON s.id = f.subscriber_id \
+             WHERE f.choice = ? AND f.arm = ? AND f.fallback_channel IS NOT NULL AND f.fallback_channel <> f.channel \
+             AND f.responded_at IS NULL AND f.state IN ({}) AND w.state = ? \
+             AND (f.purpose <> ? OR s.opt_out = ?) \
+             AND (COALESCE(f.send_by, w.closes_at) IS NULL OR COALESCE(f.send_by, w.closes_at) > ?) \
+             AND EXISTS (SELECT 1 FROM timer t WHERE t.kind = 'wave_close' AND t.wave_run_id = w.id \
+               AND t.state = 'pending' AND t.fire_at > ?) \
+             AND f.id IN ({}) ORDER BY f.id",
+            sql_list(&UNREACHED),
+            marks(chunk.len())
+        );
+        let values = [
+            Choice::First.as_str().into(),
+            Arm::Treatment.as_str().into(),
+            crate::runs::wave_state::OPEN.into(),
+            Purpose::Marketing.as_str().into(),
+            false.into(),
+            now.into(),
+            now.into(),
+        ]
+        .into_iter()
+        .chain(chunk.iter().map(|id| Value::from(*id)));
+        for f in query(c, &sql, values).await? {
+            let run_id: i64 = f.try_get("", "run_id")?;
+            let wave: String = f.try_get("", "wave")?;
+            let subscriber_id: i64 = f.try_get("", "subscriber_id")?;
+            let channel: String = f.try_get("", "fallback_channel")?;
+            let deadline: Option<i64> = f.try_get("", "deadline")?;
+            let at_most_once: bool = f.try_get("", "at_most_once")?;
+            let inserted = query(
+                c,
+                "INSERT INTO contact (run_id, wave_run_id, subscriber_id, arm, channel, state, attempt, due_at, send_by, idem_key, \
+                 stratum, purpose, variant, choice, slot, at_most_once) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (wave_run_id, subscriber_id, choice) DO NOTHING RETURNING id",
+                [
+                    run_id.into(),
+                    f.try_get::<i64>("", "wave_run_id")?.into(),
+                    subscriber_id.into(),
+                    Arm::Treatment.as_str().into(),
+                    channel.clone().into(),
+                    ContactState::Pending.as_str().into(),
+                    now.into(),
+                    deadline.into(),
+                    new_choice_key(run_id, &wave, subscriber_id, Choice::Second).into(),
+                    f.try_get::<String>("", "stratum")?.into(),
+                    f.try_get::<String>("", "purpose")?.into(),
+                    f.try_get::<Option<String>>("", "variant")?.into(),
+                    Choice::Second.as_str().into(),
+                    f.try_get::<Option<String>>("", "fallback_slot")?.into(),
+                    at_most_once.into(),
+                ],
+            )
+            .await?;
+            for row in inserted {
+                exec(
+                    c,
+                    "INSERT INTO dispatch (contact_id, channel, due_at, send_by, at_most_once) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (contact_id) DO NOTHING",
+                    [
+                        row.try_get::<i64>("", "id")?.into(),
+                        channel.clone().into(),
+                        now.into(),
+                        deadline.into(),
+                        at_most_once.into(),
+                    ],
+                )
+                .await?;
+                n += 1;
+            }
+        }
     }
     Ok(n)
 }
@@ -756,7 +967,19 @@ impl Store {
         wave: &str,
         subscriber_id: i64,
     ) -> Result<Option<String>> {
-        let prefix = key_prefix(run_id, wave, subscriber_id);
+        self.choice_contact_key(run_id, wave, subscriber_id, Choice::First)
+            .await
+    }
+
+    /// [`Store::contact_key`] of the contact of `choice`.
+    pub async fn choice_contact_key(
+        &self,
+        run_id: i64,
+        wave: &str,
+        subscriber_id: i64,
+        choice: Choice,
+    ) -> Result<Option<String>> {
+        let prefix = choice_key_prefix(run_id, wave, subscriber_id, choice);
         // substr, not LIKE: wave ids contain `_`, a LIKE wildcard.
         let rows = query(
             self.db(),
@@ -869,6 +1092,15 @@ impl Store {
                     attempt: h.attempt,
                     send_by: h.send_by,
                     variant: h.variant,
+                    choice: Choice::parse(&h.choice).ok_or_else(|| {
+                        crate::StoreError::Invalid(format!(
+                            "contact {}: choice {:?}",
+                            h.id, h.choice
+                        ))
+                    })?,
+                    // Written from a parsed slot; a stored text that no longer parses means
+                    // no slot rather than no message.
+                    slot: h.slot.as_deref().and_then(TimeSlot::parse),
                     subscriber: crate::subscribers::read_subscriber(r, &cat)?,
                 })
             })
@@ -906,11 +1138,18 @@ impl Store {
     /// Records what happened to claimed contacts, in one transaction. Only rows this lease
     /// still holds change (a row another worker re-claimed after the lease ran out, or one a
     /// delivery report already settled, is left alone); returns how many contacts changed.
-    pub async fn settle(&self, token: &str, outcomes: &[(i64, Outcome)]) -> Result<u64> {
+    /// A contact settled `failed` or `expired` gets its fallback in the same transaction
+    /// ([`write_fallbacks`], judged at `now`).
+    pub async fn settle(
+        &self,
+        token: &str,
+        outcomes: &[(i64, Outcome)],
+        now: Millis,
+    ) -> Result<u64> {
         // The usual group: every answer "taken", written at one moment. On PostgreSQL that is
         // one statement (its own transaction): the dispatcher settles each group of answers
         // as it arrives, thousands of groups a wave, and a transaction of two statements
-        // cost four round trips.
+        // cost four round trips. A sent contact is reached: it has no fallback to write.
         if self.is_postgres()
             && let Some((_, Outcome::Sent { at })) = outcomes.first()
             && outcomes
@@ -921,6 +1160,7 @@ impl Store {
             return settle_sent_pg(self.db(), token, &ids, *at).await;
         }
         let mut sent_by_at: HashMap<Millis, Vec<i64>> = HashMap::new();
+        let mut unreached: Vec<i64> = Vec::new();
         let mut changed = 0;
         let tx = crate::TransactionTrait::begin(self.db()).await?;
         for (id, outcome) in outcomes {
@@ -946,6 +1186,7 @@ impl Store {
                     changed += n;
                 }
                 Outcome::Failed { error } => {
+                    unreached.push(*id);
                     changed += finish(
                         &tx,
                         token,
@@ -968,6 +1209,7 @@ impl Store {
                     .await?;
                 }
                 Outcome::Expired => {
+                    unreached.push(*id);
                     changed += finish(
                         &tx,
                         token,
@@ -985,6 +1227,7 @@ impl Store {
                 changed += finish(&tx, token, chunk, ContactState::Sent, Some(at), None).await?;
             }
         }
+        write_fallbacks(&tx, &unreached, now).await?;
         tx.commit().await?;
         Ok(changed)
     }
@@ -1146,15 +1389,24 @@ impl Store {
         Ok(out)
     }
 
-    /// Counts of a wave run's contacts by arm and state, plus responders per arm.
+    /// Counts of a wave run's subscribers by arm and the state of their first contact, plus
+    /// responders per arm (a response to either choice). Per subscriber, not per contact: a
+    /// preferred wave's fallback is a second contact with the same subscriber, counted in
+    /// [`Store::choice_reach`].
     pub async fn wave_counts(&self, wave_run_id: i64) -> Result<WaveStateCounts> {
         let rows = query(
             self.db(),
             &format!(
-                "SELECT c.arm, {STATE} AS state, COUNT(*) AS n, SUM(CASE WHEN c.responded_at IS NULL THEN 0 ELSE 1 END) AS responded \
-                 FROM {WITH_LEASE} WHERE c.wave_run_id = ? GROUP BY c.arm, {STATE}"
+                "SELECT c.arm, {STATE} AS state, COUNT(*) AS n, \
+                 SUM(CASE WHEN c.responded_at IS NOT NULL OR EXISTS (SELECT 1 FROM contact f WHERE f.wave_run_id = c.wave_run_id \
+                   AND f.subscriber_id = c.subscriber_id AND f.choice = ? AND f.responded_at IS NOT NULL) THEN 1 ELSE 0 END) AS responded \
+                 FROM {WITH_LEASE} WHERE c.wave_run_id = ? AND c.choice = ? GROUP BY c.arm, {STATE}"
             ),
-            [wave_run_id.into()],
+            [
+                Choice::Second.as_str().into(),
+                wave_run_id.into(),
+                Choice::First.as_str().into(),
+            ],
         )
         .await?;
         let mut out = WaveStateCounts::default();
@@ -1244,6 +1496,53 @@ impl Store {
     }
 }
 
+/// Reach of a wave's treatment contacts on one channel and choice (the report's rows for
+/// `channel: preferred`): how many were targeted there, how many it reached (went out and
+/// not reported undelivered: `sent`, `delivered`), how many responded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChoiceReach {
+    pub channel: ChannelKind,
+    pub choice: Choice,
+    pub targeted: u64,
+    pub reached: u64,
+    pub responded: u64,
+}
+
+impl Store {
+    /// [`ChoiceReach`] of a wave run, by channel then choice.
+    pub async fn choice_reach(&self, wave_run_id: i64) -> Result<Vec<ChoiceReach>> {
+        let rows = query(
+            self.db(),
+            "SELECT channel, choice, COUNT(*) AS n, \
+             SUM(CASE WHEN state IN ('sent', 'delivered') THEN 1 ELSE 0 END) AS reached, \
+             SUM(CASE WHEN responded_at IS NULL THEN 0 ELSE 1 END) AS responded \
+             FROM contact WHERE wave_run_id = ? AND arm = ? GROUP BY channel, choice ORDER BY channel, choice",
+            [wave_run_id.into(), Arm::Treatment.as_str().into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let channel: String = r.try_get("", "channel")?;
+                let choice: String = r.try_get("", "choice")?;
+                let count = |col: &str| -> Result<u64> {
+                    Ok(r.try_get::<Option<i64>>("", col)?.unwrap_or(0) as u64)
+                };
+                Ok(ChoiceReach {
+                    channel: ChannelKind::parse(&channel).ok_or_else(|| {
+                        crate::StoreError::Invalid(format!("contact channel {channel:?}"))
+                    })?,
+                    choice: Choice::parse(&choice).ok_or_else(|| {
+                        crate::StoreError::Invalid(format!("contact choice {choice:?}"))
+                    })?,
+                    targeted: count("n")?,
+                    reached: count("reached")?,
+                    responded: count("responded")?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Counts for one wave run, keyed by (arm, state) → (contacts, responded).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WaveStateCounts {
@@ -1285,6 +1584,15 @@ mod tests {
         }
         assert_eq!(Arm::parse("Treatment"), None);
         assert_eq!(ContactState::parse("open"), None);
+    }
+
+    #[test]
+    fn a_second_choice_on_the_first_channel_is_no_fallback() {
+        let slot = TimeSlot::parse("18:00-21:00");
+        let same = Route::new(ChannelKind::Sms, None, Some((ChannelKind::Sms, slot)));
+        assert_eq!(same.fallback, None);
+        let other = Route::new(ChannelKind::Sms, None, Some((ChannelKind::Email, slot)));
+        assert_eq!(other.fallback, Some((ChannelKind::Email, slot)));
     }
 
     #[test]

@@ -430,7 +430,12 @@ impl Store {
                 record_round_sqlite(&tx, &rows).await?
             };
             for i in round {
-                out[i] = changed.contains(&reports[i].contact_id);
+                let r = &reports[i];
+                out[i] = changed.contains(&r.contact_id);
+                // Not arrived: the second choice, written with the report that says so.
+                if out[i] && matches!(r.change, ReportChange::Undelivered(_)) {
+                    crate::contacts::write_fallbacks(&tx, &[r.contact_id], r.at).await?;
+                }
             }
         }
         tx.commit().await?;

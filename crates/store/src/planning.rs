@@ -180,17 +180,36 @@ pub fn earlier_wave_targets(wave_run_id: i64, path: Path<'_>) -> Condition {
         }
         r
     };
+    // Per subscriber, not per contact: a preferred wave's subscriber may have a first and a
+    // second-choice contact, and a response to either, or either reaching them, decides.
+    let any_contact = |cond: Expr| {
+        let mut r = Query::select();
+        r.column(Alias::new("subscriber_id"))
+            .from(Alias::new("contact"))
+            .and_where(col("wave_run_id").eq(wave_run_id))
+            .and_where(cond);
+        r
+    };
+    let silent =
+        || col("subscriber_id").not_in_subquery(any_contact(col("responded_at").is_not_null()));
     match path {
         Path::All => {}
         Path::NoResponse => {
-            sub.and_where(col("responded_at").is_null());
+            sub.and_where(silent());
         }
         Path::DeliveredSilent => {
-            sub.and_where(col("responded_at").is_null())
+            sub.and_where(silent())
                 .and_where(col("state").eq(contacts::ContactState::Delivered.as_str()));
         }
         Path::Undelivered => {
-            sub.and_where(col("state").is_in(NEVER_REACHED.iter().map(|s| s.as_str())));
+            let reached = [
+                contacts::ContactState::Sent.as_str(),
+                contacts::ContactState::Delivered.as_str(),
+            ];
+            sub.and_where(col("state").is_in(NEVER_REACHED.iter().map(|s| s.as_str())))
+                .and_where(
+                    col("subscriber_id").not_in_subquery(any_contact(col("state").is_in(reached))),
+                );
         }
         Path::Replied(words) => {
             sub.and_where(col("subscriber_id").in_subquery(responded(
@@ -285,6 +304,57 @@ impl PlanReader<'_> {
                 })
             })
             .collect()
+    }
+
+    /// The text of catalogue attributes `names` (declared attributes of text or enum kind)
+    /// for each subscriber of `ids`: what a preferred wave routes by
+    /// (`spec::PREFERENCE_ATTRIBUTES`).
+    pub async fn text_attributes(
+        &self,
+        ids: &[i64],
+        names: &[&str],
+    ) -> Result<HashMap<i64, Vec<Option<String>>>> {
+        // Column names come from a checked catalogue; refuse anything else rather than
+        // quote it into SQL.
+        if let Some(bad) = names.iter().find(|n| {
+            n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }) {
+            return Err(crate::StoreError::Invalid(format!(
+                "attribute name {bad:?}"
+            )));
+        }
+        let cols: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("s.\"{n}\" AS a{i}"))
+            .collect();
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT s.id, {} FROM subscriber s WHERE s.id IN ({})",
+                cols.join(", "),
+                crate::marks(chunk.len())
+            );
+            let rows = self
+                .c
+                .query_all_raw(crate::stmt(
+                    &self.c,
+                    &sql,
+                    chunk.iter().map(|id| sea_orm::Value::from(*id)),
+                ))
+                .await?;
+            for r in rows {
+                let mut values = Vec::with_capacity(names.len());
+                for i in 0..names.len() {
+                    values.push(r.try_get::<Option<String>>("", &format!("a{i}"))?);
+                }
+                out.insert(r.try_get::<i64>("", "id")?, values);
+            }
+        }
+        Ok(out)
     }
 
     /// Subscribers an earlier run of `campaign` planned into its first wave (either arm) at

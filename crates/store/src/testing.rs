@@ -160,9 +160,9 @@ pub fn subscriber(msisdn: &str) -> NewSubscriber {
         .with("tenure_months", 2)
         .with("student_stage", "freshman")
         .with("first_channel", "sms")
-        .with("first_channel_slot", "evening")
+        .with("first_channel_slot", "18:00-21:00")
         .with("second_channel", "outbound_call")
-        .with("second_channel_slot", "evening")
+        .with("second_channel_slot", "18:00-21:00")
         .with("complaints_30d", 0)
         .with("churn_risk", 0.1)
 }
@@ -215,6 +215,56 @@ pub async fn call_wave(
     now: Millis,
     closes_at: Millis,
 ) -> Result<CallWave> {
+    let routes = vec![None; subs.len()];
+    open_wave(
+        store,
+        campaign,
+        ("call", "outbound_call"),
+        subs,
+        &routes,
+        stratum,
+        now,
+        closes_at,
+    )
+    .await
+}
+
+/// As [`call_wave`], for a `channel: preferred` wave `w` whose contacts take `routes` (one
+/// per subscriber, `None`: on `channel`): the fixture of the fallback tests. The contacts
+/// are due at `now` with no send-by (the window's close bounds their fallbacks).
+pub async fn routed_wave(
+    store: &Store,
+    campaign: &str,
+    channel: &str,
+    subs: &[NewSubscriber],
+    routes: &[Option<crate::contacts::Route>],
+    now: Millis,
+    closes_at: Millis,
+) -> Result<CallWave> {
+    open_wave(
+        store,
+        campaign,
+        ("w", channel),
+        subs,
+        routes,
+        "all",
+        now,
+        closes_at,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open_wave(
+    store: &Store,
+    campaign: &str,
+    (wave, channel): (&str, &str),
+    subs: &[NewSubscriber],
+    routes: &[Option<crate::contacts::Route>],
+    stratum: &str,
+    now: Millis,
+    closes_at: Millis,
+) -> Result<CallWave> {
     let missing = |what: &str| StoreError::Invalid(format!("test fixture: no {what}"));
     store
         .insert_subscribers(subs, OnDuplicate::Fail, now)
@@ -237,7 +287,7 @@ pub async fn call_wave(
             version_id,
             slot_at: None,
             trigger: "manual",
-            waves: &[("call".to_owned(), "outbound_call".to_owned())],
+            waves: &[(wave.to_owned(), channel.to_owned())],
             now,
         })
         .await?
@@ -245,13 +295,15 @@ pub async fn call_wave(
     let wave_run_id = store.wave_runs(run_id).await?[0].id;
     let contacts: Vec<NewContact> = sub_ids
         .iter()
-        .map(|s| NewContact {
+        .zip(routes)
+        .map(|(s, route)| NewContact {
             subscriber_id: *s,
             arm: Arm::Treatment,
             due_at: now,
             send_by: None,
             stratum: stratum.into(),
             variant: None,
+            route: route.clone(),
         })
         .collect();
     let tx = store.db().begin().await?;
@@ -262,8 +314,8 @@ pub async fn call_wave(
         &WaveContacts {
             run_id,
             wave_run_id,
-            wave: "call",
-            channel: "outbound_call",
+            wave,
+            channel,
             purpose: Purpose::Marketing,
             at_most_once: false,
         },
@@ -274,7 +326,7 @@ pub async fn call_wave(
     let mut out = Vec::with_capacity(sub_ids.len());
     for s in sub_ids {
         let key = store
-            .contact_key(run_id, "call", s)
+            .contact_key(run_id, wave, s)
             .await?
             .ok_or_else(|| missing("contact key"))?;
         let c = store

@@ -88,6 +88,7 @@ impl World {
                 send_by: None,
                 stratum: "all".into(),
                 variant: None,
+                route: None,
             })
             .collect();
         let tx = self.store.db().begin().await?;

@@ -87,6 +87,7 @@ impl Queue {
                 send_by: *send_by,
                 stratum: "all".into(),
                 variant: None,
+                route: None,
             })
             .collect();
         let tx = self.store.db().begin().await?;
@@ -132,7 +133,7 @@ impl Queue {
         for (i, o) in outcomes {
             rows.push((self.contact_id(*i).await?, o.clone()));
         }
-        Ok(self.store.settle(token, &rows).await?)
+        Ok(self.store.settle(token, &rows, T0).await?)
     }
 
     fn index(&self, subscriber_id: i64) -> usize {
@@ -544,6 +545,18 @@ async fn contact_and_decision_text_arrives_as_written() -> Res {
             // like the stratum; the word NULL must not come back as SQL NULL, nor None as
             // the word.
             variant: (i != 1).then(|| t.to_owned()),
+            // A preferred route on one treatment and one control contact: the channel and
+            // slots arrive as written; a control contact keeps no fallback.
+            route: (i == 3 || i == 4).then(|| {
+                store::contacts::Route::new(
+                    domain::ChannelKind::Sms,
+                    domain::TimeSlot::parse("09:00-12:00"),
+                    Some((
+                        domain::ChannelKind::Email,
+                        domain::TimeSlot::parse("18:00-21:00"),
+                    )),
+                )
+            }),
         })
         .collect();
     let decisions: Vec<(i64, &str)> = ids.iter().copied().zip(texts).collect();
@@ -566,6 +579,7 @@ async fn contact_and_decision_text_arrives_as_written() -> Res {
     assert_eq!(n, 6);
     let db = q.store.db();
     let sql = "SELECT c.subscriber_id, c.arm, c.state, c.due_at, c.send_by, c.stratum, c.variant, d.reason, \
+         c.channel, c.choice, c.slot, c.fallback_channel, c.fallback_slot, \
          (SELECT COUNT(*) FROM dispatch q WHERE q.contact_id = c.id) AS queued \
          FROM contact c JOIN decision d ON d.subscriber_id = c.subscriber_id AND d.wave_run_id = c.wave_run_id \
          ORDER BY c.subscriber_id";
@@ -585,6 +599,40 @@ async fn contact_and_decision_text_arrives_as_written() -> Res {
         assert_eq!(r.try_get::<String>("", "stratum")?, t);
         assert_eq!(r.try_get::<String>("", "reason")?, t);
         assert_eq!(r.try_get::<Option<String>>("", "variant")?, want.variant);
+        let routed = want.route.is_some();
+        let treated = want.arm == Arm::Treatment;
+        let route: (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = (
+            r.try_get("", "channel")?,
+            r.try_get("", "choice")?,
+            r.try_get("", "slot")?,
+            r.try_get("", "fallback_channel")?,
+            r.try_get("", "fallback_slot")?,
+        );
+        let text = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            route,
+            (
+                "sms".to_owned(),
+                "first".to_owned(),
+                routed.then(|| "09:00-12:00".to_owned()),
+                if routed && treated {
+                    text("email")
+                } else {
+                    None
+                },
+                if routed && treated {
+                    text("18:00-21:00")
+                } else {
+                    None
+                },
+            )
+        );
     }
     let claimed = q
         .store

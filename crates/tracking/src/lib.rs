@@ -293,6 +293,7 @@ async fn event<R: Rules>(
         .into_iter()
         .filter(|c| c.planned_at.is_some_and(|p| p <= at))
         .collect();
+    let contacts = one_per_wave(contacts);
     if contacts.is_empty() {
         debug!(inbound = row.id, msisdn = %mask(row.msisdn.as_deref().unwrap_or("")), kind = %row.kind, "Business event for a subscriber in no active wave.");
         stats.unmatched += 1;
@@ -310,6 +311,29 @@ async fn event<R: Rules>(
         stats.responses += 1;
     }
     Ok(Disposition::Processed)
+}
+
+/// One contact per wave run: a preferred wave's subscriber may have two (first and second
+/// choice), and an event answers the wave once, on the newest that went out (the fallback,
+/// when it did), else the newest. In the order given otherwise.
+fn one_per_wave(contacts: Vec<ContactRef>) -> Vec<ContactRef> {
+    let rank = |c: &ContactRef| {
+        (
+            !ContactState::any_is(&ContactState::NEVER_SENT, &c.state),
+            c.id,
+        )
+    };
+    let mut best: std::collections::HashMap<i64, (bool, i64)> = std::collections::HashMap::new();
+    for c in &contacts {
+        let r = rank(c);
+        best.entry(c.wave_run_id)
+            .and_modify(|b| *b = (*b).max(r))
+            .or_insert(r);
+    }
+    contacts
+        .into_iter()
+        .filter(|c| best.get(&c.wave_run_id).is_some_and(|b| b.1 == c.id))
+        .collect()
 }
 
 async fn task<R: Rules>(

@@ -126,6 +126,7 @@ impl World {
                 send_by: None,
                 stratum: "ordinary".into(),
                 variant: None,
+                route: None,
             })
             .collect();
         let tx = self.store.db().begin().await?;
@@ -174,7 +175,7 @@ impl World {
             .await?;
         let outcomes: Vec<(i64, Outcome)> =
             claimed.iter().map(|c| (c.id, outcome.clone())).collect();
-        self.store.settle(&token, &outcomes).await?;
+        self.store.settle(&token, &outcomes, at).await?;
         Ok(())
     }
 

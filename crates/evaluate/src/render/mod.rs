@@ -280,6 +280,7 @@ pub(crate) mod fixtures {
             provisional_until: None,
             survey: None,
             variants: Vec::new(),
+            reach: Vec::new(),
             simulated,
         }
     }

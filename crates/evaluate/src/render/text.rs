@@ -86,6 +86,14 @@ pub fn render_text(r: &Report) -> String {
         out.push('\n');
         out.push_str(&variants(r).render(2));
     }
+    if !r.reach.is_empty() {
+        out.push_str(&fit(
+            "\nREACH by channel and choice (preferred waves)",
+            WIDTH,
+        ));
+        out.push('\n');
+        out.push_str(&reach(r).render(2));
+    }
     if let Some(s) = &r.survey {
         out.push_str(&fit(
             &format!("\nSURVEY SCORE P by {}", clean(&s.group_by)),
@@ -99,6 +107,31 @@ pub fn render_text(r: &Report) -> String {
         banner(&mut out);
     }
     out
+}
+
+/// One row per preferred wave, channel and choice: contacts, reached, reach rate, responded.
+fn reach(r: &Report) -> Table {
+    let mut t = Table::new(&[
+        ("wave", Align::Left),
+        ("channel", Align::Left),
+        ("choice", Align::Left),
+        ("contacts", Align::Right),
+        ("reached", Align::Right),
+        ("reach", Align::Right),
+        ("responded", Align::Right),
+    ]);
+    for row in &r.reach {
+        t.row(vec![
+            clean(&row.wave),
+            clean(&row.channel),
+            clean(&row.choice),
+            thousands(row.contacts),
+            thousands(row.reached),
+            row.reach_rate().map_or_else(|| "-".to_owned(), percent),
+            thousands(row.responded),
+        ]);
+    }
+    t
 }
 
 /// One row per variant (its contacts, responders, goal, rate and uplift with its interval

@@ -1,0 +1,369 @@
+//! `channel: preferred`: each subscriber is contacted on their first-choice channel inside
+//! its usual slot, and on their second choice (inside its slot) when the first did not
+//! reach them, once; the report counts reach per channel and choice. On a manual clock,
+//! step by step. Runs on SQLite, or PostgreSQL with CAMPAIGND_TEST_BACKEND=postgres.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use channels::{Accepted, Channel, Outbound, SendError};
+use chrono::{TimeZone, Timelike};
+use domain::Choice;
+use engine::clock::ManualClock;
+use engine::{Engine, EngineConfig};
+use store::inbound::{NewInbound, source};
+use store::subscribers::OnDuplicate;
+use store::{Millis, Store};
+
+const MINUTE: i64 = 60_000;
+
+const PREFERRED: &str = r#"
+campaign: pref
+timezone: Asia/Shanghai
+audience:
+  where: "student_stage == 'freshman'"
+waves:
+  - id: offer
+    channel: preferred
+    templates: { sms: offer.txt, email: offer_mail.txt }
+    respond_within: 2d
+    send_within: 1d
+    responses:
+      - reply: "*"
+      - event: { type: order, value: bundle }
+"#;
+
+/// Accepts every message on `kind` and keeps (subscriber, key, clock time) of each; an
+/// e-mail without an address is refused, as the SMTP channel refuses it.
+struct Keep {
+    kind: &'static str,
+    clock: ManualClock,
+    sent: Mutex<Vec<(i64, String, Millis)>>,
+    /// The subject of each message sent (a mail's, from its template).
+    subjects: Mutex<Vec<Option<String>>>,
+}
+
+#[async_trait]
+impl Channel for Keep {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {
+        let mut sent = self.sent.lock().unwrap();
+        batch
+            .iter()
+            .map(|m| {
+                if self.kind == "email" && m.address.is_none() {
+                    return Err(SendError::Permanent("no address".into()));
+                }
+                sent.push((m.subscriber_id, m.key.clone(), self.clock.now()));
+                self.subjects.lock().unwrap().push(m.subject.clone());
+                Ok(Accepted {
+                    gateway_ref: None,
+                    queued: false,
+                })
+            })
+            .collect()
+    }
+}
+
+fn shanghai(d: u32, h: u32, m: u32) -> Millis {
+    chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 3, d, h, m, 0)
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn local_hour(t: Millis) -> u32 {
+    chrono::DateTime::from_timestamp_millis(t)
+        .unwrap()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .hour()
+}
+
+fn dlr(key: &str, kind: &str, at: Millis) -> NewInbound {
+    NewInbound {
+        source: source::DLR,
+        idem_key: Some(key.to_owned()),
+        msisdn: None,
+        kind: kind.into(),
+        value: None,
+        payload: "{}".into(),
+        received_at: at,
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: Store,
+    clock: ManualClock,
+    engine: Engine,
+    sms: Arc<Keep>,
+    email: Arc<Keep>,
+    subs: Vec<i64>,
+}
+
+impl Rig {
+    async fn step(&self, t: Millis) {
+        self.clock.set(t);
+        self.engine.tick().await.unwrap();
+        self.engine.dispatch_round("sms").await.unwrap();
+        self.engine.dispatch_round("email").await.unwrap();
+        self.engine.tick().await.unwrap();
+    }
+
+    async fn key(&self, run: i64, i: usize, choice: Choice) -> Option<String> {
+        self.store
+            .choice_contact_key(run, "offer", self.subs[i], choice)
+            .await
+            .unwrap()
+    }
+}
+
+/// Subscribers: 0, 1, 2 prefer SMS 09:00-12:00 then e-mail 18:00-21:00 (with an
+/// address); 3 prefers e-mail (no address) then SMS 18:00-21:00; 4 prefers the
+/// service desk then a call, neither of which the wave has a message for.
+async fn rig(workflow: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Store = store::testing::fresh_store(dir.path()).await.unwrap();
+    let base = |i: usize| store::testing::subscriber(&format!("1380000{i:04}"));
+    let sms_first = |i: usize| {
+        base(i)
+            .with("first_channel", "sms")
+            .with("first_channel_slot", "09:00-12:00")
+            .with("second_channel", "email")
+            .with("second_channel_slot", "18:00-21:00")
+            .with("email", format!("s{i}@example.com"))
+    };
+    let rows = vec![
+        sms_first(0),
+        sms_first(1),
+        sms_first(2),
+        base(3)
+            .with("first_channel", "email")
+            .with("first_channel_slot", "09:00-12:00")
+            .with("second_channel", "sms")
+            .with("second_channel_slot", "18:00-21:00"),
+        base(4)
+            .with("first_channel", "service")
+            .with("second_channel", "outbound_call"),
+    ];
+    let t0 = shanghai(1, 9, 0);
+    store
+        .insert_subscribers(&rows, OnDuplicate::Fail, t0)
+        .await
+        .unwrap();
+    let mut subs = Vec::new();
+    for r in &rows {
+        subs.push(
+            store
+                .subscriber_by_msisdn(&r.msisdn)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let wf_dir = dir.path().join("workflows");
+    std::fs::create_dir_all(&wf_dir).unwrap();
+    std::fs::write(wf_dir.join("offer.txt"), "Offer for {name}").unwrap();
+    std::fs::write(
+        wf_dir.join("offer_mail.txt"),
+        "Subject: An offer\n\nOffer for {name}",
+    )
+    .unwrap();
+    std::fs::write(wf_dir.join("pref.yaml"), workflow).unwrap();
+    let (wfs, diags) = spec::load_dir(&wf_dir);
+    assert!(diags.is_empty(), "{diags:#?}");
+    let clock = ManualClock::new(shanghai(1, 8, 30));
+    let keep = |kind| {
+        Arc::new(Keep {
+            kind,
+            clock: clock.clone(),
+            sent: Mutex::default(),
+            subjects: Mutex::default(),
+        })
+    };
+    let (sms, email) = (keep("sms"), keep("email"));
+    let mut chans: HashMap<String, Arc<dyn Channel>> = HashMap::new();
+    chans.insert("sms".into(), sms.clone());
+    chans.insert("email".into(), email.clone());
+    let engine = Engine::new(
+        store.clone(),
+        clock.clock(),
+        chans,
+        EngineConfig::new("pref", dir.path().join("no-calendars")),
+    )
+    .unwrap();
+    engine.load(wfs).await.unwrap();
+    Rig {
+        _dir: dir,
+        store,
+        clock,
+        engine,
+        sms,
+        email,
+        subs,
+    }
+}
+
+// store `write_fallbacks` (with the undelivered report, with the failed send), engine
+// dispatcher (template per channel, the slot held), audience `preferred_route`.
+#[tokio::test]
+async fn an_unreached_first_choice_falls_back_once_to_the_second_inside_its_slot() {
+    let rig = rig(PREFERRED).await;
+    let run = rig.engine.trigger("pref", "manual").await.unwrap();
+    // Planned at 08:30: nobody's first slot is open yet, so nothing goes.
+    rig.step(shanghai(1, 8, 30)).await;
+    assert!(rig.sms.sent.lock().unwrap().is_empty());
+    assert!(rig.key(run, 3, Choice::Second).await.is_none());
+    // The window runs from the first slot's opening, when the first message may go.
+    let w = rig.store.wave_runs(run).await.unwrap()[0].clone();
+    assert_eq!(w.closes_at, Some(shanghai(3, 9, 0)));
+    rig.step(shanghai(1, 10, 0)).await;
+    // 0-2 by SMS now (in their 09:00-12:00 slot); 3's e-mail had no address: failed, so
+    // its fallback by SMS is written and waits for 18:00; 4 is left out.
+    let sent_sms: Vec<i64> = rig.sms.sent.lock().unwrap().iter().map(|s| s.0).collect();
+    assert_eq!(sent_sms, rig.subs[0..3].to_vec());
+    assert!(rig.email.sent.lock().unwrap().is_empty());
+    assert!(rig.key(run, 4, Choice::First).await.is_none());
+    assert!(rig.key(run, 3, Choice::Second).await.is_some());
+
+    // 0: undelivered. 1: delivered. 2: replies, then undelivered.
+    let t = shanghai(1, 10, 5);
+    let mut k = Vec::new();
+    for i in 0..3 {
+        k.push(rig.key(run, i, Choice::First).await.unwrap());
+    }
+    let reply = NewInbound {
+        source: source::MO,
+        idem_key: None,
+        msisdn: Some("13800000002".into()),
+        kind: "reply".into(),
+        value: Some("YES".into()),
+        payload: "{}".into(),
+        received_at: t,
+    };
+    rig.store
+        .insert_inbound(&[dlr(&k[0], "16", t), dlr(&k[1], "1", t), reply])
+        .await
+        .unwrap();
+    rig.step(t + MINUTE).await;
+    rig.store
+        .insert_inbound(&[dlr(&k[2], "16", t + 2 * MINUTE)])
+        .await
+        .unwrap();
+    rig.step(t + 3 * MINUTE).await;
+    assert!(rig.key(run, 0, Choice::Second).await.is_some());
+    assert!(rig.key(run, 1, Choice::Second).await.is_none(), "reached");
+    assert!(rig.key(run, 2, Choice::Second).await.is_none(), "responded");
+    // Nothing goes before the second slot opens.
+    rig.step(shanghai(1, 17, 0)).await;
+    assert!(rig.email.sent.lock().unwrap().is_empty());
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 3);
+
+    // The same undelivered report again (the gateway repeating it, or read again after a
+    // crash): still one fallback.
+    rig.store
+        .insert_inbound(&[dlr(&k[0], "16", shanghai(1, 17, 1))])
+        .await
+        .unwrap();
+    rig.step(shanghai(1, 18, 0)).await;
+    rig.step(shanghai(1, 18, 1)).await;
+    let mail = rig.email.sent.lock().unwrap().clone();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    let (sub, key, at) = &mail[0];
+    assert_eq!(*sub, rig.subs[0]);
+    assert_eq!(Some(key.clone()), rig.key(run, 0, Choice::Second).await);
+    assert_eq!(local_hour(*at), 18, "inside the second slot");
+    // Rendered from the wave's e-mail template, subject line and all.
+    assert_eq!(
+        rig.email.subjects.lock().unwrap().clone(),
+        [Some("An offer".to_owned())]
+    );
+    let sms = rig.sms.sent.lock().unwrap().clone();
+    assert_eq!(sms.len(), 4, "{sms:?}");
+    assert_eq!(sms[3].0, rig.subs[3]);
+    assert_eq!(local_hour(sms[3].2), 18);
+
+    // 0 orders after the fallback: the wave is answered once, on the contact that reached
+    // them (the e-mail), not on the undelivered SMS as well.
+    rig.store
+        .insert_inbound(&[NewInbound {
+            source: source::EVENT,
+            idem_key: None,
+            msisdn: Some("13800000000".into()),
+            kind: "order".into(),
+            value: Some("bundle".into()),
+            payload: "{}".into(),
+            received_at: shanghai(1, 19, 0),
+        }])
+        .await
+        .unwrap();
+    rig.step(shanghai(1, 19, 1)).await;
+
+    // The report: reach per channel and choice; the wave counts subscribers.
+    rig.step(shanghai(3, 10, 1)).await;
+    let json = rig
+        .store
+        .run_report(run)
+        .await
+        .unwrap()
+        .expect("the run's report");
+    let report: evaluate::Report = serde_json::from_str(&json).unwrap();
+    let rows: Vec<(String, String, u64, u64, u64)> = report
+        .reach
+        .iter()
+        .map(|r| {
+            (
+                r.channel.clone(),
+                r.choice.clone(),
+                r.contacts,
+                r.reached,
+                r.responded,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("email".into(), "first".into(), 1, 0, 0),
+            ("email".into(), "second".into(), 1, 1, 1),
+            ("sms".into(), "first".into(), 3, 1, 1),
+            ("sms".into(), "second".into(), 1, 1, 0),
+        ]
+    );
+    assert_eq!(report.waves[0].targeted, 4);
+    assert_eq!(report.waves[0].responded, 2);
+}
+
+// engine dispatcher: the slot gives way to the send-by deadline. With `send_within: 2h` the
+// first SMS (due 09:00) must go by 11:00, and so must its fallback: the e-mail slot opens
+// at 18:00, too late, so the fallback goes at once instead of expiring unsent.
+#[tokio::test]
+async fn a_fallback_whose_slot_opens_after_the_deadline_goes_at_once() {
+    let rig = rig(&PREFERRED.replace("send_within: 1d", "send_within: 2h")).await;
+    let run = rig.engine.trigger("pref", "manual").await.unwrap();
+    rig.step(shanghai(1, 8, 30)).await;
+    rig.step(shanghai(1, 9, 0)).await;
+    let first = rig.key(run, 0, Choice::First).await.unwrap();
+    let t = shanghai(1, 10, 0);
+    rig.store
+        .insert_inbound(&[dlr(&first, "16", t)])
+        .await
+        .unwrap();
+    rig.step(t + MINUTE).await;
+    let mail = rig.email.sent.lock().unwrap().clone();
+    let to_0: Vec<_> = mail.iter().filter(|m| m.0 == rig.subs[0]).collect();
+    assert_eq!(to_0.len(), 1, "{mail:?}");
+    assert_eq!(
+        to_0[0].2,
+        t + MINUTE,
+        "sent at once, before the 11:00 deadline"
+    );
+    assert_eq!(
+        Some(to_0[0].1.clone()),
+        rig.key(run, 0, Choice::Second).await
+    );
+}
