@@ -35,6 +35,10 @@ pub(crate) struct StepDto {
     /// The experiment variant drawn for a wave with `variants`.
     #[serde(skip_serializing_if = "Option::is_none")]
     variant: Option<String>,
+    /// `first`, or `second` for a preferred wave's fallback (the first choice did not
+    /// reach them); contacts only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    choice: Option<&'static str>,
     state: Option<String>,
     sent_at: Option<i64>,
     delivered_at: Option<i64>,
@@ -93,6 +97,7 @@ pub(crate) async fn get(
                 channel: None,
                 purpose: None,
                 variant: None,
+                choice: None,
                 state: None,
                 sent_at: None,
                 delivered_at: None,
@@ -110,6 +115,7 @@ pub(crate) async fn get(
                     channel,
                     purpose,
                     variant,
+                    choice,
                     state,
                     sent_at,
                     delivered_at,
@@ -124,6 +130,7 @@ pub(crate) async fn get(
                     dto.channel = Some(channel);
                     dto.purpose = Some(purpose);
                     dto.variant = variant;
+                    dto.choice = Some(choice.as_str());
                     dto.state = Some(state);
                     dto.sent_at = sent_at;
                     dto.delivered_at = delivered_at;

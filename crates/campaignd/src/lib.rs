@@ -1012,6 +1012,7 @@ async fn why(
                 channel,
                 purpose,
                 variant,
+                choice,
                 state,
                 sent_at,
                 delivered_at,
@@ -1023,7 +1024,12 @@ async fn why(
                 let variant = variant
                     .map(|v| format!(", variant {v}"))
                     .unwrap_or_default();
-                let mut w = format!("contacted by {channel} ({purpose}{variant}): {state}");
+                let fallback = match choice {
+                    domain::Choice::Second => ", second choice: the first did not reach them",
+                    domain::Choice::First => "",
+                };
+                let mut w =
+                    format!("contacted by {channel} ({purpose}{variant}{fallback}): {state}");
                 for (label, t) in [
                     ("sent", at(sent_at)),
                     ("delivered", at(delivered_at)),

@@ -286,6 +286,27 @@ async fn an_unreached_first_choice_falls_back_once_to_the_second_inside_its_slot
     assert_eq!(sms.len(), 4, "{sms:?}");
     assert_eq!(sms[3].0, rig.subs[3]);
     assert_eq!(local_hour(sms[3].2), 18);
+    // Their story tells both contacts: the SMS as first choice, the e-mail as the second.
+    let told: Vec<(String, Choice)> = rig
+        .store
+        .subscriber_story(rig.subs[0], Some("pref"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|s| match s.step {
+            store::story::Step::Contact {
+                channel, choice, ..
+            } => Some((channel, choice)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("sms".to_owned(), Choice::First),
+            ("email".to_owned(), Choice::Second)
+        ]
+    );
 
     // 0 orders after the fallback: the wave is answered once, on the contact that reached
     // them (the e-mail), not on the undelivered SMS as well.

@@ -22,6 +22,8 @@ pub enum Step {
         purpose: String,
         /// The experiment variant the subscriber was drawn into (a wave with `variants`).
         variant: Option<String>,
+        /// First choice, or the second-choice fallback of a preferred wave.
+        choice: domain::Choice,
         /// The stored state (`held`, `pending`, `sent`, `delivered`, `failed`, ...).
         state: String,
         sent_at: Option<Millis>,
@@ -72,10 +74,10 @@ impl Store {
             self.db(),
             &format!(
                 "SELECT r.campaign, c.run_id, w.wave, w.ordinal, COALESCE(w.planned_at, c.due_at) AS at, \
-                 c.arm, c.channel, c.purpose, c.variant, c.state, c.sent_at, c.delivered_at, c.responded_at, \
+                 c.arm, c.channel, c.purpose, c.variant, c.choice, c.state, c.sent_at, c.delivered_at, c.responded_at, \
                  c.response, c.last_error \
                  FROM contact c JOIN wave_run w ON w.id = c.wave_run_id JOIN run r ON r.id = c.run_id \
-                 WHERE c.subscriber_id = ?{filter}"
+                 WHERE c.subscriber_id = ?{filter} ORDER BY c.id"
             ),
             values(subscriber_id),
         )
@@ -94,6 +96,8 @@ impl Store {
                         channel: r.try_get("", "channel")?,
                         purpose: r.try_get("", "purpose")?,
                         variant: r.try_get("", "variant")?,
+                        choice: domain::Choice::parse(&r.try_get::<String>("", "choice")?)
+                            .unwrap_or(domain::Choice::First),
                         state: r.try_get("", "state")?,
                         sent_at: r.try_get("", "sent_at")?,
                         delivered_at: r.try_get("", "delivered_at")?,
@@ -158,6 +162,8 @@ impl Store {
                 },
             ));
         }
+        // Stable: a wave's two contacts (a preferred wave's first choice and its fallback)
+        // keep the order they were written in (`ORDER BY c.id`).
         out.sort_by(|(oa, a), (ob, b)| (a.at, a.run_id, oa).cmp(&(b.at, b.run_id, ob)));
         Ok(out.into_iter().map(|(_, s)| s).collect())
     }

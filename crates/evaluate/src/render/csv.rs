@@ -4,7 +4,7 @@
 use super::comparable;
 use crate::report::{Cell, Report, WaveCounts};
 
-const COLUMNS: [&str; 37] = [
+const COLUMNS: [&str; 40] = [
     "section",
     "campaign",
     "run_id",
@@ -42,6 +42,9 @@ const COLUMNS: [&str; 37] = [
     "group_by",
     "respondents",
     "score",
+    "choice",
+    "reached",
+    "reach_rate",
 ];
 
 /// Index of the first arm column.
@@ -49,7 +52,9 @@ const ARMS: usize = 21;
 
 /// CSV with header; rows of section `wave`, then `overall`, then `cell`, then `variant`
 /// (one per experiment variant, labelled `wave / variant`, against the shared control), then
-/// `survey` (one per group of respondents: `group_by`, `respondents`, `score` = P). Every row
+/// `survey` (one per group of respondents: `group_by`, `respondents`, `score` = P), then
+/// `reach` (one per preferred wave, channel and choice: `label` = the wave, `channel`,
+/// `choice`, `targeted` = its contacts, `reached`, `reach_rate`, `responded`). Every row
 /// repeats the run columns, `simulated` included, so no extract of the file loses that flag.
 /// Fields that do not apply to a section, and rates without a denominator, are empty.
 pub fn render_csv(r: &Report) -> String {
@@ -73,16 +78,36 @@ pub fn render_csv(r: &Report) -> String {
         for g in &s.groups {
             let mut row = run_fields(r, "survey");
             row.push(text(&g.group));
-            row.resize(COLUMNS.len() - 3, String::new());
+            row.resize(column("group_by"), String::new());
             row.extend([
                 text(&s.group_by),
                 g.respondents.to_string(),
                 number(g.score),
             ]);
+            row.resize(COLUMNS.len(), String::new());
             line(&mut out, row);
         }
     }
+    for x in &r.reach {
+        let mut row = run_fields(r, "reach");
+        row.extend([text(&x.wave), text(&x.channel)]);
+        row.resize(COLUMNS.len(), String::new());
+        row[column("targeted")] = x.contacts.to_string();
+        row[RESPONDED] = x.responded.to_string();
+        row[column("choice")] = text(&x.choice);
+        row[column("reached")] = x.reached.to_string();
+        row[column("reach_rate")] = x.reach_rate().map_or_else(String::new, number);
+        line(&mut out, row);
+    }
     out
+}
+
+/// Index of a column by name (a constant list: a wrong name is a bug caught by every test).
+fn column(name: &str) -> usize {
+    COLUMNS
+        .iter()
+        .position(|c| *c == name)
+        .unwrap_or_else(|| panic!("no CSV column {name}"))
 }
 
 /// Index of the `responded` column.
@@ -208,10 +233,6 @@ mod tests {
             .collect()
     }
 
-    fn column(name: &str) -> usize {
-        COLUMNS.iter().position(|c| *c == name).unwrap()
-    }
-
     #[test]
     fn every_row_has_every_column() {
         let r = fixtures::report(false);
@@ -258,6 +279,27 @@ mod tests {
         assert_eq!(gold[column("score")], "0.412");
         assert_eq!(gold[column("treatment_n")], "");
         assert_eq!(rows[9][column("score")], "0");
+    }
+
+    #[test]
+    fn reach_rows_carry_channel_choice_and_rate() {
+        let mut r = fixtures::report(false);
+        r.reach = fixtures::reach();
+        let rows = read(&render_csv(&r));
+        for row in &rows {
+            assert_eq!(row.len(), COLUMNS.len(), "{row:?}");
+        }
+        let reach: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "reach").collect();
+        assert_eq!(reach.len(), 2);
+        let second = reach[1];
+        assert_eq!(second[column("label")], "offer");
+        assert_eq!(second[column("channel")], "email");
+        assert_eq!(second[column("choice")], "second");
+        assert_eq!(second[column("targeted")], "40");
+        assert_eq!(second[column("reached")], "30");
+        assert_eq!(second[column("reach_rate")], "0.75");
+        assert_eq!(second[column("responded")], "6");
+        assert_eq!(second[column("treatment_n")], "");
     }
 
     #[test]

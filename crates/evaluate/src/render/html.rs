@@ -134,6 +134,28 @@ pub fn render_html(r: &Report) -> String {
         h.push_str(&said.join("; "));
         h.push_str(".</p>\n");
     }
+    if !r.reach.is_empty() {
+        h.push_str("<h2>Reach by channel and choice (preferred waves)</h2>\n");
+        h.push_str(
+            "<table>\n<tr><th>Wave</th><th>Channel</th><th>Choice</th><th class=\"n\">Contacts</th>\
+             <th class=\"n\">Reached</th><th class=\"n\">Reach</th><th class=\"n\">Responded</th></tr>\n",
+        );
+        for row in &r.reach {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                 <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                esc(&row.wave),
+                esc(&row.channel),
+                esc(&row.choice),
+                thousands(row.contacts),
+                thousands(row.reached),
+                row.reach_rate().map_or_else(|| "-".to_owned(), percent),
+                thousands(row.responded)
+            );
+        }
+        h.push_str("</table>\n");
+    }
     if let Some(s) = &r.survey {
         let _ = writeln!(h, "<h2>Survey score P by {}</h2>", esc(&s.group_by));
         h.push_str(
@@ -462,7 +484,14 @@ mod tests {
         );
         assert!(html.contains("<td>silver</td><td class=\"n\">0.000</td><td class=\"n\">4</td>"));
         let plain = render_html(&fixtures::report(false));
-        assert!(!plain.contains("Variants") && !plain.contains("Survey"));
+        assert!(
+            !plain.contains("Variants") && !plain.contains("Survey") && !plain.contains("Reach")
+        );
+        let mut preferred = fixtures::report(false);
+        preferred.reach = fixtures::reach();
+        let html = render_html(&preferred);
+        assert!(html.contains("<h2>Reach by channel and choice (preferred waves)</h2>"));
+        assert!(html.contains("<tr><td>offer</td><td>email</td><td>second</td><td class=\"n\">40</td><td class=\"n\">30</td><td class=\"n\">75.00%</td><td class=\"n\">6</td></tr>"), "{html}");
     }
 
     #[test]

@@ -313,6 +313,28 @@ pub(crate) mod fixtures {
         r
     }
 
+    /// A preferred wave's reach: SMS first, e-mail as the fallback.
+    pub(crate) fn reach() -> Vec<crate::report::ReachRow> {
+        vec![
+            crate::report::ReachRow {
+                wave: "offer".to_owned(),
+                channel: "sms".to_owned(),
+                choice: "first".to_owned(),
+                contacts: 1_000,
+                reached: 960,
+                responded: 120,
+            },
+            crate::report::ReachRow {
+                wave: "offer".to_owned(),
+                channel: "email".to_owned(),
+                choice: "second".to_owned(),
+                contacts: 40,
+                reached: 30,
+                responded: 6,
+            },
+        ]
+    }
+
     /// Text a careless renderer would let through: markup, CSV metacharacters, control bytes.
     pub(crate) fn hostile() -> Report {
         let mut r = report(true);
