@@ -7,7 +7,11 @@ pub const MAX_EVENT_TYPE_LEN: usize = 64;
 
 /// The outcomes an agent may record on a task when its workflow declares none (and on a
 /// task opened before tasks carried their workflow's `outcomes`).
-pub const DEFAULT_OUTCOMES: &[&str] = &["accepted", "refused", "call_back_later", "unreachable"];
+pub const DEFAULT_OUTCOMES: &[&str] = &["accepted", "refused", "call_back_later", UNREACHABLE];
+
+/// The call outcome that says the agent could not reach the subscriber: a preferred wave's
+/// first-choice call recorded so falls back to the second choice.
+pub const UNREACHABLE: &str = "unreachable";
 
 /// Response kinds attribution writes itself (SMS replies, agent outcomes), so no business
 /// event may use them.

@@ -12,7 +12,7 @@ mod slot;
 pub use channel::ChannelKind;
 pub use choice::Choice;
 pub use event::{
-    DEFAULT_OUTCOMES, EventTypeProblem, MAX_EVENT_TYPE_LEN, RESERVED_EVENT_TYPES,
+    DEFAULT_OUTCOMES, EventTypeProblem, MAX_EVENT_TYPE_LEN, RESERVED_EVENT_TYPES, UNREACHABLE,
     event_type_problem,
 };
 pub use msisdn::{Msisdn, MsisdnError, mask};

@@ -781,14 +781,62 @@ pub const UNREACHED: [ContactState; 3] = [
     ContactState::Undelivered,
 ];
 
+impl Store {
+    /// An agent could not reach the subscriber of call contact `contact_id` (outcome
+    /// [`domain::UNREACHABLE`]): for a preferred wave's first choice with a second one to
+    /// fall back to, the contact becomes `failed` and its fallback is written in the same
+    /// transaction ([`write_fallbacks`], judged at `at`). Any other contact is left as it
+    /// is (a plain call wave's unreachable stays a worked call). Returns whether it changed;
+    /// a repeat changes nothing.
+    pub async fn record_unreachable_call(&self, contact_id: i64, at: Millis) -> Result<bool> {
+        let tx = crate::TransactionTrait::begin(self.db()).await?;
+        let changed = exec(
+            &tx,
+            &format!(
+                "UPDATE contact SET state = ?, last_error = ? WHERE id = ? AND channel = ? \
+                 AND state IN (?, ?) AND responded_at IS NULL AND id IN \
+                 (SELECT c.id FROM contact c WHERE c.id = ? AND {HAS_FALLBACK})"
+            ),
+            [
+                ContactState::Failed.as_str().into(),
+                "not reached by phone (call outcome unreachable)".into(),
+                contact_id.into(),
+                domain::ChannelKind::OutboundCall.as_str().into(),
+                ContactState::Sent.as_str().into(),
+                ContactState::Delivered.as_str().into(),
+                contact_id.into(),
+                Choice::First.as_str().into(),
+            ],
+        )
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            write_fallbacks(&tx, &[contact_id], at).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+}
+
+/// SQL over a contact `c`: it is a first choice with a different second choice to fall back
+/// to. Binds one value: [`Choice::First`].
+pub(crate) const HAS_FALLBACK: &str =
+    "c.choice = ? AND c.fallback_channel IS NOT NULL AND c.fallback_channel <> c.channel";
+
+/// SQL over a first contact `f` and its wave run `w`: until when its fallback may go. The
+/// first's send-by, else the window's close; for a call, whose send-by is when an agent
+/// must have worked it (its task's deadline), the window's close.
+const FALLBACK_DEADLINE: &str = "CASE WHEN f.channel = 'outbound_call' THEN w.closes_at ELSE COALESCE(f.send_by, w.closes_at) END";
+
 /// Writes the second-choice contact (and its queue row) of each first contact among `ids`
 /// that the caller's transaction has just settled unreached ([`UNREACHED`]), if it has a
 /// fallback: the caller is the transaction that settles the first, so a crash loses
 /// neither, and the unique (wave run, subscriber, choice) keeps a repeat from doubling it.
 /// None for a subscriber who responded, or opted out of marketing, meanwhile, nor once the
 /// wave is closed or its window's timer is due (the window's end; a run's early close
-/// brings the timer forward to the close) or its deadline (the first's send-by, else the
-/// window's close) has passed at `now`. The fallback is due at once; the
+/// brings the timer forward to the close) or its deadline ([`FALLBACK_DEADLINE`]) has
+/// passed at `now`. The fallback is due at once; the
 /// dispatcher holds it until the subscriber's slot on that channel. Returns how many.
 pub(crate) async fn write_fallbacks<C: ConnectionTrait>(
     c: &C,
@@ -799,12 +847,12 @@ pub(crate) async fn write_fallbacks<C: ConnectionTrait>(
     for chunk in ids.chunks(500) {
         let sql = format!(
             "SELECT f.id, f.run_id, f.wave_run_id, f.subscriber_id, f.fallback_channel, f.fallback_slot, \
-             COALESCE(f.send_by, w.closes_at) AS deadline, f.stratum, f.purpose, f.variant, f.at_most_once, w.wave \
+             {FALLBACK_DEADLINE} AS deadline, f.stratum, f.purpose, f.variant, f.at_most_once, w.wave \
              FROM contact f JOIN wave_run w ON w.id = f.wave_run_id JOIN subscriber s ON s.id = f.subscriber_id \
              WHERE f.choice = ? AND f.arm = ? AND f.fallback_channel IS NOT NULL AND f.fallback_channel <> f.channel \
              AND f.responded_at IS NULL AND f.state IN ({}) AND w.state = ? \
              AND (f.purpose <> ? OR s.opt_out = ?) \
-             AND (COALESCE(f.send_by, w.closes_at) IS NULL OR COALESCE(f.send_by, w.closes_at) > ?) \
+             AND ({FALLBACK_DEADLINE} IS NULL OR {FALLBACK_DEADLINE} > ?) \
              AND EXISTS (SELECT 1 FROM timer t WHERE t.kind = 'wave_close' AND t.wave_run_id = w.id \
                AND t.state = 'pending' AND t.fire_at > ?) \
              AND f.id IN ({}) ORDER BY f.id",

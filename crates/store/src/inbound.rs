@@ -7,7 +7,9 @@ use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 
 use std::collections::{HashMap, HashSet};
 
+use crate::contacts::HAS_FALLBACK;
 use crate::{Millis, Result, Store, exec, marks, query};
+use domain::Choice;
 
 /// Inbound sources.
 pub mod source {
@@ -554,18 +556,31 @@ impl Store {
         for t in rows {
             // An outbound call expires unworked at its wave's window close (`respond_within`):
             // after it the next wave has picked its non-responders, and a late call would
-            // answer a question nobody asks any more.
+            // answer a question nobody asks any more. A preferred wave's first-choice call
+            // with a second choice to fall back to expires at its send-by (`send_within`)
+            // instead, so a call no agent got to leaves the window's rest to the fallback.
             let deadline: Option<Millis> = if t.kind == domain::ChannelKind::OutboundCall.as_str() {
-                query(
+                match query(
                     &tx,
-                    "SELECT w.closes_at FROM contact c JOIN wave_run w ON w.id = c.wave_run_id WHERE c.id = ?",
-                    [t.contact_id.into()],
+                    &format!(
+                        "SELECT w.closes_at, CASE WHEN {HAS_FALLBACK} THEN c.send_by END AS early \
+                         FROM contact c JOIN wave_run w ON w.id = c.wave_run_id WHERE c.id = ?"
+                    ),
+                    [Choice::First.as_str().into(), t.contact_id.into()],
                 )
                 .await?
                 .first()
-                .map(|r| r.try_get::<Option<i64>>("", "closes_at"))
-                .transpose()?
-                .flatten()
+                {
+                    Some(r) => {
+                        let close: Option<i64> = r.try_get("", "closes_at")?;
+                        let early: Option<i64> = r.try_get("", "early")?;
+                        match (close, early) {
+                            (Some(c), Some(e)) => Some(c.min(e)),
+                            (c, e) => c.or(e),
+                        }
+                    }
+                    None => None,
+                }
             } else {
                 None
             };

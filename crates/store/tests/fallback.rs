@@ -283,3 +283,118 @@ async fn a_failed_send_falls_back_once_and_a_closed_wave_never() -> Res {
     assert_eq!(seconds, 1);
     Ok(())
 }
+
+// inbound.rs `open_tasks` (a preferred wave's first-choice call is due by its send-by),
+// calls.rs `expire_tasks` → `write_fallbacks` (the call's fallback may go until the
+// window's close), contacts.rs `record_unreachable_call`: a first-choice call no agent
+// worked by its send-by, or one an agent could not reach, falls back to the second choice
+// once; a worked call, and a call without a second choice, keep theirs as they were.
+#[tokio::test]
+async fn an_unworked_or_unreachable_first_choice_call_falls_back_once() -> Res {
+    use sea_orm::ConnectionTrait as _;
+    let call_then_sms = || {
+        Some(Route::new(
+            ChannelKind::OutboundCall,
+            slot("09:00-12:00"),
+            Some((ChannelKind::Sms, slot("18:00-21:00"))),
+        ))
+    };
+    let routes = vec![call_then_sms(), call_then_sms(), call_then_sms(), None];
+    let dir = tempfile::tempdir()?;
+    let store = store::testing::fresh_store(dir.path()).await?;
+    let subs: Vec<_> = (0..routes.len())
+        .map(|i| store::testing::subscriber(&format!("1390000{i:04}")))
+        .collect();
+    let close = T0 + 24 * HOUR;
+    let wave = store::testing::routed_wave(&store, "c", "outbound_call", &subs, &routes, T0, close)
+        .await?;
+    // `send_within: 6h`, as the planner writes it; the worklist channel opens each task and
+    // marks its contact sent.
+    let send_by = T0 + 6 * HOUR;
+    store
+        .db()
+        .execute_raw(store::stmt(
+            store.db(),
+            "UPDATE contact SET send_by = ?, state = 'sent'",
+            [send_by.into()],
+        ))
+        .await?;
+    let tasks: Vec<_> = wave
+        .contacts
+        .iter()
+        .map(|c| c.task("callcentre", "save"))
+        .collect();
+    store.open_tasks(&tasks, T0).await?;
+    let task_of = |i: usize| wave.contacts[i].contact_id;
+    let open = store
+        .tasks(None, store::inbound::TaskState::Open, 10)
+        .await?;
+    let deadline = |i: usize| {
+        open.iter()
+            .find(|t| t.contact_id == task_of(i))
+            .and_then(|t| t.deadline)
+    };
+    assert_eq!(deadline(0), Some(send_by), "worked by its send-by");
+    assert_eq!(
+        deadline(3),
+        Some(close),
+        "no second choice: the window's close"
+    );
+
+    // 1: the agent could not reach them. Once, however often the outcome is reported.
+    assert!(store.record_unreachable_call(task_of(1), T0 + HOUR).await?);
+    assert!(!store.record_unreachable_call(task_of(1), T0 + HOUR).await?);
+    assert_eq!(
+        second(&store, &wave, 1).await?,
+        Some(("sms".into(), "pending".into()))
+    );
+    // 3 has no second choice: an unreachable call stays a worked call.
+    assert!(!store.record_unreachable_call(task_of(3), T0 + HOUR).await?);
+    assert_eq!(
+        store
+            .contact_by_key(&wave.contacts[3].key)
+            .await?
+            .map(|c| c.state),
+        Some("sent".to_owned())
+    );
+    // 2 was worked (accepted): it has no fallback.
+    let t2 = open
+        .iter()
+        .find(|t| t.contact_id == task_of(2))
+        .ok_or("task")?;
+    store
+        .complete_task(t2.id, "accepted", "agent-1", T0 + HOUR)
+        .await?;
+
+    // At the send-by, 0's call was never worked: it expires, and its SMS may still go
+    // until the window closes.
+    store.expire_tasks(send_by).await?;
+    assert_eq!(
+        second(&store, &wave, 0).await?,
+        Some(("sms".into(), "pending".into()))
+    );
+    assert_eq!(second(&store, &wave, 2).await?, None, "worked");
+    assert_eq!(second(&store, &wave, 3).await?, None, "no second choice");
+    let fallback_key = store
+        .choice_contact_key(
+            wave.run_id,
+            "w",
+            wave.contacts[0].subscriber_id,
+            Choice::Second,
+        )
+        .await?
+        .ok_or("key")?;
+    let fallback = store
+        .contact_by_key(&fallback_key)
+        .await?
+        .ok_or("contact")?;
+    assert_eq!(fallback.channel, "sms");
+    let claimed = claim(&store, "sms", "f", send_by).await?;
+    let mine: Vec<i64> = claimed.iter().map(|c| c.subscriber_id).collect();
+    assert!(mine.contains(&wave.contacts[0].subscriber_id), "{mine:?}");
+    assert!(
+        claimed.iter().all(|c| c.send_by == Some(close)),
+        "{claimed:?}"
+    );
+    Ok(())
+}

@@ -48,6 +48,9 @@ pub struct Stats {
     /// Response rows recorded (counted or not); one business event may record several.
     pub responses: u64,
     pub opt_outs: u64,
+    /// Preferred waves' first-choice calls recorded `unreachable`, now failed with their
+    /// second choice written.
+    pub fallbacks: u64,
     /// Inbound rows that matched no contact (or were malformed); marked processed.
     pub unmatched: u64,
     /// Inbound rows left unprocessed for a later pass.
@@ -348,6 +351,13 @@ async fn task<R: Rules>(
     };
     let at = row.received_at;
     let outcome = row.value.as_deref();
+    // Not reached by phone: a preferred wave's first-choice call falls back to the second
+    // choice (before the response is stored, so a crash between the two repeats both, and
+    // each is idempotent).
+    if outcome == Some(domain::UNREACHABLE) && store.record_unreachable_call(contact.id, at).await?
+    {
+        stats.fallbacks += 1;
+    }
     let expected = rules_of(rules, &contact)
         .await?
         .iter()

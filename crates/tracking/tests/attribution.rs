@@ -116,6 +116,19 @@ impl World {
         closes_at: i64,
         members: &[(usize, &'static str)],
     ) -> Res {
+        self.open_routed(wave, planned_at, closes_at, members, None)
+            .await
+    }
+
+    /// [`World::open`] with each contact on `route` (a preferred wave's first choice).
+    async fn open_routed(
+        &self,
+        wave: &str,
+        planned_at: i64,
+        closes_at: i64,
+        members: &[(usize, &'static str)],
+        route: Option<store::contacts::Route>,
+    ) -> Res {
         let (wave_run_id, channel) = &self.waves[wave];
         let rows: Vec<NewContact> = members
             .iter()
@@ -126,7 +139,7 @@ impl World {
                 send_by: None,
                 stratum: "ordinary".into(),
                 variant: None,
-                route: None,
+                route: route.clone(),
             })
             .collect();
         let tx = self.store.db().begin().await?;
@@ -829,6 +842,66 @@ async fn agent_outcomes_count_when_the_wave_expects_them() -> Res {
         None,
         "accepted after the window"
     );
+    Ok(())
+}
+
+/// An agent who could not reach a preferred wave's first-choice subscriber (outcome
+/// `unreachable`) sends them to their second choice, once; the outcome is still stored.
+#[tokio::test]
+async fn an_unreachable_first_choice_call_falls_back_to_the_second_choice() -> Res {
+    use domain::{ChannelKind, Choice, TimeSlot};
+    let mut w = World::new(&[("call", "outbound_call")]).await?;
+    w.rules("call", vec![ResponseRule::Outcome("accepted".into())]);
+    let route = store::contacts::Route::new(
+        ChannelKind::OutboundCall,
+        TimeSlot::parse("09:00-12:00"),
+        Some((ChannelKind::Sms, TimeSlot::parse("18:00-21:00"))),
+    );
+    w.open_routed(
+        "call",
+        T0,
+        CLOSES,
+        &[(0, TREATMENT), (1, TREATMENT)],
+        Some(route),
+    )
+    .await?;
+    w.send("outbound_call", T0).await?;
+    let unreachable = outcome(&w.key("call", 0).await, "unreachable", T0 + HOUR);
+    w.inbound(vec![
+        unreachable.clone(),
+        outcome(&w.key("call", 1).await, "accepted", T0 + HOUR),
+    ])
+    .await?;
+    assert_eq!(
+        w.process().await?,
+        Stats {
+            processed: 2,
+            responses: 2,
+            fallbacks: 1,
+            ..Stats::default()
+        }
+    );
+    let first = w.contact("call", 0).await?;
+    assert_eq!((first.state.as_str(), first.responded_at), ("failed", None));
+    assert_eq!(
+        w.responses(first.id).await?,
+        vec![("outcome".into(), Some("unreachable".into()), T0 + HOUR)]
+    );
+    let second = |i: usize| {
+        w.store
+            .choice_contact_key(w.run_id, "call", w.subs[i], Choice::Second)
+    };
+    let key = second(0).await?.ok_or("no fallback")?;
+    let fallback = w.store.contact_by_key(&key).await?.ok_or("contact")?;
+    assert_eq!(
+        (fallback.channel.as_str(), fallback.state.as_str()),
+        ("sms", "pending")
+    );
+    assert_eq!(second(1).await?, None, "reached and accepted");
+    // The dialer repeats its report: no second fallback, nothing changes.
+    w.inbound(vec![unreachable]).await?;
+    assert_eq!(w.process().await?.fallbacks, 0);
+    assert_eq!(second(0).await?, Some(key));
     Ok(())
 }
 
