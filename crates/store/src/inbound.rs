@@ -68,6 +68,20 @@ const CONTACT_REF: &str = "SELECT c.id, c.run_id, c.wave_run_id, c.subscriber_id
      c.channel, w.wave, w.state AS wave_state, w.planned_at, w.closes_at, c.responded_at \
      FROM contact c LEFT JOIN dispatch d ON d.contact_id = c.id JOIN wave_run w ON w.id = c.wave_run_id";
 
+/// An inbound row's columns in `INSERT` order: source, idem_key, msisdn, kind, value,
+/// payload, received_at.
+fn inbound_values(r: &NewInbound) -> [Value; 7] {
+    [
+        r.source.into(),
+        r.idem_key.clone().into(),
+        r.msisdn.clone().into(),
+        r.kind.clone().into(),
+        r.value.clone().into(),
+        r.payload.clone().into(),
+        r.received_at.into(),
+    ]
+}
+
 #[derive(Debug, Clone, PartialEq, FromQueryResult)]
 pub struct TaskRow {
     pub id: i64,
@@ -766,16 +780,8 @@ pub(crate) async fn insert_inbound_in<C: ConnectionTrait>(
                 sql.push_str(", ");
             }
             sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
-            values.extend([
-                r.source.into(),
-                r.idem_key.clone().into(),
-                r.msisdn.clone().into(),
-                r.kind.clone().into(),
-                r.value.clone().into(),
-                r.payload.clone().into(),
-                r.received_at.into(),
-                false.into(),
-            ]);
+            values.extend(inbound_values(r));
+            values.push(false.into());
         }
         // The only conflict is with `ux_inbound_event_key` (business events, keyed by
         // `events::event_key`): an event already stored adds nothing. Other sources have no
@@ -849,15 +855,7 @@ async fn insert_known_sqlite<C: ConnectionTrait>(c: &C, rows: &[NewInbound]) -> 
     );
     let mut values: Vec<Value> = Vec::with_capacity(rows.len() * 7 + 1);
     for r in rows {
-        values.extend([
-            r.source.into(),
-            r.idem_key.clone().into(),
-            r.msisdn.clone().into(),
-            r.kind.clone().into(),
-            r.value.clone().into(),
-            r.payload.clone().into(),
-            r.received_at.into(),
-        ]);
+        values.extend(inbound_values(r));
     }
     values.push(false.into());
     let mut known = HashSet::new();
