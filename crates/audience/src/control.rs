@@ -128,7 +128,10 @@ mod variant_tests {
         spec::Variant {
             name: name.to_owned(),
             weight,
-            template: spec::Template::parse("t.txt", "Hi", &spec::catalogue::shipped()).unwrap(),
+            template: Some(
+                spec::Template::parse("t.txt", "Hi", &spec::catalogue::shipped()).unwrap(),
+            ),
+            preferred: Vec::new(),
         }
     }
 

@@ -27,10 +27,10 @@ pub enum PlanError {
 pub const NO_PREFERRED_CHANNEL: &str = "no_preferred_channel";
 
 /// A subscriber's route in a `channel: preferred` wave from their preference
-/// (`spec::PREFERENCE_ATTRIBUTES`' values: first channel, its slot, second channel, its
-/// slot): the first choice when the wave has a message on it, falling back to the second;
+/// (the values of `spec::Preference::attributes`: first channel, its slot, second channel,
+/// its slot): the first choice when the wave has a message on it, falling back to the second;
 /// else the second, with no fallback; `None` when the wave has a message on neither. A
-/// slot that does not parse means any time quiet hours allow.
+/// slot that is not read or does not parse means any time quiet hours allow.
 pub fn preferred_route(wave: &Wave, prefs: &[Option<String>]) -> Option<Route> {
     let at = |i: usize| prefs.get(i).and_then(|v| v.as_deref());
     let choice = |c: usize, s: usize| {
@@ -548,9 +548,7 @@ async fn compute(c: &PlanReader<'_>, input: &PlanInput<'_>) -> Result<Plan, Plan
             .map(|cand| cand.id)
             .filter(|id| !left_out.contains(id))
             .collect();
-        let prefs = c
-            .text_attributes(&ids, &spec::PREFERENCE_ATTRIBUTES)
-            .await?;
+        let prefs = c.text_attributes(&ids, &wf.preference.attributes()).await?;
         let mut unreachable = 0;
         for id in ids {
             match prefs.get(&id).and_then(|p| preferred_route(input.wave, p)) {

@@ -42,6 +42,8 @@ struct Keep {
     sent: Mutex<Vec<(i64, String, Millis)>>,
     /// The subject of each message sent (a mail's, from its template).
     subjects: Mutex<Vec<Option<String>>>,
+    /// (subscriber, subject, text) of each message sent.
+    texts: Mutex<Vec<(i64, Option<String>, String)>>,
 }
 
 #[async_trait]
@@ -60,6 +62,11 @@ impl Channel for Keep {
                 }
                 sent.push((m.subscriber_id, m.key.clone(), self.clock.now()));
                 self.subjects.lock().unwrap().push(m.subject.clone());
+                self.texts.lock().unwrap().push((
+                    m.subscriber_id,
+                    m.subject.clone(),
+                    m.text.clone(),
+                ));
                 Ok(Accepted {
                     gateway_ref: None,
                     queued: false,
@@ -126,30 +133,69 @@ impl Rig {
 /// address); 3 prefers e-mail (no address) then SMS 18:00-21:00; 4 prefers the
 /// service desk then a call, neither of which the wave has a message for.
 async fn rig(workflow: &str) -> Rig {
+    rig_with(workflow, None, |base| {
+        let sms_first = |i: usize| {
+            base(i)
+                .with("first_channel", "sms")
+                .with("first_channel_slot", "09:00-12:00")
+                .with("second_channel", "email")
+                .with("second_channel_slot", "18:00-21:00")
+                .with("email", format!("s{i}@example.com"))
+        };
+        vec![
+            sms_first(0),
+            sms_first(1),
+            sms_first(2),
+            base(3)
+                .with("first_channel", "email")
+                .with("first_channel_slot", "09:00-12:00")
+                .with("second_channel", "sms")
+                .with("second_channel_slot", "18:00-21:00"),
+            base(4)
+                .with("first_channel", "service")
+                .with("second_channel", "outbound_call"),
+        ]
+    })
+    .await
+}
+
+/// A rig whose workflows folder has `attributes` as its catalogue (the shipped one when
+/// `None`; the store gets its columns) and the subscribers `people` builds from a plain
+/// subscriber of that catalogue (by index).
+async fn rig_with(
+    workflow: &str,
+    attributes: Option<&str>,
+    people: impl FnOnce(
+        &dyn Fn(usize) -> store::subscribers::NewSubscriber,
+    ) -> Vec<store::subscribers::NewSubscriber>,
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store: Store = store::testing::fresh_store(dir.path()).await.unwrap();
-    let base = |i: usize| store::testing::subscriber(&format!("1380000{i:04}"));
-    let sms_first = |i: usize| {
-        base(i)
-            .with("first_channel", "sms")
-            .with("first_channel_slot", "09:00-12:00")
-            .with("second_channel", "email")
-            .with("second_channel_slot", "18:00-21:00")
-            .with("email", format!("s{i}@example.com"))
-    };
-    let rows = vec![
-        sms_first(0),
-        sms_first(1),
-        sms_first(2),
-        base(3)
-            .with("first_channel", "email")
-            .with("first_channel_slot", "09:00-12:00")
-            .with("second_channel", "sms")
-            .with("second_channel_slot", "18:00-21:00"),
-        base(4)
-            .with("first_channel", "service")
-            .with("second_channel", "outbound_call"),
-    ];
+    let wf_dir = dir.path().join("workflows");
+    std::fs::create_dir_all(&wf_dir).unwrap();
+    for (file, text) in [
+        ("offer.txt", "Offer for {name}"),
+        ("offer_mail.txt", "Subject: An offer\n\nOffer for {name}"),
+        ("short.txt", "Short offer for {name}"),
+        ("short_mail.txt", "Subject: Short\n\nShort offer for {name}"),
+        ("long.txt", "A longer offer for {name}"),
+        (
+            "long_mail.txt",
+            "Subject: Long\n\nA longer offer for {name}",
+        ),
+        ("pref.yaml", workflow),
+    ] {
+        std::fs::write(wf_dir.join(file), text).unwrap();
+    }
+    if let Some(a) = attributes {
+        std::fs::write(wf_dir.join("attributes.yaml"), a).unwrap();
+    }
+    let (wfs, diags) = spec::load_dir(&wf_dir);
+    assert!(diags.is_empty(), "{diags:#?}");
+    let cat = wfs[0].catalogue.clone();
+    store.apply_catalogue(cat.clone()).await.unwrap();
+    let base = |i: usize| store::testing::subscriber_in(&format!("1380000{i:04}"), cat.clone());
+    let rows = people(&base);
     let t0 = shanghai(1, 9, 0);
     store
         .insert_subscribers(&rows, OnDuplicate::Fail, t0)
@@ -165,17 +211,6 @@ async fn rig(workflow: &str) -> Rig {
                 .unwrap(),
         );
     }
-    let wf_dir = dir.path().join("workflows");
-    std::fs::create_dir_all(&wf_dir).unwrap();
-    std::fs::write(wf_dir.join("offer.txt"), "Offer for {name}").unwrap();
-    std::fs::write(
-        wf_dir.join("offer_mail.txt"),
-        "Subject: An offer\n\nOffer for {name}",
-    )
-    .unwrap();
-    std::fs::write(wf_dir.join("pref.yaml"), workflow).unwrap();
-    let (wfs, diags) = spec::load_dir(&wf_dir);
-    assert!(diags.is_empty(), "{diags:#?}");
     let clock = ManualClock::new(shanghai(1, 8, 30));
     let keep = |kind| {
         Arc::new(Keep {
@@ -183,6 +218,7 @@ async fn rig(workflow: &str) -> Rig {
             clock: clock.clone(),
             sent: Mutex::default(),
             subjects: Mutex::default(),
+            texts: Mutex::default(),
         })
     };
     let (sms, email) = (keep("sms"), keep("email"));
@@ -386,5 +422,248 @@ async fn a_fallback_whose_slot_opens_after_the_deadline_goes_at_once() {
     assert_eq!(
         Some(to_0[0].1.clone()),
         rig.key(run, 0, Choice::Second).await
+    );
+}
+
+/// The shipped catalogue and three attributes of its own holding the preference: what an
+/// operator whose catalogue names it otherwise declares.
+fn renamed_catalogue() -> String {
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/attributes.yaml"),
+    )
+    .unwrap();
+    let own = "attributes:\n  - name: pref_one\n    type: enum\n    values: [sms, email, outbound_call, service]\n  - name: pref_two\n    type: enum\n    values: [sms, email, outbound_call, service]\n  - name: pref_two_slot\n    type: text\n    format: time_slot\n";
+    let out = shipped.replacen("attributes:\n", own, 1);
+    assert_ne!(out, shipped);
+    out
+}
+
+// audience planner (`wf.preference.attributes()`), store `text_attributes` (a slot not
+// read), spec `preference`.
+#[tokio::test]
+async fn a_campaigns_preference_block_routes_by_its_own_attributes() {
+    // No first slot: the first choice goes at any time quiet hours allow.
+    let workflow = PREFERRED.to_owned()
+        + "preference: { first: pref_one, second: pref_two, second_slot: pref_two_slot }\n";
+    // Both keep the shipped attributes of `store::testing::subscriber` (SMS 18:00-21:00,
+    // then a call), which this campaign does not read.
+    let rig = rig_with(&workflow, Some(&renamed_catalogue()), |base| {
+        vec![
+            // 0: e-mail first (no address, so it fails), then SMS 18:00-21:00.
+            base(0)
+                .with("pref_one", "email")
+                .with("pref_two", "sms")
+                .with("pref_two_slot", "18:00-21:00"),
+            // 1: SMS first, then e-mail.
+            base(1)
+                .with("pref_one", "sms")
+                .with("pref_two", "email")
+                .with("pref_two_slot", "18:00-21:00")
+                .with("email", "s1@example.com"),
+        ]
+    })
+    .await;
+    let run = rig.engine.trigger("pref", "manual").await.unwrap();
+    rig.step(shanghai(1, 8, 30)).await;
+    // 1's SMS at once (no first slot to wait for); 0's e-mail failed for want of an
+    // address, and its fallback by SMS waits for the second slot.
+    let sms: Vec<(i64, Millis)> = rig
+        .sms
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| (s.0, s.2))
+        .collect();
+    assert_eq!(sms, [(rig.subs[1], shanghai(1, 8, 30))]);
+    assert!(rig.email.sent.lock().unwrap().is_empty());
+    assert!(rig.key(run, 0, Choice::Second).await.is_some());
+    assert!(rig.key(run, 1, Choice::Second).await.is_none());
+    rig.step(shanghai(1, 17, 59)).await;
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), 1);
+    rig.step(shanghai(1, 18, 0)).await;
+    let sms: Vec<(i64, Millis)> = rig
+        .sms
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| (s.0, s.2))
+        .collect();
+    assert_eq!(
+        sms,
+        [
+            (rig.subs[1], shanghai(1, 8, 30)),
+            (rig.subs[0], shanghai(1, 18, 0))
+        ]
+    );
+    let fallback_key = rig.sms.sent.lock().unwrap()[1].1.clone();
+    assert_eq!(Some(fallback_key), rig.key(run, 0, Choice::Second).await);
+}
+
+const PREFERRED_VARIANTS: &str = r#"
+campaign: pref
+timezone: Asia/Shanghai
+audience:
+  where: "student_stage == 'freshman'"
+waves:
+  - id: offer
+    channel: preferred
+    variants:
+      - { name: short, weight: 1, templates: { sms: short.txt, email: short_mail.txt } }
+      - { name: long, weight: 1, templates: { sms: long.txt, email: long_mail.txt } }
+    respond_within: 2d
+    send_within: 1d
+    responses:
+      - reply: "*"
+      - event: { type: order, value: bundle }
+"#;
+
+// spec `Wave::template_on` (a variant's message per channel), engine dispatcher (renders
+// the contact's variant on its channel), store `write_fallbacks` (the fallback keeps the
+// variant), `variant_contacts` (one row per subscriber, answered by either contact).
+#[tokio::test]
+async fn a_preferred_waves_variant_is_drawn_once_and_kept_on_the_fallback() {
+    const N: usize = 8;
+    let rig = rig_with(PREFERRED_VARIANTS, None, |base| {
+        (0..N)
+            .map(|i| {
+                base(i)
+                    .with("first_channel", "sms")
+                    .with("first_channel_slot", "09:00-12:00")
+                    .with("second_channel", "email")
+                    .with("second_channel_slot", "18:00-21:00")
+                    .with("email", format!("s{i}@example.com"))
+            })
+            .collect()
+    })
+    .await;
+    let run = rig.engine.trigger("pref", "manual").await.unwrap();
+    rig.step(shanghai(1, 8, 30)).await;
+    rig.step(shanghai(1, 10, 0)).await;
+    assert_eq!(rig.sms.sent.lock().unwrap().len(), N);
+    // Every first SMS but the last undelivered: each falls back to its e-mail at 18:00.
+    let t = shanghai(1, 10, 5);
+    let mut reports = Vec::new();
+    for i in 0..N {
+        let k = rig.key(run, i, Choice::First).await.unwrap();
+        reports.push(dlr(&k, if i + 1 < N { "16" } else { "1" }, t));
+    }
+    rig.store.insert_inbound(&reports).await.unwrap();
+    rig.step(t + MINUTE).await;
+    rig.step(shanghai(1, 18, 0)).await;
+    assert_eq!(rig.email.sent.lock().unwrap().len(), N - 1);
+
+    let variant_of = |i: usize| {
+        let story = rig.store.subscriber_story(rig.subs[i], Some("pref"));
+        async move {
+            story
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|s| match s.step {
+                    store::story::Step::Contact {
+                        channel,
+                        choice,
+                        variant,
+                        ..
+                    } => Some((channel, choice, variant)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut drawn = Vec::new();
+    for i in 0..N {
+        let told = variant_of(i).await;
+        let v = told[0]
+            .2
+            .clone()
+            .expect("a treatment contact has its variant");
+        // The fallback keeps the subscriber's variant.
+        let mut want = vec![("sms".to_owned(), Choice::First, Some(v.clone()))];
+        if i + 1 < N {
+            want.push(("email".to_owned(), Choice::Second, Some(v.clone())));
+        }
+        assert_eq!(told, want, "subscriber {i}");
+        // Each contact rendered from its variant's message on its channel.
+        let (sms_text, mail_subject, mail_text) = match v.as_str() {
+            "short" => ("Short offer for Test", "Short", "Short offer for Test"),
+            "long" => ("A longer offer for Test", "Long", "A longer offer for Test"),
+            other => panic!("unknown variant {other}"),
+        };
+        let sms: Vec<_> = rig
+            .sms
+            .texts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.0 == rig.subs[i])
+            .cloned()
+            .collect();
+        assert_eq!(sms, [(rig.subs[i], None, sms_text.to_owned())]);
+        let mail: Vec<_> = rig
+            .email
+            .texts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.0 == rig.subs[i])
+            .cloned()
+            .collect();
+        let want: Vec<_> = (i + 1 < N)
+            .then(|| {
+                (
+                    rig.subs[i],
+                    Some(mail_subject.to_owned()),
+                    mail_text.to_owned(),
+                )
+            })
+            .into_iter()
+            .collect();
+        assert_eq!(mail, want);
+        drawn.push(v);
+    }
+    assert!(
+        drawn.iter().any(|v| v == "short") && drawn.iter().any(|v| v == "long"),
+        "both arms drawn: {drawn:?}"
+    );
+
+    // Subscriber 0 orders after its fallback: their variant's row counts it, once.
+    rig.store
+        .insert_inbound(&[NewInbound {
+            source: source::EVENT,
+            idem_key: None,
+            msisdn: Some("13800000000".into()),
+            kind: "order".into(),
+            value: Some("bundle".into()),
+            payload: "{}".into(),
+            received_at: shanghai(1, 19, 0),
+        }])
+        .await
+        .unwrap();
+    rig.step(shanghai(1, 19, 1)).await;
+    rig.step(shanghai(3, 10, 1)).await;
+    let json = rig
+        .store
+        .run_report(run)
+        .await
+        .unwrap()
+        .expect("the run's report");
+    let report: evaluate::Report = serde_json::from_str(&json).unwrap();
+    let rows: Vec<(String, u64, u64)> = report
+        .variants
+        .iter()
+        .map(|r| (r.variant.clone(), r.outcome.treatment.n, r.responded))
+        .collect();
+    let count = |name: &str| drawn.iter().filter(|v| *v == name).count() as u64;
+    let answered = |name: &str| u64::from(drawn[0] == name);
+    assert_eq!(
+        rows,
+        [
+            ("short".to_owned(), count("short"), answered("short")),
+            ("long".to_owned(), count("long"), answered("long")),
+        ],
+        "a row per variant, counting subscribers (not their two contacts)"
     );
 }

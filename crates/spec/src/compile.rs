@@ -522,6 +522,7 @@ fn check(
     let (outcomes, outcomes_ok) = outcomes(sink, f);
     let survey = f.survey.as_ref().map(|s| survey(sink, s, cat, &outcomes));
     let survey_ok = survey.as_ref().is_none_or(Option::is_some);
+    let preference = preference(sink, f, cat);
     let waves = waves(sink, f, bundle, cat, &outcomes).and_then(|mut w| {
         let known = survey.as_ref().map(Option::as_ref);
         gates(sink, f, known, &mut w).then_some(w)
@@ -615,7 +616,8 @@ fn check(
         && entry.is_some()
         && trigger.is_some()
         && outcomes_ok
-        && survey_ok)
+        && survey_ok
+        && preference.is_some())
         || exclude.len() != f.audience.exclude.len()
     {
         return None;
@@ -642,6 +644,7 @@ fn check(
         outcomes,
         survey: survey.flatten(),
         evaluate: evaluate.flatten().unwrap_or_default(),
+        preference: preference?,
         hash: bundle.hash(),
         catalogue: cat.clone(),
         bundle: bundle.clone(),
@@ -1603,16 +1606,15 @@ const PREFERABLE: [ChannelKind; 3] = [
     ChannelKind::OutboundCall,
 ];
 
-/// A `channel: preferred` wave's messages, one per channel of its `templates`, each
-/// channel's own rules applied (a call needs `team`, an e-mail the catalogue's address);
-/// and the catalogue must declare where the preference is read
-/// ([`crate::PREFERENCE_ATTRIBUTES`]). `None` after its errors.
+/// A `channel: preferred` wave's messages: one per channel of its `templates`, or, with
+/// `variants`, each variant's per channel (the same channels in every variant). `None`
+/// after its errors.
 fn preferred_messages(
     sink: &mut Sink<'_>,
     w: &model::WaveFile,
     bundle: &Bundle,
     cat: &Catalogue,
-) -> Option<Vec<(ChannelKind, Template)>> {
+) -> Option<(ByChannel, Vec<Variant>)> {
     let mut ok = true;
     if let Some(t) = &w.template {
         sink.at_spanned(
@@ -1621,49 +1623,41 @@ fn preferred_messages(
         );
         ok = false;
     }
-    if let Some(v) = &w.variants {
-        sink.at_spanned(
-            v,
-            "a `preferred` wave cannot have `variants` (yet): its subscribers' messages differ by channel, which would confound the arms",
-        );
-        ok = false;
-    }
-    for (i, name) in crate::PREFERENCE_ATTRIBUTES.iter().enumerate() {
-        let is_slot = i % 2 == 1;
-        let fits = cat.get(name).is_some_and(|a| {
-            if is_slot {
-                a.format == Some(catalogue::TextFormat::TimeSlot)
-            } else {
-                matches!(&a.kind, catalogue::Kind::Enum { values }
-                    if values.iter().all(|v| ChannelKind::parse(v).is_some()))
-            }
-        });
-        if !fits {
+    let out = match (&w.templates, &w.variants) {
+        (Some(_), Some(vs)) => {
+            sink.at_spanned(
+                vs,
+                "a `preferred` wave with `variants` names each variant's messages in the variant's `templates`, so the wave has no `templates` of its own",
+            );
+            None
+        }
+        (None, None) => {
             sink.at_spanned(
                 &w.channel,
                 format!(
-                    "`channel: {}` reads each subscriber's preference from the catalogue attribute `{name}`, which must be declared as {}",
-                    crate::PREFERRED,
-                    if is_slot {
-                        "a text with `format: time_slot`"
-                    } else {
-                        "an enum whose values are channel names"
-                    }
+                    "a `{}` wave needs `templates`: its message per channel, e.g. `{{ sms: offer.txt, email: offer_mail.txt }}` (or `variants`, each with its `templates`)",
+                    crate::PREFERRED
                 ),
             );
-            ok = false;
+            None
         }
-    }
-    let Some(templates) = &w.templates else {
-        sink.at_spanned(
-            &w.channel,
-            format!(
-                "a `{}` wave needs `templates`: its message per channel, e.g. `{{ sms: offer.txt, email: offer_mail.txt }}`",
-                crate::PREFERRED
-            ),
-        );
-        return None;
+        (Some(t), None) => channel_templates(sink, w, t, bundle, cat).map(|t| (t, Vec::new())),
+        (None, Some(vs)) => variants(sink, w, vs, bundle, cat, None, true).map(|v| (Vec::new(), v)),
     };
+    out.filter(|_| ok)
+}
+
+/// A `templates` map of a preferred wave (or of one of its variants): a message per
+/// channel, each channel's own rules applied (a call needs `team`, an e-mail the
+/// catalogue's address). Where the preference is read is checked once for the campaign
+/// ([`preference`]). `None` after its errors.
+fn channel_templates(
+    sink: &mut Sink<'_>,
+    w: &model::WaveFile,
+    templates: &Spanned<BTreeMap<String, Spanned<String>>>,
+    bundle: &Bundle,
+    cat: &Catalogue,
+) -> Option<Vec<(ChannelKind, Template)>> {
     if templates.value.is_empty() {
         sink.at_spanned(
             templates,
@@ -1671,6 +1665,7 @@ fn preferred_messages(
         );
         return None;
     }
+    let mut ok = true;
     let mut out = Vec::new();
     for (name, path) in &templates.value {
         let Some(kind) = ChannelKind::parse(name).filter(|k| PREFERABLE.contains(k)) else {
@@ -1710,6 +1705,126 @@ fn preferred_messages(
         }
     }
     ok.then_some(out)
+}
+
+/// What is wrong with `name` as a preference attribute of `cat`: a channel choice must be an
+/// enum whose values are all channel names, a slot a text with `format: time_slot`.
+fn preference_problem(cat: &Catalogue, name: &str, is_slot: bool) -> Option<String> {
+    let expected = if is_slot {
+        "a text attribute with `format: time_slot`"
+    } else {
+        "an enum attribute whose values are channel names"
+    };
+    let Some(a) = cat.get(name) else {
+        return Some(format!(
+            "the catalogue declares no attribute `{name}`: expected {expected}"
+        ));
+    };
+    let fits = if is_slot {
+        a.format == Some(catalogue::TextFormat::TimeSlot)
+    } else {
+        matches!(&a.kind, catalogue::Kind::Enum { values }
+            if values.iter().all(|v| ChannelKind::parse(v).is_some()))
+    };
+    (!fits).then(|| match &a.kind {
+        catalogue::Kind::Enum { values } if !is_slot => format!(
+            "`{name}` has values that are no channel ({}): expected {expected}",
+            values
+                .iter()
+                .filter(|v| ChannelKind::parse(v).is_none())
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        kind => format!(
+            "`{name}` is {} {}{}: expected {expected}",
+            if matches!(
+                kind,
+                catalogue::Kind::Integer | catalogue::Kind::Enum { .. }
+            ) {
+                "an"
+            } else {
+                "a"
+            },
+            kind.name(),
+            if is_slot && matches!(kind, catalogue::Kind::Text) {
+                " without `format: time_slot`"
+            } else {
+                " attribute"
+            }
+        ),
+    })
+}
+
+/// Where the campaign's `preferred` waves read each subscriber's preference: its
+/// `preference` block, each name checked against the catalogue where it is written, or the
+/// shipped names ([`crate::PREFERENCE_ATTRIBUTES`]), checked at each `preferred` wave when
+/// there is one. `None` after its errors.
+fn preference(sink: &mut Sink<'_>, f: &WorkflowFile, cat: &Catalogue) -> Option<Preference> {
+    let preferred: Vec<&Spanned<String>> = f
+        .waves
+        .value
+        .iter()
+        .map(|w| &w.channel)
+        .filter(|c| c.value == crate::PREFERRED)
+        .collect();
+    let Some(p) = &f.preference else {
+        let shipped = Preference::default();
+        let mut ok = true;
+        for (i, name) in shipped.attributes().into_iter().enumerate() {
+            let Some(name) = name else { continue };
+            if preference_problem(cat, name, i % 2 == 1).is_none() {
+                continue;
+            }
+            for channel in &preferred {
+                sink.at_spanned(
+                    *channel,
+                    format!(
+                        "`channel: {}` reads each subscriber's preference from the catalogue attribute `{name}`, which must be declared as {} (or name the catalogue's own attributes in the campaign's `preference`)",
+                        crate::PREFERRED,
+                        if i % 2 == 1 {
+                            "a text with `format: time_slot`"
+                        } else {
+                            "an enum whose values are channel names"
+                        }
+                    ),
+                );
+                ok = false;
+            }
+        }
+        return ok.then_some(shipped);
+    };
+    let mut ok = true;
+    if preferred.is_empty() {
+        sink.at_spanned(
+            p,
+            format!(
+                "`preference` is read by `channel: {}` waves only, and this campaign has none",
+                crate::PREFERRED
+            ),
+        );
+        ok = false;
+    }
+    let v = &p.value;
+    let named = [
+        ("first", Some(&v.first), false),
+        ("first_slot", v.first_slot.as_ref(), true),
+        ("second", Some(&v.second), false),
+        ("second_slot", v.second_slot.as_ref(), true),
+    ];
+    for (key, name, is_slot) in named {
+        let Some(name) = name else { continue };
+        if let Some(problem) = preference_problem(cat, &name.value, is_slot) {
+            sink.at_spanned(name, format!("preference.{key}: {problem}"));
+            ok = false;
+        }
+    }
+    ok.then(|| Preference {
+        first: v.first.value.clone(),
+        first_slot: v.first_slot.as_ref().map(|s| s.value.clone()),
+        second: v.second.value.clone(),
+        second_slot: v.second_slot.as_ref().map(|s| s.value.clone()),
+    })
 }
 
 /// A `preferred` wave's responses against the channels it has messages for: a reply needs
@@ -1829,81 +1944,181 @@ fn messages(
             );
             (None, Vec::new())
         }
-        (None, Some(vs)) => {
-            let mut ok = true;
-            // The run's control is drawn beside the first wave, from its whole audience; a
-            // later wave's variants reach only those an earlier wave passed on, whom that
-            // control does not stand for, so an uplift against it would mislead.
-            if let Some(a) = &w.after {
+        (None, Some(vs)) => match variants(sink, w, vs, bundle, cat, channel, false) {
+            Some(out) => (Some(None), out),
+            None => (None, Vec::new()),
+        },
+    }
+}
+
+/// A wave's `variants`: 2 to [`MAX_VARIANTS`] named, weighted arms, each with its message:
+/// one `template` on a one-channel wave; on a `preferred` wave its own `templates`, on the
+/// same channels as every other variant (so an arm differs from another by its message
+/// only, not by whom it can reach). `None` after their errors.
+fn variants(
+    sink: &mut Sink<'_>,
+    w: &model::WaveFile,
+    vs: &Spanned<Vec<model::VariantFile>>,
+    bundle: &Bundle,
+    cat: &Catalogue,
+    channel: Option<ChannelKind>,
+    preferred: bool,
+) -> Option<Vec<Variant>> {
+    let mut ok = true;
+    // The run's control is drawn beside the first wave, from its whole audience; a
+    // later wave's variants reach only those an earlier wave passed on, whom that
+    // control does not stand for, so an uplift against it would mislead.
+    if let Some(a) = &w.after {
+        sink.at_spanned(
+            vs,
+            format!(
+                "`variants` are for the first wave only: wave `{}` comes after `{}`, and the run's control stands for the first wave's audience, not for who a later wave reaches",
+                w.id.value,
+                after_parts(a).0
+            ),
+        );
+        ok = false;
+    }
+    if !(2..=MAX_VARIANTS).contains(&vs.value.len()) {
+        sink.at_spanned(
+            vs,
+            format!(
+                "expected 2 to {MAX_VARIANTS} variants, found {}: one message is a plain `template`",
+                vs.value.len()
+            ),
+        );
+        ok = false;
+    }
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut out = Vec::with_capacity(vs.value.len());
+    for v in &vs.value {
+        let n = &v.name.value;
+        let name_ok = !n.is_empty()
+            && n.len() <= 32
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !name_ok {
+            sink.at_spanned(
+                &v.name,
+                format!(
+                    "variant name `{}` is not valid: expected 1 to 32 of a-z, 0-9, `_`",
+                    n.escape_debug()
+                ),
+            );
+            ok = false;
+        } else if !seen.insert(n.as_str()) {
+            sink.at_spanned(&v.name, format!("duplicate variant name `{n}`"));
+            ok = false;
+        }
+        let weight = v.weight.value;
+        let weight = match u32::try_from(weight) {
+            Ok(w) if (1..=MAX_VARIANT_WEIGHT).contains(&weight) => Some(w),
+            _ => {
                 sink.at_spanned(
-                    vs,
+                    &v.weight,
                     format!(
-                        "`variants` are for the first wave only: wave `{}` comes after `{}`, and the run's control stands for the first wave's audience, not for who a later wave reaches",
-                        w.id.value,
-                        after_parts(a).0
+                        "variant weight {weight} is out of range: expected a whole number from 1 to {MAX_VARIANT_WEIGHT}"
                     ),
                 );
-                ok = false;
+                None
             }
-            if !(2..=MAX_VARIANTS).contains(&vs.value.len()) {
-                sink.at_spanned(
-                    vs,
-                    format!(
-                        "expected 2 to {MAX_VARIANTS} variants, found {}: one message is a plain `template`",
-                        vs.value.len()
-                    ),
-                );
-                ok = false;
-            }
-            let mut seen: HashSet<&str> = HashSet::new();
-            let mut out = Vec::with_capacity(vs.value.len());
-            for v in &vs.value {
-                let n = &v.name.value;
-                let name_ok = !n.is_empty()
-                    && n.len() <= 32
-                    && n.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-                if !name_ok {
-                    sink.at_spanned(
-                        &v.name,
-                        format!(
-                            "variant name `{}` is not valid: expected 1 to 32 of a-z, 0-9, `_`",
-                            n.escape_debug()
-                        ),
-                    );
-                    ok = false;
-                } else if !seen.insert(n.as_str()) {
-                    sink.at_spanned(&v.name, format!("duplicate variant name `{n}`"));
-                    ok = false;
-                }
-                let weight = v.weight.value;
-                let weight = match u32::try_from(weight) {
-                    Ok(w) if (1..=MAX_VARIANT_WEIGHT).contains(&weight) => Some(w),
-                    _ => {
-                        sink.at_spanned(
-                            &v.weight,
-                            format!(
-                                "variant weight {weight} is out of range: expected a whole number from 1 to {MAX_VARIANT_WEIGHT}"
-                            ),
-                        );
-                        None
-                    }
-                };
-                let template = load_template(sink, bundle, cat, &v.template, channel);
-                match (weight, template) {
-                    (Some(weight), Some(template)) if name_ok => out.push(Variant {
-                        name: n.clone(),
-                        weight,
-                        template,
-                    }),
-                    _ => ok = false,
-                }
-            }
-            if ok {
-                (Some(None), out)
-            } else {
-                (None, Vec::new())
-            }
+        };
+        let message = variant_message(sink, w, v, bundle, cat, channel, preferred);
+        match (weight, message) {
+            (Some(weight), Some((template, preferred))) if name_ok => out.push(Variant {
+                name: n.clone(),
+                weight,
+                template,
+                preferred,
+            }),
+            _ => ok = false,
+        }
+    }
+    // Same channels in every arm: an arm with a channel another lacks would reach other
+    // subscribers on their first choice, and its uplift would mix message and channel.
+    if preferred && ok {
+        // In PREFERABLE's order, so that a message lists them as the docs do.
+        let union: Vec<ChannelKind> = PREFERABLE
+            .into_iter()
+            .filter(|c| out.iter().any(|v| v.preferred.iter().any(|(k, _)| k == c)))
+            .collect();
+        for (v, file) in out.iter().zip(&vs.value) {
+            let missing: Vec<&str> = union
+                .iter()
+                .filter(|c| !v.preferred.iter().any(|(k, _)| k == *c))
+                .map(|c| c.as_str())
+                .collect();
+            let Some(at) = file.templates.as_ref().filter(|_| !missing.is_empty()) else {
+                continue;
+            };
+            sink.at_spanned(
+                at,
+                format!(
+                    "variant `{}` has no message on {}, which another variant has: every variant of a `preferred` wave sends on the same channels, so that the arms differ by their message only",
+                    v.name,
+                    missing.join(", ")
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(out)
+}
+
+/// A message per channel (a preferred wave's or variant's `templates`).
+type ByChannel = Vec<(ChannelKind, Template)>;
+
+/// One variant's message: its `template` (a one-channel wave), or its `templates` (a
+/// `preferred` wave); the other key is an error. `None` after its errors.
+type VariantMessage = (Option<Template>, ByChannel);
+fn variant_message(
+    sink: &mut Sink<'_>,
+    w: &model::WaveFile,
+    v: &model::VariantFile,
+    bundle: &Bundle,
+    cat: &Catalogue,
+    channel: Option<ChannelKind>,
+    preferred: bool,
+) -> Option<VariantMessage> {
+    let n = &v.name.value;
+    match (&v.template, &v.templates, preferred) {
+        (Some(t), _, true) => {
+            sink.at_spanned(
+                t,
+                "a variant of a `preferred` wave names its message per channel in `templates`, not one `template`",
+            );
+            None
+        }
+        (None, None, true) => {
+            sink.at_spanned(
+                &v.name,
+                format!(
+                    "variant `{n}` of a `preferred` wave needs `templates`: its message per channel, e.g. `{{ sms: offer_a.txt, email: offer_a_mail.txt }}`"
+                ),
+            );
+            None
+        }
+        (None, Some(ts), true) => channel_templates(sink, w, ts, bundle, cat).map(|by| (None, by)),
+        (_, Some(ts), false) => {
+            sink.at_spanned(
+                ts,
+                format!(
+                    "`templates` is for the variants of a `channel: {}` wave (a message per channel); a variant of a `{}` wave has one `template`",
+                    crate::PREFERRED,
+                    w.channel.value
+                ),
+            );
+            None
+        }
+        (None, None, false) => {
+            sink.at_spanned(
+                &v.name,
+                format!("variant `{n}` needs `template`: its message or call script"),
+            );
+            None
+        }
+        (Some(t), None, false) => {
+            load_template(sink, bundle, cat, t, channel).map(|t| (Some(t), Vec::new()))
         }
     }
 }
@@ -2050,6 +2265,7 @@ fn waves(
             );
             ok = false;
         }
+        let mut preferred_variants = Vec::new();
         let by_channel = if preferred {
             preferred_messages(sink, w, bundle, cat)
         } else {
@@ -2064,8 +2280,19 @@ fn waves(
                 );
                 ok = false;
             }
-            Some(Vec::new())
+            Some((Vec::new(), Vec::new()))
         };
+        // The channels a preferred wave has messages on (its own or, alike, its variants').
+        let by_channel: Option<Vec<(ChannelKind, Template)>> = by_channel.map(|(own, vs)| {
+            preferred_variants = vs;
+            own
+        });
+        let kinds: Option<Vec<ChannelKind>> = by_channel.as_ref().map(|own| {
+            own.iter()
+                .chain(preferred_variants.first().map_or(&[][..], |v| &v.preferred))
+                .map(|(c, _)| *c)
+                .collect()
+        });
         if channel.is_some_and(ChannelKind::is_task) && w.team.is_none() {
             sink.at_spanned(
                 &w.channel,
@@ -2086,7 +2313,7 @@ fn waves(
         let (sla, escalate_to, service_ok) = service_terms(sink, w, channel, staff.as_ref());
         ok &= service_ok;
         let (template, variants) = if preferred {
-            (Some(None), Vec::new())
+            (Some(None), std::mem::take(&mut preferred_variants))
         } else {
             messages(sink, w, bundle, cat, channel)
         };
@@ -2120,9 +2347,8 @@ fn waves(
         let gate_ok = gate.as_ref().is_none_or(Option::is_some);
         let (mut responses, mut responses_ok) =
             response_rules(sink, &w.responses, channel, outcomes);
-        if let Some(kinds) = by_channel.as_ref().filter(|_| preferred) {
-            let kinds: Vec<ChannelKind> = kinds.iter().map(|(c, _)| *c).collect();
-            responses_ok &= preferred_responses_ok(sink, &w.responses, &kinds);
+        if let Some(kinds) = kinds.as_ref().filter(|_| preferred) {
+            responses_ok &= preferred_responses_ok(sink, &w.responses, kinds);
         }
         let path = match &w.targets {
             None => Some(Targets::NoResponse),
@@ -2136,17 +2362,17 @@ fn waves(
         // An e-mail wave has no default: no answer comes back by mail, only the events
         // it lists (or the goal, which counts for every contact).
         if responses.is_empty() {
-            match (channel, &by_channel) {
+            match (channel, &kinds) {
                 (Some(ChannelKind::Email), _) => {}
                 (Some(c), _) if c.is_task() => {
                     responses.push(ResponseRule::Outcome("accepted".into()))
                 }
                 // A preferred wave takes what each of its channels would by default.
                 (None, Some(kinds)) if preferred => {
-                    if kinds.iter().any(|(c, _)| *c == ChannelKind::Sms) {
+                    if kinds.contains(&ChannelKind::Sms) {
                         responses.push(ResponseRule::Reply("*".into()));
                     }
-                    if kinds.iter().any(|(c, _)| c.is_task()) {
+                    if kinds.iter().any(|c| c.is_task()) {
                         responses.push(ResponseRule::Outcome("accepted".into()));
                     }
                 }

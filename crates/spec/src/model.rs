@@ -81,6 +81,37 @@ pub(crate) struct WorkflowFile {
     /// How the campaign is judged.
     #[serde(default)]
     pub(crate) evaluate: Option<EvaluateFile>,
+    /// Where `channel: preferred` waves read each subscriber's channel preference, when the
+    /// catalogue names it otherwise than the shipped `first_channel`, `first_channel_slot`,
+    /// `second_channel`, `second_channel_slot`: e.g. `{ first: channel_1, first_slot:
+    /// slot_1, second: channel_2 }`. A subscriber's preference is one for every wave, so it
+    /// is said once per campaign. Needs a `preferred` wave.
+    #[serde(default)]
+    #[schemars(with = "Option<PreferenceFile>")]
+    pub(crate) preference: Option<Spanned<PreferenceFile>>,
+}
+
+/// The catalogue attributes of a subscriber's channel preference.
+#[derive(Debug, Deserialize, JsonSchema)]
+// Unknown keys are reported by `keys` (all of them, with the file's other errors); the
+// schema still closes the struct, which is what that pass checks against.
+#[schemars(deny_unknown_fields)]
+pub(crate) struct PreferenceFile {
+    /// The first-choice channel: an enum attribute whose values are channel names.
+    #[schemars(with = "String")]
+    pub(crate) first: Spanned<String>,
+    /// Its usual time slot: a text attribute with `format: time_slot` (`HH:MM-HH:MM`).
+    /// Without it, the first choice goes at any time quiet hours allow.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) first_slot: Option<Spanned<String>>,
+    /// The second-choice channel: an enum attribute whose values are channel names.
+    #[schemars(with = "String")]
+    pub(crate) second: Spanned<String>,
+    /// Its usual time slot, like `first_slot`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) second_slot: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -495,14 +526,19 @@ pub(crate) struct WaveFile {
 }
 
 impl WaveFile {
-    /// Every template path the wave names: its own and its variants'.
+    /// Every template path the wave names: its own and its variants' (each per channel too).
     pub(crate) fn template_paths(&self) -> impl Iterator<Item = &Spanned<String>> {
         self.template
             .iter()
             .chain(
                 self.variants
                     .iter()
-                    .flat_map(|v| v.value.iter().map(|v| &v.template)),
+                    .flat_map(|v| v.value.iter())
+                    .flat_map(|v| {
+                        v.template
+                            .iter()
+                            .chain(v.templates.iter().flat_map(|t| t.value.values()))
+                    }),
             )
             .chain(self.templates.iter().flat_map(|t| t.value.values()))
     }
@@ -518,9 +554,16 @@ pub(crate) struct VariantFile {
     #[schemars(with = "String")]
     pub(crate) name: Spanned<String>,
     /// Its message or call-script template, a path relative to the workflow file (like a
-    /// wave's `template`).
-    #[schemars(with = "String")]
-    pub(crate) template: Spanned<String>,
+    /// wave's `template`). Required, except in a `channel: preferred` wave.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) template: Option<Spanned<String>>,
+    /// In a `channel: preferred` wave, instead of `template`: the variant's template per
+    /// channel (like the wave's `templates`), on the same channels as every other variant.
+    /// A subscriber keeps their variant on the fallback to their second choice.
+    #[serde(default)]
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub(crate) templates: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     /// Its share of the wave's treatment subscribers relative to the other variants: a whole
     /// number, 1 to 1000 (`weight: 1` each splits evenly).
     #[schemars(with = "i64")]

@@ -34,6 +34,9 @@ pub struct Workflow {
     /// The answers the waves collect and how they score (`survey`).
     pub survey: Option<Survey>,
     pub evaluate: Evaluate,
+    /// Where `channel: preferred` waves read each subscriber's preference (`preference`,
+    /// or the shipped names).
+    pub preference: Preference,
     /// The subscriber attributes this workflow was checked against (the bundle's
     /// `attributes.yaml`, or the shipped catalogue).
     pub catalogue: std::sync::Arc<catalogue::Catalogue>,
@@ -406,7 +409,8 @@ pub struct Wave {
     /// The wave's one message; `None` exactly when it has `variants` or is `preferred`.
     pub template: Option<Template>,
     /// `channel: preferred`: the message on each channel a subscriber may prefer (at least
-    /// one; empty for a one-channel wave).
+    /// one; empty for a one-channel wave, and for a preferred wave with `variants`, whose
+    /// variants each have theirs on the same channels).
     pub preferred: Vec<(ChannelKind, Template)>,
     /// Experiment arms, each with its own message (empty without `variants`).
     pub variants: Vec<Variant>,
@@ -453,9 +457,8 @@ impl WaveChannel {
 /// `channel: preferred` as written.
 pub const PREFERRED: &str = "preferred";
 
-/// Where a subscriber's channel preference is read: the catalogue attributes naming the
-/// first and second choice and their usual slots (enum of channel names; text with
-/// `format: time_slot`). The shipped catalogue declares them under these names.
+/// The shipped catalogue's names of a subscriber's channel preference (first choice, its
+/// slot, second choice, its slot): what [`Preference::default`] reads, written nowhere else.
 pub const PREFERENCE_ATTRIBUTES: [&str; 4] = [
     "first_channel",
     "first_channel_slot",
@@ -463,13 +466,53 @@ pub const PREFERENCE_ATTRIBUTES: [&str; 4] = [
     "second_channel_slot",
 ];
 
+/// Where a `channel: preferred` wave reads a subscriber's preference (`preference:`): the
+/// catalogue attributes naming the first and second choice (enums of channel names) and
+/// their usual slots (text with `format: time_slot`; none: any time quiet hours allow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preference {
+    pub first: String,
+    pub first_slot: Option<String>,
+    pub second: String,
+    pub second_slot: Option<String>,
+}
+
+impl Default for Preference {
+    fn default() -> Self {
+        let [first, first_slot, second, second_slot] = PREFERENCE_ATTRIBUTES;
+        Preference {
+            first: first.into(),
+            first_slot: Some(first_slot.into()),
+            second: second.into(),
+            second_slot: Some(second_slot.into()),
+        }
+    }
+}
+
+impl Preference {
+    /// The attributes in the order a route is read (first, its slot, second, its slot);
+    /// `None` for a slot the campaign does not read.
+    pub fn attributes(&self) -> [Option<&str>; 4] {
+        [
+            Some(self.first.as_str()),
+            self.first_slot.as_deref(),
+            Some(self.second.as_str()),
+            self.second_slot.as_deref(),
+        ]
+    }
+}
+
 /// One experiment arm of a wave (`variants`): its name in the report, its whole-number
 /// weight among the wave's variants, and its message.
 #[derive(Debug, Clone)]
 pub struct Variant {
     pub name: String,
     pub weight: u32,
-    pub template: Template,
+    /// Its message on a one-channel wave (`None` exactly in a preferred wave).
+    pub template: Option<Template>,
+    /// In a preferred wave: its message per channel, on the wave's channels (empty
+    /// otherwise).
+    pub preferred: Vec<(ChannelKind, Template)>,
 }
 
 impl Wave {
@@ -485,29 +528,39 @@ impl Wave {
                 .variants
                 .iter()
                 .find(|v| v.name == name)
-                .map(|v| &v.template),
+                .and_then(|v| v.template.as_ref()),
         }
     }
 
     /// The message of a contact on `channel` (a preferred wave's template for that
-    /// channel), else as [`Wave::template_for`]. `None` for a channel or variant the wave
-    /// does not have.
+    /// channel, its variant's when it has one), else as [`Wave::template_for`]. `None` for
+    /// a channel or variant the wave does not have.
     pub fn template_on(&self, channel: ChannelKind, variant: Option<&str>) -> Option<&Template> {
-        match self.channel {
-            WaveChannel::Preferred => self
-                .preferred
+        fn on(by: &[(ChannelKind, Template)], channel: ChannelKind) -> Option<&Template> {
+            by.iter().find(|(c, _)| *c == channel).map(|(_, t)| t)
+        }
+        match (self.channel, variant) {
+            (WaveChannel::Preferred, None) => on(&self.preferred, channel),
+            (WaveChannel::Preferred, Some(name)) => self
+                .variants
                 .iter()
-                .find(|(c, _)| *c == channel)
-                .map(|(_, t)| t),
-            WaveChannel::One(_) => self.template_for(variant),
+                .find(|v| v.name == name)
+                .and_then(|v| on(&v.preferred, channel)),
+            (WaveChannel::One(_), _) => self.template_for(variant),
         }
     }
 
-    /// Every channel the wave may send on.
+    /// Every channel the wave may send on (a preferred wave's variants all have the same).
     pub fn channels(&self) -> Vec<ChannelKind> {
         match self.channel {
             WaveChannel::One(c) => vec![c],
-            WaveChannel::Preferred => self.preferred.iter().map(|(c, _)| *c).collect(),
+            WaveChannel::Preferred => self
+                .variants
+                .first()
+                .map_or(&self.preferred, |v| &v.preferred)
+                .iter()
+                .map(|(c, _)| *c)
+                .collect(),
         }
     }
 
@@ -520,7 +573,11 @@ impl Wave {
     pub fn templates(&self) -> impl Iterator<Item = &Template> {
         self.template
             .iter()
-            .chain(self.variants.iter().map(|v| &v.template))
+            .chain(
+                self.variants
+                    .iter()
+                    .flat_map(|v| v.template.iter().chain(v.preferred.iter().map(|(_, t)| t))),
+            )
             .chain(self.preferred.iter().map(|(_, t)| t))
     }
 

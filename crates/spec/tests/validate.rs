@@ -2102,3 +2102,321 @@ fn a_preferred_wave_needs_the_preference_in_the_catalogue() {
         "{errs:#?}"
     );
 }
+
+/// The shipped catalogue with its four preference attributes renamed as an operator's
+/// catalogue might name them, and a few that cannot hold a preference.
+fn catalogue_with_renamed_preference() -> String {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/attributes.yaml"),
+    )
+    .unwrap();
+    let mut out = shipped.clone();
+    for (from, to) in [
+        ("- name: first_channel\n", "- name: pref_one\n"),
+        ("- name: first_channel_slot\n", "- name: pref_one_slot\n"),
+        ("- name: second_channel\n", "- name: pref_two\n"),
+        ("- name: second_channel_slot\n", "- name: pref_two_slot\n"),
+    ] {
+        out = out.replacen(from, to, 1);
+    }
+    assert!(!out.contains("first_channel") && !out.contains("second_channel_slot"));
+    out.replacen(
+        "attributes:\n",
+        "attributes:\n  - name: pref_free\n    type: text\n  - name: pref_odd\n    type: enum\n    values: [sms, pigeon]\n  - name: pref_count\n    type: integer\n",
+        1,
+    )
+}
+
+// spec `preference`, `preference_problem`; workflow `Preference::attributes`.
+#[test]
+fn a_preference_block_names_the_catalogues_own_attributes() {
+    let block = "preference: { first: pref_one, first_slot: pref_one_slot, second: pref_two }\n";
+    let wf = preferred_first("{ sms: t.txt }") + block;
+    let (dir, path) = setup(&wf, TEMPLATE);
+    std::fs::write(
+        dir.path().join("attributes.yaml"),
+        catalogue_with_renamed_preference(),
+    )
+    .unwrap();
+    let compiled = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(
+        compiled.preference,
+        spec::Preference {
+            first: "pref_one".into(),
+            first_slot: Some("pref_one_slot".into()),
+            second: "pref_two".into(),
+            second_slot: None,
+        }
+    );
+    assert_eq!(
+        compiled.preference.attributes(),
+        [
+            Some("pref_one"),
+            Some("pref_one_slot"),
+            Some("pref_two"),
+            None
+        ]
+    );
+    // Without the block the shipped names are read, which this catalogue does not have:
+    // located at the wave, naming the way out.
+    std::fs::write(&path, preferred_first("{ sms: t.txt }")).unwrap();
+    let errs = errors_in(&dir, &path);
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(
+        errs.iter().all(
+            |e| e.starts_with("wf.yaml:14:14: `channel: preferred` reads")
+                && e.contains("the campaign's `preference`")
+        ),
+        "{errs:#?}"
+    );
+    // And a campaign without the block, on the shipped catalogue, reads the shipped names.
+    let shipped = spec::load_file(&setup(&preferred_first("{ sms: t.txt }"), TEMPLATE).1);
+    assert_eq!(
+        shipped.unwrap().preference.attributes(),
+        spec::PREFERENCE_ATTRIBUTES.map(Some)
+    );
+    drop(dir);
+}
+
+#[test]
+fn a_preference_block_locates_every_bad_name() {
+    let wf = preferred_first("{ sms: t.txt }");
+    let line = wf.lines().count() + 2;
+    let wf = wf
+        + "preference:\n  first: nope\n  first_slot: pref_free\n  second: pref_odd\n  second_slot: pref_count\n";
+    let (dir, path) = setup(&wf, TEMPLATE);
+    std::fs::write(
+        dir.path().join("attributes.yaml"),
+        catalogue_with_renamed_preference(),
+    )
+    .unwrap();
+    let errs = errors_in(&dir, &path);
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    for (i, want) in [
+        format!("wf.yaml:{line}:10: preference.first: the catalogue declares no attribute `nope`: expected an enum attribute whose values are channel names"),
+        format!("wf.yaml:{}:15: preference.first_slot: `pref_free` is a text without `format: time_slot`: expected a text attribute with `format: time_slot`", line + 1),
+        format!("wf.yaml:{}:11: preference.second: `pref_odd` has values that are no channel (pigeon): expected an enum attribute whose values are channel names", line + 2),
+        format!("wf.yaml:{}:16: preference.second_slot: `pref_count` is an integer attribute: expected a text attribute with `format: time_slot`", line + 3),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(&errs[i], want, "{errs:#?}");
+    }
+    // A slot attribute is no channel, nor a channel one a slot.
+    let swapped = preferred_first("{ sms: t.txt }")
+        + "preference: { first: pref_one_slot, second: pref_two, second_slot: pref_one }\n";
+    std::fs::write(&path, swapped).unwrap();
+    let errs = errors_in(&dir, &path);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!(
+            "wf.yaml:{}:22: preference.first: `pref_one_slot` is a text attribute",
+            line - 1
+        )),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with(&format!(
+            "wf.yaml:{}:68: preference.second_slot: `pref_one` is an enum attribute",
+            line - 1
+        )),
+        "{errs:#?}"
+    );
+    // The block without a preferred wave reads nothing: an error, at the block.
+    std::fs::write(
+        &path,
+        VALID.to_owned() + "preference: { first: pref_one, second: pref_two }\n",
+    )
+    .unwrap();
+    let errs = errors_in(&dir, &path);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!("wf.yaml:{}:", line - 1))
+            && errs[0].contains("`preference` is read by `channel: preferred` waves only"),
+        "{errs:#?}"
+    );
+    drop(dir);
+}
+
+/// `VALID` with its first wave `channel: preferred` and `variants` as given (lines).
+fn preferred_variants(variants: &str) -> String {
+    let wf = VALID.replacen(
+        "    channel: sms\n    template: t.txt\n",
+        &format!("    channel: preferred\n    variants:\n{variants}"),
+        1,
+    );
+    assert_ne!(wf, VALID);
+    wf
+}
+
+const PREFERRED_VARIANTS: &str = "      - { name: short, weight: 1, templates: { sms: t.txt, email: m.txt } }\n      - { name: long, weight: 3, templates: { sms: u.txt, email: n.txt } }\n";
+
+/// A folder with `wf` and the four templates the preferred variants name.
+fn setup_preferred_variants(wf: &str) -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = setup(wf, TEMPLATE);
+    for (file, text) in [
+        ("u.txt", "Hello {name}, a longer offer."),
+        ("m.txt", "Subject: Short\n\nHi {name}."),
+        ("n.txt", "Subject: Long\n\nHello {name}, a longer offer."),
+    ] {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    (dir, path)
+}
+
+// spec `variants` (preferred), `variant_message`; workflow `Wave::template_on`, `channels`.
+#[test]
+fn a_preferred_waves_variants_each_have_a_message_per_channel() {
+    let (dir, path) = setup_preferred_variants(&preferred_variants(PREFERRED_VARIANTS));
+    let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+    let w = wf.wave("sms").unwrap();
+    assert_eq!(w.channel, spec::WaveChannel::Preferred);
+    assert!(w.preferred.is_empty() && w.template.is_none());
+    let got: Vec<(&str, u32)> = w
+        .variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.weight))
+        .collect();
+    assert_eq!(got, [("short", 1), ("long", 3)]);
+    assert_eq!(
+        w.channels(),
+        [spec::ChannelKind::Email, spec::ChannelKind::Sms]
+    );
+    let render = |c, v| {
+        w.template_on(c, v)
+            .map(|t: &spec::Template| (t.is_mail(), t.render(|f| format!("<{f}>"))))
+    };
+    use spec::ChannelKind::{Email, OutboundCall, Sms};
+    assert_eq!(
+        render(Sms, Some("short")),
+        Some((false, "Hi <name>, reply 1.".into()))
+    );
+    assert_eq!(
+        render(Sms, Some("long")),
+        Some((false, "Hello <name>, a longer offer.".into()))
+    );
+    assert_eq!(
+        render(Email, Some("short")),
+        Some((true, "Hi <name>.".into()))
+    );
+    assert_eq!(
+        render(Email, Some("long")),
+        Some((true, "Hello <name>, a longer offer.".into()))
+    );
+    assert_eq!(
+        w.template_on(Email, Some("long"))
+            .unwrap()
+            .render_subject(|f| f.into()),
+        Some("Long".into())
+    );
+    assert_eq!(render(OutboundCall, Some("long")), None);
+    assert_eq!(render(Sms, Some("other")), None);
+    assert_eq!(render(Sms, None), None);
+    assert_eq!(w.template_for(Some("short")), None);
+    // SMS among the variants' channels: any reply counts, as on an SMS wave.
+    assert_eq!(w.responses, [spec::ResponseRule::Reply("*".into())]);
+    drop(dir);
+}
+
+#[test]
+fn a_preferred_waves_variants_locate_every_bad_value() {
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            preferred_variants(
+                "      - { name: short, weight: 1, templates: { sms: t.txt, email: m.txt } }\n      - { name: long, weight: 3, templates: { sms: u.txt } }\n",
+            ),
+            "wf.yaml:17:45:",
+            "variant `long` has no message on email, which another variant has: every variant of a `preferred` wave sends on the same channels",
+        ),
+        (
+            preferred_variants(
+                "      - { name: short, weight: 1, templates: { sms: t.txt } }\n      - { name: long, weight: 3, templates: { sms: u.txt, email: n.txt } }\n",
+            ),
+            "wf.yaml:16:46:",
+            "variant `short` has no message on email",
+        ),
+        (
+            preferred_variants(
+                "      - { name: short, weight: 1, template: t.txt }\n      - { name: long, weight: 3, templates: { sms: u.txt } }\n",
+            ),
+            "wf.yaml:16:45:",
+            "a variant of a `preferred` wave names its message per channel in `templates`, not one `template`",
+        ),
+        (
+            preferred_variants(
+                "      - { name: short, weight: 1 }\n      - { name: long, weight: 3, templates: { sms: u.txt } }\n",
+            ),
+            "wf.yaml:16:17:",
+            "variant `short` of a `preferred` wave needs `templates`",
+        ),
+        (
+            preferred_variants(
+                "      - { name: short, weight: 1, templates: { sms: t.txt, service: t.txt } }\n      - { name: long, weight: 3, templates: { sms: u.txt, service: t.txt } }\n",
+            ),
+            "wf.yaml:16:69:",
+            "`service` in `templates` is not a channel a preferred wave sends on",
+        ),
+        (
+            preferred_variants(
+                "      - { name: short, weight: 1, templates: { sms: t.txt, outbound_call: t.txt } }\n      - { name: long, weight: 3, templates: { sms: u.txt, outbound_call: t.txt } }\n",
+            ),
+            "wf.yaml:16:75:",
+            "the `outbound_call` message needs the wave's `team`",
+        ),
+        (
+            preferred_variants(PREFERRED_VARIANTS).replacen(
+                "    variants:\n",
+                "    templates: { sms: t.txt }\n    variants:\n",
+                1,
+            ),
+            "wf.yaml:17:7:",
+            "a `preferred` wave with `variants` names each variant's messages in the variant's `templates`",
+        ),
+        (
+            with_variants(
+                "    variants:\n      - { name: short, weight: 1, templates: { sms: t.txt } }\n      - { name: long, weight: 3, template: u.txt }\n",
+            ),
+            "wf.yaml:16:46:",
+            "`templates` is for the variants of a `channel: preferred` wave (a message per channel); a variant of a `sms` wave has one `template`",
+        ),
+        (
+            with_variants(
+                "    variants:\n      - { name: short, weight: 1 }\n      - { name: long, weight: 3, template: u.txt }\n",
+            ),
+            "wf.yaml:16:17:",
+            "variant `short` needs `template`",
+        ),
+    ];
+    for (wf, at, says) in cases {
+        let (_dir, path) = setup_preferred_variants(&wf);
+        let errs: Vec<String> = match spec::load_file(&path) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.iter().map(located).collect(),
+        };
+        assert!(
+            errs.iter().any(|e| e.starts_with(at) && e.contains(says)),
+            "expected {at} … {says}, got {errs:#?}"
+        );
+    }
+    // An e-mail-only set of variants takes no reply.
+    let wf = preferred_variants(
+        "      - { name: short, weight: 1, templates: { email: m.txt } }\n      - { name: long, weight: 3, templates: { email: n.txt } }\n",
+    )
+    .replacen(
+        "    respond_within: 3d\n",
+        "    respond_within: 3d\n    responses:\n      - reply: \"1\"\n",
+        1,
+    );
+    let (_dir, path) = setup_preferred_variants(&wf);
+    let errs: Vec<String> = spec::load_file(&path)
+        .unwrap_err()
+        .iter()
+        .map(located)
+        .collect();
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("wf.yaml:20:16: a `reply` response needs an `sms` message")),
+        "{errs:#?}"
+    );
+}

@@ -1486,9 +1486,18 @@ impl Store {
     pub async fn variant_contacts(&self, wave_run_id: i64) -> Result<Vec<(i64, String, bool)>> {
         let rows = query(
             self.db(),
-            "SELECT subscriber_id, variant, CAST(CASE WHEN responded_at IS NULL THEN 0 ELSE 1 END AS BIGINT) AS responded \
-             FROM contact WHERE wave_run_id = ? AND arm = ? AND variant IS NOT NULL ORDER BY subscriber_id",
-            [wave_run_id.into(), Arm::Treatment.as_str().into()],
+            // One row per subscriber, by their first contact (a preferred wave's fallback
+            // keeps the variant, and is the same subscriber), answered by either contact.
+            "SELECT c.subscriber_id, c.variant, CAST(CASE WHEN c.responded_at IS NOT NULL OR EXISTS (SELECT 1 FROM contact f \
+             WHERE f.wave_run_id = c.wave_run_id AND f.subscriber_id = c.subscriber_id AND f.choice = ? AND f.responded_at IS NOT NULL) \
+             THEN 1 ELSE 0 END AS BIGINT) AS responded \
+             FROM contact c WHERE c.wave_run_id = ? AND c.arm = ? AND c.choice = ? AND c.variant IS NOT NULL ORDER BY c.subscriber_id",
+            [
+                Choice::Second.as_str().into(),
+                wave_run_id.into(),
+                Arm::Treatment.as_str().into(),
+                Choice::First.as_str().into(),
+            ],
         )
         .await?;
         rows.iter()

@@ -307,16 +307,17 @@ impl PlanReader<'_> {
     }
 
     /// The text of catalogue attributes `names` (declared attributes of text or enum kind)
-    /// for each subscriber of `ids`: what a preferred wave routes by
-    /// (`spec::PREFERENCE_ATTRIBUTES`).
+    /// for each subscriber of `ids`, one value per name in order: what a preferred wave
+    /// routes by (`spec::Preference::attributes`). A `None` name reads nothing (a
+    /// preference without a slot attribute) and gives `None`.
     pub async fn text_attributes(
         &self,
         ids: &[i64],
-        names: &[&str],
+        names: &[Option<&str>],
     ) -> Result<HashMap<i64, Vec<Option<String>>>> {
         // Column names come from a checked catalogue; refuse anything else rather than
         // quote it into SQL.
-        if let Some(bad) = names.iter().find(|n| {
+        if let Some(bad) = names.iter().flatten().find(|n| {
             n.is_empty()
                 || !n
                     .bytes()
@@ -329,13 +330,13 @@ impl PlanReader<'_> {
         let cols: Vec<String> = names
             .iter()
             .enumerate()
-            .map(|(i, n)| format!("s.\"{n}\" AS a{i}"))
+            .filter_map(|(i, n)| n.map(|n| format!(", s.\"{n}\" AS a{i}")))
             .collect();
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
             let sql = format!(
-                "SELECT s.id, {} FROM subscriber s WHERE s.id IN ({})",
-                cols.join(", "),
+                "SELECT s.id{} FROM subscriber s WHERE s.id IN ({})",
+                cols.concat(),
                 crate::marks(chunk.len())
             );
             let rows = self
@@ -348,8 +349,11 @@ impl PlanReader<'_> {
                 .await?;
             for r in rows {
                 let mut values = Vec::with_capacity(names.len());
-                for i in 0..names.len() {
-                    values.push(r.try_get::<Option<String>>("", &format!("a{i}"))?);
+                for (i, name) in names.iter().enumerate() {
+                    values.push(match name {
+                        Some(_) => r.try_get::<Option<String>>("", &format!("a{i}"))?,
+                        None => None,
+                    });
                 }
                 out.insert(r.try_get::<i64>("", "id")?, values);
             }

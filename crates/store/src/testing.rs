@@ -149,7 +149,16 @@ pub async fn fresh_store(dir: &Path) -> Result<Store> {
 /// evening, no complaints, not opted out. Tests change what they are about with
 /// [`NewSubscriber::with`] or by setting the core fields.
 pub fn subscriber(msisdn: &str) -> NewSubscriber {
-    NewSubscriber::new(msisdn, catalogue::shipped())
+    subscriber_in(msisdn, catalogue::shipped())
+}
+
+/// [`subscriber`] of `catalogue`, which declares the shipped catalogue's attributes (and
+/// more: a test's own).
+pub fn subscriber_in(
+    msisdn: &str,
+    catalogue: std::sync::Arc<catalogue::Catalogue>,
+) -> NewSubscriber {
+    NewSubscriber::new(msisdn, catalogue)
         .with("name", "Test")
         .with("gender", "female")
         .with("age", 19)
