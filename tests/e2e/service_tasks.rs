@@ -35,22 +35,35 @@ fn vip_club_only(dir: &std::path::Path) -> std::path::PathBuf {
     ] {
         std::fs::copy(src.join(f), wf.join(f)).unwrap();
     }
+    // A name with markup characters: the digest's HTML part must show it as text.
+    let staff = std::fs::read_to_string(wf.join("staff.yaml")).unwrap();
+    let renamed = staff.replacen("name: VIP club desk\n", "name: \"VIP <club> & desk\"\n", 1);
+    assert_ne!(renamed, staff);
+    std::fs::write(wf.join("staff.yaml"), renamed).unwrap();
     wf
 }
 
-/// The message body as a mail client shows it: after the headers (which carry a
-/// Message-ID with a timestamp), quoted-printable decoded (lines of 76 characters or more
-/// are sent so).
+/// The plain-text part as a mail client shows it (the digest is multipart/alternative).
 fn body(mail: &str) -> String {
-    let raw = mail
-        .split_once("\r\n\r\n")
-        .or_else(|| mail.split_once("\n\n"))
-        .map(|(_, b)| b)
-        .unwrap_or(mail);
-    if !mail.contains("Content-Transfer-Encoding: quoted-printable") {
+    part(mail, "text/plain")
+}
+
+/// The part of `mail` with `content_type` (`text/plain`, `text/html`), decoded: its own
+/// headers say how (quoted-printable for lines of 76 characters or more; every value in a
+/// digest is ASCII, so never base64).
+fn part(mail: &str, content_type: &str) -> String {
+    let mail = mail.replace("\r\n", "\n");
+    let at = mail
+        .find(&format!("Content-Type: {content_type}"))
+        .unwrap_or_else(|| panic!("no {content_type} part in: {mail}"));
+    let start = mail[..at].rfind("\n\n").map_or(0, |i| i + 2);
+    let (headers, raw) = mail[start..].split_once("\n\n").unwrap();
+    let raw = raw.find("\n--").map_or(raw, |end| &raw[..end]);
+    assert!(!headers.contains("base64"), "{headers}");
+    if !headers.contains("Content-Transfer-Encoding: quoted-printable") {
         return raw.to_owned();
     }
-    let joined = raw.replace("=\r\n", "").replace("=\n", "");
+    let joined = raw.replace("=\n", "");
     let bytes = joined.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -71,6 +84,22 @@ fn body(mail: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The HTML part of a digest: a page of its own, nothing loaded from elsewhere, and no value
+/// from data left as markup (the desk's name and each customer id carry `<`, `&`, `"`).
+fn html_part(mail: &str) -> String {
+    assert!(
+        mail.contains("Content-Type: multipart/alternative"),
+        "{mail}"
+    );
+    let html = part(mail, "text/html");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.trim_end().ends_with("</body></html>"), "{html}");
+    for never in ["<club>", "c<", "http:", "https:", "src=", "url(", "@import"] {
+        assert!(!html.contains(never), "{never} in {html}");
+    }
+    html
 }
 
 fn assert_masked(mail: &str) {
@@ -100,6 +129,7 @@ async fn vip_club_tasks_reach_the_desk_and_overdue_ones_the_supervisor_through_s
         .map(|i| {
             store::testing::subscriber(&format!("1381234{i:04}"))
                 .with("arpu_3m", if i < 20 { 300.0 } else { 60.0 })
+                .with("external_id", format!("c<{i}>&\"x\""))
         })
         .collect();
     let now = store::wall_now();
@@ -177,6 +207,29 @@ async fn vip_club_tasks_reach_the_desk_and_overdue_ones_the_supervisor_through_s
         );
     }
     assert_masked(mail);
+    // The HTML part: the greeting, a row per task (number masked, customer id escaped).
+    let html = html_part(mail);
+    assert!(
+        html.contains("<p>VIP &lt;club&gt; &amp; desk,</p>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<h2>New tasks</h2>") && !html.contains("<h2>Overdue"),
+        "{html}"
+    );
+    for t in &tasks {
+        let row = format!(
+            "<tr><td>{}</td><td>service</td><td>vip-club/invitation</td><td>138****",
+            t.id
+        );
+        assert!(html.contains(&row), "task {} missing: {html}", t.id);
+    }
+    assert_eq!(html.matches("<td>c&lt;").count(), tasks.len(), "{html}");
+    assert_eq!(
+        html.matches("&gt;&amp;&quot;x&quot;</td>").count(),
+        tasks.len(),
+        "{html}"
+    );
 
     // The desk works three tasks; two days and an hour on, the rest are overdue and go to
     // the supervisor, once.
@@ -213,6 +266,8 @@ async fn vip_club_tasks_reach_the_desk_and_overdue_ones_the_supervisor_through_s
         )),
         "{mail}"
     );
+    let html = html_part(mail);
+    assert!(html.contains("<p>VIP club supervisor,</p>"), "{html}");
     for t in &tasks {
         let line = format!(
             "task {}  service  vip-club/invitation  team vip-club  ",
@@ -224,6 +279,17 @@ async fn vip_club_tasks_reach_the_desk_and_overdue_ones_the_supervisor_through_s
             "task {}: {mail}",
             t.id
         );
+        let row = format!(
+            "<tr><td>{}</td><td>service</td><td>vip-club/invitation</td><td>vip-club</td><td>138****",
+            t.id
+        );
+        assert_eq!(
+            html.contains(&row),
+            !worked.contains(&t.id),
+            "task {}: {html}",
+            t.id
+        );
     }
+    assert_eq!(html.matches("<td>c&lt;").count(), tasks.len() - 3, "{html}");
     assert_masked(mail);
 }

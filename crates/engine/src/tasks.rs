@@ -14,7 +14,7 @@ use store::mail::{MailKind, NewMail};
 use store::tasks::TaskNews;
 use tracing::{info, warn};
 
-use crate::digest::{LISTED, addressee, masked_number};
+use crate::digest::{LISTED, PAGE_END, addressee, esc, masked_number, page_start};
 use crate::{Engine, EngineError};
 
 /// The task digest's dedup key: one per staff member per interval of `every_ms`.
@@ -128,6 +128,56 @@ fn section(text: &mut String, tasks: &[&TaskNews], show_team: bool, tz: chrono_t
     }
 }
 
+/// A section's tasks as an HTML table, the same cells as [`line`]; every value from data
+/// escaped.
+fn html_section(html: &mut String, tasks: &[&TaskNews], show_team: bool, tz: chrono_tz::Tz) {
+    html.push_str("<table>\n<tr><th>task</th><th>kind</th><th>campaign / wave</th>");
+    if show_team {
+        html.push_str("<th>team</th>");
+    }
+    html.push_str("<th>subscriber</th><th>customer</th><th>due</th>");
+    if show_team {
+        html.push_str("<th>escalated</th>");
+    }
+    html.push_str("</tr>\n");
+    for t in tasks.iter().take(LISTED) {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}/{}</td>",
+            t.id,
+            esc(&t.kind),
+            esc(&t.campaign),
+            esc(&t.wave)
+        );
+        if show_team {
+            let _ = write!(html, "<td>{}</td>", esc(&t.team));
+        }
+        let _ = write!(
+            html,
+            "<td>{}</td><td>{}</td><td>{}</td>",
+            esc(&masked_number(&t.msisdn)),
+            esc(t.external_id.as_deref().unwrap_or("")),
+            esc(&t.due_at.map(|d| when(d, tz)).unwrap_or_default())
+        );
+        if show_team {
+            let _ = write!(
+                html,
+                "<td>{}</td>",
+                esc(&t.escalated_at.map(|e| when(e, tz)).unwrap_or_default())
+            );
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n");
+    if tasks.len() > LISTED {
+        let _ = writeln!(
+            html,
+            "<p>&hellip; and {} more on the worklist (GET /tasks)</p>",
+            tasks.len() - LISTED
+        );
+    }
+}
+
 fn task_digest_mail(
     person: &Staff,
     new: &[&TaskNews],
@@ -142,7 +192,9 @@ fn task_digest_mail(
         escalated.len()
     );
     let mut text = String::new();
+    let mut html = page_start(&subject);
     let _ = writeln!(text, "{who},\n");
+    let _ = writeln!(html, "<p>{},</p>", esc(who));
     if !new.is_empty() {
         let _ = writeln!(
             text,
@@ -150,7 +202,14 @@ fn task_digest_mail(
              POST /tasks/{{id}}/outcome.\n",
             person.id
         );
+        let _ = writeln!(
+            html,
+            "<h2>New tasks</h2>\n<p>On your worklist (GET /tasks?team={}); record each \
+             outcome with POST /tasks/{{id}}/outcome.</p>",
+            esc(&person.id)
+        );
         section(&mut text, new, false, person.timezone);
+        html_section(&mut html, new, false, person.timezone);
         let _ = writeln!(text);
     }
     if !escalated.is_empty() {
@@ -159,15 +218,77 @@ fn task_digest_mail(
             "Overdue tasks escalated to you: their team has not recorded an outcome by the \
              due time.\n"
         );
+        html.push_str(
+            "<h2>Overdue tasks escalated to you</h2>\n<p>Their team has not recorded an \
+             outcome by the due time.</p>\n",
+        );
         section(&mut text, escalated, true, person.timezone);
+        html_section(&mut html, escalated, true, person.timezone);
     }
+    html.push_str(PAGE_END);
     NewMail {
         kind: MailKind::Digest,
         dedup_key,
         recipients: vec![person.email.clone()],
         subject,
         text,
-        html: None,
+        html: Some(html),
         due_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: i64, external_id: &str) -> TaskNews {
+        TaskNews {
+            id,
+            kind: "service".into(),
+            team: "desk<&>".into(),
+            escalate_to: None,
+            campaign: "vip-club".into(),
+            wave: "invitation".into(),
+            msisdn: "13812340000".into(),
+            external_id: Some(external_id.into()),
+            created_at: 0,
+            due_at: Some(1_780_000_000_000),
+            escalated_at: Some(1_780_000_000_000),
+        }
+    }
+
+    // `html_section`, `page_start`, the digest's `esc`: a value from data is text in the
+    // HTML part, never markup.
+    #[test]
+    fn the_digests_html_part_escapes_every_value_and_loads_nothing() {
+        let person = Staff {
+            id: "desk".into(),
+            name: "Desk <b>\"A&B\"</b>".into(),
+            email: "desk@example.com".into(),
+            owns: Default::default(),
+            timezone: chrono_tz::Asia::Shanghai,
+        };
+        let (a, b) = (
+            task(7, "<img src=x onerror=alert(1)>"),
+            task(8, "O'Brien & \"Co\""),
+        );
+        let mail = task_digest_mail(&person, &[&a], &[&b], "k".into(), 0);
+        let html = mail.html.expect("an HTML part");
+        // The plain part is unchanged: the values as they are.
+        assert!(
+            mail.text
+                .contains("(customer <img src=x onerror=alert(1)>)")
+        );
+        for want in [
+            "<title>[campaignd] tasks: 1 new and 1 overdue for Desk &lt;b&gt;&quot;A&amp;B&quot;&lt;/b&gt;</title>",
+            "<p>Desk &lt;b&gt;&quot;A&amp;B&quot;&lt;/b&gt;,</p>",
+            "<tr><td>7</td><td>service</td><td>vip-club/invitation</td><td>138****0000</td><td>&lt;img src=x onerror=alert(1)&gt;</td><td>2026-05-29 04:26 CST</td></tr>",
+            "<tr><td>8</td><td>service</td><td>vip-club/invitation</td><td>desk&lt;&amp;&gt;</td><td>138****0000</td><td>O&#39;Brien &amp; &quot;Co&quot;</td><td>2026-05-29 04:26 CST</td><td>2026-05-29 04:26 CST</td></tr>",
+        ] {
+            assert!(html.contains(want), "{want} not in {html}");
+        }
+        for never in ["<img", "<b>", "13812340000", "http", "src=\"", "url("] {
+            assert!(!html.contains(never), "{never} in {html}");
+        }
     }
 }

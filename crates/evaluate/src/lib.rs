@@ -12,7 +12,7 @@ mod season;
 mod stats;
 
 pub use render::csv::render_csv;
-pub use render::html::render_html;
+pub use render::html::{esc as escape_html, render_html};
 pub use render::json::render_json;
 pub use render::text::render_text;
 pub use report::{Cell, ReachRow, Report, SurveyGroup, SurveyScores, VariantRow, WaveCounts};

@@ -440,8 +440,9 @@ fn shorten(s: &str, max: usize) -> String {
     }
 }
 
-/// Escapes text for both element content and quoted attribute values.
-fn esc(s: &str) -> String {
+/// Escapes text for both element content and quoted attribute values (`&`, `<`, `>`, `"`,
+/// `'`): the report's and the staff digests' one escape.
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
