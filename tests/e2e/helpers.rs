@@ -323,3 +323,41 @@ async fn sendsms(
     });
     (StatusCode::ACCEPTED, "0: Accepted for delivery")
 }
+
+/// The part of `mail` with `content_type` (`text/plain`, `text/html`), decoded: its own
+/// headers say how (quoted-printable for lines of 76 characters or more; every value in a
+/// digest is ASCII, so never base64).
+pub(crate) fn mail_part(mail: &str, content_type: &str) -> String {
+    let mail = mail.replace("\r\n", "\n");
+    let at = mail
+        .find(&format!("Content-Type: {content_type}"))
+        .unwrap_or_else(|| panic!("no {content_type} part in: {mail}"));
+    let start = mail[..at].rfind("\n\n").map_or(0, |i| i + 2);
+    let (headers, raw) = mail[start..].split_once("\n\n").unwrap();
+    let raw = raw.find("\n--").map_or(raw, |end| &raw[..end]);
+    assert!(!headers.contains("base64"), "{headers}");
+    if !headers.contains("Content-Transfer-Encoding: quoted-printable") {
+        return raw.to_owned();
+    }
+    let joined = raw.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -26,6 +26,17 @@ fn monitors_only(dir: &std::path::Path) -> std::path::PathBuf {
     for f in ["attributes.yaml", "segments.yaml", "staff.yaml"] {
         std::fs::copy(src.join(f), wf.join(f)).unwrap();
     }
+    // Every name with markup characters: a digest's HTML part must show them as text.
+    let staff = std::fs::read_to_string(wf.join("staff.yaml")).unwrap();
+    let marked: String = staff
+        .lines()
+        .map(|l| match l.strip_prefix("    name: ") {
+            Some(name) => format!("    name: \"{name} <&>\"\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(marked, staff);
+    std::fs::write(wf.join("staff.yaml"), marked).unwrap();
     std::fs::copy(
         src.join("monitors/core-anomaly.yaml"),
         wf.join("monitors/core-anomaly.yaml"),
@@ -153,6 +164,29 @@ async fn core_anomaly_alerts_reach_their_owners_through_smtp() {
             .max()
             .unwrap_or(0);
         assert!(digits_in_a_row < 11, "an unmasked number in: {mail}");
+        // The HTML part: greeting and a row per alert, the name's markup as text.
+        assert!(
+            mail.contains("Content-Type: multipart/alternative"),
+            "{mail}"
+        );
+        let html = crate::helpers::mail_part(mail, "text/html");
+        let name = &staff.get(owner).unwrap().name;
+        let base = name.strip_suffix(" <&>").expect("a marked name");
+        let escaped = base.replace('&', "&amp;").replace('\'', "&#39;");
+        assert!(
+            html.contains(&format!("<p>{escaped} &lt;&amp;&gt;,</p>")),
+            "{html}"
+        );
+        assert!(!html.contains("<&>"), "{html}");
+        for id in ids {
+            assert!(
+                html.contains(&format!("<tr><td>{id}</td>")),
+                "alert {id}: {html}"
+            );
+        }
+        for never in ["http:", "https:", "src=", "url("] {
+            assert!(!html.contains(never), "{never} in {html}");
+        }
     }
 
     // The next morning: the episodes are still open (or closed), nobody is told again

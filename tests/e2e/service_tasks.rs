@@ -45,45 +45,7 @@ fn vip_club_only(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// The plain-text part as a mail client shows it (the digest is multipart/alternative).
 fn body(mail: &str) -> String {
-    part(mail, "text/plain")
-}
-
-/// The part of `mail` with `content_type` (`text/plain`, `text/html`), decoded: its own
-/// headers say how (quoted-printable for lines of 76 characters or more; every value in a
-/// digest is ASCII, so never base64).
-fn part(mail: &str, content_type: &str) -> String {
-    let mail = mail.replace("\r\n", "\n");
-    let at = mail
-        .find(&format!("Content-Type: {content_type}"))
-        .unwrap_or_else(|| panic!("no {content_type} part in: {mail}"));
-    let start = mail[..at].rfind("\n\n").map_or(0, |i| i + 2);
-    let (headers, raw) = mail[start..].split_once("\n\n").unwrap();
-    let raw = raw.find("\n--").map_or(raw, |end| &raw[..end]);
-    assert!(!headers.contains("base64"), "{headers}");
-    if !headers.contains("Content-Transfer-Encoding: quoted-printable") {
-        return raw.to_owned();
-    }
-    let joined = raw.replace("=\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'=', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::helpers::mail_part(mail, "text/plain")
 }
 
 /// The HTML part of a digest: a page of its own, nothing loaded from elsewhere, and no value
@@ -93,7 +55,7 @@ fn html_part(mail: &str) -> String {
         mail.contains("Content-Type: multipart/alternative"),
         "{mail}"
     );
-    let html = part(mail, "text/html");
+    let html = crate::helpers::mail_part(mail, "text/html");
     assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
     assert!(html.trim_end().ends_with("</body></html>"), "{html}");
     for never in ["<club>", "c<", "http:", "https:", "src=", "url(", "@import"] {

@@ -20,7 +20,7 @@ use store::mail::{MailKind, NewMail};
 use store::{Millis, Store};
 
 use crate::EngineError;
-use crate::digest::{LISTED, addressee, masked_number};
+use crate::digest::{LISTED, PAGE_END, addressee, esc, masked_number, page_start};
 
 /// How long after a closing event (churn, port-out) a subscriber is not alerted again: their
 /// history still shows the signals that preceded it.
@@ -217,14 +217,23 @@ fn digest_mail(
         m.id
     );
     let mut text = String::new();
+    let mut html = page_start(&subject);
     let _ = writeln!(text, "{who},\n");
+    let _ = writeln!(html, "<p>{},</p>", esc(who));
     if !m.description.is_empty() {
         let _ = writeln!(text, "{} ({}).\n", m.description, m.id);
+        let _ = writeln!(html, "<p>{} ({}).</p>", esc(&m.description), esc(&m.id));
     }
     let _ = writeln!(
         text,
         "These subscribers show churn signals. Each alert is on your worklist (GET /alerts); \
          record what you did with POST /alerts/{{id}}/outcome.\n"
+    );
+    html.push_str(
+        "<p>These subscribers show churn signals. Each alert is on your worklist \
+         (GET /alerts); record what you did with POST /alerts/{id}/outcome.</p>\n<table>\n\
+         <tr><th>alert</th><th>level</th><th>status</th><th>subscriber</th><th>customer</th>\
+         <th>score</th><th>signals</th></tr>\n",
     );
     for a in alerts.iter().take(LISTED) {
         let number = masked_number(&a.msisdn);
@@ -245,6 +254,15 @@ fn digest_mail(
                 .unwrap_or_default(),
             a.score
         );
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td><td><ul>",
+            a.id,
+            esc(&a.level.to_uppercase()),
+            esc(&number),
+            esc(a.external_id.as_deref().unwrap_or("")),
+            a.score
+        );
         for name in a.signals.split(',').filter(|s| !s.is_empty()) {
             let says = m
                 .signals
@@ -254,22 +272,31 @@ fn digest_mail(
                 .filter(|s| !s.is_empty())
                 .unwrap_or(name);
             let _ = writeln!(text, "    - {says}");
+            let _ = write!(html, "<li>{}</li>", esc(says));
         }
+        html.push_str("</ul></td></tr>\n");
     }
+    html.push_str("</table>\n");
     if alerts.len() > LISTED {
         let _ = writeln!(
             text,
             "\n... and {} more, lower in level or score, on your worklist (GET /alerts).",
             alerts.len() - LISTED
         );
+        let _ = writeln!(
+            html,
+            "<p>&hellip; and {} more, lower in level or score, on your worklist (GET /alerts).</p>",
+            alerts.len() - LISTED
+        );
     }
+    html.push_str(PAGE_END);
     NewMail {
         kind: MailKind::Digest,
         dedup_key: digest_key(&m.id, &person.id, now, every),
         recipients: vec![person.email.clone()],
         subject,
         text,
-        html: None,
+        html: Some(html),
         due_at: now,
     }
 }
