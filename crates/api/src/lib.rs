@@ -52,6 +52,7 @@ mod events;
 #[cfg(test)]
 mod fuzz;
 mod inbox;
+pub use inbox::stats as callback_stats;
 mod input;
 pub mod openapi;
 mod ops;

@@ -405,9 +405,15 @@ async fn phases(engine: &Engine, timed: &Timed, n: usize) -> anyhow::Result<Phas
 
 /// Wraps the real channel to see when batches are being sent. Adds two mutex operations
 /// per batch.
+///
+/// It forwards `send_each` and `proof_grace`, so the dispatcher settles each answer as it
+/// comes, as it does with the real channel. Until session 16 it did not: every batch was
+/// settled in one group at its end, and a message that failed was retried at once. Set
+/// `BENCH_SEND_BATCH=1` for that old behaviour (to compare with earlier results).
 pub(crate) struct Timed {
     inner: Arc<dyn Channel>,
     stats: Mutex<SendStats>,
+    whole_batches: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -416,6 +422,8 @@ pub(crate) struct SendStats {
     busy_since: Option<Instant>,
     pub(crate) busy: Duration,
     pub(crate) batches: u64,
+    /// Messages whose batch came back (accepted or not).
+    pub(crate) messages: u64,
     last: Option<(Instant, Instant)>,
 }
 
@@ -424,6 +432,7 @@ impl Timed {
         Timed {
             inner,
             stats: Mutex::new(SendStats::default()),
+            whole_batches: std::env::var_os("BENCH_SEND_BATCH").is_some_and(|v| v == "1"),
         }
     }
 
@@ -438,24 +447,18 @@ impl Timed {
     fn last(&self) -> Option<(Instant, Instant)> {
         self.stats.lock().expect("stats lock").last
     }
-}
 
-#[async_trait]
-impl Channel for Timed {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
+    fn begin(&self) -> Instant {
+        let start = Instant::now();
+        let mut s = self.stats.lock().expect("stats lock");
+        if s.active == 0 {
+            s.busy_since = Some(start);
+        }
+        s.active += 1;
+        start
     }
 
-    async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {
-        let start = Instant::now();
-        {
-            let mut s = self.stats.lock().expect("stats lock");
-            if s.active == 0 {
-                s.busy_since = Some(start);
-            }
-            s.active += 1;
-        }
-        let res = self.inner.send_batch(batch).await;
+    fn end(&self, start: Instant, messages: usize) {
         let end = Instant::now();
         let mut s = self.stats.lock().expect("stats lock");
         s.active -= 1;
@@ -465,8 +468,42 @@ impl Channel for Timed {
             s.busy += end - since;
         }
         s.batches += 1;
+        s.messages += messages as u64;
         s.last = Some((start, end));
+    }
+}
+
+#[async_trait]
+impl Channel for Timed {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn send_batch(&self, batch: &[Outbound]) -> Vec<Result<Accepted, SendError>> {
+        let start = self.begin();
+        let res = self.inner.send_batch(batch).await;
+        self.end(start, batch.len());
         res
+    }
+
+    async fn send_each(&self, batch: &[Outbound], done: channels::ResultSink) {
+        if self.whole_batches {
+            for (idx, res) in self.send_batch(batch).await.into_iter().enumerate() {
+                let _ = done.send((idx, res));
+            }
+            return;
+        }
+        let start = self.begin();
+        self.inner.send_each(batch, done).await;
+        self.end(start, batch.len());
+    }
+
+    fn proof_grace(&self) -> Duration {
+        if self.whole_batches {
+            Duration::ZERO
+        } else {
+            self.inner.proof_grace()
+        }
     }
 
     async fn healthcheck(&self) -> Result<(), SendError> {

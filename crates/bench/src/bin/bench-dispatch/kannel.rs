@@ -305,6 +305,61 @@ async fn start_sink(
     Ok((url, task))
 }
 
+// --- timeline ----------------------------------------------------------------------------
+
+/// Samples `f` every 250 ms until `stop`; the rows are printed at the end of a phase.
+fn sample_timeline<F>(
+    stop: CancellationToken,
+    f: F,
+) -> tokio::task::JoinHandle<Vec<(f64, [u64; 3])>>
+where
+    F: Fn() -> [u64; 3] + Send + 'static,
+{
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut rows = Vec::new();
+        loop {
+            rows.push((t0.elapsed().as_secs_f64(), f()));
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        rows.push((t0.elapsed().as_secs_f64(), f()));
+        rows
+    })
+}
+
+fn print_timeline(phase: &str, names: [&str; 3], rows: &[(f64, [u64; 3])]) {
+    eprintln!(
+        "{phase} timeline (every 0.5 s): t | {} | {} | {}",
+        names[0], names[1], names[2]
+    );
+    for (i, (t, v)) in rows.iter().enumerate() {
+        if i % 2 == 0 || i + 1 == rows.len() {
+            eprintln!("  {t:6.2} | {:6} | {:6} | {:6}", v[0], v[1], v[2]);
+        }
+    }
+}
+
+/// The inbox's callback counters over a phase (`api::callback_stats`).
+fn print_callback_stats(phase: &str, s: &api::callback_stats::Snapshot) {
+    let mean_us = s.wait_sum_us as f64 / s.answered.max(1) as f64;
+    eprintln!(
+        "{phase} callbacks: {} answered, wait mean {:.1} ms, p50 < {:.1} ms, p90 < {:.1} ms, p99 < {:.1} ms, max < {:.1} ms; at most {} waiting at once; {} groups, {:.1} callbacks a group, {:.2} ms a group",
+        s.answered,
+        mean_us / 1000.0,
+        s.wait_quantile_us(0.5) as f64 / 1000.0,
+        s.wait_quantile_us(0.9) as f64 / 1000.0,
+        s.wait_quantile_us(0.99) as f64 / 1000.0,
+        s.wait_quantile_us(1.0) as f64 / 1000.0,
+        s.waiting_max,
+        s.groups,
+        s.answered as f64 / s.groups.max(1) as f64,
+        s.group_us as f64 / 1000.0 / s.groups.max(1) as f64,
+    );
+}
+
 // --- results ------------------------------------------------------------------------------
 
 /// One phase's numbers, as printed and written to JSON.
@@ -379,6 +434,17 @@ async fn plain_phase(n: usize, concurrency: usize) -> anyhow::Result<PhaseResult
 
     let cpu0 = CpuMark::now_with_gateway(&pids);
     let k0 = kannel_cpu_now(&pids);
+    let stop_timeline = CancellationToken::new();
+    let timeline = sample_timeline(stop_timeline.clone(), {
+        let sink = sink.clone();
+        move || {
+            [
+                sink.callbacks.load(Ordering::Relaxed),
+                sink.finals.lock().expect("sink lock").len() as u64,
+                0,
+            ]
+        }
+    });
     let t0 = Instant::now();
     let p = crate::plain::run(&kannel.sendsms_url(), &dlr_url, n, concurrency).await?;
     let accepted_seconds = t0.elapsed().as_secs_f64();
@@ -406,6 +472,12 @@ async fn plain_phase(n: usize, concurrency: usize) -> anyhow::Result<PhaseResult
     let end = CpuMark::now_with_gateway(&pids);
     let (cpu, tail_cpu) = (end.since(&cpu0), end.since(&cpu_at_sent));
     let kannel_cpu = kannel_cpu_since(&pids, k0);
+    stop_timeline.cancel();
+    print_timeline(
+        "plain loop",
+        ["reports in", "finals in", "-"],
+        &timeline.await?,
+    );
     let smsc = kannel.smsc_counts(n).await;
     stop.cancel();
     let _ = sink_task.await;
@@ -637,6 +709,15 @@ async fn campaignd_run(
     let cpu0 = CpuMark::now_with_gateway(&pids);
     let k0 = kannel_cpu_now(&pids);
     let cancel = CancellationToken::new();
+    api::callback_stats::reset();
+    let stop_timeline = CancellationToken::new();
+    let timeline = sample_timeline(stop_timeline.clone(), {
+        let timed = timed.clone();
+        move || {
+            let c = api::callback_stats::snapshot();
+            [timed.snapshot().messages, c.answered, c.waiting]
+        }
+    });
     let t0 = Instant::now();
     let task = tokio::spawn(engine.clone().run(cancel.clone(), false));
     let mut accepted_seconds = None;
@@ -675,6 +756,13 @@ async fn campaignd_run(
     let kannel_cpu = kannel_cpu_since(&pids, k0);
     let peak_rss_dispatch_mb = reset_ok.then(|| proc::peak_rss_mb().unwrap_or(f64::NAN));
     let send = timed.snapshot();
+    stop_timeline.cancel();
+    print_timeline(
+        backend.name(),
+        ["messages sent", "callbacks answered", "callbacks waiting"],
+        &timeline.await?,
+    );
+    print_callback_stats(backend.name(), &api::callback_stats::snapshot());
     cancel.cancel();
     task.await??;
 
