@@ -209,11 +209,17 @@ pub(crate) async fn next(
             .collect(),
         None => Vec::new(),
     };
+    let timezone = state
+        .call_teams
+        .as_ref()
+        .and_then(|d| d.teams.get(&team))
+        .map(|t| t.timezone.clone());
     Ok(Json(NextTask {
         task: TaskDto::new(task, now),
         outcomes,
         msisdn,
         details,
+        timezone,
     })
     .into_response())
 }
@@ -243,6 +249,9 @@ pub(crate) struct NextTask {
     /// The subscriber's attributes the catalogue shows to agents (`agents: true` in
     /// `attributes.yaml`), in catalogue order; empty ones are left out.
     details: Vec<Detail>,
+    /// The team's IANA time zone (`timezone` in teams.yaml, e.g. `Asia/Shanghai`): the
+    /// agents' page shows times and picks a call-back time in it. Absent without a teams file.
+    timezone: Option<String>,
 }
 
 /// `POST /tasks/{id}/callback` with `{"at": "2026-12-01T18:30:00+08:00"}`.
