@@ -163,6 +163,7 @@ async fn seed(store: &Store, arpu: &[f64]) -> Res<(Vec<i64>, i64)> {
                     capacity_per_day: 1000,
                     pacing_per_hour: 1000,
                     value: "arpu_3m",
+                    catch_up_minutes: 0,
                 },
                 T0,
             )

@@ -46,7 +46,15 @@ pub struct Pace<'a> {
     pub pacing_per_hour: u32,
     /// The stored catalogue attribute that orders the queue (highest first).
     pub value: &'a str,
+    /// Minutes since the releasing engine's previous step (0 to [`MAX_CATCH_UP_MINUTES`]):
+    /// windows that short are not checked by [`spread_room`], since no step ran within
+    /// them to release their share. 0 for an engine stepping every few seconds.
+    pub catch_up_minutes: u32,
 }
+
+/// The most minutes of spread pacing one release step catches up: a step after a long
+/// pause (a daemon restart) still trickles rather than releasing an hour's pacing at once.
+pub const MAX_CATCH_UP_MINUTES: u32 = 15;
 
 /// What one team's release step found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,14 +114,20 @@ const ORDER: &str = "CASE WHEN callback_at IS NULL THEN 1 ELSE 0 END, callback_a
 /// most `ceil(pacing * m / 60)` in the last `m` minutes, for every `m` from 1 to 60, so a
 /// wave's hour comes a little each minute rather than all at its start; `m = 60` is the
 /// hour's own bound (`pacing` in any hour). May be negative (over the bound: none now).
-pub fn spread_room(pacing_per_hour: u32, per_minute: &[i64; 60]) -> i64 {
+///
+/// `catch_up_minutes` (at most [`MAX_CATCH_UP_MINUTES`]): the windows of that many minutes
+/// or fewer are not checked, as no step ran within them; a step each few seconds passes 0.
+pub fn spread_room(pacing_per_hour: u32, per_minute: &[i64; 60], catch_up_minutes: u32) -> i64 {
     let pacing = i64::from(pacing_per_hour);
+    let skip = i64::from(catch_up_minutes.min(MAX_CATCH_UP_MINUTES));
     let mut seen = 0;
     let mut room = i64::MAX;
     for (i, n) in per_minute.iter().enumerate() {
         let m = i as i64 + 1;
         seen += n;
-        room = room.min((pacing * m + 59) / 60 - seen);
+        if m > skip {
+            room = room.min((pacing * m + 59) / 60 - seen);
+        }
     }
     room
 }
@@ -212,7 +226,11 @@ impl Store {
         }
         let last_hour: i64 = per_minute.iter().sum();
         let room = (i64::from(pace.capacity_per_day) - today)
-            .min(spread_room(pace.pacing_per_hour, &per_minute))
+            .min(spread_room(
+                pace.pacing_per_hour,
+                &per_minute,
+                pace.catch_up_minutes,
+            ))
             .max(0);
         let mut released = 0;
         if room > 0 {

@@ -389,6 +389,7 @@ async fn pacing_is_spread_over_the_hour_and_an_hour_still_brings_the_pacing() ->
         capacity_per_day: 10_000,
         pacing_per_hour: PACING,
         value: "arpu_3m",
+        catch_up_minutes: 0,
     };
     // Released at each minute from the wave's start, two hours long.
     let mut per_step = Vec::new();
@@ -415,6 +416,19 @@ async fn pacing_is_spread_over_the_hour_and_an_hour_still_brings_the_pacing() ->
             );
         }
     }
+    // A step 21 minutes after the last (a coarse tick) catches up the 15 minutes it may:
+    // more than a minute's share, no more than the bound of 16 minutes.
+    let late = store
+        .release_tasks(
+            &store::calls::Pace {
+                catch_up_minutes: 15,
+                ..pace
+            },
+            T0 + 140 * MINUTE,
+        )
+        .await?;
+    assert!(late.released > 2 && late.released <= 22, "{late:?}");
+    per_step.push(late.released);
     // The store's own count agrees: the released tasks, stamped at their minutes.
     let released = store
         .tasks(Some("callcentre"), TaskState::Open, 1000)
