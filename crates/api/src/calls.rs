@@ -34,15 +34,61 @@ pub(crate) const MAX_BATCH_HOLD_MINUTES: u64 = 480;
 /// The most outcomes one dialer report carries.
 pub(crate) const MAX_REPORT: usize = 500;
 
-/// The caller's team: the queue routes are for agent tokens, each bound to one.
-fn team_of(who: &store::auth::Principal, route: &str) -> Result<String, ApiError> {
+/// The caller's team: the queue routes are for agent tokens, each bound to one, and (with a
+/// teams file) named in that team's `agents`.
+pub(crate) fn team_of(
+    state: &Shared,
+    who: &store::auth::Principal,
+    route: &str,
+) -> Result<String, ApiError> {
     match (&who.role, &who.team) {
-        (Role::Agent, Some(team)) => Ok(team.clone()),
+        (Role::Agent, Some(team)) => {
+            on_roster(state, who, team, true, route)?;
+            Ok(team.clone())
+        }
         _ => Err(ApiError::Forbidden(format!(
             "{route} is for agent tokens (bound to a team): it holds tasks for the caller, {} is {}",
             who.name,
             who.role.as_str()
         ))),
+    }
+}
+
+/// The one roster check: with a teams file, an agent token works a call-centre team's tasks
+/// only while its name is in that team's `agents` as the daemon read them at start, so a
+/// supervisor who removes an agent from the file takes its access away on the next
+/// restart, whatever tokens it still has. `queue`: the route is the team's queue, which a
+/// team the file does not declare (a service desk of `staff.yaml`) has none of; a service
+/// desk's own tasks (`queue` false) are not the teams file's to allow.
+pub(crate) fn on_roster(
+    state: &Shared,
+    who: &store::auth::Principal,
+    team: &str,
+    queue: bool,
+    route: &str,
+) -> Result<(), ApiError> {
+    let Some(dir) = &state.call_teams else {
+        return Ok(());
+    };
+    match dir.teams.get(team) {
+        Some(t) if t.agents.contains(&who.name) => Ok(()),
+        Some(t) => Err(ApiError::Forbidden(format!(
+            "{route}: agent {} is not in team {team}'s agents in {} ({}); a supervisor adds it there and restarts the daemon",
+            who.name,
+            dir.file,
+            t.agents.join(", ")
+        ))),
+        None if queue => {
+            let mut ids: Vec<&str> = dir.teams.keys().map(String::as_str).collect();
+            ids.sort_unstable();
+            Err(ApiError::Forbidden(format!(
+                "{route}: team {team} of agent {} is not a call-centre team of {} ({}): it has no queue",
+                who.name,
+                dir.file,
+                ids.join(", ")
+            )))
+        }
+        None => Ok(()),
     }
 }
 
@@ -87,7 +133,7 @@ fn whole(obj: &Map<String, Value>, field: &str, default: u64, max: u64) -> Resul
         (status = 204, description = "Nothing in the team's queue now"),
         (status = 400, description = "A body other than `{}`", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
-        (status = 403, description = "Not an agent token", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an agent token, or one not in its team's `agents` in teams.yaml (as read at daemon start)", body = crate::error::ErrorBody),
     ),
     security(("bearer" = [])))]
 pub(crate) async fn next(
@@ -95,7 +141,7 @@ pub(crate) async fn next(
     Extension(Caller(who)): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let team = team_of(&who, "POST /tasks/next")?;
+    let team = team_of(&state, &who, "POST /tasks/next")?;
     object(&body, &[], "{}")?;
     let now = (state.now)();
     // An agent works one call at a time: asking again (a reloaded page) gives back the
@@ -163,11 +209,17 @@ pub(crate) async fn next(
             .collect(),
         None => Vec::new(),
     };
+    let timezone = state
+        .call_teams
+        .as_ref()
+        .and_then(|d| d.teams.get(&team))
+        .map(|t| t.timezone.clone());
     Ok(Json(NextTask {
         task: TaskDto::new(task, now),
         outcomes,
         msisdn,
         details,
+        timezone,
     })
     .into_response())
 }
@@ -197,6 +249,9 @@ pub(crate) struct NextTask {
     /// The subscriber's attributes the catalogue shows to agents (`agents: true` in
     /// `attributes.yaml`), in catalogue order; empty ones are left out.
     details: Vec<Detail>,
+    /// The team's IANA time zone (`timezone` in teams.yaml, e.g. `Asia/Shanghai`): the
+    /// agents' page shows times and picks a call-back time in it. Absent without a teams file.
+    timezone: Option<String>,
 }
 
 /// `POST /tasks/{id}/callback` with `{"at": "2026-12-01T18:30:00+08:00"}`.
@@ -207,7 +262,7 @@ pub(crate) struct NextTask {
         (status = 200, description = "Re-queued: `{\"id\", \"callback_at\"}`; the task stays open, the queue serves it again from then, first among the free tasks, to the caller alone for 10 minutes and then to anyone of the team", body = Object),
         (status = 400, description = "Bad input: `at` missing, not RFC 3339, not after now, not before the task's deadline, or outside the team's hours; nothing changed", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
-        (status = 403, description = "Not an agent token, or another team's task", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an agent token, one not in its team's `agents` in teams.yaml (as read at daemon start), or another team's task", body = crate::error::ErrorBody),
         (status = 404, description = "No such task", body = crate::error::ErrorBody),
         (status = 409, description = "The caller does not hold the task, or it is no longer open", body = crate::error::ErrorBody),
     ),
@@ -218,7 +273,7 @@ pub(crate) async fn callback(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let team = team_of(&who, "POST /tasks/{id}/callback")?;
+    let team = team_of(&state, &who, "POST /tasks/{id}/callback")?;
     let id = parse_id(&id)?;
     let obj = object(&body, &["at"], r#"{"at": "2026-12-01T18:30:00+08:00"}"#)?;
     let at = requeue(&state, &who.name, &team, id, "at", obj.get("at")).await?;
@@ -338,7 +393,7 @@ fn rfc3339(ms: i64) -> String {
         (status = 200, description = "Held for another 15 minutes from now (never past the task's deadline): `{\"id\", \"held_until\"}`", body = Object),
         (status = 400, description = "A body other than `{}`, or a bad id", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
-        (status = 403, description = "Not an agent token, or another team's task", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an agent token, one not in its team's `agents` in teams.yaml (as read at daemon start), or another team's task", body = crate::error::ErrorBody),
         (status = 404, description = "No such task", body = crate::error::ErrorBody),
         (status = 409, description = "The caller does not hold the task (its hold ran out, or someone else holds it), or it is no longer open", body = crate::error::ErrorBody),
     ),
@@ -349,7 +404,7 @@ pub(crate) async fn renew(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let team = team_of(&who, "POST /tasks/{id}/hold")?;
+    let team = team_of(&state, &who, "POST /tasks/{id}/hold")?;
     let id = parse_id(&id)?;
     object(&body, &[], "{}")?;
     let now = (state.now)();
@@ -393,7 +448,7 @@ pub(crate) async fn renew(
         (status = 200, description = "The tasks now held by the dialer, best first (possibly none): `{\"held_until\", \"tasks\": [...]}`", body = Object),
         (status = 400, description = "Bad input; nothing taken", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
-        (status = 403, description = "Not an agent (dialer) token", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an agent (dialer) token, or one not in its team's `agents` in teams.yaml (as read at daemon start)", body = crate::error::ErrorBody),
     ),
     security(("bearer" = [])))]
 pub(crate) async fn batch(
@@ -401,7 +456,7 @@ pub(crate) async fn batch(
     Extension(Caller(who)): Extension<Caller>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let team = team_of(&who, "POST /dialer/batches")?;
+    let team = team_of(&state, &who, "POST /dialer/batches")?;
     let obj = object(
         &body,
         &["size", "hold_minutes"],
@@ -452,7 +507,7 @@ pub(crate) struct ReportResult {
         (status = 200, description = "One result per report, in order: `recorded`, `requeued` (a call back), `already` or `refused` with its `error`", body = Vec<ReportResult>),
         (status = 400, description = "Bad shape; nothing recorded", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
-        (status = 403, description = "Not an agent (dialer) token", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an agent (dialer) token, or one not in its team's `agents` in teams.yaml (as read at daemon start)", body = crate::error::ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = crate::error::ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -461,7 +516,7 @@ pub(crate) async fn outcomes(
     Extension(Caller(who)): Extension<Caller>,
     body: Bytes,
 ) -> Result<Json<Vec<ReportResult>>, ApiError> {
-    let team = team_of(&who, "POST /dialer/outcomes")?;
+    let team = team_of(&state, &who, "POST /dialer/outcomes")?;
     let obj = object(
         &body,
         &["outcomes"],

@@ -83,6 +83,7 @@ struct Shared {
     inbox: Arc<inbox::Inbox>,
     seasons: Option<SeasonReports>,
     call_hours: Option<CallHours>,
+    call_teams: Option<Arc<CallTeams>>,
 }
 
 /// What the health routes read besides the database.
@@ -176,6 +177,29 @@ pub struct ServeOptions {
     /// The call-centre teams' working hours, which a `call back later` time must fall in
     /// (the daemon sets it from `workflows/teams.yaml`; without it no hours are checked).
     pub call_hours: Option<CallHours>,
+    /// The call-centre teams' agents and time zones as the daemon read
+    /// `workflows/teams.yaml` at start; without it (no teams file) agents are not checked
+    /// against a team's `agents` and task details carry no zone.
+    pub call_teams: Option<Arc<CallTeams>>,
+}
+
+/// The call-centre teams as the daemon read them at start. Handed in by the daemon, since
+/// this crate does not read the teams file; a change to the file takes effect on restart.
+#[derive(Debug, Clone, Default)]
+pub struct CallTeams {
+    /// Where they were read from, named in every refusal (`workflows/teams.yaml`).
+    pub file: String,
+    /// By team id.
+    pub teams: std::collections::HashMap<String, CallTeam>,
+}
+
+/// One call-centre team, as far as the API needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallTeam {
+    /// The names of the agent (and dialer) tokens that may work its queue.
+    pub agents: Vec<String>,
+    /// Its IANA time zone (`Asia/Shanghai`): an agent's call-back time is picked in it.
+    pub timezone: String,
 }
 
 /// Whether a time falls within a call-centre team's working hours: `None` when the team is
@@ -224,6 +248,7 @@ impl Default for ServeOptions {
             gateways: None,
             seasons: None,
             call_hours: None,
+            call_teams: None,
         }
     }
 }
@@ -505,6 +530,7 @@ pub fn router_with(state: AppState, opts: &ServeOptions) -> Router {
         inbox: Arc::new(inbox::Inbox::new(state.store.clone(), opts.spool.clone())),
         seasons: opts.seasons.clone(),
         call_hours: opts.call_hours.clone(),
+        call_teams: opts.call_teams.clone(),
     };
     let recent = Arc::new(auth::RecentTokens::default());
     let mut open = Router::new();

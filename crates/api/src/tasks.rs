@@ -91,7 +91,7 @@ impl TaskDto {
         (status = 200, description = "Tasks, the soonest due first, then those without a due time; each group oldest first", body = Vec<TaskDto>),
         (status = 400, description = "Bad parameter", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
-        (status = 403, description = "Role not allowed, or an agent asking for another team", body = crate::error::ErrorBody),
+        (status = 403, description = "Role not allowed, an agent asking for another team, or an agent not in its call-centre team's `agents` in teams.yaml", body = crate::error::ErrorBody),
     ),
     security(("bearer" = [])))]
 pub(crate) async fn list(
@@ -103,6 +103,9 @@ pub(crate) async fn list(
     q.reject_unknown(&["team", "state", "limit"])?;
     // An agent sees its own team's tasks only (call scripts name subscribers).
     let team = q.worklist("team", "a team name", &who)?;
+    if let (Role::Agent, Some(t)) = (who.role, &team) {
+        crate::calls::on_roster(&state, &who, t, false, "GET /tasks")?;
+    }
     let task_state = q.choice("state", TaskState::Open, &TaskState::ALL, TaskState::as_str)?;
     let limit = q.limit(100, MAX_LIMIT)?;
     let rows = state
@@ -156,7 +159,7 @@ pub(crate) const CALL_BACK_LATER: &str = "call_back_later";
         (status = 200, description = "Recorded: `{\"id\", \"state\": \"done\", \"outcome\"}`; or re-queued for a call back: `{\"id\", \"state\": \"open\", \"outcome\": \"call_back_later\", \"callback_at\"}`", body = Object),
         (status = 400, description = "Bad input (`call_back_at` not RFC 3339, not after now, not before the task's deadline, outside the team's hours, or with another outcome); nothing recorded", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown token", body = crate::error::ErrorBody),
-        (status = 403, description = "Role not allowed, another team's task, an agent token naming another agent, or `call_back_at` from a supervisor", body = crate::error::ErrorBody),
+        (status = 403, description = "Role not allowed, another team's task, an agent not in its call-centre team's `agents` in teams.yaml, an agent token naming another agent, or `call_back_at` from a supervisor", body = crate::error::ErrorBody),
         (status = 404, description = "No such task", body = crate::error::ErrorBody),
         (status = 409, description = "The task's outcome was already reported, or (an agent) the task is queued and the caller does not hold it", body = crate::error::ErrorBody),
         (status = 413, description = "Body over 4 KiB", body = crate::error::ErrorBody),
@@ -178,6 +181,15 @@ pub(crate) async fn outcome(
             "task {id} belongs to another team than agent {}'s",
             who.name
         )));
+    }
+    if who.role == Role::Agent {
+        crate::calls::on_roster(
+            &state,
+            &who,
+            &terms.team,
+            terms.queued,
+            "POST /tasks/{id}/outcome",
+        )?;
     }
     // An agent records a queued task only while holding it, and never one another agent
     // holds; a supervisor (admin, operator) may close any open task.

@@ -2,8 +2,10 @@
 //! scripts/install-deps.sh), driven over the DevTools protocol on a pipe
 //! (`--remote-debugging-pipe`: JSON messages ended by NUL on fds 3 and 4, so no WebSocket
 //! client is needed): an agent signs in with its token, takes the next task, sees its
-//! script and the masked number, gets a plain error for a bad call-back time, and records
-//! an outcome by clicking; the database has it, and a screenshot of the page is checked
+//! script and the masked number, sees its hold renewed by the page's heartbeat, gets a
+//! plain error for a bad call-back time, picks one in the team's zone (Asia/Shanghai, the
+//! browser in UTC), records an outcome by clicking, and is told plainly when a task it shows
+//! was lost; the database has each, and a screenshot of the page is checked
 //! and kept under `target/tmp/agent-page.png`. Runs on SQLite, or on PostgreSQL with
 //! `CAMPAIGND_TEST_BACKEND=postgres`. Without a browser the test is skipped locally and
 //! fails under `CI=true`.
@@ -84,6 +86,9 @@ impl Browser {
                 &format!("--user-data-dir={}", profile.path().display()),
                 "about:blank",
             ])
+            // The browser's zone is UTC, the team's Asia/Shanghai: a call-back time picked
+            // in the browser's zone would be stored eight hours off.
+            .env("TZ", "UTC")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -274,9 +279,10 @@ impl Drop for Server {
     }
 }
 
-/// The API on port 0 over a fresh database with one open call task of `TEAM` whose
-/// workflow declares its own outcomes; returns the task's id.
-async fn start() -> Res<(Server, i64)> {
+/// The API on port 0 over a fresh database with three open call tasks of `TEAM` (agent-7's
+/// team in the teams file, in Asia/Shanghai) whose workflow declares its own outcomes;
+/// returns the tasks' ids in the order the queue serves them.
+async fn start() -> Res<(Server, Vec<i64>)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let store = store::testing::fresh_store(dir.path()).await?;
@@ -290,6 +296,17 @@ async fn start() -> Res<(Server, i64)> {
         },
         api::ServeOptions {
             now: Arc::new(store::wall_now),
+            call_teams: Some(Arc::new(api::CallTeams {
+                file: "workflows/teams.yaml".into(),
+                teams: [(
+                    TEAM.to_owned(),
+                    api::CallTeam {
+                        agents: vec!["agent-7".into()],
+                        timezone: "Asia/Shanghai".into(),
+                    },
+                )]
+                .into(),
+            })),
             ..api::ServeOptions::default()
         },
         async move {
@@ -300,7 +317,11 @@ async fn start() -> Res<(Server, i64)> {
     let wave = store::testing::call_wave(
         &store,
         "retention",
-        &[store::testing::subscriber("13800138000").with("name", "<b>Li Na</b>")],
+        &[
+            store::testing::subscriber("13800138000").with("name", "<b>Li Na</b>"),
+            store::testing::subscriber("13800138001").with("name", "Wang Wei"),
+            store::testing::subscriber("13800138002").with("name", "Zhao Min"),
+        ],
         "all",
         now,
         now + 24 * 3_600_000,
@@ -320,7 +341,14 @@ async fn start() -> Res<(Server, i64)> {
         })
         .collect();
     store.open_tasks(&rows, now).await?;
-    let id = store.tasks(Some(TEAM), TaskState::Open, 10).await?[0].id;
+    // Unpaced and of no value: the queue serves them oldest first.
+    let mut ids: Vec<i64> = store
+        .tasks(Some(TEAM), TaskState::Open, 10)
+        .await?
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    ids.sort_unstable();
     Ok((
         Server {
             base,
@@ -328,7 +356,7 @@ async fn start() -> Res<(Server, i64)> {
             stop: Some(stop),
             _dir: dir,
         },
-        id,
+        ids,
     ))
 }
 
@@ -336,7 +364,8 @@ async fn start() -> Res<(Server, i64)> {
 // works the task routes with the agent's token and shows every error plainly.
 #[tokio::test]
 async fn an_agent_takes_a_task_and_records_its_outcome_in_the_browser() -> Res {
-    let (server, task) = start().await?;
+    let (server, ids) = start().await?;
+    let task = ids[0];
     let token = server
         .store
         .create_token("agent-7", Role::Agent, Some(TEAM), store::wall_now())
@@ -368,7 +397,8 @@ async fn an_agent_takes_a_task_and_records_its_outcome_in_the_browser() -> Res {
     b.send(
         Some(&p),
         "Page.navigate",
-        json!({"url": format!("{}/agent", server.base)}),
+        // The hold's heartbeat every second rather than every 5 minutes.
+        json!({"url": format!("{}/agent?renew_every=1", server.base)}),
     )
     .await?;
     b.wait_for(&p, "document.body && document.body.dataset.ready === '1'")
@@ -439,6 +469,32 @@ async fn an_agent_takes_a_task_and_records_its_outcome_in_the_browser() -> Res {
     );
     let held = server.store.task(task).await?.ok_or("task")?;
     assert_eq!(held.held_by.as_deref(), Some("agent-7"));
+    // The call-back picker is labelled with the team's zone, not the browser's (UTC).
+    assert_eq!(
+        b.eval(&p, "document.getElementById('callback-zone').textContent")
+            .await?,
+        json!("in Asia/Shanghai time")
+    );
+    // The heartbeat renews the hold while the task is shown: its expiry moves forward in
+    // the database without a click.
+    assert_eq!(
+        b.eval(&p, "document.body.dataset.heartbeat").await?,
+        json!("on")
+    );
+    let first = held.held_until.ok_or("held_until")?;
+    let started = std::time::Instant::now();
+    loop {
+        let t = server.store.task(task).await?.ok_or("task")?;
+        if t.held_until.ok_or("held_until")? > first {
+            assert_eq!(t.held_by.as_deref(), Some("agent-7"));
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the hold was never renewed: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A call back for a time already past: the API's error, shown plainly.
     b.click(&p, "#outcome-call_back_later").await?;
@@ -500,7 +556,45 @@ async fn an_agent_takes_a_task_and_records_its_outcome_in_the_browser() -> Res {
     assert!(n("red") > 50, "the error's bar: {stats}");
     assert!(n("dark") > 1000, "text: {stats}");
 
-    // The outcome, by a click: stored, the task closed, by the token's own agent.
+    // A call back three hours on, picked as the wall-clock time in Shanghai (UTC+8, no
+    // daylight saving) in a browser whose zone is UTC: stored as that instant.
+    let at = (store::wall_now() + 3 * 3_600_000) / 60_000 * 60_000;
+    let shanghai = chrono::DateTime::from_timestamp_millis(at + 8 * 3_600_000)
+        .ok_or("time")?
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    b.eval(
+        &p,
+        &format!("document.getElementById('callback-at').value = '{shanghai}'; true"),
+    )
+    .await?;
+    b.click(&p, "#callback").await?;
+    b.wait_for(
+        &p,
+        "document.getElementById('status').textContent.includes('goes back to the queue')",
+    )
+    .await?;
+    let t = server.store.task(task).await?.ok_or("task")?;
+    assert_eq!(
+        (t.state.as_str(), t.callback_at, t.outcome.as_deref()),
+        ("open", Some(at), None),
+        "{shanghai} in Asia/Shanghai"
+    );
+    // Nothing is shown any more, and the heartbeat stopped with it.
+    assert_eq!(
+        b.eval(&p, "document.body.dataset.heartbeat").await?,
+        json!("off")
+    );
+
+    // The next task (the call back is not due): its outcome, by a click: stored, the task
+    // closed, by the token's own agent.
+    let task = ids[1];
+    b.click(&p, "#next").await?;
+    b.wait_for(
+        &p,
+        &format!("document.getElementById('task-id').textContent === '{task}'"),
+    )
+    .await?;
     b.click(&p, "#outcome-wants_visit").await?;
     b.wait_for(
         &p,
@@ -524,6 +618,40 @@ async fn an_agent_takes_a_task_and_records_its_outcome_in_the_browser() -> Res {
         Some("agent-7")
     );
     assert_eq!(count_unprocessed(server.store.db()).await?, 1);
+    assert_eq!(
+        b.eval(&p, "document.body.dataset.heartbeat").await?,
+        json!("off")
+    );
+
+    // A task lost while shown (another agent holds it now): the heartbeat's renewal fails,
+    // the page says so plainly and stops renewing.
+    let task = ids[2];
+    b.click(&p, "#next").await?;
+    b.wait_for(
+        &p,
+        &format!("document.getElementById('task-id').textContent === '{task}'"),
+    )
+    .await?;
+    sea_orm::ConnectionTrait::execute_unprepared(
+        server.store.db(),
+        &format!("UPDATE agent_task SET held_by = 'agent-8' WHERE id = {task}"),
+    )
+    .await?;
+    b.wait_for(&p, "!document.getElementById('error').hidden")
+        .await?;
+    let error = b
+        .eval(&p, "document.getElementById('error').textContent")
+        .await?;
+    assert!(
+        error.as_str().unwrap_or("").contains(&format!(
+            "Task {task} could not be kept, it may be lost: task {task} is held by agent-8"
+        )),
+        "{error}"
+    );
+    assert_eq!(
+        b.eval(&p, "document.body.dataset.heartbeat").await?,
+        json!("off")
+    );
 
     // Nothing left: said plainly.
     b.click(&p, "#next").await?;

@@ -55,6 +55,19 @@ impl Server {
         arpu: &[f64],
         call_hours: Option<api::CallHours>,
     ) -> Res<(Server, Vec<i64>, i64)> {
+        Server::start_opts(
+            arpu,
+            api::ServeOptions {
+                call_hours,
+                ..api::ServeOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`Server::start`] with what the daemon hands in from the teams file (`opts`; its
+    /// clock is the server's manual one).
+    async fn start_opts(arpu: &[f64], extra: api::ServeOptions) -> Res<(Server, Vec<i64>, i64)> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir()?;
         let store = store::testing::fresh_store(dir.path()).await?;
@@ -65,8 +78,7 @@ impl Server {
         let c = clock.clone();
         let opts = api::ServeOptions {
             now: Arc::new(move || c.load(Ordering::SeqCst)),
-            call_hours,
-            ..api::ServeOptions::default()
+            ..extra
         };
         tokio::spawn(api::serve_with(
             listener,
@@ -151,6 +163,7 @@ async fn seed(store: &Store, arpu: &[f64]) -> Res<(Vec<i64>, i64)> {
                     capacity_per_day: 1000,
                     pacing_per_hour: 1000,
                     value: "arpu_3m",
+                    catch_up_minutes: 0,
                 },
                 T0,
             )
@@ -753,5 +766,127 @@ async fn a_dialer_call_back_requeues_its_task_for_the_agreed_time() -> Res {
         .await?;
     assert_eq!(res, json!([{"task": ids[0], "result": "recorded"}]));
     assert_eq!(s.outcomes().await?, 1);
+    Ok(())
+}
+
+/// The teams file as the daemon read it at start: `TEAM` with agent-1 and dialer-1.
+fn roster() -> Arc<api::CallTeams> {
+    Arc::new(api::CallTeams {
+        file: "workflows/teams.yaml".into(),
+        teams: [(
+            TEAM.to_owned(),
+            api::CallTeam {
+                agents: vec!["agent-1".into(), "dialer-1".into()],
+                timezone: "Asia/Shanghai".into(),
+            },
+        )]
+        .into(),
+    })
+}
+
+// api `calls.rs` `on_roster`: an agent token works its team's queue only while its name is
+// in the team's `agents` as read at daemon start; one removed from the file (its token and
+// its hold from before the restart still there) is refused on every queue route, and its
+// task is left as it was.
+#[tokio::test]
+async fn an_agent_removed_from_its_team_in_teams_yaml_is_refused_on_every_queue_route() -> Res {
+    let (s, ids, other) = Server::start_opts(
+        &[150.0, 900.0, 400.0],
+        api::ServeOptions {
+            call_teams: Some(roster()),
+            ..api::ServeOptions::default()
+        },
+    )
+    .await?;
+    let a1 = s.token("agent-1", Role::Agent, Some(TEAM)).await?;
+    let gone = s.token("agent-9", Role::Agent, Some(TEAM)).await?;
+    let stranger = s.token("desk-1", Role::Agent, Some("other")).await?;
+    // agent-9 took a task before it was removed from the file and the daemon restarted.
+    let held = s
+        .store
+        .claim_tasks(TEAM, "agent-9", 1, T0 + 15 * MINUTE, T0)
+        .await?;
+    assert_eq!(held.len(), 1);
+    let mine = held[0].id;
+    assert_eq!(mine, ids[1]);
+
+    let iso = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+    };
+    s.set(T0 + MINUTE);
+    for (path, body) in [
+        ("/tasks/next".to_owned(), json!({})),
+        (format!("/tasks/{mine}/hold"), json!({})),
+        (
+            format!("/tasks/{mine}/callback"),
+            json!({"at": iso(T0 + HOUR)}),
+        ),
+        (
+            format!("/tasks/{mine}/outcome"),
+            json!({"outcome": "accepted"}),
+        ),
+        (
+            format!("/tasks/{mine}/outcome"),
+            json!({"outcome": "call_back_later", "call_back_at": iso(T0 + HOUR)}),
+        ),
+        ("/dialer/batches".to_owned(), json!({"size": 5})),
+        (
+            "/dialer/outcomes".to_owned(),
+            json!({"outcomes": [{"task": mine, "outcome": "accepted"}]}),
+        ),
+    ] {
+        let (st, resp) = s.post(&gone, &path, body).await?;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{path}: {resp}");
+        let msg = resp["error"].as_str().unwrap_or("");
+        assert!(
+            msg.contains(
+                "agent agent-9 is not in team callcentre's agents in workflows/teams.yaml (agent-1, dialer-1)"
+            ),
+            "{path}: {msg}"
+        );
+    }
+    // It holds nothing new, and its old hold was neither renewed nor recorded.
+    let after = s.store.tasks(Some(TEAM), TaskState::Open, 100).await?;
+    let by_gone: Vec<_> = after
+        .iter()
+        .filter(|t| t.held_by.as_deref() == Some("agent-9"))
+        .collect();
+    assert_eq!(by_gone.len(), 1, "{by_gone:?}");
+    assert_eq!(
+        (by_gone[0].id, by_gone[0].held_until, by_gone[0].callback_at),
+        (mine, Some(T0 + 15 * MINUTE), None)
+    );
+    assert_eq!(s.outcomes().await?, 0, "nothing recorded");
+
+    // An agent of a team the file does not declare has no queue.
+    let (st, resp) = s.post(&stranger, "/tasks/next", json!({})).await?;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("team other of agent desk-1 is not a call-centre team of workflows/teams.yaml (callcentre)"),
+        "{resp}"
+    );
+    assert_eq!(
+        s.post(&stranger, &format!("/tasks/{other}/hold"), json!({}))
+            .await?
+            .0,
+        StatusCode::FORBIDDEN
+    );
+
+    // An agent in the file works as ever.
+    let (st, t) = s.post(&a1, "/tasks/next", json!({})).await?;
+    assert_eq!((st, &t["id"]), (StatusCode::OK, &json!(ids[2])), "{t}");
+    let (st, r) = s
+        .post(
+            &a1,
+            &format!("/tasks/{}/outcome", ids[2]),
+            json!({"outcome": "accepted"}),
+        )
+        .await?;
+    assert_eq!(st, StatusCode::OK, "{r}");
     Ok(())
 }

@@ -652,6 +652,9 @@ async fn tokens(cfg: &Config, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
                     "--role {role}: expected admin, operator, approver, analyst, agent or gateway"
                 )
             };
+            if let (store::auth::Role::Agent, Some(t)) = (r, &team) {
+                check_agent_team(&cfg.workflows, &name, t)?;
+            }
             let token = store.create_token(&name, r, team.as_deref(), now).await?;
             store
                 .audit(
@@ -1114,6 +1117,71 @@ fn call_hours(dir: spec::teams::TeamDirectory) -> api::CallHours {
     })
 }
 
+/// The teams' agents and zones for the API, as read now (at daemon start).
+fn call_teams(workflows: &Path, dir: &spec::teams::TeamDirectory) -> api::CallTeams {
+    api::CallTeams {
+        file: workflows
+            .join(spec::teams::TEAMS_FILE)
+            .display()
+            .to_string(),
+        teams: dir
+            .teams
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    api::CallTeam {
+                        agents: t.agents.clone(),
+                        timezone: t.timezone.name().to_owned(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Refuses an agent token the workflows folder's `teams.yaml` would not let work: a
+/// call-centre team's agent must be in its `agents` (the API checks the same at every
+/// queue route), and a team the file does not declare must be a desk of `staff.yaml` (a
+/// service desk, whose agents work its tasks and alerts). No teams file: nothing to check.
+fn check_agent_team(workflows: &Path, name: &str, team: &str) -> anyhow::Result<()> {
+    let shown = workflows
+        .join(spec::teams::TEAMS_FILE)
+        .display()
+        .to_string();
+    let dir = match spec::teams::load_teams(workflows) {
+        Ok(None) => return Ok(()),
+        Ok(Some(d)) => d,
+        Err(diags) => {
+            for d in &diags {
+                out::line(&d.to_string());
+            }
+            bail!(
+                "{} problem(s) in {shown}; fix them before creating agent tokens",
+                diags.len()
+            )
+        }
+    };
+    match dir.get(team) {
+        Some(t) if t.agents.iter().any(|a| a == name) => Ok(()),
+        Some(t) => bail!(
+            "agent `{name}` is not in team `{team}`'s agents in {shown} ({}): add it there (and restart the daemon) before creating its token",
+            t.agents.join(", ")
+        ),
+        None => {
+            let (_, staff, _) = spec::monitor::load_monitors(workflows);
+            if staff.get(team).is_some() {
+                return Ok(());
+            }
+            bail!(
+                "team `{team}` is not a call-centre team in {shown} ({}) nor a desk of {}",
+                dir.ids().join(", "),
+                workflows.join(spec::monitor::STAFF_FILE).display()
+            )
+        }
+    }
+}
+
 /// `GET /campaigns/{id}/seasons`: the engine's season roll-up, as of the database clock.
 fn season_reports(store: store::Store) -> api::SeasonReports {
     Arc::new(move |campaign: String| {
@@ -1350,6 +1418,9 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         engine_config(&cfg),
     )?;
     let call_hours = teams.clone().map(call_hours);
+    let call_teams = teams
+        .as_ref()
+        .map(|t| Arc::new(call_teams(&cfg.workflows, t)));
     let engine = match teams {
         Some(t) => {
             for team in &t.teams {
@@ -1401,6 +1472,7 @@ async fn daemon(cfg: Config, exit_after: Option<u64>, grace: u64) -> anyhow::Res
         gateways: Some(gateway_status(engine.clone(), start_checks)),
         seasons: Some(season_reports(store.clone())),
         call_hours,
+        call_teams,
         ..api::ServeOptions::default()
     };
     let api = tokio::spawn(api::serve_with(

@@ -145,7 +145,7 @@ fn tokens_are_shown_once_listed_without_secrets_and_revoked() {
         &[],
     );
     assert!(!o.status.success(), "an agent without a team: {}", text(&o));
-    cli.token_team("carol", "campus-callcentre");
+    cli.token_team("campus-agent-01", "campus-callcentre");
     let list = cli.ok(&["token", "list"], &[]);
     assert!(list.contains("bob") && list.contains("operator"), "{list}");
     assert!(list.contains("campus-callcentre"), "{list}");
@@ -157,6 +157,59 @@ fn tokens_are_shown_once_listed_without_secrets_and_revoked() {
     assert!(
         audit.contains("token_create") && audit.contains("token_revoke"),
         "{audit}"
+    );
+}
+
+// campaignd `check_agent_team`: an agent token is made only for a name its team's entry in
+// teams.yaml lists (or a desk of staff.yaml), so the daemon's queue routes would let it work.
+#[test]
+fn an_agent_token_is_made_only_for_an_agent_of_its_team_in_teams_yaml() {
+    let cli = Cli::new();
+    let teams = repo().join("workflows/teams.yaml").display().to_string();
+    for (name, team, want) in [
+        (
+            "carol",
+            "campus-callcentre",
+            format!(
+                "agent `carol` is not in team `campus-callcentre`'s agents in {teams} (campus-agent-01, campus-agent-02, campus-dialer)"
+            ),
+        ),
+        // In the file, but in another team.
+        (
+            "ret-agent-01",
+            "campus-callcentre",
+            "agent `ret-agent-01` is not in team `campus-callcentre`'s agents".to_owned(),
+        ),
+        (
+            "carol",
+            "night-shift",
+            format!(
+                "team `night-shift` is not a call-centre team in {teams} (retention-callcentre, campus-callcentre) nor a desk of"
+            ),
+        ),
+    ] {
+        let o = cli.run(
+            &[
+                "token", "create", "--name", name, "--role", "agent", "--team", team,
+            ],
+            &[],
+        );
+        assert!(!o.status.success(), "{name} of {team}: {}", text(&o));
+        assert!(text(&o).contains(&want), "{want}\n{}", text(&o));
+    }
+    // Nothing was made.
+    let list = cli.ok(&["token", "list"], &[]);
+    assert!(
+        !list.contains("carol") && !list.contains("ret-agent-01"),
+        "{list}"
+    );
+    // An agent of the team, and a service desk of staff.yaml, are made.
+    cli.token_team("ret-dialer", "retention-callcentre");
+    cli.token_team("desk-1", "retention-desk");
+    let list = cli.ok(&["token", "list"], &[]);
+    assert!(
+        list.contains("ret-dialer") && list.contains("desk-1"),
+        "{list}"
     );
 }
 

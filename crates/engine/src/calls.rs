@@ -50,6 +50,17 @@ impl Engine {
         let Some(dir) = &self.teams else {
             return Ok(stats);
         };
+        // Whole minutes since this engine's previous step, at most the catch-up bound: a
+        // step that comes late (a coarse tick, a demo's fast clock) may release what the
+        // steady flow would have released in the minutes it missed, no more.
+        let previous = self
+            .last_call_step
+            .lock()
+            .map(|mut l| l.replace(now))
+            .unwrap_or(None);
+        let catch_up_minutes = previous.map_or(0, |p| {
+            ((now - p) / 60_000).clamp(0, i64::from(store::calls::MAX_CATCH_UP_MINUTES)) as u32
+        });
         for team in &dir.teams {
             let (day, working) = team_clock(team, now);
             if !working {
@@ -64,6 +75,7 @@ impl Engine {
                         capacity_per_day: team.capacity_per_day,
                         pacing_per_hour: team.pacing_per_hour,
                         value: &dir.value,
+                        catch_up_minutes,
                     },
                     now,
                 )

@@ -227,6 +227,9 @@ pub struct Engine {
     staff: spec::monitor::StaffDirectory,
     /// Call-centre teams (`workflows/teams.yaml`) whose tasks [`Engine::call_step`] paces.
     teams: Option<spec::teams::TeamDirectory>,
+    /// When this engine last ran [`Engine::call_step`]: how many minutes of the spread
+    /// pacing a step may catch up (see `store::calls::Pace::catch_up_minutes`).
+    last_call_step: std::sync::Mutex<Option<store::Millis>>,
 }
 
 /// Says whether callbacks received by this process still wait to be stored.
@@ -306,6 +309,7 @@ impl Engine {
             monitors: Vec::new(),
             staff: spec::monitor::StaffDirectory::default(),
             teams: None,
+            last_call_step: std::sync::Mutex::new(None),
         })
     }
 

@@ -1,6 +1,6 @@
 //! The call-centre channel through the engine, step by step on a manual clock: a paced
 //! team's outbound-call tasks open waiting and reach its queue no faster than its pacing,
-//! no more than its capacity a day and only within its hours, the most valuable
+//! spread over the hour, no more than its capacity a day and only within its hours, the most valuable
 //! subscribers first, whichever of two engines (replicas) runs the step; a task not worked
 //! by its wave's window close expires and its contact counts as unreached. Runs on
 //! SQLite, or PostgreSQL with CAMPAIGND_TEST_BACKEND=postgres.
@@ -134,21 +134,22 @@ async fn a_paced_team_gets_its_tasks_by_value_within_pacing_capacity_and_hours_a
         v
     };
 
-    // Two replicas release at once: together no more than the pacing (3 an hour), the
-    // most valuable subscribers first.
+    // Two replicas release at once: together no more than the pacing spread over the hour
+    // (ceil(3 / 60) = 1 in the first minute, not the hour's 3), the most valuable first.
     let (ra, rb) = tokio::join!(a.call_step(t0()), b.call_step(t0()));
-    assert_eq!(ra.unwrap().released + rb.unwrap().released, 3);
-    assert_eq!(released().await, vec![990.0, 880.0, 640.0]);
-    // Within the same hour, nothing more.
-    for e in [&a, &b] {
-        assert_eq!(e.call_step(t0() + 30 * MINUTE).await.unwrap().released, 0);
+    assert_eq!(ra.unwrap().released + rb.unwrap().released, 1);
+    assert_eq!(released().await, vec![990.0]);
+    // Then minute by minute, either replica: one every 20 minutes (3 in the first hour,
+    // the pacing), until the day's capacity (5) is reached at the fifth.
+    let mut at = Vec::new();
+    for m in 1..=120 {
+        let e = if m % 2 == 0 { &a } else { &b };
+        for _ in 0..e.call_step(t0() + m * MINUTE).await.unwrap().released {
+            at.push(m);
+        }
     }
-    // An hour on, the day's capacity (5) leaves room for two.
-    assert_eq!(a.call_step(t0() + 61 * MINUTE).await.unwrap().released, 2);
+    assert_eq!(at, vec![20, 40, 60, 80]);
     assert_eq!(released().await, vec![990.0, 880.0, 640.0, 530.0, 410.0]);
-    // The day is full, whatever the pacing allows.
-    assert_eq!(b.call_step(t0() + 5 * HOUR).await.unwrap().released, 0);
-
     // The queue serves the most valuable released task first, to one agent at a time.
     let got = store
         .claim_tasks("callcentre", "agent-1", 1, t0() + 6 * HOUR, t0() + 5 * HOUR)
@@ -168,7 +169,14 @@ async fn a_paced_team_gets_its_tasks_by_value_within_pacing_capacity_and_hours_a
     let next_day_8 = t0() + DAY - 2 * HOUR;
     assert_eq!(a.call_step(next_day_8).await.unwrap().released, 0);
     let next_day_9 = t0() + DAY - HOUR;
-    assert_eq!(a.call_step(next_day_9).await.unwrap().released, 3);
+    assert_eq!(a.call_step(next_day_9).await.unwrap().released, 1);
+    assert_eq!(
+        a.call_step(next_day_9 + 20 * MINUTE)
+            .await
+            .unwrap()
+            .released,
+        1
+    );
     // 21:00 is past the hours.
     assert_eq!(
         a.call_step(next_day_9 + 12 * HOUR).await.unwrap().released,

@@ -2,7 +2,8 @@
 //!
 //! A queued task (its team is declared in `workflows/teams.yaml`) opens waiting; the
 //! engine's release step ([`Store::release_tasks`]) lets at most the team's pacing into the
-//! queue in any hour and at most its capacity in a local day, counted here from the tasks'
+//! queue in any hour, spread over the hour (at most `ceil(pacing * m / 60)` in the last `m`
+//! minutes, see [`spread_room`]), and at most its capacity in a local day, counted here from the tasks'
 //! own `released_at` / `released_day`, so every replica counts the same rows. On
 //! PostgreSQL the count and the release run under a transaction advisory lock per team, so
 //! two replicas releasing for one team serialize and the second counts the first's tasks;
@@ -45,7 +46,15 @@ pub struct Pace<'a> {
     pub pacing_per_hour: u32,
     /// The stored catalogue attribute that orders the queue (highest first).
     pub value: &'a str,
+    /// Minutes since the releasing engine's previous step (0 to [`MAX_CATCH_UP_MINUTES`]):
+    /// windows that short are not checked by [`spread_room`], since no step ran within
+    /// them to release their share. 0 for an engine stepping every few seconds.
+    pub catch_up_minutes: u32,
 }
+
+/// The most minutes of spread pacing one release step catches up: a step after a long
+/// pause (a daemon restart) still trickles rather than releasing an hour's pacing at once.
+pub const MAX_CATCH_UP_MINUTES: u32 = 15;
 
 /// What one team's release step found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,6 +109,29 @@ const ORDER: &str = "CASE WHEN callback_at IS NULL THEN 1 ELSE 0 END, callback_a
      CASE WHEN value IS NULL THEN 1 ELSE 0 END, value DESC, \
      CASE WHEN COALESCE(due_at, deadline) IS NULL THEN 1 ELSE 0 END, COALESCE(due_at, deadline), id";
 
+/// How many more tasks the pacing lets out now, given the releases of the last hour by
+/// whole minutes ago (`per_minute[0]`: within the last minute). Spread over the hour: at
+/// most `ceil(pacing * m / 60)` in the last `m` minutes, for every `m` from 1 to 60, so a
+/// wave's hour comes a little each minute rather than all at its start; `m = 60` is the
+/// hour's own bound (`pacing` in any hour). May be negative (over the bound: none now).
+///
+/// `catch_up_minutes` (at most [`MAX_CATCH_UP_MINUTES`]): the windows of that many minutes
+/// or fewer are not checked, as no step ran within them; a step each few seconds passes 0.
+pub fn spread_room(pacing_per_hour: u32, per_minute: &[i64; 60], catch_up_minutes: u32) -> i64 {
+    let pacing = i64::from(pacing_per_hour);
+    let skip = i64::from(catch_up_minutes.min(MAX_CATCH_UP_MINUTES));
+    let mut seen = 0;
+    let mut room = i64::MAX;
+    for (i, n) in per_minute.iter().enumerate() {
+        let m = i as i64 + 1;
+        seen += n;
+        if m > skip {
+            room = room.min((pacing * m + 59) / 60 - seen);
+        }
+    }
+    room
+}
+
 /// A stable advisory-lock key per team (FNV-1a), so every replica locks the same one.
 fn team_lock_key(team: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -128,7 +160,8 @@ fn sort_queue(rows: &mut [TaskRow]) {
 
 impl Store {
     /// Releases waiting tasks of `pace.team` to its queue at `now`: as many as both the
-    /// team's capacity left on its day and its pacing left in the last hour allow, the most
+    /// team's capacity left on its day and its pacing spread over the last hour
+    /// ([`spread_room`]) allow, the most
     /// valuable subscribers first (then the soonest due), each stamped with the
     /// subscriber's value. Tasks not released keep waiting.
     pub async fn release_tasks(&self, pace: &Pace<'_>, now: Millis) -> Result<Released> {
@@ -172,13 +205,32 @@ impl Store {
             vec![pace.team.into(), pace.day.into()],
         )
         .await?;
-        let last_hour = count(
-            "SELECT COUNT(*) AS n FROM agent_task WHERE team = ? AND queued = ? AND released_at > ?",
-            vec![pace.team.into(), true.into(), (now - HOUR).into()],
+        // The last hour's releases by whole minutes ago (0 to 59): at most 60 rows, whatever
+        // the pacing. A stamp ahead of `now` (another replica's clock) counts as this minute.
+        let rows = query(
+            &tx,
+            "SELECT (? - released_at) / 60000 AS m, COUNT(*) AS n FROM agent_task \
+             WHERE team = ? AND queued = ? AND released_at > ? GROUP BY 1",
+            vec![
+                now.into(),
+                pace.team.into(),
+                true.into(),
+                (now - HOUR).into(),
+            ],
         )
         .await?;
+        let mut per_minute = [0i64; 60];
+        for r in &rows {
+            let m = r.try_get::<i64>("", "m")?.clamp(0, 59) as usize;
+            per_minute[m] += r.try_get::<i64>("", "n")?;
+        }
+        let last_hour: i64 = per_minute.iter().sum();
         let room = (i64::from(pace.capacity_per_day) - today)
-            .min(i64::from(pace.pacing_per_hour) - last_hour)
+            .min(spread_room(
+                pace.pacing_per_hour,
+                &per_minute,
+                pace.catch_up_minutes,
+            ))
             .max(0);
         let mut released = 0;
         if room > 0 {

@@ -360,3 +360,82 @@ async fn a_callback_never_worked_expires_unreached() -> Res {
     assert_eq!(store::inbound::count_unprocessed(store.db()).await?, 0);
     Ok(())
 }
+
+// calls.rs `release_tasks` / `spread_room`: a team's pacing is spread over the hour. Step
+// by step each minute on a manual clock, a wave's waiting tasks reach the queue a few a
+// minute (never more than ceil(pacing * m / 60) in any m minutes) instead of the hour's
+// whole pacing at its first minute, and an hour still brings exactly the pacing.
+#[tokio::test]
+async fn pacing_is_spread_over_the_hour_and_an_hour_still_brings_the_pacing() -> Res {
+    const PACING: u32 = 80;
+    let dir = tempfile::tempdir()?;
+    let store = store::testing::fresh_store(dir.path()).await?;
+    let subs: Vec<_> = (0..300)
+        .map(|i| store::testing::subscriber(&format!("1390000{i:04}")).with("arpu_3m", 50.0))
+        .collect();
+    let wave = store::testing::call_wave(&store, "c", &subs, "all", T0, T0 + 24 * HOUR).await?;
+    let rows: Vec<_> = wave
+        .contacts
+        .iter()
+        .map(|c| store::inbound::NewTask {
+            queued: true,
+            ..c.task("callcentre", "save bundle")
+        })
+        .collect();
+    store.open_tasks(&rows, T0).await?;
+    let pace = store::calls::Pace {
+        team: "callcentre",
+        day: "2026-05-28",
+        capacity_per_day: 10_000,
+        pacing_per_hour: PACING,
+        value: "arpu_3m",
+        catch_up_minutes: 0,
+    };
+    // Released at each minute from the wave's start, two hours long.
+    let mut per_step = Vec::new();
+    for k in 0..120 {
+        let r = store.release_tasks(&pace, T0 + k * MINUTE).await?;
+        // A second step in the same minute (another replica) finds no room left.
+        let again = store.release_tasks(&pace, T0 + k * MINUTE + 30_000).await?;
+        per_step.push(r.released + again.released);
+    }
+    // No burst: the first minute brings ceil(80 / 60) = 2, not the hour's 80.
+    assert_eq!(per_step[0], 2, "{per_step:?}");
+    // The hour still brings the whole pacing, and so does the next.
+    assert_eq!(per_step[..60].iter().sum::<u64>(), u64::from(PACING));
+    assert_eq!(per_step[60..].iter().sum::<u64>(), u64::from(PACING));
+    // In every window of m minutes, at most ceil(80 * m / 60).
+    for m in 1..=60usize {
+        let bound = (u64::from(PACING) * m as u64).div_ceil(60);
+        for start in 0..=(120 - m) {
+            let n: u64 = per_step[start..start + m].iter().sum();
+            assert!(
+                n <= bound,
+                "{n} in minutes {start}..{}: {per_step:?}",
+                start + m
+            );
+        }
+    }
+    // A step 21 minutes after the last (a coarse tick) catches up the 15 minutes it may:
+    // more than a minute's share, no more than the bound of 16 minutes.
+    let late = store
+        .release_tasks(
+            &store::calls::Pace {
+                catch_up_minutes: 15,
+                ..pace
+            },
+            T0 + 140 * MINUTE,
+        )
+        .await?;
+    assert!(late.released > 2 && late.released <= 22, "{late:?}");
+    per_step.push(late.released);
+    // The store's own count agrees: the released tasks, stamped at their minutes.
+    let released = store
+        .tasks(Some("callcentre"), TaskState::Open, 1000)
+        .await?
+        .iter()
+        .filter(|t| t.released_at.is_some())
+        .count();
+    assert_eq!(released as u64, per_step.iter().sum::<u64>());
+    Ok(())
+}
