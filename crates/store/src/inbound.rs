@@ -565,43 +565,30 @@ impl Store {
 
     /// Opens agent tasks (outbound calls, service visits) for contacts; one per contact.
     pub async fn open_tasks(&self, rows: &[NewTask<'_>], now: Millis) -> Result<u64> {
+        // An outbound call expires unworked at its wave's window close (`respond_within`):
+        // after it the next wave has picked its non-responders, and a late call would answer
+        // a question nobody asks any more. A preferred wave's first-choice call with a second
+        // choice to fall back to expires at its send-by (`send_within`) instead, so a call no
+        // agent got to leaves the window's rest to the fallback. The deadline is computed
+        // inside the INSERT: on SQLite a transaction that reads before it writes fails at
+        // once (SQLITE_BUSY_SNAPSHOT, no busy wait) when another writer commits in between,
+        // which the dispatchers of the other channels do all the time.
+        let deadline = format!(
+            "(SELECT CASE WHEN early IS NULL THEN close WHEN close IS NULL OR early < close THEN early ELSE close END \
+               FROM (SELECT w.closes_at AS close, CASE WHEN {HAS_FALLBACK} THEN c.send_by END AS early \
+                     FROM contact c JOIN wave_run w ON w.id = c.wave_run_id WHERE c.id = ?) AS d)"
+        );
+        let insert = format!(
+            "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at, due_at, escalate_to, outcomes, queued, released_at, deadline) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? THEN {deadline} END) ON CONFLICT (contact_id) DO NOTHING"
+        );
         let tx = self.db().begin().await?;
         let mut n = 0;
         for t in rows {
-            // An outbound call expires unworked at its wave's window close (`respond_within`):
-            // after it the next wave has picked its non-responders, and a late call would
-            // answer a question nobody asks any more. A preferred wave's first-choice call
-            // with a second choice to fall back to expires at its send-by (`send_within`)
-            // instead, so a call no agent got to leaves the window's rest to the fallback.
-            let deadline: Option<Millis> = if t.kind == domain::ChannelKind::OutboundCall.as_str() {
-                match query(
-                    &tx,
-                    &format!(
-                        "SELECT w.closes_at, CASE WHEN {HAS_FALLBACK} THEN c.send_by END AS early \
-                         FROM contact c JOIN wave_run w ON w.id = c.wave_run_id WHERE c.id = ?"
-                    ),
-                    [Choice::First.as_str().into(), t.contact_id.into()],
-                )
-                .await?
-                .first()
-                {
-                    Some(r) => {
-                        let close: Option<i64> = r.try_get("", "closes_at")?;
-                        let early: Option<i64> = r.try_get("", "early")?;
-                        match (close, early) {
-                            (Some(c), Some(e)) => Some(c.min(e)),
-                            (c, e) => c.or(e),
-                        }
-                    }
-                    None => None,
-                }
-            } else {
-                None
-            };
+            let is_call = t.kind == domain::ChannelKind::OutboundCall.as_str();
             n += exec(
                 &tx,
-                "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at, due_at, escalate_to, outcomes, queued, released_at, deadline) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id) DO NOTHING",
+                &insert,
                 [
                     t.contact_id.into(),
                     t.team.into(),
@@ -613,11 +600,15 @@ impl Store {
                     now.into(),
                     t.due_at.into(),
                     t.escalate_to.map(str::to_owned).into(),
-                    (!t.outcomes.is_empty()).then(|| t.outcomes.join("\n")).into(),
+                    (!t.outcomes.is_empty())
+                        .then(|| t.outcomes.join("\n"))
+                        .into(),
                     t.queued.into(),
                     // A task of an unpaced team is in its queue at once.
                     (!t.queued).then_some(now).into(),
-                    deadline.into(),
+                    is_call.into(),
+                    Choice::First.as_str().into(),
+                    t.contact_id.into(),
                 ],
             )
             .await?
