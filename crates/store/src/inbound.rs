@@ -8,6 +8,9 @@ use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 use std::collections::{HashMap, HashSet};
 
 use crate::contacts::HAS_FALLBACK;
+
+/// `wave_run.channel` of a `channel: preferred` wave (spec's `WaveChannel::Preferred`).
+const PREFERRED_WAVE: &str = "preferred";
 use crate::{Millis, Result, Store, exec, marks, query};
 use domain::Choice;
 
@@ -570,14 +573,18 @@ impl Store {
         for t in rows {
             // An outbound call expires unworked at its wave's window close (`respond_within`):
             // after it the next wave has picked its non-responders, and a late call would
-            // answer a question nobody asks any more. A preferred wave's first-choice call
-            // with a second choice to fall back to expires at its send-by (`send_within`)
-            // instead, so a call no agent got to leaves the window's rest to the fallback.
-            let deadline: Option<Millis> = if t.kind == domain::ChannelKind::OutboundCall.as_str() {
-                match query(
+            // answer a question nobody asks any more; so does a preferred wave's service
+            // task (a plain service wave's stays until staff work it). A preferred wave's
+            // first-choice task with a second choice to fall back to expires at its send-by
+            // (`send_within`) instead, and is due (its SLA) by then at the latest, so a task
+            // nobody got to leaves the window's rest to the fallback.
+            let task_kind = domain::ChannelKind::parse(t.kind);
+            let (deadline, due_at): (Option<Millis>, Option<Millis>) = match task_kind {
+                Some(kind) if kind.is_task() => match query(
                     &tx,
                     &format!(
-                        "SELECT w.closes_at, CASE WHEN {HAS_FALLBACK} THEN c.send_by END AS early \
+                        "SELECT w.closes_at, w.channel AS wave_channel, \
+                         CASE WHEN {HAS_FALLBACK} THEN c.send_by END AS early \
                          FROM contact c JOIN wave_run w ON w.id = c.wave_run_id WHERE c.id = ?"
                     ),
                     [Choice::First.as_str().into(), t.contact_id.into()],
@@ -588,15 +595,26 @@ impl Store {
                     Some(r) => {
                         let close: Option<i64> = r.try_get("", "closes_at")?;
                         let early: Option<i64> = r.try_get("", "early")?;
-                        match (close, early) {
+                        let wave_channel: String = r.try_get("", "wave_channel")?;
+                        let expires = kind == domain::ChannelKind::OutboundCall
+                            || wave_channel == PREFERRED_WAVE;
+                        let deadline = match (close, early) {
                             (Some(c), Some(e)) => Some(c.min(e)),
                             (c, e) => c.or(e),
+                        };
+                        let due_at = match (t.due_at, early) {
+                            (Some(d), Some(e)) => Some(d.min(e)),
+                            (d, _) => d,
+                        };
+                        if expires {
+                            (deadline, due_at)
+                        } else {
+                            (None, t.due_at)
                         }
                     }
-                    None => None,
-                }
-            } else {
-                None
+                    None => (None, t.due_at),
+                },
+                _ => (None, t.due_at),
             };
             n += exec(
                 &tx,
@@ -611,7 +629,7 @@ impl Store {
                     TaskState::Open.as_str().into(),
                     now.into(),
                     now.into(),
-                    t.due_at.into(),
+                    due_at.into(),
                     t.escalate_to.map(str::to_owned).into(),
                     (!t.outcomes.is_empty()).then(|| t.outcomes.join("\n")).into(),
                     t.queued.into(),
