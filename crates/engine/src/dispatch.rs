@@ -405,7 +405,9 @@ impl Engine {
                 text,
                 campaign: c.campaign,
                 wave: c.wave,
-                team: wave.team.clone(),
+                // A preferred wave's service task goes to its service staff, a call to
+                // its call team.
+                team: wave.team_on(contact_channel).map(str::to_owned),
                 // Due by the engine's clock: the task step compares with the same clock.
                 due_at: wave
                     .sla

@@ -118,6 +118,8 @@ impl Rig {
         self.engine.tick().await.unwrap();
         self.engine.dispatch_round("sms").await.unwrap();
         self.engine.dispatch_round("email").await.unwrap();
+        self.engine.dispatch_round("service").await.unwrap();
+        self.engine.dispatch_round("outbound_call").await.unwrap();
         self.engine.tick().await.unwrap();
     }
 
@@ -183,6 +185,12 @@ async fn rig_with(
             "long_mail.txt",
             "Subject: Long\n\nA longer offer for {name}",
         ),
+        ("visit.txt", "Visit {name}"),
+        ("call.txt", "Call {name}"),
+        (
+            "staff.yaml",
+            "staff:\n  - id: desk\n    name: Service desk\n    email: desk@example.com\n",
+        ),
         ("pref.yaml", workflow),
     ] {
         std::fs::write(wf_dir.join(file), text).unwrap();
@@ -225,6 +233,13 @@ async fn rig_with(
     let mut chans: HashMap<String, Arc<dyn Channel>> = HashMap::new();
     chans.insert("sms".into(), sms.clone());
     chans.insert("email".into(), email.clone());
+    // Tasks go on the worklists, as the daemon opens them.
+    for kind in ["service", "outbound_call"] {
+        chans.insert(
+            kind.into(),
+            Arc::new(channels::worklist::Worklist::new(store.clone(), kind)),
+        );
+    }
     let engine = Engine::new(
         store.clone(),
         clock.clock(),
@@ -666,4 +681,84 @@ async fn a_preferred_waves_variant_is_drawn_once_and_kept_on_the_fallback() {
         ],
         "a row per variant, counting subscribers (not their two contacts)"
     );
+}
+
+const PREFERRED_TASKS: &str = r#"
+campaign: pref
+timezone: Asia/Shanghai
+audience:
+  where: "student_stage == 'freshman'"
+waves:
+  - id: offer
+    channel: preferred
+    templates: { sms: offer.txt, service: visit.txt, outbound_call: call.txt }
+    team: callcentre
+    service_team: desk
+    sla: 8h
+    respond_within: 2d
+    send_within: 4h
+"#;
+
+// spec `Wave::team_on` through the dispatcher (a service task on `service_team`'s
+// worklist, a call on `team`'s), store `open_tasks` (a first-choice service task expires at
+// its send-by, due by then), `expire_tasks` → `write_fallbacks` (`FALLBACK_DEADLINE`: the
+// fallback may go until the window's close).
+#[tokio::test]
+async fn a_first_choice_service_task_nobody_worked_falls_back_to_the_second_choice() {
+    use store::inbound::TaskState;
+    let rig = rig_with(PREFERRED_TASKS, None, |base| {
+        let then_sms = |i: usize, first: &str| {
+            base(i)
+                .with("first_channel", first)
+                .with("first_channel_slot", "09:00-12:00")
+                .with("second_channel", "sms")
+                .with("second_channel_slot", "18:00-21:00")
+        };
+        vec![then_sms(0, "service"), then_sms(1, "outbound_call")]
+    })
+    .await;
+    let run = rig.engine.trigger("pref", "manual").await.unwrap();
+    rig.step(shanghai(1, 8, 30)).await;
+    rig.step(shanghai(1, 9, 30)).await;
+    let store = rig.store.clone();
+    let open = |team: &'static str| {
+        let store = store.clone();
+        async move { store.tasks(Some(team), TaskState::Open, 10).await.unwrap() }
+    };
+    let desk = open("desk").await;
+    assert_eq!(desk.len(), 1, "{desk:?}");
+    assert_eq!(
+        (desk[0].subscriber_id, desk[0].kind.as_str()),
+        (rig.subs[0], "service")
+    );
+    let calls = open("callcentre").await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        (calls[0].subscriber_id, calls[0].kind.as_str()),
+        (rig.subs[1], "outbound_call")
+    );
+    // Due by its send-by (before the 8h SLA), when it expires: long before the close.
+    let closes = rig.store.wave_runs(run).await.unwrap()[0]
+        .closes_at
+        .unwrap();
+    let deadline = desk[0].deadline.expect("a first choice's deadline");
+    assert!(
+        deadline < closes && deadline <= shanghai(1, 13, 30),
+        "{deadline}"
+    );
+    assert_eq!(desk[0].due_at, Some(deadline));
+    assert!(rig.key(run, 0, Choice::Second).await.is_none());
+
+    // Nobody worked it: at its deadline it expires, and the SMS waits for the 18:00 slot.
+    rig.step(deadline - MINUTE).await;
+    assert!(rig.key(run, 0, Choice::Second).await.is_none());
+    rig.step(deadline).await;
+    assert!(open("desk").await.is_empty());
+    let second = rig.key(run, 0, Choice::Second).await.expect("fallback");
+    assert!(rig.sms.sent.lock().unwrap().is_empty());
+    rig.step(shanghai(1, 18, 0)).await;
+    let sent = rig.sms.sent.lock().unwrap().clone();
+    let to_0: Vec<_> = sent.iter().filter(|m| m.0 == rig.subs[0]).collect();
+    assert_eq!(to_0.len(), 1, "{sent:?}");
+    assert_eq!(to_0[0].1, second);
 }

@@ -34,8 +34,8 @@ pub struct Bundle {
     /// their hash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub periods: BTreeMap<String, String>,
-    /// The text of `staff.yaml` beside the workflow, for a workflow with a `service` wave
-    /// or an `escalate_to` (their staff ids are checked against it). Left out of the JSON
+    /// The text of `staff.yaml` beside the workflow, for a workflow with a `service` wave,
+    /// a `service_team` or an `escalate_to` (their staff ids are checked against it). Left out of the JSON
     /// when absent, so other versions keep their hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staff: Option<String>,
@@ -101,13 +101,12 @@ impl Bundle {
                     periods.insert(cal.to_owned(), text);
                 }
             }
-            // Staff ids are checked only where they name who is told: a service wave's team
-            // and an escalation. `compile` reports a missing directory with its location.
-            let names_staff = file
-                .waves
-                .value
-                .iter()
-                .any(|w| w.channel.value == "service" || w.escalate_to.is_some());
+            // Staff ids are checked only where they name who is told: a service wave's team,
+            // a preferred wave's service_team and an escalation. `compile` reports a missing
+            // directory with its location.
+            let names_staff = file.waves.value.iter().any(|w| {
+                w.channel.value == "service" || w.service_team.is_some() || w.escalate_to.is_some()
+            });
             if names_staff {
                 staff = std::fs::read_to_string(dir.join(crate::monitor::STAFF_FILE)).ok();
             }

@@ -1597,13 +1597,80 @@ fn service_terms(
     (sla, escalate_to, ok)
 }
 
-/// The channels a `preferred` wave may send on: a subscriber preferring another
-/// (`service`: tasks for staff, not a channel a subscriber is reached on) goes to their
-/// second choice.
-const PREFERABLE: [ChannelKind; 3] = [
+/// A wave's `service_team` and, on a preferred wave, its refused `escalate_to`:
+/// `service_team` is for a preferred wave with a `service` message (`kinds`, `None` after
+/// its errors), a staff id of `staff.yaml` when there is one, as a service wave's `team`;
+/// a preferred wave escalates by falling back to the second choice, so it names nobody to
+/// escalate to. Whether all is well.
+fn preferred_service_terms(
+    sink: &mut Sink<'_>,
+    w: &crate::model::WaveFile,
+    preferred: bool,
+    kinds: Option<&[ChannelKind]>,
+    staff: Option<&Result<crate::monitor::StaffDirectory, Vec<Diagnostic>>>,
+) -> bool {
+    let mut ok = true;
+    if preferred && let Some(e) = &w.escalate_to {
+        sink.at_spanned(
+            e,
+            format!(
+                "a `{}` wave has no `escalate_to`: a task nobody worked by its deadline falls back to the subscriber's second choice",
+                crate::PREFERRED
+            ),
+        );
+        ok = false;
+    }
+    let Some(team) = &w.service_team else {
+        return ok;
+    };
+    if !preferred {
+        sink.at_spanned(
+            team,
+            format!(
+                "`service_team` is for `channel: {}` (who works its `service` tasks); a `{}` wave's agents are its `team`",
+                crate::PREFERRED,
+                w.channel.value
+            ),
+        );
+        return false;
+    }
+    if kinds.is_some_and(|k| !k.contains(&ChannelKind::Service)) {
+        sink.at_spanned(
+            team,
+            "`service_team` works the wave's `service` tasks, but `templates` has no `service` message",
+        );
+        ok = false;
+    }
+    if let Some(Ok(dir)) = staff
+        && rules::is_name(&team.value)
+        && dir.get(&team.value).is_none()
+    {
+        let ids: Vec<&str> = dir.staff.iter().map(|s| s.id.as_str()).collect();
+        sink.at_spanned(
+            team,
+            format!(
+                "unknown staff `{}`: a preferred wave's service_team is a staff id from {} ({}), who gets the digest of its new tasks",
+                team.value,
+                crate::monitor::STAFF_FILE,
+                if ids.is_empty() {
+                    "none declared".to_owned()
+                } else {
+                    ids.join(", ")
+                }
+            ),
+        );
+        ok = false;
+    }
+    ok
+}
+
+/// The channels a `preferred` wave may send on: every channel (a `service` message is a
+/// task on the wave's `service_team`'s worklist, an `outbound_call` one on its `team`'s).
+const PREFERABLE: [ChannelKind; 4] = [
     ChannelKind::Sms,
     ChannelKind::Email,
     ChannelKind::OutboundCall,
+    ChannelKind::Service,
 ];
 
 /// A `channel: preferred` wave's messages: one per channel of its `templates`, or, with
@@ -1661,7 +1728,7 @@ fn channel_templates(
     if templates.value.is_empty() {
         sink.at_spanned(
             templates,
-            "`templates` names no channel: expected at least one of sms, email, outbound_call",
+            "`templates` names no channel: expected at least one of sms, email, outbound_call, service",
         );
         return None;
     }
@@ -1672,23 +1739,25 @@ fn channel_templates(
             sink.at_spanned(
                 path,
                 format!(
-                    "`{name}` in `templates` is not a channel a preferred wave sends on: expected sms, email or outbound_call{}",
-                    if name == ChannelKind::Service.as_str() {
-                        " (service tasks are for staff; a subscriber preferring `service` gets their second choice)"
-                    } else {
-                        ""
-                    }
+                    "`{name}` in `templates` is not a channel a preferred wave sends on: expected sms, email, outbound_call or service"
                 ),
             );
             ok = false;
             continue;
         };
-        if kind.is_task() && w.team.is_none() {
+        if kind == ChannelKind::OutboundCall && w.team.is_none() {
             sink.at_spanned(
                 path,
                 format!(
                     "the `{name}` message needs the wave's `team`: the agents who work its tasks"
                 ),
+            );
+            ok = false;
+        }
+        if kind == ChannelKind::Service && w.service_team.is_none() {
+            sink.at_spanned(
+                path,
+                "the `service` message needs the wave's `service_team`: the staff who work its tasks (`team` works the calls)",
             );
             ok = false;
         }
@@ -2147,6 +2216,9 @@ fn waves(
         if let Some(team) = &w.team {
             ok &= name(sink, team, "team name");
         }
+        if let Some(team) = &w.service_team {
+            ok &= name(sink, team, "staff id");
+        }
     }
     let ids: Vec<&str> = f.waves.value.iter().map(|w| w.id.value.as_str()).collect();
     // The staff directory a service wave's team and an escalation name; read with the
@@ -2293,6 +2365,7 @@ fn waves(
                 .map(|(c, _)| *c)
                 .collect()
         });
+        ok &= preferred_service_terms(sink, w, preferred, kinds.as_deref(), staff.as_ref());
         if channel.is_some_and(ChannelKind::is_task) && w.team.is_none() {
             sink.at_spanned(
                 &w.channel,
@@ -2413,6 +2486,7 @@ fn waves(
                 preferred: by_channel.unwrap_or_default(),
                 variants,
                 team: w.team.as_ref().map(|t| t.value.clone()),
+                service_team: w.service_team.as_ref().map(|t| t.value.clone()),
                 sla,
                 escalate_to,
                 respond_within,

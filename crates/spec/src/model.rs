@@ -467,7 +467,8 @@ pub(crate) struct WaveFile {
     pub(crate) channel: Spanned<String>,
     /// For `channel: preferred`: the template per channel a subscriber may prefer, e.g.
     /// `{ sms: offer.txt, email: offer_mail.txt, outbound_call: offer_call.txt }` (`sms`,
-    /// `email`, `outbound_call`; a call needs `team`). A subscriber whose first choice has
+    /// `email`, `outbound_call`, `service`; a call needs `team`, a service task
+    /// `service_team`). A subscriber whose first choice has
     /// no template here is contacted on their second choice; one with neither is left out.
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, String>>")]
@@ -493,6 +494,12 @@ pub(crate) struct WaveFile {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub(crate) team: Option<Spanned<String>>,
+    /// For `channel: preferred` with a `service` message: who works the tasks of the
+    /// subscribers preferring `service` (the wave's `team` works its calls): 1 to 64 of
+    /// a-z, 0-9, `_`, `-`, a staff id of `staff.yaml` when there is one.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(crate) service_team: Option<Spanned<String>>,
     /// For `outbound_call` and `service` waves: how long staff have to work a task, e.g.
     /// `2d`; 1h to 30d. A task is due this long after it is opened; `GET /tasks` shows it
     /// overdue after that.
@@ -500,7 +507,8 @@ pub(crate) struct WaveFile {
     #[schemars(with = "Option<String>")]
     pub(crate) sla: Option<Spanned<String>>,
     /// For waves with an `sla`: the staff id (`staff.yaml`) an overdue task is escalated to,
-    /// once; it is in that person's next task digest.
+    /// once; it is in that person's next task digest. Not on a `preferred` wave, whose
+    /// escalation is the fallback to the second choice.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub(crate) escalate_to: Option<Spanned<String>>,

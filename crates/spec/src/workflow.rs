@@ -415,6 +415,8 @@ pub struct Wave {
     /// Experiment arms, each with its own message (empty without `variants`).
     pub variants: Vec<Variant>,
     pub team: Option<String>,
+    /// A preferred wave's staff who work its `service` tasks (`team` works its calls).
+    pub service_team: Option<String>,
     /// Task waves: how long after a task opens it is due.
     pub sla: Option<Duration>,
     /// Task waves with an `sla`: the staff id an overdue task is escalated to.
@@ -547,6 +549,15 @@ impl Wave {
                 .find(|v| v.name == name)
                 .and_then(|v| on(&v.preferred, channel)),
             (WaveChannel::One(_), _) => self.template_for(variant),
+        }
+    }
+
+    /// Whose worklist a task of this wave on `channel` goes on: a preferred wave's
+    /// `service_team` for a service task, else its `team`.
+    pub fn team_on(&self, channel: ChannelKind) -> Option<&str> {
+        match (self.channel, channel) {
+            (WaveChannel::Preferred, ChannelKind::Service) => self.service_team.as_deref(),
+            _ => self.team.as_deref(),
         }
     }
 

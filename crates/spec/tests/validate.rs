@@ -2004,7 +2004,7 @@ fn a_preferred_wave_locates_every_bad_value() {
         (
             preferred_first("{ sms: t.txt, service: t.txt }"),
             "wf.yaml:15:39:",
-            "a subscriber preferring `service` gets their second choice",
+            "the `service` message needs the wave's `service_team`: the staff who work its tasks",
         ),
         (
             preferred_first("{}"),
@@ -2355,7 +2355,7 @@ fn a_preferred_waves_variants_locate_every_bad_value() {
                 "      - { name: short, weight: 1, templates: { sms: t.txt, service: t.txt } }\n      - { name: long, weight: 3, templates: { sms: u.txt, service: t.txt } }\n",
             ),
             "wf.yaml:16:69:",
-            "`service` in `templates` is not a channel a preferred wave sends on",
+            "the `service` message needs the wave's `service_team`",
         ),
         (
             preferred_variants(
@@ -2418,5 +2418,108 @@ fn a_preferred_waves_variants_locate_every_bad_value() {
         errs.iter()
             .any(|e| e.starts_with("wf.yaml:20:16: a `reply` response needs an `sms` message")),
         "{errs:#?}"
+    );
+}
+
+/// A preferred wave with an SMS and a service message, `terms` inserted before its
+/// `respond_within` (from line 16).
+fn preferred_service(terms: &str) -> String {
+    preferred_first("{ sms: t.txt, service: t.txt }").replacen(
+        "    respond_within: 3d\n",
+        &format!("{terms}    respond_within: 3d\n"),
+        1,
+    )
+}
+
+#[test]
+fn a_preferred_waves_service_tasks_go_to_its_service_team() {
+    let wf = preferred_service("    team: callcentre\n    service_team: desk\n    sla: 4h\n")
+        .replacen(
+            "templates: { sms: t.txt, service: t.txt }",
+            "templates: { sms: t.txt, service: t.txt, outbound_call: t.txt }",
+            1,
+        );
+    let (dir, path) = setup(&wf, TEMPLATE);
+    std::fs::write(dir.path().join("staff.yaml"), STAFF).unwrap();
+    let wf = spec::load_file(&path).unwrap_or_else(|d| panic!("{d:#?}"));
+    let wave = wf.wave("sms").unwrap();
+    assert_eq!(
+        wave.channels(),
+        [
+            spec::ChannelKind::OutboundCall,
+            spec::ChannelKind::Service,
+            spec::ChannelKind::Sms
+        ]
+    );
+    assert!(wave.template_on(spec::ChannelKind::Service, None).is_some());
+    assert_eq!(wave.service_team.as_deref(), Some("desk"));
+    assert_eq!(wave.team_on(spec::ChannelKind::Service), Some("desk"));
+    assert_eq!(
+        wave.team_on(spec::ChannelKind::OutboundCall),
+        Some("callcentre")
+    );
+    // A one-channel service wave's tasks stay on its `team`.
+    let plain = wf.wave("call").unwrap();
+    assert_eq!(
+        plain.team_on(spec::ChannelKind::OutboundCall),
+        Some("callcentre")
+    );
+    drop(dir);
+}
+
+#[test]
+fn a_preferred_waves_service_terms_get_located_errors() {
+    let staff = Some(STAFF);
+    // Checked against the staff directory, as a service wave's team.
+    assert_only(
+        errors_with_staff(&preferred_service("    service_team: front-hall\n"), staff),
+        "wf.yaml:16:19:",
+        "unknown staff `front-hall`: a preferred wave's service_team is a staff id from staff.yaml (desk, boss)",
+    );
+    assert_only(
+        errors_with_staff(&preferred_service("    service_team: Desk!\n"), staff),
+        "wf.yaml:16:19:",
+        "staff id",
+    );
+    // Without a service message it works nothing.
+    assert_only(
+        errors_with_staff(
+            &preferred_first("{ sms: t.txt }").replacen(
+                "    respond_within: 3d\n",
+                "    service_team: desk\n    respond_within: 3d\n",
+                1,
+            ),
+            staff,
+        ),
+        "wf.yaml:16:19:",
+        "`templates` has no `service` message",
+    );
+    // A one-channel wave's staff are its `team`.
+    assert_only(
+        errors_with_staff(
+            &service_wave("").replace(
+                "    team: desk\n",
+                "    team: desk\n    service_team: desk\n",
+            ),
+            staff,
+        ),
+        "wf.yaml:22:19:",
+        "`service_team` is for `channel: preferred`",
+    );
+    // The fallback is a preferred wave's escalation: it names nobody to escalate to.
+    assert_only(
+        errors_with_staff(
+            &preferred_service("    service_team: desk\n    sla: 2d\n    escalate_to: boss\n"),
+            staff,
+        ),
+        "wf.yaml:18:18:",
+        "a `preferred` wave has no `escalate_to`: a task nobody worked by its deadline falls back",
+    );
+    assert!(
+        errors_with_staff(
+            &preferred_service("    service_team: desk\n    sla: 2d\n"),
+            staff
+        )
+        .is_empty()
     );
 }

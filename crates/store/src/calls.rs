@@ -490,13 +490,13 @@ impl Store {
             );
             let mut values: Vec<Value> = vec![
                 ContactState::Expired.as_str().into(),
-                "call task not worked by its deadline".into(),
+                "task not worked by its deadline".into(),
                 ContactState::Sent.as_str().into(),
             ];
             values.extend(chunk.iter().map(|&id| id.into()));
             exec(&tx, &sql, values).await?;
-            // A call nobody worked is unreached: its fallback, if the wave's deadline
-            // leaves time for one, goes with the expiry.
+            // A task nobody worked (a call, a preferred wave's service visit) is unreached:
+            // its fallback, if the wave's deadline leaves time for one, goes with the expiry.
             crate::contacts::write_fallbacks(&tx, chunk, now).await?;
         }
         tx.commit().await?;

@@ -782,8 +782,9 @@ pub const UNREACHED: [ContactState; 3] = [
 ];
 
 impl Store {
-    /// An agent could not reach the subscriber of call contact `contact_id` (outcome
-    /// [`domain::UNREACHABLE`]): for a preferred wave's first choice with a second one to
+    /// Staff could not reach the subscriber of task contact `contact_id`, a call or a
+    /// service visit (outcome [`domain::UNREACHABLE`]): for a preferred wave's first
+    /// choice with a second one to
     /// fall back to, the contact becomes `failed` and its fallback is written in the same
     /// transaction ([`write_fallbacks`], judged at `at`). Any other contact is left as it
     /// is (a plain call wave's unreachable stays a worked call). Returns whether it changed;
@@ -793,15 +794,16 @@ impl Store {
         let changed = exec(
             &tx,
             &format!(
-                "UPDATE contact SET state = ?, last_error = ? WHERE id = ? AND channel = ? \
+                "UPDATE contact SET state = ?, last_error = ? WHERE id = ? AND channel IN (?, ?) \
                  AND state IN (?, ?) AND responded_at IS NULL AND id IN \
                  (SELECT c.id FROM contact c WHERE c.id = ? AND {HAS_FALLBACK})"
             ),
             [
                 ContactState::Failed.as_str().into(),
-                "not reached by phone (call outcome unreachable)".into(),
+                "not reached by staff (task outcome unreachable)".into(),
                 contact_id.into(),
                 domain::ChannelKind::OutboundCall.as_str().into(),
+                domain::ChannelKind::Service.as_str().into(),
                 ContactState::Sent.as_str().into(),
                 ContactState::Delivered.as_str().into(),
                 contact_id.into(),
@@ -825,9 +827,9 @@ pub(crate) const HAS_FALLBACK: &str =
     "c.choice = ? AND c.fallback_channel IS NOT NULL AND c.fallback_channel <> c.channel";
 
 /// SQL over a first contact `f` and its wave run `w`: until when its fallback may go. The
-/// first's send-by, else the window's close; for a call, whose send-by is when an agent
-/// must have worked it (its task's deadline), the window's close.
-const FALLBACK_DEADLINE: &str = "CASE WHEN f.channel = 'outbound_call' THEN w.closes_at ELSE COALESCE(f.send_by, w.closes_at) END";
+/// first's send-by, else the window's close; for a task (a call, a service visit), whose
+/// send-by is when staff must have worked it (its task's deadline), the window's close.
+const FALLBACK_DEADLINE: &str = "CASE WHEN f.channel IN ('outbound_call', 'service') THEN w.closes_at ELSE COALESCE(f.send_by, w.closes_at) END";
 
 /// Writes the second-choice contact (and its queue row) of each first contact among `ids`
 /// that the caller's transaction has just settled unreached ([`UNREACHED`]), if it has a

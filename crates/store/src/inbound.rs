@@ -8,6 +8,9 @@ use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
 use std::collections::{HashMap, HashSet};
 
 use crate::contacts::HAS_FALLBACK;
+
+/// `wave_run.channel` of a `channel: preferred` wave (spec's `WaveChannel::Preferred`).
+const PREFERRED_WAVE: &str = "preferred";
 use crate::{Millis, Result, Store, exec, marks, query};
 use domain::Choice;
 
@@ -567,52 +570,68 @@ impl Store {
     pub async fn open_tasks(&self, rows: &[NewTask<'_>], now: Millis) -> Result<u64> {
         // An outbound call expires unworked at its wave's window close (`respond_within`):
         // after it the next wave has picked its non-responders, and a late call would answer
-        // a question nobody asks any more. A preferred wave's first-choice call with a second
-        // choice to fall back to expires at its send-by (`send_within`) instead, so a call no
-        // agent got to leaves the window's rest to the fallback. The deadline is computed
-        // inside the INSERT: on SQLite a transaction that reads before it writes fails at
-        // once (SQLITE_BUSY_SNAPSHOT, no busy wait) when another writer commits in between,
-        // which the dispatchers of the other channels do all the time.
-        let deadline = format!(
-            "(SELECT CASE WHEN early IS NULL THEN close WHEN close IS NULL OR early < close THEN early ELSE close END \
-               FROM (SELECT w.closes_at AS close, CASE WHEN {HAS_FALLBACK} THEN c.send_by END AS early \
-                     FROM contact c JOIN wave_run w ON w.id = c.wave_run_id WHERE c.id = ?) AS d)"
+        // a question nobody asks any more; so does a preferred wave's service task (a plain
+        // service wave's stays until staff work it). A preferred wave's first-choice task
+        // with a second choice to fall back to expires at its send-by (`send_within`)
+        // instead, and is due (its SLA) by then at the latest, so a task nobody got to leaves
+        // the window's rest to the fallback.
+        //
+        // Both times are computed inside the INSERT: on SQLite a transaction that reads
+        // before it writes fails at once (SQLITE_BUSY_SNAPSHOT, no busy wait) when another
+        // writer commits in between, which the other channels' dispatchers do all the time.
+        // `terms` binds: the first choice, whether the task is a call, the preferred wave's
+        // channel, the contact.
+        let terms = format!(
+            "(SELECT w.closes_at AS close, CASE WHEN {HAS_FALLBACK} THEN c.send_by END AS early, \
+               CASE WHEN ? OR w.channel = ? THEN 1 ELSE 0 END AS expires \
+               FROM contact c JOIN wave_run w ON w.id = c.wave_run_id WHERE c.id = ?) AS d"
         );
         let insert = format!(
             "INSERT INTO agent_task (contact_id, team, kind, subscriber_id, script, state, created_at, updated_at, due_at, escalate_to, outcomes, queued, released_at, deadline) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? THEN {deadline} END) ON CONFLICT (contact_id) DO NOTHING"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, \
+               COALESCE((SELECT CASE WHEN d.expires = 1 AND d.early < ? THEN d.early END FROM {terms}), ?), \
+               ?, ?, ?, ?, \
+               (SELECT CASE WHEN d.expires = 1 THEN \
+                  CASE WHEN d.early IS NULL THEN d.close WHEN d.close IS NULL OR d.early < d.close THEN d.early ELSE d.close END \
+                END FROM {terms})) \
+             ON CONFLICT (contact_id) DO NOTHING"
         );
         let tx = self.db().begin().await?;
         let mut n = 0;
         for t in rows {
             let is_call = t.kind == domain::ChannelKind::OutboundCall.as_str();
-            n += exec(
-                &tx,
-                &insert,
-                [
-                    t.contact_id.into(),
-                    t.team.into(),
-                    t.kind.into(),
-                    t.subscriber_id.into(),
-                    t.script.into(),
-                    TaskState::Open.as_str().into(),
-                    now.into(),
-                    now.into(),
-                    t.due_at.into(),
-                    t.escalate_to.map(str::to_owned).into(),
-                    (!t.outcomes.is_empty())
-                        .then(|| t.outcomes.join("\n"))
-                        .into(),
-                    t.queued.into(),
-                    // A task of an unpaced team is in its queue at once.
-                    (!t.queued).then_some(now).into(),
-                    is_call.into(),
+            let terms = |v: &mut Vec<Value>| {
+                v.extend([
                     Choice::First.as_str().into(),
+                    is_call.into(),
+                    PREFERRED_WAVE.into(),
                     t.contact_id.into(),
-                ],
-            )
-            .await?
-            .rows_affected();
+                ])
+            };
+            let mut values: Vec<Value> = vec![
+                t.contact_id.into(),
+                t.team.into(),
+                t.kind.into(),
+                t.subscriber_id.into(),
+                t.script.into(),
+                TaskState::Open.as_str().into(),
+                now.into(),
+                now.into(),
+                t.due_at.into(),
+            ];
+            terms(&mut values);
+            values.extend([
+                t.due_at.into(),
+                t.escalate_to.map(str::to_owned).into(),
+                (!t.outcomes.is_empty())
+                    .then(|| t.outcomes.join("\n"))
+                    .into(),
+                t.queued.into(),
+                // A task of an unpaced team is in its queue at once.
+                (!t.queued).then_some(now).into(),
+            ]);
+            terms(&mut values);
+            n += exec(&tx, &insert, values).await?.rows_affected();
         }
         tx.commit().await?;
         Ok(n)

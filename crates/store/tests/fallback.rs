@@ -398,3 +398,94 @@ async fn an_unworked_or_unreachable_first_choice_call_falls_back_once() -> Res {
     );
     Ok(())
 }
+
+// inbound.rs `open_tasks` (a preferred wave's service task expires: a first choice with a
+// fallback by its send-by, due by then at the latest; one without by the window's close; a
+// plain service wave's never), contacts.rs `FALLBACK_DEADLINE` (a service task's fallback
+// may go until the close) and `record_unreachable_call` (a service visit too): a
+// first-choice service task falls back as a first-choice call does.
+#[tokio::test]
+async fn an_unworked_or_unreachable_first_choice_service_task_falls_back_like_a_call() -> Res {
+    use sea_orm::ConnectionTrait as _;
+    let service_then_sms = || {
+        Some(Route::new(
+            ChannelKind::Service,
+            slot("09:00-12:00"),
+            Some((ChannelKind::Sms, slot("18:00-21:00"))),
+        ))
+    };
+    let only_service = Some(Route::new(ChannelKind::Service, slot("09:00-12:00"), None));
+    let routes = vec![service_then_sms(), service_then_sms(), only_service];
+    let dir = tempfile::tempdir()?;
+    let store = store::testing::fresh_store(dir.path()).await?;
+    let subs: Vec<_> = (0..routes.len())
+        .map(|i| store::testing::subscriber(&format!("1390000{i:04}")))
+        .collect();
+    let close = T0 + 24 * HOUR;
+    let wave =
+        store::testing::routed_wave(&store, "c", "preferred", &subs, &routes, T0, close).await?;
+    // A plain service wave of another campaign, for contrast.
+    let plain_sub = [store::testing::subscriber("13900009999")];
+    let plain =
+        store::testing::routed_wave(&store, "p", "service", &plain_sub, &[None], T0, close).await?;
+    let send_by = T0 + 6 * HOUR;
+    store
+        .db()
+        .execute_raw(store::stmt(
+            store.db(),
+            "UPDATE contact SET send_by = ?, state = 'sent'",
+            [send_by.into()],
+        ))
+        .await?;
+    let sla_due = T0 + 8 * HOUR;
+    let tasks: Vec<_> = wave
+        .contacts
+        .iter()
+        .chain(&plain.contacts)
+        .map(|c| store::inbound::NewTask {
+            kind: "service",
+            due_at: Some(sla_due),
+            ..c.task("desk", "visit")
+        })
+        .collect();
+    store.open_tasks(&tasks, T0).await?;
+    let task_of = |i: usize| wave.contacts[i].contact_id;
+    let open = store
+        .tasks(None, store::inbound::TaskState::Open, 10)
+        .await?;
+    let terms = |contact: i64| {
+        open.iter()
+            .find(|t| t.contact_id == contact)
+            .map(|t| (t.deadline, t.due_at))
+    };
+    assert_eq!(
+        terms(task_of(0)),
+        Some((Some(send_by), Some(send_by))),
+        "worked by its send-by, due by then"
+    );
+    assert_eq!(
+        terms(task_of(2)),
+        Some((Some(close), Some(sla_due))),
+        "no second choice: the window's close, due by its SLA"
+    );
+    assert_eq!(
+        terms(plain.contacts[0].contact_id),
+        Some((None, Some(sla_due))),
+        "a plain service wave's task waits for its staff"
+    );
+
+    // 1: staff could not reach them.
+    assert!(store.record_unreachable_call(task_of(1), T0 + HOUR).await?);
+    assert_eq!(
+        second(&store, &wave, 1).await?,
+        Some(("sms".into(), "pending".into()))
+    );
+    // At the send-by nobody worked 0's: it expires, and its SMS may go until the close.
+    store.expire_tasks(send_by).await?;
+    assert_eq!(
+        second(&store, &wave, 0).await?,
+        Some(("sms".into(), "pending".into()))
+    );
+    assert_eq!(second(&store, &wave, 2).await?, None, "no second choice");
+    Ok(())
+}
