@@ -371,6 +371,16 @@ pub async fn task_agent(store: &Store, task_id: i64) -> Result<Option<String>> {
     })
 }
 
+/// Takes one pending batch as [`Store::write_planned_batch`] does (its contacts and queue
+/// rows inserted, its row deleted) and rolls the transaction back instead of committing:
+/// a crash in the middle of writing a batch. The contacts it had inserted.
+pub async fn write_batch_and_crash(store: &Store, wave_run_id: Option<i64>) -> Result<Option<u64>> {
+    let tx = store.db().begin().await?;
+    let n = crate::batches::take_one(&tx, wave_run_id, crate::batches::Wait::Skip).await?;
+    tx.rollback().await?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,14 +412,4 @@ mod tests {
         let run = run_id().unwrap();
         assert!(valid_run_id(run), "{run}");
     }
-}
-
-/// Takes one pending batch as [`Store::write_planned_batch`] does (its contacts and queue
-/// rows inserted, its row deleted) and rolls the transaction back instead of committing:
-/// a crash in the middle of writing a batch. The contacts it had inserted.
-pub async fn write_batch_and_crash(store: &Store, wave_run_id: Option<i64>) -> Result<Option<u64>> {
-    let tx = store.db().begin().await?;
-    let n = crate::batches::take_one(&tx, wave_run_id, crate::batches::Wait::Skip).await?;
-    tx.rollback().await?;
-    Ok(n)
 }

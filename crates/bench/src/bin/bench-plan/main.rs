@@ -428,7 +428,7 @@ async fn run(backend: Backend, args: &Args, store: &Store, dir: &Path) -> anyhow
 
     eprintln!("{}: planning...", backend.name());
     proc::reset_peak_rss();
-    let mut events = engine.subscribe();
+    let mut planned_events = engine.subscribe();
     let t0 = Instant::now();
     let run_id = engine.trigger("bench-plan", "bench").await?;
     // The pass plans the wave (the decision committed, then its first batch of contacts
@@ -440,7 +440,7 @@ async fn run(backend: Backend, args: &Args, store: &Store, dir: &Path) -> anyhow
     let stats = loop {
         tokio::select! {
             s = &mut tick => break s?,
-            e = events.recv(), if planned.is_none() => {
+            e = planned_events.recv(), if planned.is_none() => {
                 if let Ok(engine::Event::WavePlanned { decided_at, treatment, control, .. }) = e {
                     planned = Some((Instant::now(), decided_at, treatment, control));
                 }
