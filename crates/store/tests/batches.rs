@@ -260,3 +260,15 @@ async fn an_early_close_expires_the_contacts_still_in_batches() -> Res {
     assert_eq!(contacts_of(&store, w1).await?, (5, 5));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_writer_takes_one_batch_whatever_plan_the_database_picks() -> Res {
+    let (store, _dir, _run, w1, _w2, _treated) = fixture(8, 3).await?;
+    assert_eq!(
+        store::testing::write_batch_as_nested_loop(&store).await?,
+        Some(3)
+    );
+    assert_eq!(store.planned_pending(Some(w1)).await?.batches, 2);
+    assert_eq!(contacts_of(&store, w1).await?, (3, 3));
+    Ok(())
+}
