@@ -37,6 +37,7 @@ mod m20261208_000031_contact_variant;
 mod m20261209_000032_subscriber_email;
 mod m20261209_000033_contact_choice;
 mod m20261209_000034_task_callback_agent;
+mod m20261210_000035_planned_batch;
 
 pub struct Migrator;
 
@@ -75,6 +76,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261209_000032_subscriber_email::Migration),
             Box::new(m20261209_000033_contact_choice::Migration),
             Box::new(m20261209_000034_task_callback_agent::Migration),
+            Box::new(m20261210_000035_planned_batch::Migration),
         ]
     }
 }

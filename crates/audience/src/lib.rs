@@ -21,6 +21,6 @@ pub use control::{
 };
 pub use plan::{
     Arbitration, Funnel, NO_PREFERRED_CHANNEL, PLANNER_LOCK, PlanError, PlanInput, PlanSummary,
-    outranks, pending_trigger_entrants, plan_wave, preferred_route, preview,
+    outranks, pending_trigger_entrants, plan_wave, plan_wave_in_batches, preferred_route, preview,
 };
 pub use policy::{next_allowed, next_in_slot};

@@ -1,4 +1,5 @@
-//! Planning a wave: from the subscriber base to contact rows, in one transaction.
+//! Planning a wave: from the subscriber base to a decided set of contacts, in one transaction
+//! (written as contact rows afterwards, batch by batch: `store::batches`).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -92,6 +93,11 @@ pub struct PlanSummary {
     pub treatment: u64,
     pub control: u64,
     pub closes_at: Millis,
+    /// The batches the contacts were recorded in; the first is written before
+    /// [`plan_wave`] returns, the rest are left to [`Store::write_planned_batches`].
+    pub batches: u64,
+    /// When the planning transaction committed (the decision durable), for timing.
+    pub decided_at: Option<std::time::Instant>,
 }
 
 struct Candidate {
@@ -116,10 +122,22 @@ struct Plan {
 /// The PostgreSQL advisory-lock key planners serialize on (see [`store::planning`]).
 pub use store::planning::PLANNER_LOCK;
 
-/// Plans a wave and writes its contacts, funnel, decisions, window and close timer in ONE
-/// transaction. The first statement moves the wave from `pending` to `open`; that takes the
-/// write lock up front on SQLite and makes a concurrent planner of the same wave a no-op.
+/// Plans a wave: decides its contacts and writes them as batches, with the funnel,
+/// decisions, window and close timer, in ONE transaction. The first statement moves the wave
+/// from `pending` to `open`; that takes the write lock up front on SQLite and makes a
+/// concurrent planner of the same wave a no-op. After the commit, the first batch is written
+/// as contacts with their queue rows; the others are left pending (`store::batches`) for
+/// the caller to write with [`Store::write_planned_batches`].
 pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummary, PlanError> {
+    plan_wave_in_batches(store, input, store::batches::BATCH_CONTACTS).await
+}
+
+/// [`plan_wave`] with `per_batch` contacts a batch (the engine's `planned_batch_contacts`).
+pub async fn plan_wave_in_batches(
+    store: &Store,
+    input: PlanInput<'_>,
+    per_batch: usize,
+) -> Result<PlanSummary, PlanError> {
     let Some(tx) = store.begin_planning(input.wave_run_id).await? else {
         return Ok(PlanSummary {
             opened: false,
@@ -127,6 +145,8 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
             treatment: 0,
             control: 0,
             closes_at: input.now,
+            batches: 0,
+            decided_at: None,
         });
     };
     if input.previous_wave_run_id.is_none()
@@ -154,18 +174,20 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
         Some(due) => due.saturating_add(spec::duration_millis(input.wave.respond_within)),
         None => input.now,
     };
-    tx.insert_contacts(
-        &WaveContacts {
-            run_id: input.run_id,
-            wave_run_id: input.wave_run_id,
-            wave: &input.wave.id,
-            channel: input.wave.channel.as_str(),
-            purpose: input.workflow.purpose,
-            at_most_once: input.wave.delivery.is_at_most_once(),
-        },
-        &plan.contacts,
-    )
-    .await?;
+    let batches = tx
+        .insert_batches_of(
+            &WaveContacts {
+                run_id: input.run_id,
+                wave_run_id: input.wave_run_id,
+                wave: &input.wave.id,
+                channel: input.wave.channel.as_str(),
+                purpose: input.workflow.purpose,
+                at_most_once: input.wave.delivery.is_at_most_once(),
+            },
+            &plan.contacts,
+            per_batch,
+        )
+        .await?;
     let mut decisions: Vec<(i64, &str)> = plan
         .decisions
         .iter()
@@ -202,6 +224,13 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
     tx.set_wave_window(input.wave_run_id, input.now, closes_at)
         .await?;
     tx.commit().await?;
+    let decided_at = std::time::Instant::now();
+    // The decision is durable; the contacts follow, one batch per transaction. The first
+    // now, so the dispatcher can start; the rest by the caller (the engine's housekeeping,
+    // or any reader that needs them all: see `store::batches`).
+    if batches > 0 {
+        store.write_planned_batch(Some(input.wave_run_id)).await?;
+    }
     if treatment > 0 {
         store.refresh_queue_statistics().await?;
     }
@@ -211,6 +240,8 @@ pub async fn plan_wave(store: &Store, input: PlanInput<'_>) -> Result<PlanSummar
         treatment,
         control,
         closes_at,
+        batches,
+        decided_at: Some(decided_at),
     })
 }
 

@@ -992,6 +992,15 @@ async fn why(
         None => format!("{number} (subscriber {id})"),
     }];
     let story = store.subscriber_story(id, campaign).await?;
+    // A wave's contacts are decided in one transaction and written after it, in batches
+    // (`store::batches`): until then this subscriber's may be one of them.
+    let writing = store.planned_pending(None).await?;
+    if writing.contacts > 0 {
+        lines.push(format!(
+            "  note: {} decided contacts are still being written ({} batches); this subscriber's may be among them",
+            writing.contacts, writing.batches
+        ));
+    }
     if story.is_empty() {
         lines.push("  no campaign has considered this subscriber".into());
     }

@@ -14,6 +14,9 @@ pub enum FailPoint {
     AfterSendBeforeSettle,
     /// Housekeeping found a due window timer and does not fire it.
     BeforeTimerFire,
+    /// A wave was planned (its decision committed, its first batch of contacts written);
+    /// its other batches are not written.
+    AfterWavePlanned,
     /// A window timer fired and its wave closed; the next wave is not planned.
     AfterTimerFire,
     /// Housekeeping computed a due schedule slot and has not recorded it yet.

@@ -78,6 +78,9 @@ pub enum EngineError {
 pub struct EngineConfig {
     /// Names this process in lease tokens and logs.
     pub worker_id: String,
+    /// Decided contacts per batch when a wave is planned (`store::batches`): the first
+    /// batch is written before the wave counts as planned, the others after it.
+    pub planned_batch_contacts: usize,
     /// Contacts claimed per dispatcher round.
     pub batch_size: u64,
     /// The base's global holdout (no marketing campaign contacts its members).
@@ -154,6 +157,7 @@ impl EngineConfig {
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(10),
             task_digest_every: Duration::from_secs(3600),
+            planned_batch_contacts: store::batches::BATCH_CONTACTS,
         }
     }
 }
@@ -180,6 +184,10 @@ pub enum Event {
         treatment: u64,
         control: u64,
         closes_at: Millis,
+        /// When the planning transaction committed. The event itself is sent once the
+        /// first batch of contacts is written (the dispatcher can start); the others are
+        /// written after it (`store::batches`).
+        decided_at: Option<std::time::Instant>,
     },
     WaveClosed {
         campaign: String,
@@ -260,6 +268,8 @@ pub struct TickStats {
     pub tasks: tasks::TaskStepStats,
     /// Call tasks expired at their deadline and released to their teams' queues.
     pub calls: calls::CallStepStats,
+    /// Batches of decided contacts written (`store::batches`) after their wave's planning.
+    pub batches_written: u64,
 }
 
 /// How many leases a wave window waits past its close for inbound rows received before it
@@ -512,6 +522,9 @@ impl Engine {
             }
         }
 
+        // Decided contacts left in batches (a crash, or another replica still writing)
+        // are written before attribution and timers: both need every contact of a wave.
+        stats.batches_written += self.store.write_planned_batches().await?;
         let runs = self.store.active_runs().await?;
         for run in &runs {
             self.catalog
@@ -539,6 +552,10 @@ impl Engine {
             let rules = self.catalog.rules(&self.store);
             let attributed = async {
                 loop {
+                    // An event is matched to the contacts written when it is attributed:
+                    // a wave another replica decided meanwhile has its batches written
+                    // first (this replica's own were written at the start of the pass).
+                    stats.batches_written += self.store.write_planned_batches().await?;
                     let s = tracking::process_batch(&fenced, &rules, 2000).await?;
                     stats.inbound_processed += s.processed;
                     if s.processed == 0 {
@@ -621,6 +638,12 @@ impl Engine {
             let (planned, finished) = self.advance_run(run).instrument(span).await?;
             stats.waves_planned += planned;
             stats.runs_finished += finished;
+            // A planned wave's first batch is written and its dispatcher may be sending;
+            // the rest now, before the next run plans (its planning would otherwise write
+            // them inside its own transaction, holding the planner lock).
+            if planned > 0 {
+                stats.batches_written += self.store.write_planned_batches().await?;
+            }
         }
         let now = self.clock.now(&self.store).await?;
         if self.owes_writes() {
@@ -931,7 +954,7 @@ impl Engine {
             };
             let current = self.catalog.current();
             let arbitration = self.arbitration(&wf, &current, previous.is_none(), now);
-            let summary = audience::plan_wave(
+            let summary = audience::plan_wave_in_batches(
                 &self.store,
                 audience::PlanInput {
                     workflow: &wf,
@@ -943,10 +966,12 @@ impl Engine {
                     global_holdout: self.cfg.global_holdout.as_ref(),
                     arbitration: Some(&arbitration),
                 },
+                self.cfg.planned_batch_contacts,
             )
             .instrument(info_span!("wave", wave = %w.wave))
             .await?;
             if summary.opened {
+                self.failpoints.reach(FailPoint::AfterWavePlanned).await?;
                 planned += 1;
                 info!(message = "Wave planned.", wave = %w.wave, treatment = summary.treatment, control = summary.control);
                 let _ = self.events.send(Event::WavePlanned {
@@ -958,6 +983,7 @@ impl Engine {
                     treatment: summary.treatment,
                     control: summary.control,
                     closes_at: summary.closes_at,
+                    decided_at: summary.decided_at,
                 });
             }
         }

@@ -840,6 +840,38 @@ async fn a_restarted_engine_finishes_a_run_on_the_version_it_started_with() {
     );
 }
 
+// The decided contacts of a wave are written in batches after its planning commits
+// (`store::batches`): an engine that dies after the first batch leaves the rest durable,
+// and the next engine writes them before anything reads the wave.
+#[tokio::test]
+async fn a_restarted_engine_writes_the_batches_a_crash_left_and_sends_each_once() {
+    let rig = Rig::new(ONE_WAVE, 5).await;
+    let mut cfg = rig.config();
+    cfg.planned_batch_contacts = 2;
+    let e1 = rig.engine(cfg.clone()).await;
+    let run_id = e1.trigger("inv", "test").await.unwrap();
+    e1.arm(FailPoint::AfterWavePlanned);
+    assert!(e1.tick().await.is_err());
+    // Decided: 3 batches (2, 2, 1), the first written and queued.
+    let pending = rig.store.planned_pending(None).await.unwrap();
+    assert_eq!((pending.batches, pending.contacts), (2, 3));
+    assert_eq!(wave_states(&rig.store, run_id, 0).await.len(), 2);
+    let w = rig.store.wave_runs(run_id).await.unwrap()[0].id;
+    assert_eq!(rig.store.pending_in_wave(w).await.unwrap(), 5);
+    drop(e1);
+    let e2 = rig.engine(cfg).await;
+    let s = e2.tick().await.unwrap();
+    assert_eq!((s.batches_written, s.waves_planned), (2, 0));
+    assert_eq!(rig.store.planned_pending(None).await.unwrap().batches, 0);
+    rig.drain(&e2, "sms").await;
+    let keys = rig.sms.keys();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert!(keys.values().all(|n| *n == 1), "{keys:?}");
+    let states = wave_states(&rig.store, run_id, 0).await;
+    assert_eq!(states.len(), 5, "{states:?}");
+    assert!(states.values().all(|s| s == "sent"), "{states:?}");
+}
+
 // f. store runs.rs: `INSERT INTO timer ... ON CONFLICT (kind, wave_run_id) DO NOTHING` with
 //    the unique index (kind, wave_run_id); `fire_timer`'s `AND state = 'pending'` with the
 //    wave's open → closed transition.

@@ -310,14 +310,23 @@ pub async fn insert_contacts<C: ConnectionTrait>(
         }
         sql.push_str(" ON CONFLICT (wave_run_id, subscriber_id, choice) DO NOTHING");
         n += exec(c, &sql, values).await?.rows_affected();
+        // The queue rows of this chunk's subscribers only: a wave's contacts come in
+        // batches (`crate::batches`), and scanning the whole wave per batch would grow
+        // with every batch. A pending contact always has its queue row, so one already
+        // there (a re-plan) is left alone.
+        let mut values: Vec<Value> = vec![at_most_once.into(), wave_run_id.into()];
+        values.extend(chunk.iter().map(|r| Value::from(r.subscriber_id)));
+        exec(
+            c,
+            &format!(
+                "INSERT INTO dispatch (contact_id, channel, due_at, send_by, at_most_once) SELECT id, channel, due_at, send_by, ? FROM contact \
+                 WHERE wave_run_id = ? AND subscriber_id IN ({}) AND state = 'pending' ON CONFLICT (contact_id) DO NOTHING",
+                marks(chunk.len())
+            ),
+            values,
+        )
+        .await?;
     }
-    exec(
-        c,
-        "INSERT INTO dispatch (contact_id, channel, due_at, send_by, at_most_once) SELECT id, channel, due_at, send_by, ? FROM contact \
-         WHERE wave_run_id = ? AND state = 'pending' ON CONFLICT (contact_id) DO NOTHING",
-        [at_most_once.into(), wave_run_id.into()],
-    )
-    .await?;
     Ok(n)
 }
 
@@ -1412,12 +1421,13 @@ impl Store {
         Ok(())
     }
 
-    /// Contacts of a wave run still waiting or being sent (to know when dispatch is finished).
+    /// Contacts of a wave run still waiting or being sent (to know when dispatch is finished),
+    /// counting the treatment contacts decided but not yet written (`crate::batches`).
     pub async fn pending_in_wave(&self, wave_run_id: i64) -> Result<u64> {
         let rows = query(
             self.db(),
-            "SELECT COUNT(*) AS n FROM contact WHERE wave_run_id = ? AND state = 'pending'",
-            [wave_run_id.into()],
+            "SELECT (SELECT COUNT(*) FROM contact WHERE wave_run_id = ? AND state = 'pending')              + (SELECT CAST(COALESCE(SUM(treatment), 0) AS BIGINT) FROM planned_batch WHERE wave_run_id = ?) AS n",
+            [wave_run_id.into(), wave_run_id.into()],
         )
         .await?;
         Ok(rows[0].try_get::<i64>("", "n")? as u64)

@@ -22,6 +22,7 @@ pub mod alerts;
 pub mod attributes;
 pub mod audit;
 pub mod auth;
+pub mod batches;
 pub mod calls;
 pub mod contacts;
 pub mod derived;

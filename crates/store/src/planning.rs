@@ -64,6 +64,15 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
+        // Every wave planned before this one has all its contacts before anything is read:
+        // caps, arbitration, earlier entrants and responders and the wave this one follows
+        // count contacts, and a decided wave's may still be in batches. Waiting for a batch
+        // another transaction is writing (never skipping it) is what makes it all; the
+        // planner lock keeps new ones from being decided meanwhile.
+        while crate::batches::take_one(&tx, None, crate::batches::Wait::Block)
+            .await?
+            .is_some()
+        {}
         Ok(Some(PlanTx { tx }))
     }
 
@@ -87,13 +96,26 @@ impl PlanTx {
         }
     }
 
-    /// Writes the planned contacts (and the queue rows of the treatment arm).
-    pub async fn insert_contacts(
+    /// Records the planned contacts as batches (`crate::batches`), written as contacts with
+    /// their queue rows after the commit ([`Store::write_planned_batch`]). The number of
+    /// batches.
+    pub async fn insert_batches(
         &self,
         to: &contacts::WaveContacts<'_>,
         rows: &[NewContact],
     ) -> Result<u64> {
-        contacts::insert_contacts(&self.tx, to, rows).await
+        crate::batches::insert_batches(&self.tx, to, rows, crate::batches::BATCH_CONTACTS).await
+    }
+
+    /// [`PlanTx::insert_batches`] with `per_batch` contacts a batch (tests: several batches
+    /// out of a few subscribers).
+    pub async fn insert_batches_of(
+        &self,
+        to: &contacts::WaveContacts<'_>,
+        rows: &[NewContact],
+        per_batch: usize,
+    ) -> Result<u64> {
+        crate::batches::insert_batches(&self.tx, to, rows, per_batch).await
     }
 
     /// Why each left-out subscriber was left out.

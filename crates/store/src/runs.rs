@@ -432,7 +432,8 @@ impl Store {
     /// no replica attributes at all, e.g. every one fails on the same row, windows close
     /// late rather than never). The barrier spans all campaigns: a backlog of untried rows
     /// delays every window it could concern, never a window whose close is older than
-    /// every untried row.
+    /// every untried row. A wave with decided contacts not yet written (`crate::batches`)
+    /// does not close: the next wave and the report read all of its contacts.
     pub async fn due_timers(
         &self,
         now: Millis,
@@ -444,6 +445,7 @@ impl Store {
             "SELECT t.id, t.kind, t.wave_run_id, t.fire_at FROM timer t WHERE t.state = 'pending' AND t.fire_at <= ? \
              AND (t.fire_at < ? OR NOT EXISTS (SELECT 1 FROM inbound i \
                   WHERE i.processed = ? AND i.tries = 0 AND i.received_at <= t.fire_at)) \
+             AND NOT EXISTS (SELECT 1 FROM planned_batch b WHERE b.wave_run_id = t.wave_run_id) \
              ORDER BY t.fire_at LIMIT ?",
             [now.into(), now.saturating_sub(grace).into(), false.into(), (limit as i64).into()],
         )
@@ -525,6 +527,12 @@ impl Store {
         )
         .await?
         .rows_affected();
+        // Decided contacts still in batches are written first, so they expire below with
+        // the queued ones instead of being queued after the run closed.
+        while crate::batches::take_one(&tx, None, crate::batches::Wait::Block)
+            .await?
+            .is_some()
+        {}
         let removed = query(
             &tx,
             "DELETE FROM dispatch WHERE lease_token IS NULL \

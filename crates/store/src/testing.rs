@@ -371,6 +371,33 @@ pub async fn task_agent(store: &Store, task_id: i64) -> Result<Option<String>> {
     })
 }
 
+/// Takes one pending batch as [`Store::write_planned_batch`] does (its contacts and queue
+/// rows inserted, its row deleted) and rolls the transaction back instead of committing:
+/// a crash in the middle of writing a batch. The contacts it had inserted.
+pub async fn write_batch_and_crash(store: &Store, wave_run_id: Option<i64>) -> Result<Option<u64>> {
+    let tx = store.db().begin().await?;
+    let n = crate::batches::take_one(&tx, wave_run_id, crate::batches::Wait::Skip).await?;
+    tx.rollback().await?;
+    Ok(n)
+}
+
+/// [`Store::write_planned_batch`] with PostgreSQL's planner pushed to a nested loop that
+/// rescans the batch subquery (hash, merge, materialize, sort off for the transaction): the
+/// plan under which a `DELETE ... IN (SELECT ... LIMIT 1 FOR UPDATE)` took every batch.
+pub async fn write_batch_as_nested_loop(store: &Store) -> Result<Option<u64>> {
+    let tx = store.db().begin().await?;
+    if store.is_postgres() {
+        tx.execute_unprepared(
+            "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+             SET LOCAL enable_material = off; SET LOCAL enable_hashagg = off; SET LOCAL enable_sort = off",
+        )
+        .await?;
+    }
+    let n = crate::batches::take_one(&tx, None, crate::batches::Wait::Skip).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
