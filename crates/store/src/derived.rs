@@ -2,6 +2,13 @@
 //! the `subscriber` row, with correlated subqueries for history windows (`usage_month`,
 //! `usage_day`) and event counts (`subscriber_event`), every literal bound.
 //!
+//! A derived attribute made only of history windows of one table (and literals and
+//! operators), with two windows or more (`arpu_change`: last month against the three before;
+//! `churn_signals`: six windows), is compiled to ONE correlated subquery over the span of its
+//! windows, each window an aggregate of `CASE WHEN period BETWEEN .. THEN x END`: one index range
+//! read per subscriber instead of one per window. An aggregate over no rows is NULL either
+//! way, and a subquery of aggregates always returns one row, so the value is the same.
+//!
 //! The same expression serves filters and strata (the planner's queries) and the values a
 //! template shows ([`Store::derived_values`]), so a subscriber is selected and greeted with
 //! one definition. Windows are fixed once per evaluation ([`AsOf`]): history counts back from
@@ -57,28 +64,48 @@ impl<'a> FieldSql<'a> {
     /// A field as SQL: its `subscriber` column, or its derived expression. Names the
     /// catalogue does not know are taken as columns (checked filters never have them).
     pub fn field(&self, name: &str) -> Expr {
-        self.field_at(name, 0)
+        self.field_at(name, 0, false)
     }
 
-    fn field_at(&self, name: &str, depth: usize) -> Expr {
+    fn field_at(&self, name: &str, depth: usize, inside: bool) -> Expr {
         match self.cat.derived(name) {
             // A derived attribute names only earlier ones (the catalogue checks), so this
             // recursion ends; the depth bound is a second guard.
-            Some(d) if depth < DEPTH_LIMIT => self.expr(&d.expr, depth + 1),
+            Some(d) if depth < DEPTH_LIMIT => {
+                if !inside {
+                    let mut w = None;
+                    if self.windows(&d.expr, depth + 1, &mut w)
+                        && let Some(w) = w.filter(|w| w.count >= 2)
+                    {
+                        return self.merged(&d.expr, depth + 1, &w);
+                    }
+                }
+                self.compile(&d.expr, depth + 1, inside)
+            }
             // Unqualified: stored columns only appear outside the subqueries, whose own
-            // columns are all qualified (`h.`, `e.`).
+            // columns are all qualified (`h.`, `e.`); a merged subquery has none
+            // ([`FieldSql::windows`]).
             _ => Expr::col(Alias::new(name)),
         }
     }
 
     /// Compiles a checked derived expression.
     pub fn expr(&self, e: &DExpr, depth: usize) -> Expr {
+        self.compile(e, depth, false)
+    }
+
+    /// `inside`: within a merged history subquery ([`FieldSql::merged`]), where a window is
+    /// a filtered aggregate over the subquery's rows rather than a subquery of its own.
+    fn compile(&self, e: &DExpr, depth: usize, inside: bool) -> Expr {
+        let expr = |x: &DExpr| self.compile(x, depth, inside);
         match e {
             DExpr::Lit(l) => lit(l),
-            DExpr::Field { name, .. } => self.field_at(name, depth),
-            DExpr::Neg(x) => Expr::cust_with_exprs("(-$1)", [self.expr(x, depth)]),
+            DExpr::Field { name, .. } => self.field_at(name, depth, inside),
+            // Not `(-$1)` as custom SQL: sea-query substitutes `$1` on PostgreSQL only, and
+            // SQLite read it as an unbound parameter (NULL).
+            DExpr::Neg(x) => lit(&Lit::Int(-1)).mul(expr(x)),
             DExpr::Arith(op, a, b) => {
-                let (a, b) = (self.expr(a, depth), self.expr(b, depth));
+                let (a, b) = (expr(a), expr(b));
                 match op {
                     ArithOp::Add => a.add(b),
                     ArithOp::Sub => a.sub(b),
@@ -89,7 +116,7 @@ impl<'a> FieldSql<'a> {
                 }
             }
             DExpr::Cmp(op, a, b) => {
-                let (a, b) = (self.expr(a, depth), self.expr(b, depth));
+                let (a, b) = (expr(a), expr(b));
                 match op {
                     CmpOp::Eq => a.eq(b),
                     CmpOp::Ne => a.ne(b),
@@ -99,11 +126,11 @@ impl<'a> FieldSql<'a> {
                     CmpOp::Ge => a.gte(b),
                 }
             }
-            DExpr::And(xs) => self.fold(xs, depth, |a, b| a.and(b)),
-            DExpr::Or(xs) => self.fold(xs, depth, |a, b| a.or(b)),
-            DExpr::Not(x) => self.expr(x, depth).not(),
-            DExpr::IsNull { expr, negated } => {
-                let x = self.expr(expr, depth);
+            DExpr::And(xs) => self.fold(xs, depth, inside, |a, b| a.and(b)),
+            DExpr::Or(xs) => self.fold(xs, depth, inside, |a, b| a.or(b)),
+            DExpr::Not(x) => expr(x).not(),
+            DExpr::IsNull { expr: x, negated } => {
+                let x = expr(x);
                 if *negated {
                     x.is_not_null()
                 } else {
@@ -111,11 +138,11 @@ impl<'a> FieldSql<'a> {
                 }
             }
             DExpr::In {
-                expr,
+                expr: x,
                 values,
                 negated,
             } => {
-                let x = self.expr(expr, depth);
+                let x = expr(x);
                 let vs: Vec<Expr> = values.iter().map(lit).collect();
                 if *negated {
                     x.is_not_in(vs)
@@ -126,15 +153,20 @@ impl<'a> FieldSql<'a> {
             DExpr::Case { arms, otherwise } => {
                 let mut arms = arms.iter();
                 let (c0, v0) = arms.next().expect("a case has an arm (parser)");
-                let mut case = Expr::case(self.expr(c0, depth), self.expr(v0, depth));
+                let mut case = Expr::case(expr(c0), expr(v0));
                 for (c, v) in arms {
-                    case = case.case(self.expr(c, depth), self.expr(v, depth));
+                    case = case.case(expr(c), expr(v));
                 }
-                Expr::Case(Box::new(case.finally(self.expr(otherwise, depth))))
+                Expr::Case(Box::new(case.finally(expr(otherwise))))
             }
-            DExpr::Coalesce(xs) => {
-                Expr::from(Func::coalesce(xs.iter().map(|x| self.expr(x, depth))))
-            }
+            DExpr::Coalesce(xs) => Expr::from(Func::coalesce(xs.iter().map(expr))),
+            DExpr::History {
+                agg,
+                measure,
+                periods,
+                skip,
+                ..
+            } if inside => self.filtered(*agg, measure, *periods, *skip),
             DExpr::History {
                 agg,
                 measure,
@@ -151,49 +183,140 @@ impl<'a> FieldSql<'a> {
         }
     }
 
-    fn fold(&self, xs: &[DExpr], depth: usize, f: impl Fn(Expr, Expr) -> Expr) -> Expr {
-        let mut it = xs.iter().map(|x| self.expr(x, depth));
+    fn fold(
+        &self,
+        xs: &[DExpr],
+        depth: usize,
+        inside: bool,
+        f: impl Fn(Expr, Expr) -> Expr,
+    ) -> Expr {
+        let mut it = xs.iter().map(|x| self.compile(x, depth, inside));
         let first = it
             .next()
             .expect("and/or have two or more operands (parser)");
         it.fold(first, f)
     }
 
+    /// A history window's measure type, table and periods (`None` when the measure is
+    /// unknown or no history of its period length is loaded).
+    fn window(&self, agg: Agg, name: &str, periods: u32, skip: u32) -> Option<Window> {
+        let m = self.cat.measure(name)?;
+        let newest = self.as_of.newest(m.period)?;
+        let hi = newest - i64::from(skip);
+        Some(Window {
+            ty: measure_type(m.integer, agg),
+            period: m.period,
+            lo: hi - i64::from(periods) + 1,
+            hi,
+        })
+    }
+
     fn history(&self, agg: Agg, name: &str, periods: u32, skip: u32) -> Expr {
         let Some(m) = self.cat.measure(name) else {
             return Expr::cust("NULL");
         };
-        let ty = if m.integer && agg != Agg::Mean {
-            "BIGINT"
-        } else {
-            "DOUBLE PRECISION"
-        };
-        let Some(newest) = self.as_of.newest(m.period) else {
+        let Some(w) = self.window(agg, name, periods, skip) else {
             // No history of this period length loaded: every window is empty.
-            return Expr::cust("NULL").cast_as(ty);
+            return Expr::cust("NULL").cast_as(measure_type(m.integer, agg));
         };
-        let hi = newest - i64::from(skip);
-        let lo = hi - i64::from(periods) + 1;
         let h = Alias::new("h");
-        let col = Expr::col((h.clone(), Alias::new(name)));
-        let value = match agg {
-            Agg::Mean => Expr::from(Func::avg(col)),
-            Agg::Sum => Expr::from(Func::sum(col)),
-            Agg::Min => Expr::from(Func::min(col)),
-            // `last` is one period: MAX of one row is its value.
-            Agg::Max | Agg::Last => Expr::from(Func::max(col)),
-        };
+        let value = aggregate(agg, Expr::col((h.clone(), Alias::new(name))));
         let mut q = Query::select();
-        q.expr(value.cast_as(ty))
-            .from_as(Alias::new(m.period.table()), h.clone())
+        q.expr(value.cast_as(w.ty))
+            .from_as(Alias::new(w.period.table()), h.clone())
             .and_where(
                 Expr::col((h.clone(), Alias::new("subscriber_id")))
                     .eq(Expr::col((Alias::new(SUBSCRIBER), Alias::new("id")))),
             )
+            .and_where(period_between(w.lo, w.hi));
+        subquery(q)
+    }
+
+    /// A window inside a merged subquery: the aggregate over the subquery's rows of its
+    /// periods. Only reached for windows [`FieldSql::windows`] accepted.
+    fn filtered(&self, agg: Agg, name: &str, periods: u32, skip: u32) -> Expr {
+        let Some(w) = self.window(agg, name, periods, skip) else {
+            return Expr::cust("NULL");
+        };
+        // `AGG(CASE WHEN in window THEN x END)`: aggregates skip NULLs, so this is the
+        // window's aggregate (NULL when the window has no row), as `FILTER (WHERE ..)` would
+        // be, with no custom SQL text (sea-query's custom placeholders differ per backend).
+        let in_window = Expr::case(
+            period_between(w.lo, w.hi),
+            Expr::col((Alias::new("h"), Alias::new(name))),
+        )
+        .finally(Expr::cust("NULL"));
+        aggregate(agg, Expr::Case(Box::new(in_window))).cast_as(w.ty)
+    }
+
+    /// Whether `e` (derived attributes it names included) is made only of literals,
+    /// operators and history windows of one table with history loaded, widening `span` to
+    /// cover every window; such an expression can be one subquery ([`FieldSql::merged`]).
+    fn windows(&self, e: &DExpr, depth: usize, span: &mut Option<Span>) -> bool {
+        match e {
+            DExpr::Lit(_) => true,
+            DExpr::Field { name, .. } => match self.cat.derived(name) {
+                Some(d) if depth < DEPTH_LIMIT => self.windows(&d.expr, depth + 1, span),
+                // A stored column, which the subquery's own table might shadow.
+                _ => false,
+            },
+            DExpr::Events { .. } => false,
+            DExpr::History {
+                agg,
+                measure,
+                periods,
+                skip,
+                ..
+            } => {
+                let Some(w) = self.window(*agg, measure, *periods, *skip) else {
+                    return false;
+                };
+                match span {
+                    None => {
+                        *span = Some(Span {
+                            period: w.period,
+                            lo: w.lo,
+                            hi: w.hi,
+                            count: 1,
+                        });
+                        true
+                    }
+                    Some(s) if s.period == w.period => {
+                        s.lo = std::cmp::min(s.lo, w.lo);
+                        s.hi = std::cmp::max(s.hi, w.hi);
+                        s.count += 1;
+                        true
+                    }
+                    Some(_) => false,
+                }
+            }
+            DExpr::Neg(x) | DExpr::Not(x) => self.windows(x, depth, span),
+            DExpr::IsNull { expr, .. } | DExpr::In { expr, .. } => self.windows(expr, depth, span),
+            DExpr::Arith(_, a, b) | DExpr::Cmp(_, a, b) => {
+                self.windows(a, depth, span) && self.windows(b, depth, span)
+            }
+            DExpr::And(xs) | DExpr::Or(xs) | DExpr::Coalesce(xs) => {
+                xs.iter().all(|x| self.windows(x, depth, span))
+            }
+            DExpr::Case { arms, otherwise } => {
+                arms.iter()
+                    .all(|(c, v)| self.windows(c, depth, span) && self.windows(v, depth, span))
+                    && self.windows(otherwise, depth, span)
+            }
+        }
+    }
+
+    /// `e` as one correlated subquery over the periods of `span` (see the module doc).
+    fn merged(&self, e: &DExpr, depth: usize, span: &Span) -> Expr {
+        let h = Alias::new("h");
+        let mut q = Query::select();
+        q.expr(self.compile(e, depth, true))
+            .from_as(Alias::new(span.period.table()), h.clone())
             .and_where(
-                Expr::col((h, Alias::new("period")))
-                    .between(lit(&Lit::Int(lo)), lit(&Lit::Int(hi))),
-            );
+                Expr::col((h, Alias::new("subscriber_id")))
+                    .eq(Expr::col((Alias::new(SUBSCRIBER), Alias::new("id")))),
+            )
+            .and_where(period_between(span.lo, span.hi));
         subquery(q)
     }
 
@@ -220,6 +343,46 @@ impl<'a> FieldSql<'a> {
             .and_where(Expr::col((e, Alias::new("at"))).lte(lit(&Lit::Int(self.as_of.now))));
         subquery(q)
     }
+}
+
+/// One history window, resolved against [`AsOf`].
+struct Window {
+    ty: &'static str,
+    period: Period,
+    lo: i64,
+    hi: i64,
+}
+
+/// The periods a merged subquery reads, and how many windows it serves.
+struct Span {
+    period: Period,
+    lo: i64,
+    hi: i64,
+    count: usize,
+}
+
+/// PostgreSQL's `SUM(bigint)` and `AVG` are `numeric`: every aggregate is cast to this.
+fn measure_type(integer: bool, agg: Agg) -> &'static str {
+    if integer && agg != Agg::Mean {
+        "BIGINT"
+    } else {
+        "DOUBLE PRECISION"
+    }
+}
+
+fn aggregate(agg: Agg, x: Expr) -> Expr {
+    Expr::from(match agg {
+        Agg::Mean => Func::avg(x),
+        Agg::Sum => Func::sum(x),
+        Agg::Min => Func::min(x),
+        // `last` is one period: MAX of one row is its value.
+        Agg::Max | Agg::Last => Func::max(x),
+    })
+}
+
+fn period_between(lo: i64, hi: i64) -> Expr {
+    Expr::col((Alias::new("h"), Alias::new("period")))
+        .between(lit(&Lit::Int(lo)), lit(&Lit::Int(hi)))
 }
 
 fn subquery(q: SelectStatement) -> Expr {

@@ -5,10 +5,11 @@
 
 use std::collections::HashSet;
 
-use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Func, OnConflict, Order, Query};
+use sea_orm::{ConnectionTrait, DbBackend};
 
-use crate::{Millis, Result, Store};
+use crate::contacts::PgArray;
+use crate::{Millis, Result, Store, exec};
 
 /// One holdout period of a campaign and how many subscribers it holds out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct HoldoutPeriod {
 
 /// Rows per INSERT: five values a row stays far below both backends' bind limits.
 const ROWS_PER_STATEMENT: usize = 1000;
+/// Ids per array parameter on PostgreSQL.
+const PG_IDS_PER_STATEMENT: usize = 50_000;
 
 /// Members of `scope`'s holdout in `period`. Read whole rather than filtered by the candidates:
 /// a holdout is a share of one campaign's audience, and an id list as long as the audience
@@ -52,6 +55,31 @@ pub(crate) async fn insert_members<C: ConnectionTrait>(
     drawn_at: Millis,
     subscriber_ids: &[i64],
 ) -> Result<()> {
+    if c.get_database_backend() == DbBackend::Postgres {
+        // One array parameter, as for decisions: a control group of 28,000 was 29 statements
+        // of 5,000 binds each, about a second of a 1M-subscriber plan (bench-plan).
+        for chunk in subscriber_ids.chunks(PG_IDS_PER_STATEMENT) {
+            let mut ids = PgArray::default();
+            for id in chunk {
+                ids.int(Some(*id));
+            }
+            exec(
+                c,
+                "INSERT INTO holdout (scope, period, subscriber_id, run_id, drawn_at) \
+                 SELECT ?, ?, s, ?, ? FROM unnest(?::text::bigint[]) AS u(s) \
+                 ON CONFLICT (scope, period, subscriber_id) DO NOTHING",
+                [
+                    scope.into(),
+                    period.into(),
+                    run_id.into(),
+                    drawn_at.into(),
+                    ids.finish().into(),
+                ],
+            )
+            .await?;
+        }
+        return Ok(());
+    }
     for chunk in subscriber_ids.chunks(ROWS_PER_STATEMENT) {
         let mut q = Query::insert();
         q.into_table(Alias::new("holdout"))

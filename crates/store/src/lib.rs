@@ -31,6 +31,7 @@ pub mod history;
 pub mod holdout;
 pub mod inbound;
 pub mod mail;
+mod nodelay;
 pub mod planning;
 pub mod rate;
 pub mod runs;
@@ -181,6 +182,10 @@ impl Store {
                 });
             path
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // The search path is set here rather than by `set_schema_search_path`: sea-orm
+            // sets it in sqlx's `after_connect`, which this hook would replace.
+            let search_path =
+                schema.map(|s| format!("SET search_path = \"{}\"", s.replace('"', "")));
             opts.max_connections(16)
                 .min_connections(1)
                 .map_sqlx_postgres_opts(|o| {
@@ -188,10 +193,24 @@ impl Store {
                         "statement_timeout",
                         format!("{}", STATEMENT_TIMEOUT.as_millis()),
                     )])
+                })
+                .map_sqlx_postgres_pool_opts(move |p| {
+                    let search_path = search_path.clone();
+                    p.after_connect(move |conn, _| {
+                        let search_path = search_path.clone();
+                        Box::pin(async move {
+                            if let Some(sql) = search_path {
+                                sea_orm::sqlx::Executor::execute(
+                                    &mut *conn,
+                                    sea_orm::sqlx::AssertSqlSafe(sql),
+                                )
+                                .await?;
+                            }
+                            nodelay::set(conn).await?;
+                            Ok(())
+                        })
+                    })
                 });
-            if let Some(s) = schema {
-                opts.set_schema_search_path(s.to_owned());
-            }
             None
         } else {
             return Err(StoreError::BadUrl(url.to_owned()));

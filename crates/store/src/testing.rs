@@ -398,6 +398,20 @@ pub async fn write_batch_as_nested_loop(store: &Store) -> Result<Option<u64>> {
     Ok(n)
 }
 
+/// Whether each TCP connection of this process to `peer_port` (PostgreSQL's) has
+/// `TCP_NODELAY` set (Linux; empty elsewhere).
+pub fn tcp_nodelay_to(peer_port: u16) -> Vec<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        crate::nodelay::sockets_to(peer_port)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = peer_port;
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,3 +197,46 @@ async fn event_counts_use_their_window_and_need_groups_add_up() -> Res {
     assert_eq!(got[&b], ["0", "0", "false", "true"]);
     Ok(())
 }
+
+fn attr(name: &str) -> catalogue::Attribute {
+    serde_json::from_value(serde_json::json!({ "name": name, "type": "decimal" }))
+        .expect("a decimal attribute")
+}
+
+/// A derived attribute of three windows of one table (two measures, overlapping windows) is
+/// read by one merged subquery, and a negation: the values worked out by hand, the empty
+/// window's NULL included.
+#[tokio::test]
+async fn merged_windows_and_negation_give_the_hand_worked_values() -> Res {
+    let cat = (*catalogue::shipped()).clone().with_derived(vec![
+        (attr("neg_arpu"), "-arpu_3m".into()),
+        (
+            attr("mixed"),
+            "coalesce(sum(arpu, months: 2), 0) - min(data_mb, months: 3, skip: 1) \
+             + coalesce(max(arpu, months: 1, skip: 3), -1)"
+                .into(),
+        ),
+    ])?;
+    let (store, _dir, ids) =
+        store_with(vec![sub("13900000001", 100.0), sub("13900000002", 7.5)]).await?;
+    let [full, sparse] = [ids[0], ids[1]];
+    for (m, arpu, data) in [
+        ("2026-07", 10.0, "data_mb=1000"),
+        ("2026-08", 20.0, "data_mb=2000"),
+        ("2026-09", 30.0, "data_mb=3000"),
+        ("2026-10", 40.0, ""),
+    ] {
+        month(&store, full, m, Some(arpu), data).await?;
+    }
+    // Older than every window: counts in none.
+    month(&store, full, "2026-06", Some(1e6), "data_mb=1").await?;
+    month(&store, sparse, "2026-10", Some(5.0), "").await?;
+    let got = store
+        .derived_values(&cat, &ids, &["neg_arpu", "mixed"], NOW)
+        .await?;
+    // full: (30 + 40) - min(1000, 2000, 3000) + max(10) = -920.
+    assert_eq!(got[&full], ["-100.00", "-920.00"]);
+    // sparse: no data_mb in its window, so the difference is NULL.
+    assert_eq!(got[&sparse], ["-7.50", ""]);
+    Ok(())
+}

@@ -8,16 +8,19 @@ type Res = Result<(), Box<dyn std::error::Error>>;
 async fn reserved_runs_never_overlap_whoever_asks() -> Res {
     let dir = tempfile::tempdir()?;
     let s = store::testing::fresh_store(dir.path()).await?;
-    let first = s.reserve_send_slots("kannel:a", 10, 1_000).await?;
+    // Slots a second apart: the first run lasts 10 s, so the second reservation falls inside
+    // it however slowly a loaded machine gets there (with 1 ms slots, a 10 ms pause between
+    // the two calls made this test fail on a busy CI machine).
+    let first = s.reserve_send_slots("kannel:a", 10, 1_000_000).await?;
     assert_eq!(first.delay_us, 0, "an idle account starts at once");
-    let second = s.reserve_send_slots("kannel:a", 10, 1_000).await?;
+    let second = s.reserve_send_slots("kannel:a", 10, 1_000_000).await?;
     assert_eq!(
         second.start_us,
-        first.start_us + 10_000,
+        first.start_us + 10_000_000,
         "right after the first run"
     );
     assert!(
-        second.delay_us > 0 && second.delay_us <= 10_000,
+        second.delay_us > 0 && second.delay_us <= 10_000_000,
         "{second:?}"
     );
     let other = s.reserve_send_slots("kannel:b", 10, 1_000).await?;
@@ -34,7 +37,7 @@ async fn reserved_runs_never_overlap_whoever_asks() -> Res {
     }
     starts.sort_unstable();
     // The run before each start ended at or before it (the first: second's 10 slots).
-    assert!(starts[1] >= starts[0] + 10_000, "{starts:?}");
+    assert!(starts[1] >= starts[0] + 10_000_000, "{starts:?}");
     for w in starts[1..].windows(2) {
         assert!(w[1] >= w[0] + 10_000, "runs overlap: {starts:?}");
     }
