@@ -128,6 +128,9 @@ pub mod stats {
     pub(super) static WAITING_MAX: AtomicU64 = AtomicU64::new(0);
     pub(super) static GROUPS: AtomicU64 = AtomicU64::new(0);
     pub(super) static GROUP_US: AtomicU64 = AtomicU64::new(0);
+    /// SMSC acknowledgements answered without a write (their contact was settled `sent`
+    /// here); not in `answered`.
+    pub(crate) static ACKS_NOT_STORED: AtomicU64 = AtomicU64::new(0);
 
     /// A copy of the counters.
     #[derive(Debug, Clone, Default)]
@@ -143,6 +146,8 @@ pub mod stats {
         /// Groups written, and the time spent writing them (µs, summed over writers).
         pub groups: u64,
         pub group_us: u64,
+        /// SMSC acknowledgements answered without a write (see `store::sent_keys`).
+        pub acks_not_stored: u64,
     }
 
     impl Snapshot {
@@ -174,6 +179,7 @@ pub mod stats {
             wait_hist: WAIT_US.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
             groups: GROUPS.load(Ordering::Relaxed),
             group_us: GROUP_US.load(Ordering::Relaxed),
+            acks_not_stored: ACKS_NOT_STORED.load(Ordering::Relaxed),
         }
     }
 
@@ -182,7 +188,13 @@ pub mod stats {
         for b in &WAIT_US {
             b.store(0, Ordering::Relaxed);
         }
-        for c in [&WAIT_SUM_US, &ANSWERED, &GROUPS, &GROUP_US] {
+        for c in [
+            &WAIT_SUM_US,
+            &ANSWERED,
+            &GROUPS,
+            &GROUP_US,
+            &ACKS_NOT_STORED,
+        ] {
             c.store(0, Ordering::Relaxed);
         }
         WAITING_MAX.store(WAITING.load(Ordering::Relaxed), Ordering::Relaxed);

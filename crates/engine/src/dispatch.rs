@@ -624,7 +624,15 @@ impl Engine {
                 )
             })
             .collect();
-        self.store.settle(token, &outcomes, at.sent_at).await?;
+        // The keys let the API answer the gateway's acknowledgement of a contact settled
+        // `sent` here without storing it (`store::sent_keys`).
+        let keys: Vec<&str> = group
+            .iter()
+            .map(|(idx, _)| to_send[*idx].key.as_str())
+            .collect();
+        self.store
+            .settle_noting_sent(token, &outcomes, &keys, at.sent_at)
+            .await?;
         Ok(())
     }
 

@@ -34,6 +34,7 @@ pub mod mail;
 pub mod planning;
 pub mod rate;
 pub mod runs;
+pub mod sent_keys;
 #[cfg(feature = "test-util")]
 pub mod snapshot;
 pub mod story;
@@ -111,6 +112,9 @@ pub struct Store {
     catalogue: std::sync::Arc<std::sync::RwLock<std::sync::Arc<catalogue::Catalogue>>>,
     /// Set on a handle from [`Store::fenced`]: its fenced writes renew this lease first.
     fence: Option<std::sync::Arc<Fence>>,
+    /// Contacts this process saw settled `sent` (see [`sent_keys`]): shared by every clone,
+    /// so the API's callbacks see what the dispatcher settled.
+    sent_keys: std::sync::Arc<sent_keys::SentKeys>,
 }
 
 /// A singleton lease (`singleton_lease` row) that guards writes: every fenced write's
@@ -202,6 +206,7 @@ impl Store {
             sqlite_path: sqlite_path.map(std::sync::Arc::new),
             catalogue: std::sync::Arc::new(std::sync::RwLock::new(catalogue::shipped())),
             fence: None,
+            sent_keys: std::sync::Arc::default(),
         })
     }
 
@@ -302,6 +307,11 @@ impl Store {
     /// store's typed functions; their tests through `testing::RawDb` (feature `test-util`).
     pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The keys of contacts this process saw settled `sent` ([`sent_keys`]).
+    pub fn sent_keys(&self) -> &sent_keys::SentKeys {
+        &self.sent_keys
     }
 
     pub fn is_postgres(&self) -> bool {
