@@ -3,8 +3,9 @@
 //! Kannel sends two delivery reports per message (the SMSC's acknowledgement and the final
 //! state), thousands a second at full pace. Stored one transaction each they held campaignd
 //! at 0.41 of Kannel's own pace (`bench-dispatch --gateway kannel`). Here each request hands
-//! its row to a queue and waits; a few writers each take whatever has queued (no timer: a
-//! lone report goes at once, a burst goes together), store the batch in one transaction
+//! its row to a queue and waits; a few writers each take whatever has queued (a writer that
+//! found fewer than [`LINGER_BELOW`] waits [`LINGER`] for more first, so a burst goes
+//! together in fewer transactions), store the batch in one transaction
 //! (reports only for keys that are contacts') and answer every request. A callback is still
 //! answered `200` only once it is committed, or spooled (fsynced) when the database cannot
 //! take it.
