@@ -11,6 +11,8 @@ use crate::{Shared, inbox};
 
 /// The DLR types Kannel reports (`%d`): delivered, undeliverable, buffered, SMSC ACK, SMSC NACK.
 const DLR_TYPES: [&str; 5] = ["1", "2", "4", "8", "16"];
+/// The SMSC's acknowledgement: the message was submitted.
+const SMSC_ACK: &str = "8";
 /// Our own idempotency keys are short; anything longer is not one of ours.
 const MAX_KEY: usize = 200;
 /// Kannel concatenates at most a few parts; this leaves room for any `max-messages`.
@@ -77,6 +79,14 @@ pub(crate) async fn dlr(
             "reply",
             format!("expected the SMSC reply (%A), at most {MAX_REPLY} characters"),
         ));
+    }
+    // The SMSC's acknowledgement of a contact this process has settled `sent` (committed):
+    // proof of a submission nobody will ask about again (`store::sent_keys`). Answered
+    // without a write; any other acknowledgement is stored as proof.
+    if kind == SMSC_ACK && state.store.sent_keys().contains(&key) {
+        inbox::stats::ACKS_NOT_STORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        debug!(key = %key, "SMSC acknowledgement of a contact settled sent; not stored.");
+        return Ok("ok");
     }
     let row = NewInbound {
         source: source::DLR,

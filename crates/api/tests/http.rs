@@ -354,6 +354,82 @@ async fn dlr_callback_is_stored_with_its_query_as_payload() -> Res {
     s.stop().await
 }
 
+/// The SMSC's acknowledgement (type 8) of a contact this process settled `sent`
+/// (`Store::sent_keys`) is answered without a write; every other report is stored as
+/// before, and the token and the input are checked first all the same.
+#[tokio::test]
+async fn an_smsc_ack_of_a_contact_settled_sent_here_is_not_stored() -> Res {
+    let s = Server::start().await?;
+    seed_tasks(&s.store).await?;
+    s.store
+        .db()
+        .execute_raw(store::stmt(
+            s.store.db(),
+            "UPDATE contact SET idem_key = 'k-' || CAST(id AS TEXT)",
+            [],
+        ))
+        .await?;
+    let ids: Vec<i64> = s
+        .store
+        .db()
+        .query_all_raw(store::stmt(
+            s.store.db(),
+            "SELECT id FROM contact ORDER BY id",
+            [],
+        ))
+        .await?
+        .iter()
+        .map(|r| r.try_get::<i64>("", "id"))
+        .collect::<Result<_, _>>()?;
+    let (settled, other) = (format!("k-{}", ids[0]), format!("k-{}", ids[1]));
+    s.store.sent_keys().insert([settled.as_str()]);
+    let ok = (StatusCode::OK, "ok".to_owned());
+
+    assert_eq!(
+        s.get(&format!(
+            "/callbacks/kannel/dlr?key={settled}&type=8&to=13800138000&reply=ACK/"
+        ))
+        .await?,
+        ok
+    );
+    assert_eq!(
+        s.inbound_count().await?,
+        0,
+        "the acknowledgement is not stored"
+    );
+    // Forged or malformed: refused as before, not answered `ok`.
+    let (status, _) = s
+        .get(&format!("/callbacks/kannel/dlr?key={settled}&type=8&t=00"))
+        .await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = s
+        .get(&format!("/callbacks/kannel/dlr?key={settled}&type=8&to=x"))
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The final report of the same contact, and another contact's acknowledgement: stored.
+    assert_eq!(
+        s.get(&format!(
+            "/callbacks/kannel/dlr?key={settled}&type=1&to=13800138000"
+        ))
+        .await?,
+        ok
+    );
+    assert_eq!(
+        s.get(&format!(
+            "/callbacks/kannel/dlr?key={other}&type=8&to=13800138000"
+        ))
+        .await?,
+        ok
+    );
+    let rows = s.inbound().await?;
+    let stored: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.idem_key.as_deref().unwrap_or(""), r.kind.as_str()))
+        .collect();
+    assert_eq!(stored, [(settled.as_str(), "1"), (other.as_str(), "8")]);
+    s.stop().await
+}
+
 #[tokio::test]
 async fn dlr_callback_rejects_bad_input_and_writes_nothing() -> Res {
     let s = Server::start().await?;

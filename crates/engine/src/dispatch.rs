@@ -40,6 +40,16 @@ const HOLD_ANSWERS_FOR: std::time::Duration = std::time::Duration::from_secs(600
 /// Longest pause between tries to write held answers.
 const HOLD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long the settle waits for more answers before writing a group smaller than
+/// [`SETTLE_GROUP`] while answers are still to come. Each group is a transaction (on
+/// SQLite four hops to the connection's thread: `BEGIN`, `UPDATE`, `DELETE`, `COMMIT`);
+/// without a wait a group is whatever came during the previous write, a few answers at
+/// Kannel's pace. The wait only delays when an answer is written (the message is in
+/// doubt that much longer if the process dies), not the sending.
+const SETTLE_LINGER: std::time::Duration = std::time::Duration::from_millis(3);
+/// A group this large is written at once.
+const SETTLE_GROUP: usize = 64;
+
 /// Counts a round as holding answers for as long as it lives (see `Engine::owes_writes`);
 /// dropped on every way out of the round, an error included.
 struct Holding<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -480,6 +490,14 @@ impl Engine {
                 while let Ok(more) = rx.try_recv() {
                     group.push(more);
                 }
+                // More to come and only a few here: gather a little longer (the last
+                // answers of the batch go at once).
+                if group.len() < SETTLE_GROUP.min(unsettled.len()) {
+                    tokio::time::sleep(SETTLE_LINGER).await;
+                    while let Ok(more) = rx.try_recv() {
+                        group.push(more);
+                    }
+                }
                 self.failpoints
                     .reach(FailPoint::AfterSendBeforeSettle)
                     .await?;
@@ -624,7 +642,15 @@ impl Engine {
                 )
             })
             .collect();
-        self.store.settle(token, &outcomes, at.sent_at).await?;
+        // The keys let the API answer the gateway's acknowledgement of a contact settled
+        // `sent` here without storing it (`store::sent_keys`).
+        let keys: Vec<&str> = group
+            .iter()
+            .map(|(idx, _)| to_send[*idx].key.as_str())
+            .collect();
+        self.store
+            .settle_noting_sent(token, &outcomes, &keys, at.sent_at)
+            .await?;
         Ok(())
     }
 

@@ -1316,6 +1316,8 @@ async fn a_message_in_doubt_waits_for_the_smsc_ack_and_is_not_sent_again() {
     let mut sent: Vec<String> = rig.sms.keys().into_keys().collect();
     sent.sort();
     assert_eq!(sent.len(), 10);
+    // In doubt, so their acknowledgements must be stored (`store::sent_keys`).
+    assert!(rig.store.sent_keys().is_empty());
     // The SMSC acknowledged four of them; the reports arrive while nobody holds the batch.
     rig.store
         .insert_inbound(&smsc_acks(&sent[..4]))
@@ -1352,6 +1354,9 @@ async fn a_message_in_doubt_waits_for_the_smsc_ack_and_is_not_sent_again() {
     }
     let states = wave_states(&rig.store, run_id, 0).await;
     assert!(states.values().all(|s| s == "sent"), "{states:?}");
+    // The four sent again were settled `sent` by the dispatcher: their acknowledgements
+    // need not be stored.
+    assert!(sent[6..].iter().all(|k| rig.store.sent_keys().contains(k)));
 }
 
 // e5. dispatch.rs `outcome_of` (Ambiguous waits `grace`): an ambiguous answer (a timeout:
@@ -1372,6 +1377,11 @@ async fn an_ambiguous_answer_waits_for_the_proof_grace_before_a_retry() {
     assert_eq!(round.retried, 3, "{round:?}");
     let mut sent: Vec<String> = rig.sms.keys().into_keys().collect();
     sent.sort();
+    // Still queued, so their acknowledgements are proof and must be stored.
+    assert!(
+        sent.iter().all(|k| !rig.store.sent_keys().contains(k)),
+        "a retried contact is not remembered as sent"
+    );
     // The SMSC acknowledges two of them.
     rig.store
         .insert_inbound(&smsc_acks(&sent[..2]))
@@ -1386,6 +1396,7 @@ async fn an_ambiguous_answer_waits_for_the_proof_grace_before_a_retry() {
     rig.clock.advance(Duration::from_secs(151));
     let round = e.dispatch_round("sms").await.unwrap();
     assert_eq!((round.reconciled, round.sent), (2, 1), "{round:?}");
+    assert!(rig.store.sent_keys().contains(&sent[2]));
     let keys = rig.sms.keys();
     for (k, n) in &keys {
         let expected = if sent[..2].contains(k) { 1 } else { 2 };

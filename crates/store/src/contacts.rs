@@ -1291,6 +1291,50 @@ impl Store {
         Ok(changed)
     }
 
+    /// [`Store::settle`], and when every outcome changed its contact (nothing was left alone
+    /// because another worker holds it or a report settled it first), the keys of the
+    /// contacts settled `sent` are remembered in [`Store::sent_keys`]: their queue rows are
+    /// gone and their state is committed past `pending`, so the gateway's acknowledgement of
+    /// them proves nothing anyone will ask. `keys[i]` is the idempotency key of
+    /// `outcomes[i]`'s contact.
+    ///
+    /// All or nothing on purpose: the count says how many rows changed, not which, and a
+    /// contact left `pending` (re-claimed by another worker after this lease ran out) must
+    /// keep its acknowledgement stored, or that worker, finding no proof, would send it
+    /// again. Each outcome changes at most its own row, so `changed == outcomes.len()` with
+    /// distinct contacts means each one changed.
+    pub async fn settle_noting_sent(
+        &self,
+        token: &str,
+        outcomes: &[(i64, Outcome)],
+        keys: &[&str],
+        now: Millis,
+    ) -> Result<u64> {
+        if keys.len() != outcomes.len() {
+            return Err(crate::StoreError::Invalid(format!(
+                "settle: {} keys for {} outcomes",
+                keys.len(),
+                outcomes.len()
+            )));
+        }
+        let changed = self.settle(token, outcomes, now).await?;
+        if changed == outcomes.len() as u64 {
+            let mut ids: Vec<i64> = outcomes.iter().map(|(id, _)| *id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.len() == outcomes.len() {
+                self.sent_keys().insert(
+                    outcomes
+                        .iter()
+                        .zip(keys)
+                        .filter(|((_, o), _)| matches!(o, Outcome::Sent { .. }))
+                        .map(|(_, k)| *k),
+                );
+            }
+        }
+        Ok(changed)
+    }
+
     /// Clears leases of `channel` that ran out before `before` (their worker died or
     /// stalled, and the channel's proof grace has passed), so the contacts show as waiting
     /// again. The claim takes such rows by itself; this keeps the counts honest. A row still

@@ -136,6 +136,25 @@ impl Queue {
         Ok(self.store.settle(token, &rows, T0).await?)
     }
 
+    /// [`Store::settle_noting_sent`], with each contact's key.
+    async fn settle_noting(&self, token: &str, outcomes: &[(usize, Outcome)]) -> Res<u64> {
+        let (mut rows, mut keys) = (Vec::new(), Vec::new());
+        for (i, o) in outcomes {
+            rows.push((self.contact_id(*i).await?, o.clone()));
+            keys.push(
+                self.store
+                    .contact_key(self.run_id, "w", self.subs[*i])
+                    .await?
+                    .ok_or("no contact")?,
+            );
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        Ok(self
+            .store
+            .settle_noting_sent(token, &rows, &keys, T0)
+            .await?)
+    }
+
     fn index(&self, subscriber_id: i64) -> usize {
         self.subs.iter().position(|s| *s == subscriber_id).unwrap()
     }
@@ -351,6 +370,81 @@ async fn a_delivery_report_that_beats_the_settle_wins() -> Res {
     assert_eq!(snap, "s0 delivered\ns1 sent (attempts 1)\n");
     // Even once the lease is long gone, nothing is left to send again.
     assert_eq!(q.claim("B", T0 + 60 * MINUTE, MINUTE, 10).await?, []);
+    Ok(())
+}
+
+/// `Store::settle_noting_sent` remembers the keys of a group settled `sent` only when every
+/// outcome changed its contact: an acknowledgement of a remembered key is not stored
+/// (`store::sent_keys`), so a contact left `pending` under another worker's lease, whose
+/// acknowledgement that worker needs as proof before sending again, must never be among them.
+#[tokio::test]
+async fn only_contacts_a_committed_settle_moved_to_sent_are_remembered() -> Res {
+    let q = Queue::planned(&[(TREATMENT, None); 6]).await?;
+    let remembered = async |i: usize| -> Res<bool> {
+        let key = q
+            .store
+            .contact_key(q.run_id, "w", q.subs[i])
+            .await?
+            .ok_or("no contact")?;
+        Ok(q.store.sent_keys().contains(&key))
+    };
+    assert_eq!(q.claim("A", T0, MINUTE, 2).await?, [(0, 1), (1, 1)]);
+    assert_eq!(
+        q.settle_noting("A", &[(0, sent(T0)), (1, sent(T0))])
+            .await?,
+        2
+    );
+    assert!(remembered(0).await? && remembered(1).await?);
+
+    // s2's lease runs out and B takes it; A then settles s2 with s3, which it still holds.
+    assert_eq!(q.claim("A", T0, MINUTE, 1).await?, [(2, 1)]);
+    assert_eq!(q.claim("B", T0 + 2 * MINUTE, MINUTE, 1).await?, [(2, 2)]);
+    assert_eq!(q.claim("A", T0 + 2 * MINUTE, MINUTE, 1).await?, [(3, 1)]);
+    assert_eq!(
+        q.settle_noting("A", &[(2, sent(T0)), (3, sent(T0))])
+            .await?,
+        1,
+        "s3 only: s2 is B's"
+    );
+    assert!(
+        !remembered(2).await?,
+        "s2 is still pending under B's lease: its acknowledgement is B's proof"
+    );
+    assert!(!remembered(3).await?, "one group, all or nothing");
+
+    // Only `sent` outcomes are remembered, even when every outcome changed its row.
+    assert_eq!(
+        q.claim("C", T0 + 2 * MINUTE, MINUTE, 2).await?,
+        [(4, 1), (5, 1)]
+    );
+    let retry = Outcome::Retry {
+        due_at: T0 + 10 * MINUTE,
+        error: "503".into(),
+    };
+    assert_eq!(
+        q.settle_noting("C", &[(4, retry), (5, sent(T0 + 2 * MINUTE))])
+            .await?,
+        2
+    );
+    assert!(!remembered(4).await? && remembered(5).await?);
+    assert_eq!(
+        q.snapshot().await?,
+        "s0 sent (attempts 1)\n\
+         s1 sent (attempts 1)\n\
+         s2 sending [queued: attempt 2, lease B, due +0m]\n\
+         s3 sent (attempts 1)\n\
+         s4 pending [queued: attempt 1, lease -, due +10m]\n\
+         s5 sent (attempts 1)\n"
+    );
+
+    // Keys must match the outcomes one for one.
+    let id = q.contact_id(2).await?;
+    assert!(
+        q.store
+            .settle_noting_sent("B", &[(id, sent(T0))], &[], T0)
+            .await
+            .is_err()
+    );
     Ok(())
 }
 
