@@ -253,32 +253,36 @@ async fn healthz_answers_ok_and_503_once_the_database_is_gone() -> Res {
     s.stop().await
 }
 
-/// Reports arriving together are each answered for themselves: every known key's report
-/// stored once per request, every unknown key refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_delivery_reports_are_each_stored_or_refused() -> Res {
-    let s = Server::start().await?;
-    seed_tasks(&s.store).await?;
-    s.store
+/// The seeded tasks' contacts, each given the idempotency key `k-<id>`; their ids in order.
+async fn keyed_contacts(store: &store::Store) -> Res<Vec<i64>> {
+    seed_tasks(store).await?;
+    store
         .db()
         .execute_raw(store::stmt(
-            s.store.db(),
+            store.db(),
             "UPDATE contact SET idem_key = 'k-' || CAST(id AS TEXT)",
             [],
         ))
         .await?;
-    let ids: Vec<i64> = s
-        .store
+    Ok(store
         .db()
         .query_all_raw(store::stmt(
-            s.store.db(),
+            store.db(),
             "SELECT id FROM contact ORDER BY id",
             [],
         ))
         .await?
         .iter()
         .map(|r| r.try_get::<i64>("", "id"))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()?)
+}
+
+/// Reports arriving together are each answered for themselves: every known key's report
+/// stored once per request, every unknown key refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_delivery_reports_are_each_stored_or_refused() -> Res {
+    let s = Server::start().await?;
+    let ids = keyed_contacts(&s.store).await?;
     assert!(ids.len() >= 2, "{ids:?}");
     let s = std::sync::Arc::new(s);
     let mut tasks = tokio::task::JoinSet::new();
@@ -360,27 +364,7 @@ async fn dlr_callback_is_stored_with_its_query_as_payload() -> Res {
 #[tokio::test]
 async fn an_smsc_ack_of_a_contact_settled_sent_here_is_not_stored() -> Res {
     let s = Server::start().await?;
-    seed_tasks(&s.store).await?;
-    s.store
-        .db()
-        .execute_raw(store::stmt(
-            s.store.db(),
-            "UPDATE contact SET idem_key = 'k-' || CAST(id AS TEXT)",
-            [],
-        ))
-        .await?;
-    let ids: Vec<i64> = s
-        .store
-        .db()
-        .query_all_raw(store::stmt(
-            s.store.db(),
-            "SELECT id FROM contact ORDER BY id",
-            [],
-        ))
-        .await?
-        .iter()
-        .map(|r| r.try_get::<i64>("", "id"))
-        .collect::<Result<_, _>>()?;
+    let ids = keyed_contacts(&s.store).await?;
     let (settled, other) = (format!("k-{}", ids[0]), format!("k-{}", ids[1]));
     s.store.sent_keys().insert([settled.as_str()]);
     let ok = (StatusCode::OK, "ok".to_owned());

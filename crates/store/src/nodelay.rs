@@ -33,9 +33,11 @@ pub(crate) async fn set(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
     Ok(set_on_socket(client, server))
 }
 
+/// Calls `f` with each open file of this process as a socket reference, until `f` returns
+/// true; false if it never did. Calls on a file that is not a socket fail, which `f` sees.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn set_on_socket(local_port: u16, peer_port: u16) -> bool {
+fn find_socket(mut f: impl FnMut(socket2::SockRef<'_>) -> bool) -> bool {
     use std::os::fd::BorrowedFd;
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return false;
@@ -48,23 +50,36 @@ fn set_on_socket(local_port: u16, peer_port: u16) -> bool {
         else {
             continue;
         };
-        // SAFETY: `fd` was listed as open a moment ago; the borrow lives for the three
-        // syscalls below and nothing is closed through it. If another thread closes it in
-        // between, the calls fail (EBADF) or read another file's addresses; only a TCP
-        // socket with exactly this connection's local and peer ports is changed, and while
-        // `conn` is open (the caller holds it) no other socket can have both.
+        // SAFETY: `fd` was listed as open a moment ago; the borrow lives for `f`'s few
+        // syscalls and nothing is closed through it. If another thread closes it in between,
+        // the calls fail (EBADF) or read another file's addresses; `set_on_socket` changes
+        // only a TCP socket with exactly this connection's local and peer ports, and while
+        // the connection is open (the caller holds it) no other socket can have both.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let socket = socket2::SockRef::from(&fd);
-        let port = |a: std::io::Result<socket2::SockAddr>| {
-            a.ok().and_then(|a| a.as_socket()).map(|a| a.port())
-        };
-        if port(socket.local_addr()) == Some(local_port)
-            && port(socket.peer_addr()) == Some(peer_port)
-        {
-            return socket.set_tcp_nodelay(true).is_ok();
+        if f(socket2::SockRef::from(&fd)) {
+            return true;
         }
     }
     false
+}
+
+#[cfg(target_os = "linux")]
+fn port(a: std::io::Result<socket2::SockAddr>) -> Option<u16> {
+    a.ok().and_then(|a| a.as_socket()).map(|a| a.port())
+}
+
+#[cfg(target_os = "linux")]
+fn set_on_socket(local_port: u16, peer_port: u16) -> bool {
+    let mut set = false;
+    find_socket(|socket| {
+        let ours = port(socket.local_addr()) == Some(local_port)
+            && port(socket.peer_addr()) == Some(peer_port);
+        if ours {
+            set = socket.set_tcp_nodelay(true).is_ok();
+        }
+        ours
+    });
+    set
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -75,28 +90,13 @@ fn set_on_socket(_local_port: u16, _peer_port: u16) -> bool {
 /// For tests: whether each TCP socket of this process whose peer port is `peer_port` has
 /// `TCP_NODELAY` set.
 #[cfg(all(feature = "test-util", target_os = "linux"))]
-#[allow(unsafe_code)]
 pub(crate) fn sockets_to(peer_port: u16) -> Vec<bool> {
-    use std::os::fd::BorrowedFd;
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: as in `set_on_socket`; only read.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let socket = socket2::SockRef::from(&fd);
-        let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
-        if peer.map(|a| a.port()) == Some(peer_port) {
+    find_socket(|socket| {
+        if port(socket.peer_addr()) == Some(peer_port) {
             out.push(socket.tcp_nodelay().unwrap_or(false));
         }
-    }
+        false
+    });
     out
 }
