@@ -368,7 +368,7 @@ fn initial_state(arm: Arm) -> ContactState {
 
 /// Rows per statement on PostgreSQL: each column travels as one array parameter, so a
 /// statement's size is bounded by memory, not by the 65,535-parameter limit.
-const PG_ROWS_PER_STATEMENT: usize = 50_000;
+pub(crate) const PG_ROWS_PER_STATEMENT: usize = 50_000;
 
 /// PostgreSQL: contacts and their queue rows in one statement per 50,000 contacts. Each
 /// column is one array parameter sent as text (`$n::text::bigint[]`) and expanded by

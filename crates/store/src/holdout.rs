@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Func, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DbBackend};
 
-use crate::contacts::PgArray;
+use crate::contacts::{PG_ROWS_PER_STATEMENT, PgArray};
 use crate::{Millis, Result, Store, exec};
 
 /// One holdout period of a campaign and how many subscribers it holds out.
@@ -23,8 +23,6 @@ pub struct HoldoutPeriod {
 
 /// Rows per INSERT: five values a row stays far below both backends' bind limits.
 const ROWS_PER_STATEMENT: usize = 1000;
-/// Ids per array parameter on PostgreSQL.
-const PG_IDS_PER_STATEMENT: usize = 50_000;
 
 /// Members of `scope`'s holdout in `period`. Read whole rather than filtered by the candidates:
 /// a holdout is a share of one campaign's audience, and an id list as long as the audience
@@ -58,7 +56,7 @@ pub(crate) async fn insert_members<C: ConnectionTrait>(
     if c.get_database_backend() == DbBackend::Postgres {
         // One array parameter, as for decisions: a control group of 28,000 was 29 statements
         // of 5,000 binds each, about a second of a 1M-subscriber plan (bench-plan).
-        for chunk in subscriber_ids.chunks(PG_IDS_PER_STATEMENT) {
+        for chunk in subscriber_ids.chunks(PG_ROWS_PER_STATEMENT) {
             let mut ids = PgArray::default();
             for id in chunk {
                 ids.int(Some(*id));
