@@ -531,6 +531,32 @@ pub(crate) async fn scalar(store: &store::Store, sql: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// Waits until no PostgreSQL session of worker `worker` is left (30 s at most). A killed
+/// daemon's statement the server had already received still runs and commits after the kill
+/// (the server notices the dead client only when it answers), so a test that reads what the
+/// victim left must wait for this first. Nothing to wait for on SQLite, whose writes die
+/// with the process.
+pub(crate) async fn sessions_gone(store: &store::Store, worker: &str) {
+    if store.db().get_database_backend() != sea_orm::DbBackend::Postgres {
+        return;
+    }
+    let name = store::application_name(worker).replace('\'', "''");
+    let sql =
+        format!("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = '{name}'");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = scalar(store, &sql).await;
+        if n == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} PostgreSQL sessions of {worker} are still open 30 s after it was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Contacts by state, e.g. `{"sent": 49500, "sending": 500}` (`sending`: under a lease).
 pub(crate) async fn states(store: &store::Store) -> HashMap<String, i64> {
     store

@@ -285,9 +285,13 @@ async fn open_store(cfg: &Config) -> anyhow::Result<store::Store> {
 }
 
 async fn open_migrated(cfg: &Config) -> anyhow::Result<store::Store> {
-    let store = store::Store::connect(&cfg.database_url, cfg.database_schema.as_deref())
-        .await
-        .with_context(|| format!("cannot open database {}", redact(&cfg.database_url)))?;
+    let store = store::Store::connect_as(
+        &cfg.database_url,
+        cfg.database_schema.as_deref(),
+        &worker_name(cfg),
+    )
+    .await
+    .with_context(|| format!("cannot open database {}", redact(&cfg.database_url)))?;
     store
         .migrate()
         .await
@@ -1261,12 +1265,16 @@ pub(crate) async fn build_channels(
     Ok(map)
 }
 
-fn engine_config(cfg: &Config) -> engine::EngineConfig {
-    let worker = cfg
-        .worker_id
+/// This process's worker id: `worker_id`, or host name and process id. It signs leases and
+/// names the process's PostgreSQL sessions.
+fn worker_name(cfg: &Config) -> String {
+    cfg.worker_id
         .clone()
-        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-    let mut ec = engine::EngineConfig::new(worker, cfg.workflows.join("calendars"));
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()))
+}
+
+fn engine_config(cfg: &Config) -> engine::EngineConfig {
+    let mut ec = engine::EngineConfig::new(worker_name(cfg), cfg.workflows.join("calendars"));
     ec.batch_size = cfg.engine.batch_size;
     ec.lease = Duration::from_secs(cfg.engine.lease_secs);
     ec.max_attempts = cfg.engine.max_attempts;

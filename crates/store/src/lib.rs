@@ -164,11 +164,34 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
 /// enough that a statement stuck behind a lock frees its connection.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The `application_name` of the PostgreSQL sessions of worker `worker`: `campaignd/worker`,
+/// cut to the 63 bytes PostgreSQL keeps (at a character boundary).
+pub fn application_name(worker: &str) -> String {
+    let mut name = format!("campaignd/{worker}");
+    let mut end = name.len().min(63);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
+}
+
 impl Store {
     /// Connects to `url`. SQLite files are created when missing and put in WAL mode.
     /// For PostgreSQL, `schema` (when given) becomes the search path, which lets tests and
     /// tenants share one database without seeing each other.
     pub async fn connect(url: &str, schema: Option<&str>) -> Result<Store> {
+        Store::connect_named(url, schema, "campaignd".into()).await
+    }
+
+    /// [`Store::connect`], naming PostgreSQL sessions [`application_name`]`(worker)` unless
+    /// the URL names them: `pg_stat_activity` then says which replica holds a session (a
+    /// lock, a long statement), and a test can wait until a killed replica's sessions end.
+    pub async fn connect_as(url: &str, schema: Option<&str>, worker: &str) -> Result<Store> {
+        Store::connect_named(url, schema, application_name(worker)).await
+    }
+
+    async fn connect_named(url: &str, schema: Option<&str>, app_name: String) -> Result<Store> {
         let mut opts = ConnectOptions::new(url.to_owned());
         // Bounded waits: a request or loop that cannot get a connection, or whose statement
         // hangs (a lock held by a stuck session), fails and is retried instead of piling up.
@@ -201,7 +224,12 @@ impl Store {
                 schema.map(|s| format!("SET search_path = \"{}\"", s.replace('"', "")));
             opts.max_connections(16)
                 .min_connections(1)
-                .map_sqlx_postgres_opts(|o| {
+                .map_sqlx_postgres_opts(move |o| {
+                    let o = if o.get_application_name().is_none() {
+                        o.application_name(&app_name)
+                    } else {
+                        o
+                    };
                     o.options([(
                         "statement_timeout",
                         format!("{}", STATEMENT_TIMEOUT.as_millis()),
